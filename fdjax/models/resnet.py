@@ -1,0 +1,115 @@
+"""CIFAR ResNets (He et al. 2016, Sec. 4.2) as used by FusionDistill.
+
+Depth ``6n + 2`` with ``n`` basic blocks in each of three stages of 16, 32 and 64
+channels on 32x32 inputs. Stage changes use stride 2 and a 1x1 convolution +
+BatchNorm shortcut (option B), as the FusionDistill reference code does.
+
+Inputs are float32 ``[B, H, W, 3]`` already normalised (see ``preprocess.py``).
+``apply`` returns ``(logits, features)``; ``features`` holds the post-ReLU output
+of the stem and of every stage plus the pooled vector fed to the classifier, so
+that distillation losses can pick any of them by name.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Literal
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+DEPTHS = (8, 20, 32, 56, 110)
+STAGE_WIDTHS = (16, 32, 64)
+Head = Literal["gap", "reference"]
+
+# PyTorch's kaiming_normal_(mode='fan_out') used by the reference code.
+_conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+class BasicBlock(nn.Module):
+  """Two 3x3 convolutions with BatchNorm; projection shortcut when shape changes."""
+
+  features: int
+  strides: int
+  norm: Any
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    conv = functools.partial(nn.Conv, use_bias=False, kernel_init=_conv_init, dtype=self.dtype)
+    y = conv(self.features, (3, 3), (self.strides, self.strides), padding=((1, 1), (1, 1)))(x)
+    y = nn.relu(self.norm()(y))
+    y = conv(self.features, (3, 3), padding=((1, 1), (1, 1)))(y)
+    y = self.norm(scale_init=nn.initializers.ones)(y)
+    if self.strides != 1 or x.shape[-1] != self.features:
+      x = conv(self.features, (1, 1), (self.strides, self.strides), name="shortcut_conv")(x)
+      x = self.norm(name="shortcut_norm")(x)
+    return nn.relu(x + y)
+
+
+class CifarResNet(nn.Module):
+  """CIFAR ResNet-(6n+2).
+
+  Attributes:
+    depth: total depth, one of ``DEPTHS`` (any ``6n + 2`` works).
+    num_classes: classifier outputs.
+    head: ``'gap'`` = global average pool -> dense (He et al.); ``'reference'``
+      = adaptive average pool to 2x2 -> flatten (256 features) -> dense, the
+      head of the FusionDistill code.
+    dtype: computation dtype (float32, or bfloat16 on accelerators); parameters
+      stay float32.
+  """
+
+  depth: int = 56
+  num_classes: int = 10
+  head: Head = "gap"
+  dtype: Any = jnp.float32
+  bn_momentum: float = 0.9  # PyTorch momentum 0.1 on the new value.
+  bn_epsilon: float = 1e-5
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    """x: float ``[B, H, W, 3]`` normalised. Returns ``(logits [B, C] float32, features)``."""
+    if (self.depth - 2) % 6 or self.depth < 8:
+      raise ValueError(f"CIFAR ResNet depth must be 6n+2 with n >= 1, got {self.depth}")
+    blocks_per_stage = (self.depth - 2) // 6
+    norm = functools.partial(
+        nn.BatchNorm, use_running_average=not train, momentum=self.bn_momentum,
+        epsilon=self.bn_epsilon, dtype=self.dtype)
+    x = x.astype(self.dtype)
+    features = {}
+    x = nn.Conv(STAGE_WIDTHS[0], (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
+                kernel_init=_conv_init, dtype=self.dtype, name="stem_conv")(x)
+    x = nn.relu(norm(name="stem_norm")(x))
+    features["stem"] = x
+    for stage, width in enumerate(STAGE_WIDTHS):
+      for block in range(blocks_per_stage):
+        strides = 2 if stage > 0 and block == 0 else 1
+        x = BasicBlock(width, strides, norm, self.dtype, name=f"stage{stage + 1}_block{block}")(x)
+      features[f"stage{stage + 1}"] = x
+    if self.head == "gap":
+      pooled = jnp.mean(x, axis=(1, 2))
+    elif self.head == "reference":
+      pooled = _adaptive_avg_pool(x, 2).reshape(x.shape[0], -1)
+    else:
+      raise ValueError(f"head must be 'gap' or 'reference', got {self.head!r}")
+    features["pooled"] = pooled
+    logits = nn.Dense(self.num_classes, dtype=self.dtype, name="classifier")(pooled)
+    return logits.astype(jnp.float32), features
+
+
+def _adaptive_avg_pool(x, size: int):
+  """PyTorch ``AdaptiveAvgPool2d(size)`` for spatial sizes divisible by ``size``."""
+  b, h, w, c = x.shape
+  if h % size or w % size:
+    raise ValueError(f"reference head needs spatial size divisible by {size}, got {h}x{w}")
+  return x.reshape(b, size, h // size, size, w // size, c).mean(axis=(2, 4))
+
+
+def cifar_resnet(depth: int, num_classes: int, head: Head = "gap", dtype: Any = jnp.float32) -> CifarResNet:
+  """Builds a CIFAR ResNet-``depth`` (8, 20, 32, 56, 110, or any 6n+2)."""
+  if (depth - 2) % 6 or depth < 8:
+    raise ValueError(f"CIFAR ResNet depth must be 6n+2 (e.g. {DEPTHS}), got {depth}")
+  if head not in ("gap", "reference"):
+    raise ValueError(f"head must be 'gap' or 'reference', got {head!r}")
+  return CifarResNet(depth=depth, num_classes=num_classes, head=head, dtype=dtype)
