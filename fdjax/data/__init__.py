@@ -1,0 +1,18 @@
+"""Data: loading image-classification sets into host memory, batching, augmentation.
+
+* ``load(source, ...) -> Dataset`` with sources 'digits', 'folder:<dir or .tar.gz>'
+  and 'tfds:<name>' (``fdjax.data.sources``);
+* ``train_batches`` / ``eval_batches`` / ``num_batches`` / ``epoch_order``
+  (``fdjax.data.batching``);
+* ``random_flip`` / ``random_crop`` / ``cutout`` on device (``fdjax.data.augment``).
+"""
+
+from fdjax.data.augment import cutout, random_crop, random_flip
+from fdjax.data.batching import epoch_order, eval_batches, num_batches, train_batches
+from fdjax.data.sources import SCHEMES, Dataset, ImageSet, load
+
+__all__ = [
+    "SCHEMES", "Dataset", "ImageSet", "load",
+    "epoch_order", "eval_batches", "num_batches", "train_batches",
+    "cutout", "random_crop", "random_flip",
+]

@@ -1,0 +1,97 @@
+"""Host-side batching of an ``ImageSet`` into device arrays.
+
+Batches are dicts ``{'image': uint8 [B, H, W, 3] (0..255), 'label': int32 [B]}`` (eval
+batches add ``'mask': bool [B]``). With ``sharding`` they are placed by
+``jax.device_put(batch, sharding)`` (e.g. a ``NamedSharding`` splitting the leading
+axis over the mesh axis 'data'); without, on the default device. ``device_put`` is
+asynchronous, so the copy of batch i+1 overlaps the step on batch i without a
+prefetch thread. Single-process only: multi-host input would need
+``jax.make_array_from_process_local_data``.
+
+Training order is a pure function of ``(seed, epoch)``, so a run resumed at step s
+continues with exactly the batches it would have seen: epoch = s // steps_per_epoch,
+``start_batch`` = s % steps_per_epoch.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import jax
+import numpy as np
+
+from fdjax.data.sources import ImageSet
+
+
+def num_batches(num_examples: int, batch_size: int, drop_remainder: bool) -> int:
+  """Batches per epoch: ``floor(N / B)`` with ``drop_remainder``, else ``ceil(N / B)``."""
+  if batch_size <= 0:
+    raise ValueError(f"batch_size must be positive, got {batch_size}")
+  if num_examples < 0:
+    raise ValueError(f"num_examples must be >= 0, got {num_examples}")
+  return num_examples // batch_size if drop_remainder else -(-num_examples // batch_size)
+
+
+def epoch_order(num_examples: int, *, seed: int, epoch: int, shuffle: bool) -> np.ndarray:
+  """int64 ``[N]``: a permutation from ``np.random.default_rng((seed, epoch))``, or 0..N-1."""
+  if not shuffle:
+    return np.arange(num_examples)
+  return np.random.default_rng((seed, epoch)).permutation(num_examples)
+
+
+def _put(batch: dict, sharding) -> dict:
+  return jax.device_put(batch, sharding) if sharding is not None else jax.device_put(batch)
+
+
+def train_batches(split: ImageSet, batch_size: int, *, seed: int, epoch: int,
+                  start_batch: int = 0, sharding: jax.sharding.Sharding | None = None
+                  ) -> Iterator[dict]:
+  """One shuffled epoch of full batches, from batch index ``start_batch`` on.
+
+  Yields ``{'image': uint8 [B, H, W, 3], 'label': int32 [B]}``; the last
+  ``N % batch_size`` examples of the epoch's order are dropped. Raises ValueError
+  (eagerly) if the split has fewer than ``batch_size`` examples or ``start_batch`` is
+  outside ``[0, num_batches]``.
+  """
+  n = len(split)
+  total = num_batches(n, batch_size, drop_remainder=True)
+  if total == 0:
+    raise ValueError(f"batch_size {batch_size} is larger than the split ({n} examples)")
+  if not 0 <= start_batch <= total:
+    raise ValueError(f"start_batch {start_batch} is outside [0, {total}] ({total} batches of "
+                     f"{batch_size} in {n} examples)")
+  order = epoch_order(n, seed=seed, epoch=epoch, shuffle=True)
+
+  def generate():
+    for b in range(start_batch, total):
+      idx = order[b * batch_size:(b + 1) * batch_size]
+      yield _put({"image": split.images[idx], "label": split.labels[idx]}, sharding)
+
+  return generate()
+
+
+def eval_batches(split: ImageSet, batch_size: int, *, sharding: jax.sharding.Sharding | None = None
+                 ) -> Iterator[dict]:
+  """Every example once, in order, in batches of exactly ``batch_size``.
+
+  Yields ``{'image': uint8 [B, H, W, 3], 'label': int32 [B], 'mask': bool [B]}``. The
+  last batch is padded with zero images and label 0 where ``mask`` is False, so shapes
+  stay static (one compilation) and every batch divides over a mesh. Weight per-example
+  metrics by ``mask``.
+  """
+  n = len(split)
+  total = num_batches(n, batch_size, drop_remainder=False)
+
+  def generate():
+    for b in range(total):
+      lo, hi = b * batch_size, min((b + 1) * batch_size, n)
+      images, labels = split.images[lo:hi], split.labels[lo:hi]
+      mask = np.ones(batch_size, bool)
+      if hi - lo < batch_size:
+        pad = batch_size - (hi - lo)
+        images = np.concatenate([images, np.zeros((pad,) + images.shape[1:], images.dtype)])
+        labels = np.concatenate([labels, np.zeros(pad, labels.dtype)])
+        mask[hi - lo:] = False
+      yield _put({"image": images, "label": labels, "mask": mask}, sharding)
+
+  return generate()

@@ -1,0 +1,49 @@
+"""``digits``: scikit-learn's bundled handwritten digits as a tiny 32x32 RGB data set.
+
+1797 grey 8x8 images with values 0..16 (``sklearn.datasets.load_digits``, shipped
+inside scikit-learn, so it works offline). Each is scaled to 0..255, upscaled 4x to
+32x32 with PIL's bilinear filter and replicated to 3 channels. The train/test split
+is fixed: a class-stratified 20% test split drawn with ``SPLIT_SEED``, independent of
+``load``'s ``seed``.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+from PIL import Image
+
+from fdjax.data import sources
+
+SIZE = 32
+TEST_FRACTION = 0.2
+SPLIT_SEED = 1797
+CLASS_NAMES = tuple(str(d) for d in range(10))
+
+
+def upscale(gray: np.ndarray, size: int = SIZE) -> np.ndarray:
+  """float ``[N, h, w]`` in 0..16 -> uint8 ``[N, size, size, 3]`` in 0..255 (bilinear)."""
+  scaled = np.clip(np.rint(np.asarray(gray, np.float64) * (255.0 / 16.0)), 0, 255).astype(np.uint8)
+  out = np.empty((scaled.shape[0], size, size, 3), np.uint8)
+  for i, img in enumerate(scaled):
+    big = Image.fromarray(img).resize((size, size), Image.Resampling.BILINEAR)
+    out[i] = np.asarray(big)[..., None]
+  return out
+
+
+@functools.lru_cache(maxsize=1)
+def _arrays() -> tuple[np.ndarray, np.ndarray]:
+  from sklearn.datasets import load_digits  # imported here: sklearn is slow to import
+  bunch = load_digits()
+  return upscale(bunch.images), bunch.target.astype(np.int32)
+
+
+def source() -> sources.RawSource:
+  """The digits as a ``RawSource`` with fixed 'train' and 'test' splits."""
+  images, labels = _arrays()
+  train, test = sources.stratified_split(labels, TEST_FRACTION, seed=SPLIT_SEED)
+  return sources.in_memory_source("digits", CLASS_NAMES, {
+      "train": (images[train], labels[train]),
+      "test": (images[test], labels[test]),
+  })

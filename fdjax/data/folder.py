@@ -1,0 +1,199 @@
+"""``folder:<path>``: an image-folder tree, or a .tar.gz / .tgz / .tar archive of one.
+
+Layout: ``<root>/<split>/<class>/<image>`` with splits ``train``, ``test`` and
+optionally ``validation`` (or ``val``). An archive (or folder) whose only entry is one
+folder wrapping the splits is unwrapped. Class index = position of the class name in
+the sorted list of the train split's class folders; other splits may only use those
+classes. Images are decoded with PIL to RGB uint8 (grey, palette and RGBA converted)
+and must all share one size. Hidden files and folders (``.*``, ``__MACOSX``) and files
+without an image extension are ignored.
+
+Decoded arrays are cached as ``.npy`` (``decoded-v1/``): next to the extraction for
+archives (see ``fdjax.data.archive``), and under
+``<cache root>/<folder name>-dir-<listing hash>/`` for plain folders, so a second load
+only reads the arrays. Loads that ask for a subset (``max_per_split``) decode just
+that subset and do not write the cache, but do read a cache that exists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from fdjax.data import _decode, archive, sources
+
+SPLIT_DIRS = {"train": "train", "test": "test", "validation": "validation", "val": "validation"}
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm", ".pgm",
+                              ".pbm", ".tif", ".tiff"})
+DECODED = "decoded-v1"  # bump when the cached array format changes
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Tree:
+  """A scanned image-folder tree: per split, file paths (sorted by class, then name)."""
+
+  root: Path
+  class_names: tuple[str, ...]
+  files: dict[str, list[str]]
+  labels: dict[str, np.ndarray]  # int32 [N] per split, aligned with files
+
+  def fingerprint(self) -> str:
+    """Short hash of every file's relative path, size and modification time."""
+    h = hashlib.sha1()
+    for split in sorted(self.files):
+      for path in self.files[split]:
+        st = os.stat(path)
+        h.update(f"{os.path.relpath(path, self.root)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:12]
+
+
+def _visible_dirs(path: Path) -> list[str]:
+  return sorted(e.name for e in os.scandir(path)
+                if e.is_dir() and not e.name.startswith(".") and e.name != "__MACOSX")
+
+
+def find_root(path: Path, max_depth: int = 3) -> Path:
+  """Descends through folders that only wrap a single folder until splits appear."""
+  for _ in range(max_depth):
+    dirs = _visible_dirs(path)
+    if len(dirs) != 1 or dirs[0] in SPLIT_DIRS:
+      break
+    path = path / dirs[0]
+  return path
+
+
+def scan(root: Path) -> Tree:
+  """Lists ``root/<split>/<class>/<image>``; raises on a malformed tree."""
+  dirs = _visible_dirs(root)
+  split_dirs: dict[str, Path] = {}
+  for d in dirs:
+    if d in SPLIT_DIRS:
+      split = SPLIT_DIRS[d]
+      if split in split_dirs:
+        raise ValueError(f"{root} has both {split_dirs[split].name!r} and {d!r} folders; keep one")
+      split_dirs[split] = root / d
+  for split in ("train", "test"):
+    if split not in split_dirs:
+      raise FileNotFoundError(
+          f"image folder {root} has no {split!r} split folder; available splits: "
+          f"{sorted(split_dirs)} (sub-folders: {dirs}); expected {root}/<split>/<class>/<image> "
+          f"with splits train, test and optionally validation or val")
+  class_names: tuple[str, ...] = ()
+  files, labels = {}, {}
+  for split in sorted(split_dirs, key=lambda s: s != "train"):  # train first: it names the classes
+    split_dir = split_dirs[split]
+    classes = _visible_dirs(split_dir)
+    if not classes:
+      raise ValueError(f"split folder {split_dir} has no class folders; expected "
+                       f"{split_dir}/<class>/<image>")
+    if split == "train":
+      class_names = tuple(classes)
+    elif extra := sorted(set(classes) - set(class_names)):
+      raise ValueError(f"split folder {split_dir} has classes {extra} that the train split "
+                       f"{split_dirs['train']} lacks")
+    paths, labs = [], []
+    for name in classes:
+      class_dir = split_dir / name
+      images = sorted(e.name for e in os.scandir(class_dir)
+                      if e.is_file() and not e.name.startswith(".")
+                      and os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS)
+      if not images:
+        raise ValueError(f"class folder {class_dir} contains no images (extensions: "
+                         f"{', '.join(sorted(IMAGE_EXTENSIONS))})")
+      paths.extend(str(class_dir / f) for f in images)
+      labs.extend([class_names.index(name)] * len(images))
+    files[split], labels[split] = paths, np.asarray(labs, np.int32)
+  return Tree(root, class_names, files, labels)
+
+
+def _save_decoded(dest: Path, arrays: dict[str, tuple[np.ndarray, np.ndarray]],
+                  class_names: tuple[str, ...]) -> None:
+  """Writes the arrays to ``dest`` atomically (temp dir + rename); warns on failure."""
+  tmp = None
+  try:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".decoded-", suffix=".partial", dir=dest.parent))
+    for split, (images, labels) in arrays.items():
+      np.save(tmp / f"{split}_images.npy", images)
+      np.save(tmp / f"{split}_labels.npy", labels)
+    (tmp / "meta.json").write_text(json.dumps({"class_names": list(class_names),
+                                               "splits": sorted(arrays)}))
+    os.rename(tmp, dest)
+  except OSError as e:
+    if not (dest / "meta.json").exists():  # else another process won the race
+      warnings.warn(f"could not cache decoded images in {dest}: {e}", stacklevel=3)
+  finally:
+    if tmp is not None:
+      shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _load_decoded(dest: Path):
+  """``(class_names, {split: (images, labels)})`` from a cache dir, or None."""
+  meta_path = dest / "meta.json"
+  if not meta_path.exists():
+    return None
+  meta = json.loads(meta_path.read_text())
+  arrays = {s: (np.load(dest / f"{s}_images.npy"), np.load(dest / f"{s}_labels.npy"))
+            for s in meta["splits"]}
+  return tuple(meta["class_names"]), arrays
+
+
+def _reader(tree: Tree, cache: Path):
+  """``RawSource.read_images`` for ``tree``: decodes (and caches when complete)."""
+
+  def read_images(needed):
+    ref_path = tree.files["train"][0]
+    ref_size = _decode.image_size(ref_path)
+    full = all(idx is None for idx in needed.values())
+    order = sorted(tree.files if full else needed)  # a complete load decodes every split
+    picks = {s: tree.files[s] if needed.get(s) is None else [tree.files[s][i] for i in needed[s]]
+             for s in order}
+    start = time.perf_counter()
+    flat = _decode.decode_parallel([p for s in order for p in picks[s]], ref_path, ref_size)
+    log.info("decoded %d images from %s in %.1f s", len(flat), tree.root,
+             time.perf_counter() - start)
+    bounds = np.cumsum([0] + [len(picks[s]) for s in order])
+    images = {s: flat[bounds[i]:bounds[i + 1]] for i, s in enumerate(order)}
+    if full:
+      _save_decoded(cache, {s: (images[s], tree.labels[s]) for s in order}, tree.class_names)
+    return {s: images[s] for s in needed}
+
+  return read_images
+
+
+def source(path_arg: str, *, cache_dir: str | None = None) -> sources.RawSource:
+  """Opens ``folder:<path_arg>`` (a directory or an archive) as a lazy ``RawSource``."""
+  path = Path(path_arg).expanduser()
+  if not path.exists():
+    raise FileNotFoundError(f"folder source {path_arg!r}: {path} does not exist")
+  root = archive.cache_root(cache_dir)
+  if path.is_file():
+    if not archive.is_archive(path):
+      raise ValueError(f"folder source {path_arg!r}: {path} is a file but not an archive "
+                       f"({', '.join(archive.SUFFIXES)}) or a directory")
+    name = archive.stem(path)
+    entry = archive.extract(path, root)
+    cache = entry / DECODED
+    cached = _load_decoded(cache)
+    tree = None if cached else scan(find_root(entry / "tree"))
+  else:
+    name = path.resolve().name
+    tree = scan(find_root(path))
+    cache = root / f"{name}-dir-{tree.fingerprint()}" / DECODED
+    cached = _load_decoded(cache)
+  if cached is not None:
+    class_names, arrays = cached
+    return sources.in_memory_source(name, class_names, arrays)
+  return sources.RawSource(name, tree.class_names, tree.labels, _reader(tree, cache))

@@ -1,0 +1,232 @@
+"""Data sets held in host memory, and ``load``, the one entry point that builds them.
+
+A source string picks where images come from:
+
+* ``digits``: scikit-learn's bundled 8x8 handwritten digits, upscaled to 32x32 RGB
+  (embedded, offline; the default for quickstart and tests).
+* ``folder:<path>``: an image-folder tree ``split/<class>/<image>`` or a ``.tar.gz`` /
+  ``.tgz`` / ``.tar`` of one (see ``fdjax.data.folder``).
+* ``tfds:<name>``: a prepared TFDS image-classification data set (see
+  ``fdjax.data.tfds_source``).
+
+Every split is a pair of arrays: images uint8 ``[N, H, W, 3]`` in 0..255 and labels
+int32 ``[N]`` in ``0..num_classes-1``.
+
+Split rule (``validation_fraction``):
+* ``> 0``: a seeded, class-stratified ``validation_fraction`` of the source's train
+  split is held out as ``validation`` (the paper's 90/10 tuning split); a validation
+  split that the source itself ships is then ignored.
+* ``== 0``: the source's own validation split (``validation`` / ``val``) is used when
+  it has one, else ``Dataset.validation`` is None.
+
+``max_per_split`` then truncates each resulting split (train, validation, test) to at
+most that many examples: a seeded, class-balanced subset (round-robin over classes
+after a shuffle), kept in source order. Folder sources decode only those images.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Mapping
+
+import numpy as np
+
+SCHEMES = ("digits", "folder:<path>", "tfds:<name>")
+# Separate random streams for the two seeded selections (epoch orders use (seed, epoch)).
+_VALIDATION_STREAM = 0x7A11D
+_SUBSET_STREAM = 0x5B5E7
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ImageSet:
+  """One split in host memory.
+
+  images: uint8 ``[N, H, W, 3]``, 0..255.  labels: int32 ``[N]``.
+  """
+
+  images: np.ndarray
+  labels: np.ndarray
+
+  def __post_init__(self):
+    im, lab = self.images, self.labels
+    if not isinstance(im, np.ndarray) or im.dtype != np.uint8 or im.ndim != 4 or im.shape[-1] != 3:
+      raise ValueError(f"ImageSet.images must be a uint8 numpy array [N, H, W, 3], got "
+                       f"{type(im).__name__} {getattr(im, 'dtype', '?')} {getattr(im, 'shape', '?')}")
+    if not isinstance(lab, np.ndarray) or lab.dtype != np.int32 or lab.shape != im.shape[:1]:
+      raise ValueError(f"ImageSet.labels must be an int32 numpy array [{im.shape[0]}], got "
+                       f"{type(lab).__name__} {getattr(lab, 'dtype', '?')} {getattr(lab, 'shape', '?')}")
+
+  def __len__(self) -> int:
+    return int(self.labels.shape[0])
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Dataset:
+  """A named data set: train / test (and optional validation) splits plus class names."""
+
+  name: str
+  train: ImageSet
+  test: ImageSet
+  validation: ImageSet | None
+  class_names: tuple[str, ...]
+
+  @property
+  def num_classes(self) -> int:
+    return len(self.class_names)
+
+  @property
+  def image_shape(self) -> tuple[int, int, int]:
+    """``(H, W, 3)`` of every image."""
+    return tuple(int(d) for d in self.train.images.shape[1:])
+
+
+@dataclasses.dataclass(frozen=True)
+class RawSource:
+  """What a source module hands to ``load`` before splitting and truncation.
+
+  ``labels`` maps a source split name ('train', 'test', optionally 'validation') to
+  int32 ``[N]``. ``read_images(needed)`` takes, per split, sorted indices (or None for
+  the whole split) and returns uint8 ``[len(indices) or N, H, W, 3]`` per split, in
+  that order; sources that can decode lazily (folders) read only what is asked.
+  """
+
+  name: str
+  class_names: tuple[str, ...]
+  labels: Mapping[str, np.ndarray]
+  read_images: Callable[[Mapping[str, np.ndarray | None]], dict[str, np.ndarray]]
+
+
+def in_memory_source(name: str, class_names, splits: Mapping[str, tuple[np.ndarray, np.ndarray]]
+                     ) -> RawSource:
+  """A ``RawSource`` over splits already decoded: ``{split: (images, labels)}``."""
+
+  def read_images(needed):
+    return {s: splits[s][0] if idx is None else splits[s][0][idx] for s, idx in needed.items()}
+
+  return RawSource(name, tuple(class_names), {s: lab for s, (_, lab) in splits.items()},
+                   read_images)
+
+
+def stratified_split(labels: np.ndarray, fraction: float, seed: int | np.random.SeedSequence
+                     ) -> tuple[np.ndarray, np.ndarray]:
+  """Splits indices of ``labels`` into ``(kept, held_out)``, both sorted.
+
+  Each class contributes ``round(fraction * count)`` randomly chosen (by ``seed``)
+  examples to ``held_out``.
+  """
+  rng = np.random.default_rng(seed)
+  held = []
+  for c in np.unique(labels):
+    idx = np.flatnonzero(labels == c)
+    held.append(rng.permutation(idx)[:int(round(fraction * idx.size))])
+  held_out = np.sort(np.concatenate(held)) if held else np.zeros(0, np.int64)
+  kept = np.setdiff1d(np.arange(labels.size), held_out)
+  return kept, held_out
+
+
+def balanced_subset(labels: np.ndarray, n: int, seed: int | np.random.SeedSequence
+                    ) -> np.ndarray:
+  """Sorted indices of at most ``n`` examples, spread evenly over classes.
+
+  After a seeded shuffle, examples are taken round-robin over classes (the first of
+  every class, then the second of every class, ...), so every class appears when
+  ``n >= num_classes``.
+  """
+  if n >= labels.size:
+    return np.arange(labels.size)
+  perm = np.random.default_rng(seed).permutation(labels.size)
+  shuffled = labels[perm]
+  rank = np.empty(labels.size, np.int64)
+  for c in np.unique(shuffled):
+    mask = shuffled == c
+    rank[mask] = np.arange(mask.sum())
+  order = np.lexsort((np.arange(labels.size), rank))
+  return np.sort(perm[order[:n]])
+
+
+def open_source(source: str, *, cache_dir: str | None, data_dir: str | None) -> RawSource:
+  """Parses ``source`` and opens it (lazily for folders)."""
+  if not isinstance(source, str):
+    raise ValueError(f"data source must be a string ({', '.join(SCHEMES)}), got {source!r}")
+  scheme, sep, arg = source.partition(":")
+  if scheme == "digits" and not arg:
+    from fdjax.data import digits
+    return digits.source()
+  if scheme == "folder" and sep:
+    if not arg:
+      raise ValueError(f"data source {source!r} names no path; use folder:<dir or .tar.gz>")
+    from fdjax.data import folder
+    return folder.source(arg, cache_dir=cache_dir)
+  if scheme == "tfds" and sep:
+    if not arg:
+      raise ValueError(f"data source {source!r} names no data set; use e.g. tfds:cifar10")
+    from fdjax.data import tfds_source
+    return tfds_source.source(arg, data_dir=data_dir)
+  raise ValueError(f"unknown data source {source!r}; valid sources: {', '.join(SCHEMES)}")
+
+
+def load(source: str, *, validation_fraction: float = 0.0, seed: int = 0,
+         cache_dir: str | None = None, data_dir: str | None = None,
+         max_per_split: int | None = None) -> Dataset:
+  """Loads ``source`` into host memory (see the module docstring for the rules).
+
+  Args:
+    source: 'digits', 'folder:<dir or archive>' or 'tfds:<name>'.
+    validation_fraction: in [0, 1); > 0 holds out a stratified part of train.
+    seed: seeds the validation hold-out and the ``max_per_split`` subsets.
+    cache_dir: folder sources' cache root (default $FDJAX_CACHE or ~/.cache/fdjax).
+    data_dir: TFDS data dir (default: TFDS's own default).
+    max_per_split: if > 0, at most this many examples per split (None or 0: all).
+  """
+  if not 0.0 <= validation_fraction < 1.0:
+    raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction!r}")
+  if max_per_split is not None and max_per_split < 0:
+    raise ValueError(f"max_per_split must be None or >= 0, got {max_per_split!r}")
+  raw = open_source(source, cache_dir=cache_dir, data_dir=data_dir)
+  for split in ("train", "test"):
+    if split not in raw.labels:
+      raise ValueError(f"data source {source!r} has no {split!r} split; available splits: "
+                       f"{sorted(raw.labels)}")
+
+  # plan: output split -> (source split, indices into it or None for all of it).
+  plan: dict[str, tuple[str, np.ndarray | None]] = {"train": ("train", None), "test": ("test", None)}
+  if validation_fraction > 0:
+    kept, held = stratified_split(raw.labels["train"], validation_fraction,
+                                  seed=np.random.SeedSequence((seed, _VALIDATION_STREAM)))
+    if held.size == 0 or kept.size == 0:
+      raise ValueError(f"validation_fraction={validation_fraction} of {raw.labels['train'].size} "
+                       f"training examples in {source!r} leaves an empty split")
+    plan["train"], plan["validation"] = ("train", kept), ("train", held)
+  elif "validation" in raw.labels:
+    plan["validation"] = ("validation", None)
+
+  if max_per_split:
+    for i, (out, (src, idx)) in enumerate(sorted(plan.items())):
+      all_idx = np.arange(raw.labels[src].size) if idx is None else idx
+      pick = balanced_subset(raw.labels[src][all_idx], max_per_split,
+                             seed=np.random.SeedSequence((seed, _SUBSET_STREAM, i)))
+      plan[out] = (src, all_idx[pick])
+
+  # Ask the source only for the images some output split uses.
+  needed: dict[str, np.ndarray | None] = {}
+  for src in {src for src, _ in plan.values()}:
+    parts = [idx for s, idx in plan.values() if s == src]
+    union = None if any(p is None for p in parts) else np.unique(np.concatenate(parts))
+    needed[src] = None if union is None or union.size == raw.labels[src].size else union
+  images = raw.read_images(needed)
+
+  sets = {}
+  for out, (src, idx) in plan.items():
+    labels = raw.labels[src] if idx is None else raw.labels[src][idx]
+    if idx is None:
+      imgs = images[src]
+    elif needed[src] is None:
+      imgs = images[src][idx]
+    else:
+      imgs = images[src][np.searchsorted(needed[src], idx)]
+    sets[out] = ImageSet(imgs, labels.astype(np.int32, copy=False))
+  shapes = {s: v.images.shape[1:] for s, v in sets.items()}
+  if len(set(shapes.values())) > 1:
+    raise ValueError(f"splits of {source!r} have different image shapes: {shapes}")
+  return Dataset(raw.name, sets["train"], sets["test"], sets.get("validation"),
+                 tuple(raw.class_names))
