@@ -1,0 +1,51 @@
+"""Run with 8 simulated CPU devices (see test_sharding.py): a train step sharded over
+8 devices equals the same step on 1 device."""
+
+import os
+import sys
+
+assert "xla_force_host_platform_device_count=8" in os.environ.get("XLA_FLAGS", "")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import ml_collections  # noqa: E402
+import numpy as np  # noqa: E402
+
+from fdjax.config import optimizer_config  # noqa: E402
+from fdjax.models import cifar_resnet  # noqa: E402
+from fdjax.train import (create_train_state, data_sharding, init_variables, make_mesh,  # noqa: E402
+                         make_optimizer, make_train_step)
+from fdjax.train.objectives import classification_loss  # noqa: E402
+
+assert jax.device_count() == 8, jax.devices()
+model = cifar_resnet(8, 10)
+augment_cfg = ml_collections.ConfigDict(dict(flip=True, crop=True, pad=4, cutout=True, cutout_size=8))
+loss_fn = classification_loss(model, normalization="unit", augment_cfg=augment_cfg)
+tx, _ = make_optimizer(optimizer_config("sgd", 0.1), epochs=1, steps_per_epoch=1)
+variables = init_variables(model, jax.random.key(0), (32, 32, 3))
+rng = np.random.default_rng(0)
+batches = [{"image": rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8),
+            "label": rng.integers(0, 10, 16).astype(np.int32)} for _ in range(2)]
+
+results = []
+for devices in (jax.devices()[:1], jax.devices()):
+  mesh = make_mesh(devices)
+  state = create_train_state(variables, tx, jax.random.PRNGKey(0), mesh)
+  step = make_train_step(loss_fn, tx, mesh, donate=False)
+  for batch in batches:
+    placed = jax.device_put({k: jnp.asarray(v) for k, v in batch.items()}, data_sharding(mesh))
+    state, metrics = step(state, placed)
+  if len(devices) == 8:
+    assert len(placed["image"].sharding.device_set) == 8
+    assert placed["image"].addressable_shards[0].data.shape[0] == 2
+    assert state.params["classifier"]["kernel"].sharding.is_fully_replicated
+  results.append((jax.device_get(state), float(metrics["loss"])))
+
+(one, loss_one), (eight, loss_eight) = results
+assert abs(loss_one - loss_eight) < 1e-4, (loss_one, loss_eight)
+worst = 0.0
+for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(eight)):
+  np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+  worst = max(worst, float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)))))
+print(f"OK 1-device vs 8-device max abs diff {worst:.3g}")
+sys.exit(0)

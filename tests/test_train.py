@@ -1,0 +1,185 @@
+"""Training engine: optimiser semantics, the generic step, checkpoints, resume, NaN stop."""
+
+import glob
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from fdjax.config import optimizer_config
+from fdjax.data import ImageSet
+from fdjax.models import cifar_resnet
+from fdjax.train import (Checkpointer, CorruptCheckpointError, IncompatibleCheckpointError,
+                         LoopConfig, NonFiniteLossError, create_train_state, fit, init_variables,
+                         make_mesh, make_optimizer, make_schedule, make_train_step)
+from fdjax.train.objectives import classification_loss
+
+
+def test_sgd_momentum_weight_decay_matches_pytorch_formula():
+  # torch.optim.SGD(lr, momentum=m, weight_decay=wd): d = g + wd*p; buf = m*buf + d; p -= lr*buf.
+  lr, m, wd = 0.1, 0.9, 1e-2
+  tx, _ = make_optimizer(optimizer_config("sgd", lr, momentum=m, weight_decay=wd,
+                                          schedule="constant"), epochs=1, steps_per_epoch=1)
+  p = np.array([1.0, -2.0]); grads = [np.array([0.5, 0.25]), np.array([-1.0, 2.0])]
+  params = jnp.asarray(p, jnp.float32); opt_state = tx.init(params)
+  buf = np.zeros(2)
+  for g in grads:
+    d = g + wd * p; buf = m * buf + d; p = p - lr * buf
+    updates, opt_state = tx.update(jnp.asarray(g, jnp.float32), opt_state, params)
+    params = optax.apply_updates(params, updates)
+  np.testing.assert_allclose(params, p, rtol=1e-6)
+
+
+def test_radam_first_step_is_bias_corrected_momentum():
+  # While rho_t <= 5 (the first steps) RAdam takes an SGD-with-momentum step: p -= lr * m_hat.
+  lr, wd = 1e-3, 1e-4
+  tx, _ = make_optimizer(optimizer_config("radam", lr, weight_decay=wd, schedule="constant"),
+                         epochs=1, steps_per_epoch=1)
+  p = np.array([0.3, -0.7], np.float32); g = np.array([2.0, -1.0], np.float32)
+  updates, _ = tx.update(jnp.asarray(g), tx.init(jnp.asarray(p)), jnp.asarray(p))
+  np.testing.assert_allclose(np.asarray(updates), -lr * (g + wd * p), rtol=1e-5)
+
+
+def test_multistep_schedule_decays_at_epoch_milestones():
+  schedule = make_schedule("multistep", 0.1, epochs=10, steps_per_epoch=5, milestones=(3, 6),
+                           decay=0.2)
+  assert np.isclose(schedule(14), 0.1) and np.isclose(schedule(15), 0.02)
+  assert np.isclose(schedule(29), 0.02) and np.isclose(schedule(30), 0.004)
+  with pytest.raises(ValueError, match="milestones"):
+    make_schedule("multistep", 0.1, epochs=10, steps_per_epoch=5, milestones=(12,))
+  with pytest.raises(ValueError, match="unknown schedule"):
+    make_schedule("warmup", 0.1, epochs=10, steps_per_epoch=5)
+
+
+def test_cosine_schedule_matches_closed_form():
+  schedule = make_schedule("cosine", 1e-3, epochs=4, steps_per_epoch=25)
+  for t in (0, 30, 99):
+    assert np.isclose(schedule(t), 1e-3 * 0.5 * (1 + np.cos(np.pi * t / 100)), rtol=1e-5)
+
+
+def _tiny_setup(tmp_path, seed=0, n=64):
+  rng = np.random.default_rng(seed)
+  split = ImageSet(rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
+                   rng.integers(0, 4, n).astype(np.int32))
+  model = cifar_resnet(8, 4)
+  augment_cfg = ml_collections.ConfigDict(dict(flip=True, crop=True, pad=4, cutout=True,
+                                               cutout_size=8))
+  loss_fn = classification_loss(model, normalization="unit", augment_cfg=augment_cfg)
+  tx, schedule = make_optimizer(optimizer_config("sgd", 0.05, milestones=(2,)), epochs=3,
+                                steps_per_epoch=n // 16)
+  mesh = make_mesh()
+  variables = init_variables(model, jax.random.key(seed), (32, 32, 3))
+  return split, loss_fn, tx, schedule, mesh, variables
+
+
+def _run(tmp_path, workdir, max_steps=0, split_seed=0):
+  split, loss_fn, tx, schedule, mesh, variables = _tiny_setup(tmp_path, split_seed)
+  state = create_train_state(variables, tx, jax.random.PRNGKey(7), mesh)
+  loop = LoopConfig(epochs=3, batch_size=16, seed=3, log_every_steps=2,
+                    checkpoint_every_steps=5, max_steps=max_steps)
+  return fit(state, make_train_step(loss_fn, tx, mesh), split, loop=loop, mesh=mesh,
+             workdir=str(workdir), schedule=schedule, name="tiny")
+
+
+def test_interrupted_run_resumes_to_identical_parameters(tmp_path):
+  full = _run(tmp_path, tmp_path / "full")
+  partial = _run(tmp_path, tmp_path / "resumed", max_steps=7)  # "crash" after 7 of 12 steps
+  assert int(partial.step) == 7
+  resumed = _run(tmp_path, tmp_path / "resumed")
+  assert int(resumed.step) == int(full.step) == 12
+  for a, b in zip(jax.tree.leaves(full.params), jax.tree.leaves(resumed.params)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  for a, b in zip(jax.tree.leaves(full.opt_state), jax.tree.leaves(resumed.opt_state)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  records = [json.loads(l) for l in open(tmp_path / "full" / "metrics.jsonl")]
+  assert {"step", "loss", "lr", "images_per_s", "eta_s"} <= set(records[-1])
+  assert records[-1]["step"] == 12
+
+
+def test_training_reduces_loss_on_a_learnable_problem(tmp_path):
+  # Labels are a function of the image's brightness: a ResNet-8 learns it in a few steps.
+  rng = np.random.default_rng(0)
+  labels = rng.integers(0, 2, 128).astype(np.int32)
+  images = np.where(labels[:, None, None, None] == 1, 200, 40).astype(np.uint8)
+  images = np.broadcast_to(images, (128, 32, 32, 3)).copy()
+  split = ImageSet(images, labels)
+  _, _, _, _, mesh, _ = _tiny_setup(tmp_path)
+  model = cifar_resnet(8, 2)
+  off = ml_collections.ConfigDict(dict(flip=False, crop=False, pad=4, cutout=False, cutout_size=8))
+  loss_fn = classification_loss(model, normalization="unit", augment_cfg=off)
+  tx, _ = make_optimizer(optimizer_config("sgd", 0.05, schedule="constant"), epochs=1,
+                         steps_per_epoch=1)
+  state = create_train_state(init_variables(model, jax.random.key(0), (32, 32, 3)), tx,
+                             jax.random.PRNGKey(0), mesh)
+  step = make_train_step(loss_fn, tx, mesh)
+  batch = {"image": jnp.asarray(images[:32]), "label": jnp.asarray(labels[:32])}
+  losses = []
+  for _ in range(8):
+    state, metrics = step(state, batch)
+    losses.append(float(metrics["loss"]))
+  assert losses[-1] < 0.5 * losses[0]
+
+
+def _quadratic_state(lr, mesh):
+  tx = optax.sgd(lr)
+  variables = {"params": {"w": jnp.ones((3,))}, "batch_stats": {}}
+  return create_train_state(variables, tx, jax.random.PRNGKey(0), mesh), tx
+
+
+def _quadratic_loss(params, batch_stats, batch, key):
+  return jnp.sum(params["w"] ** 2), (batch_stats, {})
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+  # lr 10 on w^2 multiplies w by -19 per step: overflow to inf/NaN after ~30 steps.
+  mesh = make_mesh()
+  state, tx = _quadratic_state(10.0, mesh)
+  split = ImageSet(np.zeros((8, 4, 4, 3), np.uint8), np.zeros(8, np.int32))
+  loop = LoopConfig(epochs=100, batch_size=1, log_every_steps=5, checkpoint_every_steps=5)
+  with pytest.raises(NonFiniteLossError, match="last good checkpoint is step"):
+    fit(state, make_train_step(_quadratic_loss, tx, mesh), split, loop=loop, mesh=mesh,
+        workdir=str(tmp_path), name="diverge")
+  checkpointer = Checkpointer(tmp_path / "checkpoints")
+  last = checkpointer.latest_step()
+  assert last is not None and 0 < last < 40
+  restored, meta = checkpointer.restore(_quadratic_state(10.0, mesh)[0])
+  assert np.all(np.isfinite(np.asarray(restored.params["w"])))
+  assert meta["step"] == last
+
+
+def test_incompatible_checkpoint_is_a_clear_error(tmp_path):
+  mesh = make_mesh()
+  state, _ = _quadratic_state(0.1, mesh)
+  Checkpointer(tmp_path).save(state, {"note": "w of shape 3"})
+  other = create_train_state({"params": {"w": jnp.ones((4,))}, "batch_stats": {}},
+                             optax.sgd(0.1), jax.random.PRNGKey(0), mesh)
+  with pytest.raises(IncompatibleCheckpointError, match=r"params/w saved \(3,\) vs expected \(4,\)"):
+    Checkpointer(tmp_path).restore(other)
+
+
+@pytest.mark.parametrize("damage", ["metadata", "data"])
+def test_corrupt_checkpoint_is_a_clear_error_not_a_restart(tmp_path, damage):
+  mesh = make_mesh()
+  state, tx = _quadratic_state(0.1, mesh)
+  Checkpointer(tmp_path / "checkpoints").save(state)
+  state_dir = tmp_path / "checkpoints" / "0" / "state"
+  if damage == "metadata":
+    targets = [p for p in glob.glob(str(state_dir / "**" / "*"), recursive=True)
+               if os.path.isfile(p) and "METADATA" in os.path.basename(p).upper()]
+  else:
+    targets = [p for p in glob.glob(str(state_dir / "**" / "d" / "*"), recursive=True)
+               if os.path.isfile(p)]
+  assert targets, sorted(glob.glob(str(state_dir / "**"), recursive=True))
+  for path in targets:
+    with open(path, "wb") as f:
+      f.write(b"\x00garbage\xff" * 3)
+  split = ImageSet(np.zeros((8, 4, 4, 3), np.uint8), np.zeros(8, np.int32))
+  loop = LoopConfig(epochs=1, batch_size=1)
+  with pytest.raises(CorruptCheckpointError, match=str(tmp_path / "checkpoints" / "0")):
+    fit(state, make_train_step(_quadratic_loss, tx, mesh), split, loop=loop, mesh=mesh,
+        workdir=str(tmp_path), name="corrupt")
