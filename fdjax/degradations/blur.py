@@ -1,0 +1,238 @@
+"""Gaussian blur, bit-exact with the reference's scipy call on uint8 images.
+
+The reference (imagedegrade 0.2.3 ``blur``, one image at a time) runs::
+
+    scipy.ndimage.gaussian_filter(img_uint8, sigma=[s, s, 0], truncate=3.0, mode='nearest')
+
+with ``s = randint(0, 50) / 10``. Three quirks of that call decide the output:
+
+* scipy filters axis 0 (rows), writes the result into a *uint8* array, then filters
+  axis 1 of that uint8 array: the image is truncated to integers twice.
+* Its float64 -> uint8 cast is a C cast: truncation, not rounding (61.7 -> 61).
+* On flat neighbourhoods the exact answer is an integer and float64 rounding noise
+  decides the truncation (255 * sum(weights) can come out as 254.99999999999997 -> 254).
+
+A float32 emulation gets about 99.2% of CIFAR-10 values right (max error 2). This
+module therefore evaluates each 1-D pass in exact integer arithmetic: the float64
+scipy weights become 64-bit fixed-point numbers held as four 16-bit int32 digits,
+so the filter sum is exact and its integer part is scipy's answer whenever the sum
+is not within 2**-32 of an integer. For those near-integer sums (flat or linear
+neighbourhoods) the answer is looked up in a table of what scipy's float64 loop
+returns on a constant neighbourhood of that value. The result matches scipy
+bit-for-bit on every grid sigma (checked on real CIFAR-10 images in the tests).
+
+Sigmas off the 0.1 grid use float32 weights computed on device (same fixed-point
+pipeline, centre tap set so the weights sum to exactly 1, no float64 table): there
+the output is the exact-arithmetic truncation. It agrees with scipy (called with the
+same float32 sigma) on 98-100% of CIFAR values, max error 2: off the grid scipy's
+float64 noise on flat regions (which may give v - 1 for a flat v) is not reproduced.
+
+``blur_float`` is the exact-float variant (no intermediate truncation). dm-pix's
+``gaussian_blur`` is not used: its kernel support is a static ``kernel_size`` where
+scipy's radius ``int(3 * sigma + 0.5)`` changes with each example's sigma, it pads
+with zeros instead of repeating the edge, and sigma 0 gives NaN.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+TRUNCATE = 3.0  # the reference's ``truncate``: kernel radius int(3 * sigma + 0.5)
+SIGMA_GRID = np.arange(51) / 10  # 0.0, 0.1, ..., 5.0 pixels, as randint(0, 50) / 10
+MAX_RADIUS = int(TRUNCATE * SIGMA_GRID[-1] + 0.5)  # 15 -> fixed 31-tap kernels
+
+_DIGIT_BITS = 16
+_NUM_DIGITS = 4  # 64 fractional bits: exact for every grid weight that matters
+_DIGIT_MASK = (1 << _DIGIT_BITS) - 1
+
+
+def _radius(sigma: float) -> int:
+  return int(TRUNCATE * sigma + 0.5)
+
+
+def _scipy_half_kernel(sigma: float) -> np.ndarray:
+  """float64 ``[MAX_RADIUS + 1]``: scipy's normalised weights, centre first, zero-padded.
+
+  Sigma 0 is a delta: scipy skips axes whose sigma is 0.
+  """
+  half = np.zeros(MAX_RADIUS + 1)
+  if sigma <= 0:
+    half[0] = 1.0
+    return half
+  radius = _radius(sigma)
+  x = np.arange(-radius, radius + 1)
+  phi = np.exp(-0.5 / (sigma * sigma) * x**2)  # scipy's _gaussian_kernel1d, order 0
+  phi = phi / phi.sum()
+  half[: radius + 1] = phi[radius:]
+  return half
+
+
+def _to_digits(weights: np.ndarray) -> np.ndarray:
+  """float64 ``[..., n]`` in [0, 1] -> int32 ``[..., n, 4]`` base-2**16 fraction digits.
+
+  A weight of exactly 1.0 becomes ``[65536, 0, 0, 0]`` (integer part in digit 0).
+  """
+  digits = []
+  rest = np.asarray(weights, np.float64)
+  for _ in range(_NUM_DIGITS):
+    rest = rest * (1 << _DIGIT_BITS)  # exact: power-of-two scaling
+    digit = np.floor(rest)
+    digits.append(digit)
+    rest = rest - digit
+  return np.stack(digits, -1).astype(np.int32)
+
+
+def _constant_response(half: np.ndarray) -> np.ndarray:
+  """int32 ``[256]``: scipy's uint8 output on a flat neighbourhood of each value.
+
+  Replays scipy's symmetric correlate1d loop in float64 and its operation order
+  (``x[0] * w[0]``, then ``(x[-j] + x[j]) * w[j]`` from the outermost tap inwards).
+  """
+  v = np.arange(256, dtype=np.float64)
+  acc = v * half[0]
+  for j in range(MAX_RADIUS, 0, -1):
+    if half[j] != 0:
+      acc = acc + (v + v) * half[j]
+  return np.trunc(acc).astype(np.int32)
+
+
+_GRID_HALF = np.stack([_scipy_half_kernel(s) for s in SIGMA_GRID])  # [51, 16] float64
+_GRID_DIGITS = _to_digits(_GRID_HALF)  # [51, 16, 4] int32
+_GRID_FLAT = np.stack([_constant_response(h) for h in _GRID_HALF])  # [51, 256] int32
+
+
+def _snap(sigma: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """float ``[B]`` -> (grid index int32 ``[B]``, on-grid bool ``[B]``)."""
+  index = jnp.clip(jnp.round(sigma * 10.0), 0, len(SIGMA_GRID) - 1).astype(jnp.int32)
+  on_grid = jnp.abs(sigma * 10.0 - index) < 1e-3
+  return index, on_grid
+
+
+def half_kernel_float(sigma: jax.Array) -> jax.Array:
+  """float ``[B]`` sigma in pixels -> float32 ``[B, MAX_RADIUS + 1]`` weights, centre first.
+
+  Taps beyond each example's radius ``int(3 * sigma + 0.5)`` are zero; grid sigmas
+  use the grid value k / 10 and an integer radius so float32 noise cannot move it.
+  """
+  sigma = jnp.asarray(sigma, jnp.float32)
+  index, on_grid = _snap(sigma)
+  sigma = jnp.where(on_grid, index.astype(jnp.float32) / 10.0, sigma)
+  radius = jnp.where(on_grid, (3 * index + 5) // 10,
+                     jnp.floor(TRUNCATE * sigma + 0.5).astype(jnp.int32))
+  taps = jnp.arange(MAX_RADIUS + 1, dtype=jnp.float32)
+  safe_sigma = jnp.maximum(sigma, 1e-6)[:, None]
+  phi = jnp.exp(-0.5 * taps**2 / safe_sigma**2)
+  phi = jnp.where(taps[None, :] <= radius[:, None], phi, 0.0)
+  phi = jnp.where(sigma[:, None] > 0, phi, (taps == 0)[None, :].astype(jnp.float32))
+  return phi / (phi[:, :1] + 2.0 * jnp.sum(phi[:, 1:], axis=1, keepdims=True))
+
+
+def _float_to_digits(half: jax.Array) -> jax.Array:
+  """float32 ``[B, 16]`` half kernel -> int32 ``[B, 16, 4]`` digits summing to exactly 1.
+
+  The side taps are converted exactly (bits are peeled off); the centre tap is then
+  set to 1 - 2 * sum(side taps) in fixed point, so a flat neighbourhood stays flat
+  instead of depending on the float32 rounding of the weights' sum.
+  """
+  digits = []
+  rest = half[:, 1:]
+  for _ in range(_NUM_DIGITS):
+    rest = rest * float(1 << _DIGIT_BITS)
+    digit = jnp.floor(rest)
+    digits.append(digit)
+    rest = rest - digit
+  side = jnp.stack(digits, -1).astype(jnp.int32)  # [B, 15, 4]
+  centre = -2 * jnp.sum(side, axis=1)  # [B, 4], each |.| < 2**21
+  centre = centre.at[:, 0].add(1 << _DIGIT_BITS)  # + 1.0
+  for k in range(_NUM_DIGITS - 1, 0, -1):  # borrow upwards; >> floors negatives
+    borrow = centre[:, k] >> _DIGIT_BITS
+    centre = centre.at[:, k].set(centre[:, k] & _DIGIT_MASK).at[:, k - 1].add(borrow)
+  return jnp.concatenate([centre[:, None, :], side], axis=1)
+
+
+def _shifted_pairs(x: jax.Array, axis: int):
+  """Yields (j, x[i - j] + x[i + j]) for j = 15..1 with edge ('nearest') padding."""
+  n = x.shape[axis]
+  pad = [(0, 0)] * x.ndim
+  pad[axis] = (MAX_RADIUS, MAX_RADIUS)
+  padded = jnp.pad(x, pad, mode="edge")
+  take = lambda start: jax.lax.slice_in_dim(padded, start, start + n, axis=axis)
+  for j in range(MAX_RADIUS, 0, -1):  # scipy's order: outermost tap first
+    yield j, take(MAX_RADIUS - j) + take(MAX_RADIUS + j)
+
+
+def _filter_axis_uint8(x: jax.Array, digits: jax.Array, flat: jax.Array, use_flat: jax.Array,
+                       axis: int) -> jax.Array:
+  """One exact scipy pass. x int32 ``[B, H, W, C]`` 0..255 -> int32 truncated output.
+
+  digits int32 ``[B, 16, 4]``; flat int32 ``[B, 256]`` flat-neighbourhood answers;
+  use_flat bool ``[B]`` (False off the grid: near-integer sums round to nearest).
+  """
+  col = lambda a: a.reshape(a.shape[:1] + (1,) * (x.ndim - 1))
+  sums = [x * col(digits[:, 0, k]) for k in range(_NUM_DIGITS)]
+  for j, pair in _shifted_pairs(x, axis):  # pair <= 510, digit < 2**16: sums stay < 2**30
+    sums = [s + pair * col(digits[:, j, k]) for k, s in enumerate(sums)]
+  carry = jnp.zeros_like(x)
+  for k in range(_NUM_DIGITS - 1, -1, -1):
+    total = sums[k] + carry
+    carry = total >> _DIGIT_BITS
+    sums[k] = total & _DIGIT_MASK
+  integer = carry
+  near_below = (sums[0] == 0) & (sums[1] == 0)  # fraction < 2**-32
+  near_above = (sums[0] == _DIGIT_MASK) & (sums[1] == _DIGIT_MASK)  # fraction > 1 - 2**-32
+  nearest = jnp.clip(jnp.where(near_above, integer + 1, integer), 0, 255)
+  # A gather batched over images (not a flattened index), so batch sharding carries over.
+  from_table = jax.vmap(lambda table, index: table[index])(flat, nearest)
+  near = near_below | near_above
+  out = jnp.where(near, jnp.where(col(use_flat), from_table, nearest), integer)
+  return jnp.clip(out, 0, 255)
+
+
+def blur(key: jax.Array | None, images: jax.Array, levels: jax.Array) -> jax.Array:
+  """Gaussian blur as the reference computes it.
+
+  Args:
+    key: unused (deterministic); kept for the common degradation signature.
+    images: uint8 ``[B, H, W, C]``, 0..255.
+    levels: float ``[B]``, sigma in pixels, 0..5 (grid step 0.1). 0 is an exact no-op.
+
+  Returns:
+    uint8 ``[B, H, W, C]``: rows filtered then truncated, columns filtered then
+    truncated, 'nearest' edges, radius ``int(3 * sigma + 0.5)``.
+  """
+  del key
+  sigma = jnp.asarray(levels, jnp.float32)
+  index, on_grid = _snap(sigma)
+  digits = jnp.where(on_grid[:, None, None], jnp.asarray(_GRID_DIGITS)[index],
+                     _float_to_digits(half_kernel_float(sigma)))
+  flat = jnp.asarray(_GRID_FLAT)[index]
+  x = images.astype(jnp.int32)
+  x = _filter_axis_uint8(x, digits, flat, on_grid, axis=1)  # scipy's axis 0 of [H, W, C]
+  x = _filter_axis_uint8(x, digits, flat, on_grid, axis=2)
+  return x.astype(jnp.uint8)
+
+
+def blur_float(key: jax.Array | None, images: jax.Array, levels: jax.Array) -> jax.Array:
+  """Exact-float Gaussian blur (no intermediate rounding); any pixel range.
+
+  Args:
+    key: unused.
+    images: float ``[B, H, W, C]`` (e.g. 0..1); computed in float32.
+    levels: float ``[B]``, sigma in pixels (same kernel, radius and edges as ``blur``).
+
+  Returns:
+    float32 ``[B, H, W, C]``, equal to scipy's gaussian_filter on float input up to
+    float32 rounding. Linear, so differentiable with respect to the images.
+  """
+  del key
+  half = half_kernel_float(levels)
+  x = jnp.asarray(images, jnp.float32)
+  col = lambda a: a.reshape(a.shape[:1] + (1,) * (x.ndim - 1))
+  for axis in (1, 2):
+    acc = x * col(half[:, 0])
+    for j, pair in _shifted_pairs(x, axis):
+      acc = acc + pair * col(half[:, j])
+    x = acc
+  return x

@@ -1,0 +1,214 @@
+"""The degradation registry: a plain dict from name to a small frozen description.
+
+Each entry holds the uint8 function, the float function, the level grid (in the
+degradation's own units), the clean level and how the paper reports the level.
+``apply`` / ``apply_float`` validate their inputs and dispatch through this dict.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fdjax.degradations import blur as blur_lib
+from fdjax.degradations import jpeg as jpeg_lib
+from fdjax.degradations import noise as noise_lib
+from fdjax.degradations import restoration
+
+# The four degradations of the paper, in its order.
+NAMES = ("jpeg", "blur", "awgn", "sapn")
+RESTORATION_NAMES = ("haze", "rain", "lowlight", "motion_blur")
+
+# f(key, images [B, H, W, 3], levels float [B]) -> images of the same shape.
+DegradeFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class Degradation:
+  """One degradation.
+
+  Attributes:
+    name: registry key.
+    apply_uint8: f(key, uint8 0..255 images, levels) -> uint8 images.
+    apply_float: f(key, float 0..1 images, levels) -> float32 0..1 images.
+    grid: the level grid, ascending, in ``units``.
+    clean_level: the level at which the images are returned unchanged.
+    units: what a level means.
+    reported_offset, reported_sign: the paper's reporting level is
+      ``reported_offset + reported_sign * level`` (JPEG: 100 - Q; others: the level).
+  """
+
+  name: str
+  apply_uint8: DegradeFn
+  apply_float: DegradeFn
+  grid: tuple[float, ...]
+  clean_level: float
+  units: str
+  reported_offset: float = 0.0
+  reported_sign: float = 1.0
+
+
+def _jpeg_float(key, images, levels):
+  """float 0..1 images -> the codec's float path (libjpeg-exact rounding) -> 0..1."""
+  del key  # the codec is deterministic
+  out = jpeg_lib.jpeg_float(jnp.asarray(images, jnp.float32) * 255.0, levels)
+  return jnp.clip(out / 255.0, 0.0, 1.0)
+
+
+def _sapn_float(salt_value: float) -> DegradeFn:
+  return functools.partial(noise_lib.sapn_float, salt_value=salt_value / 255.0)
+
+
+def _grid(values) -> tuple[float, ...]:
+  return tuple(float(v) for v in np.asarray(values, np.float64))
+
+
+REGISTRY: dict[str, Degradation] = {
+    "jpeg": Degradation(
+        "jpeg", jpeg_lib.jpeg, _jpeg_float, _grid(np.arange(1, 102)), clean_level=101.0,
+        units="JPEG quality Q, 1..101 step 1; 101 = not compressed (4:2:0 chroma)",
+        reported_offset=100.0, reported_sign=-1.0),
+    "blur": Degradation(
+        "blur", blur_lib.blur, blur_lib.blur_float, _grid(blur_lib.SIGMA_GRID), clean_level=0.0,
+        units="Gaussian sigma in pixels, 0..5 step 0.1 (truncate 3.0, 'nearest' edges)"),
+    "awgn": Degradation(
+        "awgn", noise_lib.awgn, noise_lib.awgn_float, _grid(np.arange(51)), clean_level=0.0,
+        units="noise sigma in 0..255 pixel units, 0..50 step 1"),
+    "sapn": Degradation(
+        "sapn", noise_lib.sapn, _sapn_float(noise_lib.SALT), _grid(np.arange(26) / 100),
+        clean_level=0.0, units="salt-and-pepper density p, 0..0.25 step 0.01; salt = 255"),
+    # The reference's bug reproduced: salt pixels are set to 1, not 255. Not in NAMES.
+    "sapn_paper": Degradation(
+        "sapn_paper", functools.partial(noise_lib.sapn, salt_value=noise_lib.PAPER_SALT),
+        _sapn_float(noise_lib.PAPER_SALT), _grid(np.arange(26) / 100), clean_level=0.0,
+        units="salt-and-pepper density p, 0..0.25 step 0.01; salt = 1 (reference bug)"),
+    "haze": Degradation(
+        "haze", restoration.haze, restoration.haze_float, _grid(restoration.HAZE_GRID),
+        clean_level=0.0, units="scattering coefficient beta, 0..3 step 0.1"),
+    "rain": Degradation(
+        "rain", restoration.rain, restoration.rain_float, _grid(restoration.RAIN_GRID),
+        clean_level=0.0, units="fraction of pixels seeding a streak, 0..0.05 step 0.005"),
+    "lowlight": Degradation(
+        "lowlight", restoration.lowlight, restoration.lowlight_float,
+        _grid(restoration.LOWLIGHT_GRID), clean_level=0.0,
+        units="darkening factor k, 0..0.9 step 0.05 (gain 1 - k, gamma 1 + k, noise)"),
+    "motion_blur": Degradation(
+        "motion_blur", restoration.motion_blur, restoration.motion_blur_float,
+        _grid(restoration.MOTION_BLUR_GRID), clean_level=0.0,
+        units="motion kernel length in pixels, 0..15 step 1 (random direction)"),
+}
+
+
+def get(name: str) -> Degradation:
+  """The registry entry for ``name``; ValueError listing the valid names otherwise."""
+  if not isinstance(name, str) or name not in REGISTRY:
+    raise ValueError(f"unknown degradation {name!r}; valid names: {sorted(REGISTRY)}")
+  return REGISTRY[name]
+
+
+def levels(name: str) -> np.ndarray:
+  """float64 ``[n]``: the level grid of ``name``, ascending, in its own units."""
+  return np.asarray(get(name).grid, np.float64)
+
+
+def clean_level(name: str) -> float:
+  """The level that leaves images unchanged (JPEG 101, all others 0)."""
+  return get(name).clean_level
+
+
+def sample_levels(name: str, key: jax.Array, n: int) -> jax.Array:
+  """float32 ``[n]``: levels drawn uniformly over the grid points (jit-safe; n static)."""
+  grid = jnp.asarray(levels(name), jnp.float32)
+  return grid[jax.random.randint(key, (n,), 0, grid.shape[0])]
+
+
+def normalised_level(name: str, level):
+  """The level as the paper reports it: JPEG ``100 - Q``, every other degradation its level.
+
+  So JPEG Q = 100..1 reports as 0..99; the uncompressed Q = 101 reports as -1.
+  Works on Python floats, numpy and jax arrays.
+  """
+  entry = get(name)
+  return entry.reported_offset + entry.reported_sign * level
+
+
+def _check_images(images, *, uint8: bool):
+  """Returns images as an array; TypeError / ValueError naming what is wrong."""
+  if not hasattr(images, "dtype"):
+    images = np.asarray(images)
+  if uint8 and images.dtype != np.uint8:
+    raise TypeError(f"images must be uint8 (0..255), got dtype {images.dtype}; "
+                    "use apply_float for float images in 0..1")
+  if not uint8 and not jnp.issubdtype(images.dtype, jnp.floating):
+    raise TypeError(f"images must be floating point (0..1), got dtype {images.dtype}; "
+                    "use apply for uint8 images")
+  if images.ndim != 4:
+    raise ValueError(f"images must have shape [B, H, W, 3], got rank {images.ndim} "
+                     f"shape {tuple(images.shape)}")
+  if images.shape[-1] != 3:
+    raise ValueError(f"images must have 3 (RGB) channels last, got {images.shape[-1]} "
+                     f"in shape {tuple(images.shape)}")
+  return images
+
+
+def _check_levels(entry: Degradation, levels, batch: int) -> jax.Array:
+  """float32 ``[batch]`` levels (a scalar is broadcast); range-checked when concrete."""
+  levels = jnp.asarray(levels, jnp.float32)
+  if levels.ndim == 0:
+    levels = jnp.broadcast_to(levels, (batch,))
+  if levels.shape != (batch,):
+    raise ValueError(f"levels must have shape [{batch}] (one per image) or be a scalar, "
+                     f"got shape {tuple(levels.shape)}")
+  if isinstance(levels, jax.core.Tracer):
+    return levels  # inside jit / vmap the values are unknown: no range check
+  low, high = entry.grid[0], entry.grid[-1]
+  tolerance = 1e-6 * max(1.0, abs(high))
+  values = np.asarray(levels)
+  bad = values[~((values >= low - tolerance) & (values <= high + tolerance))]  # NaN is bad
+  if bad.size:
+    raise ValueError(f"{entry.name} levels must lie in [{low:g}, {high:g}] ({entry.units}); "
+                     f"got {bad.tolist()[:8]}")
+  return levels
+
+
+@functools.cache
+def _jitted(name: str, float_images: bool) -> DegradeFn:
+  """The entry's function under jit: fast when called eagerly, inlined inside an outer jit."""
+  entry = REGISTRY[name]
+  return jax.jit(entry.apply_float if float_images else entry.apply_uint8)
+
+
+def apply(name: str, key: jax.Array, images, levels) -> jax.Array:
+  """Degrades uint8 images, one level per image.
+
+  Args:
+    name: a registry name (``NAMES``, ``RESTORATION_NAMES`` or 'sapn_paper'); static.
+    key: PRNG key (ignored by deterministic degradations).
+    images: uint8 ``[B, H, W, 3]``, 0..255.
+    levels: float ``[B]`` (or a scalar for all) in the degradation's own units,
+      within its grid's range (see ``levels(name)``); checked only when concrete.
+
+  Returns:
+    uint8 ``[B, H, W, 3]``. Static shapes, no host round trip: jit- and vmap-safe.
+  """
+  entry = get(name)
+  images = _check_images(images, uint8=True)
+  return _jitted(name, False)(key, images, _check_levels(entry, levels, images.shape[0]))
+
+
+def apply_float(name: str, key: jax.Array, images, levels) -> jax.Array:
+  """Like ``apply`` for float images in 0..1; returns float32 ``[B, H, W, 3]`` in 0..1.
+
+  Not quantised (blur, noise and the restoration models compute in float; JPEG uses
+  the codec's float path), so it can sit inside a differentiable pipeline where the
+  degradation is differentiable.
+  """
+  entry = get(name)
+  images = _check_images(images, uint8=False)
+  out = _jitted(name, True)(key, images, _check_levels(entry, levels, images.shape[0]))
+  return jnp.clip(out, 0.0, 1.0)

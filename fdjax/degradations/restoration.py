@@ -1,0 +1,184 @@
+"""Degradations from the image-restoration literature: haze, rain, low light, motion blur.
+
+These have no reference implementation in the paper's code; they are simple,
+documented synthetic models in the spirit of the restoration benchmarks (RESIDE-style
+haze, streak rain, gamma/gain low light, linear motion kernels). Each works on float
+images in 0..1 (``*_float``) and is wrapped for uint8 0..255 images by ``as_uint8``
+(which rounds to nearest, so the clean level is an exact no-op).
+
+Every function has the common signature ``f(key, images [B, H, W, 3], levels [B])``
+with per-image levels; randomness (airlight, streak seeds, angles, sensor noise)
+comes from ``key``. For a fixed key, raising the level degrades monotonically:
+the random draws are shared across levels and the level only scales their effect.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import dm_pix
+import jax.numpy as jnp
+import numpy as np
+
+HAZE_GRID = np.round(np.arange(31) * 0.1, 1)  # beta 0, 0.1, ..., 3.0
+RAIN_GRID = np.round(np.arange(11) * 0.005, 3)  # streak seed density 0, 0.005, ..., 0.05
+LOWLIGHT_GRID = np.round(np.arange(19) * 0.05, 2)  # darkening factor 0, 0.05, ..., 0.9
+MOTION_BLUR_GRID = np.arange(16).astype(np.float64)  # kernel length 0, 1, ..., 15 pixels
+
+_RAIN_STREAK_LENGTH = 9.0  # pixels
+_MOTION_KERNEL_SIZE = 17  # odd, holds a centred segment of length 15 at any angle
+
+
+def _per_image(levels: jax.Array) -> jax.Array:
+  return jnp.asarray(levels, jnp.float32)[:, None, None, None]
+
+
+def _line_kernels(angle: jax.Array, length: jax.Array, size: int) -> jax.Array:
+  """Anti-aliased centred line segments: float32 ``[B, size, size]``, peak 1.
+
+  angle: ``[B]`` radians from the vertical (0 = straight down the rows);
+  length: ``[B]`` pixels. A cell's weight is ``max(0, 1 - distance to the segment)``,
+  so length 0 gives a delta kernel.
+  """
+  offsets = jnp.arange(size, dtype=jnp.float32) - size // 2
+  dy, dx = jnp.meshgrid(offsets, offsets, indexing="ij")
+  dir_y, dir_x = jnp.cos(angle)[:, None, None], jnp.sin(angle)[:, None, None]
+  half = (jnp.asarray(length, jnp.float32) / 2.0)[:, None, None]
+  along = jnp.clip(dy * dir_y + dx * dir_x, -half, half)
+  distance = jnp.hypot(dy - along * dir_y, dx - along * dir_x)
+  return jnp.maximum(0.0, 1.0 - distance)
+
+
+def _convolve_per_image(images: jax.Array, kernels: jax.Array, padding: str) -> jax.Array:
+  """images float ``[B, H, W, C]``, kernels ``[B, K, K]`` (one per image, all channels).
+
+  padding: 'edge' (repeat the border, for blur) or 'zero'. Full float32 precision
+  (no TF32 on GPUs) so that a delta kernel returns the input.
+  """
+  size = kernels.shape[-1]
+  channels = images.shape[-1]
+  if padding == "edge":
+    r = size // 2
+    images = jnp.pad(images, ((0, 0), (r, r), (r, r), (0, 0)), mode="edge")
+    conv_padding = "VALID"
+  else:
+    conv_padding = "SAME"
+
+  def one(image, kernel):
+    # Correlation with the flipped kernel = convolution; our kernels are symmetric.
+    rhs = jnp.tile(kernel[:, :, None, None], (1, 1, 1, channels))
+    return jax.lax.conv_general_dilated(
+        image[None], rhs, (1, 1), conv_padding, dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=channels, precision=jax.lax.Precision.HIGHEST)[0]
+
+  return jax.vmap(one)(images, kernels)
+
+
+def haze_float(key: jax.Array, images: jax.Array, levels: jax.Array) -> jax.Array:
+  """Atmospheric scattering ``I = J t + A (1 - t)``, ``t = exp(-beta d)``.
+
+  Args:
+    key: draws the airlight A per image, uniform in [0.8, 1.0] (grey).
+    images: float ``[B, H, W, C]`` in 0..1 (the clean scene J).
+    levels: float ``[B]``, scattering coefficient beta, grid 0..3 step 0.1; 0 = clean.
+
+  Returns:
+    float32 ``[B, H, W, C]`` in 0..1. The depth proxy d is a vertical gradient from
+    1.0 (top row, far) to 0.3 (bottom row, near): small images carry no depth cue.
+  """
+  images = jnp.asarray(images, jnp.float32)
+  batch, height = images.shape[:2]
+  depth = jnp.linspace(1.0, 0.3, height, dtype=jnp.float32)[None, :, None, None]
+  transmission = jnp.exp(-_per_image(levels) * depth)
+  airlight = jax.random.uniform(key, (batch, 1, 1, 1), minval=0.8, maxval=1.0)
+  return images * transmission + airlight * (1.0 - transmission)
+
+
+def rain_float(key: jax.Array, images: jax.Array, levels: jax.Array) -> jax.Array:
+  """Synthetic rain: sparse seeds smeared along a slanted line, screen-blended.
+
+  Args:
+    key: draws seed positions, per-seed brightness (0.3..0.8) and one slant per image
+      (uniform within +-22.5 degrees of vertical).
+    images: float ``[B, H, W, C]`` in 0..1.
+    levels: float ``[B]``, streak density: the fraction of pixels that start a streak
+      (9 pixels long), grid 0..0.05 step 0.005; 0 = clean.
+
+  Returns:
+    float32 ``[B, H, W, C]`` in 0..1: ``J + (1 - J) s`` with s the streak map in 0..1.
+  """
+  images = jnp.asarray(images, jnp.float32)
+  batch, height, width = images.shape[:3]
+  seed_key, brightness_key, angle_key = jax.random.split(key, 3)
+  # The same uniforms for every level: a higher density adds seeds, never moves them.
+  seeds = jax.random.uniform(seed_key, (batch, height, width, 1)) < _per_image(levels)
+  brightness = jax.random.uniform(brightness_key, (batch, height, width, 1), minval=0.3, maxval=0.8)
+  angle = jax.random.uniform(angle_key, (batch,), minval=-np.pi / 8, maxval=np.pi / 8)
+  size = int(_RAIN_STREAK_LENGTH) + 2
+  kernels = _line_kernels(angle, jnp.full((batch,), _RAIN_STREAK_LENGTH), size)
+  streaks = _convolve_per_image(seeds * brightness, kernels, padding="zero")
+  streaks = jnp.clip(streaks, 0.0, 1.0)
+  return images + (1.0 - images) * streaks
+
+
+def lowlight_float(key: jax.Array, images: jax.Array, levels: jax.Array) -> jax.Array:
+  """Under-exposure: gain and gamma darken, then signal-dependent sensor noise.
+
+  With darkening factor k: ``y = (1 - k) * J ** (1 + k)``, plus Gaussian noise of
+  variance ``k * (0.01 * y + 0.0001)`` (shot + read noise), clipped to [0, 1].
+
+  Args:
+    key: draws the noise (one standard normal per value).
+    images: float ``[B, H, W, C]`` in 0..1.
+    levels: float ``[B]``, darkening factor k, grid 0..0.9 step 0.05; 0 = clean.
+
+  Returns:
+    float32 ``[B, H, W, C]`` in 0..1; mean brightness falls with k.
+  """
+  images = jnp.asarray(images, jnp.float32)
+  k = _per_image(levels)
+  dark = dm_pix.adjust_gamma(images, 1.0 + k, gain=1.0 - k)  # gain * images ** gamma
+  noise_std = jnp.sqrt(k * (0.01 * dark + 1e-4))
+  noise = jax.random.normal(key, images.shape, jnp.float32)
+  return jnp.clip(dark + noise_std * noise, 0.0, 1.0)
+
+
+def motion_blur_float(key: jax.Array, images: jax.Array, levels: jax.Array) -> jax.Array:
+  """Linear motion blur: a normalised line kernel of the given length.
+
+  Args:
+    key: draws the direction per image, uniform over [0, 180) degrees.
+    images: float ``[B, H, W, C]`` (any range; the blur is linear).
+    levels: float ``[B]``, kernel length in pixels, grid 0..15 step 1; 0 = clean.
+
+  Returns:
+    float32 ``[B, H, W, C]``; borders repeat the edge pixels.
+  """
+  images = jnp.asarray(images, jnp.float32)
+  angle = jax.random.uniform(key, (images.shape[0],), minval=0.0, maxval=np.pi)
+  kernels = _line_kernels(angle, jnp.asarray(levels, jnp.float32), _MOTION_KERNEL_SIZE)
+  kernels = kernels / jnp.sum(kernels, axis=(1, 2), keepdims=True)
+  return _convolve_per_image(images, kernels, padding="edge")
+
+
+def as_uint8(float_fn: Callable) -> Callable:
+  """Wraps ``f(key, float 0..1, levels)`` as ``f(key, uint8 0..255, levels) -> uint8``.
+
+  Rounds to nearest (these models have no reference quirk to reproduce), so a
+  degradation that returns its input at the clean level is an exact no-op.
+  """
+
+  def apply_uint8(key: jax.Array, images: jax.Array, levels: jax.Array) -> jax.Array:
+    out = float_fn(key, images.astype(jnp.float32) / 255.0, levels)
+    return jnp.round(jnp.clip(out, 0.0, 1.0) * 255.0).astype(jnp.uint8)
+
+  apply_uint8.__name__ = float_fn.__name__.removesuffix("_float")
+  apply_uint8.__doc__ = f"uint8 0..255 version of ``{float_fn.__name__}`` (rounded)."
+  return apply_uint8
+
+
+haze = as_uint8(haze_float)
+rain = as_uint8(rain_float)
+lowlight = as_uint8(lowlight_float)
+motion_blur = as_uint8(motion_blur_float)

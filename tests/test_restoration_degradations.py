@@ -1,0 +1,121 @@
+"""Haze, rain, low light and motion blur: clean levels, monotone severity, physics, jit/vmap."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import ndimage
+
+import fdjax.degradations as degradations
+
+NAMES = degradations.RESTORATION_NAMES
+KEY = jax.random.key(3)
+
+
+def textured_images(batch: int = 8, size: int = 24) -> np.ndarray:
+  """uint8 [batch, size, size, 3]: smooth random scenes in 30..225 with some sharp edges."""
+  rng = np.random.default_rng(1)
+  smooth = ndimage.gaussian_filter(rng.random((batch, size, size, 3)), sigma=(0, 2, 2, 0))
+  smooth = (smooth - smooth.min()) / (smooth.max() - smooth.min())
+  smooth[:, size // 3: size // 2, :, 0] = 1.0  # a bright red band: an edge to smear
+  return (30 + 195 * smooth).round().astype(np.uint8)
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+  mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+  return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def test_grids_start_at_the_clean_level():
+  assert set(NAMES) <= set(degradations.REGISTRY)
+  for name in NAMES:
+    grid = degradations.levels(name)
+    assert grid[0] == degradations.clean_level(name) == 0
+    assert np.all(np.diff(grid) > 0)
+    assert degradations.normalised_level(name, grid[-1]) == grid[-1]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_clean_level_is_a_no_op(name):
+  images = textured_images()
+  np.testing.assert_array_equal(degradations.apply(name, KEY, images, 0.0), images)
+  as_float = degradations.apply_float(name, KEY, images / 255.0, 0.0)
+  np.testing.assert_allclose(np.asarray(as_float), images / 255.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_degradation_grows_with_the_level(name):
+  # The same key and shape give the same draws at every level: only the level changes.
+  images = textured_images()
+  grid = degradations.levels(name)
+  outputs = [np.asarray(degradations.apply(name, KEY, images, level)) for level in grid]
+  psnrs = np.array([psnr(out, images) for out in outputs])
+  assert psnrs[0] == np.inf
+  assert np.all(np.diff(psnrs) < 0), psnrs
+  if name == "lowlight":
+    brightness = np.array([out.mean() for out in outputs])
+    assert np.all(np.diff(brightness) < 0), brightness
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_shapes_dtypes_per_image_levels_jit_and_vmap(name):
+  images = textured_images()
+  grid = degradations.levels(name)
+  levels = grid[np.linspace(0, len(grid) - 1, len(images)).round().astype(int)]
+  out = np.asarray(degradations.apply(name, KEY, images, levels))
+  assert out.dtype == np.uint8 and out.shape == images.shape
+  as_float = degradations.apply_float(name, KEY, images / 255.0, levels)
+  assert as_float.dtype == jnp.float32 and as_float.shape == images.shape
+  # each image's result depends on its own level only
+  for i in (1, len(images) - 1):
+    same_level = degradations.apply(name, KEY, images, np.full(len(images), levels[i]))
+    np.testing.assert_array_equal(out[i], np.asarray(same_level)[i])
+  # under jit and vmap over an extra leading axis (keys and levels traced) = separate calls
+  keys = jax.random.split(KEY, 2)
+  stacked = jax.jit(jax.vmap(lambda k, x, lv: degradations.apply(name, k, x, lv)))(
+      keys, np.stack([images, images[::-1]]), np.stack([levels, levels[::-1]]))
+  np.testing.assert_array_equal(stacked[0], degradations.apply(name, keys[0], images, levels))
+  np.testing.assert_array_equal(stacked[1], degradations.apply(name, keys[1], images[::-1], levels[::-1]))
+
+
+def test_haze_follows_the_scattering_model():
+  # Black scene J = 0: I = A (1 - exp(-beta d)), d from 1.0 (top row) to 0.3 (bottom row).
+  black = np.zeros((4, 24, 24, 3), np.float32)
+  beta = np.array([0.5, 1.0, 2.0, 3.0], np.float32)
+  hazy = np.asarray(degradations.apply_float("haze", KEY, black, beta))
+  depth = np.linspace(1.0, 0.3, 24)
+  airlight = hazy / (1 - np.exp(-beta[:, None, None, None] * depth[None, :, None, None]))
+  per_image = airlight.reshape(4, -1)
+  np.testing.assert_allclose(per_image, np.broadcast_to(per_image[:, :1], per_image.shape), rtol=1e-5)
+  assert np.all((per_image >= 0.8) & (per_image <= 1.0))
+
+
+def test_rain_only_brightens_and_covers_more_with_density():
+  images = textured_images()
+  light = np.asarray(degradations.apply("rain", KEY, images, 0.01))
+  heavy = np.asarray(degradations.apply("rain", KEY, images, 0.05))
+  assert np.all(light >= images) and np.all(heavy >= light)
+  changed = lambda out: np.mean(np.any(out != images, axis=-1))
+  assert 0 < changed(light) < changed(heavy) < 0.9
+
+
+def test_lowlight_mean_follows_gain_and_gamma():
+  grey = np.full((8, 24, 24, 3), 0.5, np.float32)
+  for k in (0.2, 0.5):
+    out = np.asarray(degradations.apply_float("lowlight", KEY, grey, k))
+    expected = (1 - k) * 0.5 ** (1 + k)
+    noise_sd = np.sqrt(k * (0.01 * expected + 1e-4))
+    assert abs(out.mean() - expected) < 5 * noise_sd / np.sqrt(out.size)
+    np.testing.assert_allclose(out.std(), noise_sd, rtol=0.05)
+
+
+def test_motion_blur_conserves_mass_and_keeps_flat_images():
+  dot = np.zeros((4, 25, 25, 3), np.float32)
+  dot[:, 12, 12] = 1.0
+  lengths = np.array([3.0, 7.0, 11.0, 15.0], np.float32)
+  smeared = np.asarray(degradations.apply_float("motion_blur", KEY, dot, lengths))
+  np.testing.assert_allclose(smeared.sum(axis=(1, 2)), 1.0, atol=1e-5)
+  support = (smeared[..., 0] > 1e-6).sum(axis=(1, 2))
+  assert np.all(np.diff(support) > 0) and np.all(support >= lengths)
+  flat = np.full((4, 25, 25, 3), 0.4, np.float32)
+  np.testing.assert_allclose(degradations.apply_float("motion_blur", KEY, flat, lengths), flat, atol=1e-6)
