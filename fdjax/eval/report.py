@@ -1,0 +1,203 @@
+"""Result tables: clean accuracy and Acc(All) per degradation, over methods and seeds.
+
+A result record is ``(method, seed, results)`` with ``results`` as returned by
+``fdjax.eval.levels.evaluate_all`` (accuracies 0..1). Reports are in percent.
+With several seeds of a method a cell reads ``mean ± std``, where std is the SAMPLE
+standard deviation (``numpy.std(..., ddof=1)``, as ``torch.std``, the usual reading
+of "± std over 3 runs"); with one seed the cell is the plain value.
+
+Files written by ``write_reports``:
+  results.md     the table of ``format_table`` (one decimal, percent);
+  results.csv    method, seeds, then ``<col>`` (mean %) and ``<col>_std`` (%, empty
+                 for one seed) rounded to one decimal, then the extra columns;
+  per_level.csv  method, seed, degradation, level, normalised_level, accuracy (%);
+  results.json   everything at full precision: records, summary, extra columns.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from fdjax import degradations
+
+STD_DDOF = 1  # sample standard deviation over seeds
+STANDARD_NAMES = ("jpeg", "blur", "awgn", "sapn")  # column order of the paper's table
+
+Record = tuple[str, int, Mapping[str, Any]]
+
+
+def method_order(records: Sequence[Record], methods: Sequence[str] | None = None) -> list[str]:
+  """``methods`` that have records, in that order, then any others by first appearance."""
+  present = list(dict.fromkeys(r[0] for r in records))
+  first = [m for m in (methods or ()) if m in present]
+  return first + [m for m in present if m not in first]
+
+
+def degradation_names(records: Sequence[Record]) -> list[str]:
+  """Degradations present in any record: the paper's four in order, then any others."""
+  found = [k for r in records for k, v in r[2].items() if isinstance(v, Mapping)
+           and "acc_all" in v]
+  found = list(dict.fromkeys(found))
+  return [n for n in STANDARD_NAMES if n in found] + [n for n in found if n not in STANDARD_NAMES]
+
+
+def columns(records: Sequence[Record]) -> list[str]:
+  """Table columns: ``clean``, the degradations present, ``avg``."""
+  cols = ["clean"] if any("clean" in r[2] for r in records) else []
+  cols += degradation_names(records)
+  if any(r[2].get("avg") is not None for r in records):
+    cols.append("avg")
+  return cols
+
+
+def column_value(results: Mapping[str, Any], column: str) -> float | None:
+  """Accuracy 0..1 of one column (``clean``, a degradation's Acc(All), ``avg``) or None."""
+  value = results.get(column)
+  if isinstance(value, Mapping):
+    value = value.get("acc_all")
+  return None if value is None else float(value)
+
+
+def summarize(records: Sequence[Record], methods: Sequence[str] | None = None) -> dict:
+  """``{method: {column: {'mean', 'std', 'n', 'values', 'seeds'}}}`` in percent.
+
+  ``std`` is ``np.std(values, ddof=STD_DDOF)`` for n >= 2 seeds, else None.
+  """
+  cols = columns(records)
+  summary = {}
+  for method in method_order(records, methods):
+    rows = [r for r in records if r[0] == method]
+    summary[method] = {}
+    for col in cols:
+      pairs = [(r[1], column_value(r[2], col)) for r in rows]
+      pairs = [(s, 100.0 * v) for s, v in pairs if v is not None]
+      values = [v for _, v in pairs]
+      summary[method][col] = {
+          "mean": float(np.mean(values)) if values else None,
+          "std": float(np.std(values, ddof=STD_DDOF)) if len(values) > 1 else None,
+          "n": len(values), "values": values, "seeds": [s for s, _ in pairs]}
+  return summary
+
+
+def format_cell(stat: Mapping[str, Any]) -> str:
+  """``'87.3 ± 0.4'`` (several seeds), ``'87.3'`` (one) or ``'–'`` (missing)."""
+  if stat["mean"] is None:
+    return "–"
+  if stat["std"] is None:
+    return f"{stat['mean']:.1f}"
+  return f"{stat['mean']:.1f} ± {stat['std']:.1f}"
+
+
+def format_extra(value: Any) -> str:
+  """Extra column values: strings as given, ints with separators, floats to 3 digits."""
+  if value is None:
+    return "–"
+  if isinstance(value, (bool, str)):
+    return str(value)
+  if isinstance(value, (int, np.integer)):
+    return f"{int(value):,}"
+  return f"{float(value):.3g}"
+
+
+def _extra_columns(extra: Mapping[str, Mapping[str, Any]] | None) -> list[str]:
+  return list(dict.fromkeys(k for cols in (extra or {}).values() for k in cols))
+
+
+def format_table(records: Sequence[Record], methods: Sequence[str] | None = None,
+                 extra: Mapping[str, Mapping[str, Any]] | None = None) -> str:
+  """A markdown table: one row per method, accuracies in percent (one decimal).
+
+  ``extra``: ``{method: {column: value}}`` appended after the accuracy columns (e.g.
+  parameter count, relative inference cost of a mixture-of-experts student).
+  """
+  summary = summarize(records, methods)
+  cols, extra_cols = columns(records), _extra_columns(extra)
+  seeds = {m: max((s["n"] for s in summary[m].values()), default=0) for m in summary}
+  header = ["method", "seeds"] + cols + extra_cols
+  lines = ["| " + " | ".join(header) + " |",
+           "|" + "|".join([":--"] + ["--:"] * (len(header) - 1)) + "|"]
+  for method, stats in summary.items():
+    cells = [method, str(seeds[method])] + [format_cell(stats[c]) for c in cols]
+    cells += [format_extra((extra or {}).get(method, {}).get(c)) for c in extra_cols]
+    lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def per_level_rows(records: Sequence[Record]) -> list[dict]:
+  """One dict per (method, seed, degradation, level): ``method, seed, degradation,
+  level, normalised_level`` (``degradations.normalised_level``), ``accuracy`` (%)."""
+  rows = []
+  for method, seed, results in records:
+    for name in degradation_names([(method, seed, results)]):
+      for level, acc in results[name]["per_level"].items():
+        rows.append({"method": method, "seed": seed, "degradation": name,
+                     "level": float(level),
+                     "normalised_level": float(degradations.normalised_level(name, float(level))),
+                     "accuracy": 100.0 * float(acc)})
+  return rows
+
+
+def _jsonable_results(results: Mapping[str, Any]) -> dict:
+  out = {}
+  for key, value in results.items():
+    if isinstance(value, Mapping) and "per_level" in value:
+      value = dict(value, per_level={repr(float(k)): float(v)
+                                     for k, v in value["per_level"].items()})
+    out[key] = value
+  return out
+
+
+def load_records(path: str) -> list[Record]:
+  """Records back from a ``results.json`` (per-level keys as floats again)."""
+  with open(path) as f:
+    payload = json.load(f)
+  records = []
+  for r in payload["records"]:
+    results = {}
+    for key, value in r["results"].items():
+      if isinstance(value, dict) and "per_level" in value:
+        value = dict(value, per_level={float(k): v for k, v in value["per_level"].items()})
+      results[key] = value
+    records.append((r["method"], r["seed"], results))
+  return records
+
+
+def write_reports(records: Sequence[Record], out_dir: str, methods: Sequence[str] | None = None,
+                  extra: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, str]:
+  """Writes results.md, results.csv, per_level.csv and results.json; returns their paths."""
+  os.makedirs(out_dir, exist_ok=True)
+  paths = {k: os.path.join(out_dir, f) for k, f in (
+      ("md", "results.md"), ("csv", "results.csv"), ("per_level", "per_level.csv"),
+      ("json", "results.json"))}
+  summary = summarize(records, methods)
+  cols, extra_cols = columns(records), _extra_columns(extra)
+  with open(paths["md"], "w") as f:
+    f.write("Top-1 accuracy (%) clean and Acc(All) per degradation (mean over the level "
+            f"grid); mean ± sample std (ddof={STD_DDOF}) over seeds.\n\n")
+    f.write(format_table(records, methods, extra) + "\n")
+  with open(paths["csv"], "w", newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow(["method", "seeds"] + [h for c in cols for h in (c, f"{c}_std")] + extra_cols)
+    for method, stats in summary.items():
+      row = [method, max((s["n"] for s in stats.values()), default=0)]
+      for c in cols:
+        row += ["" if stats[c][k] is None else f"{stats[c][k]:.1f}" for k in ("mean", "std")]
+      row += [(extra or {}).get(method, {}).get(c, "") for c in extra_cols]
+      writer.writerow(row)
+  fields = ["method", "seed", "degradation", "level", "normalised_level", "accuracy"]
+  with open(paths["per_level"], "w", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(per_level_rows(records))
+  with open(paths["json"], "w") as f:
+    json.dump({"columns": cols, "std_ddof": STD_DDOF, "units": "summary in percent; "
+               "records' accuracies 0..1",
+               "methods": list(summary), "summary": summary, "extra": extra or {},
+               "records": [{"method": m, "seed": s, "results": _jsonable_results(r)}
+                           for m, s, r in records]}, f, indent=2, default=float)
+  return paths

@@ -1,0 +1,291 @@
+"""Acc(All) evaluation, fixed degradation keys, result tables and figures.
+
+Closed-form references: fake predictors whose correctness is a known function of the
+level, so every per-level accuracy and every Acc(All) has an exact expected value.
+"""
+
+import csv
+import json
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+from fdjax import degradations
+from fdjax.data import ImageSet
+from fdjax.eval import levels as levels_lib
+from fdjax.eval import plots, report
+from fdjax.models import cifar_resnet
+from fdjax.train import init_variables
+
+N, C, BATCH = 10, 3, 4  # 10 examples in batches of 4: the last batch has 2 padding rows
+
+# Number of correct examples at a level, as an exact integer function of the level:
+# example i is predicted correctly iff i < count(level).
+COUNTS = {
+    "jpeg": lambda q: min(N, math.ceil((q - 1) / 10)),   # q = 1..101 -> 0..10
+    "blur": lambda s: min(N, round(2 * s)),               # sigma 0..5 -> 0..10 (no ties)
+    "awgn": lambda s: min(N, math.ceil(s / 5)),           # sigma 0..50 -> 0..10
+    "sapn": lambda d: min(N, round(40 * d)),              # density 0..0.25 -> 0..10 (no ties)
+}
+GRID_SIZES = {"jpeg": 101, "blur": 51, "awgn": 51, "sapn": 26}
+
+
+def _jnp_count(name, level):
+  """COUNTS in jax.numpy on float32 levels (all comparisons exact or tie-free)."""
+  if name == "jpeg":
+    return jnp.ceil((level - 1) / 10)
+  if name == "blur":
+    return jnp.round(2 * level)
+  if name == "awgn":
+    return jnp.ceil(level / 5)
+  return jnp.round(40 * level)
+
+
+def _index_split(n=N, size=4):
+  """uint8 images whose pixel [0,0,0] is the example index; labels = index % C."""
+  images = np.zeros((n, size, size, 3), np.uint8)
+  images[:, 0, 0, 0] = np.arange(n)
+  return ImageSet(images, (np.arange(n) % C).astype(np.int32))
+
+
+def _logits_from(index, correct):
+  """Logits predicting label (index % C) where ``correct`` else the next class."""
+  label = index % C
+  predicted = jnp.where(correct, label, (label + 1) % C)
+  return jax.nn.one_hot(predicted, C)
+
+
+def _closed_form_predict_fn(name):
+  @jax.jit
+  def predict_fn(variables, images, levels, key):
+    del variables, key
+    index = images[:, 0, 0, 0].astype(jnp.int32)
+    return _logits_from(index, index < _jnp_count(name, levels))
+  return predict_fn
+
+
+@pytest.mark.parametrize("name", ["jpeg", "blur", "awgn", "sapn"])
+def test_acc_all_is_the_exact_mean_of_closed_form_per_level_accuracy(name):
+  per_level = levels_lib.evaluate_levels(None, None, _index_split(), name, batch_size=BATCH,
+                                         predict_fn=_closed_form_predict_fn(name))
+  grid = np.asarray(degradations.levels(name), np.float64)
+  assert len(grid) == GRID_SIZES[name] and list(per_level) == [float(v) for v in grid]
+  expected = {float(v): COUNTS[name](float(v)) / N for v in grid}
+  assert per_level == expected  # exact: counts over 10 unpadded examples
+  assert per_level[float(grid[0])] == 0.0 and per_level[float(grid[-1])] == 1.0
+  assert levels_lib.acc_all(per_level) == pytest.approx(
+      sum(expected.values()) / GRID_SIZES[name], abs=1e-12)
+
+
+def test_padding_is_masked():
+  # Padding rows are all-zero images = "example 0", label 0, which this predictor gets
+  # right at every level: counting them would give 12/12 instead of 10/10 or 6/12.
+  split = _index_split(n=7)  # batches of 4: 4 + (3 real, 1 padded)
+
+  def always_right(variables, images, levels, key):
+    return _logits_from(images[:, 0, 0, 0].astype(jnp.int32), True)
+
+  def only_zero_right(variables, images, levels, key):
+    index = images[:, 0, 0, 0].astype(jnp.int32)
+    return _logits_from(index, index == 0)
+
+  kw = dict(name="awgn", batch_size=BATCH, levels=[0.0, 7.0])
+  assert levels_lib.evaluate_levels(None, None, split, predict_fn=always_right, **kw) == {
+      0.0: 1.0, 7.0: 1.0}
+  assert levels_lib.evaluate_levels(None, None, split, predict_fn=only_zero_right, **kw) == {
+      0.0: 1 / 7, 7.0: 1 / 7}
+
+
+def test_stride_levels_keeps_both_ends():
+  grid = np.arange(51) * 0.1
+  np.testing.assert_allclose(levels_lib.stride_levels(grid, 1), grid)
+  np.testing.assert_allclose(levels_lib.stride_levels(grid, 10), grid[[0, 10, 20, 30, 40, 50]])
+  np.testing.assert_allclose(levels_lib.stride_levels(grid, 20), grid[[0, 20, 40, 50]])
+  np.testing.assert_allclose(levels_lib.stride_levels(grid, 100), grid[[0, 50]])
+  with pytest.raises(ValueError):
+    levels_lib.evaluate_levels(None, None, _index_split(), "awgn", batch_size=BATCH,
+                               levels=[0.5], predict_fn=_closed_form_predict_fn("awgn"))
+
+
+def test_eval_keys_are_fixed_and_distinct():
+  key = levels_lib.eval_key(301, "awgn", 3, 2)
+  np.testing.assert_array_equal(key, levels_lib.eval_key(301, "awgn", 3, 2))
+  others = [levels_lib.eval_key(302, "awgn", 3, 2), levels_lib.eval_key(301, "sapn", 3, 2),
+            levels_lib.eval_key(301, "awgn", 4, 2), levels_lib.eval_key(301, "awgn", 3, 1)]
+  assert all(not np.array_equal(key, k) for k in others)
+
+
+def _random_split(n, size, seed=0):
+  rng = np.random.default_rng(seed)
+  return ImageSet(rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8),
+                  rng.integers(0, C, (n,), dtype=np.int32))
+
+
+@pytest.mark.parametrize("name", ["awgn", "sapn"])
+def test_every_method_sees_the_same_degraded_images(name):
+  """Two "methods" (different predictors and variables) are handed the same keys, so the
+  real degradation gives them bit-identical batches; repeating a run repeats its numbers."""
+  split = _random_split(6, 8)
+  levels = [float(v) for v in levels_lib.stride_levels(degradations.levels(name), 12)]
+  degrade = jax.jit(degradations.apply, static_argnums=0)
+
+  def recording(store):
+    def predict_fn(variables, images, lv, key):
+      degraded = degrade(name, key, images, jnp.asarray(lv))
+      store.append(np.asarray(degraded))
+      return variables["w"] * jnp.mean(degraded.astype(jnp.float32), axis=(1, 2))  # [B, 3]
+    return predict_fn
+
+  seen_a, seen_b, seen_a2 = [], [], []
+  runs = [levels_lib.evaluate_levels(None, {"w": w}, split, name, batch_size=4, levels=levels,
+                                     predict_fn=recording(store))
+          for w, store in ((1.0, seen_a), (-1.0, seen_b), (1.0, seen_a2))]
+  assert runs[0] == runs[2]
+  assert len(seen_a) == len(seen_b) == len(seen_a2) == 2 * len(levels)  # 2 batches x levels
+  for a, b, a2 in zip(seen_a, seen_b, seen_a2):
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a, a2)
+  top = len(levels) - 1  # the strongest level really changes the images
+  assert (seen_a[top][:4] != split.images[:4]).mean() > 0.05
+
+
+def test_evaluate_all_structure_and_stride(monkeypatch):
+  monkeypatch.setattr(degradations, "apply", lambda name, key, images, levels: images)
+
+  def predict(variables, images):  # right on examples 0..5 of 10, whatever the level
+    index = images[:, 0, 0, 0].astype(jnp.int32)
+    return _logits_from(index, index < variables["k"])
+
+  results = levels_lib.evaluate_all(None, {"k": 6}, _index_split(), batch_size=BATCH,
+                                    level_stride=25, predict=predict)
+  assert results["clean"] == 0.6
+  for name in degradations.NAMES:
+    grid = np.asarray(degradations.levels(name))
+    assert list(results[name]["per_level"]) == [float(v) for v in
+                                                levels_lib.stride_levels(grid, 25)]
+    assert float(grid[0]) in results[name]["per_level"]
+    assert float(grid[-1]) in results[name]["per_level"]
+    assert results[name]["acc_all"] == pytest.approx(0.6)
+  assert results["avg"] == pytest.approx(0.6)
+  few = levels_lib.evaluate_all(None, {"k": 6}, _index_split(), names=("blur",),
+                                batch_size=BATCH, level_stride=50, max_examples=5,
+                                predict=predict)
+  assert set(few) == {"clean", "blur", "avg"} and few["clean"] == 1.0
+  assert list(few["blur"]["per_level"]) == [0.0, 5.0]
+
+
+@pytest.mark.slow
+def test_real_degradations_resnet8_end_to_end():
+  """Real ``degradations.apply`` + ResNet-8 (random init) under one jit per degradation."""
+  model = cifar_resnet(8, C, "gap")
+  variables = init_variables(model, jax.random.PRNGKey(0), (32, 32, 3))
+  split = _random_split(16, 32, seed=1)
+  kw = dict(normalization="cifar10", batch_size=6)  # 16 = 6 + 6 + (4 real, 2 padded)
+  results = levels_lib.evaluate_all(model, variables, split, level_stride=1000, **kw)
+  for name in degradations.NAMES:
+    per_level = results[name]["per_level"]
+    grid = np.asarray(degradations.levels(name))
+    assert list(per_level) == [float(grid[0]), float(grid[-1])]
+    assert all(0.0 <= v <= 1.0 and (v * 16) % 1 == 0 for v in per_level.values())
+  assert 0.0 <= results["clean"] <= 1.0
+  assert results["avg"] == pytest.approx(np.mean([results[n]["acc_all"]
+                                                   for n in degradations.NAMES]))
+  # The clean end of each grid is the clean image set (jpeg q=101, sigma 0, density 0).
+  for name in degradations.NAMES:
+    assert results[name]["per_level"][degradations.clean_level(name)] == results["clean"]
+
+
+# ------------------------------------------------------------------ reports and plots
+REPORT_LEVELS = {"jpeg": [1.0, 51.0, 101.0], "blur": [0.0, 5.0], "awgn": [0.0, 50.0],
+                 "sapn": [0.0, 0.25]}
+
+
+def _fake_results(base):
+  """evaluate_all-shaped results with per-level accuracy = base - 0.01 * position."""
+  results = {"clean": base}
+  for name, lv in REPORT_LEVELS.items():
+    per_level = {v: base - 0.01 * i for i, v in enumerate(lv)}
+    results[name] = {"acc_all": float(np.mean(list(per_level.values()))),
+                     "per_level": per_level}
+  results["avg"] = float(np.mean([results[n]["acc_all"] for n in REPORT_LEVELS]))
+  return results
+
+
+@pytest.fixture
+def records():
+  return [("experts", 0, _fake_results(0.80)), ("fusion", 0, _fake_results(0.70)),
+          ("fusion", 1, _fake_results(0.73)), ("clean", 0, _fake_results(0.90)),
+          ("clean", 1, _fake_results(0.92))]
+
+
+def test_reports_tables_and_files(records, tmp_path):
+  order = ["clean", "experts", "fusion"]
+  extra = {"fusion": {"params": 272474, "rel. cost": 1.0}}
+  paths = report.write_reports(records, str(tmp_path), methods=order, extra=extra)
+  with open(paths["csv"]) as f:
+    rows = list(csv.DictReader(f))
+  assert [r["method"] for r in rows] == order
+  assert list(rows[0]) == ["method", "seeds", "clean", "clean_std", "jpeg", "jpeg_std", "blur",
+                           "blur_std", "awgn", "awgn_std", "sapn", "sapn_std", "avg", "avg_std",
+                           "params", "rel. cost"]
+  fusion = rows[2]
+  for col in ("clean", "jpeg", "avg"):
+    values = [100 * report.column_value(r, col) for m, _, r in records if m == "fusion"]
+    assert float(fusion[col]) == pytest.approx(round(np.mean(values), 1))
+    assert float(fusion[f"{col}_std"]) == pytest.approx(round(np.std(values, ddof=1), 1))
+  assert rows[1]["seeds"] == "1" and rows[1]["clean"] == "80.0" and rows[1]["clean_std"] == ""
+  assert fusion["params"] == "272474" and rows[0]["params"] == ""
+
+  table = report.format_table(records, order, extra)
+  assert table == open(paths["md"]).read().split("\n\n", 1)[1].rstrip("\n")
+  lines = table.splitlines()
+  assert lines[0] == ("| method | seeds | clean | jpeg | blur | awgn | sapn | avg | params "
+                      "| rel. cost |")
+  assert lines[2].startswith("| clean | 2 | 91.0 ± 1.4 |")  # std([90, 92], ddof=1) = 1.41
+  assert lines[3].startswith("| experts | 1 | 80.0 | 79.0 |")  # plain mean, one seed
+  assert lines[4].endswith("| 272,474 | 1 |")
+
+  with open(paths["per_level"]) as f:
+    per_level = list(csv.DictReader(f))
+  n_levels = sum(len(v) for v in REPORT_LEVELS.values())
+  assert len(per_level) == len(records) * n_levels  # (method, seed) pairs x levels
+  assert list(per_level[0]) == ["method", "seed", "degradation", "level", "normalised_level",
+                                "accuracy"]
+  jpeg = [r for r in per_level if r["degradation"] == "jpeg"][:3]
+  assert [float(r["normalised_level"]) for r in jpeg] == [
+      float(degradations.normalised_level("jpeg", q)) for q in REPORT_LEVELS["jpeg"]]
+  assert float(jpeg[0]["normalised_level"]) == 99.0  # 100 - quality
+  assert float(jpeg[0]["accuracy"]) == pytest.approx(80.0)
+
+  payload = json.load(open(paths["json"]))
+  assert payload["std_ddof"] == 1 and payload["methods"] == order
+  assert payload["summary"]["fusion"]["avg"]["values"] == pytest.approx(
+      [100 * records[1][2]["avg"], 100 * records[2][2]["avg"]])
+  assert report.load_records(paths["json"]) == records
+
+
+def _assert_png(path, min_w=300, min_h=200):
+  with Image.open(path) as image:
+    image.verify()
+  with Image.open(path) as image:
+    assert image.format == "PNG" and image.width >= min_w and image.height >= min_h
+
+
+def test_plots_are_valid_pngs(records, tmp_path):
+  paths = plots.plot_accuracy_vs_level(report.per_level_rows(records), str(tmp_path / "fig3"),
+                                       methods=["clean", "experts", "fusion"])
+  assert sorted(p.rsplit("/", 1)[1] for p in paths) == sorted(
+      f"accuracy_{n}.png" for n in REPORT_LEVELS)
+  for path in paths:
+    _assert_png(path)
+  std_paths = plots.plot_accuracy_vs_level(records, str(tmp_path / "std"), band="std")
+  assert len(std_paths) == 4
+  matrix = np.array([[0.9, 0.5, 0.4, 0.3], [0.4, 0.8, 0.3, 0.2], [0.5, 0.4, 0.85, 0.6],
+                     [0.45, 0.35, 0.55, 0.88]])
+  path = plots.plot_expert_heatmap(matrix, ["jpeg", "blur", "awgn", "sapn"],
+                                   ["jpeg", "blur", "awgn", "sapn"], str(tmp_path / "heat.png"))
+  _assert_png(path)
