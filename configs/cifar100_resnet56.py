@@ -1,0 +1,19 @@
+"""CIFAR-100, ResNet-56, the paper's hyperparameters.
+
+    python -m fdjax.main --config=configs/cifar100_resnet56.py --workdir=runs/c100_r56
+
+Needs a prepared TFDS cifar100 (``--config.data.data_dir``).
+"""
+
+from fdjax.config import base_config
+
+
+def get_config(arg: str | None = None):
+  config = base_config()
+  config.data.source = "tfds:cifar100"
+  config.data.normalization = "cifar100"
+  if arg == "runlocal":
+    config.data.max_per_split = 512
+    config.model.depth = 8
+    config.clean.epochs = 1
+  return config

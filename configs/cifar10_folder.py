@@ -1,0 +1,21 @@
+"""CIFAR-10 from the offline image-folder archive, ResNet-56, the paper's hyperparameters.
+
+    python -m fdjax.main --config=configs/cifar10_folder.py --workdir=runs/c10_folder
+
+The archive (``train/<class>/*.jpg``, ``test/<class>/*.jpg``) is extracted and
+decoded once into the cache dir. Override the path with
+``--config.data.source=folder:/path/to/cifar10-jpeg.tar.gz``.
+"""
+
+from fdjax.config import base_config
+
+
+def get_config(arg: str | None = None):
+  config = base_config()
+  config.data.source = "folder:../shared/data/cifar10-jpeg.tar.gz"
+  config.data.normalization = "cifar10"
+  if arg == "runlocal":
+    config.data.max_per_split = 1024
+    config.model.depth = 8
+    config.clean.epochs = 1
+  return config

@@ -1,0 +1,22 @@
+"""CIFAR-10, ResNet-56, the paper's hyperparameters (FusionDistill, WACV-W 2024).
+
+    python -m fdjax.main --config=configs/cifar10_resnet56.py --workdir=runs/c10_r56
+
+Needs a prepared TFDS cifar10 (``--config.data.data_dir``) or use
+``configs/cifar10_folder.py`` for the offline image-folder archive. Clean stage:
+200 epochs of SGD; about 2 h on one modern GPU, days on a 2-core CPU.
+``configs/cifar10_resnet56.py:runlocal`` shrinks everything for a smoke test.
+"""
+
+from fdjax.config import base_config
+
+
+def get_config(arg: str | None = None):
+  config = base_config()
+  config.data.source = "tfds:cifar10"
+  config.data.normalization = "cifar10"
+  if arg == "runlocal":
+    config.data.max_per_split = 512
+    config.model.depth = 8
+    config.clean.epochs = 1
+  return config

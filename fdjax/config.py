@@ -1,0 +1,75 @@
+"""The one config schema. Every file in ``configs/`` starts from ``base_config()``
+and changes a few fields; ``--config.<field>=value`` overrides any of them, and an
+unknown field fails (the config is locked by ``fdjax.main``).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+# Rows of the results table, in the paper's order.
+METHODS = ("oracle", "ensemble", "scratch", "vanilla", "modelsoups", "fusing", "fusiondistill")
+
+
+def optimizer_config(name: str = "sgd", lr: float = 0.1, *, momentum: float = 0.9,
+                     weight_decay: float = 1e-4, schedule: str = "multistep",
+                     milestones: tuple[int, ...] = (), decay: float = 0.2) -> ml_collections.ConfigDict:
+  """Optimiser and schedule of one stage (see ``fdjax.train.optim``)."""
+  return ml_collections.ConfigDict(dict(name=name, lr=lr, momentum=momentum,
+                                        weight_decay=weight_decay, schedule=schedule,
+                                        milestones=tuple(milestones), decay=decay))
+
+
+def stage_config(epochs: int, optimizer: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(dict(epochs=epochs, optimizer=optimizer))
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Defaults: the paper's CIFAR-10 ResNet-56 recipe for the clean stage."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.data = ml_collections.ConfigDict(dict(
+      source="tfds:cifar10",       # tfds:<name> | folder:<path or .tar.gz> | digits
+      validation_fraction=0.1,     # held out from train for model selection (paper: 90/10)
+      max_per_split=0,             # > 0 truncates every split (tests, smoke runs)
+      normalization="cifar10",     # key of fdjax.models.CHANNEL_STATS
+      cache_dir="",                # '' = default (~/.cache/fdjax or $FDJAX_CACHE)
+      data_dir="",                 # TFDS data dir; '' = TFDS default
+  ))
+  c.model = ml_collections.ConfigDict(dict(depth=56, head="reference", dtype="float32"))
+  c.augment = ml_collections.ConfigDict(dict(flip=True, crop=True, pad=4, cutout=True,
+                                             cutout_size=16))
+  c.batch_size = 128
+  c.eval_batch_size = 512
+  c.log_every_steps = 50
+  c.checkpoint = ml_collections.ConfigDict(dict(every_steps=1000, keep=2))
+  # Which rows of the results table to produce, and for which seeds (comma-separated).
+  c.methods = ",".join(METHODS)
+  c.seeds = "0"
+  c.degradations = "jpeg,blur,awgn,sapn"
+  # Model selection: 'last' checkpoint, or 'val' = best epoch by accuracy on the held-out
+  # validation split under the stage's training degradations (never the test set).
+  c.selection = "last"
+  # Stage 1: the clean base model (paper code: SGD 0.1, 200 epochs, milestones 60/120/160 x0.2).
+  c.clean = stage_config(200, optimizer_config("sgd", 0.1, milestones=(60, 120, 160)))
+  # Stage 2: one expert per degradation, ILIAC recipe (RAdam 1e-3, wd 1e-4, cosine, 100 epochs).
+  c.experts = stage_config(100, optimizer_config("radam", 1e-3, schedule="cosine"))
+  c.experts.loss = "iliac"          # 'iliac' = CE + cos_weight * (1 - cos) to the clean model; 'ce'
+  c.experts.cos_weight = 1.0
+  c.distill_feature = "stage3"      # post-ReLU output of the last residual stage
+  # Stage 3: weight fusion. BatchNorm statistics: 'paper' (first expert's), 'average',
+  # 'reestimate' (on degraded training batches). ModelSoups reports every variant in
+  # fusion.modelsoups_variants; the fused init of Fusing and FusionDistill uses init_batch_stats.
+  c.fusion = ml_collections.ConfigDict(dict(
+      soup="uniform", init_batch_stats="average", modelsoups_variants="paper,average,reestimate",
+      reestimate_batches=200))
+  # Stage 4 and the fine-tuning baselines. Batches: batch_size images PER DEGRADATION.
+  c.fusiondistill = stage_config(100, optimizer_config("radam", 1e-3, milestones=(30, 70, 90)))
+  c.fusiondistill.alpha = 0.1
+  c.fusiondistill.gamma = 1.0       # the same for every expert, as in the paper
+  c.fusing = stage_config(100, optimizer_config("radam", 1e-3, milestones=(30, 70, 90)))
+  c.vanilla = stage_config(200, optimizer_config("radam", 1e-3, milestones=(60, 140, 180)))
+  c.scratch = stage_config(200, optimizer_config("sgd", 0.1, milestones=(60, 140, 180)))
+  # Evaluation: Acc(All) over every level (level_stride 1) with fixed keys (seed 301).
+  c.eval = ml_collections.ConfigDict(dict(seed=301, level_stride=1, max_examples=0))
+  return c

@@ -1,0 +1,8 @@
+"""Knowledge distillation: cosine feature losses, expert (ILIAC) and FusionDistill objectives."""
+
+from fdjax.distill.degrade import combined, single
+from fdjax.distill.losses import cosine_distance
+from fdjax.distill.objectives import expert_loss, fusiondistill_loss, stack_variables
+
+__all__ = ["combined", "cosine_distance", "expert_loss", "fusiondistill_loss", "single",
+           "stack_variables"]

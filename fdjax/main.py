@@ -1,0 +1,34 @@
+"""Command-line entry point.
+
+    python -m fdjax.main --config=configs/quickstart.py --workdir=runs/quickstart
+
+Any config field can be overridden, e.g. ``--config.clean.epochs=3``; an unknown
+field is an error. Re-running with the same workdir resumes: finished stages are
+reused and an interrupted one continues from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Path to a config file in configs/ (a get_config() module).", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  from fdjax import pipeline  # imported late so that --help stays fast
+
+  logging.set_verbosity(logging.INFO)
+  # orbax logs every checkpoint operation at INFO; keep its warnings, drop the chatter.
+  logging.get_absl_handler().addFilter(
+      lambda record: record.levelno >= logging.WARNING or "orbax" not in record.pathname)
+  pipeline.run(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+  app.run(main)
