@@ -5,7 +5,8 @@ download), ResNet-8 and short schedules.
 
 Trains the clean model, four experts, the fused model, FusionDistill and every
 baseline, evaluates Acc(All) (every 4th grid level) and prints the table; a few
-minutes on a 2-core CPU. Digits are 8x8 scans upscaled to 32x32, so accuracies
+minutes on a 2-core CPU. ``configs/quickstart.py:tiny`` is a one-epoch-per-stage
+version on a subset (the end-to-end test uses it). Digits are 8x8 scans upscaled to 32x32, so accuracies
 are not CIFAR's; the point is a complete, fast run of every stage.
 """
 
@@ -13,7 +14,6 @@ from fdjax.config import base_config, optimizer_config, stage_config
 
 
 def get_config(arg: str | None = None):
-  del arg
   config = base_config()
   config.data.source = "digits"
   config.data.validation_fraction = 0.1
@@ -36,4 +36,14 @@ def get_config(arg: str | None = None):
   config.vanilla = stage_config(4, optimizer_config("radam", 1e-3, milestones=(2,)))
   config.scratch = stage_config(4, optimizer_config("sgd", 0.05, milestones=(2,)))
   config.eval.level_stride = 4
+  if arg == "tiny":
+    config.data.max_per_split = 256
+    config.eval_batch_size = 64
+    config.fusion.reestimate_batches = 2
+    for stage in ("clean", "experts", "fusiondistill", "fusing", "vanilla", "scratch"):
+      config[stage].epochs = 1
+      config[stage].optimizer.milestones = ()
+    config.eval.level_stride = 25
+  elif arg:
+    raise ValueError(f"unknown quickstart variant {arg!r}; use configs/quickstart.py or :tiny")
   return config

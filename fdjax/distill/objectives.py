@@ -52,13 +52,20 @@ def expert_loss(model, *, normalization: str, augment_cfg: ml_collections.Config
 
 def fusiondistill_loss(model, *, normalization: str, augment_cfg: ml_collections.ConfigDict,
                        degrade: DegradeFn, num_experts: int, feature: str = "stage3",
-                       alpha: float = 0.1, gammas: Sequence[float] | None = None):
+                       alpha: float = 0.1, gammas: Sequence[float] | None = None,
+                       teacher_model=None, aux_loss_weight: float = 0.0):
   """Stage 4. ``frozen`` = expert variables stacked on a leading axis of size ``num_experts``.
 
   ``degrade`` must degrade share i of the batch with degradation i (see
   ``fdjax.distill.degrade.combined``). The batch size must be a multiple of
   ``num_experts``; the shares are its consecutive equal slices.
+
+  ``teacher_model`` (default: ``model``) is the experts' architecture, for students of
+  another kind (mixture-of-experts). If the student's features hold ``aux_loss`` (a
+  router's balance loss), ``aux_loss_weight * aux_loss`` is added. The per-share
+  distillation terms are reported as metric ``task_losses`` ``[num_experts]``.
   """
+  teacher_model = teacher_model or model
   gammas = jnp.asarray(gammas if gammas is not None else [1.0] * num_experts, jnp.float32)
   if gammas.shape != (num_experts,):
     raise ValueError(f"need one gamma per expert ({num_experts}), got {gammas.shape[0]}")
@@ -74,15 +81,24 @@ def fusiondistill_loss(model, *, normalization: str, augment_cfg: ml_collections
                                                                 *clean_view.shape[1:])
 
     def teacher(variables, images):
-      return model.apply(variables, images, train=False)[1][feature]
+      return teacher_model.apply(variables, images, train=False)[1][feature]
 
     teacher_features = jax.lax.stop_gradient(jax.vmap(teacher)(frozen, clean_shares))
     student_features = features[feature].reshape(num_experts, share, *features[feature].shape[1:])
     cos_per_expert = jax.vmap(cosine_distance)(student_features, teacher_features)
-    ce = cross_entropy(logits, batch["label"])
-    loss = alpha * ce + jnp.sum(gammas * cos_per_expert)
+    labels = batch["label"].reshape(num_experts, share)
+    ce_per_share = jax.vmap(cross_entropy)(logits.reshape(num_experts, share, -1), labels)
+    ce = jnp.mean(ce_per_share)  # equal shares: the mean over the whole batch
+    # Task i = degradation i: its share of the CE plus its distillation term; they sum to
+    # the loss, and gradient homogenization (fdjax.moe) differentiates them one by one.
+    task_losses = alpha * ce_per_share / num_experts + gammas * cos_per_expert
+    loss = jnp.sum(task_losses)
     accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
-    metrics = {"ce": ce, "cos": jnp.mean(cos_per_expert), "train_accuracy": accuracy}
+    metrics = {"ce": ce, "cos": jnp.mean(cos_per_expert), "train_accuracy": accuracy,
+               "task_losses": task_losses}
+    if aux_loss_weight and "aux_loss" in features:
+      loss = loss + aux_loss_weight * features["aux_loss"]
+      metrics["aux_loss"] = features["aux_loss"]
     return loss, (updates["batch_stats"], metrics)
 
   return loss_fn

@@ -17,6 +17,8 @@ Accuracies are fractions 0..1 here; ``fdjax.eval.report`` turns them into percen
 
 from __future__ import annotations
 
+import functools
+
 import zlib
 from typing import Callable, Iterable, Mapping, Sequence
 
@@ -54,6 +56,7 @@ def eval_key(seed: int, name: str, level_index: int, batch_index: int) -> jax.Ar
   return jax.random.fold_in(jax.random.fold_in(key, level_index), batch_index)
 
 
+@functools.lru_cache(maxsize=64)
 def with_degradation(predict: Predict, name: str, mesh=None) -> LevelPredict:
   """Wraps a clean-image ``predict(variables, images)`` into one jitted
   ``(variables, images_uint8 [B,H,W,3], levels float32 [B], key) -> logits [B,C]``
@@ -62,6 +65,8 @@ def with_degradation(predict: Predict, name: str, mesh=None) -> LevelPredict:
   ``predict`` may be any traceable predictor (one model, a stacked ensemble of
   experts, a mixture-of-experts student). With ``mesh`` the batch and levels are
   split over ``data``; variables and key are replicated and the logits gathered.
+  Memoised on ``(predict, name, mesh)``, so every model evaluated through the same
+  predictor reuses one compiled function per degradation.
   """
 
   def degraded_predict(variables, images, levels, key):
@@ -76,8 +81,12 @@ def with_degradation(predict: Predict, name: str, mesh=None) -> LevelPredict:
                  out_shardings=replicated(mesh))
 
 
+@functools.lru_cache(maxsize=64)
 def model_predict(model, normalization: str) -> Predict:
-  """The plain (unjitted) ``predict(variables, images_uint8) -> logits`` of one model."""
+  """The plain (unjitted) ``predict(variables, images_uint8) -> logits`` of one model.
+
+  Memoised: equal Flax modules (same hyperparameters) get the same function object,
+  which lets ``with_degradation`` and ``jit_clean`` reuse their compilations."""
 
   def predict(variables, images):
     logits, _ = model.apply(variables, normalize(images, normalization), train=False)
@@ -196,6 +205,15 @@ def clean_accuracy(predict: Predict, variables, split, *, batch_size: int, mesh=
   return int(correct) / max(int(total), 1)
 
 
+@functools.lru_cache(maxsize=64)
+def jit_clean(predict: Predict, mesh=None):
+  """``jax.jit`` of a clean predictor (batch split over ``mesh``), memoised per predictor."""
+  if mesh is None:
+    return jax.jit(predict)
+  return jax.jit(predict, in_shardings=(replicated(mesh), data_sharding(mesh)),
+                 out_shardings=replicated(mesh))
+
+
 def evaluate_all(model, variables, split, names: Sequence[str] | None = None, *,
                  normalization: str | None = None, batch_size: int, mesh=None,
                  level_stride: int = 1, max_examples: int | None = None,
@@ -218,11 +236,7 @@ def evaluate_all(model, variables, split, names: Sequence[str] | None = None, *,
       raise ValueError("evaluate_all needs `normalization` unless `predict` is given")
     predict = model_predict(model, normalization)
   split = truncate(split, max_examples)
-  if mesh is None:
-    clean_predict = jax.jit(predict)
-  else:
-    clean_predict = jax.jit(predict, in_shardings=(replicated(mesh), data_sharding(mesh)),
-                            out_shardings=replicated(mesh))
+  clean_predict = jit_clean(predict, mesh)
   results: dict = {"clean": clean_accuracy(clean_predict, variables, split,
                                            batch_size=batch_size, mesh=mesh)}
   for name in names:

@@ -96,7 +96,7 @@ def fit(state: TrainState, train_step: Callable, train_split, *, loop: LoopConfi
       step += 1
       finite_since_save.append(metrics["finite"])
       if step % loop.log_every_steps == 0 or step == stop_at:
-        host = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        host = {k: float(v) for k, v in jax.device_get(metrics).items() if np.ndim(v) == 0}
         if not math.isfinite(host["loss"]):
           check_finite(step)
         lr = float(schedule(step)) if schedule else float("nan")

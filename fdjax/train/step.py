@@ -34,20 +34,30 @@ def step_key(state: TrainState) -> jax.Array:
   return jax.random.fold_in(state.rng, state.step)
 
 
+def value_and_grad(loss_fn: LossFn) -> Callable:
+  """The default gradient: ``jax.value_and_grad(loss_fn, has_aux=True)``."""
+  return jax.value_and_grad(loss_fn, has_aux=True)
+
+
 def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, mesh,
-                    *, donate: bool = True) -> Callable[..., tuple[TrainState, dict]]:
+                    *, donate: bool = True, grad_fn: Callable[[LossFn], Callable] = value_and_grad
+                    ) -> Callable[..., tuple[TrainState, dict]]:
   """Builds ``train_step(state, batch, frozen=None) -> (state, metrics)``, jitted over ``mesh``.
 
   The state is replicated and (by default) donated; the batch is split along its
   leading axis. ``metrics`` always holds ``loss``, ``grad_norm`` and ``finite``
   (1.0 when the loss and gradients are finite), besides what ``loss_fn`` reports.
+
+  ``grad_fn(loss_fn)`` returns the function that computes ``((loss, aux), grads)``;
+  the default is ``jax.value_and_grad``. A multi-task variant may return per-task
+  gradients stacked on a leading axis, for a ``tx`` whose first transformation
+  combines them (gradient homogenization, ``fdjax.moe``).
   """
 
   def train_step(state: TrainState, batch: dict, frozen=None):
     extra = () if frozen is None else (frozen,)
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-    (loss, (batch_stats, metrics)), grads = grad_fn(state.params, state.batch_stats, batch,
-                                                    step_key(state), *extra)
+    (loss, (batch_stats, metrics)), grads = grad_fn(loss_fn)(
+        state.params, state.batch_stats, batch, step_key(state), *extra)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     grad_norm = optax.tree.norm(grads)
