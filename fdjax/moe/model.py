@@ -1,0 +1,305 @@
+"""Mixture-of-experts CIFAR ResNet student (``MoEResNet``).
+
+The CIFAR ResNet of ``fdjax.models.resnet`` in which each stage named in
+``moe_stages`` (default ``('stage3',)``) is a mixture of ``num_experts`` copies of
+that stage (its BasicBlocks, each copy with its own weights). Copy i is initialised
+from per-degradation expert i, every other part from the fused model
+(``fdjax.moe.init.moe_variables``).
+
+Parameter tree (depth 6n+2, stage s routed)::
+
+    stem_conv, stem_norm, stage{t}_block{b} (unrouted stages), classifier   # as CifarResNet
+    stage{s}_moe/router/{prompt_conv, basic_prompts, expert_prompts}
+    stage{s}_moe/experts/block{b}/...   # every leaf [E, ...]: experts stacked on axis 0
+    stage{s}_moe/shared/block{b}/...    # channel_sharing only: the fused stage
+    stage{s}_moe/channel_gate/{kernel, bias}   # channel_sharing only
+
+``batch_stats`` mirror this (experts' statistics stacked on axis 0 too), so the
+leading expert axis can be sharded over a mesh axis (``fdjax.moe.init.expert_sharding``).
+
+Apply returns ``(logits [B, classes], features)`` with CifarResNet's features
+('stem', 'stage1'..'stage3', 'pooled') plus
+
+* ``router``: the first routed stage's gates after top-K and renormalisation,
+  ``[B, E]`` (per image) or ``[B, H, W, E]`` (per pixel, at that stage's input
+  resolution); ``router_stage{s}`` for every routed stage;
+* ``aux_loss``: sum over routed stages of the unweighted balance loss (scalar);
+* ``channel_gate_stage{s}``: ``[B, C_out]`` sharing gates (``channel_sharing`` only).
+
+so ``fusiondistill_loss(moe_model, ..., teacher_model=dense, aux_loss_weight=lambda)``
+trains it unchanged (MEASNet eq. 12: ``loss + lambda * l_balance``, lambda = 1e-4).
+
+The variables do not depend on ``k``, ``routing``, ``dispatch`` or ``capacity_factor``:
+e.g. train with K=2 and measure single-expert inference with
+``model.clone(k=1, dispatch='sparse', capacity_factor=1.0)`` on the same variables.
+
+Dispatch (documented choices):
+
+* ``dense``: every expert runs on the whole batch (``nn.vmap`` with the input
+  broadcast) and the outputs are summed with the (mostly zero) gates. In training
+  each expert's BatchNorm statistics are therefore those of the whole batch.
+* ``sparse`` (per-image routing, inference), two implementations, both equal to
+  ``dense`` up to rounding when nothing is dropped:
+
+  - ``capacity_factor`` a number: Switch-Transformer one-hot dispatch into per-expert
+    buffers of ``capacity = ceil(B K / E * capacity_factor)`` images (at most B); the
+    experts run only on their buffers and the combine tensor scatters the weighted
+    outputs back. ``capacity_factor = E / K`` never drops an image; with less, an
+    image that finds an expert's buffer full gets no contribution from that expert.
+    Every expert runs on ``capacity`` slots, so the saving needs a batch (at B = 1
+    all E experts run on a buffer of 1).
+  - ``capacity_factor=None`` (default): each image gathers its K selected expert
+    copies and runs only those (``B * K`` stage evaluations at any batch size, B = 1
+    included; memory for ``B * K`` parameter copies of the stage).
+
+  With ``train=True`` and with per-pixel routing, ``sparse`` computes exactly as
+  ``dense`` (BatchNorm batch statistics over a sub-batch would differ from dense's;
+  per-pixel routing has no per-image token to dispatch).
+* per-pixel routing at a stage that downsamples: the experts run at full input
+  resolution, their outputs are combined at the output resolution with the gates
+  average-pooled to it (``fdjax.moe.gating.pool_gates``).
+
+Channel-level sharing (MUIRF's CPSM, ``channel_sharing=True``), per image b and output
+channel c of the routed stage::
+
+    g[b, c] = sigmoid(W GAP(router_input)[b] + w0)[c]            # shallow-feature gate
+    out[b, :, :, c] = g[b, c] * shared(x)[b, :, :, c] + (1 - g[b, c]) * mix(x)[b, :, :, c]
+
+where ``shared`` is the fused stage kept as a shared branch and ``mix`` the gated
+expert mixture. MUIRF selects shared channels of every convolution's weights; we
+gate the stage's output channels (one gate per channel per image). ``W`` starts at
+zero, so ``g = 0.5`` at initialisation.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Literal, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from fdjax.models.resnet import STAGE_WIDTHS, BasicBlock, Head, _adaptive_avg_pool, _conv_init
+from fdjax.moe.gating import (balance_loss, dispatch_tensors, expert_capacity, pool_gates,
+                              top_k_gates)
+from fdjax.moe.router import PromptRouter
+
+STAGES = ("stage1", "stage2", "stage3")
+Routing = Literal["image", "pixel"]
+Dispatch = Literal["dense", "sparse"]
+
+
+class ResidualStage(nn.Module):
+  """``num_blocks`` BasicBlocks named ``block{b}``, the first with ``strides``. ``[B, H, W, C]``."""
+
+  width: int
+  num_blocks: int
+  strides: int
+  norm: Any
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    for b in range(self.num_blocks):
+      x = BasicBlock(self.width, self.strides if b == 0 else 1, self.norm, self.dtype,
+                     name=f"block{b}")(x)
+    return x
+
+
+def _stacked_stage(num_experts: int, in_axes):
+  """``ResidualStage`` with E independent copies: params/batch_stats stacked on axis 0."""
+  return nn.vmap(ResidualStage, variable_axes={"params": 0, "batch_stats": 0},
+                 split_rngs={"params": True}, in_axes=in_axes, out_axes=0,
+                 axis_size=num_experts)
+
+
+def _run_selected_experts(stage_args: dict, stacked: dict, x, probs, gates, k: int):
+  """Per-example sparse dispatch: image b runs through its K selected experts only.
+
+  stacked: the experts' ``{'params', 'batch_stats'}``, leaves ``[E, ...]``; x ``[B, H, W, C]``;
+  probs / gates ``[B, E]`` before / after top-K. Gathers each image's K expert copies
+  (leaves ``[B, K, ...]``: memory ``B * K`` copies of one stage) and runs them with a
+  double ``vmap``: ``B * K`` stage evaluations, whatever the batch size (also at B = 1).
+  Inference only (BatchNorm uses its running averages). Returns ``[B, h, w, width]``.
+  """
+  _, index = jax.lax.top_k(jax.lax.stop_gradient(probs), k)      # the same choice as top_k_gates
+  weights = jnp.take_along_axis(gates, index, axis=-1)            # [B, K]
+  selected = jax.tree.map(lambda leaf: leaf[index], stacked)      # [B, K, ...]
+  stage = ResidualStage(**stage_args, parent=None)
+
+  def run(variables, image):                                      # one expert, one image
+    return stage.apply(variables, image[None])[0]
+
+  y = jax.vmap(jax.vmap(run, in_axes=(0, None)))(selected, x)     # [B, K, h, w, width]
+  return jnp.einsum("bk...,bk->b...", y, weights.astype(y.dtype))
+
+
+class MoEStage(nn.Module):
+  """A routed residual stage. See the module docstring for the dispatch modes."""
+
+  width: int
+  num_blocks: int
+  strides: int
+  norm: Any
+  num_experts: int = 4
+  k: int = 2
+  routing: Routing = "image"
+  dispatch: Dispatch = "dense"
+  num_prompts: int = 8
+  channel_sharing: bool = False
+  capacity_factor: float | None = None
+  renormalize: bool = True
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, router_x, train: bool = False):
+    """x: ``[B, H, W, Cin]``; router_x: shallow features ``[B, H', W', C']`` (same H, W
+    for per-pixel routing). Returns ``(out [B, h, w, width], gates, aux_loss,
+    channel_gate)``: gates ``[B, E]`` or ``[B, H, W, E]`` after top-K, aux_loss the
+    unweighted balance loss, channel_gate ``[B, width]`` or None."""
+    per_pixel = self.routing == "pixel"
+    logits = PromptRouter(self.num_experts, self.num_prompts, per_pixel=per_pixel,
+                          name="router")(router_x)
+    probs = nn.softmax(logits, axis=-1)                  # MEASNet eq. (2)
+    gates, mask = top_k_gates(probs, self.k, self.renormalize)
+    aux = balance_loss(probs, mask)                      # MEASNet eqs. (4)-(6)
+    stage_args = dict(width=self.width, num_blocks=self.num_blocks, strides=self.strides,
+                      norm=self.norm, dtype=self.dtype)
+    sparse = self.dispatch == "sparse" and not per_pixel and not train
+    if sparse and self.capacity_factor is None and not self.is_initializing():
+      stacked = {c: self.variables[c]["experts"] for c in ("params", "batch_stats")}
+      out = _run_selected_experts(stage_args, stacked, x, probs, gates, self.k)
+    elif sparse and self.capacity_factor is not None:
+      experts = _stacked_stage(self.num_experts, 0)(**stage_args, name="experts")
+      capacity = expert_capacity(x.shape[0], self.num_experts, self.k, self.capacity_factor)
+      dispatch, combine = dispatch_tensors(gates, mask, capacity)      # [B, E, cap]
+      buffers = jnp.einsum("tes,t...->es...", dispatch.astype(x.dtype), x)  # [E, cap, H, W, C]
+      y = experts(buffers)                                             # [E, cap, h, w, width]
+      out = jnp.einsum("tes,es...->t...", combine.astype(y.dtype), y)
+    else:
+      experts = _stacked_stage(self.num_experts, None)(**stage_args, name="experts")
+      y = experts(x)                                                   # [E, B, h, w, width]
+      if per_pixel:
+        g = pool_gates(gates, y.shape[2:4], self.renormalize)          # [B, h, w, E]
+        out = jnp.einsum("ebhwc,bhwe->bhwc", y, g.astype(y.dtype))
+      else:
+        out = jnp.einsum("eb...,be->b...", y, gates.astype(y.dtype))   # MEASNet eq. (3)
+    channel_gate = None
+    if self.channel_sharing:   # MUIRF CPSM: per-channel choice of shared vs expert features
+      shared = ResidualStage(**stage_args, name="shared")(x)
+      pooled = jnp.mean(router_x.astype(jnp.float32), axis=(1, 2))
+      channel_gate = nn.sigmoid(nn.Dense(self.width, kernel_init=nn.initializers.zeros,
+                                         name="channel_gate")(pooled))  # [B, width]
+      g = channel_gate[:, None, None, :].astype(out.dtype)
+      out = g * shared + (1 - g) * out
+    return out, gates, aux, channel_gate
+
+
+class MoEResNet(nn.Module):
+  """CIFAR ResNet-(6n+2) with routed stages. Attributes as ``moe_resnet``'s arguments.
+
+  ``router_source``: ``'input'`` routes each stage on its own input; ``'stem'`` on
+  the stem output (the shallowest features; average-pooled to the stage's input
+  resolution for per-pixel routing).
+  """
+
+  depth: int = 56
+  num_classes: int = 10
+  head: Head = "gap"
+  num_experts: int = 4
+  k: int = 2
+  moe_stages: Sequence[str] = ("stage3",)
+  routing: Routing = "image"
+  dispatch: Dispatch = "dense"
+  num_prompts: int = 8
+  channel_sharing: bool = False
+  capacity_factor: float | None = None
+  renormalize: bool = True
+  router_source: Literal["input", "stem"] = "input"
+  dtype: Any = jnp.float32
+  bn_momentum: float = 0.9
+  bn_epsilon: float = 1e-5
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    """x: float ``[B, H, W, 3]`` normalised. Returns ``(logits [B, C] float32, features)``."""
+    _validate(self.depth, self.head, self.num_experts, self.k, self.moe_stages, self.routing,
+              self.dispatch, self.router_source)
+    blocks_per_stage = (self.depth - 2) // 6
+    norm = functools.partial(
+        nn.BatchNorm, use_running_average=not train, momentum=self.bn_momentum,
+        epsilon=self.bn_epsilon, dtype=self.dtype)
+    x = x.astype(self.dtype)
+    features = {}
+    x = nn.Conv(STAGE_WIDTHS[0], (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
+                kernel_init=_conv_init, dtype=self.dtype, name="stem_conv")(x)
+    x = nn.relu(norm(name="stem_norm")(x))
+    features["stem"] = x
+    aux_losses = []
+    for stage, width in enumerate(STAGE_WIDTHS):
+      name, strides = f"stage{stage + 1}", 2 if stage > 0 else 1
+      if name in self.moe_stages:
+        router_x = x if self.router_source == "input" else features["stem"]
+        if self.routing == "pixel" and router_x.shape[1:3] != x.shape[1:3]:
+          router_x = _adaptive_avg_pool_hw(router_x, x.shape[1:3])
+        x, gates, aux, channel_gate = MoEStage(
+            width=width, num_blocks=blocks_per_stage, strides=strides, norm=norm,
+            num_experts=self.num_experts, k=self.k, routing=self.routing, dispatch=self.dispatch,
+            num_prompts=self.num_prompts, channel_sharing=self.channel_sharing,
+            capacity_factor=self.capacity_factor, renormalize=self.renormalize,
+            dtype=self.dtype, name=f"{name}_moe")(x, router_x, train)
+        features.setdefault("router", gates)
+        features[f"router_{name}"] = gates
+        if channel_gate is not None:
+          features[f"channel_gate_{name}"] = channel_gate
+        aux_losses.append(aux)
+      else:
+        for block in range(blocks_per_stage):
+          x = BasicBlock(width, strides if block == 0 else 1, norm, self.dtype,
+                         name=f"{name}_block{block}")(x)
+      features[name] = x
+    if self.head == "gap":
+      pooled = jnp.mean(x, axis=(1, 2))
+    else:
+      pooled = _adaptive_avg_pool(x, 2).reshape(x.shape[0], -1)
+    features["pooled"] = pooled
+    features["aux_loss"] = sum(aux_losses)
+    logits = nn.Dense(self.num_classes, dtype=self.dtype, name="classifier")(pooled)
+    return logits.astype(jnp.float32), features
+
+
+def _adaptive_avg_pool_hw(x, hw):
+  b, h, w, c = x.shape
+  return x.reshape(b, hw[0], h // hw[0], hw[1], w // hw[1], c).mean(axis=(2, 4))
+
+
+def _validate(depth, head, num_experts, k, moe_stages, routing, dispatch, router_source):
+  if (depth - 2) % 6 or depth < 8:
+    raise ValueError(f"CIFAR ResNet depth must be 6n+2 with n >= 1, got {depth}")
+  if head not in ("gap", "reference"):
+    raise ValueError(f"head must be 'gap' or 'reference', got {head!r}")
+  if not 1 <= k <= num_experts:
+    raise ValueError(f"need 1 <= k <= num_experts ({num_experts}), got k={k}")
+  if isinstance(moe_stages, str) or not moe_stages or not set(moe_stages) <= set(STAGES):
+    raise ValueError(f"moe_stages must be a non-empty subset of {STAGES}, got {moe_stages!r}")
+  if routing not in ("image", "pixel"):
+    raise ValueError(f"routing must be 'image' or 'pixel', got {routing!r}")
+  if dispatch not in ("dense", "sparse"):
+    raise ValueError(f"dispatch must be 'dense' or 'sparse', got {dispatch!r}")
+  if router_source not in ("input", "stem"):
+    raise ValueError(f"router_source must be 'input' or 'stem', got {router_source!r}")
+
+
+def moe_resnet(depth: int, num_classes: int, head: Head = "gap", num_experts: int = 4,
+               k: int = 2, moe_stages: Sequence[str] = ("stage3",), routing: Routing = "image",
+               dispatch: Dispatch = "dense", num_prompts: int = 8, channel_sharing: bool = False,
+               **kwargs) -> MoEResNet:
+  """Builds a ``MoEResNet`` (validated). ``kwargs``: ``capacity_factor``, ``renormalize``,
+  ``router_source``, ``dtype``, ``bn_momentum``, ``bn_epsilon``."""
+  moe_stages = tuple(moe_stages) if not isinstance(moe_stages, str) else moe_stages
+  _validate(depth, head, num_experts, k, moe_stages, routing, dispatch,
+            kwargs.get("router_source", "input"))
+  return MoEResNet(depth=depth, num_classes=num_classes, head=head, num_experts=num_experts, k=k,
+                   moe_stages=moe_stages, routing=routing, dispatch=dispatch,
+                   num_prompts=num_prompts, channel_sharing=channel_sharing, **kwargs)
