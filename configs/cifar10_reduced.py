@@ -25,22 +25,24 @@ def get_config(arg: str | None = None):
   config.eval_batch_size = 200  # divides 1,000 test images and 1, 2, 4 or 8 devices
   config.log_every_steps = 40
   config.checkpoint.every_steps = 200
-  config.clean = stage_config(15, optimizer_config("sgd", 0.1, milestones=(8, 12)))
-  config.experts = stage_config(3, optimizer_config("radam", 1e-3, schedule="cosine"))
+  config.clean = stage_config(10, optimizer_config("sgd", 0.1, milestones=(6, 8)))
+  config.experts = stage_config(2, optimizer_config("radam", 1e-3, schedule="cosine"))
   config.experts.loss = "iliac"
   config.experts.cos_weight = 1.0
   config.fusion.reestimate_batches = 20
   config.fusiondistill = stage_config(2, optimizer_config("radam", 1e-3, milestones=(1,)))
   config.fusiondistill.alpha = 0.1
   config.fusiondistill.gamma = 1.0
+  config.moe.epochs = 2
+  config.moe.optimizer = optimizer_config("radam", 1e-3, milestones=(1,))
   config.fusing = stage_config(2, optimizer_config("radam", 1e-3, milestones=(1,)))
-  config.vanilla = stage_config(3, optimizer_config("radam", 1e-3, milestones=(2,)))
-  config.scratch = stage_config(4, optimizer_config("sgd", 0.1, milestones=(2, 3)))
+  config.vanilla = stage_config(2, optimizer_config("radam", 1e-3, milestones=(1,)))
+  config.scratch = stage_config(3, optimizer_config("sgd", 0.1, milestones=(2,)))
   config.eval.level_stride = 5
   config.eval.max_examples = 1000
   if arg == "runlocal":
     config.data.max_per_split = 1000
-    for stage in ("clean", "experts", "fusiondistill", "fusing", "vanilla", "scratch"):
+    for stage in ("clean", "experts", "fusiondistill", "fusing", "vanilla", "scratch", "moe"):
       config[stage].epochs = 1
       config[stage].optimizer.milestones = ()
     config.eval.max_examples = 200

@@ -4,7 +4,8 @@ download), ResNet-8 and short schedules.
     python -m fdjax.main --config=configs/quickstart.py --workdir=runs/quickstart
 
 Trains the clean model, four experts, the fused model, FusionDistill and every
-baseline, evaluates Acc(All) (every 4th grid level) and prints the table; a few
+baseline (add ``--config.methods=...,fusiondistill_moe`` for the mixture-of-experts
+students), evaluates Acc(All) (every 4th grid level) and prints the table; a few
 minutes on a 2-core CPU. ``configs/quickstart.py:tiny`` is a one-epoch-per-stage
 version on a subset (the end-to-end test uses it). Digits are 8x8 scans upscaled to 32x32, so accuracies
 are not CIFAR's; the point is a complete, fast run of every stage.
@@ -32,6 +33,8 @@ def get_config(arg: str | None = None):
   config.fusiondistill = stage_config(2, optimizer_config("radam", 1e-3, milestones=(1,)))
   config.fusiondistill.alpha = 0.1
   config.fusiondistill.gamma = 1.0
+  config.moe.epochs = 2
+  config.moe.optimizer = optimizer_config("radam", 1e-3, milestones=(1,))
   config.fusing = stage_config(2, optimizer_config("radam", 1e-3, milestones=(1,)))
   config.vanilla = stage_config(4, optimizer_config("radam", 1e-3, milestones=(2,)))
   config.scratch = stage_config(4, optimizer_config("sgd", 0.05, milestones=(2,)))
@@ -40,7 +43,7 @@ def get_config(arg: str | None = None):
     config.data.max_per_split = 256
     config.eval_batch_size = 64
     config.fusion.reestimate_batches = 2
-    for stage in ("clean", "experts", "fusiondistill", "fusing", "vanilla", "scratch"):
+    for stage in ("clean", "experts", "fusiondistill", "fusing", "vanilla", "scratch", "moe"):
       config[stage].epochs = 1
       config[stage].optimizer.milestones = ()
     config.eval.level_stride = 25

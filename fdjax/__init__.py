@@ -3,8 +3,9 @@
 __version__ = "0.1.0"
 
 
-def restore(workdir: str, method: str = "fusiondistill", seed: int | None = None):
+def restore(workdir: str, method: str = "fusiondistill", seed: int | None = None,
+            k: int | None = None):
   """See ``fdjax.restore_run.restore``: model, variables and a jitted uint8 -> logits predict."""
   from fdjax.restore_run import restore as _restore
 
-  return _restore(workdir, method, seed)
+  return _restore(workdir, method, seed, k)

@@ -11,6 +11,8 @@ Methods (rows of the results table) and the stages they need:
     modelsoups     experts, fused/<bn>                one row per BatchNorm variant
     fusing         experts, fused, fusing             fused model fine-tuned with CE
     fusiondistill  experts, fused, fusiondistill      fused model distilled from the experts
+    fusiondistill_moe  experts, fused, fusiondistill_moe   mixture-of-experts student,
+                                                      one row per K in config.moe.ks
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[report.Record]:
   seeds = parse_seeds(config.seeds)
   os.makedirs(workdir, exist_ok=True)
   _write_config(config, workdir)
-  records, heatmaps = [], []
+  records, heatmaps, extra, usages = [], [], {}, []
   dataset = None
   for seed in seeds:
     if dataset is None or config.data.validation_fraction:
@@ -73,17 +75,20 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[report.Record]:
                  dataset.name, len(dataset.train),
                  len(dataset.validation) if dataset.validation else 0, len(dataset.test),
                  dataset.num_classes, ctx.mesh.size)
-    seed_records, heatmap = run_seed(ctx, methods)
+    seed_records, heatmap, seed_extra, seed_usage = run_seed(ctx, methods)
     records += seed_records
+    extra.update(seed_extra)
+    usages += seed_usage
     if heatmap is not None:
       heatmaps.append(heatmap)
-  report.write_reports(records, workdir)
+  report.write_reports(records, workdir, extra=extra or None)
   plots.plot_accuracy_vs_level(records, workdir)
   if heatmaps:
     names = parse_list(config.degradations)
     plots.plot_expert_heatmap(np.mean(heatmaps, axis=0), names, names,
                               os.path.join(workdir, "expert_heatmap.png"))
-  table = report.format_table(records)
+  _write_router_usage(usages, parse_list(config.degradations), workdir)
+  table = report.format_table(records, extra=extra or None)
   note = f"Model selection: {MODEL_SELECTION_NOTE[config.selection]}."
   with open(os.path.join(workdir, "results.md"), "a") as f:
     f.write(f"\n{note}\n")
@@ -100,7 +105,7 @@ def run_seed(ctx: stages.RunContext, methods: list[str]):
   clean = stages.clean_stage(ctx) if needs_experts or {"oracle", "vanilla"} & set(methods) else None
   experts = [stages.expert_stage(ctx, d, clean) for d in ctx.degradations] if needs_experts else []
   evaluate = _Evaluator(ctx)
-  records, heatmap = [], None
+  records, heatmap, extra, usages = [], None, {}, []
   for method in methods:
     if method == "oracle":
       per_expert = [evaluate(f"expert_{d}", v) for d, v in zip(ctx.degradations, experts)]
@@ -131,7 +136,86 @@ def run_seed(ctx: stages.RunContext, methods: list[str]):
         variables = stages.fusiondistill_stage(ctx, fused, experts)
       records.append(_record({"fusing": "Fusing", "fusiondistill": "FusionDistill"}[method],
                              ctx.seed, evaluate(method, variables)))
-  return records, heatmap
+    elif method == "fusiondistill_moe":
+      fused = stages.fused_stage(ctx, experts, cfg.fusion.init_batch_stats)
+      dense_cost = _cost(ctx, ctx.model, clean or fused)
+      extra.setdefault("FusionDistill", _cost_columns(dense_cost, dense_cost))
+      trained_model, variables = stages.fusiondistill_moe_stage(ctx, fused, experts)
+      for k in parse_ints(cfg.moe.ks):
+        model = trained_model.clone(k=k)
+        row = f"FusionDistill-MoE (K={k})"
+        records.append(_record(row, ctx.seed, evaluate(f"fusiondistill_moe_k{k}", variables,
+                                                       model=model)))
+        extra[row] = _cost_columns(_cost(ctx, model, variables, k=k), dense_cost)
+        usages.append((row, ctx.seed, _router_usage(ctx, model, variables)))
+  return records, heatmap, extra, usages
+
+
+def parse_ints(text) -> list[int]:
+  try:
+    return [int(s) for s in parse_list(text)]
+  except ValueError as e:
+    raise ValueError(f"expected comma-separated integers, got {text!r}") from e
+
+
+def _cost(ctx: stages.RunContext, model, variables, k: int | None = None) -> dict:
+  """Parameters, active parameters and XLA inference FLOPs per image of ``model``."""
+  from fdjax import moe
+
+  apply = lambda v, x: model.apply(v, x, train=False)[0]  # noqa: E731
+  num_experts = len(ctx.degradations) if k is not None else None
+  cost = moe.model_cost(apply, variables, (1, *ctx.dataset.image_shape), num_experts, k)
+  if k is not None and getattr(model, "dispatch", "dense") == "dense":
+    sparse = model.clone(dispatch="sparse")
+    cost["sparse_flops"] = moe.inference_flops(
+        lambda v, x: sparse.apply(v, x, train=False)[0], variables, (1, *ctx.dataset.image_shape))
+  return cost
+
+
+def _cost_columns(cost: dict, dense: dict) -> dict:
+  columns = {"params": cost["params"], "active params": cost["active_params"],
+             "FLOPs/img (rel.)": round(cost["flops"] / dense["flops"], 2)}
+  if "sparse_flops" in cost:
+    columns["sparse FLOPs/img (rel.)"] = round(cost["sparse_flops"] / dense["flops"], 2)
+  return columns
+
+
+def _router_usage(ctx: stages.RunContext, model, variables):
+  from fdjax.moe import usage
+
+  cfg = ctx.config
+  split = levels_lib.truncate(ctx.dataset.test, cfg.eval.max_examples or None)
+  return usage.router_usage(model, variables, split, ctx.degradations,
+                            normalization=cfg.data.normalization,
+                            batch_size=cfg.eval_batch_size,
+                            level_stride=cfg.eval.level_stride, seed=cfg.eval.seed)
+
+
+def _write_router_usage(usages, names: list[str], workdir: str) -> None:
+  """router_usage.md (per row and seed) and router_usage_<K>.png (mean over seeds)."""
+  if not usages:
+    return
+  from fdjax.moe import usage as usage_lib
+
+  experts = [f"{i}:{n}" for i, n in enumerate(names)]
+  lines = ["# Router usage: fraction of test images (or pixels) whose top expert is each "
+           "expert, per test degradation (degraded levels only)\n"]
+  by_row: dict = {}
+  for row, seed, matrix in usages:
+    lines += [f"## {row}, seed {seed}\n", usage_lib.format_usage(matrix, names, experts), ""]
+    by_row.setdefault(row, []).append(matrix)
+  diagonal = {row: float(np.mean([np.trace(m) / len(names) for m in ms]))
+              for row, ms in by_row.items()}
+  lines += [f"Share routed to the matching expert (mean of the diagonal): "
+            + ", ".join(f"{row} {100 * d:.1f}%" for row, d in diagonal.items()), ""]
+  with open(os.path.join(workdir, "router_usage.md"), "w") as f:
+    f.write("\n".join(lines))
+  for row, matrices in by_row.items():
+    k = row.split("K=")[-1].rstrip(")")
+    plots.plot_expert_heatmap(np.mean(matrices, axis=0), names, experts,
+                              os.path.join(workdir, f"router_usage_k{k}.png"),
+                              title=f"{row}: router usage (%)", xlabel="expert",
+                              ylabel="test degradation")
 
 
 def _record(method: str, seed: int, results: dict) -> report.Record:
@@ -165,7 +249,7 @@ class _Evaluator:
     self.dir = os.path.join(ctx.workdir, "eval")
     os.makedirs(self.dir, exist_ok=True)
 
-  def __call__(self, name: str, variables, predict=None) -> dict:
+  def __call__(self, name: str, variables, predict=None, model=None) -> dict:
     path = os.path.join(self.dir, f"{name}.json")
     if os.path.exists(path):
       with open(path) as f:
@@ -173,7 +257,7 @@ class _Evaluator:
     cfg = self.ctx.config
     logging.info("evaluating %s", name)
     results = levels_lib.evaluate_all(
-        self.ctx.model, variables, self.ctx.dataset.test, self.ctx.degradations,
+        model or self.ctx.model, variables, self.ctx.dataset.test, self.ctx.degradations,
         normalization=cfg.data.normalization, batch_size=cfg.eval_batch_size, mesh=self.ctx.mesh,
         level_stride=cfg.eval.level_stride, max_examples=cfg.eval.max_examples or None,
         seed=cfg.eval.seed, predict=predict)

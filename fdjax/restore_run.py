@@ -32,6 +32,7 @@ STAGE_OF_METHOD = {
     "modelsoups_paper": "fused/paper",
     "modelsoups_average": "fused/average",
     "modelsoups_reestimate": "fused/reestimate",
+    "fusiondistill_moe": "fusiondistill_moe",
 }
 
 
@@ -55,8 +56,13 @@ def stage_dir_for(method: str) -> str:
   return STAGE_OF_METHOD[method]
 
 
-def restore(workdir: str, method: str = "fusiondistill", seed: int | None = None) -> Restored:
-  """Model, variables and a jitted ``predict(images_uint8 [B,H,W,3]) -> logits [B,C]``."""
+def restore(workdir: str, method: str = "fusiondistill", seed: int | None = None,
+            k: int | None = None) -> Restored:
+  """Model, variables and a jitted ``predict(images_uint8 [B,H,W,3]) -> logits [B,C]``.
+
+  ``method='fusiondistill_moe'`` restores the mixture-of-experts student with top-``k``
+  routing (default: the K it was trained with).
+  """
   from fdjax import stages
   from fdjax.models import normalize
 
@@ -75,7 +81,10 @@ def restore(workdir: str, method: str = "fusiondistill", seed: int | None = None
     raise FileNotFoundError(f"method {method!r} has no finished checkpoint at {path}")
   with open(os.path.join(workdir, "run.json")) as f:
     run_info = json.load(f)
-  model = stages.build_model(config, run_info["num_classes"])
+  if method == "fusiondistill_moe":
+    model = stages.moe_student(config, run_info["num_classes"], k or config.moe.train_k)
+  else:
+    model = stages.build_model(config, run_info["num_classes"])
   template = jax.eval_shape(lambda: stages.init_variables(
       model, jax.random.key(0), tuple(run_info["image_shape"])))
   variables = load_variables(path, template)

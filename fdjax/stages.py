@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 from absl import logging
 
 from fdjax import data as data_lib
@@ -58,8 +59,11 @@ class RunContext:
   def stage_dir(self, name: str) -> str:
     return os.path.join(self.workdir, name)
 
-  def template_variables(self) -> dict:
-    return init_variables(self.model, jax.random.key(0), self.dataset.image_shape)
+  def template_variables(self, model=None) -> dict:
+    """Shapes and dtypes (no values) of ``model``'s variables (default: the dense model)."""
+    model = model or self.model
+    return jax.eval_shape(lambda: init_variables(model, jax.random.key(0),
+                                                 self.dataset.image_shape))
 
 
 def build_model(config: ml_collections.ConfigDict, num_classes: int):
@@ -94,13 +98,14 @@ def is_complete(ctx: RunContext, name: str) -> bool:
   return variables_exist(stage_variables_path(ctx, name))
 
 
-def load_stage(ctx: RunContext, name: str) -> dict:
-  return load_variables(stage_variables_path(ctx, name), ctx.template_variables())
+def load_stage(ctx: RunContext, name: str, model=None) -> dict:
+  return load_variables(stage_variables_path(ctx, name), ctx.template_variables(model))
 
 
 def train_stage(ctx: RunContext, name: str, stage_cfg: ml_collections.ConfigDict, loss_fn, *,
                 init: dict | None = None, frozen=None, images_per_step: int | None = None,
-                passes_per_epoch: int = 1, selection_degrade=None, max_steps: int = 0) -> dict:
+                passes_per_epoch: int = 1, selection_degrade=None, max_steps: int = 0,
+                model=None, grad_fn=None, wrap_tx=None) -> dict:
   """Trains one stage (or reuses/resumes it) and returns its ``{'params','batch_stats'}``.
 
   Args:
@@ -113,10 +118,14 @@ def train_stage(ctx: RunContext, name: str, stage_cfg: ml_collections.ConfigDict
     selection_degrade: with ``config.selection == 'val'``, ``degrade(key, images)`` for
       the validation accuracy that picks the best epoch.
     max_steps: stop after this many steps (simulates a crash in tests).
+    model: the network trained (default: the run's dense model; e.g. a MoE student).
+    grad_fn, wrap_tx: per-task gradients and the optax transformation that combines
+      them (gradient homogenization); see ``make_train_step``.
   """
+  model = model or ctx.model
   if is_complete(ctx, name):
     logging.info("[%s] complete; reusing %s", name, stage_variables_path(ctx, name))
-    return load_stage(ctx, name)
+    return load_stage(ctx, name, model)
   config, stage_dir = ctx.config, ctx.stage_dir(name)
   batch_size = images_per_step or config.batch_size
   train_split = ctx.dataset.train
@@ -125,9 +134,11 @@ def train_stage(ctx: RunContext, name: str, stage_cfg: ml_collections.ConfigDict
   steps_per_epoch = data_lib.num_batches(len(train_split), batch_size, drop_remainder=True)
   tx, schedule = make_optimizer(stage_cfg.optimizer, epochs=stage_cfg.epochs,
                                 steps_per_epoch=max(steps_per_epoch, 1))
+  if wrap_tx is not None:
+    tx = wrap_tx(tx)
   seed_key = jax.random.PRNGKey(ctx.seed)
   if init is None:
-    init = init_variables(ctx.model, jax.random.fold_in(seed_key, 0), ctx.dataset.image_shape)
+    init = init_variables(model, jax.random.fold_in(seed_key, 0), ctx.dataset.image_shape)
   stage_rng = jax.random.fold_in(seed_key, _stable_id(name))
   state = create_train_state(init, tx, stage_rng, ctx.mesh)
   checkpointer = Checkpointer(os.path.join(stage_dir, "checkpoints"),
@@ -135,11 +146,12 @@ def train_stage(ctx: RunContext, name: str, stage_cfg: ml_collections.ConfigDict
   loop = LoopConfig(epochs=stage_cfg.epochs, batch_size=batch_size, seed=ctx.seed,
                     log_every_steps=config.log_every_steps,
                     checkpoint_every_steps=config.checkpoint.every_steps, max_steps=max_steps)
-  selector = _BestOnValidation(ctx, name, selection_degrade) if (
+  selector = _BestOnValidation(ctx, name, selection_degrade, model) if (
       config.selection == "val" and ctx.dataset.validation is not None) else None
   if config.selection not in ("last", "val"):
     raise ValueError(f"selection must be 'last' or 'val', got {config.selection!r}")
-  state = fit(state, make_train_step(loss_fn, tx, ctx.mesh), train_split, loop=loop,
+  step_fn = make_train_step(loss_fn, tx, ctx.mesh, **({"grad_fn": grad_fn} if grad_fn else {}))
+  state = fit(state, step_fn, train_split, loop=loop,
               mesh=ctx.mesh, workdir=stage_dir, schedule=schedule, name=name,
               checkpointer=checkpointer, frozen=frozen,
               on_epoch_end=selector.on_epoch_end if selector else None)
@@ -147,7 +159,7 @@ def train_stage(ctx: RunContext, name: str, stage_cfg: ml_collections.ConfigDict
     return state.variables  # stopped early on request (max_steps): not complete
   variables = selector.best() if selector else state.variables
   save_variables(stage_variables_path(ctx, name), variables)
-  return load_stage(ctx, name)
+  return load_stage(ctx, name, model)
 
 
 def _tile(split: data_lib.ImageSet, times: int):
@@ -161,11 +173,11 @@ def _stable_id(name: str) -> int:
 class _BestOnValidation:
   """Keeps the variables of the epoch with the best held-out validation accuracy."""
 
-  def __init__(self, ctx: RunContext, name: str, degrade):
-    self.ctx, self.degrade = ctx, degrade
+  def __init__(self, ctx: RunContext, name: str, degrade, model):
+    self.ctx, self.degrade, self.model = ctx, degrade, model
     self.path = os.path.join(ctx.stage_dir(name), "best")
     self.record_path = os.path.join(ctx.stage_dir(name), "best.json")
-    self.predict = make_predict(ctx.model, ctx.config.data.normalization, ctx.mesh)
+    self.predict = make_predict(model, ctx.config.data.normalization, ctx.mesh)
     self.key = jax.random.PRNGKey(ctx.config.eval.seed)
 
   def on_epoch_end(self, state, epoch: int) -> dict:
@@ -192,7 +204,7 @@ class _BestOnValidation:
 
   def best(self) -> dict:
     logging.info("selected epoch %s by validation accuracy", self._record())
-    return load_variables(self.path, self.ctx.template_variables())
+    return load_variables(self.path, self.ctx.template_variables(self.model))
 
 
 # ----------------------------------------------------------------------------- stages
@@ -280,3 +292,59 @@ def _degraded_train_batches(ctx: RunContext):
     if i >= ctx.config.fusion.reestimate_batches:
       return
     yield degrade(jax.random.fold_in(key, i), batch["image"])
+
+
+def moe_student(config: ml_collections.ConfigDict, num_classes: int, k: int):
+  """The mixture-of-experts student of ``config.moe`` (one expert per degradation of
+  ``config.degradations``) with top-``k`` routing."""
+  from fdjax import moe
+
+  cfg = config.moe
+  names = [n for n in config.degradations.split(",") if n.strip()]
+  return moe.moe_resnet(config.model.depth, num_classes, config.model.head,
+                        num_experts=len(names), k=k,
+                        moe_stages=tuple(s.strip() for s in cfg.stages.split(",") if s.strip()),
+                        routing=cfg.routing, dispatch=cfg.dispatch, num_prompts=cfg.num_prompts,
+                        channel_sharing=cfg.channel_sharing, dtype=DTYPES[config.model.dtype])
+
+
+def fusiondistill_moe_stage(ctx: RunContext, fused_variables: dict,
+                            expert_variables: Sequence[dict]):
+  """FusionDistill with a mixture-of-experts student (experts from the per-degradation
+  models, shared parts from the fused model), trained by the same step-4 loss plus the
+  router's balance loss; optional gradient homogenization. Returns ``(model, variables)``.
+
+  The student trains with top-``moe.train_k`` routing: with K=1 the single kept gate is
+  renormalised to exactly 1 and the router would learn from the balance loss alone.
+  The variables do not depend on K, so the same student is evaluated at every K in
+  ``moe.ks`` with ``model.clone(k=K)``.
+  """
+  from fdjax import moe
+
+  cfg, n = ctx.config.moe, len(ctx.degradations)
+  k = cfg.train_k
+  model = moe_student(ctx.config, ctx.dataset.num_classes, k)
+  init = moe.moe_variables(model, fused_variables, expert_variables,
+                           jax.random.fold_in(jax.random.PRNGKey(ctx.seed), 1000 + k),
+                           ctx.dataset.image_shape)
+  degrade = distill.combined(ctx.degradations)
+  loss_fn = distill.fusiondistill_loss(
+      model, degrade=degrade, num_experts=n, feature=ctx.config.distill_feature,
+      alpha=cfg.alpha, gammas=[cfg.gamma] * n, teacher_model=ctx.model,
+      aux_loss_weight=cfg.balance_weight, **_augment(ctx))
+  grad_fn = wrap_tx = None
+  if cfg.homogenize != "none":
+    grad_fn = moe.per_task_value_and_grad(n)
+    wrap_tx = lambda tx: optax.chain(moe.homogenize(cfg.homogenize, shared=_shared_param), tx)  # noqa: E731
+  variables = train_stage(ctx, "fusiondistill_moe", cfg, loss_fn, init=init,
+                          frozen=distill.stack_variables(expert_variables),
+                          images_per_step=n * ctx.config.batch_size, passes_per_epoch=n,
+                          selection_degrade=degrade, model=model, grad_fn=grad_fn,
+                          wrap_tx=wrap_tx)
+  return model, variables
+
+
+def _shared_param(path: str) -> bool:
+  """False for the stacked expert copies ('.../stage3_moe/experts/...'), True otherwise."""
+  parts = path.split("/")
+  return not any(a.endswith("_moe") and b == "experts" for a, b in zip(parts, parts[1:]))

@@ -50,15 +50,25 @@ def test_quickstart_writes_every_output(quickstart_run):
     assert column in header.split(",")
 
 
-def test_rerun_reuses_finished_stages(quickstart_run):
+def test_rerun_reuses_finished_stages_and_adds_a_moe_student(quickstart_run):
   workdir, _ = quickstart_run
   before = (workdir / "seed_0" / "fusiondistill" / "metrics.jsonl").read_text()
   result = run_main("--config=configs/quickstart.py:tiny", f"--workdir={workdir}",
-                    "--config.methods=fusiondistill,ensemble")
+                    "--config.methods=fusiondistill,ensemble,fusiondistill_moe",
+                    "--config.moe.ks=1")
   assert result.returncode == 0, result.stderr[-3000:]
   assert (workdir / "seed_0" / "fusiondistill" / "metrics.jsonl").read_text() == before
   assert "FusionDistill" in result.stdout and "Ensemble" in result.stdout
   assert "Scratch" not in result.stdout
+  # The MoE row with its cost columns, trained from the reused experts and fused model.
+  assert "FusionDistill-MoE (K=1)" in result.stdout and "FLOPs/img (rel.)" in result.stdout
+  assert (workdir / "seed_0" / "fusiondistill_moe" / "variables").is_dir()
+  usage = (workdir / "router_usage.md").read_text()
+  assert "| jpeg |" in usage and "expert 3:sapn" in usage
+  assert (workdir / "router_usage_k1.png").is_file()
+  restored = fdjax.restore(str(workdir), "fusiondistill_moe", k=1)
+  logits = np.asarray(restored.predict(load("digits", max_per_split=256).test.images[:8]))
+  assert logits.shape == (8, 10) and np.all(np.isfinite(logits))
 
 
 def test_restore_gives_a_working_predict(quickstart_run):

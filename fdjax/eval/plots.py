@@ -96,7 +96,8 @@ def plot_accuracy_vs_level(per_level_records: Sequence[Any], out_dir: str,
 
 
 def plot_expert_heatmap(matrix, train_names: Sequence[str], test_names: Sequence[str],
-                        path: str, title: str = "Experts: Acc(All) (%)", dpi: int = 120) -> str:
+                        path: str, title: str = "Experts: Acc(All) (%)", dpi: int = 120,
+                        xlabel: str = "test degradation", ylabel: str = "expert trained on") -> str:
   """Heatmap of ``matrix`` ``[len(train_names), len(test_names)]``: Acc(All) (0..1) of
   the expert trained on row degradation, tested on column degradation; cells
   annotated in percent with one decimal. Returns ``path``."""
@@ -109,8 +110,8 @@ def plot_expert_heatmap(matrix, train_names: Sequence[str], test_names: Sequence
   image = ax.imshow(values, cmap="viridis", vmin=vmin, vmax=max(vmax, vmin + 1e-6))
   ax.set_xticks(range(len(test_names)), test_names)
   ax.set_yticks(range(len(train_names)), train_names)
-  ax.set_xlabel("test degradation")
-  ax.set_ylabel("expert trained on")
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
   ax.set_title(title)
   for i in range(values.shape[0]):
     for j in range(values.shape[1]):
