@@ -64,7 +64,9 @@ def base_config() -> ml_collections.ConfigDict:
   # 'reestimate' (on degraded training batches). ModelSoups reports every variant in
   # fusion.modelsoups_variants; the fused init of Fusing and FusionDistill uses init_batch_stats.
   c.fusion = ml_collections.ConfigDict(dict(
-      soup="uniform", init_batch_stats="average", modelsoups_variants="paper,average,reestimate",
+      soup="uniform",              # 'uniform' | 'weighted' (with `weights`) | 'greedy'
+      weights="1,1,1,1",           # one per degradation, for soup='weighted'
+      init_batch_stats="average", modelsoups_variants="paper,average,reestimate",
       reestimate_batches=200))
   # Stage 4 and the fine-tuning baselines. Batches: batch_size images PER DEGRADATION.
   c.fusiondistill = stage_config(100, optimizer_config("radam", 1e-3, milestones=(30, 70, 90)))

@@ -262,23 +262,67 @@ def fusiondistill_stage(ctx: RunContext, fused_variables: dict,
                      selection_degrade=degrade)
 
 
+SOUPS = ("uniform", "weighted", "greedy")
+BN_MODES = ("paper", "average", "reestimate")
+
+
 def fused_stage(ctx: RunContext, expert_variables: Sequence[dict], bn_mode: str) -> dict:
-  """Stage 3: uniform soup of the experts with BatchNorm statistics per ``bn_mode``."""
+  """Stage 3: a soup of the experts (``fusion.soup``) with BatchNorm statistics per
+  ``bn_mode``: 'paper' keeps the first expert's, 'average' averages them, 'reestimate'
+  averages then re-estimates them on combined-degradation training batches.
+
+  Soups: 'uniform' (the paper), 'weighted' (``fusion.weights``, one per expert) and
+  'greedy' (Wortsman et al.: experts added in order of held-out accuracy while the
+  held-out accuracy does not drop; held out = the validation split under combined
+  degradations; the chosen experts are logged and saved in ``greedy.json``).
+  """
   from fdjax import fusion
 
-  path = os.path.join(ctx.stage_dir(f"fused/{bn_mode}"), "variables")
+  cfg = ctx.config.fusion
+  if cfg.soup not in SOUPS:
+    raise ValueError(f"fusion.soup must be one of {SOUPS}, got {cfg.soup!r}")
+  if bn_mode not in BN_MODES:
+    raise ValueError(f"fusion BatchNorm mode must be one of {BN_MODES}, got {bn_mode!r}")
+  stage_dir = ctx.stage_dir(f"fused/{bn_mode}")
+  path = os.path.join(stage_dir, "variables")
   if variables_exist(path):
     return load_variables(path, ctx.template_variables())
-  if bn_mode in ("paper", "average"):
-    fused = fusion.uniform_soup(expert_variables, batch_stats=bn_mode)
-  elif bn_mode == "reestimate":
-    fused = fusion.uniform_soup(expert_variables, batch_stats="average")
+  stats = "paper" if bn_mode == "paper" else "average"
+  if cfg.soup == "uniform":
+    fused = fusion.uniform_soup(expert_variables, batch_stats=stats)
+  elif cfg.soup == "weighted":
+    weights = [float(w) for w in str(cfg.weights).split(",") if w.strip()]
+    fused = fusion.weighted_soup(expert_variables, weights, batch_stats=stats)
+  else:
+    fused, chosen = fusion.greedy_soup(expert_variables, _held_out_score(ctx), batch_stats=stats)
+    os.makedirs(stage_dir, exist_ok=True)
+    with open(os.path.join(stage_dir, "greedy.json"), "w") as f:
+      json.dump({"chosen": [ctx.degradations[i] for i in chosen]}, f)
+    logging.info("greedy soup (%s BatchNorm) chose %s", bn_mode,
+                 [ctx.degradations[i] for i in chosen])
+  if bn_mode == "reestimate":
     fused = fusion.reestimate_batch_stats(ctx.model, fused, _degraded_train_batches(ctx),
                                           normalization=ctx.config.data.normalization)
-  else:
-    raise ValueError(f"fusion BatchNorm mode must be paper/average/reestimate, got {bn_mode!r}")
   save_variables(path, fused)
   return load_variables(path, ctx.template_variables())
+
+
+def _held_out_score(ctx: RunContext):
+  """Accuracy on the validation split under combined degradations (fixed keys)."""
+  if ctx.dataset.validation is None:
+    raise ValueError("fusion.soup='greedy' needs a held-out split: set "
+                     "data.validation_fraction > 0")
+  predict = make_predict(ctx.model, ctx.config.data.normalization, ctx.mesh)
+  degrade = jax.jit(distill.combined(ctx.degradations))
+  key = jax.random.PRNGKey(ctx.config.eval.seed)
+  n = len(ctx.degradations)
+  batch_size = ctx.config.eval_batch_size - ctx.config.eval_batch_size % n
+
+  def transform(index, images):
+    return degrade(jax.random.fold_in(key, index), images)
+
+  return lambda variables: accuracy(predict, variables, ctx.dataset.validation,
+                                    batch_size=batch_size, mesh=ctx.mesh, transform=transform)
 
 
 def _degraded_train_batches(ctx: RunContext):

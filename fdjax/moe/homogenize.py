@@ -55,7 +55,7 @@ def per_task_value_and_grad(num_tasks: int, *, residual: bool = True) -> Callabl
   gradient of task i.
 
   Computed as a Jacobian by reverse mode (what ``jax.jacrev`` does): ONE forward
-  pass (``jax.vjp``) and the backward pass vmapped over the N one-hot cotangents,
+  pass (``jax.vjp``) and one backward pass per one-hot cotangent (unrolled),
   rather than N forward passes (vmap of ``jax.grad`` over one-hot task weights).
 
   ``residual`` (default True): whatever the scalar ``loss`` holds beyond
@@ -81,7 +81,11 @@ def per_task_value_and_grad(num_tasks: int, *, residual: bool = True) -> Callabl
     def value_and_grads(params, *rest):
       vector, vjp_fn, (loss, batch_stats, metrics) = jax.vjp(
           lambda p: task_vector(p, *rest), params, has_aux=True)
-      (grads,) = jax.vmap(vjp_fn)(jnp.eye(num_tasks, dtype=vector.dtype))
+      # One forward pass, then one backward pass per task. The backward passes are
+      # unrolled rather than vmapped over one-hot cotangents: JAX has no batching rule
+      # for the transpose of the vmapped expert convolutions of the MoE student.
+      rows = [vjp_fn(cotangent)[0] for cotangent in jnp.eye(num_tasks, dtype=vector.dtype)]
+      grads = jax.tree.map(lambda *leaves: jnp.stack(leaves), *rows)
       return (loss, (batch_stats, metrics)), grads
 
     return value_and_grads
