@@ -203,6 +203,19 @@ def _from_blocks(blocks, h, w):
   return blocks.reshape(b, h // 8, w // 8, 8, 8).transpose(0, 1, 3, 2, 4).reshape(b, h, w)
 
 
+def _floor_divide(a, div):
+  """``a // div`` for int32 0 <= a < 2**24 and 1 <= div < 2**12, without integer division.
+
+  Vector integer division does not exist on CPUs (XLA emits one scalar divide per
+  value, the slowest step of the codec): divide in float32, where both operands are
+  exact, then correct the quotient by one where rounding moved it.
+  """
+  quotient = jnp.floor(a.astype(jnp.float32) / div.astype(jnp.float32)).astype(jnp.int32)
+  remainder = a - quotient * div
+  return jnp.where(remainder < 0, quotient - 1,
+                   jnp.where(remainder >= div, quotient + 1, quotient))
+
+
 def _block_roundtrip(blocks, table, exact, rnd):
   """Level shift, DCT, quantise, round, dequantise, IDCT.
 
@@ -214,7 +227,7 @@ def _block_roundtrip(blocks, table, exact, rnd):
     # jfdctint.c: rows first, then columns; the result is 8x the orthonormal DCT.
     coef8 = _int_pass(_FDCT2, _FDCT2_SHIFT, _int_pass(_FDCT1, _FDCT1_SHIFT, x, -1), -2)
     div = table * 8  # jcdctmgr.c: divisors are qtable << 3 (islow output is 8x the DCT)
-    level = jnp.sign(coef8) * ((jnp.abs(coef8) + div // 2) // div)
+    level = jnp.sign(coef8) * _floor_divide(jnp.abs(coef8) + div // 2, div)
     # jidctint.c: columns first (PASS1_BITS=2), then rows (descale by 2+3+13).
     y = _int_pass(_IDCT, _CB + 5, _int_pass(_IDCT, _CB - 2, level * table, -2), -1)
   else:
