@@ -242,11 +242,18 @@ def _ensemble_predict(ctx: stages.RunContext):
 
 
 class _Evaluator:
-  """Acc(All) of one model, cached as JSON under ``<seed dir>/eval/<name>.json``."""
+  """Acc(All) of one model, cached as JSON under ``<seed dir>/eval/<settings>/<name>.json``.
+
+  The folder name holds every setting that changes the numbers (levels, examples, keys,
+  batch size, degradations), so a cached result is only reused for the same evaluation.
+  """
 
   def __init__(self, ctx: stages.RunContext):
     self.ctx = ctx
-    self.dir = os.path.join(ctx.workdir, "eval")
+    e, cfg = ctx.config.eval, ctx.config
+    settings = (f"stride{e.level_stride}_n{e.max_examples or 'all'}_seed{e.seed}"
+                f"_bs{cfg.eval_batch_size}_{'-'.join(ctx.degradations)}")
+    self.dir = os.path.join(ctx.workdir, "eval", settings)
     os.makedirs(self.dir, exist_ok=True)
 
   def __call__(self, name: str, variables, predict=None, model=None) -> dict:

@@ -78,7 +78,8 @@ def test_restore_gives_a_working_predict(quickstart_run):
   logits = np.asarray(restored.predict(data.test.images[:64]))
   assert logits.shape == (64, 10) and np.all(np.isfinite(logits))
   # The restored model agrees with the accuracy the run itself reported (same test images).
-  results = json.loads((workdir / "seed_0" / "eval" / "fusiondistill.json").read_text())
+  (result_path,) = (workdir / "seed_0" / "eval").glob("*/fusiondistill.json")
+  results = json.loads(result_path.read_text())
   all_logits = np.asarray(restored.predict(data.test.images))
   accuracy = float(np.mean(all_logits.argmax(-1) == data.test.labels))
   assert abs(accuracy - results["clean"]) < 1e-6
