@@ -3,9 +3,8 @@ download), ResNet-8 and short schedules.
 
     python -m fdjax.main --config=configs/quickstart.py --workdir=runs/quickstart
 
-Trains the clean model, four experts, the fused model, FusionDistill and every
-baseline (add ``--config.methods=...,fusiondistill_moe`` for the mixture-of-experts
-students), evaluates Acc(All) (every 4th grid level) and prints the table; a few
+Trains the clean model, four experts, the fused model, FusionDistill, every
+baseline and the mixture-of-experts student (K=1 and K=2 rows), evaluates Acc(All) (every 4th grid level) and prints the table; a few
 minutes on a 2-core CPU. ``configs/quickstart.py:tiny`` is a one-epoch-per-stage
 version on a subset (the end-to-end test uses it). Digits are 8x8 scans upscaled to 32x32, so accuracies
 are not CIFAR's; the point is a complete, fast run of every stage.
@@ -39,7 +38,10 @@ def get_config(arg: str | None = None):
   config.vanilla = stage_config(4, optimizer_config("radam", 1e-3, milestones=(2,)))
   config.scratch = stage_config(4, optimizer_config("sgd", 0.05, milestones=(2,)))
   config.eval.level_stride = 4
+  config.methods = ("oracle,ensemble,scratch,vanilla,modelsoups,fusing,fusiondistill,"
+                    "fusiondistill_moe")
   if arg == "tiny":
+    config.methods = "oracle,ensemble,scratch,vanilla,modelsoups,fusing,fusiondistill"
     config.data.max_per_split = 256
     config.eval_batch_size = 64
     config.fusion.reestimate_batches = 2
