@@ -4,10 +4,11 @@ download), ResNet-8 and short schedules.
     python -m fdjax.main --config=configs/quickstart.py --workdir=runs/quickstart
 
 Trains the clean model, four experts, the fused model, FusionDistill, every
-baseline and the mixture-of-experts student (K=1 and K=2 rows), evaluates Acc(All) (every 4th grid level) and prints the table; a few
-minutes on a 2-core CPU. ``configs/quickstart.py:tiny`` is a one-epoch-per-stage
-version on a subset (the end-to-end test uses it). Digits are 8x8 scans upscaled to 32x32, so accuracies
-are not CIFAR's; the point is a complete, fast run of every stage.
+baseline and the mixture-of-experts student (K=1 and K=2 rows), evaluates Acc(All)
+(every 4th grid level) and prints the table; a few minutes on a 2-core CPU.
+``configs/quickstart.py:tiny`` is a one-epoch-per-stage version on a subset without
+the MoE student (the end-to-end test uses it). Digits are 8x8 scans upscaled to
+32x32, so accuracies are not CIFAR's; the point is a complete, fast run of every stage.
 """
 
 from fdjax.config import base_config, optimizer_config, stage_config
