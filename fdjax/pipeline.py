@@ -30,6 +30,7 @@ from fdjax import stages
 from fdjax.config import METHODS
 from fdjax.eval import levels as levels_lib
 from fdjax.eval import plots, report
+from fdjax.distill import apply_experts
 from fdjax.models import normalize
 
 MODEL_SELECTION_NOTE = {
@@ -234,7 +235,9 @@ def _ensemble_predict(ctx: stages.RunContext):
 
   def predict(stacked, images):
     x = normalize(images, normalization)
-    logits = jax.vmap(lambda v: model.apply(v, x, train=False)[0])(stacked)
+    n = jax.tree.leaves(stacked)[0].shape[0]
+    logits = apply_experts(lambda v, xi: model.apply(v, xi, train=False)[0], stacked,
+                           jnp.broadcast_to(x, (n, *x.shape)))
     labels = ensemble_predict(logits)
     return jax.nn.one_hot(labels, logits.shape[-1])
 

@@ -2,7 +2,8 @@
 
 from fdjax.distill.degrade import combined, single
 from fdjax.distill.losses import cosine_distance
-from fdjax.distill.objectives import expert_loss, fusiondistill_loss, stack_variables
+from fdjax.distill.objectives import (apply_experts, expert_loss, fusiondistill_loss,
+                                     stack_variables)
 
-__all__ = ["combined", "cosine_distance", "expert_loss", "fusiondistill_loss", "single",
+__all__ = ["apply_experts", "combined", "cosine_distance", "expert_loss", "fusiondistill_loss", "single",
            "stack_variables"]

@@ -7,7 +7,8 @@
   degradation; share i is degraded by degradation i for the student and shown
   clean to frozen expert i; loss = ``alpha * CE + sum_i gamma_i * (1 - cos_i)``.
   When the experts share one architecture (always, here) their variables are
-  stacked on a leading axis and their forward passes run as one ``vmap``.
+  stacked on a leading axis and their forward passes run as one ``vmap``
+  (``apply_experts``: unrolled on CPU, where that is 5x faster).
 
 ``frozen`` (the step's read-only argument) holds the teachers' variables.
 """
@@ -28,6 +29,23 @@ from fdjax.train.objectives import DegradeFn, cross_entropy, prepare_views
 def stack_variables(variables_list: Sequence[dict]) -> dict:
   """N variable pytrees of one architecture -> one pytree with a leading axis N."""
   return jax.tree.map(lambda *leaves: jnp.stack(leaves), *variables_list)
+
+
+def apply_experts(fn, stacked, inputs):
+  """``[fn(expert_i, inputs[i]) for i]`` stacked, for variables stacked on axis 0.
+
+  ``inputs`` is stacked on axis 0 as well (broadcast one array to N copies to give
+  every expert the same input). On GPU/TPU this is one ``vmap``.
+  On XLA:CPU a vmap over stacked convolution weights becomes a grouped convolution,
+  measured 5x slower than N plain ones (ResNet-20, 4 experts x 64 images: 2.58 s vs
+  0.51 s), so there the N calls are unrolled in the one program.
+  """
+  if jax.default_backend() != "cpu":
+    return jax.vmap(fn)(stacked, inputs)
+  n = jax.tree.leaves(stacked)[0].shape[0]
+  outputs = [fn(jax.tree.map(lambda a: a[i], stacked), jax.tree.map(lambda a: a[i], inputs))
+             for i in range(n)]
+  return jax.tree.map(lambda *leaves: jnp.stack(leaves), *outputs)
 
 
 def expert_loss(model, *, normalization: str, augment_cfg: ml_collections.ConfigDict,
@@ -83,7 +101,7 @@ def fusiondistill_loss(model, *, normalization: str, augment_cfg: ml_collections
     def teacher(variables, images):
       return teacher_model.apply(variables, images, train=False)[1][feature]
 
-    teacher_features = jax.lax.stop_gradient(jax.vmap(teacher)(frozen, clean_shares))
+    teacher_features = jax.lax.stop_gradient(apply_experts(teacher, frozen, clean_shares))
     student_features = features[feature].reshape(num_experts, share, *features[feature].shape[1:])
     cos_per_expert = jax.vmap(cosine_distance)(student_features, teacher_features)
     labels = batch["label"].reshape(num_experts, share)
