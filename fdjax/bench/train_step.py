@@ -1,0 +1,202 @@
+"""Training throughput of the fdjax engine, and of the same ResNet in PyTorch.
+
+``python -m fdjax.bench train_step [--depths 20,56] [--batch 128] [--steps 20]
+[--repeats 5] [--warmup 3] [--dtype float32|bfloat16] [--torch-threads N] [--cpus N]
+[--no-torch]``
+
+For each depth it times full training steps of ``fdjax.models.cifar_resnet``
+through the real ``fdjax.train.make_train_step`` (forward, backward, SGD with
+momentum 0.9 and weight decay 1e-4, BatchNorm in train mode, plain softmax
+cross-entropy) on one on-device random batch of already-normalised float32
+images ``[batch, 32, 32, 3]``, on the current JAX backend. Where ``torch`` is
+importable the twin network of ``fdjax.bench.torch_resnet`` (NCHW, equal
+parameter count, asserted) is timed the same way in the same process, and the
+ratio fdjax / PyTorch is printed.
+
+Units: throughput in training images per second (``batch * steps / seconds``);
+``--batch`` is images per step. After ``--warmup`` untimed steps (compilation
+included for JAX), the two frameworks are timed alternately ``--repeats`` times
+over ``--steps`` steps each and the median is reported, so that load from other
+processes on a shared machine hits both alike. XLA flags are read from the
+``XLA_FLAGS`` environment variable as usual; they are printed with the results.
+
+On a shared machine, read the printed load average: PyTorch's OpenMP threads
+slow down sharply (up to 10x measured) when other processes compete for the
+cores, XLA's thread pool much less, so a busy machine inflates the ratio.
+``--cpus 1`` (the process is pinned to one CPU and torch uses one thread) gives
+a per-core comparison that is far less sensitive to other load. On CPU,
+``XLA_FLAGS=$RECOMMENDED_CPU_XLA_FLAGS`` (below) made the fdjax step 1.15-1.2x
+faster on one core (ResNet-20/56, jax 0.10.2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from fdjax.config import optimizer_config
+from fdjax.models import cifar_resnet
+from fdjax.train.mesh import make_mesh
+from fdjax.train.optim import make_optimizer
+from fdjax.train.state import create_train_state, init_variables
+from fdjax.train.step import make_train_step
+
+IMAGE_SHAPE = (32, 32, 3)
+NUM_CLASSES = 10
+LR, MOMENTUM, WEIGHT_DECAY = 0.1, 0.9, 1e-4
+# Eigen instead of YNNPACK for convolutions: 1.7-3x faster conv weight gradients on CPU (jax 0.10).
+RECOMMENDED_CPU_XLA_FLAGS = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
+
+
+def param_count(params) -> int:
+  """Number of scalars in a parameter pytree."""
+  return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(params)))
+
+
+def fdjax_runner(depth: int, batch: int, dtype: str = "float32", seed: int = 0
+                 ) -> tuple[Callable[[int], None], int]:
+  """Returns ``(run, n_params)``; ``run(steps)`` does ``steps`` train steps and blocks."""
+  model = cifar_resnet(depth, NUM_CLASSES, head="gap", dtype=jnp.dtype(dtype))
+
+  def loss_fn(params, batch_stats, data, key):
+    del key
+    (logits, _), updates = model.apply({"params": params, "batch_stats": batch_stats},
+                                       data["image"], train=True, mutable=["batch_stats"])
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, data["label"]).mean()
+    return loss, (updates["batch_stats"], {})
+
+  mesh = make_mesh()
+  tx, _ = make_optimizer(optimizer_config("sgd", LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY,
+                                          schedule="constant"), epochs=1, steps_per_epoch=1)
+  variables = init_variables(model, jax.random.PRNGKey(seed), IMAGE_SHAPE)
+  n_params = param_count(variables["params"])
+  holder = [create_train_state(variables, tx, jax.random.PRNGKey(seed), mesh)]
+  step = make_train_step(loss_fn, tx, mesh)
+  k_img, k_lab = jax.random.split(jax.random.PRNGKey(seed + 1))
+  data = {"image": jax.random.normal(k_img, (batch, *IMAGE_SHAPE), jnp.float32),
+          "label": jax.random.randint(k_lab, (batch,), 0, NUM_CLASSES, jnp.int32)}
+
+  def run(steps: int) -> None:
+    state = holder[0]
+    for _ in range(steps):
+      state, _ = step(state, data)
+    jax.block_until_ready(state)
+    holder[0] = state
+
+  return run, n_params
+
+
+def torch_runner(depth: int, batch: int, dtype: str = "float32", seed: int = 0
+                 ) -> tuple[Callable[[int], None], int]:
+  """The PyTorch twin of ``fdjax_runner`` (NCHW; bfloat16 via CPU autocast)."""
+  import torch  # pylint: disable=import-outside-toplevel
+  from fdjax.bench import torch_resnet  # pylint: disable=import-outside-toplevel
+
+  torch.manual_seed(seed)
+  model = torch_resnet.cifar_resnet(depth, NUM_CLASSES, head="gap").train()
+  opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
+  images = torch.randn(batch, IMAGE_SHAPE[2], *IMAGE_SHAPE[:2])
+  labels = torch.randint(0, NUM_CLASSES, (batch,))
+  autocast = dtype == "bfloat16"
+
+  def run(steps: int) -> None:
+    for _ in range(steps):
+      opt.zero_grad(set_to_none=True)
+      with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        logits = model(images)
+      loss = torch.nn.functional.cross_entropy(logits.float(), labels)
+      loss.backward()
+      opt.step()
+
+  return run, torch_resnet.param_count(model)
+
+
+def time_alternating(runners: dict[str, Callable[[int], None]], steps: int, repeats: int,
+                     warmup: int) -> dict[str, list[float]]:
+  """Seconds per ``steps`` steps of each runner, ``repeats`` times, runners interleaved."""
+  for run in runners.values():
+    run(warmup)
+  times = {name: [] for name in runners}
+  for _ in range(repeats):
+    for name, run in runners.items():
+      t0 = time.perf_counter()
+      run(steps)
+      times[name].append(time.perf_counter() - t0)
+  return times
+
+
+def _torch_available() -> bool:
+  try:
+    import torch  # pylint: disable=import-outside-toplevel,unused-import
+  except ImportError:
+    return False
+  return True
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+  p = argparse.ArgumentParser(prog="python -m fdjax.bench train_step", description=__doc__.split("\n")[0])
+  p.add_argument("--depths", default="20,56", help="comma-separated ResNet depths (6n+2)")
+  p.add_argument("--batch", type=int, default=128, help="images per training step")
+  p.add_argument("--steps", type=int, default=20, help="timed steps per repeat")
+  p.add_argument("--repeats", type=int, default=5, help="timed repeats; the median is reported")
+  p.add_argument("--warmup", type=int, default=3, help="untimed steps first (includes compile)")
+  p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+  p.add_argument("--torch-threads", type=int, default=0,
+                 help="torch intra-op threads; 0 = the CPUs this process may use")
+  p.add_argument("--cpus", type=int, default=0,
+                 help="pin this process to this many CPUs (and torch to as many threads); 0 = all. "
+                      "Takes full effect on XLA only before JAX first runs in the process")
+  p.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
+  return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict[int, dict[str, float]]:
+  """Runs the benchmark, prints one line per depth; returns ``{depth: {name: images/s}}``."""
+  args = _parse(argv)
+  depths = [int(d) for d in args.depths.split(",") if d.strip()]
+  use_torch = not args.no_torch and _torch_available()
+  if args.cpus and hasattr(os, "sched_setaffinity"):
+    os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:args.cpus])
+  cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+  load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+  header = (f"train_step: batch {args.batch}, {args.dtype}, {args.steps} steps x {args.repeats} "
+            f"repeats (median); jax {jax.__version__} on {jax.default_backend()} "
+            f"({jax.device_count()} device(s)), {cpus} CPU(s), load average {load_before:.1f}; "
+            f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
+  if use_torch:
+    import torch  # pylint: disable=import-outside-toplevel
+    torch.set_num_threads(args.torch_threads or cpus)
+    header += f"; torch {torch.__version__} with {torch.get_num_threads()} threads"
+  else:
+    header += "; torch not importable (or --no-torch): fdjax only"
+  print(header, flush=True)
+  results = {}
+  for depth in depths:
+    runners, counts = {}, {}
+    runners["fdjax"], counts["fdjax"] = fdjax_runner(depth, args.batch, args.dtype)
+    if use_torch:
+      runners["torch"], counts["torch"] = torch_runner(depth, args.batch, args.dtype)
+      assert counts["torch"] == counts["fdjax"], (
+          f"parameter counts differ for depth {depth}: fdjax {counts['fdjax']}, "
+          f"torch {counts['torch']}")
+    times = time_alternating(runners, args.steps, args.repeats, args.warmup)
+    ips = {name: args.batch * args.steps / statistics.median(t) for name, t in times.items()}
+    line = (f"resnet-{depth} ({counts['fdjax']} params) batch {args.batch} {args.dtype}: "
+            f"fdjax {ips['fdjax']:.1f} images/s")
+    if use_torch:
+      line += f" | torch {ips['torch']:.1f} images/s | ratio fdjax/torch {ips['fdjax'] / ips['torch']:.2f}"
+    print(line, flush=True)
+    results[depth] = ips
+  if load_before > 0.5 * cpus:
+    print(f"warning: load average was {load_before:.1f} on {cpus} CPU(s) before the run: other "
+          "processes compete for the cores and the numbers (PyTorch's most) are unreliable; "
+          "rerun on an idle machine or with --cpus 1", flush=True)
+  return results

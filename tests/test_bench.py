@@ -1,0 +1,43 @@
+"""fdjax.bench: torch twin has the flax ResNet's parameter count; train_step bench runs."""
+
+import re
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from fdjax.bench import train_step
+from fdjax.models import cifar_resnet
+
+
+@pytest.mark.parametrize("head", ["gap", "reference"])
+def test_torch_resnet_has_flax_parameter_count(head):
+  torch = pytest.importorskip("torch")
+  from fdjax.bench import torch_resnet
+  flax_model = cifar_resnet(8, 10, head=head)
+  shapes = jax.eval_shape(lambda: flax_model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)),
+                                                  train=False))  # shapes only: no compile
+  model = torch_resnet.cifar_resnet(8, 10, head=head)
+  assert torch_resnet.param_count(model) == train_step.param_count(shapes["params"])
+  # The torch twin runs on NCHW batches and returns [B, classes] logits.
+  assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_train_step_bench_prints_images_per_second(capsys):
+  from fdjax.bench.__main__ import main
+  main(["train_step", "--depths", "8", "--batch", "16", "--steps", "2", "--repeats", "1",
+        "--warmup", "1"])
+  out = capsys.readouterr().out
+  assert re.search(r"resnet-8 .*fdjax [0-9.]+ images/s", out), out
+
+
+def test_unknown_subcommand_exits_with_message():
+  from fdjax.bench.__main__ import main
+  with pytest.raises(SystemExit, match="unknown subcommand"):
+    main(["nope"])
+
+
+def test_missing_subcommand_module_exits_with_message():
+  from fdjax.bench.__main__ import _lazy
+  with pytest.raises(SystemExit, match="does not exist"):
+    _lazy("fdjax.bench.no_such_subcommand")([])
