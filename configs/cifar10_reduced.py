@@ -39,7 +39,7 @@ def get_config(arg: str | None = None):
   config.moe.optimizer = optimizer_config("radam", 1e-3, schedule="cosine")
   config.fusing = stage_config(1, optimizer_config("radam", 1e-3, schedule="cosine"))
   config.vanilla = stage_config(1, optimizer_config("radam", 1e-3, schedule="cosine"))
-  config.scratch = stage_config(2, optimizer_config("sgd", 0.1, milestones=(1,)))
+  config.scratch = stage_config(1, optimizer_config("sgd", 0.1, schedule="cosine"))
   config.eval.level_stride = 10
   config.eval.max_examples = 1000
   config.methods = "oracle,ensemble,scratch,vanilla,modelsoups,fusing,fusiondistill,fusiondistill_moe"
