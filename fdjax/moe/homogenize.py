@@ -43,6 +43,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from fdjax.train.checkpoint import path_str  # the one key-path formatter ("a/b/c")
+
 _HI = jax.lax.Precision.HIGHEST  # Gram/dot products in full f32 even on TPU/GPU (TF32).
 
 
@@ -91,17 +93,6 @@ def per_task_value_and_grad(num_tasks: int, *, residual: bool = True) -> Callabl
     return value_and_grads
 
   return grad_fn
-
-
-def path_str(path) -> str:
-  """A key path as 'a/b/c' (dict keys, sequence indices, attribute names)."""
-  parts = []
-  for k in path:
-    for attr in ("key", "idx", "name"):
-      if hasattr(k, attr):
-        parts.append(str(getattr(k, attr)))
-        break
-  return "/".join(parts)
 
 
 def pcgrad_weights(gram: jax.Array) -> jax.Array:

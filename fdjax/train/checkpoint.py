@@ -92,7 +92,7 @@ def _check_compatible(saved, target, path: str) -> None:
   """Compares leaf paths and shapes of the saved metadata tree with ``target``."""
   def leaves(tree):
     flat, _ = jax.tree_util.tree_flatten_with_path(tree)
-    return {_path_str(p): tuple(getattr(v, "shape", np.shape(v))) for p, v in flat}
+    return {path_str(p): tuple(getattr(v, "shape", np.shape(v))) for p, v in flat}
 
   saved_leaves = leaves(_to_plain(saved))
   target_leaves = leaves(_to_plain(target))
@@ -114,7 +114,7 @@ def _check_compatible(saved, target, path: str) -> None:
         f"({'; '.join(detail)}). Use a fresh --workdir or the same config that wrote it.")
 
 
-def _path_str(path) -> str:
+def path_str(path) -> str:
   """'opt_state/1/0/trace/...' whatever the key kinds (dict keys, indices, attributes)."""
   parts = []
   for k in path:
