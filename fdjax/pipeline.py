@@ -185,7 +185,7 @@ def _router_usage(ctx: stages.RunContext, model, variables):
   from fdjax.moe import usage
 
   cfg = ctx.config
-  split = levels_lib.truncate(ctx.dataset.test, cfg.eval.max_examples or None)
+  split = levels_lib.subset(ctx.dataset.test, cfg.eval.max_examples or None)
   return usage.router_usage(model, variables, split, ctx.degradations,
                             normalization=cfg.data.normalization,
                             batch_size=cfg.eval_batch_size,
@@ -254,7 +254,8 @@ class _Evaluator:
   def __init__(self, ctx: stages.RunContext):
     self.ctx = ctx
     e, cfg = ctx.config.eval, ctx.config
-    settings = (f"stride{e.level_stride}_n{e.max_examples or 'all'}_seed{e.seed}"
+    settings = (f"stride{e.level_stride}_n{f'{e.max_examples}bal' if e.max_examples else 'all'}"
+                f"_seed{e.seed}"
                 f"_bs{cfg.eval_batch_size}_{'-'.join(ctx.degradations)}")
     self.dir = os.path.join(ctx.workdir, "eval", settings)
     os.makedirs(self.dir, exist_ok=True)

@@ -111,6 +111,22 @@ def test_stride_levels_keeps_both_ends():
                                levels=[0.5], predict_fn=_closed_form_predict_fn("awgn"))
 
 
+def test_subset_is_class_balanced_not_a_prefix():
+  # Image-folder splits are sorted by class: a prefix would hold a single class.
+  labels = np.repeat(np.arange(10, dtype=np.int32), 100)
+  images = np.arange(1000, dtype=np.uint8).repeat(3 * 4).reshape(1000, 2, 2, 3)
+  split = ImageSet(images, labels)
+  sub = levels_lib.subset(split, 100)
+  np.testing.assert_array_equal(np.bincount(sub.labels, minlength=10), np.full(10, 10))
+  # Same subset every call, in split order, images still paired with their labels.
+  again = levels_lib.subset(split, 100)
+  np.testing.assert_array_equal(sub.labels, again.labels)
+  np.testing.assert_array_equal(sub.images, again.images)
+  assert np.all(np.diff(sub.labels) >= 0)
+  assert levels_lib.subset(split, None) is split
+  assert levels_lib.subset(split, 5000) is split
+
+
 def test_eval_keys_are_fixed_and_distinct():
   key = levels_lib.eval_key(301, "awgn", 3, 2)
   np.testing.assert_array_equal(key, levels_lib.eval_key(301, "awgn", 3, 2))
@@ -174,7 +190,10 @@ def test_evaluate_all_structure_and_stride(monkeypatch):
   few = levels_lib.evaluate_all(None, {"k": 6}, _index_split(), names=("blur",),
                                 batch_size=BATCH, level_stride=50, max_examples=5,
                                 predict=predict)
-  assert set(few) == {"clean", "blur", "avg"} and few["clean"] == 1.0
+  chosen = levels_lib.subset(_index_split(), 5).images[:, 0, 0, 0]  # example indices
+  assert len(chosen) == 5
+  assert set(few) == {"clean", "blur", "avg"}
+  assert few["clean"] == pytest.approx(np.mean(chosen < 6))
   assert list(few["blur"]["per_level"]) == [0.0, 5.0]
 
 

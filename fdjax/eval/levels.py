@@ -28,6 +28,7 @@ import numpy as np
 
 from fdjax import data as data_lib
 from fdjax import degradations
+from fdjax.data.sources import balanced_subset
 from fdjax.models import normalize
 from fdjax.train.mesh import check_batch_size, data_sharding, replicated
 
@@ -124,11 +125,21 @@ def level_indices(name: str, levels: Iterable[float]) -> list[int]:
   return out
 
 
-def truncate(split, max_examples: int | None):
-  """The first ``max_examples`` examples of an ``ImageSet`` (all when None)."""
+SUBSET_SEED = 0  # fixed: every method and run evaluates the very same subset
+
+
+def subset(split, max_examples: int | None):
+  """At most ``max_examples`` examples of an ``ImageSet``, spread evenly over classes
+  (all when None).
+
+  The subset is a seeded, class-balanced draw (``fdjax.data.sources.balanced_subset``),
+  kept in split order. It is never a prefix: image-folder splits are sorted by class,
+  so the first 1,000 CIFAR-10 test images are all airplanes.
+  """
   if max_examples is None or max_examples >= len(split.labels):
     return split
-  return data_lib.ImageSet(split.images[:max_examples], split.labels[:max_examples])
+  idx = balanced_subset(np.asarray(split.labels), max_examples, SUBSET_SEED)
+  return data_lib.ImageSet(split.images[idx], split.labels[idx])
 
 
 def _batches(split, batch_size: int, mesh):
@@ -223,7 +234,7 @@ def evaluate_all(model, variables, split, names: Sequence[str] | None = None, *,
   Args:
     level_stride: evaluate every k-th grid point (both ends always included); 1 = the
       full grid as in the paper, larger for reduced CPU runs.
-    max_examples: evaluate on the first ``max_examples`` examples only.
+    max_examples: evaluate on a class-balanced subset of this many examples (``subset``).
     predict: optional traceable clean predictor ``(variables, images_uint8) -> logits``
       replacing ``model`` (an ensemble of experts, a mixture-of-experts student).
 
@@ -235,7 +246,7 @@ def evaluate_all(model, variables, split, names: Sequence[str] | None = None, *,
     if normalization is None:
       raise ValueError("evaluate_all needs `normalization` unless `predict` is given")
     predict = model_predict(model, normalization)
-  split = truncate(split, max_examples)
+  split = subset(split, max_examples)
   clean_predict = jit_clean(predict, mesh)
   results: dict = {"clean": clean_accuracy(clean_predict, variables, split,
                                            batch_size=batch_size, mesh=mesh)}
