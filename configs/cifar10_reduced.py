@@ -12,7 +12,8 @@ image once per degradation per epoch, as the reference does. Results and wall ti
 are recorded in BUILD_NOTES.md.
 """
 
-from fdjax.config import base_config, optimizer_config, stage_config
+from fdjax.config import (TRAINING_STAGES, apply_runlocal, base_config, optimizer_config,
+                          stage_config)
 
 
 def get_config(arg: str | None = None):
@@ -44,10 +45,8 @@ def get_config(arg: str | None = None):
   config.eval.max_examples = 1000
   config.methods = "oracle,ensemble,scratch,vanilla,modelsoups,fusing,fusiondistill,fusiondistill_moe"
   if arg == "runlocal":
-    config.data.max_per_split = 1000
-    for stage in ("clean", "experts", "fusiondistill", "fusing", "vanilla", "scratch", "moe"):
-      config[stage].epochs = 1
-      config[stage].optimizer.milestones = ()
+    apply_runlocal(config, max_per_split=1000, depth=None, stages=TRAINING_STAGES,
+                   clear_milestones=True)
     config.eval.max_examples = 200
     config.eval.level_stride = 25
   return config

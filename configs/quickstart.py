@@ -11,7 +11,8 @@ the MoE student (the end-to-end test uses it). Digits are 8x8 scans upscaled to
 32x32, so accuracies are not CIFAR's; the point is a complete, fast run of every stage.
 """
 
-from fdjax.config import base_config, optimizer_config, stage_config
+from fdjax.config import (TRAINING_STAGES, apply_runlocal, base_config, optimizer_config,
+                          stage_config)
 
 
 def get_config(arg: str | None = None):
@@ -43,12 +44,10 @@ def get_config(arg: str | None = None):
                     "fusiondistill_moe")
   if arg == "tiny":
     config.methods = "oracle,ensemble,scratch,vanilla,modelsoups,fusing,fusiondistill"
-    config.data.max_per_split = 256
+    apply_runlocal(config, max_per_split=256, depth=None, stages=TRAINING_STAGES,
+                   clear_milestones=True)
     config.eval_batch_size = 64
     config.fusion.reestimate_batches = 2
-    for stage in ("clean", "experts", "fusiondistill", "fusing", "vanilla", "scratch", "moe"):
-      config[stage].epochs = 1
-      config[stage].optimizer.milestones = ()
     config.eval.level_stride = 25
   elif arg:
     raise ValueError(f"unknown quickstart variant {arg!r}; use configs/quickstart.py or :tiny")

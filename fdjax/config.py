@@ -5,6 +5,8 @@ unknown field fails (the config is locked by ``fdjax.main``).
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import ml_collections
 
 # Rows of the results table, in the paper's order.
@@ -12,6 +14,8 @@ METHODS = ("oracle", "ensemble", "scratch", "vanilla", "modelsoups", "fusing", "
            "fusiondistill_moe")
 # What `config.methods` holds by default: the paper's table.
 PAPER_METHODS = METHODS[:-1]
+# The training stages, each a `stage_config` (epochs, optimizer) in `base_config()`.
+TRAINING_STAGES = ("clean", "experts", "fusiondistill", "fusing", "vanilla", "scratch", "moe")
 
 
 def optimizer_config(name: str = "sgd", lr: float = 0.1, *, momentum: float = 0.9,
@@ -25,6 +29,23 @@ def optimizer_config(name: str = "sgd", lr: float = 0.1, *, momentum: float = 0.
 
 def stage_config(epochs: int, optimizer: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(epochs=epochs, optimizer=optimizer))
+
+
+def apply_runlocal(config: ml_collections.ConfigDict, *, max_per_split: int,
+                  depth: int | None = 8, stages: Sequence[str] = ("clean",),
+                  clear_milestones: bool = False) -> ml_collections.ConfigDict:
+  """Shrinks ``config`` in place for a smoke run (the configs' ``:runlocal`` variants):
+  every split truncated to ``max_per_split`` examples, model depth ``depth`` (None keeps
+  it), one epoch for each of ``stages`` (with no learning-rate milestones when
+  ``clear_milestones``). Returns ``config``."""
+  config.data.max_per_split = max_per_split
+  if depth is not None:
+    config.model.depth = depth
+  for stage in stages:
+    config[stage].epochs = 1
+    if clear_milestones:
+      config[stage].optimizer.milestones = ()
+  return config
 
 
 def base_config() -> ml_collections.ConfigDict:

@@ -6,11 +6,6 @@ Tiny models (depth 8, 8x8 images, batch 4) and variables drawn with numpy (three
 initialisation is slow to compile) keep this fast.
 """
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -261,11 +256,5 @@ def test_sparse_top1_costs_about_one_dense_model(dense_models):
   assert 1.0 < flops["sparse"] / flops["dense"] < 1.1   # one expert + the router
 
 
-def test_expert_sharded_forward_equals_unsharded():
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
-             JAX_PLATFORMS="cpu")
-  script = Path(__file__).with_name("moe_sharding_check.py")
-  result = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True,
-                          timeout=600)
-  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-  assert "OK expert-sharded MoE" in result.stdout
+def test_expert_sharded_forward_equals_unsharded(run_on_eight_cpu_devices):
+  run_on_eight_cpu_devices("moe_sharding_check.py", "OK expert-sharded MoE")

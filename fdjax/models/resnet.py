@@ -73,37 +73,62 @@ class CifarResNet(nn.Module):
     if (self.depth - 2) % 6 or self.depth < 8:
       raise ValueError(f"CIFAR ResNet depth must be 6n+2 with n >= 1, got {self.depth}")
     blocks_per_stage = (self.depth - 2) // 6
-    norm = functools.partial(
-        nn.BatchNorm, use_running_average=not train, momentum=self.bn_momentum,
-        epsilon=self.bn_epsilon, dtype=self.dtype)
-    x = x.astype(self.dtype)
-    features = {}
-    x = nn.Conv(STAGE_WIDTHS[0], (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
-                kernel_init=_conv_init, dtype=self.dtype, name="stem_conv")(x)
-    x = nn.relu(norm(name="stem_norm")(x))
-    features["stem"] = x
+    norm = batch_norm(train, self.bn_momentum, self.bn_epsilon, self.dtype)
+    x = stem(x.astype(self.dtype), norm, self.dtype)
+    features = {"stem": x}
     for stage, width in enumerate(STAGE_WIDTHS):
-      for block in range(blocks_per_stage):
-        strides = 2 if stage > 0 and block == 0 else 1
-        x = BasicBlock(width, strides, norm, self.dtype, name=f"stage{stage + 1}_block{block}")(x)
+      x = residual_blocks(x, width, blocks_per_stage, 2 if stage > 0 else 1, norm, self.dtype,
+                          prefix=f"stage{stage + 1}_")
       features[f"stage{stage + 1}"] = x
-    if self.head == "gap":
-      pooled = jnp.mean(x, axis=(1, 2))
-    elif self.head == "reference":
-      pooled = _adaptive_avg_pool(x, 2).reshape(x.shape[0], -1)
-    else:
-      raise ValueError(f"head must be 'gap' or 'reference', got {self.head!r}")
+    pooled = pool_head(x, self.head)
     features["pooled"] = pooled
     logits = nn.Dense(self.num_classes, dtype=self.dtype, name="classifier")(pooled)
     return logits.astype(jnp.float32), features
 
 
-def _adaptive_avg_pool(x, size: int):
-  """PyTorch ``AdaptiveAvgPool2d(size)`` for spatial sizes divisible by ``size``."""
+def batch_norm(train: bool, momentum: float, epsilon: float, dtype: Any):
+  """The BatchNorm constructor of every norm layer: batch statistics when ``train``, else
+  the running averages (``momentum`` on the old value, as flax counts it)."""
+  return functools.partial(nn.BatchNorm, use_running_average=not train, momentum=momentum,
+                           epsilon=epsilon, dtype=dtype)
+
+
+def stem(x, norm, dtype: Any):
+  """3x3 convolution to ``STAGE_WIDTHS[0]`` channels, BatchNorm, ReLU, as submodules
+  ``stem_conv`` and ``stem_norm`` of the calling module. ``[B, H, W, C] -> [B, H, W, 16]``."""
+  x = nn.Conv(STAGE_WIDTHS[0], (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
+              kernel_init=_conv_init, dtype=dtype, name="stem_conv")(x)
+  return nn.relu(norm(name="stem_norm")(x))
+
+
+def residual_blocks(x, width: int, num_blocks: int, strides: int, norm, dtype: Any,
+                    prefix: str = ""):
+  """``num_blocks`` BasicBlocks, submodules ``{prefix}block{b}`` of the calling module, the
+  first with ``strides``. ``[B, H, W, C] -> [B, ceil(H / strides), ceil(W / strides), width]``."""
+  for b in range(num_blocks):
+    x = BasicBlock(width, strides if b == 0 else 1, norm, dtype, name=f"{prefix}block{b}")(x)
+  return x
+
+
+def pool_head(x, head: Head):
+  """The classifier's input: ``'gap'`` averages ``[B, H, W, C]`` to ``[B, C]``;
+  ``'reference'`` adaptive-average-pools to 2x2 and flattens to ``[B, 4C]``."""
+  if head == "gap":
+    return jnp.mean(x, axis=(1, 2))
+  if head == "reference":
+    return adaptive_avg_pool(x, 2).reshape(x.shape[0], -1)
+  raise ValueError(f"head must be 'gap' or 'reference', got {head!r}")
+
+
+def adaptive_avg_pool(x, size: int | tuple[int, int]):
+  """PyTorch ``AdaptiveAvgPool2d(size)`` for spatial sizes divisible by ``size`` (an int
+  for a square output, or ``(h, w)``). ``[B, H, W, C] -> [B, h, w, C]``."""
+  oh, ow = (size, size) if isinstance(size, int) else size
   b, h, w, c = x.shape
-  if h % size or w % size:
-    raise ValueError(f"reference head needs spatial size divisible by {size}, got {h}x{w}")
-  return x.reshape(b, size, h // size, size, w // size, c).mean(axis=(2, 4))
+  if h % oh or w % ow:
+    raise ValueError(f"adaptive average pooling to {oh}x{ow} needs a spatial size divisible "
+                     f"by it, got {h}x{w}")
+  return x.reshape(b, oh, h // oh, ow, w // ow, c).mean(axis=(2, 4))
 
 
 def cifar_resnet(depth: int, num_classes: int, head: Head = "gap", dtype: Any = jnp.float32) -> CifarResNet:

@@ -73,14 +73,15 @@ zero, so ``g = 0.5`` at initialisation.
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 from typing import Any, Literal, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from fdjax.models.resnet import STAGE_WIDTHS, BasicBlock, Head, _adaptive_avg_pool, _conv_init
+from fdjax.models.resnet import (STAGE_WIDTHS, Head, adaptive_avg_pool, batch_norm, pool_head,
+                                 residual_blocks, stem)
 from fdjax.moe.gating import (balance_loss, dispatch_tensors, expert_capacity, pool_gates,
                               top_k_gates)
 from fdjax.moe.router import PromptRouter
@@ -101,10 +102,7 @@ class ResidualStage(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    for b in range(self.num_blocks):
-      x = BasicBlock(self.width, self.strides if b == 0 else 1, self.norm, self.dtype,
-                     name=f"block{b}")(x)
-    return x
+    return residual_blocks(x, self.width, self.num_blocks, self.strides, self.norm, self.dtype)
 
 
 def _stacked_stage(num_experts: int, in_axes):
@@ -135,13 +133,10 @@ def _run_selected_experts(stage_args: dict, stacked: dict, x, probs, gates, k: i
   return jnp.einsum("bk...,bk->b...", y, weights.astype(y.dtype))
 
 
-class MoEStage(nn.Module):
-  """A routed residual stage. See the module docstring for the dispatch modes."""
+class RoutingOptions(nn.Module, kw_only=True):
+  """The routing attributes that ``MoEResNet`` passes on to each ``MoEStage`` (see
+  ``moe_resnet``'s arguments). Its subclasses take keyword arguments only."""
 
-  width: int
-  num_blocks: int
-  strides: int
-  norm: Any
   num_experts: int = 4
   k: int = 2
   routing: Routing = "image"
@@ -151,6 +146,20 @@ class MoEStage(nn.Module):
   capacity_factor: float | None = None
   renormalize: bool = True
   dtype: Any = jnp.float32
+
+  def routing_options(self) -> dict[str, Any]:
+    """This module's ``RoutingOptions`` attributes, by name."""
+    return {f.name: getattr(self, f.name) for f in dataclasses.fields(RoutingOptions)
+            if f.name not in ("parent", "name")}
+
+
+class MoEStage(RoutingOptions, kw_only=True):
+  """A routed residual stage. See the module docstring for the dispatch modes."""
+
+  width: int
+  num_blocks: int
+  strides: int
+  norm: Any
 
   @nn.compact
   def __call__(self, x, router_x, train: bool = False):
@@ -196,7 +205,7 @@ class MoEStage(nn.Module):
     return out, gates, aux, channel_gate
 
 
-class MoEResNet(nn.Module):
+class MoEResNet(RoutingOptions, kw_only=True):
   """CIFAR ResNet-(6n+2) with routed stages. Attributes as ``moe_resnet``'s arguments.
 
   ``router_source``: ``'input'`` routes each stage on its own input; ``'stem'`` on
@@ -207,17 +216,8 @@ class MoEResNet(nn.Module):
   depth: int = 56
   num_classes: int = 10
   head: Head = "gap"
-  num_experts: int = 4
-  k: int = 2
   moe_stages: Sequence[str] = ("stage3",)
-  routing: Routing = "image"
-  dispatch: Dispatch = "dense"
-  num_prompts: int = 8
-  channel_sharing: bool = False
-  capacity_factor: float | None = None
-  renormalize: bool = True
   router_source: Literal["input", "stem"] = "input"
-  dtype: Any = jnp.float32
   bn_momentum: float = 0.9
   bn_epsilon: float = 1e-5
 
@@ -227,51 +227,33 @@ class MoEResNet(nn.Module):
     _validate(self.depth, self.head, self.num_experts, self.k, self.moe_stages, self.routing,
               self.dispatch, self.router_source)
     blocks_per_stage = (self.depth - 2) // 6
-    norm = functools.partial(
-        nn.BatchNorm, use_running_average=not train, momentum=self.bn_momentum,
-        epsilon=self.bn_epsilon, dtype=self.dtype)
-    x = x.astype(self.dtype)
-    features = {}
-    x = nn.Conv(STAGE_WIDTHS[0], (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
-                kernel_init=_conv_init, dtype=self.dtype, name="stem_conv")(x)
-    x = nn.relu(norm(name="stem_norm")(x))
-    features["stem"] = x
+    norm = batch_norm(train, self.bn_momentum, self.bn_epsilon, self.dtype)
+    x = stem(x.astype(self.dtype), norm, self.dtype)
+    features = {"stem": x}
     aux_losses = []
     for stage, width in enumerate(STAGE_WIDTHS):
       name, strides = f"stage{stage + 1}", 2 if stage > 0 else 1
       if name in self.moe_stages:
         router_x = x if self.router_source == "input" else features["stem"]
         if self.routing == "pixel" and router_x.shape[1:3] != x.shape[1:3]:
-          router_x = _adaptive_avg_pool_hw(router_x, x.shape[1:3])
+          router_x = adaptive_avg_pool(router_x, x.shape[1:3])
         x, gates, aux, channel_gate = MoEStage(
             width=width, num_blocks=blocks_per_stage, strides=strides, norm=norm,
-            num_experts=self.num_experts, k=self.k, routing=self.routing, dispatch=self.dispatch,
-            num_prompts=self.num_prompts, channel_sharing=self.channel_sharing,
-            capacity_factor=self.capacity_factor, renormalize=self.renormalize,
-            dtype=self.dtype, name=f"{name}_moe")(x, router_x, train)
+            **self.routing_options(), name=f"{name}_moe")(x, router_x, train)
         features.setdefault("router", gates)
         features[f"router_{name}"] = gates
         if channel_gate is not None:
           features[f"channel_gate_{name}"] = channel_gate
         aux_losses.append(aux)
       else:
-        for block in range(blocks_per_stage):
-          x = BasicBlock(width, strides if block == 0 else 1, norm, self.dtype,
-                         name=f"{name}_block{block}")(x)
+        x = residual_blocks(x, width, blocks_per_stage, strides, norm, self.dtype,
+                            prefix=f"{name}_")
       features[name] = x
-    if self.head == "gap":
-      pooled = jnp.mean(x, axis=(1, 2))
-    else:
-      pooled = _adaptive_avg_pool(x, 2).reshape(x.shape[0], -1)
+    pooled = pool_head(x, self.head)
     features["pooled"] = pooled
     features["aux_loss"] = sum(aux_losses)
     logits = nn.Dense(self.num_classes, dtype=self.dtype, name="classifier")(pooled)
     return logits.astype(jnp.float32), features
-
-
-def _adaptive_avg_pool_hw(x, hw):
-  b, h, w, c = x.shape
-  return x.reshape(b, hw[0], h // hw[0], hw[1], w // hw[1], c).mean(axis=(2, 4))
 
 
 def _validate(depth, head, num_experts, k, moe_stages, routing, dispatch, router_source):

@@ -1,0 +1,28 @@
+"""Fixtures shared by the test files."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def _run_on_eight_cpu_devices(script: str, expected: str) -> str:
+  """Runs ``tests/<script>`` in a fresh Python on 8 simulated CPU devices (the device count
+  is fixed when JAX starts, hence the subprocess); asserts that it exits 0 and prints
+  ``expected``. Returns its stdout."""
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+             JAX_PLATFORMS="cpu")
+  path = Path(__file__).with_name(script)
+  result = subprocess.run([sys.executable, str(path)], env=env, capture_output=True, text=True,
+                          timeout=600)
+  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+  assert expected in result.stdout
+  return result.stdout
+
+
+@pytest.fixture
+def run_on_eight_cpu_devices():
+  """``run(script, expected)``: see ``_run_on_eight_cpu_devices``."""
+  return _run_on_eight_cpu_devices
