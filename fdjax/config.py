@@ -103,7 +103,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.moe.update(dict(
       ks="1,2", train_k=2, stages="stage3", routing="image", dispatch="dense", num_prompts=8,
       channel_sharing=False, balance_weight=1e-4, alpha=0.1, gamma=1.0,
-      homogenize="none"))           # 'none' | 'sum' | 'pcgrad' | 'meta' (MUIRF)
+      homogenize="none",            # 'none' | 'sum' | 'pcgrad' | 'meta' (MUIRF)
+      expert_loop="auto"))          # 'auto' (unroll on CPU, vmap elsewhere) | 'vmap' | 'unroll'
   # Evaluation: Acc(All) over every level (level_stride 1) with fixed keys (seed 301).
   c.eval = ml_collections.ConfigDict(dict(seed=301, level_stride=1, max_examples=0))
   return c

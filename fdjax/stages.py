@@ -349,7 +349,8 @@ def moe_student(config: ml_collections.ConfigDict, num_classes: int, k: int):
                         num_experts=len(names), k=k,
                         moe_stages=tuple(s.strip() for s in cfg.stages.split(",") if s.strip()),
                         routing=cfg.routing, dispatch=cfg.dispatch, num_prompts=cfg.num_prompts,
-                        channel_sharing=cfg.channel_sharing, dtype=DTYPES[config.model.dtype])
+                        channel_sharing=cfg.channel_sharing, expert_loop=cfg.expert_loop,
+                        dtype=DTYPES[config.model.dtype])
 
 
 def fusiondistill_moe_stage(ctx: RunContext, fused_variables: dict,

@@ -64,7 +64,7 @@ def forward(model, variables, x):
 
 
 forward = jax.jit(forward, static_argnums=0)
-model = moe_resnet(8, 3, num_experts=E, k=2)
+model = moe_resnet(8, 3, num_experts=E, k=2, expert_loop="vmap")  # expert-parallel layout
 variables = moe_variables(model, fused, experts, jax.random.key(1, impl="rbg"), SHAPE)
 variables["params"]["stage3_moe"]["router"]["expert_prompts"] *= 100.0   # decisive routing
 reference = np.asarray(forward(model, variables, images))

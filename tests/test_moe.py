@@ -138,6 +138,33 @@ def test_identical_experts_reproduce_the_dense_model(dense_models, images, kwarg
   assert features["aux_loss"].shape == ()
 
 
+def test_expert_loops_build_the_same_variables_and_train_the_same(dense_models, images):
+  # 'unroll' (the CPU default) and 'vmap' (GPU/TPU, expert parallelism) are two schedules
+  # of one computation: same variable tree, same training-mode outputs, batch statistics
+  # and gradients.
+  dense, fused, experts = dense_models
+  models = {loop: moe_resnet(8, 3, num_experts=E, k=2, expert_loop=loop)
+            for loop in ("vmap", "unroll")}
+  shapes = {loop: jax.tree.map(np.shape, m.init(jax.random.key(0), jnp.zeros((1, *SHAPE))))
+            for loop, m in models.items()}
+  assert shapes["vmap"] == shapes["unroll"]
+  variables = moe_variables(models["vmap"], fused, experts, jax.random.key(3, impl="rbg"), SHAPE)
+  x = jnp.asarray(images, jnp.float32) / 255.0
+
+  def loss(params, model):
+    (logits, _), updates = model.apply({**variables, "params": params}, x, train=True,
+                                       mutable=["batch_stats"])
+    return jnp.sum(logits * jnp.arange(3.0)), updates
+
+  results = {loop: jax.grad(loss, has_aux=True)(variables["params"], m)
+             for loop, m in models.items()}
+  for a, b in zip(jax.tree.leaves(results["vmap"]), jax.tree.leaves(results["unroll"])):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+  with pytest.raises(ValueError, match="expert_loop"):
+    moe_resnet(8, 3, num_experts=E, expert_loop="scan").init(jax.random.key(0),
+                                                            jnp.zeros((1, *SHAPE)))
+
+
 def expert_stage3_outputs(dense, fused, experts, images):
   """``[E, B, h, w, 64]``: stage3 of the dense model with expert i's stage3 on fused stages 1-2."""
   outputs = []
@@ -148,9 +175,10 @@ def expert_stage3_outputs(dense, fused, experts, images):
   return np.stack(outputs)
 
 
-def test_dense_and_sparse_dispatch_agree(dense_models, images):
+@pytest.mark.parametrize("expert_loop", ["vmap", "unroll"])
+def test_dense_and_sparse_dispatch_agree(dense_models, images, expert_loop):
   dense, fused, experts = dense_models
-  model = moe_resnet(8, 3, num_experts=E, k=2)
+  model = moe_resnet(8, 3, num_experts=E, k=2, expert_loop=expert_loop)
   variables = moe_variables(model, fused, experts, jax.random.key(2, impl="rbg"), SHAPE)
   variables["params"]["stage3_moe"]["router"]["expert_prompts"] *= 10.0   # less uniform gates
   logits, features = apply(model, variables, images)
