@@ -1,6 +1,7 @@
 """Inference cost of the mixture-of-experts student against the dense student.
 
-``python -m fdjax.bench moe [--depth 20] [--batch 256] [--experts 4] [--repeats 5]``
+``python -m fdjax.bench moe [--depth 20] [--batch 256] [--experts 4] [--repeats 5]
+[--expert-loop auto|vmap|unroll]``
 
 For the dense CIFAR ResNet and the MoE student (last stage = ``--experts`` experts,
 per-image routing) at K = 1 and 2, with dense dispatch (every expert computes every
@@ -32,6 +33,8 @@ def main(argv: list[str]) -> None:
   parser.add_argument("--batch", type=int, default=256)
   parser.add_argument("--experts", type=int, default=4)
   parser.add_argument("--repeats", type=int, default=5)
+  parser.add_argument("--expert-loop", default="auto", choices=("auto", "vmap", "unroll"),
+                      help="how the stacked experts run (auto: unroll on CPU, vmap elsewhere)")
   args = parser.parse_args(argv)
 
   dense = cifar_resnet(args.depth, 10, "reference")
@@ -51,7 +54,8 @@ def main(argv: list[str]) -> None:
     return cost
 
   rows = [("dense ResNet-%d" % args.depth, measure(dense, dense_vars))]
-  student = moe.moe_resnet(args.depth, 10, "reference", num_experts=args.experts, k=2)
+  student = moe.moe_resnet(args.depth, 10, "reference", num_experts=args.experts, k=2,
+                            expert_loop=args.expert_loop)
   student_vars = moe.moe_variables(student, dense_vars, experts, keys[1], IMAGE_SHAPE)
   for k in (1, 2):
     for dispatch in ("dense", "sparse"):
@@ -60,7 +64,7 @@ def main(argv: list[str]) -> None:
 
   base = rows[0][1]
   print(f"backend={jax.default_backend()} jax={jax.__version__} depth={args.depth} "
-        f"batch={args.batch} experts={args.experts}")
+        f"batch={args.batch} experts={args.experts} expert_loop={args.expert_loop}")
   print(f"{'model':<28} {'params':>9} {'active':>9} {'MFLOPs/img':>11} {'rel':>5} "
         f"{'img/s':>8} {'rel':>5}")
   for name, c in rows:
