@@ -5,7 +5,9 @@
 
 For the dense CIFAR ResNet and the MoE student (last stage = ``--experts`` experts,
 per-image routing) at K = 1 and 2, with dense dispatch (every expert computes every
-image) and sparse dispatch (each image goes through its K chosen experts only), it
+image) and sparse dispatch (each image goes through its K chosen experts only: by
+gathering each image's expert weights, or Switch-style per-expert buffers with
+capacity factor 1.0, which drop images beyond an expert's capacity), it
 prints: parameters, parameters active per image, XLA's inference FLOPs per image
 (from the compiled program at batch 1) and measured images/s at ``--batch``, each
 relative to the dense student. Variables are random (cost does not depend on them),
@@ -58,17 +60,19 @@ def main(argv: list[str]) -> None:
                             expert_loop=args.expert_loop)
   student_vars = moe.moe_variables(student, dense_vars, experts, keys[1], IMAGE_SHAPE)
   for k in (1, 2):
-    for dispatch in ("dense", "sparse"):
-      model = student.clone(k=k, dispatch=dispatch)
-      rows.append((f"MoE K={k} {dispatch} dispatch", measure(model, student_vars, k)))
+    for dispatch, capacity in (("dense", None), ("sparse", None), ("sparse", 1.0)):
+      model = student.clone(k=k, dispatch=dispatch, capacity_factor=capacity)
+      name = f"MoE K={k} {dispatch}" + (" (gather)" if dispatch == "sparse" and capacity is None
+                                        else f" (capacity {capacity})" if capacity else "")
+      rows.append((name, measure(model, student_vars, k)))
 
   base = rows[0][1]
   print(f"backend={jax.default_backend()} jax={jax.__version__} depth={args.depth} "
         f"batch={args.batch} experts={args.experts} expert_loop={args.expert_loop}")
-  print(f"{'model':<28} {'params':>9} {'active':>9} {'MFLOPs/img':>11} {'rel':>5} "
+  print(f"{'model':<30} {'params':>9} {'active':>9} {'MFLOPs/img':>11} {'rel':>5} "
         f"{'img/s':>8} {'rel':>5}")
   for name, c in rows:
-    print(f"{name:<28} {c['params']:>9,} {c['active_params']:>9,} {c['flops'] / 1e6:>11.1f} "
+    print(f"{name:<30} {c['params']:>9,} {c['active_params']:>9,} {c['flops'] / 1e6:>11.1f} "
           f"{c['flops'] / base['flops']:>5.2f} {c['images_per_s']:>8.0f} "
           f"{c['images_per_s'] / base['images_per_s']:>5.2f}")
 
