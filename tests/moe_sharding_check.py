@@ -28,30 +28,17 @@ from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 from fdjax.distill import fusiondistill_loss, stack_variables  # noqa: E402
 from fdjax.models import cifar_resnet  # noqa: E402
 from fdjax.moe import expert_mesh, expert_sharding, moe_resnet, moe_variables  # noqa: E402
-from fdjax.train import (create_train_state, data_sharding, init_variables, make_mesh,  # noqa: E402
+from random_weights import random_variables  # noqa: E402  (tests/ is sys.path[0])
+from fdjax.train import (create_train_state, data_sharding, make_mesh,  # noqa: E402
                          make_train_step)
 
 assert jax.device_count() == 8, jax.devices()
 SHAPE, E = (8, 8, 3), 4
 
 
-def random_variables(model, seed):
-  shapes = jax.eval_shape(lambda: init_variables(model, jax.random.key(0), SHAPE))
-  rng = np.random.default_rng(seed)
-
-  def fill(path, s):
-    name = jax.tree_util.keystr(path)
-    if "var" in name:
-      return jnp.asarray(1.0 + 0.2 * rng.random(s.shape), s.dtype)
-    if "kernel" in name:
-      return jnp.asarray(rng.normal(size=s.shape) / np.sqrt(np.prod(s.shape[:-1])), s.dtype)
-    return jnp.asarray(("scale" in name) + 0.2 * rng.normal(size=s.shape), s.dtype)
-
-  return jax.tree_util.tree_map_with_path(fill, shapes)
-
-
 dense = cifar_resnet(8, 3)
-fused, experts = random_variables(dense, 0), [random_variables(dense, i) for i in range(1, E + 1)]
+fused = random_variables(dense, 0, SHAPE)
+experts = [random_variables(dense, i, SHAPE) for i in range(1, E + 1)]
 mesh = expert_mesh(E)
 assert dict(mesh.shape) == {"data": 2, "expert": 4}, mesh.shape
 rng = np.random.default_rng(0)

@@ -18,28 +18,12 @@ from fdjax.moe import (active_param_count, balance_loss, cv_squared, dispatch_te
                        expert_capacity, expert_param_count, inference_flops, moe_resnet,
                        moe_variables, param_count, pool_gates, relative_cost, top_k_gates)
 from fdjax.train import init_variables
+from random_weights import random_variables
 
 SHAPE = (8, 8, 3)
 E = 4
 NO_AUGMENT = ml_collections.ConfigDict(dict(flip=False, crop=False, pad=4, cutout=False,
                                             cutout_size=16))
-
-
-def random_variables(model, seed):
-  """Variables of ``model`` with numpy-random values (He-scaled kernels, perturbed BN)."""
-  shapes = jax.eval_shape(lambda: init_variables(model, jax.random.key(0), SHAPE))
-  rng = np.random.default_rng(seed)
-
-  def fill(path, s):
-    name = jax.tree_util.keystr(path)
-    if "var" in name:
-      return jnp.asarray(1.0 + 0.2 * rng.random(s.shape), s.dtype)
-    if "kernel" in name:
-      return jnp.asarray(rng.normal(size=s.shape) / np.sqrt(np.prod(s.shape[:-1])), s.dtype)
-    base = 1.0 if "scale" in name else 0.0
-    return jnp.asarray(base + 0.2 * rng.normal(size=s.shape), s.dtype)
-
-  return jax.tree_util.tree_map_with_path(fill, shapes)
 
 
 def _apply(model, variables, x):
@@ -52,7 +36,8 @@ apply = jax.jit(_apply, static_argnums=0)   # cached per (equal) model
 @pytest.fixture(scope="module")
 def dense_models():
   dense = cifar_resnet(8, 3)
-  return dense, random_variables(dense, 0), [random_variables(dense, i) for i in range(1, E + 1)]
+  return dense, random_variables(dense, 0, SHAPE), [random_variables(dense, i, SHAPE)
+                                                    for i in range(1, E + 1)]
 
 
 @pytest.fixture(scope="module")
