@@ -130,6 +130,14 @@ def _snap(sigma: jax.Array) -> tuple[jax.Array, jax.Array]:
   return index, on_grid
 
 
+def _radii(sigma: jax.Array, index: jax.Array, on_grid: jax.Array) -> jax.Array:
+  """int32 ``[B]``: kernel radius ``int(3 * sigma + 0.5)``, clipped to 0..MAX_RADIUS;
+  from the grid index on the grid, so float32 noise cannot move it."""
+  radius = jnp.where(on_grid, (3 * index + 5) // 10,
+                     jnp.floor(TRUNCATE * sigma + 0.5).astype(jnp.int32))
+  return jnp.clip(radius, 0, MAX_RADIUS)
+
+
 def half_kernel_float(sigma: jax.Array) -> jax.Array:
   """float ``[B]`` sigma in pixels -> float32 ``[B, MAX_RADIUS + 1]`` weights, centre first.
 
@@ -138,9 +146,8 @@ def half_kernel_float(sigma: jax.Array) -> jax.Array:
   """
   sigma = jnp.asarray(sigma, jnp.float32)
   index, on_grid = _snap(sigma)
+  radius = _radii(sigma, index, on_grid)
   sigma = jnp.where(on_grid, index.astype(jnp.float32) / 10.0, sigma)
-  radius = jnp.where(on_grid, (3 * index + 5) // 10,
-                     jnp.floor(TRUNCATE * sigma + 0.5).astype(jnp.int32))
   taps = jnp.arange(MAX_RADIUS + 1, dtype=jnp.float32)
   safe_sigma = jnp.maximum(sigma, 1e-6)[:, None]
   phi = jnp.exp(-0.5 * taps**2 / safe_sigma**2)
@@ -302,11 +309,13 @@ def blur(key: jax.Array | None, images: jax.Array, levels: jax.Array) -> jax.Arr
   digits = jnp.where(on_grid[:, None, None], jnp.asarray(_GRID_DIGITS)[index],
                      _float_to_digits(half_kernel_float(sigma)))
   flat_bits = jnp.asarray(_GRID_FLAT_BITS)[index]
-  radius = jnp.where(on_grid, (3 * index + 5) // 10,
-                     jnp.floor(TRUNCATE * sigma + 0.5).astype(jnp.int32))
-  radius = jnp.clip(radius, 0, MAX_RADIUS)
   x = images.reshape(batch, height, width * channels)
+  operands = (x, digits, flat_bits, on_grid)
   groups = _num_groups(batch)
+  if groups == 1:
+    out = _blur_group(x, MAX_RADIUS, channels, digits, flat_bits, on_grid)
+    return out.reshape(batch, height, width, channels)
+  radius = _radii(sigma, index, on_grid)
   size = -(-batch // groups)
   order = jnp.argsort(radius)
 
@@ -315,10 +324,6 @@ def blur(key: jax.Array | None, images: jax.Array, levels: jax.Array) -> jax.Arr
     a = jnp.concatenate([a, jnp.zeros((groups * size - batch,) + a.shape[1:], a.dtype)])
     return a.reshape((groups, size) + a.shape[1:])
 
-  operands = (x, digits, flat_bits, on_grid)
-  if groups == 1:
-    out = _blur_group(x, MAX_RADIUS, channels, *operands[1:])
-    return out.reshape(batch, height, width, channels)
   branches = [lambda args, r=r: _blur_group(args[0], r, channels, *args[1:])
               for r in BRANCH_RADII]
   # each group runs the smallest branch whose radius covers the group's largest
