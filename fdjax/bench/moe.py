@@ -19,8 +19,6 @@ from __future__ import annotations
 import argparse
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 
 from fdjax import moe
 from fdjax.models import cifar_resnet
@@ -60,10 +58,11 @@ def main(argv: list[str]) -> None:
                             expert_loop=args.expert_loop)
   student_vars = moe.moe_variables(student, dense_vars, experts, keys[1], IMAGE_SHAPE)
   for k in (1, 2):
-    for dispatch, capacity in (("dense", None), ("sparse", None), ("sparse", 1.0)):
+    for label, dispatch, capacity in (("dense", "dense", None),
+                                      ("sparse (gather)", "sparse", None),
+                                      ("sparse (capacity 1.0)", "sparse", 1.0)):
       model = student.clone(k=k, dispatch=dispatch, capacity_factor=capacity)
-      name = f"MoE K={k} {dispatch}" + (" (gather)" if dispatch == "sparse" and capacity is None
-                                        else f" (capacity {capacity})" if capacity else "")
+      name = f"MoE K={k} {label}"
       rows.append((name, measure(model, student_vars, k)))
 
   base = rows[0][1]
