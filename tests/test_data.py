@@ -18,8 +18,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from PIL import Image
 
 from fdjax import data
+from fdjax.data import ImageSet
 from fdjax.data import _decode, archive
-from fdjax.data.sources import ImageSet
 
 CIFAR_ARCHIVE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",

@@ -9,7 +9,8 @@
 
 from fdjax.data.augment import cutout, random_crop, random_flip
 from fdjax.data.batching import epoch_order, eval_batches, num_batches, train_batches
-from fdjax.data.sources import SCHEMES, Dataset, ImageSet, load
+from fdjax.data.sources import SCHEMES, load
+from fdjax.data.splits import Dataset, ImageSet
 
 __all__ = [
     "SCHEMES", "Dataset", "ImageSet", "load",

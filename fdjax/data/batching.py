@@ -20,7 +20,7 @@ from typing import Iterator
 import jax
 import numpy as np
 
-from fdjax.data.sources import ImageSet
+from fdjax.data.splits import ImageSet
 
 
 def num_batches(num_examples: int, batch_size: int, drop_remainder: bool) -> int:

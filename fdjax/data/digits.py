@@ -14,7 +14,7 @@ import functools
 import numpy as np
 from PIL import Image
 
-from fdjax.data import sources
+from fdjax.data.splits import RawSource, in_memory_source, stratified_split
 
 SIZE = 32
 TEST_FRACTION = 0.2
@@ -39,11 +39,11 @@ def _arrays() -> tuple[np.ndarray, np.ndarray]:
   return upscale(bunch.images), bunch.target.astype(np.int32)
 
 
-def source() -> sources.RawSource:
+def source() -> RawSource:
   """The digits as a ``RawSource`` with fixed 'train' and 'test' splits."""
   images, labels = _arrays()
-  train, test = sources.stratified_split(labels, TEST_FRACTION, seed=SPLIT_SEED)
-  return sources.in_memory_source("digits", CLASS_NAMES, {
+  train, test = stratified_split(labels, TEST_FRACTION, seed=SPLIT_SEED)
+  return in_memory_source("digits", CLASS_NAMES, {
       "train": (images[train], labels[train]),
       "test": (images[test], labels[test]),
   })

@@ -30,7 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fdjax.data import _decode, archive, sources
+from fdjax.data import _decode, archive
+from fdjax.data.splits import RawSource, in_memory_source
 
 SPLIT_DIRS = {"train": "train", "test": "test", "validation": "validation", "val": "validation"}
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm", ".pgm",
@@ -173,7 +174,7 @@ def _reader(tree: Tree, cache: Path):
   return read_images
 
 
-def source(path_arg: str, *, cache_dir: str | None = None) -> sources.RawSource:
+def source(path_arg: str, *, cache_dir: str | None = None) -> RawSource:
   """Opens ``folder:<path_arg>`` (a directory or an archive) as a lazy ``RawSource``."""
   path = Path(path_arg).expanduser()
   if not path.exists():
@@ -195,5 +196,5 @@ def source(path_arg: str, *, cache_dir: str | None = None) -> sources.RawSource:
     cached = _load_decoded(cache)
   if cached is not None:
     class_names, arrays = cached
-    return sources.in_memory_source(name, class_names, arrays)
-  return sources.RawSource(name, tree.class_names, tree.labels, _reader(tree, cache))
+    return in_memory_source(name, class_names, arrays)
+  return RawSource(name, tree.class_names, tree.labels, _reader(tree, cache))

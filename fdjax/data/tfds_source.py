@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fdjax.data import sources
+from fdjax.data.splits import RawSource, in_memory_source
 
 _READ_CHUNK = 2048
 
@@ -56,7 +56,7 @@ def _read_split(builder, split: str, what: str) -> tuple[np.ndarray, np.ndarray]
   return np.asarray(arrays["image"]), np.asarray(arrays["label"], np.int32)
 
 
-def source(name: str, *, data_dir: str | None = None) -> sources.RawSource:
+def source(name: str, *, data_dir: str | None = None) -> RawSource:
   """Opens prepared TFDS data set ``name`` (optionally ``name/config:version``)."""
   import tensorflow_datasets as tfds
   what = f"TFDS data set {name!r}"
@@ -84,5 +84,4 @@ def source(name: str, *, data_dir: str | None = None) -> sources.RawSource:
     if split in available:
       images, labels = _read_split(builder, split, what)
       splits[split] = (to_rgb_uint8(images, f"{what} split {split!r}"), labels)
-  return sources.in_memory_source(name.split("/")[0].split(":")[0], features["label"].names,
-                                  splits)
+  return in_memory_source(name.split("/")[0].split(":")[0], features["label"].names, splits)

@@ -28,7 +28,7 @@ import numpy as np
 
 from fdjax import data as data_lib
 from fdjax import degradations
-from fdjax.data.sources import balanced_subset
+from fdjax.data.splits import balanced_subset
 from fdjax.models import normalize
 from fdjax.train.mesh import check_batch_size, data_sharding, replicated
 
@@ -132,7 +132,7 @@ def subset(split, max_examples: int | None):
   """At most ``max_examples`` examples of an ``ImageSet``, spread evenly over classes
   (all when None).
 
-  The subset is a seeded, class-balanced draw (``fdjax.data.sources.balanced_subset``),
+  The subset is a seeded, class-balanced draw (``fdjax.data.splits.balanced_subset``),
   kept in split order. It is never a prefix: image-folder splits are sorted by class,
   so the first 1,000 CIFAR-10 test images are all airplanes.
   """
