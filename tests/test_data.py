@@ -495,3 +495,102 @@ def test_batches_are_placed_with_sharding():
       assert isinstance(v, jax.Array) and v.sharding.is_equivalent_to(sharding, v.ndim)
   plain = next(data.eval_batches(split, 4))
   assert plain["image"].devices() == {jax.devices()[0]}
+
+
+# --------------------------------------------------------------------------- split fields
+
+def paired_split(n: int, hw=(2, 3)) -> ImageSet:
+  """Random images, target = 255 - image, no label: a paired (restoration-like) split."""
+  images = np.random.default_rng(n).integers(0, 256, (n, *hw, 3), dtype=np.uint8)
+  return ImageSet.from_fields({"image": images, "target": 255 - images})
+
+
+def test_paired_split_train_batches_keep_rows_aligned():
+  split = paired_split(23)
+  images = split.images
+  batches = list(data.train_batches(split, 5, seed=7, epoch=0))
+  order = np.random.default_rng((7, 0)).permutation(23)
+  assert len(batches) == 4
+  for i, b in enumerate(batches):
+    assert set(b) == {"image", "target"}
+    assert b["target"].dtype == np.uint8 and b["target"].shape == (5, 2, 3, 3)
+    np.testing.assert_array_equal(b["image"], images[order[5 * i:5 * (i + 1)]])
+    np.testing.assert_array_equal(b["target"], 255 - np.asarray(b["image"]))
+
+
+def test_paired_split_eval_batches_pad_every_field_and_mask():
+  split = paired_split(23)
+  batches = list(data.eval_batches(split, 8))
+  assert [set(b) for b in batches] == [{"image", "target", "mask"}] * 3
+  cat = {k: np.concatenate([np.asarray(b[k]) for b in batches]) for k in batches[0]}
+  assert all(v.shape[0] == 24 for v in cat.values())
+  np.testing.assert_array_equal(cat["mask"], np.arange(24) < 23)
+  np.testing.assert_array_equal(cat["image"][:23], split.images)
+  np.testing.assert_array_equal(cat["target"][:23], 255 - split.images)
+  assert cat["target"].dtype == np.uint8 and not cat["image"][23:].any()
+  assert not cat["target"][23:].any()  # padded with zeros, not 255 - 0
+
+
+def test_take_and_repeat_match_numpy():
+  for split in (indexed_split(11), paired_split(11)):
+    idx = np.array([4, 0, 10, 4])
+    got = data.take(split, idx)
+    assert list(got.fields) == list(split.fields) and len(got) == 4
+    for k, v in split.fields.items():
+      np.testing.assert_array_equal(got.fields[k], v[idx])
+      assert got.fields[k].dtype == v.dtype
+    keep = np.arange(11) % 3 == 0
+    for k, v in data.take(split, keep).fields.items():
+      np.testing.assert_array_equal(v, split.fields[k][keep])
+    assert len(data.take(split, [])) == 0
+    tiled = data.repeat(split, 3)
+    assert len(tiled) == 33
+    for k, v in split.fields.items():
+      np.testing.assert_array_equal(tiled.fields[k], np.concatenate([v] * 3))
+  for bad in (0, -1, 1.5, True):
+    with pytest.raises(ValueError, match="times must be an int >= 1"):
+      data.repeat(indexed_split(3), bad)
+  with pytest.raises(ValueError, match="indices must be 1-D"):
+    data.take(indexed_split(3), [[0]])
+
+
+def test_fields_labels_and_immutability():
+  import copy
+  split = indexed_split(4)
+  assert list(split.fields) == ["image", "label"]
+  assert split.images is split.fields["image"] and split.labels is split.fields["label"]
+  paired = paired_split(4)
+  assert "label" not in paired.fields and not hasattr(paired, "labels")
+  with pytest.raises(AttributeError, match=r"no 'label' field \(fields: \['image', 'target'\]\)"):
+    paired.labels
+  with pytest.raises(AttributeError):
+    split.images = paired.images
+  with pytest.raises(TypeError):
+    split.fields["label"] = split.labels
+  again = copy.deepcopy(paired)
+  assert list(again.fields) == ["image", "target"]
+  np.testing.assert_array_equal(again.fields["target"], paired.fields["target"])
+
+
+def test_bad_fields_are_clear_value_errors():
+  images = np.zeros((4, 2, 3, 3), np.uint8)
+  with pytest.raises(ValueError, match=r"ImageSet.images must be a uint8 numpy array "
+                                       r"\[N, H, W, 3\], got ndarray float32 \(4, 2, 3, 3\)"):
+    ImageSet(images.astype(np.float32), np.zeros(4, np.int32))
+  with pytest.raises(ValueError, match=r"ImageSet.labels must be an int32 numpy array \[4\], "
+                                       r"got ndarray int64 \(4,\)"):
+    ImageSet(images, np.zeros(4, np.int64))
+  with pytest.raises(ValueError, match=r"ImageSet.labels must be an int32 numpy array \[4\]"):
+    ImageSet.from_fields({"image": images, "label": np.zeros(3, np.int32)})
+  with pytest.raises(ValueError, match=r"'target' must be a uint8 numpy array shaped like "
+                                       r"'image' \[4, 2, 3, 3\], got ndarray uint8 \(4, 3, 2, 3\)"):
+    ImageSet.from_fields({"image": images, "target": np.zeros((4, 3, 2, 3), np.uint8)})
+  with pytest.raises(ValueError, match=r"'target' must be a uint8.*got ndarray float32"):
+    ImageSet.from_fields({"image": images, "target": images.astype(np.float32)})
+  with pytest.raises(ValueError, match=r"needs an 'image' field .*\['label', 'target'\]"):
+    ImageSet.from_fields({"label": np.zeros(4, np.int32), "target": images})
+  with pytest.raises(ValueError, match=r"'depth' must be a numpy array with leading length 4"):
+    ImageSet.from_fields({"image": images, "depth": np.zeros((5, 2, 3), np.float32)})
+  with pytest.raises(ValueError, match="'mask' is reserved"):
+    ImageSet.from_fields({"image": images, "mask": np.ones(4, bool)})
+

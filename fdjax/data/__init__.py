@@ -1,5 +1,8 @@
-"""Data: loading image-classification sets into host memory, batching, augmentation.
+"""Data: loading image sets into host memory, batching, augmentation.
 
+* ``ImageSet``: one split, named arrays of leading length N ('image' uint8
+  [N, H, W, 3] 0..255, 'label' int32 [N], 'target' uint8 [N, H, W, 3]); ``take`` /
+  ``repeat`` index or tile every field; ``Dataset`` (``fdjax.data.splits``);
 * ``load(source, ...) -> Dataset`` with sources 'digits', 'folder:<dir or .tar.gz>'
   and 'tfds:<name>' (``fdjax.data.sources``);
 * ``train_batches`` / ``eval_batches`` / ``num_batches`` / ``epoch_order``
@@ -10,10 +13,10 @@
 from fdjax.data.augment import cutout, random_crop, random_flip
 from fdjax.data.batching import epoch_order, eval_batches, num_batches, train_batches
 from fdjax.data.sources import SCHEMES, load
-from fdjax.data.splits import Dataset, ImageSet
+from fdjax.data.splits import Dataset, ImageSet, repeat, take
 
 __all__ = [
-    "SCHEMES", "Dataset", "ImageSet", "load",
+    "SCHEMES", "Dataset", "ImageSet", "load", "repeat", "take",
     "epoch_order", "eval_batches", "num_batches", "train_batches",
     "cutout", "random_crop", "random_flip",
 ]

@@ -1,11 +1,13 @@
 """Host-side batching of an ``ImageSet`` into device arrays.
 
-Batches are dicts ``{'image': uint8 [B, H, W, 3] (0..255), 'label': int32 [B]}`` (eval
-batches add ``'mask': bool [B]``). With ``sharding`` they are placed by
-``jax.device_put(batch, sharding)`` (e.g. a ``NamedSharding`` splitting the leading
-axis over the mesh axis 'data'); without, on the default device. ``device_put`` is
-asynchronous, so the copy of batch i+1 overlaps the step on batch i without a
-prefetch thread. Single-process only: multi-host input would need
+A batch is a dict with one entry per field of the split, each the ``[B, ...]`` rows of
+that field: for a classification split ``{'image': uint8 [B, H, W, 3] (0..255),
+'label': int32 [B]}``, for a paired one ``{'image': uint8 [B, H, W, 3], 'target': uint8
+[B, H, W, 3]}`` (both 0..255). Eval batches add ``'mask': bool [B]``. With ``sharding``
+they are placed by ``jax.device_put(batch, sharding)`` (e.g. a ``NamedSharding``
+splitting the leading axis over the mesh axis 'data'); without, on the default device.
+``device_put`` is asynchronous, so the copy of batch i+1 overlaps the step on batch i
+without a prefetch thread. Single-process only: multi-host input would need
 ``jax.make_array_from_process_local_data``.
 
 Training order is a pure function of ``(seed, epoch)``, so a run resumed at step s
@@ -48,7 +50,8 @@ def train_batches(split: ImageSet, batch_size: int, *, seed: int, epoch: int,
                   ) -> Iterator[dict]:
   """One shuffled epoch of full batches, from batch index ``start_batch`` on.
 
-  Yields ``{'image': uint8 [B, H, W, 3], 'label': int32 [B]}``; the last
+  Yields ``{field: [B, ...]}`` for every field of ``split`` (e.g. ``{'image': uint8
+  [B, H, W, 3], 'label': int32 [B]}``), rows of one example aligned; the last
   ``N % batch_size`` examples of the epoch's order are dropped. Raises ValueError
   (eagerly) if the split has fewer than ``batch_size`` examples or ``start_batch`` is
   outside ``[0, num_batches]``.
@@ -65,7 +68,7 @@ def train_batches(split: ImageSet, batch_size: int, *, seed: int, epoch: int,
   def generate():
     for b in range(start_batch, total):
       idx = order[b * batch_size:(b + 1) * batch_size]
-      yield _put({"image": split.images[idx], "label": split.labels[idx]}, sharding)
+      yield _put({k: v[idx] for k, v in split.fields.items()}, sharding)
 
   return generate()
 
@@ -74,10 +77,11 @@ def eval_batches(split: ImageSet, batch_size: int, *, sharding: jax.sharding.Sha
                  ) -> Iterator[dict]:
   """Every example once, in order, in batches of exactly ``batch_size``.
 
-  Yields ``{'image': uint8 [B, H, W, 3], 'label': int32 [B], 'mask': bool [B]}``. The
-  last batch is padded with zero images and label 0 where ``mask`` is False, so shapes
-  stay static (one compilation) and every batch divides over a mesh. Weight per-example
-  metrics by ``mask``.
+  Yields ``{field: [B, ...]}`` for every field of ``split`` plus ``'mask': bool [B]``
+  (e.g. ``{'image': uint8 [B, H, W, 3], 'label': int32 [B], 'mask': bool [B]}``). The
+  last batch pads every field with zeros (zero images, label 0) where ``mask`` is
+  False, so shapes stay static (one compilation) and every batch divides over a mesh.
+  Weight per-example metrics by ``mask``.
   """
   n = len(split)
   total = num_batches(n, batch_size, drop_remainder=False)
@@ -85,13 +89,14 @@ def eval_batches(split: ImageSet, batch_size: int, *, sharding: jax.sharding.Sha
   def generate():
     for b in range(total):
       lo, hi = b * batch_size, min((b + 1) * batch_size, n)
-      images, labels = split.images[lo:hi], split.labels[lo:hi]
+      batch = {k: v[lo:hi] for k, v in split.fields.items()}
       mask = np.ones(batch_size, bool)
       if hi - lo < batch_size:
         pad = batch_size - (hi - lo)
-        images = np.concatenate([images, np.zeros((pad,) + images.shape[1:], images.dtype)])
-        labels = np.concatenate([labels, np.zeros(pad, labels.dtype)])
+        batch = {k: np.concatenate([v, np.zeros((pad,) + v.shape[1:], v.dtype)])
+                 for k, v in batch.items()}
         mask[hi - lo:] = False
-      yield _put({"image": images, "label": labels, "mask": mask}, sharding)
+      batch["mask"] = mask
+      yield _put(batch, sharding)
 
   return generate()

@@ -3,36 +3,135 @@
 The base module of ``fdjax.data``: it imports no other ``fdjax`` module, so every
 source module (``digits``, ``folder``, ``tfds_source``) and ``sources.load`` can use it
 without import cycles.
+
+A split (``ImageSet``) is a mapping of named numpy arrays that share the leading
+length ``N``:
+
+* ``'image'``: uint8 ``[N, H, W, 3]``, pixels 0..255 (always present);
+* ``'label'``: int32 ``[N]``, class indices ``0..num_classes-1`` (classification);
+* ``'target'``: uint8 ``[N, H, W, 3]``, pixels 0..255, the same shape as ``'image'``
+  (paired data, e.g. restoration: ``'image'`` is the input, ``'target'`` the clean one);
+* any other name: a numpy array ``[N, ...]``.
+
+``'mask'`` is reserved: ``eval_batches`` adds it to padded batches.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import types
 from typing import Callable, Mapping
 
 import numpy as np
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class ImageSet:
-  """One split in host memory.
+RESERVED_FIELDS = ("mask",)
 
-  images: uint8 ``[N, H, W, 3]``, 0..255.  labels: int32 ``[N]``.
+
+def _describe(x) -> str:
+  return f"{type(x).__name__} {getattr(x, 'dtype', '?')} {getattr(x, 'shape', '?')}"
+
+
+def _check_fields(fields: Mapping[str, np.ndarray]) -> None:
+  """Raises ValueError unless ``fields`` is a valid split (see the module docstring)."""
+  if "image" not in fields:
+    raise ValueError(f"a split needs an 'image' field (uint8 [N, H, W, 3]); got fields "
+                     f"{list(fields)}")
+  im = fields["image"]
+  if not isinstance(im, np.ndarray) or im.dtype != np.uint8 or im.ndim != 4 or im.shape[-1] != 3:
+    raise ValueError(f"ImageSet.images must be a uint8 numpy array [N, H, W, 3], got "
+                     f"{_describe(im)}")
+  n = im.shape[0]
+  for name, x in fields.items():
+    if not isinstance(name, str):
+      raise ValueError(f"split field names must be strings, got {name!r}")
+    if name in RESERVED_FIELDS:
+      raise ValueError(f"split field name {name!r} is reserved (eval batches add it)")
+    if name == "label":
+      if not isinstance(x, np.ndarray) or x.dtype != np.int32 or x.shape != (n,):
+        raise ValueError(f"ImageSet.labels must be an int32 numpy array [{n}], got "
+                         f"{_describe(x)}")
+    elif name == "target":
+      if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.shape != im.shape:
+        raise ValueError(f"split field 'target' must be a uint8 numpy array shaped like "
+                         f"'image' {list(im.shape)}, got {_describe(x)}")
+    elif name != "image" and (not isinstance(x, np.ndarray) or x.ndim < 1 or x.shape[0] != n):
+      raise ValueError(f"split field {name!r} must be a numpy array with leading length {n} "
+                       f"(like 'image'), got {_describe(x)}")
+
+
+class ImageSet:
+  """One split in host memory: named arrays of leading length ``N``.
+
+  ``ImageSet(images, labels)`` builds a classification split (images uint8
+  ``[N, H, W, 3]`` 0..255, labels int32 ``[N]``); ``ImageSet.from_fields({...})`` any
+  split. ``fields`` is a read-only mapping name -> array, in insertion order;
+  ``images`` / ``labels`` are ``fields['image']`` / ``fields['label']``.
   """
 
-  images: np.ndarray
-  labels: np.ndarray
+  __slots__ = ("_fields",)
 
-  def __post_init__(self):
-    im, lab = self.images, self.labels
-    if not isinstance(im, np.ndarray) or im.dtype != np.uint8 or im.ndim != 4 or im.shape[-1] != 3:
-      raise ValueError(f"ImageSet.images must be a uint8 numpy array [N, H, W, 3], got "
-                       f"{type(im).__name__} {getattr(im, 'dtype', '?')} {getattr(im, 'shape', '?')}")
-    if not isinstance(lab, np.ndarray) or lab.dtype != np.int32 or lab.shape != im.shape[:1]:
-      raise ValueError(f"ImageSet.labels must be an int32 numpy array [{im.shape[0]}], got "
-                       f"{type(lab).__name__} {getattr(lab, 'dtype', '?')} {getattr(lab, 'shape', '?')}")
+  def __init__(self, images: np.ndarray, labels: np.ndarray):
+    self._set({"image": images, "label": labels})
+
+  @classmethod
+  def from_fields(cls, fields: Mapping[str, np.ndarray]) -> "ImageSet":
+    """A split from ``{name: array}``; ``'image'`` is required (see the module docstring)."""
+    split = cls.__new__(cls)
+    split._set(fields)
+    return split
+
+  def _set(self, fields: Mapping[str, np.ndarray]) -> None:
+    fields = dict(fields)
+    _check_fields(fields)
+    object.__setattr__(self, "_fields", types.MappingProxyType(fields))
+
+  def __setattr__(self, name, value):
+    raise AttributeError(f"ImageSet is immutable; cannot set {name!r}")
+
+  def __reduce__(self):  # pickle / copy through the validating constructor
+    return ImageSet.from_fields, (dict(self._fields),)
+
+  @property
+  def fields(self) -> Mapping[str, np.ndarray]:
+    return self._fields
+
+  @property
+  def images(self) -> np.ndarray:
+    """uint8 ``[N, H, W, 3]``, 0..255."""
+    return self._fields["image"]
+
+  @property
+  def labels(self) -> np.ndarray:
+    """int32 ``[N]``; AttributeError for a split without a 'label' field."""
+    if "label" not in self._fields:
+      raise AttributeError(f"this split has no 'label' field (fields: {list(self._fields)})")
+    return self._fields["label"]
 
   def __len__(self) -> int:
-    return int(self.labels.shape[0])
+    return int(self._fields["image"].shape[0])
+
+  def __repr__(self) -> str:
+    parts = ", ".join(f"{k}={v.dtype}{list(v.shape)}" for k, v in self._fields.items())
+    return f"ImageSet({parts})"
+
+
+def take(split: ImageSet, indices) -> ImageSet:
+  """``split`` with every field indexed by ``indices`` (int ``[M]`` or bool ``[N]``)."""
+  indices = np.asarray(indices)
+  if indices.size == 0:
+    indices = indices.astype(np.intp)
+  if indices.ndim != 1 or indices.dtype.kind not in "biu":
+    raise ValueError(f"take: indices must be 1-D integers or booleans, got "
+                     f"{indices.dtype} {indices.shape}")
+  return ImageSet.from_fields({k: v[indices] for k, v in split.fields.items()})
+
+
+def repeat(split: ImageSet, times: int) -> ImageSet:
+  """``split`` with every field concatenated ``times`` times (``np.concatenate([x] * times)``)."""
+  if isinstance(times, bool) or not isinstance(times, (int, np.integer)) or times < 1:
+    raise ValueError(f"repeat: times must be an int >= 1, got {times!r}")
+  return ImageSet.from_fields({k: np.concatenate([v] * int(times))
+                               for k, v in split.fields.items()})
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -139,7 +139,7 @@ def subset(split, max_examples: int | None):
   if max_examples is None or max_examples >= len(split.labels):
     return split
   idx = balanced_subset(np.asarray(split.labels), max_examples, SUBSET_SEED)
-  return data_lib.ImageSet(split.images[idx], split.labels[idx])
+  return data_lib.take(split, idx)
 
 
 def _batches(split, batch_size: int, mesh):
