@@ -594,3 +594,72 @@ def test_bad_fields_are_clear_value_errors():
   with pytest.raises(ValueError, match="'mask' is reserved"):
     ImageSet.from_fields({"image": images, "mask": np.ones(4, bool)})
 
+
+# --------------------------------------------------------------------------- module structure
+
+DATA_DIR = Path(data.__file__).parent
+
+
+def data_import_graph() -> dict[str, set[str]]:
+  """fdjax.data module -> the fdjax.data modules it imports (any import statement,
+  including ones inside functions), read from the source with ``ast``."""
+  import ast
+  modules = {("fdjax.data" if p.stem == "__init__" else f"fdjax.data.{p.stem}"): p
+             for p in DATA_DIR.glob("*.py")}
+  graph = {}
+  for name, path in modules.items():
+    edges = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+      if isinstance(node, ast.Import):
+        targets = [a.name for a in node.names]
+      elif isinstance(node, ast.ImportFrom):
+        base = node.module or ""
+        if node.level:  # relative to the package fdjax.data
+          base = ".".join(["fdjax.data"] + [base] * bool(base))
+        targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base
+                   for a in node.names]
+      else:
+        continue
+      for t in targets:  # fdjax.data.splits.ImageSet -> fdjax.data.splits
+        while t not in modules and "." in t:
+          t = t.rpartition(".")[0]
+        if t in modules:
+          edges.add(t)
+    graph[name] = edges - {name}
+  return graph
+
+
+def test_data_modules_import_no_cycle():
+  graph = data_import_graph()
+  assert graph["fdjax.data.splits"] == set()
+  for source_module in ("digits", "folder", "tfds_source"):
+    assert "fdjax.data.splits" in graph[f"fdjax.data.{source_module}"]
+    assert not graph[f"fdjax.data.{source_module}"] & {"fdjax.data", "fdjax.data.sources"}
+  assert {"fdjax.data.digits", "fdjax.data.folder", "fdjax.data.tfds_source"} <= \
+      graph["fdjax.data.sources"]
+  for start in graph:
+    seen, todo = set(), list(graph[start])
+    while todo:
+      m = todo.pop()
+      if m not in seen:
+        seen.add(m)
+        todo.extend(graph[m])
+    assert start not in seen, f"{start} imports a module that imports it back"
+
+
+def test_splits_module_imports_no_other_fdjax_module():
+  import subprocess
+  import sys
+  # Loaded from its file, so fdjax/data/__init__.py (which imports everything) is not run.
+  code = f"""
+import importlib.util, sys
+import numpy as np
+spec = importlib.util.spec_from_file_location('splits_alone', {str(DATA_DIR / 'splits.py')!r})
+mod = sys.modules['splits_alone'] = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(mod)
+split = mod.ImageSet.from_fields({{'image': np.zeros((2, 1, 1, 3), np.uint8)}})
+assert len(mod.take(split, [1])) == 1
+print(sorted(m for m in sys.modules if m.split('.')[0] == 'fdjax'))
+"""
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+  assert out.stdout.strip() == "[]"
