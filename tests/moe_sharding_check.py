@@ -25,12 +25,13 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 
-from fdjax.distill import fusiondistill_loss, stack_variables  # noqa: E402
+from fdjax.distill import fusiondistill_loss  # noqa: E402
 from fdjax.models import cifar_resnet  # noqa: E402
 from fdjax.moe import expert_mesh, expert_sharding, moe_resnet, moe_variables  # noqa: E402
 from random_weights import random_variables  # noqa: E402  (tests/ is sys.path[0])
 from fdjax.train import (create_train_state, data_sharding, make_mesh,  # noqa: E402
                          make_train_step)
+from fdjax.trees import stack_trees  # noqa: E402
 
 assert jax.device_count() == 8, jax.devices()
 SHAPE, E = (8, 8, 3), 4
@@ -75,7 +76,7 @@ loss_fn = fusiondistill_loss(model, normalization="unit", augment_cfg=no_augment
                              aux_loss_weight=1e-4)
 batch = {"image": jnp.asarray(rng.integers(0, 256, (8, *SHAPE), dtype=np.uint8)),
          "label": jnp.asarray(rng.integers(0, 3, 8), jnp.int32)}
-frozen = stack_variables(experts)
+frozen = stack_trees(experts)
 
 
 @jax.jit

@@ -29,12 +29,12 @@ from __future__ import annotations
 from typing import Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from fdjax.train.mesh import DATA_AXIS
 from fdjax.train.state import init_variables
+from fdjax.trees import stack_trees
 
 EXPERT_AXIS = "expert"
 COLLECTIONS = ("params", "batch_stats")
@@ -91,7 +91,7 @@ def moe_variables(moe_model, fused_variables: dict, expert_variables_list: Seque
       stage = name[:-len("_moe")]
       moe = dict(fresh[collection][name])   # router / channel_gate
       experts = [_stage_blocks(ev.get(collection, {}), stage) for ev in expert_variables_list]
-      moe["experts"] = jax.tree.map(lambda *leaves: jnp.stack(leaves), *experts)
+      moe["experts"] = stack_trees(experts)
       if "shared" in sub:
         moe["shared"] = _stage_blocks(fused, stage)
       built[name] = moe
