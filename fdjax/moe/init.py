@@ -18,10 +18,11 @@ Observed with jax/jaxlib 0.10.2 (CPU, 8 simulated devices, mesh ``(data 2, exper
   but XLA's partitioner all-gathers the expert kernels of the grouped convolutions
   (the vmapped convs after each block's first) instead of running each expert on
   its own device: storage is expert-parallel, part of the compute is not.
-* params *replicated* on that 2-D mesh with the batch over ``'data'`` only (what
-  ``fdjax.train.make_train_step`` does on such a mesh): the experts' grouped-conv
-  kernel gradients come out WRONG. Use ``expert_sharding`` for the state, or the 1-D
-  ``make_mesh`` data mesh (correct), for training.
+* params *replicated* on that 2-D mesh with the batch over ``'data'`` only: the
+  experts' grouped-conv kernel gradients come out WRONG. So
+  ``fdjax.train.make_train_step`` refuses a mesh with an axis besides ``'data'``
+  unless given ``state_sharding=expert_sharding(mesh, state)`` (the state put that
+  way), and the 1-D ``make_mesh`` data mesh is correct as well.
 """
 
 from __future__ import annotations
