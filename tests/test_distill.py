@@ -6,9 +6,10 @@ import ml_collections
 import numpy as np
 import pytest
 
-from fdjax.distill import combined, cosine_distance, fusiondistill_loss, stack_variables
+from fdjax.distill import combined, cosine_distance, fusiondistill_loss
 from fdjax.models import cifar_resnet, normalize
 from fdjax.train import init_variables
+from fdjax.trees import stack_trees
 
 NO_AUGMENT = ml_collections.ConfigDict(dict(flip=False, crop=False, pad=4, cutout=False,
                                             cutout_size=16))
@@ -51,7 +52,7 @@ def test_fusiondistill_loss_equals_hand_computation():
                                degrade=degrade, num_experts=2, alpha=alpha, gammas=gammas)
   loss, (_, metrics) = loss_fn(student["params"], student["batch_stats"],
                                {"image": jnp.asarray(images), "label": jnp.asarray(labels)},
-                               jax.random.key(5), stack_variables(experts))
+                               jax.random.key(5), stack_trees(experts))
 
   degraded = np.concatenate([255 - images[:2], images[2:] // 2])
   (logits, feats), _ = model.apply(student, normalize(degraded, "unit"), train=True,
@@ -70,7 +71,7 @@ def test_fusiondistill_loss_equals_hand_computation():
 def test_student_gradient_flows_but_teachers_are_frozen():
   model = cifar_resnet(8, 3)
   student = init_variables(model, jax.random.key(0), (32, 32, 3))
-  experts = stack_variables([init_variables(model, jax.random.key(i), (32, 32, 3))
+  experts = stack_trees([init_variables(model, jax.random.key(i), (32, 32, 3))
                              for i in (1, 2)])
   loss_fn = fusiondistill_loss(model, normalization="unit", augment_cfg=NO_AUGMENT,
                                degrade=lambda k, x: x, num_experts=2)

@@ -12,12 +12,13 @@ import ml_collections
 import numpy as np
 import pytest
 
-from fdjax.distill import fusiondistill_loss, stack_variables
+from fdjax.distill import fusiondistill_loss
 from fdjax.models import cifar_resnet
 from fdjax.moe import (active_param_count, balance_loss, cv_squared, dispatch_tensors,
                        expert_capacity, expert_param_count, inference_flops, moe_resnet,
                        moe_variables, param_count, pool_gates, relative_cost, top_k_gates)
 from fdjax.train import init_variables
+from fdjax.trees import stack_trees
 from random_weights import random_variables
 
 SHAPE = (8, 8, 3)
@@ -232,7 +233,7 @@ def test_router_gets_gradients_through_fusiondistill_loss(dense_models):
   def grads_and_metrics(params):
     def loss(p):
       value, (_, metrics) = loss_fn(p, variables["batch_stats"], batch, jax.random.key(0),
-                                    stack_variables(experts))
+                                    stack_trees(experts))
       return value, metrics
     return jax.grad(loss, has_aux=True)(params)
 

@@ -2,8 +2,7 @@
 
 from fdjax.distill.degrade import combined, single
 from fdjax.distill.losses import cosine_distance
-from fdjax.distill.objectives import (apply_experts, expert_loss, fusiondistill_loss,
-                                     stack_variables)
+from fdjax.distill.objectives import apply_experts, expert_loss, fusiondistill_loss
 
-__all__ = ["apply_experts", "combined", "cosine_distance", "expert_loss", "fusiondistill_loss", "single",
-           "stack_variables"]
+__all__ = ["apply_experts", "combined", "cosine_distance", "expert_loss", "fusiondistill_loss",
+           "single"]

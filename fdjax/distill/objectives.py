@@ -24,15 +24,12 @@ import ml_collections
 from fdjax.distill.losses import cosine_distance
 from fdjax.models import normalize
 from fdjax.train.objectives import DegradeFn, cross_entropy, prepare_views
-
-
-def stack_variables(variables_list: Sequence[dict]) -> dict:
-  """N variable pytrees of one architecture -> one pytree with a leading axis N."""
-  return jax.tree.map(lambda *leaves: jnp.stack(leaves), *variables_list)
+from fdjax.trees import stack_trees, unstack_tree
 
 
 def apply_experts(fn, stacked, inputs):
-  """``[fn(expert_i, inputs[i]) for i]`` stacked, for variables stacked on axis 0.
+  """``[fn(expert_i, inputs[i]) for i]`` stacked, for variables stacked on axis 0
+  (``fdjax.trees.stack_trees``).
 
   ``inputs`` is stacked on axis 0 as well (broadcast one array to N copies to give
   every expert the same input). On GPU/TPU this is one ``vmap``.
@@ -43,9 +40,7 @@ def apply_experts(fn, stacked, inputs):
   if jax.default_backend() != "cpu":
     return jax.vmap(fn)(stacked, inputs)
   n = jax.tree.leaves(stacked)[0].shape[0]
-  outputs = [fn(jax.tree.map(lambda a: a[i], stacked), jax.tree.map(lambda a: a[i], inputs))
-             for i in range(n)]
-  return jax.tree.map(lambda *leaves: jnp.stack(leaves), *outputs)
+  return stack_trees([fn(unstack_tree(stacked, i), unstack_tree(inputs, i)) for i in range(n)])
 
 
 def expert_loss(model, *, normalization: str, augment_cfg: ml_collections.ConfigDict,

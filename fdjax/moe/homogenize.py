@@ -44,6 +44,7 @@ import jax.numpy as jnp
 import optax
 
 from fdjax.train.checkpoint import path_str  # the one key-path formatter ("a/b/c")
+from fdjax.trees import stack_trees
 
 _HI = jax.lax.Precision.HIGHEST  # Gram/dot products in full f32 even on TPU/GPU (TF32).
 
@@ -87,7 +88,7 @@ def per_task_value_and_grad(num_tasks: int, *, residual: bool = True) -> Callabl
       # unrolled rather than vmapped over one-hot cotangents: JAX has no batching rule
       # for the transpose of the vmapped expert convolutions of the MoE student.
       rows = [vjp_fn(cotangent)[0] for cotangent in jnp.eye(num_tasks, dtype=vector.dtype)]
-      grads = jax.tree.map(lambda *leaves: jnp.stack(leaves), *rows)
+      grads = stack_trees(rows)
       return (loss, (batch_stats, metrics)), grads
 
     return value_and_grads

@@ -18,10 +18,11 @@ Observed with jax/jaxlib 0.10.2 (CPU, 8 simulated devices, mesh ``(data 2, exper
   but XLA's partitioner all-gathers the expert kernels of the grouped convolutions
   (the vmapped convs after each block's first) instead of running each expert on
   its own device: storage is expert-parallel, part of the compute is not.
-* params *replicated* on that 2-D mesh with the batch over ``'data'`` only (what
-  ``fdjax.train.make_train_step`` does on such a mesh): the experts' grouped-conv
-  kernel gradients come out WRONG. Use ``expert_sharding`` for the state, or the 1-D
-  ``make_mesh`` data mesh (correct), for training.
+* params *replicated* on that 2-D mesh with the batch over ``'data'`` only: the
+  experts' grouped-conv kernel gradients come out WRONG. So
+  ``fdjax.train.make_train_step`` refuses a mesh with an axis besides ``'data'``
+  unless given ``state_sharding=expert_sharding(mesh, state)`` (the state put that
+  way), and the 1-D ``make_mesh`` data mesh is correct as well.
 """
 
 from __future__ import annotations
@@ -29,12 +30,12 @@ from __future__ import annotations
 from typing import Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from fdjax.train.mesh import DATA_AXIS
 from fdjax.train.state import init_variables
+from fdjax.trees import stack_trees
 
 EXPERT_AXIS = "expert"
 COLLECTIONS = ("params", "batch_stats")
@@ -91,7 +92,7 @@ def moe_variables(moe_model, fused_variables: dict, expert_variables_list: Seque
       stage = name[:-len("_moe")]
       moe = dict(fresh[collection][name])   # router / channel_gate
       experts = [_stage_blocks(ev.get(collection, {}), stage) for ev in expert_variables_list]
-      moe["experts"] = jax.tree.map(lambda *leaves: jnp.stack(leaves), *experts)
+      moe["experts"] = stack_trees(experts)
       if "shared" in sub:
         moe["shared"] = _stage_blocks(fused, stage)
       built[name] = moe

@@ -13,7 +13,6 @@ checkpoint that cannot be read raises; it is never silently replaced.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from typing import Callable
 
@@ -24,7 +23,7 @@ from absl import logging
 from fdjax.data import batching
 from fdjax.train.checkpoint import Checkpointer
 from fdjax.train.mesh import check_batch_size, data_sharding
-from fdjax.train.progress import MetricsWriter, Progress
+from fdjax.train.progress import MetricsWriter, Progress, StudyProgress
 from fdjax.train.state import TrainState
 
 
@@ -44,16 +43,32 @@ class LoopConfig:
   max_steps: int = 0
 
 
+EpochEndHook = Callable[[TrainState, int], "dict | tuple[TrainState, dict] | None"]
+
+
 def fit(state: TrainState, train_step: Callable, train_split, *, loop: LoopConfig, mesh,
         workdir: str, schedule: Callable[[int], float] | None = None, name: str = "train",
         checkpointer: Checkpointer | None = None, frozen=None,
-        on_epoch_end: Callable[[TrainState, int], dict] | None = None) -> TrainState:
+        on_epoch_end: EpochEndHook | None = None,
+        study: StudyProgress | None = None) -> TrainState:
   """Trains ``state`` on ``train_split`` (an ``ImageSet``) and returns the final state.
 
   ``frozen`` (read-only teacher variables) is passed to every step unchanged.
   Writes checkpoints to ``<workdir>/checkpoints`` (unless ``checkpointer`` is given) and
-  metrics to ``<workdir>/metrics.jsonl``. ``on_epoch_end(state, epoch)`` may return
-  extra metrics (e.g. validation accuracy) recorded with the epoch's checkpoint.
+  metrics to ``<workdir>/metrics.jsonl`` (scalars as numbers, vector metrics such as a
+  population's loss ``[P]`` as lists; the console shows a vector's mean).
+
+  ``on_epoch_end(state, epoch)`` returns extra metrics for ``metrics.jsonl`` (e.g.
+  validation accuracy), or ``(new_state, metrics)``: ``new_state`` (same structure and
+  shardings) replaces the training state, e.g. an evolutionary step that swaps
+  population members; training continues from it and a checkpoint of it is saved right
+  away. A periodic checkpoint falling on an epoch's last step is saved after the hook,
+  so a resumed run never skips a hook that an uninterrupted run made.
+
+  ``study``: the whole study's progress; the loop reports the images processed so far
+  in this stage (``study.advance(name, step * batch_size)``) and appends
+  ``study.describe()`` to its progress lines. Starting and finishing the stage in it is
+  the caller's job.
   """
   check_batch_size(loop.batch_size, mesh)
   steps_per_epoch = batching.num_batches(len(train_split), loop.batch_size, drop_remainder=True)
@@ -67,13 +82,15 @@ def fit(state: TrainState, train_step: Callable, train_split, *, loop: LoopConfi
     logging.info("[%s] resumed from step %d (%s)", name, int(state.step), checkpointer.directory)
   writer = MetricsWriter(os.path.join(workdir, "metrics.jsonl"))
   step = int(jax.device_get(state.step))
+  if study is not None:
+    study.advance(name, step * loop.batch_size, measured=False)   # done before this process
   progress = Progress(name, total_steps, loop.batch_size, start_step=step)
   sharding = data_sharding(mesh)
   last_saved = step
   finite_since_save = []  # device scalars; read at log/save points only (no per-step sync)
 
   def check_finite(at_step: int) -> None:
-    if finite_since_save and float(np.min(jax.device_get(finite_since_save))) < 1.0:
+    if finite_since_save and min(float(np.min(f)) for f in jax.device_get(finite_since_save)) < 1:
       raise NonFiniteLossError(
           f"[{name}] non-finite loss or gradient between steps {last_saved} and {at_step}; "
           f"stopped without saving. The last good checkpoint is step {checkpointer.latest_step()} "
@@ -87,6 +104,10 @@ def fit(state: TrainState, train_step: Callable, train_split, *, loop: LoopConfi
     last_saved = at_step
 
   stop_at = min(total_steps, loop.max_steps) if loop.max_steps > 0 else total_steps
+
+  def periodic_save_due(at_step: int) -> bool:
+    return at_step % loop.checkpoint_every_steps == 0 and at_step < stop_at
+
   for epoch in range(step // steps_per_epoch, loop.epochs):
     if step >= stop_at:
       break
@@ -96,20 +117,42 @@ def fit(state: TrainState, train_step: Callable, train_split, *, loop: LoopConfi
       step += 1
       finite_since_save.append(metrics["finite"])
       if step % loop.log_every_steps == 0 or step == stop_at:
-        host = {k: float(v) for k, v in jax.device_get(metrics).items() if np.ndim(v) == 0}
-        if not math.isfinite(host["loss"]):
+        host = {k: _host(v) for k, v in jax.device_get(metrics).items()}
+        if not np.all(np.isfinite(host["loss"])):
           check_finite(step)
         lr = float(schedule(step)) if schedule else float("nan")
-        rates = progress.line(step, host, lr)
+        if study is not None:
+          study.advance(name, step * loop.batch_size)
+        rates = progress.line(step, host, lr, study.describe() if study is not None else "")
         writer.write({"stage": name, "step": step, "epoch": step / steps_per_epoch, "lr": lr,
                       **host, **rates})
-      if step % loop.checkpoint_every_steps == 0 and step < stop_at:
+      epoch_end_hook_due = on_epoch_end is not None and step % steps_per_epoch == 0
+      if periodic_save_due(step) and not epoch_end_hook_due:
         save(step)
       if step >= stop_at:
         break
     if step % steps_per_epoch == 0 and on_epoch_end is not None:
-      extra = on_epoch_end(state, epoch)
+      state, extra, replaced = _run_hook(on_epoch_end, state, epoch)
       writer.write({"stage": name, "step": step, "epoch": epoch + 1, **extra})
+      if (replaced and step < stop_at) or periodic_save_due(step):
+        save(step)
   if step > last_saved or checkpointer.latest_step() is None:
     save(step)
   return state
+
+
+def _host(v):
+  """A fetched metric: a float for a scalar, a list (nested for ndim > 1) for an array."""
+  return float(v) if np.ndim(v) == 0 else np.asarray(v).tolist()
+
+
+def _run_hook(hook: EpochEndHook, state: TrainState, epoch: int):
+  """``(state, metrics, replaced)`` from ``hook(state, epoch)``'s dict or (state, dict) pair."""
+  result = hook(state, epoch)
+  if isinstance(result, tuple):
+    if len(result) != 2 or not isinstance(result[0], TrainState):
+      raise TypeError(f"on_epoch_end must return a metrics dict or (TrainState, dict), got a "
+                      f"tuple of {len(result)}: {[type(r).__name__ for r in result]}")
+    new_state, extra = result
+    return new_state, dict(extra or {}), True
+  return state, dict(result or {}), False

@@ -1,16 +1,21 @@
-"""Progress lines and a JSON-lines metrics file for a training run."""
+"""Progress lines, a study-level progress / ETA, and a JSON-lines metrics file."""
 
 from __future__ import annotations
 
 import json
 import os
 import time
+from typing import Callable, Sequence
 
+import numpy as np
 from absl import logging
 
 
 class MetricsWriter:
-  """Appends one JSON object per line to ``path`` (created with its folder)."""
+  """Appends one JSON object per line to ``path`` (created with its folder).
+
+  Scalars are written as numbers, vectors / arrays as (nested) lists of numbers.
+  """
 
   def __init__(self, path: str):
     self.path = path
@@ -22,32 +27,145 @@ class MetricsWriter:
 
 
 def _plain(v):
+  if isinstance(v, (str, int, bool)) or v is None:
+    return v
+  if isinstance(v, (list, tuple)) or np.ndim(v) > 0:
+    try:
+      return np.asarray(v, np.float64).tolist()
+    except (TypeError, ValueError):
+      return [_plain(x) for x in v] if isinstance(v, (list, tuple)) else str(v)
   try:
-    return float(v) if not isinstance(v, (str, int, bool)) else v
+    return float(v)
   except (TypeError, ValueError):
     return str(v)
 
 
+def _number(v) -> tuple[float, str]:
+  """``(value, note)``: a scalar as is; a vector's mean with note ``' (mean of P)'``."""
+  if np.ndim(v) == 0:
+    return float(v), ""
+  return float(np.mean(v)), f" (mean of {np.size(v)})"
+
+
 class Progress:
-  """Logs ``step/total, loss, lr, images/s, ETA`` lines; throughput over the last interval."""
+  """Logs ``step/total, loss, lr, images/s, ETA`` lines; throughput over the last interval.
+
+  A vector loss (e.g. ``[P]``, a population) is shown as its mean, marked ``(mean of P)``;
+  so are vector metrics. ``study`` (a ``StudyProgress.describe()`` line) is appended.
+  """
 
   def __init__(self, name: str, total_steps: int, batch_size: int, start_step: int = 0):
     self.name, self.total, self.batch_size = name, total_steps, batch_size
     self._last_step, self._last_time = start_step, time.perf_counter()
 
-  def line(self, step: int, metrics: dict, lr: float) -> dict:
+  def line(self, step: int, metrics: dict, lr: float, study: str = "") -> dict:
     now = time.perf_counter()
     steps = max(step - self._last_step, 1)
     seconds = max(now - self._last_time, 1e-9)
     images_per_s = steps * self.batch_size / seconds
     eta_s = (self.total - step) * seconds / steps
     self._last_step, self._last_time = step, now
-    extras = " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k not in ("loss", "finite"))
-    logging.info("[%s] step %d/%d loss %.4f lr %.3g %.0f img/s ETA %s %s", self.name, step,
-                 self.total, metrics["loss"], lr, images_per_s, _hms(eta_s), extras)
+    extras = " ".join("{}={:.4g}{}".format(k, *_number(v)) for k, v in metrics.items()
+                      if k not in ("loss", "finite"))
+    loss, note = _number(metrics["loss"])
+    logging.info("[%s] step %d/%d loss %.4f%s lr %.3g %.0f img/s ETA %s %s%s", self.name, step,
+                 self.total, loss, note, lr, images_per_s, _hms(eta_s), extras,
+                 f" | {study}" if study else "")
     return {"images_per_s": images_per_s, "eta_s": eta_s}
 
 
 def _hms(seconds: float) -> str:
   seconds = int(seconds)
   return f"{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def _duration(seconds: float) -> str:
+  """``45s``, ``2m10s``, ``1h02m``."""
+  seconds = int(round(seconds))
+  if seconds < 60:
+    return f"{seconds}s"
+  if seconds < 3600:
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+  return f"{seconds // 3600}h{seconds // 60 % 60:02d}m"
+
+
+class StudyProgress:
+  """Where a whole study (every stage of every method, in run order) stands, with an ETA.
+
+  ``stages``: ``(name, work)`` pairs in run order; ``work`` = training images the stage
+  will process (``epochs * steps_per_epoch * batch_size``; 0 for stages that do not
+  train). ``start(name)`` when a stage begins running, ``advance(name, done)`` with the
+  images processed so far in it, ``finish(name)`` when it is complete. ``finish`` of a
+  stage never started (reused from disk) removes its work from what remains, and no
+  time is measured for it.
+
+  ETA = remaining work x (seconds spent in stages started by THIS process / work they
+  did in this process); ``ETA ?`` before any work was measured. Work done before a
+  resume (``advance(name, done, measured=False)``, what ``fit`` reports after
+  restoring a checkpoint) counts as done but not as measured. ``clock`` (seconds,
+  default ``time.perf_counter``) is injectable for tests.
+  """
+
+  def __init__(self, stages: Sequence[tuple[str, int]], clock: Callable[[], float] | None = None):
+    self._clock = clock or time.perf_counter
+    self._order = [name for name, _ in stages]
+    if len(set(self._order)) != len(self._order):
+      raise ValueError(f"StudyProgress: stage names repeat: {self._order}")
+    self._work = {name: int(work) for name, work in stages}
+    self._done = dict.fromkeys(self._order, 0)
+    self._finished: set[str] = set()
+    self._running: dict[str, tuple[float, int]] = {}   # name -> (start time, work at start)
+    self._current: str | None = None
+    self._seconds = 0.0   # measured in finished stages of this process
+    self._measured = 0    # work those stages did in this process
+    self._t0 = self._clock()
+
+  def _check(self, name: str) -> None:
+    if name not in self._work:
+      raise ValueError(f"StudyProgress: stage {name!r} is not in the plan {self._order}")
+
+  def start(self, name: str) -> None:
+    self._check(name)
+    self._running[name] = (self._clock(), self._done[name])
+    self._current = name
+
+  def advance(self, name: str, done: int, *, measured: bool = True) -> None:
+    """``done``: images processed so far in stage ``name`` (clipped to its work).
+    ``measured=False``: they were processed before this process resumed the stage."""
+    self._check(name)
+    self._done[name] = min(int(done), self._work[name])
+    if not measured and name in self._running:
+      self._running[name] = (self._running[name][0], self._done[name])
+
+  def finish(self, name: str) -> None:
+    self._check(name)
+    if name in self._running:
+      started, base = self._running.pop(name)
+      self._seconds += self._clock() - started
+      self._measured += self._work[name] - base
+    self._done[name] = self._work[name]
+    self._finished.add(name)
+    if self._current == name:
+      self._current = None
+
+  def remaining(self) -> int:
+    """Work (images) of the study not done yet."""
+    return sum(self._work[n] - self._done[n] for n in self._order if n not in self._finished)
+
+  def eta_seconds(self) -> float | None:
+    """Remaining work x measured seconds per unit of work; None before any measurement."""
+    now = self._clock()
+    seconds = self._seconds + sum(now - t for t, _ in self._running.values())
+    work = self._measured + sum(self._done[n] - base for n, (_, base) in self._running.items())
+    return None if work <= 0 else self.remaining() * seconds / work
+
+  def describe(self) -> str:
+    """E.g. ``study: stage 3/9 experts/jpeg, 2m10s elapsed, ETA 5m20s``."""
+    total = len(self._order)
+    if self._current is not None:
+      where = f"stage {self._order.index(self._current) + 1}/{total} {self._current}"
+    else:
+      where = f"{len(self._finished)}/{total} stages done"
+    eta = self.eta_seconds()
+    return (f"study: {where}, {_duration(self._clock() - self._t0)} elapsed, "
+            f"ETA {'?' if eta is None else _duration(eta)}")

@@ -1,0 +1,51 @@
+"""What the console shows: fdjax's own INFO lines by default, everything with ``--verbosity>=1``.
+
+Libraries log a lot at INFO (orbax: ~17 lines per checkpoint save; jax: backend
+probing). ``configure_logging`` installs ONE filter on absl's handler that drops
+INFO-and-below records that do not come from fdjax's own source files; warnings
+and errors of every library always pass.
+
+Why the earlier filter in ``main.py`` never dropped anything: it compared a Python
+record level (``record.levelno``, INFO = 20) with ``absl.logging.WARNING``, which is
+absl's *verbosity* constant (-1), not Python's level (30); ``20 >= -1`` holds for
+every record, so every record passed.
+"""
+
+from __future__ import annotations
+
+import logging as pylogging
+import os
+
+from absl import logging
+
+_FDJAX_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def is_fdjax_record(record: pylogging.LogRecord) -> bool:
+  """True for a record logged by fdjax code (absl's logger reports the caller's file)."""
+  return (record.name == "fdjax" or record.name.startswith("fdjax.")
+          or os.path.abspath(record.pathname).startswith(_FDJAX_DIR))
+
+
+def _only_fdjax_info(record: pylogging.LogRecord) -> bool:
+  return record.levelno >= pylogging.WARNING or is_fdjax_record(record)
+
+
+def configure_logging(verbosity: int = 0) -> None:
+  """Sets absl's verbosity and the console filter; calling it again replaces both.
+
+  ``verbosity`` is on absl's scale (``--verbosity``/``-v``: -1 warning, 0 info, 1 debug):
+
+  * ``0`` (what ``fdjax.main`` uses unless ``--verbosity`` is given): INFO; fdjax's INFO
+    lines are shown, other libraries' INFO/DEBUG lines dropped, their warnings kept.
+  * ``< 0``: that absl verbosity (fdjax's INFO lines hidden too), same filter.
+  * ``>= 1``: that absl verbosity and no filter: every library's INFO lines (orbax's
+    checkpoint chatter included) and DEBUG lines are shown.
+  """
+  handler = logging.get_absl_handler()
+  handler.removeFilter(_only_fdjax_info)
+  if verbosity >= 1:
+    logging.set_verbosity(verbosity)
+    return
+  logging.set_verbosity(min(verbosity, logging.INFO))
+  handler.addFilter(_only_fdjax_info)

@@ -1,0 +1,76 @@
+"""Console logging: fdjax's own INFO lines by default, orbax's only with --verbosity=1."""
+
+import logging as pylogging
+import os
+
+import pytest
+from absl import logging
+
+import fdjax
+from fdjax.console import configure_logging
+
+FDJAX_FILE = os.path.join(os.path.dirname(fdjax.__file__), "train", "loop.py")
+ORBAX_FILE = os.path.join("/site-packages", "orbax", "checkpoint", "checkpoint_manager.py")
+
+
+class _Capture(pylogging.Handler):
+  def __init__(self):
+    super().__init__()
+    self.messages = []
+
+  def emit(self, record):
+    self.messages.append(record.getMessage())
+
+
+@pytest.fixture
+def console(monkeypatch):
+  """Routes what absl's handler lets through (after its filters) into a list."""
+  handler = logging.get_absl_handler()
+  capture = _Capture()
+  monkeypatch.setattr(handler, "_current_handler", capture)
+  root = pylogging.getLogger()
+  added = handler not in root.handlers
+  if added:
+    root.addHandler(handler)
+  verbosity, root_level, filters = logging.get_verbosity(), root.level, list(handler.filters)
+  yield capture.messages
+  handler.filters[:] = filters
+  logging.set_verbosity(verbosity)
+  root.setLevel(root_level)
+  if added:
+    root.removeHandler(handler)
+
+
+def _absl_info_from(filename: str, message: str) -> None:
+  """absl.logging.info called from code whose file is ``filename`` (absl reports the caller)."""
+  exec(compile(f"logging.info({message!r})", filename, "exec"), {"logging": logging})
+
+
+def _log_everything() -> None:
+  _absl_info_from(FDJAX_FILE, "fdjax info")
+  _absl_info_from(ORBAX_FILE, "orbax absl info")
+  pylogging.getLogger("orbax.checkpoint.checkpoint_manager").info("orbax logger info")
+  pylogging.getLogger("orbax.checkpoint").warning("orbax warning")
+
+
+def test_default_verbosity_shows_fdjax_info_and_drops_orbax_info(console):
+  configure_logging(0)
+  _log_everything()
+  assert console == ["fdjax info", "orbax warning"]
+
+
+def test_verbosity_one_shows_orbax_info_again(console):
+  before = len(logging.get_absl_handler().filters)
+  configure_logging(1)
+  _log_everything()
+  assert console == ["fdjax info", "orbax absl info", "orbax logger info", "orbax warning"]
+  configure_logging(0)   # back to the default: the filter is installed once, not twice
+  _log_everything()
+  assert console[4:] == ["fdjax info", "orbax warning"]
+  assert len(logging.get_absl_handler().filters) == before + 1
+
+
+def test_negative_verbosity_hides_info_keeps_warnings(console):
+  configure_logging(-1)
+  _log_everything()
+  assert console == ["orbax warning"]

@@ -1,0 +1,90 @@
+"""StudyProgress (the whole study's stage / elapsed / ETA line) with a fake clock, and the
+metrics file's vectors."""
+
+import json
+
+import numpy as np
+import pytest
+
+from fdjax.train.progress import MetricsWriter, StudyProgress
+
+
+class FakeClock:
+  def __init__(self):
+    self.now = 0.0
+
+  def __call__(self):
+    return self.now
+
+
+PLAN = [("clean", 1000), ("experts/jpeg", 500), ("experts/blur", 500), ("evaluate", 0)]
+
+
+def test_eta_is_remaining_work_times_seconds_per_unit_measured_in_this_process():
+  clock = FakeClock()
+  study = StudyProgress(PLAN, clock=clock)
+  assert study.describe() == "study: 0/4 stages done, 0s elapsed, ETA ?"
+  study.finish("clean")                      # reused from disk: no time, work removed
+  assert study.remaining() == 1000
+  clock.now = 10.0
+  study.start("experts/jpeg")
+  assert study.describe() == "study: stage 2/4 experts/jpeg, 10s elapsed, ETA ?"
+  clock.now = 30.0
+  study.advance("experts/jpeg", 100)         # 100 images in 20 s: 0.2 s per image
+  assert study.remaining() == 900
+  assert study.describe() == "study: stage 2/4 experts/jpeg, 30s elapsed, ETA 3m00s"
+  clock.now = 110.0
+  study.finish("experts/jpeg")               # 500 images in 100 s
+  assert study.eta_seconds() == pytest.approx(500 * 0.2)
+  assert study.describe() == "study: 2/4 stages done, 1m50s elapsed, ETA 1m40s"
+
+
+def test_work_done_before_a_resume_counts_as_done_but_not_as_measured():
+  clock = FakeClock()
+  study = StudyProgress(PLAN, clock=clock)
+  study.finish("clean")
+  study.start("experts/jpeg")
+  clock.now = 100.0
+  study.finish("experts/jpeg")               # 500 images in 100 s
+  study.start("experts/blur")
+  study.advance("experts/blur", 300, measured=False)   # restored from a checkpoint
+  assert study.remaining() == 200
+  clock.now = 120.0
+  study.advance("experts/blur", 400)         # 100 more images in 20 s
+  # (100 s + 20 s) / (500 + 100) images = 0.2 s per image; 100 images remain.
+  assert study.eta_seconds() == pytest.approx(100 * 0.2)
+  clock.now = 140.0
+  study.finish("experts/blur")
+  assert study.remaining() == 0 and study.eta_seconds() == pytest.approx(0.0)
+  study.start("evaluate")                    # no training work
+  clock.now = 3730.0
+  assert study.describe() == "study: stage 4/4 evaluate, 1h02m elapsed, ETA 0s"
+  study.finish("evaluate")
+  assert study.describe().startswith("study: 4/4 stages done")
+
+
+def test_a_resumed_stage_alone_gives_no_eta_until_it_advances():
+  clock = FakeClock()
+  study = StudyProgress([("only", 100)], clock=clock)
+  study.start("only")
+  study.advance("only", 60, measured=False)
+  clock.now = 5.0
+  assert study.eta_seconds() is None and study.describe().endswith("ETA ?")
+  study.advance("only", 80)                  # 20 images in 5 s
+  assert study.eta_seconds() == pytest.approx(20 * 5.0 / 20)
+
+
+def test_unknown_and_repeated_stage_names_are_errors():
+  with pytest.raises(ValueError, match="repeat"):
+    StudyProgress([("a", 1), ("a", 2)])
+  study = StudyProgress(PLAN)
+  with pytest.raises(ValueError, match="not in the plan"):
+    study.start("experts/noise")
+
+
+def test_metrics_writer_records_vectors_as_lists(tmp_path):
+  path = tmp_path / "m" / "metrics.jsonl"
+  MetricsWriter(str(path)).write({"stage": "p", "step": 3, "loss": np.float32(0.5),
+                                  "losses": np.array([1.0, 2.0], np.float32), "ok": True})
+  assert json.loads(path.read_text()) == {"stage": "p", "step": 3, "loss": 0.5,
+                                          "losses": [1.0, 2.0], "ok": True}
