@@ -3,9 +3,19 @@
 __version__ = "0.1.0"
 
 
+def load_model(workdir: str, method: str = "fusiondistill", seed: int | None = None,
+               k: int | None = None):
+  """See ``fdjax.load.load_model``: model, variables and a jitted uint8 -> outputs predict."""
+  from fdjax.load import load_model as _load_model
+
+  return _load_model(workdir, method, seed, k)
+
+
 def restore(workdir: str, method: str = "fusiondistill", seed: int | None = None,
             k: int | None = None):
-  """See ``fdjax.restore_run.restore``: model, variables and a jitted uint8 -> logits predict."""
-  from fdjax.restore_run import restore as _restore
+  """Deprecated name of ``load_model`` (kept for existing scripts; warns)."""
+  import warnings
 
-  return _restore(workdir, method, seed, k)
+  warnings.warn("fdjax.restore is deprecated; use fdjax.load_model", DeprecationWarning,
+                stacklevel=2)
+  return load_model(workdir, method, seed, k)

@@ -9,11 +9,13 @@ from typing import Sequence
 
 import ml_collections
 
-# Rows of the results table, in the paper's order.
-METHODS = ("oracle", "ensemble", "scratch", "vanilla", "modelsoups", "fusing", "fusiondistill",
-           "fusiondistill_moe")
-# What `config.methods` holds by default: the paper's table.
-PAPER_METHODS = METHODS[:-1]
+# What `config.methods` holds by default: the paper's table (every method, its rows and
+# the stages it needs: `fdjax.methods`).
+PAPER_METHODS = ("oracle", "ensemble", "scratch", "vanilla", "modelsoups", "fusing",
+                 "fusiondistill")
+# Degradations whose level range `config.levels.<name>` may restrict (the registry's).
+LEVEL_NAMES = ("jpeg", "blur", "awgn", "sapn", "sapn_paper", "haze", "rain", "lowlight",
+               "motion_blur")
 # The training stages, each a `stage_config` (epochs, optimizer) in `base_config()`.
 TRAINING_STAGES = ("clean", "experts", "fusiondistill", "fusing", "vanilla", "scratch", "moe")
 
@@ -51,6 +53,7 @@ def apply_runlocal(config: ml_collections.ConfigDict, *, max_per_split: int,
 def base_config() -> ml_collections.ConfigDict:
   """Defaults: the paper's CIFAR-10 ResNet-56 recipe for the clean stage."""
   c = ml_collections.ConfigDict()
+  c.task = "classification"         # fdjax.tasks.TASKS
   c.seed = 0
   c.data = ml_collections.ConfigDict(dict(
       source="tfds:cifar10",       # tfds:<name> | folder:<path or .tar.gz> | digits
@@ -71,6 +74,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.methods = ",".join(PAPER_METHODS)
   c.seeds = "0"
   c.degradations = "jpeg,blur,awgn,sapn"
+  # Level range per degradation, 'low:high' in its own units (inclusive; either side may be
+  # empty), '' = the whole grid. Training, model selection, evaluation and router usage
+  # all use the plan (fdjax.degradations.plan); e.g. levels.blur='0:3', levels.jpeg='10:90'.
+  c.levels = ml_collections.ConfigDict({name: "" for name in LEVEL_NAMES})
   # Model selection: 'last' checkpoint, or 'val' = best epoch by accuracy on the held-out
   # validation split under the stage's training degradations (never the test set).
   c.selection = "last"

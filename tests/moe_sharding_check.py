@@ -20,12 +20,12 @@ assert "xla_force_host_platform_device_count=8" in os.environ.get("XLA_FLAGS", "
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 
 from fdjax.distill import fusiondistill_loss  # noqa: E402
+from fdjax.tasks import NO_AUGMENT, ClassificationTask  # noqa: E402
 from fdjax.models import cifar_resnet  # noqa: E402
 from fdjax.moe import expert_mesh, expert_sharding, moe_resnet, moe_variables  # noqa: E402
 from random_weights import random_variables  # noqa: E402  (tests/ is sys.path[0])
@@ -69,9 +69,7 @@ for kwargs in (dict(), dict(dispatch="sparse"), dict(dispatch="sparse", capacity
 
 # Gradients of the FusionDistill loss, experts sharded over 'expert', against the generic
 # train step (plain SGD, lr 1: new params = params - grads) on 1 device.
-no_augment = ml_collections.ConfigDict(dict(flip=False, crop=False, pad=4, cutout=False,
-                                            cutout_size=16))
-loss_fn = fusiondistill_loss(model, normalization="unit", augment_cfg=no_augment,
+loss_fn = fusiondistill_loss(model, ClassificationTask("unit", NO_AUGMENT),
                              degrade=lambda k, x: x, num_experts=E, teacher_model=dense,
                              aux_loss_weight=1e-4)
 batch = {"image": jnp.asarray(rng.integers(0, 256, (8, *SHAPE), dtype=np.uint8)),

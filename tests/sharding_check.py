@@ -8,19 +8,19 @@ assert "xla_force_host_platform_device_count=8" in os.environ.get("XLA_FLAGS", "
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
 from fdjax.config import optimizer_config  # noqa: E402
 from fdjax.models import cifar_resnet  # noqa: E402
 from fdjax.train import (create_train_state, data_sharding, init_variables, make_mesh,  # noqa: E402
                          make_optimizer, make_train_step)
-from fdjax.train.objectives import classification_loss  # noqa: E402
+from fdjax.tasks import Augment, ClassificationTask  # noqa: E402
+from fdjax.train.objectives import supervised_loss  # noqa: E402  # noqa: E402
 
 assert jax.device_count() == 8, jax.devices()
 model = cifar_resnet(8, 10)
-augment_cfg = ml_collections.ConfigDict(dict(flip=True, crop=True, pad=4, cutout=True, cutout_size=8))
-loss_fn = classification_loss(model, normalization="unit", augment_cfg=augment_cfg)
+task = ClassificationTask("unit", Augment(flip=True, crop=True, pad=4, cutout=True, cutout_size=8))
+loss_fn = supervised_loss(model, task)
 tx, _ = make_optimizer(optimizer_config("sgd", 0.1), epochs=1, steps_per_epoch=1)
 variables = init_variables(model, jax.random.key(0), (32, 32, 3))
 rng = np.random.default_rng(0)

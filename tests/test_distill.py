@@ -2,17 +2,17 @@
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
-from fdjax.distill import combined, cosine_distance, fusiondistill_loss
+from fdjax.degradations.plan import LevelPlan
+from fdjax.distill import cosine_distance, fusiondistill_loss
+from fdjax.tasks import NO_AUGMENT, ClassificationTask
 from fdjax.models import cifar_resnet, normalize
 from fdjax.train import init_variables
 from fdjax.trees import stack_trees
 
-NO_AUGMENT = ml_collections.ConfigDict(dict(flip=False, crop=False, pad=4, cutout=False,
-                                            cutout_size=16))
+UNIT = ClassificationTask("unit", NO_AUGMENT)
 
 
 def test_cosine_distance_matches_numpy_on_flattened_features():
@@ -48,7 +48,7 @@ def test_fusiondistill_loss_equals_hand_computation():
     return jnp.concatenate([255 - x[:2], x[2:] // 2])
 
   alpha, gammas = 0.1, [1.0, 0.5]
-  loss_fn = fusiondistill_loss(model, normalization="unit", augment_cfg=NO_AUGMENT,
+  loss_fn = fusiondistill_loss(model, UNIT,
                                degrade=degrade, num_experts=2, alpha=alpha, gammas=gammas)
   loss, (_, metrics) = loss_fn(student["params"], student["batch_stats"],
                                {"image": jnp.asarray(images), "label": jnp.asarray(labels)},
@@ -73,7 +73,7 @@ def test_student_gradient_flows_but_teachers_are_frozen():
   student = init_variables(model, jax.random.key(0), (32, 32, 3))
   experts = stack_trees([init_variables(model, jax.random.key(i), (32, 32, 3))
                              for i in (1, 2)])
-  loss_fn = fusiondistill_loss(model, normalization="unit", augment_cfg=NO_AUGMENT,
+  loss_fn = fusiondistill_loss(model, UNIT,
                                degrade=lambda k, x: x, num_experts=2)
   batch = {"image": jnp.full((4, 32, 32, 3), 100, jnp.uint8), "label": jnp.zeros(4, jnp.int32)}
   grads = jax.grad(lambda p, f: loss_fn(p, student["batch_stats"], batch, jax.random.key(0),
@@ -84,7 +84,7 @@ def test_student_gradient_flows_but_teachers_are_frozen():
 
 def test_combined_batch_degrades_each_share_with_its_own_degradation():
   images = jnp.full((8, 8, 8, 3), 128, jnp.uint8)
-  out = np.asarray(combined(("jpeg", "sapn"))(jax.random.key(0), images))
+  out = np.asarray(LevelPlan(("jpeg", "sapn")).combined()(jax.random.key(0), images))
   assert out.shape == images.shape
   with pytest.raises(ValueError, match="equal shares"):
-    combined(("jpeg", "blur", "awgn"))(jax.random.key(0), images)
+    LevelPlan(("jpeg", "blur", "awgn")).combined()(jax.random.key(0), images)

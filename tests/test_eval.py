@@ -19,7 +19,11 @@ from fdjax.data import ImageSet
 from fdjax.eval import levels as levels_lib
 from fdjax.eval import plots, report
 from fdjax.models import cifar_resnet
+from fdjax.degradations.plan import LevelPlan, level_indices
+from fdjax.tasks import ClassificationTask
 from fdjax.train import init_variables
+
+TASK = ClassificationTask(normalization="unit")
 
 N, C, BATCH = 10, 3, 4  # 10 examples in batches of 4: the last batch has 2 padding rows
 
@@ -68,16 +72,29 @@ def _closed_form_predict_fn(name):
   return predict_fn
 
 
+def _pairs(name, levels):
+  return list(zip([float(v) for v in levels], level_indices(name, levels)))
+
+
+def _evaluate(split, name, predict_fn, levels=None, batch_size=BATCH, variables=None):
+  levels = degradations.levels(name) if levels is None else levels
+  return dict(levels_lib.evaluate_levels(TASK, predict_fn, variables, split, name,
+                                         _pairs(name, levels), batch_size=batch_size, seed=301))
+
+
 @pytest.mark.parametrize("name", ["jpeg", "blur", "awgn", "sapn"])
 def test_acc_all_is_the_exact_mean_of_closed_form_per_level_accuracy(name):
-  per_level = levels_lib.evaluate_levels(None, None, _index_split(), name, batch_size=BATCH,
-                                         predict_fn=_closed_form_predict_fn(name))
+  pairs = levels_lib.evaluate_levels(TASK, _closed_form_predict_fn(name), None, _index_split(),
+                                     name, LevelPlan((name,)).eval_levels(name),
+                                     batch_size=BATCH, seed=301)
+  per_level = dict(pairs)
   grid = np.asarray(degradations.levels(name), np.float64)
-  assert len(grid) == GRID_SIZES[name] and list(per_level) == [float(v) for v in grid]
+  assert len(grid) == GRID_SIZES[name] and [p[0] for p in pairs] == [float(v) for v in grid]
+  assert all(isinstance(p[0], float) for p in pairs)  # levels stay floats
   expected = {float(v): COUNTS[name](float(v)) / N for v in grid}
   assert per_level == expected  # exact: counts over 10 unpadded examples
   assert per_level[float(grid[0])] == 0.0 and per_level[float(grid[-1])] == 1.0
-  assert levels_lib.acc_all(per_level) == pytest.approx(
+  assert levels_lib.mean_over_levels(pairs) == pytest.approx(
       sum(expected.values()) / GRID_SIZES[name], abs=1e-12)
 
 
@@ -93,11 +110,9 @@ def test_padding_is_masked():
     index = images[:, 0, 0, 0].astype(jnp.int32)
     return _logits_from(index, index == 0)
 
-  kw = dict(name="awgn", batch_size=BATCH, levels=[0.0, 7.0])
-  assert levels_lib.evaluate_levels(None, None, split, predict_fn=always_right, **kw) == {
-      0.0: 1.0, 7.0: 1.0}
-  assert levels_lib.evaluate_levels(None, None, split, predict_fn=only_zero_right, **kw) == {
-      0.0: 1 / 7, 7.0: 1 / 7}
+  kw = dict(name="awgn", levels=[0.0, 7.0])
+  assert _evaluate(split, predict_fn=always_right, **kw) == {0.0: 1.0, 7.0: 1.0}
+  assert _evaluate(split, predict_fn=only_zero_right, **kw) == {0.0: 1 / 7, 7.0: 1 / 7}
 
 
 def test_stride_levels_keeps_both_ends():
@@ -106,9 +121,8 @@ def test_stride_levels_keeps_both_ends():
   np.testing.assert_allclose(levels_lib.stride_levels(grid, 10), grid[[0, 10, 20, 30, 40, 50]])
   np.testing.assert_allclose(levels_lib.stride_levels(grid, 20), grid[[0, 20, 40, 50]])
   np.testing.assert_allclose(levels_lib.stride_levels(grid, 100), grid[[0, 50]])
-  with pytest.raises(ValueError):
-    levels_lib.evaluate_levels(None, None, _index_split(), "awgn", batch_size=BATCH,
-                               levels=[0.5], predict_fn=_closed_form_predict_fn("awgn"))
+  with pytest.raises(ValueError, match="not on the awgn grid"):
+    level_indices("awgn", [0.5])
 
 
 def test_subset_is_class_balanced_not_a_prefix():
@@ -157,8 +171,8 @@ def test_every_method_sees_the_same_degraded_images(name):
     return predict_fn
 
   seen_a, seen_b, seen_a2 = [], [], []
-  runs = [levels_lib.evaluate_levels(None, {"w": w}, split, name, batch_size=4, levels=levels,
-                                     predict_fn=recording(store))
+  runs = [_evaluate(split, name, recording(store), levels=levels, batch_size=4,
+                    variables={"w": w})
           for w, store in ((1.0, seen_a), (-1.0, seen_b), (1.0, seen_a2))]
   assert runs[0] == runs[2]
   assert len(seen_a) == len(seen_b) == len(seen_a2) == 2 * len(levels)  # 2 batches x levels
@@ -176,25 +190,29 @@ def test_evaluate_all_structure_and_stride(monkeypatch):
     index = images[:, 0, 0, 0].astype(jnp.int32)
     return _logits_from(index, index < variables["k"])
 
-  results = levels_lib.evaluate_all(None, {"k": 6}, _index_split(), batch_size=BATCH,
-                                    level_stride=25, predict=predict)
+  plan = LevelPlan(degradations.NAMES, stride=25)
+  results = levels_lib.evaluate_all(TASK, {"k": 6}, _index_split(), plan, batch_size=BATCH,
+                                    predict=predict)
   assert results["clean"] == 0.6
   for name in degradations.NAMES:
     grid = np.asarray(degradations.levels(name))
-    assert list(results[name]["per_level"]) == [float(v) for v in
-                                                levels_lib.stride_levels(grid, 25)]
-    assert float(grid[0]) in results[name]["per_level"]
-    assert float(grid[-1]) in results[name]["per_level"]
-    assert results[name]["acc_all"] == pytest.approx(0.6)
+    levels = [p[0] for p in results[name]["per_level"]]
+    assert levels == [float(v) for v in levels_lib.stride_levels(grid, 25)]
+    assert levels[0] == float(grid[0]) and levels[-1] == float(grid[-1])
+    assert results[name]["all"] == pytest.approx(0.6)
   assert results["avg"] == pytest.approx(0.6)
-  few = levels_lib.evaluate_all(None, {"k": 6}, _index_split(), names=("blur",),
-                                batch_size=BATCH, level_stride=50, max_examples=5,
-                                predict=predict)
+  few = levels_lib.evaluate_all(TASK, {"k": 6}, _index_split(), LevelPlan(("blur",), stride=50),
+                                batch_size=BATCH, max_examples=5, predict=predict)
   chosen = levels_lib.subset(_index_split(), 5).images[:, 0, 0, 0]  # example indices
   assert len(chosen) == 5
   assert set(few) == {"clean", "blur", "avg"}
   assert few["clean"] == pytest.approx(np.mean(chosen < 6))
-  assert list(few["blur"]["per_level"]) == [0.0, 5.0]
+  assert [p[0] for p in few["blur"]["per_level"]] == [0.0, 5.0]
+  # A restricted range: blur only up to sigma 3, evaluated at its ends and every 10th.
+  plan = LevelPlan(("blur",), ranges=(("blur", 0.0, 3.0),), stride=10)
+  part = levels_lib.evaluate_all(TASK, {"k": 6}, _index_split(), plan, batch_size=BATCH,
+                                 predict=predict)
+  assert [p[0] for p in part["blur"]["per_level"]] == pytest.approx([0.0, 1.0, 2.0, 3.0])
 
 
 @pytest.mark.slow
@@ -203,19 +221,21 @@ def test_real_degradations_resnet8_end_to_end():
   model = cifar_resnet(8, C, "gap")
   variables = init_variables(model, jax.random.PRNGKey(0), (32, 32, 3))
   split = _random_split(16, 32, seed=1)
-  kw = dict(normalization="cifar10", batch_size=6)  # 16 = 6 + 6 + (4 real, 2 padded)
-  results = levels_lib.evaluate_all(model, variables, split, level_stride=1000, **kw)
+  task = ClassificationTask(normalization="cifar10")  # 16 = 6 + 6 + (4 real, 2 padded)
+  results = levels_lib.evaluate_all(task, variables, split,
+                                    LevelPlan(degradations.NAMES, stride=1000), batch_size=6,
+                                    model=model)
   for name in degradations.NAMES:
-    per_level = results[name]["per_level"]
+    per_level = dict(results[name]["per_level"])
     grid = np.asarray(degradations.levels(name))
     assert list(per_level) == [float(grid[0]), float(grid[-1])]
     assert all(0.0 <= v <= 1.0 and (v * 16) % 1 == 0 for v in per_level.values())
   assert 0.0 <= results["clean"] <= 1.0
-  assert results["avg"] == pytest.approx(np.mean([results[n]["acc_all"]
+  assert results["avg"] == pytest.approx(np.mean([results[n]["all"]
                                                    for n in degradations.NAMES]))
   # The clean end of each grid is the clean image set (jpeg q=101, sigma 0, density 0).
   for name in degradations.NAMES:
-    assert results[name]["per_level"][degradations.clean_level(name)] == results["clean"]
+    assert dict(results[name]["per_level"])[degradations.clean_level(name)] == results["clean"]
 
 
 # ------------------------------------------------------------------ reports and plots
@@ -227,10 +247,10 @@ def _fake_results(base):
   """evaluate_all-shaped results with per-level accuracy = base - 0.01 * position."""
   results = {"clean": base}
   for name, lv in REPORT_LEVELS.items():
-    per_level = {v: base - 0.01 * i for i, v in enumerate(lv)}
-    results[name] = {"acc_all": float(np.mean(list(per_level.values()))),
+    per_level = [[v, base - 0.01 * i] for i, v in enumerate(lv)]
+    results[name] = {"all": float(np.mean([p[1] for p in per_level])),
                      "per_level": per_level}
-  results["avg"] = float(np.mean([results[n]["acc_all"] for n in REPORT_LEVELS]))
+  results["avg"] = float(np.mean([results[n]["all"] for n in REPORT_LEVELS]))
   return results
 
 
@@ -295,13 +315,13 @@ def _assert_png(path, min_w=300, min_h=200):
 
 
 def test_plots_are_valid_pngs(records, tmp_path):
-  paths = plots.plot_accuracy_vs_level(report.per_level_rows(records), str(tmp_path / "fig3"),
-                                       methods=["clean", "experts", "fusion"])
+  paths = plots.plot_metric_vs_level(report.per_level_rows(records), str(tmp_path / "fig3"),
+                                     methods=["clean", "experts", "fusion"])
   assert sorted(p.rsplit("/", 1)[1] for p in paths) == sorted(
       f"accuracy_{n}.png" for n in REPORT_LEVELS)
   for path in paths:
     _assert_png(path)
-  std_paths = plots.plot_accuracy_vs_level(records, str(tmp_path / "std"), band="std")
+  std_paths = plots.plot_metric_vs_level(records, str(tmp_path / "std"), band="std")
   assert len(std_paths) == 4
   matrix = np.array([[0.9, 0.5, 0.4, 0.3], [0.4, 0.8, 0.3, 0.2], [0.5, 0.4, 0.85, 0.6],
                      [0.45, 0.35, 0.55, 0.88]])

@@ -1,5 +1,5 @@
 """End to end: ``python -m fdjax.main`` on the quickstart (tiny variant) produces every
-output the study promises; ``fdjax.restore`` loads its models; bad flags fail clearly."""
+output the study promises; ``fdjax.load_model`` loads its models; bad flags fail clearly."""
 
 import json
 import os
@@ -27,11 +27,11 @@ def quickstart_run(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("quickstart")
   result = run_main("--config=configs/quickstart.py:tiny", f"--workdir={workdir}")
   assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
-  return workdir, result.stdout
+  return workdir, result.stdout, result.stderr
 
 
 def test_quickstart_writes_every_output(quickstart_run):
-  workdir, stdout = quickstart_run
+  workdir, stdout, stderr = quickstart_run
   for name in ("results.csv", "results.md", "results.json", "per_level.csv", "config.json",
                "run.json", "expert_heatmap.png", "accuracy_jpeg.png", "accuracy_blur.png",
                "accuracy_awgn.png", "accuracy_sapn.png"):
@@ -45,35 +45,41 @@ def test_quickstart_writes_every_output(quickstart_run):
               "ModelSoups (BN average)", "ModelSoups (BN reestimate)", "Fusing", "FusionDistill"):
     assert row in stdout and row in (workdir / "results.md").read_text()
   assert "Model selection: last checkpoint" in stdout
+  # The table says what its numbers are, then where the files are.
+  assert "Top-1 accuracy (%), higher is better" in stdout
+  assert f"Files in {workdir}:" in stdout and "results.md" in stdout.split("Files in")[1]
+  # fdjax's own lines only: no orbax chatter at the default verbosity; a study progress line.
+  assert "orbax" not in stderr and "study: stage" in stderr
   header = (workdir / "results.csv").read_text().splitlines()[0]
   for column in ("clean", "jpeg", "blur", "awgn", "sapn", "avg"):
     assert column in header.split(",")
 
 
 def test_rerun_reuses_finished_stages_and_adds_a_moe_student(quickstart_run):
-  workdir, _ = quickstart_run
-  before = (workdir / "seed_0" / "fusiondistill" / "metrics.jsonl").read_text()
+  """The MoE method ALONE: it must build (here: reuse) the experts and fused model."""
+  workdir = quickstart_run[0]
+  before = {stage: (workdir / "seed_0" / stage / "metrics.jsonl").read_text()
+            for stage in ("clean", "experts/jpeg", "fusiondistill")}
   result = run_main("--config=configs/quickstart.py:tiny", f"--workdir={workdir}",
-                    "--config.methods=fusiondistill,ensemble,fusiondistill_moe",
-                    "--config.moe.ks=1")
+                    "--config.methods=fusiondistill_moe", "--config.moe.ks=1")
   assert result.returncode == 0, result.stderr[-3000:]
-  assert (workdir / "seed_0" / "fusiondistill" / "metrics.jsonl").read_text() == before
-  assert "FusionDistill" in result.stdout and "Ensemble" in result.stdout
-  assert "Scratch" not in result.stdout
+  for stage, text in before.items():
+    assert (workdir / "seed_0" / stage / "metrics.jsonl").read_text() == text, stage
+  assert "Ensemble" not in result.stdout and "Scratch" not in result.stdout
   # The MoE row with its cost columns, trained from the reused experts and fused model.
   assert "FusionDistill-MoE (K=1)" in result.stdout and "FLOPs/img (rel.)" in result.stdout
   assert (workdir / "seed_0" / "fusiondistill_moe" / "variables").is_dir()
   usage = (workdir / "router_usage.md").read_text()
   assert "| jpeg |" in usage and "expert 3:sapn" in usage
   assert (workdir / "router_usage_k1.png").is_file()
-  restored = fdjax.restore(str(workdir), "fusiondistill_moe", k=1)
+  restored = fdjax.load_model(str(workdir), "fusiondistill_moe", k=1)
   logits = np.asarray(restored.predict(load("digits", max_per_split=256).test.images[:8]))
   assert logits.shape == (8, 10) and np.all(np.isfinite(logits))
 
 
-def test_restore_gives_a_working_predict(quickstart_run):
-  workdir, _ = quickstart_run
-  restored = fdjax.restore(str(workdir), "fusiondistill")
+def test_load_model_gives_a_working_predict(quickstart_run):
+  workdir = quickstart_run[0]
+  restored = fdjax.load_model(str(workdir), "fusiondistill")
   data = load("digits", max_per_split=256)
   logits = np.asarray(restored.predict(data.test.images[:64]))
   assert logits.shape == (64, 10) and np.all(np.isfinite(logits))
@@ -84,9 +90,13 @@ def test_restore_gives_a_working_predict(quickstart_run):
   accuracy = float(np.mean(all_logits.argmax(-1) == data.test.labels))
   assert abs(accuracy - results["clean"]) < 1e-6
   with pytest.raises(ValueError, match="no single model"):
-    fdjax.restore(str(workdir), "ensemble")
+    fdjax.load_model(str(workdir), "ensemble")
   with pytest.raises(FileNotFoundError, match="config.json"):
-    fdjax.restore(str(workdir / "seed_0"), "fusiondistill")
+    fdjax.load_model(str(workdir / "seed_0"), "fusiondistill")
+  # The old name still works, with a deprecation warning.
+  with pytest.warns(DeprecationWarning, match="load_model"):
+    old = fdjax.restore(str(workdir), "expert_blur")
+  assert old.path.endswith(os.path.join("experts", "blur", "variables"))
 
 
 def test_unknown_config_key_fails_clearly(tmp_path):

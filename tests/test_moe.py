@@ -8,7 +8,6 @@ initialisation is slow to compile) keep this fast.
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
@@ -17,14 +16,14 @@ from fdjax.models import cifar_resnet
 from fdjax.moe import (active_param_count, balance_loss, cv_squared, dispatch_tensors,
                        expert_capacity, expert_param_count, inference_flops, moe_resnet,
                        moe_variables, param_count, pool_gates, relative_cost, top_k_gates)
+from fdjax.tasks import NO_AUGMENT, ClassificationTask
 from fdjax.train import init_variables
 from fdjax.trees import stack_trees
 from random_weights import random_variables
 
 SHAPE = (8, 8, 3)
 E = 4
-NO_AUGMENT = ml_collections.ConfigDict(dict(flip=False, crop=False, pad=4, cutout=False,
-                                            cutout_size=16))
+UNIT = ClassificationTask("unit", NO_AUGMENT)
 
 
 def _apply(model, variables, x):
@@ -222,7 +221,7 @@ def test_router_gets_gradients_through_fusiondistill_loss(dense_models):
   dense, fused, experts = dense_models
   model = moe_resnet(8, 3, num_experts=E, k=2)
   variables = moe_variables(model, fused, experts, jax.random.key(4, impl="rbg"), SHAPE)
-  loss_fn = fusiondistill_loss(model, normalization="unit", augment_cfg=NO_AUGMENT,
+  loss_fn = fusiondistill_loss(model, UNIT,
                                degrade=lambda k, x: x, num_experts=E, teacher_model=dense,
                                aux_loss_weight=1e-4)
   rng = np.random.default_rng(5)

@@ -6,7 +6,6 @@ import os
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 import pytest
@@ -17,7 +16,8 @@ from fdjax.models import cifar_resnet
 from fdjax.train import (Checkpointer, CorruptCheckpointError, IncompatibleCheckpointError,
                          LoopConfig, NonFiniteLossError, create_train_state, fit, init_variables,
                          make_mesh, make_optimizer, make_schedule, make_train_step)
-from fdjax.train.objectives import classification_loss
+from fdjax.tasks import NO_AUGMENT, Augment, ClassificationTask
+from fdjax.train.objectives import supervised_loss
 
 
 def test_sgd_momentum_weight_decay_matches_pytorch_formula():
@@ -67,9 +67,9 @@ def _tiny_setup(tmp_path, seed=0, n=64):
   split = ImageSet(rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
                    rng.integers(0, 4, n).astype(np.int32))
   model = cifar_resnet(8, 4)
-  augment_cfg = ml_collections.ConfigDict(dict(flip=True, crop=True, pad=4, cutout=True,
-                                               cutout_size=8))
-  loss_fn = classification_loss(model, normalization="unit", augment_cfg=augment_cfg)
+  task = ClassificationTask("unit", Augment(flip=True, crop=True, pad=4, cutout=True,
+                                            cutout_size=8))
+  loss_fn = supervised_loss(model, task)
   tx, schedule = make_optimizer(optimizer_config("sgd", 0.05, milestones=(2,)), epochs=3,
                                 steps_per_epoch=n // 16)
   mesh = make_mesh()
@@ -110,8 +110,7 @@ def test_training_reduces_loss_on_a_learnable_problem(tmp_path):
   split = ImageSet(images, labels)
   _, _, _, _, mesh, _ = _tiny_setup(tmp_path)
   model = cifar_resnet(8, 2)
-  off = ml_collections.ConfigDict(dict(flip=False, crop=False, pad=4, cutout=False, cutout_size=8))
-  loss_fn = classification_loss(model, normalization="unit", augment_cfg=off)
+  loss_fn = supervised_loss(model, ClassificationTask("unit", NO_AUGMENT))
   tx, _ = make_optimizer(optimizer_config("sgd", 0.05, schedule="constant"), epochs=1,
                          steps_per_epoch=1)
   state = create_train_state(init_variables(model, jax.random.key(0), (32, 32, 3)), tx,

@@ -23,12 +23,13 @@ Grids and units (``levels(name)``, ``clean_level(name)``):
 """
 
 from fdjax.degradations.compose import apply_sequence, compose
+from fdjax.degradations.plan import LevelPlan
 from fdjax.degradations.registry import (NAMES, REGISTRY, RESTORATION_NAMES, Degradation, apply,
                                          apply_float, clean_level, get, levels,
                                          normalised_level, sample_levels)
 
 __all__ = [
-    "NAMES", "REGISTRY", "RESTORATION_NAMES", "Degradation", "apply", "apply_float",
+    "LevelPlan", "NAMES", "REGISTRY", "RESTORATION_NAMES", "Degradation", "apply", "apply_float",
     "apply_sequence", "clean_level", "compose", "get", "levels", "normalised_level",
     "sample_levels",
 ]

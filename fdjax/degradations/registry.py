@@ -121,10 +121,16 @@ def clean_level(name: str) -> float:
   return get(name).clean_level
 
 
-def sample_levels(name: str, key: jax.Array, n: int) -> jax.Array:
-  """float32 ``[n]``: levels drawn uniformly over the grid points (jit-safe; n static)."""
-  grid = jnp.asarray(levels(name), jnp.float32)
+def sample_from_grid(grid, key: jax.Array, n: int) -> jax.Array:
+  """float32 ``[n]``: points of ``grid`` drawn uniformly (jit-safe; n static)."""
+  grid = jnp.asarray(grid, jnp.float32)
   return grid[jax.random.randint(key, (n,), 0, grid.shape[0])]
+
+
+def sample_levels(name: str, key: jax.Array, n: int) -> jax.Array:
+  """float32 ``[n]``: levels drawn uniformly over the full grid of ``name``. A study
+  draws through its ``LevelPlan`` (``fdjax.degradations.plan``), which may restrict it."""
+  return sample_from_grid(levels(name), key, n)
 
 
 def normalised_level(name: str, level):

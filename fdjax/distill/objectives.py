@@ -19,11 +19,9 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 
 from fdjax.distill.losses import cosine_distance
-from fdjax.models import normalize
-from fdjax.train.objectives import DegradeFn, cross_entropy, prepare_views
+from fdjax.tasks.base import DegradeFn
 from fdjax.trees import stack_trees, unstack_tree
 
 
@@ -43,72 +41,73 @@ def apply_experts(fn, stacked, inputs):
   return stack_trees([fn(unstack_tree(stacked, i), unstack_tree(inputs, i)) for i in range(n)])
 
 
-def expert_loss(model, *, normalization: str, augment_cfg: ml_collections.ConfigDict,
-                degrade: DegradeFn, feature: str = "stage3", ce_weight: float = 1.0,
-                cos_weight: float = 1.0):
-  """ILIAC expert training against the frozen clean model (``frozen`` = its variables)."""
+def expert_loss(model, task, *, degrade: DegradeFn, feature: str = "stage3",
+                ce_weight: float = 1.0, cos_weight: float = 1.0):
+  """ILIAC expert training against the frozen clean model (``frozen`` = its variables).
+
+  The expert sees the task's degraded view, the frozen clean model the clean view of
+  the same image (same flip and crop); loss = ``ce_weight * task loss + cos_weight *
+  (1 - cos)`` on ``features[feature]``.
+  """
 
   def loss_fn(params, batch_stats, batch, key, frozen):
-    clean_view, degraded_view = prepare_views(key, batch["image"], augment_cfg, degrade)
-    (logits, features), updates = model.apply(
-        {"params": params, "batch_stats": batch_stats}, normalize(degraded_view, normalization),
+    student_input, target, teacher_input = task.views(key, batch, degrade)
+    (outputs, features), updates = model.apply(
+        {"params": params, "batch_stats": batch_stats}, task.model_input(student_input),
         train=True, mutable=["batch_stats"])
-    _, teacher_features = model.apply(frozen, normalize(clean_view, normalization), train=False)
-    ce = cross_entropy(logits, batch["label"])
+    _, teacher_features = model.apply(frozen, task.model_input(teacher_input), train=False)
+    ce = jnp.mean(task.per_example_loss(outputs, target))
     cos = cosine_distance(features[feature], jax.lax.stop_gradient(teacher_features[feature]))
     loss = ce_weight * ce + cos_weight * cos
-    accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
-    return loss, (updates["batch_stats"], {"ce": ce, "cos": cos, "train_accuracy": accuracy})
+    return loss, (updates["batch_stats"],
+                  {"ce": ce, "cos": cos, **task.train_metrics(outputs, target)})
 
   return loss_fn
 
 
-def fusiondistill_loss(model, *, normalization: str, augment_cfg: ml_collections.ConfigDict,
-                       degrade: DegradeFn, num_experts: int, feature: str = "stage3",
-                       alpha: float = 0.1, gammas: Sequence[float] | None = None,
-                       teacher_model=None, aux_loss_weight: float = 0.0):
+def fusiondistill_loss(model, task, *, degrade: DegradeFn, num_experts: int,
+                       feature: str = "stage3", alpha: float = 0.1,
+                       gammas: Sequence[float] | None = None, teacher_model=None,
+                       aux_loss_weight: float = 0.0):
   """Stage 4. ``frozen`` = expert variables stacked on a leading axis of size ``num_experts``.
 
   ``degrade`` must degrade share i of the batch with degradation i (see
-  ``fdjax.distill.degrade.combined``). The batch size must be a multiple of
-  ``num_experts``; the shares are its consecutive equal slices.
+  ``LevelPlan.combined``). The batch size must be a multiple of ``num_experts``; the
+  shares are its consecutive equal slices.
 
   ``teacher_model`` (default: ``model``) is the experts' architecture, for students of
   another kind (mixture-of-experts). If the student's features hold ``aux_loss`` (a
   router's balance loss), ``aux_loss_weight * aux_loss`` is added. The per-share
-  distillation terms are reported as metric ``task_losses`` ``[num_experts]``.
+  terms are reported as metric ``task_losses`` ``[num_experts]``.
   """
   teacher_model = teacher_model or model
   gammas = jnp.asarray(gammas if gammas is not None else [1.0] * num_experts, jnp.float32)
   if gammas.shape != (num_experts,):
     raise ValueError(f"need one gamma per expert ({num_experts}), got {gammas.shape[0]}")
 
+  def shares(x):
+    return x.reshape(num_experts, x.shape[0] // num_experts, *x.shape[1:])
+
   def loss_fn(params, batch_stats, batch, key, frozen):
-    clean_view, degraded_view = prepare_views(key, batch["image"], augment_cfg, degrade)
-    (logits, features), updates = model.apply(
-        {"params": params, "batch_stats": batch_stats}, normalize(degraded_view, normalization),
+    student_input, target, teacher_input = task.views(key, batch, degrade)
+    (outputs, features), updates = model.apply(
+        {"params": params, "batch_stats": batch_stats}, task.model_input(student_input),
         train=True, mutable=["batch_stats"])
-    batch_size = clean_view.shape[0]
-    share = batch_size // num_experts
-    clean_shares = normalize(clean_view, normalization).reshape(num_experts, share,
-                                                                *clean_view.shape[1:])
 
     def teacher(variables, images):
       return teacher_model.apply(variables, images, train=False)[1][feature]
 
-    teacher_features = jax.lax.stop_gradient(apply_experts(teacher, frozen, clean_shares))
-    student_features = features[feature].reshape(num_experts, share, *features[feature].shape[1:])
-    cos_per_expert = jax.vmap(cosine_distance)(student_features, teacher_features)
-    labels = batch["label"].reshape(num_experts, share)
-    ce_per_share = jax.vmap(cross_entropy)(logits.reshape(num_experts, share, -1), labels)
+    teacher_features = jax.lax.stop_gradient(
+        apply_experts(teacher, frozen, shares(task.model_input(teacher_input))))
+    cos_per_expert = jax.vmap(cosine_distance)(shares(features[feature]), teacher_features)
+    ce_per_share = jnp.mean(task.per_example_loss(shares(outputs), shares(target)), axis=1)
     ce = jnp.mean(ce_per_share)  # equal shares: the mean over the whole batch
     # Task i = degradation i: its share of the CE plus its distillation term; they sum to
     # the loss, and gradient homogenization (fdjax.moe) differentiates them one by one.
     task_losses = alpha * ce_per_share / num_experts + gammas * cos_per_expert
     loss = jnp.sum(task_losses)
-    accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
-    metrics = {"ce": ce, "cos": jnp.mean(cos_per_expert), "train_accuracy": accuracy,
-               "task_losses": task_losses}
+    metrics = {"ce": ce, "cos": jnp.mean(cos_per_expert), "task_losses": task_losses,
+               **task.train_metrics(outputs, target)}
     if aux_loss_weight and "aux_loss" in features:
       loss = loss + aux_loss_weight * features["aux_loss"]
       metrics["aux_loss"] = features["aux_loss"]

@@ -1,15 +1,13 @@
-"""Evaluation: jitted prediction, accuracy over splits, Acc(All) over degradation
-grids, result tables and figures."""
+"""Evaluation: one predictor per model, the task's metric over splits and degradation
+grids (Acc(All) for classification), result tables and figures."""
 
-from fdjax.eval.levels import (DEFAULT_SEED, acc_all, clean_accuracy, eval_key, evaluate_all,
-                               evaluate_levels, make_degraded_predict, model_predict,
-                               stride_levels, with_degradation)
-from fdjax.eval.predict import accuracy, make_predict
+from fdjax.eval.levels import (evaluate_all, evaluate_levels, mean_over_levels, subset,
+                               with_degradation)
+from fdjax.eval.metric import jit_clean, predictor, split_metric
 from fdjax.eval.report import format_table, load_records, per_level_rows, summarize, write_reports
 
 __all__ = [
-    "DEFAULT_SEED", "acc_all", "accuracy", "clean_accuracy", "eval_key", "evaluate_all",
-    "evaluate_levels", "format_table", "load_records", "make_degraded_predict", "make_predict",
-    "model_predict", "per_level_rows", "stride_levels", "summarize", "with_degradation",
-    "write_reports",
+    "evaluate_all", "evaluate_levels", "format_table", "jit_clean", "load_records",
+    "mean_over_levels", "per_level_rows", "predictor", "split_metric", "subset", "summarize",
+    "with_degradation", "write_reports",
 ]

@@ -1,5 +1,5 @@
-"""Figures: accuracy against degradation level (paper Fig. 3) and the experts'
-train-degradation x test-degradation Acc(All) heatmap (paper Fig. 4).
+"""Figures: the task's metric against degradation level (paper Fig. 3) and the
+experts' train-degradation x test-degradation heatmap (paper Fig. 4).
 
 Uses matplotlib's Agg backend (files only, no display).
 """
@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from fdjax.eval import report  # noqa: E402
+from fdjax.tasks.base import MetricSpec  # noqa: E402
 
 X_LABELS = {
     "jpeg": "JPEG: 100 − quality (−1 = uncompressed)",
@@ -26,22 +27,22 @@ X_LABELS = {
 }
 
 
-def _as_rows(per_level_records: Sequence[Any]) -> list[dict]:
+def _as_rows(per_level_records: Sequence[Any], metric: MetricSpec) -> list[dict]:
   """Per-level rows (``report.per_level_rows``); result records are converted."""
   if per_level_records and not isinstance(per_level_records[0], Mapping):
-    return report.per_level_rows(per_level_records)
+    return report.per_level_rows(per_level_records, metric)
   return list(per_level_records)
 
 
-def plot_accuracy_vs_level(per_level_records: Sequence[Any], out_dir: str,
-                           methods: Sequence[str] | None = None, band: str = "minmax",
-                           dpi: int = 120) -> list[str]:
-  """One PNG per degradation, ``accuracy_<name>.png``: accuracy (%) against the
-  normalised level, one line per method.
+def plot_metric_vs_level(per_level_records: Sequence[Any], out_dir: str,
+                         methods: Sequence[str] | None = None, band: str = "minmax",
+                         dpi: int = 120, metric: MetricSpec = report.ACCURACY) -> list[str]:
+  """One PNG per degradation, ``<metric.name>_<name>.png``: the metric (display units)
+  against the normalised level, one line per method.
 
   Args:
     per_level_records: rows of ``report.per_level_rows`` (``method, seed, degradation,
-      normalised_level, accuracy`` in %), or result records ``(method, seed, results)``.
+      normalised_level, value``), or result records ``(method, seed, results)``.
     methods: legend order (default: first appearance).
     band: with several seeds the line is the mean over seeds and a shaded band shows
       ``'minmax'`` (min..max over seeds) or ``'std'`` (mean ± sample std).
@@ -49,13 +50,13 @@ def plot_accuracy_vs_level(per_level_records: Sequence[Any], out_dir: str,
   """
   if band not in ("minmax", "std"):
     raise ValueError(f"band must be 'minmax' or 'std', got {band!r}")
-  rows = _as_rows(per_level_records)
+  rows = _as_rows(per_level_records, metric)
   order = list(dict.fromkeys(list(methods or ()) + [r["method"] for r in rows]))
   # (degradation, method) -> normalised level -> [accuracy per seed]
   curves: dict = defaultdict(lambda: defaultdict(list))
   for r in rows:
     curves[(r["degradation"], r["method"])][float(r["normalised_level"])].append(
-        float(r["accuracy"]))
+        float(r["value"]))
   names = list(dict.fromkeys(r["degradation"] for r in rows))
   os.makedirs(out_dir, exist_ok=True)
   cmap = plt.get_cmap("tab10")
@@ -79,16 +80,17 @@ def plot_accuracy_vs_level(per_level_records: Sequence[Any], out_dir: str,
           lo, hi = mean - std, mean + std
         ax.fill_between(x, lo, hi, color=color, alpha=0.2, lw=0)
     ax.set_xlabel(X_LABELS.get(name, f"{name} level"))
-    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylabel(f"test {metric.label} ({metric.unit})")
     seeds = max((len(v) for m in order for v in curves.get((name, m), {}).values()), default=1)
     spread = {"minmax": "band: min–max", "std": "band: ± std"}[band]
-    ax.set_title(f"Accuracy under {name}" +
+    ax.set_title(f"{metric.label} under {name}" +
                  (f" (mean of {seeds} seeds, {spread})" if seeds > 1 else ""))
-    ax.set_ylim(0, 100)
+    if metric.unit == "%":
+      ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
-    path = os.path.join(out_dir, f"accuracy_{name}.png")
+    path = os.path.join(out_dir, f"{metric.name}_{name}.png")
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
     paths.append(path)
@@ -97,11 +99,12 @@ def plot_accuracy_vs_level(per_level_records: Sequence[Any], out_dir: str,
 
 def plot_expert_heatmap(matrix, train_names: Sequence[str], test_names: Sequence[str],
                         path: str, title: str = "Experts: Acc(All) (%)", dpi: int = 120,
-                        xlabel: str = "test degradation", ylabel: str = "expert trained on") -> str:
-  """Heatmap of ``matrix`` ``[len(train_names), len(test_names)]``: Acc(All) (0..1) of
-  the expert trained on row degradation, tested on column degradation; cells
-  annotated in percent with one decimal. Returns ``path``."""
-  values = 100.0 * np.asarray(matrix, np.float64)
+                        xlabel: str = "test degradation", ylabel: str = "expert trained on",
+                        scale: float = 100.0) -> str:
+  """Heatmap of ``matrix`` ``[len(train_names), len(test_names)]`` (e.g. Acc(All) 0..1 of
+  the expert trained on the row degradation, tested on the column degradation); cells
+  show ``scale * value`` with one decimal. Returns ``path``."""
+  values = scale * np.asarray(matrix, np.float64)
   if values.shape != (len(train_names), len(test_names)):
     raise ValueError(f"matrix shape {values.shape} != ({len(train_names)}, {len(test_names)})")
   fig, ax = plt.subplots(figsize=(1.2 * len(test_names) + 2.4, 0.9 * len(train_names) + 1.6))

@@ -1,22 +1,26 @@
-"""Result tables: clean accuracy and Acc(All) per degradation, over methods and seeds.
+"""Result tables: the clean metric and its mean over each degradation's level grid
+(Acc(All) for accuracy), over methods and seeds.
 
 A result record is ``(method, seed, results)`` with ``results`` as returned by
-``fdjax.eval.levels.evaluate_all`` (accuracies 0..1). Reports are in percent.
+``fdjax.eval.levels.evaluate_all`` (the metric as stored, e.g. accuracy 0..1). Reports
+show ``metric.scale * value`` in ``metric.unit`` (a ``fdjax.tasks.MetricSpec``;
+default: top-1 accuracy in percent).
 With several seeds of a method a cell reads ``mean ± std``, where std is the SAMPLE
 standard deviation (``numpy.std(..., ddof=1)``, as ``torch.std``, the usual reading
 of "± std over 3 runs"); with one seed the cell is the plain value.
 
 Files written by ``write_reports``:
-  results.md     the table of ``format_table`` (one decimal, percent);
-  results.csv    method, seeds, then ``<col>`` (mean %) and ``<col>_std`` (%, empty
-                 for one seed) rounded to one decimal, then the extra columns;
-  per_level.csv  method, seed, degradation, level, normalised_level, accuracy (%);
+  results.md     the table of ``format_table`` (one decimal, display units);
+  results.csv    method, seeds, then ``<col>`` (mean) and ``<col>_std`` (empty for one
+                 seed) rounded to one decimal, then the extra columns;
+  per_level.csv  method, seed, degradation, level, normalised_level, <metric name>;
   results.json   everything at full precision: records, summary, extra columns.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 from typing import Any, Mapping, Sequence
@@ -24,11 +28,14 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from fdjax import degradations
+from fdjax.tasks.base import MetricSpec
+from fdjax.tasks.classification import ClassificationTask
 
 STD_DDOF = 1  # sample standard deviation over seeds
 STANDARD_NAMES = ("jpeg", "blur", "awgn", "sapn")  # column order of the paper's table
 
 Record = tuple[str, int, Mapping[str, Any]]
+ACCURACY: MetricSpec = ClassificationTask.metric
 
 
 def method_order(records: Sequence[Record], methods: Sequence[str] | None = None) -> list[str]:
@@ -41,7 +48,7 @@ def method_order(records: Sequence[Record], methods: Sequence[str] | None = None
 def degradation_names(records: Sequence[Record]) -> list[str]:
   """Degradations present in any record: the paper's four in order, then any others."""
   found = [k for r in records for k, v in r[2].items() if isinstance(v, Mapping)
-           and "acc_all" in v]
+           and "all" in v]
   found = list(dict.fromkeys(found))
   return [n for n in STANDARD_NAMES if n in found] + [n for n in found if n not in STANDARD_NAMES]
 
@@ -56,15 +63,17 @@ def columns(records: Sequence[Record]) -> list[str]:
 
 
 def column_value(results: Mapping[str, Any], column: str) -> float | None:
-  """Accuracy 0..1 of one column (``clean``, a degradation's Acc(All), ``avg``) or None."""
+  """The stored metric of one column (``clean``, a degradation's mean over levels,
+  ``avg``) or None."""
   value = results.get(column)
   if isinstance(value, Mapping):
-    value = value.get("acc_all")
+    value = value.get("all")
   return None if value is None else float(value)
 
 
-def summarize(records: Sequence[Record], methods: Sequence[str] | None = None) -> dict:
-  """``{method: {column: {'mean', 'std', 'n', 'values', 'seeds'}}}`` in percent.
+def summarize(records: Sequence[Record], methods: Sequence[str] | None = None,
+              metric: MetricSpec = ACCURACY) -> dict:
+  """``{method: {column: {'mean', 'std', 'n', 'values', 'seeds'}}}`` in display units.
 
   ``std`` is ``np.std(values, ddof=STD_DDOF)`` for n >= 2 seeds, else None.
   """
@@ -75,7 +84,7 @@ def summarize(records: Sequence[Record], methods: Sequence[str] | None = None) -
     summary[method] = {}
     for col in cols:
       pairs = [(r[1], column_value(r[2], col)) for r in rows]
-      pairs = [(s, 100.0 * v) for s, v in pairs if v is not None]
+      pairs = [(s, metric.display(v)) for s, v in pairs if v is not None]
       values = [v for _, v in pairs]
       summary[method][col] = {
           "mean": float(np.mean(values)) if values else None,
@@ -109,13 +118,14 @@ def _extra_columns(extra: Mapping[str, Mapping[str, Any]] | None) -> list[str]:
 
 
 def format_table(records: Sequence[Record], methods: Sequence[str] | None = None,
-                 extra: Mapping[str, Mapping[str, Any]] | None = None) -> str:
-  """A markdown table: one row per method, accuracies in percent (one decimal).
+                 extra: Mapping[str, Mapping[str, Any]] | None = None,
+                 metric: MetricSpec = ACCURACY) -> str:
+  """A markdown table: one row per method, the metric in display units (one decimal).
 
   ``extra``: ``{method: {column: value}}`` appended after the accuracy columns (e.g.
   parameter count, relative inference cost of a mixture-of-experts student).
   """
-  summary = summarize(records, methods)
+  summary = summarize(records, methods, metric)
   cols, extra_cols = columns(records), _extra_columns(extra)
   seeds = {m: max((s["n"] for s in summary[m].values()), default=0) for m in summary}
   header = ["method", "seeds"] + cols + extra_cols
@@ -128,58 +138,43 @@ def format_table(records: Sequence[Record], methods: Sequence[str] | None = None
   return "\n".join(lines)
 
 
-def per_level_rows(records: Sequence[Record]) -> list[dict]:
+def per_level_rows(records: Sequence[Record], metric: MetricSpec = ACCURACY) -> list[dict]:
   """One dict per (method, seed, degradation, level): ``method, seed, degradation,
-  level, normalised_level`` (``degradations.normalised_level``), ``accuracy`` (%)."""
+  level, normalised_level`` (``degradations.normalised_level``) and ``value`` (display
+  units, e.g. accuracy in %)."""
   rows = []
   for method, seed, results in records:
     for name in degradation_names([(method, seed, results)]):
-      for level, acc in results[name]["per_level"].items():
+      for level, value in results[name]["per_level"]:
         rows.append({"method": method, "seed": seed, "degradation": name,
                      "level": float(level),
                      "normalised_level": float(degradations.normalised_level(name, float(level))),
-                     "accuracy": 100.0 * float(acc)})
+                     "value": metric.display(value)})
   return rows
 
 
-def _jsonable_results(results: Mapping[str, Any]) -> dict:
-  out = {}
-  for key, value in results.items():
-    if isinstance(value, Mapping) and "per_level" in value:
-      value = dict(value, per_level={repr(float(k)): float(v)
-                                     for k, v in value["per_level"].items()})
-    out[key] = value
-  return out
-
-
 def load_records(path: str) -> list[Record]:
-  """Records back from a ``results.json`` (per-level keys as floats again)."""
+  """Records back from a ``results.json`` (per-level values are ``[level, value]`` pairs)."""
   with open(path) as f:
     payload = json.load(f)
-  records = []
-  for r in payload["records"]:
-    results = {}
-    for key, value in r["results"].items():
-      if isinstance(value, dict) and "per_level" in value:
-        value = dict(value, per_level={float(k): v for k, v in value["per_level"].items()})
-      results[key] = value
-    records.append((r["method"], r["seed"], results))
-  return records
+  return [(r["method"], r["seed"], r["results"]) for r in payload["records"]]
 
 
 def write_reports(records: Sequence[Record], out_dir: str, methods: Sequence[str] | None = None,
-                  extra: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, str]:
+                  extra: Mapping[str, Mapping[str, Any]] | None = None,
+                  metric: MetricSpec = ACCURACY) -> dict[str, str]:
   """Writes results.md, results.csv, per_level.csv and results.json; returns their paths."""
   os.makedirs(out_dir, exist_ok=True)
   paths = {k: os.path.join(out_dir, f) for k, f in (
       ("md", "results.md"), ("csv", "results.csv"), ("per_level", "per_level.csv"),
       ("json", "results.json"))}
-  summary = summarize(records, methods)
+  summary = summarize(records, methods, metric)
   cols, extra_cols = columns(records), _extra_columns(extra)
   with open(paths["md"], "w") as f:
-    f.write("Top-1 accuracy (%) clean and Acc(All) per degradation (mean over the level "
-            f"grid); mean ± sample std (ddof={STD_DDOF}) over seeds.\n\n")
-    f.write(format_table(records, methods, extra) + "\n")
+    f.write(f"{metric.heading}. Columns: clean, then the mean over each degradation's "
+            f"level grid, then their average; mean ± sample std (ddof={STD_DDOF}) over "
+            "seeds.\n\n")
+    f.write(format_table(records, methods, extra, metric) + "\n")
   with open(paths["csv"], "w", newline="") as f:
     writer = csv.writer(f)
     writer.writerow(["method", "seeds"] + [h for c in cols for h in (c, f"{c}_std")] + extra_cols)
@@ -189,15 +184,16 @@ def write_reports(records: Sequence[Record], out_dir: str, methods: Sequence[str
         row += ["" if stats[c][k] is None else f"{stats[c][k]:.1f}" for k in ("mean", "std")]
       row += [(extra or {}).get(method, {}).get(c, "") for c in extra_cols]
       writer.writerow(row)
-  fields = ["method", "seed", "degradation", "level", "normalised_level", "accuracy"]
+  fields = ["method", "seed", "degradation", "level", "normalised_level", metric.name]
   with open(paths["per_level"], "w", newline="") as f:
-    writer = csv.DictWriter(f, fieldnames=fields)
-    writer.writeheader()
-    writer.writerows(per_level_rows(records))
+    writer = csv.writer(f)
+    writer.writerow(fields)
+    for row in per_level_rows(records, metric):
+      writer.writerow([row[k] for k in fields[:-1]] + [row["value"]])
   with open(paths["json"], "w") as f:
-    json.dump({"columns": cols, "std_ddof": STD_DDOF, "units": "summary in percent; "
-               "records' accuracies 0..1",
+    json.dump({"columns": cols, "std_ddof": STD_DDOF, "metric": dataclasses.asdict(metric),
+               "units": f"summary in {metric.unit} (x{metric.scale:g}); records as stored",
                "methods": list(summary), "summary": summary, "extra": extra or {},
-               "records": [{"method": m, "seed": s, "results": _jsonable_results(r)}
+               "records": [{"method": m, "seed": s, "results": r}
                            for m, s, r in records]}, f, indent=2, default=float)
   return paths

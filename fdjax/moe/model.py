@@ -77,90 +77,19 @@ import dataclasses
 from typing import Any, Literal, Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from fdjax.models.resnet import (STAGE_WIDTHS, Head, adaptive_avg_pool, batch_norm, pool_head,
                                  residual_blocks, stem)
 from fdjax.moe.gating import (balance_loss, dispatch_tensors, expert_capacity, pool_gates,
                               top_k_gates)
+from fdjax.moe.experts import (ExpertLoop, ResidualStage, resolve_expert_loop,
+                               run_selected_experts, run_stacked)
 from fdjax.moe.router import PromptRouter
 
 STAGES = ("stage1", "stage2", "stage3")
 Routing = Literal["image", "pixel"]
 Dispatch = Literal["dense", "sparse"]
-
-
-class ResidualStage(nn.Module):
-  """``num_blocks`` BasicBlocks named ``block{b}``, the first with ``strides``. ``[B, H, W, C]``."""
-
-  width: int
-  num_blocks: int
-  strides: int
-  norm: Any
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x):
-    return residual_blocks(x, self.width, self.num_blocks, self.strides, self.norm, self.dtype)
-
-
-ExpertLoop = Literal["auto", "vmap", "unroll"]
-
-
-def _resolve_expert_loop(expert_loop: ExpertLoop) -> str:
-  """'auto' -> 'unroll' on XLA:CPU, 'vmap' on GPU/TPU (see ``_run_stacked``)."""
-  if expert_loop == "auto":
-    return "unroll" if jax.default_backend() == "cpu" else "vmap"
-  if expert_loop not in ("vmap", "unroll"):
-    raise ValueError(f"expert_loop must be 'auto', 'vmap' or 'unroll', got {expert_loop!r}")
-  return expert_loop
-
-
-def _run_stacked(stage_args: dict, num_experts: int, x, shared_input: bool,
-                 expert_loop: ExpertLoop, name: str = "experts"):
-  """E independent ``ResidualStage`` copies (params/batch_stats stacked on axis 0, module
-  ``name``) on ``x``: the same ``[B, H, W, C]`` for all when ``shared_input``, else
-  ``[E, B, H, W, C]`` (one slice each). Returns ``[E, B, h, w, width]``.
-
-  'vmap' runs the copies side by side: what expert parallelism shards, and fast on
-  GPU/TPU; XLA:CPU turns a vmap over conv weights into a grouped convolution, 5x slower
-  than separate ones. 'unroll' runs them one after another as plain convolutions (a
-  fully unrolled ``nn.scan``; a rolled scan is slower still on CPU): ResNet-20 with a
-  4-expert stage 3, batch 128, train-mode gradient: 142 img/s unrolled vs 32 vmapped on
-  2 CPU cores. Both build the same variables, so checkpoints do not depend on the choice.
-  """
-  lifted = dict(variable_axes={"params": 0, "batch_stats": 0}, split_rngs={"params": True})
-  stage = ResidualStage(**stage_args, name=name)
-  if _resolve_expert_loop(expert_loop) == "vmap":
-    fn = nn.vmap(lambda mdl, inputs: mdl(inputs), in_axes=None if shared_input else 0,
-                 out_axes=0, axis_size=num_experts, **lifted)
-    return fn(stage, x)
-  fn = nn.scan(lambda mdl, carry, inputs: (carry, mdl(inputs)),
-               in_axes=nn.broadcast if shared_input else 0, out_axes=0,
-               length=num_experts, unroll=num_experts, **lifted)
-  return fn(stage, None, x)[1]
-
-
-def _run_selected_experts(stage_args: dict, stacked: dict, x, probs, gates, k: int):
-  """Per-example sparse dispatch: image b runs through its K selected experts only.
-
-  stacked: the experts' ``{'params', 'batch_stats'}``, leaves ``[E, ...]``; x ``[B, H, W, C]``;
-  probs / gates ``[B, E]`` before / after top-K. Gathers each image's K expert copies
-  (leaves ``[B, K, ...]``: memory ``B * K`` copies of one stage) and runs them with a
-  double ``vmap``: ``B * K`` stage evaluations, whatever the batch size (also at B = 1).
-  Inference only (BatchNorm uses its running averages). Returns ``[B, h, w, width]``.
-  """
-  _, index = jax.lax.top_k(jax.lax.stop_gradient(probs), k)      # the same choice as top_k_gates
-  weights = jnp.take_along_axis(gates, index, axis=-1)            # [B, K]
-  selected = jax.tree.map(lambda leaf: leaf[index], stacked)      # [B, K, ...]
-  stage = ResidualStage(**stage_args, parent=None)
-
-  def run(variables, image):                                      # one expert, one image
-    return stage.apply(variables, image[None])[0]
-
-  y = jax.vmap(jax.vmap(run, in_axes=(0, None)))(selected, x)     # [B, K, h, w, width]
-  return jnp.einsum("bk...,bk->b...", y, weights.astype(y.dtype))
 
 
 class RoutingOptions(nn.Module, kw_only=True):
@@ -209,16 +138,16 @@ class MoEStage(RoutingOptions, kw_only=True):
     sparse = self.dispatch == "sparse" and not per_pixel and not train
     if sparse and self.capacity_factor is None and not self.is_initializing():
       stacked = {c: self.variables[c]["experts"] for c in ("params", "batch_stats")}
-      out = _run_selected_experts(stage_args, stacked, x, probs, gates, self.k)
+      out = run_selected_experts(stage_args, stacked, x, probs, gates, self.k)
     elif sparse and self.capacity_factor is not None:
       capacity = expert_capacity(x.shape[0], self.num_experts, self.k, self.capacity_factor)
       dispatch, combine = dispatch_tensors(gates, mask, capacity)      # [B, E, cap]
       buffers = jnp.einsum("tes,t...->es...", dispatch.astype(x.dtype), x)  # [E, cap, H, W, C]
-      y = _run_stacked(stage_args, self.num_experts, buffers, False,
+      y = run_stacked(stage_args, self.num_experts, buffers, False,
                        self.expert_loop)                               # [E, cap, h, w, width]
       out = jnp.einsum("tes,es...->t...", combine.astype(y.dtype), y)
     else:
-      y = _run_stacked(stage_args, self.num_experts, x, True,
+      y = run_stacked(stage_args, self.num_experts, x, True,
                        self.expert_loop)                               # [E, B, h, w, width]
       if per_pixel:
         g = pool_gates(gates, y.shape[2:4], self.renormalize)          # [B, h, w, E]
@@ -313,7 +242,7 @@ def moe_resnet(depth: int, num_classes: int, head: Head = "gap", num_experts: in
   moe_stages = tuple(moe_stages) if not isinstance(moe_stages, str) else moe_stages
   _validate(depth, head, num_experts, k, moe_stages, routing, dispatch,
             kwargs.get("router_source", "input"))
-  _resolve_expert_loop(kwargs.get("expert_loop", "auto"))
+  resolve_expert_loop(kwargs.get("expert_loop", "auto"))
   return MoEResNet(depth=depth, num_classes=num_classes, head=head, num_experts=num_experts, k=k,
                    moe_stages=moe_stages, routing=routing, dispatch=dispatch,
                    num_prompts=num_prompts, channel_sharing=channel_sharing, **kwargs)

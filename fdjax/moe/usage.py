@@ -1,7 +1,7 @@
 """Router usage: which expert each test degradation is sent to.
 
 For every degradation and every evaluated level, the test images are degraded with the
-fixed evaluation keys (``fdjax.eval.levels.eval_key``) and routed; the usage of expert e
+fixed evaluation keys of the study's ``LevelPlan`` and routed; the usage of expert e
 is the fraction of routing decisions (images, or pixels for per-pixel routing) whose
 largest gate weight is e. The result is a ``[num_degradations, num_experts]`` matrix
 whose rows sum to 1; a router that learned the degradations without labels puts most
@@ -18,16 +18,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from fdjax import degradations
-from fdjax.eval import levels as levels_lib
-from fdjax.models import normalize
+from fdjax.eval.metric import eval_batches
 
 
 @functools.lru_cache(maxsize=16)
-def _top1_counts_fn(model, normalization: str, name: str, num_experts: int):
+def _top1_counts_fn(task, model, name: str, num_experts: int):
   @jax.jit
   def counts(variables, images, level_vector, mask, key):
     degraded = degradations.apply(name, key, images, level_vector)
-    _, features = model.apply(variables, normalize(degraded, normalization), train=False)
+    _, features = task.forward(model, variables, degraded)
     top1 = jnp.argmax(features["router"], axis=-1)          # [B] or [B, H, W]
     weight = mask.reshape(mask.shape + (1,) * (top1.ndim - 1)).astype(jnp.float32)
     one_hot = jax.nn.one_hot(top1, num_experts) * weight[..., None]
@@ -35,29 +34,26 @@ def _top1_counts_fn(model, normalization: str, name: str, num_experts: int):
   return counts
 
 
-def router_usage(model, variables, split, names: Sequence[str], *, normalization: str,
-                 batch_size: int, level_stride: int = 1, seed: int = levels_lib.DEFAULT_SEED,
+def router_usage(task, model, variables, split, plan, *, batch_size: int,
                  include_clean: bool = False) -> np.ndarray:
-  """float ``[len(names), num_experts]``: fraction of routing decisions per expert.
+  """float ``[len(plan.names), num_experts]``: fraction of routing decisions per expert.
 
-  Levels: every ``level_stride``-th grid point; the clean level is skipped unless
-  ``include_clean`` (clean images carry no degradation to route by).
+  Levels and keys: ``plan.eval_levels`` / ``plan.eval_key`` (those of evaluation); the
+  clean level is skipped unless ``include_clean`` (clean images carry no degradation
+  to route by).
   """
   num_experts = model.num_experts
-  usage = np.zeros((len(names), num_experts))
-  for row, name in enumerate(names):
-    counts_fn = _top1_counts_fn(model, normalization, name, num_experts)
-    grid = degradations.levels(name)
-    chosen = levels_lib.stride_levels(grid, level_stride)
-    if not include_clean:
-      chosen = [v for v in chosen if v != degradations.clean_level(name)]
-    indices = levels_lib.level_indices(name, chosen)
+  usage = np.zeros((len(plan.names), num_experts))
+  for row, name in enumerate(plan.names):
+    counts_fn = _top1_counts_fn(task, model, name, num_experts)
+    chosen = [(level, index) for level, index in plan.eval_levels(name)
+              if include_clean or level != degradations.clean_level(name)]
     total = jnp.zeros((num_experts,))
-    for batch_index, batch in enumerate(levels_lib._batches(split, batch_size, None)):
-      for level, index in zip(chosen, indices):
+    for batch_index, batch in enumerate(eval_batches(split, batch_size, None)):
+      for level, index in chosen:
         level_vector = np.full((batch["image"].shape[0],), level, np.float32)
         total = total + counts_fn(variables, batch["image"], level_vector, batch["mask"],
-                                  levels_lib.eval_key(seed, name, index, batch_index))
+                                  plan.eval_key(name, index, batch_index))
     usage[row] = np.asarray(total) / max(float(np.sum(total)), 1.0)
   return usage
 

@@ -1,0 +1,55 @@
+"""Methods: the rows of the results table, each a plug-in module (see ``base.py``).
+
+    oracle             clean, experts/<d>                  each expert on its own degradation
+    ensemble           experts/<d>                         the task's vote over the experts
+    scratch            scratch                             random init, combined degradations
+    vanilla            clean -> vanilla                    clean model fine-tuned on combined
+    modelsoups         experts -> fused/<bn>               one row per BatchNorm variant
+    fusing             fused -> fusing                     fused model fine-tuned, task loss
+    fusiondistill      fused, experts -> fusiondistill     fused model distilled from experts
+    fusiondistill_moe  fused, experts -> fusiondistill_moe mixture-of-experts student, per K
+
+That table is a summary; the facts live in each module's ``Method`` (its ``requires``
+and ``stages``). Adding a method = a module with a ``Method`` and an entry below.
+"""
+
+from __future__ import annotations
+
+from fdjax.methods import (ensemble, finetune, fusiondistill, fusiondistill_moe, modelsoups,
+                           oracle)
+from fdjax.methods.base import Loadable, Method, Output
+
+# In the paper's row order.
+METHODS: dict[str, Method] = {m.name: m for m in (
+    oracle.METHOD, ensemble.METHOD, finetune.SCRATCH, finetune.VANILLA, modelsoups.METHOD,
+    finetune.FUSING, fusiondistill.METHOD, fusiondistill_moe.METHOD)}
+
+
+def get(name: str) -> Method:
+  if name not in METHODS:
+    raise ValueError(f"unknown method {name!r}; choose from {','.join(METHODS)}")
+  return METHODS[name]
+
+
+def parse(text: str) -> list[Method]:
+  """``config.methods`` ('a,b,...') -> methods, in the given order."""
+  names = [t.strip() for t in str(text).split(",") if t.strip()]
+  unknown = [n for n in names if n not in METHODS]
+  if unknown or not names:
+    raise ValueError(f"unknown method(s) {unknown} in config.methods={text!r}; "
+                     f"choose from {','.join(METHODS)}")
+  return [METHODS[n] for n in names]
+
+
+def loadable(name: str) -> Loadable:
+  """How ``fdjax.load_model`` finds model ``name`` ('expert_<degradation>' included)."""
+  if name.startswith("expert_"):
+    return Loadable(f"experts/{name[len('expert_'):]}")
+  table = {k: v for m in METHODS.values() for k, v in m.models.items()}
+  if name not in table:
+    raise ValueError(f"no single model for method {name!r}; choose from "
+                     f"{sorted(table) + ['expert_<degradation>']}")
+  return table[name]
+
+
+__all__ = ["METHODS", "Loadable", "Method", "Output", "get", "loadable", "parse"]

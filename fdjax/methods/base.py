@@ -1,0 +1,55 @@
+"""What a method is: the rows it reports and the stages they need.
+
+A method module defines one or more ``Method`` values and registers them in
+``fdjax.methods.METHODS``. The pipeline only loops over seeds and methods:
+
+* ``stages(ctx) -> {name: Stage}``: stages this method adds to the shared graph
+  (``fdjax.study.stages``: clean, experts/<d>, fused/<bn>);
+* ``requires(ctx) -> names``: the stages its rows need (the runner builds them and
+  their requirements; the study plans its progress from them);
+* ``rows(runner) -> Output``: the results rows of one seed;
+* ``finalize(outputs, workdir, ctx)``: optional files from every seed's outputs (the
+  experts' heatmap, router usage);
+* ``models``: names a finished run can be loaded by (``fdjax.load_model``), each the
+  stage directory holding the variables and, optionally, how to build its module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping, Sequence
+
+
+@dataclasses.dataclass
+class Output:
+  """One seed's rows: ``[(row label, results)]``, extra columns per row label and
+  anything ``finalize`` needs (``artifacts``)."""
+
+  rows: list[tuple[str, dict]] = dataclasses.field(default_factory=list)
+  extra: dict[str, dict] = dataclasses.field(default_factory=dict)
+  artifacts: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class Loadable:
+  """A model of a finished run: its stage directory (relative to the seed's workdir)
+  and ``build(config, data_spec, k) -> module`` (None: the task's dense model)."""
+
+  stage: str
+  build: Callable | None = None
+
+
+def _no_stages(ctx) -> dict:
+  return {}
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+  """One row family of the results table (see the module docstring)."""
+
+  name: str
+  requires: Callable[[Any], Sequence[str]]
+  rows: Callable[[Any], Output]
+  stages: Callable[[Any], Mapping[str, Any]] = _no_stages
+  finalize: Callable[[Sequence[Output], str, Any], None] | None = None
+  models: Mapping[str, Loadable] = dataclasses.field(default_factory=dict)

@@ -1,0 +1,37 @@
+"""Ensemble: every expert predicts, the task combines them (plurality vote with a
+summed-softmax tie-break for classification)."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from fdjax.distill import apply_experts
+from fdjax.methods.base import Method, Output
+from fdjax.study import stages
+from fdjax.trees import stack_trees
+
+
+@functools.lru_cache(maxsize=8)
+def ensemble_predictor(task, model):
+  """``predict(stacked_variables, images_uint8) -> outputs`` of the combined members."""
+
+  def predict(stacked, images):
+    n = jax.tree.leaves(stacked)[0].shape[0]
+    outputs = apply_experts(lambda v, x: task.predict(model, v, x), stacked,
+                            jnp.broadcast_to(images, (n, *images.shape)))
+    return task.ensemble(outputs)
+
+  return predict
+
+
+def _rows(runner) -> Output:
+  ctx = runner.ctx
+  results = runner.evaluate("ensemble", stack_trees(stages.experts(runner)),
+                            predict=ensemble_predictor(ctx.task, ctx.model))
+  return Output([("Ensemble", results)])
+
+
+METHOD = Method("ensemble", requires=stages.expert_names, rows=_rows)

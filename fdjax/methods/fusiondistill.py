@@ -1,0 +1,38 @@
+"""FusionDistill (stage 4): the fused model distilled from the frozen experts on
+combined degradations, ``alpha * task loss + sum_i gamma_i * (1 - cos(student, expert_i))``."""
+
+from __future__ import annotations
+
+from fdjax import distill
+from fdjax.methods.base import Loadable, Method, Output
+from fdjax.methods.finetune import fused_init
+from fdjax.study import stages
+from fdjax.study.runner import Stage
+from fdjax.study.training import Recipe, train_stage
+from fdjax.trees import stack_trees
+
+
+def _stage(runner) -> dict:
+  ctx = runner.ctx
+  cfg, n = ctx.config.fusiondistill, len(ctx.degradations)
+  degrade = ctx.plan.combined()
+  loss_fn = distill.fusiondistill_loss(ctx.model, ctx.task, degrade=degrade, num_experts=n,
+                                       feature=ctx.config.distill_feature, alpha=cfg.alpha,
+                                       gammas=[cfg.gamma] * n)
+  recipe = Recipe(loss_fn, init=runner.get(fused_init(ctx)),
+                  frozen=stack_trees(stages.experts(runner)), shares=n,
+                  selection_degrade=degrade)
+  return train_stage(ctx, "fusiondistill", cfg, recipe)
+
+
+def _stages(ctx):
+  return {"fusiondistill": Stage("fusiondistill", (fused_init(ctx), *stages.expert_names(ctx)),
+                                 _stage, block="fusiondistill", shares=len(ctx.degradations))}
+
+
+def _rows(runner) -> Output:
+  return Output([("FusionDistill", runner.evaluate("fusiondistill", runner.get("fusiondistill")))])
+
+
+METHOD = Method("fusiondistill", requires=lambda ctx: ("fusiondistill",), rows=_rows,
+                stages=_stages, models={"fusiondistill": Loadable("fusiondistill")})

@@ -1,0 +1,36 @@
+"""Oracle: each expert scored on its own degradation (and the clean model on clean
+images); the experts' cross-degradation heatmap (paper Fig. 4)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from fdjax.eval import plots
+from fdjax.methods.base import Loadable, Method, Output
+from fdjax.study import stages
+
+
+def _rows(runner) -> Output:
+  ctx = runner.ctx
+  per_expert = [runner.evaluate(f"expert_{d}", v)
+                for d, v in zip(ctx.degradations, stages.experts(runner))]
+  heatmap = [[r[d]["all"] for d in ctx.degradations] for r in per_expert]
+  results = {d: r[d] for d, r in zip(ctx.degradations, per_expert)}
+  results["clean"] = runner.evaluate("clean", runner.get("clean"))["clean"]
+  results["avg"] = float(np.mean([results[d]["all"] for d in ctx.degradations]))
+  return Output([("Oracle", results)], artifacts={"heatmap": heatmap})
+
+
+def _finalize(outputs, workdir: str, ctx) -> None:
+  names = list(ctx.degradations)
+  metric = ctx.task.metric
+  plots.plot_expert_heatmap(np.mean([o.artifacts["heatmap"] for o in outputs], axis=0), names,
+                            names, os.path.join(workdir, "expert_heatmap.png"),
+                            title=f"Experts: {metric.label} over all levels ({metric.unit})",
+                            scale=metric.scale)
+
+
+METHOD = Method("oracle", requires=lambda ctx: ("clean", *stages.expert_names(ctx)),
+                rows=_rows, finalize=_finalize, models={"clean": Loadable("clean")})

@@ -1,0 +1,46 @@
+"""Evaluation of one model over the level plan, cached on disk per setting."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from absl import logging
+
+from fdjax.eval import levels as levels_lib
+from fdjax.study.context import RunContext
+
+RESULTS_FORMAT = 2  # per_level as [level, value] pairs, 'all' = mean over levels
+
+
+class Evaluator:
+  """``evaluate(name, variables, predict=None, model=None) -> results`` (see
+  ``fdjax.eval.levels.evaluate_all``), cached as JSON under
+  ``<seed dir>/eval/<settings>/<name>.json``. The folder name holds every setting that
+  changes the numbers (results format, levels, examples, keys, batch size,
+  degradations), so a cached result is only reused for the same evaluation."""
+
+  def __init__(self, ctx: RunContext):
+    self.ctx = ctx
+    e, cfg, plan = ctx.config.eval, ctx.config, ctx.plan
+    ranges = "".join(f"_{n}{lo:g}-{hi:g}" for n, lo, hi in plan.ranges)
+    settings = (f"v{RESULTS_FORMAT}_stride{plan.stride}"
+                f"_n{f'{e.max_examples}bal' if e.max_examples else 'all'}_seed{plan.eval_seed}"
+                f"_bs{cfg.eval_batch_size}_{'-'.join(plan.names)}{ranges}")
+    self.dir = os.path.join(ctx.workdir, "eval", settings)
+
+  def __call__(self, name: str, variables, predict=None, model=None) -> dict:
+    path = os.path.join(self.dir, f"{name}.json")
+    if os.path.exists(path):
+      with open(path) as f:
+        return json.load(f)
+    ctx = self.ctx
+    logging.info("evaluating %s", name)
+    results = levels_lib.evaluate_all(
+        ctx.task, variables, ctx.dataset.test, ctx.plan, batch_size=ctx.config.eval_batch_size,
+        mesh=ctx.mesh, model=model or ctx.model, predict=predict,
+        max_examples=ctx.config.eval.max_examples or None)
+    os.makedirs(self.dir, exist_ok=True)
+    with open(path, "w") as f:
+      json.dump(results, f)
+    return results

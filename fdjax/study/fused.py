@@ -1,0 +1,90 @@
+"""The fused model: a weight soup of the experts with a choice of BatchNorm statistics.
+
+Soups (``config.fusion.soup``): 'uniform' (the paper), 'weighted' (``fusion.weights``,
+one per expert) and 'greedy' (Wortsman et al.: experts added in order of held-out
+metric while it does not get worse; held out = the validation split under combined
+degradations; the chosen experts are logged and saved in ``greedy.json``).
+BatchNorm modes: 'paper' keeps the first expert's statistics, 'average' averages them,
+'reestimate' averages then re-estimates them on combined-degradation training batches.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Sequence
+
+import jax
+from absl import logging
+
+from fdjax import data as data_lib
+from fdjax import fusion
+from fdjax.eval.metric import jit_clean, predictor, split_metric
+from fdjax.study.context import RunContext
+from fdjax.study.training import fixed_key_transform
+from fdjax.train import data_sharding
+from fdjax.train.variables_io import load_variables, save_variables, variables_exist
+
+SOUPS = ("uniform", "weighted", "greedy")
+BN_MODES = ("paper", "average", "reestimate")
+
+
+def fused_stage(ctx: RunContext, expert_variables: Sequence[dict], bn_mode: str) -> dict:
+  """The soup of ``config.fusion.soup`` with ``bn_mode`` statistics, saved under
+  ``fused/<bn_mode>/variables`` (reused when present)."""
+  cfg = ctx.config.fusion
+  if cfg.soup not in SOUPS:
+    raise ValueError(f"fusion.soup must be one of {SOUPS}, got {cfg.soup!r}")
+  if bn_mode not in BN_MODES:
+    raise ValueError(f"fusion BatchNorm mode must be one of {BN_MODES}, got {bn_mode!r}")
+  stage_dir = ctx.stage_dir(f"fused/{bn_mode}")
+  path = os.path.join(stage_dir, "variables")
+  if variables_exist(path):
+    return load_variables(path, ctx.template_variables())
+  stats = "paper" if bn_mode == "paper" else "average"
+  if cfg.soup == "uniform":
+    soup = fusion.uniform_soup(expert_variables, batch_stats=stats)
+  elif cfg.soup == "weighted":
+    weights = [float(w) for w in str(cfg.weights).split(",") if w.strip()]
+    soup = fusion.weighted_soup(expert_variables, weights, batch_stats=stats)
+  else:
+    soup, chosen = fusion.greedy_soup(expert_variables, _held_out_score(ctx), batch_stats=stats)
+    names = [ctx.degradations[i] for i in chosen]
+    os.makedirs(stage_dir, exist_ok=True)
+    with open(os.path.join(stage_dir, "greedy.json"), "w") as f:
+      json.dump({"chosen": names}, f)
+    logging.info("greedy soup (%s BatchNorm) chose %s", bn_mode, names)
+  if bn_mode == "reestimate":
+    soup = fusion.reestimate_batch_stats(ctx.model, soup, _degraded_train_batches(ctx),
+                                         normalization=ctx.task.normalization)
+  save_variables(path, soup)
+  return load_variables(path, ctx.template_variables())
+
+
+def _held_out_score(ctx: RunContext):
+  """The task metric on the validation split under combined degradations (fixed keys),
+  signed so that higher is better (what ``greedy_soup`` maximises)."""
+  if ctx.dataset.validation is None:
+    raise ValueError("fusion.soup='greedy' needs a held-out split: set "
+                     "data.validation_fraction > 0")
+  predict = jit_clean(predictor(ctx.task, ctx.model), ctx.mesh)
+  transform = fixed_key_transform(ctx, ctx.plan.combined())
+  n = len(ctx.degradations)
+  batch_size = ctx.config.eval_batch_size - ctx.config.eval_batch_size % n
+  sign = 1.0 if ctx.task.metric.higher_is_better else -1.0
+  return lambda variables: sign * split_metric(ctx.task, predict, variables,
+                                               ctx.dataset.validation, batch_size=batch_size,
+                                               mesh=ctx.mesh, transform=transform)
+
+
+def _degraded_train_batches(ctx: RunContext):
+  """Up to ``fusion.reestimate_batches`` combined-degradation training batches, fixed keys."""
+  n = len(ctx.degradations)
+  degrade = jax.jit(ctx.plan.combined())
+  key = jax.random.PRNGKey(ctx.seed + 12345)
+  batches = data_lib.train_batches(ctx.dataset.train, n * ctx.config.batch_size, seed=ctx.seed,
+                                   epoch=0, sharding=data_sharding(ctx.mesh))
+  for i, batch in enumerate(batches):
+    if i >= ctx.config.fusion.reestimate_batches:
+      return
+    yield degrade(jax.random.fold_in(key, i), batch["image"])

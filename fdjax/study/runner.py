@@ -1,0 +1,88 @@
+"""The per-seed runner: stages by name, each built once, in dependency order.
+
+A ``Stage`` names what it ``requires`` (other stage names) and how it is ``build``-t
+from a runner; a trained stage also names its config ``block`` and its ``shares`` so
+that the study can plan its work (training images) before anything runs. Methods ask
+``runner.get(name)``; the runner builds the requirements first (depth first, in the
+order given), memoises every result, and tells the study progress which stage runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Mapping, Sequence
+
+from absl import logging
+
+from fdjax.study.context import RunContext
+from fdjax.study.evaluator import Evaluator
+from fdjax.study.training import steps_per_epoch
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+  """One node of the stage graph.
+
+  name: its directory under the seed's workdir (e.g. 'clean', 'experts/jpeg').
+  requires: stage names built before it. build: ``runner -> result`` (variables, or
+  anything a method needs). block: the config block with ``epochs`` (None: no
+  training, e.g. a weight soup). shares: images per step in units of batch_size.
+  """
+
+  name: str
+  requires: tuple[str, ...]
+  build: Callable[["Runner"], object]
+  block: str | None = None
+  shares: int = 1
+
+  def work(self, ctx: RunContext) -> int:
+    """Training images this stage processes (0 without training)."""
+    if self.block is None:
+      return 0
+    epochs = int(ctx.config[self.block].epochs)
+    return epochs * steps_per_epoch(ctx, self.shares) * self.shares * ctx.config.batch_size
+
+
+def closure(graph: Mapping[str, Stage], names: Sequence[str]) -> list[str]:
+  """``names`` and everything they require, requirements first (depth first, stable)."""
+  order: list[str] = []
+
+  def visit(name: str, path: tuple[str, ...]):
+    if name in order:
+      return
+    if name in path:
+      raise ValueError(f"stage cycle: {' -> '.join(path + (name,))}")
+    if name not in graph:
+      raise ValueError(f"unknown stage {name!r}; known: {sorted(graph)}")
+    for required in graph[name].requires:
+      visit(required, path + (name,))
+    order.append(name)
+
+  for name in names:
+    visit(name, ())
+  return order
+
+
+class Runner:
+  """Builds and memoises the stages of one seed; evaluates models with cached results."""
+
+  def __init__(self, ctx: RunContext, graph: Mapping[str, Stage], progress=None):
+    self.ctx, self.graph, self.progress = ctx, dict(graph), progress
+    self.evaluate = Evaluator(ctx)
+    self._built: dict[str, object] = {}
+
+  def get(self, name: str):
+    """The result of stage ``name`` (built with its requirements on first use)."""
+    if name not in self._built:
+      for required in closure(self.graph, [name])[:-1]:
+        self.get(required)
+      if self.progress is not None:
+        self.progress.start(self.progress_name(name))
+        logging.info("%s", self.progress.describe())
+      self._built[name] = self.graph[name].build(self)
+      if self.progress is not None:
+        self.progress.finish(self.progress_name(name))
+    return self._built[name]
+
+  def progress_name(self, name: str) -> str:
+    return f"seed {self.ctx.seed}: {name}"

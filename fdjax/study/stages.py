@@ -1,0 +1,61 @@
+"""The stages every consolidation method shares: the clean model, one expert per
+degradation, and the weight-fused model (``fused/<bn_mode>``, see ``fused.py``).
+
+``shared_graph(ctx)`` returns them as ``Stage`` nodes; methods add their own stages
+(``fdjax.methods``) and the runner builds whatever a method asks for.
+"""
+
+from __future__ import annotations
+
+from fdjax import distill
+from fdjax.study import fused
+from fdjax.study.context import RunContext
+from fdjax.study.runner import Stage
+from fdjax.study.training import Recipe, train_stage
+from fdjax.train.objectives import supervised_loss
+
+
+def clean_stage(ctx: RunContext) -> dict:
+  """The base model trained on clean images with the task loss."""
+  return train_stage(ctx, "clean", ctx.config.clean,
+                     Recipe(supervised_loss(ctx.model, ctx.task)))
+
+
+def expert_stage(ctx: RunContext, degradation: str, clean_variables: dict) -> dict:
+  """One expert per degradation, from the clean model (ILIAC or the plain task loss)."""
+  cfg = ctx.config.experts
+  degrade = ctx.plan.sampler(degradation)
+  if cfg.loss == "iliac":
+    recipe = Recipe(distill.expert_loss(ctx.model, ctx.task, degrade=degrade,
+                                        feature=ctx.config.distill_feature,
+                                        cos_weight=cfg.cos_weight),
+                    init=clean_variables, frozen=clean_variables, selection_degrade=degrade)
+  elif cfg.loss == "ce":
+    recipe = Recipe(supervised_loss(ctx.model, ctx.task, degrade), init=clean_variables,
+                    selection_degrade=degrade)
+  else:
+    raise ValueError(f"experts.loss must be 'iliac' or 'ce', got {cfg.loss!r}")
+  return train_stage(ctx, f"experts/{degradation}", cfg, recipe)
+
+
+def expert_names(ctx: RunContext) -> tuple[str, ...]:
+  return tuple(f"experts/{d}" for d in ctx.degradations)
+
+
+def experts(runner) -> list[dict]:
+  """The experts' variables, in ``config.degradations`` order."""
+  return [runner.get(name) for name in expert_names(runner.ctx)]
+
+
+def shared_graph(ctx: RunContext) -> dict[str, Stage]:
+  """clean, experts/<degradation> and fused/<bn_mode> for every BatchNorm mode."""
+  graph = {"clean": Stage("clean", (), lambda r: clean_stage(r.ctx), block="clean")}
+  for d in ctx.degradations:
+    graph[f"experts/{d}"] = Stage(
+        f"experts/{d}", ("clean",),
+        lambda r, d=d: expert_stage(r.ctx, d, r.get("clean")), block="experts")
+  for bn_mode in fused.BN_MODES:
+    graph[f"fused/{bn_mode}"] = Stage(
+        f"fused/{bn_mode}", expert_names(ctx),
+        lambda r, bn_mode=bn_mode: fused.fused_stage(r.ctx, experts(r), bn_mode))
+  return graph

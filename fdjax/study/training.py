@@ -1,0 +1,158 @@
+"""``train_stage``: train one stage (or reuse / resume it) with the one loop and step.
+
+Layout under a seed's workdir: ``<stage>/checkpoints/<step>/`` (TrainState, resume),
+``<stage>/variables/`` (final ``{'params','batch_stats'}``: its presence = the stage is
+complete), ``<stage>/metrics.jsonl``.
+
+Resume order, in one place: a stage with ``variables/`` is reused as is; else a stage
+with checkpoints resumes from the latest; else it starts from ``recipe.init`` (an
+earlier stage's variables, or a fresh init from the seed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from typing import Callable
+
+import jax
+from absl import logging
+
+from fdjax import data as data_lib
+from fdjax.eval.metric import jit_clean, predictor, split_metric
+from fdjax.study.context import RunContext
+from fdjax.train import (Checkpointer, LoopConfig, create_train_state, fit, init_variables,
+                         make_optimizer, make_train_step)
+from fdjax.train.variables_io import load_variables, save_variables, variables_exist
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+  """How one stage trains, besides its config block (epochs, optimizer).
+
+  loss_fn: the step's loss (``fdjax.train.step``). init: starting variables, or None
+  for a fresh init from the seed. frozen: read-only teacher variables. shares: images
+  per step = ``shares * config.batch_size`` and an epoch visits the training split
+  ``shares`` times (combined-degradation stages: one share and one pass per
+  degradation, as the reference iterates one loader per degradation). selection_degrade:
+  ``degrade(key, images)`` for the validation metric that picks the best epoch when
+  ``config.selection == 'val'``. model: the trained network (default: the dense model).
+  grad_fn, wrap_tx: per-task gradients and the optax wrapper combining them.
+  """
+
+  loss_fn: Callable
+  init: dict | None = None
+  frozen: object = None
+  shares: int = 1
+  selection_degrade: Callable | None = None
+  model: object = None
+  grad_fn: Callable | None = None
+  wrap_tx: Callable | None = None
+
+
+def stage_variables_path(ctx: RunContext, name: str) -> str:
+  return os.path.join(ctx.stage_dir(name), "variables")
+
+
+def is_complete(ctx: RunContext, name: str) -> bool:
+  return variables_exist(stage_variables_path(ctx, name))
+
+
+def load_stage(ctx: RunContext, name: str, model=None) -> dict:
+  return load_variables(stage_variables_path(ctx, name), ctx.template_variables(model))
+
+
+def steps_per_epoch(ctx: RunContext, shares: int = 1) -> int:
+  return data_lib.num_batches(len(ctx.dataset.train) * shares, shares * ctx.config.batch_size,
+                              drop_remainder=True)
+
+
+def stage_key(seed: int, name: str) -> jax.Array:
+  """The stage's training key: ``fold_in(PRNGKey(seed), stable_id(name))``."""
+  return jax.random.fold_in(jax.random.PRNGKey(seed), _stable_id(name))
+
+
+def train_stage(ctx: RunContext, name: str, stage_cfg, recipe: Recipe) -> dict:
+  """Trains stage ``name`` (``stage_cfg``: epochs, optimizer) and returns its variables."""
+  model = recipe.model or ctx.model
+  if is_complete(ctx, name):
+    logging.info("[%s] complete; reusing %s", name, stage_variables_path(ctx, name))
+    return load_stage(ctx, name, model)
+  config, stage_dir = ctx.config, ctx.stage_dir(name)
+  if config.selection not in ("last", "val"):
+    raise ValueError(f"selection must be 'last' or 'val', got {config.selection!r}")
+  train_split = ctx.dataset.train
+  if recipe.shares > 1:
+    train_split = data_lib.repeat(train_split, recipe.shares)
+  per_epoch = steps_per_epoch(ctx, recipe.shares)
+  tx, schedule = make_optimizer(stage_cfg.optimizer, epochs=stage_cfg.epochs,
+                                steps_per_epoch=max(per_epoch, 1))
+  if recipe.wrap_tx is not None:
+    tx = recipe.wrap_tx(tx)
+  init = recipe.init
+  if init is None:
+    init = init_variables(model, jax.random.fold_in(jax.random.PRNGKey(ctx.seed), 0),
+                          ctx.dataset.image_shape)
+  state = create_train_state(init, tx, stage_key(ctx.seed, name), ctx.mesh)
+  checkpointer = Checkpointer(os.path.join(stage_dir, "checkpoints"),
+                              max_to_keep=config.checkpoint.keep)
+  loop = LoopConfig(epochs=stage_cfg.epochs, batch_size=recipe.shares * config.batch_size,
+                    seed=ctx.seed, log_every_steps=config.log_every_steps,
+                    checkpoint_every_steps=config.checkpoint.every_steps)
+  selector = _BestOnValidation(ctx, name, recipe.selection_degrade, model) if (
+      config.selection == "val" and ctx.dataset.validation is not None) else None
+  step_fn = make_train_step(recipe.loss_fn, tx, ctx.mesh,
+                            **({"grad_fn": recipe.grad_fn} if recipe.grad_fn else {}))
+  state = fit(state, step_fn, train_split, loop=loop, mesh=ctx.mesh, workdir=stage_dir,
+              schedule=schedule, name=name, checkpointer=checkpointer, frozen=recipe.frozen,
+              on_epoch_end=selector.on_epoch_end if selector else None, study=ctx.study)
+  variables = selector.best() if selector else state.variables
+  save_variables(stage_variables_path(ctx, name), variables)
+  return load_stage(ctx, name, model)
+
+
+def _stable_id(name: str) -> int:
+  return sum((i + 1) * ord(c) for i, c in enumerate(name)) % (2**31 - 1)
+
+
+def fixed_key_transform(ctx: RunContext, degrade):
+  """``(batch_index, images) -> degraded images`` with keys fixed by ``eval.seed``."""
+  degrade = jax.jit(degrade)
+  key = jax.random.PRNGKey(ctx.config.eval.seed)
+  return lambda index, images: degrade(jax.random.fold_in(key, index), images)
+
+
+class _BestOnValidation:
+  """Keeps the variables of the epoch with the best validation metric (task's direction)."""
+
+  def __init__(self, ctx: RunContext, name: str, degrade, model):
+    self.ctx, self.model = ctx, model
+    self.path = os.path.join(ctx.stage_dir(name), "best")
+    self.record_path = os.path.join(ctx.stage_dir(name), "best.json")
+    self.predict = jit_clean(predictor(ctx.task, model), ctx.mesh)
+    self.transform = None if degrade is None else fixed_key_transform(ctx, degrade)
+    self.key_name = f"val_{ctx.task.metric.name}"
+
+  def on_epoch_end(self, state, epoch: int) -> dict:
+    val = split_metric(self.ctx.task, self.predict, state.variables, self.ctx.dataset.validation,
+                       batch_size=self.ctx.config.eval_batch_size, mesh=self.ctx.mesh,
+                       transform=self.transform)
+    best = self._record()
+    if self.ctx.task.metric.better(val, None if best is None else best[self.key_name]):
+      shutil.rmtree(self.path, ignore_errors=True)
+      save_variables(self.path, state.variables)
+      with open(self.record_path, "w") as f:
+        json.dump({"epoch": epoch + 1, self.key_name: val}, f)
+    return {self.key_name: val}
+
+  def _record(self):
+    if os.path.exists(self.record_path):
+      with open(self.record_path) as f:
+        return json.load(f)
+    return None
+
+  def best(self) -> dict:
+    logging.info("selected epoch %s by validation %s", self._record(), self.ctx.task.metric.name)
+    return load_variables(self.path, self.ctx.template_variables(self.model))

@@ -1,0 +1,97 @@
+"""What a task is: the pieces of a study that depend on what the network outputs.
+
+A study (``fdjax.pipeline``) trains, fuses, distils and evaluates models without
+knowing whether they classify or restore images; everything that does depend on it
+sits behind a ``Task``:
+
+* ``build_model(config, data_spec)``: a Flax module ``apply(variables, x, train) ->
+  (outputs, features)``;
+* ``views(key, batch, degrade) -> (student_input, target, teacher_input)``: the
+  training views of one batch (augmentation and degradation on device);
+* ``model_input(images_uint8)``: the model's own input normalisation; ``forward``
+  and ``predict`` are the ONE way a trained model is applied to uint8 images;
+* ``per_example_loss(outputs, target) -> [B]`` and ``score(outputs, batch) -> (sum,
+  count)``: every stage's loss is ``weights x per-example losses``; every evaluation
+  metric is a ratio of sums, so it adds up over batches, levels and devices;
+* ``metric``: a ``MetricSpec`` that drives reports, plots, model selection and
+  greedy soups;
+* ``ensemble(member_outputs [N, B, ...]) -> [B, ...]``: how members vote.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Protocol
+
+import jax
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricSpec:
+  """The task's headline metric.
+
+  Attributes:
+    name: short key, e.g. 'accuracy' or 'psnr'.
+    label: what a table or axis calls it, e.g. 'Top-1 accuracy'.
+    unit: the unit of the DISPLAYED value, e.g. '%' or 'dB'.
+    scale: displayed value = ``scale * value`` (accuracy is stored 0..1, shown in %).
+    higher_is_better: the direction model selection and greedy soups optimise.
+  """
+
+  name: str
+  label: str
+  unit: str
+  scale: float = 1.0
+  higher_is_better: bool = True
+
+  def display(self, value: float) -> float:
+    return self.scale * float(value)
+
+  def better(self, a: float, b: float | None) -> bool:
+    """True when ``a`` beats ``b`` (anything beats None; NaN never wins)."""
+    if b is None:
+      return a == a
+    return a > b if self.higher_is_better else a < b
+
+  @property
+  def heading(self) -> str:
+    """``'Top-1 accuracy (%), higher is better'``."""
+    return f"{self.label} ({self.unit}), {'higher' if self.higher_is_better else 'lower'} is better"
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSpec:
+  """What a model needs to know about the data: ``image_shape`` (H, W, 3) and, for
+  classification, ``num_classes``."""
+
+  image_shape: tuple[int, int, int]
+  num_classes: int = 0
+
+
+# degrade(key, images_uint8 [B,H,W,3]) -> uint8 [B,H,W,3]
+DegradeFn = Callable[[jax.Array, jax.Array], jax.Array]
+
+
+class Task(Protocol):
+  """The interface every task implements (see the module docstring)."""
+
+  name: str
+  metric: MetricSpec
+
+  def build_model(self, config, data_spec: DataSpec) -> Any: ...
+
+  def views(self, key, batch: dict, degrade: DegradeFn | None): ...
+
+  def model_input(self, images) -> jax.Array: ...
+
+  def forward(self, model, variables, images, train: bool = False): ...
+
+  def predict(self, model, variables, images) -> jax.Array: ...
+
+  def per_example_loss(self, outputs, target) -> jax.Array: ...
+
+  def train_metrics(self, outputs, target) -> dict: ...
+
+  def score(self, outputs, batch: dict) -> tuple[jax.Array, jax.Array]: ...
+
+  def ensemble(self, member_outputs) -> jax.Array: ...

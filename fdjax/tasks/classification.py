@@ -1,0 +1,125 @@
+"""Image classification: logits out, cross-entropy in training, top-1 accuracy scored.
+
+Training views follow the FusionDistill code, per image: random horizontal flip of
+the clean image, then (optionally) degradation, then zero padding and one random
+crop shared by the clean and degraded views, then cutout on the view the student
+trains on. Everything runs on device from uint8 ``[B, H, W, 3]`` batches (0..255).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from fdjax.data import augment
+from fdjax.models import CHANNEL_STATS, cifar_resnet, normalize
+from fdjax.tasks.base import DataSpec, DegradeFn, MetricSpec
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+@dataclasses.dataclass(frozen=True)
+class Augment:
+  """On-device augmentation switches (``config.augment``); pad and cutout in pixels."""
+
+  flip: bool = True
+  crop: bool = True
+  pad: int = 4
+  cutout: bool = True
+  cutout_size: int = 16
+
+  @classmethod
+  def from_config(cls, cfg) -> "Augment":
+    return cls(bool(cfg.flip), bool(cfg.crop), int(cfg.pad), bool(cfg.cutout),
+               int(cfg.cutout_size))
+
+
+NO_AUGMENT = Augment(flip=False, crop=False, cutout=False)
+
+
+def model_dtype(name: str):
+  if name not in DTYPES:
+    raise ValueError(f"model.dtype must be one of {sorted(DTYPES)}, got {name!r}")
+  return DTYPES[name]
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassificationTask:
+  """Hashable (frozen): equal tasks share memoised jitted predictors.
+
+  normalization: key of ``fdjax.models.CHANNEL_STATS`` (uint8 0..255 -> standardised).
+  augment: the training augmentation.
+  """
+
+  normalization: str = "cifar10"
+  augment: Augment = Augment()
+  name = "classification"
+  metric = MetricSpec("accuracy", "Top-1 accuracy", "%", scale=100.0, higher_is_better=True)
+
+  def __post_init__(self):
+    if self.normalization not in CHANNEL_STATS:
+      raise ValueError(f"data.normalization must be one of {sorted(CHANNEL_STATS)}, "
+                       f"got {self.normalization!r}")
+
+  @classmethod
+  def from_config(cls, config) -> "ClassificationTask":
+    return cls(config.data.normalization, Augment.from_config(config.augment))
+
+  def build_model(self, config, data_spec: DataSpec):
+    """The dense CIFAR ResNet of ``config.model`` with ``data_spec.num_classes`` outputs."""
+    return cifar_resnet(config.model.depth, data_spec.num_classes, config.model.head,
+                        dtype=model_dtype(config.model.dtype))
+
+  def views(self, key, batch: dict, degrade: DegradeFn | None = None):
+    """``(student_input, labels, teacher_input)``: uint8 ``[B,H,W,3]``, int32 ``[B]``,
+    uint8. The teacher sees the clean view with the student's flip and crop; without
+    ``degrade`` the student sees the augmented clean image (with cutout)."""
+    a = self.augment
+    k_flip, k_degrade, k_crop, k_cutout = jax.random.split(key, 4)
+    images = batch["image"]
+    if a.flip:
+      images = augment.random_flip(k_flip, images)
+    degraded = degrade(k_degrade, images) if degrade is not None else images
+    if a.crop:
+      images, degraded = augment.random_crop(k_crop, images, degraded, pad=a.pad)
+    if a.cutout:
+      degraded = augment.cutout(k_cutout, degraded, size=a.cutout_size)
+    return degraded, batch["label"], images
+
+  def model_input(self, images) -> jax.Array:
+    """uint8 ``[B,H,W,3]`` 0..255 -> float32 standardised per channel."""
+    return normalize(images, self.normalization)
+
+  def forward(self, model, variables, images, train: bool = False):
+    """``(logits [B,C], features)`` of ``model`` on uint8 images, in eval mode."""
+    return model.apply(variables, self.model_input(images), train=train)
+
+  def predict(self, model, variables, images) -> jax.Array:
+    """logits float32 ``[B, C]`` of ``model`` on uint8 ``[B,H,W,3]`` images."""
+    return self.forward(model, variables, images)[0]
+
+  def per_example_loss(self, logits, labels) -> jax.Array:
+    """float32 ``[...]``: softmax cross-entropy of logits ``[..., C]`` and labels ``[...]``."""
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+
+  def train_metrics(self, logits, labels) -> dict:
+    return {"train_accuracy": jnp.mean(jnp.argmax(logits, -1) == labels)}
+
+  def score(self, logits, batch: dict):
+    """``(correct, count)``, int32 scalars over the unmasked examples of ``batch``."""
+    mask = batch.get("mask")
+    hits = jnp.argmax(logits, axis=-1) == batch["label"]
+    if mask is None:
+      return jnp.sum(hits.astype(jnp.int32)), jnp.int32(hits.shape[0])
+    return jnp.sum((hits & mask).astype(jnp.int32)), jnp.sum(mask.astype(jnp.int32))
+
+  def ensemble(self, member_logits) -> jax.Array:
+    """``[N, B, C]`` member logits -> one-hot ``[B, C]`` of the plurality vote
+    (ties broken by the summed softmax, as the paper's text says)."""
+    from fdjax.fusion import ensemble_predict
+
+    labels = ensemble_predict(member_logits)
+    return jax.nn.one_hot(labels, member_logits.shape[-1])
