@@ -22,6 +22,8 @@ import tarfile
 import tempfile
 from pathlib import Path, PurePosixPath
 
+from fdjax.errors import DataError
+
 SUFFIXES = (".tar.gz", ".tgz", ".tar")
 CACHE_ENV = "FDJAX_CACHE"
 
@@ -60,7 +62,7 @@ def _safe_extract(tar: tarfile.TarFile, dest: Path) -> None:
   for member in tar.getmembers():
     if member.name.startswith("/") or ".." in PurePosixPath(member.name).parts or not (
         member.isfile() or member.isdir()):
-      raise ValueError(f"refusing to extract unsafe archive member {member.name!r}")
+      raise DataError(f"refusing to extract unsafe archive member {member.name!r}")
   tar.extractall(dest)
 
 
@@ -79,7 +81,7 @@ def extract(archive: Path, root: Path) -> Path:
       with tarfile.open(archive) as tar:
         _safe_extract(tar, tmp / "tree")
     except (tarfile.TarError, EOFError, OSError) as e:  # incl. tarfile.FilterError
-      raise ValueError(f"cannot extract archive {archive}: {e}") from e
+      raise DataError(f"cannot extract archive {archive}: {e}") from e
     try:
       os.rename(tmp, entry)  # atomic publish
     except OSError:

@@ -32,6 +32,7 @@ import numpy as np
 
 from fdjax.data import _decode, archive
 from fdjax.data.splits import RawSource, in_memory_source
+from fdjax.errors import DataError, MissingDataError
 
 SPLIT_DIRS = {"train": "train", "test": "test", "validation": "validation", "val": "validation"}
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm", ".pgm",
@@ -83,11 +84,11 @@ def scan(root: Path) -> Tree:
     if d in SPLIT_DIRS:
       split = SPLIT_DIRS[d]
       if split in split_dirs:
-        raise ValueError(f"{root} has both {split_dirs[split].name!r} and {d!r} folders; keep one")
+        raise DataError(f"{root} has both {split_dirs[split].name!r} and {d!r} folders; keep one")
       split_dirs[split] = root / d
   for split in ("train", "test"):
     if split not in split_dirs:
-      raise FileNotFoundError(
+      raise MissingDataError(
           f"image folder {root} has no {split!r} split folder; available splits: "
           f"{sorted(split_dirs)} (sub-folders: {dirs}); expected {root}/<split>/<class>/<image> "
           f"with splits train, test and optionally validation or val")
@@ -97,12 +98,12 @@ def scan(root: Path) -> Tree:
     split_dir = split_dirs[split]
     classes = _visible_dirs(split_dir)
     if not classes:
-      raise ValueError(f"split folder {split_dir} has no class folders; expected "
+      raise DataError(f"split folder {split_dir} has no class folders; expected "
                        f"{split_dir}/<class>/<image>")
     if split == "train":
       class_names = tuple(classes)
     elif extra := sorted(set(classes) - set(class_names)):
-      raise ValueError(f"split folder {split_dir} has classes {extra} that the train split "
+      raise DataError(f"split folder {split_dir} has classes {extra} that the train split "
                        f"{split_dirs['train']} lacks")
     paths, labs = [], []
     for name in classes:
@@ -111,7 +112,7 @@ def scan(root: Path) -> Tree:
                       if e.is_file() and not e.name.startswith(".")
                       and os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS)
       if not images:
-        raise ValueError(f"class folder {class_dir} contains no images (extensions: "
+        raise DataError(f"class folder {class_dir} contains no images (extensions: "
                          f"{', '.join(sorted(IMAGE_EXTENSIONS))})")
       paths.extend(str(class_dir / f) for f in images)
       labs.extend([class_names.index(name)] * len(images))
@@ -156,13 +157,16 @@ def _reader(tree: Tree, cache: Path):
 
   def read_images(needed):
     ref_path = tree.files["train"][0]
-    ref_size = _decode.image_size(ref_path)
     full = all(idx is None for idx in needed.values())
     order = sorted(tree.files if full else needed)  # a complete load decodes every split
     picks = {s: tree.files[s] if needed.get(s) is None else [tree.files[s][i] for i in needed[s]]
              for s in order}
     start = time.perf_counter()
-    flat = _decode.decode_parallel([p for s in order for p in picks[s]], ref_path, ref_size)
+    try:
+      flat = _decode.decode_parallel([p for s in order for p in picks[s]], ref_path,
+                                     _decode.image_size(ref_path))
+    except ValueError as e:  # an unreadable image or a size mismatch, naming the files
+      raise DataError(str(e)) from None
     log.info("decoded %d images from %s in %.1f s", len(flat), tree.root,
              time.perf_counter() - start)
     bounds = np.cumsum([0] + [len(picks[s]) for s in order])
@@ -178,11 +182,11 @@ def source(path_arg: str, *, cache_dir: str | None = None) -> RawSource:
   """Opens ``folder:<path_arg>`` (a directory or an archive) as a lazy ``RawSource``."""
   path = Path(path_arg).expanduser()
   if not path.exists():
-    raise FileNotFoundError(f"folder source {path_arg!r}: {path} does not exist")
+    raise MissingDataError(f"folder source {path_arg!r}: {path} does not exist")
   root = archive.cache_root(cache_dir)
   if path.is_file():
     if not archive.is_archive(path):
-      raise ValueError(f"folder source {path_arg!r}: {path} is a file but not an archive "
+      raise DataError(f"folder source {path_arg!r}: {path} is a file but not an archive "
                        f"({', '.join(archive.SUFFIXES)}) or a directory")
     name = archive.stem(path)
     entry = archive.extract(path, root)
