@@ -157,7 +157,7 @@ def validate_config(config, *, device_count: int | None = None) -> None:
   if problems:
     head = "" if len(problems) == 1 else f"{len(problems)} config problems: "
     raise ConfigError(head + "; ".join(problems),
-                      hint="fix these fields in the config file or with --config.<field>=...")
+                      hint="set valid values in the config file or with --config.<field>=<value>")
 
 
 def _check_optimizer(config, stage: str, check) -> None:
