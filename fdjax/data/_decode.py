@@ -6,7 +6,12 @@ per 32x32 JPEG), so threads do not help; this module fans the files out over wor
 job.json``): it imports only numpy and PIL, starts in ~0.1 s, never re-imports the
 caller's ``__main__`` (unlike multiprocessing's spawn, which breaks scripts without
 an ``if __name__ == '__main__'`` guard) and never forks a process that runs JAX threads.
-Keep this module free of fdjax imports.
+Keep this module free of top-level fdjax imports (the workers run it alone).
+
+Jobs and results go through a scratch directory
+``<system temp dir>/fdjax-decode@<host>@<pid>@<random>``, deleted when decoding ends;
+one left behind by a killed run is deleted by the next ``decode_parallel`` once its
+owner process is gone (``fdjax.data.stale``).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -23,6 +29,7 @@ from PIL import Image
 
 MIN_PER_WORKER = 2000  # fewer files than this per worker are decoded in-process
 MAX_WORKERS = 8
+SCRATCH_PREFIX = "fdjax-decode"  # scratch directories in tempfile.gettempdir()
 
 
 def image_size(path: str) -> tuple[int, int]:
@@ -73,31 +80,36 @@ def decode_parallel(paths, ref_path: str, ref_size: tuple[int, int],
   workers = min(workers or default_workers(), max(1, len(paths) // MIN_PER_WORKER))
   if workers <= 1 or not sys.executable:  # (no interpreter to launch when embedded)
     return decode_files(paths, ref_path, ref_size)
+  from fdjax.data import stale  # here, not at the top: workers import nothing of fdjax
+
+  scratch_root = tempfile.gettempdir()
+  stale.remove_stale(scratch_root, SCRATCH_PREFIX)
   bounds = np.linspace(0, len(paths), workers + 1).astype(int)
   procs = []
-  with tempfile.TemporaryDirectory(prefix="fdjax-decode-") as tmp:
-    try:
-      for k in range(1, workers):  # chunk 0 is decoded here while the others run
-        job = os.path.join(tmp, f"job{k}.json")
-        with open(job, "w") as f:
-          json.dump({"paths": paths[bounds[k]:bounds[k + 1]], "ref_path": ref_path,
-                     "ref_size": list(ref_size), "out": os.path.join(tmp, f"part{k}.npy")}, f)
-        procs.append(subprocess.Popen([sys.executable, "-P", os.path.abspath(__file__), job],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
-      parts = [decode_files(paths[:bounds[1]], ref_path, ref_size)]
-      for k, proc in enumerate(procs, start=1):
-        _, err = proc.communicate()
-        if proc.returncode != 0:
-          msg = err.decode(errors="replace").strip()
-          if proc.returncode == 2:  # a ValueError from decode_files, message on stderr
-            raise ValueError(msg)
-          raise RuntimeError(f"image decoding worker failed (exit {proc.returncode}): {msg[-2000:]}")
-        parts.append(np.load(os.path.join(tmp, f"part{k}.npy")))
-    finally:
-      for proc in procs:
-        if proc.poll() is None:
-          proc.kill()
-          proc.wait()
+  tmp = str(stale.make_temp_dir(scratch_root, SCRATCH_PREFIX))
+  try:
+    for k in range(1, workers):  # chunk 0 is decoded here while the others run
+      job = os.path.join(tmp, f"job{k}.json")
+      with open(job, "w") as f:
+        json.dump({"paths": paths[bounds[k]:bounds[k + 1]], "ref_path": ref_path,
+                   "ref_size": list(ref_size), "out": os.path.join(tmp, f"part{k}.npy")}, f)
+      procs.append(subprocess.Popen([sys.executable, "-P", os.path.abspath(__file__), job],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+    parts = [decode_files(paths[:bounds[1]], ref_path, ref_size)]
+    for k, proc in enumerate(procs, start=1):
+      _, err = proc.communicate()
+      if proc.returncode != 0:
+        msg = err.decode(errors="replace").strip()
+        if proc.returncode == 2:  # a ValueError from decode_files, message on stderr
+          raise ValueError(msg)
+        raise RuntimeError(f"image decoding worker failed (exit {proc.returncode}): {msg[-2000:]}")
+      parts.append(np.load(os.path.join(tmp, f"part{k}.npy")))
+  finally:
+    for proc in procs:
+      if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    shutil.rmtree(tmp, ignore_errors=True)
   return np.concatenate(parts)
 
 

@@ -8,9 +8,11 @@ Layout under the cache root (``cache_dir``, else ``$FDJAX_CACHE``, else
 
 ``key`` hashes the archive's size and modification time, so a replaced archive gets a
 fresh entry. Extraction is atomic: the archive is unpacked into a hidden temporary
-directory in the cache root that is renamed to ``<stem>-<key>`` only when complete, so
-a crash never leaves a half-extracted entry (only a ``.<stem>-*.partial`` directory,
-which is never read and may be deleted).
+directory ``.<stem>-<key>@<host>@<pid>@<random>.partial`` in the cache root that is
+renamed to ``<stem>-<key>`` only when complete, so a crash never leaves a
+half-extracted entry. Such a directory left by a killed run is never read; the next
+``extract`` into the same cache root deletes it once its owner process is gone (see
+``fdjax.data.stale``).
 """
 
 from __future__ import annotations
@@ -19,11 +21,14 @@ import hashlib
 import os
 import shutil
 import tarfile
-import tempfile
 from pathlib import Path, PurePosixPath
+
+from fdjax.data import stale
+from fdjax.errors import DataError
 
 SUFFIXES = (".tar.gz", ".tgz", ".tar")
 CACHE_ENV = "FDJAX_CACHE"
+PARTIAL = ".partial"  # suffix of the temporary directories in the cache root
 
 
 def is_archive(path: Path) -> bool:
@@ -60,26 +65,28 @@ def _safe_extract(tar: tarfile.TarFile, dest: Path) -> None:
   for member in tar.getmembers():
     if member.name.startswith("/") or ".." in PurePosixPath(member.name).parts or not (
         member.isfile() or member.isdir()):
-      raise ValueError(f"refusing to extract unsafe archive member {member.name!r}")
+      raise DataError(f"refusing to extract unsafe archive member {member.name!r}")
   tar.extractall(dest)
 
 
 def extract(archive: Path, root: Path) -> Path:
   """Extracts ``archive`` under ``root`` unless already there; returns the entry dir.
 
-  The extracted files are in ``<entry>/tree``.
+  The extracted files are in ``<entry>/tree``. First deletes the temporary
+  directories that killed runs left in ``root`` (``stale.remove_stale``).
   """
   entry = entry_dir(archive, root)
+  stale.remove_stale(root, ".", PARTIAL)
   if (entry / "tree").is_dir():
     return entry
   root.mkdir(parents=True, exist_ok=True)
-  tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}-", suffix=".partial", dir=root))
+  tmp = stale.make_temp_dir(root, f".{entry.name}", PARTIAL)
   try:
     try:
       with tarfile.open(archive) as tar:
         _safe_extract(tar, tmp / "tree")
     except (tarfile.TarError, EOFError, OSError) as e:  # incl. tarfile.FilterError
-      raise ValueError(f"cannot extract archive {archive}: {e}") from e
+      raise DataError(f"cannot extract archive {archive}: {e}") from e
     try:
       os.rename(tmp, entry)  # atomic publish
     except OSError:

@@ -12,7 +12,12 @@ Decoded arrays are cached as ``.npy`` (``decoded-v1/``): next to the extraction 
 archives (see ``fdjax.data.archive``), and under
 ``<cache root>/<folder name>-dir-<listing hash>/`` for plain folders, so a second load
 only reads the arrays. Loads that ask for a subset (``max_per_split``) decode just
-that subset and do not write the cache, but do read a cache that exists.
+that subset and do not write the cache, but do read a cache that exists. A cache is
+written into a temporary ``.decoded@<host>@<pid>@<random>.partial`` directory and
+renamed into place; such directories left by killed runs are deleted at the next load
+(``fdjax.data.stale``). A cache that cannot be read back (a truncated or damaged
+``.npy``, arrays of the wrong shape) is reported with a warning naming the file,
+deleted, and rebuilt from the images.
 """
 
 from __future__ import annotations
@@ -23,20 +28,21 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from fdjax.data import _decode, archive
+from fdjax.data import _decode, archive, stale
 from fdjax.data.splits import RawSource, in_memory_source
+from fdjax.errors import DataError, MissingDataError
 
 SPLIT_DIRS = {"train": "train", "test": "test", "validation": "validation", "val": "validation"}
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm", ".pgm",
                               ".pbm", ".tif", ".tiff"})
 DECODED = "decoded-v1"  # bump when the cached array format changes
+PARTIAL = ".partial"  # suffix of temporary directories next to DECODED
 
 log = logging.getLogger(__name__)
 
@@ -83,11 +89,11 @@ def scan(root: Path) -> Tree:
     if d in SPLIT_DIRS:
       split = SPLIT_DIRS[d]
       if split in split_dirs:
-        raise ValueError(f"{root} has both {split_dirs[split].name!r} and {d!r} folders; keep one")
+        raise DataError(f"{root} has both {split_dirs[split].name!r} and {d!r} folders; keep one")
       split_dirs[split] = root / d
   for split in ("train", "test"):
     if split not in split_dirs:
-      raise FileNotFoundError(
+      raise MissingDataError(
           f"image folder {root} has no {split!r} split folder; available splits: "
           f"{sorted(split_dirs)} (sub-folders: {dirs}); expected {root}/<split>/<class>/<image> "
           f"with splits train, test and optionally validation or val")
@@ -97,12 +103,12 @@ def scan(root: Path) -> Tree:
     split_dir = split_dirs[split]
     classes = _visible_dirs(split_dir)
     if not classes:
-      raise ValueError(f"split folder {split_dir} has no class folders; expected "
+      raise DataError(f"split folder {split_dir} has no class folders; expected "
                        f"{split_dir}/<class>/<image>")
     if split == "train":
       class_names = tuple(classes)
     elif extra := sorted(set(classes) - set(class_names)):
-      raise ValueError(f"split folder {split_dir} has classes {extra} that the train split "
+      raise DataError(f"split folder {split_dir} has classes {extra} that the train split "
                        f"{split_dirs['train']} lacks")
     paths, labs = [], []
     for name in classes:
@@ -111,7 +117,7 @@ def scan(root: Path) -> Tree:
                       if e.is_file() and not e.name.startswith(".")
                       and os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS)
       if not images:
-        raise ValueError(f"class folder {class_dir} contains no images (extensions: "
+        raise DataError(f"class folder {class_dir} contains no images (extensions: "
                          f"{', '.join(sorted(IMAGE_EXTENSIONS))})")
       paths.extend(str(class_dir / f) for f in images)
       labs.extend([class_names.index(name)] * len(images))
@@ -125,7 +131,7 @@ def _save_decoded(dest: Path, arrays: dict[str, tuple[np.ndarray, np.ndarray]],
   tmp = None
   try:
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".decoded-", suffix=".partial", dir=dest.parent))
+    tmp = stale.make_temp_dir(dest.parent, ".decoded", PARTIAL)
     for split, (images, labels) in arrays.items():
       np.save(tmp / f"{split}_images.npy", images)
       np.save(tmp / f"{split}_labels.npy", labels)
@@ -140,15 +146,67 @@ def _save_decoded(dest: Path, arrays: dict[str, tuple[np.ndarray, np.ndarray]],
       shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _load_decoded(dest: Path):
-  """``(class_names, {split: (images, labels)})`` from a cache dir, or None."""
+class _DamagedCache(Exception):
+  def __init__(self, path: Path, reason):
+    super().__init__(f"{path}: {reason}")
+    self.path, self.reason = path, str(reason)
+
+
+def _read_decoded(dest: Path):
+  """Reads a cache dir; raises ``_DamagedCache(file, reason)`` on anything unreadable."""
   meta_path = dest / "meta.json"
-  if not meta_path.exists():
+  try:
+    meta = json.loads(meta_path.read_text())
+    splits, class_names = list(meta["splits"]), tuple(str(c) for c in meta["class_names"])
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise _DamagedCache(meta_path, e) from None
+  arrays = {}
+  for split in splits:
+    loaded = []
+    for kind in ("images", "labels"):
+      path = dest / f"{split}_{kind}.npy"
+      try:
+        loaded.append(np.load(path, allow_pickle=False))
+      except (OSError, ValueError, EOFError) as e:  # numpy: "Failed to read all data", ...
+        raise _DamagedCache(path, e) from None
+    images, labels = loaded
+    if not (images.dtype == np.uint8 and images.ndim == 4 and images.shape[-1] == 3):
+      raise _DamagedCache(dest / f"{split}_images.npy",
+                          f"expected uint8 [N, H, W, 3], got {images.dtype} {images.shape}")
+    if labels.shape != images.shape[:1] or labels.dtype != np.int32:
+      raise _DamagedCache(dest / f"{split}_labels.npy",
+                          f"expected int32 [{images.shape[0]}], got {labels.dtype} {labels.shape}")
+    arrays[split] = (images, labels)
+  return class_names, arrays
+
+
+def _load_decoded(dest: Path):
+  """``(class_names, {split: (images, labels)})`` from a cache dir, or None when there is
+  none. A damaged cache is deleted (with a warning naming the bad file) and None
+  returned, so the caller decodes the images again and rewrites it."""
+  if not (dest / "meta.json").exists():
     return None
-  meta = json.loads(meta_path.read_text())
-  arrays = {s: (np.load(dest / f"{s}_images.npy"), np.load(dest / f"{s}_labels.npy"))
-            for s in meta["splits"]}
-  return tuple(meta["class_names"]), arrays
+  try:
+    return _read_decoded(dest)
+  except _DamagedCache as e:
+    warnings.warn(f"decoded image cache file {e.path} is damaged ({e.reason}); deleting {dest} and "
+                  f"decoding the images again", stacklevel=3)
+    _discard(dest)
+    return None
+
+
+def _discard(dest: Path) -> None:
+  """Deletes ``dest``: renamed aside first, so a concurrent reader never sees it half gone."""
+  try:
+    aside = stale.make_temp_dir(dest.parent, ".damaged", PARTIAL)
+  except OSError:
+    return
+  try:
+    os.rename(dest, aside / "old")
+  except OSError:  # e.g. another process discarded it first
+    pass
+  finally:
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def _reader(tree: Tree, cache: Path):
@@ -156,13 +214,16 @@ def _reader(tree: Tree, cache: Path):
 
   def read_images(needed):
     ref_path = tree.files["train"][0]
-    ref_size = _decode.image_size(ref_path)
     full = all(idx is None for idx in needed.values())
     order = sorted(tree.files if full else needed)  # a complete load decodes every split
     picks = {s: tree.files[s] if needed.get(s) is None else [tree.files[s][i] for i in needed[s]]
              for s in order}
     start = time.perf_counter()
-    flat = _decode.decode_parallel([p for s in order for p in picks[s]], ref_path, ref_size)
+    try:
+      flat = _decode.decode_parallel([p for s in order for p in picks[s]], ref_path,
+                                     _decode.image_size(ref_path))
+    except ValueError as e:  # an unreadable image or a size mismatch, naming the files
+      raise DataError(str(e)) from None
     log.info("decoded %d images from %s in %.1f s", len(flat), tree.root,
              time.perf_counter() - start)
     bounds = np.cumsum([0] + [len(picks[s]) for s in order])
@@ -178,21 +239,23 @@ def source(path_arg: str, *, cache_dir: str | None = None) -> RawSource:
   """Opens ``folder:<path_arg>`` (a directory or an archive) as a lazy ``RawSource``."""
   path = Path(path_arg).expanduser()
   if not path.exists():
-    raise FileNotFoundError(f"folder source {path_arg!r}: {path} does not exist")
+    raise MissingDataError(f"folder source {path_arg!r}: {path} does not exist")
   root = archive.cache_root(cache_dir)
   if path.is_file():
     if not archive.is_archive(path):
-      raise ValueError(f"folder source {path_arg!r}: {path} is a file but not an archive "
+      raise DataError(f"folder source {path_arg!r}: {path} is a file but not an archive "
                        f"({', '.join(archive.SUFFIXES)}) or a directory")
     name = archive.stem(path)
     entry = archive.extract(path, root)
     cache = entry / DECODED
+    stale.remove_stale(entry, ".", PARTIAL)
     cached = _load_decoded(cache)
     tree = None if cached else scan(find_root(entry / "tree"))
   else:
     name = path.resolve().name
     tree = scan(find_root(path))
     cache = root / f"{name}-dir-{tree.fingerprint()}" / DECODED
+    stale.remove_stale(cache.parent, ".", PARTIAL)
     cached = _load_decoded(cache)
   if cached is not None:
     class_names, arrays = cached

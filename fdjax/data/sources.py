@@ -30,6 +30,7 @@ from __future__ import annotations
 import numpy as np
 
 from fdjax.data import digits, folder, tfds_source
+from fdjax.errors import ConfigError, DataError
 # Re-exported: the split types and selections moved to fdjax.data.splits.
 from fdjax.data.splits import (Dataset, ImageSet, RawSource, balanced_subset,  # noqa: F401
                                in_memory_source, stratified_split)
@@ -43,19 +44,19 @@ _SUBSET_STREAM = 0x5B5E7
 def open_source(source: str, *, cache_dir: str | None, data_dir: str | None) -> RawSource:
   """Parses ``source`` and opens it (lazily for folders)."""
   if not isinstance(source, str):
-    raise ValueError(f"data source must be a string ({', '.join(SCHEMES)}), got {source!r}")
+    raise DataError(f"data source must be a string ({', '.join(SCHEMES)}), got {source!r}")
   scheme, sep, arg = source.partition(":")
   if scheme == "digits" and not arg:
     return digits.source()
   if scheme == "folder" and sep:
     if not arg:
-      raise ValueError(f"data source {source!r} names no path; use folder:<dir or .tar.gz>")
+      raise DataError(f"data source {source!r} names no path; use folder:<dir or .tar.gz>")
     return folder.source(arg, cache_dir=cache_dir)
   if scheme == "tfds" and sep:
     if not arg:
-      raise ValueError(f"data source {source!r} names no data set; use e.g. tfds:cifar10")
+      raise DataError(f"data source {source!r} names no data set; use e.g. tfds:cifar10")
     return tfds_source.source(arg, data_dir=data_dir)
-  raise ValueError(f"unknown data source {source!r}; valid sources: {', '.join(SCHEMES)}")
+  raise DataError(f"unknown data source {source!r}; valid sources: {', '.join(SCHEMES)}")
 
 
 def load(source: str, *, validation_fraction: float = 0.0, seed: int = 0,
@@ -72,13 +73,13 @@ def load(source: str, *, validation_fraction: float = 0.0, seed: int = 0,
     max_per_split: if > 0, at most this many examples per split (None or 0: all).
   """
   if not 0.0 <= validation_fraction < 1.0:
-    raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction!r}")
+    raise ConfigError(f"validation_fraction must be in [0, 1), got {validation_fraction!r}")
   if max_per_split is not None and max_per_split < 0:
-    raise ValueError(f"max_per_split must be None or >= 0, got {max_per_split!r}")
+    raise ConfigError(f"max_per_split must be None or >= 0, got {max_per_split!r}")
   raw = open_source(source, cache_dir=cache_dir, data_dir=data_dir)
   for split in ("train", "test"):
     if split not in raw.labels:
-      raise ValueError(f"data source {source!r} has no {split!r} split; available splits: "
+      raise DataError(f"data source {source!r} has no {split!r} split; available splits: "
                        f"{sorted(raw.labels)}")
 
   # plan: output split -> (source split, indices into it or None for all of it).
@@ -87,7 +88,7 @@ def load(source: str, *, validation_fraction: float = 0.0, seed: int = 0,
     kept, held = stratified_split(raw.labels["train"], validation_fraction,
                                   seed=np.random.SeedSequence((seed, _VALIDATION_STREAM)))
     if held.size == 0 or kept.size == 0:
-      raise ValueError(f"validation_fraction={validation_fraction} of {raw.labels['train'].size} "
+      raise DataError(f"validation_fraction={validation_fraction} of {raw.labels['train'].size} "
                        f"training examples in {source!r} leaves an empty split")
     plan["train"], plan["validation"] = ("train", kept), ("train", held)
   elif "validation" in raw.labels:
@@ -120,6 +121,6 @@ def load(source: str, *, validation_fraction: float = 0.0, seed: int = 0,
     sets[out] = ImageSet(imgs, labels.astype(np.int32, copy=False))
   shapes = {s: v.images.shape[1:] for s, v in sets.items()}
   if len(set(shapes.values())) > 1:
-    raise ValueError(f"splits of {source!r} have different image shapes: {shapes}")
+    raise DataError(f"splits of {source!r} have different image shapes: {shapes}")
   return Dataset(raw.name, sets["train"], sets["test"], sets.get("validation"),
                  tuple(raw.class_names))

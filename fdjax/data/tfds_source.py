@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from fdjax.data.splits import RawSource, in_memory_source
+from fdjax.errors import DataError, MissingDataError
 
 _READ_CHUNK = 2048
 
@@ -22,11 +23,11 @@ def to_rgb_uint8(images: np.ndarray, what: str) -> np.ndarray:
   """uint8 ``[N, H, W]`` or ``[N, H, W, 1|3|4]`` -> uint8 ``[N, H, W, 3]``."""
   images = np.asarray(images)
   if images.dtype != np.uint8:
-    raise ValueError(f"{what}: images must be uint8, got {images.dtype}")
+    raise DataError(f"{what}: images must be uint8, got {images.dtype}")
   if images.ndim == 3:
     images = images[..., None]
   if images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
-    raise ValueError(f"{what}: expected images [N, H, W, 1|3|4], got shape {images.shape}")
+    raise DataError(f"{what}: expected images [N, H, W, 1|3|4], got shape {images.shape}")
   if images.shape[-1] == 1:
     return np.repeat(images, 3, axis=-1)
   return np.ascontiguousarray(images[..., :3])
@@ -43,7 +44,7 @@ def _read_split(builder, split: str, what: str) -> tuple[np.ndarray, np.ndarray]
         labels.append(ex["label"])
     shapes = {im.shape for im in images}
     if len(shapes) > 1:
-      raise ValueError(f"{what} split {split!r}: images have different shapes {sorted(shapes)[:4]}")
+      raise DataError(f"{what} split {split!r}: images have different shapes {sorted(shapes)[:4]}")
     return np.stack(images), np.asarray(labels, np.int32)
   try:
     import tensorflow  # noqa: F401  (tfrecord files can only be read through TensorFlow)
@@ -63,21 +64,21 @@ def source(name: str, *, data_dir: str | None = None) -> RawSource:
   try:
     builder = tfds.builder(name, data_dir=data_dir)
   except tfds.core.DatasetNotFoundError as e:
-    raise ValueError(f"unknown {what} (data_dir={data_dir!r}): {e}") from None
+    raise DataError(f"unknown {what} (data_dir={data_dir!r}): {e}") from None
   if not builder.is_prepared():
-    raise FileNotFoundError(
+    raise MissingDataError(
         f"{what} is not prepared in data_dir={data_dir or '(TFDS default)'} (looked in "
         f"{builder.data_dir}); this machine cannot download it. Prepare it elsewhere and copy "
         f"it there, pass data_dir=..., or use an image folder or archive with "
         f"source='folder:<path>' (layout split/<class>/<image>)")
   features = builder.info.features
   if "image" not in features or "label" not in features or not hasattr(features["label"], "names"):
-    raise ValueError(f"{what} is not an image-classification data set with 'image' and 'label' "
+    raise DataError(f"{what} is not an image-classification data set with 'image' and 'label' "
                      f"(ClassLabel) features; it has {sorted(features.keys())}")
   available = sorted(builder.info.splits.keys())
   for split in ("train", "test"):
     if split not in available:
-      raise ValueError(f"{what} in {builder.data_dir} has no {split!r} split; available "
+      raise DataError(f"{what} in {builder.data_dir} has no {split!r} split; available "
                        f"splits: {available}")
   splits = {}
   for split in ("train", "test", "validation"):

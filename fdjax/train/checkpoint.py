@@ -4,34 +4,61 @@ Restoring checks the saved tree against the expected one first, so a checkpoint
 written by another model or optimiser gives an ``IncompatibleCheckpointError``
 that names the differing leaves; unreadable files give a ``CorruptCheckpointError``
 naming the step directory. Neither ever falls back to training from scratch.
+
+When the newest checkpoint is corrupt, ``Checkpointer(on_corrupt=...)`` decides:
+
+* ``'error'`` (default): ``CorruptCheckpointError`` whose message also names the
+  newest intact older step (each older step is test-restored, newest first) and the
+  option ``--config.checkpoint.on_corrupt=previous``, or says that there is none;
+* ``'previous'``: one warning line naming the skipped step(s), then the newest intact
+  older step is restored. The corrupt newer step folders are moved, not deleted, to
+  ``<directory>.corrupt/<step>`` so that training can write those steps again. With no
+  intact older step this also raises ``CorruptCheckpointError``.
+
+Both error classes are ``fdjax.errors.UserError``: the command line prints them as one
+line. Restoring an explicitly requested ``step`` never falls back.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
 
+from fdjax.errors import ConfigError, UserError
+
+ON_CORRUPT = ("error", "previous")
+ON_CORRUPT_FLAG = "--config.checkpoint.on_corrupt=previous"
 
 class CheckpointError(RuntimeError):
   """Base class for checkpoint problems."""
 
 
-class CorruptCheckpointError(CheckpointError):
+class CorruptCheckpointError(UserError, CheckpointError):
   """The checkpoint's files exist but cannot be read."""
 
 
-class IncompatibleCheckpointError(CheckpointError):
+class IncompatibleCheckpointError(UserError, CheckpointError):
   """The checkpoint holds a different tree (model, optimiser or shapes) than expected."""
 
 
 class Checkpointer:
-  """Keeps the last ``max_to_keep`` checkpoints of one training run in ``directory``."""
+  """Keeps the last ``max_to_keep`` checkpoints of one training run in ``directory``.
 
-  def __init__(self, directory: str | os.PathLike, *, max_to_keep: int = 3):
+  ``on_corrupt``: what ``restore()`` of the latest step does when that checkpoint is
+  corrupt, ``'error'`` or ``'previous'`` (see the module docstring).
+  """
+
+  def __init__(self, directory: str | os.PathLike, *, max_to_keep: int = 3,
+               on_corrupt: str = "error"):
+    if on_corrupt not in ON_CORRUPT:
+      raise ConfigError(f"checkpoint.on_corrupt must be one of {ON_CORRUPT}, got {on_corrupt!r}")
+    self.on_corrupt = on_corrupt
     self.directory = os.path.abspath(os.fspath(directory))
     self._manager = ocp.CheckpointManager(
         self.directory,
@@ -57,11 +84,58 @@ class Checkpointer:
   def restore(self, target, step: int | None = None) -> tuple[Any, dict]:
     """Restores ``(state, meta)`` into the structure, shapes and shardings of ``target``.
 
-    ``step`` defaults to the latest. Raises ``CheckpointError`` subclasses on any problem.
+    ``step`` defaults to the latest; a corrupt latest step is handled as ``on_corrupt``
+    says. Raises ``CheckpointError`` subclasses on any problem.
     """
-    step = self.latest_step() if step is None else step
-    if step is None:
+    if step is not None:
+      return self._restore_step(target, step)
+    latest = self.latest_step()
+    if latest is None:
       raise CheckpointError(f"no checkpoint in {self.directory}")
+    try:
+      return self._restore_step(target, latest)
+    except CorruptCheckpointError as newest_error:
+      corrupt, fallback = [latest], None
+      for older in sorted((s for s in self.all_steps() if s < latest), reverse=True):
+        try:
+          fallback = older, self._restore_step(target, older)
+          break
+        except CorruptCheckpointError:
+          corrupt.append(older)
+      if self.on_corrupt == "previous" and fallback is not None:
+        return self._fall_back(corrupt, *fallback)
+      raise self._corrupt_error(newest_error, corrupt, fallback and fallback[0]) from newest_error
+
+  def _corrupt_error(self, error: CorruptCheckpointError, corrupt: list[int],
+                     intact: int | None) -> CorruptCheckpointError:
+    """``error`` with where to go from here: the newest intact step, or that there is none."""
+    also = (f" (older corrupt steps: {', '.join(map(str, corrupt[1:]))})" if corrupt[1:] else "")
+    if intact is None:
+      return CorruptCheckpointError(
+          f"{error}; there is no older intact checkpoint in {self.directory}{also}: delete "
+          f"that folder to train this stage again from its start, or use a new --workdir")
+    return CorruptCheckpointError(
+        f"{error}; the newest intact checkpoint is step {intact} "
+        f"({os.path.join(self.directory, str(intact))}){also}: pass {ON_CORRUPT_FLAG} to "
+        f"resume from it")
+
+  def _fall_back(self, corrupt: list[int], step: int, restored):
+    """Moves the ``corrupt`` step folders aside and returns ``restored`` (of ``step``)."""
+    aside = self.directory + ".corrupt"
+    os.makedirs(aside, exist_ok=True)
+    for bad in corrupt:
+      dest = os.path.join(aside, str(bad))
+      if os.path.exists(dest):  # left by an earlier fallback: the newer copy wins
+        shutil.rmtree(dest)
+      shutil.move(os.path.join(self.directory, str(bad)), dest)
+    self._manager.reload()
+    logging.warning("corrupt checkpoint step%s %s in %s skipped (moved to %s); restoring the "
+                    "newest intact step %d instead (checkpoint.on_corrupt=previous)",
+                    "s" if len(corrupt) > 1 else "", ", ".join(map(str, corrupt)),
+                    self.directory, aside, step)
+    return restored
+
+  def _restore_step(self, target, step: int) -> tuple[Any, dict]:
     path = os.path.join(self.directory, str(step))
     try:
       saved = self._manager.item_metadata(step)["state"]

@@ -1,0 +1,106 @@
+"""Errors a user can fix, as opposed to bugs.
+
+``UserError`` marks an error whose cause lies in what the user gave the run (its
+config, its data, its workdir) and whose message alone says what to change: a bad
+config field or value, missing or malformed data, a workdir in use by another run, a
+stage fingerprint that does not match the config, a damaged checkpoint, a loss that
+went non-finite. The command line (``fdjax.main``) prints such an error as one line on
+stderr (plus an optional hint line) and exits with status ``EXIT_USER_ERROR`` (2); the
+traceback is shown only at ``--verbosity=1`` or higher. Any other exception is a bug
+and keeps its traceback.
+
+Subclasses also derive from the builtin exception that the raising code used before
+(``DataError`` from ``ValueError``, ``MissingDataError`` from ``FileNotFoundError``,
+checkpoint errors from ``RuntimeError``), so ``except ValueError`` callers are unchanged.
+
+``cli_errors(verbosity)`` is the context manager ``main`` wraps a run in;
+``one_line(exc)`` is the text it prints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import traceback
+from typing import Iterator, TextIO
+
+EXIT_USER_ERROR = 2
+
+
+class UserError(Exception):
+  """An error the user can fix; its message names what is wrong and what to change.
+
+  ``hint`` (optional keyword) is a second line with the usual fix, e.g. the flag to
+  pass. ``str(err)`` is the message alone. Subclasses that also derive from a builtin
+  exception list ``UserError`` first, so that this ``__init__`` takes the ``hint``.
+  """
+
+  hint: str | None = None
+
+  def __init__(self, *args, hint: str | None = None):
+    super().__init__(*args)
+    self.hint = hint
+
+
+class ConfigError(UserError, ValueError):
+  """A config field is unknown, or its value is out of range or inconsistent."""
+
+
+class DataError(UserError, ValueError):
+  """The data source is malformed: unknown scheme, bad archive or image, empty split."""
+
+
+class MissingDataError(DataError, FileNotFoundError):
+  """The data source names a file, folder or split that does not exist.
+
+  Also a ``FileNotFoundError`` (what the data layer raised before ``DataError``).
+  """
+
+
+class WorkdirLockedError(UserError, RuntimeError):
+  """Another live process holds the workdir's lock (see ``fdjax.lock``)."""
+
+
+def user_error_of(exc: BaseException) -> UserError | None:
+  """``exc`` if it is a ``UserError``, else the first ``UserError`` it was explicitly
+  raised from (``raise X from user_error``, the ``__cause__`` chain), else None. An
+  exception that merely occurred while handling a ``UserError`` (``__context__``) is a
+  bug and does not count."""
+  seen = set()
+  while exc is not None and id(exc) not in seen:
+    if isinstance(exc, UserError):
+      return exc
+    seen.add(id(exc))
+    exc = exc.__cause__
+  return None
+
+
+def one_line(exc: BaseException) -> str:
+  """``'error: <message>'`` with the message's line breaks folded into spaces, plus
+  ``'\\nhint: <hint>'`` when the error has a hint. Describes ``user_error_of(exc)``
+  (``exc`` itself when that is None)."""
+  err = user_error_of(exc) or exc
+  message = " ".join(str(err).split()) or type(err).__name__
+  text = f"error: {message}"
+  hint = getattr(err, "hint", None)
+  if hint:
+    text += "\nhint: " + " ".join(str(hint).split())
+  return text
+
+
+@contextlib.contextmanager
+def cli_errors(verbosity: int = 0, stream: TextIO | None = None) -> Iterator[None]:
+  """Turns a ``UserError`` raised inside the block into ``one_line(err)`` on ``stream``
+  (default stderr) and ``SystemExit(EXIT_USER_ERROR)``; with ``verbosity >= 1`` the
+  traceback is printed first. Other exceptions (bugs) pass through untouched."""
+  try:
+    yield
+  except Exception as exc:  # noqa: BLE001  (re-raised unless it is a user error)
+    if user_error_of(exc) is None:
+      raise
+    stream = stream or sys.stderr
+    if verbosity >= 1:
+      traceback.print_exception(type(exc), exc, exc.__traceback__, file=stream)
+    stream.write(one_line(exc) + "\n")
+    stream.flush()
+    raise SystemExit(EXIT_USER_ERROR) from None

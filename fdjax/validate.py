@@ -1,0 +1,335 @@
+"""Checks a whole config before anything trains, and names unknown config fields.
+
+``validate_config(config)`` raises one ``ConfigError`` listing every problem it finds
+(one line: ``"<field> must be <rule>, got <value>"``, several joined with ``"; "``):
+
+* training: every stage block of ``fdjax.config.TRAINING_STAGES`` present in the config
+  has integer ``epochs >= 1``, a known optimiser and schedule, ``lr`` finite and > 0,
+  ``momentum`` in [0, 1], ``weight_decay`` >= 0, ``decay`` > 0 and (multistep)
+  milestones in 1..epochs; ``batch_size`` and ``eval_batch_size`` are integers >= 1
+  divisible by the device count; ``seed``, ``seeds``, logging, checkpoint and
+  evaluation counts are in range;
+* data: the source is ``digits``, ``folder:<path>`` with an existing path, or
+  ``tfds:<name>``; ``validation_fraction`` in [0, 1); ``max_per_split`` >= 0;
+* methods: every name in ``config.methods`` is known (``fdjax.methods.METHODS``);
+* degradations: names known (``fdjax.degradations.REGISTRY``), none repeated, level
+  ranges inside each degradation's grid (``LevelPlan.from_config``);
+* modes: ``selection``, ``fusion.soup`` (and weighted-soup weights), BatchNorm modes,
+  ``experts.loss``, ``moe.homogenize`` / routing / dispatch / expert loop, the model,
+  ``checkpoint.on_corrupt``; with the MoE method, ``moe.ks`` and ``moe.train_k``
+  within 1..number of degradations.
+
+A field the config does not have is not checked, so older or newer schemas validate
+too. ``unknown_field_message(config, 'clean.epochz')`` is the line for an override
+of a field that does not exist; ``unknown_override_message(argv)`` finds that field
+in a command line whose flag parsing failed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import math
+import numbers
+import os
+from typing import Any, Callable, Sequence
+
+from fdjax.config import TRAINING_STAGES
+from fdjax.errors import ConfigError
+
+# Valid values of mode fields (the modules that use them raise on anything else).
+BN_MODES = ("paper", "average", "reestimate")          # fdjax.study.fused
+CHOICES = {
+    "selection": ("last", "val"),
+    "fusion.soup": ("uniform", "weighted", "greedy"),
+    "fusion.init_batch_stats": BN_MODES,
+    "experts.loss": ("iliac", "ce"),
+    "moe.homogenize": ("none", "sum", "pcgrad", "meta"),  # fdjax.moe.homogenize
+    "moe.routing": ("image", "pixel"),                    # fdjax.moe.model
+    "moe.dispatch": ("dense", "sparse"),
+    "moe.expert_loop": ("auto", "vmap", "unroll"),
+    "model.head": ("gap", "reference"),                   # fdjax.models.resnet
+    "model.dtype": ("float32", "bfloat16", "float16"),
+    "checkpoint.on_corrupt": ("error", "previous"),       # fdjax.train.checkpoint
+}
+LIST_CHOICES = {"fusion.modelsoups_variants": BN_MODES}
+SOURCE_SCHEMES = ("digits", "folder:<path>", "tfds:<name>")
+MOE_METHOD = "fusiondistill_moe"
+_MISSING = object()
+
+
+def _get(config, dotted: str):
+  node = config
+  for part in dotted.split("."):
+    try:
+      node = node[part]
+    except (KeyError, TypeError, AttributeError):
+      return _MISSING
+  return node
+
+
+def _is_int(x) -> bool:
+  return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
+def _is_real(x) -> bool:
+  return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+
+def _names(text) -> list[str]:
+  return [t.strip() for t in str(text).split(",") if t.strip()]
+
+
+def validate_config(config, *, device_count: int | None = None) -> None:
+  """Raises ``ConfigError`` naming every problem of ``config`` (see the module
+  docstring); returns None for a valid config. ``device_count`` defaults to
+  ``jax.device_count()``."""
+  problems: list[str] = []
+
+  def check(field: str, ok: Callable[[Any], bool], rule: str) -> None:
+    value = _get(config, field)
+    if value is not _MISSING and not ok(value):
+      problems.append(f"{field} must be {rule}, got {value!r}")
+
+  int_at_least = lambda n: (lambda v: _is_int(v) and v >= n)
+  finite = lambda v: _is_real(v) and math.isfinite(float(v))
+  if device_count is None:
+    import jax
+    device_count = jax.device_count()
+
+  # Training.
+  for stage in TRAINING_STAGES:
+    if _get(config, stage) is _MISSING:
+      continue
+    check(f"{stage}.epochs", int_at_least(1), "an integer >= 1")
+    _check_optimizer(config, stage, check)
+  for field in ("batch_size", "eval_batch_size"):
+    check(field, lambda v: _is_int(v) and v >= 1 and v % device_count == 0,
+          f"an integer >= 1 divisible by the {device_count} device(s)")
+  check("seed", lambda v: _is_int(v), "an integer")
+  check("seeds", lambda v: _ints(v) is not None and len(_ints(v)) >= 1,
+        "comma-separated integers, e.g. '0' or '0,1,2'")
+  for field in ("log_every_steps", "checkpoint.every_steps", "checkpoint.keep",
+                "eval.level_stride", "fusion.reestimate_batches", "moe.num_prompts"):
+    check(field, int_at_least(1), "an integer >= 1")
+  for field in ("eval.max_examples", "augment.pad", "augment.cutout_size"):
+    check(field, int_at_least(0), "an integer >= 0")
+  for field in ("experts.cos_weight", "fusiondistill.alpha", "fusiondistill.gamma",
+                "moe.alpha", "moe.gamma", "moe.balance_weight"):
+    check(field, lambda v: finite(v) and v >= 0, "a finite number >= 0")
+
+  # Data.
+  _check_source(_get(config, "data.source"), problems)
+  check("data.validation_fraction", lambda v: finite(v) and 0 <= v < 1, "in [0, 1)")
+  check("data.max_per_split", int_at_least(0), "an integer >= 0 (0 = all)")
+  if _get(config, "task") in (_MISSING, "classification"):
+    check("model.depth", lambda v: _is_int(v) and v >= 8 and (v - 2) % 6 == 0,
+          "6n+2 >= 8 (8, 20, 32, 56, 110, ...)")
+    stats = _channel_stats()
+    check("data.normalization", lambda v: v in stats, f"one of {sorted(stats)}")
+  if _get(config, "task") is not _MISSING:
+    from fdjax.tasks import TASKS
+    check("task", lambda v: v in TASKS, f"one of {sorted(TASKS)}")
+
+  # Methods and degradations.
+  methods = _names(_get(config, "methods")) if _get(config, "methods") is not _MISSING else []
+  known = _known_methods()
+  check("methods", lambda v: _names(v) and not set(_names(v)) - set(known),
+        f"comma-separated names from {','.join(known)}")
+  n_degradations = _check_degradations(config, problems)
+
+  # Modes.
+  for field, valid in CHOICES.items():
+    check(field, lambda v, valid=valid: v in valid, f"one of {valid}")
+  for field, valid in LIST_CHOICES.items():
+    check(field, lambda v, valid=valid: bool(_names(v)) and not set(_names(v)) - set(valid),
+          f"comma-separated names from {','.join(valid)}")
+  if _get(config, "fusion.soup") == "weighted" and n_degradations:
+    check("fusion.weights", lambda v: _weights_ok(v, n_degradations),
+          f"{n_degradations} comma-separated finite numbers >= 0, not all 0 (one per degradation)")
+  if MOE_METHOD in methods and n_degradations:
+    in_range = f"comma-separated integers in 1..{n_degradations} (the number of degradations)"
+    check("moe.ks", lambda v: bool(_ints(v)) and all(1 <= k <= n_degradations for k in _ints(v)),
+          in_range)
+    check("moe.train_k", lambda v: _is_int(v) and 1 <= v <= n_degradations,
+          f"an integer in 1..{n_degradations} (the number of degradations)")
+
+  if problems:
+    head = "" if len(problems) == 1 else f"{len(problems)} config problems: "
+    raise ConfigError(head + "; ".join(problems),
+                      hint="set valid values in the config file or with --config.<field>=<value>")
+
+
+def _check_optimizer(config, stage: str, check) -> None:
+  from fdjax.train.optim import OPTIMIZERS, SCHEDULES
+
+  opt = f"{stage}.optimizer"
+  check(f"{opt}.name", lambda v: v in OPTIMIZERS, f"one of {OPTIMIZERS}")
+  check(f"{opt}.schedule", lambda v: v in SCHEDULES, f"one of {SCHEDULES}")
+  check(f"{opt}.lr", lambda v: _is_real(v) and math.isfinite(v) and v > 0, "finite and > 0")
+  check(f"{opt}.momentum", lambda v: _is_real(v) and 0 <= v <= 1, "in [0, 1]")
+  check(f"{opt}.weight_decay", lambda v: _is_real(v) and math.isfinite(v) and v >= 0,
+        "finite and >= 0")
+  check(f"{opt}.decay", lambda v: _is_real(v) and math.isfinite(v) and v > 0, "finite and > 0")
+  epochs = _get(config, f"{stage}.epochs")
+  if _get(config, f"{opt}.schedule") == "multistep" and _is_int(epochs) and epochs >= 1:
+    check(f"{opt}.milestones",
+          lambda v: all(_is_int(m) and 1 <= m <= epochs for m in v),
+          f"epochs in 1..{stage}.epochs={epochs}")
+
+
+def _check_degradations(config, problems: list[str]) -> int:
+  """Checks names and level ranges; returns the number of degradations (0 if invalid)."""
+  value = _get(config, "degradations")
+  if value is _MISSING:
+    return 0
+  from fdjax.degradations import REGISTRY
+
+  names = _names(value)
+  unknown = [n for n in names if n not in REGISTRY]
+  repeated = sorted({n for n in names if names.count(n) > 1})
+  if not names or unknown or repeated:
+    what = (f"unknown {unknown}" if unknown else f"repeated {repeated}" if repeated
+            else "no degradation")
+    problems.append(f"degradations must be comma-separated names from {sorted(REGISTRY)} "
+                    f"({what}), got {value!r}")
+    return 0
+  try:
+    from fdjax.degradations.plan import LevelPlan
+  except ModuleNotFoundError as e:  # a schema without level ranges
+    if e.name != "fdjax.degradations.plan":
+      raise
+    return len(names)
+  try:
+    LevelPlan.from_config(config)
+  except (ValueError, KeyError, TypeError) as e:
+    problems.append(str(e))
+  return len(names)
+
+
+def _ints(text) -> list[int] | None:
+  try:
+    return [int(t) for t in _names(text)]
+  except ValueError:
+    return None
+
+
+def _weights_ok(text, n: int) -> bool:
+  try:
+    w = [float(t) for t in _names(text)]
+  except ValueError:
+    return False
+  return len(w) == n and all(math.isfinite(x) and x >= 0 for x in w) and any(w)
+
+
+def _check_source(source, problems: list[str]) -> None:
+  if source is _MISSING:
+    return
+  scheme, sep, arg = source.partition(":") if isinstance(source, str) else (None, "", "")
+  if scheme == "folder" and arg:
+    path = os.path.expanduser(arg)
+    if not os.path.exists(path):
+      problems.append(f"data.source {source!r}: {os.path.abspath(path)} does not exist")
+  elif not (scheme == "digits" and not sep or scheme == "tfds" and arg):
+    problems.append(f"data.source must be one of {', '.join(SOURCE_SCHEMES)}, got {source!r}")
+
+
+def _known_methods() -> list[str]:
+  """The names of ``fdjax.methods.METHODS`` (``fdjax.config.METHODS`` in the schema
+  before ``fdjax.methods`` existed)."""
+  try:
+    from fdjax.methods import METHODS
+  except ImportError:
+    from fdjax import config as config_lib
+    if not hasattr(config_lib, "METHODS"):
+      raise
+    METHODS = config_lib.METHODS  # noqa: N806
+  return list(METHODS)
+
+
+def _channel_stats():
+  from fdjax.models.preprocess import CHANNEL_STATS
+  return CHANNEL_STATS
+
+
+# --------------------------------------------------------------------------- unknown fields
+
+def field_names(config, prefix: str = "") -> list[str]:
+  """Every dotted field name of ``config``, blocks included (``'clean'``,
+  ``'clean.optimizer'``, ``'clean.optimizer.lr'``, ...), in the config's order."""
+  out = []
+  for key, value in config.items():
+    name = f"{prefix}{key}"
+    out.append(name)
+    if hasattr(value, "items") and hasattr(value, "keys"):
+      out.extend(field_names(value, name + "."))
+  return out
+
+
+def unknown_field_message(config, dotted_key: str) -> str:
+  """``"unknown config field 'clean.epochz'; did you mean 'clean.epochs'?"``.
+
+  Suggestions, the first kind that finds any (at most three): fields of the same block
+  spelled alike; fields elsewhere with the same last part (``clean.lr`` ->
+  ``clean.optimizer.lr``, same top-level block first); any field spelled very alike.
+  With none, the message lists the fields of the nearest existing block.
+  """
+  names = field_names(config)
+  leaves = [n for n in names if not hasattr(_get(config, n), "keys")]
+  parent, _, last = dotted_key.rpartition(".")
+  siblings = {n.rpartition(".")[2]: n for n in leaves if n.rpartition(".")[0] == parent}
+  nearest = [siblings[k] for k in difflib.get_close_matches(last, list(siblings), n=3, cutoff=0.6)]
+  if not nearest:
+    head = dotted_key.split(".", 1)[0]
+    same_last = [n for n in leaves if n.rpartition(".")[2] == last]
+    same_head = [n for n in same_last if n.split(".", 1)[0] == head]
+    nearest = sorted(same_head or same_last, key=len)[:3]
+  if not nearest:
+    nearest = difflib.get_close_matches(dotted_key, leaves, n=3, cutoff=0.8)
+  message = f"unknown config field {dotted_key!r}"
+  if nearest:
+    quoted = [repr(n) for n in nearest]
+    listed = quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
+    return f"{message}; did you mean {listed}?"
+  parts = dotted_key.split(".")
+  for depth in range(len(parts) - 1, 0, -1):
+    block = ".".join(parts[:depth])
+    value = _get(config, block)
+    if value is not _MISSING and hasattr(value, "keys"):
+      return f"{message}; the fields of {block!r} are {', '.join(value.keys())}"
+  return f"{message}; the top-level fields are {', '.join(config.keys())}"
+
+
+def unknown_override_message(argv: Sequence[str], flag: str = "config") -> str | None:
+  """For a command line whose flag parsing failed: loads the config file named by
+  ``--<flag>=<path>[:<arg>]`` (or ``--<flag> <path>``) as ml_collections does, and returns
+  ``unknown_field_message`` for the first ``--<flag>.<field>[=value]`` override that is not
+  a field of it; None when every override names a field or the file cannot be loaded."""
+  spec, overrides = None, []
+  for i, arg in enumerate(argv):
+    if arg.startswith(f"--{flag}="):
+      spec = arg.split("=", 1)[1]
+    elif arg == f"--{flag}" and i + 1 < len(argv):
+      spec = argv[i + 1]
+    elif arg.startswith(f"--{flag}."):
+      overrides.append(arg[len(flag) + 3:].split("=", 1)[0])
+  if spec is None or not overrides:
+    return None
+  try:
+    config = _load_config_file(spec)
+  except Exception:  # noqa: BLE001  (the caller re-raises the original error)
+    return None
+  names = set(field_names(config))
+  for key in overrides:
+    if key not in names:
+      return unknown_field_message(config, key)
+  return None
+
+
+def _load_config_file(spec: str):
+  """``'path.py'`` -> ``get_config()``; ``'path.py:arg'`` -> ``get_config('arg')``."""
+  path, sep, arg = spec.partition(":")
+  module_spec = importlib.util.spec_from_file_location("_fdjax_user_config", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg) if sep else module.get_config()

@@ -1,0 +1,220 @@
+"""fdjax.validate: every config check fails with one ConfigError line naming the field;
+unknown config fields get the nearest valid names."""
+
+import importlib.util
+import math
+import pathlib
+
+import ml_collections
+import pytest
+
+from fdjax.errors import ConfigError
+from fdjax.validate import (field_names, unknown_field_message, unknown_override_message,
+                            validate_config)
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+QUICKSTART = REPO / "configs" / "quickstart.py"
+_spec = importlib.util.spec_from_file_location("quickstart", QUICKSTART)
+quickstart = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(quickstart)
+
+
+def tiny():
+  return quickstart.get_config("tiny")
+
+
+def set_field(config, dotted: str, value) -> None:
+  *blocks, last = dotted.split(".")
+  node = config
+  for b in blocks:
+    node = node[b]
+  with node.ignore_type():
+    node[last] = value
+
+
+def assert_fails(config, *fragments: str, device_count: int = 1) -> str:
+  with pytest.raises(ConfigError) as info:
+    validate_config(config, device_count=device_count)
+  message = str(info.value)
+  assert "\n" not in message
+  for fragment in fragments:
+    assert fragment in message, message
+  return message
+
+
+@pytest.mark.parametrize("arg", ["tiny", None])
+def test_quickstart_configs_are_valid(arg):
+  validate_config(quickstart.get_config(arg), device_count=1)
+
+
+BAD = [
+    # training stages
+    ("clean.epochs", -1, "clean.epochs must be an integer >= 1, got -1"),
+    ("scratch.epochs", 0, "scratch.epochs must be an integer >= 1, got 0"),
+    ("experts.epochs", 1.5, "experts.epochs must be an integer >= 1, got 1.5"),
+    ("clean.optimizer.lr", math.nan, "clean.optimizer.lr must be finite and > 0, got nan"),
+    ("fusing.optimizer.lr", math.inf, "fusing.optimizer.lr must be finite and > 0, got inf"),
+    ("vanilla.optimizer.lr", 0.0, "vanilla.optimizer.lr must be finite and > 0, got 0.0"),
+    ("moe.optimizer.lr", -1e-3, "moe.optimizer.lr must be finite and > 0"),
+    ("experts.optimizer.name", "adamw", "experts.optimizer.name must be one of"),
+    ("experts.optimizer.schedule", "step", "experts.optimizer.schedule must be one of"),
+    ("clean.optimizer.milestones", (2,), "clean.optimizer.milestones must be epochs in "
+                                         "1..clean.epochs=1, got (2,)"),
+    ("clean.optimizer.momentum", 1.5, "clean.optimizer.momentum must be in [0, 1]"),
+    ("clean.optimizer.weight_decay", -1e-4, "clean.optimizer.weight_decay must be finite"),
+    ("clean.optimizer.decay", 0.0, "clean.optimizer.decay must be finite and > 0"),
+    # batches and counts
+    ("batch_size", 0, "batch_size must be an integer >= 1 divisible by the 1 device(s), got 0"),
+    ("eval_batch_size", -64, "eval_batch_size must be an integer >= 1"),
+    ("seed", 1.5, "seed must be an integer, got 1.5"),
+    ("seeds", "0,a", "seeds must be comma-separated integers"),
+    ("log_every_steps", 0, "log_every_steps must be an integer >= 1"),
+    ("checkpoint.keep", 0, "checkpoint.keep must be an integer >= 1"),
+    ("checkpoint.every_steps", -5, "checkpoint.every_steps must be an integer >= 1"),
+    ("eval.level_stride", 0, "eval.level_stride must be an integer >= 1"),
+    ("eval.max_examples", -1, "eval.max_examples must be an integer >= 0"),
+    ("fusiondistill.alpha", -0.1, "fusiondistill.alpha must be a finite number >= 0"),
+    # data
+    ("data.validation_fraction", 1.0, "data.validation_fraction must be in [0, 1), got 1.0"),
+    ("data.validation_fraction", -0.1, "data.validation_fraction must be in [0, 1)"),
+    ("data.max_per_split", -1, "data.max_per_split must be an integer >= 0"),
+    ("data.source", "cifar", "data.source must be one of digits, folder:<path>, tfds:<name>"),
+    ("data.source", "folder:/no/such/dir", "data.source 'folder:/no/such/dir': /no/such/dir "
+                                          "does not exist"),
+    ("data.source", "tfds:", "data.source must be one of"),
+    ("data.source", "digits:8", "data.source must be one of"),
+    ("data.normalization", "cifar11", "data.normalization must be one of"),
+    ("model.depth", 10, "model.depth must be 6n+2 >= 8"),
+    ("model.head", "max", "model.head must be one of ('gap', 'reference')"),
+    ("model.dtype", "int8", "model.dtype must be one of"),
+    # methods and degradations
+    ("methods", "oracle,fusiondistil", "methods must be comma-separated names from"),
+    ("methods", "", "methods must be comma-separated names from"),
+    ("degradations", "jpeg,fog", "degradations must be comma-separated names from"),
+    ("degradations", "jpeg,jpeg", "(repeated ['jpeg'])"),
+    ("degradations", " , ", "(no degradation)"),
+    # modes
+    ("selection", "best", "selection must be one of ('last', 'val'), got 'best'"),
+    ("fusion.soup", "greedyy", "fusion.soup must be one of ('uniform', 'weighted', 'greedy')"),
+    ("fusion.init_batch_stats", "first", "fusion.init_batch_stats must be one of"),
+    ("fusion.modelsoups_variants", "paper,foo", "fusion.modelsoups_variants must be"),
+    ("experts.loss", "mse", "experts.loss must be one of ('iliac', 'ce'), got 'mse'"),
+    ("moe.homogenize", "pcgrd", "moe.homogenize must be one of ('none', 'sum', 'pcgrad', 'meta')"),
+    ("moe.routing", "token", "moe.routing must be one of"),
+    ("moe.dispatch", "topk", "moe.dispatch must be one of"),
+    ("moe.expert_loop", "scan", "moe.expert_loop must be one of"),
+]
+
+
+@pytest.mark.parametrize("field,value,fragment", BAD, ids=[f"{f}={v!r}" for f, v, _ in BAD])
+def test_each_bad_field_is_one_config_error_line(field, value, fragment):
+  config = tiny()
+  set_field(config, field, value)
+  assert field in assert_fails(config, fragment)
+
+
+def test_unknown_degradation_names_the_bad_one():
+  config = tiny()
+  config.degradations = "jpeg,fog"
+  assert_fails(config, "(unknown ['fog'])", "got 'jpeg,fog'")
+
+
+def test_batch_sizes_must_divide_by_the_devices():
+  config = tiny()
+  config.batch_size = 30
+  config.eval_batch_size = 64
+  message = assert_fails(config, "batch_size must be an integer >= 1 divisible by the 4 "
+                                 "device(s), got 30", device_count=4)
+  assert "eval_batch_size" not in message
+  config.batch_size = 32
+  validate_config(config, device_count=4)
+
+
+def test_weighted_soup_needs_one_weight_per_degradation():
+  config = tiny()
+  config.fusion.soup = "weighted"
+  config.fusion.weights = "1,1"
+  assert_fails(config, "fusion.weights must be 4 comma-separated finite numbers")
+  config.fusion.weights = "0,0,0,0"
+  assert_fails(config, "fusion.weights must be 4")
+  config.fusion.weights = "1,2,0,1"
+  validate_config(config, device_count=1)
+
+
+def test_moe_ks_and_train_k_within_the_number_of_degradations():
+  config = tiny()
+  config.degradations = "jpeg,blur"
+  config.moe.train_k = 3
+  config.moe.ks = "1,3"
+  validate_config(config, device_count=1)  # the MoE method is not selected: not checked
+  config.methods = config.methods + ",fusiondistill_moe"
+  assert_fails(config, "moe.ks must be comma-separated integers in 1..2",
+               "moe.train_k must be an integer in 1..2 (the number of degradations), got 3")
+  config.moe.ks, config.moe.train_k = "1,2", 2
+  validate_config(config, device_count=1)
+
+
+def test_level_range_outside_the_grid():
+  pytest.importorskip("fdjax.degradations.plan")
+  config = tiny()
+  if "levels" not in config:
+    config.levels = ml_collections.ConfigDict({"blur": ""})
+  config.levels.blur = "0:9"
+  assert_fails(config, "levels.blur")
+
+
+def test_on_corrupt_mode_when_the_config_has_it():
+  config = tiny()
+  config.checkpoint.on_corrupt = "latest"
+  assert_fails(config, "checkpoint.on_corrupt must be one of ('error', 'previous')")
+
+
+def test_several_problems_in_one_line():
+  config = tiny()
+  config.clean.epochs = -1
+  config.degradations = "jpeg,fog"
+  message = assert_fails(config, "2 config problems: clean.epochs must be", "; degradations")
+  assert message.count(";") == 1
+
+
+# --------------------------------------------------------------------------- unknown fields
+
+def test_field_names_are_dotted_and_include_blocks():
+  names = field_names(tiny())
+  assert {"clean", "clean.epochs", "clean.optimizer", "clean.optimizer.lr", "seed"} <= set(names)
+
+
+@pytest.mark.parametrize("key,expected", [
+    ("clean.epochz", "unknown config field 'clean.epochz'; did you mean 'clean.epochs'?"),
+    ("fusion.sup", "unknown config field 'fusion.sup'; did you mean 'fusion.soup'?"),
+    ("clean.lr", "unknown config field 'clean.lr'; did you mean 'clean.optimizer.lr'?"),
+    ("seeed", "unknown config field 'seeed'; did you mean 'seed' or 'seeds'?"),
+])
+def test_unknown_field_suggests_the_nearest_names(key, expected):
+  assert unknown_field_message(tiny(), key) == expected
+
+
+def test_unknown_field_without_near_name_lists_the_block():
+  message = unknown_field_message(tiny(), "no_such")
+  assert message.startswith("unknown config field 'no_such'; the top-level fields are ")
+  assert "batch_size" in message and "degradations" in message
+  message = unknown_field_message(tiny(), "eval.zzzzzz")
+  assert message.startswith("unknown config field 'eval.zzzzzz'; the fields of 'eval' are ")
+
+
+def test_unknown_override_found_in_argv():
+  spec = f"{QUICKSTART}:tiny"
+  argv = ["main", f"--config={spec}", "--workdir=/tmp/x", "--config.clean.epochs=3",
+          "--config.clean.epochz=3"]
+  assert unknown_override_message(argv) == ("unknown config field 'clean.epochz'; did you mean "
+                                            "'clean.epochs'?")
+  assert unknown_override_message(["main", "--config", spec, "--config.no_such"]).startswith(
+      "unknown config field 'no_such'")
+  assert unknown_override_message(["main", f"--config={spec}", "--config.seed=1"]) is None
+  assert unknown_override_message(["main", "--config=/no/file.py", "--config.x=1"]) is None
+
+
+def test_existing_folder_source_is_valid(tmp_path):
+  config = tiny()
+  config.data.source = f"folder:{tmp_path}"
+  validate_config(config, device_count=1)
