@@ -5,7 +5,7 @@
 Needs a prepared TFDS cifar100 (``--config.data.data_dir``).
 """
 
-from fdjax.config import apply_runlocal, base_config
+from fdjax.config import TRAINING_STAGES, apply_runlocal, base_config
 
 
 def get_config(arg: str | None = None):
@@ -13,5 +13,5 @@ def get_config(arg: str | None = None):
   config.data.source = "tfds:cifar100"
   config.data.normalization = "cifar100"
   if arg == "runlocal":
-    apply_runlocal(config, max_per_split=512)
+    apply_runlocal(config, max_per_split=512, stages=TRAINING_STAGES, clear_milestones=True)
   return config

@@ -7,7 +7,7 @@ decoded once into the cache dir. Override the path with
 ``--config.data.source=folder:/path/to/cifar10-jpeg.tar.gz``.
 """
 
-from fdjax.config import apply_runlocal, base_config
+from fdjax.config import TRAINING_STAGES, apply_runlocal, base_config
 
 
 def get_config(arg: str | None = None):
@@ -15,5 +15,5 @@ def get_config(arg: str | None = None):
   config.data.source = "folder:../shared/data/cifar10-jpeg.tar.gz"
   config.data.normalization = "cifar10"
   if arg == "runlocal":
-    apply_runlocal(config, max_per_split=1024)
+    apply_runlocal(config, max_per_split=1024, stages=TRAINING_STAGES, clear_milestones=True)
   return config

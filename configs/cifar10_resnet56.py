@@ -8,7 +8,7 @@ Needs a prepared TFDS cifar10 (``--config.data.data_dir``) or use
 ``configs/cifar10_resnet56.py:runlocal`` shrinks everything for a smoke test.
 """
 
-from fdjax.config import apply_runlocal, base_config
+from fdjax.config import TRAINING_STAGES, apply_runlocal, base_config
 
 
 def get_config(arg: str | None = None):
@@ -16,5 +16,5 @@ def get_config(arg: str | None = None):
   config.data.source = "tfds:cifar10"
   config.data.normalization = "cifar10"
   if arg == "runlocal":
-    apply_runlocal(config, max_per_split=512)
+    apply_runlocal(config, max_per_split=512, stages=TRAINING_STAGES, clear_milestones=True)
   return config

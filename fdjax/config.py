@@ -69,7 +69,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.batch_size = 128
   c.eval_batch_size = 512
   c.log_every_steps = 50
-  c.checkpoint = ml_collections.ConfigDict(dict(every_steps=1000, keep=2))
+  # on_corrupt: 'error' stops at a damaged newest checkpoint (naming the newest intact
+  # one); 'previous' resumes from that intact one.
+  c.checkpoint = ml_collections.ConfigDict(dict(every_steps=1000, keep=2, on_corrupt="error"))
+  # A stage on disk made by a different config (fdjax.study.fingerprint): 'stop' (one
+  # line naming the stage and the fields) or 'retrain' (it and everything downstream).
+  c.on_mismatch = "stop"
   # Which rows of the results table to produce, and for which seeds (comma-separated).
   c.methods = ",".join(PAPER_METHODS)
   c.seeds = "0"

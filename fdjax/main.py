@@ -12,10 +12,13 @@ The console shows fdjax's own lines (and every library's warnings); add
 
 from __future__ import annotations
 
+import sys
+
 from absl import app, flags
 from ml_collections import config_flags
 
 from fdjax.console import configure_logging
+from fdjax.errors import EXIT_USER_ERROR, cli_errors
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Path to a config file in configs/ (a get_config() module).", lock_config=True)
@@ -29,9 +32,29 @@ def main(argv):
   from fdjax import pipeline  # imported late so that --help stays fast
 
   # fdjax's own INFO lines by default; --verbosity=1 (absl) shows every library's too.
-  configure_logging(flags.FLAGS.verbosity if flags.FLAGS["verbosity"].present else 0)
-  pipeline.run(_CONFIG.value, _WORKDIR.value)
+  verbosity = flags.FLAGS.verbosity if flags.FLAGS["verbosity"].present else 0
+  configure_logging(verbosity)
+  # Errors a user can fix (bad config value, missing data, locked workdir, a stage made
+  # by another config, ...) print as one line and exit 2; --verbosity=1 adds the traceback.
+  with cli_errors(verbosity):
+    pipeline.run(_CONFIG.value, _WORKDIR.value)
+
+
+def run() -> None:
+  """``app.run(main)``; an unknown ``--config.<field>`` (which ml_collections rejects
+  while parsing flags, naming only the last part of the key) becomes one line naming
+  the field and the nearest existing ones, and exit status 2."""
+  try:
+    app.run(main)
+  except (AttributeError, KeyError):
+    from fdjax.config_fields import unknown_override_message
+
+    message = unknown_override_message(sys.argv)
+    if message is None or "--verbosity=1" in sys.argv:
+      raise
+    sys.stderr.write(f"error: {message}\n")
+    sys.exit(EXIT_USER_ERROR)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run()

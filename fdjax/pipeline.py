@@ -15,10 +15,12 @@ from absl import logging
 
 from fdjax import methods as methods_lib
 from fdjax.eval import plots, report
+from fdjax.lock import workdir_lock
 from fdjax.study import Runner, load_dataset, make_context
 from fdjax.study.runner import closure
 from fdjax.study.stages import shared_graph
 from fdjax.train.progress import StudyProgress
+from fdjax.validate import validate_config
 
 MODEL_SELECTION_NOTE = {
     "last": "last checkpoint of each stage (no model selection)",
@@ -63,12 +65,21 @@ class _SeedProgress:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> list[report.Record]:
-  """Runs the study described by ``config`` in ``workdir``; returns the result records."""
+  """Runs the study described by ``config`` in ``workdir``; returns the result records.
+
+  The whole config is validated first (``fdjax.validate``), then the workdir is locked
+  for the run (``fdjax.lock``; a second run on it fails at once), then every planned
+  stage's fingerprint is checked before anything trains."""
+  validate_config(config)
   methods = methods_lib.parse(config.methods)
   seeds = parse_seeds(config.seeds)
-  os.makedirs(workdir, exist_ok=True)
+  with workdir_lock(workdir):
+    return _run(config, workdir, methods, seeds)
+
+
+def _run(config, workdir: str, methods, seeds) -> list[report.Record]:
   _write_config(config, workdir)
-  records, extra = [], {}
+  records, extra, fingerprints = [], {}, {}
   outputs = {m.name: [] for m in methods}
   progress, dataset, ctx = None, None, None
   for seed in seeds:
@@ -79,6 +90,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[report.Record]:
       progress = StudyProgress([(f"seed {s}: {name}", work) for s in seeds
                                 for name, work in planned_stages(ctx, methods)])
     runner = Runner(ctx, stage_graph(ctx, methods), progress)
+    runner.prepare([n for m in methods for n in m.requires(ctx)])
+    fingerprints[f"seed_{seed}"] = runner.fingerprints
     ctx.study = _SeedProgress(progress, runner.progress_name)
     _write_run_info(dataset, workdir)
     logging.info("seed %d: %s, %d train / %d val / %d test, %d classes, %d device(s); "
@@ -91,7 +104,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[report.Record]:
       extra.update(out.extra)
       outputs[method.name].append(out)
   metric = ctx.task.metric
-  report.write_reports(records, workdir, extra=extra or None, metric=metric)
+  report.write_reports(records, workdir, extra=extra or None, metric=metric,
+                       fingerprints=fingerprints)
   figures = plots.plot_metric_vs_level(records, workdir, metric=metric)
   for method in methods:
     if method.finalize is not None:

@@ -84,7 +84,7 @@ def test_load_model_gives_a_working_predict(quickstart_run):
   logits = np.asarray(restored.predict(data.test.images[:64]))
   assert logits.shape == (64, 10) and np.all(np.isfinite(logits))
   # The restored model agrees with the accuracy the run itself reported (same test images).
-  (result_path,) = (workdir / "seed_0" / "eval").glob("*/fusiondistill.json")
+  (result_path,) = (workdir / "seed_0" / "eval").glob("*/fusiondistill-*.json")
   results = json.loads(result_path.read_text())
   all_logits = np.asarray(restored.predict(data.test.images))
   accuracy = float(np.mean(all_logits.argmax(-1) == data.test.labels))
@@ -99,15 +99,60 @@ def test_load_model_gives_a_working_predict(quickstart_run):
   assert old.path.endswith(os.path.join("experts", "blur", "variables"))
 
 
+def _one_line_error(result, *needles):
+  assert result.returncode == 2, (result.returncode, result.stderr[-3000:])
+  lines = [l for l in result.stderr.splitlines() if l.startswith(("error:", "hint:"))]
+  assert lines and lines[0].startswith("error:"), result.stderr[-3000:]
+  assert "Traceback" not in result.stderr, result.stderr[-3000:]
+  for needle in needles:
+    assert needle in lines[0], (needle, lines)
+  return lines
+
+
 def test_unknown_config_key_fails_clearly(tmp_path):
   result = run_main("--config=configs/quickstart.py", f"--workdir={tmp_path}",
                     "--config.clean.epochz=3", timeout=120)
-  assert result.returncode != 0
-  assert "epochz" in result.stderr
+  _one_line_error(result, "unknown config field 'clean.epochz'", "clean.epochs")
+
+
+def test_bad_values_fail_before_any_training(tmp_path):
+  """A bad degradation name and a negative epoch count stop the run before the first
+  step, with one line naming the field; nothing is trained or written."""
+  result = run_main("--config=configs/quickstart.py:tiny", f"--workdir={tmp_path / 'w'}",
+                    "--config.degradations=jpeg,fog", "--config.scratch.epochs=-1",
+                    timeout=120)
+  _one_line_error(result, "fog", "scratch.epochs")
+  assert not (tmp_path / "w").exists()
 
 
 def test_unknown_method_fails_clearly(tmp_path):
   result = run_main("--config=configs/quickstart.py:tiny", f"--workdir={tmp_path}",
                     "--config.methods=fusiondistill,magic", timeout=120)
-  assert result.returncode != 0
-  assert "magic" in result.stderr and "fusiondistill" in result.stderr
+  _one_line_error(result, "magic", "fusiondistill")
+
+
+def test_changed_config_is_refused_then_retrained(quickstart_run):
+  """A finished stage whose config changed is not reused: one line names the stage and
+  the field; on_mismatch=retrain retrains it (and only what depends on it)."""
+  workdir = quickstart_run[0]
+  args = ["--config=configs/quickstart.py:tiny", f"--workdir={workdir}",
+          "--config.methods=vanilla", "--config.vanilla.optimizer.lr=0.002"]
+  refused = run_main(*args, timeout=300)
+  _one_line_error(refused, "stage 'vanilla'", "block.optimizer.lr: 0.001 -> 0.002")
+  before = (workdir / "seed_0" / "clean" / "metrics.jsonl").read_text()
+  retrained = run_main(*args, "--config.on_mismatch=retrain", timeout=600)
+  assert retrained.returncode == 0, retrained.stderr[-3000:]
+  assert (workdir / "seed_0" / "clean" / "metrics.jsonl").read_text() == before
+  fingerprint = json.loads((workdir / "seed_0" / "vanilla" / "fingerprint.json").read_text())
+  assert fingerprint["fields"]["block"]["optimizer"]["lr"] == 0.002
+  results = json.loads((workdir / "results.json").read_text())
+  assert results["fingerprints"]["seed_0"]["vanilla"] == fingerprint["digest"]
+
+
+def test_a_second_run_on_a_locked_workdir_fails_at_once(tmp_path):
+  from fdjax.lock import workdir_lock
+
+  with workdir_lock(str(tmp_path)):
+    result = run_main("--config=configs/quickstart.py:tiny", f"--workdir={tmp_path}",
+                      timeout=120)
+  _one_line_error(result, "in use by PID", str(os.getpid()))

@@ -13,7 +13,7 @@ import pytest
 from fdjax import methods as methods_lib
 from fdjax import pipeline
 from fdjax.moe import student
-from fdjax.study import fused, make_context, stages
+from fdjax.study import fingerprint, fused, make_context, stages
 from fdjax.study.runner import Runner, Stage, closure
 from fdjax.train import init_variables
 from fdjax.train.variables_io import load_variables
@@ -154,3 +154,34 @@ def test_every_method_alone_plans_its_stages(trained, name):
     shares = 4 if block in ("scratch", "vanilla", "fusing", "fusiondistill", "moe") else 1
     steps = (n * shares) // (shares * ctx.config.batch_size)
     assert work == ctx.config[block].epochs * steps * shares * ctx.config.batch_size
+
+
+def test_fingerprints_follow_the_config_downstream(trained, tmp_path):
+  """A different clean.epochs changes clean's fingerprint and, through it, every stage
+  built from it; a different moe block changes the MoE stage only."""
+  ctx, _ = trained
+  methods = [methods_lib.get("fusiondistill"), methods_lib.get("fusiondistill_moe")]
+
+  def digests():
+    runner = Runner(ctx, pipeline.stage_graph(ctx, methods))
+    return {n: fingerprint.digest(runner.fields(n)) for n in
+            ("clean", "experts/jpeg", "fused/average", "fusiondistill", "fusiondistill_moe",
+             "scratch") if n in runner.graph}
+
+  before = digests()
+  ctx.config.moe.balance_weight = 1e-3
+  after_moe = digests()
+  ctx.config.moe.balance_weight = 1e-4
+  ctx.config.clean.epochs = 3
+  after_clean = digests()
+  ctx.config.clean.epochs = 2
+  assert {n for n in before if before[n] != after_moe[n]} == {"fusiondistill_moe"}
+  assert all(before[n] != after_clean[n] for n in before)
+  # Recorded on disk by the runner; a changed config then stops before training.
+  ctx.workdir = str(tmp_path)
+  Runner(ctx, pipeline.stage_graph(ctx, methods)).prepare(["fusiondistill"])
+  assert (tmp_path / "clean" / fingerprint.FILE).is_file()
+  ctx.config.clean.optimizer.lr = 1e6
+  with pytest.raises(fingerprint.FingerprintMismatchError, match="block.optimizer.lr"):
+    Runner(ctx, pipeline.stage_graph(ctx, methods)).prepare(["fusiondistill"])
+  ctx.config.clean.optimizer.lr = 0.05

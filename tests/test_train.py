@@ -151,6 +151,17 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
   assert meta["step"] == last
 
 
+def test_nan_before_any_checkpoint_says_so(tmp_path):
+  mesh = make_mesh()
+  state, tx = _quadratic_state(1e30, mesh)  # inf after the first steps
+  split = ImageSet(np.zeros((8, 4, 4, 3), np.uint8), np.zeros(8, np.int32))
+  loop = LoopConfig(epochs=100, batch_size=1, log_every_steps=5, checkpoint_every_steps=1000)
+  with pytest.raises(NonFiniteLossError, match="no checkpoint yet") as info:
+    fit(state, make_train_step(_quadratic_loss, tx, mesh), split, loop=loop, mesh=mesh,
+        workdir=str(tmp_path), name="diverge")
+  assert "step None" not in str(info.value) and "learning rate" in info.value.hint
+
+
 def test_incompatible_checkpoint_is_a_clear_error(tmp_path):
   mesh = make_mesh()
   state, _ = _quadratic_state(0.1, mesh)

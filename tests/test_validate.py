@@ -9,8 +9,8 @@ import ml_collections
 import pytest
 
 from fdjax.errors import ConfigError
-from fdjax.validate import (field_names, unknown_field_message, unknown_override_message,
-                            validate_config)
+from fdjax.config_fields import field_names, unknown_field_message, unknown_override_message
+from fdjax.validate import validate_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "configs" / "quickstart.py"

@@ -162,8 +162,12 @@ def load_records(path: str) -> list[Record]:
 
 def write_reports(records: Sequence[Record], out_dir: str, methods: Sequence[str] | None = None,
                   extra: Mapping[str, Mapping[str, Any]] | None = None,
-                  metric: MetricSpec = ACCURACY) -> dict[str, str]:
-  """Writes results.md, results.csv, per_level.csv and results.json; returns their paths."""
+                  metric: MetricSpec = ACCURACY,
+                  fingerprints: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, str]:
+  """Writes results.md, results.csv, per_level.csv and results.json; returns their paths.
+
+  ``fingerprints`` (``{seed dir: {stage: digest}}``, ``fdjax.study.fingerprint``) are
+  recorded in results.json: which stages, made by which config, the numbers come from."""
   os.makedirs(out_dir, exist_ok=True)
   paths = {k: os.path.join(out_dir, f) for k, f in (
       ("md", "results.md"), ("csv", "results.csv"), ("per_level", "per_level.csv"),
@@ -194,6 +198,7 @@ def write_reports(records: Sequence[Record], out_dir: str, methods: Sequence[str
     json.dump({"columns": cols, "std_ddof": STD_DDOF, "metric": dataclasses.asdict(metric),
                "units": f"summary in {metric.unit} (x{metric.scale:g}); records as stored",
                "methods": list(summary), "summary": summary, "extra": extra or {},
+               "fingerprints": fingerprints or {},
                "records": [{"method": m, "seed": s, "results": r}
                            for m, s, r in records]}, f, indent=2, default=float)
   return paths

@@ -27,7 +27,8 @@ def _stage(runner) -> dict:
 
 def _stages(ctx):
   return {"fusiondistill": Stage("fusiondistill", (fused_init(ctx), *stages.expert_names(ctx)),
-                                 _stage, block="fusiondistill", shares=len(ctx.degradations))}
+                                 _stage, block="fusiondistill", shares=len(ctx.degradations),
+                                 uses=("distill_feature",))}
 
 
 def _rows(runner) -> Output:

@@ -35,7 +35,7 @@ def _stage(runner):
 
 def _stages(ctx):
   return {STAGE: Stage(STAGE, (fused_init(ctx), *stages.expert_names(ctx)), _stage,
-                       block="moe", shares=len(ctx.degradations))}
+                       block="moe", shares=len(ctx.degradations), uses=("distill_feature",))}
 
 
 def cost(ctx, model, variables, k: int | None = None) -> dict:

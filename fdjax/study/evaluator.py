@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
+import jax
+import numpy as np
 from absl import logging
 
 from fdjax.eval import levels as levels_lib
@@ -13,12 +16,24 @@ from fdjax.study.context import RunContext
 RESULTS_FORMAT = 2  # per_level as [level, value] pairs, 'all' = mean over levels
 
 
+def variables_digest(variables) -> str:
+  """sha256 (12 hex digits) of every leaf's bytes: a retrained model never reuses the
+  cached results of the model it replaced."""
+  h = hashlib.sha256()
+  for leaf in jax.tree.leaves(jax.device_get(variables)):
+    array = np.asarray(leaf)
+    h.update(str((array.dtype, array.shape)).encode())
+    h.update(np.ascontiguousarray(array).tobytes())
+  return h.hexdigest()[:12]
+
+
 class Evaluator:
   """``evaluate(name, variables, predict=None, model=None) -> results`` (see
   ``fdjax.eval.levels.evaluate_all``), cached as JSON under
-  ``<seed dir>/eval/<settings>/<name>.json``. The folder name holds every setting that
-  changes the numbers (results format, levels, examples, keys, batch size,
-  degradations), so a cached result is only reused for the same evaluation."""
+  ``<seed dir>/eval/<settings>/<name>-<variables digest>.json``. The folder name holds
+  every setting that changes the numbers (results format, levels, examples, keys, batch
+  size, degradations) and the file name the model's weights, so a cached result is only
+  reused for the same evaluation of the same model."""
 
   def __init__(self, ctx: RunContext):
     self.ctx = ctx
@@ -30,7 +45,7 @@ class Evaluator:
     self.dir = os.path.join(ctx.workdir, "eval", settings)
 
   def __call__(self, name: str, variables, predict=None, model=None) -> dict:
-    path = os.path.join(self.dir, f"{name}.json")
+    path = os.path.join(self.dir, f"{name}-{variables_digest(variables)}.json")
     if os.path.exists(path):
       with open(path) as f:
         return json.load(f)

@@ -14,6 +14,7 @@ from typing import Callable, Mapping, Sequence
 
 from absl import logging
 
+from fdjax.study import fingerprint
 from fdjax.study.context import RunContext
 from fdjax.study.evaluator import Evaluator
 from fdjax.study.training import steps_per_epoch
@@ -27,6 +28,9 @@ class Stage:
   requires: stage names built before it. build: ``runner -> result`` (variables, or
   anything a method needs). block: the config block with ``epochs`` (None: no
   training, e.g. a weight soup). shares: images per step in units of batch_size.
+  uses: other config fields (dotted) the result depends on; levels: the degradations
+  whose level ranges it depends on (None: all of the plan). Both go into its
+  fingerprint (``fdjax.study.fingerprint``).
   """
 
   name: str
@@ -34,6 +38,8 @@ class Stage:
   build: Callable[["Runner"], object]
   block: str | None = None
   shares: int = 1
+  uses: tuple[str, ...] = ()
+  levels: tuple[str, ...] | None = None
 
   def work(self, ctx: RunContext) -> int:
     """Training images this stage processes (0 without training)."""
@@ -64,18 +70,48 @@ def closure(graph: Mapping[str, Stage], names: Sequence[str]) -> list[str]:
 
 
 class Runner:
-  """Builds and memoises the stages of one seed; evaluates models with cached results."""
+  """Builds and memoises the stages of one seed; evaluates models with cached results.
+
+  Every stage's fingerprint is checked against (or recorded in) its folder before it
+  is built; ``prepare`` checks a whole plan before anything trains."""
 
   def __init__(self, ctx: RunContext, graph: Mapping[str, Stage], progress=None):
     self.ctx, self.graph, self.progress = ctx, dict(graph), progress
     self.evaluate = Evaluator(ctx)
     self._built: dict[str, object] = {}
+    self._fields: dict[str, dict] = {}
+    self.fingerprints: dict[str, str] = {}
+
+  def fields(self, name: str) -> dict:
+    """The fingerprint fields of stage ``name`` (upstream digests included)."""
+    if name not in self._fields:
+      stage = self.graph[name]
+      upstream = {r: fingerprint.digest(self.fields(r)) for r in stage.requires}
+      self._fields[name] = fingerprint.stage_fields(self.ctx, stage, upstream)
+    return self._fields[name]
+
+  def check(self, name: str) -> str:
+    """Checks (or records) the fingerprint of ``name`` against its folder; its digest."""
+    if name not in self.fingerprints:
+      self.fingerprints[name] = fingerprint.check_or_record(
+          self.ctx.stage_dir(name), name, self.fields(name),
+          self.ctx.config.get("on_mismatch", "stop"))
+    return self.fingerprints[name]
+
+  def prepare(self, names) -> list[str]:
+    """Checks the fingerprints of ``names`` and their requirements, in build order,
+    before anything is built (a mismatch stops the run before any training)."""
+    order = closure(self.graph, list(names))
+    for name in order:
+      self.check(name)
+    return order
 
   def get(self, name: str):
     """The result of stage ``name`` (built with its requirements on first use)."""
     if name not in self._built:
       for required in closure(self.graph, [name])[:-1]:
         self.get(required)
+      self.check(name)
       if self.progress is not None:
         self.progress.start(self.progress_name(name))
         logging.info("%s", self.progress.describe())

@@ -49,13 +49,15 @@ def experts(runner) -> list[dict]:
 
 def shared_graph(ctx: RunContext) -> dict[str, Stage]:
   """clean, experts/<degradation> and fused/<bn_mode> for every BatchNorm mode."""
-  graph = {"clean": Stage("clean", (), lambda r: clean_stage(r.ctx), block="clean")}
+  graph = {"clean": Stage("clean", (), lambda r: clean_stage(r.ctx), block="clean", levels=())}
   for d in ctx.degradations:
     graph[f"experts/{d}"] = Stage(
         f"experts/{d}", ("clean",),
-        lambda r, d=d: expert_stage(r.ctx, d, r.get("clean")), block="experts")
+        lambda r, d=d: expert_stage(r.ctx, d, r.get("clean")), block="experts",
+        uses=("distill_feature",), levels=(d,))
   for bn_mode in fused.BN_MODES:
     graph[f"fused/{bn_mode}"] = Stage(
         f"fused/{bn_mode}", expert_names(ctx),
-        lambda r, bn_mode=bn_mode: fused.fused_stage(r.ctx, experts(r), bn_mode))
+        lambda r, bn_mode=bn_mode: fused.fused_stage(r.ctx, experts(r), bn_mode),
+        uses=("fusion", "batch_size", "eval.seed", "eval_batch_size"))
   return graph

@@ -97,7 +97,8 @@ def train_stage(ctx: RunContext, name: str, stage_cfg, recipe: Recipe) -> dict:
                           ctx.dataset.image_shape)
   state = create_train_state(init, tx, stage_key(ctx.seed, name), ctx.mesh)
   checkpointer = Checkpointer(os.path.join(stage_dir, "checkpoints"),
-                              max_to_keep=config.checkpoint.keep)
+                              max_to_keep=config.checkpoint.keep,
+                              on_corrupt=config.checkpoint.on_corrupt)
   loop = LoopConfig(epochs=stage_cfg.epochs, batch_size=recipe.shares * config.batch_size,
                     seed=ctx.seed, log_every_steps=config.log_every_steps,
                     checkpoint_every_steps=config.checkpoint.every_steps)

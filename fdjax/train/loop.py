@@ -21,13 +21,14 @@ import numpy as np
 from absl import logging
 
 from fdjax.data import batching
+from fdjax.errors import UserError
 from fdjax.train.checkpoint import Checkpointer
 from fdjax.train.mesh import check_batch_size, data_sharding
 from fdjax.train.progress import MetricsWriter, Progress, StudyProgress
 from fdjax.train.state import TrainState
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(UserError, FloatingPointError):
   """Raised when a training step produced a NaN/Inf loss or gradient."""
 
 
@@ -91,10 +92,13 @@ def fit(state: TrainState, train_step: Callable, train_split, *, loop: LoopConfi
 
   def check_finite(at_step: int) -> None:
     if finite_since_save and min(float(np.min(f)) for f in jax.device_get(finite_since_save)) < 1:
+      latest = checkpointer.latest_step()
+      where = ("no checkpoint yet" if latest is None else
+               f"the last good checkpoint is step {latest} in {checkpointer.directory}")
       raise NonFiniteLossError(
           f"[{name}] non-finite loss or gradient between steps {last_saved} and {at_step}; "
-          f"stopped without saving. The last good checkpoint is step {checkpointer.latest_step()} "
-          f"in {checkpointer.directory}. Lower the learning rate or check the inputs.")
+          f"stopped without saving ({where})",
+          hint="lower the learning rate or check the inputs")
 
   def save(at_step: int, extra: dict | None = None) -> None:
     nonlocal last_saved

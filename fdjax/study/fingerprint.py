@@ -1,0 +1,132 @@
+"""Stage fingerprints: everything that determines a stage's result, hashed.
+
+A stage is reused (``variables/``) or resumed (``checkpoints/``) only when the
+fingerprint stored beside it (``<stage>/fingerprint.json``) equals the one the
+current config gives. The fields: the task and its augmentation, the model, the data
+source and split, the seed, the stage's config block (epochs, optimizer, ...) and the
+other config fields it reads, the level ranges of the degradations it trains on, the
+batch size, model selection, and the fingerprints of the stages it starts from (so a
+change upstream reaches every stage downstream).
+
+On a mismatch the run stops before training with one line naming the stage, the
+fields that differ (old -> new) and the choices; ``config.on_mismatch='retrain'``
+deletes that stage's folder and trains it again (and, through the upstream
+fingerprints, everything downstream of it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from typing import Any, Mapping
+
+import ml_collections
+from absl import logging
+
+from fdjax.errors import UserError
+
+FILE = "fingerprint.json"
+ON_MISMATCH = ("stop", "retrain")
+
+
+class FingerprintMismatchError(UserError, RuntimeError):
+  """A stage on disk was made by a different config than the current one."""
+
+
+def _plain(value: Any) -> Any:
+  if isinstance(value, ml_collections.ConfigDict):
+    value = value.to_dict()
+  if isinstance(value, Mapping):
+    return {str(k): _plain(v) for k, v in sorted(value.items())}
+  if isinstance(value, (list, tuple)):
+    return [_plain(v) for v in value]
+  return value
+
+
+def digest(fields: Mapping[str, Any]) -> str:
+  """sha256 (first 16 hex digits) of the canonical JSON of ``fields``."""
+  text = json.dumps(_plain(fields), sort_keys=True, default=str)
+  return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+  if isinstance(value, Mapping):
+    out = {}
+    for k, v in value.items():
+      out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+  return {prefix: value}
+
+
+def differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+  """``['clean.epochs: 2 -> 3', ...]`` over the flattened fields (sorted)."""
+  a, b = _flatten(_plain(old)), _flatten(_plain(new))
+  return [f"{k}: {a.get(k, '(absent)')} -> {b.get(k, '(absent)')}"
+          for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+def stage_fields(ctx, stage, upstream: Mapping[str, str]) -> dict:
+  """The fields that determine ``stage``'s result in run context ``ctx``."""
+  config, plan = ctx.config, ctx.plan
+  fields: dict[str, Any] = {
+      "stage": stage.name, "task": config.get("task", "classification"),
+      "normalization": config.data.normalization, "model": config.model,
+      "data": {"source": config.data.source, "name": ctx.dataset.name,
+               "validation_fraction": config.data.validation_fraction,
+               "max_per_split": config.data.max_per_split,
+               "sizes": [len(ctx.dataset.train),
+                         len(ctx.dataset.validation) if ctx.dataset.validation else 0]},
+      "seed": ctx.seed, "upstream": dict(upstream)}
+  if stage.block is not None:
+    fields.update(block=config[stage.block], augment=config.augment,
+                  batch_size=config.batch_size, selection=config.selection)
+    if config.selection == "val":
+      fields["selection_eval"] = {"seed": config.eval.seed, "batch": config.eval_batch_size}
+  for key in stage.uses:
+    node = config
+    for part in key.split("."):
+      node = node[part]
+    fields[key] = node
+  names = plan.names if stage.levels is None else stage.levels
+  ranges = {n: (lo, hi) for n, lo, hi in plan.ranges}
+  fields["levels"] = {n: list(ranges.get(n, ("full",))) for n in names}
+  return fields
+
+
+def check_or_record(stage_dir: str, name: str, fields: Mapping[str, Any],
+                    on_mismatch: str = "stop") -> str:
+  """Compares ``fields`` with ``<stage_dir>/fingerprint.json`` and records them.
+
+  No file and no stage on disk: recorded. No file but a stage on disk (made before
+  fingerprints existed): trusted with a warning, then recorded. A different file:
+  ``on_mismatch='stop'`` raises ``FingerprintMismatchError``; 'retrain' deletes the
+  stage folder first. Returns the digest.
+  """
+  if on_mismatch not in ON_MISMATCH:
+    raise ValueError(f"on_mismatch must be one of {ON_MISMATCH}, got {on_mismatch!r}")
+  new = digest(fields)
+  path = os.path.join(stage_dir, FILE)
+  if os.path.exists(path):
+    with open(path) as f:
+      old = json.load(f)
+    if old.get("digest") == new:
+      return new
+    changes = differences(old.get("fields", {}), fields) or ["(fingerprint format)"]
+    if on_mismatch == "stop":
+      shown = "; ".join(changes[:6]) + (f"; and {len(changes) - 6} more" if len(changes) > 6 else "")
+      raise FingerprintMismatchError(
+          f"stage '{name}' in {stage_dir} was made with a different config ({shown})",
+          hint="use a new --workdir, or pass --config.on_mismatch=retrain to train this "
+               "stage and everything downstream of it again")
+    logging.warning("[%s] config changed (%s): retraining it", name, "; ".join(changes[:6]))
+    shutil.rmtree(stage_dir)
+  elif os.path.isdir(stage_dir) and os.listdir(stage_dir):
+    logging.warning("[%s] made before stage fingerprints existed; trusting it", name)
+  os.makedirs(stage_dir, exist_ok=True)
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump({"digest": new, "fields": _plain(fields)}, f, indent=1, default=str)
+  os.replace(tmp, path)
+  return new

@@ -1,0 +1,65 @@
+"""Stage fingerprints: reuse only on a match, one clear error or a retrain otherwise,
+and a change upstream reaches every stage downstream."""
+
+import json
+
+import pytest
+
+from fdjax.errors import UserError
+from fdjax.study import fingerprint
+
+
+def _fields(epochs=2, lr=0.05, upstream=None):
+  return {"stage": "clean", "block": {"epochs": epochs, "optimizer": {"lr": lr}},
+          "seed": 0, "upstream": upstream or {}}
+
+
+def test_recorded_then_matched(tmp_path):
+  stage = tmp_path / "clean"
+  digest = fingerprint.check_or_record(str(stage), "clean", _fields())
+  saved = json.loads((stage / fingerprint.FILE).read_text())
+  assert saved["digest"] == digest == fingerprint.digest(_fields())
+  (stage / "variables").mkdir()
+  assert fingerprint.check_or_record(str(stage), "clean", _fields()) == digest
+  assert (stage / "variables").is_dir()  # a match keeps the stage
+
+
+def test_mismatch_stops_with_one_line_naming_the_fields(tmp_path):
+  stage = tmp_path / "clean"
+  fingerprint.check_or_record(str(stage), "clean", _fields(epochs=2, lr=0.05))
+  with pytest.raises(fingerprint.FingerprintMismatchError) as info:
+    fingerprint.check_or_record(str(stage), "clean", _fields(epochs=3, lr=1e6))
+  message = str(info.value)
+  assert isinstance(info.value, UserError) and "\n" not in message
+  assert "stage 'clean'" in message
+  assert "block.epochs: 2 -> 3" in message and "block.optimizer.lr: 0.05 -> 1000000.0" in message
+  assert "--config.on_mismatch=retrain" in info.value.hint
+
+
+def test_retrain_deletes_the_stage_and_records_the_new_fingerprint(tmp_path):
+  stage = tmp_path / "clean"
+  fingerprint.check_or_record(str(stage), "clean", _fields(epochs=2))
+  (stage / "checkpoints" / "15").mkdir(parents=True)
+  new = fingerprint.check_or_record(str(stage), "clean", _fields(epochs=3), "retrain")
+  assert not (stage / "checkpoints").exists()
+  assert json.loads((stage / fingerprint.FILE).read_text())["digest"] == new
+
+
+def test_stage_from_before_fingerprints_is_trusted_and_recorded(tmp_path):
+  stage = tmp_path / "clean"
+  (stage / "variables").mkdir(parents=True)
+  fingerprint.check_or_record(str(stage), "clean", _fields())
+  assert (stage / "variables").is_dir() and (stage / fingerprint.FILE).is_file()
+
+
+def test_upstream_change_changes_the_digest():
+  a = _fields(upstream={"clean": fingerprint.digest(_fields(epochs=2))})
+  b = _fields(upstream={"clean": fingerprint.digest(_fields(epochs=3))})
+  assert fingerprint.digest(a) != fingerprint.digest(b)
+  assert fingerprint.differences(a, b) == [
+      f"upstream.clean: {a['upstream']['clean']} -> {b['upstream']['clean']}"]
+
+
+def test_unknown_on_mismatch_value(tmp_path):
+  with pytest.raises(ValueError, match="on_mismatch"):
+    fingerprint.check_or_record(str(tmp_path / "s"), "s", _fields(), "ignore")
