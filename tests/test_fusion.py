@@ -12,8 +12,11 @@ import pytest
 from fdjax.fusion import (ensemble_predict, greedy_soup, reestimate_batch_stats, uniform_soup,
                           weighted_soup)
 from fdjax.models import cifar_resnet, normalize
+from fdjax.tasks import ClassificationTask
 
 EXPERTS = ("jpeg", "blur", "awgn", "sapn")
+CIFAR_INPUT = ClassificationTask("cifar10").model_input
+UNIT_INPUT = ClassificationTask("unit").model_input
 
 
 def flat(tree):
@@ -179,7 +182,7 @@ def test_reestimate_on_input_bn_is_mean_of_per_batch_stats():
   # Garbage incoming statistics must not matter.
   variables = _input_bn_variables(mean=(1e3, 1e3, 1e3))
   batches = _random_batches([4, 4, 2])
-  out = reestimate_batch_stats(model, variables, iter(batches), normalization="cifar10")
+  out = reestimate_batch_stats(model, variables, iter(batches), model_input=CIFAR_INPUT)
   xs = [np.asarray(normalize(b, "cifar10"), np.float64) for b in batches]
   # update_bn(momentum=None): equal weight per batch, biased within-batch variance.
   mean_ref = np.mean([x.mean(axis=(0, 1, 2)) for x in xs], axis=0)
@@ -204,7 +207,7 @@ def test_reestimate_resnet8_stem_norm_matches_numpy_conv(resnet8_experts):
   model, experts = resnet8_experts
   variables = experts[0]
   batches = _random_batches([3, 3, 3], hw=32, seed=1)
-  out = reestimate_batch_stats(model, variables, batches, normalization="cifar10")
+  out = reestimate_batch_stats(model, variables, batches, model_input=CIFAR_INPUT)
   kernel = np.asarray(variables["params"]["stem_conv"]["kernel"], np.float64)
   ys = [_numpy_conv3x3_same(np.asarray(normalize(b, "cifar10"), np.float64), kernel)
         for b in batches]
@@ -248,7 +251,7 @@ def test_reestimated_soup_beats_first_experts_stats():
 
   paper = uniform_soup(experts, batch_stats="paper")
   reestimated = reestimate_batch_stats(model, uniform_soup(experts), np.split(images, 4),
-                                       normalization="unit")
+                                       model_input=UNIT_INPUT)
   assert accuracy(paper) == 0.5
   assert accuracy(uniform_soup(experts, batch_stats="average")) == 1.0
   assert accuracy(reestimated) == 1.0
@@ -258,9 +261,9 @@ def test_reestimate_errors_and_no_batchnorm():
   model = InputBN()
   variables = _input_bn_variables()
   with pytest.raises(ValueError, match="empty"):
-    reestimate_batch_stats(model, variables, [], normalization="unit")
+    reestimate_batch_stats(model, variables, [], model_input=UNIT_INPUT)
   no_bn = {"params": variables["params"]}
-  assert reestimate_batch_stats(model, no_bn, [], normalization="unit") == no_bn
+  assert reestimate_batch_stats(model, no_bn, [], model_input=UNIT_INPUT) == no_bn
 
 
 # ---------------------------------------------------------------- plurality vote

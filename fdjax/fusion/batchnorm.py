@@ -25,17 +25,16 @@ much as a full one) and the variance is the average of within-batch variances.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from fdjax.models import normalize
 
 
 def reestimate_batch_stats(model, variables: Mapping[str, Any], image_batches: Iterable[Any], *,
-                           normalization: str, momentum: float | None = None) -> dict:
+                           model_input: Callable, momentum: float | None = None) -> dict:
   """Variables with ``batch_stats`` re-estimated on ``image_batches``; params unchanged.
 
   Args:
@@ -46,7 +45,8 @@ def reestimate_batch_stats(model, variables: Mapping[str, Any], image_batches: I
       ``batch_stats`` values are ignored, only their structure is kept.
     image_batches: iterable of uint8 ``[B, H, W, 3]`` arrays, already degraded
       by the caller; consumed once. Each distinct shape compiles once.
-    normalization: channel statistics name for ``fdjax.models.normalize``.
+    model_input: uint8 images -> the model's input (the task's ``model_input``, e.g.
+      ``ClassificationTask('cifar10').model_input``); hashable (it is a jit static).
 
   Returns:
     A new variables dict: same ``params`` (and any other collection), and
@@ -72,7 +72,7 @@ def reestimate_batch_stats(model, variables: Mapping[str, Any], image_batches: I
     if jnp.ndim(images) != 4:
       raise ValueError(f"image batches must be [B, H, W, C], got shape {jnp.shape(images)}")
     count += 1
-    mean = _accumulate(model, normalization, momentum, params, zeros, mean,
+    mean = _accumulate(model, model_input, momentum, params, zeros, mean,
                        jnp.float32(count), jnp.asarray(images))
   if count == 0:
     raise ValueError("image_batches is empty: need at least one batch to re-estimate BatchNorm")
@@ -80,16 +80,16 @@ def reestimate_batch_stats(model, variables: Mapping[str, Any], image_batches: I
   return {**params, "batch_stats": mean}
 
 
-@functools.partial(jax.jit, static_argnames=("model", "normalization", "momentum"))
-def _accumulate(model, normalization, momentum, params, zeros, mean, count, images):
+@functools.partial(jax.jit, static_argnames=("model", "model_input", "momentum"))
+def _accumulate(model, model_input, momentum, params, zeros, mean, count, images):
   """Running mean update ``mean += (batch_stat - mean) / count`` for one batch."""
-  stats = _batch_statistics(model, normalization, momentum, params, zeros, images)
+  stats = _batch_statistics(model, model_input, momentum, params, zeros, images)
   return jax.tree_util.tree_map(lambda m, s: m + (s - m) / count, mean, stats)
 
 
-def _batch_statistics(model, normalization, momentum, params, zeros, images):
+def _batch_statistics(model, model_input, momentum, params, zeros, images):
   """Per-layer batch mean and biased variance of ``images`` as a batch_stats pytree."""
-  x = normalize(images, normalization)
+  x = model_input(images)
   _, updates = model.apply({**params, "batch_stats": zeros}, x, train=True,
                            mutable=["batch_stats"])
   # new = m * old + (1 - m) * stat with old = 0  =>  stat = new / (1 - m).

@@ -56,7 +56,7 @@ def fused_stage(ctx: RunContext, expert_variables: Sequence[dict], bn_mode: str)
     logging.info("greedy soup (%s BatchNorm) chose %s", bn_mode, names)
   if bn_mode == "reestimate":
     soup = fusion.reestimate_batch_stats(ctx.model, soup, _degraded_train_batches(ctx),
-                                         normalization=ctx.task.normalization)
+                                         model_input=ctx.task.model_input)
   save_variables(path, soup)
   return load_variables(path, ctx.template_variables())
 
