@@ -109,8 +109,12 @@ def test_unpaired_names_missing_folders_and_size_mismatch_are_clear_errors(tmp_p
   make_pairs(tmp_path / "a")
   (tmp_path / "a" / "wrap" / "rainy" / "p01.png").unlink()
   write_png(tmp_path / "a" / "wrap" / "rainy" / "extra.png", np.zeros((6, 8, 3), np.uint8))
-  with pytest.raises(DataError, match=r"1 images in rainy/ have no target .*\['extra'\] and 1 "
-                                      r"in norain/ have no input .*\['p01'\]"):
+  with pytest.raises(DataError, match=r"1 images in rainy/ have no target .*\['extra'\] and "
+                                      r"1 images in norain/ have no input .*\['p01'\]"):
+    load_paired(tmp_path / "a", input_dir="rainy", target_dir="norain")
+  (tmp_path / "a" / "wrap" / "rainy" / "extra.png").unlink()
+  with pytest.raises(DataError, match=r": 1 images in norain/ have no input in rainy/ \['p01'\] "
+                                      r"\(pairs share"):
     load_paired(tmp_path / "a", input_dir="rainy", target_dir="norain")
   with pytest.raises(MissingDataError, match=r"found no folders \['input', 'norain'\].*rainy/"):
     load_paired(tmp_path / "a", input_dir="input", target_dir="norain")

@@ -210,10 +210,12 @@ def load_paired(path: str | Path, *, input_dir: str | None = None,
   inputs = _images_by_stem(root / input_dir)
   if set(inputs) != set(targets):
     only_in, only_tg = sorted(set(inputs) - set(targets)), sorted(set(targets) - set(inputs))
-    raise DataError(
-        f"{root}: {len(only_in)} images in {input_dir}/ have no target in {target_dir}/ "
-        f"{only_in[:SHOWN]} and {len(only_tg)} in {target_dir}/ have no input in "
-        f"{input_dir}/ {only_tg[:SHOWN]} (pairs share a file name without extension)")
+    parts = [f"{len(names)} images in {have}/ have no {what} in {other}/ {names[:SHOWN]}"
+             for names, have, what, other in ((only_in, input_dir, "target", target_dir),
+                                              (only_tg, target_dir, "input", input_dir))
+             if names]
+    raise DataError(f"{root}: {' and '.join(parts)} (pairs share a file name without "
+                    f"extension)")
   names = sorted(targets)[:max_images]
   target_images, input_images = [], []
   for n in names:
