@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fdjax.data.paired import PairedImages, load_paired
+from fdjax.data.paired import load_paired
 from fdjax.errors import DataError, MissingDataError
 
 
