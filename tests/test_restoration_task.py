@@ -11,6 +11,7 @@ import pytest
 
 from fdjax import tasks
 from fdjax.data import ImageSet
+from fdjax.errors import ConfigError
 from fdjax.eval import split_metric
 from fdjax.models import NAFNet, UNet
 from fdjax.tasks.restoration import RestorationTask
@@ -132,7 +133,7 @@ def test_config_block_registry_and_models():
   model = task.build_model(config, tasks.DataSpec((32, 32, 3)))
   assert isinstance(model, NAFNet) and model.blocks == (1, 1, 2) and model.stride == 8
   config.restoration.widht = 4
-  with pytest.raises(ValueError, match=r"unknown config.restoration fields \['widht'\]"):
+  with pytest.raises(ConfigError, match=r"unknown config.restoration fields \['widht'\]"):
     tasks.from_config(config)
 
 

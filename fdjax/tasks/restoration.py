@@ -50,6 +50,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from fdjax.errors import ConfigError
 from fdjax.eval import image_quality, inference
 from fdjax.models import NAFNet, UNet
 from fdjax.tasks.base import DataSpec, DegradeFn, MetricSpec
@@ -68,7 +69,7 @@ def options(config) -> dict:
   if block is not None:
     unknown = sorted(set(block.keys()) - set(DEFAULTS))
     if unknown:
-      raise ValueError(f"unknown config.restoration fields {unknown}; known: {sorted(DEFAULTS)}")
+      raise ConfigError(f"unknown config.restoration fields {unknown}; known: {sorted(DEFAULTS)}")
     found.update({k: block.get(k) for k in block.keys()})
   return found
 
@@ -148,9 +149,9 @@ class RestorationTask:
     del data_spec
     o = options(config)
     if o["model"] not in MODELS:
-      raise ValueError(f"restoration.model must be one of {sorted(MODELS)}, got {o['model']!r}")
+      raise ConfigError(f"restoration.model must be one of {sorted(MODELS)}, got {o['model']!r}")
     if o["dtype"] not in DTYPES:
-      raise ValueError(f"restoration.dtype must be one of {sorted(DTYPES)}, got {o['dtype']!r}")
+      raise ConfigError(f"restoration.dtype must be one of {sorted(DTYPES)}, got {o['dtype']!r}")
     as_blocks = lambda b: b if b is None or isinstance(b, int) else tuple(int(x) for x in b)
     return MODELS[o["model"]](width=int(o["width"]), depth=int(o["depth"]),
                               blocks=as_blocks(o["blocks"]),
