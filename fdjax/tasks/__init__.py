@@ -1,6 +1,6 @@
 """Tasks: what a study's models output, how they are trained and scored.
 
-    task = fdjax.tasks.from_config(config)     # config.task: 'classification'
+    task = fdjax.tasks.from_config(config)     # config.task: 'classification' or 'restoration'
     logits = task.predict(model, variables, images_uint8)
 
 See ``fdjax.tasks.base`` for the interface. A new task is a new module here and one
@@ -9,8 +9,9 @@ entry in ``TASKS``.
 
 from fdjax.tasks.base import DataSpec, MetricSpec, Task
 from fdjax.tasks.classification import NO_AUGMENT, Augment, ClassificationTask
+from fdjax.tasks.restoration import RestorationTask
 
-TASKS = {"classification": ClassificationTask}
+TASKS = {"classification": ClassificationTask, "restoration": RestorationTask}
 
 
 def from_config(config) -> Task:
@@ -22,4 +23,4 @@ def from_config(config) -> Task:
 
 
 __all__ = ["NO_AUGMENT", "TASKS", "Augment", "ClassificationTask", "DataSpec", "MetricSpec",
-           "Task", "from_config"]
+           "RestorationTask", "Task", "from_config"]

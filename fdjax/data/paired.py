@@ -1,0 +1,229 @@
+"""Restoration image folders: paired ``input/target`` folders and clean-only folders.
+
+Layouts (``path`` is a folder or a .tar / .tar.gz / .tgz of one; folders that only wrap
+one folder are descended, e.g. ``rain100l.tar`` -> ``rain100l/``)::
+
+    paired:      <root>/<input_dir>/<name>.<ext>  with  <root>/<target_dir>/<name>.<ext>
+    clean-only:  <root>/<target_dir>/<name>.<ext>, or <root>/<name>.<ext> (no target_dir)
+
+Images pair by file name without extension (``001.png`` with ``001.png``; the
+extensions may differ). A name present on one side only is a ``DataError`` listing the
+first few such names of each side; an input whose size differs from its target's is a
+``DataError`` naming the file and both sizes. A missing folder is a
+``MissingDataError`` naming the folders there are. Images decode to RGB uint8 (grey,
+palette and RGBA converted). Archives are extracted once into fdjax's cache
+(``fdjax.data.archive``); decoded images are not cached (a 100-pair set decodes in
+about a second).
+
+Images of different sizes (Rain100L: 481x321 and 321x481; ``raintrain``: eleven sizes)
+are kept as a LIST per split, ``PairedImages``, not cropped, because the benchmarks
+score whole images of any size. Two views of it make the fixed-shape ``ImageSet``s the
+engine batches (fields 'image' = the degraded input and 'target' = the clean image,
+both uint8 0..255; clean-only sets hold the clean image in 'image' and no 'target', and
+their input is made on device by a degradation):
+
+* ``by_size()``: one ``ImageSet`` per image size, for whole-image evaluation (the
+  restoration task's ``predict`` pads each batch to the network's stride);
+* ``tiles(size)``: fixed-size crops covering every pixel of every image, for training
+  (the task then cuts random patches from them, with flips and rotations).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+from fdjax.data import archive
+from fdjax.data.folder import IMAGE_EXTENSIONS
+from fdjax.data.splits import ImageSet
+from fdjax.errors import DataError, MissingDataError
+
+SHOWN = 5  # unpaired names listed in an error
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class PairedImages:
+  """One split of restoration images, each of its own size.
+
+  Attributes:
+    name: the source's name (archive stem or folder name).
+    names: file names without extension, sorted.
+    targets: clean images, uint8 ``[H_i, W_i, 3]`` (0..255), one per name.
+    inputs: degraded images shaped like their targets, or None (clean-only).
+  """
+
+  name: str
+  names: tuple[str, ...]
+  targets: tuple[np.ndarray, ...]
+  inputs: tuple[np.ndarray, ...] | None = None
+
+  def __post_init__(self):
+    if len(self.targets) != len(self.names) or (
+        self.inputs is not None and len(self.inputs) != len(self.names)):
+      raise ValueError("PairedImages needs one target (and input) per name")
+
+  @property
+  def paired(self) -> bool:
+    return self.inputs is not None
+
+  def __len__(self) -> int:
+    return len(self.names)
+
+  def sizes(self) -> list[tuple[int, int]]:
+    """``(H, W)`` of every image."""
+    return [t.shape[:2] for t in self.targets]
+
+  def _fields(self, indices: Sequence[int]) -> ImageSet:
+    targets = np.stack([self.targets[i] for i in indices])
+    if not self.paired:
+      return ImageSet.from_fields({"image": targets})
+    return ImageSet.from_fields({"image": np.stack([self.inputs[i] for i in indices]),
+                                 "target": targets})
+
+  def take(self, indices: Sequence[int]) -> "PairedImages":
+    """The images at ``indices``, in that order."""
+    pick = lambda xs: None if xs is None else tuple(xs[i] for i in indices)
+    return PairedImages(self.name, pick(self.names), pick(self.targets), pick(self.inputs))
+
+  def by_size(self) -> list[tuple[np.ndarray, ImageSet]]:
+    """``[(indices int [n], split)]``: one ``ImageSet`` per image size, sizes in order of
+    first appearance, images in name order."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, size in enumerate(self.sizes()):
+      groups.setdefault(size, []).append(i)
+    return [(np.asarray(idx), self._fields(idx)) for idx in groups.values()]
+
+  def to_imageset(self) -> ImageSet:
+    """All images as one ``ImageSet``; ``DataError`` unless they share one size."""
+    sizes = sorted(set(self.sizes()))
+    if len(sizes) > 1:
+      raise DataError(f"{self.name}: images have {len(sizes)} sizes (H, W) {sizes[:SHOWN]}; "
+                      f"use by_size() for whole-image evaluation or tiles(size) for training")
+    return self._fields(range(len(self)))
+
+  def tiles(self, size: int, stride: int | None = None) -> ImageSet:
+    """Crops of ``size x size`` from every image (input and target alike) at offsets
+    ``0, stride, 2 stride, ...`` plus one ending at the image's edge, per axis
+    (``stride`` defaults to ``size``: no overlap but at the edges), so every pixel is
+    in some crop. ``DataError`` naming an image smaller than ``size``."""
+    stride = size if stride is None else stride
+    if size < 1 or stride < 1:
+      raise ValueError(f"tiles: size and stride must be >= 1, got {size}, {stride}")
+    crops: list[list[np.ndarray]] = [[], []]
+    for i, (h, w) in enumerate(self.sizes()):
+      if min(h, w) < size:
+        raise DataError(f"{self.name}: image {self.names[i]!r} is {w}x{h} (width x height), "
+                        f"smaller than the {size}x{size} tiles")
+      for y in _starts(h, size, stride):
+        for x in _starts(w, size, stride):
+          crops[0].append(self.targets[i][y:y + size, x:x + size])
+          if self.paired:
+            crops[1].append(self.inputs[i][y:y + size, x:x + size])
+    if not self.paired:
+      return ImageSet.from_fields({"image": np.stack(crops[0])})
+    return ImageSet.from_fields({"image": np.stack(crops[1]), "target": np.stack(crops[0])})
+
+
+def _starts(length: int, size: int, stride: int) -> list[int]:
+  return sorted(set(range(0, length - size + 1, stride)) | {length - size})
+
+
+def _visible(path: Path) -> list[os.DirEntry]:
+  return sorted((e for e in os.scandir(path)
+                 if not e.name.startswith(".") and e.name != "__MACOSX"), key=lambda e: e.name)
+
+
+def _images_by_stem(folder: Path) -> dict[str, Path]:
+  found: dict[str, Path] = {}
+  for entry in _visible(folder):
+    stem, ext = os.path.splitext(entry.name)
+    if entry.is_file() and ext.lower() in IMAGE_EXTENSIONS:
+      if stem in found:
+        raise DataError(f"{folder} has two images named {stem!r}: {found[stem].name} and "
+                        f"{entry.name}; keep one")
+      found[stem] = folder / entry.name
+  return found
+
+
+def _find_root(path: Path, wanted: Sequence[str]) -> Path:
+  """``path``, or the folder that single-folder wrappers lead to, holding ``wanted``
+  (sub-folder names; ``[]``: image files)."""
+  current = path
+  for _ in range(4):
+    entries = _visible(current)
+    dirs = [e.name for e in entries if e.is_dir()]
+    if wanted and all(d in dirs for d in wanted):
+      return current
+    if not wanted and _images_by_stem(current):
+      return current
+    if len(dirs) != 1:
+      break
+    current = current / dirs[0]
+  what = (f"folders {list(wanted)}" if wanted else "images")
+  there = [e.name + ("/" if e.is_dir() else "") for e in _visible(current)][:10]
+  raise MissingDataError(f"{path}: found no {what} (looked in {current}, which holds "
+                         f"{there}); expected <root>/<input_dir>/<name> with "
+                         f"<root>/<target_dir>/<name>, or clean images")
+
+
+def _read(path: Path) -> np.ndarray:
+  try:
+    with Image.open(path) as im:
+      return np.asarray(im if im.mode == "RGB" else im.convert("RGB"), np.uint8)
+  except (OSError, SyntaxError) as e:
+    raise DataError(f"cannot decode image {path}: {e}") from None
+
+
+def _open(path: str | Path, cache_dir: str | None) -> tuple[Path, str]:
+  path = Path(path).expanduser()
+  if not path.exists():
+    raise MissingDataError(f"restoration data {path} does not exist")
+  if path.is_file():
+    if not archive.is_archive(path):
+      raise DataError(f"{path} is neither a folder nor a .tar/.tar.gz/.tgz archive")
+    return archive.extract(path, archive.cache_root(cache_dir)) / "tree", archive.stem(path)
+  return path, path.name
+
+
+def load_paired(path: str | Path, *, input_dir: str | None = None,
+                target_dir: str | None = None, cache_dir: str | None = None,
+                max_images: int | None = None) -> PairedImages:
+  """Loads a paired (``input_dir`` given) or clean-only folder or archive (module
+  docstring). ``max_images``: only the first that many names (sorted) are decoded."""
+  if input_dir is not None and target_dir is None:
+    raise ValueError("a paired source needs target_dir as well as input_dir")
+  tree, name = _open(path, cache_dir)
+  wanted = [d for d in (input_dir, target_dir) if d is not None]
+  root = _find_root(tree, wanted)
+  targets = _images_by_stem(root / target_dir if target_dir else root)
+  if not targets:
+    raise DataError(f"{root / (target_dir or '')} contains no images (extensions "
+                    f"{sorted(IMAGE_EXTENSIONS)})")
+  if input_dir is None:
+    names = sorted(targets)[:max_images]
+    return PairedImages(name, tuple(names), tuple(_read(targets[n]) for n in names))
+  inputs = _images_by_stem(root / input_dir)
+  if set(inputs) != set(targets):
+    only_in, only_tg = sorted(set(inputs) - set(targets)), sorted(set(targets) - set(inputs))
+    parts = [f"{len(names)} images in {have}/ have no {what} in {other}/ {names[:SHOWN]}"
+             for names, have, what, other in ((only_in, input_dir, "target", target_dir),
+                                              (only_tg, target_dir, "input", input_dir))
+             if names]
+    raise DataError(f"{root}: {' and '.join(parts)} (pairs share a file name without "
+                    f"extension)")
+  names = sorted(targets)[:max_images]
+  target_images, input_images = [], []
+  for n in names:
+    target, degraded = _read(targets[n]), _read(inputs[n])
+    if target.shape != degraded.shape:
+      raise DataError(f"{inputs[n]} is {degraded.shape[1]}x{degraded.shape[0]} (width x "
+                      f"height) but its target {targets[n]} is {target.shape[1]}x"
+                      f"{target.shape[0]}; a pair must share one size")
+    target_images.append(target)
+    input_images.append(degraded)
+  return PairedImages(name, tuple(names), tuple(target_images), tuple(input_images))

@@ -1,0 +1,139 @@
+"""Image-quality metrics of restoration: PSNR and SSIM per image, in JAX.
+
+Images are ``[H, W, 3]`` or ``[B, H, W, 3]``, uint8 or float, pixel values in 0..255
+(``data_range`` = 255 unless given). Every function returns one value per image
+(``[]`` or ``[B]``, float32) and runs under jit and vmap::
+
+    psnr(restored, clean)                              # RGB, whole image (denoising tables)
+    psnr(restored, clean, y_channel=True)              # Y of BT.601 (deraining tables)
+    psnr(restored, clean, y_channel=True, shave=4)     # x4 super-resolution convention
+    ssim(restored, clean)                              # Gaussian window 11x11, sigma 1.5
+
+Conventions, as the field's tables compute them:
+
+* Y channel: ITU-R BT.601 "studio swing" luma of MATLAB's ``rgb2ycbcr``,
+  ``Y = 16 + (65.481 R + 128.553 G + 24.966 B) / 255`` for R, G, B in 0..255 (Y in
+  16..235), kept in float (not rounded to uint8, as BasicSR's ``to_y_channel``), with
+  ``data_range`` 255.
+* ``shave``: pixels dropped from every border before measuring (the super-resolution
+  tables shave ``scale`` pixels).
+* PSNR: ``10 log10(data_range^2 / MSE)`` over all pixels (and channels) of an image;
+  identical images give ``inf``, as scikit-image does.
+* SSIM (Wang et al. 2004): Gaussian window of 11 taps, sigma 1.5, K1 = 0.01, K2 = 0.03,
+  population (not sample) covariances, the mean of the SSIM map over the valid
+  positions (no padding) and over channels. This equals scikit-image's
+  ``structural_similarity(gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+  data_range=255, channel_axis=-1)`` and MATLAB's ``ssim_index``. (``dm_pix.ssim``
+  computes the same map, but its vmapped ``jnp.convolve`` took 0.3 s per 481x321 image
+  on a 2-core CPU against 0.05 s for the 11 shifted sums per axis here.)
+
+``psnr``, ``ssim`` and ``mse`` are jitted (the options are static), so eager calls are
+fast and calls inside another jit are inlined.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# ITU-R BT.601 luma for 0..255 RGB (MATLAB rgb2ycbcr): Y = offset + rgb . weights / 255.
+BT601_WEIGHTS = (65.481, 128.553, 24.966)
+BT601_OFFSET = 16.0
+
+SSIM_WINDOW = 11
+SSIM_SIGMA = 1.5
+SSIM_K1, SSIM_K2 = 0.01, 0.03
+
+
+def gaussian_window(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA) -> np.ndarray:
+  """float64 ``[size]``: the normalised 1-D Gaussian of SSIM, centred."""
+  t = np.arange(size) - (size - 1) / 2
+  g = np.exp(-0.5 * (t / sigma) ** 2)
+  return g / g.sum()
+
+
+def _check(a, b, fn: str) -> None:
+  if a.shape != b.shape:
+    raise ValueError(f"{fn}: images must share a shape, got {a.shape} and {b.shape}")
+  if a.ndim not in (3, 4):
+    raise ValueError(f"{fn}: expected images [H, W, C] or [B, H, W, C], got shape {a.shape}")
+
+
+def rgb_to_y(images) -> jnp.ndarray:
+  """float32 ``[..., H, W, 1]``: BT.601 luma (16..235) of RGB ``[..., H, W, 3]`` 0..255."""
+  images = jnp.asarray(images, jnp.float32)
+  if images.shape[-1] != 3:
+    raise ValueError(f"rgb_to_y: expected RGB images [..., 3], got shape {images.shape}")
+  weights = jnp.asarray(BT601_WEIGHTS, jnp.float32) / 255.0
+  return BT601_OFFSET + jnp.sum(images * weights, axis=-1, keepdims=True)
+
+
+def prepare(images, *, y_channel: bool = False, shave: int = 0) -> jnp.ndarray:
+  """float32 images as the metrics see them: Y channel (if asked), ``shave`` border
+  pixels dropped on every side. ``[..., H, W, C] -> [..., H - 2 shave, W - 2 shave, C']``."""
+  images = jnp.asarray(images, jnp.float32)
+  if y_channel:
+    images = rgb_to_y(images)
+  if shave < 0:
+    raise ValueError(f"shave must be >= 0, got {shave}")
+  if shave:
+    h, w = images.shape[-3:-1]
+    if h <= 2 * shave or w <= 2 * shave:
+      raise ValueError(f"shave={shave} leaves nothing of a {h}x{w} image")
+    images = images[..., shave:h - shave, shave:w - shave, :]
+  return images
+
+
+@functools.partial(jax.jit, static_argnames=("y_channel", "shave"))
+def mse(a, b, *, y_channel: bool = False, shave: int = 0) -> jnp.ndarray:
+  """float32 ``[]`` or ``[B]``: mean squared error per image, in (0..255)^2 units."""
+  a, b = jnp.asarray(a), jnp.asarray(b)
+  _check(a, b, "mse")
+  diff = prepare(a, y_channel=y_channel, shave=shave) - prepare(b, y_channel=y_channel,
+                                                                 shave=shave)
+  return jnp.mean(diff * diff, axis=(-3, -2, -1))
+
+
+@functools.partial(jax.jit, static_argnames=("data_range", "y_channel", "shave"))
+def psnr(a, b, *, data_range: float = 255.0, y_channel: bool = False, shave: int = 0
+         ) -> jnp.ndarray:
+  """float32 ``[]`` or ``[B]``: PSNR in dB per image (``inf`` where the images are equal)."""
+  err = mse(a, b, y_channel=y_channel, shave=shave)
+  return 10.0 * jnp.log10(jnp.float32(data_range) ** 2 / err)
+
+
+def _filter(x, window: np.ndarray) -> jnp.ndarray:
+  """Separable 'valid' filtering of ``[..., H, W, C]`` along H and W with ``window``."""
+  k = len(window)
+  h, w = x.shape[-3:-1]
+  x = sum(float(window[i]) * x[..., i:h - k + 1 + i, :, :] for i in range(k))
+  return sum(float(window[i]) * x[..., :, i:w - k + 1 + i, :] for i in range(k))
+
+
+@functools.partial(jax.jit, static_argnames=("data_range", "y_channel", "shave"))
+def ssim(a, b, *, data_range: float = 255.0, y_channel: bool = False, shave: int = 0
+         ) -> jnp.ndarray:
+  """float32 ``[]`` or ``[B]``: SSIM per image (see the module docstring); images must be
+  at least 11x11 after shaving."""
+  a, b = jnp.asarray(a), jnp.asarray(b)
+  _check(a, b, "ssim")
+  a = prepare(a, y_channel=y_channel, shave=shave)
+  b = prepare(b, y_channel=y_channel, shave=shave)
+  h, w = a.shape[-3:-1]
+  if min(h, w) < SSIM_WINDOW:
+    raise ValueError(f"ssim needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels, "
+                     f"got {h}x{w}")
+  # The five local statistics filtered as one stacked array: one small graph to compile.
+  stats = _filter(jnp.stack([a, b, a * a, b * b, a * b]), gaussian_window())
+  mu_a, mu_b, sq_a, sq_b, ab = stats
+  var_a = sq_a - mu_a * mu_a
+  var_b = sq_b - mu_b * mu_b
+  cov = ab - mu_a * mu_b
+  c1 = (SSIM_K1 * data_range) ** 2
+  c2 = (SSIM_K2 * data_range) ** 2
+  ssim_map = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)
+              / ((mu_a * mu_a + mu_b * mu_b + c1) * (var_a + var_b + c2)))
+  return jnp.mean(ssim_map, axis=(-3, -2, -1))

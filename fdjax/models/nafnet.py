@@ -1,0 +1,109 @@
+"""A NAFNet-style restorer (Chen et al., "Simple Baselines for Image Restoration", 2022).
+
+The U-Net of ``fdjax.models.unet`` around NAFNet's block, activation-free::
+
+    y = x + beta  * conv1x1(SCA(SimpleGate(dwconv3x3(conv1x1_{c->2c}(LayerNorm(x))))))
+    z = y + gamma * conv1x1(SimpleGate(conv1x1_{c->2c}(LayerNorm(y))))
+
+* SimpleGate: split the channels in two halves and multiply them;
+* SCA (simplified channel attention): ``x * conv1x1(global average pool(x))``;
+* LayerNorm over the channels of every pixel (NAFNet's ``LayerNorm2d``, eps 1e-6);
+* ``beta``, ``gamma``: per-channel layer scales, zero at initialisation as in NAFNet
+  (every block starts as the identity; they and then the branches learn from the first
+  step on).
+
+Inputs, outputs, ``stride`` and ``features`` as for ``UNet`` (see ``fdjax.models.unet``).
+Note that SCA pools over the whole input, so tiled inference is not exactly the
+whole-image result (NAFNet's TLC addresses this; not implemented).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from fdjax.models.unet import check_input, per_level, unet
+
+
+def simple_gate(x):
+  """``[..., 2c] -> [..., c]``: first half of the channels times the second."""
+  a, b = jnp.split(x, 2, axis=-1)
+  return a * b
+
+
+class NAFBlock(nn.Module):
+  """NAFNet's block (module docstring); channels unchanged.
+
+  Attributes:
+    channels: input = output channels ``c``.
+    dw_expand: the depthwise branch works on ``dw_expand * c`` channels (gated to half).
+    ffn_expand: the feed-forward branch's hidden ``ffn_expand * c`` channels (gated to half).
+    layer_scale_init: initial value of ``beta`` and ``gamma``.
+  """
+
+  channels: int
+  dw_expand: int = 2
+  ffn_expand: int = 2
+  layer_scale_init: float = 0.0
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    c, dt = self.channels, self.dtype
+    dw = self.dw_expand * c
+    y = nn.LayerNorm(epsilon=1e-6, dtype=dt, name="norm1")(x)
+    y = nn.Conv(dw, (1, 1), dtype=dt, name="conv1")(y)
+    y = nn.Conv(dw, (3, 3), padding=1, feature_group_count=dw, dtype=dt, name="dwconv")(y)
+    y = simple_gate(y)
+    pooled = jnp.mean(y, axis=(1, 2), keepdims=True)
+    y = y * nn.Conv(dw // 2, (1, 1), dtype=dt, name="sca")(pooled)
+    y = nn.Conv(c, (1, 1), dtype=dt, name="conv3")(y)
+    scale = nn.initializers.constant(self.layer_scale_init)
+    x = x + y * self.param("beta", scale, (c,)).astype(dt)
+    y = nn.LayerNorm(epsilon=1e-6, dtype=dt, name="norm2")(x)
+    y = nn.Conv(self.ffn_expand * c, (1, 1), dtype=dt, name="conv4")(y)
+    y = nn.Conv(c, (1, 1), dtype=dt, name="conv5")(simple_gate(y))
+    return x + y * self.param("gamma", scale, (c,)).astype(dt)
+
+
+class NAFNet(nn.Module):
+  """The NAFNet-style U-Net (see the module docstring and ``fdjax.models.unet.UNet``).
+
+  Attributes:
+    width, depth, blocks, middle_blocks, decoder_blocks, dtype: as for ``UNet``
+      (NAFNet-width32 for deblurring is width 32, depth 4, blocks (1, 1, 1, 28),
+      middle_blocks 1, decoder_blocks 1).
+    dw_expand, ffn_expand, layer_scale_init: of every ``NAFBlock``.
+  """
+
+  width: int = 16
+  depth: int = 2
+  blocks: int | tuple[int, ...] = 1
+  middle_blocks: int = 1
+  decoder_blocks: int | tuple[int, ...] | None = None
+  dw_expand: int = 2
+  ffn_expand: int = 2
+  layer_scale_init: float = 0.0
+  dtype: Any = jnp.float32
+
+  @property
+  def stride(self) -> int:
+    return 2 ** self.depth
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    """x float ``[B, H, W, 3]``; returns ``(image float32 [B, H, W, 3], features)``."""
+    del train  # no BatchNorm or dropout
+    check_input(x, self.stride, "NAFNet")
+    enc = per_level(self.blocks, self.depth, "blocks")
+    dec = enc if self.decoder_blocks is None else per_level(self.decoder_blocks, self.depth,
+                                                            "decoder_blocks")
+
+    def block(channels, name):
+      return NAFBlock(channels, self.dw_expand, self.ffn_expand, self.layer_scale_init,
+                      self.dtype, name=name)
+
+    return unet(x, block, width=self.width, depth=self.depth, blocks=enc,
+                middle_blocks=self.middle_blocks, decoder_blocks=dec, dtype=self.dtype)

@@ -1,0 +1,145 @@
+"""U-Net image restorers: the shared skeleton and the plain 3x3-convolution U-Net.
+
+Both restorers here and in ``nafnet.py`` are the same U-Net around different blocks
+(the layout of NAFNet, Chen et al. 2022, and of Restormer/PromptIR)::
+
+    intro 3x3 conv (3 -> width)
+    encoder level l = 1..depth:  blocks[l] blocks at width * 2^(l-1) channels -> skip l,
+                                 2x2 stride-2 conv (channels x2, resolution /2)
+    middle:                      middle_blocks blocks at width * 2^depth channels
+    decoder level l = depth..1:  1x1 conv (c -> 2c) + pixel shuffle x2 (-> c / 2 channels,
+                                 resolution x2), + skip l, decoder_blocks[l] blocks
+    ending 3x3 conv (width -> 3);  output = input + ending   (a residual image)
+
+Inputs are float ``[B, H, W, 3]`` in the task's normalised space (0..1 for
+``fdjax.tasks.restoration``) with H and W divisible by ``stride = 2**depth`` (pad with
+``fdjax.eval.inference.pad_to_multiple``); the output image is float32 in the same space
+and shape. ``apply(variables, x, train)`` returns ``(image, features)`` like the
+classifiers; ``features`` holds ``'encoder<l>'`` (the skips), ``'bottleneck'`` (the
+middle's output, ``[B, H / stride, W / stride, width * stride]``: the distillation
+feature) and ``'decoder<l>'``. There is no BatchNorm (``train`` changes nothing; the
+``batch_stats`` collection stays empty).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+# blocks(channels, name) -> a module mapping [B, H, W, channels] to the same shape.
+BlockFactory = Callable[[int, str], nn.Module]
+
+
+def per_level(blocks: int | Sequence[int], depth: int, what: str) -> tuple[int, ...]:
+  """``blocks`` as one count per level, top level first (an int repeats)."""
+  if isinstance(blocks, int):
+    blocks = (blocks,) * depth
+  blocks = tuple(int(b) for b in blocks)
+  if len(blocks) != depth or min(blocks, default=0) < 0:
+    raise ValueError(f"{what} must be an int or {depth} counts >= 0 (one per level), got "
+                     f"{blocks}")
+  return blocks
+
+
+def pixel_shuffle(x, factor: int = 2):
+  """PyTorch ``PixelShuffle``: ``[B, H, W, C * f * f] -> [B, H * f, W * f, C]``, input
+  channel ``c * f * f + i * f + j`` going to output pixel offset ``(i, j)``."""
+  b, h, w, c = x.shape
+  if c % (factor * factor):
+    raise ValueError(f"pixel_shuffle x{factor} needs channels divisible by {factor ** 2}, "
+                     f"got {c}")
+  c_out = c // (factor * factor)
+  x = x.reshape(b, h, w, c_out, factor, factor)
+  return x.transpose(0, 1, 4, 2, 5, 3).reshape(b, h * factor, w * factor, c_out)
+
+
+def check_input(x, stride: int, name: str) -> None:
+  if x.ndim != 4 or x.shape[-1] != 3:
+    raise ValueError(f"{name} expects images [B, H, W, 3], got shape {x.shape}")
+  if x.shape[1] % stride or x.shape[2] % stride:
+    raise ValueError(f"{name} needs H and W divisible by its stride {stride}, got "
+                     f"{x.shape[1]}x{x.shape[2]}; pad with "
+                     f"fdjax.eval.inference.pad_to_multiple (tasks' predict does)")
+
+
+def unet(x, block: BlockFactory, *, width: int, depth: int, blocks: Sequence[int],
+         middle_blocks: int, decoder_blocks: Sequence[int], dtype: Any):
+  """The skeleton of the module docstring, as submodules of the calling compact module.
+
+  ``x`` float ``[B, H, W, 3]``; returns ``(image float32 [B, H, W, 3], features)``.
+  """
+  inputs = x
+  x = nn.Conv(width, (3, 3), padding=1, dtype=dtype, name="intro")(x.astype(dtype))
+  features, skips = {}, []
+  channels = width
+  for level in range(depth):
+    for b in range(blocks[level]):
+      x = block(channels, f"encoder{level + 1}_block{b}")(x)
+    features[f"encoder{level + 1}"] = x
+    skips.append(x)
+    channels *= 2
+    x = nn.Conv(channels, (2, 2), strides=2, padding="VALID", dtype=dtype,
+                name=f"down{level + 1}")(x)
+  for b in range(middle_blocks):
+    x = block(channels, f"middle_block{b}")(x)
+  features["bottleneck"] = x
+  for level in reversed(range(depth)):
+    x = nn.Conv(channels * 2, (1, 1), use_bias=False, dtype=dtype, name=f"up{level + 1}")(x)
+    x = pixel_shuffle(x) + skips[level]
+    channels //= 2
+    for b in range(decoder_blocks[level]):
+      x = block(channels, f"decoder{level + 1}_block{b}")(x)
+    features[f"decoder{level + 1}"] = x
+  x = nn.Conv(3, (3, 3), padding=1, dtype=dtype, name="ending")(x)
+  return inputs.astype(jnp.float32) + x.astype(jnp.float32), features
+
+
+class ConvBlock(nn.Module):
+  """``x + conv3x3(relu(conv3x3(x)))``, channels unchanged."""
+
+  channels: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    y = nn.Conv(self.channels, (3, 3), padding=1, dtype=self.dtype, name="conv1")(x)
+    y = nn.Conv(self.channels, (3, 3), padding=1, dtype=self.dtype, name="conv2")(nn.relu(y))
+    return x + y
+
+
+class UNet(nn.Module):
+  """The plain 3x3-convolution U-Net (residual ReLU blocks; see the module docstring).
+
+  Attributes:
+    width: channels of the top level (doubled at every level down).
+    depth: down-sampling levels; H and W must be divisible by ``stride = 2**depth``.
+    blocks: ConvBlocks per encoder level (int, or one count per level, top first).
+    middle_blocks: ConvBlocks at the bottom.
+    decoder_blocks: ConvBlocks per decoder level (default: as ``blocks``).
+    dtype: computation dtype; parameters and the output stay float32.
+  """
+
+  width: int = 16
+  depth: int = 2
+  blocks: int | tuple[int, ...] = 1
+  middle_blocks: int = 1
+  decoder_blocks: int | tuple[int, ...] | None = None
+  dtype: Any = jnp.float32
+
+  @property
+  def stride(self) -> int:
+    return 2 ** self.depth
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    """x float ``[B, H, W, 3]``; returns ``(image float32 [B, H, W, 3], features)``."""
+    del train  # no BatchNorm or dropout
+    check_input(x, self.stride, "UNet")
+    enc = per_level(self.blocks, self.depth, "blocks")
+    dec = enc if self.decoder_blocks is None else per_level(self.decoder_blocks, self.depth,
+                                                            "decoder_blocks")
+    block = lambda channels, name: ConvBlock(channels, self.dtype, name=name)
+    return unet(x, block, width=self.width, depth=self.depth, blocks=enc,
+                middle_blocks=self.middle_blocks, decoder_blocks=dec, dtype=self.dtype)

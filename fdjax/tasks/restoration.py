@@ -1,0 +1,215 @@
+"""Image restoration: images out, L1 in training, PSNR scored.
+
+Batches (``fdjax.data.paired``) are dicts of uint8 ``[B, H, W, 3]`` (0..255):
+
+* paired: ``{'image': degraded input, 'target': clean}`` (e.g. Rain100L's rainy/norain);
+* clean-only: ``{'image': clean}``; the input is made on device by ``degrade``
+  (synthetic noise, haze, ... from ``fdjax.degradations``), in training by ``views``
+  and in evaluation by the engine's transform of ``batch['image']``.
+
+Training views (``views``), per image, on device, the same for input and target:
+
+1. one random ``patch x patch`` crop (none when the batch already is that size);
+2. a random left-right flip (``flip``) and a random rotation by 0, 90, 180 or 270
+   degrees (``rot90``): together the 8 flips/rotations of the restoration papers;
+3. clean-only batches: ``input = degrade(key, clean patch)`` (the clean patch when
+   ``degrade`` is None); paired batches keep the pair's input and ignore ``degrade``.
+
+They return ``(input, clean, input)``: the teacher sees the student's input, because a
+restorer's features describe the degraded image it restores (the classifier's
+teacher sees the clean view instead).
+
+Model space: ``model_input`` maps 0..255 to float 0..1; the U-Nets (``fdjax.models``)
+return a residual image in the same space. ``predict`` pads images of any size to the
+network's stride (``fdjax.eval.inference``), crops back and returns float32 0..255,
+clipped but not rounded (as PromptIR's and AirNet's test code clamp, then measure).
+Scores are per-image PSNR in dB (``fdjax.eval.image_quality``), on RGB over the whole
+image, or on the BT.601 Y channel with a shaved border (``y_channel``, ``shave``).
+
+``config.restoration`` (optional; read with these defaults, not declared in
+``fdjax.config``)::
+
+    model = 'unet'          # 'unet' (plain 3x3 convs) or 'nafnet'
+    width = 16              # channels of the top level, doubled per level down
+    depth = 2               # down-samplings: images pad to multiples of 2**depth
+    blocks = 1              # blocks per encoder level (int or one per level)
+    middle_blocks = 1
+    decoder_blocks = None   # as blocks
+    dtype = 'float32'       # computation dtype ('bfloat16' on accelerators)
+    patch = 64              # training patch side (the papers use 128)
+    flip = True             # random left-right flips
+    rot90 = True            # random 90-degree rotations
+    y_channel = False       # score PSNR on Y (deraining / SR tables) instead of RGB
+    shave = 0               # border pixels dropped before scoring
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from fdjax.errors import ConfigError
+from fdjax.eval import image_quality, inference
+from fdjax.models import NAFNet, UNet
+from fdjax.tasks.base import DataSpec, DegradeFn, MetricSpec
+
+MODELS = {"unet": UNet, "nafnet": NAFNet}
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+DEFAULTS = {"model": "unet", "width": 16, "depth": 2, "blocks": 1, "middle_blocks": 1,
+            "decoder_blocks": None, "dtype": "float32", "patch": 64, "flip": True,
+            "rot90": True, "y_channel": False, "shave": 0}
+
+
+def options(config) -> dict:
+  """``DEFAULTS`` updated with the fields of ``config.restoration`` (when present)."""
+  block = config.get("restoration") if hasattr(config, "get") else None
+  found = dict(DEFAULTS)
+  if block is not None:
+    unknown = sorted(set(block.keys()) - set(DEFAULTS))
+    if unknown:
+      raise ConfigError(f"unknown config.restoration fields {unknown}; known: {sorted(DEFAULTS)}")
+    found.update({k: block.get(k) for k in block.keys()})
+  return found
+
+
+def random_patches(key, *views, size: int | None):
+  """The same random ``size x size`` crop of every view (per image), or the views
+  themselves when ``size`` is None or equals their H and W. Views share ``[B, H, W]``."""
+  b, h, w = views[0].shape[:3]
+  if any(v.shape[:3] != (b, h, w) for v in views):
+    raise ValueError(f"views must share [B, H, W], got {[v.shape for v in views]}")
+  if size is None or (h, w) == (size, size):
+    return views
+  if size > min(h, w):
+    raise ValueError(f"patch {size} is larger than the {h}x{w} images")
+  key_y, key_x = jax.random.split(key)
+  ys = jax.random.randint(key_y, (b,), 0, h - size + 1)
+  xs = jax.random.randint(key_x, (b,), 0, w - size + 1)
+
+  def crop(view):
+    one = lambda image, y, x: jax.lax.dynamic_slice(image, (y, x, 0),
+                                                    (size, size, view.shape[-1]))
+    return jax.vmap(one)(view, ys, xs)
+
+  return tuple(crop(v) for v in views)
+
+
+def random_flip_rot90(key, *views, flip: bool = True, rot90: bool = True):
+  """Per image, the same random left-right flip (``flip``) and rotation by 0/90/180/270
+  degrees (``rot90``; needs square images) of every view ``[B, S, S, C]``."""
+  b, h, w = views[0].shape[:3]
+  if rot90 and h != w:
+    raise ValueError(f"90-degree rotations need square patches, got {h}x{w}")
+  k_flip, k_quarter, k_half = jax.random.split(key, 3)
+  bit = lambda k: jax.random.bernoulli(k, 0.5, (b,))[:, None, None, None]
+  lr, quarter, half = bit(k_flip), bit(k_quarter), bit(k_half)
+
+  def transform(x):
+    if flip:
+      x = jnp.where(lr, x[:, :, ::-1], x)
+    if rot90:
+      x = jnp.where(quarter, jnp.swapaxes(x, 1, 2)[:, ::-1], x)   # np.rot90: 90 degrees
+      x = jnp.where(half, x[:, ::-1, ::-1], x)                     # + 180 degrees
+    return x
+
+  return tuple(transform(v) for v in views)
+
+
+@dataclasses.dataclass(frozen=True)
+class RestorationTask:
+  """Hashable (frozen): equal tasks share memoised jitted predictors.
+
+  patch: training patch side; flip / rot90: training augmentation; y_channel / shave:
+  how PSNR is scored (see the module docstring).
+  """
+
+  patch: int | None = 64
+  flip: bool = True
+  rot90: bool = True
+  y_channel: bool = False
+  shave: int = 0
+  name = "restoration"
+
+  @property
+  def metric(self) -> MetricSpec:
+    label = "PSNR (Y)" if self.y_channel else "PSNR"
+    return MetricSpec("psnr", label, "dB", scale=1.0, higher_is_better=True)
+
+  @classmethod
+  def from_config(cls, config) -> "RestorationTask":
+    o = options(config)
+    return cls(int(o["patch"]) if o["patch"] else None, bool(o["flip"]), bool(o["rot90"]),
+               bool(o["y_channel"]), int(o["shave"]))
+
+  def build_model(self, config, data_spec: DataSpec):
+    """The ``UNet`` or ``NAFNet`` of ``config.restoration`` (fully convolutional:
+    ``data_spec`` only sizes the initialisation)."""
+    del data_spec
+    o = options(config)
+    if o["model"] not in MODELS:
+      raise ConfigError(f"restoration.model must be one of {sorted(MODELS)}, got {o['model']!r}")
+    if o["dtype"] not in DTYPES:
+      raise ConfigError(f"restoration.dtype must be one of {sorted(DTYPES)}, got {o['dtype']!r}")
+    as_blocks = lambda b: b if b is None or isinstance(b, int) else tuple(int(x) for x in b)
+    return MODELS[o["model"]](width=int(o["width"]), depth=int(o["depth"]),
+                              blocks=as_blocks(o["blocks"]),
+                              middle_blocks=int(o["middle_blocks"]),
+                              decoder_blocks=as_blocks(o["decoder_blocks"]),
+                              dtype=DTYPES[o["dtype"]])
+
+  def views(self, key, batch: dict, degrade: DegradeFn | None = None):
+    """``(input, clean, input)``, uint8 ``[B, patch, patch, 3]`` (module docstring)."""
+    k_patch, k_aug, k_degrade = jax.random.split(key, 3)
+    paired = "target" in batch
+    views = (batch["image"], batch["target"]) if paired else (batch["image"],)
+    views = random_patches(k_patch, *views, size=self.patch)
+    views = random_flip_rot90(k_aug, *views, flip=self.flip, rot90=self.rot90)
+    if paired:
+      degraded, clean = views
+    else:
+      clean = views[0]
+      degraded = degrade(k_degrade, clean) if degrade is not None else clean
+    return degraded, clean, degraded
+
+  def model_input(self, images) -> jax.Array:
+    """uint8 (or float) 0..255 ``[B, H, W, 3]`` -> float32 0..1."""
+    return jnp.asarray(images, jnp.float32) / 255.0
+
+  def forward(self, model, variables, images, train: bool = False):
+    """``(image float32 0..1 [B, H, W, 3], features)`` of ``model`` on uint8 images of
+    any size: padded to ``model.stride``, the image cropped back (features stay at the
+    padded size)."""
+    h, w = images.shape[1:3]
+    x = inference.pad_to_multiple(self.model_input(images), getattr(model, "stride", 1))
+    out, features = model.apply(variables, x, train=train)
+    return inference.crop_to(out, h, w), features
+
+  def predict(self, model, variables, images) -> jax.Array:
+    """float32 ``[B, H, W, 3]`` in 0..255 (clipped, not rounded): the restored images."""
+    return jnp.clip(self.forward(model, variables, images)[0] * 255.0, 0.0, 255.0)
+
+  def per_example_loss(self, outputs, target) -> jax.Array:
+    """float32 ``[...]``: mean absolute error (0..1 units) between ``outputs`` ``[..., H,
+    W, 3]`` (model space) and ``target`` (uint8 0..255), per image."""
+    return jnp.mean(jnp.abs(outputs - self.model_input(target)), axis=(-3, -2, -1))
+
+  def train_metrics(self, outputs, target) -> dict:
+    restored = jnp.clip(outputs * 255.0, 0.0, 255.0)
+    return {"train_psnr": jnp.mean(image_quality.psnr(restored, target))}
+
+  def score(self, outputs, batch: dict):
+    """``(sum of per-image PSNR, count)`` over the unmasked images of ``batch``:
+    ``outputs`` are ``predict``'s (0..255), the reference is ``batch['target']`` (paired)
+    or ``batch['image']`` (clean-only, the input having been degraded on the way)."""
+    target = batch.get("target", batch["image"])
+    values = image_quality.psnr(outputs, target, y_channel=self.y_channel, shave=self.shave)
+    mask = batch.get("mask")
+    if mask is None:
+      return jnp.sum(values), jnp.int32(values.shape[0])
+    return jnp.sum(jnp.where(mask, values, 0.0)), jnp.sum(mask.astype(jnp.int32))
+
+  def ensemble(self, member_outputs) -> jax.Array:
+    """``[N, B, H, W, 3]`` member images -> their mean ``[B, H, W, 3]``."""
+    return jnp.mean(member_outputs, axis=0)

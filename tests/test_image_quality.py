@@ -1,0 +1,83 @@
+"""PSNR and SSIM against scikit-image's metrics on real photographs (scikit-learn's two
+sample images, cropped small) and their noisy versions."""
+
+import jax
+import numpy as np
+import pytest
+from skimage.color import rgb2ycbcr
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+from sklearn.datasets import load_sample_images
+
+from fdjax.eval import image_quality as iq
+
+
+def reference_ssim(clean, restored, channel_axis=-1):
+  return structural_similarity(clean, restored, gaussian_weights=True, sigma=1.5,
+                               use_sample_covariance=False, data_range=255,
+                               channel_axis=channel_axis)
+
+
+@pytest.fixture(scope="module")
+def pairs():
+  """Two clean 48x64 crops of real photos and noisy versions (AWGN sigma 20, uint8)."""
+  photos = load_sample_images().images
+  clean = np.stack([photos[0][100:148, 200:264], photos[1][150:198, 300:364]])
+  rng = np.random.default_rng(0)
+  noisy = np.clip(np.round(clean + rng.normal(0, 20, clean.shape)), 0, 255).astype(np.uint8)
+  return clean, noisy
+
+
+def test_psnr_rgb_matches_scikit_image_per_image(pairs):
+  clean, noisy = pairs
+  got = np.asarray(iq.psnr(noisy, clean))
+  want = [peak_signal_noise_ratio(c, n, data_range=255) for c, n in zip(clean, noisy)]
+  assert got.shape == (2,)
+  np.testing.assert_allclose(got, want, atol=1e-4)
+  # One image alone gives the same value as in the batch; float 0..255 input as uint8.
+  np.testing.assert_allclose(float(iq.psnr(noisy[1], clean[1])), want[1], atol=1e-4)
+  np.testing.assert_allclose(np.asarray(iq.psnr(noisy.astype(np.float32), clean)), got,
+                             rtol=1e-6)
+
+
+def test_y_channel_is_bt601_as_matlab_rgb2ycbcr(pairs):
+  clean, _ = pairs
+  np.testing.assert_allclose(np.asarray(iq.rgb_to_y(clean))[..., 0], rgb2ycbcr(clean)[..., 0],
+                             atol=1e-3)
+
+
+def test_psnr_and_ssim_on_y_with_shaved_border_match_scikit_image(pairs):
+  clean, noisy = pairs
+  y_clean = rgb2ycbcr(clean)[..., 0][:, 4:-4, 4:-4]
+  y_noisy = rgb2ycbcr(noisy)[..., 0][:, 4:-4, 4:-4]
+  np.testing.assert_allclose(
+      np.asarray(iq.psnr(noisy, clean, y_channel=True, shave=4)),
+      [peak_signal_noise_ratio(c, n, data_range=255) for c, n in zip(y_clean, y_noisy)],
+      atol=1e-4)
+  np.testing.assert_allclose(
+      np.asarray(iq.ssim(noisy, clean, y_channel=True, shave=4)),
+      [reference_ssim(c, n, channel_axis=None) for c, n in zip(y_clean, y_noisy)], atol=2e-5)
+
+
+def test_ssim_rgb_matches_scikit_image(pairs):
+  clean, noisy = pairs
+  got = np.asarray(iq.ssim(noisy, clean))
+  want = [reference_ssim(c, n) for c, n in zip(clean, noisy)]
+  np.testing.assert_allclose(got, want, atol=2e-5)
+  assert 0.2 < min(want) < max(want) < 0.95  # a real, non-trivial comparison
+
+
+def test_identical_images_and_errors(pairs):
+  clean, _ = pairs
+  assert np.isinf(np.asarray(iq.psnr(clean, clean))).all()
+  np.testing.assert_allclose(np.asarray(iq.ssim(clean, clean)), 1.0, atol=1e-5)
+  with pytest.raises(ValueError, match="share a shape"):
+    iq.psnr(clean[0], clean[0, :10])
+  with pytest.raises(ValueError, match="at least 11x11"):
+    iq.ssim(clean[0, :10, :10], clean[0, :10, :10])
+
+
+def test_metrics_run_inside_jit_and_vmap(pairs):
+  clean, noisy = pairs
+  per_image = jax.jit(jax.vmap(lambda a, b: iq.psnr(a, b, y_channel=True)))(noisy, clean)
+  np.testing.assert_allclose(np.asarray(per_image),
+                             np.asarray(iq.psnr(noisy, clean, y_channel=True)), rtol=1e-6)

@@ -1,0 +1,145 @@
+"""Restoration folders: paired input/target folders and clean-only folders, as folders
+and archives; whole-image splits by size and training tiles; errors a user can act on;
+the real Rain100L archive when the shared data is present."""
+
+import subprocess
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fdjax.data.paired import load_paired
+from fdjax.errors import DataError, MissingDataError
+
+
+def shared_data() -> Path | None:
+  """``<shared>/data`` next to this checkout or next to the main checkout of a worktree."""
+  checkout = Path(__file__).resolve().parents[1]
+  candidates = [checkout.parent / "shared" / "data"]
+  try:
+    common = subprocess.run(["git", "rev-parse", "--path-format=absolute", "--git-common-dir"],
+                            cwd=checkout, capture_output=True, text=True, timeout=10).stdout
+    if common.strip():
+      candidates.append(Path(common.strip()).parent.parent / "shared" / "data")
+  except (OSError, subprocess.SubprocessError):
+    pass
+  return next((c for c in candidates if c.is_dir()), None)
+
+
+def write_png(path: Path, array: np.ndarray) -> None:
+  path.parent.mkdir(parents=True, exist_ok=True)
+  Image.fromarray(array).save(path)
+
+
+def make_pairs(root: Path, sizes=((6, 8), (8, 6), (6, 8)), input_ext=".png"):
+  """``root/wrap/{rainy,norain}/pNN``; input = 255 - target. Returns targets by name."""
+  rng = np.random.default_rng(0)
+  targets = {}
+  for i, (h, w) in enumerate(sizes):
+    target = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    write_png(root / "wrap" / "norain" / f"p{i:02d}.png", target)
+    write_png(root / "wrap" / "rainy" / f"p{i:02d}{input_ext}", 255 - target)
+    targets[f"p{i:02d}"] = target
+  return targets
+
+
+def test_paired_folder_loads_every_pair_whole_and_aligned(tmp_path):
+  targets = make_pairs(tmp_path / "set")
+  d = load_paired(tmp_path / "set", input_dir="rainy", target_dir="norain")
+  assert d.paired and d.name == "set" and d.names == ("p00", "p01", "p02")
+  for name, target, degraded in zip(d.names, d.targets, d.inputs):
+    assert target.dtype == np.uint8
+    np.testing.assert_array_equal(target, targets[name])
+    np.testing.assert_array_equal(degraded, 255 - targets[name])
+  assert d.sizes() == [(6, 8), (8, 6), (6, 8)]
+  (idx_a, a), (idx_b, b) = d.by_size()
+  np.testing.assert_array_equal(idx_a, [0, 2])
+  np.testing.assert_array_equal(idx_b, [1])
+  assert set(a.fields) == {"image", "target"} and a.fields["image"].shape == (2, 6, 8, 3)
+  np.testing.assert_array_equal(a.fields["target"][1], targets["p02"])
+  np.testing.assert_array_equal(b.fields["image"][0], 255 - targets["p01"])
+  with pytest.raises(DataError, match="2 sizes.*by_size"):
+    d.to_imageset()
+  assert len(d.take([0, 2]).to_imageset()) == 2
+
+
+def test_tiles_cover_every_pixel_and_keep_pairs_aligned(tmp_path):
+  make_pairs(tmp_path / "set")
+  d = load_paired(tmp_path / "set", input_dir="rainy", target_dir="norain")
+  tiles = d.tiles(4, stride=3)
+  # per axis: 6 -> offsets 0, 2; 8 -> 0, 3, 4: 2*3 + 3*2 + 2*3 tiles
+  assert tiles.fields["target"].shape == (18, 4, 4, 3)
+  np.testing.assert_array_equal(tiles.fields["image"], 255 - tiles.fields["target"])
+  np.testing.assert_array_equal(tiles.fields["target"][0], d.targets[0][:4, :4])
+  np.testing.assert_array_equal(tiles.fields["target"][5], d.targets[0][2:6, 4:8])
+  with pytest.raises(DataError, match="'p00' is 8x6.*smaller than the 7x7"):
+    d.tiles(7)
+
+
+def test_archive_and_input_extension_differing_from_target(tmp_path):
+  targets = make_pairs(tmp_path / "tree", sizes=((5, 5),), input_ext=".bmp")
+  tar_path = tmp_path / "mine.tar"
+  with tarfile.open(tar_path, "w") as tar:
+    tar.add(tmp_path / "tree" / "wrap", arcname="mine")
+  d = load_paired(tar_path, input_dir="rainy", target_dir="norain", cache_dir=tmp_path / "c")
+  assert d.name == "mine" and d.names == ("p00",)
+  np.testing.assert_array_equal(d.inputs[0], 255 - targets["p00"])
+
+
+def test_clean_only_folders_have_an_image_field_and_no_target(tmp_path):
+  rng = np.random.default_rng(1)
+  clean = [rng.integers(0, 256, (4, 6, 3), dtype=np.uint8) for _ in range(3)]
+  for i, image in enumerate(clean):
+    write_png(tmp_path / "photos" / f"{i}.png", image)
+  (tmp_path / "photos" / "notes.txt").write_text("not an image")
+  d = load_paired(tmp_path / "photos", max_images=2)
+  assert not d.paired and d.names == ("0", "1")
+  split = d.to_imageset()
+  assert list(split.fields) == ["image"]
+  np.testing.assert_array_equal(split.images, np.stack(clean[:2]))
+  grey = tmp_path / "g" / "clean" / "x.png"
+  write_png(grey, clean[0][..., 0])  # a grey image becomes RGB
+  d = load_paired(tmp_path / "g", target_dir="clean")
+  np.testing.assert_array_equal(d.targets[0], np.repeat(clean[0][..., :1], 3, axis=-1))
+
+
+def test_unpaired_names_missing_folders_and_size_mismatch_are_clear_errors(tmp_path):
+  make_pairs(tmp_path / "a")
+  (tmp_path / "a" / "wrap" / "rainy" / "p01.png").unlink()
+  write_png(tmp_path / "a" / "wrap" / "rainy" / "extra.png", np.zeros((6, 8, 3), np.uint8))
+  with pytest.raises(DataError, match=r"1 images in rainy/ have no target .*\['extra'\] and "
+                                      r"1 images in norain/ have no input .*\['p01'\]"):
+    load_paired(tmp_path / "a", input_dir="rainy", target_dir="norain")
+  (tmp_path / "a" / "wrap" / "rainy" / "extra.png").unlink()
+  with pytest.raises(DataError, match=r": 1 images in norain/ have no input in rainy/ \['p01'\] "
+                                      r"\(pairs share"):
+    load_paired(tmp_path / "a", input_dir="rainy", target_dir="norain")
+  with pytest.raises(MissingDataError, match=r"found no folders \['input', 'norain'\].*rainy/"):
+    load_paired(tmp_path / "a", input_dir="input", target_dir="norain")
+  with pytest.raises(MissingDataError, match="does not exist"):
+    load_paired(tmp_path / "nowhere")
+  make_pairs(tmp_path / "b", sizes=((6, 8),))
+  write_png(tmp_path / "b" / "wrap" / "rainy" / "p00.png", np.zeros((6, 7, 3), np.uint8))
+  with pytest.raises(DataError, match=r"rainy/p00.png is 7x6 .* target .*norain/p00.png is 8x6"):
+    load_paired(tmp_path / "b", input_dir="rainy", target_dir="norain")
+
+
+def test_real_rain100l_pairs_and_the_published_input_psnr():
+  data = shared_data()
+  archive = data / "restoration" / "rain100l.tar" if data else None
+  if archive is None or not archive.exists():
+    pytest.skip("the shared restoration data (rain100l.tar) is not present")
+  from fdjax.eval import image_quality
+
+  # The default cache, as a user's load uses it: extracted once, then reused.
+  d = load_paired(archive, input_dir="rainy", target_dir="norain")
+  assert len(d) == 100 and d.names[0] == "001" and d.paired
+  groups = d.by_size()
+  assert sorted((s.fields["image"].shape[1:3], len(s)) for _, s in groups) == [
+      ((321, 481), 66), ((481, 321), 34)]
+  psnr_y = np.concatenate([np.asarray(image_quality.psnr(s.fields["image"], s.fields["target"],
+                                                         y_channel=True)) for _, s in groups])
+  # The "rainy input" row of the deraining tables: 26.90 dB on Y over the 100 pairs.
+  assert abs(float(psnr_y.mean()) - 26.90) < 0.01
