@@ -116,7 +116,13 @@ def base_config() -> ml_collections.ConfigDict:
       ks="1,2", train_k=2, stages="stage3", routing="image", dispatch="dense", num_prompts=8,
       channel_sharing=False, balance_weight=1e-4, alpha=0.1, gamma=1.0,
       homogenize="none",            # 'none' | 'sum' | 'pcgrad' | 'meta' (MUIRF)
-      expert_loop="auto"))          # 'auto' (unroll on CPU, vmap elsewhere) | 'vmap' | 'unroll'
+      expert_loop="auto",           # 'auto' (unroll on CPU, vmap elsewhere) | 'vmap' | 'unroll'
+      # Router (issue 11): what it sees ('stage' = the routed stage's input, 'image' = the
+      # normalised image, 'stem' = the stem output); Shazeer's noisy top-K in training;
+      # expert-prompt init std x prompt_init_scale; router learning rate x router_lr_scale;
+      # weight of the cross-entropy between router logits and each share's degradation.
+      router_input="stage", noisy_gating=False, prompt_init_scale=1.0, router_lr_scale=1.0,
+      router_supervision=0.0))
   # Evaluation: Acc(All) over every level (level_stride 1) with fixed keys (seed 301).
   c.eval = ml_collections.ConfigDict(dict(seed=301, level_stride=1, max_examples=0))
   return c

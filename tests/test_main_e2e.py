@@ -61,17 +61,20 @@ def test_rerun_reuses_finished_stages_and_adds_a_moe_student(quickstart_run):
   before = {stage: (workdir / "seed_0" / stage / "metrics.jsonl").read_text()
             for stage in ("clean", "experts/jpeg", "fusiondistill")}
   result = run_main("--config=configs/quickstart.py:tiny", f"--workdir={workdir}",
-                    "--config.methods=fusiondistill_moe", "--config.moe.ks=1")
+                    "--config.methods=fusiondistill_moe,routed_experts", "--config.moe.ks=1")
   assert result.returncode == 0, result.stderr[-3000:]
   for stage, text in before.items():
     assert (workdir / "seed_0" / stage / "metrics.jsonl").read_text() == text, stage
   assert "Ensemble" not in result.stdout and "Scratch" not in result.stdout
   # The MoE row with its cost columns, trained from the reused experts and fused model.
   assert "FusionDistill-MoE (K=1)" in result.stdout and "FLOPs/img (rel.)" in result.stdout
+  assert "Routed experts" in result.stdout and "routing acc. (non-clean)" in result.stdout
   assert (workdir / "seed_0" / "fusiondistill_moe" / "variables").is_dir()
   usage = (workdir / "router_usage.md").read_text()
   assert "| jpeg |" in usage and "expert 3:sapn" in usage
+  assert "routing acc. non-clean" in usage and "level >= 90" in usage
   assert (workdir / "router_usage_k1.png").is_file()
+  assert (workdir / "router_accuracy.png").is_file()
   restored = fdjax.load_model(str(workdir), "fusiondistill_moe", k=1)
   logits = np.asarray(restored.predict(load("digits", max_per_split=256).test.images[:8]))
   assert logits.shape == (8, 10) and np.all(np.isfinite(logits))

@@ -136,6 +136,8 @@ EXPECTED_ALONE = {
                       "fused/average", "fusiondistill"],
     "fusiondistill_moe": ["clean", "experts/jpeg", "experts/blur", "experts/awgn",
                           "experts/sapn", "fused/average", "fusiondistill_moe"],
+    "routed_experts": ["clean", "experts/jpeg", "experts/blur", "experts/awgn",
+                       "experts/sapn", "fused/average", "fusiondistill_moe"],
 }
 
 

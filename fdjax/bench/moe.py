@@ -1,7 +1,7 @@
 """Inference cost of the mixture-of-experts student against the dense student.
 
 ``python -m fdjax.bench moe [--depth 20] [--batch 256] [--experts 4] [--repeats 5]
-[--expert-loop auto|vmap|unroll]``
+[--expert-loop auto|vmap|unroll] [--workdir RUN]``
 
 For the dense CIFAR ResNet and the MoE student (last stage = ``--experts`` experts,
 per-image routing) at K = 1 and 2, with dense dispatch (every expert computes every
@@ -12,11 +12,17 @@ prints: parameters, parameters active per image, XLA's inference FLOPs per image
 (from the compiled program at batch 1) and measured images/s at ``--batch``, each
 relative to the dense student. Variables are random (cost does not depend on them),
 with experts initialised from distinct random dense models so that routing spreads.
+With ``--workdir`` (a finished run with ``fusiondistill`` and ``fusiondistill_moe``):
+that run's dense FusionDistill student and its trained MoE student instead (depth,
+experts and image shape from the run; ``--depth``/``--experts`` ignored); inputs stay
+random images, which route differently from real ones but cost the same.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 
 import jax
 
@@ -35,28 +41,35 @@ def main(argv: list[str]) -> None:
   parser.add_argument("--repeats", type=int, default=5)
   parser.add_argument("--expert-loop", default="auto", choices=("auto", "vmap", "unroll"),
                       help="how the stacked experts run (auto: unroll on CPU, vmap elsewhere)")
+  parser.add_argument("--workdir", default="",
+                      help="a finished run: measure its FusionDistill and trained MoE students")
   args = parser.parse_args(argv)
 
-  dense = cifar_resnet(args.depth, 10, "reference")
-  keys = jax.random.split(jax.random.key(0), args.experts + 2)
-  dense_vars = init_variables(dense, keys[0], IMAGE_SHAPE)
-  experts = [init_variables(dense, k, IMAGE_SHAPE) for k in keys[2:]]
-  images = jax.random.normal(keys[1], (args.batch, *IMAGE_SHAPE))
+  if args.workdir:
+    dense, dense_vars, student, student_vars, image_shape = _trained(args.workdir)
+    args.depth, args.experts = student.depth, student.num_experts
+  else:
+    image_shape = IMAGE_SHAPE
+    dense = cifar_resnet(args.depth, 10, "reference")
+    keys = jax.random.split(jax.random.key(0), args.experts + 2)
+    dense_vars = init_variables(dense, keys[0], IMAGE_SHAPE)
+    experts = [init_variables(dense, k, IMAGE_SHAPE) for k in keys[2:]]
+    student = moe.moe_resnet(args.depth, 10, "reference", num_experts=args.experts, k=2,
+                             expert_loop=args.expert_loop)
+    student_vars = moe.moe_variables(student, dense_vars, experts, keys[1], IMAGE_SHAPE)
+  images = jax.random.normal(jax.random.key(1), (args.batch, *image_shape))
 
   def predictor(model):
     return jax.jit(lambda v, x: model.apply(v, x, train=False)[0])
 
   def measure(model, variables, k=None):
     cost = moe.model_cost(lambda v, x: model.apply(v, x, train=False)[0], variables,
-                          (1, *IMAGE_SHAPE), args.experts if k else None, k)
+                          (1, *image_shape), args.experts if k else None, k)
     cost["images_per_s"] = moe.images_per_second(predictor(model), variables, images,
                                                  repeats=args.repeats)
     return cost
 
   rows = [("dense ResNet-%d" % args.depth, measure(dense, dense_vars))]
-  student = moe.moe_resnet(args.depth, 10, "reference", num_experts=args.experts, k=2,
-                            expert_loop=args.expert_loop)
-  student_vars = moe.moe_variables(student, dense_vars, experts, keys[1], IMAGE_SHAPE)
   for k in (1, 2):
     for label, dispatch, capacity in (("dense", "dense", None),
                                       ("sparse (gather)", "sparse", None),
@@ -67,13 +80,25 @@ def main(argv: list[str]) -> None:
 
   base = rows[0][1]
   print(f"backend={jax.default_backend()} jax={jax.__version__} depth={args.depth} "
-        f"batch={args.batch} experts={args.experts} expert_loop={args.expert_loop}")
+        f"batch={args.batch} experts={args.experts} expert_loop={args.expert_loop}"
+        + (f" workdir={args.workdir}" if args.workdir else " (random variables)"))
   print(f"{'model':<30} {'params':>9} {'active':>9} {'MFLOPs/img':>11} {'rel':>5} "
         f"{'img/s':>8} {'rel':>5}")
   for name, c in rows:
     print(f"{name:<30} {c['params']:>9,} {c['active_params']:>9,} {c['flops'] / 1e6:>11.1f} "
           f"{c['flops'] / base['flops']:>5.2f} {c['images_per_s']:>8.0f} "
           f"{c['images_per_s'] / base['images_per_s']:>5.2f}")
+
+
+def _trained(workdir: str):
+  """(dense model, variables, MoE student, variables, image shape) of a finished run."""
+  from fdjax.load import load_model
+
+  dense = load_model(workdir, "fusiondistill")
+  student = load_model(workdir, "fusiondistill_moe")
+  with open(os.path.join(workdir, "run.json")) as f:
+    shape = tuple(json.load(f)["image_shape"])
+  return dense.model, dense.variables, student.model, student.variables, shape
 
 
 if __name__ == "__main__":

@@ -68,7 +68,8 @@ def expert_loss(model, task, *, degrade: DegradeFn, feature: str = "stage3",
 def fusiondistill_loss(model, task, *, degrade: DegradeFn, num_experts: int,
                        feature: str = "stage3", alpha: float = 0.1,
                        gammas: Sequence[float] | None = None, teacher_model=None,
-                       aux_loss_weight: float = 0.0):
+                       aux_loss_weight: float = 0.0, router_weight: float = 0.0,
+                       rng_streams: Sequence[str] = ()):
   """Stage 4. ``frozen`` = expert variables stacked on a leading axis of size ``num_experts``.
 
   ``degrade`` must degrade share i of the batch with degradation i (see
@@ -79,6 +80,13 @@ def fusiondistill_loss(model, task, *, degrade: DegradeFn, num_experts: int,
   another kind (mixture-of-experts). If the student's features hold ``aux_loss`` (a
   router's balance loss), ``aux_loss_weight * aux_loss`` is added. The per-share
   terms are reported as metric ``task_losses`` ``[num_experts]``.
+
+  ``router_weight`` > 0 (router supervision): the student's ``features['router_logits']``
+  (``[B, E]``, or ``[B, H, W, E]`` averaged over pixels) get a cross-entropy against the
+  degradation index of each share (share i = degradation i = expert i), weighted by
+  ``router_weight`` and added to the loss (metrics ``router_ce``, ``router_acc``).
+  ``rng_streams``: PRNG streams the student draws from in training (e.g. ``'gating'``
+  for noisy top-K), each from ``fold_in(key, 1 + index)``.
   """
   teacher_model = teacher_model or model
   gammas = jnp.asarray(gammas if gammas is not None else [1.0] * num_experts, jnp.float32)
@@ -90,9 +98,10 @@ def fusiondistill_loss(model, task, *, degrade: DegradeFn, num_experts: int,
 
   def loss_fn(params, batch_stats, batch, key, frozen):
     student_input, target, teacher_input = task.views(key, batch, degrade)
+    rngs = {name: jax.random.fold_in(key, 1 + i) for i, name in enumerate(rng_streams)}
     (outputs, features), updates = model.apply(
         {"params": params, "batch_stats": batch_stats}, task.model_input(student_input),
-        train=True, mutable=["batch_stats"])
+        train=True, mutable=["batch_stats"], **({"rngs": rngs} if rngs else {}))
 
     def teacher(variables, images):
       return teacher_model.apply(variables, images, train=False)[1][feature]
@@ -111,6 +120,23 @@ def fusiondistill_loss(model, task, *, degrade: DegradeFn, num_experts: int,
     if aux_loss_weight and "aux_loss" in features:
       loss = loss + aux_loss_weight * features["aux_loss"]
       metrics["aux_loss"] = features["aux_loss"]
+    if router_weight:
+      router_ce, router_acc = router_supervision(features["router_logits"], num_experts)
+      loss = loss + router_weight * router_ce
+      metrics.update(router_ce=router_ce, router_acc=router_acc)
     return loss, (updates["batch_stats"], metrics)
 
   return loss_fn
+
+
+def router_supervision(router_logits, num_shares: int):
+  """``(cross-entropy, accuracy)`` of per-image router logits ``[B, E]`` (per-pixel
+  ``[B, H, W, E]``: averaged over pixels first) against the share index of each image:
+  the batch is ``num_shares`` equal consecutive shares, share i labelled i."""
+  logits = router_logits.astype(jnp.float32)
+  if logits.ndim > 2:
+    logits = jnp.mean(logits, axis=tuple(range(1, logits.ndim - 1)))
+  targets = jnp.repeat(jnp.arange(num_shares), logits.shape[0] // num_shares)
+  log_probs = jax.nn.log_softmax(logits, axis=-1)
+  ce = -jnp.mean(jnp.take_along_axis(log_probs, targets[:, None], axis=-1))
+  return ce, jnp.mean(jnp.argmax(logits, axis=-1) == targets)

@@ -8,6 +8,7 @@
     fusing             fused -> fusing                     fused model fine-tuned, task loss
     fusiondistill      fused, experts -> fusiondistill     fused model distilled from experts
     fusiondistill_moe  fused, experts -> fusiondistill_moe mixture-of-experts student, per K
+    routed_experts     experts, fusiondistill_moe          the MoE router picks one expert per image
 
 That table is a summary; the facts live in each module's ``Method`` (its ``requires``
 and ``stages``). Adding a method = a module with a ``Method`` and an entry below.
@@ -16,13 +17,13 @@ and ``stages``). Adding a method = a module with a ``Method`` and an entry below
 from __future__ import annotations
 
 from fdjax.methods import (ensemble, finetune, fusiondistill, fusiondistill_moe, modelsoups,
-                           oracle)
+                           oracle, routed_experts)
 from fdjax.methods.base import Loadable, Method, Output
 
 # In the paper's row order.
 METHODS: dict[str, Method] = {m.name: m for m in (
     oracle.METHOD, ensemble.METHOD, finetune.SCRATCH, finetune.VANILLA, modelsoups.METHOD,
-    finetune.FUSING, fusiondistill.METHOD, fusiondistill_moe.METHOD)}
+    finetune.FUSING, fusiondistill.METHOD, fusiondistill_moe.METHOD, routed_experts.METHOD)}
 
 
 def get(name: str) -> Method:

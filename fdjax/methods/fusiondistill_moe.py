@@ -1,9 +1,14 @@
 """FusionDistill-MoE: FusionDistill with a mixture-of-experts student (``fdjax.moe``),
-one row per K of ``moe.ks``, with parameter and inference-cost columns (beside the
-dense FusionDistill's) and router usage (``router_usage.md``, ``router_usage_k<K>.png``)."""
+one row per K of ``moe.ks``, with parameter, inference-cost and routing-accuracy columns
+(beside the dense FusionDistill's) and router usage and routing accuracy
+(``router_usage.md``, ``router_usage_k<K>.png``, ``router_accuracy.png``).
+
+Every K row routes alike (its top expert is the top of the same softmax gates), so the
+router is measured once per seed (``routing``, cached beside the evaluation results)."""
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -60,48 +65,100 @@ def cost_columns(result: dict, dense: dict) -> dict:
   return columns
 
 
+ROUTING_COLUMN = "routing acc. (non-clean)"
+
+
+def routing(runner, model, variables) -> usage_lib.RoutingStats:
+  """The MoE student's routing statistics on the evaluation images (every level of the
+  plan, evaluation keys), cached as ``routing_fusiondistill_moe.json`` beside the
+  evaluation results (the routed-experts row reuses them)."""
+  ctx = runner.ctx
+  path = os.path.join(runner.evaluate.dir, f"routing_{STAGE}.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      saved = json.load(f)
+    return usage_lib.RoutingStats(tuple(saved["names"]), saved["levels"],
+                                  [np.asarray(c, np.float64) for c in saved["counts"]],
+                                  [np.asarray(h, np.float64) for h in saved["entropy"]])
+  split = levels_lib.subset(ctx.dataset.test, ctx.config.eval.max_examples or None)
+  stats = usage_lib.routing_stats(ctx.task, model, variables, split, ctx.plan,
+                                  batch_size=ctx.config.eval_batch_size)
+  os.makedirs(runner.evaluate.dir, exist_ok=True)
+  with open(path, "w") as f:
+    json.dump({"names": list(stats.names), "levels": stats.levels,
+               "counts": [c.tolist() for c in stats.counts],
+               "entropy": [h.tolist() for h in stats.entropy]}, f)
+  return stats
+
+
+def routing_column(stats: usage_lib.RoutingStats) -> dict:
+  non_clean = usage_lib.routing_accuracy(stats)["non_clean"]
+  return {ROUTING_COLUMN: None if non_clean is None else round(100 * non_clean, 1)}
+
+
 def _rows(runner) -> Output:
   ctx = runner.ctx
   dense_variables = runner.get(fused_init(ctx))
   dense = cost(ctx, ctx.model, dense_variables)
-  out = Output(extra={"FusionDistill": cost_columns(dense, dense)},
-               artifacts={"usage": []})
+  out = Output(extra={"FusionDistill": cost_columns(dense, dense)})
   trained, variables = runner.get(STAGE)
-  cfg = ctx.config
-  split = levels_lib.subset(ctx.dataset.test, cfg.eval.max_examples or None)
-  for k in parse_ints(cfg.moe.ks):
+  stats = routing(runner, trained, variables)
+  rows = []
+  for k in parse_ints(ctx.config.moe.ks):
     model = trained.clone(k=k)
     row = f"FusionDistill-MoE (K={k})"
     out.rows.append((row, runner.evaluate(f"fusiondistill_moe_k{k}", variables, model=model)))
-    out.extra[row] = cost_columns(cost(ctx, model, variables, k=k), dense)
-    out.artifacts["usage"].append(
-        (row, ctx.seed, usage_lib.router_usage(ctx.task, model, variables, split, ctx.plan,
-                                               batch_size=cfg.eval_batch_size)))
+    out.extra[row] = {**cost_columns(cost(ctx, model, variables, k=k), dense),
+                      **routing_column(stats)}
+    rows.append(row)
+  out.artifacts["routing"] = (ctx.seed, rows, stats)
   return out
 
 
 def _finalize(outputs, workdir: str, ctx) -> None:
-  """router_usage.md (per row and seed) and router_usage_k<K>.png (mean over seeds)."""
+  """router_usage.md (per seed: usage, routing accuracy, gate entropy),
+  router_usage_k<K>.png and router_accuracy.png (means over seeds)."""
   names = list(ctx.degradations)
   experts = [f"{i}:{n}" for i, n in enumerate(names)]
-  lines = ["# Router usage: fraction of test images (or pixels) whose top expert is each "
-           "expert, per test degradation (degraded levels only)\n"]
-  by_row: dict = {}
-  for row, seed, matrix in (u for o in outputs for u in o.artifacts["usage"]):
-    lines += [f"## {row}, seed {seed}\n", usage_lib.format_usage(matrix, names, experts), ""]
-    by_row.setdefault(row, []).append(matrix)
-  diagonal = {row: float(np.mean([np.trace(m) / len(names) for m in ms]))
-              for row, ms in by_row.items()}
-  lines += ["Share routed to the matching expert (mean of the diagonal): "
-            + ", ".join(f"{row} {100 * d:.1f}%" for row, d in diagonal.items()), ""]
+  lines = ["# Router usage and routing accuracy\n",
+           "Every K row routes alike: an image's (or pixel's) top expert is the largest of "
+           "the same softmax gates. Usage: fraction of test images (or pixels) whose top "
+           "expert is each expert, per test degradation (degraded levels only). Routing "
+           "accuracy: the share whose top expert is their own degradation's expert "
+           "(expert i = degradation i), near-clean levels (ambiguous by nature) apart. "
+           "Gate entropy: mean entropy of the softmax gates before top-K (degraded "
+           "levels).\n"]
+  matrices, accuracies = [], []
+  k_rows: list[str] = []
+  for seed, rows, stats in (o.artifacts["routing"] for o in outputs):
+    matrix, accuracy = usage_lib.usage(stats), usage_lib.routing_accuracy(stats)
+    entropy = usage_lib.gate_entropy(stats)
+    lines += [f"## {', '.join(rows)}, seed {seed}\n",
+              usage_lib.format_usage(matrix, names, experts), "",
+              usage_lib.format_accuracy(accuracy, entropy, names), "",
+              "Routing accuracy per level (%): " + "; ".join(
+                  f"{n} " + ", ".join(f"{lvl:g}: {100 * a:.0f}"
+                                      for lvl, a in accuracy[n]["per_level"])
+                  for n in names), ""]
+    matrices.append(matrix)
+    accuracies.append([[accuracy[n][b] if accuracy[n][b] is not None else np.nan
+                        for b in ("near_clean", "non_clean")] for n in names])
+    k_rows = k_rows or rows
+  diagonal = float(np.mean([np.trace(m) / len(names) for m in matrices]))
+  lines += [f"Share routed to the matching expert (mean of the diagonal, over seeds): "
+            f"{100 * diagonal:.1f}%", ""]
   with open(os.path.join(workdir, "router_usage.md"), "w") as f:
     f.write("\n".join(lines))
-  for row, matrices in by_row.items():
+  for row in k_rows:
     k = row.split("K=")[-1].rstrip(")")
     plots.plot_expert_heatmap(np.mean(matrices, axis=0), names, experts,
                               os.path.join(workdir, f"router_usage_k{k}.png"),
                               title=f"{row}: router usage (%)", xlabel="expert",
                               ylabel="test degradation")
+  plots.plot_expert_heatmap(np.mean(accuracies, axis=0), names, ["near-clean", "non-clean"],
+                            os.path.join(workdir, "router_accuracy.png"),
+                            title="MoE router: routing accuracy (%)", xlabel="levels",
+                            ylabel="test degradation")
 
 
 def _build(config, data_spec, k):

@@ -22,6 +22,13 @@ Conventions (documented choices):
   ``var / (mu^2 + eps)``, which is what we use (population variance, ``eps = 1e-10``
   as in Shazeer's code). MEASNet computes it per image over pixels; we pool the
   whole batch (and pixels), one scalar per MoE stage.
+* Noisy top-K gating (Shazeer et al. 2017, Sec. 2.1 and Appendix A; MEASNet's gate
+  follows it), used by ``MoEStage`` when ``noisy_gating`` and ``train``: the logits
+  ``h`` get ``N(0, 1) * softplus(x W_noise)`` added before the softmax and top-K
+  (``noise_std`` from the router, ``fdjax.moe.router``); at evaluation nothing is
+  added. The load term then becomes differentiable: expert n's load is
+  ``sum_tokens P(h_n + noise_n > kth_excluding(noisy h, k, n))``, the normal CDF of
+  ``(h_n - threshold) / noise_std_n`` (``noisy_top_k_load``), instead of the count.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+from jax.scipy.stats import norm
 
 EPS = 1e-10
 
@@ -68,13 +76,49 @@ def importance_and_load(probs: jax.Array, mask: jax.Array) -> tuple[jax.Array, j
   return probs.reshape(-1, e).sum(0), jax.lax.stop_gradient(mask.reshape(-1, e).sum(0))
 
 
-def balance_loss(probs: jax.Array, mask: jax.Array, eps: float = EPS) -> jax.Array:
+def balance_loss(probs: jax.Array, mask: jax.Array, eps: float = EPS,
+                 load_probs: jax.Array | None = None) -> jax.Array:
   """``cv^2(importance) + cv^2(load)`` (MEASNet eq. 6, unweighted; lambda lives in the objective).
 
   probs: softmax weights before top-K ``[..., E]``; mask: selection mask from ``top_k_gates``.
+  load_probs: ``[..., E]`` per-token probabilities of being selected (noisy gating,
+  ``noisy_top_k_load``); when given, the load is their sum (differentiable) instead of
+  the count of ``mask``.
   """
   importance, load = importance_and_load(probs.astype(jnp.float32), mask.astype(jnp.float32))
+  if load_probs is not None:
+    load = load_probs.astype(jnp.float32).reshape(-1, probs.shape[-1]).sum(0)
   return cv_squared(importance, eps) + cv_squared(load, eps)
+
+
+def noisy_logits(logits: jax.Array, noise_std: jax.Array, key: jax.Array) -> jax.Array:
+  """``logits + N(0, 1) * noise_std`` (Shazeer et al. 2017, eq. 4), noise drawn with ``key``."""
+  return logits + jax.random.normal(key, logits.shape, logits.dtype) * noise_std
+
+
+def noisy_top_k_load(clean: jax.Array, noisy: jax.Array, noise_std: jax.Array,
+                     k: int) -> jax.Array:
+  """Per token, the probability that each expert is among the top ``k`` (Shazeer et al.
+  2017, Appendix A, eqs. 8-9), differentiable in ``clean`` and ``noise_std``.
+
+  clean, noisy, noise_std: ``[..., E]`` (logits without / with this draw's noise, and
+  the noise's standard deviation). For expert n, with the noise of the OTHER experts
+  fixed at this draw, ``P(n in top k) = Phi((clean_n - kth_excluding(noisy, k, n)) /
+  noise_std_n)`` where ``kth_excluding(v, k, n)`` is the k-th largest entry of ``v``
+  without entry n: the (k+1)-th largest of ``noisy`` when n is itself in the top k,
+  the k-th largest otherwise (as Shazeer's ``_prob_in_top_k``). Needs ``k < E`` (with
+  ``k = E`` every expert is always selected: use the count). Returns ``[..., E]``.
+  """
+  num_experts = clean.shape[-1]
+  if not 1 <= k < num_experts:
+    raise ValueError(f"noisy load needs 1 <= k < num_experts ({num_experts}), got k={k}")
+  top, _ = jax.lax.top_k(noisy, k + 1)                                  # [..., k+1]
+  threshold_if_in = top[..., k:k + 1]
+  threshold_if_out = top[..., k - 1:k]
+  is_in = noisy > threshold_if_in
+  prob_if_in = norm.cdf((clean - threshold_if_in) / noise_std)
+  prob_if_out = norm.cdf((clean - threshold_if_out) / noise_std)
+  return jnp.where(is_in, prob_if_in, prob_if_out)
 
 
 def expert_capacity(num_tokens: int, num_experts: int, k: int,

@@ -23,6 +23,9 @@ Apply returns ``(logits [B, classes], features)`` with CifarResNet's features
 * ``router``: the first routed stage's gates after top-K and renormalisation,
   ``[B, E]`` (per image) or ``[B, H, W, E]`` (per pixel, at that stage's input
   resolution); ``router_stage{s}`` for every routed stage;
+* ``router_logits``: the first routed stage's gate logits before noise, softmax and
+  top-K (``[B, E]`` or ``[B, H, W, E]``), for router supervision;
+  ``router_logits_stage{s}`` for every routed stage;
 * ``aux_loss``: sum over routed stages of the unweighted balance loss (scalar);
 * ``channel_gate_stage{s}``: ``[B, C_out]`` sharing gates (``channel_sharing`` only).
 
@@ -59,6 +62,13 @@ Dispatch (documented choices):
   resolution, their outputs are combined at the output resolution with the gates
   average-pooled to it (``fdjax.moe.gating.pool_gates``).
 
+Noisy top-K gating (``noisy_gating=True``, Shazeer et al. 2017): in training
+(``train=True``) each routed stage adds ``N(0, 1) * softplus(x W_noise)`` to its gate
+logits before the softmax and top-K (noise from the ``'gating'`` PRNG stream:
+``apply(..., rngs={'gating': key})``) and its balance loss uses the differentiable
+load of ``fdjax.moe.gating.noisy_top_k_load``; at evaluation nothing is added (the
+outputs do not depend on any key).
+
 Channel-level sharing (MUIRF's CPSM, ``channel_sharing=True``), per image b and output
 channel c of the routed stage::
 
@@ -81,13 +91,15 @@ import jax.numpy as jnp
 
 from fdjax.models.resnet import (STAGE_WIDTHS, Head, adaptive_avg_pool, batch_norm, pool_head,
                                  residual_blocks, stem)
-from fdjax.moe.gating import (balance_loss, dispatch_tensors, expert_capacity, pool_gates,
-                              top_k_gates)
+from fdjax.moe.gating import (balance_loss, dispatch_tensors, expert_capacity, noisy_logits,
+                              noisy_top_k_load, pool_gates, top_k_gates)
 from fdjax.moe.experts import (ExpertLoop, ResidualStage, resolve_expert_loop,
                                run_selected_experts, run_stacked)
 from fdjax.moe.router import PromptRouter
 
 STAGES = ("stage1", "stage2", "stage3")
+ROUTER_SOURCES = ("input", "stem", "image")
+EXPERT_PROMPT_INIT_STD = 0.02   # PromptRouter's default, times prompt_init_scale
 Routing = Literal["image", "pixel"]
 Dispatch = Literal["dense", "sparse"]
 
@@ -105,6 +117,8 @@ class RoutingOptions(nn.Module, kw_only=True):
   capacity_factor: float | None = None
   renormalize: bool = True
   expert_loop: ExpertLoop = "auto"
+  noisy_gating: bool = False
+  prompt_init_scale: float = 1.0
   dtype: Any = jnp.float32
 
   def routing_options(self) -> dict[str, Any]:
@@ -125,14 +139,24 @@ class MoEStage(RoutingOptions, kw_only=True):
   def __call__(self, x, router_x, train: bool = False):
     """x: ``[B, H, W, Cin]``; router_x: shallow features ``[B, H', W', C']`` (same H, W
     for per-pixel routing). Returns ``(out [B, h, w, width], gates, aux_loss,
-    channel_gate)``: gates ``[B, E]`` or ``[B, H, W, E]`` after top-K, aux_loss the
-    unweighted balance loss, channel_gate ``[B, width]`` or None."""
+    channel_gate, logits)``: gates ``[B, E]`` or ``[B, H, W, E]`` after top-K, aux_loss
+    the unweighted balance loss, channel_gate ``[B, width]`` or None, logits the
+    router's logits before noise and top-K."""
     per_pixel = self.routing == "pixel"
-    logits = PromptRouter(self.num_experts, self.num_prompts, per_pixel=per_pixel,
-                          name="router")(router_x)
-    probs = nn.softmax(logits, axis=-1)                  # MEASNet eq. (2)
+    router = PromptRouter(self.num_experts, self.num_prompts, per_pixel=per_pixel,
+                          expert_prompt_init_std=EXPERT_PROMPT_INIT_STD * self.prompt_init_scale,
+                          noisy=self.noisy_gating, name="router")
+    if self.noisy_gating:
+      logits, noise_std = router(router_x)
+    else:
+      logits, noise_std = router(router_x), None
+    noisy = self.noisy_gating and train
+    h = noisy_logits(logits, noise_std, self.make_rng("gating")) if noisy else logits
+    probs = nn.softmax(h, axis=-1)                       # MEASNet eq. (2)
     gates, mask = top_k_gates(probs, self.k, self.renormalize)
-    aux = balance_loss(probs, mask)                      # MEASNet eqs. (4)-(6)
+    load_probs = (noisy_top_k_load(logits, h, noise_std, self.k)
+                  if noisy and self.k < self.num_experts else None)
+    aux = balance_loss(probs, mask, load_probs=load_probs)   # MEASNet eqs. (4)-(6)
     stage_args = dict(width=self.width, num_blocks=self.num_blocks, strides=self.strides,
                       norm=self.norm, dtype=self.dtype)
     sparse = self.dispatch == "sparse" and not per_pixel and not train
@@ -162,22 +186,23 @@ class MoEStage(RoutingOptions, kw_only=True):
                                          name="channel_gate")(pooled))  # [B, width]
       g = channel_gate[:, None, None, :].astype(out.dtype)
       out = g * shared + (1 - g) * out
-    return out, gates, aux, channel_gate
+    return out, gates, aux, channel_gate, logits
 
 
 class MoEResNet(RoutingOptions, kw_only=True):
   """CIFAR ResNet-(6n+2) with routed stages. Attributes as ``moe_resnet``'s arguments.
 
   ``router_source``: ``'input'`` routes each stage on its own input; ``'stem'`` on
-  the stem output (the shallowest features; average-pooled to the stage's input
-  resolution for per-pixel routing).
+  the stem output (the shallowest features); ``'image'`` on the normalised input
+  image itself (both average-pooled to the stage's input resolution for per-pixel
+  routing).
   """
 
   depth: int = 56
   num_classes: int = 10
   head: Head = "gap"
   moe_stages: Sequence[str] = ("stage3",)
-  router_source: Literal["input", "stem"] = "input"
+  router_source: Literal["input", "stem", "image"] = "input"
   bn_momentum: float = 0.9
   bn_epsilon: float = 1e-5
 
@@ -188,20 +213,23 @@ class MoEResNet(RoutingOptions, kw_only=True):
               self.dispatch, self.router_source)
     blocks_per_stage = (self.depth - 2) // 6
     norm = batch_norm(train, self.bn_momentum, self.bn_epsilon, self.dtype)
+    image = x
     x = stem(x.astype(self.dtype), norm, self.dtype)
     features = {"stem": x}
     aux_losses = []
     for stage, width in enumerate(STAGE_WIDTHS):
       name, strides = f"stage{stage + 1}", 2 if stage > 0 else 1
       if name in self.moe_stages:
-        router_x = x if self.router_source == "input" else features["stem"]
+        router_x = {"input": x, "stem": features["stem"], "image": image}[self.router_source]
         if self.routing == "pixel" and router_x.shape[1:3] != x.shape[1:3]:
           router_x = adaptive_avg_pool(router_x, x.shape[1:3])
-        x, gates, aux, channel_gate = MoEStage(
+        x, gates, aux, channel_gate, logits = MoEStage(
             width=width, num_blocks=blocks_per_stage, strides=strides, norm=norm,
             **self.routing_options(), name=f"{name}_moe")(x, router_x, train)
         features.setdefault("router", gates)
         features[f"router_{name}"] = gates
+        features.setdefault("router_logits", logits)
+        features[f"router_logits_{name}"] = logits
         if channel_gate is not None:
           features[f"channel_gate_{name}"] = channel_gate
         aux_losses.append(aux)
@@ -229,8 +257,8 @@ def _validate(depth, head, num_experts, k, moe_stages, routing, dispatch, router
     raise ValueError(f"routing must be 'image' or 'pixel', got {routing!r}")
   if dispatch not in ("dense", "sparse"):
     raise ValueError(f"dispatch must be 'dense' or 'sparse', got {dispatch!r}")
-  if router_source not in ("input", "stem"):
-    raise ValueError(f"router_source must be 'input' or 'stem', got {router_source!r}")
+  if router_source not in ROUTER_SOURCES:
+    raise ValueError(f"router_source must be one of {ROUTER_SOURCES}, got {router_source!r}")
 
 
 def moe_resnet(depth: int, num_classes: int, head: Head = "gap", num_experts: int = 4,
@@ -238,7 +266,8 @@ def moe_resnet(depth: int, num_classes: int, head: Head = "gap", num_experts: in
                dispatch: Dispatch = "dense", num_prompts: int = 8, channel_sharing: bool = False,
                **kwargs) -> MoEResNet:
   """Builds a ``MoEResNet`` (validated). ``kwargs``: ``capacity_factor``, ``renormalize``, ``expert_loop``,
-  ``router_source``, ``dtype``, ``bn_momentum``, ``bn_epsilon``."""
+  ``router_source``, ``noisy_gating``, ``prompt_init_scale`` (multiplies the expert
+  prompts' init std 0.02), ``dtype``, ``bn_momentum``, ``bn_epsilon``."""
   moe_stages = tuple(moe_stages) if not isinstance(moe_stages, str) else moe_stages
   _validate(depth, head, num_experts, k, moe_stages, routing, dispatch,
             kwargs.get("router_source", "input"))

@@ -18,6 +18,13 @@ Per pixel (``per_pixel=True``, MEASNet's own form): content = ``x`` itself, the
 prompt is broadcast over pixels (MEASNet's ``P~_i in R^{H x W x C}``), logits
 ``[B, H, W, E]`` at the resolution of ``x``.
 
+Noisy gating (``noisy=True``, Shazeer et al. 2017): the router also returns the
+standard deviation of the gate noise, ``softplus(F_c @ W_noise) + 0.01`` per expert
+(``W_noise [D + Cin, E]`` starts at zero, as in Shazeer's code, so the noise starts
+at std ``softplus(0) + 0.01 = 0.70`` for every input and then becomes
+input-dependent). Adding the noise (training only) is the caller's
+(``fdjax.moe.model.MoEStage``).
+
 The router always computes in float32 (routing decisions are sensitive to rounding,
 as in Switch Transformers), whatever the network's dtype.
 """
@@ -26,6 +33,8 @@ from __future__ import annotations
 
 import flax.linen as nn
 import jax.numpy as jnp
+
+NOISE_EPSILON = 1e-2   # Shazeer et al.'s noise_epsilon: the noise std never reaches 0
 
 
 class PromptRouter(nn.Module):
@@ -40,8 +49,11 @@ class PromptRouter(nn.Module):
       ``p_e``. The small ``p_e`` makes the initial gates nearly uniform, so the
       experts (initialised from trained models) start as an even mixture.
 
+    noisy: also return the gate-noise standard deviation (see the module docstring).
+
   Parameters: ``prompt_conv`` (3x3 conv, C outputs, with bias), ``basic_prompts``
-  ``[C, D]``, ``expert_prompts`` ``[D + Cin, E]``.
+  ``[C, D]``, ``expert_prompts`` ``[D + Cin, E]``; ``noise_weights`` ``[D + Cin, E]``
+  when ``noisy``.
   """
 
   num_experts: int
@@ -50,10 +62,12 @@ class PromptRouter(nn.Module):
   per_pixel: bool = False
   prompt_init_std: float = 1.0
   expert_prompt_init_std: float = 0.02
+  noisy: bool = False
 
   @nn.compact
   def __call__(self, x):
-    """x: ``[B, H, W, Cin]``. Returns float32 logits ``[B, E]`` or ``[B, H, W, E]``."""
+    """x: ``[B, H, W, Cin]``. Returns float32 logits ``[B, E]`` or ``[B, H, W, E]``;
+    with ``noisy``, ``(logits, noise_std)`` of the same shape."""
     x = x.astype(jnp.float32)
     c_in = x.shape[-1]
     dim = self.prompt_dim or c_in
@@ -72,4 +86,9 @@ class PromptRouter(nn.Module):
     expert_prompts = self.param("expert_prompts",
                                 nn.initializers.normal(self.expert_prompt_init_std),
                                 (dim + c_in, self.num_experts))
-    return fused @ expert_prompts                                            # eq. (2) logits
+    logits = fused @ expert_prompts                                          # eq. (2) logits
+    if not self.noisy:
+      return logits
+    noise_weights = self.param("noise_weights", nn.initializers.zeros,
+                               (dim + c_in, self.num_experts))
+    return logits, nn.softplus(fused @ noise_weights) + NOISE_EPSILON

@@ -7,6 +7,14 @@ the fused model; it trains with the FusionDistill loss plus the router's balance
 K=1 the single kept gate is renormalised to exactly 1 and the router would learn from
 the balance loss alone. The variables do not depend on K, so one trained student is
 evaluated at every K of ``moe.ks`` with ``model.clone(k=K)``.
+
+Router options (issue 11): ``moe.router_input`` ('stage' = the routed stage's input,
+'image', 'stem'), ``moe.noisy_gating`` (Shazeer's noisy top-K in training, PRNG
+stream 'gating'), ``moe.prompt_init_scale`` (x the expert prompts' init std 0.02),
+``moe.router_lr_scale`` (the router's updates, ``*_moe/router/*``, scaled after the
+optimiser: a learning-rate multiplier for the router), ``moe.router_supervision``
+(weight of the router-logits cross-entropy against each share's degradation, see
+``fdjax.distill.fusiondistill_loss``). The defaults train exactly as before.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from fdjax.moe.homogenize import homogenize, per_task_value_and_grad
 from fdjax.moe.init import moe_variables
 from fdjax.moe.model import moe_resnet
 from fdjax.tasks.classification import model_dtype
+from fdjax.train.checkpoint import path_str
 from fdjax.trees import stack_trees
 
 STAGE = "fusiondistill_moe"
@@ -27,7 +36,8 @@ STAGE = "fusiondistill_moe"
 
 def moe_student(config: ml_collections.ConfigDict, num_classes: int, k: int):
   """The student of ``config.moe`` (one expert per degradation of ``config.degradations``)
-  with top-``k`` routing."""
+  with top-``k`` routing. Router fields missing from ``config.moe`` (a run saved before
+  they existed) take their defaults."""
   cfg = config.moe
   names = [n for n in config.degradations.split(",") if n.strip()]
   return moe_resnet(config.model.depth, num_classes, config.model.head,
@@ -35,13 +45,45 @@ def moe_student(config: ml_collections.ConfigDict, num_classes: int, k: int):
                     moe_stages=tuple(s.strip() for s in cfg.stages.split(",") if s.strip()),
                     routing=cfg.routing, dispatch=cfg.dispatch, num_prompts=cfg.num_prompts,
                     channel_sharing=cfg.channel_sharing, expert_loop=cfg.expert_loop,
+                    router_source=router_source(cfg.get("router_input", "stage")),
+                    noisy_gating=bool(cfg.get("noisy_gating", False)),
+                    prompt_init_scale=float(cfg.get("prompt_init_scale", 1.0)),
                     dtype=model_dtype(config.model.dtype))
+
+
+ROUTER_INPUTS = {"stage": "input", "image": "image", "stem": "stem"}
+
+
+def router_source(router_input: str) -> str:
+  """``moe.router_input`` -> ``MoEResNet.router_source``."""
+  if router_input not in ROUTER_INPUTS:
+    raise ValueError(f"moe.router_input must be one of {tuple(ROUTER_INPUTS)}, "
+                     f"got {router_input!r}")
+  return ROUTER_INPUTS[router_input]
 
 
 def shared_param(path: str) -> bool:
   """False for the stacked expert copies ('.../stage3_moe/experts/...'), True otherwise."""
   parts = path.split("/")
   return not any(a.endswith("_moe") and b == "experts" for a, b in zip(parts, parts[1:]))
+
+
+def router_param(path: str) -> bool:
+  """True for the routers' parameters ('.../stage3_moe/router/...')."""
+  parts = path.split("/")
+  return any(a.endswith("_moe") and b == "router" for a, b in zip(parts, parts[1:]))
+
+
+def scale_updates(scale: float, select=router_param) -> optax.GradientTransformation:
+  """Multiplies the updates of the parameters whose path satisfies ``select`` by
+  ``scale`` (chained after the optimiser: their learning rate times ``scale``)."""
+
+  def update_fn(updates, state, params=None):
+    del params
+    return jax.tree_util.tree_map_with_path(
+        lambda path, u: u * scale if select(path_str(path)) else u, updates), state
+
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
 
 
 def recipe_parts(ctx, fused_variables: dict, expert_variables: list[dict]) -> dict:
@@ -55,11 +97,20 @@ def recipe_parts(ctx, fused_variables: dict, expert_variables: list[dict]) -> di
   loss_fn = distill.fusiondistill_loss(
       model, ctx.task, degrade=degrade, num_experts=n, feature=ctx.config.distill_feature,
       alpha=cfg.alpha, gammas=[cfg.gamma] * n, teacher_model=ctx.model,
-      aux_loss_weight=cfg.balance_weight)
+      aux_loss_weight=cfg.balance_weight, router_weight=float(cfg.router_supervision),
+      rng_streams=("gating",) if cfg.noisy_gating else ())
   parts = dict(loss_fn=loss_fn, init=init, frozen=stack_trees(expert_variables), shares=n,
                selection_degrade=degrade, model=model)
+  wraps = []
   if cfg.homogenize != "none":
     parts["grad_fn"] = per_task_value_and_grad(n)
-    parts["wrap_tx"] = lambda tx: optax.chain(homogenize(cfg.homogenize, shared=shared_param),
-                                              tx)
+    wraps.append(lambda tx: optax.chain(homogenize(cfg.homogenize, shared=shared_param), tx))
+  if float(cfg.router_lr_scale) != 1.0:
+    wraps.append(lambda tx: optax.chain(tx, scale_updates(float(cfg.router_lr_scale))))
+  if wraps:
+    def wrap_tx(tx):
+      for wrap in wraps:
+        tx = wrap(tx)
+      return tx
+    parts["wrap_tx"] = wrap_tx
   return parts
