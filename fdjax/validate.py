@@ -48,10 +48,11 @@ CHOICES = {
     "model.dtype": ("float32", "bfloat16", "float16"),
     "checkpoint.on_corrupt": ("error", "previous"),       # fdjax.train.checkpoint
     "on_mismatch": ("stop", "retrain"),                   # fdjax.study.fingerprint
+    "moe.router_input": ("stage", "image", "stem"),       # fdjax.moe.router
 }
 LIST_CHOICES = {"fusion.modelsoups_variants": BN_MODES}
 SOURCE_SCHEMES = ("digits", "folder:<path>", "tfds:<name>")
-MOE_METHOD = "fusiondistill_moe"
+MOE_METHODS = ("fusiondistill_moe", "routed_experts")  # both train the MoE student
 _MISSING = object()
 
 
@@ -144,7 +145,10 @@ def validate_config(config, *, device_count: int | None = None) -> None:
   if _get(config, "fusion.soup") == "weighted" and n_degradations:
     check("fusion.weights", lambda v: _weights_ok(v, n_degradations),
           f"{n_degradations} comma-separated finite numbers >= 0, not all 0 (one per degradation)")
-  if MOE_METHOD in methods and n_degradations:
+  for field in ("moe.prompt_init_scale", "moe.router_lr_scale"):
+    check(field, lambda v: finite(v) and v > 0, "a finite number > 0")
+  check("moe.router_supervision", lambda v: finite(v) and v >= 0, "a finite number >= 0")
+  if set(MOE_METHODS) & set(methods) and n_degradations:
     in_range = f"comma-separated integers in 1..{n_degradations} (the number of degradations)"
     check("moe.ks", lambda v: bool(_ints(v)) and all(1 <= k <= n_degradations for k in _ints(v)),
           in_range)

@@ -218,3 +218,18 @@ def test_existing_folder_source_is_valid(tmp_path):
   config = tiny()
   config.data.source = f"folder:{tmp_path}"
   validate_config(config, device_count=1)
+
+
+def test_router_options_are_checked():
+  config = tiny()
+  config.methods = "routed_experts"
+  config.moe.router_input = "pixels"
+  config.moe.router_lr_scale = 0.0
+  config.moe.router_supervision = -1.0
+  config.moe.train_k = 9
+  with pytest.raises(ConfigError) as info:
+    validate_config(config, device_count=1)
+  message = str(info.value)
+  for field in ("moe.router_input", "moe.router_lr_scale", "moe.router_supervision",
+                "moe.train_k"):
+    assert field in message, (field, message)
