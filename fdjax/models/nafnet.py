@@ -24,7 +24,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from fdjax.models.unet import check_input, per_level, unet
+from fdjax.models.unet import UNetShape, unet
 
 
 def simple_gate(x):
@@ -68,7 +68,7 @@ class NAFBlock(nn.Module):
     return x + y * self.param("gamma", scale, (c,)).astype(dt)
 
 
-class NAFNet(nn.Module):
+class NAFNet(UNetShape):
   """The NAFNet-style U-Net (see the module docstring and ``fdjax.models.unet.UNet``).
 
   Attributes:
@@ -78,28 +78,15 @@ class NAFNet(nn.Module):
     dw_expand, ffn_expand, layer_scale_init: of every ``NAFBlock``.
   """
 
-  width: int = 16
-  depth: int = 2
-  blocks: int | tuple[int, ...] = 1
-  middle_blocks: int = 1
-  decoder_blocks: int | tuple[int, ...] | None = None
   dw_expand: int = 2
   ffn_expand: int = 2
   layer_scale_init: float = 0.0
-  dtype: Any = jnp.float32
-
-  @property
-  def stride(self) -> int:
-    return 2 ** self.depth
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     """x float ``[B, H, W, 3]``; returns ``(image float32 [B, H, W, 3], features)``."""
     del train  # no BatchNorm or dropout
-    check_input(x, self.stride, "NAFNet")
-    enc = per_level(self.blocks, self.depth, "blocks")
-    dec = enc if self.decoder_blocks is None else per_level(self.decoder_blocks, self.depth,
-                                                            "decoder_blocks")
+    enc, dec = self.levels(x, "NAFNet")
 
     def block(channels, name):
       return NAFBlock(channels, self.dw_expand, self.ffn_expand, self.layer_scale_init,

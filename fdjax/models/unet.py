@@ -109,17 +109,8 @@ class ConvBlock(nn.Module):
     return x + y
 
 
-class UNet(nn.Module):
-  """The plain 3x3-convolution U-Net (residual ReLU blocks; see the module docstring).
-
-  Attributes:
-    width: channels of the top level (doubled at every level down).
-    depth: down-sampling levels; H and W must be divisible by ``stride = 2**depth``.
-    blocks: ConvBlocks per encoder level (int, or one count per level, top first).
-    middle_blocks: ConvBlocks at the bottom.
-    decoder_blocks: ConvBlocks per decoder level (default: as ``blocks``).
-    dtype: computation dtype; parameters and the output stay float32.
-  """
+class UNetShape(nn.Module):
+  """The shape options every U-Net here shares (see ``UNet``'s attributes)."""
 
   width: int = 16
   depth: int = 2
@@ -132,14 +123,32 @@ class UNet(nn.Module):
   def stride(self) -> int:
     return 2 ** self.depth
 
+  def levels(self, x, name: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Checks ``x`` against the stride; ``(encoder, decoder)`` blocks per level."""
+    check_input(x, self.stride, name)
+    enc = per_level(self.blocks, self.depth, "blocks")
+    dec = enc if self.decoder_blocks is None else per_level(self.decoder_blocks, self.depth,
+                                                            "decoder_blocks")
+    return enc, dec
+
+
+class UNet(UNetShape):
+  """The plain 3x3-convolution U-Net (residual ReLU blocks; see the module docstring).
+
+  Attributes:
+    width: channels of the top level (doubled at every level down).
+    depth: down-sampling levels; H and W must be divisible by ``stride = 2**depth``.
+    blocks: ConvBlocks per encoder level (int, or one count per level, top first).
+    middle_blocks: ConvBlocks at the bottom.
+    decoder_blocks: ConvBlocks per decoder level (default: as ``blocks``).
+    dtype: computation dtype; parameters and the output stay float32.
+  """
+
   @nn.compact
   def __call__(self, x, train: bool = False):
     """x float ``[B, H, W, 3]``; returns ``(image float32 [B, H, W, 3], features)``."""
     del train  # no BatchNorm or dropout
-    check_input(x, self.stride, "UNet")
-    enc = per_level(self.blocks, self.depth, "blocks")
-    dec = enc if self.decoder_blocks is None else per_level(self.decoder_blocks, self.depth,
-                                                            "decoder_blocks")
+    enc, dec = self.levels(x, "UNet")
     block = lambda channels, name: ConvBlock(channels, self.dtype, name=name)
     return unet(x, block, width=self.width, depth=self.depth, blocks=enc,
                 middle_blocks=self.middle_blocks, decoder_blocks=dec, dtype=self.dtype)
