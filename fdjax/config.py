@@ -20,6 +20,19 @@ LEVEL_NAMES = ("jpeg", "blur", "awgn", "sapn", "sapn_paper", "haze", "rain", "lo
 TRAINING_STAGES = ("clean", "experts", "fusiondistill", "fusing", "vanilla", "scratch", "moe")
 
 
+def parse_list(text) -> list[str]:
+  """``'a, b,,c'`` -> ``['a', 'b', 'c']``: the one reading of a comma-separated field."""
+  return [t.strip() for t in str(text).split(",") if t.strip()]
+
+
+def parse_ints(text, field: str) -> list[int]:
+  """Comma-separated integers of config field ``field``; ValueError naming it otherwise."""
+  try:
+    return [int(t) for t in parse_list(text)]
+  except ValueError as e:
+    raise ValueError(f"config.{field} must be comma-separated integers, got {text!r}") from e
+
+
 def optimizer_config(name: str = "sgd", lr: float = 0.1, *, momentum: float = 0.9,
                      weight_decay: float = 1e-4, schedule: str = "multistep",
                      milestones: tuple[int, ...] = (), decay: float = 0.2) -> ml_collections.ConfigDict:

@@ -14,6 +14,7 @@ import ml_collections
 from absl import logging
 
 from fdjax import methods as methods_lib
+from fdjax.config import parse_ints
 from fdjax.eval import plots, report
 from fdjax.lock import workdir_lock
 from fdjax.study import Runner, load_dataset, make_context
@@ -27,13 +28,6 @@ MODEL_SELECTION_NOTE = {
     "val": "best epoch by the task's metric on the held-out validation split (never the test set)",
 }
 RESULT_FILES = ("results.md", "results.csv", "per_level.csv", "results.json")
-
-
-def parse_seeds(text) -> list[int]:
-  try:
-    return [int(s) for s in str(text).split(",") if s.strip()]
-  except ValueError as e:
-    raise ValueError(f"config.seeds must be comma-separated integers, got {text!r}") from e
 
 
 def stage_graph(ctx, methods) -> dict:
@@ -72,7 +66,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[report.Record]:
   stage's fingerprint is checked before anything trains."""
   validate_config(config)
   methods = methods_lib.parse(config.methods)
-  seeds = parse_seeds(config.seeds)
+  seeds = parse_ints(config.seeds, "seeds")
   with workdir_lock(workdir):
     return _run(config, workdir, methods, seeds)
 

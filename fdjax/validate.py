@@ -30,7 +30,7 @@ import numbers
 import os
 from typing import Any, Callable
 
-from fdjax.config import TRAINING_STAGES
+from fdjax.config import TRAINING_STAGES, parse_list
 from fdjax.errors import ConfigError
 
 # Valid values of mode fields (the modules that use them raise on anything else).
@@ -74,8 +74,6 @@ def _is_real(x) -> bool:
   return isinstance(x, numbers.Real) and not isinstance(x, bool)
 
 
-def _names(text) -> list[str]:
-  return [t.strip() for t in str(text).split(",") if t.strip()]
 
 
 def validate_config(config, *, device_count: int | None = None) -> None:
@@ -130,9 +128,9 @@ def validate_config(config, *, device_count: int | None = None) -> None:
     check("task", lambda v: v in TASKS, f"one of {sorted(TASKS)}")
 
   # Methods and degradations.
-  methods = _names(_get(config, "methods")) if _get(config, "methods") is not _MISSING else []
+  methods = parse_list(_get(config, "methods")) if _get(config, "methods") is not _MISSING else []
   known = _known_methods()
-  check("methods", lambda v: _names(v) and not set(_names(v)) - set(known),
+  check("methods", lambda v: parse_list(v) and not set(parse_list(v)) - set(known),
         f"comma-separated names from {','.join(known)}")
   n_degradations = _check_degradations(config, problems)
 
@@ -140,7 +138,7 @@ def validate_config(config, *, device_count: int | None = None) -> None:
   for field, valid in CHOICES.items():
     check(field, lambda v, valid=valid: v in valid, f"one of {valid}")
   for field, valid in LIST_CHOICES.items():
-    check(field, lambda v, valid=valid: bool(_names(v)) and not set(_names(v)) - set(valid),
+    check(field, lambda v, valid=valid: bool(parse_list(v)) and not set(parse_list(v)) - set(valid),
           f"comma-separated names from {','.join(valid)}")
   if _get(config, "fusion.soup") == "weighted" and n_degradations:
     check("fusion.weights", lambda v: _weights_ok(v, n_degradations),
@@ -186,7 +184,7 @@ def _check_degradations(config, problems: list[str]) -> int:
     return 0
   from fdjax.degradations import REGISTRY
 
-  names = _names(value)
+  names = parse_list(value)
   unknown = [n for n in names if n not in REGISTRY]
   repeated = sorted({n for n in names if names.count(n) > 1})
   if not names or unknown or repeated:
@@ -210,14 +208,14 @@ def _check_degradations(config, problems: list[str]) -> int:
 
 def _ints(text) -> list[int] | None:
   try:
-    return [int(t) for t in _names(text)]
+    return [int(t) for t in parse_list(text)]
   except ValueError:
     return None
 
 
 def _weights_ok(text, n: int) -> bool:
   try:
-    w = [float(t) for t in _names(text)]
+    w = [float(t) for t in parse_list(text)]
   except ValueError:
     return False
   return len(w) == n and all(math.isfinite(x) and x >= 0 for x in w) and any(w)

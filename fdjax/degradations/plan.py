@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fdjax.config import parse_list
 from fdjax.degradations import registry
 
 DEFAULT_EVAL_SEED = 301  # numpy seed of the reference code; here the base of our PRNG keys
@@ -115,7 +116,7 @@ class LevelPlan:
   @classmethod
   def from_config(cls, config) -> "LevelPlan":
     """From ``config.degradations``, ``config.levels`` and ``config.eval``."""
-    names = tuple(n.strip() for n in str(config.degradations).split(",") if n.strip())
+    names = tuple(parse_list(config.degradations))
     if not names:
       raise ValueError("config.degradations names no degradation")
     ranges = []

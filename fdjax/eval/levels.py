@@ -34,7 +34,8 @@ from fdjax import data as data_lib
 from fdjax import degradations
 from fdjax.data.splits import balanced_subset
 from fdjax.degradations.plan import LevelPlan, eval_key, level_indices, stride_levels
-from fdjax.eval.metric import Predict, eval_batches, jit_clean, predictor, split_metric
+from fdjax.eval.metric import (Predict, eval_batches, jit_clean, jit_score, predictor,
+                               split_metric)
 from fdjax.train.mesh import data_sharding, replicated
 
 # predict_fn(variables, images_uint8 [B,H,W,3], levels float32 [B], key) -> outputs
@@ -96,7 +97,7 @@ def evaluate_levels(task, predict_fn: LevelPredict, variables, split, name: str,
 
   Each batch is read once and evaluated at every level; sums stay on device.
   """
-  score = jax.jit(task.score)
+  score = jit_score(task)
   sums = [0 for _ in levels]
   count = 0
   for batch_index, batch in enumerate(eval_batches(split, batch_size, mesh)):

@@ -48,7 +48,8 @@ def eval_batches(split, batch_size: int, mesh):
 
 
 @functools.lru_cache(maxsize=16)
-def _jit_score(task):
+def jit_score(task):
+  """``jax.jit(task.score)``, one per task: ``(outputs, batch) -> (sum, count)``."""
   return jax.jit(task.score)
 
 
@@ -60,7 +61,7 @@ def split_metric(task, predict, variables, split, *, batch_size: int, mesh=None,
   images_uint8) -> images_uint8`` runs on every batch first (e.g. a degradation at fixed
   keys, for model selection). Padding examples are masked out.
   """
-  score = _jit_score(task)
+  score = jit_score(task)
   total = count = 0
   for index, batch in enumerate(eval_batches(split, batch_size, mesh)):
     images = batch["image"] if transform is None else transform(index, batch["image"])

@@ -16,6 +16,7 @@ and ``stages``). Adding a method = a module with a ``Method`` and an entry below
 
 from __future__ import annotations
 
+from fdjax.config import parse_list
 from fdjax.methods import (ensemble, finetune, fusiondistill, fusiondistill_moe, modelsoups,
                            oracle, routed_experts)
 from fdjax.methods.base import Loadable, Method, Output
@@ -34,7 +35,7 @@ def get(name: str) -> Method:
 
 def parse(text: str) -> list[Method]:
   """``config.methods`` ('a,b,...') -> methods, in the given order."""
-  names = [t.strip() for t in str(text).split(",") if t.strip()]
+  names = parse_list(text)
   unknown = [n for n in names if n not in METHODS]
   if unknown or not names:
     raise ValueError(f"unknown method(s) {unknown} in config.methods={text!r}; "

@@ -14,15 +14,20 @@ from fdjax.study import stages
 from fdjax.trees import stack_trees
 
 
+def member_outputs(task, model, stacked, images) -> jax.Array:
+  """``[N, B, ...]``: every member of ``stacked`` (variables stacked on axis 0) predicts
+  the same uint8 ``images``."""
+  n = jax.tree.leaves(stacked)[0].shape[0]
+  return apply_experts(lambda v, x: task.predict(model, v, x), stacked,
+                       jnp.broadcast_to(images, (n, *images.shape)))
+
+
 @functools.lru_cache(maxsize=8)
 def ensemble_predictor(task, model):
   """``predict(stacked_variables, images_uint8) -> outputs`` of the combined members."""
 
   def predict(stacked, images):
-    n = jax.tree.leaves(stacked)[0].shape[0]
-    outputs = apply_experts(lambda v, x: task.predict(model, v, x), stacked,
-                            jnp.broadcast_to(images, (n, *images.shape)))
-    return task.ensemble(outputs)
+    return task.ensemble(member_outputs(task, model, stacked, images))
 
   return predict
 

@@ -14,6 +14,7 @@ import os
 import numpy as np
 
 from fdjax import moe
+from fdjax.config import parse_ints
 from fdjax.eval import levels as levels_lib
 from fdjax.eval import plots
 from fdjax.methods.base import Loadable, Method, Output
@@ -23,13 +24,6 @@ from fdjax.moe.student import STAGE, moe_student, recipe_parts
 from fdjax.study import stages
 from fdjax.study.runner import Stage
 from fdjax.study.training import Recipe, train_stage
-
-
-def parse_ints(text) -> list[int]:
-  try:
-    return [int(s) for s in str(text).split(",") if s.strip()]
-  except ValueError as e:
-    raise ValueError(f"expected comma-separated integers, got {text!r}") from e
 
 
 def _stage(runner):
@@ -70,10 +64,10 @@ ROUTING_COLUMN = "routing acc. (non-clean)"
 
 def routing(runner, model, variables) -> usage_lib.RoutingStats:
   """The MoE student's routing statistics on the evaluation images (every level of the
-  plan, evaluation keys), cached as ``routing_fusiondistill_moe.json`` beside the
-  evaluation results (the routed-experts row reuses them)."""
+  plan, evaluation keys), cached beside the evaluation results and keyed by the
+  student's weights like them (the routed-experts row reuses them)."""
   ctx = runner.ctx
-  path = os.path.join(runner.evaluate.dir, f"routing_{STAGE}.json")
+  path = runner.evaluate.path(f"routing_{STAGE}", variables)
   if os.path.exists(path):
     with open(path) as f:
       saved = json.load(f)
@@ -104,7 +98,7 @@ def _rows(runner) -> Output:
   trained, variables = runner.get(STAGE)
   stats = routing(runner, trained, variables)
   rows = []
-  for k in parse_ints(ctx.config.moe.ks):
+  for k in parse_ints(ctx.config.moe.ks, "moe.ks"):
     model = trained.clone(k=k)
     row = f"FusionDistill-MoE (K={k})"
     out.rows.append((row, runner.evaluate(f"fusiondistill_moe_k{k}", variables, model=model)))

@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
+from fdjax.config import parse_list
 from fdjax.methods.base import Loadable, Method, Output
 from fdjax.study.fused import BN_MODES
 
 
 def _variants(config) -> list[str]:
-  return [v.strip() for v in str(config.fusion.modelsoups_variants).split(",") if v.strip()]
+  return parse_list(config.fusion.modelsoups_variants)
 
 
 def _rows(runner) -> Output:

@@ -20,8 +20,8 @@ import jax
 import jax.numpy as jnp
 
 from fdjax import moe
-from fdjax.distill import apply_experts
 from fdjax.methods import fusiondistill_moe
+from fdjax.methods.ensemble import member_outputs
 from fdjax.methods.base import Method, Output
 from fdjax.moe.model import STAGES
 from fdjax.moe.student import STAGE
@@ -38,10 +38,7 @@ def routed_predictor(task, router_model, expert_model):
 
   def predict(variables, images):
     choice = route(task, router_model, variables["router"], images)          # [B]
-    stacked = variables["experts"]
-    n = jax.tree.leaves(stacked)[0].shape[0]
-    outputs = apply_experts(lambda v, x: task.predict(expert_model, v, x), stacked,
-                            jnp.broadcast_to(images, (n, *images.shape)))    # [N, B, ...]
+    outputs = member_outputs(task, expert_model, variables["experts"], images)  # [N, B, ...]
     return outputs[choice, jnp.arange(images.shape[0])]
 
   return predict

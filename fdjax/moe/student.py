@@ -24,6 +24,7 @@ import ml_collections
 import optax
 
 from fdjax import distill
+from fdjax.config import parse_list
 from fdjax.moe.homogenize import homogenize, per_task_value_and_grad
 from fdjax.moe.init import moe_variables
 from fdjax.moe.model import moe_resnet
@@ -39,10 +40,10 @@ def moe_student(config: ml_collections.ConfigDict, num_classes: int, k: int):
   with top-``k`` routing. Router fields missing from ``config.moe`` (a run saved before
   they existed) take their defaults."""
   cfg = config.moe
-  names = [n for n in config.degradations.split(",") if n.strip()]
+  names = parse_list(config.degradations)
   return moe_resnet(config.model.depth, num_classes, config.model.head,
                     num_experts=len(names), k=k,
-                    moe_stages=tuple(s.strip() for s in cfg.stages.split(",") if s.strip()),
+                    moe_stages=tuple(parse_list(cfg.stages)),
                     routing=cfg.routing, dispatch=cfg.dispatch, num_prompts=cfg.num_prompts,
                     channel_sharing=cfg.channel_sharing, expert_loop=cfg.expert_loop,
                     router_source=router_source(cfg.get("router_input", "stage")),

@@ -44,8 +44,13 @@ class Evaluator:
                 f"_bs{cfg.eval_batch_size}_{'-'.join(plan.names)}{ranges}")
     self.dir = os.path.join(ctx.workdir, "eval", settings)
 
+  def path(self, name: str, variables) -> str:
+    """The cache file of result ``name`` for these weights (other per-model results, e.g.
+    routing statistics, are cached the same way)."""
+    return os.path.join(self.dir, f"{name}-{variables_digest(variables)}.json")
+
   def __call__(self, name: str, variables, predict=None, model=None) -> dict:
-    path = os.path.join(self.dir, f"{name}-{variables_digest(variables)}.json")
+    path = self.path(name, variables)
     if os.path.exists(path):
       with open(path) as f:
         return json.load(f)

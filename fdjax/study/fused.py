@@ -19,6 +19,7 @@ from absl import logging
 
 from fdjax import data as data_lib
 from fdjax import fusion
+from fdjax.config import parse_list
 from fdjax.eval.metric import jit_clean, predictor, split_metric
 from fdjax.study.context import RunContext
 from fdjax.study.training import fixed_key_transform
@@ -45,7 +46,7 @@ def fused_stage(ctx: RunContext, expert_variables: Sequence[dict], bn_mode: str)
   if cfg.soup == "uniform":
     soup = fusion.uniform_soup(expert_variables, batch_stats=stats)
   elif cfg.soup == "weighted":
-    weights = [float(w) for w in str(cfg.weights).split(",") if w.strip()]
+    weights = [float(w) for w in parse_list(cfg.weights)]
     soup = fusion.weighted_soup(expert_variables, weights, batch_stats=stats)
   else:
     soup, chosen = fusion.greedy_soup(expert_variables, _held_out_score(ctx), batch_stats=stats)
