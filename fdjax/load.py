@@ -4,9 +4,17 @@
     loaded = fdjax.load_model("runs/quickstart", "fusiondistill")
     logits = loaded.predict(images_uint8)          # [B, H, W, 3] uint8 -> [B, C]
 
-``load_model`` reads the run's ``config.json`` and ``run.json`` to rebuild the model,
-loads the orbax checkpoint of the method's stage and returns a jitted ``predict`` that
-applies the model's own input normalisation (the task's ``predict``).
+``load_model`` reads the run's ``config.json`` and ``run.json`` (written by
+``fdjax.pipeline`` at the start of every run) to rebuild the model, loads the variables
+of the method's stage (``<run>/seed_<s>/<stage>/variables``) and returns a jitted
+``predict`` that applies the model's own input normalisation (the task's ``predict``).
+``fdjax.predictor.load_predictor`` wraps it into ``uint8 image -> uint8 image`` (restoration)
+or ``-> class index`` (classification).
+
+Errors a user can fix are ``RunError`` (a ``UserError``, also a ``FileNotFoundError``):
+not a run folder, a model the run does not have (``ModelNotInRunError``), a stage that
+has not finished (``StageNotFinishedError``, its hint the command that finishes it);
+an unknown model name is an ``UnknownModelError`` (also a ``ValueError``).
 """
 
 from __future__ import annotations
@@ -20,19 +28,133 @@ import jax
 import ml_collections
 
 from fdjax import tasks
+from fdjax.config import parse_list
+from fdjax.errors import UserError
 from fdjax.train import init_variables
-from fdjax.train.variables_io import load_variables
+from fdjax.train.variables_io import load_variables, variables_exist
+
+RERUN = ("python -m fdjax.main --config=<the run's config file> --workdir={run} "
+         "--config.methods={family}")
+
+
+class RunError(UserError, FileNotFoundError):
+  """``workdir`` is not a finished fdjax run, or lacks the model asked for."""
+
+
+class StageNotFinishedError(RunError):
+  """The model's stage belongs to the run but has no saved variables yet."""
+
+
+class ModelNotInRunError(RunError):
+  """The run was made without the method that trains this model."""
+
+
+class UnknownModelError(UserError, ValueError):
+  """No method of ``fdjax.methods`` saves a single model of that name."""
 
 
 @dataclasses.dataclass
 class LoadedModel:
-  """model: a Flax module; variables: {'params','batch_stats'}; predict: uint8 -> outputs."""
+  """model: a Flax module; variables: {'params','batch_stats'}; predict: uint8 -> outputs;
+  task: the run's ``fdjax.tasks`` task; run_info: ``run.json`` (dataset, num_classes,
+  image_shape, class_names); seed: the seed loaded; name: the model's name."""
 
   model: object
   variables: dict
   predict: Callable
   config: ml_collections.ConfigDict
   path: str
+  task: object = None
+  run_info: dict = dataclasses.field(default_factory=dict)
+  seed: int = 0
+  name: str = ""
+
+
+def read_run(workdir: str) -> tuple[ml_collections.ConfigDict, dict]:
+  """``(config, run_info)`` of run ``workdir`` (its ``config.json`` and ``run.json``)."""
+  if not os.path.isdir(workdir):
+    raise RunError(f"run folder {workdir} does not exist")
+  files = {}
+  for name in ("config.json", "run.json"):
+    path = os.path.join(workdir, name)
+    if not os.path.exists(path):
+      raise RunError(f"{path} not found: is {workdir!r} an fdjax run directory (the "
+                     "--workdir of python -m fdjax.main)?")
+    try:
+      with open(path) as f:
+        files[name] = json.load(f)
+    except (OSError, ValueError) as e:
+      raise RunError(f"cannot read {path}: {e}") from None
+  return ml_collections.ConfigDict(files["config.json"]), files["run.json"]
+
+
+def run_seeds(workdir: str) -> list[int]:
+  """The seeds of run ``workdir`` (its ``seed_<n>`` folders), ascending."""
+  seeds = sorted(int(d[len("seed_"):]) for d in os.listdir(workdir)
+                 if d.startswith("seed_") and d[len("seed_"):].isdigit())
+  if not seeds:
+    raise RunError(f"no seed_<n> folders in {workdir}: the run has not trained anything yet")
+  return seeds
+
+
+def _loadables() -> dict:
+  from fdjax import methods
+
+  return {k: v for m in methods.METHODS.values() for k, v in m.models.items()}
+
+
+def family(name: str) -> str:
+  """The ``config.methods`` entry that trains model ``name`` ('expert_<d>': oracle)."""
+  from fdjax import methods
+
+  if name.startswith("expert_"):
+    return "oracle"
+  return next(m.name for m in methods.METHODS.values() if name in m.models)
+
+
+def available_models(workdir: str, seed: int) -> list[str]:
+  """Names of the models of ``workdir``'s seed ``seed`` whose stage has finished."""
+  seed_dir = os.path.join(workdir, f"seed_{seed}")
+  names = [n for n, entry in _loadables().items()
+           if variables_exist(os.path.join(seed_dir, entry.stage, "variables"))]
+  experts = os.path.join(seed_dir, "experts")
+  if os.path.isdir(experts):
+    names += [f"expert_{d}" for d in sorted(os.listdir(experts))
+              if variables_exist(os.path.join(experts, d, "variables"))]
+  return sorted(names)
+
+
+def model_path(workdir: str, name: str, seed: int, config) -> str:
+  """``<workdir>/seed_<seed>/<stage>/variables`` of model ``name``, checked to exist.
+
+  Raises ``UnknownModelError``, ``StageNotFinishedError`` (the stage's folder exists, or
+  the run's ``config.methods`` includes its method) or ``ModelNotInRunError``."""
+  from fdjax import methods
+
+  try:
+    entry = methods.loadable(name)
+  except ValueError as e:
+    raise UnknownModelError(str(e)) from None
+  stage_dir = os.path.join(workdir, f"seed_{seed}", entry.stage)
+  path = os.path.join(stage_dir, "variables")
+  if variables_exist(path):
+    return path
+  owner = family(name)
+  planned = owner in parse_list(config.get("methods", "")) and (
+      not name.startswith("expert_")
+      or name[len("expert_"):] in parse_list(config.get("degradations", "")))
+  hint = RERUN.format(run=workdir, family=owner)
+  if os.path.isdir(stage_dir) or planned:
+    raise StageNotFinishedError(
+        f"model {name!r} of run {workdir} (seed {seed}) is not finished: stage "
+        f"{entry.stage!r} has no saved variables at {path}",
+        hint=f"finish it with {hint} (finished stages are reused; an interrupted stage "
+             "resumes from its last checkpoint)")
+  have = available_models(workdir, seed)
+  raise ModelNotInRunError(
+      f"run {workdir} (seed {seed}) has no model {name!r}: its config.methods is "
+      f"{config.get('methods', '')!r}; finished models: {', '.join(have) or 'none'}",
+      hint=f"train it with {hint}")
 
 
 def load_model(workdir: str, method: str = "fusiondistill", seed: int | None = None,
@@ -45,23 +167,16 @@ def load_model(workdir: str, method: str = "fusiondistill", seed: int | None = N
   """
   from fdjax import methods
 
-  config_path = os.path.join(workdir, "config.json")
-  if not os.path.exists(config_path):
-    raise FileNotFoundError(f"{config_path} not found: is {workdir!r} an fdjax run directory?")
-  with open(config_path) as f:
-    config = ml_collections.ConfigDict(json.load(f))
+  config, run_info = read_run(workdir)
+  seeds = run_seeds(workdir)
   if seed is None:
-    seeds = sorted(int(d[len("seed_"):]) for d in os.listdir(workdir) if d.startswith("seed_"))
-    if not seeds:
-      raise FileNotFoundError(f"no seed_<n> directories in {workdir}")
     seed = seeds[0]
+  elif seed not in seeds:
+    raise RunError(f"run {workdir} has no seed {seed}; its seeds: "
+                   f"{', '.join(map(str, seeds))}")
+  path = model_path(workdir, method, seed, config)
   entry = methods.loadable(method)
-  path = os.path.join(workdir, f"seed_{seed}", entry.stage, "variables")
-  if not os.path.isdir(path):
-    raise FileNotFoundError(f"method {method!r} has no finished checkpoint at {path}")
-  with open(os.path.join(workdir, "run.json")) as f:
-    run_info = json.load(f)
-  data_spec = tasks.DataSpec(tuple(run_info["image_shape"]), run_info["num_classes"])
+  data_spec = tasks.DataSpec(tuple(run_info["image_shape"]), run_info.get("num_classes", 0))
   task = tasks.from_config(config)
   model = (entry.build(config, data_spec, k) if entry.build
            else task.build_model(config, data_spec))
@@ -69,4 +184,5 @@ def load_model(workdir: str, method: str = "fusiondistill", seed: int | None = N
                                                    data_spec.image_shape))
   variables = load_variables(path, template)
   predict = jax.jit(lambda v, images: task.predict(model, v, images))
-  return LoadedModel(model, variables, lambda images: predict(variables, images), config, path)
+  return LoadedModel(model, variables, lambda images: predict(variables, images), config,
+                     path, task, run_info, seed, method)

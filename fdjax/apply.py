@@ -1,0 +1,166 @@
+"""Apply a finished run's model to your own images.
+
+    python -m fdjax.apply --run=runs/restoration --method=fusiondistill \\
+        --input=my_photos/ --output=restored/
+
+Restoration runs: every image of ``--input`` (a folder, not searched recursively, or
+one image file; png/jpg/jpeg/bmp/...) is restored at its own size and written to
+``--output`` as a PNG of the same name (``photo.jpg`` -> ``photo.png``). Images larger
+than ``--max_pixels`` run as overlapping tiles (``--tile``, ``--overlap``).
+Classification runs: the images are resized (bicubic) to the run's image size when they
+differ, and ``--output`` gets ``predictions.csv`` (file, class, label) instead (or the
+CSV is written to ``--output`` itself when it ends in ``.csv``).
+
+One line per image (its size and seconds; the first includes compilation), then where
+the files are. Errors you can fix (no such run, a model the run lacks or has not
+finished, an unreadable image) print one line and exit 2; ``--verbosity=1`` adds the
+traceback and the libraries' log lines. ``fdjax.predictor.load_predictor`` is the same
+from code.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import time
+
+from absl import app, flags
+
+from fdjax.console import configure_logging
+from fdjax.errors import DataError, MissingDataError, UserError, cli_errors
+
+EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
+
+_RUN = flags.DEFINE_string("run", None, "The --workdir of a finished python -m fdjax.main run.")
+_METHOD = flags.DEFINE_string("method", "fusiondistill",
+                              "Model of the run: fusiondistill, fusiondistill_moe, clean, "
+                              "expert_<degradation>, modelsoups, fusing, vanilla, scratch, ...")
+_INPUT = flags.DEFINE_string("input", None, "A folder of images, or one image file.")
+_OUTPUT = flags.DEFINE_string("output", None, "Folder for the results (created if needed).")
+_SEED = flags.DEFINE_integer("seed", None, "Seed of the run to use (default: its smallest).")
+_K = flags.DEFINE_integer("k", None, "Top-K routing of fusiondistill_moe (default: trained K).")
+_MAX_PIXELS = flags.DEFINE_integer("max_pixels", 1 << 20,
+                                   "Restoration: tile images with more pixels (0: never).")
+_TILE = flags.DEFINE_integer("tile", 512, "Restoration: tile side in pixels.")
+_OVERLAP = flags.DEFINE_integer("overlap", 64, "Restoration: overlap of adjacent tiles.")
+
+
+def list_images(path: str) -> list[str]:
+  """The image files of folder ``path`` (sorted by name), or ``[path]`` for one file."""
+  if os.path.isfile(path):
+    return [path]
+  if not os.path.isdir(path):
+    raise MissingDataError(f"--input {path} does not exist")
+  files = sorted(os.path.join(path, f) for f in os.listdir(path)
+                 if f.lower().endswith(EXTENSIONS) and os.path.isfile(os.path.join(path, f)))
+  if not files:
+    raise DataError(f"no images in {path} (looked for {', '.join(EXTENSIONS)})")
+  return files
+
+
+def read_image(path: str, size: tuple[int, int] | None = None):
+  """uint8 RGB ``[H, W, 3]`` of file ``path`` (grey, palette, RGBA converted), resized
+  (bicubic) to ``size`` = (height, width) when given and different."""
+  import numpy as np
+  from PIL import Image
+
+  try:
+    with Image.open(path) as im:
+      im = im.convert("RGB")
+      if size is not None and im.size != (size[1], size[0]):
+        im = im.resize((size[1], size[0]), Image.BICUBIC)
+      return np.asarray(im, np.uint8)
+  except (OSError, SyntaxError, ValueError) as e:
+    raise DataError(f"cannot read image {path}: {e}") from None
+
+
+def output_names(files: list[str]) -> list[str]:
+  """``<stem>.png`` per file; DataError when two files share a stem."""
+  names = [os.path.splitext(os.path.basename(f))[0] + ".png" for f in files]
+  seen: dict[str, str] = {}
+  for f, name in zip(files, names):
+    if name in seen:
+      raise DataError(f"{seen[name]} and {f} would both be written as {name}; rename one")
+    seen[name] = f
+  return names
+
+
+def restore_files(predict, files: list[str], output: str, echo=print) -> list[str]:
+  """Restores ``files`` with ``predict`` (uint8 image -> uint8 image) into PNGs in
+  ``output``; one line per image via ``echo``. Returns the written paths."""
+  from PIL import Image
+
+  if any(os.path.abspath(os.path.dirname(f)) == os.path.abspath(output) for f in files):
+    raise UserError(f"--output {output} holds the input images; choose another folder")
+  os.makedirs(output, exist_ok=True)
+  written = []
+  for f, name in zip(files, output_names(files)):
+    image = read_image(f)
+    start = time.perf_counter()
+    restored = predict(image)
+    seconds = time.perf_counter() - start
+    path = os.path.join(output, name)
+    Image.fromarray(restored).save(path)
+    written.append(path)
+    echo(f"{os.path.basename(f)}  {image.shape[1]}x{image.shape[0]}  {seconds:.2f} s")
+  return written
+
+
+def classify_files(predictor, files: list[str], output: str, echo=print) -> str:
+  """Classifies ``files`` into a CSV (file, class, label); returns its path."""
+  shape = tuple(predictor.loaded.run_info["image_shape"])
+  names = predictor.class_names
+  path = output if output.lower().endswith(".csv") else os.path.join(output, "predictions.csv")
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  with open(path, "w", newline="") as handle:
+    writer = csv.writer(handle)
+    writer.writerow(["file", "class", "label"])
+    for f in files:
+      start = time.perf_counter()
+      label = predictor(read_image(f, shape[:2]))
+      seconds = time.perf_counter() - start
+      writer.writerow([os.path.basename(f), label, names[label] if label < len(names) else ""])
+      echo(f"{os.path.basename(f)}  class {label}  {seconds:.2f} s")
+  return path
+
+
+def apply_run(run: str, method: str, input_path: str, output: str, *, seed=None, k=None,
+              tiling=None, echo=print) -> list[str]:
+  """What the command does (module docstring); returns the paths written."""
+  from fdjax.predictor import Tiling, load_predictor
+
+  files = list_images(input_path)
+  predictor = load_predictor(run, method, seed, k=k,
+                             tiling=Tiling() if tiling is None else tiling)
+  where = f"run {run}, model {method} (seed {predictor.loaded.seed})"
+  if predictor.kind == "image":
+    echo(f"Restoring {len(files)} image(s) with {where}")
+    written = restore_files(predictor, files, output, echo)
+    echo(f"Wrote {len(written)} PNG(s) to {output}")
+    return written
+  echo(f"Classifying {len(files)} image(s) with {where}")
+  path = classify_files(predictor, files, output, echo)
+  echo(f"Wrote predictions to {path}")
+  return [path]
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  verbosity = flags.FLAGS.verbosity if flags.FLAGS["verbosity"].present else 0
+  configure_logging(verbosity)
+  from fdjax.predictor import Tiling
+
+  with cli_errors(verbosity):
+    missing = [f"--{f.name}" for f in (_RUN, _INPUT, _OUTPUT) if f.value is None]
+    if missing:
+      raise UserError(f"missing {', '.join(missing)}; usage: python -m fdjax.apply "
+                      "--run=<workdir> --method=<model> --input=<folder or image> "
+                      "--output=<folder>")
+    tiling = Tiling(max_pixels=_MAX_PIXELS.value, tile=_TILE.value, overlap=_OVERLAP.value)
+    apply_run(_RUN.value, _METHOD.value, _INPUT.value, _OUTPUT.value, seed=_SEED.value,
+              k=_K.value, tiling=tiling)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,146 @@
+"""A finished run as one function of uint8 images, needing nothing but the run's path::
+
+    from fdjax.predictor import load_predictor
+    restore = load_predictor("runs/restoration", "fusiondistill")
+    clean = restore(noisy_uint8)          # [H, W, 3] uint8 -> [H, W, 3] uint8, any H, W
+    classify = load_predictor("runs/quickstart", "fusiondistill")
+    label = classify(image_uint8)         # [H, W, 3] -> int; [B, H, W, 3] -> int64 [B]
+
+The run's ``config.json`` and ``run.json`` rebuild the task and the model
+(``fdjax.load.load_model``); what the predictor returns depends on the run's task:
+
+* restoration (``kind = 'image'``): the task's ``predict`` (padded to the network's
+  stride, cropped back, float 0..255 clipped) rounded half to even (``np.rint``) to
+  uint8. Images with more than ``Tiling.max_pixels`` pixels run as overlapping tiles
+  (``fdjax.eval.inference.apply_tiled``), which bounds memory and is close to, not
+  identical with, the whole-image result (a U-Net's receptive field crosses tile edges).
+* classification (``kind = 'class'``): the arg-max class of the task's logits. Images
+  must have the run's size (``run.json`` ``image_shape``); ``fdjax.apply`` resizes files.
+
+Bad input (not uint8, not ``[..., H, W, 3]``, a classifier's wrong size) is a
+``DataError`` naming what was expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import numpy as np
+
+from fdjax.errors import ConfigError, DataError
+from fdjax.eval import inference
+from fdjax.load import LoadedModel, load_model
+
+
+@dataclasses.dataclass(frozen=True)
+class Tiling:
+  """When and how a restorer tiles: images above ``max_pixels`` (H x W) run as tiles of
+  ``tile`` pixels overlapping by ``overlap``; each tile's ``margin`` pixels (None:
+  ``overlap // 4``) at an edge inside the image are dropped and the rest of the overlaps
+  averaged; ``tile_batch`` tiles per call. ``max_pixels=0`` never tiles. A margin at
+  least the network's receptive-field radius gives the whole-image result."""
+
+  max_pixels: int = 1 << 20
+  tile: int = 512
+  overlap: int = 64
+  margin: int | None = None
+  tile_batch: int = 4
+
+  def __post_init__(self):
+    margin = self.overlap // 4 if self.margin is None else self.margin
+    if self.max_pixels < 0 or self.tile < 1 or not 0 <= self.overlap < self.tile \
+        or not 0 <= margin <= self.overlap // 2 or self.tile_batch < 1:
+      raise ConfigError(f"tiling needs max_pixels >= 0, tile >= 1, 0 <= overlap < tile, "
+                        f"0 <= margin <= overlap // 2 and tile_batch >= 1, got {self}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Predictor:
+  """``predictor(images)``: see the module docstring. kind: 'image' or 'class';
+  loaded: the ``LoadedModel`` (model, variables, config, run_info, path)."""
+
+  fn: Callable
+  kind: str
+  loaded: LoadedModel
+
+  def __call__(self, images):
+    return self.fn(images)
+
+  @property
+  def class_names(self) -> list[str]:
+    return list(self.loaded.run_info.get("class_names", []))
+
+
+def check_images(images) -> np.ndarray:
+  """``images`` as a uint8 numpy array ``[H, W, 3]`` or ``[B, H, W, 3]``, or DataError."""
+  x = np.asarray(images)
+  if x.dtype != np.uint8 or x.ndim not in (3, 4) or x.shape[-1] != 3 or 0 in x.shape:
+    raise DataError(f"expected uint8 RGB images [H, W, 3] or [B, H, W, 3] (0..255), got "
+                    f"{x.dtype} {list(x.shape)}")
+  return x
+
+
+def to_uint8(images) -> np.ndarray:
+  """float 0..255 -> uint8: rounded half to even, clipped to 0..255."""
+  return np.clip(np.rint(np.asarray(images, np.float32)), 0, 255).astype(np.uint8)
+
+
+def restorer(loaded: LoadedModel, tiling: Tiling | None = Tiling()) -> Callable:
+  """``uint8 [H, W, 3] -> uint8 [H, W, 3]`` (or ``[B, H, W, 3]``, one size) of a
+  restoration model; tiled above ``tiling.max_pixels`` (None: never)."""
+  stride = int(getattr(loaded.model, "stride", 1))
+
+  def predict(images):
+    x = check_images(images)
+    batch = x[None] if x.ndim == 3 else x
+    h, w = batch.shape[1:3]
+    if tiling is not None and tiling.max_pixels and h * w > tiling.max_pixels:
+      out = inference.apply_tiled(loaded.predict, batch, tile=tiling.tile,
+                                  overlap=tiling.overlap, margin=tiling.margin,
+                                  multiple=stride,
+                                  tile_batch=tiling.tile_batch)
+    else:
+      out = loaded.predict(batch)
+    out = to_uint8(out)
+    return out[0] if x.ndim == 3 else out
+
+  return predict
+
+
+def classifier(loaded: LoadedModel, tiling: Tiling | None = None,
+               batch_size: int = 256) -> Callable:
+  """``uint8 [H, W, 3] -> int`` or ``[B, H, W, 3] -> int64 [B]``: the arg-max class;
+  images must be the run's ``image_shape``. ``tiling`` is unused (whole images)."""
+  del tiling
+  shape = tuple(loaded.run_info["image_shape"])
+
+  def predict(images):
+    x = check_images(images)
+    batch = x[None] if x.ndim == 3 else x
+    if tuple(batch.shape[1:]) != shape:
+      raise DataError(f"this run classifies {shape[0]}x{shape[1]} images (height x width), "
+                      f"got {batch.shape[1]}x{batch.shape[2]}; resize them first")
+    labels = np.concatenate([np.argmax(np.asarray(loaded.predict(batch[i:i + batch_size])),
+                                       axis=-1) for i in range(0, len(batch), batch_size)])
+    return int(labels[0]) if x.ndim == 3 else labels.astype(np.int64)
+
+  return predict
+
+
+# The run's task name -> (predictor kind, builder). A new task adds its entry.
+FOR_TASK = {"restoration": ("image", restorer), "classification": ("class", classifier)}
+
+
+def load_predictor(run: str, method: str = "fusiondistill", seed: int | None = None, *,
+                   k: int | None = None, tiling: Tiling | None = Tiling()) -> Predictor:
+  """The model ``method`` of finished run ``run`` as a ``Predictor`` (module docstring).
+
+  ``method``: a model name of ``fdjax.load.load_model`` ('fusiondistill', 'clean',
+  'expert_<degradation>', 'fusiondistill_moe', ...); ``seed``: default the run's
+  smallest; ``k``: top-K of 'fusiondistill_moe'; ``tiling``: see ``Tiling``.
+  Raises ``fdjax.load.RunError`` / ``UnknownModelError`` (one-line ``UserError``s).
+  """
+  loaded = load_model(run, method, seed, k)
+  kind, build = FOR_TASK[loaded.task.name]
+  return Predictor(build(loaded, tiling), kind, loaded)

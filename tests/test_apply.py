@@ -1,0 +1,229 @@
+"""Restoring and classifying a user's images with a finished run: ``load_predictor`` and
+``python -m fdjax.apply`` on tiny run folders built by hand in the layout a run writes
+(``config.json``/``run.json`` by the pipeline's own writers, stage variables by
+``save_variables``), checked against the model applied directly with numpy rounding."""
+
+import csv
+import os
+import types
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+from absl import flags
+from PIL import Image
+
+from fdjax import apply as apply_cli
+from fdjax import pipeline, tasks
+from fdjax.config import base_config
+from fdjax.errors import UserError
+from fdjax.eval import inference
+from fdjax.load import ModelNotInRunError, RunError, StageNotFinishedError, UnknownModelError
+from fdjax.predictor import Tiling, load_predictor
+from fdjax.train.variables_io import save_variables
+from random_weights import random_variables
+
+TINY_UNET = dict(model="unet", width=4, depth=1, blocks=1, middle_blocks=1)
+
+
+def make_run(workdir, config, image_shape, stages, *, num_classes=0, class_names=()):
+  """A finished run folder: the pipeline's ``config.json`` and ``run.json``, and random
+  variables of the task's model in ``seed_0/<stage>/variables`` for each of ``stages``.
+  Returns the model and ``{stage: variables}``."""
+  os.makedirs(workdir, exist_ok=True)
+  pipeline._write_config(config, str(workdir))
+  dataset = types.SimpleNamespace(name="tiny", num_classes=num_classes,
+                                  image_shape=image_shape, class_names=list(class_names))
+  pipeline._write_run_info(dataset, str(workdir))
+  task = tasks.from_config(config)
+  model = task.build_model(config, tasks.DataSpec(image_shape, num_classes))
+  saved = {}
+  for i, stage in enumerate(stages):
+    saved[stage] = random_variables(model, i, image_shape)
+    save_variables(os.path.join(workdir, "seed_0", stage, "variables"), saved[stage])
+  return model, saved
+
+
+def restoration_config():
+  config = base_config()
+  config.task = "restoration"
+  config.methods = "oracle,fusiondistill"
+  config.degradations = "awgn"
+  config.restoration = ml_collections.ConfigDict(TINY_UNET)
+  return config
+
+
+@pytest.fixture(scope="module")
+def restoration_run(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("run")
+  model, saved = make_run(workdir, restoration_config(), (16, 16, 3),
+                          ["fusiondistill", "clean"])
+  return str(workdir), model, saved
+
+
+def reference_restore(model, variables, image):
+  """The model applied by hand: reflect-pad to its stride with numpy, input / 255,
+  output x 255, crop, clip, round half to even."""
+  h, w = image.shape[:2]
+  s = model.stride
+  padded = np.pad(image.astype(np.float32) / 255.0,
+                  [(0, -h % s), (0, -w % s), (0, 0)], mode="reflect")
+  out = np.asarray(model.apply(variables, padded[None], train=False)[0][0])
+  return np.rint(np.clip(out[:h, :w] * 255.0, 0, 255)).astype(np.uint8)
+
+
+def test_restorer_returns_the_models_rounded_output_at_any_size(restoration_run):
+  workdir, model, saved = restoration_run
+  predict = load_predictor(workdir, "fusiondistill")
+  assert predict.kind == "image" and model.stride == 2
+  rng = np.random.default_rng(0)
+  for shape in [(37, 53, 3), (16, 16, 3)]:
+    image = rng.integers(0, 256, shape, dtype=np.uint8)
+    out = predict(image)
+    assert out.dtype == np.uint8 and out.shape == shape
+    expected = reference_restore(model, saved["fusiondistill"], image)
+    # Float rounding at .5 boundaries may differ by one grey level on very few pixels.
+    assert np.abs(out.astype(int) - expected).max() <= 1
+    assert np.mean(out != expected) < 1e-3
+    assert np.abs(out.astype(int) - image).mean() > 1  # the random model changes the image
+  # Another stage of the same run is another model.
+  clean = load_predictor(workdir, "clean")(image)
+  assert np.array_equal(clean, reference_restore(model, saved["clean"], image))
+
+
+def test_tiled_inference_is_close_to_whole_image(restoration_run, monkeypatch):
+  workdir = restoration_run[0]
+  tiled_calls = []
+  original = inference.apply_tiled
+  monkeypatch.setattr(inference, "apply_tiled",
+                      lambda *a, **k: tiled_calls.append(k) or original(*a, **k))
+  image = np.random.default_rng(1).integers(0, 256, (45, 61, 3), dtype=np.uint8)
+  whole = load_predictor(workdir, tiling=None)(image)
+  # The tiny U-Net sees about 11 pixels around each output pixel: a 12-pixel margin
+  # gives the whole-image result up to float rounding; a 2-pixel margin does not.
+  exact = Tiling(max_pixels=32 * 32, tile=40, overlap=24, margin=12)
+  tiled = load_predictor(workdir, tiling=exact)(image)
+  assert len(tiled_calls) == 1 and tiled_calls[0]["tile"] == 40
+  assert tiled.shape == whole.shape
+  assert np.abs(tiled.astype(int) - whole).max() <= 1
+  rough = load_predictor(workdir, tiling=Tiling(max_pixels=32 * 32, tile=40, overlap=24,
+                                                margin=2))(image)
+  assert np.abs(rough.astype(int) - whole).max() > 1
+  # Images within max_pixels are not tiled.
+  load_predictor(workdir, tiling=exact)(image[:30, :30])
+  assert len(tiled_calls) == 2
+
+
+def test_restorer_rejects_bad_images(restoration_run):
+  predict = load_predictor(restoration_run[0])
+  with pytest.raises(UserError, match="uint8"):
+    predict(np.zeros((8, 8, 3), np.float32))
+  with pytest.raises(UserError, match=r"\[8, 8\]"):
+    predict(np.zeros((8, 8), np.uint8))
+
+
+def test_run_errors_are_one_line_user_errors(restoration_run, tmp_path):
+  workdir = restoration_run[0]
+  with pytest.raises(RunError, match="does not exist"):
+    load_predictor(str(tmp_path / "nowhere"))
+  with pytest.raises(RunError, match="config.json"):
+    load_predictor(str(tmp_path))
+  with pytest.raises(UnknownModelError, match="no single model"):
+    load_predictor(workdir, "ensemble")
+  # In config.methods (oracle) but no variables: not finished, with the command.
+  with pytest.raises(StageNotFinishedError, match="'experts/awgn'") as err:
+    load_predictor(workdir, "expert_awgn")
+  assert "python -m fdjax.main" in err.value.hint and "--config.methods=oracle" in err.value.hint
+  # Not in config.methods: the run lacks it; the message lists what it has.
+  with pytest.raises(ModelNotInRunError, match="clean, fusiondistill"):
+    load_predictor(workdir, "fusing")
+  with pytest.raises(RunError, match="no seed 3"):
+    load_predictor(workdir, seed=3)
+
+
+def test_unfinished_stage_names_the_stage(tmp_path):
+  config = restoration_config()
+  config.methods = "fusing"
+  make_run(tmp_path, config, (16, 16, 3), [])
+  os.makedirs(tmp_path / "seed_0" / "fusing" / "checkpoints")
+  with pytest.raises(StageNotFinishedError, match="stage 'fusing' has no saved variables"):
+    load_predictor(str(tmp_path), "fusing")
+
+
+def write_images(folder, shapes, ext=".png"):
+  os.makedirs(folder, exist_ok=True)
+  rng = np.random.default_rng(2)
+  images = {}
+  for i, shape in enumerate(shapes):
+    images[f"img{i}{ext}"] = rng.integers(0, 256, shape, dtype=np.uint8)
+    Image.fromarray(images[f"img{i}{ext}"]).save(os.path.join(folder, f"img{i}{ext}"))
+  return images
+
+
+def run_cli(*args):
+  """``python -m fdjax.apply`` in-process: parses ``args`` and calls its ``main``."""
+  flags.FLAGS.unparse_flags()
+  flags.FLAGS(["fdjax.apply", *args])
+  try:
+    apply_cli.main(["fdjax.apply"])
+  finally:
+    flags.FLAGS.unparse_flags()
+
+
+def test_cli_restores_a_folder(restoration_run, tmp_path, capsys):
+  workdir, model, saved = restoration_run
+  images = write_images(tmp_path / "in", [(21, 30, 3), (16, 18, 3)])
+  Image.fromarray(images["img0.png"]).save(tmp_path / "in" / "img2.bmp")
+  (tmp_path / "in" / "notes.txt").write_text("not an image")
+  run_cli(f"--run={workdir}", "--method=fusiondistill", f"--input={tmp_path / 'in'}",
+          f"--output={tmp_path / 'out'}")
+  assert sorted(os.listdir(tmp_path / "out")) == ["img0.png", "img1.png", "img2.png"]
+  for name, image in [*images.items(), ("img2.png", images["img0.png"])]:
+    written = np.asarray(Image.open(tmp_path / "out" / name))
+    assert np.array_equal(written, reference_restore(model, saved["fusiondistill"], image))
+  out = capsys.readouterr().out
+  assert "img0.png  30x21" in out and "img2.bmp  30x21" in out
+  assert f"Wrote 3 PNG(s) to {tmp_path / 'out'}" in out
+
+
+def test_cli_user_errors_exit_2_with_one_line(restoration_run, tmp_path, capsys):
+  workdir = restoration_run[0]
+  write_images(tmp_path / "in", [(8, 8, 3)])
+  cases = [([f"--run={tmp_path / 'missing'}"], "does not exist"),
+           ([f"--run={workdir}", "--method=fusing"], "has no model 'fusing'"),
+           ([f"--run={workdir}", "--method=expert_awgn"], "is not finished")]
+  for args, needle in cases:
+    with pytest.raises(SystemExit) as exit_info:
+      run_cli(*args, f"--input={tmp_path / 'in'}", f"--output={tmp_path / 'out'}")
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[0].startswith("error:") and needle in lines[0], lines
+    assert "Traceback" not in "".join(lines)
+  with pytest.raises(SystemExit):
+    run_cli(f"--run={workdir}", f"--input={tmp_path / 'in'}", f"--output={tmp_path / 'in'}")
+  assert "holds the input images" in capsys.readouterr().err
+
+
+def test_cli_classification_writes_a_csv(tmp_path, capsys):
+  config = base_config()
+  config.data.source = "digits"
+  config.data.normalization = "unit"
+  config.model.depth = 8
+  config.methods = "fusiondistill"
+  names = [f"c{i}" for i in range(10)]
+  model, saved = make_run(tmp_path / "run", config, (8, 8, 3), ["fusiondistill"],
+                          num_classes=10, class_names=names)
+  images = write_images(tmp_path / "in", [(8, 8, 3), (8, 8, 3), (12, 10, 3)])
+  run_cli(f"--run={tmp_path / 'run'}", f"--input={tmp_path / 'in'}",
+          f"--output={tmp_path / 'out'}")
+  with open(tmp_path / "out" / "predictions.csv") as f:
+    rows = list(csv.DictReader(f))
+  assert [r["file"] for r in rows] == sorted(images)
+  task = tasks.from_config(config)
+  for row in rows:
+    image = np.asarray(Image.open(tmp_path / "in" / row["file"]).resize((8, 8), Image.BICUBIC))
+    logits = task.predict(model, saved["fusiondistill"], image[None])
+    assert int(row["class"]) == int(jax.numpy.argmax(logits[0]))
+    assert row["label"] == names[int(row["class"])]
+  assert "Wrote predictions to" in capsys.readouterr().out
