@@ -30,6 +30,7 @@ import ml_collections
 from fdjax import tasks
 from fdjax.config import parse_list
 from fdjax.errors import UserError
+from fdjax.eval.metric import jit_clean, predictor
 from fdjax.train import init_variables
 from fdjax.train.variables_io import load_variables, variables_exist
 
@@ -183,6 +184,6 @@ def load_model(workdir: str, method: str = "fusiondistill", seed: int | None = N
   template = jax.eval_shape(lambda: init_variables(model, jax.random.key(0),
                                                    data_spec.image_shape))
   variables = load_variables(path, template)
-  predict = jax.jit(lambda v, images: task.predict(model, v, images))
+  predict = jit_clean(predictor(task, model))  # memoised: equal models share compilations
   return LoadedModel(model, variables, lambda images: predict(variables, images), config,
                      path, task, run_info, seed, method)

@@ -4,6 +4,7 @@
 ``save_variables``), checked against the model applied directly with numpy rounding."""
 
 import csv
+import functools
 import os
 import types
 
@@ -62,6 +63,14 @@ def restoration_run(tmp_path_factory):
   return str(workdir), model, saved
 
 
+ODD, SMALL = (37, 53, 3), (16, 16, 3)  # the sizes used throughout (few compilations)
+
+
+@functools.lru_cache(maxsize=None)
+def jitted_apply(model):
+  return jax.jit(lambda v, x: model.apply(v, x, train=False)[0])
+
+
 def reference_restore(model, variables, image):
   """The model applied by hand: reflect-pad to its stride with numpy, input / 255,
   output x 255, crop, clip, round half to even."""
@@ -69,7 +78,7 @@ def reference_restore(model, variables, image):
   s = model.stride
   padded = np.pad(image.astype(np.float32) / 255.0,
                   [(0, -h % s), (0, -w % s), (0, 0)], mode="reflect")
-  out = np.asarray(model.apply(variables, padded[None], train=False)[0][0])
+  out = np.asarray(jitted_apply(model)(variables, padded[None])[0])
   return np.rint(np.clip(out[:h, :w] * 255.0, 0, 255)).astype(np.uint8)
 
 
@@ -78,7 +87,7 @@ def test_restorer_returns_the_models_rounded_output_at_any_size(restoration_run)
   predict = load_predictor(workdir, "fusiondistill")
   assert predict.kind == "image" and model.stride == 2
   rng = np.random.default_rng(0)
-  for shape in [(37, 53, 3), (16, 16, 3)]:
+  for shape in [ODD, SMALL]:
     image = rng.integers(0, 256, shape, dtype=np.uint8)
     out = predict(image)
     assert out.dtype == np.uint8 and out.shape == shape
@@ -90,6 +99,7 @@ def test_restorer_returns_the_models_rounded_output_at_any_size(restoration_run)
   # Another stage of the same run is another model.
   clean = load_predictor(workdir, "clean")(image)
   assert np.array_equal(clean, reference_restore(model, saved["clean"], image))
+  assert not np.array_equal(clean, out)
 
 
 def test_tiled_inference_is_close_to_whole_image(restoration_run, monkeypatch):
@@ -98,7 +108,7 @@ def test_tiled_inference_is_close_to_whole_image(restoration_run, monkeypatch):
   original = inference.apply_tiled
   monkeypatch.setattr(inference, "apply_tiled",
                       lambda *a, **k: tiled_calls.append(k) or original(*a, **k))
-  image = np.random.default_rng(1).integers(0, 256, (45, 61, 3), dtype=np.uint8)
+  image = np.random.default_rng(1).integers(0, 256, ODD, dtype=np.uint8)
   whole = load_predictor(workdir, tiling=None)(image)
   # The tiny U-Net sees about 11 pixels around each output pixel: a 12-pixel margin
   # gives the whole-image result up to float rounding; a 2-pixel margin does not.
@@ -111,7 +121,7 @@ def test_tiled_inference_is_close_to_whole_image(restoration_run, monkeypatch):
                                                 margin=2))(image)
   assert np.abs(rough.astype(int) - whole).max() > 1
   # Images within max_pixels are not tiled.
-  load_predictor(workdir, tiling=exact)(image[:30, :30])
+  load_predictor(workdir, tiling=exact)(image[:SMALL[0], :SMALL[1]])
   assert len(tiled_calls) == 2
 
 
@@ -173,7 +183,7 @@ def run_cli(*args):
 
 def test_cli_restores_a_folder(restoration_run, tmp_path, capsys):
   workdir, model, saved = restoration_run
-  images = write_images(tmp_path / "in", [(21, 30, 3), (16, 18, 3)])
+  images = write_images(tmp_path / "in", [ODD, SMALL])
   Image.fromarray(images["img0.png"]).save(tmp_path / "in" / "img2.bmp")
   (tmp_path / "in" / "notes.txt").write_text("not an image")
   run_cli(f"--run={workdir}", "--method=fusiondistill", f"--input={tmp_path / 'in'}",
@@ -183,7 +193,7 @@ def test_cli_restores_a_folder(restoration_run, tmp_path, capsys):
     written = np.asarray(Image.open(tmp_path / "out" / name))
     assert np.array_equal(written, reference_restore(model, saved["fusiondistill"], image))
   out = capsys.readouterr().out
-  assert "img0.png  30x21" in out and "img2.bmp  30x21" in out
+  assert "img0.png  53x37" in out and "img2.bmp  53x37" in out
   assert f"Wrote 3 PNG(s) to {tmp_path / 'out'}" in out
 
 
@@ -220,10 +230,10 @@ def test_cli_classification_writes_a_csv(tmp_path, capsys):
   with open(tmp_path / "out" / "predictions.csv") as f:
     rows = list(csv.DictReader(f))
   assert [r["file"] for r in rows] == sorted(images)
-  task = tasks.from_config(config)
-  for row in rows:
-    image = np.asarray(Image.open(tmp_path / "in" / row["file"]).resize((8, 8), Image.BICUBIC))
-    logits = task.predict(model, saved["fusiondistill"], image[None])
-    assert int(row["class"]) == int(jax.numpy.argmax(logits[0]))
-    assert row["label"] == names[int(row["class"])]
+  # Reference: the model on the images resized by PIL, normalised by hand ('unit').
+  resized = np.stack([np.asarray(Image.open(tmp_path / "in" / r["file"]).resize(
+      (8, 8), Image.BICUBIC)) for r in rows]).astype(np.float32)
+  logits = jitted_apply(model)(saved["fusiondistill"], (resized - 127.5) / 127.5)
+  assert [int(r["class"]) for r in rows] == list(np.argmax(np.asarray(logits), -1))
+  assert [r["label"] for r in rows] == [names[int(r["class"])] for r in rows]
   assert "Wrote predictions to" in capsys.readouterr().out
