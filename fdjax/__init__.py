@@ -11,6 +11,14 @@ def load_model(workdir: str, method: str = "fusiondistill", seed: int | None = N
   return _load_model(workdir, method, seed, k)
 
 
+def load_predictor(run: str, method: str = "fusiondistill", seed: int | None = None, **options):
+  """See ``fdjax.predictor.load_predictor``: a finished run as ``uint8 image -> uint8
+  image`` (restoration) or ``-> class index`` (classification)."""
+  from fdjax.predictor import load_predictor as _load_predictor
+
+  return _load_predictor(run, method, seed, **options)
+
+
 def restore(workdir: str, method: str = "fusiondistill", seed: int | None = None,
             k: int | None = None):
   """Deprecated name of ``load_model`` (kept for existing scripts; warns)."""

@@ -59,13 +59,19 @@ def list_images(path: str) -> list[str]:
 
 
 def read_image(path: str, size: tuple[int, int] | None = None):
-  """uint8 RGB ``[H, W, 3]`` of file ``path`` (grey, palette, RGBA converted), resized
-  (bicubic) to ``size`` = (height, width) when given and different."""
+  """uint8 RGB ``[H, W, 3]`` of file ``path``, upright by its EXIF orientation (as
+  viewers show phone photos); grey (16-bit grey scaled to 8 bits), palette and RGBA
+  (alpha dropped) converted; resized (bicubic) to ``size`` = (height, width) when given
+  and different."""
   import numpy as np
-  from PIL import Image
+  from PIL import Image, ImageOps
 
   try:
     with Image.open(path) as im:
+      im = ImageOps.exif_transpose(im)
+      if im.mode.startswith("I;16") or im.mode == "I":  # 16-bit grey: 0..65535 -> 0..255
+        grey = np.asarray(im, np.float64) / 257.0
+        im = Image.fromarray(np.clip(np.rint(grey), 0, 255).astype(np.uint8))
       im = im.convert("RGB")
       if size is not None and im.size != (size[1], size[0]):
         im = im.resize((size[1], size[0]), Image.BICUBIC)

@@ -237,3 +237,20 @@ def test_cli_classification_writes_a_csv(tmp_path, capsys):
   assert [int(r["class"]) for r in rows] == list(np.argmax(np.asarray(logits), -1))
   assert [r["label"] for r in rows] == [names[int(r["class"])] for r in rows]
   assert "Wrote predictions to" in capsys.readouterr().out
+
+
+def test_read_image_converts_16_bit_grey_and_applies_exif_rotation(tmp_path):
+  grey16 = np.array([[0, 257 * 100, 65535]], np.uint16)
+  Image.fromarray(grey16).save(tmp_path / "g.png")
+  assert Image.open(tmp_path / "g.png").mode.startswith("I")
+  np.testing.assert_array_equal(apply_cli.read_image(str(tmp_path / "g.png"))[..., 0],
+                                [[0, 100, 255]])
+  rgb = np.random.default_rng(0).integers(0, 256, (4, 6, 3), dtype=np.uint8)
+  exif = Image.Exif()
+  exif[0x0112] = 6  # orientation: shown rotated 90 degrees clockwise
+  Image.fromarray(rgb).save(tmp_path / "r.png", exif=exif)
+  np.testing.assert_array_equal(apply_cli.read_image(str(tmp_path / "r.png")),
+                                np.rot90(rgb, -1))
+  with pytest.raises(UserError, match="cannot read image"):
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    apply_cli.read_image(str(tmp_path / "bad.png"))
