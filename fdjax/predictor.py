@@ -30,6 +30,7 @@ import numpy as np
 
 from fdjax.errors import ConfigError, DataError
 from fdjax.eval import inference
+from fdjax.eval.metric import jit_clean, predictor
 from fdjax.load import LoadedModel, load_model
 
 
@@ -86,46 +87,62 @@ def to_uint8(images) -> np.ndarray:
   return np.clip(np.rint(np.asarray(images, np.float32)), 0, 255).astype(np.uint8)
 
 
-def restorer(loaded: LoadedModel, tiling: Tiling | None = Tiling()) -> Callable:
+def image_restorer(task, model, variables, tiling: Tiling | None = Tiling()) -> Callable:
   """``uint8 [H, W, 3] -> uint8 [H, W, 3]`` (or ``[B, H, W, 3]``, one size) of a
-  restoration model; tiled above ``tiling.max_pixels`` (None: never)."""
-  stride = int(getattr(loaded.model, "stride", 1))
+  restoration ``model`` with ``variables`` (in memory: e.g. a stage's result inside the
+  study, for ``fdjax.eval.image_grid``); tiled above ``tiling.max_pixels`` (None: never)."""
+  jitted = jit_clean(predictor(task, model))
+  stride = int(getattr(model, "stride", 1))
+
+  def batched(images):
+    return jitted(variables, images)
 
   def predict(images):
     x = check_images(images)
     batch = x[None] if x.ndim == 3 else x
     h, w = batch.shape[1:3]
     if tiling is not None and tiling.max_pixels and h * w > tiling.max_pixels:
-      out = inference.apply_tiled(loaded.predict, batch, tile=tiling.tile,
-                                  overlap=tiling.overlap, margin=tiling.margin,
-                                  multiple=stride,
+      out = inference.apply_tiled(batched, batch, tile=tiling.tile, overlap=tiling.overlap,
+                                  margin=tiling.margin, multiple=stride,
                                   tile_batch=tiling.tile_batch)
     else:
-      out = loaded.predict(batch)
+      out = batched(batch)
     out = to_uint8(out)
     return out[0] if x.ndim == 3 else out
 
   return predict
 
 
-def classifier(loaded: LoadedModel, tiling: Tiling | None = None,
-               batch_size: int = 256) -> Callable:
-  """``uint8 [H, W, 3] -> int`` or ``[B, H, W, 3] -> int64 [B]``: the arg-max class;
-  images must be the run's ``image_shape``. ``tiling`` is unused (whole images)."""
-  del tiling
-  shape = tuple(loaded.run_info["image_shape"])
+def image_classifier(task, model, variables, image_shape, batch_size: int = 256) -> Callable:
+  """``uint8 [H, W, 3] -> int`` or ``[B, H, W, 3] -> int64 [B]``: the arg-max class of
+  ``model``'s logits; images must be ``image_shape`` (H, W, 3)."""
+  jitted = jit_clean(predictor(task, model))
+  shape = tuple(image_shape)
 
   def predict(images):
     x = check_images(images)
     batch = x[None] if x.ndim == 3 else x
     if tuple(batch.shape[1:]) != shape:
-      raise DataError(f"this run classifies {shape[0]}x{shape[1]} images (height x width), "
+      raise DataError(f"this model classifies {shape[0]}x{shape[1]} images (height x width), "
                       f"got {batch.shape[1]}x{batch.shape[2]}; resize them first")
-    labels = np.concatenate([np.argmax(np.asarray(loaded.predict(batch[i:i + batch_size])),
+    labels = np.concatenate([np.argmax(np.asarray(jitted(variables, batch[i:i + batch_size])),
                                        axis=-1) for i in range(0, len(batch), batch_size)])
     return int(labels[0]) if x.ndim == 3 else labels.astype(np.int64)
 
   return predict
+
+
+def restorer(loaded: LoadedModel, tiling: Tiling | None = Tiling()) -> Callable:
+  """``image_restorer`` of a loaded run's model."""
+  return image_restorer(loaded.task, loaded.model, loaded.variables, tiling)
+
+
+def classifier(loaded: LoadedModel, tiling: Tiling | None = None) -> Callable:
+  """``image_classifier`` of a loaded run's model at the run's image size (``tiling``
+  unused: whole images)."""
+  del tiling
+  return image_classifier(loaded.task, loaded.model, loaded.variables,
+                          loaded.run_info["image_shape"])
 
 
 # The run's task name -> (predictor kind, builder). A new task adds its entry.

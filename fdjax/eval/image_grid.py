@@ -145,9 +145,10 @@ def restoration_grid(path: str, predictors: Mapping[str, Callable],
   """Writes one task's comparison grid to ``path`` (PNG) and returns ``path``.
 
   Args:
-    predictors: column label -> ``predict(uint8 [H, W, 3]) -> uint8 [H, W, 3]`` (e.g.
-      ``fdjax.predictor.load_predictor(run, method)``, or any function of the same
-      shape), in column order.
+    predictors: column label -> ``predict(uint8 [H, W, 3]) -> uint8 [H, W, 3]``, in
+      column order: ``fdjax.predictor.image_restorer(task, model, variables)`` for a
+      model in memory (inside the study), ``fdjax.predictor.load_predictor(run, method)``
+      for a finished run's, or any function of the same shapes.
     inputs: the degraded test images, uint8 ``[H_i, W_i, 3]`` (0..255), one row each.
     targets: their clean images (same sizes), or None for no target column.
     names: row labels (e.g. file names), or None.
