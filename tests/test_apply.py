@@ -15,6 +15,7 @@ import pytest
 from absl import flags
 from PIL import Image
 
+import fdjax
 from fdjax import apply as apply_cli
 from fdjax import pipeline, tasks
 from fdjax.config import base_config
@@ -97,7 +98,7 @@ def test_restorer_returns_the_models_rounded_output_at_any_size(restoration_run)
     assert np.mean(out != expected) < 1e-3
     assert np.abs(out.astype(int) - image).mean() > 1  # the random model changes the image
   # Another stage of the same run is another model.
-  clean = load_predictor(workdir, "clean")(image)
+  clean = fdjax.load_predictor(workdir, "clean")(image)  # the package-level name
   assert np.array_equal(clean, reference_restore(model, saved["clean"], image))
   assert not np.array_equal(clean, out)
 
