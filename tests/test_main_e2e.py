@@ -1,10 +1,13 @@
 """End to end: ``python -m fdjax.main`` on the quickstart (tiny variant) produces every
 output the study promises; ``fdjax.load_model`` loads its models; bad flags fail clearly."""
 
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -14,12 +17,16 @@ import fdjax
 from fdjax.data import load
 
 REPO = Path(__file__).resolve().parents[1]
+# One persistent compilation cache for this module's runs (fdjax.xla_cache): the reruns
+# load the steps and predictors the first run compiled, as a user's reruns do.
+XLA_CACHE = tempfile.mkdtemp(prefix="fdjax-test-xla-")
+atexit.register(shutil.rmtree, XLA_CACHE, ignore_errors=True)
 
 
 def run_main(*args, timeout=900):
   env = dict(os.environ, JAX_PLATFORMS="cpu")
-  return subprocess.run([sys.executable, "-m", "fdjax.main", *args], cwd=REPO, env=env,
-                        capture_output=True, text=True, timeout=timeout)
+  return subprocess.run([sys.executable, "-m", "fdjax.main", f"--xla_cache={XLA_CACHE}", *args],
+                        cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")

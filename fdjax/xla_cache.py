@@ -1,0 +1,46 @@
+"""JAX's persistent compilation cache for fdjax runs: a rerun (or a resumed run) loads
+the compiled train steps and predictors from disk instead of compiling them again.
+
+``python -m fdjax.main`` turns it on by default under ``<fdjax cache>/xla`` (the cache
+root of ``fdjax.data.archive.cache_root``: ``$FDJAX_CACHE`` or ``~/.cache/fdjax``);
+``--xla_cache=<dir>`` moves it and ``--xla_cache=none`` turns it off. A first run on a
+fresh machine compiles everything either way; the cache only helps the runs after it.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+
+from fdjax.data.archive import cache_root
+
+OFF = ("", "none", "off")
+# Only compilations that took at least this long are stored (tiny jits are cheaper to
+# recompile than to read back), and the folder is kept under MAX_BYTES (least recently
+# used entries are evicted by JAX).
+MIN_COMPILE_SECONDS = 0.2
+MAX_BYTES = 2 * 1024**3
+
+
+def resolve(setting: str | None) -> str | None:
+  """``'auto'`` / None -> ``<cache root>/xla``; ``'none'`` / ``'off'`` / '' -> None (off);
+  anything else is a folder path (``~`` expanded)."""
+  if setting is None or setting == "auto":
+    return str(cache_root() / "xla")
+  if setting.strip().lower() in OFF:
+    return None
+  return os.path.expanduser(setting)
+
+
+def enable(setting: str | None = "auto") -> str | None:
+  """Points JAX's persistent compilation cache at ``resolve(setting)``; returns the
+  folder (None when off). Call before the first compilation."""
+  path = resolve(setting)
+  if path is None:
+    return None
+  os.makedirs(path, exist_ok=True)
+  jax.config.update("jax_compilation_cache_dir", path)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS)
+  jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)
+  return path
