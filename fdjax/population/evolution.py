@@ -24,6 +24,7 @@ continues with the slot's Adam state).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable
 
 import flax.struct
@@ -78,11 +79,13 @@ class EvolutionState:
 def init_evolution(rng, preferences, trainable) -> EvolutionState:
   preferences = jnp.asarray(preferences, jnp.float32)
   count, num_objectives = preferences.shape
-  nan = jnp.full((num_objectives,), jnp.nan, jnp.float32)
-  return EvolutionState(rng=jnp.asarray(rng, jnp.uint32), preferences=preferences,
+  # distinct buffers for every field: the train step donates the state
+  return EvolutionState(rng=jnp.array(rng, jnp.uint32), preferences=preferences,
                         trainable=jnp.asarray(trainable, bool),
                         fitness=jnp.full((count, num_objectives), jnp.nan, jnp.float32),
-                        ideal=nan, nadir=nan, generation=jnp.zeros((), jnp.int32),
+                        ideal=jnp.full((num_objectives,), jnp.nan, jnp.float32),
+                        nadir=jnp.full((num_objectives,), jnp.nan, jnp.float32),
+                        generation=jnp.zeros((), jnp.int32),
                         replaced=jnp.zeros((count,), jnp.int32))
 
 
@@ -90,11 +93,18 @@ def _take(tree, index):
   return jax.tree.map(lambda leaf: leaf[index], tree)
 
 
+@jax.jit
+def _gather(population, offspring, source):
+  """Slot j <- ``concat(population, offspring)[source[j]]``."""
+  return jax.tree.map(lambda a, b: jnp.concatenate([a, b])[source], population, offspring)
+
+
 def _where_members(mask, a, b):
   return jax.tree.map(lambda x, y: jnp.where(mask.reshape((-1,) + (1,) * (x.ndim - 1)), x, y),
                       a, b)
 
 
+@functools.partial(jax.jit, static_argnums=(3,))
 def make_offspring(key: jax.Array, params, neighbours, cfg: EvolutionConfig):
   """One child per member (steps 1-3 of the module docstring); ``params`` leaves ``[P, ...]``."""
   count = jax.tree.leaves(params)[0].shape[0]
@@ -131,8 +141,7 @@ def evolve(key: jax.Array, population: dict, fitness, state: EvolutionState,
   source, fitness, ideal, nadir = moead.moead_select(
       fitness, child_fitness, preferences, neighbours, ideal,
       trainable=np.asarray(state.trainable), max_replacements=cfg.max_replacements)
-  both = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), population, offspring)
-  population = _take(both, jnp.asarray(source))
+  population = _gather(population, offspring, jnp.asarray(source))
   count = preferences.shape[0]
   state = state.replace(
       fitness=jnp.asarray(fitness, jnp.float32), ideal=jnp.asarray(ideal, jnp.float32),
