@@ -112,3 +112,18 @@ def test_moead_replacement_on_a_constructed_case():
   source, _, _, _ = moead.moead_select(fitness, children, w, nb, fitness.min(0),
                                        trainable=[False, True, True])
   assert source.tolist() == [0, 5, 2]
+
+
+def test_pareto_front_and_hypervolume_by_hand():
+  from fdjax.population.pareto import hypervolume, non_dominated, pareto_report
+  # accuracies (maximised) of 4 members on 2 objectives; member 3 is dominated by member 1
+  points = np.array([[0.9, 0.2], [0.6, 0.6], [0.3, 0.8], [0.5, 0.5]])
+  assert non_dominated(points) == [0, 1, 2]
+  # staircase above (0, 0): 0.9*0.2 + 0.6*(0.6-0.2) + 0.3*(0.8-0.6)
+  assert hypervolume(points) == pytest.approx(0.18 + 0.24 + 0.06)
+  assert hypervolume(points, ref=[0.5, 0.5]) == pytest.approx(0.1 * 0.1)
+  # three objectives: two boxes overlapping in [0,1]x[0,1]x[0,1]
+  assert hypervolume([[2, 1, 1], [1, 2, 1]]) == pytest.approx(2 + 2 - 1)
+  report = pareto_report(points, ["clean", "jpeg"])
+  assert report["members"][1]["values"] == {"clean": 0.6, "jpeg": 0.6}
+  assert report["non_dominated"] == [0, 1, 2]
