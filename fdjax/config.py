@@ -18,7 +18,7 @@ LEVEL_NAMES = ("jpeg", "blur", "awgn", "sapn", "sapn_paper", "haze", "rain", "lo
                "motion_blur")
 # The training stages, each a `stage_config` (epochs, optimizer) in `base_config()`.
 TRAINING_STAGES = ("clean", "experts", "fusiondistill", "fusing", "vanilla", "scratch", "moe",
-                   "ea_adam")
+                   "ea_adam", "ea_adam_fusion")
 
 
 def parse_list(text) -> list[str]:
@@ -150,6 +150,12 @@ def base_config() -> ml_collections.ConfigDict:
       size=5, freeze_first=True, neighbours=3, random_partner_prob=0.3, crossover_prob=0.9,
       eta=20.0, mutation_prob=0.2, mutation_rate=0.02, mutation_std=0.03, max_replacements=1,
       fitness_examples=500, member_loop="auto"))
+  # EA-Adam's fusion network over the frozen members (method 'ea_adam_fusion'): a mixing
+  # predictor of `width` channels trained on combined degradations, then baked with the
+  # mixing weights averaged over `calibration_batches` validation batches.
+  c.ea_adam_fusion = stage_config(2, optimizer_config("adam", 1e-3, schedule="constant",
+                                                      weight_decay=0.0))
+  c.ea_adam_fusion.update(dict(width=16, calibration_batches=10))
   # Evaluation: Acc(All) over every level (level_stride 1) with fixed keys (seed 301).
   c.eval = ml_collections.ConfigDict(dict(seed=301, level_stride=1, max_examples=0))
   return c

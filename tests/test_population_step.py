@@ -70,3 +70,9 @@ def test_population_step_equals_separate_steps_and_member_0_stays_frozen(loop="v
                          jax.tree.leaves(single.variables)):
       np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-6)
     assert not np.allclose(jax.tree.leaves(single.params)[0], jax.tree.leaves(members[i])[0])
+
+
+def test_population_axis_shards_over_a_mesh(run_on_eight_cpu_devices):
+  """Members split over a 'population' mesh axis train exactly as on one device
+  (tests/population_sharding_check.py on 8 simulated CPU devices)."""
+  run_on_eight_cpu_devices("population_sharding_check.py", "population sharding OK")

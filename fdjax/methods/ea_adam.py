@@ -11,6 +11,12 @@ Stage ``ea_adam`` (config block ``ea_adam``): the stacked members under
 the objectives), the uniform average of the members and their validation-weighted
 average (weights = mean validation metric). ``ea_adam/merged.json`` holds the validation
 Pareto report of the members with the two averages beside them.
+
+Method ``ea_adam_fusion`` (stage ``ea_adam_fusion``, config block ``ea_adam_fusion``):
+EA-Adam's fusion network over the frozen members (``fdjax.population.fusion_net``),
+its predictor trained on combined degradations; rows: the dynamic network, and the
+static model baked from the mixing weights averaged over ``calibration_batches``
+validation batches under combined degradations (fixed keys).
 """
 
 from __future__ import annotations
@@ -22,10 +28,13 @@ import jax
 import numpy as np
 import optax
 
+from fdjax import data as data_lib
 from fdjax import fusion
 from fdjax.methods.base import Method, Output
 from fdjax.population.evolution import EvolutionConfig, init_evolution
-from fdjax.population.fitness import member_metrics, scorer
+from fdjax.population.fitness import member_metrics, scorer, validation_subset
+from fdjax.population.fusion_net import (MixingPredictor, average_mixing, bake,
+                                         dynamic_predictor, fusion_loss)
 from fdjax.population.gradients import freeze_members, population_grad_fn
 from fdjax.population.hook import evolution_hook
 from fdjax.population.model import StackedModel
@@ -34,10 +43,12 @@ from fdjax.population.pareto import dominates, pareto_report
 from fdjax.population.preferences import preference_vectors
 from fdjax.population.state import create_population_state, stack_members
 from fdjax.study.runner import Stage
-from fdjax.study.training import Recipe, train_stage
+from fdjax.study.training import Recipe, fixed_key_transform, train_stage
+from fdjax.train import init_variables
 from fdjax.trees import stack_trees, unstack_tree
 
 NAME = "ea_adam"
+FUSION = "ea_adam_fusion"
 
 
 def _setup(ctx):
@@ -92,11 +103,12 @@ def _rows(runner) -> Output:
   cfg, objectives, _, _ = _setup(ctx)
   stacked = runner.get(NAME)
   sign = 1.0 if ctx.task.metric.higher_is_better else -1.0
-  metric = member_metrics(ctx, stacked, int(cfg.fitness_examples))
+  metrics = member_metrics(ctx, int(cfg.fitness_examples))
+  metric = metrics(stacked)
   merged = merged_models(stacked, sign * metric)
   best, best_variables = merged["best"]
   averages = stack_trees([merged["uniform"], merged["weighted"]])
-  average_metric = member_metrics(ctx, averages, int(cfg.fitness_examples))
+  average_metric = metrics(averages)
   report = pareto_report(sign * metric, objectives)
   report["merged"] = {
       name: {"values": dict(zip(objectives, map(float, row))),
@@ -115,3 +127,56 @@ def _rows(runner) -> Output:
 
 METHOD = Method(NAME, requires=lambda ctx: (NAME,), rows=_rows, stages=_stages,
                 models={})
+
+
+def _predictor(ctx) -> MixingPredictor:
+  return MixingPredictor(int(ctx.config.ea_adam.size), int(ctx.config.ea_adam_fusion.width))
+
+
+def _fusion_stage(runner) -> dict:
+  ctx = runner.ctx
+  predictor, degrade = _predictor(ctx), ctx.plan.combined()
+  recipe = Recipe(fusion_loss(ctx.model, predictor, ctx.task, degrade),
+                  init=init_variables(predictor, jax.random.fold_in(
+                      jax.random.PRNGKey(ctx.seed), 1), ctx.dataset.image_shape),
+                  frozen=runner.get(NAME), shares=len(ctx.degradations), model=predictor,
+                  on_epoch_end=lambda state, epoch: {})   # keeps the last epoch
+  return train_stage(ctx, FUSION, ctx.config.ea_adam_fusion, recipe)
+
+
+def _fusion_stages(ctx):
+  return {**_stages(ctx),
+          FUSION: Stage(FUSION, (NAME,), _fusion_stage, block=FUSION,
+                        shares=len(ctx.degradations))}
+
+
+def calibration_images(ctx, batches: int):
+  """Up to ``batches`` validation batches (uint8) under combined degradations, fixed keys."""
+  split = validation_subset(ctx, 0)
+  shares = len(ctx.degradations)
+  size = shares * max(1, min(ctx.config.batch_size, len(split) // shares))
+  transform = fixed_key_transform(ctx, ctx.plan.combined())
+  for i, batch in enumerate(data_lib.train_batches(split, size, seed=ctx.seed, epoch=0)):
+    if i >= batches:
+      return
+    yield transform(i, batch["image"])
+
+
+def _fusion_rows(runner) -> Output:
+  ctx = runner.ctx
+  stacked, predictor_variables = runner.get(NAME), runner.get(FUSION)
+  predictor = _predictor(ctx)
+  dynamic = runner.evaluate(
+      "ea_adam_fusion_dynamic", {"predictor": predictor_variables["params"], "members": stacked},
+      predict=dynamic_predictor(ctx.task, ctx.model, predictor))
+  mean_alpha = average_mixing(ctx.task, predictor, predictor_variables["params"],
+                              calibration_images(ctx, int(ctx.config.ea_adam_fusion
+                                                          .calibration_batches)))
+  baked = runner.evaluate("ea_adam_fusion_baked", bake(stacked, mean_alpha))
+  alpha = [round(float(a), 3) for a in mean_alpha]
+  return Output([("EA-Adam fusion (dynamic)", dynamic), ("EA-Adam fusion (baked)", baked)],
+                extra={"EA-Adam fusion (baked)": {"alpha": alpha}})
+
+
+FUSION_METHOD = Method(FUSION, requires=lambda ctx: (FUSION,), rows=_fusion_rows,
+                       stages=_fusion_stages, models={})

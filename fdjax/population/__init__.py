@@ -9,4 +9,12 @@ per-objective gradients and evolved by SBX, Gaussian mutation and MOEA/D replace
     evolution.py    the evolutionary epoch as a pure function of a key
     state.py        PopulationState (a TrainState carrying the evolution), sharding
     pareto.py       non-dominated set, hypervolume, the Pareto report
+    objectives.py   classification objectives: clean + one per degradation (batch shares)
+    fitness.py      per-objective validation metric of every member (fixed keys)
+    hook.py         the evolutionary epoch as fit's epoch hook, Pareto record per epoch
+    model.py        StackedModel: P members as one module-like object (templates, predict)
+    fusion_net.py   the fusion network: per-image mixing of the members, baking
+
+The stages and rows live in ``fdjax.methods.ea_adam`` (methods ``ea_adam`` and
+``ea_adam_fusion``); the config in ``config.ea_adam`` and ``config.ea_adam_fusion``.
 """

@@ -31,24 +31,31 @@ def validation_subset(ctx, max_examples: int):
   return split
 
 
-def member_metrics(ctx, stacked_variables: dict, max_examples: int) -> np.ndarray:
-  """float64 ``[P, M]``: the task metric of member i on objective k (module docstring)."""
+def member_metrics(ctx, max_examples: int):
+  """``metrics(stacked_variables) -> float64 [P, M]``: the task metric of member i on
+  objective k (module docstring). The predictor and the fixed-key degradations are
+  compiled once, when this is called, and reused by every call of ``metrics``."""
   split = validation_subset(ctx, max_examples)
   predict = jit_clean(predictor(ctx.task, ctx.model), ctx.mesh)
   transforms = [None] + [fixed_key_transform(ctx, ctx.plan.sampler(name))
                          for name in ctx.plan.names]
-  count = jax.tree.leaves(stacked_variables)[0].shape[0]
-  out = np.zeros((count, len(transforms)))
-  for i in range(count):
-    member = unstack_tree(stacked_variables, i)
-    for k, transform in enumerate(transforms):
-      out[i, k] = split_metric(ctx.task, predict, member, split,
-                               batch_size=ctx.config.eval_batch_size, mesh=ctx.mesh,
-                               transform=transform)
-  return out
+
+  def metrics(stacked_variables) -> np.ndarray:
+    count = jax.tree.leaves(stacked_variables)[0].shape[0]
+    out = np.zeros((count, len(transforms)))
+    for i in range(count):
+      member = unstack_tree(stacked_variables, i)
+      for k, transform in enumerate(transforms):
+        out[i, k] = split_metric(ctx.task, predict, member, split,
+                                 batch_size=ctx.config.eval_batch_size, mesh=ctx.mesh,
+                                 transform=transform)
+    return out
+
+  return metrics
 
 
 def scorer(ctx, max_examples: int):
   """``score(stacked_variables) -> float64 [P, M]`` objective values to MINIMISE."""
   sign = -1.0 if ctx.task.metric.higher_is_better else 1.0
-  return lambda stacked: sign * member_metrics(ctx, stacked, max_examples)
+  metrics = member_metrics(ctx, max_examples)
+  return lambda stacked: sign * metrics(stacked)
