@@ -1,11 +1,14 @@
 """The population step: ONE jitted engine step over P stacked members equals P separate
 single-model steps; a frozen member never changes; the population axis shards."""
 
+import os
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from fdjax.population.gradients import freeze_members, member_grad_fn, population_grad_fn
 from fdjax.population.objectives import share_losses
@@ -18,13 +21,15 @@ P, M, PER_SHARE = 3, 2, 4
 
 
 class TinyNet(nn.Module):
-  """conv -> BatchNorm -> relu -> mean -> dense: ``(logits [B, 3], {'stage3': ...})``."""
+  """conv -> BatchNorm -> relu -> mean -> dense: ``(logits [B, classes], {'stage3': ...})``."""
+
+  classes: int = 3
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     h = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.5)(
         nn.Conv(4, (3, 3), use_bias=False)(x)))
-    return nn.Dense(3)(jnp.mean(h, axis=(1, 2))), {"stage3": h}
+    return nn.Dense(self.classes)(jnp.mean(h, axis=(1, 2))), {"stage3": h}
 
 
 def _setup():
@@ -72,6 +77,9 @@ def test_population_step_equals_separate_steps_and_member_0_stays_frozen(loop="v
     assert not np.allclose(jax.tree.leaves(single.params)[0], jax.tree.leaves(members[i])[0])
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("FDJAX_SLOW_TESTS"),
+                    reason="about 11 s of CPU in a subprocess; set FDJAX_SLOW_TESTS=1")
 def test_population_axis_shards_over_a_mesh(run_on_eight_cpu_devices):
   """Members split over a 'population' mesh axis train exactly as on one device
   (tests/population_sharding_check.py on 8 simulated CPU devices)."""
