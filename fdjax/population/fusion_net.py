@@ -17,6 +17,7 @@ Variables: the predictor's ``{'params': ...}``; the members ``{'params',
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 
 import flax.linen as nn
 import jax
@@ -44,14 +45,63 @@ def mix_members(stacked: dict, alpha: jax.Array) -> dict:
 
 
 def dynamic_apply(member_model, stacked: dict, alpha: jax.Array, x: jax.Array):
-  """``(outputs, features)`` of the dynamic network: image b through the members mixed
-  by ``alpha[b]`` (``[B, P]``), in inference mode. ``x``: model input ``[B, H, W, C]``."""
+  """``(outputs, features)`` of the dynamic network, in inference mode: image b through
+  the members mixed by ``alpha[b]`` (``[B, P]``). ``x``: model input ``[B, H, W, C]``.
 
-  def one(a, image):
-    outputs, features = member_model.apply(mix_members(stacked, a), image[None], train=False)
-    return jax.tree.map(lambda v: v[0], (outputs, features))
+  Layer by layer (Flax method interception), never a per-image network: a convolution
+  or dense layer is linear in its weights, so its output for the mixed weights is
+  ``sum_p alpha[b, p] * layer_p(x_b)``: P ordinary batched calls, mixed per image. A
+  BatchNorm layer (running statistics) is applied with its per-image mixed scale,
+  offset, mean and variance. Any other layer with parameters is refused.
+  """
+  members = jax.tree.leaves(stacked)[0].shape[0]
+  inner = [False]   # True while one member's layer runs (not intercepted again)
 
-  return jax.vmap(one)(alpha, x)
+  def mix(outputs):   # [P, B, ...] -> [B, ...]
+    return jnp.einsum("bp,pb...->b...", alpha.astype(outputs.dtype), outputs)
+
+  def interceptor(next_fun, args, kwargs, context):
+    module = context.module
+    if inner[0] or context.method_name != "__call__":
+      return next_fun(*args, **kwargs)
+    if isinstance(module, (nn.Conv, nn.Dense)):
+      params, plain = module.variables["params"], module.clone(parent=None)
+      inner[0] = True
+      try:
+        outputs = [plain.apply({"params": jax.tree.map(lambda v, i=i: v[i], params)},
+                               *args, **kwargs) for i in range(members)]
+      finally:
+        inner[0] = False
+      return mix(jnp.stack(outputs))
+    if isinstance(module, nn.BatchNorm):
+      return _mixed_batch_norm(module, args[0], alpha)
+    if any(not isinstance(v, Mapping) for v in module.variables.get("params", {}).values()):
+      raise NotImplementedError(f"the fusion network mixes Conv, Dense and BatchNorm layers "
+                                f"only, not {type(module).__name__}")
+    return next_fun(*args, **kwargs)
+
+  with nn.intercept_methods(interceptor):
+    return member_model.apply(stacked, x, train=False)
+
+
+def _mixed_batch_norm(module: nn.BatchNorm, x: jax.Array, alpha: jax.Array) -> jax.Array:
+  """Inference BatchNorm (running statistics, features on the last axis) with every
+  statistic and affine parameter mixed per image: ``[P, C]`` -> ``[B, 1.., C]``."""
+  if module.axis not in (-1, x.ndim - 1):
+    raise NotImplementedError("the fusion network mixes BatchNorm over the last axis only")
+  shape = (x.shape[0],) + (1,) * (x.ndim - 2) + (x.shape[-1],)
+
+  def mixed(v):
+    return (alpha.astype(jnp.float32) @ v.astype(jnp.float32)).reshape(shape)
+
+  stats, params = module.variables["batch_stats"], module.variables.get("params", {})
+  y = (x.astype(jnp.float32) - mixed(stats["mean"])) * jax.lax.rsqrt(
+      mixed(stats["var"]) + module.epsilon)
+  if module.use_scale:
+    y = y * mixed(params["scale"])
+  if module.use_bias:
+    y = y + mixed(params["bias"])
+  return y.astype(module.dtype or x.dtype)
 
 
 def bake(stacked: dict, mean_alpha) -> dict:
