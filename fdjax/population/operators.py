@@ -32,13 +32,6 @@ def sbx_beta(u: jax.Array, eta: float = 20.0) -> jax.Array:
   return jnp.where(u <= 0.5, (2.0 * u) ** power, (1.0 / (2.0 * (1.0 - u))) ** power)
 
 
-def sbx_beta_cdf(beta, eta: float = 20.0):
-  """Closed-form CDF of the SBX spread factor: ``beta^(eta+1)/2`` on [0, 1],
-  ``1 - beta^-(eta+1)/2`` above 1 (for tests and reports; numpy or jax arrays)."""
-  beta = jnp.asarray(beta, jnp.float64 if jax.config.jax_enable_x64 else jnp.float32)
-  return jnp.where(beta <= 1.0, 0.5 * beta ** (eta + 1.0), 1.0 - 0.5 * beta ** -(eta + 1.0))
-
-
 def _keys_like(key: jax.Array, tree) -> list:
   leaves, treedef = jax.tree.flatten(tree)
   return jax.tree.unflatten(treedef, list(jax.random.split(key, max(len(leaves), 1))[:len(leaves)]))
