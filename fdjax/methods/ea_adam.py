@@ -173,7 +173,7 @@ def _fusion_rows(runner) -> Output:
                               calibration_images(ctx, int(ctx.config.ea_adam_fusion
                                                           .calibration_batches)))
   baked = runner.evaluate("ea_adam_fusion_baked", bake(stacked, mean_alpha))
-  alpha = [round(float(a), 3) for a in mean_alpha]
+  alpha = "/".join(f"{float(a):.2f}" for a in mean_alpha)   # one string: a table cell
   return Output([("EA-Adam fusion (dynamic)", dynamic), ("EA-Adam fusion (baked)", baked)],
                 extra={"EA-Adam fusion (baked)": {"alpha": alpha}})
 
