@@ -10,7 +10,8 @@ Stage ``ea_adam`` (config block ``ea_adam``): the stacked members under
 ``metrics.jsonl``). Rows: the best single member (highest mean validation metric over
 the objectives), the uniform average of the members and their validation-weighted
 average (weights = mean validation metric). ``ea_adam/merged.json`` holds the validation
-Pareto report of the members with the two averages beside them.
+Pareto report of the members with the two averages beside them (``ea_adam/pareto.png``:
+clean vs the degradations' mean, averages marked).
 
 Method ``ea_adam_fusion`` (stage ``ea_adam_fusion``, config block ``ea_adam_fusion``):
 EA-Adam's fusion network over the frozen members (``fdjax.population.fusion_net``),
@@ -40,6 +41,7 @@ from fdjax.population.hook import evolution_hook
 from fdjax.population.model import StackedModel
 from fdjax.population.objectives import clean_and_combined, objective_names, share_losses
 from fdjax.population.pareto import dominates, pareto_report
+from fdjax.population.pareto_plot import plot_pareto
 from fdjax.population.preferences import preference_vectors
 from fdjax.population.state import create_population_state, stack_members
 from fdjax.study.runner import Stage
@@ -117,6 +119,8 @@ def _rows(runner) -> Output:
       for name, row in zip(("uniform", "weighted"), average_metric)}
   with open(os.path.join(ctx.stage_dir(NAME), "merged.json"), "w") as f:
     json.dump(report, f, indent=1)
+  plot_pareto(report, os.path.join(ctx.stage_dir(NAME), "pareto.png"),
+              scale=ctx.task.metric.scale, unit=ctx.task.metric.unit)
   return Output(
       [("EA-Adam best member", runner.evaluate("ea_adam_best", best_variables)),
        ("EA-Adam uniform average", runner.evaluate("ea_adam_uniform", merged["uniform"])),

@@ -9,6 +9,7 @@ per-objective gradients and evolved by SBX, Gaussian mutation and MOEA/D replace
     evolution.py    the evolutionary epoch as a pure function of a key
     state.py        PopulationState (a TrainState carrying the evolution), sharding
     pareto.py       non-dominated set, hypervolume, the Pareto report
+    pareto_plot.py  the front as a PNG, merged models marked
     objectives.py   classification objectives: clean + one per degradation (batch shares)
     fitness.py      per-objective validation metric of every member (fixed keys)
     hook.py         the evolutionary epoch as fit's epoch hook, Pareto record per epoch

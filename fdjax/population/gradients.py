@@ -31,11 +31,6 @@ from fdjax.trees import stack_trees, unstack_tree
 EPS = 1e-7  # as the official code
 
 
-def normalise_per_tensor(grads, eps: float = EPS):
-  """Every leaf divided by (its L2 norm + ``eps``)."""
-  return jax.tree.map(lambda g: g / (jnp.sqrt(jnp.sum(jnp.square(g))) + eps), grads)
-
-
 def combine_objective_grads(objective_grads, weights: jax.Array, eps: float = EPS):
   """``sum_k weights[k] * g_k / (||g_k|| + eps)`` per tensor.
 
