@@ -62,3 +62,4 @@ def test_ea_adam_trains_evolves_and_reports(tmp_path):
   report = json.loads((stage_dir / "merged.json").read_text())
   assert report["objectives"] == ["clean", "awgn"] and len(report["members"]) == 3
   assert set(report["merged"]) == {"uniform", "weighted"} and report["hypervolume"] >= 0
+  assert (stage_dir / "pareto.png").stat().st_size > 0
