@@ -7,8 +7,11 @@ Trains the clean model, four experts, the fused model, FusionDistill, every
 baseline and the mixture-of-experts student (K=1 and K=2 rows), evaluates Acc(All)
 (every 10th grid level, both ends kept) and prints the table; a few minutes on a 2-core CPU.
 ``configs/quickstart.py:tiny`` is a one-epoch-per-stage version on a subset without
-the MoE student (the end-to-end test uses it). Digits are 8x8 scans upscaled to
-32x32, so accuracies are not CIFAR's; the point is a complete, fast run of every stage.
+the MoE student (the end-to-end test uses it). ``configs/quickstart.py:population``
+runs EA-Adam instead (``ea_adam,ea_adam_fusion``: a population of P = 3 from the clean
+model, objectives clean + the four degradations, then its fusion network). Digits are
+8x8 scans upscaled to 32x32, so accuracies are not CIFAR's; the point is a complete,
+fast run of every stage.
 """
 
 from fdjax.config import (TRAINING_STAGES, apply_runlocal, base_config, optimizer_config,
@@ -49,6 +52,13 @@ def get_config(arg: str | None = None):
     config.eval_batch_size = 64
     config.fusion.reestimate_batches = 2
     config.eval.level_stride = 25
+  elif arg == "population":
+    config.methods = "ea_adam,ea_adam_fusion"
+    config.ea_adam.update(dict(epochs=4, size=3, fitness_examples=200))
+    config.ea_adam.optimizer = optimizer_config("adam", 1e-3, schedule="constant",
+                                                weight_decay=0.0)
+    config.ea_adam_fusion.epochs = 2
   elif arg:
-    raise ValueError(f"unknown quickstart variant {arg!r}; use configs/quickstart.py or :tiny")
+    raise ValueError(f"unknown quickstart variant {arg!r}; use configs/quickstart.py, :tiny "
+                     f"or :population")
   return config

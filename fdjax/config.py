@@ -17,7 +17,8 @@ PAPER_METHODS = ("oracle", "ensemble", "scratch", "vanilla", "modelsoups", "fusi
 LEVEL_NAMES = ("jpeg", "blur", "awgn", "sapn", "sapn_paper", "haze", "rain", "lowlight",
                "motion_blur")
 # The training stages, each a `stage_config` (epochs, optimizer) in `base_config()`.
-TRAINING_STAGES = ("clean", "experts", "fusiondistill", "fusing", "vanilla", "scratch", "moe")
+TRAINING_STAGES = ("clean", "experts", "fusiondistill", "fusing", "vanilla", "scratch", "moe",
+                   "ea_adam", "ea_adam_fusion")
 
 
 def parse_list(text) -> list[str]:
@@ -136,6 +137,25 @@ def base_config() -> ml_collections.ConfigDict:
       # weight of the cross-entropy between router logits and each share's degradation.
       router_input="stage", noisy_gating=False, prompt_init_scale=1.0, router_lr_scale=1.0,
       router_supervision=0.0))
+  # EA-Adam population (method 'ea_adam', fdjax.population): `size` members from the clean
+  # model, member i weighting (clean, degradations) by (1 - i/(P-1), i/(P-1) split equally);
+  # member 0 frozen when freeze_first. After every epoch: SBX (crossover_prob, eta) with a
+  # neighbour among `neighbours` nearest (or any member w.p. random_partner_prob), Gaussian
+  # mutation (mutation_prob per member; mutation_std on each conv-kernel element w.p.
+  # mutation_rate), MOEA/D replacement (max_replacements) on the validation metric of the
+  # first `fitness_examples` validation images. member_loop: 'auto' | 'vmap' | 'unroll'.
+  c.ea_adam = stage_config(20, optimizer_config("adam", 1e-4, schedule="constant",
+                                                weight_decay=0.0))
+  c.ea_adam.update(dict(
+      size=5, freeze_first=True, neighbours=3, random_partner_prob=0.3, crossover_prob=0.9,
+      eta=20.0, mutation_prob=0.2, mutation_rate=0.02, mutation_std=0.03, max_replacements=1,
+      fitness_examples=500, member_loop="auto"))
+  # EA-Adam's fusion network over the frozen members (method 'ea_adam_fusion'): a mixing
+  # predictor of `width` channels trained on combined degradations, then baked with the
+  # mixing weights averaged over `calibration_batches` validation batches.
+  c.ea_adam_fusion = stage_config(2, optimizer_config("adam", 1e-3, schedule="constant",
+                                                      weight_decay=0.0))
+  c.ea_adam_fusion.update(dict(width=16, calibration_batches=10))
   # Evaluation: Acc(All) over every level (level_stride 1) with fixed keys (seed 301).
   c.eval = ml_collections.ConfigDict(dict(seed=301, level_stride=1, max_examples=0))
   return c

@@ -9,6 +9,8 @@
     fusiondistill      fused, experts -> fusiondistill     fused model distilled from experts
     fusiondistill_moe  fused, experts -> fusiondistill_moe mixture-of-experts student, per K
     routed_experts     experts, fusiondistill_moe          the MoE router picks one expert per image
+    ea_adam            clean -> ea_adam                    EA-Adam population: best member, averages
+    ea_adam_fusion     ea_adam -> ea_adam_fusion           EA-Adam fusion network, dynamic and baked
 
 That table is a summary; the facts live in each module's ``Method`` (its ``requires``
 and ``stages``). Adding a method = a module with a ``Method`` and an entry below.
@@ -17,14 +19,15 @@ and ``stages``). Adding a method = a module with a ``Method`` and an entry below
 from __future__ import annotations
 
 from fdjax.config import parse_list
-from fdjax.methods import (ensemble, finetune, fusiondistill, fusiondistill_moe, modelsoups,
-                           oracle, routed_experts)
+from fdjax.methods import (ea_adam, ensemble, finetune, fusiondistill, fusiondistill_moe,
+                           modelsoups, oracle, routed_experts)
 from fdjax.methods.base import Loadable, Method, Output
 
 # In the paper's row order.
 METHODS: dict[str, Method] = {m.name: m for m in (
     oracle.METHOD, ensemble.METHOD, finetune.SCRATCH, finetune.VANILLA, modelsoups.METHOD,
-    finetune.FUSING, fusiondistill.METHOD, fusiondistill_moe.METHOD, routed_experts.METHOD)}
+    finetune.FUSING, fusiondistill.METHOD, fusiondistill_moe.METHOD, routed_experts.METHOD,
+    ea_adam.METHOD, ea_adam.FUSION_METHOD)}
 
 
 def get(name: str) -> Method:

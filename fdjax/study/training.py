@@ -40,6 +40,10 @@ class Recipe:
   ``degrade(key, images)`` for the validation metric that picks the best epoch when
   ``config.selection == 'val'``. model: the trained network (default: the dense model).
   grad_fn, wrap_tx: per-task gradients and the optax wrapper combining them.
+  make_state: ``(variables, tx, rng, mesh) -> TrainState`` (default ``create_train_state``),
+  e.g. a population state carrying its evolution. on_epoch_end: ``fit``'s epoch hook
+  (may return a new state); when given, it replaces ``selection='val'`` and the stage
+  keeps its last state.
   """
 
   loss_fn: Callable
@@ -50,6 +54,8 @@ class Recipe:
   model: object = None
   grad_fn: Callable | None = None
   wrap_tx: Callable | None = None
+  make_state: Callable | None = None
+  on_epoch_end: Callable | None = None
 
 
 def stage_variables_path(ctx: RunContext, name: str) -> str:
@@ -95,7 +101,7 @@ def train_stage(ctx: RunContext, name: str, stage_cfg, recipe: Recipe) -> dict:
   if init is None:
     init = init_variables(model, jax.random.fold_in(jax.random.PRNGKey(ctx.seed), 0),
                           ctx.dataset.image_shape)
-  state = create_train_state(init, tx, stage_key(ctx.seed, name), ctx.mesh)
+  state = (recipe.make_state or create_train_state)(init, tx, stage_key(ctx.seed, name), ctx.mesh)
   checkpointer = Checkpointer(os.path.join(stage_dir, "checkpoints"),
                               max_to_keep=config.checkpoint.keep,
                               on_corrupt=config.checkpoint.on_corrupt)
@@ -103,12 +109,14 @@ def train_stage(ctx: RunContext, name: str, stage_cfg, recipe: Recipe) -> dict:
                     seed=ctx.seed, log_every_steps=config.log_every_steps,
                     checkpoint_every_steps=config.checkpoint.every_steps)
   selector = _BestOnValidation(ctx, name, recipe.selection_degrade, model) if (
-      config.selection == "val" and ctx.dataset.validation is not None) else None
+      config.selection == "val" and ctx.dataset.validation is not None
+      and recipe.on_epoch_end is None) else None
+  on_epoch_end = recipe.on_epoch_end or (selector.on_epoch_end if selector else None)
   step_fn = make_train_step(recipe.loss_fn, tx, ctx.mesh,
                             **({"grad_fn": recipe.grad_fn} if recipe.grad_fn else {}))
   state = fit(state, step_fn, train_split, loop=loop, mesh=ctx.mesh, workdir=stage_dir,
               schedule=schedule, name=name, checkpointer=checkpointer, frozen=recipe.frozen,
-              on_epoch_end=selector.on_epoch_end if selector else None, study=ctx.study)
+              on_epoch_end=on_epoch_end, study=ctx.study)
   variables = selector.best() if selector else state.variables
   save_variables(stage_variables_path(ctx, name), variables)
   return load_stage(ctx, name, model)

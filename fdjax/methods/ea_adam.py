@@ -1,0 +1,186 @@
+"""EA-Adam (Sun et al., TIP 2024) for classification: a population of P models, one per
+preference between the objectives (clean images and each degradation), trained by
+one vmapped step with per-tensor normalised objective gradients, evolved after every
+epoch (SBX, Gaussian mutation, MOEA/D with the normalised Tchebycheff function),
+then merged. Every member starts from the clean model; member 0 (clean only) is
+frozen when ``ea_adam.freeze_first``.
+
+Stage ``ea_adam`` (config block ``ea_adam``): the stacked members under
+``ea_adam/variables``, the last Pareto report in ``ea_adam/pareto.json`` (per epoch in
+``metrics.jsonl``). Rows: the best single member (highest mean validation metric over
+the objectives), the uniform average of the members and their validation-weighted
+average (weights = mean validation metric). ``ea_adam/merged.json`` holds the validation
+Pareto report of the members with the two averages beside them (``ea_adam/pareto.png``:
+clean vs the degradations' mean, averages marked).
+
+Method ``ea_adam_fusion`` (stage ``ea_adam_fusion``, config block ``ea_adam_fusion``):
+EA-Adam's fusion network over the frozen members (``fdjax.population.fusion_net``),
+its predictor trained on combined degradations; rows: the dynamic network, and the
+static model baked from the mixing weights averaged over ``calibration_batches``
+validation batches under combined degradations (fixed keys).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import numpy as np
+import optax
+
+from fdjax import data as data_lib
+from fdjax import fusion
+from fdjax.methods.base import Method, Output
+from fdjax.population.evolution import EvolutionConfig, init_evolution
+from fdjax.population.fitness import member_metrics, scorer, validation_subset
+from fdjax.population.fusion_net import (MixingPredictor, average_mixing, bake,
+                                         dynamic_predictor, fusion_loss)
+from fdjax.population.gradients import freeze_members, population_grad_fn
+from fdjax.population.hook import evolution_hook
+from fdjax.population.model import StackedModel
+from fdjax.population.objectives import clean_and_combined, objective_names, share_losses
+from fdjax.population.pareto import dominates, pareto_report
+from fdjax.population.pareto_plot import plot_pareto
+from fdjax.population.preferences import preference_vectors
+from fdjax.population.state import create_population_state, stack_members
+from fdjax.study.runner import Stage
+from fdjax.study.training import Recipe, fixed_key_transform, train_stage
+from fdjax.train import init_variables
+from fdjax.trees import stack_trees, unstack_tree
+
+NAME = "ea_adam"
+FUSION = "ea_adam_fusion"
+
+
+def _setup(ctx):
+  cfg = ctx.config.ea_adam
+  objectives = objective_names(ctx.plan)
+  preferences = preference_vectors(int(cfg.size), len(objectives))
+  trainable = np.array([not (cfg.freeze_first and i == 0) for i in range(int(cfg.size))])
+  return cfg, objectives, preferences, trainable
+
+
+def _stage(runner) -> dict:
+  ctx = runner.ctx
+  cfg, objectives, preferences, trainable = _setup(ctx)
+  size = len(preferences)
+
+  def make_state(variables, tx, rng, mesh):
+    evolution = init_evolution(jax.random.fold_in(rng, 1), preferences, trainable)
+    return create_population_state(variables, tx, rng, evolution, mesh)
+
+  hook = evolution_hook(scorer(ctx, int(cfg.fitness_examples)), EvolutionConfig.from_config(cfg),
+                        objectives, higher_is_better=ctx.task.metric.higher_is_better,
+                        report_path=os.path.join(ctx.stage_dir(NAME), "pareto.json"))
+  recipe = Recipe(share_losses(ctx.model, ctx.task, clean_and_combined(ctx.plan), len(objectives)),
+                  init=stack_members([runner.get("clean")] * size), shares=len(objectives),
+                  model=StackedModel(ctx.model, size),
+                  grad_fn=population_grad_fn(preferences, trainable=trainable,
+                                             loop=cfg.member_loop),
+                  wrap_tx=lambda tx: optax.chain(tx, freeze_members(trainable)),
+                  make_state=make_state, on_epoch_end=hook)
+  return train_stage(ctx, NAME, cfg, recipe)
+
+
+def _stages(ctx):
+  return {NAME: Stage(NAME, ("clean",), _stage, block=NAME, shares=len(ctx.degradations) + 1,
+                      uses=("eval.seed", "eval_batch_size"))}
+
+
+def merged_models(stacked: dict, member_metric: np.ndarray) -> dict:
+  """``{'best': (index, variables), 'uniform': variables, 'weighted': variables}`` from
+  members stacked on axis 0 and their validation metric ``[P, M]`` (higher is better)."""
+  members = [unstack_tree(stacked, i) for i in range(member_metric.shape[0])]
+  mean = member_metric.mean(axis=1)
+  best = int(np.argmax(mean))
+  return {"best": (best, members[best]),
+          "uniform": fusion.uniform_soup(members, batch_stats="average"),
+          "weighted": fusion.weighted_soup(members, np.maximum(mean, 1e-12).tolist(),
+                                           batch_stats="average")}
+
+
+def _rows(runner) -> Output:
+  ctx = runner.ctx
+  cfg, objectives, _, _ = _setup(ctx)
+  stacked = runner.get(NAME)
+  sign = 1.0 if ctx.task.metric.higher_is_better else -1.0
+  metrics = member_metrics(ctx, int(cfg.fitness_examples))
+  metric = metrics(stacked)
+  merged = merged_models(stacked, sign * metric)
+  best, best_variables = merged["best"]
+  averages = stack_trees([merged["uniform"], merged["weighted"]])
+  average_metric = metrics(averages)
+  report = pareto_report(sign * metric, objectives)
+  report["merged"] = {
+      name: {"values": dict(zip(objectives, map(float, row))),
+             "dominates_members": [i for i in range(len(metric))
+                                   if dominates(sign * row, sign * metric[i])]}
+      for name, row in zip(("uniform", "weighted"), average_metric)}
+  with open(os.path.join(ctx.stage_dir(NAME), "merged.json"), "w") as f:
+    json.dump(report, f, indent=1)
+  plot_pareto(report, os.path.join(ctx.stage_dir(NAME), "pareto.png"),
+              scale=ctx.task.metric.scale, unit=ctx.task.metric.unit)
+  return Output(
+      [("EA-Adam best member", runner.evaluate("ea_adam_best", best_variables)),
+       ("EA-Adam uniform average", runner.evaluate("ea_adam_uniform", merged["uniform"])),
+       ("EA-Adam val-weighted average", runner.evaluate("ea_adam_weighted", merged["weighted"]))],
+      extra={"EA-Adam best member": {"member": best}},
+      artifacts={"pareto": report})
+
+
+METHOD = Method(NAME, requires=lambda ctx: (NAME,), rows=_rows, stages=_stages,
+                models={})
+
+
+def _predictor(ctx) -> MixingPredictor:
+  return MixingPredictor(int(ctx.config.ea_adam.size), int(ctx.config.ea_adam_fusion.width))
+
+
+def _fusion_stage(runner) -> dict:
+  ctx = runner.ctx
+  predictor, degrade = _predictor(ctx), ctx.plan.combined()
+  recipe = Recipe(fusion_loss(ctx.model, predictor, ctx.task, degrade),
+                  init=init_variables(predictor, jax.random.fold_in(
+                      jax.random.PRNGKey(ctx.seed), 1), ctx.dataset.image_shape),
+                  frozen=runner.get(NAME), shares=len(ctx.degradations), model=predictor,
+                  on_epoch_end=lambda state, epoch: {})   # keeps the last epoch
+  return train_stage(ctx, FUSION, ctx.config.ea_adam_fusion, recipe)
+
+
+def _fusion_stages(ctx):
+  return {**_stages(ctx),
+          FUSION: Stage(FUSION, (NAME,), _fusion_stage, block=FUSION,
+                        shares=len(ctx.degradations))}
+
+
+def calibration_images(ctx, batches: int):
+  """Up to ``batches`` validation batches (uint8) under combined degradations, fixed keys."""
+  split = validation_subset(ctx, 0)
+  shares = len(ctx.degradations)
+  size = shares * max(1, min(ctx.config.batch_size, len(split) // shares))
+  transform = fixed_key_transform(ctx, ctx.plan.combined())
+  for i, batch in enumerate(data_lib.train_batches(split, size, seed=ctx.seed, epoch=0)):
+    if i >= batches:
+      return
+    yield transform(i, batch["image"])
+
+
+def _fusion_rows(runner) -> Output:
+  ctx = runner.ctx
+  stacked, predictor_variables = runner.get(NAME), runner.get(FUSION)
+  predictor = _predictor(ctx)
+  dynamic = runner.evaluate(
+      "ea_adam_fusion_dynamic", {"predictor": predictor_variables["params"], "members": stacked},
+      predict=dynamic_predictor(ctx.task, ctx.model, predictor))
+  mean_alpha = average_mixing(ctx.task, predictor, predictor_variables["params"],
+                              calibration_images(ctx, int(ctx.config.ea_adam_fusion
+                                                          .calibration_batches)))
+  baked = runner.evaluate("ea_adam_fusion_baked", bake(stacked, mean_alpha))
+  alpha = "/".join(f"{float(a):.2f}" for a in mean_alpha)   # one string: a table cell
+  return Output([("EA-Adam fusion (dynamic)", dynamic), ("EA-Adam fusion (baked)", baked)],
+                extra={"EA-Adam fusion (baked)": {"alpha": alpha}})
+
+
+FUSION_METHOD = Method(FUSION, requires=lambda ctx: (FUSION,), rows=_fusion_rows,
+                       stages=_fusion_stages, models={})

@@ -1,0 +1,61 @@
+"""Per-objective validation metrics of every member of a population (EA-Adam's fitness).
+
+Objective k of a classification population is clean images (k = 0) or degradation
+k-1 of the level plan (``fdjax.population.objectives``); a member's metric on it is
+the task metric (accuracy 0..1) on the first ``max_examples`` validation images, with
+the degradation applied at fixed keys (levels drawn over its grid, ``eval.seed``), so
+the same weights always get the same fitness. The evolution minimises, so ``score``
+returns the metric negated when higher is better.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+from fdjax import data as data_lib
+from fdjax.eval.metric import jit_clean, predictor, split_metric
+from fdjax.study.training import fixed_key_transform
+from fdjax.trees import unstack_tree
+
+
+def validation_subset(ctx, max_examples: int):
+  """The validation split (its first ``max_examples`` images when > 0); a one-line
+  ValueError when there is none."""
+  split = ctx.dataset.validation
+  if split is None or not len(split):
+    raise ValueError("ea_adam needs a validation split for its fitness: set "
+                     "data.validation_fraction > 0")
+  if max_examples and max_examples < len(split):
+    split = data_lib.take(split, np.arange(max_examples))
+  return split
+
+
+def member_metrics(ctx, max_examples: int):
+  """``metrics(stacked_variables) -> float64 [P, M]``: the task metric of member i on
+  objective k (module docstring). The predictor and the fixed-key degradations are
+  compiled once, when this is called, and reused by every call of ``metrics``."""
+  split = validation_subset(ctx, max_examples)
+  predict = jit_clean(predictor(ctx.task, ctx.model), ctx.mesh)
+  transforms = [None] + [fixed_key_transform(ctx, ctx.plan.sampler(name))
+                         for name in ctx.plan.names]
+
+  def metrics(stacked_variables) -> np.ndarray:
+    count = jax.tree.leaves(stacked_variables)[0].shape[0]
+    out = np.zeros((count, len(transforms)))
+    for i in range(count):
+      member = unstack_tree(stacked_variables, i)
+      for k, transform in enumerate(transforms):
+        out[i, k] = split_metric(ctx.task, predict, member, split,
+                                 batch_size=ctx.config.eval_batch_size, mesh=ctx.mesh,
+                                 transform=transform)
+    return out
+
+  return metrics
+
+
+def scorer(ctx, max_examples: int):
+  """``score(stacked_variables) -> float64 [P, M]`` objective values to MINIMISE."""
+  sign = -1.0 if ctx.task.metric.higher_is_better else 1.0
+  metrics = member_metrics(ctx, max_examples)
+  return lambda stacked: sign * metrics(stacked)

@@ -1,0 +1,45 @@
+"""The evolutionary epoch as ``fit``'s epoch hook, and the per-epoch Pareto record.
+
+``evolution_hook(score, cfg, objectives)`` returns ``on_epoch_end(state, epoch) ->
+(state, metrics)`` for ``fdjax.train.fit``: one ``evolutionary_epoch`` on the
+``PopulationState`` (its evolution key is in the state, so a resumed run evolves
+exactly as an uninterrupted one), the new state placed like the old one, and the
+Pareto report of the members' metrics (``score`` negated back when it minimises a
+higher-is-better metric) as metrics for ``metrics.jsonl``; with ``report_path`` the
+latest report is also written there as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Callable, Sequence
+
+import jax
+import numpy as np
+
+from fdjax.population.evolution import EvolutionConfig, evolutionary_epoch
+from fdjax.population.pareto import pareto_report
+
+
+def evolution_hook(score: Callable, cfg: EvolutionConfig, objectives: Sequence[str], *,
+                   higher_is_better: bool = True, report_path: str | None = None):
+  sign = -1.0 if higher_is_better else 1.0
+
+  def on_epoch_end(state, epoch: int):
+    new_state, info = evolutionary_epoch(state, score, cfg)
+    new_state = jax.tree.map(lambda new, old: jax.device_put(new, old.sharding), new_state, state)
+    metric = sign * np.asarray(info["fitness"])
+    report = pareto_report(metric, objectives)
+    report.update(epoch=epoch + 1, generation=int(new_state.evolution.generation),
+                  replaced=np.asarray(new_state.evolution.replaced).tolist())
+    if report_path is not None:
+      os.makedirs(os.path.dirname(report_path), exist_ok=True)
+      with open(report_path, "w") as f:
+        json.dump(report, f, indent=1)
+    return new_state, {"member_metric": metric.tolist(),
+                       "non_dominated": report["non_dominated"],
+                       "hypervolume": report["hypervolume"],
+                       "replaced": report["replaced"]}
+
+  return on_epoch_end

@@ -1,0 +1,83 @@
+"""The population's training state: ONE ``TrainState`` whose parameters, BatchNorm
+statistics and optimiser moments are stacked on a leading axis P (one row per member),
+plus the evolution's state, so that one checkpoint resumes everything exactly.
+
+``population_sharding(mesh, state)`` lays the member axis over a mesh axis named
+``population`` (scalars and the evolution's small arrays replicated), for
+``make_train_step(..., state_sharding=...)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from fdjax.train.mesh import DATA_AXIS
+from fdjax.train.state import TrainState, create_train_state
+from fdjax.trees import stack_trees
+
+POPULATION_AXIS = "population"
+
+
+@flax.struct.dataclass
+class PopulationState(TrainState):
+  """A ``TrainState`` of P stacked members (leaves ``[P, ...]``) with ``evolution``
+  (``fdjax.population.evolution.EvolutionState``). ``step`` and ``rng`` are shared: every
+  member sees the same batch and the same step key."""
+
+  evolution: Any = None
+
+  @property
+  def size(self) -> int:
+    return jax.tree.leaves(self.params)[0].shape[0]
+
+
+def stack_members(members: Sequence[dict]) -> dict:
+  """``[{'params', 'batch_stats'}] * P`` -> one ``{'params', 'batch_stats'}`` stacked on axis 0."""
+  return stack_trees([{"params": m["params"], "batch_stats": m.get("batch_stats", {})}
+                      for m in members])
+
+
+def create_population_state(stacked_variables: dict, tx: optax.GradientTransformation,
+                            rng: jax.Array, evolution, mesh=None) -> PopulationState:
+  """A step-0 ``PopulationState``; ``tx.init`` on the stacked parameters gives stacked
+  moments (element-wise optimisers). With ``mesh``: every leaf replicated on it."""
+  base = create_train_state(stacked_variables, tx, rng, mesh)
+  state = PopulationState(step=base.step, params=base.params, batch_stats=base.batch_stats,
+                          opt_state=base.opt_state, rng=base.rng, evolution=evolution)
+  if mesh is not None:
+    from fdjax.train.mesh import replicated
+    state = jax.device_put(state, replicated(mesh))
+  return state
+
+
+def population_mesh(population_devices: int, devices=None) -> Mesh:
+  """A 2-D ``('data', 'population')`` mesh: ``population_devices`` along ``population``
+  (which must divide the device count), the rest along ``data``."""
+  devices = np.asarray(jax.devices() if devices is None else devices)
+  if population_devices < 1 or devices.size % population_devices:
+    raise ValueError(f"population_devices={population_devices} must divide the "
+                     f"{devices.size} devices")
+  return Mesh(devices.reshape(-1, population_devices), (DATA_AXIS, POPULATION_AXIS))
+
+
+def population_sharding(mesh, state: PopulationState):
+  """Per-leaf shardings: member-stacked leaves (leading axis P) split over ``population``;
+  everything else (step, rng, optimiser counters, the evolution) replicated."""
+  count = state.size
+  split = NamedSharding(mesh, PartitionSpec(POPULATION_AXIS))
+  whole = NamedSharding(mesh, PartitionSpec())
+
+  def member_axis(leaf):
+    return jnp.ndim(leaf) >= 1 and jnp.shape(leaf)[0] == count
+
+  stacked = state.replace(evolution=None)
+  shardings = jax.tree.map(lambda leaf: split if member_axis(leaf) else whole, stacked)
+  return shardings.replace(step=whole, rng=whole,
+                           evolution=jax.tree.map(lambda _: whole, state.evolution))

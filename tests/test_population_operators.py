@@ -1,0 +1,129 @@
+"""EA-Adam's pure pieces against closed forms and hand computations: preference vectors,
+normalised gradient combination, SBX and mutation statistics, Tchebycheff and MOEA/D."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+from fdjax.population import moead
+from fdjax.population.gradients import combine_objective_grads
+from fdjax.population.operators import gaussian_mutation, sbx_beta, sbx_crossover
+from fdjax.population.preferences import neighbourhoods, pick_partners, preference_vectors
+
+
+def test_preferences_are_ea_adams_line_for_two_objectives_and_sum_to_one():
+  np.testing.assert_allclose(preference_vectors(5, 2),
+                             [[1, 0], [.75, .25], [.5, .5], [.25, .75], [0, 1]])
+  w = preference_vectors(3, 5)       # clean + 4 degradations
+  np.testing.assert_allclose(w.sum(1), 1, rtol=1e-6)
+  np.testing.assert_allclose(w[0], [1, 0, 0, 0, 0])
+  np.testing.assert_allclose(w[1], [.5, .125, .125, .125, .125])
+  np.testing.assert_allclose(w[2], [0, .25, .25, .25, .25])
+  with pytest.raises(ValueError):
+    preference_vectors(1, 2)
+
+
+def test_neighbourhoods_on_the_line_and_partners_are_neighbours_or_random():
+  nb = neighbourhoods(preference_vectors(5, 2), 3)
+  assert nb[:, 0].tolist() == [0, 1, 2, 3, 4]                # itself first
+  assert sorted(nb[2].tolist()) == [1, 2, 3] and sorted(nb[0].tolist()) == [0, 1, 2]
+  keys = jax.random.split(jax.random.PRNGKey(0), 4000)
+  partners = np.asarray(jax.jit(jax.vmap(lambda k: pick_partners(k, nb, 0.3)))(keys))   # [4000, 5]
+  assert not np.any(partners == np.arange(5))                  # never itself
+  # member 0: neighbours {1, 2}; 70% from them (35% each) + 30% uniform over the 4 others
+  freq = np.bincount(partners[:, 0], minlength=5) / len(keys)
+  np.testing.assert_allclose(freq, [0, .35 + .075, .35 + .075, .075, .075], atol=0.025)
+
+
+def test_normalised_gradient_combination_equals_a_hand_computation():
+  g = {"a": jnp.array([[3.0, 4.0], [0.0, 2.0]]),              # objective rows: norms 5 and 2
+       "b": jnp.array([[[1.0, 0.0]], [[0.0, -3.0]]])}          # norms 1 and 3
+  w = jnp.array([0.25, 0.75])
+  out = combine_objective_grads(g, w, eps=0.0)
+  np.testing.assert_allclose(out["a"], [0.25 * 3 / 5, 0.25 * 4 / 5 + 0.75 * 1.0], rtol=1e-6)
+  np.testing.assert_allclose(out["b"], [[0.25, -0.75]], rtol=1e-6)
+
+
+def test_sbx_children_keep_the_parents_mean_and_beta_follows_the_closed_form():
+  eta = 20.0
+  p1 = {"w": jnp.array([1.0, -2.0, 0.5]), "b": jnp.array(3.0)}
+  p2 = {"w": jnp.array([2.0, 1.0, -0.5]), "b": jnp.array(-1.0)}
+  keys = jax.random.split(jax.random.PRNGKey(1), 20000)
+  c1, c2 = jax.jit(jax.vmap(lambda k: sbx_crossover(k, p1, p2, eta)))(keys)
+  for name in ("w", "b"):
+    np.testing.assert_allclose(c1[name] + c2[name], np.broadcast_to(p1[name] + p2[name],
+                                                                    c1[name].shape), atol=1e-5)
+  # one beta per tensor: (c1 - c2) / (p1 - p2) is the same for every element
+  beta_w = np.asarray((c1["w"] - c2["w"]) / (p1["w"] - p2["w"]))
+  np.testing.assert_allclose(beta_w, beta_w[:, :1].repeat(3, 1), rtol=1e-4)
+  beta = np.asarray((c1["b"] - c2["b"]) / (p1["b"] - p2["b"]))
+
+  def cdf(b):   # closed form: density (eta+1)/2 b^eta on [0,1], (eta+1)/2 b^-(eta+2) above
+    b = np.asarray(b, np.float64)
+    return np.where(b <= 1, 0.5 * b ** (eta + 1), 1 - 0.5 * b ** -(eta + 1))
+
+  assert stats.kstest(beta, cdf).pvalue > 1e-3
+  assert abs(np.mean(beta <= 1) - 0.5) < 0.02
+  # E[beta] = (eta+1)/2 (1/(eta+2) + 1/eta)
+  np.testing.assert_allclose(beta.mean(), (eta + 1) / 2 * (1 / (eta + 2) + 1 / eta), rtol=5e-3)
+  # and sbx_beta at chosen quantiles is the inverse of that CDF
+  u = np.array([0.01, 0.25, 0.5, 0.75, 0.99])
+  np.testing.assert_allclose(cdf(sbx_beta(jnp.asarray(u), eta)), u, rtol=1e-4)
+
+
+def test_mutation_touches_two_percent_of_conv_kernels_with_std_003_only():
+  params = {"conv": {"kernel": jnp.zeros((3, 3, 32, 64))}, "dense": {"kernel": jnp.zeros((8, 4))},
+            "bn": {"scale": jnp.ones(64), "bias": jnp.zeros(64)}}
+  out = jax.jit(lambda k, p: gaussian_mutation(k, p, rate=0.02, std=0.03))(
+      jax.random.PRNGKey(2), params)
+  delta = np.asarray(out["conv"]["kernel"]).ravel()
+  touched = delta != 0
+  n = delta.size
+  assert abs(touched.mean() - 0.02) < 4 * np.sqrt(0.02 * 0.98 / n)
+  assert abs(delta[touched].std() / 0.03 - 1) < 0.06 and abs(delta[touched].mean()) < 0.003
+  for path in (("dense", "kernel"), ("bn", "scale"), ("bn", "bias")):
+    np.testing.assert_array_equal(out[path[0]][path[1]], params[path[0]][path[1]])
+
+
+def test_tchebycheff_is_the_normalised_weighted_max_by_hand():
+  ideal, nadir = np.array([0.1, 0.2]), np.array([0.5, 0.6])
+  # |0.3-0.1|/0.4 = 0.5, |0.5-0.2|/0.4 = 0.75 -> max(0.25*0.5, 0.75*0.75)
+  assert moead.tchebycheff([0.3, 0.5], [0.25, 0.75], ideal, nadir) == pytest.approx(0.5625)
+  np.testing.assert_allclose(moead.update_ideal([0.3, 0.3], [[0.4, 0.1], [0.2, 0.5]]), [0.2, 0.1])
+  np.testing.assert_allclose(moead.nadir_point([[0.4, 0.1], [0.2, 0.5]], [0.9, 0.0]), [0.9, 0.5])
+
+
+def test_moead_replacement_on_a_constructed_case():
+  w = preference_vectors(3, 2)                        # (1,0), (.5,.5), (0,1)
+  nb = neighbourhoods(w, 2)                           # 0:[0,1] 1:[1,0] 2:[2,1]
+  fitness = np.array([[0.2, 0.8], [0.5, 0.5], [0.8, 0.2]])
+  children = np.array([[0.1, 0.9],                    # better for slot 0 (objective 1 alone)
+                       [0.6, 0.6],                    # dominated by slot 1: replaces nothing
+                       [0.3, 0.3]])                   # better for slot 2? 0.3 > 0.2: no; slot 1: yes
+  source, new_fitness, ideal, nadir = moead.moead_select(
+      fitness, children, w, nb, fitness.min(0), max_replacements=1)
+  assert source.tolist() == [3, 5, 2]
+  np.testing.assert_allclose(new_fitness, [[0.1, 0.9], [0.3, 0.3], [0.8, 0.2]])
+  np.testing.assert_allclose(ideal, [0.1, 0.2])
+  np.testing.assert_allclose(nadir, [0.8, 0.9])
+  # a frozen slot 0 is never replaced
+  source, _, _, _ = moead.moead_select(fitness, children, w, nb, fitness.min(0),
+                                       trainable=[False, True, True])
+  assert source.tolist() == [0, 5, 2]
+
+
+def test_pareto_front_and_hypervolume_by_hand():
+  from fdjax.population.pareto import hypervolume, non_dominated, pareto_report
+  # accuracies (maximised) of 4 members on 2 objectives; member 3 is dominated by member 1
+  points = np.array([[0.9, 0.2], [0.6, 0.6], [0.3, 0.8], [0.5, 0.5]])
+  assert non_dominated(points) == [0, 1, 2]
+  # staircase above (0, 0): 0.9*0.2 + 0.6*(0.6-0.2) + 0.3*(0.8-0.6)
+  assert hypervolume(points) == pytest.approx(0.18 + 0.24 + 0.06)
+  assert hypervolume(points, ref=[0.5, 0.5]) == pytest.approx(0.1 * 0.1)
+  # three objectives: two boxes overlapping in [0,1]x[0,1]x[0,1]
+  assert hypervolume([[2, 1, 1], [1, 2, 1]]) == pytest.approx(2 + 2 - 1)
+  report = pareto_report(points, ["clean", "jpeg"])
+  assert report["members"][1]["values"] == {"clean": 0.6, "jpeg": 0.6}
+  assert report["non_dominated"] == [0, 1, 2]
