@@ -156,7 +156,7 @@ def _finalize(outputs, workdir: str, ctx) -> None:
 
 
 def _build(config, data_spec, k):
-  return moe_student(config, data_spec.num_classes, k or config.moe.train_k)
+  return moe_student(config, data_spec, k or config.moe.train_k)
 
 
 METHOD = Method("fusiondistill_moe", requires=lambda ctx: (STAGE,), rows=_rows, stages=_stages,

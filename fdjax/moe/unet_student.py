@@ -37,9 +37,11 @@ from typing import Literal, Sequence
 import flax.linen as nn
 import jax
 
+from fdjax.config import parse_list
+from fdjax.errors import ConfigError
 from fdjax.models.nafnet import naf_blocks
 from fdjax.models.resnet import adaptive_avg_pool
-from fdjax.models.unet import BlockFactory, UNetShape, conv_blocks, unet
+from fdjax.models.unet import BlockFactory, UNetShape, conv_blocks, per_level, unet
 from fdjax.moe.experts import ExpertLoop, run_copies
 from fdjax.moe.init import moe_variables
 from fdjax.moe.routing import channel_share, combine, route, routing_features
@@ -185,3 +187,40 @@ def unet_moe_variables(model: RoutedUNet, fused_variables: dict, expert_variable
   h, w = (max(s, -(-int(n) // s) * s) for n in image_shape[:2])
   return moe_variables(model, fused_variables, expert_variables, key, (h, w, 3),
                        blocks_of=_dense_block)
+
+
+def restoration_student(config, k: int) -> RoutedUNet:
+  """The student of ``config.restoration`` (the dense U-Net's shape and blocks: ``model``
+  'unet' or 'nafnet', its ``model_options``) and ``config.moe``: one expert per task of
+  ``config.degradations``, the levels of ``moe.stages`` routed, ``moe.routing`` ('pixel'
+  or 'image'), ``moe.router_input`` ('stage' or 'image'), ``num_prompts``,
+  ``noisy_gating``, ``prompt_init_scale``, ``channel_sharing``, ``expert_loop``; top-``k``.
+  Raises ``ConfigError`` for anything else."""
+  from fdjax.tasks import restoration  # fdjax.tasks.restoration imports this module lazily
+
+  o = restoration.options(config)
+  if o["model"] not in BASES:
+    raise ConfigError(f"FusionDistill-MoE for restoration routes blocks of a plain U-Net: "
+                      f"restoration.model must be one of {BASES}, got {o['model']!r}")
+  shape = restoration.shape_fields(o)
+  cfg = config.moe
+  routed = tuple(parse_list(cfg.stages))
+  enc = per_level(shape["blocks"], shape["depth"], "blocks")
+  dec = enc if shape["decoder_blocks"] is None else per_level(shape["decoder_blocks"],
+                                                              shape["depth"], "decoder_blocks")
+  known = levels_with_blocks(shape["depth"], enc, shape["middle_blocks"], dec)
+  if not routed or not set(routed) <= set(known):
+    raise ConfigError(f"moe.stages for restoration names U-Net levels with blocks, some of "
+                      f"{known}; got {cfg.stages!r}")
+  routing = {"pixel": "pixel", "image": "image"}.get(cfg.routing)
+  source = cfg.get("router_input", "stage")
+  if routing is None or source not in ROUTER_SOURCES:
+    raise ConfigError(f"restoration's MoE student needs moe.routing 'pixel' or 'image' and "
+                      f"moe.router_input in {ROUTER_SOURCES}; got {cfg.routing!r}, "
+                      f"{source!r}")
+  return RoutedUNet(**shape, base=o["model"], **restoration.model_options(o),
+                    num_experts=len(parse_list(config.degradations)), k=k, routed=routed,
+                    routing=routing, router_source=source, num_prompts=int(cfg.num_prompts),
+                    noisy_gating=bool(cfg.get("noisy_gating", False)),
+                    prompt_init_scale=float(cfg.get("prompt_init_scale", 1.0)),
+                    channel_sharing=bool(cfg.channel_sharing), expert_loop=cfg.expert_loop)
