@@ -57,7 +57,7 @@ def dense_grads(name):
   variables = random_variables(model, 1, SHAPE)
   loss_fn = supervised_loss(model, TASK, noisy)
   grad = jax.jit(jax.grad(lambda p: loss_fn(p, variables["batch_stats"], batch(2),
-                                            jax.random.key(0))[0]))
+                                            jax.random.key(0, impl="rbg"))[0]))
   return variables, grad(variables["params"])
 
 
@@ -77,7 +77,7 @@ def test_every_parameter_of_the_moe_student_gets_a_gradient_from_fusiondistill()
                                aux_loss_weight=1e-2, rng_streams=("gating",))
 
   def loss(params):
-    return loss_fn(params, {}, batch(2), jax.random.key(1), stack_trees(experts))
+    return loss_fn(params, {}, batch(2), jax.random.key(1, impl="rbg"), stack_trees(experts))
 
   (value, (_, metrics)), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(
       variables["params"])

@@ -30,6 +30,7 @@ SUBCOMMANDS: dict[str, Callable[[list[str]], object]] = {
     "train_step": train_step.main,
     "degradations": _lazy("fdjax.bench.degradations"),
     "moe": _lazy("fdjax.bench.moe"),
+    "restoration": _lazy("fdjax.bench.restoration"),
 }
 
 
