@@ -45,7 +45,7 @@ def cost(ctx, model, variables, k: int | None = None) -> dict:
   shape = (1, *ctx.dataset.image_shape)
   num_experts = len(ctx.degradations) if k is not None else None
   result = moe.model_cost(apply(model), variables, shape, num_experts, k)
-  if k is not None and getattr(model, "dispatch", "dense") == "dense":
+  if k is not None and getattr(model, "dispatch", None) == "dense":   # the ResNet student
     result["sparse_flops"] = moe.inference_flops(apply(model.clone(dispatch="sparse")),
                                                  variables, shape)
   return result

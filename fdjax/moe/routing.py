@@ -53,6 +53,9 @@ def route(module: nn.Module, router_x, *, num_experts: int, k: int, per_pixel: b
   else:
     logits, noise_std = router(router_x), None
   add_noise = noisy and train
+  if add_noise and not module.has_rng("gating"):
+    raise ValueError("noisy gating in training draws from the 'gating' PRNG stream: apply "
+                     "with rngs={'gating': key} (fusiondistill_loss(rng_streams=('gating',)))")
   h = noisy_logits(logits, noise_std, module.make_rng("gating")) if add_noise else logits
   probs = nn.softmax(h, axis=-1)                       # MEASNet eq. (2)
   gates, mask = top_k_gates(probs, k, renormalize)
