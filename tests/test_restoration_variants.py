@@ -8,6 +8,7 @@ away, no always-empty routing. Plus the shapes and features of the new variants.
 
 import functools
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -130,3 +131,22 @@ def test_homogenization_treats_only_expert_copies_as_task_specific():
   assert "decoder1_block0_moe/experts/conv1/kernel" in specific
   assert "decoder1_block0/ffn_moe/experts/kernel1" in specific
   assert shared_param("decoder1_block0/ffn_moe/shared/kernel1")
+
+
+class _Regularized(nn.Module):
+  """Identity restorer that asks for a regularizer of 0.25."""
+
+  @nn.compact
+  def __call__(self, x, train=False):
+    scale = self.param("scale", nn.initializers.ones, ())
+    return x * scale, {"regularizer": 0.25 * scale}
+
+
+def test_training_losses_add_the_models_regularizer():
+  model = _Regularized()
+  images = batch(2)
+  variables = {"params": {"scale": jnp.float32(1.0)}, "batch_stats": {}}
+  loss, _ = supervised_loss(model, TASK, None)(variables["params"], {}, images,
+                                               jax.random.key(0, impl="rbg"))
+  # Without degradation the identity restores exactly: the loss is the regularizer alone.
+  np.testing.assert_allclose(float(loss), 0.25, rtol=1e-6)
