@@ -31,6 +31,7 @@ SUBCOMMANDS: dict[str, Callable[[list[str]], object]] = {
     "degradations": _lazy("fdjax.bench.degradations"),
     "moe": _lazy("fdjax.bench.moe"),
     "population": _lazy("fdjax.bench.population"),
+    "restoration": _lazy("fdjax.bench.restoration"),
 }
 
 

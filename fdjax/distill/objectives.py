@@ -10,7 +10,8 @@
   stacked on a leading axis and their forward passes run as one ``vmap``
   (``apply_experts``: unrolled on CPU, where that is 5x faster).
 
-``frozen`` (the step's read-only argument) holds the teachers' variables.
+``frozen`` (the step's read-only argument) holds the teachers' variables. Both add the
+student's ``features['regularizer']`` when it has one (``fdjax.train.objectives``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import jax.numpy as jnp
 
 from fdjax.distill.losses import cosine_distance
 from fdjax.tasks.base import DegradeFn
+from fdjax.train.objectives import with_regularizer
 from fdjax.trees import stack_trees, unstack_tree
 
 
@@ -58,7 +60,7 @@ def expert_loss(model, task, *, degrade: DegradeFn, feature: str = "stage3",
     _, teacher_features = model.apply(frozen, task.model_input(teacher_input), train=False)
     ce = jnp.mean(task.per_example_loss(outputs, target))
     cos = cosine_distance(features[feature], jax.lax.stop_gradient(teacher_features[feature]))
-    loss = ce_weight * ce + cos_weight * cos
+    loss = with_regularizer(ce_weight * ce + cos_weight * cos, features)
     return loss, (updates["batch_stats"],
                   {"ce": ce, "cos": cos, **task.train_metrics(outputs, target)})
 
@@ -114,7 +116,7 @@ def fusiondistill_loss(model, task, *, degrade: DegradeFn, num_experts: int,
     # Task i = degradation i: its share of the CE plus its distillation term; they sum to
     # the loss, and gradient homogenization (fdjax.moe) differentiates them one by one.
     task_losses = alpha * ce_per_share / num_experts + gammas * cos_per_expert
-    loss = jnp.sum(task_losses)
+    loss = with_regularizer(jnp.sum(task_losses), features)
     metrics = {"ce": ce, "cos": jnp.mean(cos_per_expert), "task_losses": task_losses,
                **task.train_metrics(outputs, target)}
     if aux_loss_weight and "aux_loss" in features:

@@ -45,7 +45,7 @@ def cost(ctx, model, variables, k: int | None = None) -> dict:
   shape = (1, *ctx.dataset.image_shape)
   num_experts = len(ctx.degradations) if k is not None else None
   result = moe.model_cost(apply(model), variables, shape, num_experts, k)
-  if k is not None and getattr(model, "dispatch", "dense") == "dense":
+  if k is not None and getattr(model, "dispatch", None) == "dense":   # the ResNet student
     result["sparse_flops"] = moe.inference_flops(apply(model.clone(dispatch="sparse")),
                                                  variables, shape)
   return result
@@ -156,7 +156,7 @@ def _finalize(outputs, workdir: str, ctx) -> None:
 
 
 def _build(config, data_spec, k):
-  return moe_student(config, data_spec.num_classes, k or config.moe.train_k)
+  return moe_student(config, data_spec, k or config.moe.train_k)
 
 
 METHOD = Method("fusiondistill_moe", requires=lambda ctx: (STAGE,), rows=_rows, stages=_stages,

@@ -68,6 +68,13 @@ class NAFBlock(nn.Module):
     return x + y * self.param("gamma", scale, (c,)).astype(dt)
 
 
+def naf_blocks(dw_expand: int = 2, ffn_expand: int = 2, layer_scale_init: float = 0.0,
+               dtype: Any = jnp.float32):
+  """NAFNet's block factory for ``fdjax.models.unet.unet``: ``NAFBlock(channels, ...)``."""
+  return lambda channels, name: NAFBlock(channels, dw_expand, ffn_expand, layer_scale_init,
+                                         dtype, name=name)
+
+
 class NAFNet(UNetShape):
   """The NAFNet-style U-Net (see the module docstring and ``fdjax.models.unet.UNet``).
 
@@ -87,10 +94,6 @@ class NAFNet(UNetShape):
     """x float ``[B, H, W, 3]``; returns ``(image float32 [B, H, W, 3], features)``."""
     del train  # no BatchNorm or dropout
     enc, dec = self.levels(x, "NAFNet")
-
-    def block(channels, name):
-      return NAFBlock(channels, self.dw_expand, self.ffn_expand, self.layer_scale_init,
-                      self.dtype, name=name)
-
+    block = naf_blocks(self.dw_expand, self.ffn_expand, self.layer_scale_init, self.dtype)
     return unet(x, block, width=self.width, depth=self.depth, blocks=enc,
                 middle_blocks=self.middle_blocks, decoder_blocks=dec, dtype=self.dtype)

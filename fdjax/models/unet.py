@@ -65,32 +65,50 @@ def check_input(x, stride: int, name: str) -> None:
 
 
 def unet(x, block: BlockFactory, *, width: int, depth: int, blocks: Sequence[int],
-         middle_blocks: int, decoder_blocks: Sequence[int], dtype: Any):
+         middle_blocks: int, decoder_blocks: Sequence[int], dtype: Any,
+         before_up: Callable | None = None, extras: dict | None = None):
   """The skeleton of the module docstring, as submodules of the calling compact module.
 
   ``x`` float ``[B, H, W, 3]``; returns ``(image float32 [B, H, W, 3], features)``.
+
+  ``block(channels, name)`` is called for every block; its name says where it sits
+  (``'encoder<l>_block<b>'``, ``'middle_block<b>'``, ``'decoder<l>_block<b>'``). A block
+  may return ``(x, info)`` instead of ``x`` (a routed block's gates and balance loss):
+  ``info`` is then stored as ``extras[name]`` (``extras`` must be a dict).
+  ``before_up(x, level, channels) -> x`` (optional) transforms the input of decoder
+  level ``level``'s up-sampling (PromptIR's prompt blocks), channels unchanged.
   """
+
+  def run(name, channels, x):
+    out = block(channels, name)(x)
+    if isinstance(out, tuple):
+      out, info = out
+      extras[name] = info
+    return out
+
   inputs = x
   x = nn.Conv(width, (3, 3), padding=1, dtype=dtype, name="intro")(x.astype(dtype))
   features, skips = {}, []
   channels = width
   for level in range(depth):
     for b in range(blocks[level]):
-      x = block(channels, f"encoder{level + 1}_block{b}")(x)
+      x = run(f"encoder{level + 1}_block{b}", channels, x)
     features[f"encoder{level + 1}"] = x
     skips.append(x)
     channels *= 2
     x = nn.Conv(channels, (2, 2), strides=2, padding="VALID", dtype=dtype,
                 name=f"down{level + 1}")(x)
   for b in range(middle_blocks):
-    x = block(channels, f"middle_block{b}")(x)
+    x = run(f"middle_block{b}", channels, x)
   features["bottleneck"] = x
   for level in reversed(range(depth)):
+    if before_up is not None:
+      x = before_up(x, level + 1, channels)
     x = nn.Conv(channels * 2, (1, 1), use_bias=False, dtype=dtype, name=f"up{level + 1}")(x)
     x = pixel_shuffle(x) + skips[level]
     channels //= 2
     for b in range(decoder_blocks[level]):
-      x = block(channels, f"decoder{level + 1}_block{b}")(x)
+      x = run(f"decoder{level + 1}_block{b}", channels, x)
     features[f"decoder{level + 1}"] = x
   x = nn.Conv(3, (3, 3), padding=1, dtype=dtype, name="ending")(x)
   return inputs.astype(jnp.float32) + x.astype(jnp.float32), features
@@ -132,6 +150,11 @@ class UNetShape(nn.Module):
     return enc, dec
 
 
+def conv_blocks(dtype: Any = jnp.float32) -> BlockFactory:
+  """The plain U-Net's block factory: ``ConvBlock(channels, dtype, name=name)``."""
+  return lambda channels, name: ConvBlock(channels, dtype, name=name)
+
+
 class UNet(UNetShape):
   """The plain 3x3-convolution U-Net (residual ReLU blocks; see the module docstring).
 
@@ -149,6 +172,5 @@ class UNet(UNetShape):
     """x float ``[B, H, W, 3]``; returns ``(image float32 [B, H, W, 3], features)``."""
     del train  # no BatchNorm or dropout
     enc, dec = self.levels(x, "UNet")
-    block = lambda channels, name: ConvBlock(channels, self.dtype, name=name)
-    return unet(x, block, width=self.width, depth=self.depth, blocks=enc,
+    return unet(x, conv_blocks(self.dtype), width=self.width, depth=self.depth, blocks=enc,
                 middle_blocks=self.middle_blocks, decoder_blocks=dec, dtype=self.dtype)

@@ -27,7 +27,7 @@ Observed with jax/jaxlib 0.10.2 (CPU, 8 simulated devices, mesh ``(data 2, exper
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import jax
 import numpy as np
@@ -53,8 +53,15 @@ def _stage_blocks(tree: dict, stage: str) -> dict:
 
 
 def moe_variables(moe_model, fused_variables: dict, expert_variables_list: Sequence[dict],
-                  key: jax.Array, image_shape: tuple[int, int, int]) -> dict:
+                  key: jax.Array, image_shape: tuple[int, int, int],
+                  blocks_of: Callable[[dict, str], dict] | None = None) -> dict:
   """Variables for ``moe_model`` (a ``MoEResNet``) from CifarResNet variables of the same depth.
+
+  Every other MoE student whose routed parts are named ``<part>_moe`` (with ``experts``,
+  optionally ``shared``) works the same way given ``blocks_of(dense collection, part)``:
+  the dense variables of ``<part>`` (default: the CifarResNet stage's
+  ``{'block<b>': ...}``; the U-Net student, ``fdjax.moe.unet_student``, passes
+  ``lambda tree, part: tree[part]``).
 
   Args:
     moe_model: the student, ``moe_resnet(depth, ...)``.
@@ -70,6 +77,7 @@ def moe_variables(moe_model, fused_variables: dict, expert_variables_list: Seque
     raise ValueError(f"need {moe_model.num_experts} expert variables, "
                      f"got {len(expert_variables_list)}")
   image_shape = tuple(image_shape)
+  blocks_of = blocks_of or _stage_blocks
   shapes = jax.eval_shape(lambda k: init_variables(moe_model, k, image_shape), key)
 
   def fresh_parts(k):   # only what is not copied: XLA drops the rest of the initialisation
@@ -91,10 +99,10 @@ def moe_variables(moe_model, fused_variables: dict, expert_variables_list: Seque
         continue
       stage = name[:-len("_moe")]
       moe = dict(fresh[collection][name])   # router / channel_gate
-      experts = [_stage_blocks(ev.get(collection, {}), stage) for ev in expert_variables_list]
+      experts = [blocks_of(ev.get(collection, {}), stage) for ev in expert_variables_list]
       moe["experts"] = stack_trees(experts)
       if "shared" in sub:
-        moe["shared"] = _stage_blocks(fused, stage)
+        moe["shared"] = blocks_of(fused, stage)
       built[name] = moe
     _check_shapes(shapes[collection], built, collection)
     out[collection] = built

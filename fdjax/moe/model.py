@@ -91,15 +91,13 @@ import jax.numpy as jnp
 
 from fdjax.models.resnet import (STAGE_WIDTHS, Head, adaptive_avg_pool, batch_norm, pool_head,
                                  residual_blocks, stem)
-from fdjax.moe.gating import (balance_loss, dispatch_tensors, expert_capacity, noisy_logits,
-                              noisy_top_k_load, pool_gates, top_k_gates)
+from fdjax.moe.gating import dispatch_tensors, expert_capacity, pool_gates
 from fdjax.moe.experts import (ExpertLoop, ResidualStage, resolve_expert_loop,
                                run_selected_experts, run_stacked)
-from fdjax.moe.router import PromptRouter
+from fdjax.moe.routing import channel_share, route
 
 STAGES = ("stage1", "stage2", "stage3")
 ROUTER_SOURCES = ("input", "stem", "image")
-EXPERT_PROMPT_INIT_STD = 0.02   # PromptRouter's default, times prompt_init_scale
 Routing = Literal["image", "pixel"]
 Dispatch = Literal["dense", "sparse"]
 
@@ -143,20 +141,10 @@ class MoEStage(RoutingOptions, kw_only=True):
     the unweighted balance loss, channel_gate ``[B, width]`` or None, logits the
     router's logits before noise and top-K."""
     per_pixel = self.routing == "pixel"
-    router = PromptRouter(self.num_experts, self.num_prompts, per_pixel=per_pixel,
-                          expert_prompt_init_std=EXPERT_PROMPT_INIT_STD * self.prompt_init_scale,
-                          noisy=self.noisy_gating, name="router")
-    if self.noisy_gating:
-      logits, noise_std = router(router_x)
-    else:
-      logits, noise_std = router(router_x), None
-    noisy = self.noisy_gating and train
-    h = noisy_logits(logits, noise_std, self.make_rng("gating")) if noisy else logits
-    probs = nn.softmax(h, axis=-1)                       # MEASNet eq. (2)
-    gates, mask = top_k_gates(probs, self.k, self.renormalize)
-    load_probs = (noisy_top_k_load(logits, h, noise_std, self.k)
-                  if noisy and self.k < self.num_experts else None)
-    aux = balance_loss(probs, mask, load_probs=load_probs)   # MEASNet eqs. (4)-(6)
+    gates, mask, probs, logits, aux = route(
+        self, router_x, num_experts=self.num_experts, k=self.k, per_pixel=per_pixel,
+        num_prompts=self.num_prompts, noisy=self.noisy_gating,
+        prompt_init_scale=self.prompt_init_scale, renormalize=self.renormalize, train=train)
     stage_args = dict(width=self.width, num_blocks=self.num_blocks, strides=self.strides,
                       norm=self.norm, dtype=self.dtype)
     sparse = self.dispatch == "sparse" and not per_pixel and not train
@@ -181,11 +169,7 @@ class MoEStage(RoutingOptions, kw_only=True):
     channel_gate = None
     if self.channel_sharing:   # MUIRF CPSM: per-channel choice of shared vs expert features
       shared = ResidualStage(**stage_args, name="shared")(x)
-      pooled = jnp.mean(router_x.astype(jnp.float32), axis=(1, 2))
-      channel_gate = nn.sigmoid(nn.Dense(self.width, kernel_init=nn.initializers.zeros,
-                                         name="channel_gate")(pooled))  # [B, width]
-      g = channel_gate[:, None, None, :].astype(out.dtype)
-      out = g * shared + (1 - g) * out
+      out, channel_gate = channel_share(self, shared, out, router_x, self.width)
     return out, gates, aux, channel_gate, logits
 
 

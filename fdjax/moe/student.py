@@ -1,6 +1,11 @@
 """The mixture-of-experts student of FusionDistill-MoE: its module from the config,
 its training stage, and which parameters gradient homogenization treats as shared.
 
+The task builds its own student and its initial variables (``Task.moe_student``,
+``Task.moe_variables``): classification the ``MoEResNet`` below, restoration the U-Net
+student of ``fdjax.moe.unet_student``; both name routed parts ``<part>_moe`` with
+``router`` and ``experts`` inside, which ``shared_param`` and ``router_param`` rely on.
+
 The student's experts start from the per-degradation models and its shared parts from
 the fused model; it trains with the FusionDistill loss plus the router's balance loss
 (optionally with MUIRF gradient homogenization), with top-``moe.train_k`` routing: with
@@ -23,10 +28,9 @@ import jax
 import ml_collections
 import optax
 
-from fdjax import distill
+from fdjax import distill, tasks
 from fdjax.config import parse_list
 from fdjax.moe.homogenize import homogenize, per_task_value_and_grad
-from fdjax.moe.init import moe_variables
 from fdjax.moe.model import moe_resnet
 from fdjax.tasks.classification import model_dtype
 from fdjax.train.checkpoint import path_str
@@ -35,10 +39,20 @@ from fdjax.trees import stack_trees
 STAGE = "fusiondistill_moe"
 
 
-def moe_student(config: ml_collections.ConfigDict, num_classes: int, k: int):
+def moe_student(config: ml_collections.ConfigDict, data_spec, k: int, task=None):
   """The student of ``config.moe`` (one expert per degradation of ``config.degradations``)
-  with top-``k`` routing. Router fields missing from ``config.moe`` (a run saved before
-  they existed) take their defaults."""
+  with top-``k`` routing, for ``data_spec`` (``fdjax.tasks.DataSpec``): what the task
+  (default: ``config.task``'s) builds with its ``moe_student`` hook (the CIFAR ResNet
+  student of ``resnet_student``, the restoration U-Net student of
+  ``fdjax.moe.unet_student.restoration_student``)."""
+  task = task or tasks.from_config(config)
+  return task.moe_student(config, data_spec, k)
+
+
+def resnet_student(config: ml_collections.ConfigDict, num_classes: int, k: int):
+  """The classification student: ``MoEResNet`` of ``config.model`` and ``config.moe``.
+  Router fields missing from ``config.moe`` (a run saved before they existed) take their
+  defaults."""
   cfg = config.moe
   names = parse_list(config.degradations)
   return moe_resnet(config.model.depth, num_classes, config.model.head,
@@ -90,10 +104,11 @@ def scale_updates(scale: float, select=router_param) -> optax.GradientTransforma
 def recipe_parts(ctx, fused_variables: dict, expert_variables: list[dict]) -> dict:
   """``(model, Recipe fields)`` of the student's stage for run context ``ctx``."""
   cfg, n = ctx.config.moe, len(ctx.degradations)
-  model = moe_student(ctx.config, ctx.dataset.num_classes, cfg.train_k)
-  init = moe_variables(model, fused_variables, expert_variables,
-                       jax.random.fold_in(jax.random.PRNGKey(ctx.seed), 1000 + cfg.train_k),
-                       ctx.dataset.image_shape)
+  model = moe_student(ctx.config, ctx.data_spec, cfg.train_k, ctx.task)
+  init = ctx.task.moe_variables(model, fused_variables, expert_variables,
+                                jax.random.fold_in(jax.random.PRNGKey(ctx.seed),
+                                                   1000 + cfg.train_k),
+                                ctx.dataset.image_shape)
   degrade = ctx.plan.combined()
   loss_fn = distill.fusiondistill_loss(
       model, ctx.task, degrade=degrade, num_experts=n, feature=ctx.config.distill_feature,

@@ -15,7 +15,10 @@ sits behind a ``Task``:
   metric is a ratio of sums, so it adds up over batches, levels and devices;
 * ``metric``: a ``MetricSpec`` that drives reports, plots, model selection and
   greedy soups;
-* ``ensemble(member_outputs [N, B, ...]) -> [B, ...]``: how members vote.
+* ``ensemble(member_outputs [N, B, ...]) -> [B, ...]``: how members vote;
+* ``moe_student(config, data_spec, k)`` and ``moe_variables(model, fused, experts, key,
+  image_shape)``: FusionDistill-MoE's mixture-of-experts student with top-``k`` routing,
+  and its variables from the fused model and the per-degradation experts.
 """
 
 from __future__ import annotations
@@ -95,3 +98,8 @@ class Task(Protocol):
   def score(self, outputs, batch: dict) -> tuple[jax.Array, jax.Array]: ...
 
   def ensemble(self, member_outputs) -> jax.Array: ...
+
+  def moe_student(self, config, data_spec: DataSpec, k: int) -> Any: ...
+
+  def moe_variables(self, model, fused_variables: dict, expert_variables: list,
+                    key: jax.Array, image_shape: tuple[int, int, int]) -> dict: ...

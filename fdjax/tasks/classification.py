@@ -73,6 +73,17 @@ class ClassificationTask:
     return cifar_resnet(config.model.depth, data_spec.num_classes, config.model.head,
                         dtype=model_dtype(config.model.dtype))
 
+  def moe_student(self, config, data_spec: DataSpec, k: int):
+    """FusionDistill-MoE's student: the ``MoEResNet`` of ``fdjax.moe.student.resnet_student``."""
+    from fdjax.moe.student import resnet_student  # fdjax.moe.student imports this module
+    return resnet_student(config, data_spec.num_classes, k)
+
+  def moe_variables(self, model, fused_variables, expert_variables, key, image_shape):
+    """The student's variables from the fused and per-degradation ResNets
+    (``fdjax.moe.init.moe_variables``)."""
+    from fdjax.moe.init import moe_variables
+    return moe_variables(model, fused_variables, expert_variables, key, image_shape)
+
   def views(self, key, batch: dict, degrade: DegradeFn | None = None):
     """``(student_input, labels, teacher_input)``: uint8 ``[B,H,W,3]``, int32 ``[B]``,
     uint8. The teacher sees the clean view with the student's flip and crop; without

@@ -29,7 +29,7 @@ image, or on the BT.601 Y channel with a shaved border (``y_channel``, ``shave``
 ``config.restoration`` (optional; read with these defaults, not declared in
 ``fdjax.config``)::
 
-    model = 'unet'          # 'unet' (plain 3x3 convs) or 'nafnet'
+    model = 'unet'          # 'unet' (plain 3x3 convs), 'nafnet', 'promptir', 'measnet'
     width = 16              # channels of the top level, doubled per level down
     depth = 2               # down-samplings: images pad to multiples of 2**depth
     blocks = 1              # blocks per encoder level (int or one per level)
@@ -41,6 +41,13 @@ image, or on the BT.601 Y channel with a shaved border (``y_channel``, ``shave``
     rot90 = True            # random 90-degree rotations
     y_channel = False       # score PSNR on Y (deraining / SR tables) instead of RGB
     shave = 0               # border pixels dropped before scoring
+    model_options = {}      # the chosen model's own fields, e.g. {'num_experts': 3, 'k': 2}
+                            # for 'measnet', {'prompt_dim': 8} for 'promptir' (see
+                            # fdjax.models.PromptIR / MEASNet / NAFNet)
+
+FusionDistill-MoE's student (``moe_student``) is the U-Net student of
+``fdjax.moe.unet_student`` (``model`` 'unet' or 'nafnet'), routed at the U-Net levels
+named by ``config.moe.stages`` (e.g. 'decoder1' or 'middle,decoder1').
 """
 
 from __future__ import annotations
@@ -52,14 +59,14 @@ import jax.numpy as jnp
 
 from fdjax.errors import ConfigError
 from fdjax.eval import image_quality, inference
-from fdjax.models import NAFNet, UNet
+from fdjax.models import MEASNet, NAFNet, PromptIR, UNet
 from fdjax.tasks.base import DataSpec, DegradeFn, MetricSpec
 
-MODELS = {"unet": UNet, "nafnet": NAFNet}
+MODELS = {"unet": UNet, "nafnet": NAFNet, "promptir": PromptIR, "measnet": MEASNet}
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 DEFAULTS = {"model": "unet", "width": 16, "depth": 2, "blocks": 1, "middle_blocks": 1,
             "decoder_blocks": None, "dtype": "float32", "patch": 64, "flip": True,
-            "rot90": True, "y_channel": False, "shave": 0}
+            "rot90": True, "y_channel": False, "shave": 0, "model_options": None}
 
 
 def options(config) -> dict:
@@ -72,6 +79,32 @@ def options(config) -> dict:
       raise ConfigError(f"unknown config.restoration fields {unknown}; known: {sorted(DEFAULTS)}")
     found.update({k: block.get(k) for k in block.keys()})
   return found
+
+
+def shape_fields(o: dict) -> dict:
+  """The ``UNetShape`` fields (width, depth, blocks, ..., dtype) of ``options`` ``o``."""
+  if o["dtype"] not in DTYPES:
+    raise ConfigError(f"restoration.dtype must be one of {sorted(DTYPES)}, got {o['dtype']!r}")
+  as_blocks = lambda b: b if b is None or isinstance(b, int) else tuple(int(x) for x in b)
+  return dict(width=int(o["width"]), depth=int(o["depth"]), blocks=as_blocks(o["blocks"]),
+              middle_blocks=int(o["middle_blocks"]),
+              decoder_blocks=as_blocks(o["decoder_blocks"]), dtype=DTYPES[o["dtype"]])
+
+
+def model_options(o: dict) -> dict:
+  """``restoration.model_options`` checked against the fields of ``restoration.model``'s
+  class (the shape fields excluded: they have their own config fields)."""
+  if o["model"] not in MODELS:
+    raise ConfigError(f"restoration.model must be one of {sorted(MODELS)}, got {o['model']!r}")
+  extra = dict(o["model_options"] or {})
+  cls = MODELS[o["model"]]
+  fields = {f.name for f in dataclasses.fields(cls)} - {f.name for f in
+                                                         dataclasses.fields(UNet)}
+  unknown = sorted(set(extra) - fields)
+  if unknown:
+    raise ConfigError(f"restoration.model_options {unknown} are not fields of "
+                      f"{cls.__name__}; known: {sorted(fields)}")
+  return extra
 
 
 def random_patches(key, *views, size: int | None):
@@ -144,20 +177,23 @@ class RestorationTask:
                bool(o["y_channel"]), int(o["shave"]))
 
   def build_model(self, config, data_spec: DataSpec):
-    """The ``UNet`` or ``NAFNet`` of ``config.restoration`` (fully convolutional:
+    """The U-Net of ``config.restoration`` (fully convolutional:
     ``data_spec`` only sizes the initialisation)."""
     del data_spec
     o = options(config)
-    if o["model"] not in MODELS:
-      raise ConfigError(f"restoration.model must be one of {sorted(MODELS)}, got {o['model']!r}")
-    if o["dtype"] not in DTYPES:
-      raise ConfigError(f"restoration.dtype must be one of {sorted(DTYPES)}, got {o['dtype']!r}")
-    as_blocks = lambda b: b if b is None or isinstance(b, int) else tuple(int(x) for x in b)
-    return MODELS[o["model"]](width=int(o["width"]), depth=int(o["depth"]),
-                              blocks=as_blocks(o["blocks"]),
-                              middle_blocks=int(o["middle_blocks"]),
-                              decoder_blocks=as_blocks(o["decoder_blocks"]),
-                              dtype=DTYPES[o["dtype"]])
+    return MODELS[o["model"]](**shape_fields(o), **model_options(o))
+
+  def moe_student(self, config, data_spec: DataSpec, k: int):
+    """FusionDistill-MoE's student: ``fdjax.moe.unet_student.restoration_student``."""
+    del data_spec
+    from fdjax.moe.unet_student import restoration_student  # it imports this module
+    return restoration_student(config, k)
+
+  def moe_variables(self, model, fused_variables, expert_variables, key, image_shape):
+    """The student's variables from the fused and per-task U-Nets
+    (``fdjax.moe.unet_student.unet_moe_variables``)."""
+    from fdjax.moe.unet_student import unet_moe_variables
+    return unet_moe_variables(model, fused_variables, expert_variables, key, image_shape)
 
   def views(self, key, batch: dict, degrade: DegradeFn | None = None):
     """``(input, clean, input)``, uint8 ``[B, patch, patch, 3]`` (module docstring)."""

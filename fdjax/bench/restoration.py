@@ -1,0 +1,183 @@
+"""Training and inference speed of the restoration variants on the current backend.
+
+``python -m fdjax.bench restoration [--variants unet,nafnet,promptir,measnet,moe]
+[--width 16] [--depth 2] [--patch 64] [--batch 8] [--steps 3] [--repeats 3] [--warmup 1]
+[--infer-size 256] [--infer-batch 1] [--experts 3] [--moe-stages decoder1] [--k 2]
+[--dtype float32]``
+
+Each variant is built the way a study builds it (``RestorationTask.build_model`` from
+``config.restoration``; ``moe`` is FusionDistill-MoE's U-Net student,
+``fdjax.moe.unet_student.restoration_student``, over the plain U-Net with ``--experts``
+experts, ``--moe-stages`` routed per pixel, top-``--k``) with random weights, and timed:
+
+* training: full steps of the real ``fdjax.train.make_train_step`` (forward, backward,
+  RAdam) on one fixed on-device batch of ``--batch`` float patches ``--patch`` x
+  ``--patch`` with an L1 loss (plus the model's ``regularizer``; the MoE student's
+  balance loss x 1e-4); throughput in **patches/s** (``batch * steps / seconds``, median
+  over ``--repeats`` after ``--warmup`` untimed steps, compilation included there). The
+  MoE student's own step only: FusionDistill-MoE's step also runs the frozen teachers.
+* inference: the jitted forward pass on ``--infer-batch`` images of ``--infer-size``
+  squared; throughput in **megapixels/s** (``fdjax.moe.images_per_second`` x pixels).
+
+The header names the backend, its devices and the CPU model (``/proc/cpuinfo``), and
+the load average: on a shared machine the figures are indicative only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from fdjax import moe
+from fdjax.config import base_config, optimizer_config
+from fdjax.moe.unet_student import restoration_student
+from fdjax.tasks import DataSpec, RestorationTask
+from fdjax.train.mesh import make_mesh
+from fdjax.train.objectives import with_regularizer
+from fdjax.train.optim import make_optimizer
+from fdjax.train.state import create_train_state, init_variables
+from fdjax.train.step import make_train_step
+
+VARIANTS = ("unet", "nafnet", "promptir", "measnet", "moe")
+BALANCE_WEIGHT = 1e-4
+
+
+def cpu_model() -> str:
+  """The CPU's model name from ``/proc/cpuinfo`` (else ``platform.processor()``)."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or "unknown CPU"
+
+
+def build(variant: str, args: argparse.Namespace):
+  """The variant's module, as a study's config builds it."""
+  config = base_config()
+  config.task = "restoration"
+  config.restoration = ml_collections.ConfigDict(
+      {"model": "unet" if variant == "moe" else variant, "width": args.width,
+       "depth": args.depth, "dtype": args.dtype})
+  if variant == "moe":
+    config.degradations = ",".join(f"task{i}" for i in range(args.experts))
+    config.moe.update({"stages": args.moe_stages, "routing": "pixel"})
+    return restoration_student(config, args.k)
+  task = RestorationTask.from_config(config)
+  return task.build_model(config, DataSpec((args.patch, args.patch, 3)))
+
+
+def train_runner(model, variables, args):
+  """``run(steps)``: that many training steps on one fixed batch, blocking at the end."""
+
+  def loss_fn(params, batch_stats, data, key):
+    del key
+    (out, features), updates = model.apply({"params": params, "batch_stats": batch_stats},
+                                           data["image"], train=True, mutable=["batch_stats"])
+    loss = with_regularizer(jnp.mean(jnp.abs(out - data["target"])), features)
+    if "aux_loss" in features and "regularizer" not in features:
+      loss = loss + BALANCE_WEIGHT * features["aux_loss"]
+    return loss, (updates.get("batch_stats", {}), {})
+
+  mesh = make_mesh()
+  tx, _ = make_optimizer(optimizer_config("radam", 1e-4, schedule="constant"), epochs=1,
+                         steps_per_epoch=1)
+  holder = [create_train_state(variables, tx, jax.random.PRNGKey(0), mesh)]
+  step = make_train_step(loss_fn, tx, mesh)
+  k_in, k_target = jax.random.split(jax.random.key(1))
+  shape = (args.batch, args.patch, args.patch, 3)
+  data = {"image": jax.random.uniform(k_in, shape), "target": jax.random.uniform(k_target, shape)}
+
+  def run(steps: int) -> None:
+    state = holder[0]
+    for _ in range(steps):
+      state, _ = step(state, data)
+    jax.block_until_ready(state)
+    holder[0] = state
+
+  return run
+
+
+def measure(variant: str, args) -> dict:
+  """``{'params', 'patches_per_s', 'megapixels_per_s'}`` of one variant."""
+  model = build(variant, args)
+  # Random weights (speed does not depend on them); rbg keys and one jitted init compile
+  # far faster on CPU than threefry's, op by op.
+  variables = jax.jit(lambda key: init_variables(model, key, (args.patch, args.patch, 3)))(
+      jax.random.key(0, impl="rbg"))
+  params = moe.param_count(variables)
+  images = jax.random.uniform(jax.random.key(2), (args.infer_batch, args.infer_size,
+                                                  args.infer_size, 3))
+  predict = jax.jit(lambda v, x: model.apply(v, x, train=False)[0])
+  ips = moe.images_per_second(predict, variables, images, warmup=1, repeats=args.repeats)
+  run = train_runner(model, variables, args)   # the train step donates (deletes) variables
+  run(args.warmup)
+  times = []
+  for _ in range(args.repeats):
+    start = time.perf_counter()
+    run(args.steps)
+    times.append(time.perf_counter() - start)
+  patches = args.batch * args.steps / statistics.median(times)
+  return {"params": params, "patches_per_s": patches,
+          "megapixels_per_s": ips * args.infer_size ** 2 / 1e6}
+
+
+def _parse(argv):
+  p = argparse.ArgumentParser(prog="python -m fdjax.bench restoration",
+                              description=__doc__.split("\n")[0])
+  p.add_argument("--variants", default=",".join(VARIANTS),
+                 help=f"comma-separated, from {','.join(VARIANTS)}")
+  p.add_argument("--width", type=int, default=16)
+  p.add_argument("--depth", type=int, default=2)
+  p.add_argument("--patch", type=int, default=64, help="training patch side")
+  p.add_argument("--batch", type=int, default=8, help="patches per training step")
+  p.add_argument("--steps", type=int, default=3, help="timed steps per repeat")
+  p.add_argument("--repeats", type=int, default=3, help="timed repeats; the median is reported")
+  p.add_argument("--warmup", type=int, default=1, help="untimed steps first (with compilation)")
+  p.add_argument("--infer-size", type=int, default=256, help="inference image side")
+  p.add_argument("--infer-batch", type=int, default=1)
+  p.add_argument("--experts", type=int, default=3, help="MoE student: experts (tasks)")
+  p.add_argument("--moe-stages", default="decoder1", help="MoE student: routed U-Net levels")
+  p.add_argument("--k", type=int, default=2, help="MoE student: top-K")
+  p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+  args = p.parse_args(argv)
+  args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+  unknown = sorted(set(args.variants) - set(VARIANTS))
+  if unknown:
+    p.error(f"unknown variants {unknown}; choose from {','.join(VARIANTS)}")
+  return args
+
+
+def main(argv: list[str] | None = None) -> dict[str, dict]:
+  """Prints a header and one line per variant; returns ``{variant: measure(...)}``."""
+  args = _parse(argv)
+  cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+  load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+  device = jax.devices()[0]
+  print(f"restoration: width {args.width}, depth {args.depth}, {args.dtype}; training "
+        f"{args.batch} patches {args.patch}x{args.patch} x {args.steps} steps x "
+        f"{args.repeats} repeats (median); inference {args.infer_batch} x "
+        f"{args.infer_size}x{args.infer_size}; jax {jax.__version__} on "
+        f"{jax.default_backend()} ({jax.device_count()} x {device.device_kind}); CPU "
+        f"{cpu_model()}, {cpus} CPU(s), load average {load:.1f}", flush=True)
+  results = {}
+  for variant in args.variants:
+    r = measure(variant, args)
+    label = (f"moe ({args.experts} experts, {args.moe_stages}, K={args.k})"
+             if variant == "moe" else variant)
+    print(f"{label:<36} {r['params']:>9,} params  train {r['patches_per_s']:8.1f} patches/s"
+          f"  inference {r['megapixels_per_s']:7.2f} megapixels/s", flush=True)
+    results[variant] = r
+  if load > 0.5 * cpus:
+    print(f"note: load average {load:.1f} on {cpus} CPU(s): other processes share the "
+          "cores; the figures are indicative only", flush=True)
+  return results

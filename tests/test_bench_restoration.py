@@ -1,0 +1,39 @@
+"""``python -m fdjax.bench restoration``: every variant builds as a study builds it, and
+the benchmark prints patches/s and megapixels/s (tiny setting, the plain U-Net only: the
+cheapest to compile; the others differ only in ``build``)."""
+
+import re
+
+import jax
+import pytest
+
+from fdjax.bench import restoration
+from fdjax.models import MEASNet, NAFNet, PromptIR, UNet
+from fdjax.moe.unet_student import RoutedUNet
+from fdjax.train import init_variables
+
+TINY = ["--width", "4", "--depth", "1", "--patch", "16", "--batch", "2", "--steps", "1",
+        "--repeats", "1", "--warmup", "1", "--infer-size", "16", "--experts", "2"]
+
+
+def test_every_variant_builds_from_a_restoration_config():
+  args = restoration._parse(TINY)
+  kinds = {"unet": UNet, "nafnet": NAFNet, "promptir": PromptIR, "measnet": MEASNet,
+           "moe": RoutedUNet}
+  for variant in restoration.VARIANTS:
+    model = restoration.build(variant, args)
+    assert type(model) is kinds[variant] and model.width == 4 and model.depth == 1
+    shapes = jax.eval_shape(lambda m=model: init_variables(m, jax.random.key(0), (16, 16, 3)))
+    assert restoration.moe.param_count(shapes) > 0
+  assert restoration.build("moe", args).num_experts == 2
+  with pytest.raises(SystemExit):
+    restoration._parse(["--variants", "unet,restormer"])
+
+
+def test_restoration_bench_prints_patches_and_megapixels_per_second(capsys):
+  from fdjax.bench.__main__ import main
+  main(["restoration", "--variants", "unet", *TINY])
+  out = capsys.readouterr().out
+  assert re.search(r"on cpu .*CPU \S", out), out
+  assert re.search(r"\nunet +[0-9,]+ params  train +[0-9.]+ patches/s  inference +[0-9.]+ "
+                   r"megapixels/s", out), out

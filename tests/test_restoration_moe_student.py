@@ -1,0 +1,149 @@
+"""The restoration MoE student (``fdjax.moe.unet_student``): its variables come from the
+per-task expert U-Nets (expert i of a routed block = that block of expert U-Net i) and
+the fused U-Net (everything else); with every router one-hot on expert i it computes
+expert U-Net i exactly (when the experts differ from the fused model only in the routed
+blocks); the task hook builds it from the config with one-line errors.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from fdjax import tasks
+from fdjax.config import base_config
+from fdjax.errors import ConfigError
+from fdjax.models import UNet
+from fdjax.moe.model import MoEResNet
+from fdjax.moe.student import moe_student
+from fdjax.moe.unet_student import RoutedUNet, unet_moe_variables
+from random_weights import random_variables
+
+SHAPE = (16, 16, 3)
+DENSE = UNet(width=4, depth=1, blocks=1, middle_blocks=1)
+ROUTED = ("middle_block0", "decoder1_block0")
+STUDENT = RoutedUNet(width=4, depth=1, blocks=1, middle_blocks=1, num_experts=3, k=2,
+                     routed=("middle", "decoder1"), num_prompts=4, channel_sharing=True)
+
+
+def models():
+  """The fused U-Net and three experts that differ from it only in the routed blocks."""
+  fused = random_variables(DENSE, 0, SHAPE)
+  experts = []
+  for i in range(3):
+    other = random_variables(DENSE, 1 + i, SHAPE)["params"]
+    params = {name: (other[name] if name in ROUTED else sub)
+              for name, sub in fused["params"].items()}
+    experts.append({"params": params, "batch_stats": {}})
+  return fused, experts
+
+
+@functools.lru_cache(maxsize=None)
+def student_variables():
+  """``(fused, experts, student variables)``; one initialisation for the module's tests."""
+  fused, experts = models()
+  return fused, experts, unet_moe_variables(STUDENT, fused, experts,
+                                            jax.random.key(0, impl="rbg"), (13, 17, 3))
+
+
+def test_student_weights_are_the_experts_blocks_and_the_fused_model():
+  fused, experts, variables = student_variables()
+  params = variables["params"]
+  for name in ROUTED:
+    moe = params[f"{name}_moe"]
+    for layer in ("conv1", "conv2"):
+      for leaf in ("kernel", "bias"):
+        for i in range(3):
+          np.testing.assert_array_equal(np.asarray(moe["experts"][layer][leaf][i]),
+                                        np.asarray(experts[i]["params"][name][layer][leaf]))
+        np.testing.assert_array_equal(np.asarray(moe["shared"][layer][leaf]),
+                                      np.asarray(fused["params"][name][layer][leaf]))
+    assert set(moe) == {"experts", "shared", "router", "channel_gate"}
+  for name in ("intro", "encoder1_block0", "down1", "up1", "ending"):
+    for a, b in zip(jax.tree.leaves(params[name]), jax.tree.leaves(fused["params"][name])):
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  with pytest.raises(ValueError, match="need 3 expert variables"):
+    unet_moe_variables(STUDENT, fused, experts[:2], jax.random.key(0), SHAPE)
+
+
+def one_hot_router(router: dict, expert: int) -> dict:
+  """Router parameters whose gates are one-hot on ``expert`` for every input: the task
+  prompt is all ones (every basic prompt is, and the prompt weights sum to 1) and only
+  its rows of ``expert``'s expert prompt are non-zero (logit 50 * D against 0)."""
+  basic = np.ones(router["basic_prompts"].shape, np.float32)
+  dim = basic.shape[1]
+  expert_prompts = np.zeros(router["expert_prompts"].shape, np.float32)
+  expert_prompts[:dim, expert] = 50.0
+  return {**router, "basic_prompts": jnp.asarray(basic),
+          "expert_prompts": jnp.asarray(expert_prompts)}
+
+
+def test_one_hot_routing_reproduces_the_expert_u_net():
+  fused, experts, variables = student_variables()
+  x = jnp.asarray(np.random.default_rng(5).random((2, *SHAPE)), jnp.float32)
+  expert = 1
+  params = dict(variables["params"])
+  for name in ROUTED:
+    moe = params[f"{name}_moe"]
+    # Channel sharing's gate sigmoid(-50) ~ 2e-22 on the shared (fused) block: ~all experts.
+    gate = {**moe["channel_gate"], "bias": jnp.full_like(moe["channel_gate"]["bias"], -50.0)}
+    params[f"{name}_moe"] = {**moe, "router": one_hot_router(moe["router"], expert),
+                             "channel_gate": gate}
+  out, features = jax.jit(STUDENT.apply)({"params": params}, x)
+  want, _ = jax.jit(DENSE.apply)(experts[expert], x)   # the dense U-Net, no routing code
+  np.testing.assert_allclose(np.asarray(out), np.asarray(want), rtol=1e-5, atol=1e-6)
+  other, _ = jax.jit(DENSE.apply)(experts[0], x)
+  assert np.abs(np.asarray(other) - np.asarray(want)).max() > 1e-3   # the experts differ
+  for name in ROUTED:
+    gates = np.asarray(features[f"router_{name}"])
+    want_gates = np.broadcast_to(np.eye(3, dtype=np.float32)[expert], gates.shape)
+    np.testing.assert_array_equal(gates, want_gates)
+  assert features["router"].shape == (2, 16, 16, 3)   # the finest routed block's, per pixel
+
+
+def restoration_config(**moe) -> ml_collections.ConfigDict:
+  config = base_config()
+  config.task = "restoration"
+  config.degradations = "awgn,haze"
+  config.restoration = ml_collections.ConfigDict({"width": 4, "depth": 1, "model": "nafnet"})
+  config.moe.update({"stages": "decoder1", "routing": "pixel", **moe})
+  return config
+
+
+def test_the_task_builds_its_own_student():
+  config = restoration_config(channel_sharing=True)
+  student = moe_student(config, tasks.DataSpec(SHAPE), 1)
+  assert isinstance(student, RoutedUNet)
+  assert (student.base, student.num_experts, student.k, student.routed) == (
+      "nafnet", 2, 1, ("decoder1",))
+  assert student.channel_sharing and student.width == 4
+  classifier = moe_student(base_config(), tasks.DataSpec((32, 32, 3), 10), 2)
+  assert isinstance(classifier, MoEResNet) and classifier.num_classes == 10
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(stages="stage3"), "moe.stages for restoration names U-Net levels"),
+    (dict(routing="tokens"), "moe.routing 'pixel' or 'image'"),
+    (dict(router_input="stem"), "moe.router_input"),
+])
+def test_bad_moe_configs_are_one_line_config_errors(change, message):
+  with pytest.raises(ConfigError, match=message):
+    moe_student(restoration_config(**change), tasks.DataSpec(SHAPE), 1)
+
+
+def test_students_need_a_plain_u_net_and_model_options_are_checked():
+  config = restoration_config()
+  config.restoration.model = "promptir"
+  with pytest.raises(ConfigError, match="restoration.model must be one of"):
+    moe_student(config, tasks.DataSpec(SHAPE), 1)
+  config.restoration.model = "measnet"
+  config.restoration.model_options = {"num_experts": 3, "prompt_dim": 4}
+  task = tasks.from_config(config)
+  with pytest.raises(ConfigError, match=r"\['prompt_dim'\] are not fields of MEASNet"):
+    task.build_model(config, tasks.DataSpec(SHAPE))
+  config.restoration.model_options = {"num_experts": 3, "k": 1}
+  model = task.build_model(config, tasks.DataSpec(SHAPE))
+  assert (model.num_experts, model.k, model.width) == (3, 1, 4)
