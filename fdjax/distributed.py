@@ -26,12 +26,14 @@ and every process reads the files process 0 wrote (stage fingerprints, results).
 from __future__ import annotations
 
 import os
+from typing import Callable, TypeVar
 
 import jax
 
 from fdjax.errors import ConfigError
 
 MODES = ("auto", "on", "off")
+T = TypeVar("T")
 
 _initialized = False
 
@@ -107,3 +109,16 @@ def barrier(name: str) -> None:
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
     multihost_utils.sync_global_devices(name)
+
+
+def write_once(write: Callable[[], T], name: str) -> T | None:
+  """Runs ``write()`` (which writes files) in process 0 only, then waits for every process.
+
+  Returns ``write()``'s result in process 0, None elsewhere. After it returns, every
+  process sees the files, so decisions taken on them (a cached result exists, a stage is
+  done) are the same in every process and no collective step is skipped by some only.
+  In a one-process run this is just ``write()``.
+  """
+  result = write() if is_main_process() else None
+  barrier(f"fdjax write_once {name}")
+  return result

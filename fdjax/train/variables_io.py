@@ -13,6 +13,7 @@ import os
 import jax
 import orbax.checkpoint as ocp
 
+from fdjax.distributed import barrier
 from fdjax.train.checkpoint import CorruptCheckpointError, _check_compatible
 
 
@@ -21,6 +22,7 @@ def save_variables(path: str, variables: dict) -> None:
   checkpointer = ocp.StandardCheckpointer()
   checkpointer.save(os.path.abspath(path), jax.tree.map(_host, variables))
   checkpointer.wait_until_finished()
+  barrier(f"fdjax save_variables {path}")  # then every process sees the stage as done
 
 
 def _host(x):
