@@ -93,3 +93,41 @@ def test_sharded_evaluation_and_process_zero_metrics(runs):
   assert float(p0["accuracy"]) == float(p1["accuracy"]) == float(single["accuracy"])
   lines = (workdir / "multi" / "full" / "metrics.jsonl").read_text().splitlines()
   assert [json.loads(line)["step"] for line in lines] == [4, 8, 12]   # once, not per process
+
+
+def test_a_one_process_run_is_left_alone(monkeypatch):
+  from fdjax import distributed
+  for name in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
+    monkeypatch.delenv(name, raising=False)
+  monkeypatch.setattr(distributed, "on_cloud_tpu_vm", lambda: False)   # (true on a TPU VM)
+  assert distributed.initialize("auto") is False
+  assert distributed.initialize("auto", num_processes=1) is False
+  assert distributed.initialize("off", "localhost:1234", 2, 0) is False
+
+
+@pytest.mark.parametrize("env, match", [
+    ({"JAX_NUM_PROCESSES": "two"}, r"\$JAX_NUM_PROCESSES must be an integer"),
+    ({"JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "2"}, r"process_id must be in \[0, "),
+    ({"JAX_NUM_PROCESSES": "0"}, "num_processes must be >= 1"),
+])
+def test_bad_process_settings_are_one_line_errors(monkeypatch, env, match):
+  from fdjax import distributed
+  from fdjax.errors import ConfigError
+  for name, value in env.items():
+    monkeypatch.setenv(name, value)
+  with pytest.raises(ConfigError, match=match):
+    distributed.initialize("auto")
+
+
+def test_one_process_holds_every_row_and_batches_as_before():
+  from fdjax.data import ImageSet, batching
+  from fdjax.train import data_sharding, make_mesh
+  sharding = data_sharding(make_mesh())
+  np.testing.assert_array_equal(batching.process_rows(sharding, 8), np.arange(8))
+  images = np.arange(5 * 2 * 2 * 3, dtype=np.uint8).reshape(5, 2, 2, 3)
+  split = ImageSet(images, np.arange(5, dtype=np.int32) + 1)
+  last = list(batching.eval_batches(split, 4, sharding=sharding))[-1]   # row 4, 3 padding
+  np.testing.assert_array_equal(np.asarray(last["mask"]), [True, False, False, False])
+  np.testing.assert_array_equal(np.asarray(last["label"]), [5, 0, 0, 0])
+  np.testing.assert_array_equal(np.asarray(last["image"])[0], images[4])
+  assert not np.asarray(last["image"])[1:].any()
