@@ -18,17 +18,21 @@ When is a run multi-process (``mode``; ``fdjax.main``'s ``--distributed`` flag):
   JAX: Cloud TPU, Slurm, Open MPI, Kubernetes).
 * ``'off'``: never.
 
-Every process must see the same workdir (a ``gs://`` bucket on Cloud TPU, a shared
-file system elsewhere): orbax writes each process's shards into the same checkpoint,
-and every process reads the files process 0 wrote (stage fingerprints, results).
+Every process must see the same workdir, at the same path (NFS, Cloud Filestore, a
+bucket mounted with gcsfuse): orbax writes each process's shards into the same
+checkpoint, and every process reads the files process 0 wrote (stage fingerprints,
+evaluation caches). ``check_shared_directory`` refuses a workdir that is not. fdjax
+writes its own files with plain file I/O, so a ``gs://`` URL is not a workdir.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 from typing import Callable, TypeVar
 
 import jax
+import numpy as np
 
 from fdjax.errors import ConfigError
 
@@ -122,3 +126,35 @@ def write_once(write: Callable[[], T], name: str) -> T | None:
   result = write() if is_main_process() else None
   barrier(f"fdjax write_once {name}")
   return result
+
+
+SHARED_CHECK_FILE = ".fdjax.shared"
+
+
+def check_shared_directory(path: str) -> None:
+  """Raises ``ConfigError`` unless every process sees the file process 0 writes in ``path``
+  (nothing to check in a one-process run). Creates ``path``."""
+  if jax.process_count() == 1:
+    return
+  from jax.experimental import multihost_utils
+  nonce = int(multihost_utils.broadcast_one_to_all(np.int32(secrets.randbits(31))))
+  marker = os.path.join(path, SHARED_CHECK_FILE)
+
+  def write():
+    os.makedirs(path, exist_ok=True)
+    with open(marker, "w") as f:
+      f.write(str(nonce))
+
+  write_once(write, "shared directory check")  # one name: the paths may differ
+  try:
+    with open(marker) as f:
+      seen = f.read().strip() == str(nonce)
+  except OSError:
+    seen = False
+  everyone = np.asarray(multihost_utils.process_allgather(np.int32(seen))).reshape(-1)
+  blind = [i for i, ok in enumerate(everyone) if not ok]
+  if blind:
+    raise ConfigError(
+        f"workdir {path} is not shared by all {len(everyone)} processes: process(es) "
+        f"{', '.join(map(str, blind))} do not see the file process 0 wrote there; use a path "
+        f"every host mounts (NFS, Filestore, a gcsfuse-mounted bucket)")

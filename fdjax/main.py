@@ -59,6 +59,7 @@ def main(argv):
                            _PROCESS_ID.value)
     if not distributed.is_main_process():
       configure_logging(min(verbosity, -1))  # progress lines from process 0 only
+    distributed.check_shared_directory(_WORKDIR.value)
     pipeline.run(_CONFIG.value, _WORKDIR.value)
 
 

@@ -4,13 +4,15 @@
     python tests/multihost_check.py 0 PORT WORKDIR        # process 0 of 2 (2 devices each)
     python tests/multihost_check.py 1 PORT WORKDIR        # process 1 of 2
 
-Trains a tiny conv + BatchNorm net on 48 synthetic 16x16 images (brightness = class) with the engine
-(``make_train_step`` + ``fit``), global batch 8: one step (``WORKDIR/<run>/first``); 12
-steps over 2 epochs uninterrupted (``WORKDIR/<run>/full``); and the same 12 stopped after
-8 steps and resumed from the step-8 checkpoint (``WORKDIR/<run>/resumed``).
-Also checks that each process built only its own rows of the first global batch, and
-that those rows are the ones a one-process run takes. Writes ``WORKDIR/<run>.<process>.npz``
-with every parameter and BatchNorm statistic of the three runs and the test accuracy, and prints ``OK``.
+Trains a tiny conv + BatchNorm net on 48 synthetic 16x16 images (brightness = class)
+with the engine (``make_train_step`` + ``fit``), global batch 8: one step
+(``WORKDIR/<run>/first``); 12 steps over 2 epochs uninterrupted (``WORKDIR/<run>/full``);
+the same 12 stopped after 8 steps and resumed from the step-8 checkpoint
+(``WORKDIR/<run>/resumed``). Also checks that a workdir not shared by the processes is
+refused, that each process built only its own rows of the first global batch and that
+those are the rows a one-process run takes, and the sharded test accuracy against an
+unbatched forward pass. Writes ``WORKDIR/<run>.<process>.npz`` (every parameter and
+BatchNorm statistic of the three runs, the accuracy) and prints ``OK``.
 """
 
 import os
@@ -35,6 +37,7 @@ from jax.experimental import multihost_utils  # noqa: E402
 
 from fdjax.config import optimizer_config  # noqa: E402
 from fdjax.data import ImageSet, batching  # noqa: E402
+from fdjax.errors import ConfigError  # noqa: E402
 from fdjax.eval.metric import jit_clean, predictor, split_metric  # noqa: E402
 from fdjax.tasks import Augment, ClassificationTask  # noqa: E402
 from fdjax.train import (LoopConfig, create_train_state, data_sharding, fit,  # noqa: E402
@@ -42,6 +45,13 @@ from fdjax.train import (LoopConfig, create_train_state, data_sharding, fit,  # 
 from fdjax.train.objectives import supervised_loss  # noqa: E402
 
 assert jax.device_count() == 4 and jax.process_count() == (1 if role == "single" else 2)
+distributed.check_shared_directory(workdir)
+if role != "single":   # a "workdir" that differs per host is refused, in every process
+  try:
+    distributed.check_shared_directory(os.path.join(workdir, f"local{role}"))
+    raise AssertionError("a per-process directory passed check_shared_directory")
+  except ConfigError as e:
+    assert "not shared by all 2 processes: process(es) 1 do not see" in str(e), e
 run = "single" if role == "single" else "multi"
 BATCH, SEED = 8, 3
 
