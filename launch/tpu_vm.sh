@@ -3,19 +3,25 @@
 # every host and run the same fdjax.main command on all of them at once.
 #
 #   TPU_NAME=fdjax-v4 ZONE=us-central2-b ACCELERATOR=v4-32 \
-#   launch/tpu_vm.sh configs/cifar10_resnet56.py gs://BUCKET/runs/c10 --config.data.data_dir=gs://BUCKET/tfds
+#   SETUP='mountpoint -q /mnt/runs || (sudo mkdir -p /mnt/runs && sudo chown $USER /mnt/runs && gcsfuse --implicit-dirs BUCKET /mnt/runs)' \
+#   launch/tpu_vm.sh configs/cifar10_resnet56.py /mnt/runs/c10 --config.data.data_dir=gs://BUCKET/tfds
 #
 # The flags after WORKDIR are those of a local run (launch/local.sh). On a multi-host
 # slice (v4-16 and up, v5e-16 and up) every worker runs fdjax.main; fdjax.distributed
 # finds the slice's hosts itself (jax.distributed.initialize on a Cloud TPU VM), each
 # host loads the data set and batches only its own rows of every global batch,
-# checkpoints are written collectively and worker 0 prints the progress and writes the
-# tables. The workdir must be shared by the workers: a gs:// path (orbax and TFDS
-# read and write GCS), which also keeps checkpoints past the VM; re-running resumes.
+# # checkpoints are written collectively and worker 0 prints the progress and writes the
+# tables. The workdir (absolute, or relative to the checkout ~/fdjax on each worker)
+# must be a folder every worker sees at the same path, e.g. a bucket mounted
+# with gcsfuse or a Filestore share mounted by SETUP; fdjax refuses one that is not
+# shared. A mounted bucket also keeps the checkpoints past the VM; re-running resumes.
+# (fdjax writes its files with plain file I/O: a gs:// URL is not a workdir; the TFDS
+# data dir may be one.)
 #
 # Environment: TPU_NAME, ZONE (required); ACCELERATOR (default v4-8), RUNTIME (VM image,
 # default tpu-ubuntu2204-base), REPO_URL / BRANCH (what to install, default this
-# checkout's origin and main), CREATE_ONLY=1 (create the VM and stop).
+# checkout's origin and main), SETUP (a shell command run on every worker first, e.g.
+# mounting the workdir), CREATE_ONLY=1 (create the VM and stop).
 set -euo pipefail
 if [[ $# -lt 2 ]]; then
   echo "usage: $0 CONFIG WORKDIR [--config.field=value ...]" >&2
@@ -37,12 +43,14 @@ else
 fi
 [[ -n "${CREATE_ONLY:-}" ]] && exit 0
 
-if [[ "$workdir" != gs://* ]]; then
-  echo "warning: WORKDIR $workdir is not a gs:// path; on a multi-host slice every worker" \
-       "must see the same workdir" >&2
+if [[ "$workdir" == gs://* ]]; then
+  echo "error: WORKDIR must be a folder every worker sees (mount the bucket with gcsfuse in" \
+       "SETUP), not a gs:// URL" >&2
+  exit 2
 fi
 extra=$(printf ' %q' "$@")
 remote="set -e
+${SETUP:-true}
 if [ ! -d fdjax ]; then git clone --branch $(printf %q "$BRANCH") $(printf %q "$REPO_URL") fdjax; fi
 cd fdjax && git fetch -q && git checkout -q $(printf %q "$BRANCH") && git pull -q --ff-only
 python3 -m pip install -q -U pip 'jax[tpu]'
