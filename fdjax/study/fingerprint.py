@@ -25,7 +25,7 @@ from typing import Any, Mapping
 import ml_collections
 from absl import logging
 
-from fdjax.distributed import write_once
+from fdjax.distributed import barrier, write_once
 from fdjax.errors import UserError
 
 FILE = "fingerprint.json"
@@ -109,9 +109,14 @@ def check_or_record(stage_dir: str, name: str, fields: Mapping[str, Any],
     raise ValueError(f"on_mismatch must be one of {ON_MISMATCH}, got {on_mismatch!r}")
   new = digest(fields)
   path = os.path.join(stage_dir, FILE)
+  old = None
   if os.path.exists(path):
     with open(path) as f:
       old = json.load(f)
+  # Multi-process: every process has read the file before process 0 may rewrite it below
+  # (one that read it after would return early and skip the write's barrier).
+  barrier(f"fingerprint read {name}")
+  if old is not None:
     if old.get("digest") == new:
       return new
     changes = differences(old.get("fields", {}), fields) or ["(fingerprint format)"]
@@ -124,7 +129,7 @@ def check_or_record(stage_dir: str, name: str, fields: Mapping[str, Any],
     logging.warning("[%s] config changed (%s): retraining it", name, "; ".join(changes[:6]))
   elif os.path.isdir(stage_dir) and os.listdir(stage_dir):
     logging.warning("[%s] made before stage fingerprints existed; trusting it", name)
-  stale = os.path.exists(path)
+  stale = old is not None
 
   def write():
     if stale:
