@@ -9,6 +9,12 @@ kept in JAX's persistent cache (``--xla_cache``, see ``fdjax.xla_cache``).
 
 The console shows fdjax's own lines (and every library's warnings); add
 ``--verbosity=1`` to see the libraries' INFO/DEBUG lines too (orbax, jax).
+
+Multi-process (multi-host) runs: start the same command on every host; on a Cloud TPU
+VM slice that is all (``launch/tpu_vm.sh``), elsewhere add ``--coordinator_address=
+HOST0:PORT --num_processes=N --process_id=I`` (or set ``JAX_COORDINATOR_ADDRESS``,
+``JAX_NUM_PROCESSES``, ``JAX_PROCESS_ID``); see ``fdjax.distributed``. Only process 0
+prints progress and writes metrics, reports and plots.
 """
 
 from __future__ import annotations
@@ -28,12 +34,23 @@ _XLA_CACHE = flags.DEFINE_string(
     "xla_cache", "auto", "JAX's persistent compilation cache: 'auto' (<fdjax cache>/xla), "
     "a folder, or 'none'. Reruns and resumed runs skip most compilation.")
 flags.mark_flags_as_required(["config", "workdir"])
+_DISTRIBUTED = flags.DEFINE_enum(
+    "distributed", "auto", ["auto", "on", "off"],
+    "Multi-process run: auto (when a coordinator or >1 processes is given below or in the "
+    "environment, or on a Cloud TPU VM), on, off. See fdjax.distributed.")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0 (multi-process runs; default "
+    "$JAX_COORDINATOR_ADDRESS).")
+_NUM_PROCESSES = flags.DEFINE_integer(
+    "num_processes", None, "Number of processes (default $JAX_NUM_PROCESSES).")
+_PROCESS_ID = flags.DEFINE_integer(
+    "process_id", None, "This process's index in 0..num_processes-1 (default $JAX_PROCESS_ID).")
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  from fdjax import pipeline, xla_cache  # imported late so that --help stays fast
+  from fdjax import distributed, pipeline, xla_cache  # imported late: --help stays fast
 
   # fdjax's own INFO lines by default; --verbosity=1 (absl) shows every library's too.
   verbosity = flags.FLAGS.verbosity if flags.FLAGS["verbosity"].present else 0
@@ -42,6 +59,12 @@ def main(argv):
   # by another config, ...) print as one line and exit 2; --verbosity=1 adds the traceback.
   with cli_errors(verbosity):
     xla_cache.enable(_XLA_CACHE.value)
+    # Before anything touches a device: join the other processes of a multi-host run.
+    distributed.initialize(_DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value,
+                           _PROCESS_ID.value)
+    if not distributed.is_main_process():
+      configure_logging(min(verbosity, -1))  # progress lines from process 0 only
+    distributed.check_shared_directory(_WORKDIR.value)
     pipeline.run(_CONFIG.value, _WORKDIR.value)
 
 

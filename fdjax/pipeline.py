@@ -7,6 +7,7 @@ stages in ``fdjax.study.stages``. This module only loops over seeds and methods.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 
@@ -15,6 +16,7 @@ from absl import logging
 
 from fdjax import methods as methods_lib
 from fdjax.config import parse_ints
+from fdjax.distributed import is_main_process, write_once
 from fdjax.eval import plots, report
 from fdjax.lock import workdir_lock
 from fdjax.study import Runner, load_dataset, make_context
@@ -63,16 +65,18 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[report.Record]:
 
   The whole config is validated first (``fdjax.validate``), then the workdir is locked
   for the run (``fdjax.lock``; a second run on it fails at once), then every planned
-  stage's fingerprint is checked before anything trains."""
+  stage's fingerprint is checked before anything trains. In a multi-process run every
+  process runs this; process 0 holds the lock, writes the run's own files (config,
+  tables, figures) and prints the table."""
   validate_config(config)
   methods = methods_lib.parse(config.methods)
   seeds = parse_ints(config.seeds, "seeds")
-  with workdir_lock(workdir):
+  with workdir_lock(workdir) if is_main_process() else contextlib.nullcontext():
     return _run(config, workdir, methods, seeds)
 
 
 def _run(config, workdir: str, methods, seeds) -> list[report.Record]:
-  _write_config(config, workdir)
+  write_once(lambda: _write_config(config, workdir), "config.json")
   records, extra, fingerprints = [], {}, {}
   outputs = {m.name: [] for m in methods}
   progress, dataset, ctx = None, None, None
@@ -87,7 +91,7 @@ def _run(config, workdir: str, methods, seeds) -> list[report.Record]:
     runner.prepare([n for m in methods for n in m.requires(ctx)])
     fingerprints[f"seed_{seed}"] = runner.fingerprints
     ctx.study = _SeedProgress(progress, runner.progress_name)
-    _write_run_info(dataset, workdir)
+    write_once(lambda: _write_run_info(dataset, workdir), "run.json")
     logging.info("seed %d: %s, %d train / %d val / %d test, %d classes, %d device(s); "
                  "levels %s", seed, dataset.name, len(dataset.train),
                  len(dataset.validation) if dataset.validation else 0, len(dataset.test),
@@ -98,12 +102,18 @@ def _run(config, workdir: str, methods, seeds) -> list[report.Record]:
       extra.update(out.extra)
       outputs[method.name].append(out)
   metric = ctx.task.metric
-  report.write_reports(records, workdir, extra=extra or None, metric=metric,
-                       fingerprints=fingerprints)
-  figures = plots.plot_metric_vs_level(records, workdir, metric=metric)
-  for method in methods:
+
+  def write_results():
+    report.write_reports(records, workdir, extra=extra or None, metric=metric,
+                         fingerprints=fingerprints)
+    return plots.plot_metric_vs_level(records, workdir, metric=metric)
+
+  figures = write_once(write_results, "results")
+  for method in methods:  # in every process: a finalizer may evaluate (collectively)
     if method.finalize is not None:
       method.finalize(outputs[method.name], workdir, ctx)
+  if not is_main_process():
+    return records
   note = f"Model selection: {MODEL_SELECTION_NOTE[config.selection]}."
   with open(os.path.join(workdir, "results.md"), "a") as f:
     f.write(f"\n{note}\n")

@@ -3,6 +3,10 @@
 #
 #   launch/local.sh configs/quickstart.py runs/quickstart [--config.clean.epochs=3 ...]
 #   FDJAX_SIM_DEVICES=8 launch/local.sh configs/quickstart.py runs/q8   # 8 simulated CPU devices
+#   FDJAX_PROCESSES=2 FDJAX_SIM_DEVICES=2 launch/local.sh configs/quickstart.py runs/q2x2
+#       # 2 local processes x 2 simulated CPU devices on JAX's multi-controller runtime
+#       # (what a multi-host run does; process 0's console is shown, the others' in
+#       # WORKDIR/log.process<i>.txt)
 set -euo pipefail
 if [[ $# -lt 2 ]]; then
   echo "usage: $0 CONFIG WORKDIR [--config.field=value ...]" >&2
@@ -16,4 +20,20 @@ if [[ -n "${FDJAX_SIM_DEVICES:-}" ]]; then
   export JAX_PLATFORMS=cpu
 fi
 mkdir -p "$workdir"
-exec python -m fdjax.main --config="$config" --workdir="$workdir" "$@" 2>&1 | tee -a "$workdir/log.txt"
+processes="${FDJAX_PROCESSES:-1}"
+if [[ "$processes" -le 1 ]]; then
+  exec python -m fdjax.main --config="$config" --workdir="$workdir" "$@" 2>&1 | tee -a "$workdir/log.txt"
+fi
+port=$(python -c "import socket; s = socket.socket(); s.bind(('localhost', 0)); print(s.getsockname()[1])")
+dist=(--coordinator_address="localhost:$port" --num_processes="$processes")
+pids=()
+for ((i = 1; i < processes; i++)); do
+  python -m fdjax.main --config="$config" --workdir="$workdir" "${dist[@]}" --process_id="$i" "$@" \
+    > "$workdir/log.process$i.txt" 2>&1 &
+  pids+=($!)
+done
+status=0
+python -m fdjax.main --config="$config" --workdir="$workdir" "${dist[@]}" --process_id=0 "$@" 2>&1 \
+  | tee -a "$workdir/log.txt" || status=$?
+for pid in "${pids[@]}"; do wait "$pid" || status=$?; done
+exit "$status"

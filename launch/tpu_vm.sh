@@ -1,11 +1,27 @@
 #!/usr/bin/env bash
-# Create a Cloud TPU VM, install fdjax on every host and run an experiment with the same flags.
+# Create (or reuse) a Cloud TPU VM, single-host or a multi-host slice, install fdjax on
+# every host and run the same fdjax.main command on all of them at once.
 #
-#   TPU_NAME=fdjax-v4 ZONE=us-central2-b ACCELERATOR=v4-8 \
-#   launch/tpu_vm.sh configs/cifar10_resnet56.py gs://BUCKET/runs/c10 --config.data.data_dir=gs://BUCKET/tfds
+#   TPU_NAME=fdjax-v4 ZONE=us-central2-b ACCELERATOR=v4-32 \
+#   SETUP='mountpoint -q /mnt/runs || (sudo mkdir -p /mnt/runs && sudo chown $USER /mnt/runs && gcsfuse --implicit-dirs BUCKET /mnt/runs)' \
+#   launch/tpu_vm.sh configs/cifar10_resnet56.py /mnt/runs/c10 --config.data.data_dir=gs://BUCKET/tfds
 #
-# The workdir should be a gs:// path (orbax and TFDS read and write GCS) so that
-# checkpoints survive the VM; re-running the same command resumes.
+# The flags after WORKDIR are those of a local run (launch/local.sh). On a multi-host
+# slice (v4-16 and up, v5e-16 and up) every worker runs fdjax.main; fdjax.distributed
+# finds the slice's hosts itself (jax.distributed.initialize on a Cloud TPU VM), each
+# host loads the data set and batches only its own rows of every global batch,
+# # checkpoints are written collectively and worker 0 prints the progress and writes the
+# tables. The workdir (absolute, or relative to the checkout ~/fdjax on each worker)
+# must be a folder every worker sees at the same path, e.g. a bucket mounted
+# with gcsfuse or a Filestore share mounted by SETUP; fdjax refuses one that is not
+# shared. A mounted bucket also keeps the checkpoints past the VM; re-running resumes.
+# (fdjax writes its files with plain file I/O: a gs:// URL is not a workdir; the TFDS
+# data dir may be one.)
+#
+# Environment: TPU_NAME, ZONE (required); ACCELERATOR (default v4-8), RUNTIME (VM image,
+# default tpu-ubuntu2204-base), REPO_URL / BRANCH (what to install, default this
+# checkout's origin and main), SETUP (a shell command run on every worker first, e.g.
+# mounting the workdir), CREATE_ONLY=1 (create the VM and stop).
 set -euo pipefail
 if [[ $# -lt 2 ]]; then
   echo "usage: $0 CONFIG WORKDIR [--config.field=value ...]" >&2
@@ -17,19 +33,29 @@ ACCELERATOR="${ACCELERATOR:-v4-8}"
 RUNTIME="${RUNTIME:-tpu-ubuntu2204-base}"
 REPO_URL="${REPO_URL:-$(git config --get remote.origin.url || true)}"
 BRANCH="${BRANCH:-main}"
+: "${REPO_URL:?set REPO_URL (no git remote 'origin' here)}"
 
-if ! gcloud compute tpus tpu-vm describe "$TPU_NAME" --zone "$ZONE" >/dev/null 2>&1; then
+if gcloud compute tpus tpu-vm describe "$TPU_NAME" --zone "$ZONE" >/dev/null 2>&1; then
+  echo "reusing TPU VM $TPU_NAME ($ZONE)" >&2
+else
   gcloud compute tpus tpu-vm create "$TPU_NAME" --zone "$ZONE" \
     --accelerator-type "$ACCELERATOR" --version "$RUNTIME"
 fi
+[[ -n "${CREATE_ONLY:-}" ]] && exit 0
 
+if [[ "$workdir" == gs://* ]]; then
+  echo "error: WORKDIR must be a folder every worker sees (mount the bucket with gcsfuse in" \
+       "SETUP), not a gs:// URL" >&2
+  exit 2
+fi
 extra=$(printf ' %q' "$@")
 remote="set -e
-if [ ! -d fdjax ]; then git clone --branch $BRANCH $REPO_URL fdjax; fi
-cd fdjax && git pull --ff-only
+${SETUP:-true}
+if [ ! -d fdjax ]; then git clone --branch $(printf %q "$BRANCH") $(printf %q "$REPO_URL") fdjax; fi
+cd fdjax && git fetch -q && git checkout -q $(printf %q "$BRANCH") && git pull -q --ff-only
 python3 -m pip install -q -U pip 'jax[tpu]'
 python3 -m pip install -q -e .
-python3 -m fdjax.main --config=$config --workdir=$workdir$extra"
-# --worker=all runs the same command on every host. Single-host slices (v4-8, v5e-8) are
-# supported; multi-host slices need host-local batch loading (see BUILD_NOTES.md).
+python3 -m fdjax.main --config=$(printf %q "$config") --workdir=$(printf %q "$workdir")$extra"
+# --worker=all: the same command on every host, at the same time (JAX's multi-controller
+# model); they meet in jax.distributed.initialize. Worker 0's console is the one to read.
 gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone "$ZONE" --worker=all --command "$remote"

@@ -17,6 +17,7 @@ continues with exactly the batches it would have seen: epoch = s // steps_per_ep
 
 from __future__ import annotations
 
+import functools
 from typing import Iterator
 
 import jax
@@ -41,8 +42,41 @@ def epoch_order(num_examples: int, *, seed: int, epoch: int, shuffle: bool) -> n
   return np.random.default_rng((seed, epoch)).permutation(num_examples)
 
 
-def _put(batch: dict, sharding) -> dict:
-  return jax.device_put(batch, sharding) if sharding is not None else jax.device_put(batch)
+@functools.lru_cache(maxsize=64)
+def process_rows(sharding: jax.sharding.Sharding, batch_size: int) -> np.ndarray:
+  """int64 ``[b]``: the rows of a ``[batch_size, ...]`` global batch that this process's
+  devices hold under ``sharding``, in the order ``make_array_from_process_local_data``
+  expects (the process's distinct row blocks, ascending). All rows in a one-process
+  run; ``batch_size / process_count`` rows for a batch split over every device."""
+  blocks = {index[0].indices(batch_size)[:2] if index else (0, batch_size)
+            for index in sharding.addressable_devices_indices_map((batch_size,)).values()}
+  return np.concatenate([np.arange(lo, hi) for lo, hi in sorted(blocks)])
+
+
+def _put(fields: dict, rows: np.ndarray, sharding, valid: np.ndarray | None = None) -> dict:
+  """The batch made of example ``rows[i]`` of every field in row i, placed by ``sharding``.
+
+  ``valid`` (bool, like ``rows``): rows where it is False are zeros (padding). With a
+  sharding, this process gathers only its ``process_rows`` and the rest come from the
+  other processes; without, the whole batch goes to the default device.
+  """
+  if sharding is None:
+    return jax.device_put(_gather(fields, rows, valid))
+  mine = process_rows(sharding, len(rows))
+  local = _gather(fields, rows[mine], None if valid is None else valid[mine])
+  global_shapes = {k: (len(rows),) + v.shape[1:] for k, v in local.items()}
+  return jax.make_array_from_process_local_data(sharding, local, global_shapes)
+
+
+def _gather(fields: dict, rows: np.ndarray, valid: np.ndarray | None) -> dict:
+  """``{field: values[rows]}``, zeros where ``valid`` is False; with ``'mask'`` = ``valid``."""
+  if valid is None or valid.all():
+    batch = {k: v[rows] for k, v in fields.items()}
+    return batch if valid is None else dict(batch, mask=valid.copy())
+  batch = {k: np.where(valid.reshape((-1,) + (1,) * (v.ndim - 1)), v[np.where(valid, rows, 0)],
+                       np.zeros((), v.dtype)) for k, v in fields.items()}
+  batch["mask"] = valid.copy()
+  return batch
 
 
 def train_batches(split: ImageSet, batch_size: int, *, seed: int, epoch: int,
@@ -67,8 +101,7 @@ def train_batches(split: ImageSet, batch_size: int, *, seed: int, epoch: int,
 
   def generate():
     for b in range(start_batch, total):
-      idx = order[b * batch_size:(b + 1) * batch_size]
-      yield _put({k: v[idx] for k, v in split.fields.items()}, sharding)
+      yield _put(split.fields, order[b * batch_size:(b + 1) * batch_size], sharding)
 
   return generate()
 
@@ -88,15 +121,7 @@ def eval_batches(split: ImageSet, batch_size: int, *, sharding: jax.sharding.Sha
 
   def generate():
     for b in range(total):
-      lo, hi = b * batch_size, min((b + 1) * batch_size, n)
-      batch = {k: v[lo:hi] for k, v in split.fields.items()}
-      mask = np.ones(batch_size, bool)
-      if hi - lo < batch_size:
-        pad = batch_size - (hi - lo)
-        batch = {k: np.concatenate([v, np.zeros((pad,) + v.shape[1:], v.dtype)])
-                 for k, v in batch.items()}
-        mask[hi - lo:] = False
-      batch["mask"] = mask
-      yield _put(batch, sharding)
+      rows = np.arange(b * batch_size, (b + 1) * batch_size)
+      yield _put(split.fields, rows, sharding, valid=rows < n)
 
   return generate()

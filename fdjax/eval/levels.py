@@ -103,7 +103,10 @@ def evaluate_levels(task, predict_fn: LevelPredict, variables, split, name: str,
   for batch_index, batch in enumerate(eval_batches(split, batch_size, mesh)):
     size = batch["image"].shape[0]
     for j, (level, index) in enumerate(levels):
-      outputs = predict_fn(variables, batch["image"], np.full((size,), level, np.float32),
+      level_array = np.full((size,), level, np.float32)
+      if mesh is not None:  # global, like the batch (jit refuses host arrays split over hosts)
+        level_array = jax.device_put(level_array, data_sharding(mesh))
+      outputs = predict_fn(variables, batch["image"], level_array,
                            eval_key(seed, name, index, batch_index))
       s, c = score(outputs, batch)
       sums[j] = sums[j] + s

@@ -10,6 +10,7 @@ import jax
 import numpy as np
 from absl import logging
 
+from fdjax.distributed import write_once
 from fdjax.eval import levels as levels_lib
 from fdjax.study.context import RunContext
 
@@ -60,7 +61,11 @@ class Evaluator:
         ctx.task, variables, ctx.dataset.test, ctx.plan, batch_size=ctx.config.eval_batch_size,
         mesh=ctx.mesh, model=model or ctx.model, predict=predict,
         max_examples=ctx.config.eval.max_examples or None)
-    os.makedirs(self.dir, exist_ok=True)
-    with open(path, "w") as f:
-      json.dump(results, f)
+
+    def write():
+      os.makedirs(self.dir, exist_ok=True)
+      with open(path, "w") as f:
+        json.dump(results, f)
+
+    write_once(write, path)  # multi-process: process 0 writes, every process then sees it
     return results

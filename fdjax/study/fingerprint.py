@@ -25,6 +25,7 @@ from typing import Any, Mapping
 import ml_collections
 from absl import logging
 
+from fdjax.distributed import barrier, write_once
 from fdjax.errors import UserError
 
 FILE = "fingerprint.json"
@@ -108,9 +109,14 @@ def check_or_record(stage_dir: str, name: str, fields: Mapping[str, Any],
     raise ValueError(f"on_mismatch must be one of {ON_MISMATCH}, got {on_mismatch!r}")
   new = digest(fields)
   path = os.path.join(stage_dir, FILE)
+  old = None
   if os.path.exists(path):
     with open(path) as f:
       old = json.load(f)
+  # Multi-process: every process has read the file before process 0 may rewrite it below
+  # (one that read it after would return early and skip the write's barrier).
+  barrier(f"fingerprint read {name}")
+  if old is not None:
     if old.get("digest") == new:
       return new
     changes = differences(old.get("fields", {}), fields) or ["(fingerprint format)"]
@@ -121,12 +127,18 @@ def check_or_record(stage_dir: str, name: str, fields: Mapping[str, Any],
           hint="use a new --workdir, or pass --config.on_mismatch=retrain to train this "
                "stage and everything downstream of it again")
     logging.warning("[%s] config changed (%s): retraining it", name, "; ".join(changes[:6]))
-    shutil.rmtree(stage_dir)
   elif os.path.isdir(stage_dir) and os.listdir(stage_dir):
     logging.warning("[%s] made before stage fingerprints existed; trusting it", name)
-  os.makedirs(stage_dir, exist_ok=True)
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump({"digest": new, "fields": _plain(fields)}, f, indent=1, default=str)
-  os.replace(tmp, path)
+  stale = old is not None
+
+  def write():
+    if stale:
+      shutil.rmtree(stage_dir)
+    os.makedirs(stage_dir, exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+      json.dump({"digest": new, "fields": _plain(fields)}, f, indent=1, default=str)
+    os.replace(tmp, path)
+
+  write_once(write, f"fingerprint {path}")  # multi-process: process 0 writes, all wait
   return new

@@ -20,6 +20,7 @@ from absl import logging
 from fdjax import data as data_lib
 from fdjax import fusion
 from fdjax.config import parse_list
+from fdjax.distributed import write_once
 from fdjax.eval.metric import jit_clean, predictor, split_metric
 from fdjax.study.context import RunContext
 from fdjax.study.training import fixed_key_transform
@@ -51,9 +52,8 @@ def fused_stage(ctx: RunContext, expert_variables: Sequence[dict], bn_mode: str)
   else:
     soup, chosen = fusion.greedy_soup(expert_variables, _held_out_score(ctx), batch_stats=stats)
     names = [ctx.degradations[i] for i in chosen]
-    os.makedirs(stage_dir, exist_ok=True)
-    with open(os.path.join(stage_dir, "greedy.json"), "w") as f:
-      json.dump({"chosen": names}, f)
+    write_once(lambda: _write_json(os.path.join(stage_dir, "greedy.json"), {"chosen": names}),
+               "greedy.json")
     logging.info("greedy soup (%s BatchNorm) chose %s", bn_mode, names)
   if bn_mode == "reestimate":
     soup = fusion.reestimate_batch_stats(ctx.model, soup, _degraded_train_batches(ctx),
@@ -89,3 +89,9 @@ def _degraded_train_batches(ctx: RunContext):
     if i >= ctx.config.fusion.reestimate_batches:
       return
     yield degrade(jax.random.fold_in(key, i), batch["image"])
+
+
+def _write_json(path: str, record: dict) -> None:
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, "w") as f:
+    json.dump(record, f)

@@ -21,6 +21,7 @@ import jax
 from absl import logging
 
 from fdjax import data as data_lib
+from fdjax.distributed import write_once
 from fdjax.eval.metric import jit_clean, predictor, split_metric
 from fdjax.study.context import RunContext
 from fdjax.train import (Checkpointer, LoopConfig, create_train_state, fit, init_variables,
@@ -150,10 +151,10 @@ class _BestOnValidation:
                        transform=self.transform)
     best = self._record()
     if self.ctx.task.metric.better(val, None if best is None else best[self.key_name]):
-      shutil.rmtree(self.path, ignore_errors=True)
-      save_variables(self.path, state.variables)
-      with open(self.record_path, "w") as f:
-        json.dump({"epoch": epoch + 1, self.key_name: val}, f)
+      write_once(lambda: shutil.rmtree(self.path, ignore_errors=True), self.path)
+      save_variables(self.path, state.variables)   # collective
+      write_once(lambda: _dump({"epoch": epoch + 1, self.key_name: val}, self.record_path),
+                 self.record_path)
     return {self.key_name: val}
 
   def _record(self):
@@ -165,3 +166,8 @@ class _BestOnValidation:
   def best(self) -> dict:
     logging.info("selected epoch %s by validation %s", self._record(), self.ctx.task.metric.name)
     return load_variables(self.path, self.ctx.template_variables(self.model))
+
+
+def _dump(record: dict, path: str) -> None:
+  with open(path, "w") as f:
+    json.dump(record, f)

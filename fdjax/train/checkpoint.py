@@ -17,6 +17,11 @@ When the newest checkpoint is corrupt, ``Checkpointer(on_corrupt=...)`` decides:
 
 Both error classes are ``fdjax.errors.UserError``: the command line prints them as one
 line. Restoring an explicitly requested ``step`` never falls back.
+
+Multi-process runs: every process calls ``save`` and ``restore`` (orbax writes each
+array's shards from the process that holds them, the JSON record from process 0, and
+synchronises the processes); the corrupt-step folders are moved by process 0 only,
+after which every process re-reads the directory.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
+from fdjax.distributed import barrier, is_main_process
 from fdjax.errors import ConfigError, UserError
 
 ON_CORRUPT = ("error", "previous")
@@ -122,12 +128,14 @@ class Checkpointer:
   def _fall_back(self, corrupt: list[int], step: int, restored):
     """Moves the ``corrupt`` step folders aside and returns ``restored`` (of ``step``)."""
     aside = self.directory + ".corrupt"
-    os.makedirs(aside, exist_ok=True)
-    for bad in corrupt:
-      dest = os.path.join(aside, str(bad))
-      if os.path.exists(dest):  # left by an earlier fallback: the newer copy wins
-        shutil.rmtree(dest)
-      shutil.move(os.path.join(self.directory, str(bad)), dest)
+    if is_main_process():
+      os.makedirs(aside, exist_ok=True)
+      for bad in corrupt:
+        dest = os.path.join(aside, str(bad))
+        if os.path.exists(dest):  # left by an earlier fallback: the newer copy wins
+          shutil.rmtree(dest)
+        shutil.move(os.path.join(self.directory, str(bad)), dest)
+    barrier(f"fdjax checkpoint fallback {self.directory}")
     self._manager.reload()
     logging.warning("corrupt checkpoint step%s %s in %s skipped (moved to %s); restoring the "
                     "newest intact step %d instead (checkpoint.on_corrupt=previous)",

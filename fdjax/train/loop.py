@@ -8,6 +8,12 @@ step % steps_per_epoch, each epoch's order a function of (seed, epoch)), so a
 resumed run sees exactly the batches an uninterrupted one would. Otherwise
 ``state`` (from an earlier stage's checkpoint or a fresh init) is the start. A
 checkpoint that cannot be read raises; it is never silently replaced.
+
+Multi-process runs (``fdjax.distributed``): every process runs ``fit`` on the same
+arguments. Batches are global arrays of which each process builds only its own rows
+(``batching``); the step's outputs are replicated, so every process reads the same
+metrics and takes the same decisions; checkpoints are saved and restored by all
+processes together (orbax); ``metrics.jsonl`` is written by process 0 only.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import numpy as np
 from absl import logging
 
 from fdjax.data import batching
+from fdjax.distributed import is_main_process
 from fdjax.errors import UserError
 from fdjax.train.checkpoint import Checkpointer
 from fdjax.train.mesh import check_batch_size, data_sharding
@@ -81,7 +88,7 @@ def fit(state: TrainState, train_step: Callable, train_split, *, loop: LoopConfi
   if checkpointer.latest_step() is not None:
     state, meta = checkpointer.restore(state)
     logging.info("[%s] resumed from step %d (%s)", name, int(state.step), checkpointer.directory)
-  writer = MetricsWriter(os.path.join(workdir, "metrics.jsonl"))
+  writer = MetricsWriter(os.path.join(workdir, "metrics.jsonl")) if is_main_process() else None
   step = int(jax.device_get(state.step))
   if study is not None:
     study.advance(name, step * loop.batch_size, measured=False)   # done before this process
@@ -128,8 +135,8 @@ def fit(state: TrainState, train_step: Callable, train_split, *, loop: LoopConfi
         if study is not None:
           study.advance(name, step * loop.batch_size)
         rates = progress.line(step, host, lr, study.describe() if study is not None else "")
-        writer.write({"stage": name, "step": step, "epoch": step / steps_per_epoch, "lr": lr,
-                      **host, **rates})
+        _write(writer, {"stage": name, "step": step, "epoch": step / steps_per_epoch, "lr": lr,
+                        **host, **rates})
       epoch_end_hook_due = on_epoch_end is not None and step % steps_per_epoch == 0
       if periodic_save_due(step) and not epoch_end_hook_due:
         save(step)
@@ -137,12 +144,18 @@ def fit(state: TrainState, train_step: Callable, train_split, *, loop: LoopConfi
         break
     if step % steps_per_epoch == 0 and on_epoch_end is not None:
       state, extra, replaced = _run_hook(on_epoch_end, state, epoch)
-      writer.write({"stage": name, "step": step, "epoch": epoch + 1, **extra})
+      _write(writer, {"stage": name, "step": step, "epoch": epoch + 1, **extra})
       if (replaced and step < stop_at) or periodic_save_due(step):
         save(step)
   if step > last_saved or checkpointer.latest_step() is None:
     save(step)
   return state
+
+
+def _write(writer: MetricsWriter | None, record: dict) -> None:
+  """Appends ``record`` to metrics.jsonl (process 0 only: ``writer`` is None elsewhere)."""
+  if writer is not None:
+    writer.write(record)
 
 
 def _host(v):

@@ -1,7 +1,9 @@
 """Saving and loading a model's ``{'params', 'batch_stats'}`` alone (no optimiser state).
 
 Every finished stage writes its variables this way; orbax writes to a temporary
-directory and renames it, so a directory that exists is complete.
+directory and renames it, so a directory that exists is complete. In a multi-process
+run every process calls ``save_variables`` / ``load_variables`` (orbax writes each
+array once, from the process holding it, and waits for all before the rename).
 """
 
 from __future__ import annotations
@@ -11,14 +13,25 @@ import os
 import jax
 import orbax.checkpoint as ocp
 
+from fdjax.distributed import barrier
 from fdjax.train.checkpoint import CorruptCheckpointError, _check_compatible
 
 
 def save_variables(path: str, variables: dict) -> None:
   """Writes ``variables`` to ``path`` (a directory that must not exist yet)."""
   checkpointer = ocp.StandardCheckpointer()
-  checkpointer.save(os.path.abspath(path), jax.device_get(variables))
+  checkpointer.save(os.path.abspath(path), jax.tree.map(_host, variables))
   checkpointer.wait_until_finished()
+  barrier(f"fdjax save_variables {path}")  # then every process sees the stage as done
+
+
+def _host(x):
+  """A numpy copy of ``x``, except an array split over several processes (e.g. experts
+  sharded over a multi-host mesh), which no one process can fetch: orbax writes its
+  shards from where they lie."""
+  if isinstance(x, jax.Array) and not (x.is_fully_addressable or x.is_fully_replicated):
+    return x
+  return jax.device_get(x)
 
 
 def variables_exist(path: str) -> bool:
