@@ -136,13 +136,27 @@ def repeat(split: ImageSet, times: int) -> ImageSet:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Dataset:
-  """A named data set: train / test (and optional validation) splits plus class names."""
+  """A named data set: train / test (and optional validation) splits plus class names.
+
+  Restoration data sets add ``test_sets``: ``{degradation: fdjax.data.testsets.TestSet}``
+  (key 'clean': the clean-only test set scored clean and under every degradation without
+  its own), and ``train_pairs``: ``{degradation: ImageSet}`` of real training pairs
+  ('image' input, 'target' clean) mixed into that degradation's training."""
 
   name: str
   train: ImageSet
   test: ImageSet
   validation: ImageSet | None
   class_names: tuple[str, ...]
+  test_sets: Mapping = dataclasses.field(default_factory=dict)
+  train_pairs: Mapping = dataclasses.field(default_factory=dict)
+
+  def test_for(self, name: str = "clean"):
+    """The ``TestSet`` degradation ``name`` is scored on ('clean': the clean scores)."""
+    from fdjax.data.testsets import TestSet
+
+    found = self.test_sets.get(name, self.test_sets.get("clean"))
+    return found if found is not None else TestSet.of_split("test", self.test)
 
   @property
   def num_classes(self) -> int:

@@ -23,8 +23,13 @@ Model space: ``model_input`` maps 0..255 to float 0..1; the U-Nets (``fdjax.mode
 return a residual image in the same space. ``predict`` pads images of any size to the
 network's stride (``fdjax.eval.inference``), crops back and returns float32 0..255,
 clipped but not rounded (as PromptIR's and AirNet's test code clamp, then measure).
-Scores are per-image PSNR in dB (``fdjax.eval.image_quality``), on RGB over the whole
-image, or on the BT.601 Y channel with a shaved border (``y_channel``, ``shave``).
+Scores are per-image PSNR in dB (the headline metric) and SSIM (``fdjax.eval.image_quality``),
+on RGB over the whole image, or on the BT.601 Y channel with a shaved border
+(``y_channel``, ``shave``). The training loss is L1 or Charbonnier (``loss``).
+
+Study mapping (``fdjax.study``): the base ('clean') restorer trains on every task of the
+plan jointly (``base_on_all_tasks``); data come from ``fdjax.data.restoration_sets``
+(``load_data``); the Scratch row is called 'All-in-one (scratch)' (``row_labels``).
 
 ``config.restoration`` (optional; read with these defaults, not declared in
 ``fdjax.config``)::
@@ -41,6 +46,7 @@ image, or on the BT.601 Y channel with a shaved border (``y_channel``, ``shave``
     rot90 = True            # random 90-degree rotations
     y_channel = False       # score PSNR on Y (deraining / SR tables) instead of RGB
     shave = 0               # border pixels dropped before scoring
+    loss = 'l1'             # 'l1' or 'charbonnier' (sqrt(d^2 + 1e-6), 0..1 units)
 """
 
 from __future__ import annotations
@@ -59,7 +65,9 @@ MODELS = {"unet": UNet, "nafnet": NAFNet}
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 DEFAULTS = {"model": "unet", "width": 16, "depth": 2, "blocks": 1, "middle_blocks": 1,
             "decoder_blocks": None, "dtype": "float32", "patch": 64, "flip": True,
-            "rot90": True, "y_channel": False, "shave": 0}
+            "rot90": True, "y_channel": False, "shave": 0, "loss": "l1"}
+LOSSES = ("l1", "charbonnier")
+CHARBONNIER_EPS = 1e-3  # in 0..1 units, as Restormer / MPRNet
 
 
 def options(config) -> dict:
@@ -130,18 +138,37 @@ class RestorationTask:
   rot90: bool = True
   y_channel: bool = False
   shave: int = 0
+  loss: str = "l1"
   name = "restoration"
+  base_on_all_tasks = True
+  row_labels = {"Scratch": "All-in-one (scratch)"}
+
+  def __post_init__(self):
+    if self.loss not in LOSSES:
+      raise ConfigError(f"restoration.loss must be one of {LOSSES}, got {self.loss!r}")
 
   @property
   def metric(self) -> MetricSpec:
-    label = "PSNR (Y)" if self.y_channel else "PSNR"
-    return MetricSpec("psnr", label, "dB", scale=1.0, higher_is_better=True)
+    return self.metrics[0]
+
+  @property
+  def metrics(self) -> tuple[MetricSpec, ...]:
+    """PSNR (headline, dB, two decimals) and SSIM (0..1, four decimals)."""
+    y = " (Y)" if self.y_channel else ""
+    return (MetricSpec("psnr", f"PSNR{y}", "dB", decimals=2),
+            MetricSpec("ssim", f"SSIM{y}", "0..1", decimals=4))
 
   @classmethod
   def from_config(cls, config) -> "RestorationTask":
     o = options(config)
     return cls(int(o["patch"]) if o["patch"] else None, bool(o["flip"]), bool(o["rot90"]),
-               bool(o["y_channel"]), int(o["shave"]))
+               bool(o["y_channel"]), int(o["shave"]), str(o["loss"]))
+
+  def load_data(self, config, seed: int):
+    """The restoration ``Dataset`` of ``config.data`` (``fdjax.data.restoration_sets``)."""
+    from fdjax.data import restoration_sets
+
+    return restoration_sets.load(config.data, patch=self.patch or 64, seed=seed)
 
   def build_model(self, config, data_spec: DataSpec):
     """The ``UNet`` or ``NAFNet`` of ``config.restoration`` (fully convolutional:
@@ -190,10 +217,18 @@ class RestorationTask:
     """float32 ``[B, H, W, 3]`` in 0..255 (clipped, not rounded): the restored images."""
     return jnp.clip(self.forward(model, variables, images)[0] * 255.0, 0.0, 255.0)
 
+  def identity(self, images) -> jax.Array:
+    """The degraded input scored as if restored: float32 0..255 (the 'Input' row)."""
+    return jnp.asarray(images, jnp.float32)
+
   def per_example_loss(self, outputs, target) -> jax.Array:
-    """float32 ``[...]``: mean absolute error (0..1 units) between ``outputs`` ``[..., H,
-    W, 3]`` (model space) and ``target`` (uint8 0..255), per image."""
-    return jnp.mean(jnp.abs(outputs - self.model_input(target)), axis=(-3, -2, -1))
+    """float32 ``[...]``: per image, the mean absolute error (``loss='l1'``) or the mean
+    Charbonnier ``sqrt(d^2 + eps^2)`` (0..1 units) between ``outputs`` ``[..., H, W, 3]``
+    (model space) and ``target`` (uint8 0..255)."""
+    diff = outputs - self.model_input(target)
+    if self.loss == "charbonnier":
+      return jnp.mean(jnp.sqrt(diff * diff + CHARBONNIER_EPS ** 2), axis=(-3, -2, -1))
+    return jnp.mean(jnp.abs(diff), axis=(-3, -2, -1))
 
   def train_metrics(self, outputs, target) -> dict:
     restored = jnp.clip(outputs * 255.0, 0.0, 255.0)
@@ -203,12 +238,25 @@ class RestorationTask:
     """``(sum of per-image PSNR, count)`` over the unmasked images of ``batch``:
     ``outputs`` are ``predict``'s (0..255), the reference is ``batch['target']`` (paired)
     or ``batch['image']`` (clean-only, the input having been degraded on the way)."""
+    return self.scores(outputs, batch)["psnr"]
+
+  def per_image(self, outputs, batch: dict) -> dict:
+    """``{'psnr': [B], 'ssim': [B]}`` per image (padding images included)."""
     target = batch.get("target", batch["image"])
-    values = image_quality.psnr(outputs, target, y_channel=self.y_channel, shave=self.shave)
+    kw = dict(y_channel=self.y_channel, shave=self.shave)
+    return {"psnr": image_quality.psnr(outputs, target, **kw),
+            "ssim": image_quality.ssim(outputs, target, **kw)}
+
+  def scores(self, outputs, batch: dict) -> dict:
+    """``{metric name: (sum, count)}`` over the unmasked images, for every metric."""
     mask = batch.get("mask")
-    if mask is None:
-      return jnp.sum(values), jnp.int32(values.shape[0])
-    return jnp.sum(jnp.where(mask, values, 0.0)), jnp.sum(mask.astype(jnp.int32))
+    out = {}
+    for name, values in self.per_image(outputs, batch).items():
+      if mask is None:
+        out[name] = (jnp.sum(values), jnp.int32(values.shape[0]))
+      else:
+        out[name] = (jnp.sum(jnp.where(mask, values, 0.0)), jnp.sum(mask.astype(jnp.int32)))
+    return out
 
   def ensemble(self, member_outputs) -> jax.Array:
     """``[N, B, H, W, 3]`` member images -> their mean ``[B, H, W, 3]``."""
