@@ -89,17 +89,20 @@ def _run(config, workdir: str, methods, seeds) -> list[report.Record]:
     ctx.study = _SeedProgress(progress, runner.progress_name)
     _write_run_info(dataset, workdir)
     logging.info("seed %d: %s, %d train / %d val / %d test, %d classes, %d device(s); "
-                 "levels %s", seed, dataset.name, len(dataset.train),
+                 "levels %s%s", seed, dataset.name, len(dataset.train),
                  len(dataset.validation) if dataset.validation else 0, len(dataset.test),
-                 dataset.num_classes, ctx.mesh.size, ctx.plan.describe())
+                 dataset.num_classes, ctx.mesh.size, ctx.plan.describe(),
+                 "".join(f"; {d} tested on {t.describe()}"
+                         for d, t in dataset.test_sets.items()))
+    rename = lambda label: ctx.task.row_labels.get(label, label)
     for method in methods:
       out = method.rows(runner)
-      records += [(label, seed, results) for label, results in out.rows]
-      extra.update(out.extra)
+      records += [(rename(label), seed, results) for label, results in out.rows]
+      extra.update({rename(label): columns for label, columns in out.extra.items()})
       outputs[method.name].append(out)
   metric = ctx.task.metric
   report.write_reports(records, workdir, extra=extra or None, metric=metric,
-                       fingerprints=fingerprints)
+                       fingerprints=fingerprints, metrics=ctx.task.metrics)
   figures = plots.plot_metric_vs_level(records, workdir, metric=metric)
   for method in methods:
     if method.finalize is not None:
@@ -109,7 +112,8 @@ def _run(config, workdir: str, methods, seeds) -> list[report.Record]:
     f.write(f"\n{note}\n")
   print(f"{metric.heading}: clean, then the mean over each degradation's levels, then "
         "their average.")
-  print(report.format_table(records, extra=extra or None, metric=metric))
+  print(report.format_table(records, extra=extra or None, metric=metric,
+                            metrics=ctx.task.metrics))
   print(note)
   print(_file_summary(workdir, figures, seeds))
   return records

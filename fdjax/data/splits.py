@@ -152,11 +152,10 @@ class Dataset:
   train_pairs: Mapping = dataclasses.field(default_factory=dict)
 
   def test_for(self, name: str = "clean"):
-    """The ``TestSet`` degradation ``name`` is scored on ('clean': the clean scores)."""
-    from fdjax.data.testsets import TestSet
-
+    """The ``TestSet`` degradation ``name`` is scored on ('clean': the clean scores), or
+    the ``test`` split itself for a data set without test sets (classification)."""
     found = self.test_sets.get(name, self.test_sets.get("clean"))
-    return found if found is not None else TestSet.of_split("test", self.test)
+    return found if found is not None else self.test
 
   @property
   def num_classes(self) -> int:

@@ -211,9 +211,10 @@ def evaluate_all(task, variables, split, plan: LevelPlan, *, batch_size: int, me
       per_metric = {m: (mean_over_levels(p), p) for m, p in per_level.items()}
     mark = ({"test_set": tests.name, "synthetic": not tests.real} if test_sets else {})
     all_, per = per_metric[headline]
-    results[name] = {"all": all_, "per_level": per, **mark}
+    listed = {"explicit": True} if name in dict(plan.explicit) else {}
+    results[name] = {"all": all_, "per_level": per, **mark, **listed}
     for m in others:
-      extra[m][name] = {"all": per_metric[m][0], "per_level": per_metric[m][1]}
+      extra[m][name] = {"all": per_metric[m][0], "per_level": per_metric[m][1], **listed}
   results["avg"] = float(np.mean([results[n]["all"] for n in plan.names]))
   for m in others:
     extra[m]["avg"] = float(np.mean([extra[m][n]["all"] for n in plan.names]))

@@ -39,7 +39,7 @@ plan jointly (``base_on_all_tasks``); data come from ``fdjax.data.restoration_se
     depth = 2               # down-samplings: images pad to multiples of 2**depth
     blocks = 1              # blocks per encoder level (int or one per level)
     middle_blocks = 1
-    decoder_blocks = None   # as blocks
+    decoder_blocks = None   # as blocks (None or 0)
     dtype = 'float32'       # computation dtype ('bfloat16' on accelerators)
     patch = 64              # training patch side (the papers use 128)
     flip = True             # random left-right flips
@@ -183,7 +183,7 @@ class RestorationTask:
     return MODELS[o["model"]](width=int(o["width"]), depth=int(o["depth"]),
                               blocks=as_blocks(o["blocks"]),
                               middle_blocks=int(o["middle_blocks"]),
-                              decoder_blocks=as_blocks(o["decoder_blocks"]),
+                              decoder_blocks=as_blocks(o["decoder_blocks"] or None),
                               dtype=DTYPES[o["dtype"]])
 
   def views(self, key, batch: dict, degrade: DegradeFn | None = None):
