@@ -15,6 +15,7 @@ config (``fdjax.config_restoration``)::
     tile = 0                 # training tile side (0: twice restoration.patch)
     validation_fraction      # seeded fraction of the training tiles held out (selection)
     max_per_split            # > 0: at most this many images per set (smoke runs)
+    max_train_images         # > 0: at most this many clean training images (the first)
 
 Splits: ``train`` and ``validation`` are clean tiles (uint8 ``[N, tile, tile, 3]``,
 0..255) cut from the training images (``PairedImages.tiles``; the task cuts random
@@ -118,7 +119,8 @@ def load(data, *, patch: int, seed: int = 0) -> Dataset:
       raise MissingDataError(f"restoration data folder {root} does not exist (config.data.root"
                              f"={data.root!r}, relative to {repository()})")
     read = lambda name: _first(load_paired(_set_path(root, name), cache_dir=cache), limit)
-    train_images = _concat([read(n) for n in parse_list(data.train)])
+    train_images = _first(_concat([read(n) for n in parse_list(data.train)]),
+                          int(data.get("max_train_images", 0)) or None)
     test_images = read(data.test)
     input_dir, target_dir = (parse_list(data.pair_dirs) + ["", ""])[:2]
 

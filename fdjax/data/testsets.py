@@ -24,6 +24,8 @@ class TestSet:
   """name: the benchmark's name; groups: one ``ImageSet`` per size; names: image names
   in group order (empty for classification splits); real: see the module docstring."""
 
+  __test__ = False  # not a pytest test class
+
   name: str
   groups: tuple[ImageSet, ...]
   names: tuple[str, ...] = ()

@@ -28,7 +28,8 @@ from absl import logging
 from fdjax.errors import UserError
 
 FILE = "fingerprint.json"
-RESTORATION_DATA = ("root", "train", "test", "test_pairs", "train_pairs", "pair_dirs", "tile")
+RESTORATION_DATA = ("root", "train", "test", "test_pairs", "train_pairs", "pair_dirs", "tile",
+                    "max_train_images")
 ON_MISMATCH = ("stop", "retrain")
 
 

@@ -32,7 +32,8 @@ def clean_stage(ctx: RunContext) -> dict:
   degrade = ctx.plan.combined()
   return train_stage(ctx, "clean", ctx.config.clean,
                      Recipe(supervised_loss(ctx.model, ctx.task, degrade),
-                            shares=base_shares(ctx), selection_degrade=degrade))
+                            shares=base_shares(ctx), selection_degrade=degrade,
+                            pairs=ctx.degradations))
 
 
 def has_batch_stats(ctx: RunContext) -> bool:
@@ -55,10 +56,11 @@ def expert_stage(ctx: RunContext, degradation: str, clean_variables: dict) -> di
     recipe = Recipe(distill.expert_loss(ctx.model, ctx.task, degrade=degrade,
                                         feature=ctx.config.distill_feature,
                                         cos_weight=cfg.cos_weight),
-                    init=clean_variables, frozen=clean_variables, selection_degrade=degrade)
+                    init=clean_variables, frozen=clean_variables, selection_degrade=degrade,
+                    pairs=(degradation,))
   elif cfg.loss == "ce":
     recipe = Recipe(supervised_loss(ctx.model, ctx.task, degrade), init=clean_variables,
-                    selection_degrade=degrade)
+                    selection_degrade=degrade, pairs=(degradation,))
   else:
     raise ValueError(f"experts.loss must be 'iliac' or 'ce', got {cfg.loss!r}")
   return train_stage(ctx, f"experts/{degradation}", cfg, recipe)

@@ -40,6 +40,8 @@ class Recipe:
   ``degrade(key, images)`` for the validation metric that picks the best epoch when
   ``config.selection == 'val'``. model: the trained network (default: the dense model).
   grad_fn, wrap_tx: per-task gradients and the optax wrapper combining them.
+  pairs: degradations whose real training pairs (``Dataset.train_pairs``, restoration)
+  join the training split (``Dataset.training_split``).
   """
 
   loss_fn: Callable
@@ -50,6 +52,7 @@ class Recipe:
   model: object = None
   grad_fn: Callable | None = None
   wrap_tx: Callable | None = None
+  pairs: tuple[str, ...] = ()
 
 
 def stage_variables_path(ctx: RunContext, name: str) -> str:
@@ -83,10 +86,11 @@ def train_stage(ctx: RunContext, name: str, stage_cfg, recipe: Recipe) -> dict:
   config, stage_dir = ctx.config, ctx.stage_dir(name)
   if config.selection not in ("last", "val"):
     raise ValueError(f"selection must be 'last' or 'val', got {config.selection!r}")
-  train_split = ctx.dataset.train
+  train_split = ctx.dataset.training_split(recipe.pairs)
   if recipe.shares > 1:
     train_split = data_lib.repeat(train_split, recipe.shares)
-  per_epoch = steps_per_epoch(ctx, recipe.shares)
+  per_epoch = data_lib.num_batches(len(train_split), recipe.shares * config.batch_size,
+                                   drop_remainder=True)
   tx, schedule = make_optimizer(stage_cfg.optimizer, epochs=stage_cfg.epochs,
                                 steps_per_epoch=max(per_epoch, 1))
   if recipe.wrap_tx is not None:

@@ -13,7 +13,9 @@ Training views (``views``), per image, on device, the same for input and target:
 2. a random left-right flip (``flip``) and a random rotation by 0, 90, 180 or 270
    degrees (``rot90``): together the 8 flips/rotations of the restoration papers;
 3. clean-only batches: ``input = degrade(key, clean patch)`` (the clean patch when
-   ``degrade`` is None); paired batches keep the pair's input and ignore ``degrade``.
+   ``degrade`` is None); paired batches keep the pair's input and ignore ``degrade``;
+   mixed batches (``Dataset.training_split``: a 'real' flag per example) keep the real
+   pairs' inputs and degrade the others.
 
 They return ``(input, clean, input)``: the teacher sees the student's input, because a
 restorer's features describe the degraded image it restores (the classifier's
@@ -195,6 +197,9 @@ class RestorationTask:
     views = random_flip_rot90(k_aug, *views, flip=self.flip, rot90=self.rot90)
     if paired:
       degraded, clean = views
+      if "real" in batch:  # mixed: clean tiles (real False) are degraded here
+        synthetic = degrade(k_degrade, clean) if degrade is not None else clean
+        degraded = jnp.where(batch["real"][:, None, None, None], degraded, synthetic)
     else:
       clean = views[0]
       degraded = degrade(k_degrade, clean) if degrade is not None else clean

@@ -1,0 +1,91 @@
+"""The restoration study end to end (tiny U-Net, a few steps on the embedded photos):
+rows Input, Oracle and ONE ModelSoups row (no BatchNorm: one fused model), PSNR and SSIM
+columns marked synthetic; the Input row's denoise PSNR equals numpy's on the same noisy
+image; and the restoration config checks."""
+
+import importlib.util
+import json
+import os
+import pathlib
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_sample_images
+
+from fdjax import degradations, pipeline
+from fdjax.degradations.plan import eval_key
+from fdjax.errors import ConfigError
+from fdjax.validate import validate_config
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def load_config(name: str, arg=None):
+  spec = importlib.util.spec_from_file_location(name, REPO / "configs" / f"{name}.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def tiny():
+  config = load_config("restoration_quickstart", "tiny")
+  config.methods = "input,oracle,modelsoups"
+  config.degradations = "denoise,haze"
+  config.fusion.weights = "1,1"
+  config.data.tile = 128   # 4 x 5 tiles of china.jpg: one step per stage
+  config.data.validation_fraction = 0.1
+  config.batch_size = 8
+  config.eval_batch_size = 2
+  config.selection = "last"
+  return config
+
+
+def test_tiny_restoration_study(tmp_path):
+  records = pipeline.run(tiny(), str(tmp_path))
+  rows = {label: results for label, _, results in records}
+  assert list(rows) == ["Input", "Oracle", "ModelSoups"]
+  assert sorted(os.listdir(tmp_path / "seed_0" / "fused")) == ["average"]
+  flower = next(im for im, f in zip(load_sample_images().images, load_sample_images().filenames)
+                if f.endswith("flower.jpg"))
+  noisy = np.asarray(degradations.apply("denoise", eval_key(301, "denoise", 25, 0),
+                                        np.stack([flower, np.zeros_like(flower)]), 25.0))[0]
+  mse = np.mean((noisy.astype(np.float64) - flower) ** 2)
+  assert rows["Input"]["denoise"]["all"] == pytest.approx(10 * np.log10(255 ** 2 / mse), abs=1e-3)
+  assert rows["Input"]["clean"] is None
+  for results in rows.values():
+    assert results["denoise"]["synthetic"] and results["denoise"]["test_set"] == "photos"
+    assert 0 < results["metrics"]["ssim"]["haze"]["all"] <= 1
+  saved = json.loads((tmp_path / "results.json").read_text())
+  assert saved["test_sets"]["haze"] == {"test_set": "photos", "synthetic": True}
+  table = (tmp_path / "results.md").read_text()
+  assert "denoise (photos, synthetic)" in table and "SSIM avg" in table
+
+
+@pytest.mark.parametrize("field,value,fragment", [
+    ("restoration.widht", 8, "did you mean restoration.width"),
+    ("restoration.loss", "l2", "restoration.loss must be one of"),
+    ("restoration.patch", 30, "multiple of the U-Net stride"),
+    ("distill_feature", "stage3", "distill_feature must be one of the model's features"),
+    ("methods", "oracle,fusiondistill_moe", "not available for task 'restoration'"),
+    ("data.source", "digits", "data.source must be one of ('photos', 'sets')"),
+    ("eval_levels.denoise", "15,25.5", "eval_levels.denoise"),
+])
+def test_restoration_config_errors(field, value, fragment):
+  config = load_config("restoration_quickstart")
+  *blocks, last = field.split(".")
+  node = config
+  for b in blocks:
+    node = node[b]
+  with node.unlocked() if hasattr(node, "unlocked") else node:
+    node[last] = value
+  with pytest.raises(ConfigError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
+    validate_config(config)
+
+
+def test_restoration_configs_are_valid():
+  for name, arg in (("restoration_quickstart", None), ("restoration_quickstart", "tiny"),
+                    ("restoration_3task", "smoke")):
+    config = load_config(name, arg)
+    if name == "restoration_3task":
+      config.data.root = str(REPO)  # validation only checks that the folder exists
+    validate_config(config)
