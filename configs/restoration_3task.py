@@ -18,7 +18,7 @@ Variants: none = the full setting (accelerator: width 32, depth 3, 128x128 patch
 ``:reduced`` = a CPU run meant to finish in at most 60 minutes on a 2-core CPU
 (0.32M-parameter U-Net, 64x64 patches, the first 200 CBSD432 photos, the first 24
 images of each test set, haze tested at beta 1 only); ``:smoke`` = a minute or two
-(tiny model, 4 images per set, one epoch per stage).
+(tiny model, 4 images per training set, 2 per test set, one epoch per stage).
 """
 
 from fdjax.config_restoration import restoration_config
@@ -59,6 +59,7 @@ def get_config(arg: str | None = None):
   elif arg == "smoke":
     config.restoration.update(width=8, depth=1, blocks=1, patch=32)
     config.data.max_per_split = 4
+    config.eval.max_examples = 2
     config.data.validation_fraction = 0.1
     config.batch_size = 4
     config.eval_levels.haze = "1"

@@ -10,14 +10,15 @@ import pathlib
 
 import numpy as np
 import pytest
-from sklearn.datasets import load_sample_images
-
 from fdjax import degradations, pipeline
+from fdjax.data import restoration_sets
+from fdjax.data.paired import PairedImages
 from fdjax.degradations.plan import eval_key
 from fdjax.errors import ConfigError
 from fdjax.validate import validate_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+PHOTOS = restoration_sets.photos
 
 
 def load_config(name: str, arg=None):
@@ -32,21 +33,30 @@ def tiny():
   config.methods = "input,oracle,modelsoups"
   config.degradations = "denoise,haze"
   config.fusion.weights = "1,1"
-  config.data.tile = 128   # 4 x 5 tiles of china.jpg: one step per stage
-  config.data.validation_fraction = 0.1
+  config.data.tile = 32    # 4 x 5 tiles of the china.jpg crop: two steps per stage
+  config.data.validation_fraction = 0.2
+  config.restoration.update(patch=32, flip=False, rot90=False)  # a smaller step to compile
   config.batch_size = 8
   config.eval_batch_size = 2
   config.selection = "last"
   return config
 
 
-def test_tiny_restoration_study(tmp_path):
+def small_photos():
+  """Crops of the two photos (fast): a 128x160 part of china.jpg, a 41x57 part of
+  flower.jpg (odd sizes: padded to the U-Net's stride and cropped back)."""
+  train, test = PHOTOS()
+  return (PairedImages("photos", train.names, (train.targets[0][100:228, 200:360],)),
+          PairedImages("photos", test.names, (test.targets[0][150:191, 300:357],)))
+
+
+def test_tiny_restoration_study(tmp_path, monkeypatch):
+  monkeypatch.setattr(restoration_sets, "photos", small_photos)
   records = pipeline.run(tiny(), str(tmp_path))
   rows = {label: results for label, _, results in records}
   assert list(rows) == ["Input", "Oracle", "ModelSoups"]
   assert sorted(os.listdir(tmp_path / "seed_0" / "fused")) == ["average"]
-  flower = next(im for im, f in zip(load_sample_images().images, load_sample_images().filenames)
-                if f.endswith("flower.jpg"))
+  flower = small_photos()[1].targets[0]
   noisy = np.asarray(degradations.apply("denoise", eval_key(301, "denoise", 25, 0),
                                         np.stack([flower, np.zeros_like(flower)]), 25.0))[0]
   mse = np.mean((noisy.astype(np.float64) - flower) ** 2)
