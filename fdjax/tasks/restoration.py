@@ -243,26 +243,33 @@ class RestorationTask:
     """``(sum of per-image PSNR, count)`` over the unmasked images of ``batch``:
     ``outputs`` are ``predict``'s (0..255), the reference is ``batch['target']`` (paired)
     or ``batch['image']`` (clean-only, the input having been degraded on the way)."""
-    return self.scores(outputs, batch)["psnr"]
+    return _masked_sum(self.per_image(outputs, batch, ("psnr",))["psnr"], batch.get("mask"))
 
-  def per_image(self, outputs, batch: dict) -> dict:
-    """``{'psnr': [B], 'ssim': [B]}`` per image (padding images included)."""
+  def per_image(self, outputs, batch: dict, names=("psnr", "ssim")) -> dict:
+    """``{'psnr': [B], 'ssim': [B]}`` per image (padding images included); SSIM is NaN
+    for images under its 11x11 window."""
     target = batch.get("target", batch["image"])
     kw = dict(y_channel=self.y_channel, shave=self.shave)
-    return {"psnr": image_quality.psnr(outputs, target, **kw),
-            "ssim": image_quality.ssim(outputs, target, **kw)}
+    out = {"psnr": image_quality.psnr(outputs, target, **kw)}
+    if "ssim" in names:
+      h, w = outputs.shape[-3] - 2 * self.shave, outputs.shape[-2] - 2 * self.shave
+      out["ssim"] = (image_quality.ssim(outputs, target, **kw)
+                     if min(h, w) >= image_quality.SSIM_WINDOW
+                     else jnp.full(outputs.shape[:-3], jnp.nan, jnp.float32))
+    return out
 
   def scores(self, outputs, batch: dict) -> dict:
     """``{metric name: (sum, count)}`` over the unmasked images, for every metric."""
-    mask = batch.get("mask")
-    out = {}
-    for name, values in self.per_image(outputs, batch).items():
-      if mask is None:
-        out[name] = (jnp.sum(values), jnp.int32(values.shape[0]))
-      else:
-        out[name] = (jnp.sum(jnp.where(mask, values, 0.0)), jnp.sum(mask.astype(jnp.int32)))
-    return out
+    return {name: _masked_sum(values, batch.get("mask"))
+            for name, values in self.per_image(outputs, batch).items()}
 
   def ensemble(self, member_outputs) -> jax.Array:
     """``[N, B, H, W, 3]`` member images -> their mean ``[B, H, W, 3]``."""
     return jnp.mean(member_outputs, axis=0)
+
+
+def _masked_sum(values, mask):
+  """``(sum of values where mask, count)``; all of them without a mask."""
+  if mask is None:
+    return jnp.sum(values), jnp.int32(values.shape[0])
+  return jnp.sum(jnp.where(mask, values, 0.0)), jnp.sum(mask.astype(jnp.int32))
