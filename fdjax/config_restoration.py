@@ -46,6 +46,7 @@ def restoration_config() -> ml_collections.ConfigDict:
   c.levels.denoise = "0:55"         # blind training: sigma uniform over 0..55
   c.eval_levels = per_degradation(denoise="15,25,50")
   c.methods = ",".join(RESTORATION_METHODS)
+  c.eval.cost_columns = True        # params and relative FLOPs per row
   c.selection = "val"
   c.batch_size = 8                  # per degradation in combined stages
   c.eval_batch_size = 3

@@ -8,7 +8,10 @@ stages in ``fdjax.study.stages``. This module only loops over seeds and methods.
 from __future__ import annotations
 
 import json
+import math
 import os
+
+import jax
 
 import ml_collections
 from absl import logging
@@ -99,6 +102,9 @@ def _run(config, workdir: str, methods, seeds) -> list[report.Record]:
       out = method.rows(runner)
       records += [(rename(label), seed, results) for label, results in out.rows]
       extra.update({rename(label): columns for label, columns in out.extra.items()})
+      if ctx.config.eval.get("cost_columns"):
+        for label, _ in out.rows:
+          extra.setdefault(rename(label), {}).update(cost_columns(ctx, method))
       outputs[method.name].append(out)
   metric = ctx.task.metric
   report.write_reports(records, workdir, extra=extra or None, metric=metric,
@@ -117,6 +123,16 @@ def _run(config, workdir: str, methods, seeds) -> list[report.Record]:
   print(note)
   print(_file_summary(workdir, figures, seeds))
   return records
+
+
+def cost_columns(ctx, method) -> dict:
+  """``{'params', 'FLOPs/img (rel.)'}`` of one row: the dense model's parameters times
+  the models the row holds, and the models it runs per image (all share the dense
+  model's architecture, so FLOPs relative to one dense model = that count)."""
+  held, run = method.members(ctx)
+  dense = sum(math.prod(leaf.shape) for leaf in
+              jax.tree.leaves(ctx.template_variables()["params"]))
+  return {"params": held * dense, "FLOPs/img (rel.)": run}
 
 
 def _file_summary(workdir: str, figures, seeds) -> str:

@@ -66,6 +66,8 @@ def test_tiny_restoration_study(tmp_path, monkeypatch):
     assert results["denoise"]["synthetic"] and results["denoise"]["test_set"] == "photos"
     assert 0 < results["metrics"]["ssim"]["haze"]["all"] <= 1
   saved = json.loads((tmp_path / "results.json").read_text())
+  params = {row: saved["extra"][row]["params"] for row in rows}  # 2 experts, 1 fused model
+  assert params["Input"] == 0 and params["Oracle"] == 2 * params["ModelSoups"] > 0
   assert saved["test_sets"]["haze"] == {"test_set": "photos", "synthetic": True}
   table = (tmp_path / "results.md").read_text()
   assert "denoise (photos, synthetic)" in table and "SSIM avg" in table

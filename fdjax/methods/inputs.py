@@ -33,4 +33,5 @@ def _rows(runner) -> Output:
   return Output([("Input", results)])
 
 
-METHOD = Method("input", requires=lambda ctx: (), rows=_rows)
+METHOD = Method("input", requires=lambda ctx: (), rows=_rows,
+                members=lambda ctx: (0, 0))

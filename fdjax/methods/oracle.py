@@ -43,4 +43,5 @@ def _finalize(outputs, workdir: str, ctx) -> None:
 
 
 METHOD = Method("oracle", requires=lambda ctx: ("clean", *stages.expert_names(ctx)),
-                rows=_rows, finalize=_finalize, models={"clean": Loadable("clean")})
+                rows=_rows, finalize=_finalize, models={"clean": Loadable("clean")},
+                members=lambda ctx: (len(ctx.degradations), 1))
