@@ -1,7 +1,7 @@
 """Config checks that depend on the task (``fdjax.validate`` calls ``check_task``).
 
 * every task: ``distill_feature`` names a feature of the task's model (built from the
-  config; shapes only, nothing runs);
+  config, ``model.feature_names``; nothing runs);
 * restoration: the ``restoration`` block has only known fields (unknown ones named with
   the nearest known names) with valid values; ``data.source`` is 'photos' or 'sets';
   with 'sets', ``data.root`` exists; the mixture-of-experts methods are refused (not
@@ -19,26 +19,12 @@ RESTORATION_SOURCES = ("photos", "sets")
 
 
 def model_features(config) -> list[str]:
-  """The feature names of the task's dense model (via ``jax.eval_shape``)."""
-  import jax
-  import jax.numpy as jnp
-
+  """The feature names of the task's dense model (``model.feature_names``: built, not run)."""
   from fdjax import tasks
 
   task = tasks.from_config(config)
-  if config.get("task", "classification") == "classification":
-    spec = tasks.DataSpec((32, 32, 3), 10)
-  else:
-    spec = tasks.DataSpec((64, 64, 3))
-  model = task.build_model(config, spec)
-  side = max(32, 2 * getattr(model, "stride", 1))
-  x = jnp.zeros((1, side, side, 3), jnp.float32)
-
-  def features():
-    variables = model.init(jax.random.key(0), x, train=False)
-    return model.apply(variables, x, train=False)[1]
-
-  return sorted(jax.eval_shape(features))
+  model = task.build_model(config, tasks.DataSpec((32, 32, 3), 10))
+  return sorted(model.feature_names)
 
 
 def _restoration_block(config, problems: list[str]) -> None:

@@ -94,6 +94,18 @@ def test_restoration_config_errors(field, value, fragment):
     validate_config(config)
 
 
+def test_feature_names_are_the_features_returned():
+  import jax
+  import jax.numpy as jnp
+
+  from fdjax.models import NAFNet, UNet, cifar_resnet
+
+  for model in (UNet(width=4, depth=2), NAFNet(width=4, depth=1), cifar_resnet(8, 10)):
+    x = jnp.zeros((1, 32, 32, 3))
+    features = jax.eval_shape(lambda: model.apply(model.init(jax.random.key(0), x), x)[1])
+    assert sorted(features) == sorted(model.feature_names)
+
+
 def test_restoration_configs_are_valid():
   for name, arg in (("restoration_quickstart", None), ("restoration_quickstart", "tiny"),
                     ("restoration_3task", "smoke")):
