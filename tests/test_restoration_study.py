@@ -113,3 +113,31 @@ def test_restoration_configs_are_valid():
     if name == "restoration_3task":
       config.data.root = str(REPO)  # validation only checks that the folder exists
     validate_config(config)
+
+
+def test_restoration_overrides_and_unknown_fields():
+  from fdjax import tasks
+  from fdjax.config_fields import unknown_field_message
+
+  config = load_config("restoration_quickstart")
+  config.lock()
+  config.restoration.width = 32  # what --config.restoration.width=32 does
+  assert tasks.from_config(config).build_model(config, tasks.DataSpec((48, 48, 3))).width == 32
+  with pytest.raises(AttributeError):
+    config.restoration.widht = 8
+  assert "'restoration.width'" in unknown_field_message(config, "restoration.widht")
+
+
+def test_missing_restoration_set_is_one_clear_error(tmp_path):
+  import ml_collections
+
+  from fdjax.errors import MissingDataError
+
+  config = load_config("restoration_3task", "smoke")
+  config.data.root = str(tmp_path)
+  with pytest.raises(MissingDataError, match="restoration set 'cbsd432' not found"):
+    restoration_sets.load(config.data, patch=32)
+  config.data.root = str(tmp_path / "nowhere")
+  with pytest.raises(MissingDataError, match="does not exist"):
+    restoration_sets.load(config.data, patch=32)
+  assert isinstance(config.data, ml_collections.ConfigDict)
