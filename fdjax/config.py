@@ -14,8 +14,8 @@ import ml_collections
 PAPER_METHODS = ("oracle", "ensemble", "scratch", "vanilla", "modelsoups", "fusing",
                  "fusiondistill")
 # Degradations whose level range `config.levels.<name>` may restrict (the registry's).
-LEVEL_NAMES = ("jpeg", "blur", "awgn", "sapn", "sapn_paper", "haze", "rain", "lowlight",
-               "motion_blur")
+LEVEL_NAMES = ("jpeg", "blur", "awgn", "sapn", "sapn_paper", "denoise", "haze", "rain",
+               "lowlight", "motion_blur")
 # The training stages, each a `stage_config` (epochs, optimizer) in `base_config()`.
 TRAINING_STAGES = ("clean", "experts", "fusiondistill", "fusing", "vanilla", "scratch", "moe",
                    "ea_adam", "ea_adam_fusion")

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
+
+import jax
 
 import ml_collections
 from absl import logging
@@ -93,19 +96,25 @@ def _run(config, workdir: str, methods, seeds) -> list[report.Record]:
     ctx.study = _SeedProgress(progress, runner.progress_name)
     write_once(lambda: _write_run_info(dataset, workdir), "run.json")
     logging.info("seed %d: %s, %d train / %d val / %d test, %d classes, %d device(s); "
-                 "levels %s", seed, dataset.name, len(dataset.train),
+                 "levels %s%s", seed, dataset.name, len(dataset.train),
                  len(dataset.validation) if dataset.validation else 0, len(dataset.test),
-                 dataset.num_classes, ctx.mesh.size, ctx.plan.describe())
+                 dataset.num_classes, ctx.mesh.size, ctx.plan.describe(),
+                 "".join(f"; {d} tested on {t.describe()}"
+                         for d, t in dataset.test_sets.items()))
+    rename = lambda label: ctx.task.row_labels.get(label, label)
     for method in methods:
       out = method.rows(runner)
-      records += [(label, seed, results) for label, results in out.rows]
-      extra.update(out.extra)
+      records += [(rename(label), seed, results) for label, results in out.rows]
+      extra.update({rename(label): columns for label, columns in out.extra.items()})
+      if ctx.config.eval.get("cost_columns"):
+        for label, _ in out.rows:
+          extra.setdefault(rename(label), {}).update(cost_columns(ctx, method))
       outputs[method.name].append(out)
   metric = ctx.task.metric
 
   def write_results():
     report.write_reports(records, workdir, extra=extra or None, metric=metric,
-                         fingerprints=fingerprints)
+                         fingerprints=fingerprints, metrics=ctx.task.metrics)
     return plots.plot_metric_vs_level(records, workdir, metric=metric)
 
   figures = write_once(write_results, "results")
@@ -119,10 +128,21 @@ def _run(config, workdir: str, methods, seeds) -> list[report.Record]:
     f.write(f"\n{note}\n")
   print(f"{metric.heading}: clean, then the mean over each degradation's levels, then "
         "their average.")
-  print(report.format_table(records, extra=extra or None, metric=metric))
+  print(report.format_table(records, extra=extra or None, metric=metric,
+                            metrics=ctx.task.metrics))
   print(note)
   print(_file_summary(workdir, figures, seeds))
   return records
+
+
+def cost_columns(ctx, method) -> dict:
+  """``{'params', 'FLOPs/img (rel.)'}`` of one row: the dense model's parameters times
+  the models the row holds, and the models it runs per image (all share the dense
+  model's architecture, so FLOPs relative to one dense model = that count)."""
+  held, run = method.members(ctx)
+  dense = sum(math.prod(leaf.shape) for leaf in
+              jax.tree.leaves(ctx.template_variables()["params"]))
+  return {"params": held * dense, "FLOPs/img (rel.)": run}
 
 
 def _file_summary(workdir: str, figures, seeds) -> str:

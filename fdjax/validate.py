@@ -12,6 +12,8 @@
 * data: the source is ``digits``, ``folder:<path>`` with an existing path, or
   ``tfds:<name>``; ``validation_fraction`` in [0, 1); ``max_per_split`` >= 0;
 * methods: every name in ``config.methods`` is known (``fdjax.methods.METHODS``);
+* the task's own checks (``fdjax.validate_task``): ``distill_feature`` among the model's
+  features; restoration's block, data source and refused methods;
 * degradations: names known (``fdjax.degradations.REGISTRY``), none repeated, level
   ranges inside each degradation's grid (``LevelPlan.from_config``);
 * modes: ``selection``, ``fusion.soup`` (and weighted-soup weights), BatchNorm modes,
@@ -115,7 +117,8 @@ def validate_config(config, *, device_count: int | None = None) -> None:
     check(field, lambda v: finite(v) and v >= 0, "a finite number >= 0")
 
   # Data.
-  _check_source(_get(config, "data.source"), problems)
+  if _get(config, "task") in (_MISSING, "classification"):
+    _check_source(_get(config, "data.source"), problems)
   check("data.validation_fraction", lambda v: finite(v) and 0 <= v < 1, "in [0, 1)")
   check("data.max_per_split", int_at_least(0), "an integer >= 0 (0 = all)")
   if _get(config, "task") in (_MISSING, "classification"):
@@ -152,6 +155,10 @@ def validate_config(config, *, device_count: int | None = None) -> None:
           in_range)
     check("moe.train_k", lambda v: _is_int(v) and 1 <= v <= n_degradations,
           f"an integer in 1..{n_degradations} (the number of degradations)")
+
+  if not problems:
+    from fdjax.validate_task import check_task
+    check_task(config, problems)
 
   if problems:
     head = "" if len(problems) == 1 else f"{len(problems)} config problems: "

@@ -136,13 +136,45 @@ def repeat(split: ImageSet, times: int) -> ImageSet:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Dataset:
-  """A named data set: train / test (and optional validation) splits plus class names."""
+  """A named data set: train / test (and optional validation) splits plus class names.
+
+  Restoration data sets add ``test_sets``: ``{degradation: fdjax.data.testsets.TestSet}``
+  (key 'clean': the clean-only test set scored clean and under every degradation without
+  its own), and ``train_pairs``: ``{degradation: ImageSet}`` of real training pairs
+  ('image' input, 'target' clean) mixed into that degradation's training."""
 
   name: str
   train: ImageSet
   test: ImageSet
   validation: ImageSet | None
   class_names: tuple[str, ...]
+  test_sets: Mapping = dataclasses.field(default_factory=dict)
+  train_pairs: Mapping = dataclasses.field(default_factory=dict)
+
+  def training_split(self, names=()) -> ImageSet:
+    """``train``, plus the real training pairs of degradations ``names`` when there are
+    any: then every example has 'image' (input), 'target' (clean) and 'real' (bool
+    ``[N]``; clean tiles are their own input, to be degraded on device, with real
+    False). Each degradation's pairs are repeated ``round(N_clean / (P * len(names)))``
+    times (at least once): as many real examples as one degradation's share of
+    synthetic ones (an expert trains on half real, half synthetic inputs)."""
+    pairs = [self.train_pairs[n] for n in names if n in self.train_pairs]
+    if not pairs:
+      return self.train
+    clean = self.train.images
+    parts = [(clean, clean, np.zeros(len(clean), bool))]
+    for p in pairs:
+      times = max(1, round(len(clean) / (len(p) * len(names))))
+      parts.append((np.concatenate([p.images] * times),
+                    np.concatenate([p.fields["target"]] * times), np.ones(len(p) * times, bool)))
+    return ImageSet.from_fields({k: np.concatenate([part[i] for part in parts])
+                                 for i, k in enumerate(("image", "target", "real"))})
+
+  def test_for(self, name: str = "clean"):
+    """The ``TestSet`` degradation ``name`` is scored on ('clean': the clean scores), or
+    the ``test`` split itself for a data set without test sets (classification)."""
+    found = self.test_sets.get(name, self.test_sets.get("clean"))
+    return found if found is not None else self.test
 
   @property
   def num_classes(self) -> int:

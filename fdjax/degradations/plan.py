@@ -9,7 +9,9 @@ evaluation and router usage alike:
   configured ``[low, high]`` range (``config.levels.<name> = 'low:high'``);
 * ``eval_levels(name)``: every ``stride``-th point of that grid, both ends kept, as
   ``(level, full_grid_index)`` pairs; the index of the FULL registry grid selects the
-  fixed evaluation key, so a reduced plan sees the same images as a full one;
+  fixed evaluation key, so a reduced plan sees the same images as a full one. An
+  explicit list (``config.eval_levels.<name> = '15,25,50'``, points of the registry
+  grid) replaces the strided grid for that degradation (the denoising tables' sigmas);
 * ``eval_key(name, full_grid_index, batch_index)``: the fixed key of one eval batch;
 * ``sampler(name)`` / ``combined()``: training-time degradation of a batch with levels
   drawn uniformly over the grid points in use.
@@ -98,6 +100,7 @@ class LevelPlan:
   ranges: tuple[tuple[str, float, float], ...] = ()   # (name, low, high), inclusive
   stride: int = 1
   eval_seed: int = DEFAULT_EVAL_SEED
+  explicit: tuple[tuple[str, tuple[float, ...]], ...] = ()  # (name, evaluation levels)
 
   def __post_init__(self):
     for name in self.names:
@@ -112,6 +115,13 @@ class LevelPlan:
                          f"[{full[0]:g}, {full[-1]:g}] ({registry.get(name).units}) with low <= high")
       if not self.grid(name).size:
         raise ValueError(f"levels.{name}: no grid level inside [{low:g}, {high:g}]")
+    for name, levels in self.explicit:
+      if not levels:
+        raise ValueError(f"eval_levels.{name} names no level")
+      try:
+        level_indices(name, levels)
+      except ValueError as e:
+        raise ValueError(f"eval_levels.{name}: {e}") from None
 
   @classmethod
   def from_config(cls, config) -> "LevelPlan":
@@ -125,7 +135,16 @@ class LevelPlan:
       bounds = parse_range(name, config.levels.get(name, "") if "levels" in config else "")
       if bounds is not None:
         ranges.append((name, *bounds))
-    return cls(names, tuple(ranges), int(config.eval.level_stride), int(config.eval.seed))
+    explicit = []
+    for name, text in (config.get("eval_levels") or {}).items():
+      if parse_list(text) and name in names:  # levels of unused degradations: ignored
+        try:
+          explicit.append((name, tuple(float(t) for t in parse_list(text))))
+        except ValueError:
+          raise ValueError(f"eval_levels.{name} must be comma-separated numbers in "
+                           f"{name}'s units, got {text!r}") from None
+    return cls(names, tuple(ranges), int(config.eval.level_stride), int(config.eval.seed),
+               tuple(explicit))
 
   def _range(self, name: str) -> tuple[float, float] | None:
     return next(((lo, hi) for n, lo, hi in self.ranges if n == name), None)
@@ -144,7 +163,11 @@ class LevelPlan:
     return registry.levels(name)[self.grid_indices(name)]
 
   def eval_levels(self, name: str) -> list[tuple[float, int]]:
-    """``[(level, full_grid_index), ...]``: every ``stride``-th level in use, ends kept."""
+    """``[(level, full_grid_index), ...]``: the explicit levels of ``name`` if any, else
+    every ``stride``-th level in use, ends kept."""
+    listed = dict(self.explicit).get(name)
+    if listed is not None:
+      return [(float(level), i) for level, i in zip(listed, level_indices(name, listed))]
     picked = stride_levels(self.grid_indices(name), self.stride)
     full = registry.levels(name)
     return [(float(full[i]), int(i)) for i in picked]

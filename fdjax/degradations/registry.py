@@ -22,7 +22,7 @@ from fdjax.degradations import restoration
 
 # The four degradations of the paper, in its order.
 NAMES = ("jpeg", "blur", "awgn", "sapn")
-RESTORATION_NAMES = ("haze", "rain", "lowlight", "motion_blur")
+RESTORATION_NAMES = ("haze", "rain", "lowlight", "motion_blur")  # and "denoise"
 
 # f(key, images [B, H, W, 3], levels float [B]) -> images of the same shape.
 DegradeFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
@@ -87,6 +87,11 @@ REGISTRY: dict[str, Degradation] = {
         "sapn_paper", functools.partial(noise_lib.sapn, salt_value=noise_lib.PAPER_SALT),
         _sapn_float(noise_lib.PAPER_SALT), _grid(np.arange(26) / 100), clean_level=0.0,
         units="salt-and-pepper density p, 0..0.25 step 0.01; salt = 1 (reference bug)"),
+    "denoise": Degradation(
+        "denoise", restoration.denoise, restoration.denoise_float,
+        _grid(restoration.DENOISE_GRID), clean_level=0.0,
+        units="noise sigma in 0..255 pixel units, 0..55 step 1 (float noise, uint8 "
+              "clipped and truncated)"),
     "haze": Degradation(
         "haze", restoration.haze, restoration.haze_float, _grid(restoration.HAZE_GRID),
         clean_level=0.0, units="scattering coefficient beta, 0..3 step 0.1"),

@@ -1,4 +1,5 @@
-"""Degradations from the image-restoration literature: haze, rain, low light, motion blur.
+"""Degradations from the image-restoration literature: denoise (AWGN), haze, rain, low
+light, motion blur.
 
 These have no reference implementation in the paper's code; they are simple,
 documented synthetic models in the spirit of the restoration benchmarks (RESIDE-style
@@ -25,6 +26,7 @@ HAZE_GRID = np.round(np.arange(31) * 0.1, 1)  # beta 0, 0.1, ..., 3.0
 RAIN_GRID = np.round(np.arange(11) * 0.005, 3)  # streak seed density 0, 0.005, ..., 0.05
 LOWLIGHT_GRID = np.round(np.arange(19) * 0.05, 2)  # darkening factor 0, 0.05, ..., 0.9
 MOTION_BLUR_GRID = np.arange(16).astype(np.float64)  # kernel length 0, 1, ..., 15 pixels
+DENOISE_GRID = np.arange(56).astype(np.float64)  # noise sigma 0, 1, ..., 55 (0..255 units)
 
 _RAIN_STREAK_LENGTH = 9.0  # pixels
 _MOTION_KERNEL_SIZE = 17  # odd, holds a centred segment of length 15 at any angle
@@ -160,6 +162,36 @@ def motion_blur_float(key: jax.Array, images: jax.Array, levels: jax.Array) -> j
   kernels = _line_kernels(angle, jnp.asarray(levels, jnp.float32), _MOTION_KERNEL_SIZE)
   kernels = kernels / jnp.sum(kernels, axis=(1, 2), keepdims=True)
   return _convolve_per_image(images, kernels, padding="edge")
+
+
+def denoise_float(key: jax.Array, images: jax.Array, levels: jax.Array) -> jax.Array:
+  """Additive white Gaussian noise for the denoising tables, kept in float.
+
+  Args:
+    key: draws one standard normal per value.
+    images: float ``[B, H, W, C]`` in 0..1.
+    levels: float ``[B]``, noise sigma in 0..255 pixel units, grid 0..55 step 1 (blind
+      training draws uniformly over it; the tables test 15, 25 and 50); 0 = clean.
+
+  Returns:
+    float32 ``[B, H, W, C]``: ``images + sigma / 255 * N(0, 1)``, clipped to 0..1.
+  """
+  images = jnp.asarray(images, jnp.float32)
+  noise = jax.random.normal(key, images.shape, jnp.float32)
+  return jnp.clip(images + _per_image(levels) / 255.0 * noise, 0.0, 1.0)
+
+
+def denoise(key: jax.Array, images: jax.Array, levels: jax.Array) -> jax.Array:
+  """uint8 0..255 images + sigma * N(0, 1) in float, then clipped to 0..255 and TRUNCATED
+  to uint8: ``np.clip(clean + sigma * randn, 0, 255).astype(np.uint8)``, the test
+  protocol of PromptIR's and AirNet's dataset code (the quantisation of our denoising
+  tables; the truncation adds a mean of about -0.5, the noise std is about
+  ``sqrt(sigma^2 + 1/12)`` away from the clipped ends). ``levels``: float ``[B]``,
+  sigma in 0..255 units (grid 0..55); sigma 0 returns the images unchanged."""
+  clean = jnp.asarray(images, jnp.float32)
+  noise = jax.random.normal(key, clean.shape, jnp.float32)
+  noisy = jnp.clip(clean + _per_image(levels) * noise, 0.0, 255.0)
+  return jnp.floor(noisy).astype(jnp.uint8)
 
 
 def as_uint8(float_fn: Callable) -> Callable:

@@ -16,9 +16,18 @@ Results (``evaluate_all``)::
     {'clean': m, name: {'all': mean over levels, 'per_level': [[level, m], ...]}, ...,
      'avg': mean of the 'all' values}
 
-with ``m`` the task's metric as stored (accuracy 0..1; reports scale it). Levels are
-floats in the degradation's own units, kept as ``[level, value]`` pairs (never JSON
-object keys).
+with ``m`` the task's headline metric as stored (accuracy 0..1; reports scale it).
+Levels are floats in the degradation's own units, kept as ``[level, value]`` pairs
+(never JSON object keys).
+
+Per-degradation test sets (restoration, ``test_sets``: ``fdjax.data.testsets.TestSet``
+of several image sizes, batched per size, batch indices running on over the groups):
+each degradation is scored on its own set, synthetic (clean images degraded on device
+at its evaluation levels) or real (the pairs' inputs as they are: ``per_level`` empty);
+its entry then also holds ``'test_set'`` (the set's name) and ``'synthetic'`` (bool).
+A task with several metrics (``task.metrics``: PSNR, SSIM) adds ``'metrics': {name:
+{'clean', <degradation>: {'all', 'per_level'}, 'avg'}}`` for every metric but the
+headline; one evaluation pass computes them all (``task.scores``).
 """
 
 from __future__ import annotations
@@ -33,9 +42,9 @@ import numpy as np
 from fdjax import data as data_lib
 from fdjax import degradations
 from fdjax.data.splits import balanced_subset
+from fdjax.data.testsets import TestSet
 from fdjax.degradations.plan import LevelPlan, eval_key, level_indices, stride_levels
-from fdjax.eval.metric import (Predict, eval_batches, jit_clean, jit_score, predictor,
-                               split_metric)
+from fdjax.eval.metric import Predict, eval_batches, jit_clean, predictor
 from fdjax.train.mesh import data_sharding, replicated
 
 # predict_fn(variables, images_uint8 [B,H,W,3], levels float32 [B], key) -> outputs
@@ -76,11 +85,62 @@ SUBSET_SEED = 0  # fixed: every method and run evaluates the very same subset
 def subset(split, max_examples: int | None):
   """At most ``max_examples`` examples of a split, spread evenly over classes (all when
   None): a seeded, class-balanced draw kept in split order, never a prefix (image-folder
-  splits are sorted by class, so the first 1,000 CIFAR-10 test images are airplanes)."""
+  splits are sorted by class, so the first 1,000 CIFAR-10 test images are airplanes).
+  A ``TestSet`` (no classes) keeps its first ``max_examples`` images."""
   if max_examples is None or max_examples >= len(split):
     return split
+  if isinstance(split, TestSet):
+    return split.first(max_examples)
   idx = balanced_subset(np.asarray(split.labels), max_examples, SUBSET_SEED)
   return data_lib.take(split, idx)
+
+
+def _as_testset(split) -> TestSet:
+  return split if isinstance(split, TestSet) else TestSet.of_split("test", split)
+
+
+def _batches(split, batch_size: int, mesh):
+  """``(batch_index, batch)`` over every group of ``split`` (ImageSet or TestSet)."""
+  index = 0
+  for group in _as_testset(split).groups:
+    for batch in eval_batches(group, batch_size, mesh):
+      yield index, batch
+      index += 1
+
+
+@functools.lru_cache(maxsize=16)
+def jit_scores(task):
+  """``jax.jit(task.scores)``: ``(outputs, batch) -> {metric: (sum, count)}``."""
+  return jax.jit(task.scores)
+
+
+def _ratios(sums: dict, count) -> dict:
+  n = max(float(count), 1.0)
+  return {name: [float(s) / n for s in values] for name, values in jax.device_get(sums).items()}
+
+
+def scores_at_levels(task, predict_fn: LevelPredict, variables, split, name: str,
+                     levels: Sequence[tuple[float, int]], *, batch_size: int, mesh=None,
+                     seed: int) -> dict[str, list[list[float]]]:
+  """``{metric: [[level, value], ...]}`` for every metric of ``task.scores``: what
+  ``evaluate_levels`` computes, for all metrics at once."""
+  score = jit_scores(task)
+  sums: dict = {}
+  count = 0
+  for batch_index, batch in _batches(split, batch_size, mesh):
+    size = batch["image"].shape[0]
+    for j, (level, index) in enumerate(levels):
+      level_array = np.full((size,), level, np.float32)
+      if mesh is not None:  # global, like the batch (jit refuses host arrays split over hosts)
+        level_array = jax.device_put(level_array, data_sharding(mesh))
+      outputs = predict_fn(variables, batch["image"], level_array,
+                           eval_key(seed, name, index, batch_index))
+      for metric, (s, c) in score(outputs, batch).items():
+        acc = sums.setdefault(metric, [0] * len(levels))
+        acc[j] = acc[j] + s
+    count = count + c
+  return {metric: [[float(level), v] for (level, _), v in zip(levels, values)]
+          for metric, values in _ratios(sums, count).items()}
 
 
 def evaluate_levels(task, predict_fn: LevelPredict, variables, split, name: str,
@@ -89,30 +149,31 @@ def evaluate_levels(task, predict_fn: LevelPredict, variables, split, name: str,
   """``[[level, metric], ...]`` of ``predict_fn`` on ``split`` degraded by ``name``.
 
   Args:
-    task: supplies ``score(outputs, batch) -> (sum, count)``.
+    task: supplies ``scores(outputs, batch) -> {metric: (sum, count)}``; the headline
+      metric ``task.metric`` is returned.
     predict_fn: ``(variables, images_uint8, levels float32 [B], key) -> outputs``
       applying the degradation itself (``with_degradation``).
+    split: an ``ImageSet`` or a ``TestSet`` (groups of one image size each).
     levels: ``(level, full_grid_index)`` pairs (``LevelPlan.eval_levels``); the index
       selects the fixed key ``eval_key(seed, name, index, batch_index)``.
 
   Each batch is read once and evaluated at every level; sums stay on device.
   """
-  score = jit_score(task)
-  sums = [0 for _ in levels]
+  return scores_at_levels(task, predict_fn, variables, split, name, levels,
+                          batch_size=batch_size, mesh=mesh, seed=seed)[task.metric.name]
+
+
+def split_scores(task, predict, variables, split, *, batch_size: int, mesh=None) -> dict:
+  """``{metric: value}`` of a jitted clean ``predict`` over ``split`` (ImageSet or
+  TestSet), every batch as it is (no degradation)."""
+  score = jit_scores(task)
+  sums: dict = {}
   count = 0
-  for batch_index, batch in enumerate(eval_batches(split, batch_size, mesh)):
-    size = batch["image"].shape[0]
-    for j, (level, index) in enumerate(levels):
-      level_array = np.full((size,), level, np.float32)
-      if mesh is not None:  # global, like the batch (jit refuses host arrays split over hosts)
-        level_array = jax.device_put(level_array, data_sharding(mesh))
-      outputs = predict_fn(variables, batch["image"], level_array,
-                           eval_key(seed, name, index, batch_index))
-      s, c = score(outputs, batch)
-      sums[j] = sums[j] + s
+  for _, batch in _batches(split, batch_size, mesh):
+    for metric, (s, c) in score(predict(variables, batch["image"]), batch).items():
+      sums[metric] = [sums[metric][0] + s] if metric in sums else [s]
     count = count + c
-  n = max(float(count), 1.0)
-  return [[float(level), float(s) / n] for (level, _), s in zip(levels, jax.device_get(sums))]
+  return {metric: values[0] for metric, values in _ratios(sums, count).items()}
 
 
 def mean_over_levels(per_level: Sequence[Sequence[float]]) -> float:
@@ -124,21 +185,42 @@ def mean_over_levels(per_level: Sequence[Sequence[float]]) -> float:
 
 def evaluate_all(task, variables, split, plan: LevelPlan, *, batch_size: int, mesh=None,
                  model=None, predict: Predict | None = None,
-                 max_examples: int | None = None) -> dict:
+                 max_examples: int | None = None, test_sets=None) -> dict:
   """The clean metric and the mean over levels for each degradation of ``plan``.
 
   ``predict``: a traceable clean predictor ``(variables, images_uint8) -> outputs``
   (an ensemble, a mixture-of-experts student); default ``predictor(task, model)``.
-  ``max_examples``: evaluate on a class-balanced subset (``subset``).
+  ``max_examples``: evaluate on a class-balanced subset (``subset``; a test set's first
+  images). ``test_sets``: ``{degradation: TestSet}`` scored instead of ``split`` for
+  those degradations (module docstring).
   """
   predict = predict or predictor(task, model)
+  clean_predict = jit_clean(predict, mesh)
   split = subset(split, max_examples)
-  results: dict = {"clean": split_metric(task, jit_clean(predict, mesh), variables, split,
-                                         batch_size=batch_size, mesh=mesh)}
+  headline, others = task.metric.name, [m.name for m in task.metrics[1:]]
+  values = split_scores(task, clean_predict, variables, split, batch_size=batch_size, mesh=mesh)
+  results: dict = {"clean": values[headline]}
+  extra = {m: {"clean": values[m]} for m in others}
   for name in plan.names:
-    per_level = evaluate_levels(task, with_degradation(predict, name, mesh), variables, split,
-                                name, plan.eval_levels(name), batch_size=batch_size,
-                                mesh=mesh, seed=plan.eval_seed)
-    results[name] = {"all": mean_over_levels(per_level), "per_level": per_level}
+    tests = subset((test_sets or {}).get(name, split), max_examples)
+    if isinstance(tests, TestSet) and tests.real:
+      values = split_scores(task, clean_predict, variables, tests, batch_size=batch_size,
+                            mesh=mesh)
+      per_metric = {m: (values[m], []) for m in values}
+    else:
+      per_level = scores_at_levels(task, with_degradation(predict, name, mesh), variables,
+                                   tests, name, plan.eval_levels(name), batch_size=batch_size,
+                                   mesh=mesh, seed=plan.eval_seed)
+      per_metric = {m: (mean_over_levels(p), p) for m, p in per_level.items()}
+    mark = ({"test_set": tests.name, "synthetic": not tests.real} if test_sets else {})
+    all_, per = per_metric[headline]
+    listed = {"explicit": True} if name in dict(plan.explicit) else {}
+    results[name] = {"all": all_, "per_level": per, **mark, **listed}
+    for m in others:
+      extra[m][name] = {"all": per_metric[m][0], "per_level": per_metric[m][1], **listed}
   results["avg"] = float(np.mean([results[n]["all"] for n in plan.names]))
+  for m in others:
+    extra[m]["avg"] = float(np.mean([extra[m][n]["all"] for n in plan.names]))
+  if extra:
+    results["metrics"] = extra
   return results

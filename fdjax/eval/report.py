@@ -9,6 +9,12 @@ With several seeds of a method a cell reads ``mean ± std``, where std is the SA
 standard deviation (``numpy.std(..., ddof=1)``, as ``torch.std``, the usual reading
 of "± std over 3 runs"); with one seed the cell is the plain value.
 
+Restoration results carry more (``fdjax.eval.levels.evaluate_all``): each degradation's
+test set and whether it is synthetic or real (column labels read e.g. ``rain (rain100l,
+real)``, and results.json lists them under ``test_sets``), a column per explicitly listed
+evaluation level (``denoise@25``), and secondary metrics (``task.metrics[1:]``, e.g.
+SSIM) as further columns ``SSIM <column>``, each shown with its metric's decimals.
+
 Files written by ``write_reports``:
   results.md     the table of ``format_table`` (one decimal, display units);
   results.csv    method, seeds, then ``<col>`` (mean) and ``<col>_std`` (empty for one
@@ -53,22 +59,70 @@ def degradation_names(records: Sequence[Record]) -> list[str]:
   return [n for n in STANDARD_NAMES if n in found] + [n for n in found if n not in STANDARD_NAMES]
 
 
+def _entry(records: Sequence[Record], name: str) -> Mapping[str, Any]:
+  return next((r[2][name] for r in records if isinstance(r[2].get(name), Mapping)), {})
+
+
 def columns(records: Sequence[Record]) -> list[str]:
-  """Table columns: ``clean``, the degradations present, ``avg``."""
+  """Table columns: ``clean``, the degradations present (each followed by one column per
+  explicitly listed evaluation level, ``<name>@<level>``), ``avg``."""
   cols = ["clean"] if any("clean" in r[2] for r in records) else []
-  cols += degradation_names(records)
+  for name in degradation_names(records):
+    cols.append(name)
+    if _entry(records, name).get("explicit") and len(_entry(records, name)["per_level"]) > 1:
+      cols += [f"{name}@{level:g}" for level, _ in _entry(records, name)["per_level"]]
   if any(r[2].get("avg") is not None for r in records):
     cols.append("avg")
   return cols
 
 
+def column_label(records: Sequence[Record], column: str) -> str:
+  """``column``, with its test set and kind when the results name them
+  (``'rain (rain100l, real)'``)."""
+  entry = _entry(records, column)
+  if "test_set" not in entry:
+    return column
+  return f"{column} ({entry['test_set']}, {'synthetic' if entry['synthetic'] else 'real'})"
+
+
+def test_sets(records: Sequence[Record]) -> dict:
+  """``{degradation: {'test_set', 'synthetic'}}`` for results that name them."""
+  return {n: {"test_set": _entry(records, n)["test_set"],
+              "synthetic": _entry(records, n)["synthetic"]}
+          for n in degradation_names(records) if "test_set" in _entry(records, n)}
+
+
 def column_value(results: Mapping[str, Any], column: str) -> float | None:
   """The stored metric of one column (``clean``, a degradation's mean over levels,
-  ``avg``) or None."""
-  value = results.get(column)
-  if isinstance(value, Mapping):
+  ``<degradation>@<level>``, ``avg``) or None."""
+  name, at, level = column.partition("@")
+  value = results.get(name)
+  if at and isinstance(value, Mapping):
+    value = next((v for lv, v in value.get("per_level", []) if f"{lv:g}" == level), None)
+  elif isinstance(value, Mapping):
     value = value.get("all")
   return None if value is None else float(value)
+
+
+def secondary(records: Sequence[Record], metric: MetricSpec) -> list[Record]:
+  """The records of a secondary metric: ``results['metrics'][metric.name]`` per record."""
+  return [(m, s, r["metrics"][metric.name]) for m, s, r in records
+          if metric.name in r.get("metrics", {})]
+
+
+def _tables(records, methods, metric, metrics) -> list[tuple[MetricSpec, str, str, dict]]:
+  """``[(metric, column, label, summary)]`` over the headline's columns then every
+  secondary metric's (labels prefixed with the metric's label)."""
+  out = []
+  for m in [metric] + [x for x in (metrics or ())[1:]]:
+    recs = records if m is metric else secondary(records, m)
+    if not recs:
+      continue
+    summary = summarize(recs, methods, m)
+    for c in columns(recs):
+      label = column_label(records, c) if m is metric else f"{m.label} {c}"
+      out.append((m, c, label, summary))
+  return out
 
 
 def summarize(records: Sequence[Record], methods: Sequence[str] | None = None,
@@ -93,13 +147,14 @@ def summarize(records: Sequence[Record], methods: Sequence[str] | None = None,
   return summary
 
 
-def format_cell(stat: Mapping[str, Any]) -> str:
-  """``'87.3 ± 0.4'`` (several seeds), ``'87.3'`` (one) or ``'–'`` (missing)."""
+def format_cell(stat: Mapping[str, Any], decimals: int = 1) -> str:
+  """``'87.3 ± 0.4'`` (several seeds), ``'87.3'`` (one) or ``'–'`` (missing), with
+  ``decimals`` digits."""
   if stat["mean"] is None:
     return "–"
   if stat["std"] is None:
-    return f"{stat['mean']:.1f}"
-  return f"{stat['mean']:.1f} ± {stat['std']:.1f}"
+    return f"{stat['mean']:.{decimals}f}"
+  return f"{stat['mean']:.{decimals}f} ± {stat['std']:.{decimals}f}"
 
 
 def format_extra(value: Any) -> str:
@@ -119,37 +174,45 @@ def _extra_columns(extra: Mapping[str, Mapping[str, Any]] | None) -> list[str]:
 
 def format_table(records: Sequence[Record], methods: Sequence[str] | None = None,
                  extra: Mapping[str, Mapping[str, Any]] | None = None,
-                 metric: MetricSpec = ACCURACY) -> str:
-  """A markdown table: one row per method, the metric in display units (one decimal).
+                 metric: MetricSpec = ACCURACY,
+                 metrics: Sequence[MetricSpec] | None = None) -> str:
+  """A markdown table: one row per method, the metric in display units (its decimals).
 
   ``extra``: ``{method: {column: value}}`` appended after the accuracy columns (e.g.
   parameter count, relative inference cost of a mixture-of-experts student).
+  ``metrics``: the task's metrics (headline first); the others add their columns.
   """
   summary = summarize(records, methods, metric)
-  cols, extra_cols = columns(records), _extra_columns(extra)
+  tables, extra_cols = _tables(records, methods, metric, metrics), _extra_columns(extra)
   seeds = {m: max((s["n"] for s in summary[m].values()), default=0) for m in summary}
-  header = ["method", "seeds"] + cols + extra_cols
+  header = ["method", "seeds"] + [label for _, _, label, _ in tables] + extra_cols
   lines = ["| " + " | ".join(header) + " |",
            "|" + "|".join([":--"] + ["--:"] * (len(header) - 1)) + "|"]
   for method, stats in summary.items():
-    cells = [method, str(seeds[method])] + [format_cell(stats[c]) for c in cols]
+    cells = [method, str(seeds[method])] + [
+        format_cell(table[method][c], m.decimals) if method in table
+        else "–" for m, c, _, table in tables]
     cells += [format_extra((extra or {}).get(method, {}).get(c)) for c in extra_cols]
     lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines)
 
 
-def per_level_rows(records: Sequence[Record], metric: MetricSpec = ACCURACY) -> list[dict]:
+def per_level_rows(records: Sequence[Record], metric: MetricSpec = ACCURACY,
+                   metrics: Sequence[MetricSpec] = ()) -> list[dict]:
   """One dict per (method, seed, degradation, level): ``method, seed, degradation,
   level, normalised_level`` (``degradations.normalised_level``) and ``value`` (display
-  units, e.g. accuracy in %)."""
+  units, e.g. accuracy in %), plus ``<metric name>`` for every secondary metric."""
   rows = []
   for method, seed, results in records:
     for name in degradation_names([(method, seed, results)]):
-      for level, value in results[name]["per_level"]:
-        rows.append({"method": method, "seed": seed, "degradation": name,
-                     "level": float(level),
-                     "normalised_level": float(degradations.normalised_level(name, float(level))),
-                     "value": metric.display(value)})
+      for i, (level, value) in enumerate(results[name]["per_level"]):
+        row = {"method": method, "seed": seed, "degradation": name, "level": float(level),
+               "normalised_level": float(degradations.normalised_level(name, float(level))),
+               "value": metric.display(value)}
+        for m in metrics[1:]:
+          other = results.get("metrics", {}).get(m.name, {}).get(name)
+          row[m.name] = m.display(other["per_level"][i][1]) if other else None
+        rows.append(row)
   return rows
 
 
@@ -163,7 +226,8 @@ def load_records(path: str) -> list[Record]:
 def write_reports(records: Sequence[Record], out_dir: str, methods: Sequence[str] | None = None,
                   extra: Mapping[str, Mapping[str, Any]] | None = None,
                   metric: MetricSpec = ACCURACY,
-                  fingerprints: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, str]:
+                  fingerprints: Mapping[str, Mapping[str, str]] | None = None,
+                  metrics: Sequence[MetricSpec] | None = None) -> dict[str, str]:
   """Writes results.md, results.csv, per_level.csv and results.json; returns their paths.
 
   ``fingerprints`` (``{seed dir: {stage: digest}}``, ``fdjax.study.fingerprint``) are
@@ -174,28 +238,43 @@ def write_reports(records: Sequence[Record], out_dir: str, methods: Sequence[str
       ("json", "results.json"))}
   summary = summarize(records, methods, metric)
   cols, extra_cols = columns(records), _extra_columns(extra)
+  tables, metrics = _tables(records, methods, metric, metrics), list(metrics or [metric])
+  sets = test_sets(records)
   with open(paths["md"], "w") as f:
     f.write(f"{metric.heading}. Columns: clean, then the mean over each degradation's "
             f"level grid, then their average; mean ± sample std (ddof={STD_DDOF}) over "
             "seeds.\n\n")
-    f.write(format_table(records, methods, extra, metric) + "\n")
+    if sets:
+      f.write("Test sets: " + "; ".join(
+          f"{n}: {v['test_set']} ({'synthetic: clean images degraded on device' if v['synthetic'] else 'real degraded inputs'})"
+          for n, v in sets.items()) + ".\n\n")
+    f.write(format_table(records, methods, extra, metric, metrics) + "\n")
   with open(paths["csv"], "w", newline="") as f:
     writer = csv.writer(f)
-    writer.writerow(["method", "seeds"] + [h for c in cols for h in (c, f"{c}_std")] + extra_cols)
+    writer.writerow(["method", "seeds"] + [h for _, _, label, _ in tables
+                                           for h in (label, f"{label}_std")] + extra_cols)
     for method, stats in summary.items():
       row = [method, max((s["n"] for s in stats.values()), default=0)]
-      for c in cols:
-        row += ["" if stats[c][k] is None else f"{stats[c][k]:.1f}" for k in ("mean", "std")]
+      for m, c, _, table in tables:
+        stat = table.get(method, {}).get(c, {"mean": None, "std": None})
+        row += ["" if stat[k] is None else f"{stat[k]:.{m.decimals}f}" for k in ("mean", "std")]
       row += [(extra or {}).get(method, {}).get(c, "") for c in extra_cols]
       writer.writerow(row)
   fields = ["method", "seed", "degradation", "level", "normalised_level", metric.name]
+  fields += [m.name for m in metrics[1:]]
   with open(paths["per_level"], "w", newline="") as f:
     writer = csv.writer(f)
     writer.writerow(fields)
-    for row in per_level_rows(records, metric):
-      writer.writerow([row[k] for k in fields[:-1]] + [row["value"]])
+    for row in per_level_rows(records, metric, metrics):
+      writer.writerow([row["value"] if k == metric.name else row[k] for k in fields])
+  more = {}
+  if len(metrics) > 1:
+    more["summary_metrics"] = {m.name: summarize(secondary(records, m), methods, m)
+                               for m in metrics[1:]}
+  if sets:
+    more["test_sets"] = sets
   with open(paths["json"], "w") as f:
-    json.dump({"columns": cols, "std_ddof": STD_DDOF, "metric": dataclasses.asdict(metric),
+    json.dump({**more, "columns": cols, "std_ddof": STD_DDOF, "metric": dataclasses.asdict(metric),
                "units": f"summary in {metric.unit} (x{metric.scale:g}); records as stored",
                "methods": list(summary), "summary": summary, "extra": extra or {},
                "fingerprints": fingerprints or {},

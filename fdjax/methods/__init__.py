@@ -1,5 +1,6 @@
 """Methods: the rows of the results table, each a plug-in module (see ``base.py``).
 
+    input              (none)                              the degraded input itself (restoration)
     oracle             clean, experts/<d>                  each expert on its own degradation
     ensemble           experts/<d>                         the task's vote over the experts
     scratch            scratch                             random init, combined degradations
@@ -19,15 +20,15 @@ and ``stages``). Adding a method = a module with a ``Method`` and an entry below
 from __future__ import annotations
 
 from fdjax.config import parse_list
-from fdjax.methods import (ea_adam, ensemble, finetune, fusiondistill, fusiondistill_moe,
+from fdjax.methods import (ea_adam, ensemble, finetune, fusiondistill, fusiondistill_moe, inputs,
                            modelsoups, oracle, routed_experts)
 from fdjax.methods.base import Loadable, Method, Output
 
 # In the paper's row order.
 METHODS: dict[str, Method] = {m.name: m for m in (
-    oracle.METHOD, ensemble.METHOD, finetune.SCRATCH, finetune.VANILLA, modelsoups.METHOD,
-    finetune.FUSING, fusiondistill.METHOD, fusiondistill_moe.METHOD, routed_experts.METHOD,
-    ea_adam.METHOD, ea_adam.FUSION_METHOD)}
+    inputs.METHOD, oracle.METHOD, ensemble.METHOD, finetune.SCRATCH, finetune.VANILLA,
+    modelsoups.METHOD, finetune.FUSING, fusiondistill.METHOD, fusiondistill_moe.METHOD,
+    routed_experts.METHOD, ea_adam.METHOD, ea_adam.FUSION_METHOD)}
 
 
 def get(name: str) -> Method:

@@ -11,7 +11,9 @@ A method module defines one or more ``Method`` values and registers them in
 * ``finalize(outputs, workdir, ctx)``: optional files from every seed's outputs (the
   experts' heatmap, router usage);
 * ``models``: names a finished run can be loaded by (``fdjax.load_model``), each the
-  stage directory holding the variables and, optionally, how to build its module.
+  stage directory holding the variables and, optionally, how to build its module;
+* ``members(ctx) -> (held, run)``: how many dense models each of its rows holds and
+  runs per image (the params and relative-FLOPs columns, ``config.eval.cost_columns``).
 """
 
 from __future__ import annotations
@@ -43,6 +45,10 @@ def _no_stages(ctx) -> dict:
   return {}
 
 
+def _one_model(ctx) -> tuple[int, int]:
+  return 1, 1
+
+
 @dataclasses.dataclass(frozen=True)
 class Method:
   """One row family of the results table (see the module docstring)."""
@@ -53,3 +59,4 @@ class Method:
   stages: Callable[[Any], Mapping[str, Any]] = _no_stages
   finalize: Callable[[Sequence[Output], str, Any], None] | None = None
   models: Mapping[str, Loadable] = dataclasses.field(default_factory=dict)
+  members: Callable[[Any], tuple[int, int]] = _one_model

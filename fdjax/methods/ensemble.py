@@ -39,4 +39,5 @@ def _rows(runner) -> Output:
   return Output([("Ensemble", results)])
 
 
-METHOD = Method("ensemble", requires=stages.expert_names, rows=_rows)
+METHOD = Method("ensemble", requires=stages.expert_names, rows=_rows,
+                members=lambda ctx: (len(ctx.degradations), len(ctx.degradations)))

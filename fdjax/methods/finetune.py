@@ -20,7 +20,8 @@ def combined_stage(runner, name: str, init_stage: str | None) -> dict:
   degrade = ctx.plan.combined()
   init = runner.get(init_stage) if init_stage else None
   recipe = Recipe(supervised_loss(ctx.model, ctx.task, degrade), init=init,
-                  shares=len(ctx.degradations), selection_degrade=degrade)
+                  shares=len(ctx.degradations), selection_degrade=degrade,
+                  pairs=ctx.degradations)
   return train_stage(ctx, name, ctx.config[name], recipe)
 
 

@@ -21,7 +21,7 @@ def _stage(runner) -> dict:
                                        gammas=[cfg.gamma] * n)
   recipe = Recipe(loss_fn, init=runner.get(fused_init(ctx)),
                   frozen=stack_trees(stages.experts(runner)), shares=n,
-                  selection_degrade=degrade)
+                  selection_degrade=degrade, pairs=ctx.degradations)
   return train_stage(ctx, "fusiondistill", cfg, recipe)
 
 

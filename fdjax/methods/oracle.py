@@ -12,14 +12,24 @@ from fdjax.methods.base import Loadable, Method, Output
 from fdjax.study import stages
 
 
+def _own_task(names, per_expert, clean) -> dict:
+  """Expert i's entry of degradation i, the clean model's clean value, their average."""
+  results = {d: r[d] for d, r in zip(names, per_expert)}
+  results["clean"] = clean["clean"]
+  results["avg"] = float(np.mean([results[d]["all"] for d in names]))
+  return results
+
+
 def _rows(runner) -> Output:
   ctx = runner.ctx
   per_expert = [runner.evaluate(f"expert_{d}", v)
                 for d, v in zip(ctx.degradations, stages.experts(runner))]
   heatmap = [[r[d]["all"] for d in ctx.degradations] for r in per_expert]
-  results = {d: r[d] for d, r in zip(ctx.degradations, per_expert)}
-  results["clean"] = runner.evaluate("clean", runner.get("clean"))["clean"]
-  results["avg"] = float(np.mean([results[d]["all"] for d in ctx.degradations]))
+  clean = runner.evaluate("clean", runner.get("clean"))
+  results = _own_task(ctx.degradations, per_expert, clean)
+  if "metrics" in clean:  # secondary metrics (SSIM), combined the same way
+    results["metrics"] = {m: _own_task(ctx.degradations, [r["metrics"][m] for r in per_expert],
+                                       clean["metrics"][m]) for m in clean["metrics"]}
   return Output([("Oracle", results)], artifacts={"heatmap": heatmap})
 
 
@@ -33,4 +43,5 @@ def _finalize(outputs, workdir: str, ctx) -> None:
 
 
 METHOD = Method("oracle", requires=lambda ctx: ("clean", *stages.expert_names(ctx)),
-                rows=_rows, finalize=_finalize, models={"clean": Loadable("clean")})
+                rows=_rows, finalize=_finalize, models={"clean": Loadable("clean")},
+                members=lambda ctx: (len(ctx.degradations), 1))

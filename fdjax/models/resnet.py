@@ -67,6 +67,11 @@ class CifarResNet(nn.Module):
   bn_momentum: float = 0.9  # PyTorch momentum 0.1 on the new value.
   bn_epsilon: float = 1e-5
 
+  @property
+  def feature_names(self) -> tuple[str, ...]:
+    """The keys of the features the network returns."""
+    return ("stem", *(f"stage{i + 1}" for i in range(len(STAGE_WIDTHS))), "pooled")
+
   @nn.compact
   def __call__(self, x, train: bool = False):
     """x: float ``[B, H, W, 3]`` normalised. Returns ``(logits [B, C] float32, features)``."""

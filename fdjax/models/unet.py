@@ -141,6 +141,12 @@ class UNetShape(nn.Module):
   def stride(self) -> int:
     return 2 ** self.depth
 
+  @property
+  def feature_names(self) -> tuple[str, ...]:
+    """The keys of the features the network returns."""
+    return (*(f"encoder{i + 1}" for i in range(self.depth)), "bottleneck",
+            *(f"decoder{i + 1}" for i in range(self.depth)))
+
   def levels(self, x, name: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """Checks ``x`` against the stride; ``(encoder, decoder)`` blocks per level."""
     check_input(x, self.stride, name)

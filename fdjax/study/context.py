@@ -48,10 +48,8 @@ class RunContext:
 
 
 def load_dataset(config: ml_collections.ConfigDict, seed: int) -> data_lib.Dataset:
-  d = config.data
-  return data_lib.load(d.source, validation_fraction=d.validation_fraction, seed=seed,
-                       cache_dir=d.cache_dir or None, data_dir=d.data_dir or None,
-                       max_per_split=d.max_per_split or None)
+  """The task's data set (``task.load_data``; the validation split depends on ``seed``)."""
+  return tasks.from_config(config).load_data(config, seed)
 
 
 def make_context(config: ml_collections.ConfigDict, workdir: str, seed: int | None = None,

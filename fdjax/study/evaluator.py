@@ -43,6 +43,12 @@ class Evaluator:
     settings = (f"v{RESULTS_FORMAT}_stride{plan.stride}"
                 f"_n{f'{e.max_examples}bal' if e.max_examples else 'all'}_seed{plan.eval_seed}"
                 f"_bs{cfg.eval_batch_size}_{'-'.join(plan.names)}{ranges}")
+    tests = ctx.dataset.test_sets
+    if tests or plan.explicit:  # test sets and explicit levels: their digest
+      described = {"explicit": plan.explicit,
+                   "tests": {d: [t.name, t.real, len(t), t.sizes()] for d, t in tests.items()}}
+      settings += "_t" + hashlib.sha256(json.dumps(described, sort_keys=True).encode()
+                                        ).hexdigest()[:10]
     self.dir = os.path.join(ctx.workdir, "eval", settings)
 
   def path(self, name: str, variables) -> str:
@@ -58,9 +64,10 @@ class Evaluator:
     ctx = self.ctx
     logging.info("evaluating %s", name)
     results = levels_lib.evaluate_all(
-        ctx.task, variables, ctx.dataset.test, ctx.plan, batch_size=ctx.config.eval_batch_size,
-        mesh=ctx.mesh, model=model or ctx.model, predict=predict,
-        max_examples=ctx.config.eval.max_examples or None)
+        ctx.task, variables, ctx.dataset.test_for("clean"), ctx.plan,
+        batch_size=ctx.config.eval_batch_size, mesh=ctx.mesh, model=model or ctx.model,
+        predict=predict, max_examples=ctx.config.eval.max_examples or None,
+        test_sets=ctx.dataset.test_sets or None)
 
     def write():
       os.makedirs(self.dir, exist_ok=True)

@@ -29,6 +29,8 @@ from fdjax.distributed import barrier, write_once
 from fdjax.errors import UserError
 
 FILE = "fingerprint.json"
+RESTORATION_DATA = ("root", "train", "test", "test_pairs", "train_pairs", "pair_dirs", "tile",
+                    "max_train_images")
 ON_MISMATCH = ("stop", "retrain")
 
 
@@ -80,6 +82,9 @@ def stage_fields(ctx, stage, upstream: Mapping[str, str]) -> dict:
                "sizes": [len(ctx.dataset.train),
                          len(ctx.dataset.validation) if ctx.dataset.validation else 0]},
       "seed": ctx.seed, "upstream": dict(upstream)}
+  if "restoration" in config:  # the restoration task's options and data fields
+    fields["restoration"] = config.restoration
+    fields["data"].update({k: config.data[k] for k in RESTORATION_DATA if k in config.data})
   if stage.block is not None:
     fields.update(block=config[stage.block], augment=config.augment,
                   batch_size=config.batch_size, selection=config.selection)

@@ -7,6 +7,8 @@ degradation, and the weight-fused model (``fused/<bn_mode>``, see ``fused.py``).
 
 from __future__ import annotations
 
+import jax
+
 from fdjax import distill
 from fdjax.study import fused
 from fdjax.study.context import RunContext
@@ -15,10 +17,35 @@ from fdjax.study.training import Recipe, train_stage
 from fdjax.train.objectives import supervised_loss
 
 
+def base_shares(ctx: RunContext) -> int:
+  """Images per step of the base stage in ``batch_size`` units: one per degradation when
+  the task trains its base model on all of them (``task.base_on_all_tasks``), else 1."""
+  return len(ctx.degradations) if ctx.task.base_on_all_tasks else 1
+
+
 def clean_stage(ctx: RunContext) -> dict:
-  """The base model trained on clean images with the task loss."""
+  """The base model, trained with the task loss on clean images (classification) or on
+  the combined degradations, one share each (restoration: the all-in-one base)."""
+  if not ctx.task.base_on_all_tasks:
+    return train_stage(ctx, "clean", ctx.config.clean,
+                       Recipe(supervised_loss(ctx.model, ctx.task)))
+  degrade = ctx.plan.combined()
   return train_stage(ctx, "clean", ctx.config.clean,
-                     Recipe(supervised_loss(ctx.model, ctx.task)))
+                     Recipe(supervised_loss(ctx.model, ctx.task, degrade),
+                            shares=base_shares(ctx), selection_degrade=degrade,
+                            pairs=ctx.degradations))
+
+
+def has_batch_stats(ctx: RunContext) -> bool:
+  """Whether the dense model has BatchNorm statistics (the restoration U-Nets do not)."""
+  return bool(jax.tree.leaves(ctx.template_variables().get("batch_stats", {})))
+
+
+def fusion_modes(ctx: RunContext, wanted) -> list[str]:
+  """The fused stages to build for BatchNorm modes ``wanted``: all of them, or only
+  ``fusion.init_batch_stats`` for a model without BatchNorm (every mode is then the
+  same soup: one fused model, one ModelSoups row)."""
+  return list(wanted) if has_batch_stats(ctx) else [ctx.config.fusion.init_batch_stats]
 
 
 def expert_stage(ctx: RunContext, degradation: str, clean_variables: dict) -> dict:
@@ -29,10 +56,11 @@ def expert_stage(ctx: RunContext, degradation: str, clean_variables: dict) -> di
     recipe = Recipe(distill.expert_loss(ctx.model, ctx.task, degrade=degrade,
                                         feature=ctx.config.distill_feature,
                                         cos_weight=cfg.cos_weight),
-                    init=clean_variables, frozen=clean_variables, selection_degrade=degrade)
+                    init=clean_variables, frozen=clean_variables, selection_degrade=degrade,
+                    pairs=(degradation,))
   elif cfg.loss == "ce":
     recipe = Recipe(supervised_loss(ctx.model, ctx.task, degrade), init=clean_variables,
-                    selection_degrade=degrade)
+                    selection_degrade=degrade, pairs=(degradation,))
   else:
     raise ValueError(f"experts.loss must be 'iliac' or 'ce', got {cfg.loss!r}")
   return train_stage(ctx, f"experts/{degradation}", cfg, recipe)
@@ -49,7 +77,9 @@ def experts(runner) -> list[dict]:
 
 def shared_graph(ctx: RunContext) -> dict[str, Stage]:
   """clean, experts/<degradation> and fused/<bn_mode> for every BatchNorm mode."""
-  graph = {"clean": Stage("clean", (), lambda r: clean_stage(r.ctx), block="clean", levels=())}
+  graph = {"clean": Stage("clean", (), lambda r: clean_stage(r.ctx), block="clean",
+                          shares=base_shares(ctx),
+                          levels=None if ctx.task.base_on_all_tasks else ())}
   for d in ctx.degradations:
     graph[f"experts/{d}"] = Stage(
         f"experts/{d}", ("clean",),

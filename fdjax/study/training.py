@@ -44,7 +44,9 @@ class Recipe:
   make_state: ``(variables, tx, rng, mesh) -> TrainState`` (default ``create_train_state``),
   e.g. a population state carrying its evolution. on_epoch_end: ``fit``'s epoch hook
   (may return a new state); when given, it replaces ``selection='val'`` and the stage
-  keeps its last state.
+  keeps its last state. pairs: degradations whose real training pairs
+  (``Dataset.train_pairs``, restoration) join the training split
+  (``Dataset.training_split``).
   """
 
   loss_fn: Callable
@@ -57,6 +59,7 @@ class Recipe:
   wrap_tx: Callable | None = None
   make_state: Callable | None = None
   on_epoch_end: Callable | None = None
+  pairs: tuple[str, ...] = ()
 
 
 def stage_variables_path(ctx: RunContext, name: str) -> str:
@@ -90,10 +93,11 @@ def train_stage(ctx: RunContext, name: str, stage_cfg, recipe: Recipe) -> dict:
   config, stage_dir = ctx.config, ctx.stage_dir(name)
   if config.selection not in ("last", "val"):
     raise ValueError(f"selection must be 'last' or 'val', got {config.selection!r}")
-  train_split = ctx.dataset.train
+  train_split = ctx.dataset.training_split(recipe.pairs)
   if recipe.shares > 1:
     train_split = data_lib.repeat(train_split, recipe.shares)
-  per_epoch = steps_per_epoch(ctx, recipe.shares)
+  per_epoch = data_lib.num_batches(len(train_split), recipe.shares * config.batch_size,
+                                   drop_remainder=True)
   tx, schedule = make_optimizer(stage_cfg.optimizer, epochs=stage_cfg.epochs,
                                 steps_per_epoch=max(per_epoch, 1))
   if recipe.wrap_tx is not None:

@@ -14,7 +14,12 @@ sits behind a ``Task``:
   count)``: every stage's loss is ``weights x per-example losses``; every evaluation
   metric is a ratio of sums, so it adds up over batches, levels and devices;
 * ``metric``: a ``MetricSpec`` that drives reports, plots, model selection and
-  greedy soups;
+  greedy soups; ``metrics``: every metric reported (the headline first), with
+  ``scores(outputs, batch) -> {name: (sum, count)}``;
+* ``load_data(config, seed) -> Dataset``: the task's data (one entry point,
+  ``fdjax.study.load_dataset``); ``base_on_all_tasks``: the base ('clean') stage trains
+  on the combined degradations (restoration) instead of clean images; ``row_labels``:
+  the task's names of table rows;
 * ``ensemble(member_outputs [N, B, ...]) -> [B, ...]``: how members vote;
 * ``moe_student(config, data_spec, k)`` and ``moe_variables(model, fused, experts, key,
   image_shape)``: FusionDistill-MoE's mixture-of-experts student with top-``k`` routing,
@@ -39,6 +44,7 @@ class MetricSpec:
     unit: the unit of the DISPLAYED value, e.g. '%' or 'dB'.
     scale: displayed value = ``scale * value`` (accuracy is stored 0..1, shown in %).
     higher_is_better: the direction model selection and greedy soups optimise.
+    decimals: digits after the point in tables.
   """
 
   name: str
@@ -46,6 +52,7 @@ class MetricSpec:
   unit: str
   scale: float = 1.0
   higher_is_better: bool = True
+  decimals: int = 1
 
   def display(self, value: float) -> float:
     return self.scale * float(value)
@@ -80,6 +87,11 @@ class Task(Protocol):
 
   name: str
   metric: MetricSpec
+  metrics: tuple[MetricSpec, ...]
+  base_on_all_tasks: bool
+  row_labels: dict
+
+  def load_data(self, config, seed: int): ...
 
   def build_model(self, config, data_spec: DataSpec) -> Any: ...
 
@@ -96,6 +108,8 @@ class Task(Protocol):
   def train_metrics(self, outputs, target) -> dict: ...
 
   def score(self, outputs, batch: dict) -> tuple[jax.Array, jax.Array]: ...
+
+  def scores(self, outputs, batch: dict) -> dict: ...
 
   def ensemble(self, member_outputs) -> jax.Array: ...
 

@@ -58,6 +58,9 @@ class ClassificationTask:
   augment: Augment = Augment()
   name = "classification"
   metric = MetricSpec("accuracy", "Top-1 accuracy", "%", scale=100.0, higher_is_better=True)
+  metrics = (metric,)
+  base_on_all_tasks = False
+  row_labels = {}
 
   def __post_init__(self):
     if self.normalization not in CHANNEL_STATS:
@@ -67,6 +70,15 @@ class ClassificationTask:
   @classmethod
   def from_config(cls, config) -> "ClassificationTask":
     return cls(config.data.normalization, Augment.from_config(config.augment))
+
+  def load_data(self, config, seed: int):
+    """``fdjax.data.load`` of ``config.data`` (the validation split depends on ``seed``)."""
+    from fdjax import data as data_lib
+
+    d = config.data
+    return data_lib.load(d.source, validation_fraction=d.validation_fraction, seed=seed,
+                         cache_dir=d.cache_dir or None, data_dir=d.data_dir or None,
+                         max_per_split=d.max_per_split or None)
 
   def build_model(self, config, data_spec: DataSpec):
     """The dense CIFAR ResNet of ``config.model`` with ``data_spec.num_classes`` outputs."""
@@ -126,6 +138,10 @@ class ClassificationTask:
     if mask is None:
       return jnp.sum(hits.astype(jnp.int32)), jnp.int32(hits.shape[0])
     return jnp.sum((hits & mask).astype(jnp.int32)), jnp.sum(mask.astype(jnp.int32))
+
+  def scores(self, logits, batch: dict) -> dict:
+    """``{'accuracy': score(logits, batch)}``."""
+    return {"accuracy": self.score(logits, batch)}
 
   def ensemble(self, member_logits) -> jax.Array:
     """``[N, B, C]`` member logits -> one-hot ``[B, C]`` of the plurality vote

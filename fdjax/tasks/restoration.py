@@ -13,7 +13,9 @@ Training views (``views``), per image, on device, the same for input and target:
 2. a random left-right flip (``flip``) and a random rotation by 0, 90, 180 or 270
    degrees (``rot90``): together the 8 flips/rotations of the restoration papers;
 3. clean-only batches: ``input = degrade(key, clean patch)`` (the clean patch when
-   ``degrade`` is None); paired batches keep the pair's input and ignore ``degrade``.
+   ``degrade`` is None); paired batches keep the pair's input and ignore ``degrade``;
+   mixed batches (``Dataset.training_split``: a 'real' flag per example) keep the real
+   pairs' inputs and degrade the others.
 
 They return ``(input, clean, input)``: the teacher sees the student's input, because a
 restorer's features describe the degraded image it restores (the classifier's
@@ -23,8 +25,13 @@ Model space: ``model_input`` maps 0..255 to float 0..1; the U-Nets (``fdjax.mode
 return a residual image in the same space. ``predict`` pads images of any size to the
 network's stride (``fdjax.eval.inference``), crops back and returns float32 0..255,
 clipped but not rounded (as PromptIR's and AirNet's test code clamp, then measure).
-Scores are per-image PSNR in dB (``fdjax.eval.image_quality``), on RGB over the whole
-image, or on the BT.601 Y channel with a shaved border (``y_channel``, ``shave``).
+Scores are per-image PSNR in dB (the headline metric) and SSIM (``fdjax.eval.image_quality``),
+on RGB over the whole image, or on the BT.601 Y channel with a shaved border
+(``y_channel``, ``shave``). The training loss is L1 or Charbonnier (``loss``).
+
+Study mapping (``fdjax.study``): the base ('clean') restorer trains on every task of the
+plan jointly (``base_on_all_tasks``); data come from ``fdjax.data.restoration_sets``
+(``load_data``); the Scratch row is called 'All-in-one (scratch)' (``row_labels``).
 
 ``config.restoration`` (optional; read with these defaults, not declared in
 ``fdjax.config``)::
@@ -34,16 +41,17 @@ image, or on the BT.601 Y channel with a shaved border (``y_channel``, ``shave``
     depth = 2               # down-samplings: images pad to multiples of 2**depth
     blocks = 1              # blocks per encoder level (int or one per level)
     middle_blocks = 1
-    decoder_blocks = None   # as blocks
+    decoder_blocks = None   # as blocks (None or 0)
     dtype = 'float32'       # computation dtype ('bfloat16' on accelerators)
     patch = 64              # training patch side (the papers use 128)
     flip = True             # random left-right flips
     rot90 = True            # random 90-degree rotations
     y_channel = False       # score PSNR on Y (deraining / SR tables) instead of RGB
     shave = 0               # border pixels dropped before scoring
+    loss = 'l1'             # 'l1' or 'charbonnier' (sqrt(d^2 + 1e-6), 0..1 units)
     model_options = {}      # the chosen model's own fields, e.g. {'num_experts': 3, 'k': 2}
                             # for 'measnet', {'prompt_dim': 8} for 'promptir' (see
-                            # fdjax.models.PromptIR / MEASNet / NAFNet)
+                            # fdjax.models.PromptIR / MEASNet / NAFNet); 0 = none
 
 FusionDistill-MoE's student (``moe_student``) is the U-Net student of
 ``fdjax.moe.unet_student`` (``model`` 'unet' or 'nafnet'), routed at the U-Net levels
@@ -66,7 +74,10 @@ MODELS = {"unet": UNet, "nafnet": NAFNet, "promptir": PromptIR, "measnet": MEASN
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 DEFAULTS = {"model": "unet", "width": 16, "depth": 2, "blocks": 1, "middle_blocks": 1,
             "decoder_blocks": None, "dtype": "float32", "patch": 64, "flip": True,
-            "rot90": True, "y_channel": False, "shave": 0, "model_options": None}
+            "rot90": True, "y_channel": False, "shave": 0, "loss": "l1",
+            "model_options": None}
+LOSSES = ("l1", "charbonnier")
+CHARBONNIER_EPS = 1e-3  # in 0..1 units, as Restormer / MPRNet
 
 
 def options(config) -> dict:
@@ -88,7 +99,8 @@ def shape_fields(o: dict) -> dict:
   as_blocks = lambda b: b if b is None or isinstance(b, int) else tuple(int(x) for x in b)
   return dict(width=int(o["width"]), depth=int(o["depth"]), blocks=as_blocks(o["blocks"]),
               middle_blocks=int(o["middle_blocks"]),
-              decoder_blocks=as_blocks(o["decoder_blocks"]), dtype=DTYPES[o["dtype"]])
+              decoder_blocks=as_blocks(o["decoder_blocks"] or None),  # 0 in configs = None
+              dtype=DTYPES[o["dtype"]])
 
 
 def model_options(o: dict) -> dict:
@@ -163,18 +175,37 @@ class RestorationTask:
   rot90: bool = True
   y_channel: bool = False
   shave: int = 0
+  loss: str = "l1"
   name = "restoration"
+  base_on_all_tasks = True
+  row_labels = {"Scratch": "All-in-one (scratch)"}
+
+  def __post_init__(self):
+    if self.loss not in LOSSES:
+      raise ConfigError(f"restoration.loss must be one of {LOSSES}, got {self.loss!r}")
 
   @property
   def metric(self) -> MetricSpec:
-    label = "PSNR (Y)" if self.y_channel else "PSNR"
-    return MetricSpec("psnr", label, "dB", scale=1.0, higher_is_better=True)
+    return self.metrics[0]
+
+  @property
+  def metrics(self) -> tuple[MetricSpec, ...]:
+    """PSNR (headline, dB, two decimals) and SSIM (0..1, four decimals)."""
+    y = " (Y)" if self.y_channel else ""
+    return (MetricSpec("psnr", f"PSNR{y}", "dB", decimals=2),
+            MetricSpec("ssim", f"SSIM{y}", "0..1", decimals=4))
 
   @classmethod
   def from_config(cls, config) -> "RestorationTask":
     o = options(config)
     return cls(int(o["patch"]) if o["patch"] else None, bool(o["flip"]), bool(o["rot90"]),
-               bool(o["y_channel"]), int(o["shave"]))
+               bool(o["y_channel"]), int(o["shave"]), str(o["loss"]))
+
+  def load_data(self, config, seed: int):
+    """The restoration ``Dataset`` of ``config.data`` (``fdjax.data.restoration_sets``)."""
+    from fdjax.data import restoration_sets
+
+    return restoration_sets.load(config.data, patch=self.patch or 64, seed=seed)
 
   def build_model(self, config, data_spec: DataSpec):
     """The U-Net of ``config.restoration`` (fully convolutional:
@@ -204,6 +235,9 @@ class RestorationTask:
     views = random_flip_rot90(k_aug, *views, flip=self.flip, rot90=self.rot90)
     if paired:
       degraded, clean = views
+      if "real" in batch:  # mixed: clean tiles (real False) are degraded here
+        synthetic = degrade(k_degrade, clean) if degrade is not None else clean
+        degraded = jnp.where(batch["real"][:, None, None, None], degraded, synthetic)
     else:
       clean = views[0]
       degraded = degrade(k_degrade, clean) if degrade is not None else clean
@@ -226,10 +260,18 @@ class RestorationTask:
     """float32 ``[B, H, W, 3]`` in 0..255 (clipped, not rounded): the restored images."""
     return jnp.clip(self.forward(model, variables, images)[0] * 255.0, 0.0, 255.0)
 
+  def identity(self, images) -> jax.Array:
+    """The degraded input scored as if restored: float32 0..255 (the 'Input' row)."""
+    return jnp.asarray(images, jnp.float32)
+
   def per_example_loss(self, outputs, target) -> jax.Array:
-    """float32 ``[...]``: mean absolute error (0..1 units) between ``outputs`` ``[..., H,
-    W, 3]`` (model space) and ``target`` (uint8 0..255), per image."""
-    return jnp.mean(jnp.abs(outputs - self.model_input(target)), axis=(-3, -2, -1))
+    """float32 ``[...]``: per image, the mean absolute error (``loss='l1'``) or the mean
+    Charbonnier ``sqrt(d^2 + eps^2)`` (0..1 units) between ``outputs`` ``[..., H, W, 3]``
+    (model space) and ``target`` (uint8 0..255)."""
+    diff = outputs - self.model_input(target)
+    if self.loss == "charbonnier":
+      return jnp.mean(jnp.sqrt(diff * diff + CHARBONNIER_EPS ** 2), axis=(-3, -2, -1))
+    return jnp.mean(jnp.abs(diff), axis=(-3, -2, -1))
 
   def train_metrics(self, outputs, target) -> dict:
     restored = jnp.clip(outputs * 255.0, 0.0, 255.0)
@@ -239,13 +281,33 @@ class RestorationTask:
     """``(sum of per-image PSNR, count)`` over the unmasked images of ``batch``:
     ``outputs`` are ``predict``'s (0..255), the reference is ``batch['target']`` (paired)
     or ``batch['image']`` (clean-only, the input having been degraded on the way)."""
+    return _masked_sum(self.per_image(outputs, batch, ("psnr",))["psnr"], batch.get("mask"))
+
+  def per_image(self, outputs, batch: dict, names=("psnr", "ssim")) -> dict:
+    """``{'psnr': [B], 'ssim': [B]}`` per image (padding images included); SSIM is NaN
+    for images under its 11x11 window."""
     target = batch.get("target", batch["image"])
-    values = image_quality.psnr(outputs, target, y_channel=self.y_channel, shave=self.shave)
-    mask = batch.get("mask")
-    if mask is None:
-      return jnp.sum(values), jnp.int32(values.shape[0])
-    return jnp.sum(jnp.where(mask, values, 0.0)), jnp.sum(mask.astype(jnp.int32))
+    kw = dict(y_channel=self.y_channel, shave=self.shave)
+    out = {"psnr": image_quality.psnr(outputs, target, **kw)}
+    if "ssim" in names:
+      h, w = outputs.shape[-3] - 2 * self.shave, outputs.shape[-2] - 2 * self.shave
+      out["ssim"] = (image_quality.ssim(outputs, target, **kw)
+                     if min(h, w) >= image_quality.SSIM_WINDOW
+                     else jnp.full(outputs.shape[:-3], jnp.nan, jnp.float32))
+    return out
+
+  def scores(self, outputs, batch: dict) -> dict:
+    """``{metric name: (sum, count)}`` over the unmasked images, for every metric."""
+    return {name: _masked_sum(values, batch.get("mask"))
+            for name, values in self.per_image(outputs, batch).items()}
 
   def ensemble(self, member_outputs) -> jax.Array:
     """``[N, B, H, W, 3]`` member images -> their mean ``[B, H, W, 3]``."""
     return jnp.mean(member_outputs, axis=0)
+
+
+def _masked_sum(values, mask):
+  """``(sum of values where mask, count)``; all of them without a mask."""
+  if mask is None:
+    return jnp.sum(values), jnp.int32(values.shape[0])
+  return jnp.sum(jnp.where(mask, values, 0.0)), jnp.sum(mask.astype(jnp.int32))

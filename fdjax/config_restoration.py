@@ -1,0 +1,66 @@
+"""The restoration schema: ``restoration_config()`` = ``base_config()`` with the
+restoration task, its data fields, its model block and its evaluation levels.
+
+Every field is declared here, so ``--config.restoration.width=32`` or
+``--config.data.root=/data`` override it and a misspelt field fails with the nearest
+names (``fdjax.config_fields``); ``fdjax.validate`` checks the values.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from fdjax.config import LEVEL_NAMES, base_config, optimizer_config, stage_config
+from fdjax.tasks.restoration import DEFAULTS
+
+# The rows a restoration study reports (the MoE student is not built for it yet).
+RESTORATION_METHODS = ("input", "oracle", "ensemble", "scratch", "vanilla", "modelsoups",
+                       "fusing", "fusiondistill")
+
+
+def per_degradation(**values) -> ml_collections.ConfigDict:
+  """``{name: ''}`` for every degradation of ``fdjax.config.LEVEL_NAMES``, updated."""
+  block = {name: "" for name in LEVEL_NAMES}
+  block.update(values)
+  return ml_collections.ConfigDict(block)
+
+
+def restoration_config() -> ml_collections.ConfigDict:
+  """Defaults of a restoration study (``fdjax.data.restoration_sets`` for the data
+  fields, ``fdjax.tasks.restoration`` for the ``restoration`` block)."""
+  c = base_config()
+  c.task = "restoration"
+  c.data.source = "photos"          # 'photos' (embedded) | 'sets' (named sets under root)
+  c.data.root = "../shared/data/restoration"   # relative to the repository
+  c.data.train = "cbsd432"          # clean-only training sets, comma-separated
+  c.data.test = "cbsd68"            # clean-only test set (synthetic degradations)
+  c.data.test_pairs = per_degradation()   # degradation -> real paired test set
+  c.data.train_pairs = per_degradation()  # degradation -> real training pairs
+  c.data.pair_dirs = "rainy,norain"  # input, target folders of the paired sets
+  c.data.tile = 0                   # training tile side; 0 = 2 x restoration.patch
+  c.data.max_train_images = 0       # > 0: only the first that many clean training images
+  c.data.validation_fraction = 0.05  # of the training tiles, for model selection
+  c.restoration = ml_collections.ConfigDict(
+      {k: (0 if v is None else v) for k, v in DEFAULTS.items()})
+  c.degradations = "denoise,rain,haze"
+  c.levels.denoise = "0:55"         # blind training: sigma uniform over 0..55
+  c.eval_levels = per_degradation(denoise="15,25,50")
+  c.methods = ",".join(RESTORATION_METHODS)
+  c.eval.cost_columns = True        # params and relative FLOPs per row
+  c.selection = "val"
+  c.batch_size = 8                  # per degradation in combined stages
+  c.eval_batch_size = 3
+  c.distill_feature = "bottleneck"
+  c.experts.loss = "ce"             # the task loss (L1 / Charbonnier), from the base model
+  c.fusion.weights = "1,1,1"
+  c.fusiondistill.alpha = 1.0       # restoration: the L1 term carries the image
+  adam = lambda lr: optimizer_config("adam", lr, weight_decay=0.0, schedule="cosine")
+  for stage in ("clean", "scratch"):
+    c[stage] = stage_config(4, adam(1e-3))
+  for stage in ("experts", "vanilla", "fusing", "fusiondistill"):
+    c[stage] = stage_config(2, adam(3e-4))
+    if stage == "experts":
+      c.experts.update(loss="ce", cos_weight=1.0)
+    if stage == "fusiondistill":
+      c.fusiondistill.update(alpha=1.0, gamma=1.0)
+  return c

@@ -1,0 +1,142 @@
+"""Restoration data sets: clean photos or named benchmark sets, as one ``Dataset``.
+
+``load(data, patch=..., seed=...)`` reads the ``config.data`` fields of a restoration
+config (``fdjax.config_restoration``)::
+
+    source = 'photos'        # scikit-learn's two bundled photographs (no download): train
+                             # on tiles of china.jpg, test on the whole flower.jpg
+           | 'sets'          # named sets under `root` (<root>/<name>.tar or <root>/<name>/)
+    root = '../shared/data/restoration'   # relative paths: to the repository
+    train = 'cbsd432'        # clean-only training sets, comma-separated
+    test = 'cbsd68'          # the clean-only test set (synthetic degradations)
+    test_pairs.<degradation> = 'rain100l'   # a real paired test set for that degradation
+    train_pairs.<degradation> = 'raintrain' # real training pairs mixed into its training
+    pair_dirs = 'rainy,norain'              # input and target folders of paired sets
+    tile = 0                 # training tile side (0: twice restoration.patch)
+    validation_fraction      # seeded fraction of the training tiles held out (selection)
+    max_per_split            # > 0: at most this many images per set (smoke runs)
+    max_train_images         # > 0: at most this many clean training images (the first)
+
+Splits: ``train`` and ``validation`` are clean tiles (uint8 ``[N, tile, tile, 3]``,
+0..255) cut from the training images (``PairedImages.tiles``; the task cuts random
+``patch`` crops from them); ``test_sets['clean']`` the whole test images grouped by
+size; ``test_sets[d]`` / ``train_pairs[d]`` the real pairs of degradation ``d``.
+A missing set is a ``MissingDataError`` naming the folder and what is in it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from fdjax.config import parse_list
+from fdjax.data.paired import PairedImages, load_paired
+from fdjax.data.splits import Dataset, ImageSet, take
+from fdjax.data.testsets import TestSet
+from fdjax.errors import ConfigError, DataError, MissingDataError
+
+SOURCES = ("photos", "sets")
+_VALIDATION_STREAM = 0x7E57
+
+
+def repository() -> Path:
+  """The checkout holding this ``fdjax`` package."""
+  return Path(__file__).resolve().parents[2]
+
+
+def resolve_root(root: str) -> Path:
+  """``root`` as given when absolute; else relative to the repository, or, in a git
+  worktree whose relative root is missing, to the main checkout."""
+  path = Path(root).expanduser()
+  if path.is_absolute():
+    return path
+  repo = repository()
+  candidates = [repo / path]
+  git = repo / ".git"
+  if git.is_file():  # a worktree: "gitdir: <main>/.git/worktrees/<name>"
+    gitdir = Path(git.read_text().partition("gitdir:")[2].strip())
+    candidates.append(gitdir.parents[2] / path)
+  return next((c for c in candidates if c.exists()), candidates[0]).resolve()
+
+
+def _set_path(root: Path, name: str) -> Path:
+  for candidate in (root / f"{name}.tar", root / f"{name}.tar.gz", root / f"{name}.tgz",
+                    root / name):
+    if candidate.exists():
+      return candidate
+  there = sorted(p.name for p in root.iterdir())[:12] if root.is_dir() else []
+  raise MissingDataError(f"restoration set {name!r} not found in {root} (holds {there}); "
+                         f"set config.data.root to the folder of the .tar archives")
+
+
+def photos() -> tuple[PairedImages, PairedImages]:
+  """(train, test): scikit-learn's china.jpg and flower.jpg, uint8 427x640."""
+  from sklearn.datasets import load_sample_images
+
+  bundle = load_sample_images()
+  names = [Path(f).stem for f in bundle.filenames]
+  images = dict(zip(names, bundle.images))
+  return (PairedImages("photos", ("china",), (np.asarray(images["china"], np.uint8),)),
+          PairedImages("photos", ("flower",), (np.asarray(images["flower"], np.uint8),)))
+
+
+def _first(images: PairedImages, n: int | None) -> PairedImages:
+  return images if not n or n >= len(images) else images.take(range(n))
+
+
+def _concat(sets: list[PairedImages]) -> PairedImages:
+  if len(sets) == 1:
+    return sets[0]
+  return PairedImages("+".join(s.name for s in sets), sum((s.names for s in sets), ()),
+                      sum((s.targets for s in sets), ()))
+
+
+def _held_out(split: ImageSet, fraction: float, seed: int):
+  if not fraction:
+    return split, None
+  order = np.random.default_rng((seed, _VALIDATION_STREAM)).permutation(len(split))
+  n = int(round(fraction * len(split)))
+  if n < 1 or n >= len(split):
+    raise DataError(f"validation_fraction={fraction} of {len(split)} training tiles leaves "
+                    f"an empty split")
+  return take(split, np.sort(order[n:])), take(split, np.sort(order[:n]))
+
+
+def load(data, *, patch: int, seed: int = 0) -> Dataset:
+  """The ``Dataset`` of ``config.data`` (module docstring); ``patch``: the task's
+  training patch side (tiles default to twice it)."""
+  source = data.source
+  limit = int(data.get("max_per_split", 0)) or None
+  cache = data.get("cache_dir") or None
+  tile = int(data.get("tile", 0)) or 2 * int(patch)
+  if source == "photos":
+    train_images, test_images = photos()
+    pairs_of: dict = {}
+  elif source == "sets":
+    root = resolve_root(data.root)
+    if not root.is_dir():
+      raise MissingDataError(f"restoration data folder {root} does not exist (config.data.root"
+                             f"={data.root!r}, relative to {repository()})")
+    read = lambda name: _first(load_paired(_set_path(root, name), cache_dir=cache), limit)
+    train_images = _first(_concat([read(n) for n in parse_list(data.train)]),
+                          int(data.get("max_train_images", 0)) or None)
+    test_images = read(data.test)
+    input_dir, target_dir = (parse_list(data.pair_dirs) + ["", ""])[:2]
+
+    def pairs_of(name):
+      return _first(load_paired(_set_path(root, name), input_dir=input_dir,
+                                target_dir=target_dir, cache_dir=cache), limit)
+  else:
+    raise ConfigError(f"restoration data.source must be one of {SOURCES}, got {source!r}")
+  test_pairs = {d: n for d, n in (data.get("test_pairs") or {}).items() if n}
+  train_pairs = {d: n for d, n in (data.get("train_pairs") or {}).items() if n}
+  if source == "photos" and (test_pairs or train_pairs):
+    raise ConfigError("data.source='photos' has no paired sets: leave data.test_pairs and "
+                      "data.train_pairs empty")
+  train, validation = _held_out(train_images.tiles(tile), float(data.validation_fraction), seed)
+  tests = {"clean": TestSet.of_images(test_images)}
+  tests.update({d: TestSet.of_images(pairs_of(n)) for d, n in test_pairs.items()})
+  pairs = {d: pairs_of(n).tiles(tile) for d, n in train_pairs.items()}
+  return Dataset(train_images.name, train, tests["clean"].groups[0], validation, (),
+                 test_sets=tests, train_pairs=pairs)

@@ -1,0 +1,98 @@
+"""Config checks that depend on the task (``fdjax.validate`` calls ``check_task``).
+
+* every task: ``distill_feature`` names a feature of the task's model (built from the
+  config, ``model.feature_names``; nothing runs);
+* restoration: the ``restoration`` block has only known fields (unknown ones named with
+  the nearest known names) with valid values; ``data.source`` is 'photos' or 'sets';
+  with 'sets', ``data.root`` exists; the mixture-of-experts methods are refused (not
+  built for restoration yet); method 'input' needs a task with image outputs.
+"""
+
+from __future__ import annotations
+
+import difflib
+
+from fdjax.config import parse_list
+
+MOE_METHODS = ("fusiondistill_moe", "routed_experts")
+RESTORATION_SOURCES = ("photos", "sets")
+
+
+def model_features(config) -> list[str]:
+  """The feature names of the task's dense model (``model.feature_names``: built, not run)."""
+  from fdjax import tasks
+
+  task = tasks.from_config(config)
+  model = task.build_model(config, tasks.DataSpec((32, 32, 3), 10))
+  return sorted(model.feature_names)
+
+
+def _restoration_block(config, problems: list[str]) -> None:
+  from fdjax.tasks.restoration import DEFAULTS, LOSSES, MODELS, DTYPES
+
+  block = config.get("restoration")
+  if block is None:
+    return
+  for key in sorted(set(block.keys()) - set(DEFAULTS)):
+    near = difflib.get_close_matches(key, list(DEFAULTS), n=3, cutoff=0.5)
+    problems.append(f"restoration.{key} is not a restoration field"
+                    + (f"; did you mean {', '.join('restoration.' + n for n in near)}?"
+                       if near else f"; known: {sorted(DEFAULTS)}"))
+  rules = {"model": (lambda v: v in MODELS, f"one of {sorted(MODELS)}"),
+           "dtype": (lambda v: v in DTYPES, f"one of {sorted(DTYPES)}"),
+           "loss": (lambda v: v in LOSSES, f"one of {LOSSES}"),
+           "width": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+           "depth": (lambda v: isinstance(v, int) and 0 <= v <= 6, "an integer in 0..6"),
+           "middle_blocks": (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
+           "shave": (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
+           "patch": (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0 (0: none)")}
+  for key, (ok, rule) in rules.items():
+    if key in block and not ok(block[key]):
+      problems.append(f"restoration.{key} must be {rule}, got {block[key]!r}")
+  depth, patch = block.get("depth", DEFAULTS["depth"]), block.get("patch", DEFAULTS["patch"])
+  if isinstance(depth, int) and isinstance(patch, int) and patch and patch % (2 ** depth):
+    problems.append(f"restoration.patch must be a multiple of the U-Net stride "
+                    f"2**depth = {2 ** depth}, got {patch}")
+
+
+def _restoration_data(config, problems: list[str]) -> None:
+  from fdjax.data.restoration_sets import resolve_root
+
+  source = config.data.get("source")
+  if source not in RESTORATION_SOURCES:
+    problems.append(f"data.source must be one of {RESTORATION_SOURCES} for task "
+                    f"'restoration', got {source!r}")
+  elif source == "sets" and not resolve_root(config.data.get("root", "")).is_dir():
+    problems.append(f"data.root {config.data.get('root')!r} does not exist "
+                    f"(looked at {resolve_root(config.data.get('root', ''))})")
+
+
+def check_task(config, problems: list[str]) -> None:
+  """Appends the task-dependent problems of ``config`` to ``problems``."""
+  from fdjax.tasks import TASKS
+
+  name = config.get("task", "classification")
+  if name not in TASKS:
+    return
+  methods = parse_list(config.get("methods", ""))
+  if name == "restoration":
+    _restoration_block(config, problems)
+    _restoration_data(config, problems)
+    refused = [m for m in methods if m in MOE_METHODS]
+    if refused:
+      problems.append(f"methods {refused} are not available for task 'restoration' yet "
+                      f"(the restoration MoE student is not built); remove them from "
+                      f"config.methods")
+  if "input" in methods and not hasattr(TASKS[name], "identity"):
+    problems.append(f"method 'input' scores degraded inputs as outputs: task {name!r} "
+                    f"does not output images")
+  feature = config.get("distill_feature")
+  if feature is not None and not problems:
+    try:
+      names = model_features(config)
+    except (ValueError, TypeError) as e:
+      problems.append(f"the model of config.task={name!r} cannot be built: {e}")
+      return
+    if feature not in names:
+      problems.append(f"distill_feature must be one of the model's features {names}, got "
+                      f"{feature!r}")

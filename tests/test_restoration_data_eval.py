@@ -1,0 +1,118 @@
+"""Restoration data and evaluation: the 'denoise' degradation's statistics, per-task test
+sets (synthetic at explicit levels, real pairs as they are, images of several sizes)
+scored against numpy PSNR and scikit-image SSIM, mixed real/synthetic training views,
+and the photos source."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from skimage.metrics import structural_similarity
+
+from fdjax import degradations
+from fdjax.data import ImageSet
+from fdjax.data.splits import Dataset
+from fdjax.data.testsets import TestSet
+from fdjax.degradations.plan import LevelPlan, eval_key
+from fdjax.eval import levels as levels_lib
+from fdjax.methods.inputs import identity_predictor
+from fdjax.tasks.restoration import RestorationTask
+
+TASK = RestorationTask(patch=None, flip=False, rot90=False)
+
+
+def np_psnr(a, b):
+  mse = np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2)
+  return 10 * np.log10(255.0 ** 2 / mse)
+
+
+def test_denoise_adds_float_noise_of_std_sigma_then_truncates():
+  grey = np.full((2, 128, 128, 3), 128, np.uint8)
+  key = jax.random.PRNGKey(3)
+  for sigma in (15.0, 25.0, 50.0):
+    noisy = np.asarray(degradations.apply("denoise", key, grey, sigma), np.float64)
+    diff = noisy - 128.0
+    # floor(128 + sigma z) - 128: std sqrt(sigma^2 + 1/12), mean -0.5 (truncation)
+    assert diff.std() == pytest.approx(np.sqrt(sigma ** 2 + 1 / 12), rel=0.02)
+    assert diff.mean() == pytest.approx(-0.5, abs=0.15 + sigma / 128 / 10)
+  assert np.array_equal(degradations.apply("denoise", key, grey, 0.0), grey)
+  dark = np.zeros((1, 64, 64, 3), np.uint8)  # clipped at 0: nothing below black
+  assert np.asarray(degradations.apply("denoise", key, dark, 50.0)).min() == 0
+  flt = degradations.apply_float("denoise", key, grey / 255.0, 25.0)
+  assert float(jnp.std(flt - grey / 255.0)) * 255 == pytest.approx(25.0, rel=0.02)
+  assert list(LevelPlan(("denoise",), explicit=(("denoise", (15.0, 25.0, 50.0)),))
+              .eval_levels("denoise")) == [(15.0, 15), (25.0, 25), (50.0, 50)]
+  with pytest.raises(ValueError, match="eval_levels.denoise"):
+    LevelPlan(("denoise",), explicit=(("denoise", (12.5,)),))
+
+
+def _images(n, h, w, seed):
+  return np.random.default_rng(seed).integers(0, 256, (n, h, w, 3)).astype(np.uint8)
+
+
+def test_per_task_test_sets_against_numpy_psnr_and_skimage_ssim():
+  """Identity 'restorer' (the Input row): synthetic denoise on two image sizes (batches
+  padded, keys by batch index across the groups), real pairs scored as they are."""
+  clean = TestSet("two_sizes", (ImageSet.from_fields({"image": _images(3, 24, 20, 0)}),
+                                ImageSet.from_fields({"image": _images(2, 20, 28, 1)})))
+  inputs, targets = _images(2, 22, 18, 2), _images(2, 22, 18, 3)
+  real = TestSet("pairs", (ImageSet.from_fields({"image": inputs, "target": targets}),),
+                 ("a", "b"), real=True)
+  plan = LevelPlan(("denoise", "rain"), explicit=(("denoise", (25.0,)), ("rain", (0.02,))))
+  results = levels_lib.evaluate_all(TASK, {}, clean, plan, batch_size=2,
+                                    predict=identity_predictor(TASK),
+                                    test_sets={"clean": clean, "rain": real})
+  # Reference: the same degradation calls on the padded batches, PSNR in numpy.
+  psnrs, ssims, batch_index = [], [], 0
+  for group in clean.groups:
+    images = group.images
+    for lo in range(0, len(images), 2):
+      batch = images[lo:lo + 2]
+      padded = np.concatenate([batch, np.zeros((2 - len(batch),) + batch.shape[1:], np.uint8)])
+      noisy = np.asarray(degradations.apply("denoise", eval_key(plan.eval_seed, "denoise", 25,
+                                                                 batch_index), padded, 25.0))
+      for a, b in zip(noisy[:len(batch)], batch):
+        psnrs.append(np_psnr(a, b))
+        ssims.append(structural_similarity(a.astype(float), b.astype(float), data_range=255,
+                                           channel_axis=-1, gaussian_weights=True, sigma=1.5,
+                                           use_sample_covariance=False))
+      batch_index += 1
+  assert len(psnrs) == 5
+  assert results["denoise"]["per_level"] == [[25.0, pytest.approx(np.mean(psnrs), abs=1e-3)]]
+  assert results["denoise"]["synthetic"] is True and results["denoise"]["test_set"] == "two_sizes"
+  assert results["metrics"]["ssim"]["denoise"]["all"] == pytest.approx(np.mean(ssims), abs=1e-4)
+  real_psnr = np.mean([np_psnr(a, b) for a, b in zip(inputs, targets)])
+  assert results["rain"]["all"] == pytest.approx(real_psnr, abs=1e-3)
+  assert results["rain"]["per_level"] == [] and results["rain"]["synthetic"] is False
+  assert results["avg"] == pytest.approx((np.mean(psnrs) + real_psnr) / 2, abs=1e-3)
+
+
+def test_mixed_views_keep_real_inputs_and_degrade_the_rest():
+  clean = _images(4, 16, 16, 4)
+  rainy = _images(4, 16, 16, 5)
+  train = ImageSet.from_fields({"image": clean[:2]})
+  pairs = ImageSet.from_fields({"image": rainy[2:], "target": clean[2:]})
+  data = Dataset("d", train, train, None, (), train_pairs={"rain": pairs})
+  assert data.training_split(("denoise",)) is train
+  mixed = data.training_split(("rain",))  # 2 clean tiles, the 2 pairs once
+  assert list(mixed.fields["real"]) == [False, False, True, True]
+  assert np.array_equal(mixed.fields["target"], clean)
+  batch = {k: jnp.asarray(v) for k, v in mixed.fields.items()}
+  degraded, target, _ = TASK.views(jax.random.PRNGKey(0), batch,
+                                   lambda key, x: 255 - x)  # a visible 'degradation'
+  assert np.array_equal(degraded[:2], 255 - clean[:2])
+  assert np.array_equal(degraded[2:], rainy[2:]) and np.array_equal(target, clean)
+
+
+def test_photos_source_tiles_and_whole_test_image():
+  import ml_collections
+
+  from fdjax.data import restoration_sets
+
+  data = ml_collections.ConfigDict(dict(source="photos", tile=96, validation_fraction=0.1,
+                                        max_per_split=0, cache_dir=""))
+  ds = restoration_sets.load(data, patch=48, seed=0)
+  assert ds.train.images.shape[1:] == (96, 96, 3) and "target" not in ds.train.fields
+  assert len(ds.train) + len(ds.validation) == 5 * 7  # 427x640 in 96-tiles, edges added
+  test = ds.test_for("rain")
+  assert test.sizes() == [(427, 640)] and not test.real and test.names == ("flower",)

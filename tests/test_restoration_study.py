@@ -1,0 +1,143 @@
+"""The restoration study end to end (tiny U-Net, a few steps on the embedded photos):
+rows Input, Oracle and ONE ModelSoups row (no BatchNorm: one fused model), PSNR and SSIM
+columns marked synthetic; the Input row's denoise PSNR equals numpy's on the same noisy
+image; and the restoration config checks."""
+
+import importlib.util
+import json
+import os
+import pathlib
+
+import numpy as np
+import pytest
+from fdjax import degradations, pipeline
+from fdjax.data import restoration_sets
+from fdjax.data.paired import PairedImages
+from fdjax.degradations.plan import eval_key
+from fdjax.errors import ConfigError
+from fdjax.validate import validate_config
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+PHOTOS = restoration_sets.photos
+
+
+def load_config(name: str, arg=None):
+  spec = importlib.util.spec_from_file_location(name, REPO / "configs" / f"{name}.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def tiny():
+  config = load_config("restoration_quickstart", "tiny")
+  config.methods = "input,oracle,modelsoups"
+  config.degradations = "denoise,haze"
+  config.fusion.weights = "1,1"
+  config.data.tile = 32    # 4 x 5 tiles of the china.jpg crop: two steps per stage
+  config.data.validation_fraction = 0.2
+  config.restoration.update(patch=32, flip=False, rot90=False)  # a smaller step to compile
+  config.batch_size = 8
+  config.eval_batch_size = 2
+  config.selection = "last"
+  return config
+
+
+def small_photos():
+  """Crops of the two photos (fast): a 128x160 part of china.jpg, a 41x57 part of
+  flower.jpg (odd sizes: padded to the U-Net's stride and cropped back)."""
+  train, test = PHOTOS()
+  return (PairedImages("photos", train.names, (train.targets[0][100:228, 200:360],)),
+          PairedImages("photos", test.names, (test.targets[0][150:191, 300:357],)))
+
+
+def test_tiny_restoration_study(tmp_path, monkeypatch):
+  monkeypatch.setattr(restoration_sets, "photos", small_photos)
+  records = pipeline.run(tiny(), str(tmp_path))
+  rows = {label: results for label, _, results in records}
+  assert list(rows) == ["Input", "Oracle", "ModelSoups"]
+  assert sorted(os.listdir(tmp_path / "seed_0" / "fused")) == ["average"]
+  flower = small_photos()[1].targets[0]
+  noisy = np.asarray(degradations.apply("denoise", eval_key(301, "denoise", 25, 0),
+                                        np.stack([flower, np.zeros_like(flower)]), 25.0))[0]
+  mse = np.mean((noisy.astype(np.float64) - flower) ** 2)
+  assert rows["Input"]["denoise"]["all"] == pytest.approx(10 * np.log10(255 ** 2 / mse), abs=1e-3)
+  assert rows["Input"]["clean"] is None
+  for results in rows.values():
+    assert results["denoise"]["synthetic"] and results["denoise"]["test_set"] == "photos"
+    assert 0 < results["metrics"]["ssim"]["haze"]["all"] <= 1
+  saved = json.loads((tmp_path / "results.json").read_text())
+  params = {row: saved["extra"][row]["params"] for row in rows}  # 2 experts, 1 fused model
+  assert params["Input"] == 0 and params["Oracle"] == 2 * params["ModelSoups"] > 0
+  assert saved["test_sets"]["haze"] == {"test_set": "photos", "synthetic": True}
+  table = (tmp_path / "results.md").read_text()
+  assert "denoise (photos, synthetic)" in table and "SSIM avg" in table
+
+
+@pytest.mark.parametrize("field,value,fragment", [
+    ("restoration.widht", 8, "did you mean restoration.width"),
+    ("restoration.loss", "l2", "restoration.loss must be one of"),
+    ("restoration.patch", 30, "multiple of the U-Net stride"),
+    ("distill_feature", "stage3", "distill_feature must be one of the model's features"),
+    ("methods", "oracle,fusiondistill_moe", "not available for task 'restoration'"),
+    ("data.source", "digits", "data.source must be one of ('photos', 'sets')"),
+    ("eval_levels.denoise", "15,25.5", "eval_levels.denoise"),
+])
+def test_restoration_config_errors(field, value, fragment):
+  config = load_config("restoration_quickstart")
+  *blocks, last = field.split(".")
+  node = config
+  for b in blocks:
+    node = node[b]
+  with node.unlocked() if hasattr(node, "unlocked") else node:
+    node[last] = value
+  with pytest.raises(ConfigError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
+    validate_config(config)
+
+
+def test_feature_names_are_the_features_returned():
+  import jax
+  import jax.numpy as jnp
+
+  from fdjax.models import NAFNet, UNet, cifar_resnet
+
+  for model in (UNet(width=4, depth=2), NAFNet(width=4, depth=1), cifar_resnet(8, 10)):
+    x = jnp.zeros((1, 32, 32, 3))
+    features = jax.eval_shape(lambda: model.apply(model.init(jax.random.key(0), x), x)[1])
+    assert sorted(features) == sorted(model.feature_names)
+
+
+def test_restoration_configs_are_valid():
+  for name, arg in (("restoration_quickstart", None), ("restoration_quickstart", "tiny"),
+                    ("restoration_3task", "smoke")):
+    config = load_config(name, arg)
+    if name == "restoration_3task":
+      config.data.root = str(REPO)  # validation only checks that the folder exists
+    validate_config(config)
+
+
+def test_restoration_overrides_and_unknown_fields():
+  from fdjax import tasks
+  from fdjax.config_fields import unknown_field_message
+
+  config = load_config("restoration_quickstart")
+  config.lock()
+  config.restoration.width = 32  # what --config.restoration.width=32 does
+  assert tasks.from_config(config).build_model(config, tasks.DataSpec((48, 48, 3))).width == 32
+  with pytest.raises(AttributeError):
+    config.restoration.widht = 8
+  assert "'restoration.width'" in unknown_field_message(config, "restoration.widht")
+
+
+def test_missing_restoration_set_is_one_clear_error(tmp_path):
+  import ml_collections
+
+  from fdjax.errors import MissingDataError
+
+  config = load_config("restoration_3task", "smoke")
+  config.data.root = str(tmp_path)
+  with pytest.raises(MissingDataError, match="restoration set 'cbsd432' not found"):
+    restoration_sets.load(config.data, patch=32)
+  config.data.root = str(tmp_path / "nowhere")
+  with pytest.raises(MissingDataError, match="does not exist"):
+    restoration_sets.load(config.data, patch=32)
+  assert isinstance(config.data, ml_collections.ConfigDict)
