@@ -50,37 +50,48 @@ NORM_SCOPE = re.compile(r"^(BatchNorm_\d+|stem_norm|shortcut_norm|norm\d)$")
 LOSS_RTOL = 1e-2
 
 
-def digits(n=BATCH, offset=0):
-  """uint8 ``[n, 16, 16, 3]`` digits (scikit-learn's bundled scans) and int32 labels."""
+@functools.lru_cache(maxsize=1)
+def _digits():
   from sklearn.datasets import load_digits
   d = load_digits()
-  sl = slice(offset, offset + n)
-  return {"image": jnp.asarray(upscale(d.images[sl], SHAPE[0])),
-          "label": jnp.asarray(d.target[sl].astype(np.int32))}
+  return upscale(d.images[:BATCH * 16], SHAPE[0]), d.target[:BATCH * 16].astype(np.int32)
 
 
-def add_noise(key, images):
-  """Gaussian noise, std 25 grey levels: uint8 -> uint8 (the restorers' degradation)."""
-  noisy = images.astype(jnp.float32) + 25.0 * jax.random.normal(key, images.shape)
-  return jnp.clip(jnp.round(noisy), 0, 255).astype(jnp.uint8)
+def digits(n=BATCH, offset=0):
+  """uint8 ``[n, 16, 16, 3]`` digits (scikit-learn's bundled 8x8 scans, upscaled) and
+  int32 labels, from ``offset`` on (at most 512 images)."""
+  images, labels = _digits()
+  return {"image": jnp.asarray(images[offset:offset + n]),
+          "label": jnp.asarray(labels[offset:offset + n])}
 
 
-def build(name, dtype, noisy_router=False):
-  """``(model, loss_fn, frozen)`` of each model in ``dtype`` with its stage's loss."""
+def low_contrast(key, images):
+  """The degradation of these tests: contrast halved around grey, uint8 -> uint8.
+  Deterministic (no random-number code to compile: a noise degradation costs ~1 s of
+  compilation per program)."""
+  del key
+  return images // 2 + 64
+
+
+def build(name, dtype, all_options=False):
+  """``(model, loss_fn, frozen)`` of each model in ``dtype`` with its stage's loss;
+  ``all_options``: the MoE student with noisy top-1 gating and channel sharing too
+  (traced only: top-1 choices may flip between dtypes, so no loss comparison)."""
   if name == "resnet":
     model = cifar_resnet(8, 10, head="reference", dtype=dtype)
-    return model, supervised_loss(model, CLASSIFY, add_noise), None
-  if name == "moe":   # FusionDistill-MoE: 2 experts, channel sharing, every router option
-    model = moe_resnet(8, 10, head="reference", num_experts=2, k=1 if noisy_router else 2,
-                       channel_sharing=True, noisy_gating=noisy_router, dtype=dtype)
+    return model, supervised_loss(model, CLASSIFY, low_contrast), None
+  if name == "moe":   # FusionDistill-MoE, 2 experts, balance loss, router supervision
+    model = moe_resnet(8, 10, head="reference", num_experts=2, k=1 if all_options else 2,
+                       channel_sharing=all_options, noisy_gating=all_options, dtype=dtype)
     teacher = cifar_resnet(8, 10, head="reference", dtype=dtype)
     frozen = stack_trees([random_variables(teacher, seed, SHAPE) for seed in (7, 8)])
-    loss = fusiondistill_loss(model, CLASSIFY, degrade=add_noise, num_experts=2,
+    loss = fusiondistill_loss(model, CLASSIFY, degrade=low_contrast, num_experts=2,
                               teacher_model=teacher, aux_loss_weight=1e-2, router_weight=0.1,
-                              rng_streams=("gating",) if noisy_router else ())
+                              rng_streams=("gating",) if all_options else ())
     return model, loss, frozen
-  model = {"unet": UNet, "nafnet": NAFNet}[name](width=8, depth=1, dtype=dtype)
-  return model, supervised_loss(model, RESTORE, add_noise), None
+  model = {"unet": UNet, "nafnet": NAFNet}[name](width=8, depth=1, blocks=0, middle_blocks=1,
+                                                dtype=dtype)   # one block: cheap to compile
+  return model, supervised_loss(model, RESTORE, low_contrast), None
 
 
 MODELS = ("resnet", "moe", "unet", "nafnet")
@@ -118,18 +129,17 @@ def dtypes(tree):
 
 @pytest.mark.parametrize("name", MODELS)
 def test_bfloat16_step_keeps_state_float32_and_computes_convolutions_in_bfloat16(name):
-  model, loss_fn, frozen = build(name, BF16, noisy_router=True)
+  model, loss_fn, frozen = build(name, BF16, all_options=True)
   args = loss_args(name, model, frozen)
+  # The gradient's program, traced (not compiled), and the shapes it returns.
+  jaxpr, ((loss, (batch_stats, _)), grads) = jax.make_jaxpr(
+      jax.value_and_grad(loss_fn, has_aux=True), return_shape=True)(*args)
+  assert loss.dtype == F32
+  assert dtypes(grads) == dtypes(args[0]) == {"float32"}
+  assert dtypes(batch_stats) <= {"float32"}
   tx = optax.sgd(0.1, momentum=0.9)
-  state = create_train_state({"params": args[0], "batch_stats": args[1]}, tx,
-                             jax.random.PRNGKey(0))
-  step = make_train_step(loss_fn, tx, make_mesh())
-  new_state, metrics = jax.eval_shape(step, state, args[2], frozen)   # traced, not compiled
-  assert dtypes(new_state.params) == dtypes(new_state.opt_state) == {"float32"}
-  assert dtypes(new_state.batch_stats) <= {"float32"}
-  assert metrics["loss"].dtype == F32
-  (_, _), grads = jax.eval_shape(jax.value_and_grad(loss_fn, has_aux=True), *args)
-  assert dtypes(grads) == {"float32"}
+  updates, opt_state = jax.eval_shape(tx.update, grads, tx.init(args[0]), args[0])
+  assert dtypes(updates) == dtypes(opt_state) == {"float32"}
   # Activations bfloat16; heads, router, gates and the image output float32.
   rngs = {"gating": jax.random.PRNGKey(1)}
   outputs, features = jax.eval_shape(
@@ -140,11 +150,10 @@ def test_bfloat16_step_keeps_state_float32_and_computes_convolutions_in_bfloat16
       ACTIVATIONS[name], "bfloat16")
   assert {k: str(features[k].dtype) for k in FLOAT32_FEATURES[name]} == dict.fromkeys(
       FLOAT32_FEATURES[name], "float32")
-  # The gradient's program: every convolution (forward and backward) in bfloat16 but the
+  # In the gradient's program every convolution (forward and backward) is bfloat16 but the
   # router's; every exp/log/rsqrt/erf/sigmoid, and all arithmetic inside every norm layer
-  # (statistics, normalisation, scale, bias and their gradients), in float32: all but
+  # (statistics, normalisation, scale, bias and their gradients), is float32: all but
   # the casts and the sum of the two cotangents of the bfloat16 input (add_any).
-  jaxpr = jax.make_jaxpr(lambda *a: jax.grad(lambda *b: loss_fn(*b)[0])(*a))(*args)
   eqns = list(all_eqns(jaxpr.jaxpr))
   convs = [e for e in eqns if e.primitive.name == "conv_general_dilated"]
   router = lambda e: "/router" in str(e.source_info.name_stack)
@@ -161,9 +170,9 @@ def test_bfloat16_step_keeps_state_float32_and_computes_convolutions_in_bfloat16
           if jnp.issubdtype(v.aval.dtype, jnp.floating)} <= {"float32"}
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", ["moe", "nafnet"])   # their blocks are the others' too
 def test_float32_mode_has_no_bfloat16_anywhere(name):
-  model, loss_fn, frozen = build(name, F32, noisy_router=True)
+  model, loss_fn, frozen = build(name, F32, all_options=True)
   args = loss_args(name, model, frozen)
   jaxpr = jax.make_jaxpr(lambda *a: jax.grad(lambda *b: loss_fn(*b)[0])(*a))(*args)
   found = {str(v.aval.dtype) for e in all_eqns(jaxpr.jaxpr) for v in (*e.invars, *e.outvars)
@@ -196,8 +205,10 @@ def test_bfloat16_training_on_digits_tracks_float32():
   curves, first_grads = {}, {}
   for dtype in (F32, BF16):
     model, loss_fn, _ = build("resnet", dtype)
-    state = create_train_state(random_variables(model, 0, SHAPE), tx, jax.random.PRNGKey(0))
-    step = make_train_step(loss_fn, tx, make_mesh())
+    mesh = make_mesh()
+    state = create_train_state(random_variables(model, 0, SHAPE), tx, jax.random.PRNGKey(0),
+                               mesh)   # placed as the step returns it: one compilation
+    step = make_train_step(loss_fn, tx, mesh)
     losses = []
     for i, batch in enumerate(batches):
       state, metrics = step(state, batch)
