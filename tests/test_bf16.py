@@ -14,6 +14,8 @@ the loss comparisons and the short digits run compile.
 
 import functools
 import re
+import sys
+import types
 
 import jax
 import jax.numpy as jnp
@@ -40,13 +42,14 @@ RESTORE = RestorationTask(patch=None, flip=False, rot90=False)
 TRANSCENDENTAL = {"exp", "log", "log1p", "expm1", "rsqrt", "sqrt", "logistic", "erf", "erfc",
                   "tanh"}
 NORM_SCOPE = re.compile(r"^(BatchNorm_\d+|stem_norm|shortcut_norm|norm\d)$")
-# Relative tolerance of a bfloat16 loss against the float32 loss, same params and batch.
-# bfloat16 keeps 8 significant bits: every rounding is off by at most 2**-9 = 0.2%. These
-# nets round each convolution's input and output (<= 10 convolutions on any path); the
-# errors are independent, so they grow like sqrt(10) * 0.2% = 0.6% on the activations at
-# worst-case alignment of signs only, and the losses (cross-entropy near ln 10, L1)
-# change by less than the relative change of the outputs. 1% is that bound with margin;
-# measured: 0.01-0.07%.
+# Relative tolerance of a bfloat16 step's loss against the float32 step's (same params,
+# batch and key). bfloat16 keeps 8 significant bits: each rounding moves a value by at most
+# 2**-9 = 0.2%. On any path from the input to the loss these nets round about 10 times
+# (the input and each convolution's operands and output: ResNet-8 has 7-9 convolutions
+# on a path, the one-block U-Nets 4-5); independent errors add like a random walk,
+# sqrt(10) * 0.2% = 0.6% on the outputs, and the loss, a mean over images and pixels,
+# averages them further. 1% is that bound with margin. Measured (jax 0.10.2, CPU):
+# ResNet-8 0.01%, MoE 0.005%, U-Net 0.14%, NAFNet 0.15%.
 LOSS_RTOL = 1e-2
 
 
@@ -223,7 +226,34 @@ def test_bfloat16_training_on_digits_tracks_float32():
   assert 0 < abs(bf16[0] - f32[0]) <= LOSS_RTOL * f32[0]
   g32, g16 = first_grads[F32], first_grads[BF16]
   assert g32 @ g16 / (np.linalg.norm(g32) * np.linalg.norm(g16)) > 0.98
-  # Both learn (last 4 steps' mean loss under 60% of the first), bfloat16 within 15% of
-  # float32 at the end (different rounding makes the two runs drift apart step by step).
-  assert f32[-4:].mean() < 0.6 * f32[0] and bf16[-4:].mean() < 0.6 * bf16[0], curves
-  assert abs(bf16[-4:].mean() - f32[-4:].mean()) <= 0.15 * f32[-4:].mean(), curves
+  # Both learn: the mean loss of the last 8 steps (the same batches for both) is under
+  # half the first; bfloat16's drop is at least 80% of float32's (the runs drift apart
+  # step by step as their roundings differ; measured: 97%, 0.65 vs 0.59 from 2.55).
+  end32, end16 = f32[-8:].mean(), bf16[-8:].mean()
+  assert end32 < 0.5 * f32[0] and end16 < 0.5 * bf16[0], curves
+  assert bf16[0] - end16 >= 0.8 * (f32[0] - end32), curves
+
+
+def test_train_step_bench_reports_both_dtypes_side_by_side(monkeypatch, capsys):
+  """The benchmark's bookkeeping, with the runners and the clock replaced (no compile):
+  images/s = batch * steps / median seconds, and bfloat16 over float32 per framework."""
+  from fdjax.bench import train_step
+  seconds = {("fdjax", "float32"): [2.0, 4.0, 3.0], ("fdjax", "bfloat16"): [1.0, 2.0, 1.5],
+             ("torch", "float32"): [1.0, 1.0, 1.0], ("torch", "bfloat16"): [0.5, 0.5, 0.5]}
+  monkeypatch.setattr(train_step, "fdjax_runner", lambda depth, batch, dtype: (None, 270))
+  monkeypatch.setattr(train_step, "torch_runner", lambda depth, batch, dtype: (None, 270))
+  monkeypatch.setattr(train_step, "_torch_available", lambda: True)
+  monkeypatch.setattr(train_step, "time_alternating",
+                      lambda runners, steps, repeats, warmup: {k: seconds[k] for k in runners})
+  monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(
+      __version__="fake", set_num_threads=lambda n: None, get_num_threads=lambda: 1))
+  got = train_step.main(["--depths", "8", "--batch", "10", "--steps", "3", "--repeats", "3"])
+  # medians 3.0 / 1.5 / 1.0 / 0.5 s for 30 images
+  assert got == {8: {"float32": {"fdjax": 10.0, "torch": 30.0},
+                     "bfloat16": {"fdjax": 20.0, "torch": 60.0}}}
+  out = capsys.readouterr().out
+  assert "resnet-8 (270 params) batch 10 float32: fdjax 10.0 images/s | torch 30.0" in out
+  assert "resnet-8 (270 params) batch 10 bfloat16: fdjax 20.0 images/s | torch 60.0" in out
+  assert "resnet-8 bfloat16 / float32 images/s: fdjax 2.00x | torch 2.00x" in out
+  with pytest.raises(SystemExit, match="--dtypes"):
+    train_step.main(["--dtypes", "float16"])
