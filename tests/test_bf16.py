@@ -1,5 +1,7 @@
 """bfloat16 compute mode (``config.model.dtype='bfloat16'``, ``restoration.dtype``) for
-every model: the CIFAR ResNet, the MoE ResNet student, the U-Net and NAFNet.
+every model: the CIFAR ResNet, the MoE ResNet student, the U-Net and NAFNet (dtypes,
+loss tolerance; the ResNet also trains on digits), and PromptIR, MEASNet and the routed
+U-Net student (dtypes only).
 
 What bfloat16 must mean (checked here): parameters, their gradients, the optimiser
 state and BatchNorm statistics float32; convolutions and the activations between them
@@ -25,8 +27,9 @@ import pytest
 
 from fdjax.data.digits import upscale
 from fdjax.distill import fusiondistill_loss
-from fdjax.models import NAFNet, UNet, cifar_resnet
+from fdjax.models import MEASNet, NAFNet, PromptIR, UNet, cifar_resnet
 from fdjax.moe.model import moe_resnet
+from fdjax.moe.unet_student import RoutedUNet
 from fdjax.tasks import NO_AUGMENT, ClassificationTask
 from fdjax.tasks.restoration import RestorationTask
 from fdjax.train import create_train_state, make_mesh, make_train_step
@@ -92,20 +95,26 @@ def build(name, dtype, all_options=False):
                               teacher_model=teacher, aux_loss_weight=1e-2, router_weight=0.1,
                               rng_streams=("gating",) if all_options else ())
     return model, loss, frozen
-  model = {"unet": UNet, "nafnet": NAFNet}[name](width=8, depth=1, blocks=0, middle_blocks=1,
-                                                dtype=dtype)   # one block: cheap to compile
+  one_block = dict(width=8, depth=1, blocks=0, middle_blocks=1, dtype=dtype)   # cheap
+  if name == "measnet":   # one routed decoder block
+    model = MEASNet(**{**one_block, "decoder_blocks": 1}, num_experts=2, k=1,
+                    channel_sharing=True)
+  elif name == "routed_unet":   # the restoration MoE student, routed middle block
+    model = RoutedUNet(**one_block, base="nafnet", num_experts=2, k=1, routed=("middle",),
+                       channel_sharing=True)
+  else:
+    model = {"unet": UNet, "nafnet": NAFNet, "promptir": PromptIR}[name](**one_block)
   return model, supervised_loss(model, RESTORE, low_contrast), None
 
 
-MODELS = ("resnet", "moe", "unet", "nafnet")
+MODELS = ("resnet", "moe", "unet", "nafnet", "promptir", "measnet", "routed_unet")
+ROUTED = ("moe", "measnet", "routed_unet")   # with a (float32) prompt router
+RESTORER_ACTIVATIONS = ("encoder1", "bottleneck", "decoder1")
 ACTIVATIONS = {"resnet": ("stem", "stage1", "stage2", "stage3"),
-               "moe": ("stem", "stage1", "stage2", "stage3"),
-               "unet": ("encoder1", "bottleneck", "decoder1"),
-               "nafnet": ("encoder1", "bottleneck", "decoder1")}
+               "moe": ("stem", "stage1", "stage2", "stage3")}
 FLOAT32_FEATURES = {"resnet": ("pooled",),
                     "moe": ("pooled", "router", "router_logits", "aux_loss",
-                            "channel_gate_stage3"),
-                    "unet": (), "nafnet": ()}
+                            "channel_gate_stage3")}
 
 
 def loss_args(name, model, frozen, key=jax.random.PRNGKey(3)):
@@ -149,10 +158,11 @@ def test_bfloat16_step_keeps_state_float32_and_computes_convolutions_in_bfloat16
       lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"], rngs=rngs)[0],
       {"params": args[0], "batch_stats": args[1]}, jnp.zeros((BATCH, *SHAPE), F32))
   assert outputs.dtype == F32
-  assert {k: str(features[k].dtype) for k in ACTIVATIONS[name]} == dict.fromkeys(
-      ACTIVATIONS[name], "bfloat16")
-  assert {k: str(features[k].dtype) for k in FLOAT32_FEATURES[name]} == dict.fromkeys(
-      FLOAT32_FEATURES[name], "float32")
+  bf16_names = ACTIVATIONS.get(name, RESTORER_ACTIVATIONS)
+  f32_names = FLOAT32_FEATURES.get(name, ())
+  assert {k: str(features[k].dtype) for k in bf16_names} == dict.fromkeys(bf16_names,
+                                                                          "bfloat16")
+  assert {k: str(features[k].dtype) for k in f32_names} == dict.fromkeys(f32_names, "float32")
   # In the gradient's program every convolution (forward and backward) is bfloat16 but the
   # router's; every exp/log/rsqrt/erf/sigmoid, and all arithmetic inside every norm layer
   # (statistics, normalisation, scale, bias and their gradients), is float32: all but
@@ -163,12 +173,13 @@ def test_bfloat16_step_keeps_state_float32_and_computes_convolutions_in_bfloat16
   assert len(convs) >= 12
   assert {str(v.aval.dtype) for e in convs if not router(e) for v in e.invars} == {"bfloat16"}
   assert {str(v.aval.dtype) for e in convs if router(e) for v in e.invars} <= {"float32"}
-  assert len([e for e in convs if router(e)]) == (3 if name == "moe" else 0)
+  assert bool([e for e in convs if router(e)]) == (name in ROUTED)
   math = [e for e in eqns if e.primitive.name in TRANSCENDENTAL]
   assert math and {str(v.aval.dtype) for e in math for v in e.invars} == {"float32"}
   in_norm = [e for e in eqns if e.primitive.name not in ("convert_element_type", "add_any")
              and any(NORM_SCOPE.match(s) for s in str(e.source_info.name_stack).split("/"))]
-  assert len(in_norm) >= (0 if name == "unet" else 20)   # the plain U-Net has no norm layer
+  # The plain U-Net and its prompt / mixture variants have no norm layer.
+  assert len(in_norm) >= (0 if name in ("unet", "promptir", "measnet") else 20)
   assert {str(v.aval.dtype) for e in in_norm for v in e.outvars
           if jnp.issubdtype(v.aval.dtype, jnp.floating)} <= {"float32"}
 
