@@ -9,9 +9,11 @@ baseline and the mixture-of-experts student (K=1 and K=2 rows), evaluates Acc(Al
 ``configs/quickstart.py:tiny`` is a one-epoch-per-stage version on a subset without
 the MoE student (the end-to-end test uses it). ``configs/quickstart.py:population``
 runs EA-Adam instead (``ea_adam,ea_adam_fusion``: a population of P = 3 from the clean
-model, objectives clean + the four degradations, then its fusion network). Digits are
-8x8 scans upscaled to 32x32, so accuracies are not CIFAR's; the point is a complete,
-fast run of every stage.
+model, objectives clean + the four degradations, then its fusion network). ``:bf16``
+computes in bfloat16 (``model.dtype``: bfloat16 convolutions and activations, float32
+parameters, optimiser state, BatchNorm statistics, losses and metrics). Variants
+combine: ``:tiny,bf16``. Digits are 8x8 scans upscaled to 32x32, so accuracies are not
+CIFAR's; the point is a complete, fast run of every stage.
 """
 
 from fdjax.config import (TRAINING_STAGES, apply_runlocal, base_config, optimizer_config,
@@ -45,20 +47,24 @@ def get_config(arg: str | None = None):
   config.eval.level_stride = 10
   config.methods = ("oracle,ensemble,scratch,vanilla,modelsoups,fusing,fusiondistill,"
                     "fusiondistill_moe")
-  if arg == "tiny":
+  variants = set(arg.split(",")) if arg else set()
+  unknown = variants - {"tiny", "population", "bf16"}
+  if unknown:
+    raise ValueError(f"unknown quickstart variant(s) {sorted(unknown)}; use configs/quickstart.py "
+                     "or :tiny, :population, :bf16 (comma-separated, e.g. :tiny,bf16)")
+  if "bf16" in variants:
+    config.model.dtype = "bfloat16"
+  if "tiny" in variants:
     config.methods = "oracle,ensemble,scratch,vanilla,modelsoups,fusing,fusiondistill"
     apply_runlocal(config, max_per_split=256, depth=None, stages=TRAINING_STAGES,
                    clear_milestones=True)
     config.eval_batch_size = 64
     config.fusion.reestimate_batches = 2
     config.eval.level_stride = 25
-  elif arg == "population":
+  if "population" in variants:
     config.methods = "ea_adam,ea_adam_fusion"
     config.ea_adam.update(dict(epochs=4, size=3, fitness_examples=200))
     config.ea_adam.optimizer = optimizer_config("adam", 1e-3, schedule="constant",
                                                 weight_decay=0.0)
     config.ea_adam_fusion.epochs = 2
-  elif arg:
-    raise ValueError(f"unknown quickstart variant {arg!r}; use configs/quickstart.py, :tiny "
-                     f"or :population")
   return config

@@ -1,7 +1,7 @@
 """Training throughput of the fdjax engine, and of the same ResNet in PyTorch.
 
 ``python -m fdjax.bench train_step [--depths 20,56] [--batch 128] [--steps 20]
-[--repeats 5] [--warmup 3] [--dtype float32|bfloat16] [--torch-threads N] [--cpus N]
+[--repeats 5] [--warmup 3] [--dtypes float32,bfloat16] [--torch-threads N] [--cpus N]
 [--no-torch]``
 
 For each depth it times full training steps of ``fdjax.models.cifar_resnet``
@@ -12,6 +12,13 @@ images ``[batch, 32, 32, 3]``, on the current JAX backend. Where ``torch`` is
 importable the twin network of ``fdjax.bench.torch_resnet`` (NCHW, equal
 parameter count, asserted) is timed the same way in the same process, and the
 ratio fdjax / PyTorch is printed.
+
+Each dtype of ``--dtypes`` (default both) is measured: ``bfloat16`` is fdjax's mixed
+precision (``cifar_resnet(dtype=bfloat16)``: float32 parameters, optimiser state,
+BatchNorm statistics, head and loss; bfloat16 convolutions and activations) and
+PyTorch's CPU autocast to bfloat16. With several dtypes a last line per depth gives
+each framework's images/s in bfloat16 over float32. All runners of one depth (both
+frameworks, every dtype) are timed alternately, so load hits them alike.
 
 Units: throughput in training images per second (``batch * steps / seconds``);
 ``--batch`` is images per step. After ``--warmup`` untimed steps (compilation
@@ -35,7 +42,7 @@ import argparse
 import os
 import statistics
 import time
-from typing import Callable
+from typing import Callable, Hashable
 
 import jax
 import jax.numpy as jnp
@@ -119,8 +126,8 @@ def torch_runner(depth: int, batch: int, dtype: str = "float32", seed: int = 0
   return run, torch_resnet.param_count(model)
 
 
-def time_alternating(runners: dict[str, Callable[[int], None]], steps: int, repeats: int,
-                     warmup: int) -> dict[str, list[float]]:
+def time_alternating(runners: dict[Hashable, Callable[[int], None]], steps: int, repeats: int,
+                     warmup: int) -> dict[Hashable, list[float]]:
   """Seconds per ``steps`` steps of each runner, ``repeats`` times, runners interleaved."""
   for run in runners.values():
     run(warmup)
@@ -148,7 +155,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
   p.add_argument("--steps", type=int, default=20, help="timed steps per repeat")
   p.add_argument("--repeats", type=int, default=5, help="timed repeats; the median is reported")
   p.add_argument("--warmup", type=int, default=3, help="untimed steps first (includes compile)")
-  p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+  p.add_argument("--dtypes", "--dtype", default="float32,bfloat16",
+                 help="comma-separated compute dtypes, of float32 and bfloat16 (default both)")
   p.add_argument("--torch-threads", type=int, default=0,
                  help="torch intra-op threads; 0 = the CPUs this process may use")
   p.add_argument("--cpus", type=int, default=0,
@@ -158,17 +166,32 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
   return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> dict[int, dict[str, float]]:
-  """Runs the benchmark, prints one line per depth; returns ``{depth: {name: images/s}}``."""
+DTYPES = ("float32", "bfloat16")
+
+
+def parse_dtypes(text: str) -> list[str]:
+  """``'float32,bfloat16'`` -> ``['float32', 'bfloat16']``, each one of ``DTYPES``."""
+  dtypes = [d.strip() for d in text.split(",") if d.strip()]
+  bad = [d for d in dtypes if d not in DTYPES]
+  if bad or not dtypes:
+    raise SystemExit(f"--dtypes must be a comma-separated subset of {','.join(DTYPES)}, "
+                     f"got {text!r}")
+  return dtypes
+
+
+def main(argv: list[str] | None = None) -> dict[int, dict[str, dict[str, float]]]:
+  """Runs the benchmark, prints one line per depth and dtype (and a bfloat16 / float32
+  line per depth when both run); returns ``{depth: {dtype: {'fdjax'|'torch': images/s}}}``."""
   args = _parse(argv)
   depths = [int(d) for d in args.depths.split(",") if d.strip()]
+  dtypes = parse_dtypes(args.dtypes)
   use_torch = not args.no_torch and _torch_available()
   if args.cpus and hasattr(os, "sched_setaffinity"):
     os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:args.cpus])
   cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
   load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-  header = (f"train_step: batch {args.batch}, {args.dtype}, {args.steps} steps x {args.repeats} "
-            f"repeats (median); jax {jax.__version__} on {jax.default_backend()} "
+  header = (f"train_step: batch {args.batch}, {','.join(dtypes)}, {args.steps} steps x "
+            f"{args.repeats} repeats (median); jax {jax.__version__} on {jax.default_backend()} "
             f"({jax.device_count()} device(s)), {cpus} CPU(s), load average {load_before:.1f}; "
             f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
   if use_torch:
@@ -181,20 +204,33 @@ def main(argv: list[str] | None = None) -> dict[int, dict[str, float]]:
   results = {}
   for depth in depths:
     runners, counts = {}, {}
-    runners["fdjax"], counts["fdjax"] = fdjax_runner(depth, args.batch, args.dtype)
+    for dtype in dtypes:
+      runners["fdjax", dtype], counts["fdjax"] = fdjax_runner(depth, args.batch, dtype)
+      if use_torch:
+        runners["torch", dtype], counts["torch"] = torch_runner(depth, args.batch, dtype)
     if use_torch:
-      runners["torch"], counts["torch"] = torch_runner(depth, args.batch, args.dtype)
       assert counts["torch"] == counts["fdjax"], (
           f"parameter counts differ for depth {depth}: fdjax {counts['fdjax']}, "
           f"torch {counts['torch']}")
     times = time_alternating(runners, args.steps, args.repeats, args.warmup)
-    ips = {name: args.batch * args.steps / statistics.median(t) for name, t in times.items()}
-    line = (f"resnet-{depth} ({counts['fdjax']} params) batch {args.batch} {args.dtype}: "
-            f"fdjax {ips['fdjax']:.1f} images/s")
-    if use_torch:
-      line += f" | torch {ips['torch']:.1f} images/s | ratio fdjax/torch {ips['fdjax'] / ips['torch']:.2f}"
-    print(line, flush=True)
-    results[depth] = ips
+    ips = {key: args.batch * args.steps / statistics.median(t) for key, t in times.items()}
+    results[depth] = {dtype: {name: ips[name, dtype] for name, d in ips if d == dtype}
+                      for dtype in dtypes}
+    for dtype in dtypes:
+      got = results[depth][dtype]
+      line = (f"resnet-{depth} ({counts['fdjax']} params) batch {args.batch} {dtype}: "
+              f"fdjax {got['fdjax']:.1f} images/s")
+      if use_torch:
+        line += (f" | torch {got['torch']:.1f} images/s | ratio fdjax/torch "
+                 f"{got['fdjax'] / got['torch']:.2f}")
+      print(line, flush=True)
+    if len(dtypes) > 1:
+      base, other = results[depth][dtypes[0]], results[depth][dtypes[1]]
+      line = (f"resnet-{depth} {dtypes[1]} / {dtypes[0]} images/s: fdjax "
+              f"{other['fdjax'] / base['fdjax']:.2f}x")
+      if use_torch:
+        line += f" | torch {other['torch'] / base['torch']:.2f}x"
+      print(line, flush=True)
   if load_before > 0.5 * cpus:
     print(f"warning: load average was {load_before:.1f} on {cpus} CPU(s) before the run: other "
           "processes compete for the cores and the numbers (PyTorch's most) are unreliable; "

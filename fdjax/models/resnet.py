@@ -8,6 +8,14 @@ Inputs are float32 ``[B, H, W, 3]`` already normalised (see ``preprocess.py``).
 ``apply`` returns ``(logits, features)``; ``features`` holds the post-ReLU output
 of the stem and of every stage plus the pooled vector fed to the classifier, so
 that distillation losses can pick any of them by name.
+
+Mixed precision (``dtype=jnp.bfloat16``): parameters are created and kept in float32
+(``param_dtype``); convolutions and the activations between them (``features['stem']``
+... ``['stage3']``) are in ``dtype``; BatchNorm computes its batch statistics and its
+normalisation arithmetic in float32 (flax promotes to at least float32 and keeps
+``batch_stats`` in float32) and returns ``dtype``; the head (pooling, classifier,
+``features['pooled']`` and the logits) is float32. With ``dtype=float32`` (the default)
+everything is float32.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ Head = Literal["gap", "reference"]
 
 # PyTorch's kaiming_normal_(mode='fan_out') used by the reference code.
 _conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+PARAM_DTYPE = jnp.float32   # parameters (and so gradients and optimiser state), any dtype
 
 
 class BasicBlock(nn.Module):
@@ -36,7 +45,8 @@ class BasicBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    conv = functools.partial(nn.Conv, use_bias=False, kernel_init=_conv_init, dtype=self.dtype)
+    conv = functools.partial(nn.Conv, use_bias=False, kernel_init=_conv_init, dtype=self.dtype,
+                             param_dtype=PARAM_DTYPE)
     y = conv(self.features, (3, 3), (self.strides, self.strides), padding=((1, 1), (1, 1)))(x)
     y = nn.relu(self.norm()(y))
     y = conv(self.features, (3, 3), padding=((1, 1), (1, 1)))(y)
@@ -56,8 +66,9 @@ class CifarResNet(nn.Module):
     head: ``'gap'`` = global average pool -> dense (He et al.); ``'reference'``
       = adaptive average pool to 2x2 -> flatten (256 features) -> dense, the
       head of the FusionDistill code.
-    dtype: computation dtype (float32, or bfloat16 on accelerators); parameters
-      stay float32.
+    dtype: computation dtype of the convolutions and activations (float32, or
+      bfloat16); parameters, BatchNorm statistics, the head and the logits stay
+      float32 (module docstring).
   """
 
   depth: int = 56
@@ -85,24 +96,33 @@ class CifarResNet(nn.Module):
       x = residual_blocks(x, width, blocks_per_stage, 2 if stage > 0 else 1, norm, self.dtype,
                           prefix=f"stage{stage + 1}_")
       features[f"stage{stage + 1}"] = x
-    pooled = pool_head(x, self.head)
+    pooled = pool_head(x.astype(jnp.float32), self.head)
     features["pooled"] = pooled
-    logits = nn.Dense(self.num_classes, dtype=self.dtype, name="classifier")(pooled)
-    return logits.astype(jnp.float32), features
+    return classifier(pooled, self.num_classes), features
 
 
 def batch_norm(train: bool, momentum: float, epsilon: float, dtype: Any):
   """The BatchNorm constructor of every norm layer: batch statistics when ``train``, else
-  the running averages (``momentum`` on the old value, as flax counts it)."""
+  the running averages (``momentum`` on the old value, as flax counts it). Statistics,
+  running averages, scale and bias and the normalisation arithmetic are float32 whatever
+  ``dtype`` (flax's ``force_float32_reductions``); the output is cast to ``dtype``."""
   return functools.partial(nn.BatchNorm, use_running_average=not train, momentum=momentum,
-                           epsilon=epsilon, dtype=dtype)
+                           epsilon=epsilon, dtype=dtype, param_dtype=PARAM_DTYPE,
+                           force_float32_reductions=True)
+
+
+def classifier(pooled, num_classes: int):
+  """The float32 linear classifier, submodule ``classifier`` of the calling module:
+  ``[B, F]`` (cast to float32) -> logits float32 ``[B, num_classes]``."""
+  return nn.Dense(num_classes, dtype=jnp.float32, param_dtype=PARAM_DTYPE,
+                  name="classifier")(pooled.astype(jnp.float32))
 
 
 def stem(x, norm, dtype: Any):
   """3x3 convolution to ``STAGE_WIDTHS[0]`` channels, BatchNorm, ReLU, as submodules
   ``stem_conv`` and ``stem_norm`` of the calling module. ``[B, H, W, C] -> [B, H, W, 16]``."""
   x = nn.Conv(STAGE_WIDTHS[0], (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
-              kernel_init=_conv_init, dtype=dtype, name="stem_conv")(x)
+              kernel_init=_conv_init, dtype=dtype, param_dtype=PARAM_DTYPE, name="stem_conv")(x)
   return nn.relu(norm(name="stem_norm")(x))
 
 

@@ -79,6 +79,13 @@ where ``shared`` is the fused stage kept as a shared branch and ``mix`` the gate
 expert mixture. MUIRF selects shared channels of every convolution's weights; we
 gate the stage's output channels (one gate per channel per image). ``W`` starts at
 zero, so ``g = 0.5`` at initialisation.
+
+Mixed precision (``dtype=jnp.bfloat16``), as ``CifarResNet`` (parameters, BatchNorm
+statistics, head and logits float32; convolutions and stage activations bfloat16) and,
+as in Switch Transformers' selective precision: the router (its input cast to float32),
+its softmax, top-K, noise, the balance loss (``aux_loss``) and the channel-sharing gate
+are float32; only the combination of the expert outputs casts the gates to the
+activations' dtype (``dispatch``/``combine`` tensors likewise).
 """
 
 from __future__ import annotations
@@ -89,8 +96,8 @@ from typing import Any, Literal, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from fdjax.models.resnet import (STAGE_WIDTHS, Head, adaptive_avg_pool, batch_norm, pool_head,
-                                 residual_blocks, stem)
+from fdjax.models.resnet import (STAGE_WIDTHS, Head, adaptive_avg_pool, batch_norm, classifier,
+                                 pool_head, residual_blocks, stem)
 from fdjax.moe.gating import dispatch_tensors, expert_capacity, pool_gates
 from fdjax.moe.experts import (ExpertLoop, ResidualStage, resolve_expert_loop,
                                run_selected_experts, run_stacked)
@@ -221,11 +228,10 @@ class MoEResNet(RoutingOptions, kw_only=True):
         x = residual_blocks(x, width, blocks_per_stage, strides, norm, self.dtype,
                             prefix=f"{name}_")
       features[name] = x
-    pooled = pool_head(x, self.head)
+    pooled = pool_head(x.astype(jnp.float32), self.head)
     features["pooled"] = pooled
     features["aux_loss"] = sum(aux_losses)
-    logits = nn.Dense(self.num_classes, dtype=self.dtype, name="classifier")(pooled)
-    return logits.astype(jnp.float32), features
+    return classifier(pooled, self.num_classes), features
 
 
 def _validate(depth, head, num_experts, k, moe_stages, routing, dispatch, router_source):

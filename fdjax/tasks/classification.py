@@ -41,6 +41,11 @@ NO_AUGMENT = Augment(flip=False, crop=False, cutout=False)
 
 
 def model_dtype(name: str):
+  """``config.model.dtype`` -> the compute dtype of the classifiers (``CifarResNet``,
+  ``MoEResNet``). ``'bfloat16'`` is the tested mixed-precision mode (convolutions and
+  activations bfloat16; parameters, optimiser state, BatchNorm statistics, head, losses,
+  router and metrics float32; ``tests/test_bf16.py``). ``'float16'`` has the same
+  layout but no loss scaling, so small gradients can underflow: untested."""
   if name not in DTYPES:
     raise ValueError(f"model.dtype must be one of {sorted(DTYPES)}, got {name!r}")
   return DTYPES[name]
