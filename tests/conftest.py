@@ -26,3 +26,18 @@ def _run_on_eight_cpu_devices(script: str, expected: str) -> str:
 def run_on_eight_cpu_devices():
   """``run(script, expected)``: see ``_run_on_eight_cpu_devices``."""
   return _run_on_eight_cpu_devices
+
+
+LONG_TESTS_ENV = "FDJAX_SLOW_TESTS"
+
+
+def pytest_collection_modifyitems(config, items):
+  """Tests marked ``long`` (integration runs of 20 s or more whose behaviour also has a
+  faster test in the default run) run only with ``FDJAX_SLOW_TESTS=1``, so that the
+  default suite stays within its time budget on a slow 2-core CI machine."""
+  if os.environ.get(LONG_TESTS_ENV):
+    return
+  skip = pytest.mark.skip(reason=f"long integration test; set {LONG_TESTS_ENV}=1 to run it")
+  for item in items:
+    if "long" in item.keywords:
+      item.add_marker(skip)

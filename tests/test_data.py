@@ -405,6 +405,7 @@ def test_cifar_archive_subset(cifar_archive):
   np.testing.assert_array_equal(np.bincount(d.test.labels), [5] * 10)
 
 
+@pytest.mark.long
 @pytest.mark.slow
 def test_cifar_archive_full_decode_and_cache(cifar_archive, tmp_path, monkeypatch):
   # A fresh cache: extraction, the parallel decode of all 60k JPEGs and the .npy cache.

@@ -62,6 +62,7 @@ def test_quickstart_writes_every_output(quickstart_run):
     assert column in header.split(",")
 
 
+@pytest.mark.long
 def test_rerun_reuses_finished_stages_and_adds_a_moe_student(quickstart_run):
   """The MoE method ALONE: it must build (here: reuse) the experts and fused model."""
   workdir = quickstart_run[0]
@@ -141,6 +142,7 @@ def test_unknown_method_fails_clearly(tmp_path):
   _one_line_error(result, "magic", "fusiondistill")
 
 
+@pytest.mark.long
 def test_changed_config_is_refused_then_retrained(quickstart_run):
   """A finished stage whose config changed is not reused: one line names the stage and
   the field; on_mismatch=retrain retrains it (and only what depends on it)."""

@@ -123,6 +123,7 @@ def test_identical_experts_reproduce_the_dense_model(dense_models, images, kwarg
   assert features["aux_loss"].shape == ()
 
 
+@pytest.mark.long
 def test_expert_loops_build_the_same_variables_and_train_the_same(dense_models, images):
   # 'unroll' (the CPU default) and 'vmap' (GPU/TPU, expert parallelism) are two schedules
   # of one computation: same variable tree, same training-mode outputs, batch statistics
@@ -269,5 +270,6 @@ def test_sparse_top1_costs_about_one_dense_model(dense_models):
   assert 1.0 < flops["sparse"] / flops["dense"] < 1.1   # one expert + the router
 
 
+@pytest.mark.long
 def test_expert_sharded_forward_equals_unsharded(run_on_eight_cpu_devices):
   run_on_eight_cpu_devices("moe_sharding_check.py", "OK expert-sharded MoE")

@@ -5,7 +5,6 @@ the rows and Pareto reports come out."""
 
 import importlib.util
 import json
-import os
 import pathlib
 
 import jax
@@ -25,9 +24,7 @@ quickstart = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(quickstart)
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("FDJAX_SLOW_TESTS"),
-                    reason="about 25 s of CPU (compilations); set FDJAX_SLOW_TESTS=1")
+@pytest.mark.long
 def test_ea_adam_trains_evolves_and_reports(tmp_path):
   config = quickstart.get_config("tiny")
   config.degradations = "awgn"                # objectives: clean, awgn

@@ -1,7 +1,6 @@
 """The population step: ONE jitted engine step over P stacked members equals P separate
 single-model steps; a frozen member never changes; the population axis shards."""
 
-import os
 
 import flax.linen as nn
 import jax
@@ -77,9 +76,7 @@ def test_population_step_equals_separate_steps_and_member_0_stays_frozen(loop="v
     assert not np.allclose(jax.tree.leaves(single.params)[0], jax.tree.leaves(members[i])[0])
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("FDJAX_SLOW_TESTS"),
-                    reason="about 11 s of CPU in a subprocess; set FDJAX_SLOW_TESTS=1")
+@pytest.mark.long
 def test_population_axis_shards_over_a_mesh(run_on_eight_cpu_devices):
   """Members split over a 'population' mesh axis train exactly as on one device
   (tests/population_sharding_check.py on 8 simulated CPU devices)."""

@@ -229,6 +229,7 @@ def _images(n, seed):
   return np.clip(coarse + rng.integers(-8, 9, (n, *SHAPE)), 0, 255).astype(np.uint8)
 
 
+@pytest.mark.long
 def test_router_learns_to_separate_two_degradations(dense_models):
   """awgn (sigma 20..50) vs blur (sigma 1..3): trained with FusionDistill's loss plus
   degradation supervision on the combined batch (share 0 awgn, share 1 blur), noisy

@@ -83,6 +83,7 @@ def test_shared_parameter_predicate_excludes_stacked_experts():
   assert not student.shared_param("stage3_moe/experts/block0/Conv_0/kernel")
 
 
+@pytest.mark.long
 def test_moe_student_trains_with_pcgrad_homogenization(trained, tmp_path):
   ctx, clean = trained
   ctx.workdir = str(tmp_path)
