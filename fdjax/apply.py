@@ -26,7 +26,7 @@ import time
 
 from absl import app, flags
 
-from fdjax.console import configure_logging
+from fdjax.console import start_cli
 from fdjax.errors import DataError, MissingDataError, UserError, cli_errors
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
@@ -151,10 +151,7 @@ def apply_run(run: str, method: str, input_path: str, output: str, *, seed=None,
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  verbosity = flags.FLAGS.verbosity if flags.FLAGS["verbosity"].present else 0
-  configure_logging(verbosity)
+  verbosity = start_cli(argv, flags)
   from fdjax.predictor import Tiling
 
   with cli_errors(verbosity):

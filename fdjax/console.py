@@ -49,3 +49,16 @@ def configure_logging(verbosity: int = 0) -> None:
     return
   logging.set_verbosity(min(verbosity, logging.INFO))
   handler.addFilter(_only_fdjax_info)
+
+
+def start_cli(argv, flags) -> int:
+  """The common start of fdjax's absl commands: refuses stray arguments, configures the
+  console (``configure_logging``) and returns the verbosity: 0 unless ``--verbosity``
+  was given (absl's own default would show every library's INFO lines)."""
+  if len(argv) > 1:
+    from absl import app
+
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  verbosity = flags.FLAGS.verbosity if flags.FLAGS["verbosity"].present else 0
+  configure_logging(verbosity)
+  return verbosity

@@ -24,7 +24,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from fdjax.console import configure_logging
+from fdjax.console import configure_logging, start_cli
 from fdjax.errors import EXIT_USER_ERROR, cli_errors
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -48,13 +48,10 @@ _PROCESS_ID = flags.DEFINE_integer(
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   from fdjax import distributed, pipeline, xla_cache  # imported late: --help stays fast
 
   # fdjax's own INFO lines by default; --verbosity=1 (absl) shows every library's too.
-  verbosity = flags.FLAGS.verbosity if flags.FLAGS["verbosity"].present else 0
-  configure_logging(verbosity)
+  verbosity = start_cli(argv, flags)
   # Errors a user can fix (bad config value, missing data, locked workdir, a stage made
   # by another config, ...) print as one line and exit 2; --verbosity=1 adds the traceback.
   with cli_errors(verbosity):

@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from fdjax import moe
+from fdjax.bench.train_step import stepper
 from fdjax.config import base_config, optimizer_config
 from fdjax.moe.unet_student import restoration_student
 from fdjax.tasks import DataSpec, RestorationTask
@@ -91,20 +92,11 @@ def train_runner(model, variables, args):
   mesh = make_mesh()
   tx, _ = make_optimizer(optimizer_config("radam", 1e-4, schedule="constant"), epochs=1,
                          steps_per_epoch=1)
-  holder = [create_train_state(variables, tx, jax.random.PRNGKey(0), mesh)]
-  step = make_train_step(loss_fn, tx, mesh)
+  state = create_train_state(variables, tx, jax.random.PRNGKey(0), mesh)
   k_in, k_target = jax.random.split(jax.random.key(1))
   shape = (args.batch, args.patch, args.patch, 3)
   data = {"image": jax.random.uniform(k_in, shape), "target": jax.random.uniform(k_target, shape)}
-
-  def run(steps: int) -> None:
-    state = holder[0]
-    for _ in range(steps):
-      state, _ = step(state, data)
-    jax.block_until_ready(state)
-    holder[0] = state
-
-  return run
+  return stepper(make_train_step(loss_fn, tx, mesh), state, data)
 
 
 def measure(variant: str, args) -> dict:

@@ -85,11 +85,17 @@ def fdjax_runner(depth: int, batch: int, dtype: str = "float32", seed: int = 0
                                           schedule="constant"), epochs=1, steps_per_epoch=1)
   variables = init_variables(model, jax.random.PRNGKey(seed), IMAGE_SHAPE)
   n_params = param_count(variables["params"])
-  holder = [create_train_state(variables, tx, jax.random.PRNGKey(seed), mesh)]
-  step = make_train_step(loss_fn, tx, mesh)
+  state = create_train_state(variables, tx, jax.random.PRNGKey(seed), mesh)
   k_img, k_lab = jax.random.split(jax.random.PRNGKey(seed + 1))
   data = {"image": jax.random.normal(k_img, (batch, *IMAGE_SHAPE), jnp.float32),
           "label": jax.random.randint(k_lab, (batch,), 0, NUM_CLASSES, jnp.int32)}
+  return stepper(make_train_step(loss_fn, tx, mesh), state, data), n_params
+
+
+def stepper(step, state, data):
+  """``run(steps)``: ``steps`` calls of ``step`` on the same ``data``, carrying the state
+  from call to call (and across runs), blocking until the last one is done."""
+  holder = [state]
 
   def run(steps: int) -> None:
     state = holder[0]
@@ -98,7 +104,7 @@ def fdjax_runner(depth: int, batch: int, dtype: str = "float32", seed: int = 0
     jax.block_until_ready(state)
     holder[0] = state
 
-  return run, n_params
+  return run
 
 
 def torch_runner(depth: int, batch: int, dtype: str = "float32", seed: int = 0
