@@ -107,8 +107,10 @@ def _run(config, workdir: str, methods, seeds) -> list[report.Record]:
       records += [(rename(label), seed, results) for label, results in out.rows]
       extra.update({rename(label): columns for label, columns in out.extra.items()})
       if ctx.config.eval.get("cost_columns"):
-        for label, _ in out.rows:
-          extra.setdefault(rename(label), {}).update(cost_columns(ctx, method))
+        for label, _ in out.rows:  # a method's own cost columns (the MoE's) win
+          columns = extra.setdefault(rename(label), {})
+          for key, value in cost_columns(ctx, method).items():
+            columns.setdefault(key, value)
       outputs[method.name].append(out)
   metric = ctx.task.metric
 

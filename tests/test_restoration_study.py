@@ -1,11 +1,13 @@
 """The restoration study end to end (tiny U-Net, a few steps on the embedded photos):
-rows Input, Oracle and ONE ModelSoups row (no BatchNorm: one fused model), PSNR and SSIM
+rows Input, Oracle, ONE ModelSoups row (no BatchNorm: one fused model) and
+FusionDistill-MoE (K=2) with its cost and routing columns and router usage, PSNR and SSIM
 columns marked synthetic; the Input row's denoise PSNR equals numpy's on the same noisy
 image; and the restoration config checks."""
 
 import importlib.util
 import json
 import os
+import re
 import pathlib
 
 import numpy as np
@@ -30,7 +32,8 @@ def load_config(name: str, arg=None):
 
 def tiny():
   config = load_config("restoration_quickstart", "tiny")
-  config.methods = "input,oracle,modelsoups"
+  config.methods = "input,oracle,modelsoups,fusiondistill_moe"
+  config.moe.ks = "2"      # one MoE row (K=1 is the same code at another k)
   config.degradations = "denoise,haze"
   config.fusion.weights = "1,1"
   config.data.tile = 32    # 4 x 5 tiles of the china.jpg crop: two steps per stage
@@ -54,7 +57,7 @@ def test_tiny_restoration_study(tmp_path, monkeypatch):
   monkeypatch.setattr(restoration_sets, "photos", small_photos)
   records = pipeline.run(tiny(), str(tmp_path))
   rows = {label: results for label, _, results in records}
-  assert list(rows) == ["Input", "Oracle", "ModelSoups"]
+  assert list(rows) == ["Input", "Oracle", "ModelSoups", "FusionDistill-MoE (K=2)"]
   assert sorted(os.listdir(tmp_path / "seed_0" / "fused")) == ["average"]
   flower = small_photos()[1].targets[0]
   noisy = np.asarray(degradations.apply("denoise", eval_key(301, "denoise", 25, 0),
@@ -68,6 +71,13 @@ def test_tiny_restoration_study(tmp_path, monkeypatch):
   saved = json.loads((tmp_path / "results.json").read_text())
   params = {row: saved["extra"][row]["params"] for row in rows}  # 2 experts, 1 fused model
   assert params["Input"] == 0 and params["Oracle"] == 2 * params["ModelSoups"] > 0
+  moe = saved["extra"]["FusionDistill-MoE (K=2)"]  # 2 copies of decoder1's block + router
+  assert params["ModelSoups"] < moe["params"] == moe["active params"] < params["Oracle"]
+  assert moe["FLOPs/img (rel.)"] > 1 and 0 <= moe["routing acc. (non-clean)"] <= 100
+  usage = (tmp_path / "router_usage.md").read_text()   # pixels per expert, each row 100%
+  for name in ("denoise", "haze"):
+    row = next(line for line in usage.splitlines() if line.startswith(f"| {name} |"))
+    assert sum(float(v) for v in row.split("|")[2:4]) == pytest.approx(100, abs=0.15)
   assert saved["test_sets"]["haze"] == {"test_set": "photos", "synthetic": True}
   table = (tmp_path / "results.md").read_text()
   assert "denoise (photos, synthetic)" in table and "SSIM avg" in table
@@ -78,7 +88,9 @@ def test_tiny_restoration_study(tmp_path, monkeypatch):
     ("restoration.loss", "l2", "restoration.loss must be one of"),
     ("restoration.patch", 30, "multiple of the U-Net stride"),
     ("distill_feature", "stage3", "distill_feature must be one of the model's features"),
-    ("methods", "oracle,fusiondistill_moe", "not available for task 'restoration'"),
+    ("methods", "oracle,routed_experts", "'routed_experts' is not available for task"),
+    ("moe.stages", "stage3", "some of ['encoder1', 'encoder2', 'middle', 'decoder1', "
+                             "'decoder2']; got 'stage3'"),
     ("data.source", "digits", "data.source must be one of ('photos', 'sets')"),
     ("eval_levels.denoise", "15,25.5", "eval_levels.denoise"),
 ])
@@ -90,7 +102,7 @@ def test_restoration_config_errors(field, value, fragment):
     node = node[b]
   with node.unlocked() if hasattr(node, "unlocked") else node:
     node[last] = value
-  with pytest.raises(ConfigError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
+  with pytest.raises(ConfigError, match=re.escape(fragment)):
     validate_config(config)
 
 

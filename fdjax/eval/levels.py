@@ -52,7 +52,7 @@ LevelPredict = Callable[..., jax.Array]
 
 __all__ = ["LevelPredict", "Predict", "eval_key", "evaluate_all", "evaluate_levels",
            "level_indices", "mean_over_levels", "predictor", "stride_levels", "subset",
-           "with_degradation"]
+           "test_batches", "with_degradation"]
 
 
 @functools.lru_cache(maxsize=64)
@@ -99,8 +99,9 @@ def _as_testset(split) -> TestSet:
   return split if isinstance(split, TestSet) else TestSet.of_split("test", split)
 
 
-def _batches(split, batch_size: int, mesh):
-  """``(batch_index, batch)`` over every group of ``split`` (ImageSet or TestSet)."""
+def test_batches(split, batch_size: int, mesh):
+  """``(batch_index, batch)`` over every group of ``split`` (ImageSet or TestSet); the
+  batch index runs on over the groups (it picks the evaluation key)."""
   index = 0
   for group in _as_testset(split).groups:
     for batch in eval_batches(group, batch_size, mesh):
@@ -127,7 +128,7 @@ def scores_at_levels(task, predict_fn: LevelPredict, variables, split, name: str
   score = jit_scores(task)
   sums: dict = {}
   count = 0
-  for batch_index, batch in _batches(split, batch_size, mesh):
+  for batch_index, batch in test_batches(split, batch_size, mesh):
     size = batch["image"].shape[0]
     for j, (level, index) in enumerate(levels):
       level_array = np.full((size,), level, np.float32)
@@ -169,7 +170,7 @@ def split_scores(task, predict, variables, split, *, batch_size: int, mesh=None)
   score = jit_scores(task)
   sums: dict = {}
   count = 0
-  for _, batch in _batches(split, batch_size, mesh):
+  for _, batch in test_batches(split, batch_size, mesh):
     for metric, (s, c) in score(predict(variables, batch["image"]), batch).items():
       sums[metric] = [sums[metric][0] + s] if metric in sums else [s]
     count = count + c
