@@ -83,6 +83,7 @@ def _run(config, workdir: str, methods, seeds) -> list[report.Record]:
   records, extra, fingerprints = [], {}, {}
   outputs = {m.name: [] for m in methods}
   progress, dataset, ctx = None, None, None
+  images: list[str] = []
   for seed in seeds:
     if dataset is None or config.data.validation_fraction:
       dataset = load_dataset(config, seed)  # the validation split depends on the seed
@@ -102,9 +103,11 @@ def _run(config, workdir: str, methods, seeds) -> list[report.Record]:
                  "".join(f"; {d} tested on {t.describe()}"
                          for d, t in dataset.test_sets.items()))
     rename = lambda label: ctx.task.row_labels.get(label, label)
+    row_models = {}
     for method in methods:
       out = method.rows(runner)
       records += [(rename(label), seed, results) for label, results in out.rows]
+      row_models.update({rename(label): m for label, m in out.models.items()})
       extra.update({rename(label): columns for label, columns in out.extra.items()})
       if ctx.config.eval.get("cost_columns"):
         for label, _ in out.rows:  # a method's own cost columns (the MoE's) win
@@ -112,6 +115,9 @@ def _run(config, workdir: str, methods, seeds) -> list[report.Record]:
           for key, value in cost_columns(ctx, method).items():
             columns.setdefault(key, value)
       outputs[method.name].append(out)
+    if seed == seeds[0] and hasattr(ctx.task, "report_images") and row_models:
+      images = write_once(lambda: ctx.task.report_images(ctx, row_models, workdir),
+                          "images") or []
   metric = ctx.task.metric
 
   def write_results():
@@ -133,7 +139,7 @@ def _run(config, workdir: str, methods, seeds) -> list[report.Record]:
   print(report.format_table(records, extra=extra or None, metric=metric,
                             metrics=ctx.task.metrics))
   print(note)
-  print(_file_summary(workdir, figures, seeds))
+  print(_file_summary(workdir, figures, seeds, images))
   return records
 
 
@@ -147,12 +153,15 @@ def cost_columns(ctx, method) -> dict:
   return {"params": held * dense, "FLOPs/img (rel.)": run}
 
 
-def _file_summary(workdir: str, figures, seeds) -> str:
+def _file_summary(workdir: str, figures, seeds, images=()) -> str:
   extra_files = sorted(f for f in os.listdir(workdir) if f.endswith(".png") and
-                       os.path.join(workdir, f) not in figures)
+                       os.path.join(workdir, f) not in list(figures) + list(images))
   lines = [f"Files in {workdir}:",
            "  tables:  " + ", ".join(RESULT_FILES),
            "  figures: " + ", ".join(os.path.basename(p) for p in figures + extra_files),
+           *(["  images:  " + ", ".join(os.path.basename(p) for p in images)
+              + "  (example test images: input | each single-model row | target)"]
+             if images else []),
            "  models:  " + ", ".join(f"seed_{s}/<stage>/variables" for s in seeds)
            + "  (load with fdjax.load_model(workdir, method))"]
   return "\n".join(lines)

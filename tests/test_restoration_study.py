@@ -12,6 +12,7 @@ import pathlib
 
 import numpy as np
 import pytest
+from PIL import Image
 from fdjax import degradations, pipeline
 from fdjax.data import restoration_sets
 from fdjax.data.paired import PairedImages
@@ -65,6 +66,15 @@ def test_tiny_restoration_study(tmp_path, monkeypatch):
   mse = np.mean((noisy.astype(np.float64) - flower) ** 2)
   assert rows["Input"]["denoise"]["all"] == pytest.approx(10 * np.log10(255 ** 2 / mse), abs=1e-3)
   assert rows["Input"]["clean"] is None
+  # One example grid per task: input | Oracle | ModelSoups | MoE | target, one row (the
+  # 41x57 image fits a cell whole); cells counted from the right edge (image_grid layout).
+  for name in ("denoise", "haze"):
+    grid = np.asarray(Image.open(tmp_path / f"examples_{name}.png").convert("RGB"))
+    y, right = 16 + 4, grid.shape[1]
+    cell = lambda c: grid[y:y + 41, right - (5 - c) * (57 + 4):right - (5 - c) * (57 + 4) + 57]
+    np.testing.assert_array_equal(cell(4), flower)
+    if name == "denoise":
+      np.testing.assert_array_equal(cell(0), noisy)
   for results in rows.values():
     assert results["denoise"]["synthetic"] and results["denoise"]["test_set"] == "photos"
     assert 0 < results["metrics"]["ssim"]["haze"]["all"] <= 1

@@ -17,7 +17,7 @@ from fdjax import moe
 from fdjax.config import parse_ints
 from fdjax.eval import levels as levels_lib
 from fdjax.eval import plots
-from fdjax.methods.base import Loadable, Method, Output
+from fdjax.methods.base import Loadable, Method, Output, one_model
 from fdjax.methods.finetune import fused_init
 from fdjax.moe import usage as usage_lib
 from fdjax.moe.student import STAGE, moe_student, recipe_parts
@@ -108,6 +108,7 @@ def _rows(runner) -> Output:
     model = trained.clone(k=k)
     row = f"FusionDistill-MoE (K={k})"
     out.rows.append((row, runner.evaluate(f"fusiondistill_moe_k{k}", variables, model=model)))
+    out.models[row] = one_model(variables, model)
     out.extra[row] = {**cost_columns(cost(ctx, model, variables, k=k), dense),
                       **routing_column(stats)}
     rows.append(row)
