@@ -5,6 +5,7 @@ columns marked synthetic; the Input row's denoise PSNR equals numpy's on the sam
 image; and the restoration config checks."""
 
 import importlib.util
+import csv
 import json
 import os
 import re
@@ -13,6 +14,7 @@ import pathlib
 import numpy as np
 import pytest
 from PIL import Image
+from skimage.metrics import structural_similarity
 from fdjax import degradations, pipeline
 from fdjax.data import restoration_sets
 from fdjax.data.paired import PairedImages
@@ -66,6 +68,17 @@ def test_tiny_restoration_study(tmp_path, monkeypatch):
   mse = np.mean((noisy.astype(np.float64) - flower) ** 2)
   assert rows["Input"]["denoise"]["all"] == pytest.approx(10 * np.log10(255 ** 2 / mse), abs=1e-3)
   assert rows["Input"]["clean"] is None
+  # per_image.csv: one line per row, task, level and image; the Input row's values are
+  # numpy's PSNR and scikit-image's SSIM (Gaussian 11x11, sigma 1.5) of the noisy image.
+  with open(tmp_path / "per_image.csv") as f:
+    lines = list(csv.DictReader(f))
+  assert len(lines) == 4 * 2 and {l["image"] for l in lines} == {"flower"}
+  line = next(l for l in lines if l["row"] == "Input" and l["degradation"] == "denoise")
+  assert (line["seed"], line["test_set"], float(line["level"])) == ("0", "photos", 25.0)
+  assert float(line["psnr"]) == pytest.approx(10 * np.log10(255 ** 2 / mse), abs=1e-3)
+  ssim = structural_similarity(flower, noisy, channel_axis=-1, gaussian_weights=True,
+                               sigma=1.5, use_sample_covariance=False, data_range=255)
+  assert float(line["ssim"]) == pytest.approx(ssim, abs=1e-3)
   # One example grid per task: input | Oracle | ModelSoups | MoE | target, one row (the
   # 41x57 image fits a cell whole); cells counted from the right edge (image_grid layout).
   for name in ("denoise", "haze"):

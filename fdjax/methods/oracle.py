@@ -27,6 +27,8 @@ def _rows(runner) -> Output:
   heatmap = [[r[d]["all"] for d in ctx.degradations] for r in per_expert]
   clean = runner.evaluate("clean", runner.get("clean"))
   results = _own_task(ctx.degradations, per_expert, clean)
+  if all("per_image" in r for r in per_expert):  # each task's images, its own expert
+    results["per_image"] = {d: r["per_image"][d] for d, r in zip(ctx.degradations, per_expert)}
   if "metrics" in clean:  # secondary metrics (SSIM), combined the same way
     results["metrics"] = {m: _own_task(ctx.degradations, [r["metrics"][m] for r in per_expert],
                                        clean["metrics"][m]) for m in clean["metrics"]}
