@@ -12,7 +12,8 @@
 Data: the archives of ``data.root`` (default ``../shared/data/restoration`` relative to
 the repository; see its README). Model: the plain 3x3-conv U-Net. Rows: Input (the
 degraded inputs scored: the Rain100L reference), Oracle, Ensemble, All-in-one
-(scratch), Vanilla FT, ModelSoups, Fusing, FusionDistill; PSNR and SSIM on RGB.
+(scratch), Vanilla FT, ModelSoups, Fusing, FusionDistill, FusionDistill-MoE (K=1),
+(K=2) (experts at the finest decoder level, routed per pixel); PSNR and SSIM on RGB.
 
 Variants: none = the full setting (accelerator: width 32, depth 3, 128x128 patches);
 ``:reduced`` = a CPU run meant to finish in at most 60 minutes on a 2-core CPU
@@ -45,7 +46,7 @@ def get_config(arg: str | None = None):
   config.log_every_steps = 100
   config.checkpoint.every_steps = 500
   for stage, epochs in (("clean", 30), ("scratch", 40), ("experts", 10), ("vanilla", 10),
-                        ("fusing", 10), ("fusiondistill", 10)):
+                        ("fusing", 10), ("fusiondistill", 10), ("moe", 10)):
     config[stage].epochs = epochs
   if arg == "reduced":
     config.restoration.update(width=24, depth=2, blocks=1, patch=64)
@@ -54,7 +55,7 @@ def get_config(arg: str | None = None):
     config.eval.max_examples = 24
     config.eval_levels.haze = "1"
     for stage, epochs in (("clean", 3), ("scratch", 3), ("experts", 2), ("vanilla", 1),
-                          ("fusing", 1), ("fusiondistill", 1)):
+                          ("fusing", 1), ("fusiondistill", 1), ("moe", 1)):
       config[stage].epochs = epochs
   elif arg == "smoke":
     config.restoration.update(width=8, depth=1, blocks=1, patch=32)
@@ -63,7 +64,7 @@ def get_config(arg: str | None = None):
     config.data.validation_fraction = 0.1
     config.batch_size = 4
     config.eval_levels.haze = "1"
-    for stage in ("clean", "scratch", "experts", "vanilla", "fusing", "fusiondistill"):
+    for stage in ("clean", "scratch", "experts", "vanilla", "fusing", "fusiondistill", "moe"):
       config[stage].epochs = 1
   elif arg:
     raise ValueError(f"unknown restoration_3task variant {arg!r}; use :reduced, :smoke or "

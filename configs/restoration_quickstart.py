@@ -9,7 +9,9 @@ and haze (synthetic scattering), trained on 48x48 tiles of china.jpg and tested 
 whole flower.jpg (427x640, padded to the U-Net's stride and cropped back); all test sets
 are synthetic here. Rows: Input (the degraded input scored), Oracle, Ensemble,
 All-in-one (scratch), Vanilla FT, ModelSoups (one row: the U-Net has no BatchNorm),
-Fusing, FusionDistill. Columns: PSNR and SSIM per task and their average.
+Fusing, FusionDistill, FusionDistill-MoE (K=1) and (K=2) (the U-Net student with three
+experts at its finest decoder level, routed per pixel). Columns: PSNR and SSIM per task
+and their average, parameters and relative FLOPs per image.
 ``:tiny`` is a seconds-long version (two rows, a few steps) for tests.
 """
 
@@ -29,7 +31,7 @@ def get_config(arg: str | None = None):
   config.log_every_steps = 25
   config.checkpoint.every_steps = 200
   for stage, epochs in (("clean", 16), ("scratch", 16), ("experts", 4), ("vanilla", 4),
-                        ("fusing", 4), ("fusiondistill", 4)):
+                        ("fusing", 4), ("fusiondistill", 4), ("moe", 4)):
     config[stage].epochs = epochs
   config.clean.optimizer.lr = 2e-3
   config.scratch.optimizer.lr = 2e-3
@@ -40,7 +42,7 @@ def get_config(arg: str | None = None):
     config.eval_levels.denoise = "25"
     config.eval_levels.rain = "0.03"
     config.eval_levels.haze = "1.5"
-    for stage in ("clean", "scratch", "experts", "vanilla", "fusing", "fusiondistill"):
+    for stage in ("clean", "scratch", "experts", "vanilla", "fusing", "fusiondistill", "moe"):
       config[stage].epochs = 1
   elif arg:
     raise ValueError(f"unknown restoration quickstart variant {arg!r}; use :tiny or nothing")

@@ -13,9 +13,9 @@ import ml_collections
 from fdjax.config import LEVEL_NAMES, base_config, optimizer_config, stage_config
 from fdjax.tasks.restoration import DEFAULTS
 
-# The rows a restoration study reports (the MoE student is not built for it yet).
+# The rows a restoration study reports ('routed_experts' is not built for it).
 RESTORATION_METHODS = ("input", "oracle", "ensemble", "scratch", "vanilla", "modelsoups",
-                       "fusing", "fusiondistill")
+                       "fusing", "fusiondistill", "fusiondistill_moe")
 
 
 def per_degradation(**values) -> ml_collections.ConfigDict:
@@ -63,4 +63,8 @@ def restoration_config() -> ml_collections.ConfigDict:
       c.experts.update(loss="ce", cos_weight=1.0)
     if stage == "fusiondistill":
       c.fusiondistill.update(alpha=1.0, gamma=1.0)
+  # FusionDistill-MoE: the U-Net student of fdjax.moe.unet_student, experts at the
+  # routed U-Net levels ('encoder<l>', 'middle', 'decoder<l>'), gates per pixel there.
+  c.moe.update(epochs=2, optimizer=adam(3e-4), stages="decoder1", routing="pixel",
+               ks="1,2", train_k=2, alpha=1.0, gamma=1.0)
   return c

@@ -20,6 +20,7 @@ from absl import logging
 from fdjax import methods as methods_lib
 from fdjax.config import parse_ints
 from fdjax.distributed import is_main_process, write_once
+from fdjax.eval import per_image as per_image_lib
 from fdjax.eval import plots, report
 from fdjax.lock import workdir_lock
 from fdjax.study import Runner, load_dataset, make_context
@@ -83,6 +84,8 @@ def _run(config, workdir: str, methods, seeds) -> list[report.Record]:
   records, extra, fingerprints = [], {}, {}
   outputs = {m.name: [] for m in methods}
   progress, dataset, ctx = None, None, None
+  images: list[str] = []
+  per_image: list = []   # (row label, seed, per-image scores): per_image.csv
   for seed in seeds:
     if dataset is None or config.data.validation_fraction:
       dataset = load_dataset(config, seed)  # the validation split depends on the seed
@@ -102,19 +105,29 @@ def _run(config, workdir: str, methods, seeds) -> list[report.Record]:
                  "".join(f"; {d} tested on {t.describe()}"
                          for d, t in dataset.test_sets.items()))
     rename = lambda label: ctx.task.row_labels.get(label, label)
+    row_models = {}
     for method in methods:
       out = method.rows(runner)
       records += [(rename(label), seed, results) for label, results in out.rows]
+      per_image += [(rename(label), seed, results.pop("per_image")) for label, results
+                    in out.rows if "per_image" in results]  # not in results.json
+      row_models.update({rename(label): m for label, m in out.models.items()})
       extra.update({rename(label): columns for label, columns in out.extra.items()})
       if ctx.config.eval.get("cost_columns"):
-        for label, _ in out.rows:
-          extra.setdefault(rename(label), {}).update(cost_columns(ctx, method))
+        for label, _ in out.rows:  # a method's own cost columns (the MoE's) win
+          columns = extra.setdefault(rename(label), {})
+          for key, value in cost_columns(ctx, method).items():
+            columns.setdefault(key, value)
       outputs[method.name].append(out)
+    if seed == seeds[0] and hasattr(ctx.task, "report_images") and row_models:
+      images = write_once(lambda: ctx.task.report_images(ctx, row_models, workdir),
+                          "images") or []
   metric = ctx.task.metric
 
   def write_results():
     report.write_reports(records, workdir, extra=extra or None, metric=metric,
                          fingerprints=fingerprints, metrics=ctx.task.metrics)
+    per_image_lib.write(workdir, per_image, [m.name for m in ctx.task.metrics])
     return plots.plot_metric_vs_level(records, workdir, metric=metric)
 
   figures = write_once(write_results, "results")
@@ -131,7 +144,7 @@ def _run(config, workdir: str, methods, seeds) -> list[report.Record]:
   print(report.format_table(records, extra=extra or None, metric=metric,
                             metrics=ctx.task.metrics))
   print(note)
-  print(_file_summary(workdir, figures, seeds))
+  print(_file_summary(workdir, figures, seeds, images))
   return records
 
 
@@ -145,12 +158,16 @@ def cost_columns(ctx, method) -> dict:
   return {"params": held * dense, "FLOPs/img (rel.)": run}
 
 
-def _file_summary(workdir: str, figures, seeds) -> str:
+def _file_summary(workdir: str, figures, seeds, images=()) -> str:
   extra_files = sorted(f for f in os.listdir(workdir) if f.endswith(".png") and
-                       os.path.join(workdir, f) not in figures)
+                       os.path.join(workdir, f) not in list(figures) + list(images))
   lines = [f"Files in {workdir}:",
-           "  tables:  " + ", ".join(RESULT_FILES),
+           "  tables:  " + ", ".join(RESULT_FILES + tuple(
+               f for f in (per_image_lib.FILE,) if os.path.exists(os.path.join(workdir, f)))),
            "  figures: " + ", ".join(os.path.basename(p) for p in figures + extra_files),
+           *(["  images:  " + ", ".join(os.path.basename(p) for p in images)
+              + "  (example test images: input | each single-model row | target)"]
+             if images else []),
            "  models:  " + ", ".join(f"seed_{s}/<stage>/variables" for s in seeds)
            + "  (load with fdjax.load_model(workdir, method))"]
   return "\n".join(lines)

@@ -4,8 +4,10 @@
   config, ``model.feature_names``; nothing runs);
 * restoration: the ``restoration`` block has only known fields (unknown ones named with
   the nearest known names) with valid values; ``data.source`` is 'photos' or 'sets';
-  with 'sets', ``data.root`` exists; the mixture-of-experts methods are refused (not
-  built for restoration yet); method 'input' needs a task with image outputs.
+  with 'sets', ``data.root`` exists; with 'fusiondistill_moe', ``moe.stages`` names U-Net
+  levels that hold blocks, ``moe.routing`` is 'pixel' or 'image' and ``moe.router_input``
+  'stage' or 'image'; 'routed_experts' is refused (its router-parameter count reads a
+  ResNet student's stages); method 'input' needs a task with image outputs.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import difflib
 
 from fdjax.config import parse_list
 
-MOE_METHODS = ("fusiondistill_moe", "routed_experts")
+# Methods a restoration study cannot run, with why.
+RESTORATION_REFUSED = {"routed_experts": "its router-parameter column counts a ResNet "
+                                         "student's stages; not built for the U-Net student"}
 RESTORATION_SOURCES = ("photos", "sets")
 
 
@@ -55,6 +59,18 @@ def _restoration_block(config, problems: list[str]) -> None:
                     f"2**depth = {2 ** depth}, got {patch}")
 
 
+def _restoration_student(config, problems: list[str]) -> None:
+  """FusionDistill-MoE's U-Net student builds from the config (levels named by
+  ``moe.stages`` exist, routing and router input known); nothing runs."""
+  from fdjax.errors import ConfigError
+  from fdjax.moe.unet_student import restoration_student
+
+  try:
+    restoration_student(config, int(config.moe.train_k))
+  except ConfigError as e:
+    problems.append(str(e))
+
+
 def _restoration_data(config, problems: list[str]) -> None:
   from fdjax.data.restoration_sets import resolve_root
 
@@ -78,11 +94,11 @@ def check_task(config, problems: list[str]) -> None:
   if name == "restoration":
     _restoration_block(config, problems)
     _restoration_data(config, problems)
-    refused = [m for m in methods if m in MOE_METHODS]
-    if refused:
-      problems.append(f"methods {refused} are not available for task 'restoration' yet "
-                      f"(the restoration MoE student is not built); remove them from "
-                      f"config.methods")
+    for method in (m for m in methods if m in RESTORATION_REFUSED):
+      problems.append(f"method {method!r} is not available for task 'restoration' "
+                      f"({RESTORATION_REFUSED[method]}); remove it from config.methods")
+    if "fusiondistill_moe" in methods and not problems:
+      _restoration_student(config, problems)
   if "input" in methods and not hasattr(TASKS[name], "identity"):
     problems.append(f"method 'input' scores degraded inputs as outputs: task {name!r} "
                     f"does not output images")

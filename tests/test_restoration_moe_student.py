@@ -147,3 +147,32 @@ def test_students_need_a_plain_u_net_and_model_options_are_checked():
   config.restoration.model_options = {"num_experts": 3, "k": 1}
   model = task.build_model(config, tasks.DataSpec(SHAPE))
   assert (model.num_experts, model.k, model.width) == (3, 1, 4)
+
+
+def test_router_usage_counts_the_unpadded_pixels_of_every_image_size():
+  """Per-pixel routing over a test set of two image sizes (13x17, padded to 14x18 by the
+  depth-1 U-Net, and 8x8): each level counts exactly the H x W decisions of every image
+  (padding pixels and padding examples dropped); a real set is one level, nan, whose
+  counts per expert equal numpy's bincount of the arg-max gates cropped to the image."""
+  from fdjax.data.splits import ImageSet
+  from fdjax.data.testsets import TestSet
+  from fdjax.degradations.plan import LevelPlan
+  from fdjax.moe import usage as usage_lib
+  from fdjax.tasks.restoration import RestorationTask
+
+  _, _, variables = student_variables()
+  rng = np.random.default_rng(0)
+  big, small = (rng.integers(0, 256, (n, h, w, 3), dtype=np.uint8)
+                for n, h, w in ((3, 13, 17), (2, 8, 8)))
+  groups = (ImageSet.from_fields({"image": big}), ImageSet.from_fields({"image": small}))
+  real = TestSet("pairs", (ImageSet.from_fields({"image": big, "target": big}),), real=True)
+  plan = LevelPlan(("denoise", "haze"), (), explicit=(("denoise", (0.0, 25.0)),
+                                                      ("haze", (1.0,))))
+  task, model = RestorationTask(patch=None), STUDENT.clone(k=1)
+  stats = usage_lib.routing_stats(task, model, variables, TestSet("mixed", groups), plan,
+                                  batch_size=2, test_sets={"haze": real})
+  assert stats.levels[0] == [0.0, 25.0] and np.isnan(stats.levels[1]).all()
+  np.testing.assert_allclose(stats.counts[0].sum(axis=1), 3 * 13 * 17 + 2 * 8 * 8)
+  forward = jax.jit(lambda v, x: task.forward(model, v, x)[1]["router"])
+  top1 = np.asarray(forward(variables, big))[:, :13, :17].argmax(-1)
+  np.testing.assert_allclose(stats.counts[1][0], np.bincount(top1.ravel(), minlength=3))

@@ -1,15 +1,20 @@
 """The restoration study end to end (tiny U-Net, a few steps on the embedded photos):
-rows Input, Oracle and ONE ModelSoups row (no BatchNorm: one fused model), PSNR and SSIM
+rows Input, Oracle, ONE ModelSoups row (no BatchNorm: one fused model) and
+FusionDistill-MoE (K=2) with its cost and routing columns and router usage, PSNR and SSIM
 columns marked synthetic; the Input row's denoise PSNR equals numpy's on the same noisy
 image; and the restoration config checks."""
 
 import importlib.util
+import csv
 import json
 import os
+import re
 import pathlib
 
 import numpy as np
 import pytest
+from PIL import Image
+from skimage.metrics import structural_similarity
 from fdjax import degradations, pipeline
 from fdjax.data import restoration_sets
 from fdjax.data.paired import PairedImages
@@ -30,7 +35,8 @@ def load_config(name: str, arg=None):
 
 def tiny():
   config = load_config("restoration_quickstart", "tiny")
-  config.methods = "input,oracle,modelsoups"
+  config.methods = "input,oracle,modelsoups,fusiondistill_moe"
+  config.moe.ks = "2"      # one MoE row (K=1 is the same code at another k)
   config.degradations = "denoise,haze"
   config.fusion.weights = "1,1"
   config.data.tile = 32    # 4 x 5 tiles of the china.jpg crop: two steps per stage
@@ -54,7 +60,7 @@ def test_tiny_restoration_study(tmp_path, monkeypatch):
   monkeypatch.setattr(restoration_sets, "photos", small_photos)
   records = pipeline.run(tiny(), str(tmp_path))
   rows = {label: results for label, _, results in records}
-  assert list(rows) == ["Input", "Oracle", "ModelSoups"]
+  assert list(rows) == ["Input", "Oracle", "ModelSoups", "FusionDistill-MoE (K=2)"]
   assert sorted(os.listdir(tmp_path / "seed_0" / "fused")) == ["average"]
   flower = small_photos()[1].targets[0]
   noisy = np.asarray(degradations.apply("denoise", eval_key(301, "denoise", 25, 0),
@@ -62,12 +68,39 @@ def test_tiny_restoration_study(tmp_path, monkeypatch):
   mse = np.mean((noisy.astype(np.float64) - flower) ** 2)
   assert rows["Input"]["denoise"]["all"] == pytest.approx(10 * np.log10(255 ** 2 / mse), abs=1e-3)
   assert rows["Input"]["clean"] is None
+  # per_image.csv: one line per row, task, level and image; the Input row's values are
+  # numpy's PSNR and scikit-image's SSIM (Gaussian 11x11, sigma 1.5) of the noisy image.
+  with open(tmp_path / "per_image.csv") as f:
+    lines = list(csv.DictReader(f))
+  assert len(lines) == 4 * 2 and {l["image"] for l in lines} == {"flower"}
+  line = next(l for l in lines if l["row"] == "Input" and l["degradation"] == "denoise")
+  assert (line["seed"], line["test_set"], float(line["level"])) == ("0", "photos", 25.0)
+  assert float(line["psnr"]) == pytest.approx(10 * np.log10(255 ** 2 / mse), abs=1e-3)
+  ssim = structural_similarity(flower, noisy, channel_axis=-1, gaussian_weights=True,
+                               sigma=1.5, use_sample_covariance=False, data_range=255)
+  assert float(line["ssim"]) == pytest.approx(ssim, abs=1e-3)
+  # One example grid per task: input | Oracle | ModelSoups | MoE | target, one row (the
+  # 41x57 image fits a cell whole); cells counted from the right edge (image_grid layout).
+  for name in ("denoise", "haze"):
+    grid = np.asarray(Image.open(tmp_path / f"examples_{name}.png").convert("RGB"))
+    y, right = 16 + 4, grid.shape[1]
+    cell = lambda c: grid[y:y + 41, right - (5 - c) * (57 + 4):right - (5 - c) * (57 + 4) + 57]
+    np.testing.assert_array_equal(cell(4), flower)
+    if name == "denoise":
+      np.testing.assert_array_equal(cell(0), noisy)
   for results in rows.values():
     assert results["denoise"]["synthetic"] and results["denoise"]["test_set"] == "photos"
     assert 0 < results["metrics"]["ssim"]["haze"]["all"] <= 1
   saved = json.loads((tmp_path / "results.json").read_text())
   params = {row: saved["extra"][row]["params"] for row in rows}  # 2 experts, 1 fused model
   assert params["Input"] == 0 and params["Oracle"] == 2 * params["ModelSoups"] > 0
+  moe = saved["extra"]["FusionDistill-MoE (K=2)"]  # 2 copies of decoder1's block + router
+  assert params["ModelSoups"] < moe["params"] == moe["active params"] < params["Oracle"]
+  assert moe["FLOPs/img (rel.)"] > 1 and 0 <= moe["routing acc. (non-clean)"] <= 100
+  usage = (tmp_path / "router_usage.md").read_text()   # pixels per expert, each row 100%
+  for name in ("denoise", "haze"):
+    row = next(line for line in usage.splitlines() if line.startswith(f"| {name} |"))
+    assert sum(float(v) for v in row.split("|")[2:4]) == pytest.approx(100, abs=0.15)
   assert saved["test_sets"]["haze"] == {"test_set": "photos", "synthetic": True}
   table = (tmp_path / "results.md").read_text()
   assert "denoise (photos, synthetic)" in table and "SSIM avg" in table
@@ -78,7 +111,9 @@ def test_tiny_restoration_study(tmp_path, monkeypatch):
     ("restoration.loss", "l2", "restoration.loss must be one of"),
     ("restoration.patch", 30, "multiple of the U-Net stride"),
     ("distill_feature", "stage3", "distill_feature must be one of the model's features"),
-    ("methods", "oracle,fusiondistill_moe", "not available for task 'restoration'"),
+    ("methods", "oracle,routed_experts", "'routed_experts' is not available for task"),
+    ("moe.stages", "stage3", "some of ['encoder1', 'encoder2', 'middle', 'decoder1', "
+                             "'decoder2']; got 'stage3'"),
     ("data.source", "digits", "data.source must be one of ('photos', 'sets')"),
     ("eval_levels.denoise", "15,25.5", "eval_levels.denoise"),
 ])
@@ -90,7 +125,7 @@ def test_restoration_config_errors(field, value, fragment):
     node = node[b]
   with node.unlocked() if hasattr(node, "unlocked") else node:
     node[last] = value
-  with pytest.raises(ConfigError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
+  with pytest.raises(ConfigError, match=re.escape(fragment)):
     validate_config(config)
 
 

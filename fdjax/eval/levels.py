@@ -52,7 +52,7 @@ LevelPredict = Callable[..., jax.Array]
 
 __all__ = ["LevelPredict", "Predict", "eval_key", "evaluate_all", "evaluate_levels",
            "level_indices", "mean_over_levels", "predictor", "stride_levels", "subset",
-           "with_degradation"]
+           "test_batches", "with_degradation"]
 
 
 @functools.lru_cache(maxsize=64)
@@ -99,8 +99,9 @@ def _as_testset(split) -> TestSet:
   return split if isinstance(split, TestSet) else TestSet.of_split("test", split)
 
 
-def _batches(split, batch_size: int, mesh):
-  """``(batch_index, batch)`` over every group of ``split`` (ImageSet or TestSet)."""
+def test_batches(split, batch_size: int, mesh):
+  """``(batch_index, batch)`` over every group of ``split`` (ImageSet or TestSet); the
+  batch index runs on over the groups (it picks the evaluation key)."""
   index = 0
   for group in _as_testset(split).groups:
     for batch in eval_batches(group, batch_size, mesh):
@@ -114,6 +115,33 @@ def jit_scores(task):
   return jax.jit(task.scores)
 
 
+@functools.lru_cache(maxsize=16)
+def jit_scores_per_image(task):
+  """``(outputs, batch) -> (task.scores(...), task.per_image(...))`` in one jitted call
+  (XLA computes each image's values once for both)."""
+  return jax.jit(lambda outputs, batch: (task.scores(outputs, batch),
+                                         task.per_image(outputs, batch)))
+
+
+def _scorer(task, collect):
+  """``score(outputs, batch, j) -> {metric: (sum, count)}``; with ``collect`` (a dict) it
+  also appends each unmasked image's values to ``collect[metric][j]`` (host floats)."""
+  if collect is None:
+    plain = jit_scores(task)
+    return lambda outputs, batch, j: plain(outputs, batch)
+  both = jit_scores_per_image(task)
+
+  def score(outputs, batch, j):
+    sums, values = both(outputs, batch)
+    keep = np.asarray(batch["mask"], bool)
+    for metric, v in jax.device_get(values).items():
+      lists = collect.setdefault(metric, {})
+      lists.setdefault(j, []).extend(float(x) for x in np.asarray(v)[keep])
+    return sums
+
+  return score
+
+
 def _ratios(sums: dict, count) -> dict:
   n = max(float(count), 1.0)
   return {name: [float(s) / n for s in values] for name, values in jax.device_get(sums).items()}
@@ -121,13 +149,15 @@ def _ratios(sums: dict, count) -> dict:
 
 def scores_at_levels(task, predict_fn: LevelPredict, variables, split, name: str,
                      levels: Sequence[tuple[float, int]], *, batch_size: int, mesh=None,
-                     seed: int) -> dict[str, list[list[float]]]:
+                     seed: int, collect: dict | None = None) -> dict[str, list[list[float]]]:
   """``{metric: [[level, value], ...]}`` for every metric of ``task.scores``: what
-  ``evaluate_levels`` computes, for all metrics at once."""
-  score = jit_scores(task)
+  ``evaluate_levels`` computes, for all metrics at once. ``collect``: a dict that
+  receives ``{metric: {level position j: [value per image, in split order]}}`` (a task
+  with ``per_image``)."""
+  score = _scorer(task, collect)
   sums: dict = {}
   count = 0
-  for batch_index, batch in _batches(split, batch_size, mesh):
+  for batch_index, batch in test_batches(split, batch_size, mesh):
     size = batch["image"].shape[0]
     for j, (level, index) in enumerate(levels):
       level_array = np.full((size,), level, np.float32)
@@ -135,7 +165,7 @@ def scores_at_levels(task, predict_fn: LevelPredict, variables, split, name: str
         level_array = jax.device_put(level_array, data_sharding(mesh))
       outputs = predict_fn(variables, batch["image"], level_array,
                            eval_key(seed, name, index, batch_index))
-      for metric, (s, c) in score(outputs, batch).items():
+      for metric, (s, c) in score(outputs, batch, j).items():
         acc = sums.setdefault(metric, [0] * len(levels))
         acc[j] = acc[j] + s
     count = count + c
@@ -163,14 +193,16 @@ def evaluate_levels(task, predict_fn: LevelPredict, variables, split, name: str,
                           batch_size=batch_size, mesh=mesh, seed=seed)[task.metric.name]
 
 
-def split_scores(task, predict, variables, split, *, batch_size: int, mesh=None) -> dict:
+def split_scores(task, predict, variables, split, *, batch_size: int, mesh=None,
+                 collect: dict | None = None) -> dict:
   """``{metric: value}`` of a jitted clean ``predict`` over ``split`` (ImageSet or
-  TestSet), every batch as it is (no degradation)."""
-  score = jit_scores(task)
+  TestSet), every batch as it is (no degradation); ``collect`` as ``scores_at_levels``
+  (level position 0)."""
+  score = _scorer(task, collect)
   sums: dict = {}
   count = 0
-  for _, batch in _batches(split, batch_size, mesh):
-    for metric, (s, c) in score(predict(variables, batch["image"]), batch).items():
+  for _, batch in test_batches(split, batch_size, mesh):
+    for metric, (s, c) in score(predict(variables, batch["image"]), batch, 0).items():
       sums[metric] = [sums[metric][0] + s] if metric in sums else [s]
     count = count + c
   return {metric: values[0] for metric, values in _ratios(sums, count).items()}
@@ -185,15 +217,20 @@ def mean_over_levels(per_level: Sequence[Sequence[float]]) -> float:
 
 def evaluate_all(task, variables, split, plan: LevelPlan, *, batch_size: int, mesh=None,
                  model=None, predict: Predict | None = None,
-                 max_examples: int | None = None, test_sets=None) -> dict:
+                 max_examples: int | None = None, test_sets=None,
+                 per_image: bool = False) -> dict:
   """The clean metric and the mean over levels for each degradation of ``plan``.
 
   ``predict``: a traceable clean predictor ``(variables, images_uint8) -> outputs``
   (an ensemble, a mixture-of-experts student); default ``predictor(task, model)``.
   ``max_examples``: evaluate on a class-balanced subset (``subset``; a test set's first
   images). ``test_sets``: ``{degradation: TestSet}`` scored instead of ``split`` for
-  those degradations (module docstring).
+  those degradations (module docstring). ``per_image`` (a task with ``per_image``, one
+  process): also ``results['per_image'] = {degradation: {'test_set', 'names', 'levels'
+  (None for a real set), <metric>: [[value per image] per level]}}``.
   """
+  per_image = per_image and hasattr(task, "per_image") and jax.process_count() == 1
+  images: dict = {}
   predict = predict or predictor(task, model)
   clean_predict = jit_clean(predict, mesh)
   split = subset(split, max_examples)
@@ -203,15 +240,20 @@ def evaluate_all(task, variables, split, plan: LevelPlan, *, batch_size: int, me
   extra = {m: {"clean": values[m]} for m in others}
   for name in plan.names:
     tests = subset((test_sets or {}).get(name, split), max_examples)
+    collect = {} if per_image else None
     if isinstance(tests, TestSet) and tests.real:
       values = split_scores(task, clean_predict, variables, tests, batch_size=batch_size,
-                            mesh=mesh)
+                            mesh=mesh, collect=collect)
       per_metric = {m: (values[m], []) for m in values}
+      levels = [None]
     else:
+      levels = [level for level, _ in plan.eval_levels(name)]
       per_level = scores_at_levels(task, with_degradation(predict, name, mesh), variables,
                                    tests, name, plan.eval_levels(name), batch_size=batch_size,
-                                   mesh=mesh, seed=plan.eval_seed)
+                                   mesh=mesh, seed=plan.eval_seed, collect=collect)
       per_metric = {m: (mean_over_levels(p), p) for m, p in per_level.items()}
+    if per_image:
+      images[name] = _per_image_entry(tests, levels, collect)
     mark = ({"test_set": tests.name, "synthetic": not tests.real} if test_sets else {})
     all_, per = per_metric[headline]
     listed = {"explicit": True} if name in dict(plan.explicit) else {}
@@ -223,4 +265,15 @@ def evaluate_all(task, variables, split, plan: LevelPlan, *, batch_size: int, me
     extra[m]["avg"] = float(np.mean([extra[m][n]["all"] for n in plan.names]))
   if extra:
     results["metrics"] = extra
+  if images:
+    results["per_image"] = images
   return results
+
+
+def _per_image_entry(tests, levels, collect: dict) -> dict:
+  n = len(tests)
+  names = list(getattr(tests, "names", ()))
+  return {"test_set": getattr(tests, "name", "test"),
+          "names": names if len(names) == n else [str(i) for i in range(n)],
+          "levels": levels,
+          **{m: [by_level[j] for j in range(len(levels))] for m, by_level in collect.items()}}

@@ -22,14 +22,27 @@ import dataclasses
 from typing import Any, Callable, Mapping, Sequence
 
 
+# degradation name -> (module, or None for the task's dense model, variables): the one
+# model a row runs on that degradation's test images.
+RowModel = Callable[[str], tuple[Any, Any]]
+
+
+def one_model(variables, model=None) -> RowModel:
+  """The ``RowModel`` of a row that runs the same model on every degradation."""
+  return lambda degradation: (model, variables)
+
+
 @dataclasses.dataclass
 class Output:
-  """One seed's rows: ``[(row label, results)]``, extra columns per row label and
-  anything ``finalize`` needs (``artifacts``)."""
+  """One seed's rows: ``[(row label, results)]``, extra columns per row label, anything
+  ``finalize`` needs (``artifacts``) and, for the rows that run ONE model per image
+  (not ensembles nor routed experts), ``models``: row label -> ``RowModel`` (what the
+  task's example images, ``Task.report_images``, show)."""
 
   rows: list[tuple[str, dict]] = dataclasses.field(default_factory=list)
   extra: dict[str, dict] = dataclasses.field(default_factory=dict)
   artifacts: dict[str, Any] = dataclasses.field(default_factory=dict)
+  models: dict[str, RowModel] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)

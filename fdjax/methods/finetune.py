@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from fdjax.methods.base import Loadable, Method, Output
+from fdjax.methods.base import Loadable, Method, Output, one_model
 from fdjax.study.runner import Stage
 from fdjax.study.training import Recipe, train_stage
 from fdjax.train.objectives import supervised_loss
@@ -35,7 +35,9 @@ def _method(name: str, label: str, init_stage) -> Method:
                         block=name, shares=len(ctx.degradations))}
 
   def rows(runner):
-    return Output([(label, runner.evaluate(name, runner.get(name)))])
+    variables = runner.get(name)
+    return Output([(label, runner.evaluate(name, variables))],
+                  models={label: one_model(variables)})
 
   return Method(name, requires=lambda ctx: (name,), rows=rows, stages=stages,
                 models={name: Loadable(name)})

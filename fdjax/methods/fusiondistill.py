@@ -4,7 +4,7 @@ combined degradations, ``alpha * task loss + sum_i gamma_i * (1 - cos(student, e
 from __future__ import annotations
 
 from fdjax import distill
-from fdjax.methods.base import Loadable, Method, Output
+from fdjax.methods.base import Loadable, Method, Output, one_model
 from fdjax.methods.finetune import fused_init
 from fdjax.study import stages
 from fdjax.study.runner import Stage
@@ -32,7 +32,9 @@ def _stages(ctx):
 
 
 def _rows(runner) -> Output:
-  return Output([("FusionDistill", runner.evaluate("fusiondistill", runner.get("fusiondistill")))])
+  variables = runner.get("fusiondistill")
+  return Output([("FusionDistill", runner.evaluate("fusiondistill", variables))],
+                models={"FusionDistill": one_model(variables)})
 
 
 METHOD = Method("fusiondistill", requires=lambda ctx: ("fusiondistill",), rows=_rows,

@@ -17,7 +17,7 @@ from fdjax import moe
 from fdjax.config import parse_ints
 from fdjax.eval import levels as levels_lib
 from fdjax.eval import plots
-from fdjax.methods.base import Loadable, Method, Output
+from fdjax.methods.base import Loadable, Method, Output, one_model
 from fdjax.methods.finetune import fused_init
 from fdjax.moe import usage as usage_lib
 from fdjax.moe.student import STAGE, moe_student, recipe_parts
@@ -38,11 +38,15 @@ def _stages(ctx):
 
 
 def cost(ctx, model, variables, k: int | None = None) -> dict:
-  """Parameters, active parameters and XLA inference FLOPs per image of ``model``."""
+  """Parameters, active parameters and XLA inference FLOPs per image of ``model``, run
+  at the data set's image shape (the training tiles' for restoration) padded up to the
+  model's stride."""
   def apply(m):  # the network itself, on model inputs (the cost of no preprocessing)
     return lambda v, x: m.apply(v, x, train=False)[0]
 
-  shape = (1, *ctx.dataset.image_shape)
+  stride = int(getattr(model, "stride", 1))  # a U-Net runs on multiples of its stride
+  h, w, c = ctx.dataset.image_shape
+  shape = (1, -(-h // stride) * stride, -(-w // stride) * stride, c)
   num_experts = len(ctx.degradations) if k is not None else None
   result = moe.model_cost(apply(model), variables, shape, num_experts, k)
   if k is not None and getattr(model, "dispatch", None) == "dense":   # the ResNet student
@@ -74,9 +78,11 @@ def routing(runner, model, variables) -> usage_lib.RoutingStats:
     return usage_lib.RoutingStats(tuple(saved["names"]), saved["levels"],
                                   [np.asarray(c, np.float64) for c in saved["counts"]],
                                   [np.asarray(h, np.float64) for h in saved["entropy"]])
-  split = levels_lib.subset(ctx.dataset.test, ctx.config.eval.max_examples or None)
+  first = ctx.config.eval.max_examples or None   # as the evaluation: the same images
+  split = levels_lib.subset(ctx.dataset.test_for("clean"), first)
+  tests = {n: levels_lib.subset(t, first) for n, t in ctx.dataset.test_sets.items()}
   stats = usage_lib.routing_stats(ctx.task, model, variables, split, ctx.plan,
-                                  batch_size=ctx.config.eval_batch_size)
+                                  batch_size=ctx.config.eval_batch_size, test_sets=tests)
   os.makedirs(runner.evaluate.dir, exist_ok=True)
   with open(path, "w") as f:
     json.dump({"names": list(stats.names), "levels": stats.levels,
@@ -102,11 +108,16 @@ def _rows(runner) -> Output:
     model = trained.clone(k=k)
     row = f"FusionDistill-MoE (K={k})"
     out.rows.append((row, runner.evaluate(f"fusiondistill_moe_k{k}", variables, model=model)))
+    out.models[row] = one_model(variables, model)
     out.extra[row] = {**cost_columns(cost(ctx, model, variables, k=k), dense),
                       **routing_column(stats)}
     rows.append(row)
   out.artifacts["routing"] = (ctx.seed, rows, stats)
   return out
+
+
+def _level(level: float) -> str:
+  return "real" if np.isnan(level) else f"{level:g}"   # nan: a real test set's inputs
 
 
 def _finalize(outputs, workdir: str, ctx) -> None:
@@ -131,7 +142,7 @@ def _finalize(outputs, workdir: str, ctx) -> None:
               usage_lib.format_usage(matrix, names, experts), "",
               usage_lib.format_accuracy(accuracy, entropy, names), "",
               "Routing accuracy per level (%): " + "; ".join(
-                  f"{n} " + ", ".join(f"{lvl:g}: {100 * a:.0f}"
+                  f"{n} " + ", ".join(f"{_level(lvl)}: {100 * a:.0f}"
                                       for lvl, a in accuracy[n]["per_level"])
                   for n in names), ""]
     matrices.append(matrix)

@@ -5,7 +5,7 @@ for a model without BatchNorm, one row 'ModelSoups' (``stages.fusion_modes``).""
 from __future__ import annotations
 
 from fdjax.config import parse_list
-from fdjax.methods.base import Loadable, Method, Output
+from fdjax.methods.base import Loadable, Method, Output, one_model
 from fdjax.study.fused import BN_MODES
 from fdjax.study.stages import fusion_modes, has_batch_stats
 
@@ -19,8 +19,9 @@ def _rows(runner) -> Output:
   batch_norm = has_batch_stats(runner.ctx)
   for bn_mode in _variants(runner.ctx):
     label = f"ModelSoups (BN {bn_mode})" if batch_norm else "ModelSoups"
-    out.rows.append((label, runner.evaluate(f"modelsoups_{bn_mode}",
-                                            runner.get(f"fused/{bn_mode}"))))
+    variables = runner.get(f"fused/{bn_mode}")
+    out.rows.append((label, runner.evaluate(f"modelsoups_{bn_mode}", variables)))
+    out.models[label] = one_model(variables)
   return out
 
 

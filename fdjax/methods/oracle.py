@@ -22,15 +22,18 @@ def _own_task(names, per_expert, clean) -> dict:
 
 def _rows(runner) -> Output:
   ctx = runner.ctx
-  per_expert = [runner.evaluate(f"expert_{d}", v)
-                for d, v in zip(ctx.degradations, stages.experts(runner))]
+  experts = dict(zip(ctx.degradations, stages.experts(runner)))
+  per_expert = [runner.evaluate(f"expert_{d}", v) for d, v in experts.items()]
   heatmap = [[r[d]["all"] for d in ctx.degradations] for r in per_expert]
   clean = runner.evaluate("clean", runner.get("clean"))
   results = _own_task(ctx.degradations, per_expert, clean)
+  if all("per_image" in r for r in per_expert):  # each task's images, its own expert
+    results["per_image"] = {d: r["per_image"][d] for d, r in zip(ctx.degradations, per_expert)}
   if "metrics" in clean:  # secondary metrics (SSIM), combined the same way
     results["metrics"] = {m: _own_task(ctx.degradations, [r["metrics"][m] for r in per_expert],
                                        clean["metrics"][m]) for m in clean["metrics"]}
-  return Output([("Oracle", results)], artifacts={"heatmap": heatmap})
+  return Output([("Oracle", results)], artifacts={"heatmap": heatmap},
+                models={"Oracle": lambda d: (None, experts[d])})  # each task's own expert
 
 
 def _finalize(outputs, workdir: str, ctx) -> None:

@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fdjax import degradations
-from fdjax.eval.metric import eval_batches
+from fdjax.eval import levels as levels_lib
 
 # name -> (comparison, threshold): a level is near-clean when ``level <op> threshold``.
 NEAR_CLEAN: dict[str, tuple[str, float]] = {
@@ -63,16 +63,33 @@ def near_clean_rule(name: str) -> str:
   return f"level {op} {threshold:g}"
 
 
+def _valid(top1, images, stride: int):
+  """``top1`` ``[B, h, w]`` (per-pixel decisions on images padded to ``stride``) cropped
+  to the rows and columns that cover the unpadded ``images`` ``[B, H, W, 3]``; per-image
+  decisions ``[B]`` as they are."""
+  if top1.ndim < 3:
+    return top1
+  padded = [-(-n // stride) * stride for n in images.shape[1:3]]
+  keep = [-(-n // (p // r)) for n, p, r in zip(images.shape[1:3], padded, top1.shape[1:3])]
+  return top1[:, :keep[0], :keep[1]]
+
+
 @functools.lru_cache(maxsize=16)
-def _counts_fn(task, model, name: str, num_experts: int):
+def _counts_fn(task, model, name: str | None, num_experts: int):
+  """Jitted ``(variables, images, levels, mask, key) -> (counts [E], entropy sum)``;
+  ``name`` None routes the images as they are (a real test set's inputs)."""
+  stride = int(getattr(model, "stride", 1))
+
   @jax.jit
   def counts(variables, images, level_vector, mask, key):
-    degraded = degradations.apply(name, key, images, level_vector)
+    degraded = (images if name is None else
+                degradations.apply(name, key, images, level_vector))
     _, features = task.forward(model, variables, degraded)
-    top1 = jnp.argmax(features["router"], axis=-1)          # [B] or [B, H, W]
+    top1 = _valid(jnp.argmax(features["router"], axis=-1), images, stride)  # [B] or [B,h,w]
+    logits = _valid(features["router_logits"], images, stride)
     weight = mask.reshape(mask.shape + (1,) * (top1.ndim - 1)).astype(jnp.float32)
     one_hot = jax.nn.one_hot(top1, num_experts) * weight[..., None]
-    log_p = jax.nn.log_softmax(features["router_logits"].astype(jnp.float32), axis=-1)
+    log_p = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
     entropy = -jnp.sum(jnp.exp(log_p) * log_p, axis=-1) * weight
     return one_hot.reshape(-1, num_experts).sum(0), jnp.sum(entropy)
   return counts
@@ -94,17 +111,25 @@ class RoutingStats:
     return int(self.counts[0].shape[1])
 
 
-def routing_stats(task, model, variables, split, plan, *, batch_size: int) -> RoutingStats:
-  """One routing pass over ``split`` at every level of ``plan.eval_levels`` (clean
-  included) with the evaluation keys ``plan.eval_key``."""
+def routing_stats(task, model, variables, split, plan, *, batch_size: int,
+                  test_sets=None) -> RoutingStats:
+  """One routing pass over ``split`` (an ``ImageSet`` or a ``TestSet`` of several image
+  sizes) at every level of ``plan.eval_levels`` (clean included) with the evaluation's
+  keys (``plan.eval_key``, batch indices running on over the size groups, as
+  ``fdjax.eval.levels`` does: the images the rows were scored on). ``test_sets``:
+  ``{degradation: TestSet}`` routed instead of ``split`` for those degradations; a
+  real set's inputs are routed as they are, as one level ``nan``. Per-pixel decisions
+  on padding (images padded to the model's stride) are not counted."""
   num_experts = model.num_experts
   levels, counts, entropy = [], [], []
   for name in plan.names:
-    counts_fn = _counts_fn(task, model, name, num_experts)
-    chosen = plan.eval_levels(name)
+    tests = (test_sets or {}).get(name, split)
+    real = bool(getattr(tests, "real", False))
+    counts_fn = _counts_fn(task, model, None if real else name, num_experts)
+    chosen = [(float("nan"), 0)] if real else plan.eval_levels(name)
     totals = [jnp.zeros((num_experts,)) for _ in chosen]
     entropies = [jnp.zeros(()) for _ in chosen]
-    for batch_index, batch in enumerate(eval_batches(split, batch_size, None)):
+    for batch_index, batch in levels_lib.test_batches(tests, batch_size, None):
       for j, (level, index) in enumerate(chosen):
         level_vector = np.full((batch["image"].shape[0],), level, np.float32)
         c, h = counts_fn(variables, batch["image"], level_vector, batch["mask"],

@@ -67,7 +67,7 @@ class Evaluator:
         ctx.task, variables, ctx.dataset.test_for("clean"), ctx.plan,
         batch_size=ctx.config.eval_batch_size, mesh=ctx.mesh, model=model or ctx.model,
         predict=predict, max_examples=ctx.config.eval.max_examples or None,
-        test_sets=ctx.dataset.test_sets or None)
+        test_sets=ctx.dataset.test_sets or None, per_image=True)
 
     def write():
       os.makedirs(self.dir, exist_ok=True)

@@ -23,7 +23,11 @@ sits behind a ``Task``:
 * ``ensemble(member_outputs [N, B, ...]) -> [B, ...]``: how members vote;
 * ``moe_student(config, data_spec, k)`` and ``moe_variables(model, fused, experts, key,
   image_shape)``: FusionDistill-MoE's mixture-of-experts student with top-``k`` routing,
-  and its variables from the fused model and the per-degradation experts.
+  and its variables from the fused model and the per-degradation experts;
+* optional, ``report_images(ctx, row_models, workdir) -> paths``: example images of the
+  rows that run one model (``fdjax.methods.base.Output.models``), written once per study
+  from the first seed (restoration: a comparison grid per task); a task without it
+  writes none.
 """
 
 from __future__ import annotations

@@ -226,6 +226,12 @@ class RestorationTask:
     from fdjax.moe.unet_student import unet_moe_variables
     return unet_moe_variables(model, fused_variables, expert_variables, key, image_shape)
 
+  def report_images(self, ctx, row_models, workdir: str) -> list[str]:
+    """Per task, a PNG grid of a few test images: input | each row | target
+    (``fdjax.eval.example_grids``); returns the paths."""
+    from fdjax.eval import example_grids
+    return example_grids.write_grids(self, ctx, row_models, workdir)
+
   def views(self, key, batch: dict, degrade: DegradeFn | None = None):
     """``(input, clean, input)``, uint8 ``[B, patch, patch, 3]`` (module docstring)."""
     k_patch, k_aug, k_degrade = jax.random.split(key, 3)
