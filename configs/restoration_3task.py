@@ -22,7 +22,8 @@ images of each test set, haze tested at beta 1 only); ``:smoke`` = a minute or t
 (tiny model, 4 images per training set, 2 per test set, one epoch per stage).
 """
 
-from fdjax.config_restoration import restoration_config
+from fdjax.config import set_epochs
+from fdjax.config_restoration import RESTORATION_STAGES, restoration_config
 
 
 def get_config(arg: str | None = None):
@@ -45,18 +46,16 @@ def get_config(arg: str | None = None):
   config.eval_batch_size = 3
   config.log_every_steps = 100
   config.checkpoint.every_steps = 500
-  for stage, epochs in (("clean", 30), ("scratch", 40), ("experts", 10), ("vanilla", 10),
-                        ("fusing", 10), ("fusiondistill", 10), ("moe", 10)):
-    config[stage].epochs = epochs
+  set_epochs(config, clean=30, scratch=40, experts=10, vanilla=10, fusing=10,
+             fusiondistill=10, moe=10)
   if arg == "reduced":
     config.restoration.update(width=24, depth=2, blocks=1, patch=64)
     config.data.max_train_images = 200
     config.batch_size = 8
     config.eval.max_examples = 24
     config.eval_levels.haze = "1"
-    for stage, epochs in (("clean", 3), ("scratch", 3), ("experts", 2), ("vanilla", 1),
-                          ("fusing", 1), ("fusiondistill", 1), ("moe", 1)):
-      config[stage].epochs = epochs
+    set_epochs(config, clean=3, scratch=3, experts=2, vanilla=1, fusing=1, fusiondistill=1,
+               moe=1)
   elif arg == "smoke":
     config.restoration.update(width=8, depth=1, blocks=1, patch=32)
     config.data.max_per_split = 4
@@ -64,8 +63,7 @@ def get_config(arg: str | None = None):
     config.data.validation_fraction = 0.1
     config.batch_size = 4
     config.eval_levels.haze = "1"
-    for stage in ("clean", "scratch", "experts", "vanilla", "fusing", "fusiondistill", "moe"):
-      config[stage].epochs = 1
+    set_epochs(config, **dict.fromkeys(RESTORATION_STAGES, 1))
   elif arg:
     raise ValueError(f"unknown restoration_3task variant {arg!r}; use :reduced, :smoke or "
                      f"nothing")

@@ -15,7 +15,8 @@ and their average, parameters and relative FLOPs per image.
 ``:tiny`` is a seconds-long version (two rows, a few steps) for tests.
 """
 
-from fdjax.config_restoration import restoration_config
+from fdjax.config import set_epochs
+from fdjax.config_restoration import RESTORATION_STAGES, restoration_config
 
 
 def get_config(arg: str | None = None):
@@ -30,9 +31,8 @@ def get_config(arg: str | None = None):
   config.eval_batch_size = 3
   config.log_every_steps = 25
   config.checkpoint.every_steps = 200
-  for stage, epochs in (("clean", 16), ("scratch", 16), ("experts", 4), ("vanilla", 4),
-                        ("fusing", 4), ("fusiondistill", 4), ("moe", 4)):
-    config[stage].epochs = epochs
+  set_epochs(config, clean=16, scratch=16, experts=4, vanilla=4, fusing=4, fusiondistill=4,
+             moe=4)
   config.clean.optimizer.lr = 2e-3
   config.scratch.optimizer.lr = 2e-3
   if arg == "tiny":
@@ -42,8 +42,7 @@ def get_config(arg: str | None = None):
     config.eval_levels.denoise = "25"
     config.eval_levels.rain = "0.03"
     config.eval_levels.haze = "1.5"
-    for stage in ("clean", "scratch", "experts", "vanilla", "fusing", "fusiondistill", "moe"):
-      config[stage].epochs = 1
+    set_epochs(config, **dict.fromkeys(RESTORATION_STAGES, 1))
   elif arg:
     raise ValueError(f"unknown restoration quickstart variant {arg!r}; use :tiny or nothing")
   return config

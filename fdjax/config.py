@@ -47,6 +47,14 @@ def stage_config(epochs: int, optimizer: ml_collections.ConfigDict) -> ml_collec
   return ml_collections.ConfigDict(dict(epochs=epochs, optimizer=optimizer))
 
 
+def set_epochs(config: ml_collections.ConfigDict, **per_stage: int) -> ml_collections.ConfigDict:
+  """Sets ``config.<stage>.epochs`` in place, e.g. ``set_epochs(config, clean=16,
+  experts=4)``; returns ``config``."""
+  for stage, count in per_stage.items():
+    config[stage].epochs = count
+  return config
+
+
 def apply_runlocal(config: ml_collections.ConfigDict, *, max_per_split: int,
                   depth: int | None = 8, stages: Sequence[str] = ("clean",),
                   clear_milestones: bool = False) -> ml_collections.ConfigDict:

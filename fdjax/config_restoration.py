@@ -14,6 +14,8 @@ from fdjax.config import LEVEL_NAMES, base_config, optimizer_config, stage_confi
 from fdjax.tasks.restoration import DEFAULTS
 
 # The rows a restoration study reports ('routed_experts' is not built for it).
+# The training stages of a restoration study (each a `stage_config` block).
+RESTORATION_STAGES = ("clean", "scratch", "experts", "vanilla", "fusing", "fusiondistill", "moe")
 RESTORATION_METHODS = ("input", "oracle", "ensemble", "scratch", "vanilla", "modelsoups",
                        "fusing", "fusiondistill", "fusiondistill_moe")
 
