@@ -176,6 +176,10 @@ def niqe(images, *, model: PristineModel | None = None, crop_border: int = 0,
   if (h // block) * (w // block) < 2:
     raise ValueError(f"niqe needs at least two {block}x{block} blocks, got an image of "
                      f"{h}x{w} pixels (after crop_border={crop_border})")
+  mean = np.asarray(model.mean, np.float32)
+  cov = np.asarray(model.cov, np.float32)
+  if mean.size != NUM_FEATURES or cov.shape != (NUM_FEATURES, NUM_FEATURES):
+    raise ValueError(f"niqe: the model needs mean [{NUM_FEATURES}] and cov "
+                     f"[{NUM_FEATURES}, {NUM_FEATURES}], got {mean.shape} and {cov.shape}")
   return features_distance(block_features(luma, block=int(block)),
-                           jnp.asarray(model.mean, jnp.float32),
-                           jnp.asarray(model.cov, jnp.float32))
+                           jnp.asarray(mean.reshape(NUM_FEATURES)), jnp.asarray(cov))

@@ -177,21 +177,26 @@ def crop_to_blocks(images, block: int = BLOCK) -> jnp.ndarray:
 
 
 @functools.partial(jax.jit, static_argnames=("block",))
-def block_features(luma, block: int = BLOCK) -> jnp.ndarray:
-  """float32 ``[..., B, 36]``: the NIQE features of every block of ``[..., H, W]`` luma
-  images in 0..255 (module docstring); ``B = (H // block) (W // block)``."""
+def block_statistics(luma, block: int = BLOCK) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """``(features float32 [..., B, 36], sharpness float32 [..., B])`` of the blocks of
+  ``[..., H, W]`` luma images in 0..255, ``B = (H // block) (W // block)`` row by row:
+  the NIQE features (module docstring) and the mean local standard deviation (0..255
+  units) of each full-scale block. One compiled program serves both."""
   image = crop_to_blocks(jnp.asarray(luma, jnp.float32), block)
-  per_scale = []
-  for size in (block, block // 2):
-    per_scale.append(_block_features(_blocks(mscn(image), size)))
-    if size == block:
-      image = imresize(image / 255.0, 0.5) * 255.0   # as the references: in 0..1
-  return jnp.concatenate(per_scale, axis=-1)
+  m1, m2 = _centred_moments(image)
+  sigma = jnp.sqrt(jnp.abs(m2 - m1 * m1))
+  sharpness = jnp.mean(_blocks(sigma, block), axis=(-2, -1))
+  full = _block_features(_blocks(-m1 / (sigma + 1.0), block))
+  half = imresize(image / 255.0, 0.5) * 255.0      # as the references: resized in 0..1
+  half = _block_features(_blocks(mscn(half), block // 2))
+  return jnp.concatenate([full, half], axis=-1), sharpness
 
 
-@functools.partial(jax.jit, static_argnames=("block",))
+def block_features(luma, block: int = BLOCK) -> jnp.ndarray:
+  """float32 ``[..., B, 36]``: the NIQE features of every block (``block_statistics``)."""
+  return block_statistics(luma, block=block)[0]
+
+
 def block_sharpness(luma, block: int = BLOCK) -> jnp.ndarray:
-  """float32 ``[..., B]``: mean local standard deviation (0..255 units) of each full-scale
-  block of ``[..., H, W]`` luma images, blocks in the order of ``block_features``."""
-  _, sigma = local_stats(crop_to_blocks(jnp.asarray(luma, jnp.float32), block))
-  return jnp.mean(_blocks(sigma, block), axis=(-2, -1))
+  """float32 ``[..., B]``: each full-scale block's mean local standard deviation."""
+  return block_statistics(luma, block=block)[1]

@@ -1,9 +1,9 @@
 """Fitting NIQE's pristine model from clean photographs (the paper's procedure).
 
 As the MATLAB release's ``estimatemodelparam``: every image is cut into 96x96 blocks;
-the 36 features of each block are computed (``niqe_features.block_features``); only the
+the 36 features of each block are computed (``niqe_features.block_statistics``); only the
 blocks whose sharpness (mean local standard deviation at full scale,
-``block_sharpness``) exceeds ``sharpness_threshold`` (0.75) times the sharpest block of
+``block_statistics``) exceeds ``sharpness_threshold`` (0.75) times the sharpest block of
 the same image are kept; the model is the mean (NaN-skipping, per feature) and the
 sample covariance (over the blocks with all 36 features finite) of the kept blocks.
 The luma is the one ``niqe`` reads (``channel``, rounded to integers); the MATLAB
@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fdjax.eval.niqe import PristineModel, to_luma
-from fdjax.eval.niqe_features import BLOCK, NUM_FEATURES, block_features, block_sharpness
+from fdjax.eval.niqe_features import BLOCK, NUM_FEATURES, block_statistics
 
 SHARPNESS_THRESHOLD = 0.75
 CHUNK = 16  # images per jitted call
@@ -39,8 +39,8 @@ def sharp_block_features(images, *, sharpness_threshold: float = SHARPNESS_THRES
   """float64 ``[M, 36]``: the features of the sharp blocks (module docstring) of
   ``images`` ``[N, H, W, C]`` (one size, 0..255), image by image, blocks row by row."""
   luma = jnp.round(to_luma(jnp.asarray(images), channel))
-  features = np.asarray(block_features(luma, block=block), np.float64)     # [N, B, 36]
-  sharpness = np.asarray(block_sharpness(luma, block=block), np.float64)   # [N, B]
+  features, sharpness = block_statistics(luma, block=block)    # [N, B, 36], [N, B]
+  features, sharpness = np.asarray(features, np.float64), np.asarray(sharpness, np.float64)
   keep = sharpness > sharpness_threshold * sharpness.max(axis=1, keepdims=True)
   return features[keep]
 
