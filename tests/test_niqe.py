@@ -17,7 +17,7 @@ from fdjax.errors import DataError
 from fdjax.eval import niqe as niqe_lib
 from fdjax.eval.matlab_imresize import imresize
 from fdjax.eval.niqe_features import aggd_fit, block_features, ggd_fit, mscn
-from fdjax.eval.niqe_fit import gaussian_of, sharp_block_features
+from fdjax.eval.niqe_fit import gaussian_of, save_model, sharp_block_features
 from niqe_reference import basicsr_metrics_dir, load_basicsr_niqe, matlab_imresize_numpy
 from test_paired import shared_data
 
@@ -139,11 +139,15 @@ def test_bad_input_is_a_clear_error(tmp_path):
     niqe_lib.load_model(tmp_path / "bad.npz")
 
 
-def test_shipped_pristine_model_is_a_valid_gaussian():
+def test_shipped_pristine_model_is_a_valid_gaussian_and_saves_round_trip(tmp_path):
   model = niqe_lib.default_model()
   assert model.mean.shape == (36,) and model.cov.shape == (36, 36)
   np.testing.assert_allclose(model.cov, model.cov.T)
   assert np.linalg.eigvalsh(model.cov).min() > 0
+  save_model(tmp_path / "m.npz", model, source="test")
+  again = niqe_lib.load_model(tmp_path / "m.npz")
+  np.testing.assert_array_equal(again.mean, model.mean)
+  np.testing.assert_array_equal(again.cov, model.cov)
 
 
 def _bt601_y(rgb: np.ndarray) -> np.ndarray:
