@@ -34,7 +34,12 @@ The pristine model is ``PristineModel(mean [36], cov [36, 36])``. The default on
 and shipped beside this module (its docstring gives the command); it is not the MATLAB
 release's parameter file, so values differ from published NIQE figures. A model saved
 as BasicSR's ``niqe_pris_params.npz`` (keys ``mu_pris_param``, ``cov_pris_param``:
-the MATLAB release's parameters) loads with ``load_model(path)`` and reproduces them.
+the MATLAB release's parameters) loads with ``load_model(path)`` and reproduces them:
+with it, fdjax's NIQE of the 19 Set5/Set14 images is within 9.3e-4 relative (5e-3
+absolute) of BasicSR's ``niqe`` (run with a float64 transcription of its resize), and
+5.7295 for Set14's baboon against MATLAB's published 5.7296 (``tests/test_niqe.py``;
+the residual is float32 against float64 moving a moment ratio across a 0.001 step of
+the shape grid).
 """
 
 from __future__ import annotations

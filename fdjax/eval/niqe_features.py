@@ -29,11 +29,11 @@ channel (luma), float, pixel values in 0..255, ``[..., H, W]``.
 from __future__ import annotations
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from scipy.special import gamma as gamma_fn
 
 from fdjax.eval.matlab_imresize import imresize
 
@@ -43,6 +43,7 @@ BLOCK = 96
 NUM_FEATURES = 36
 # The shape grid of the reference implementations (np.arange(0.2, 10.001, 0.001)).
 SHAPE_GRID = np.arange(0.2, 10.001, 0.001)
+gamma_fn = np.vectorize(math.gamma, otypes=[np.float64])
 _R = 1.0 / SHAPE_GRID
 # AGGD moment ratio G(2/a)^2 / (G(1/a) G(3/a)); GGD ratio G(1/a) G(3/a) / G(2/a)^2.
 AGGD_RATIO = gamma_fn(2 * _R) ** 2 / (gamma_fn(_R) * gamma_fn(3 * _R))
