@@ -3,7 +3,8 @@
 * every task: ``distill_feature`` names a feature of the task's model (built from the
   config, ``model.feature_names``; nothing runs);
 * restoration: the ``restoration`` block has only known fields (unknown ones named with
-  the nearest known names) with valid values; ``data.source`` is 'photos' or 'sets';
+  the nearest known names) with valid values; ``config.scoring`` (per-task scoring space)
+  has known settings for degradations the study evaluates; ``data.source`` is 'photos' or 'sets';
   with 'sets', ``data.root`` exists; with 'fusiondistill_moe', ``moe.stages`` names U-Net
   levels that hold blocks, ``moe.routing`` is 'pixel' or 'image' and ``moe.router_input``
   'stage' or 'image'; 'routed_experts' is refused (its router-parameter count reads a
@@ -32,6 +33,8 @@ def model_features(config) -> list[str]:
 
 
 def _restoration_block(config, problems: list[str]) -> None:
+  from fdjax.errors import ConfigError
+  from fdjax.tasks import restoration_scoring as scoring_lib
   from fdjax.tasks.restoration import DEFAULTS, LOSSES, MODELS, DTYPES
 
   block = config.get("restoration")
@@ -53,6 +56,11 @@ def _restoration_block(config, problems: list[str]) -> None:
   for key, (ok, rule) in rules.items():
     if key in block and not ok(block[key]):
       problems.append(f"restoration.{key} must be {rule}, got {block[key]!r}")
+  try:   # config.scoring: known settings, degradations the study evaluates
+    scoring_lib.overrides(config, bool(block.get("y_channel", False)),
+                          int(block.get("shave", 0) or 0))
+  except ConfigError as e:
+    problems.append(str(e))
   depth, patch = block.get("depth", DEFAULTS["depth"]), block.get("patch", DEFAULTS["patch"])
   if isinstance(depth, int) and isinstance(patch, int) and patch and patch % (2 ** depth):
     problems.append(f"restoration.patch must be a multiple of the U-Net stride "
