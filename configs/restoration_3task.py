@@ -13,7 +13,8 @@ Data: the archives of ``data.root`` (default ``../shared/data/restoration`` rela
 the repository; see its README). Model: the plain 3x3-conv U-Net. Rows: Input (the
 degraded inputs scored: the Rain100L reference), Oracle, Ensemble, All-in-one
 (scratch), Vanilla FT, ModelSoups, Fusing, FusionDistill, FusionDistill-MoE (K=1),
-(K=2) (experts at the finest decoder level, routed per pixel).
+(K=2) (experts at the finest decoder level, routed per pixel), Routed experts (that
+student's router picks one expert per image, the expert restores it).
 
 Scoring as PromptIR's three-task table: PSNR and SSIM of deraining on the Y channel
 (BT.601, whole image: ``config.scoring.rain = 'y'``; its column reads ``rain (rain100l,

@@ -14,11 +14,11 @@ import ml_collections
 from fdjax.config import LEVEL_NAMES, base_config, optimizer_config, stage_config
 from fdjax.tasks.restoration import DEFAULTS
 
-# The rows a restoration study reports ('routed_experts' is not built for it).
 # The training stages of a restoration study (each a `stage_config` block).
 RESTORATION_STAGES = ("clean", "scratch", "experts", "vanilla", "fusing", "fusiondistill", "moe")
+# The rows a restoration study reports.
 RESTORATION_METHODS = ("input", "oracle", "ensemble", "scratch", "vanilla", "modelsoups",
-                       "fusing", "fusiondistill", "fusiondistill_moe")
+                       "fusing", "fusiondistill", "fusiondistill_moe", "routed_experts")
 
 
 def per_degradation(**values) -> ml_collections.ConfigDict:

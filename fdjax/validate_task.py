@@ -5,10 +5,10 @@
 * restoration: the ``restoration`` block has only known fields (unknown ones named with
   the nearest known names) with valid values; ``config.scoring`` (per-task scoring space)
   has known settings for degradations the study evaluates; ``data.source`` is 'photos' or 'sets';
-  with 'sets', ``data.root`` exists; with 'fusiondistill_moe', ``moe.stages`` names U-Net
-  levels that hold blocks, ``moe.routing`` is 'pixel' or 'image' and ``moe.router_input``
-  'stage' or 'image'; 'routed_experts' is refused (its router-parameter count reads a
-  ResNet student's stages); method 'input' needs a task with image outputs.
+  with 'sets', ``data.root`` exists; with 'fusiondistill_moe' or 'routed_experts' (both
+  train the MoE student), ``moe.stages`` names U-Net levels that hold blocks,
+  ``moe.routing`` is 'pixel' or 'image' and ``moe.router_input`` 'stage' or 'image';
+  method 'input' needs a task with image outputs.
 """
 
 from __future__ import annotations
@@ -17,9 +17,6 @@ import difflib
 
 from fdjax.config import parse_list
 
-# Methods a restoration study cannot run, with why.
-RESTORATION_REFUSED = {"routed_experts": "its router-parameter column counts a ResNet "
-                                         "student's stages; not built for the U-Net student"}
 RESTORATION_SOURCES = ("photos", "sets")
 
 
@@ -94,6 +91,7 @@ def _restoration_data(config, problems: list[str]) -> None:
 def check_task(config, problems: list[str]) -> None:
   """Appends the task-dependent problems of ``config`` to ``problems``."""
   from fdjax.tasks import TASKS
+  from fdjax.validate import MOE_METHODS   # it imports this module lazily
 
   name = config.get("task", "classification")
   if name not in TASKS:
@@ -102,10 +100,7 @@ def check_task(config, problems: list[str]) -> None:
   if name == "restoration":
     _restoration_block(config, problems)
     _restoration_data(config, problems)
-    for method in (m for m in methods if m in RESTORATION_REFUSED):
-      problems.append(f"method {method!r} is not available for task 'restoration' "
-                      f"({RESTORATION_REFUSED[method]}); remove it from config.methods")
-    if "fusiondistill_moe" in methods and not problems:
+    if set(MOE_METHODS) & set(methods) and not problems:
       _restoration_student(config, problems)
   if "input" in methods and not hasattr(TASKS[name], "identity"):
     problems.append(f"method 'input' scores degraded inputs as outputs: task {name!r} "
