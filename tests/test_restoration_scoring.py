@@ -72,6 +72,9 @@ def test_rain_on_y_haze_on_rgb_shaved_against_scikit_image():
                 "haze (haze_pairs, real, RGB, shave 2)", "SSIM rain (Y)", "| avg |"):
     assert label in header, header
   assert task.metric.label == "PSNR"   # mixed spaces: the columns say which
+  record = [("Input", 0, {"scoring": {"clean": "RGB", "denoise": "Y, shave 4"}})]
+  assert report.column_label(record, "denoise") == "denoise (Y, shave 4)"
+  assert report.column_label(record, "denoise@25") == "denoise@25"   # as its task's column
 
 
 def test_plain_rgb_scoring_leaves_results_and_labels_unchanged():

@@ -15,8 +15,9 @@ real)``, and results.json lists them under ``test_sets``), a column per explicit
 evaluation level (``denoise@25``), and secondary metrics (``task.metrics[1:]``, e.g.
 SSIM) as further columns ``SSIM <column>``, each shown with its metric's decimals.
 Results scored in more than one way (``results['scoring']``: e.g. rain on the Y channel,
-denoise on RGB) name each column's space in its label (``rain (rain100l, real, Y)``,
-``denoise@25 (RGB)``, ``SSIM rain (Y)``) and in results.json (``scoring``).
+denoise on RGB) name each task column's space in its label (``rain (rain100l, real, Y)``,
+``SSIM rain (Y)``; a level column ``denoise@25`` is scored as its task's column) and in
+results.json (``scoring``).
 
 Files written by ``write_reports``:
   results.md     the table of ``format_table`` (one decimal, display units);
@@ -88,11 +89,11 @@ def scoring(records: Sequence[Record]) -> dict:
 def column_label(records: Sequence[Record], column: str, *, details: bool = True) -> str:
   """``column``, with its test set and kind when the results name them (``details``)
   and how it was scored when the results were scored in more than one way
-  (``'rain (rain100l, real, Y)'``, ``'denoise@25 (RGB)'``)."""
+  (``'rain (rain100l, real, Y)'``; not repeated on the level columns, ``'denoise@25'``)."""
   entry = _entry(records, column) if details else {}
   notes = ([entry["test_set"], "synthetic" if entry["synthetic"] else "real"]
            if "test_set" in entry else [])
-  space = scoring(records).get(column.partition("@")[0])
+  space = scoring(records).get(column)
   notes += [space] if space else []
   return f"{column} ({', '.join(notes)})" if notes else column
 
