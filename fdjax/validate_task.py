@@ -53,9 +53,10 @@ def _restoration_block(config, problems: list[str]) -> None:
   for key, (ok, rule) in rules.items():
     if key in block and not ok(block[key]):
       problems.append(f"restoration.{key} must be {rule}, got {block[key]!r}")
+  shave = block.get("shave", 0)   # a bad shave is reported below, not here
   try:   # config.scoring: known settings, degradations the study evaluates
     scoring_lib.overrides(config, bool(block.get("y_channel", False)),
-                          int(block.get("shave", 0) or 0))
+                          shave if isinstance(shave, int) else 0)
   except ConfigError as e:
     problems.append(str(e))
   depth, patch = block.get("depth", DEFAULTS["depth"]), block.get("patch", DEFAULTS["patch"])
