@@ -13,7 +13,12 @@ Data: the archives of ``data.root`` (default ``../shared/data/restoration`` rela
 the repository; see its README). Model: the plain 3x3-conv U-Net. Rows: Input (the
 degraded inputs scored: the Rain100L reference), Oracle, Ensemble, All-in-one
 (scratch), Vanilla FT, ModelSoups, Fusing, FusionDistill, FusionDistill-MoE (K=1),
-(K=2) (experts at the finest decoder level, routed per pixel); PSNR and SSIM on RGB.
+(K=2) (experts at the finest decoder level, routed per pixel), Routed experts (that
+student's router picks one expert per image, the expert restores it).
+
+Scoring as PromptIR's three-task table: PSNR and SSIM of deraining on the Y channel
+(BT.601, whole image: ``config.scoring.rain = 'y'``; its column reads ``rain (rain100l,
+real, Y)``), denoising and dehazing (and the clean column, and model selection) on RGB.
 
 Variants: none = the full setting (accelerator: width 32, depth 3, 128x128 patches);
 ``:reduced`` = a CPU run meant to finish in at most 60 minutes on a 2-core CPU
@@ -41,6 +46,7 @@ def get_config(arg: str | None = None):
   config.levels.haze = "0.2:2"
   config.eval_levels.denoise = "15,25,50"
   config.eval_levels.haze = "0.5,1,1.5"
+  config.scoring.rain = "y"     # deraining on Y, as PromptIR's table; the others on RGB
   config.restoration.update(model="unet", width=32, depth=3, blocks=2, patch=128)
   config.batch_size = 16
   config.eval_batch_size = 3

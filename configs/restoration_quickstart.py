@@ -10,8 +10,9 @@ whole flower.jpg (427x640, padded to the U-Net's stride and cropped back); all t
 are synthetic here. Rows: Input (the degraded input scored), Oracle, Ensemble,
 All-in-one (scratch), Vanilla FT, ModelSoups (one row: the U-Net has no BatchNorm),
 Fusing, FusionDistill, FusionDistill-MoE (K=1) and (K=2) (the U-Net student with three
-experts at its finest decoder level, routed per pixel). Columns: PSNR and SSIM per task
-and their average, parameters and relative FLOPs per image.
+experts at its finest decoder level, routed per pixel), Routed experts (that student's
+router picks one expert per image). Columns: PSNR and SSIM per task and their average,
+parameters and relative FLOPs per image, the routers' routing accuracy.
 ``:tiny`` is a seconds-long version (two rows, a few steps) for tests.
 """
 

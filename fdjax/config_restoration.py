@@ -1,5 +1,6 @@
 """The restoration schema: ``restoration_config()`` = ``base_config()`` with the
-restoration task, its data fields, its model block and its evaluation levels.
+restoration task, its data fields, its model block, its evaluation levels and how each
+task is scored (``scoring``).
 
 Every field is declared here, so ``--config.restoration.width=32`` or
 ``--config.data.root=/data`` override it and a misspelt field fails with the nearest
@@ -13,11 +14,11 @@ import ml_collections
 from fdjax.config import LEVEL_NAMES, base_config, optimizer_config, stage_config
 from fdjax.tasks.restoration import DEFAULTS
 
-# The rows a restoration study reports ('routed_experts' is not built for it).
 # The training stages of a restoration study (each a `stage_config` block).
 RESTORATION_STAGES = ("clean", "scratch", "experts", "vanilla", "fusing", "fusiondistill", "moe")
+# The rows a restoration study reports.
 RESTORATION_METHODS = ("input", "oracle", "ensemble", "scratch", "vanilla", "modelsoups",
-                       "fusing", "fusiondistill", "fusiondistill_moe")
+                       "fusing", "fusiondistill", "fusiondistill_moe", "routed_experts")
 
 
 def per_degradation(**values) -> ml_collections.ConfigDict:
@@ -47,6 +48,9 @@ def restoration_config() -> ml_collections.ConfigDict:
   c.degradations = "denoise,rain,haze"
   c.levels.denoise = "0:55"         # blind training: sigma uniform over 0..55
   c.eval_levels = per_degradation(denoise="15,25,50")
+  # Per task: 'y' / 'rgb' and/or 'shave=<pixels>' over restoration.y_channel / shave
+  # (fdjax.tasks.restoration_scoring), e.g. scoring.rain = 'y' as the deraining tables.
+  c.scoring = per_degradation()
   c.methods = ",".join(RESTORATION_METHODS)
   c.eval.cost_columns = True        # params and relative FLOPs per row
   c.selection = "val"

@@ -3,11 +3,12 @@
 * every task: ``distill_feature`` names a feature of the task's model (built from the
   config, ``model.feature_names``; nothing runs);
 * restoration: the ``restoration`` block has only known fields (unknown ones named with
-  the nearest known names) with valid values; ``data.source`` is 'photos' or 'sets';
-  with 'sets', ``data.root`` exists; with 'fusiondistill_moe', ``moe.stages`` names U-Net
-  levels that hold blocks, ``moe.routing`` is 'pixel' or 'image' and ``moe.router_input``
-  'stage' or 'image'; 'routed_experts' is refused (its router-parameter count reads a
-  ResNet student's stages); method 'input' needs a task with image outputs.
+  the nearest known names) with valid values; ``config.scoring`` (per-task scoring space)
+  has known settings for degradations the study evaluates; ``data.source`` is 'photos' or 'sets';
+  with 'sets', ``data.root`` exists; with 'fusiondistill_moe' or 'routed_experts' (both
+  train the MoE student), ``moe.stages`` names U-Net levels that hold blocks,
+  ``moe.routing`` is 'pixel' or 'image' and ``moe.router_input`` 'stage' or 'image';
+  method 'input' needs a task with image outputs.
 """
 
 from __future__ import annotations
@@ -16,9 +17,6 @@ import difflib
 
 from fdjax.config import parse_list
 
-# Methods a restoration study cannot run, with why.
-RESTORATION_REFUSED = {"routed_experts": "its router-parameter column counts a ResNet "
-                                         "student's stages; not built for the U-Net student"}
 RESTORATION_SOURCES = ("photos", "sets")
 
 
@@ -32,6 +30,8 @@ def model_features(config) -> list[str]:
 
 
 def _restoration_block(config, problems: list[str]) -> None:
+  from fdjax.errors import ConfigError
+  from fdjax.tasks import restoration_scoring as scoring_lib
   from fdjax.tasks.restoration import DEFAULTS, LOSSES, MODELS, DTYPES
 
   block = config.get("restoration")
@@ -53,6 +53,12 @@ def _restoration_block(config, problems: list[str]) -> None:
   for key, (ok, rule) in rules.items():
     if key in block and not ok(block[key]):
       problems.append(f"restoration.{key} must be {rule}, got {block[key]!r}")
+  shave = block.get("shave", 0)   # a bad shave is reported below, not here
+  try:   # config.scoring: known settings, degradations the study evaluates
+    scoring_lib.overrides(config, bool(block.get("y_channel", False)),
+                          shave if isinstance(shave, int) else 0)
+  except ConfigError as e:
+    problems.append(str(e))
   depth, patch = block.get("depth", DEFAULTS["depth"]), block.get("patch", DEFAULTS["patch"])
   if isinstance(depth, int) and isinstance(patch, int) and patch and patch % (2 ** depth):
     problems.append(f"restoration.patch must be a multiple of the U-Net stride "
@@ -86,6 +92,7 @@ def _restoration_data(config, problems: list[str]) -> None:
 def check_task(config, problems: list[str]) -> None:
   """Appends the task-dependent problems of ``config`` to ``problems``."""
   from fdjax.tasks import TASKS
+  from fdjax.validate import MOE_METHODS   # it imports this module lazily
 
   name = config.get("task", "classification")
   if name not in TASKS:
@@ -94,10 +101,7 @@ def check_task(config, problems: list[str]) -> None:
   if name == "restoration":
     _restoration_block(config, problems)
     _restoration_data(config, problems)
-    for method in (m for m in methods if m in RESTORATION_REFUSED):
-      problems.append(f"method {method!r} is not available for task 'restoration' "
-                      f"({RESTORATION_REFUSED[method]}); remove it from config.methods")
-    if "fusiondistill_moe" in methods and not problems:
+    if set(MOE_METHODS) & set(methods) and not problems:
       _restoration_student(config, problems)
   if "input" in methods and not hasattr(TASKS[name], "identity"):
     problems.append(f"method 'input' scores degraded inputs as outputs: task {name!r} "

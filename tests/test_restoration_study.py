@@ -111,7 +111,6 @@ def test_tiny_restoration_study(tmp_path, monkeypatch):
     ("restoration.loss", "l2", "restoration.loss must be one of"),
     ("restoration.patch", 30, "multiple of the U-Net stride"),
     ("distill_feature", "stage3", "distill_feature must be one of the model's features"),
-    ("methods", "oracle,routed_experts", "'routed_experts' is not available for task"),
     ("moe.stages", "stage3", "some of ['encoder1', 'encoder2', 'middle', 'decoder1', "
                              "'decoder2']; got 'stage3'"),
     ("data.source", "digits", "data.source must be one of ('photos', 'sets')"),

@@ -274,6 +274,10 @@ def test_router_learns_to_separate_two_degradations(dense_models):
   choice = np.asarray(routed_experts.route(UNIT, model, trained, images))
   each = np.stack([np.asarray(UNIT.predict(dense, e, images)) for e in experts])
   np.testing.assert_allclose(out, each[choice, np.arange(16)], rtol=1e-5, atol=1e-5)
-  assert routed_experts.router_params(model, trained) == sum(
-      np.size(x) for x in jax.tree.leaves(params["stage3_moe"]["router"])) + sum(
+  # The decision on the stem output: the stem and the router, less its noise weights
+  # (gate noise is a training-time term: no noise at evaluation).
+  router = {k: v for k, v in params["stage3_moe"]["router"].items() if k != "noise_weights"}
+  assert "noise_weights" in params["stage3_moe"]["router"]
+  assert routed_experts.router_params(model, trained, (1, *SHAPE)) == sum(
+      np.size(x) for x in jax.tree.leaves(router)) + sum(
       np.size(x) for name in ("stem_conv", "stem_norm") for x in jax.tree.leaves(params[name]))

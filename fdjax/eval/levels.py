@@ -28,6 +28,11 @@ its entry then also holds ``'test_set'`` (the set's name) and ``'synthetic'`` (b
 A task with several metrics (``task.metrics``: PSNR, SSIM) adds ``'metrics': {name:
 {'clean', <degradation>: {'all', 'per_level'}, 'avg'}}`` for every metric but the
 headline; one evaluation pass computes them all (``task.scores``).
+
+A task that scores degradations differently (optional hooks, restoration:
+``for_degradation(name)`` = the task scoring that degradation's images, e.g. on the Y
+channel; ``scoring_labels(names)`` = how each column is scored) adds ``'scoring':
+{'clean': 'RGB', <degradation>: 'Y', ...}`` (absent when every column is plain RGB).
 """
 
 from __future__ import annotations
@@ -241,14 +246,15 @@ def evaluate_all(task, variables, split, plan: LevelPlan, *, batch_size: int, me
   for name in plan.names:
     tests = subset((test_sets or {}).get(name, split), max_examples)
     collect = {} if per_image else None
+    scorer = task.for_degradation(name) if hasattr(task, "for_degradation") else task
     if isinstance(tests, TestSet) and tests.real:
-      values = split_scores(task, clean_predict, variables, tests, batch_size=batch_size,
+      values = split_scores(scorer, clean_predict, variables, tests, batch_size=batch_size,
                             mesh=mesh, collect=collect)
       per_metric = {m: (values[m], []) for m in values}
       levels = [None]
     else:
       levels = [level for level, _ in plan.eval_levels(name)]
-      per_level = scores_at_levels(task, with_degradation(predict, name, mesh), variables,
+      per_level = scores_at_levels(scorer, with_degradation(predict, name, mesh), variables,
                                    tests, name, plan.eval_levels(name), batch_size=batch_size,
                                    mesh=mesh, seed=plan.eval_seed, collect=collect)
       per_metric = {m: (mean_over_levels(p), p) for m, p in per_level.items()}
@@ -265,6 +271,9 @@ def evaluate_all(task, variables, split, plan: LevelPlan, *, batch_size: int, me
     extra[m]["avg"] = float(np.mean([extra[m][n]["all"] for n in plan.names]))
   if extra:
     results["metrics"] = extra
+  scoring = task.scoring_labels(plan.names) if hasattr(task, "scoring_labels") else {}
+  if scoring:
+    results["scoring"] = scoring
   if images:
     results["per_image"] = images
   return results

@@ -14,6 +14,10 @@ test set and whether it is synthetic or real (column labels read e.g. ``rain (ra
 real)``, and results.json lists them under ``test_sets``), a column per explicitly listed
 evaluation level (``denoise@25``), and secondary metrics (``task.metrics[1:]``, e.g.
 SSIM) as further columns ``SSIM <column>``, each shown with its metric's decimals.
+Results scored in more than one way (``results['scoring']``: e.g. rain on the Y channel,
+denoise on RGB) name each task column's space in its label (``rain (rain100l, real, Y)``,
+``SSIM rain (Y)``; a level column ``denoise@25`` is scored as its task's column) and in
+results.json (``scoring``).
 
 Files written by ``write_reports``:
   results.md     the table of ``format_table`` (one decimal, display units);
@@ -76,13 +80,22 @@ def columns(records: Sequence[Record]) -> list[str]:
   return cols
 
 
-def column_label(records: Sequence[Record], column: str) -> str:
-  """``column``, with its test set and kind when the results name them
-  (``'rain (rain100l, real)'``)."""
-  entry = _entry(records, column)
-  if "test_set" not in entry:
-    return column
-  return f"{column} ({entry['test_set']}, {'synthetic' if entry['synthetic'] else 'real'})"
+def scoring(records: Sequence[Record]) -> dict:
+  """``{column: 'Y' | 'RGB' | ...}``: how each column was scored (the first record that
+  says; ``{}`` when none does: every column plain RGB)."""
+  return next((dict(r[2]["scoring"]) for r in records if r[2].get("scoring")), {})
+
+
+def column_label(records: Sequence[Record], column: str, *, details: bool = True) -> str:
+  """``column``, with its test set and kind when the results name them (``details``)
+  and how it was scored when the results were scored in more than one way
+  (``'rain (rain100l, real, Y)'``; not repeated on the level columns, ``'denoise@25'``)."""
+  entry = _entry(records, column) if details else {}
+  notes = ([entry["test_set"], "synthetic" if entry["synthetic"] else "real"]
+           if "test_set" in entry else [])
+  space = scoring(records).get(column)
+  notes += [space] if space else []
+  return f"{column} ({', '.join(notes)})" if notes else column
 
 
 def test_sets(records: Sequence[Record]) -> dict:
@@ -120,7 +133,8 @@ def _tables(records, methods, metric, metrics) -> list[tuple[MetricSpec, str, st
       continue
     summary = summarize(recs, methods, m)
     for c in columns(recs):
-      label = column_label(records, c) if m is metric else f"{m.label} {c}"
+      label = (column_label(records, c) if m is metric
+               else f"{m.label} {column_label(records, c, details=False)}")
       out.append((m, c, label, summary))
   return out
 
@@ -273,6 +287,8 @@ def write_reports(records: Sequence[Record], out_dir: str, methods: Sequence[str
                                for m in metrics[1:]}
   if sets:
     more["test_sets"] = sets
+  if scoring(records):
+    more["scoring"] = scoring(records)
   with open(paths["json"], "w") as f:
     json.dump({**more, "columns": cols, "std_ddof": STD_DDOF, "metric": dataclasses.asdict(metric),
                "units": f"summary in {metric.unit} (x{metric.scale:g}); records as stored",

@@ -37,16 +37,21 @@ def _stages(ctx):
                        block="moe", shares=len(ctx.degradations), uses=("distill_feature",))}
 
 
+def cost_shape(ctx, model) -> tuple[int, int, int, int]:
+  """``(1, H, W, C)``: one image of the data set's shape (the training tiles' for
+  restoration) padded up to ``model``'s stride (a U-Net runs on multiples of it)."""
+  stride = int(getattr(model, "stride", 1))
+  h, w, c = ctx.dataset.image_shape
+  return (1, -(-h // stride) * stride, -(-w // stride) * stride, c)
+
+
 def cost(ctx, model, variables, k: int | None = None) -> dict:
   """Parameters, active parameters and XLA inference FLOPs per image of ``model``, run
-  at the data set's image shape (the training tiles' for restoration) padded up to the
-  model's stride."""
+  at ``cost_shape``."""
   def apply(m):  # the network itself, on model inputs (the cost of no preprocessing)
     return lambda v, x: m.apply(v, x, train=False)[0]
 
-  stride = int(getattr(model, "stride", 1))  # a U-Net runs on multiples of its stride
-  h, w, c = ctx.dataset.image_shape
-  shape = (1, -(-h // stride) * stride, -(-w // stride) * stride, c)
+  shape = cost_shape(ctx, model)
   num_experts = len(ctx.degradations) if k is not None else None
   result = moe.model_cost(apply(model), variables, shape, num_experts, k)
   if k is not None and getattr(model, "dispatch", None) == "dense":   # the ResNet student
@@ -66,12 +71,15 @@ def cost_columns(result: dict, dense: dict) -> dict:
 ROUTING_COLUMN = "routing acc. (non-clean)"
 
 
-def routing(runner, model, variables) -> usage_lib.RoutingStats:
+def routing(runner, model, variables, per_image: bool = False) -> usage_lib.RoutingStats:
   """The MoE student's routing statistics on the evaluation images (every level of the
   plan, evaluation keys), cached beside the evaluation results and keyed by the
-  student's weights like them (the routed-experts row reuses them)."""
+  student's weights like them. ``per_image``: one decision per image (the routed-experts
+  row's; the same statistics when the student routes per image)."""
   ctx = runner.ctx
-  path = runner.evaluate.path(f"routing_{STAGE}", variables)
+  per_image = per_image and getattr(model, "routing", "pixel") != "image"
+  path = runner.evaluate.path(f"routing_{STAGE}" + ("_per_image" if per_image else ""),
+                              variables)
   if os.path.exists(path):
     with open(path) as f:
       saved = json.load(f)
@@ -82,7 +90,8 @@ def routing(runner, model, variables) -> usage_lib.RoutingStats:
   split = levels_lib.subset(ctx.dataset.test_for("clean"), first)
   tests = {n: levels_lib.subset(t, first) for n, t in ctx.dataset.test_sets.items()}
   stats = usage_lib.routing_stats(ctx.task, model, variables, split, ctx.plan,
-                                  batch_size=ctx.config.eval_batch_size, test_sets=tests)
+                                  batch_size=ctx.config.eval_batch_size, test_sets=tests,
+                                  per_image=per_image)
   os.makedirs(runner.evaluate.dir, exist_ok=True)
   with open(path, "w") as f:
     json.dump({"names": list(stats.names), "levels": stats.levels,

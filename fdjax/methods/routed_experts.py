@@ -2,14 +2,24 @@
 test image and that expert predicts. It is the system FusionDistill argues against
 (host N models and estimate the degradation at run time), here with the
 FusionDistill-MoE student's router as the degradation estimator: no extra training.
+Every task that builds a MoE student (``Task.moe_student``: the ResNet student for
+classification, the U-Net student for restoration) has this row.
 
 Per image, the chosen expert is the top-1 of the student's ``features['router']`` (for
-per-pixel routing, of the gates averaged over pixels); every expert runs on the batch
-and each image keeps its chosen expert's output (a measurement of accuracy, not of
-speed). Columns: parameters held (the N experts plus what the routing decision
-needs: the router and the student's layers before it, ``router_params``), parameters
-used per image (one expert plus those), and the routing accuracy on non-clean levels
-(the student's router, ``fdjax.moe.usage``).
+per-pixel routing, of the gates averaged over the pixels of the unpadded image:
+``fdjax.moe.usage.image_choice``); every expert runs on the batch and each image keeps
+its chosen expert's output (a measurement of accuracy, not of speed). Columns, for the
+deployed system (routing decision, then ONE expert), with the routing decision's cost
+read off the student's computation (``fdjax.moe.routing_cost``: the parameters
+``features['router']`` depends on, XLA's FLOPs of computing it alone):
+
+* params: the N experts plus the routing decision's parameters;
+* active params: one expert plus those;
+* FLOPs/img (rel.): (routing decision + one expert) / one dense model, at the MoE
+  rows' cost shape (``fusiondistill_moe.cost_shape``);
+* routing acc. (non-clean): the share of degraded test images (non-clean levels) whose
+  chosen expert is their degradation's, one decision per image as the row decides
+  (``fdjax.moe.usage``, ``per_image``).
 """
 
 from __future__ import annotations
@@ -23,8 +33,9 @@ from fdjax import moe
 from fdjax.methods import fusiondistill_moe
 from fdjax.methods.ensemble import member_outputs
 from fdjax.methods.base import Method, Output
-from fdjax.moe.model import STAGES
+from fdjax.moe import routing_cost
 from fdjax.moe.student import STAGE
+from fdjax.moe.usage import image_choice
 from fdjax.study import stages
 from fdjax.trees import stack_trees
 
@@ -45,27 +56,28 @@ def routed_predictor(task, router_model, expert_model):
 
 
 def route(task, router_model, variables, images) -> jax.Array:
-  """int ``[B]``: the top-1 expert of each image (gates averaged over pixels first)."""
+  """int ``[B]``: the top-1 expert of each image (per-pixel gates averaged over the
+  image's own pixels first)."""
   gates = task.forward(router_model, variables, images)[1]["router"]
-  if gates.ndim > 2:
-    gates = jnp.mean(gates, axis=tuple(range(1, gates.ndim - 1)))
-  return jnp.argmax(gates, axis=-1)
+  return image_choice(gates, images, int(getattr(router_model, "stride", 1)))
 
 
-def router_params(model, params: dict) -> int:
-  """Parameters of the MoE student that its first routed stage's routing decision needs:
-  the router, plus the stem (router input 'stem' or 'input') and the unrouted stages
-  before the routed one (router input 'input')."""
-  params = params.get("params", params)
-  first = min(model.moe_stages, key=STAGES.index)
-  total = moe.param_count(params[f"{first}_moe"]["router"])
-  if model.router_source == "image":
-    return total
-  before = STAGES[:STAGES.index(first)] if model.router_source == "input" else ()
-  for name, tree in params.items():
-    if name.startswith("stem_") or any(name.startswith(f"{s}_block") for s in before):
-      total += moe.param_count(tree)
-  return total
+def router_params(model, variables, input_shape) -> int:
+  """Parameters of the MoE student that its routing decision (``features['router']``)
+  reads on inputs of ``input_shape`` (``routing_cost.decision_params``)."""
+  return routing_cost.decision_params(model, variables, input_shape)
+
+
+def cost_columns(ctx, router_model, variables, experts) -> dict:
+  """params, active params and FLOPs/img (rel.) of the deployed row (module docstring)."""
+  shape = fusiondistill_moe.cost_shape(ctx, router_model)
+  routing_part = router_params(router_model, variables, shape)
+  dense = fusiondistill_moe.cost(ctx, ctx.model, experts[0])
+  flops = routing_cost.decision_flops(router_model, variables, shape) + dense["flops"]
+  one_expert = moe.param_count(experts[0])
+  return {"params": routing_part + len(experts) * one_expert,
+          "active params": routing_part + one_expert,
+          "FLOPs/img (rel.)": round(flops / dense["flops"], 2)}
 
 
 def _rows(runner) -> Output:
@@ -75,11 +87,8 @@ def _rows(runner) -> Output:
   variables_both = {"router": variables, "experts": stack_trees(experts)}
   results = runner.evaluate("routed_experts", variables_both,
                             predict=routed_predictor(ctx.task, trained, ctx.model))
-  stats = fusiondistill_moe.routing(runner, trained, variables)
-  routing_part = router_params(trained, variables)
-  one_expert = moe.param_count(experts[0])
-  columns = {"params": routing_part + len(experts) * one_expert,
-             "active params": routing_part + one_expert,
+  stats = fusiondistill_moe.routing(runner, trained, variables, per_image=True)
+  columns = {**cost_columns(ctx, trained, variables, experts),
              **fusiondistill_moe.routing_column(stats)}
   return Output([(ROW, results)], extra={ROW: columns})
 

@@ -3,7 +3,8 @@
 For every degradation and every evaluated level, the test images are degraded with the
 fixed evaluation keys of the study's ``LevelPlan`` and routed; one pass
 (``routing_stats``) counts, per level, the routing decisions (images, or pixels for
-per-pixel routing) whose largest gate weight is each expert, and sums the entropy of
+per-pixel routing; ``per_image``: one per image, from its mean gates, as the
+routed-experts row decides) whose largest gate weight is each expert, and sums the entropy of
 the router's softmax gates (before top-K). From those counts:
 
 * ``usage``: ``[num_degradations, num_experts]``, the fraction of decisions per expert
@@ -74,10 +75,22 @@ def _valid(top1, images, stride: int):
   return top1[:, :keep[0], :keep[1]]
 
 
+def image_choice(gates, images, stride: int = 1) -> jax.Array:
+  """int ``[B]``: one expert per image, the largest of ``gates`` ``[B, E]`` or, for
+  per-pixel gates ``[B, h, w, E]``, of their mean over the pixels that cover the
+  unpadded ``images`` ``[B, H, W, 3]`` (padded to ``stride``)."""
+  gates = _valid(gates, images, stride)
+  if gates.ndim > 2:
+    gates = jnp.mean(gates, axis=tuple(range(1, gates.ndim - 1)))
+  return jnp.argmax(gates, axis=-1)
+
+
 @functools.lru_cache(maxsize=16)
-def _counts_fn(task, model, name: str | None, num_experts: int):
+def _counts_fn(task, model, name: str | None, num_experts: int, per_image: bool = False):
   """Jitted ``(variables, images, levels, mask, key) -> (counts [E], entropy sum)``;
-  ``name`` None routes the images as they are (a real test set's inputs)."""
+  ``name`` None routes the images as they are (a real test set's inputs);
+  ``per_image``: one decision per image (``image_choice``) with the mean entropy of its
+  decisions (pixels) as its entropy."""
   stride = int(getattr(model, "stride", 1))
 
   @jax.jit
@@ -87,11 +100,14 @@ def _counts_fn(task, model, name: str | None, num_experts: int):
     _, features = task.forward(model, variables, degraded)
     top1 = _valid(jnp.argmax(features["router"], axis=-1), images, stride)  # [B] or [B,h,w]
     logits = _valid(features["router_logits"], images, stride)
+    log_p = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    entropy = -jnp.sum(jnp.exp(log_p) * log_p, axis=-1)
+    if per_image:
+      top1 = image_choice(features["router"], images, stride)
+      entropy = jnp.mean(entropy.reshape(entropy.shape[0], -1), axis=1)
     weight = mask.reshape(mask.shape + (1,) * (top1.ndim - 1)).astype(jnp.float32)
     one_hot = jax.nn.one_hot(top1, num_experts) * weight[..., None]
-    log_p = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    entropy = -jnp.sum(jnp.exp(log_p) * log_p, axis=-1) * weight
-    return one_hot.reshape(-1, num_experts).sum(0), jnp.sum(entropy)
+    return one_hot.reshape(-1, num_experts).sum(0), jnp.sum(entropy * weight)
   return counts
 
 
@@ -112,20 +128,21 @@ class RoutingStats:
 
 
 def routing_stats(task, model, variables, split, plan, *, batch_size: int,
-                  test_sets=None) -> RoutingStats:
+                  test_sets=None, per_image: bool = False) -> RoutingStats:
   """One routing pass over ``split`` (an ``ImageSet`` or a ``TestSet`` of several image
   sizes) at every level of ``plan.eval_levels`` (clean included) with the evaluation's
   keys (``plan.eval_key``, batch indices running on over the size groups, as
   ``fdjax.eval.levels`` does: the images the rows were scored on). ``test_sets``:
   ``{degradation: TestSet}`` routed instead of ``split`` for those degradations; a
   real set's inputs are routed as they are, as one level ``nan``. Per-pixel decisions
-  on padding (images padded to the model's stride) are not counted."""
+  on padding (images padded to the model's stride) are not counted. ``per_image``:
+  count one decision per image (``image_choice``: what the routed-experts row does)."""
   num_experts = model.num_experts
   levels, counts, entropy = [], [], []
   for name in plan.names:
     tests = (test_sets or {}).get(name, split)
     real = bool(getattr(tests, "real", False))
-    counts_fn = _counts_fn(task, model, None if real else name, num_experts)
+    counts_fn = _counts_fn(task, model, None if real else name, num_experts, per_image)
     chosen = [(float("nan"), 0)] if real else plan.eval_levels(name)
     totals = [jnp.zeros((num_experts,)) for _ in chosen]
     entropies = [jnp.zeros(()) for _ in chosen]

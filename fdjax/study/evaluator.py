@@ -34,7 +34,8 @@ class Evaluator:
   ``<seed dir>/eval/<settings>/<name>-<variables digest>.json``. The folder name holds
   every setting that changes the numbers (results format, levels, examples, keys, batch
   size, degradations) and the file name the model's weights, so a cached result is only
-  reused for the same evaluation of the same model."""
+  reused for the same evaluation of the same model (and the same scoring space: a task's
+  ``scoring_labels``, e.g. rain on the Y channel)."""
 
   def __init__(self, ctx: RunContext):
     self.ctx = ctx
@@ -44,9 +45,12 @@ class Evaluator:
                 f"_n{f'{e.max_examples}bal' if e.max_examples else 'all'}_seed{plan.eval_seed}"
                 f"_bs{cfg.eval_batch_size}_{'-'.join(plan.names)}{ranges}")
     tests = ctx.dataset.test_sets
-    if tests or plan.explicit:  # test sets and explicit levels: their digest
+    scoring = (ctx.task.scoring_labels(plan.names) if hasattr(ctx.task, "scoring_labels")
+               else {})
+    if tests or plan.explicit or scoring:  # test sets, explicit levels, scoring: digest
       described = {"explicit": plan.explicit,
-                   "tests": {d: [t.name, t.real, len(t), t.sizes()] for d, t in tests.items()}}
+                   "tests": {d: [t.name, t.real, len(t), t.sizes()] for d, t in tests.items()},
+                   **({"scoring": scoring} if scoring else {})}
       settings += "_t" + hashlib.sha256(json.dumps(described, sort_keys=True).encode()
                                         ).hexdigest()[:10]
     self.dir = os.path.join(ctx.workdir, "eval", settings)

@@ -27,7 +27,12 @@ sits behind a ``Task``:
 * optional, ``report_images(ctx, row_models, workdir) -> paths``: example images of the
   rows that run one model (``fdjax.methods.base.Output.models``), written once per study
   from the first seed (restoration: a comparison grid per task); a task without it
-  writes none.
+  writes none;
+* optional, ``for_degradation(name) -> task`` and ``scoring_labels(names) -> {column:
+  label}``: a task that scores degradations differently (restoration: ``config.scoring``,
+  e.g. deraining on the Y channel) returns the task scoring ``name``'s test images, and
+  how each column was scored (``{}`` when uniform; ``fdjax.eval.levels.evaluate_all``
+  records it, reports label the columns); a task without them scores every column alike.
 """
 
 from __future__ import annotations

@@ -27,7 +27,9 @@ network's stride (``fdjax.eval.inference``), crops back and returns float32 0..2
 clipped but not rounded (as PromptIR's and AirNet's test code clamp, then measure).
 Scores are per-image PSNR in dB (the headline metric) and SSIM (``fdjax.eval.image_quality``),
 on RGB over the whole image, or on the BT.601 Y channel with a shaved border
-(``y_channel``, ``shave``). The training loss is L1 or Charbonnier (``loss``).
+(``y_channel``, ``shave``: the default; per task ``config.scoring.<degradation>``, see
+``fdjax.tasks.restoration_scoring``; ``for_degradation``). The training loss is L1 or
+Charbonnier (``loss``).
 
 Study mapping (``fdjax.study``): the base ('clean') restorer trains on every task of the
 plan jointly (``base_on_all_tasks``); data come from ``fdjax.data.restoration_sets``
@@ -48,6 +50,7 @@ plan jointly (``base_on_all_tasks``); data come from ``fdjax.data.restoration_se
     rot90 = True            # random 90-degree rotations
     y_channel = False       # score PSNR on Y (deraining / SR tables) instead of RGB
     shave = 0               # border pixels dropped before scoring
+                            # (both: every task's default; config.scoring per task)
     loss = 'l1'             # 'l1' or 'charbonnier' (sqrt(d^2 + 1e-6), 0..1 units)
     model_options = {}      # the chosen model's own fields, e.g. {'num_experts': 3, 'k': 2}
                             # for 'measnet', {'prompt_dim': 8} for 'promptir' (see
@@ -69,6 +72,7 @@ from fdjax.errors import ConfigError
 from fdjax.eval import image_quality, inference
 from fdjax.models import MEASNet, NAFNet, PromptIR, UNet
 
+from fdjax.tasks import restoration_scoring as scoring_lib
 from fdjax.tasks.base import DataSpec, DegradeFn, MetricSpec
 from fdjax.tasks.restoration_views import random_flip_rot90, random_patches
 
@@ -126,7 +130,8 @@ class RestorationTask:
   """Hashable (frozen): equal tasks share memoised jitted predictors.
 
   patch: training patch side; flip / rot90: training augmentation; y_channel / shave:
-  how PSNR is scored (see the module docstring).
+  how PSNR is scored (see the module docstring); scoring: the per-degradation
+  ``(name, y_channel, shave)`` that differ from them (``config.scoring``).
   """
 
   patch: int | None = 64
@@ -135,6 +140,7 @@ class RestorationTask:
   y_channel: bool = False
   shave: int = 0
   loss: str = "l1"
+  scoring: scoring_lib.Overrides = ()
   name = "restoration"
   base_on_all_tasks = True
   row_labels = {"Scratch": "All-in-one (scratch)"}
@@ -150,15 +156,29 @@ class RestorationTask:
   @property
   def metrics(self) -> tuple[MetricSpec, ...]:
     """PSNR (headline, dB, two decimals) and SSIM (0..1, four decimals)."""
-    y = " (Y)" if self.y_channel else ""
+    y = " (Y)" if self.y_channel and all(y for _, y, _ in self.scoring) else ""
     return (MetricSpec("psnr", f"PSNR{y}", "dB", decimals=2),
             MetricSpec("ssim", f"SSIM{y}", "0..1", decimals=4))
 
   @classmethod
   def from_config(cls, config) -> "RestorationTask":
     o = options(config)
+    y, shave = bool(o["y_channel"]), int(o["shave"])
     return cls(int(o["patch"]) if o["patch"] else None, bool(o["flip"]), bool(o["rot90"]),
-               bool(o["y_channel"]), int(o["shave"]), str(o["loss"]))
+               y, shave, str(o["loss"]), scoring_lib.overrides(config, y, shave))
+
+  def for_degradation(self, name: str) -> "RestorationTask":
+    """The task that scores ``name``'s test images (its ``config.scoring`` setting)."""
+    found = {n: (y, s) for n, y, s in self.scoring}
+    if name not in found:
+      return self
+    return dataclasses.replace(self, y_channel=found[name][0], shave=found[name][1],
+                               scoring=())
+
+  def scoring_labels(self, names) -> dict:
+    """``{'clean': 'RGB', 'rain': 'Y', ...}``: how each column is scored; ``{}`` when
+    every one is plain RGB (``restoration_scoring.labels``)."""
+    return scoring_lib.labels(names, self.y_channel, self.shave, self.scoring)
 
   def load_data(self, config, seed: int):
     """The restoration ``Dataset`` of ``config.data`` (``fdjax.data.restoration_sets``)."""
