@@ -15,7 +15,7 @@ PAPER_METHODS = ("oracle", "ensemble", "scratch", "vanilla", "modelsoups", "fusi
                  "fusiondistill")
 # Degradations whose level range `config.levels.<name>` may restrict (the registry's).
 LEVEL_NAMES = ("jpeg", "blur", "awgn", "sapn", "sapn_paper", "denoise", "haze", "rain",
-               "lowlight", "motion_blur")
+               "lowlight", "motion_blur", "sr")
 # The training stages, each a `stage_config` (epochs, optimizer) in `base_config()`.
 TRAINING_STAGES = ("clean", "experts", "fusiondistill", "fusing", "vanilla", "scratch", "moe",
                    "ea_adam", "ea_adam_fusion")
