@@ -80,10 +80,16 @@ def _setup():
   model, disc = TinyRestorer(), adversarial.Discriminator(width=4, depth=1)
   task = RestorationTask(patch=None, flip=False, rot90=False)
   critic_tx = optax.sgd(D_LR)   # SGD here: Adam's first step is sign(g), ill-conditioned near 0
-  stacked = jax.jit(jax.vmap(lambda k: model.init(k, jnp.zeros((1, SIZE, SIZE, 3)))))(
-      jax.random.split(jax.random.PRNGKey(0), P))     # one compile for the P members
-  members = {"params": stacked["params"], "batch_stats": {}}
-  critic = adversarial.init_critic(disc, critic_tx, jax.random.PRNGKey(5), P, (SIZE, SIZE, 3))
+
+  @jax.jit   # one compilation for the P members and their discriminators
+  def init(key):
+    k_members, k_critic = jax.random.split(key)
+    params = jax.vmap(lambda k: model.init(k, jnp.zeros((1, SIZE, SIZE, 3)))["params"])(
+        jax.random.split(k_members, P))
+    return params, adversarial.init_critic(disc, critic_tx, k_critic, P, (SIZE, SIZE, 3))
+
+  params, critic = init(jax.random.PRNGKey(0))
+  members = {"params": params, "batch_stats": {}}
   loss_fn = adversarial.adversarial_loss(model, task, _degrade, disc, critic_tx)
   trainable = np.array([False, True, True])
   tx = optax.chain(optax.sgd(LR), freeze_members(trainable))
@@ -130,6 +136,7 @@ def test_one_population_step_updates_each_discriminator_then_its_generator():
   assert metrics["task_losses"].shape == (P, 2) and metrics["d_loss"].shape == (P,)
   key, prefs = step_key(state), preference_vectors(P, 2)
   reference = jax.jit(lambda *args: _reference_member(model, disc, task, *args))
+  new, members, critic = jax.device_get((new, members, critic))   # index on the host
   for i in range(P):
     member = lambda tree: jax.tree.map(lambda leaf: leaf[i], tree)
     got_g, got_d = member(new.params), member(new.critic["params"])
@@ -154,8 +161,8 @@ def _score(stacked):
 def _fit(tmp_path, setup, max_steps=0):
   _, _, _, members, critic, tx, step, trainable = setup
   evolution = init_evolution(jax.random.PRNGKey(9), preference_vectors(P, 2), trainable)
-  state = create_population_state(jax.tree.map(jnp.copy, members), tx, jax.random.PRNGKey(1),
-                                  evolution, make_mesh(), critic=jax.tree.map(jnp.copy, critic))
+  state = create_population_state(members, tx, jax.random.PRNGKey(1), evolution, make_mesh(),
+                                  critic=critic)   # the step does not donate: no copies
   rng = np.random.default_rng(0)
   split = ImageSet.from_fields({"image": rng.integers(0, 256, (4, SIZE, SIZE, 3)).astype(np.uint8)})
   hook = evolution_hook(_score, EvolutionConfig(neighbours=2, crossover_prob=1.0,
