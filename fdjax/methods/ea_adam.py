@@ -1,15 +1,19 @@
-"""EA-Adam (Sun et al., TIP 2024) for classification: a population of P models, one per
-preference between the objectives (clean images and each degradation), trained by
+"""EA-Adam (Sun et al., TIP 2024): a population of P models, one per preference between
+the objectives of ``config.ea_adam.objectives`` (``fdjax.population.families``:
+'degradations' = clean images and each degradation, classification; 'perception' = L1
+and an adversarial loss with a discriminator per member, restoration / SR), trained by
 one vmapped step with per-tensor normalised objective gradients, evolved after every
 epoch (SBX, Gaussian mutation, MOEA/D with the normalised Tchebycheff function),
-then merged. Every member starts from the clean model; member 0 (clean only) is
-frozen when ``ea_adam.freeze_first``.
+then merged. Every member starts from the clean model (for restoration: the base
+restorer trained with the task loss); member 0 (objective 0 only) is frozen when
+``ea_adam.freeze_first``.
 
 Stage ``ea_adam`` (config block ``ea_adam``): the stacked members under
 ``ea_adam/variables``, the last Pareto report in ``ea_adam/pareto.json`` (per epoch in
-``metrics.jsonl``). Rows: the best single member (highest mean validation metric over
-the objectives), the uniform average of the members and their validation-weighted
-average (weights = mean validation metric). ``ea_adam/merged.json`` holds the validation
+``metrics.jsonl``). Rows: the best single member (highest merge weight: the family's
+``merge_weights`` of the validation values, e.g. the mean accuracy over the objectives),
+the uniform average of the members and their validation-weighted average (weights =
+the merge weights). ``ea_adam/merged.json`` holds the validation
 Pareto report of the members with the two averages beside them (``ea_adam/pareto.png``:
 clean vs the degradations' mean, averages marked).
 
