@@ -71,7 +71,7 @@ def get_config(arg: str | None = None):
     config.batch_size = 8
     config.ea_adam.update(fitness_examples=24, critic_width=16)
     config.ea_adam_fusion.calibration_batches = 4
-    set_epochs(config, clean=20, ea_adam=6, ea_adam_fusion=2)
+    set_epochs(config, clean=20, ea_adam=8, ea_adam_fusion=2)
   elif arg == "smoke":
     config.restoration.update(width=8, depth=1, blocks=1, patch=32)
     config.data.tile = 64
