@@ -4,9 +4,10 @@ trade-off, merged by averaging and by the fusion network.
     python -m fdjax.main --config=configs/population_sr.py:reduced --workdir=runs/psr
 
 * Data (``data.root``, default ``../shared/data/restoration``; see its README): trained on
-  tiles of T91, tested on Set5 and Set14 (scored as ONE test set of 19 images,
-  'set5+set14'; ``per_image.csv`` names each image '<set>/<name>'), every image cropped
-  to a multiple of 4 (``data.crop_multiple``).
+  tiles of T91, tested on Set5 and Set14 (evaluated as one test set of 19 images,
+  'set5+set14', with a column per set: ``sr[set5]``, ``sr[set14]``; ``per_image.csv``
+  names each image '<set>/<name>'), every image cropped to a multiple of 4
+  (``data.crop_multiple``).
 * Degradation 'sr' at scale 4 (``fdjax.degradations.resize``): MATLAB-style bicubic
   down-sampling (antialiased), the LR image rounded to uint8, then bicubic back to the
   HR size: the same-size U-Net restores the SRCNN/VDSR-style up-sampled input.

@@ -127,3 +127,40 @@ def test_sets_source_reads_several_test_sets_as_one_with_prefixed_names():
   assert tests.names[0] == "set5/baby" and tests.names[-1].startswith("set14/")
   assert all(h % 4 == 0 and w % 4 == 0 for h, w in tests.sizes())
   assert ds.train.images.shape[1:] == (64, 64, 3)
+
+
+def test_a_combined_test_set_gets_one_column_per_named_set():
+  """Images named '<set>/<name>' (``data.test='set5,set14'``): the degradation's entry
+  holds per-set means (PSNR against numpy, SSIM too) and the table a column per set."""
+  from fdjax.data import ImageSet
+  from fdjax.data.testsets import TestSet
+  from fdjax.degradations.plan import LevelPlan
+  from fdjax.eval import levels as levels_lib
+  from fdjax.eval.report import format_table
+  from fdjax.methods.inputs import identity_predictor
+  from fdjax.tasks.restoration import RestorationTask
+
+  rng = np.random.default_rng(3)
+  images = rng.integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)
+  tests = TestSet("a+b", (ImageSet.from_fields({"image": images}),), ("a/x", "b/y", "a/z"))
+  task = RestorationTask(patch=None, flip=False, rot90=False, y_channel=True, shave=2)
+  plan = LevelPlan(("sr",), explicit=(("sr", (2.0,)),))
+  results = levels_lib.evaluate_all(task, {}, tests, plan, batch_size=3, per_image=True,
+                                    predict=identity_predictor(task), test_sets={"clean": tests})
+
+  def psnr_y(a, b):
+    y = lambda im: (16 + im.astype(np.float64) @ [65.481, 128.553, 24.966] / 255)[2:-2, 2:-2]
+    return 10 * np.log10(255.0 ** 2 / np.mean((y(a) - y(b)) ** 2))
+
+  key = jax.random.PRNGKey(0)   # 'sr' is deterministic: the key does not matter
+  psnrs = [psnr_y(lo, hi) for lo, hi in zip(np.asarray(apply("sr", key, images, 2.0)), images)]
+  per_set = results["sr"]["per_set"]
+  assert list(per_set) == ["a", "b"]
+  assert per_set["a"] == pytest.approx((psnrs[0] + psnrs[2]) / 2, abs=1e-3)
+  assert per_set["b"] == pytest.approx(psnrs[1], abs=1e-3)
+  assert results["sr"]["all"] == pytest.approx(np.mean(psnrs), abs=1e-3)
+  assert set(results["metrics"]["ssim"]["sr"]["per_set"]) == {"a", "b"}
+  table = format_table([("Input", 0, results)], metric=task.metric, metrics=task.metrics)
+  header = table.splitlines()[0]
+  assert "sr[a]" in header and "sr[b]" in header and "SSIM (Y) sr[b]" in header
+  assert f"{per_set['b']:.2f}" in table.splitlines()[2]
