@@ -15,7 +15,7 @@ PAPER_METHODS = ("oracle", "ensemble", "scratch", "vanilla", "modelsoups", "fusi
                  "fusiondistill")
 # Degradations whose level range `config.levels.<name>` may restrict (the registry's).
 LEVEL_NAMES = ("jpeg", "blur", "awgn", "sapn", "sapn_paper", "denoise", "haze", "rain",
-               "lowlight", "motion_blur")
+               "lowlight", "motion_blur", "sr")
 # The training stages, each a `stage_config` (epochs, optimizer) in `base_config()`.
 TRAINING_STAGES = ("clean", "experts", "fusiondistill", "fusing", "vanilla", "scratch", "moe",
                    "ea_adam", "ea_adam_fusion")
@@ -152,12 +152,16 @@ def base_config() -> ml_collections.ConfigDict:
   # mutation (mutation_prob per member; mutation_std on each conv-kernel element w.p.
   # mutation_rate), MOEA/D replacement (max_replacements) on the validation metric of the
   # first `fitness_examples` validation images. member_loop: 'auto' | 'vmap' | 'unroll'.
+  # objectives (fdjax.population.families): 'degradations' (clean + each degradation) or
+  # 'perception' (restoration: L1 and RaGAN against one discriminator per member, of
+  # critic_width channels and critic_depth stride-2 stages, Adam at critic_lr).
   c.ea_adam = stage_config(20, optimizer_config("adam", 1e-4, schedule="constant",
                                                 weight_decay=0.0))
   c.ea_adam.update(dict(
       size=5, freeze_first=True, neighbours=3, random_partner_prob=0.3, crossover_prob=0.9,
       eta=20.0, mutation_prob=0.2, mutation_rate=0.02, mutation_std=0.03, max_replacements=1,
-      fitness_examples=500, member_loop="auto"))
+      fitness_examples=500, member_loop="auto", objectives="degradations", critic_width=16,
+      critic_depth=3, critic_lr=1e-4))
   # EA-Adam's fusion network over the frozen members (method 'ea_adam_fusion'): a mixing
   # predictor of `width` channels trained on combined degradations, then baked with the
   # mixing weights averaged over `calibration_batches` validation batches.

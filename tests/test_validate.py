@@ -50,6 +50,10 @@ def test_quickstart_configs_are_valid(arg):
 BAD = [
     # training stages
     ("clean.epochs", -1, "clean.epochs must be an integer >= 1, got -1"),
+    ("ea_adam.objectives", "gan", "ea_adam.objectives must be one of ('degradations', "),
+    ("ea_adam.size", 1, "ea_adam.size must be an integer >= 2, got 1"),
+    ("ea_adam.critic_lr", 0.0, "ea_adam.critic_lr must be a finite number > 0"),
+    ("ea_adam.objectives", "perception", "task must be 'restoration' for ea_adam.objectives"),
     ("scratch.epochs", 0, "scratch.epochs must be an integer >= 1, got 0"),
     ("experts.epochs", 1.5, "experts.epochs must be an integer >= 1, got 1.5"),
     ("clean.optimizer.lr", math.nan, "clean.optimizer.lr must be finite and > 0, got nan"),

@@ -8,7 +8,9 @@ config (``fdjax.config_restoration``)::
            | 'sets'          # named sets under `root` (<root>/<name>.tar or <root>/<name>/)
     root = '../shared/data/restoration'   # relative paths: to the repository
     train = 'cbsd432'        # clean-only training sets, comma-separated
-    test = 'cbsd68'          # the clean-only test set (synthetic degradations)
+    test = 'cbsd68'          # the clean-only test set(s) (synthetic degradations); several
+                             # ('set5,set14') are scored as one set, image names prefixed
+                             # with their set ('set5/baby')
     test_pairs.<degradation> = 'rain100l'   # a real paired test set for that degradation
     train_pairs.<degradation> = 'raintrain' # real training pairs mixed into its training
     pair_dirs = 'rainy,norain'              # input and target folders of paired sets
@@ -16,6 +18,9 @@ config (``fdjax.config_restoration``)::
     validation_fraction      # seeded fraction of the training tiles held out (selection)
     max_per_split            # > 0: at most this many images per set (smoke runs)
     max_train_images         # > 0: at most this many clean training images (the first)
+    crop_multiple = 0        # > 0: every image cropped to a multiple of it (top-left rows
+                             # and columns kept, MATLAB's modcrop: the super-resolution
+                             # protocol crops HR images to a multiple of the scale)
 
 Splits: ``train`` and ``validation`` are clean tiles (uint8 ``[N, tile, tile, 3]``,
 0..255) cut from the training images (``PairedImages.tiles``; the task cuts random
@@ -85,11 +90,22 @@ def _first(images: PairedImages, n: int | None) -> PairedImages:
   return images if not n or n >= len(images) else images.take(range(n))
 
 
-def _concat(sets: list[PairedImages]) -> PairedImages:
+def _concat(sets: list[PairedImages], prefix: bool = False) -> PairedImages:
+  """One set of the clean images of ``sets``; ``prefix``: names become '<set>/<name>'."""
   if len(sets) == 1:
     return sets[0]
-  return PairedImages("+".join(s.name for s in sets), sum((s.names for s in sets), ()),
-                      sum((s.targets for s in sets), ()))
+  names = sum((tuple(f"{s.name}/{n}" for n in s.names) if prefix else s.names for s in sets), ())
+  return PairedImages("+".join(s.name for s in sets), names, sum((s.targets for s in sets), ()))
+
+
+def modcrop(images: PairedImages, multiple: int) -> PairedImages:
+  """Every image (and input) cropped to ``H - H % multiple`` rows and ``W - W % multiple``
+  columns, the top-left kept (MATLAB ``modcrop``); ``multiple`` <= 1: unchanged."""
+  if multiple <= 1:
+    return images
+  crop = lambda x: x[:x.shape[0] - x.shape[0] % multiple, :x.shape[1] - x.shape[1] % multiple]
+  inputs = None if images.inputs is None else tuple(crop(x) for x in images.inputs)
+  return PairedImages(images.name, images.names, tuple(crop(t) for t in images.targets), inputs)
 
 
 def _held_out(split: ImageSet, fraction: float, seed: int):
@@ -110,23 +126,25 @@ def load(data, *, patch: int, seed: int = 0) -> Dataset:
   limit = int(data.get("max_per_split", 0)) or None
   cache = data.get("cache_dir") or None
   tile = int(data.get("tile", 0)) or 2 * int(patch)
+  multiple = int(data.get("crop_multiple", 0))
   if source == "photos":
-    train_images, test_images = photos()
+    train_images, test_images = (modcrop(p, multiple) for p in photos())
     pairs_of: dict = {}
   elif source == "sets":
     root = resolve_root(data.root)
     if not root.is_dir():
       raise MissingDataError(f"restoration data folder {root} does not exist (config.data.root"
                              f"={data.root!r}, relative to {repository()})")
-    read = lambda name: _first(load_paired(_set_path(root, name), cache_dir=cache), limit)
+    read = lambda name: modcrop(_first(load_paired(_set_path(root, name), cache_dir=cache),
+                                       limit), multiple)
     train_images = _first(_concat([read(n) for n in parse_list(data.train)]),
                           int(data.get("max_train_images", 0)) or None)
-    test_images = read(data.test)
+    test_images = _concat([read(n) for n in parse_list(data.test)], prefix=True)
     input_dir, target_dir = (parse_list(data.pair_dirs) + ["", ""])[:2]
 
     def pairs_of(name):
-      return _first(load_paired(_set_path(root, name), input_dir=input_dir,
-                                target_dir=target_dir, cache_dir=cache), limit)
+      return modcrop(_first(load_paired(_set_path(root, name), input_dir=input_dir,
+                                        target_dir=target_dir, cache_dir=cache), limit), multiple)
   else:
     raise ConfigError(f"restoration data.source must be one of {SOURCES}, got {source!r}")
   test_pairs = {d: n for d, n in (data.get("test_pairs") or {}).items() if n}

@@ -18,11 +18,12 @@ import numpy as np
 from fdjax.degradations import blur as blur_lib
 from fdjax.degradations import jpeg as jpeg_lib
 from fdjax.degradations import noise as noise_lib
+from fdjax.degradations import resize as resize_lib
 from fdjax.degradations import restoration
 
 # The four degradations of the paper, in its order.
 NAMES = ("jpeg", "blur", "awgn", "sapn")
-RESTORATION_NAMES = ("haze", "rain", "lowlight", "motion_blur")  # and "denoise"
+RESTORATION_NAMES = ("haze", "rain", "lowlight", "motion_blur")  # and "denoise", "sr"
 
 # f(key, images [B, H, W, 3], levels float [B]) -> images of the same shape.
 DegradeFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
@@ -106,6 +107,10 @@ REGISTRY: dict[str, Degradation] = {
         "motion_blur", restoration.motion_blur, restoration.motion_blur_float,
         _grid(restoration.MOTION_BLUR_GRID), clean_level=0.0,
         units="motion kernel length in pixels, 0..15 step 1 (random direction)"),
+    "sr": Degradation(
+        "sr", resize_lib.sr, resize_lib.sr_float, _grid(resize_lib.SR_GRID), clean_level=1.0,
+        units="super-resolution scale s, 1..4 step 1: MATLAB bicubic down by s (antialiased) "
+              "and back up to the input size; 1 = unchanged"),
 }
 
 

@@ -50,6 +50,7 @@ from fdjax.data.splits import balanced_subset
 from fdjax.data.testsets import TestSet
 from fdjax.degradations.plan import LevelPlan, eval_key, level_indices, stride_levels
 from fdjax.eval.metric import Predict, eval_batches, jit_clean, predictor
+from fdjax.eval.per_image import per_set_means
 from fdjax.train.mesh import data_sharding, replicated
 
 # predict_fn(variables, images_uint8 [B,H,W,3], levels float32 [B], key) -> outputs
@@ -258,14 +259,18 @@ def evaluate_all(task, variables, split, plan: LevelPlan, *, batch_size: int, me
                                    tests, name, plan.eval_levels(name), batch_size=batch_size,
                                    mesh=mesh, seed=plan.eval_seed, collect=collect)
       per_metric = {m: (mean_over_levels(p), p) for m, p in per_level.items()}
+    by_set: dict = {}
     if per_image:
       images[name] = _per_image_entry(tests, levels, collect)
+      by_set = per_set_means(images[name])
     mark = ({"test_set": tests.name, "synthetic": not tests.real} if test_sets else {})
     all_, per = per_metric[headline]
     listed = {"explicit": True} if name in dict(plan.explicit) else {}
-    results[name] = {"all": all_, "per_level": per, **mark, **listed}
+    sets = lambda m: {"per_set": by_set[m]} if m in by_set else {}
+    results[name] = {"all": all_, "per_level": per, **mark, **listed, **sets(headline)}
     for m in others:
-      extra[m][name] = {"all": per_metric[m][0], "per_level": per_metric[m][1], **listed}
+      extra[m][name] = {"all": per_metric[m][0], "per_level": per_metric[m][1], **listed,
+                        **sets(m)}
   results["avg"] = float(np.mean([results[n]["all"] for n in plan.names]))
   for m in others:
     extra[m]["avg"] = float(np.mean([extra[m][n]["all"] for n in plan.names]))

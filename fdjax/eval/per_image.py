@@ -18,6 +18,8 @@ import csv
 import os
 from typing import Sequence
 
+import numpy as np
+
 FILE = "per_image.csv"
 
 
@@ -47,3 +49,23 @@ def write(workdir: str, entries: Sequence[tuple[str, int, dict]],
     writer.writerow(["row", "seed", "degradation", "test_set", "level", "image", *metrics])
     writer.writerows(body)
   return path
+
+
+def per_set_means(entry: dict) -> dict:
+  """``{metric: {set: mean}}`` for a test set made of several named sets (image names
+  '<set>/<name>', ``fdjax.data.restoration_sets``: ``data.test='set5,set14'``): per set,
+  the mean over levels of the mean over its images, as the set's own column would be.
+  ``{}`` when the names do not split into two or more sets."""
+  names = entry.get("names", [])
+  sets = [n.partition("/")[0] if "/" in n else None for n in names]
+  if None in sets or len(set(sets)) < 2:
+    return {}
+  order = list(dict.fromkeys(sets))
+  out: dict = {}
+  for metric, per_level in entry.items():
+    if metric in ("test_set", "names", "levels"):
+      continue
+    values = np.asarray(per_level, np.float64)           # [levels, images]
+    out[metric] = {s: float(np.mean(values[:, [i for i, x in enumerate(sets) if x == s]]))
+                   for s in order}
+  return out

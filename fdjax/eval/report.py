@@ -69,12 +69,14 @@ def _entry(records: Sequence[Record], name: str) -> Mapping[str, Any]:
 
 def columns(records: Sequence[Record]) -> list[str]:
   """Table columns: ``clean``, the degradations present (each followed by one column per
-  explicitly listed evaluation level, ``<name>@<level>``), ``avg``."""
+  explicitly listed evaluation level, ``<name>@<level>``, and one per named set of a
+  combined test set, ``<name>[<set>]``), ``avg``."""
   cols = ["clean"] if any("clean" in r[2] for r in records) else []
   for name in degradation_names(records):
     cols.append(name)
     if _entry(records, name).get("explicit") and len(_entry(records, name)["per_level"]) > 1:
       cols += [f"{name}@{level:g}" for level, _ in _entry(records, name)["per_level"]]
+    cols += [f"{name}[{part}]" for part in _entry(records, name).get("per_set", {})]
   if any(r[2].get("avg") is not None for r in records):
     cols.append("avg")
   return cols
@@ -107,7 +109,12 @@ def test_sets(records: Sequence[Record]) -> dict:
 
 def column_value(results: Mapping[str, Any], column: str) -> float | None:
   """The stored metric of one column (``clean``, a degradation's mean over levels,
-  ``<degradation>@<level>``, ``avg``) or None."""
+  ``<degradation>@<level>``, ``<degradation>[<set>]``, ``avg``) or None."""
+  if column.endswith("]") and "[" in column:   # '<degradation>[<test set>]'
+    name, _, part = column[:-1].partition("[")
+    value = results.get(name)
+    value = value.get("per_set", {}).get(part) if isinstance(value, Mapping) else None
+    return None if value is None else float(value)
   name, at, level = column.partition("@")
   value = results.get(name)
   if at and isinstance(value, Mapping):

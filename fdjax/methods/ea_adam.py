@@ -1,15 +1,19 @@
-"""EA-Adam (Sun et al., TIP 2024) for classification: a population of P models, one per
-preference between the objectives (clean images and each degradation), trained by
+"""EA-Adam (Sun et al., TIP 2024): a population of P models, one per preference between
+the objectives of ``config.ea_adam.objectives`` (``fdjax.population.families``:
+'degradations' = clean images and each degradation, classification; 'perception' = L1
+and an adversarial loss with a discriminator per member, restoration / SR), trained by
 one vmapped step with per-tensor normalised objective gradients, evolved after every
 epoch (SBX, Gaussian mutation, MOEA/D with the normalised Tchebycheff function),
-then merged. Every member starts from the clean model; member 0 (clean only) is
-frozen when ``ea_adam.freeze_first``.
+then merged. Every member starts from the clean model (for restoration: the base
+restorer trained with the task loss); member 0 (objective 0 only) is frozen when
+``ea_adam.freeze_first``.
 
 Stage ``ea_adam`` (config block ``ea_adam``): the stacked members under
 ``ea_adam/variables``, the last Pareto report in ``ea_adam/pareto.json`` (per epoch in
-``metrics.jsonl``). Rows: the best single member (highest mean validation metric over
-the objectives), the uniform average of the members and their validation-weighted
-average (weights = mean validation metric). ``ea_adam/merged.json`` holds the validation
+``metrics.jsonl``). Rows: the best single member (highest merge weight: the family's
+``merge_weights`` of the validation values, e.g. the mean accuracy over the objectives),
+the uniform average of the members and their validation-weighted average (weights =
+the merge weights). ``ea_adam/merged.json`` holds the validation
 Pareto report of the members with the two averages beside them (``ea_adam/pareto.png``:
 clean vs the degradations' mean, averages marked).
 
@@ -33,13 +37,13 @@ from fdjax import data as data_lib
 from fdjax import fusion
 from fdjax.methods.base import Method, Output
 from fdjax.population.evolution import EvolutionConfig, init_evolution
-from fdjax.population.fitness import member_metrics, scorer, validation_subset
+from fdjax.population.families import objectives_of
+from fdjax.population.fitness import validation_subset
 from fdjax.population.fusion_net import (MixingPredictor, average_mixing, bake,
                                          dynamic_predictor, fusion_loss)
 from fdjax.population.gradients import freeze_members, population_grad_fn
 from fdjax.population.hook import evolution_hook
 from fdjax.population.model import StackedModel
-from fdjax.population.objectives import clean_and_combined, objective_names, share_losses
 from fdjax.population.pareto import dominates, pareto_report
 from fdjax.population.pareto_plot import plot_pareto
 from fdjax.population.preferences import preference_vectors
@@ -55,26 +59,29 @@ FUSION = "ea_adam_fusion"
 
 def _setup(ctx):
   cfg = ctx.config.ea_adam
-  objectives = objective_names(ctx.plan)
-  preferences = preference_vectors(int(cfg.size), len(objectives))
+  family = objectives_of(ctx)
+  preferences = preference_vectors(int(cfg.size), len(family.names))
   trainable = np.array([not (cfg.freeze_first and i == 0) for i in range(int(cfg.size))])
-  return cfg, objectives, preferences, trainable
+  return cfg, family, preferences, trainable
 
 
 def _stage(runner) -> dict:
   ctx = runner.ctx
-  cfg, objectives, preferences, trainable = _setup(ctx)
+  cfg, family, preferences, trainable = _setup(ctx)
   size = len(preferences)
 
   def make_state(variables, tx, rng, mesh):
     evolution = init_evolution(jax.random.fold_in(rng, 1), preferences, trainable)
-    return create_population_state(variables, tx, rng, evolution, mesh)
+    critic = (None if family.init_critic is None
+              else family.init_critic(jax.random.fold_in(rng, 2), size))
+    return create_population_state(variables, tx, rng, evolution, mesh, critic=critic)
 
-  hook = evolution_hook(scorer(ctx, int(cfg.fitness_examples)), EvolutionConfig.from_config(cfg),
-                        objectives, higher_is_better=ctx.task.metric.higher_is_better,
+  values = family.values(int(cfg.fitness_examples))
+  hook = evolution_hook(lambda stacked: -values(stacked), EvolutionConfig.from_config(cfg),
+                        family.names, higher_is_better=True, ref=family.ref,
                         report_path=os.path.join(ctx.stage_dir(NAME), "pareto.json"))
-  recipe = Recipe(share_losses(ctx.model, ctx.task, clean_and_combined(ctx.plan), len(objectives)),
-                  init=stack_members([runner.get("clean")] * size), shares=len(objectives),
+  recipe = Recipe(family.loss_fn, init=stack_members([runner.get("clean")] * size),
+                  shares=family.shares,
                   model=StackedModel(ctx.model, size),
                   grad_fn=population_grad_fn(preferences, trainable=trainable,
                                              loop=cfg.member_loop),
@@ -84,43 +91,43 @@ def _stage(runner) -> dict:
 
 
 def _stages(ctx):
-  return {NAME: Stage(NAME, ("clean",), _stage, block=NAME, shares=len(ctx.degradations) + 1,
+  return {NAME: Stage(NAME, ("clean",), _stage, block=NAME, shares=objectives_of(ctx).shares,
                       uses=("eval.seed", "eval_batch_size"))}
 
 
-def merged_models(stacked: dict, member_metric: np.ndarray) -> dict:
+def merged_models(stacked: dict, weights: np.ndarray) -> dict:
   """``{'best': (index, variables), 'uniform': variables, 'weighted': variables}`` from
-  members stacked on axis 0 and their validation metric ``[P, M]`` (higher is better)."""
-  members = [unstack_tree(stacked, i) for i in range(member_metric.shape[0])]
-  mean = member_metric.mean(axis=1)
-  best = int(np.argmax(mean))
+  members stacked on axis 0 and their merge weights ``[P]`` (> 0, higher is better:
+  ``Objectives.merge_weights`` of their validation values)."""
+  weights = np.asarray(weights, np.float64)
+  members = [unstack_tree(stacked, i) for i in range(len(weights))]
+  best = int(np.argmax(weights))
   return {"best": (best, members[best]),
           "uniform": fusion.uniform_soup(members, batch_stats="average"),
-          "weighted": fusion.weighted_soup(members, np.maximum(mean, 1e-12).tolist(),
-                                           batch_stats="average")}
+          "weighted": fusion.weighted_soup(members, weights.tolist(), batch_stats="average")}
 
 
 def _rows(runner) -> Output:
   ctx = runner.ctx
-  cfg, objectives, _, _ = _setup(ctx)
+  cfg, family, _, _ = _setup(ctx)
+  objectives = family.names
   stacked = runner.get(NAME)
-  sign = 1.0 if ctx.task.metric.higher_is_better else -1.0
-  metrics = member_metrics(ctx, int(cfg.fitness_examples))
-  metric = metrics(stacked)
-  merged = merged_models(stacked, sign * metric)
+  values = family.values(int(cfg.fitness_examples))
+  metric = values(stacked)
+  merged = merged_models(stacked, family.merge_weights(metric))
   best, best_variables = merged["best"]
   averages = stack_trees([merged["uniform"], merged["weighted"]])
-  average_metric = metrics(averages)
-  report = pareto_report(sign * metric, objectives)
+  average_metric = values(averages)
+  report = pareto_report(metric, objectives, ref=family.ref)
   report["merged"] = {
       name: {"values": dict(zip(objectives, map(float, row))),
              "dominates_members": [i for i in range(len(metric))
-                                   if dominates(sign * row, sign * metric[i])]}
+                                   if dominates(row, metric[i])]}
       for name, row in zip(("uniform", "weighted"), average_metric)}
   with open(os.path.join(ctx.stage_dir(NAME), "merged.json"), "w") as f:
     json.dump(report, f, indent=1)
   plot_pareto(report, os.path.join(ctx.stage_dir(NAME), "pareto.png"),
-              scale=ctx.task.metric.scale, unit=ctx.task.metric.unit)
+              scale=family.scale, unit=family.unit)
   return Output(
       [("EA-Adam best member", runner.evaluate("ea_adam_best", best_variables)),
        ("EA-Adam uniform average", runner.evaluate("ea_adam_uniform", merged["uniform"])),

@@ -16,8 +16,10 @@ Variables: the predictor's ``{'params': ...}``; the members ``{'params',
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Mapping
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -126,15 +128,34 @@ def fusion_loss(member_model, predictor: MixingPredictor, task, degrade):
   return loss_fn
 
 
+@dataclasses.dataclass(frozen=True)
+class DynamicNetwork:
+  """The dynamic network as a module-like object, so that ``task.predict`` applies it as
+  any model (input normalisation, padding to ``stride`` and cropping back, the output
+  range of the task): ``apply({'predictor': params, 'members': stacked}, x)``."""
+
+  member_model: Any
+  predictor: MixingPredictor
+
+  @property
+  def stride(self) -> int:
+    return getattr(self.member_model, "stride", 1)
+
+  def apply(self, variables, x, train: bool = False):
+    del train   # inference only: the members are frozen
+    alpha = self.predictor.apply({"params": variables["predictor"]}, x)
+    return dynamic_apply(self.member_model, variables["members"], alpha, x)
+
+
 @functools.lru_cache(maxsize=16)
 def dynamic_predictor(task, member_model, predictor: MixingPredictor):
   """``predict(variables, images_uint8) -> outputs`` of the dynamic network for
-  ``variables = {'predictor': params, 'members': stacked}`` (memoised: one compilation)."""
+  ``variables = {'predictor': params, 'members': stacked}``: ``task.predict`` of a
+  ``DynamicNetwork`` (restoration: clipped 0..255 images; memoised: one compilation)."""
+  network = DynamicNetwork(member_model, predictor)
 
   def predict(variables, images):
-    x = task.model_input(images)
-    alpha = predictor.apply({"params": variables["predictor"]}, x)
-    return dynamic_apply(member_model, variables["members"], alpha, x)[0]
+    return task.predict(network, variables, images)
 
   return predict
 

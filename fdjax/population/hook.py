@@ -6,7 +6,8 @@
 exactly as an uninterrupted one), the new state placed like the old one, and the
 Pareto report of the members' metrics (``score`` negated back when it minimises a
 higher-is-better metric) as metrics for ``metrics.jsonl``; with ``report_path`` the
-latest report is also written there as JSON.
+latest report is also written there as JSON; ``ref``: the hypervolume's reference point
+(``fdjax.population.pareto.hypervolume``; default 0).
 """
 
 from __future__ import annotations
@@ -23,14 +24,15 @@ from fdjax.population.pareto import pareto_report
 
 
 def evolution_hook(score: Callable, cfg: EvolutionConfig, objectives: Sequence[str], *,
-                   higher_is_better: bool = True, report_path: str | None = None):
+                   higher_is_better: bool = True, report_path: str | None = None,
+                   ref: Sequence[float] | None = None):
   sign = -1.0 if higher_is_better else 1.0
 
   def on_epoch_end(state, epoch: int):
     new_state, info = evolutionary_epoch(state, score, cfg)
     new_state = jax.tree.map(lambda new, old: jax.device_put(new, old.sharding), new_state, state)
     metric = sign * np.asarray(info["fitness"])
-    report = pareto_report(metric, objectives)
+    report = pareto_report(metric, objectives, ref=ref)
     report.update(epoch=epoch + 1, generation=int(new_state.evolution.generation),
                   replaced=np.asarray(new_state.evolution.replaced).tolist())
     if report_path is not None:

@@ -1,6 +1,7 @@
 """The population's training state: ONE ``TrainState`` whose parameters, BatchNorm
 statistics and optimiser moments are stacked on a leading axis P (one row per member),
-plus the evolution's state, so that one checkpoint resumes everything exactly.
+plus the evolution's state and, for adversarial objectives, the members' discriminators
+(a second stacked pytree, ``critic``), so that one checkpoint resumes everything exactly.
 
 ``population_sharding(mesh, state)`` lays the member axis over a mesh axis named
 ``population`` (scalars and the evolution's small arrays replicated), for
@@ -32,10 +33,24 @@ class PopulationState(TrainState):
   member sees the same batch and the same step key."""
 
   evolution: Any = None
+  critic: Any = None
 
   @property
   def size(self) -> int:
     return jax.tree.leaves(self.params)[0].shape[0]
+
+  def loss_carry(self):
+    """The BatchNorm statistics, or with a ``critic`` (one discriminator per member and
+    its optimiser state, stacked ``[P, ...]``: ``fdjax.population.adversarial``)
+    ``{'batch_stats', 'critic'}``, updated by the loss function in the same step."""
+    if self.critic is None:
+      return self.batch_stats
+    return {"batch_stats": self.batch_stats, "critic": self.critic}
+
+  def with_loss_carry(self, carry) -> "PopulationState":
+    if self.critic is None:
+      return self.replace(batch_stats=carry)
+    return self.replace(batch_stats=carry["batch_stats"], critic=carry["critic"])
 
 
 def stack_members(members: Sequence[dict]) -> dict:
@@ -45,12 +60,16 @@ def stack_members(members: Sequence[dict]) -> dict:
 
 
 def create_population_state(stacked_variables: dict, tx: optax.GradientTransformation,
-                            rng: jax.Array, evolution, mesh=None) -> PopulationState:
+                            rng: jax.Array, evolution, mesh=None,
+                            critic=None) -> PopulationState:
   """A step-0 ``PopulationState``; ``tx.init`` on the stacked parameters gives stacked
-  moments (element-wise optimisers). With ``mesh``: every leaf replicated on it."""
+  moments (element-wise optimisers). ``critic``: the members' discriminators and their
+  optimiser state, stacked (``fdjax.population.adversarial.init_critic``), or None.
+  With ``mesh``: every leaf replicated on it."""
   base = create_train_state(stacked_variables, tx, rng, mesh)
   state = PopulationState(step=base.step, params=base.params, batch_stats=base.batch_stats,
-                          opt_state=base.opt_state, rng=base.rng, evolution=evolution)
+                          opt_state=base.opt_state, rng=base.rng, evolution=evolution,
+                          critic=critic)
   if mesh is not None:
     from fdjax.train.mesh import replicated
     state = jax.device_put(state, replicated(mesh))
@@ -69,7 +88,8 @@ def population_mesh(population_devices: int, devices=None) -> Mesh:
 
 def population_sharding(mesh, state: PopulationState):
   """Per-leaf shardings: member-stacked leaves (leading axis P) split over ``population``;
-  everything else (step, rng, optimiser counters, the evolution) replicated."""
+  everything else (step, rng, optimiser counters, the evolution) replicated. The
+  discriminators (``critic``, leaves ``[P, ...]``) are split like the members."""
   count = state.size
   split = NamedSharding(mesh, PartitionSpec(POPULATION_AXIS))
   whole = NamedSharding(mesh, PartitionSpec())

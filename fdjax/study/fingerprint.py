@@ -30,7 +30,7 @@ from fdjax.errors import UserError
 
 FILE = "fingerprint.json"
 RESTORATION_DATA = ("root", "train", "test", "test_pairs", "train_pairs", "pair_dirs", "tile",
-                    "max_train_images")
+                    "max_train_images", "crop_multiple")
 ON_MISMATCH = ("stop", "retrain")
 
 

@@ -34,6 +34,17 @@ class TrainState:
     """``{'params': ..., 'batch_stats': ...}`` ready for ``model.apply``."""
     return {"params": self.params, "batch_stats": self.batch_stats}
 
+  def loss_carry(self):
+    """What the train step hands the loss function besides the parameters and takes back
+    updated (its ``batch_stats`` argument and result): the BatchNorm statistics. A
+    subclass may carry more, e.g. a population's discriminators
+    (``fdjax.population.state.PopulationState``)."""
+    return self.batch_stats
+
+  def with_loss_carry(self, carry) -> "TrainState":
+    """This state with the loss function's updated carry (inverse of ``loss_carry``)."""
+    return self.replace(batch_stats=carry)
+
 
 def init_variables(model: nn.Module, key: jax.Array, image_shape: tuple[int, int, int]) -> dict:
   """Model variables for inputs of ``image_shape`` (H, W, C); ``batch_stats`` may be empty."""

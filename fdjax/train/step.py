@@ -7,7 +7,10 @@ function. A loss function has the signature::
     loss_fn(params, batch_stats, batch, key) -> (loss, (new_batch_stats, metrics))
     loss_fn(params, batch_stats, batch, key, frozen) -> ...   # with frozen teachers
 
-where ``batch`` is a dict of arrays sharded over the ``data`` mesh axis, ``key``
+where ``batch_stats`` is what the state carries for the loss function
+(``TrainState.loss_carry``: the BatchNorm statistics, or more for a state that carries
+more, e.g. a population's discriminators), ``batch`` is a dict of arrays sharded over
+the ``data`` mesh axis, ``key``
 is this step's PRNG key (``fold_in(state.rng, state.step)``), ``frozen`` is a
 pytree of read-only variables (teachers), replicated and passed as a jit argument
 so that they are neither differentiated nor baked into the compiled program as
@@ -105,15 +108,15 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, mesh,
 
   def train_step(state: TrainState, batch: dict, frozen=None):
     extra = () if frozen is None else (frozen,)
-    (loss, (batch_stats, metrics)), grads = grad_fn(loss_fn)(
-        state.params, state.batch_stats, batch, step_key(state), *extra)
+    (loss, (carry, metrics)), grads = grad_fn(loss_fn)(
+        state.params, state.loss_carry(), batch, step_key(state), *extra)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     grad_norm = optax.tree.norm(grads)
     finite = jnp.all(jnp.isfinite(loss)) & jnp.isfinite(grad_norm)
     metrics = dict(metrics, loss=loss, grad_norm=grad_norm, finite=finite.astype(jnp.float32))
-    new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
-                              opt_state=opt_state)
+    new_state = state.replace(step=state.step + 1, params=params,
+                              opt_state=opt_state).with_loss_carry(carry)
     return new_state, metrics
 
   jitted = jax.jit(train_step,

@@ -1,0 +1,90 @@
+"""EA-Adam's own setting: x4 super-resolution, a population over the perception-distortion
+trade-off, merged by averaging and by the fusion network.
+
+    python -m fdjax.main --config=configs/population_sr.py:reduced --workdir=runs/psr
+
+* Data (``data.root``, default ``../shared/data/restoration``; see its README): trained on
+  tiles of T91, tested on Set5 and Set14 (evaluated as one test set of 19 images,
+  'set5+set14', with a column per set: ``sr[set5]``, ``sr[set14]``; ``per_image.csv``
+  names each image '<set>/<name>'), every image cropped to a multiple of 4
+  (``data.crop_multiple``).
+* Degradation 'sr' at scale 4 (``fdjax.degradations.resize``): MATLAB-style bicubic
+  down-sampling (antialiased), the LR image rounded to uint8, then bicubic back to the
+  HR size: the same-size U-Net restores the SRCNN/VDSR-style up-sampled input.
+* Scores: PSNR and SSIM on the Y channel (BT.601) with 4 border pixels shaved, the SR
+  tables' convention. The Input row is the bicubic baseline (Set5 28.43 dB / 0.8113,
+  Set14 26.09 dB / 0.7050 here; published 28.42 / 0.8104 and 26.00 / 0.7027).
+* Stages: 'clean' = the L1 model (EA-Adam's pretrained distortion model, member 0, frozen);
+  'ea_adam' = P members from it, objectives distortion (L1) and perception (RaGAN against
+  a discriminator per member, trained from scratch in the same step; ``ea_adam.objectives
+  = 'perception'``), evolved after every epoch on validation PSNR and a gradient-statistics
+  distance (``fdjax.eval.gradient_stats``: a discriminator-free perceptual proxy, not
+  NIQE); 'ea_adam_fusion' = the fusion network over the members (trained on L1).
+* Rows: Input (bicubic), EA-Adam best member, uniform and validation-weighted averages,
+  EA-Adam fusion (dynamic) and (baked). ``ea_adam/merged.json`` and ``pareto.png``: the
+  members' validation (PSNR, -gradient W1) front with the averages.
+
+Variants: none = EA-Adam's scale on an accelerator (P = 5, width 32, 96x96 patches);
+``:reduced`` = meant to finish in at most 60 minutes on a 2-core CPU (P = 5, width 16,
+48x48 patches, short schedules; not yet timed); ``:smoke`` = a minute or two (tiny model,
+P = 3, a few images, one epoch per stage).
+"""
+
+from fdjax.config import optimizer_config, set_epochs
+from fdjax.config_restoration import restoration_config
+
+STAGES = ("clean", "ea_adam", "ea_adam_fusion")
+
+
+def get_config(arg: str | None = None):
+  config = restoration_config()
+  config.data.source = "sets"
+  config.data.root = "../shared/data/restoration"
+  config.data.train = "t91"
+  config.data.test = "set5,set14"
+  config.data.crop_multiple = 4
+  config.data.tile = 0                       # twice the patch
+  config.data.validation_fraction = 0.05
+  config.degradations = "sr"
+  config.levels.sr = "4:4"                   # train at x4 only
+  config.eval_levels = {k: "" for k in config.eval_levels.keys()}
+  config.eval_levels.sr = "4"
+  config.restoration.update(model="unet", width=32, depth=2, blocks=2, patch=96,
+                            y_channel=True, shave=4, flip=True, rot90=True)
+  config.methods = "input,ea_adam,ea_adam_fusion"
+  config.selection = "last"
+  config.eval.cost_columns = False
+  config.batch_size = 16
+  config.eval_batch_size = 1
+  config.log_every_steps = 50
+  config.checkpoint.every_steps = 500
+  adam = lambda lr: optimizer_config("adam", lr, weight_decay=0.0, schedule="constant")
+  config.clean.optimizer = optimizer_config("adam", 1e-3, weight_decay=0.0, schedule="cosine")
+  config.ea_adam.optimizer = adam(1e-4)
+  config.ea_adam.update(size=5, objectives="perception", fitness_examples=64, critic_width=32,
+                        critic_depth=3, critic_lr=1e-4)
+  config.ea_adam_fusion.optimizer = adam(1e-3)
+  config.ea_adam_fusion.calibration_batches = 10
+  set_epochs(config, clean=100, ea_adam=20, ea_adam_fusion=5)
+  if arg == "reduced":
+    config.restoration.update(width=16, depth=2, blocks=1, patch=48)
+    config.data.tile = 72                    # T91's smallest image is 78 px
+    config.batch_size = 8
+    config.ea_adam.update(fitness_examples=24, critic_width=16)
+    config.ea_adam_fusion.calibration_batches = 4
+    set_epochs(config, clean=20, ea_adam=8, ea_adam_fusion=2)
+  elif arg == "smoke":
+    config.restoration.update(width=8, depth=1, blocks=1, patch=32)
+    config.data.tile = 64
+    config.data.max_train_images = 8
+    config.data.max_per_split = 8
+    config.data.validation_fraction = 0.2
+    config.eval.max_examples = 2
+    config.batch_size = 4
+    config.log_every_steps = 10
+    config.ea_adam.update(size=3, fitness_examples=4, critic_width=4, critic_depth=2)
+    config.ea_adam_fusion.update(width=4, calibration_batches=1)
+    set_epochs(config, **dict.fromkeys(STAGES, 1))
+  elif arg:
+    raise ValueError(f"unknown population_sr variant {arg!r}; use :reduced, :smoke or nothing")
+  return config
