@@ -19,7 +19,8 @@
 * modes: ``selection``, ``fusion.soup`` (and weighted-soup weights), BatchNorm modes,
   ``experts.loss``, ``moe.homogenize`` / routing / dispatch / expert loop, the model,
   ``checkpoint.on_corrupt``; with the MoE method, ``moe.ks`` and ``moe.train_k``
-  within 1..number of degradations.
+  within 1..number of degradations;
+* EA-Adam's blocks ``ea_adam`` and ``ea_adam_fusion`` (``fdjax.validate_population``).
 
 A field the config does not have is not checked, so older or newer schemas validate
 too. Unknown fields (``--config.clean.epochz``) are named by ``fdjax.config_fields``.
@@ -165,6 +166,9 @@ def validate_config(config, *, device_count: int | None = None) -> None:
           in_range)
     check("moe.train_k", lambda v: _is_int(v) and 1 <= v <= n_degradations,
           f"an integer in 1..{n_degradations} (the number of degradations)")
+
+  from fdjax.validate_population import check_population
+  check_population(config, check, problems)
 
   if not problems:
     from fdjax.validate_task import check_task

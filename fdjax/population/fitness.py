@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import jax
 import numpy as np
+from absl import logging
 
 from fdjax import data as data_lib
 from fdjax.eval.metric import jit_clean, predictor, split_metric
@@ -20,14 +21,18 @@ from fdjax.trees import unstack_tree
 
 
 def validation_subset(ctx, max_examples: int):
-  """The validation split (its first ``max_examples`` images when > 0); a one-line
-  ValueError when there is none."""
+  """The validation split (its first ``max_examples`` images when > 0; the whole split,
+  with a log line, when ``max_examples`` exceeds it); a one-line ValueError when there is
+  none."""
   split = ctx.dataset.validation
   if split is None or not len(split):
     raise ValueError("ea_adam needs a validation split for its fitness: set "
                      "data.validation_fraction > 0")
   if max_examples and max_examples < len(split):
     split = data_lib.take(split, np.arange(max_examples))
+  elif max_examples > len(split):
+    logging.info("ea_adam.fitness_examples=%d is more than the %d validation images: "
+                 "scoring on all %d", max_examples, len(split), len(split))
   return split
 
 

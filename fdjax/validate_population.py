@@ -1,0 +1,93 @@
+"""Config checks of EA-Adam's blocks (``fdjax.validate`` calls ``check_population``).
+
+Every field is checked when its block is present (the defaults are valid), as the
+other blocks are; the cross-field rules below apply when ``config.methods`` includes
+'ea_adam' or 'ea_adam_fusion'. Each problem is one ``"<field> must be <rule>, got
+<value>"`` line for ``validate_config``'s ``ConfigError``.
+
+``ea_adam`` (``fdjax.population``; objectives = clean images + each degradation, one
+preference vector per member):
+
+* ``size`` (P): an integer >= 2 (the preference vectors span P points);
+* ``neighbours`` (T, the member itself included): an integer in 2..size (a crossover
+  partner is drawn among the T-1 others);
+* ``max_replacements``: an integer in 1..neighbours;
+* ``random_partner_prob``, ``crossover_prob``, ``mutation_prob``, ``mutation_rate``:
+  probabilities in [0, 1]; ``eta`` (SBX distribution index): finite and > 0;
+  ``mutation_std``: finite and >= 0;
+* ``fitness_examples``: an integer >= 0 (0: the whole validation split; more than the
+  split holds is clamped to it, with a log line: ``fdjax.population.fitness``);
+* ``freeze_first``: True or False; ``member_loop``: 'auto', 'vmap' or 'unroll'.
+
+``ea_adam_fusion``: ``width`` (the mixing predictor's channels) and
+``calibration_batches`` (validation batches the baked mixing weights average over):
+integers >= 1. ``epochs`` and ``optimizer`` of both blocks are checked with the other
+training stages (``fdjax.config.TRAINING_STAGES``).
+
+With either method: ``data.validation_fraction`` > 0 (the members' fitness, the merge
+weights and the fusion network's calibration are measured on the validation split).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Callable
+
+from fdjax.config import parse_list
+
+METHODS = ("ea_adam", "ea_adam_fusion")
+MEMBER_LOOPS = ("auto", "vmap", "unroll")   # fdjax.population.gradients
+PROBABILITIES = ("random_partner_prob", "crossover_prob", "mutation_prob", "mutation_rate")
+
+
+def _is_int(v) -> bool:
+  return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_real(v) -> bool:
+  """A finite real number (not a bool)."""
+  return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def check_population(config, check: Callable[[str, Callable[[Any], bool], str], None],
+                     problems: list[str]) -> None:
+  """Appends the problems of ``config.ea_adam`` / ``config.ea_adam_fusion`` through
+  ``check(field, ok, rule)`` (``fdjax.validate``'s: skips absent fields) and
+  ``problems`` (module docstring)."""
+  block = config.get("ea_adam")
+  if block is not None:
+    _check_ea_adam(block, check)
+  check("ea_adam_fusion.width", lambda v: _is_int(v) and v >= 1, "an integer >= 1")
+  check("ea_adam_fusion.calibration_batches", lambda v: _is_int(v) and v >= 1,
+        "an integer >= 1")
+  chosen = [m for m in parse_list(config.get("methods", "")) if m in METHODS]
+  fraction = config.get("data", {}).get("validation_fraction")
+  if chosen and _is_real(fraction) and fraction == 0:
+    problems.append(f"data.validation_fraction must be > 0 with method(s) {','.join(chosen)} "
+                    f"(EA-Adam's fitness, merge weights and calibration use the validation "
+                    f"split), got {fraction!r}")
+
+
+def _check_ea_adam(block, check) -> None:
+  size, neighbours = block.get("size"), block.get("neighbours")
+  check("ea_adam.size", lambda v: _is_int(v) and v >= 2,
+        "an integer >= 2 (the population's members)")
+  if _is_int(size) and size >= 2:
+    check("ea_adam.neighbours", lambda v: _is_int(v) and 2 <= v <= size,
+          f"an integer in 2..ea_adam.size={size} (the member and at least one partner)")
+  else:
+    check("ea_adam.neighbours", lambda v: _is_int(v) and v >= 2, "an integer >= 2")
+  if _is_int(neighbours) and neighbours >= 1:
+    check("ea_adam.max_replacements", lambda v: _is_int(v) and 1 <= v <= neighbours,
+          f"an integer in 1..ea_adam.neighbours={neighbours}")
+  else:
+    check("ea_adam.max_replacements", lambda v: _is_int(v) and v >= 1, "an integer >= 1")
+  for name in PROBABILITIES:
+    check(f"ea_adam.{name}", lambda v: _is_real(v) and 0 <= v <= 1, "a probability in [0, 1]")
+  check("ea_adam.eta", lambda v: _is_real(v) and v > 0, "a finite number > 0")
+  check("ea_adam.mutation_std", lambda v: _is_real(v) and v >= 0, "a finite number >= 0")
+  check("ea_adam.fitness_examples", lambda v: _is_int(v) and v >= 0,
+        "an integer >= 0 (0: the whole validation split)")
+  check("ea_adam.freeze_first", lambda v: isinstance(v, bool), "True or False")
+  check("ea_adam.member_loop", lambda v: v in MEMBER_LOOPS, f"one of {MEMBER_LOOPS}")
