@@ -56,7 +56,7 @@ def test_ea_adam_trains_evolves_and_reports(tmp_path):
   evolved = [r for r in records if "hypervolume" in r]
   assert [r["epoch"] for r in evolved] == [1]
   assert np.shape(evolved[-1]["member_metric"]) == (3, 2)
-  report = json.loads((stage_dir / "merged.json").read_text())
+  report = json.loads((stage_dir / "merged" / "merged.json").read_text())
   assert report["objectives"] == ["clean", "awgn"] and len(report["members"]) == 3
   assert set(report["merged"]) == {"uniform", "weighted"} and report["hypervolume"] >= 0
-  assert (stage_dir / "pareto.png").stat().st_size > 0
+  assert (stage_dir / "merged" / "pareto.png").stat().st_size > 0

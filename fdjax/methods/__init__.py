@@ -52,6 +52,9 @@ def loadable(name: str) -> Loadable:
   if name.startswith("expert_"):
     return Loadable(f"experts/{name[len('expert_'):]}")
   table = {k: v for m in METHODS.values() for k, v in m.models.items()}
+  refused = {k: why for m in METHODS.values() for k, why in m.refused.items()}
+  if name in refused:
+    raise ValueError(f"no single model for method {name!r}: {refused[name]}")
   if name not in table:
     raise ValueError(f"no single model for method {name!r}; choose from "
                      f"{sorted(table) + ['expert_<degradation>']}")

@@ -12,6 +12,8 @@ A method module defines one or more ``Method`` values and registers them in
   experts' heatmap, router usage);
 * ``models``: names a finished run can be loaded by (``fdjax.load_model``), each the
   stage directory holding the variables and, optionally, how to build its module;
+* ``refused``: names that ``fdjax.load_model`` refuses (not one static model), each with
+  why and what to load instead;
 * ``members(ctx) -> (held, run)``: how many dense models each of its rows holds and
   runs per image (the params and relative-FLOPs columns, ``config.eval.cost_columns``).
 """
@@ -72,4 +74,5 @@ class Method:
   stages: Callable[[Any], Mapping[str, Any]] = _no_stages
   finalize: Callable[[Sequence[Output], str, Any], None] | None = None
   models: Mapping[str, Loadable] = dataclasses.field(default_factory=dict)
+  refused: Mapping[str, str] = dataclasses.field(default_factory=dict)
   members: Callable[[Any], tuple[int, int]] = _one_model

@@ -10,18 +10,26 @@ restorer trained with the task loss); member 0 (objective 0 only) is frozen when
 
 Stage ``ea_adam`` (config block ``ea_adam``): the stacked members under
 ``ea_adam/variables``, the last Pareto report in ``ea_adam/pareto.json`` (per epoch in
-``metrics.jsonl``). Rows: the best single member (highest merge weight: the family's
-``merge_weights`` of the validation values, e.g. the mean accuracy over the objectives),
-the uniform average of the members and their validation-weighted average (weights =
-the merge weights). ``ea_adam/merged.json`` holds the validation
-Pareto report of the members with the two averages beside them (``ea_adam/pareto.png``:
-clean vs the degradations' mean, averages marked).
+``metrics.jsonl``). Stage ``ea_adam/merged`` (no training): the best single member
+(highest merge weight: the family's ``merge_weights`` of the validation values, e.g. the
+mean accuracy over the objectives), the uniform average of the members and their
+validation-weighted average (weights = the merge weights), saved under
+``ea_adam/merged/{best,uniform,weighted}/variables``, each a row;
+``ea_adam/merged/merged.json`` holds the validation Pareto report of the members with the
+two averages beside them and the merge weights (``pareto.png`` beside it: objective 0 vs
+the others' mean, averages marked).
 
 Method ``ea_adam_fusion`` (stage ``ea_adam_fusion``, config block ``ea_adam_fusion``):
 EA-Adam's fusion network over the frozen members (``fdjax.population.fusion_net``),
 its predictor trained on combined degradations; rows: the dynamic network, and the
 static model baked from the mixing weights averaged over ``calibration_batches``
-validation batches under combined degradations (fixed keys).
+validation batches under combined degradations (fixed keys), stage
+``ea_adam_fusion/baked`` (``variables`` and ``alpha.json``).
+
+``fdjax.load_model(run, name)`` / ``fdjax.predictor.load_predictor`` load the static
+rows: ``ea_adam_best``, ``ea_adam_uniform``, ``ea_adam_weighted``, ``ea_adam_fusion_baked``;
+'ea_adam' (P models) and 'ea_adam_fusion' (the dynamic network, per-image mixing) are
+refused with a ValueError naming what to load instead.
 """
 
 from __future__ import annotations
@@ -35,7 +43,8 @@ import optax
 
 from fdjax import data as data_lib
 from fdjax import fusion
-from fdjax.methods.base import Method, Output
+from fdjax.distributed import write_once
+from fdjax.methods.base import Loadable, Method, Output, one_model
 from fdjax.population.evolution import EvolutionConfig, init_evolution
 from fdjax.population.families import objectives_of
 from fdjax.population.fitness import validation_subset
@@ -51,10 +60,16 @@ from fdjax.population.state import create_population_state, stack_members
 from fdjax.study.runner import Stage
 from fdjax.study.training import Recipe, fixed_key_transform, train_stage
 from fdjax.train import init_variables
+from fdjax.train.variables_io import load_variables, save_variables, variables_exist
 from fdjax.trees import stack_trees, unstack_tree
 
 NAME = "ea_adam"
 FUSION = "ea_adam_fusion"
+MERGED = f"{NAME}/merged"      # the static merged models: MERGED/<kind>/variables
+BAKED = f"{FUSION}/baked"      # the baked fusion network: BAKED/variables
+# kind -> row label; the model loads as 'ea_adam_<kind>' (fdjax.load_model)
+KINDS = {"best": "EA-Adam best member", "uniform": "EA-Adam uniform average",
+         "weighted": "EA-Adam val-weighted average"}
 
 
 def _setup(ctx):
@@ -92,7 +107,8 @@ def _stage(runner) -> dict:
 
 def _stages(ctx):
   return {NAME: Stage(NAME, ("clean",), _stage, block=NAME, shares=objectives_of(ctx).shares,
-                      uses=("eval.seed", "eval_batch_size"))}
+                      uses=("eval.seed", "eval_batch_size")),
+          MERGED: Stage(MERGED, (NAME,), _merged_stage, uses=("eval.seed", "eval_batch_size"))}
 
 
 def merged_models(stacked: dict, weights: np.ndarray) -> dict:
@@ -107,37 +123,72 @@ def merged_models(stacked: dict, weights: np.ndarray) -> dict:
           "weighted": fusion.weighted_soup(members, weights.tolist(), batch_stats="average")}
 
 
-def _rows(runner) -> Output:
-  ctx = runner.ctx
+def _merge(ctx, stacked) -> tuple[dict, dict]:
+  """``(models, report)``: the merged models by kind and the validation Pareto report of
+  the members (``best_member``: the best one's index; ``merge_weights``: the members'
+  weights; ``merged``: the averages' values)."""
   cfg, family, _, _ = _setup(ctx)
   objectives = family.names
-  stacked = runner.get(NAME)
   values = family.values(int(cfg.fitness_examples))
   metric = values(stacked)
-  merged = merged_models(stacked, family.merge_weights(metric))
+  weights = family.merge_weights(metric)
+  merged = merged_models(stacked, weights)
   best, best_variables = merged["best"]
-  averages = stack_trees([merged["uniform"], merged["weighted"]])
-  average_metric = values(averages)
+  average_metric = values(stack_trees([merged["uniform"], merged["weighted"]]))
   report = pareto_report(metric, objectives, ref=family.ref)
+  report.update(best_member=best, merge_weights=np.asarray(weights, np.float64).tolist())
   report["merged"] = {
       name: {"values": dict(zip(objectives, map(float, row))),
              "dominates_members": [i for i in range(len(metric))
                                    if dominates(row, metric[i])]}
       for name, row in zip(("uniform", "weighted"), average_metric)}
-  with open(os.path.join(ctx.stage_dir(NAME), "merged.json"), "w") as f:
-    json.dump(report, f, indent=1)
-  plot_pareto(report, os.path.join(ctx.stage_dir(NAME), "pareto.png"),
-              scale=family.scale, unit=family.unit)
-  return Output(
-      [("EA-Adam best member", runner.evaluate("ea_adam_best", best_variables)),
-       ("EA-Adam uniform average", runner.evaluate("ea_adam_uniform", merged["uniform"])),
-       ("EA-Adam val-weighted average", runner.evaluate("ea_adam_weighted", merged["weighted"]))],
-      extra={"EA-Adam best member": {"member": best}},
-      artifacts={"pareto": report})
+  return {**merged, "best": best_variables}, report
 
 
-METHOD = Method(NAME, requires=lambda ctx: (NAME,), rows=_rows, stages=_stages,
-                models={})
+def _merged_stage(runner) -> dict:
+  """Stage ``ea_adam/merged``: ``{kind: variables for kind in KINDS, 'report': ...}``,
+  the models saved under ``ea_adam/merged/<kind>/variables`` with ``merged.json`` (the
+  report, written last) and ``pareto.png`` beside them; reused when all are present."""
+  ctx = runner.ctx
+  stage_dir = ctx.stage_dir(MERGED)
+  paths = {kind: os.path.join(stage_dir, kind, "variables") for kind in KINDS}
+  report_path = os.path.join(stage_dir, "merged.json")
+  if not (os.path.exists(report_path) and all(map(variables_exist, paths.values()))):
+    models, report = _merge(ctx, runner.get(NAME))
+    for kind, path in paths.items():
+      if not variables_exist(path):
+        save_variables(path, models[kind])
+    family = objectives_of(ctx)
+    write_once(lambda: plot_pareto(report, os.path.join(stage_dir, "pareto.png"),
+                                   scale=family.scale, unit=family.unit), "pareto.png")
+    write_once(lambda: _write_json(report_path, report), "merged.json")
+  with open(report_path) as f:
+    report = json.load(f)
+  template = ctx.template_variables()
+  return {"report": report, **{kind: load_variables(path, template)
+                               for kind, path in paths.items()}}
+
+
+def _write_json(path: str, record: dict) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(record, f, indent=1)
+  os.replace(tmp, path)
+
+
+def _rows(runner) -> Output:
+  merged = runner.get(MERGED)
+  rows = [(label, runner.evaluate(f"{NAME}_{kind}", merged[kind]))
+          for kind, label in KINDS.items()]
+  return Output(rows, extra={KINDS["best"]: {"member": merged["report"]["best_member"]}},
+                artifacts={"pareto": merged["report"]},
+                models={label: one_model(merged[kind]) for kind, label in KINDS.items()})
+
+
+METHOD = Method(NAME, requires=lambda ctx: (MERGED,), rows=_rows, stages=_stages,
+                models={f"{NAME}_{kind}": Loadable(f"{MERGED}/{kind}") for kind in KINDS},
+                refused={NAME: f"the population holds ea_adam.size models; load one of its "
+                               f"merged models: {', '.join(f'{NAME}_{k}' for k in KINDS)}"})
 
 
 def _predictor(ctx) -> MixingPredictor:
@@ -158,7 +209,8 @@ def _fusion_stage(runner) -> dict:
 def _fusion_stages(ctx):
   return {**_stages(ctx),
           FUSION: Stage(FUSION, (NAME,), _fusion_stage, block=FUSION,
-                        shares=len(ctx.degradations))}
+                        shares=len(ctx.degradations)),
+          BAKED: Stage(BAKED, (NAME, FUSION), _baked_stage, uses=("batch_size", "eval.seed"))}
 
 
 def calibration_images(ctx, batches: int):
@@ -173,21 +225,43 @@ def calibration_images(ctx, batches: int):
     yield transform(i, batch["image"])
 
 
+def _baked_stage(runner) -> dict:
+  """Stage ``ea_adam_fusion/baked``: ``{'variables', 'alpha'}``, the static model of the
+  mixing weights averaged over ``calibration_batches`` validation batches, saved under
+  ``ea_adam_fusion/baked/variables`` with ``alpha.json`` (written last); reused when present."""
+  ctx = runner.ctx
+  stage_dir = ctx.stage_dir(BAKED)
+  path, alpha_path = os.path.join(stage_dir, "variables"), os.path.join(stage_dir, "alpha.json")
+  if not (os.path.exists(alpha_path) and variables_exist(path)):
+    mean_alpha = average_mixing(ctx.task, _predictor(ctx), runner.get(FUSION)["params"],
+                                calibration_images(ctx, int(ctx.config.ea_adam_fusion
+                                                            .calibration_batches)))
+    if not variables_exist(path):
+      save_variables(path, bake(runner.get(NAME), mean_alpha))
+    write_once(lambda: _write_json(alpha_path, {"alpha": np.asarray(mean_alpha).tolist()}),
+               "alpha.json")
+  with open(alpha_path) as f:
+    alpha = json.load(f)["alpha"]
+  return {"variables": load_variables(path, ctx.template_variables()), "alpha": alpha}
+
+
 def _fusion_rows(runner) -> Output:
   ctx = runner.ctx
   stacked, predictor_variables = runner.get(NAME), runner.get(FUSION)
-  predictor = _predictor(ctx)
   dynamic = runner.evaluate(
       "ea_adam_fusion_dynamic", {"predictor": predictor_variables["params"], "members": stacked},
-      predict=dynamic_predictor(ctx.task, ctx.model, predictor))
-  mean_alpha = average_mixing(ctx.task, predictor, predictor_variables["params"],
-                              calibration_images(ctx, int(ctx.config.ea_adam_fusion
-                                                          .calibration_batches)))
-  baked = runner.evaluate("ea_adam_fusion_baked", bake(stacked, mean_alpha))
-  alpha = "/".join(f"{float(a):.2f}" for a in mean_alpha)   # one string: a table cell
-  return Output([("EA-Adam fusion (dynamic)", dynamic), ("EA-Adam fusion (baked)", baked)],
-                extra={"EA-Adam fusion (baked)": {"alpha": alpha}})
+      predict=dynamic_predictor(ctx.task, ctx.model, _predictor(ctx)))
+  baked = runner.get(BAKED)
+  label = "EA-Adam fusion (baked)"
+  alpha = "/".join(f"{float(a):.2f}" for a in baked["alpha"])   # one string: a table cell
+  return Output([("EA-Adam fusion (dynamic)", dynamic),
+                 (label, runner.evaluate("ea_adam_fusion_baked", baked["variables"]))],
+                extra={label: {"alpha": alpha}},
+                models={label: one_model(baked["variables"])})
 
 
-FUSION_METHOD = Method(FUSION, requires=lambda ctx: (FUSION,), rows=_fusion_rows,
-                       stages=_fusion_stages, models={})
+FUSION_METHOD = Method(
+    FUSION, requires=lambda ctx: (BAKED,), rows=_fusion_rows, stages=_fusion_stages,
+    models={f"{FUSION}_baked": Loadable(BAKED)},
+    refused={FUSION: f"the dynamic fusion network mixes the members per image; load its "
+                     f"static bake {FUSION}_baked (the calibration-averaged mixing weights)"})
