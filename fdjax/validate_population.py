@@ -26,6 +26,9 @@ training stages (``fdjax.config.TRAINING_STAGES``).
 
 With either method: ``data.validation_fraction`` > 0 (the members' fitness, the merge
 weights and the fusion network's calibration are measured on the validation split).
+With 'ea_adam_fusion': the task's model has only layers the fusion network can mix
+(Conv, Dense, BatchNorm: ``fdjax.population.fusion_net``), e.g. the restoration 'unet'
+and the ResNet, not 'nafnet', 'promptir' or 'measnet'.
 """
 
 from __future__ import annotations
@@ -67,6 +70,34 @@ def check_population(config, check: Callable[[str, Callable[[Any], bool], str], 
     problems.append(f"data.validation_fraction must be > 0 with method(s) {','.join(chosen)} "
                     f"(EA-Adam's fitness, merge weights and calibration use the validation "
                     f"split), got {fraction!r}")
+  if "ea_adam_fusion" in chosen and not problems:
+    _check_fusion_model(config, problems)
+
+
+def _check_fusion_model(config, problems: list[str]) -> None:
+  """The fusion network mixes the members' Conv, Dense and BatchNorm layers only: the
+  task's model is traced once through it on a 32x32 input (shapes only, nothing runs).
+  A model that cannot be built is left to the task's checks (``fdjax.validate_task``)."""
+  import jax
+  import jax.numpy as jnp
+
+  from fdjax import tasks
+  from fdjax.population.fusion_net import dynamic_apply
+  from fdjax.population.model import StackedModel
+
+  try:
+    model = tasks.from_config(config).build_model(config, tasks.DataSpec((32, 32, 3), 10))
+  except (ValueError, TypeError, KeyError, AttributeError):
+    return
+  x = jnp.zeros((1, 32, 32, 3), jnp.float32)
+  alpha = jnp.full((1, 2), 0.5, jnp.float32)
+  try:
+    stacked = jax.eval_shape(lambda: StackedModel(model, 2).init(jax.random.key(0), x))
+    jax.eval_shape(lambda members: dynamic_apply(model, members, alpha, x), stacked)
+  except NotImplementedError as e:
+    what = (f"restoration.model={config.restoration.get('model')!r}"
+            if config.get("task") == "restoration" else f"task {config.get('task')!r}")
+    problems.append(f"methods must not include 'ea_adam_fusion' with {what}: {e}")
 
 
 def _check_ea_adam(block, check) -> None:

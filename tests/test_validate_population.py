@@ -2,9 +2,11 @@
 one ConfigError line naming the field and what it may be, raised by ``validate_config``
 (what ``fdjax.pipeline.run`` calls before anything trains)."""
 
+import importlib.util
+
 import pytest
 
-from test_validate import assert_fails, quickstart, set_field
+from test_validate import REPO, assert_fails, quickstart, set_field
 from fdjax.validate import validate_config
 
 
@@ -80,3 +82,21 @@ def test_every_bad_population_field_is_named_at_once():
   config.ea_adam.eta = -1.0
   config.ea_adam_fusion.width = 0
   assert_fails(config, "2 config problems: ", "ea_adam.eta", "ea_adam_fusion.width")
+
+
+def _restoration(model: str):
+  spec = importlib.util.spec_from_file_location(
+      "restoration_quickstart", REPO / "configs" / "restoration_quickstart.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  config.methods = "ea_adam,ea_adam_fusion"
+  config.restoration.model = model
+  return config
+
+
+def test_fusion_network_refuses_a_model_with_layers_it_cannot_mix():
+  message = assert_fails(_restoration("nafnet"), "methods must not include 'ea_adam_fusion' "
+                         "with restoration.model='nafnet'", "not NAFBlock")
+  assert message.count(" must ") == 1
+  validate_config(_restoration("unet"), device_count=1)   # plain convolutions: mixable
