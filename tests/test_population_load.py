@@ -1,8 +1,9 @@
 """EA-Adam's static rows load from a finished run: ``fdjax.load_model`` and
 ``fdjax.predictor.load_predictor`` of the best member, both averages and the baked fusion
 network reproduce the clean accuracy the run reported for that row on the same test
-images (the uniform average: the members' mean); the population and the dynamic network
-are refused naming what to load.
+images, and each equals its closed form over the members (the best one, the mean, the
+metric-weighted mean, the mixture by the baked mixing weights); the population and the
+dynamic network are refused naming what to load; a second run reuses the saved models.
 
 The default test builds the merging stages (``ea_adam/merged``, ``ea_adam_fusion/baked``)
 and rows for real on a digits subset, with a one-convolution network instead of the
@@ -64,7 +65,7 @@ def tiny_model(monkeypatch):
 @pytest.fixture
 def merged_run(tmp_path, tiny_model):
   """A run folder whose merging stages and rows were built on initialised members (module
-  docstring): ``(workdir, {row label: results}, config)``."""
+  docstring): ``(workdir, {row label: results}, config, stacked members, (ctx, graph))``."""
   config = _tiny_config()
   ctx = make_context(config, str(tmp_path / "seed_0"), seed=0)
   (tmp_path / "config.json").write_text(config.to_json_best_effort())
@@ -103,7 +104,8 @@ def _rows(runner) -> dict:
 
 @pytest.fixture
 def studied_run(tmp_path, tiny_model):
-  """The tiny study run by ``fdjax.pipeline.run``: ``(workdir, {row label: results}, config)``."""
+  """The tiny study run by ``fdjax.pipeline.run``: ``(workdir, {row label: results}, config,
+  stacked members)``."""
   config = _tiny_config()
   records = pipeline.run(config, str(tmp_path))
   stacked = load_variables(str(tmp_path / "seed_0" / "ea_adam" / "variables"))
