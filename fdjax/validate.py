@@ -52,8 +52,6 @@ CHOICES = {
     "checkpoint.on_corrupt": ("error", "previous"),       # fdjax.train.checkpoint
     "on_mismatch": ("stop", "retrain"),                   # fdjax.study.fingerprint
     "moe.router_input": ("stage", "image", "stem"),       # fdjax.moe.router
-    "ea_adam.objectives": ("degradations", "perception"),  # fdjax.population.families
-    "ea_adam.member_loop": ("auto", "vmap", "unroll"),     # fdjax.population.gradients
 }
 LIST_CHOICES = {"fusion.modelsoups_variants": BN_MODES}
 SOURCE_SCHEMES = ("digits", "folder:<path>", "tfds:<name>")
@@ -114,15 +112,8 @@ def validate_config(config, *, device_count: int | None = None) -> None:
                 "eval.level_stride", "fusion.reestimate_batches", "moe.num_prompts"):
     check(field, int_at_least(1), "an integer >= 1")
   for field in ("eval.max_examples", "augment.pad", "augment.cutout_size",
-                "data.crop_multiple", "ea_adam.fitness_examples"):
+                "data.crop_multiple"):
     check(field, int_at_least(0), "an integer >= 0")
-  check("ea_adam.size", int_at_least(2), "an integer >= 2")
-  for field in ("ea_adam.critic_width", "ea_adam.critic_depth"):
-    check(field, int_at_least(1), "an integer >= 1")
-  check("ea_adam.critic_lr", lambda v: finite(v) and v > 0, "a finite number > 0")
-  if _get(config, "ea_adam.objectives") == "perception":
-    check("task", lambda v: v == "restoration",
-          "'restoration' for ea_adam.objectives='perception' (its objectives score images)")
   for field in ("experts.cos_weight", "fusiondistill.alpha", "fusiondistill.gamma",
                 "moe.alpha", "moe.gamma", "moe.balance_weight"):
     check(field, lambda v: finite(v) and v >= 0, "a finite number >= 0")

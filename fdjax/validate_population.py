@@ -5,9 +5,13 @@ other blocks are; the cross-field rules below apply when ``config.methods`` incl
 'ea_adam' or 'ea_adam_fusion'. Each problem is one ``"<field> must be <rule>, got
 <value>"`` line for ``validate_config``'s ``ConfigError``.
 
-``ea_adam`` (``fdjax.population``; objectives = clean images + each degradation, one
-preference vector per member):
+``ea_adam`` (``fdjax.population``; one preference vector per member over the objectives
+of its family):
 
+* ``objectives``: 'degradations' (clean images + each degradation) or 'perception' (L1
+  and RaGAN: needs ``task='restoration'``, whose outputs are images);
+  ``critic_width``, ``critic_depth`` (the per-member discriminators): integers >= 1,
+  ``critic_lr``: finite and > 0;
 * ``size`` (P): an integer >= 2 (the preference vectors span P points);
 * ``neighbours`` (T, the member itself included): an integer in 2..size (a crossover
   partner is drawn among the T-1 others);
@@ -40,6 +44,7 @@ from typing import Any, Callable
 from fdjax.config import parse_list
 
 METHODS = ("ea_adam", "ea_adam_fusion")
+FAMILIES = ("degradations", "perception")   # fdjax.population.families
 MEMBER_LOOPS = ("auto", "vmap", "unroll")   # fdjax.population.gradients
 PROBABILITIES = ("random_partner_prob", "crossover_prob", "mutation_prob", "mutation_rate")
 
@@ -102,8 +107,14 @@ def _check_fusion_model(config, problems: list[str]) -> None:
 
 def _check_ea_adam(block, check) -> None:
   size, neighbours = block.get("size"), block.get("neighbours")
-  check("ea_adam.size", lambda v: _is_int(v) and v >= 2,
-        "an integer >= 2 (the population's members)")
+  check("ea_adam.objectives", lambda v: v in FAMILIES, f"one of {FAMILIES}")
+  if block.get("objectives") == "perception":
+    check("task", lambda v: v == "restoration",
+          "'restoration' for ea_adam.objectives='perception' (its objectives score images)")
+  for name in ("critic_width", "critic_depth"):
+    check(f"ea_adam.{name}", lambda v: _is_int(v) and v >= 1, "an integer >= 1")
+  check("ea_adam.critic_lr", lambda v: _is_real(v) and v > 0, "a finite number > 0")
+  check("ea_adam.size", lambda v: _is_int(v) and v >= 2, "an integer >= 2")
   if _is_int(size) and size >= 2:
     check("ea_adam.neighbours", lambda v: _is_int(v) and 2 <= v <= size,
           f"an integer in 2..ea_adam.size={size} (the member and at least one partner)")

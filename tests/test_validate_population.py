@@ -19,7 +19,15 @@ def test_population_quickstart_is_valid():
 
 
 BAD = [
-    ("ea_adam.size", 1, "ea_adam.size must be an integer >= 2 (the population's members), got 1"),
+    ("ea_adam.size", 1, "ea_adam.size must be an integer >= 2, got 1"),
+    ("ea_adam.objectives", "gan", "ea_adam.objectives must be one of ('degradations', "
+                                  "'perception'), got 'gan'"),
+    ("ea_adam.objectives", "perception", "task must be 'restoration' for ea_adam.objectives="
+                                         "'perception' (its objectives score images), got "
+                                         "'classification'"),
+    ("ea_adam.critic_width", 0, "ea_adam.critic_width must be an integer >= 1, got 0"),
+    ("ea_adam.critic_depth", 1.5, "ea_adam.critic_depth must be an integer >= 1, got 1.5"),
+    ("ea_adam.critic_lr", -1e-4, "ea_adam.critic_lr must be a finite number > 0"),
     ("ea_adam.size", 2.5, "ea_adam.size must be an integer >= 2"),
     ("ea_adam.neighbours", 4, "ea_adam.neighbours must be an integer in 2..ea_adam.size=3 "
                               "(the member and at least one partner), got 4"),
