@@ -129,6 +129,7 @@ def _loads_and_reproduces(workdir, reported, config, stacked):
   mean_metric = np.array([np.mean(list(m["values"].values())) for m in report["members"]])
   alpha = np.array(json.loads((seed_dir / "ea_adam_fusion" / "baked" / "alpha.json")
                               .read_text())["alpha"])
+  np.testing.assert_allclose(report["merge_weights"], mean_metric)   # 'degradations' family
   assert report["best_member"] == int(np.argmax(mean_metric))
   assert abs(alpha.sum() - 1) < 1e-5 and np.all(alpha >= 0)
   weights = {"ea_adam_best": np.eye(len(mean_metric))[report["best_member"]],
