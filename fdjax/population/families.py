@@ -122,7 +122,7 @@ def perception_values(ctx, max_examples: int):
   predict = jit_clean(predictor(task, ctx.model), ctx.mesh)
   transform = fixed_key_transform(ctx, ctx.plan.combined())
   measure = jax.jit(lambda restored, clean: (
-      task.per_image(restored, {"image": clean}, ("psnr",))["psnr"],
+      task.per_image(restored, {"image": clean})["psnr"],
       gradient_w1(restored, clean, y_channel=task.y_channel, shave=task.shave)))
 
   def values(stacked) -> np.ndarray:
