@@ -13,7 +13,8 @@
   (validation PSNR in dB, as the task scores it: Y and shave from ``config.restoration``;
   minus the gradient-statistics distance ``fdjax.eval.gradient_stats.gradient_w1``, a
   cheap discriminator-free perceptual proxy, 0..255 units). NIQE can replace the proxy
-  once it exists (``perception_values``' one line computing it).
+  once it exists (``PerceptionScores.scores``' one line computing it). Both go through
+  ``fdjax.eval.metric.split_scores``, the one split scorer (float32 sums on device).
 
 Every family gives ``values(max_examples) -> (stacked variables -> float64 [P, M])``
 to MAXIMISE (the evolution minimises their negation), the hypervolume reference point,
