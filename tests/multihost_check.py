@@ -38,7 +38,7 @@ from jax.experimental import multihost_utils  # noqa: E402
 from fdjax.config import optimizer_config  # noqa: E402
 from fdjax.data import ImageSet, batching  # noqa: E402
 from fdjax.errors import ConfigError  # noqa: E402
-from fdjax.eval.metric import jit_clean, predictor, split_metric  # noqa: E402
+from fdjax.eval.metric import jit_clean, predictor, split_scores  # noqa: E402
 from fdjax.tasks import Augment, ClassificationTask  # noqa: E402
 from fdjax.train import (LoopConfig, create_train_state, data_sharding, fit,  # noqa: E402
                          init_variables, make_mesh, make_optimizer, make_train_step)
@@ -123,9 +123,9 @@ assert int(stopped.step) == 8
 resumed = train_run("resumed")   # a fresh start state: fit resumes from the step-8 checkpoint
 assert int(resumed.step) == int(full.step) == 12
 
-accuracy = split_metric(task, jit_clean(predictor(task, model), mesh),
+accuracy = split_scores(task, jit_clean(predictor(task, model), mesh),
                         {"params": full.params, "batch_stats": full.batch_stats}, test,
-                        batch_size=BATCH, mesh=mesh)
+                        batch_size=BATCH, mesh=mesh)["accuracy"]
 # Reference: one unbatched forward pass on the host's copy of the (replicated) weights.
 logits, _ = model.apply(jax.device_get({"params": full.params, "batch_stats": full.batch_stats}),
                         task.model_input(test.images), train=False)

@@ -18,6 +18,7 @@ from fdjax import degradations
 from fdjax.data import ImageSet
 from fdjax.eval import levels as levels_lib
 from fdjax.eval import plots, report
+from fdjax.eval.metric import split_scores
 from fdjax.models import cifar_resnet
 from fdjax.degradations.plan import LevelPlan, level_indices
 from fdjax.tasks import ClassificationTask
@@ -213,6 +214,30 @@ def test_evaluate_all_structure_and_stride(monkeypatch):
   part = levels_lib.evaluate_all(TASK, {"k": 6}, _index_split(), plan, batch_size=BATCH,
                                  predict=predict)
   assert [p[0] for p in part["blur"]["per_level"]] == pytest.approx([0.0, 1.0, 2.0, 3.0])
+
+
+def test_split_scores_transforms_each_batch_by_its_index_and_masks_padding():
+  """The one split scorer (model selection, greedy soups, fitness, tables): 10 examples in
+  batches of 4 (the last with 2 padding rows), right iff the (transformed) pixel < 6."""
+
+  @jax.jit
+  def predict(variables, images):
+    index = images[:, 0, 0, 0].astype(jnp.int32)
+    return _logits_from(index, index < variables["k"])
+
+  split, k = _index_split(), {"k": 6}
+  assert split_scores(TASK, predict, k, split, batch_size=BATCH) == {"accuracy": 0.6}
+  seen = []
+
+  def shift(batch_index, images):  # batch b adds 3b (a multiple of C: labels still match)
+    seen.append(batch_index)
+    return images + jnp.uint8(3 * batch_index)
+
+  # By hand: batch 0 -> 0,1,2,3 all right; batch 1 -> 7..10 and batch 2 -> 14,15 all
+  # wrong (>= 6); the padding rows never count: 4 of 10.
+  values = split_scores(TASK, predict, k, split, batch_size=BATCH, transform=shift,
+                        metrics=("accuracy",))
+  assert values == {"accuracy": 0.4} and seen == [0, 1, 2]
 
 
 @pytest.mark.slow

@@ -16,9 +16,10 @@ from scipy.stats import wasserstein_distance
 from fdjax.data import ImageSet
 from fdjax.degradations import resize
 from fdjax.eval.gradient_stats import gradient_w1
+from fdjax.eval.metric import split_scores
 from fdjax.population import adversarial
 from fdjax.population.evolution import EvolutionConfig, init_evolution
-from fdjax.population.families import normalised_mean
+from fdjax.population.families import PerceptionScores, normalised_mean
 from fdjax.population.gradients import freeze_members, population_grad_fn
 from fdjax.population.hook import evolution_hook
 from fdjax.population.preferences import preference_vectors
@@ -67,6 +68,29 @@ def test_gradient_w1_equals_scipy_wasserstein_on_luma_and_orders_blur():
   np.testing.assert_allclose(got, want, rtol=1e-4)
   assert np.all(got > 1.0)
   np.testing.assert_allclose(gradient_w1(clean, clean), 0.0, atol=1e-6)
+
+
+def test_perception_values_scorer_is_the_masked_mean_psnr_and_w1_over_batches():
+  """The perception family's fitness through the one split scorer: 5 clean images in
+  batches of 2 (one padding row), each batch degraded by a transform that depends on its
+  index; references: numpy Y-channel PSNR and scipy's Wasserstein distance per image."""
+  rng = np.random.default_rng(3)
+  clean = rng.integers(0, 256, (5, 16, 14, 3)).astype(np.uint8)
+  shift = lambda index, images: jnp.clip(images.astype(jnp.int32) + 7 * (index + 1), 0,
+                                         255).astype(jnp.uint8)
+  predict = jax.jit(lambda variables, images: images.astype(jnp.float32))
+  scorer = PerceptionScores(RestorationTask(y_channel=True, shave=2))
+  got = split_scores(scorer, predict, {}, ImageSet.from_fields({"image": clean}),
+                     batch_size=2, transform=shift)
+  seen = np.clip(clean.astype(np.int64) + 7 * (np.arange(5) // 2 + 1)[:, None, None, None],
+                 0, 255).astype(np.float64)
+  y = lambda im: (16 + im @ np.array([65.481, 128.553, 24.966]) / 255)[2:-2, 2:-2]
+  grad = lambda im: np.hypot(im[1:, :-1] - im[:-1, :-1], im[:-1, 1:] - im[:-1, :-1]).ravel()
+  psnr = [10 * np.log10(255.0 ** 2 / np.mean((y(a) - y(b)) ** 2)) for a, b in zip(seen, clean)]
+  w1 = [wasserstein_distance(grad(y(a)), grad(y(b))) for a, b in zip(seen, clean)]
+  assert sorted(got) == ["gradient_w1", "psnr"]
+  np.testing.assert_allclose(got["psnr"], np.mean(psnr), rtol=1e-5)
+  np.testing.assert_allclose(got["gradient_w1"], np.mean(w1), rtol=1e-4)
 
 
 def test_normalised_mean_weighs_objectives_on_different_scales_alike():

@@ -1,6 +1,6 @@
 """The restoration task: training views keep input and target aligned, the loss is L1,
 the score is the mean per-image PSNR, predict works at any size, and the generic
-engine (train step, split metric) runs it unchanged."""
+engine (train step, split scores) runs it unchanged."""
 
 import jax
 import jax.numpy as jnp
@@ -12,7 +12,7 @@ import pytest
 from fdjax import tasks
 from fdjax.data import ImageSet
 from fdjax.errors import ConfigError
-from fdjax.eval import split_metric
+from fdjax.eval import split_scores
 from fdjax.models import NAFNet, UNet
 from fdjax.tasks.restoration import RestorationTask
 from fdjax.train import create_train_state, make_mesh, make_train_step
@@ -97,21 +97,22 @@ def numpy_psnr(a, b):
   return 10 * np.log10(255.0 ** 2 / mse)
 
 
-def test_score_is_the_sum_of_per_image_psnr_over_unmasked_images():
+def test_scores_are_sums_of_per_image_psnr_over_unmasked_images():
   rng = np.random.default_rng(1)
   target = rng.integers(0, 256, (5, 12, 12, 3), dtype=np.uint8)
   outputs = np.clip(target + rng.normal(0, 10, target.shape), 0, 255).astype(np.float32)
   mask = np.array([True, True, True, True, False])
   outputs[4], target[4] = 0, 0  # a padding image: PSNR inf, masked out
   task = RestorationTask()
-  total, count = task.score(jnp.asarray(outputs), {"image": jnp.zeros_like(target),
-                                                   "target": jnp.asarray(target),
-                                                   "mask": jnp.asarray(mask)})
+  total, count = task.scores(jnp.asarray(outputs), {"image": jnp.zeros_like(target),
+                                                    "target": jnp.asarray(target),
+                                                    "mask": jnp.asarray(mask)})["psnr"]
   assert int(count) == 4
   np.testing.assert_allclose(float(total) / 4, numpy_psnr(outputs[:4], target[:4]).mean(),
                              rtol=1e-5)
   # Clean-only batches score against 'image' (the clean image, degraded on the way in).
-  total, count = task.score(jnp.asarray(outputs[:4]), {"image": jnp.asarray(target[:4])})
+  total, count = task.scores(jnp.asarray(outputs[:4]),
+                             {"image": jnp.asarray(target[:4])})["psnr"]
   np.testing.assert_allclose(float(total), numpy_psnr(outputs[:4], target[:4]).sum(),
                              rtol=1e-5)
   assert task.metric.name == "psnr" and task.metric.unit == "dB" and task.metric.higher_is_better
@@ -139,8 +140,8 @@ def test_config_block_registry_and_models():
 
 def test_engine_trains_and_scores_a_restorer_at_any_size():
   """The generic train step (a degradation made on device for clean-only patches, here
-  halving the brightness) lowers the L1 loss; split_metric scores whole odd-sized paired
-  images through predict's padding."""
+  halving the brightness) lowers the L1 loss; split_scores scores whole odd-sized paired
+  images through predict's padding, all metrics or only the one asked for."""
   model = UNet(width=4, depth=2, blocks=1, middle_blocks=0)
   task = RestorationTask(patch=8)
   variables = random_variables(model, 0, (8, 8, 3))
@@ -163,8 +164,12 @@ def test_engine_trains_and_scores_a_restorer_at_any_size():
   clean = rng.integers(0, 256, (4, 10, 13, 3), dtype=np.uint8)
   split = ImageSet.from_fields({"image": 255 - clean, "target": clean})
   predict = jax.jit(lambda v, x: task.predict(model, v, x))
-  value = split_metric(task, predict, state.variables, split, batch_size=2)
+  values = split_scores(task, predict, state.variables, split, batch_size=2)
   restored = np.concatenate([np.asarray(predict(state.variables, 255 - clean[i:i + 2]))
                              for i in (0, 2)])
   assert restored.shape == clean.shape and 0 <= restored.min() and restored.max() <= 255
-  np.testing.assert_allclose(value, numpy_psnr(restored, clean).mean(), rtol=1e-4)
+  assert sorted(values) == ["psnr", "ssim"]
+  np.testing.assert_allclose(values["psnr"], numpy_psnr(restored, clean).mean(), rtol=1e-4)
+  only = split_scores(task, predict, state.variables, split, batch_size=2, metrics=("psnr",))
+  assert list(only) == ["psnr"]
+  np.testing.assert_allclose(only["psnr"], numpy_psnr(restored, clean).mean(), rtol=1e-4)

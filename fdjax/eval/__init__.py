@@ -3,11 +3,11 @@ grids (Acc(All) for classification), result tables and figures."""
 
 from fdjax.eval.levels import (evaluate_all, evaluate_levels, mean_over_levels, subset,
                                with_degradation)
-from fdjax.eval.metric import jit_clean, predictor, split_metric
+from fdjax.eval.metric import jit_clean, predictor, split_scores
 from fdjax.eval.report import format_table, load_records, per_level_rows, summarize, write_reports
 
 __all__ = [
     "evaluate_all", "evaluate_levels", "format_table", "jit_clean", "load_records",
-    "mean_over_levels", "per_level_rows", "predictor", "split_metric", "subset", "summarize",
+    "mean_over_levels", "per_level_rows", "predictor", "split_scores", "subset", "summarize",
     "with_degradation", "write_reports",
 ]

@@ -3,7 +3,7 @@
 
 For task (degradation) ``d`` the images are the first ``count`` of its test set
 (``Dataset.test_for(d)``, in group order), batched as the evaluation batches them
-(``fdjax.eval.levels.test_batches``, ``config.eval_batch_size``):
+(``fdjax.eval.metric.test_batches``, ``config.eval_batch_size``):
 
 * a synthetic set: the clean images degraded on device at ONE representative level,
   the middle of ``plan.eval_levels(d)`` (the middle explicit level, e.g. sigma 25 of
@@ -25,7 +25,7 @@ import numpy as np
 
 from fdjax import degradations
 from fdjax.eval import image_grid
-from fdjax.eval.levels import test_batches
+from fdjax.eval.metric import test_batches
 
 COUNT = 3  # test images per grid
 

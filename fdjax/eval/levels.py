@@ -49,7 +49,8 @@ from fdjax import degradations
 from fdjax.data.splits import balanced_subset
 from fdjax.data.testsets import TestSet
 from fdjax.degradations.plan import LevelPlan, eval_key, level_indices, stride_levels
-from fdjax.eval.metric import Predict, eval_batches, jit_clean, predictor
+from fdjax.eval.metric import (Predict, batch_scorer, jit_clean, mean_scores, predictor,
+                               split_scores, test_batches)
 from fdjax.eval.per_image import per_set_means
 from fdjax.train.mesh import data_sharding, replicated
 
@@ -58,7 +59,7 @@ LevelPredict = Callable[..., jax.Array]
 
 __all__ = ["LevelPredict", "Predict", "eval_key", "evaluate_all", "evaluate_levels",
            "level_indices", "mean_over_levels", "predictor", "stride_levels", "subset",
-           "test_batches", "with_degradation"]
+           "with_degradation"]
 
 
 @functools.lru_cache(maxsize=64)
@@ -101,58 +102,6 @@ def subset(split, max_examples: int | None):
   return data_lib.take(split, idx)
 
 
-def _as_testset(split) -> TestSet:
-  return split if isinstance(split, TestSet) else TestSet.of_split("test", split)
-
-
-def test_batches(split, batch_size: int, mesh):
-  """``(batch_index, batch)`` over every group of ``split`` (ImageSet or TestSet); the
-  batch index runs on over the groups (it picks the evaluation key)."""
-  index = 0
-  for group in _as_testset(split).groups:
-    for batch in eval_batches(group, batch_size, mesh):
-      yield index, batch
-      index += 1
-
-
-@functools.lru_cache(maxsize=16)
-def jit_scores(task):
-  """``jax.jit(task.scores)``: ``(outputs, batch) -> {metric: (sum, count)}``."""
-  return jax.jit(task.scores)
-
-
-@functools.lru_cache(maxsize=16)
-def jit_scores_per_image(task):
-  """``(outputs, batch) -> (task.scores(...), task.per_image(...))`` in one jitted call
-  (XLA computes each image's values once for both)."""
-  return jax.jit(lambda outputs, batch: (task.scores(outputs, batch),
-                                         task.per_image(outputs, batch)))
-
-
-def _scorer(task, collect):
-  """``score(outputs, batch, j) -> {metric: (sum, count)}``; with ``collect`` (a dict) it
-  also appends each unmasked image's values to ``collect[metric][j]`` (host floats)."""
-  if collect is None:
-    plain = jit_scores(task)
-    return lambda outputs, batch, j: plain(outputs, batch)
-  both = jit_scores_per_image(task)
-
-  def score(outputs, batch, j):
-    sums, values = both(outputs, batch)
-    keep = np.asarray(batch["mask"], bool)
-    for metric, v in jax.device_get(values).items():
-      lists = collect.setdefault(metric, {})
-      lists.setdefault(j, []).extend(float(x) for x in np.asarray(v)[keep])
-    return sums
-
-  return score
-
-
-def _ratios(sums: dict, count) -> dict:
-  n = max(float(count), 1.0)
-  return {name: [float(s) / n for s in values] for name, values in jax.device_get(sums).items()}
-
-
 def scores_at_levels(task, predict_fn: LevelPredict, variables, split, name: str,
                      levels: Sequence[tuple[float, int]], *, batch_size: int, mesh=None,
                      seed: int, collect: dict | None = None) -> dict[str, list[list[float]]]:
@@ -160,7 +109,7 @@ def scores_at_levels(task, predict_fn: LevelPredict, variables, split, name: str
   ``evaluate_levels`` computes, for all metrics at once. ``collect``: a dict that
   receives ``{metric: {level position j: [value per image, in split order]}}`` (a task
   with ``per_image``)."""
-  score = _scorer(task, collect)
+  score = batch_scorer(task, collect)
   sums: dict = {}
   count = 0
   for batch_index, batch in test_batches(split, batch_size, mesh):
@@ -176,7 +125,7 @@ def scores_at_levels(task, predict_fn: LevelPredict, variables, split, name: str
         acc[j] = acc[j] + s
     count = count + c
   return {metric: [[float(level), v] for (level, _), v in zip(levels, values)]
-          for metric, values in _ratios(sums, count).items()}
+          for metric, values in mean_scores(sums, count).items()}
 
 
 def evaluate_levels(task, predict_fn: LevelPredict, variables, split, name: str,
@@ -197,21 +146,6 @@ def evaluate_levels(task, predict_fn: LevelPredict, variables, split, name: str,
   """
   return scores_at_levels(task, predict_fn, variables, split, name, levels,
                           batch_size=batch_size, mesh=mesh, seed=seed)[task.metric.name]
-
-
-def split_scores(task, predict, variables, split, *, batch_size: int, mesh=None,
-                 collect: dict | None = None) -> dict:
-  """``{metric: value}`` of a jitted clean ``predict`` over ``split`` (ImageSet or
-  TestSet), every batch as it is (no degradation); ``collect`` as ``scores_at_levels``
-  (level position 0)."""
-  score = _scorer(task, collect)
-  sums: dict = {}
-  count = 0
-  for _, batch in test_batches(split, batch_size, mesh):
-    for metric, (s, c) in score(predict(variables, batch["image"]), batch, 0).items():
-      sums[metric] = [sums[metric][0] + s] if metric in sums else [s]
-    count = count + c
-  return {metric: values[0] for metric, values in _ratios(sums, count).items()}
 
 
 def mean_over_levels(per_level: Sequence[Sequence[float]]) -> float:

@@ -1,19 +1,30 @@
-"""A task's metric over a split: batches through one jitted predictor, sums on device.
+"""A task's scores over a split: batches through one jitted predictor, sums on device.
 
 ``predictor(task, model)`` is the ONE plain predictor of a model (``task.predict``
 with the model's own input normalisation), memoised so that every evaluation of equal
-modules reuses one compilation; ``jit_clean`` jits it over a mesh. ``split_metric``
-adds the task's ``(sum, count)`` pairs over every batch of a split.
+modules reuses one compilation; ``jit_clean`` jits it over a mesh.
+
+``split_scores`` is the ONE way model outputs over a split become numbers: it adds the
+task's ``scores(outputs, batch) -> {metric: (sum, count)}`` over every batch and returns
+``{metric: sum / count}`` (accuracy 0..1; PSNR dB, SSIM 0..1). The result tables
+(``fdjax.eval.levels``, per level and per test set, in each degradation's scoring space
+via ``task.for_degradation``), model selection on the validation split, greedy soups and
+a population's fitness all call it; ``metrics=(task.metric.name,)`` computes only the
+headline (the others are never compiled: model selection needs PSNR, not SSIM).
+``batch_scorer`` and ``mean_scores`` are its per-batch and final steps, shared with the
+per-level loop.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from typing import Callable, Sequence
 
 import jax
+import numpy as np
 
 from fdjax import data as data_lib
+from fdjax.data.testsets import TestSet
 from fdjax.train.mesh import check_batch_size, data_sharding, replicated
 
 # predict(variables, images_uint8 [B,H,W,3]) -> outputs (logits [B,C] for classification)
@@ -47,24 +58,88 @@ def eval_batches(split, batch_size: int, mesh):
   return data_lib.eval_batches(split, batch_size, sharding=sharding)
 
 
+def _as_testset(split) -> TestSet:
+  return split if isinstance(split, TestSet) else TestSet.of_split("test", split)
+
+
+def test_batches(split, batch_size: int, mesh):
+  """``(batch_index, batch)`` over every group of ``split`` (ImageSet or TestSet); the
+  batch index runs on over the groups (it picks the evaluation key)."""
+  index = 0
+  for group in _as_testset(split).groups:
+    for batch in eval_batches(group, batch_size, mesh):
+      yield index, batch
+      index += 1
+
+
+@functools.lru_cache(maxsize=32)
+def jit_scores(task, metrics: tuple[str, ...] | None = None):
+  """``jax.jit`` of ``(outputs, batch) -> {metric: (sum, count)}`` (``task.scores``), only
+  the ``metrics`` named (all when None; what is not returned is not computed)."""
+  if metrics is None:
+    return jax.jit(task.scores)
+
+  def chosen(outputs, batch):
+    scores = task.scores(outputs, batch)
+    return {m: scores[m] for m in metrics}
+
+  return jax.jit(chosen)
+
+
 @functools.lru_cache(maxsize=16)
-def jit_score(task):
-  """``jax.jit(task.score)``, one per task: ``(outputs, batch) -> (sum, count)``."""
-  return jax.jit(task.score)
+def jit_scores_per_image(task):
+  """``(outputs, batch) -> (task.scores(...), task.per_image(...))`` in one jitted call
+  (XLA computes each image's values once for both)."""
+  return jax.jit(lambda outputs, batch: (task.scores(outputs, batch),
+                                         task.per_image(outputs, batch)))
 
 
-def split_metric(task, predict, variables, split, *, batch_size: int, mesh=None,
-                 transform: Callable | None = None) -> float:
-  """``sum / count`` of ``task.score`` over ``split`` (accuracy 0..1 for classification).
+def batch_scorer(task, collect: dict | None = None, metrics: tuple[str, ...] | None = None):
+  """``score(outputs, batch, j) -> {metric: (sum, count)}``; with ``collect`` (a dict) it
+  also appends each unmasked image's values to ``collect[metric][j]`` (host floats)."""
+  if collect is None:
+    plain = jit_scores(task, metrics)
+    return lambda outputs, batch, j: plain(outputs, batch)
+  if metrics is not None:
+    raise ValueError("per-image collection scores every metric: pass metrics=None")
+  both = jit_scores_per_image(task)
 
-  ``predict``: a jitted ``(variables, images_uint8) -> outputs``. ``transform(batch_index,
-  images_uint8) -> images_uint8`` runs on every batch first (e.g. a degradation at fixed
-  keys, for model selection). Padding examples are masked out.
+  def score(outputs, batch, j):
+    sums, values = both(outputs, batch)
+    keep = np.asarray(batch["mask"], bool)
+    for metric, v in jax.device_get(values).items():
+      lists = collect.setdefault(metric, {})
+      lists.setdefault(j, []).extend(float(x) for x in np.asarray(v)[keep])
+    return sums
+
+  return score
+
+
+def mean_scores(sums: dict, count) -> dict:
+  """``{metric: [sum / count, ...]}`` as host floats, from ``{metric: [sum, ...]}``."""
+  n = max(float(count), 1.0)
+  return {name: [float(s) / n for s in values] for name, values in jax.device_get(sums).items()}
+
+
+def split_scores(task, predict, variables, split, *, batch_size: int, mesh=None,
+                 transform: Callable | None = None, metrics: Sequence[str] | None = None,
+                 collect: dict | None = None) -> dict[str, float]:
+  """``{metric: value}`` of a jitted ``predict(variables, images_uint8) -> outputs`` over
+  ``split`` (ImageSet or TestSet): the mean of each metric over its unmasked images.
+
+  ``transform(batch_index, images_uint8) -> images_uint8`` runs on every batch first
+  (a degradation at fixed keys, for model selection and fitness); the reference
+  (``batch['target']``, else ``batch['image']``) is never transformed. ``metrics``:
+  only these of ``task.scores`` (all when None). ``collect``: a dict that receives
+  ``{metric: {0: [value per image, in split order]}}`` (a task with ``per_image``).
   """
-  score = jit_score(task)
-  total = count = 0
-  for index, batch in enumerate(eval_batches(split, batch_size, mesh)):
+  score = batch_scorer(task, collect, None if metrics is None else tuple(metrics))
+  sums: dict = {}
+  count = 0
+  for index, batch in test_batches(split, batch_size, mesh):
     images = batch["image"] if transform is None else transform(index, batch["image"])
-    s, c = score(predict(variables, images), batch)
-    total, count = total + s, count + c
-  return float(total) / max(float(count), 1.0)
+    for metric, (s, c) in score(predict(variables, images), batch, 0).items():
+      sums[metric] = [sums[metric][0] + s] if metric in sums else [s]
+    count = count + c
+  return {metric: values[0] for metric, values in mean_scores(sums, count).items()}
+

@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fdjax import degradations
-from fdjax.eval import levels as levels_lib
+from fdjax.eval.metric import test_batches
 
 # name -> (comparison, threshold): a level is near-clean when ``level <op> threshold``.
 NEAR_CLEAN: dict[str, tuple[str, float]] = {
@@ -146,7 +146,7 @@ def routing_stats(task, model, variables, split, plan, *, batch_size: int,
     chosen = [(float("nan"), 0)] if real else plan.eval_levels(name)
     totals = [jnp.zeros((num_experts,)) for _ in chosen]
     entropies = [jnp.zeros(()) for _ in chosen]
-    for batch_index, batch in levels_lib.test_batches(tests, batch_size, None):
+    for batch_index, batch in test_batches(tests, batch_size, None):
       for j, (level, index) in enumerate(chosen):
         level_vector = np.full((batch["image"].shape[0],), level, np.float32)
         c, h = counts_fn(variables, batch["image"], level_vector, batch["mask"],

@@ -13,7 +13,8 @@
   (validation PSNR in dB, as the task scores it: Y and shave from ``config.restoration``;
   minus the gradient-statistics distance ``fdjax.eval.gradient_stats.gradient_w1``, a
   cheap discriminator-free perceptual proxy, 0..255 units). NIQE can replace the proxy
-  once it exists (``perception_values``' one line computing it).
+  once it exists (``PerceptionScores.scores``' one line computing it). Both go through
+  ``fdjax.eval.metric.split_scores``, the one split scorer (float32 sums on device).
 
 Every family gives ``values(max_examples) -> (stacked variables -> float64 [P, M])``
 to MAXIMISE (the evolution minimises their negation), the hypervolume reference point,
@@ -26,11 +27,12 @@ import dataclasses
 from typing import Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from fdjax.errors import ConfigError
 from fdjax.eval.gradient_stats import GRADIENT_MAX, gradient_w1
-from fdjax.eval.metric import eval_batches, jit_clean, predictor
+from fdjax.eval.metric import jit_clean, predictor, split_scores
 from fdjax.population import adversarial
 from fdjax.population.fitness import member_metrics, validation_subset
 from fdjax.population.objectives import clean_and_combined, objective_names, share_losses
@@ -114,28 +116,38 @@ def _perception(ctx) -> Objectives:
                     ref=(0.0, -GRADIENT_MAX), merge_weights=normalised_mean)
 
 
+@dataclasses.dataclass(frozen=True)
+class PerceptionScores:
+  """The perception family's scorer for ``fdjax.eval.metric.split_scores``:
+  ``scores(outputs, batch) -> {'psnr': (sum dB, count), 'gradient_w1': (sum, count)}``
+  over the unmasked images (``outputs`` 0..255 ``[B, H, W, 3]``; PSNR as ``task.scores``
+  gives it, W1 in 0..255 units on the task's Y channel and shave)."""
+
+  task: object
+
+  def scores(self, outputs, batch: dict) -> dict:
+    mask = batch["mask"]
+    w1 = gradient_w1(outputs, batch.get("target", batch["image"]),
+                     y_channel=self.task.y_channel, shave=self.task.shave)
+    return {"psnr": self.task.scores(outputs, batch)["psnr"],
+            "gradient_w1": (jnp.sum(jnp.where(mask, w1, 0.0)), jnp.sum(mask.astype(jnp.int32)))}
+
+
 def perception_values(ctx, max_examples: int):
   """``values(stacked) -> float64 [P, 2]``: per member (PSNR dB, -gradient W1) over the
   first ``max_examples`` validation images degraded by the plan at fixed keys."""
-  task = ctx.task
+  scorer = PerceptionScores(ctx.task)
   split = validation_subset(ctx, max_examples)
-  predict = jit_clean(predictor(task, ctx.model), ctx.mesh)
+  predict = jit_clean(predictor(ctx.task, ctx.model), ctx.mesh)
   transform = fixed_key_transform(ctx, ctx.plan.combined())
-  measure = jax.jit(lambda restored, clean: (
-      task.per_image(restored, {"image": clean}, ("psnr",))["psnr"],
-      gradient_w1(restored, clean, y_channel=task.y_channel, shave=task.shave)))
 
   def values(stacked) -> np.ndarray:
     count = jax.tree.leaves(stacked)[0].shape[0]
     out = np.zeros((count, 2))
     for i in range(count):
-      member, sums, n = unstack_tree(stacked, i), np.zeros(2), 0
-      for index, batch in enumerate(eval_batches(split, ctx.config.eval_batch_size, ctx.mesh)):
-        psnr, w1 = measure(predict(member, transform(index, batch["image"])), batch["image"])
-        mask = np.asarray(batch["mask"], bool)
-        sums += [np.asarray(psnr)[mask].sum(), np.asarray(w1)[mask].sum()]
-        n += int(mask.sum())
-      out[i] = [sums[0] / n, -sums[1] / n]
+      v = split_scores(scorer, predict, unstack_tree(stacked, i), split,
+                       batch_size=ctx.config.eval_batch_size, mesh=ctx.mesh, transform=transform)
+      out[i] = [v["psnr"], -v["gradient_w1"]]
     return out
 
   return values

@@ -15,7 +15,7 @@ import numpy as np
 from absl import logging
 
 from fdjax import data as data_lib
-from fdjax.eval.metric import jit_clean, predictor, split_metric
+from fdjax.eval.metric import jit_clean, predictor, split_scores
 from fdjax.study.training import fixed_key_transform
 from fdjax.trees import unstack_tree
 
@@ -44,6 +44,7 @@ def member_metrics(ctx, max_examples: int):
   predict = jit_clean(predictor(ctx.task, ctx.model), ctx.mesh)
   transforms = [None] + [fixed_key_transform(ctx, ctx.plan.sampler(name))
                          for name in ctx.plan.names]
+  metric = ctx.task.metric.name
 
   def metrics(stacked_variables) -> np.ndarray:
     count = jax.tree.leaves(stacked_variables)[0].shape[0]
@@ -51,9 +52,9 @@ def member_metrics(ctx, max_examples: int):
     for i in range(count):
       member = unstack_tree(stacked_variables, i)
       for k, transform in enumerate(transforms):
-        out[i, k] = split_metric(ctx.task, predict, member, split,
+        out[i, k] = split_scores(ctx.task, predict, member, split,
                                  batch_size=ctx.config.eval_batch_size, mesh=ctx.mesh,
-                                 transform=transform)
+                                 transform=transform, metrics=(metric,))[metric]
     return out
 
   return metrics

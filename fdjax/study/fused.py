@@ -21,7 +21,7 @@ from fdjax import data as data_lib
 from fdjax import fusion
 from fdjax.config import parse_list
 from fdjax.distributed import write_once
-from fdjax.eval.metric import jit_clean, predictor, split_metric
+from fdjax.eval.metric import jit_clean, predictor, split_scores
 from fdjax.study.context import RunContext
 from fdjax.study.training import fixed_key_transform
 from fdjax.train import data_sharding
@@ -73,9 +73,10 @@ def _held_out_score(ctx: RunContext):
   n = len(ctx.degradations)
   batch_size = ctx.config.eval_batch_size - ctx.config.eval_batch_size % n
   sign = 1.0 if ctx.task.metric.higher_is_better else -1.0
-  return lambda variables: sign * split_metric(ctx.task, predict, variables,
-                                               ctx.dataset.validation, batch_size=batch_size,
-                                               mesh=ctx.mesh, transform=transform)
+  metric = ctx.task.metric.name
+  return lambda variables: sign * split_scores(
+      ctx.task, predict, variables, ctx.dataset.validation, batch_size=batch_size,
+      mesh=ctx.mesh, transform=transform, metrics=(metric,))[metric]
 
 
 def _degraded_train_batches(ctx: RunContext):

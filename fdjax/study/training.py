@@ -22,7 +22,7 @@ from absl import logging
 
 from fdjax import data as data_lib
 from fdjax.distributed import write_once
-from fdjax.eval.metric import jit_clean, predictor, split_metric
+from fdjax.eval.metric import jit_clean, predictor, split_scores
 from fdjax.study.context import RunContext
 from fdjax.train import (Checkpointer, LoopConfig, create_train_state, fit, init_variables,
                          make_optimizer, make_train_step)
@@ -150,9 +150,10 @@ class _BestOnValidation:
     self.key_name = f"val_{ctx.task.metric.name}"
 
   def on_epoch_end(self, state, epoch: int) -> dict:
-    val = split_metric(self.ctx.task, self.predict, state.variables, self.ctx.dataset.validation,
+    metric = self.ctx.task.metric.name
+    val = split_scores(self.ctx.task, self.predict, state.variables, self.ctx.dataset.validation,
                        batch_size=self.ctx.config.eval_batch_size, mesh=self.ctx.mesh,
-                       transform=self.transform)
+                       transform=self.transform, metrics=(metric,))[metric]
     best = self._record()
     if self.ctx.task.metric.better(val, None if best is None else best[self.key_name]):
       write_once(lambda: shutil.rmtree(self.path, ignore_errors=True), self.path)

@@ -10,12 +10,13 @@ sits behind a ``Task``:
   training views of one batch (augmentation and degradation on device);
 * ``model_input(images_uint8)``: the model's own input normalisation; ``forward``
   and ``predict`` are the ONE way a trained model is applied to uint8 images;
-* ``per_example_loss(outputs, target) -> [B]`` and ``score(outputs, batch) -> (sum,
-  count)``: every stage's loss is ``weights x per-example losses``; every evaluation
-  metric is a ratio of sums, so it adds up over batches, levels and devices;
+* ``per_example_loss(outputs, target) -> [B]`` and ``scores(outputs, batch) -> {name:
+  (sum, count)}`` for every metric of ``metrics``: every stage's loss is ``weights x
+  per-example losses``; every evaluation metric is a ratio of sums, so it adds up over
+  batches, levels and devices (``fdjax.eval.metric.split_scores`` is the one scorer of
+  a split: tables, model selection, greedy soups, population fitness);
 * ``metric``: a ``MetricSpec`` that drives reports, plots, model selection and
-  greedy soups; ``metrics``: every metric reported (the headline first), with
-  ``scores(outputs, batch) -> {name: (sum, count)}``;
+  greedy soups (the headline, ``metrics[0]``); ``metrics``: every metric reported;
 * ``load_data(config, seed) -> Dataset``: the task's data (one entry point,
   ``fdjax.study.load_dataset``); ``base_on_all_tasks``: the base ('clean') stage trains
   on the combined degradations (restoration) instead of clean images; ``row_labels``:
@@ -115,8 +116,6 @@ class Task(Protocol):
   def per_example_loss(self, outputs, target) -> jax.Array: ...
 
   def train_metrics(self, outputs, target) -> dict: ...
-
-  def score(self, outputs, batch: dict) -> tuple[jax.Array, jax.Array]: ...
 
   def scores(self, outputs, batch: dict) -> dict: ...
 

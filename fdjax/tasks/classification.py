@@ -136,17 +136,15 @@ class ClassificationTask:
   def train_metrics(self, logits, labels) -> dict:
     return {"train_accuracy": jnp.mean(jnp.argmax(logits, -1) == labels)}
 
-  def score(self, logits, batch: dict):
-    """``(correct, count)``, int32 scalars over the unmasked examples of ``batch``."""
+  def scores(self, logits, batch: dict) -> dict:
+    """``{'accuracy': (correct, count)}``, int32 scalars over the unmasked examples of
+    ``batch`` (logits ``[B, C]``, ``batch['label']`` ``[B]``, optional bool ``mask`` ``[B]``)."""
     mask = batch.get("mask")
     hits = jnp.argmax(logits, axis=-1) == batch["label"]
     if mask is None:
-      return jnp.sum(hits.astype(jnp.int32)), jnp.int32(hits.shape[0])
-    return jnp.sum((hits & mask).astype(jnp.int32)), jnp.sum(mask.astype(jnp.int32))
-
-  def scores(self, logits, batch: dict) -> dict:
-    """``{'accuracy': score(logits, batch)}``."""
-    return {"accuracy": self.score(logits, batch)}
+      return {"accuracy": (jnp.sum(hits.astype(jnp.int32)), jnp.int32(hits.shape[0]))}
+    return {"accuracy": (jnp.sum((hits & mask).astype(jnp.int32)),
+                         jnp.sum(mask.astype(jnp.int32)))}
 
   def ensemble(self, member_logits) -> jax.Array:
     """``[N, B, C]`` member logits -> one-hot ``[B, C]`` of the plurality vote

@@ -262,27 +262,22 @@ class RestorationTask:
     restored = jnp.clip(outputs * 255.0, 0.0, 255.0)
     return {"train_psnr": jnp.mean(image_quality.psnr(restored, target))}
 
-  def score(self, outputs, batch: dict):
-    """``(sum of per-image PSNR, count)`` over the unmasked images of ``batch``:
-    ``outputs`` are ``predict``'s (0..255), the reference is ``batch['target']`` (paired)
-    or ``batch['image']`` (clean-only, the input having been degraded on the way)."""
-    return _masked_sum(self.per_image(outputs, batch, ("psnr",))["psnr"], batch.get("mask"))
-
-  def per_image(self, outputs, batch: dict, names=("psnr", "ssim")) -> dict:
+  def per_image(self, outputs, batch: dict) -> dict:
     """``{'psnr': [B], 'ssim': [B]}`` per image (padding images included); SSIM is NaN
-    for images under its 11x11 window."""
+    for images under its 11x11 window. (A caller that needs PSNR only jits a function
+    returning only it: XLA then never computes SSIM, ``fdjax.eval.metric.jit_scores``.)"""
     target = batch.get("target", batch["image"])
     kw = dict(y_channel=self.y_channel, shave=self.shave)
-    out = {"psnr": image_quality.psnr(outputs, target, **kw)}
-    if "ssim" in names:
-      h, w = outputs.shape[-3] - 2 * self.shave, outputs.shape[-2] - 2 * self.shave
-      out["ssim"] = (image_quality.ssim(outputs, target, **kw)
-                     if min(h, w) >= image_quality.SSIM_WINDOW
-                     else jnp.full(outputs.shape[:-3], jnp.nan, jnp.float32))
-    return out
+    h, w = outputs.shape[-3] - 2 * self.shave, outputs.shape[-2] - 2 * self.shave
+    ssim = (image_quality.ssim(outputs, target, **kw) if min(h, w) >= image_quality.SSIM_WINDOW
+            else jnp.full(outputs.shape[:-3], jnp.nan, jnp.float32))
+    return {"psnr": image_quality.psnr(outputs, target, **kw), "ssim": ssim}
 
   def scores(self, outputs, batch: dict) -> dict:
-    """``{metric name: (sum, count)}`` over the unmasked images, for every metric."""
+    """``{'psnr': (sum of per-image PSNR dB, count), 'ssim': (sum, count)}`` over the
+    unmasked images of ``batch``: ``outputs`` are ``predict``'s (0..255), the reference
+    is ``batch['target']`` (paired) or ``batch['image']`` (clean-only, the input having
+    been degraded on the way)."""
     return {name: _masked_sum(values, batch.get("mask"))
             for name, values in self.per_image(outputs, batch).items()}
 
