@@ -1,5 +1,6 @@
 """FusionDistill's step-4 loss and the expert (ILIAC) loss against hand computations."""
 
+import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -50,16 +51,20 @@ def test_fusiondistill_loss_equals_hand_computation():
   alpha, gammas = 0.1, [1.0, 0.5]
   loss_fn = fusiondistill_loss(model, UNIT,
                                degrade=degrade, num_experts=2, alpha=alpha, gammas=gammas)
-  loss, (_, metrics) = loss_fn(student["params"], student["batch_stats"],
-                               {"image": jnp.asarray(images), "label": jnp.asarray(labels)},
-                               jax.random.key(5), stack_trees(experts))
+  # jitted: one compile instead of op-by-op dispatch of every layer (the suite's time)
+  loss, (_, metrics) = jax.jit(loss_fn)(
+      student["params"], student["batch_stats"],
+      {"image": jnp.asarray(images), "label": jnp.asarray(labels)}, jax.random.key(5),
+      stack_trees(experts))
 
   degraded = np.concatenate([255 - images[:2], images[2:] // 2])
-  (logits, feats), _ = model.apply(student, normalize(degraded, "unit"), train=True,
-                                   mutable=["batch_stats"])
+  (logits, feats), _ = jax.jit(functools.partial(model.apply, train=True,
+                                                 mutable=["batch_stats"]))(
+      student, normalize(degraded, "unit"))
+  apply_eval = jax.jit(functools.partial(model.apply, train=False))
   expected = alpha * _softmax_ce(np.asarray(logits, np.float64), labels)
   for i, expert in enumerate(experts):
-    _, tfeats = model.apply(expert, normalize(images[2 * i:2 * i + 2], "unit"), train=False)
+    _, tfeats = apply_eval(expert, normalize(images[2 * i:2 * i + 2], "unit"))
     s = np.asarray(feats["stage3"][2 * i:2 * i + 2], np.float64).reshape(2, -1)
     t = np.asarray(tfeats["stage3"], np.float64).reshape(2, -1)
     cos = (s * t).sum(1) / (np.linalg.norm(s, axis=1) * np.linalg.norm(t, axis=1))
@@ -76,8 +81,9 @@ def test_student_gradient_flows_but_teachers_are_frozen():
   loss_fn = fusiondistill_loss(model, UNIT,
                                degrade=lambda k, x: x, num_experts=2)
   batch = {"image": jnp.full((4, 32, 32, 3), 100, jnp.uint8), "label": jnp.zeros(4, jnp.int32)}
-  grads = jax.grad(lambda p, f: loss_fn(p, student["batch_stats"], batch, jax.random.key(0),
-                                        f)[0], argnums=(0, 1))(student["params"], experts)
+  grads = jax.jit(jax.grad(lambda p, f: loss_fn(p, student["batch_stats"], batch,
+                                                jax.random.key(0), f)[0],
+                           argnums=(0, 1)))(student["params"], experts)
   assert float(jnp.abs(grads[0]["stem_conv"]["kernel"]).sum()) > 0
   assert all(float(jnp.abs(g).sum()) == 0 for g in jax.tree.leaves(grads[1]))
 
