@@ -12,7 +12,9 @@ trade-off, merged by averaging and by the fusion network.
   down-sampling (antialiased), the LR image rounded to uint8, then bicubic back to the
   HR size: the same-size U-Net restores the SRCNN/VDSR-style up-sampled input.
 * Scores: PSNR and SSIM on the Y channel (BT.601) with 4 border pixels shaved, the SR
-  tables' convention. The Input row is the bicubic baseline (Set5 28.43 dB / 0.8113,
+  tables' convention, and NIQE (``restoration.extra_metrics='niqe'``; no reference,
+  4 border pixels cropped, lower is better; fdjax's CBSD432 pristine model, so not
+  comparable with published NIQE figures). The Input row is the bicubic baseline (Set5 28.43 dB / 0.8113,
   Set14 26.09 dB / 0.7050 here; published 28.42 / 0.8104 and 26.00 / 0.7027).
 * Stages: 'clean' = the L1 model (EA-Adam's pretrained distortion model, member 0, frozen);
   'ea_adam' = P members from it, objectives distortion (L1) and perception (RaGAN against
@@ -50,7 +52,8 @@ def get_config(arg: str | None = None):
   config.eval_levels = {k: "" for k in config.eval_levels.keys()}
   config.eval_levels.sr = "4"
   config.restoration.update(model="unet", width=32, depth=2, blocks=2, patch=96,
-                            y_channel=True, shave=4, flip=True, rot90=True)
+                            y_channel=True, shave=4, flip=True, rot90=True,
+                            extra_metrics="niqe")
   config.methods = "input,ea_adam,ea_adam_fusion"
   config.selection = "last"
   config.eval.cost_columns = False
