@@ -20,8 +20,9 @@ trade-off, merged by averaging and by the fusion network.
   'ea_adam' = P members from it, objectives distortion (L1) and perception (RaGAN against
   a discriminator per member, trained from scratch in the same step; ``ea_adam.objectives
   = 'perception'``), evolved after every epoch on validation PSNR and a gradient-statistics
-  distance (``fdjax.eval.gradient_stats``: a discriminator-free perceptual proxy, not
-  NIQE); 'ea_adam_fusion' = the fusion network over the members (trained on L1).
+  distance (``fdjax.eval.gradient_stats``: a discriminator-free perceptual proxy;
+  ``ea_adam.perception_fitness='niqe'`` needs tiles of >= 200 px, which T91's small
+  images cannot give); 'ea_adam_fusion' = the fusion network over the members (trained on L1).
 * Rows: Input (bicubic), EA-Adam best member, uniform and validation-weighted averages,
   EA-Adam fusion (dynamic) and (baked). ``ea_adam/merged.json`` and ``pareto.png``: the
   members' validation (PSNR, -gradient W1) front with the averages.
@@ -65,7 +66,7 @@ def get_config(arg: str | None = None):
   config.clean.optimizer = optimizer_config("adam", 1e-3, weight_decay=0.0, schedule="cosine")
   config.ea_adam.optimizer = adam(1e-4)
   config.ea_adam.update(size=5, objectives="perception", fitness_examples=64, critic_width=32,
-                        critic_depth=3, critic_lr=1e-4)
+                        critic_depth=3, critic_lr=1e-4, perception_fitness="gradient_w1")
   config.ea_adam_fusion.optimizer = adam(1e-3)
   config.ea_adam_fusion.calibration_batches = 10
   set_epochs(config, clean=100, ea_adam=20, ea_adam_fusion=5)
