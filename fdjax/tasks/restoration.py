@@ -52,8 +52,7 @@ plan jointly (``base_on_all_tasks``); data come from ``fdjax.data.restoration_se
     shave = 0               # border pixels dropped before scoring
                             # (both: every task's default; config.scoring per task)
     loss = 'l1'             # 'l1' or 'charbonnier' (sqrt(d^2 + 1e-6), 0..1 units)
-    extra_metrics = ''      # opt-in table columns beyond PSNR/SSIM, comma list of
-                            # EXTRA_METRICS: 'niqe' (``restoration_niqe``; lower is better)
+    extra_metrics = ''      # opt-in columns: 'niqe' (restoration_niqe; lower is better)
     model_options = {}      # the chosen model's own fields, e.g. {'num_experts': 3, 'k': 2}
                             # for 'measnet', {'prompt_dim': 8} for 'promptir' (see
                             # fdjax.models.PromptIR / MEASNet / NAFNet); 0 = none
@@ -75,8 +74,7 @@ from fdjax.eval import image_quality, inference
 from fdjax.models import MEASNet, NAFNet, PromptIR, UNet
 
 from fdjax.config import parse_list
-from fdjax.tasks import restoration_niqe
-from fdjax.tasks import restoration_scoring as scoring_lib
+from fdjax.tasks import restoration_niqe, restoration_scoring as scoring_lib
 from fdjax.tasks.base import DataSpec, DegradeFn, MetricSpec
 from fdjax.tasks.restoration_views import random_flip_rot90, random_patches
 
@@ -88,7 +86,6 @@ DEFAULTS = {"model": "unet", "width": 16, "depth": 2, "blocks": 1, "middle_block
             "model_options": None, "extra_metrics": ""}
 LOSSES = ("l1", "charbonnier")
 CHARBONNIER_EPS = 1e-3  # in 0..1 units, as Restormer / MPRNet
-EXTRA_METRICS = {"niqe": restoration_niqe.SPEC}  # opt-in metrics (restoration.extra_metrics)
 
 
 def options(config) -> dict:
@@ -137,8 +134,7 @@ class RestorationTask:
   patch: training patch side; flip / rot90: training augmentation; y_channel / shave:
   how PSNR is scored (see the module docstring); scoring: the per-degradation
   ``(name, y_channel, shave)`` that differ from them (``config.scoring``);
-  extra_metrics: opt-in metrics of ``EXTRA_METRICS`` (``restoration.extra_metrics``).
-  """
+  extra_metrics: opt-in metrics (``restoration.extra_metrics``, ``restoration_niqe``)."""
 
   patch: int | None = 64
   flip: bool = True
@@ -155,10 +151,7 @@ class RestorationTask:
   def __post_init__(self):
     if self.loss not in LOSSES:
       raise ConfigError(f"restoration.loss must be one of {LOSSES}, got {self.loss!r}")
-    unknown = [m for m in self.extra_metrics if m not in EXTRA_METRICS]
-    if unknown or len(set(self.extra_metrics)) < len(self.extra_metrics):
-      raise ConfigError(f"restoration.extra_metrics must list distinct names of "
-                        f"{sorted(EXTRA_METRICS)}, got {','.join(self.extra_metrics)!r}")
+    restoration_niqe.check_extra_metrics(self.extra_metrics)
 
   @property
   def metric(self) -> MetricSpec:
@@ -166,12 +159,11 @@ class RestorationTask:
 
   @property
   def metrics(self) -> tuple[MetricSpec, ...]:
-    """PSNR (headline, dB, two decimals), SSIM (0..1, four decimals), then the opt-in
-    ``extra_metrics`` (e.g. NIQE, lower is better)."""
+    """PSNR (headline, dB, 2 decimals), SSIM (0..1, 4 decimals), then ``extra_metrics``."""
     y = " (Y)" if self.y_channel and all(y for _, y, _ in self.scoring) else ""
     return (MetricSpec("psnr", f"PSNR{y}", "dB", decimals=2),
             MetricSpec("ssim", f"SSIM{y}", "0..1", decimals=4),
-            *(EXTRA_METRICS[m] for m in self.extra_metrics))
+            *(restoration_niqe.EXTRA_METRICS[m] for m in self.extra_metrics))
 
   @classmethod
   def from_config(cls, config) -> "RestorationTask":
@@ -278,11 +270,9 @@ class RestorationTask:
 
   def per_image(self, outputs, batch: dict) -> dict:
     """``{'psnr': [B], 'ssim': [B]}`` per image (padding images included); SSIM is NaN
-    for images under its 11x11 window. With ``extra_metrics`` 'niqe' also ``'niqe': [B]``
-    of ``outputs`` (no reference; border ``shave`` cropped; NaN, with a log line, for
-    images under two 96x96 blocks: ``restoration_niqe``). (A caller that needs PSNR
-    only jits a function returning only it: XLA then never computes SSIM or NIQE,
-    ``fdjax.eval.metric.jit_scores``.)"""
+    for images under its 11x11 window; ``'niqe': [B]`` with ``extra_metrics`` 'niqe'
+    (``restoration_niqe``). (A caller that needs PSNR only jits a function returning
+    only it: XLA then never computes the others, ``fdjax.eval.metric.jit_scores``.)"""
     target = batch.get("target", batch["image"])
     kw = dict(y_channel=self.y_channel, shave=self.shave)
     h, w = outputs.shape[-3] - 2 * self.shave, outputs.shape[-2] - 2 * self.shave

@@ -24,11 +24,21 @@ from __future__ import annotations
 import jax.numpy as jnp
 from absl import logging
 
+from fdjax.errors import ConfigError
 from fdjax.eval.niqe import niqe
 from fdjax.eval.niqe_features import BLOCK
 from fdjax.tasks.base import MetricSpec
 
 SPEC = MetricSpec("niqe", "NIQE (lower is better)", "", higher_is_better=False, decimals=3)
+EXTRA_METRICS = {"niqe": SPEC}   # the names restoration.extra_metrics may list
+
+
+def check_extra_metrics(names) -> None:
+  """A one-line ConfigError unless ``names`` are distinct keys of ``EXTRA_METRICS``."""
+  names = tuple(names)
+  if any(m not in EXTRA_METRICS for m in names) or len(set(names)) < len(names):
+    raise ConfigError(f"restoration.extra_metrics must list distinct names of "
+                      f"{sorted(EXTRA_METRICS)}, got {','.join(names)!r}")
 
 
 def has_blocks(height: int, width: int, crop_border: int) -> bool:
