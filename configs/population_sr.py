@@ -12,14 +12,17 @@ trade-off, merged by averaging and by the fusion network.
   down-sampling (antialiased), the LR image rounded to uint8, then bicubic back to the
   HR size: the same-size U-Net restores the SRCNN/VDSR-style up-sampled input.
 * Scores: PSNR and SSIM on the Y channel (BT.601) with 4 border pixels shaved, the SR
-  tables' convention. The Input row is the bicubic baseline (Set5 28.43 dB / 0.8113,
+  tables' convention, and NIQE (``restoration.extra_metrics='niqe'``; no reference,
+  4 border pixels cropped, lower is better; fdjax's CBSD432 pristine model, so not
+  comparable with published NIQE figures). The Input row is the bicubic baseline (Set5 28.43 dB / 0.8113,
   Set14 26.09 dB / 0.7050 here; published 28.42 / 0.8104 and 26.00 / 0.7027).
 * Stages: 'clean' = the L1 model (EA-Adam's pretrained distortion model, member 0, frozen);
   'ea_adam' = P members from it, objectives distortion (L1) and perception (RaGAN against
   a discriminator per member, trained from scratch in the same step; ``ea_adam.objectives
   = 'perception'``), evolved after every epoch on validation PSNR and a gradient-statistics
-  distance (``fdjax.eval.gradient_stats``: a discriminator-free perceptual proxy, not
-  NIQE); 'ea_adam_fusion' = the fusion network over the members (trained on L1).
+  distance (``fdjax.eval.gradient_stats``: a discriminator-free perceptual proxy;
+  ``ea_adam.perception_fitness='niqe'`` needs tiles of >= 200 px, which T91's small
+  images cannot give); 'ea_adam_fusion' = the fusion network over the members (trained on L1).
 * Rows: Input (bicubic), EA-Adam best member, uniform and validation-weighted averages,
   EA-Adam fusion (dynamic) and (baked). ``ea_adam/merged.json`` and ``pareto.png``: the
   members' validation (PSNR, -gradient W1) front with the averages.
@@ -50,7 +53,8 @@ def get_config(arg: str | None = None):
   config.eval_levels = {k: "" for k in config.eval_levels.keys()}
   config.eval_levels.sr = "4"
   config.restoration.update(model="unet", width=32, depth=2, blocks=2, patch=96,
-                            y_channel=True, shave=4, flip=True, rot90=True)
+                            y_channel=True, shave=4, flip=True, rot90=True,
+                            extra_metrics="niqe")
   config.methods = "input,ea_adam,ea_adam_fusion"
   config.selection = "last"
   config.eval.cost_columns = False
@@ -62,7 +66,7 @@ def get_config(arg: str | None = None):
   config.clean.optimizer = optimizer_config("adam", 1e-3, weight_decay=0.0, schedule="cosine")
   config.ea_adam.optimizer = adam(1e-4)
   config.ea_adam.update(size=5, objectives="perception", fitness_examples=64, critic_width=32,
-                        critic_depth=3, critic_lr=1e-4)
+                        critic_depth=3, critic_lr=1e-4, perception_fitness="gradient_w1")
   config.ea_adam_fusion.optimizer = adam(1e-3)
   config.ea_adam_fusion.calibration_batches = 10
   set_epochs(config, clean=100, ea_adam=20, ea_adam_fusion=5)

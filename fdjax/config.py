@@ -154,14 +154,16 @@ def base_config() -> ml_collections.ConfigDict:
   # first `fitness_examples` validation images. member_loop: 'auto' | 'vmap' | 'unroll'.
   # objectives (fdjax.population.families): 'degradations' (clean + each degradation) or
   # 'perception' (restoration: L1 and RaGAN against one discriminator per member, of
-  # critic_width channels and critic_depth stride-2 stages, Adam at critic_lr).
+  # critic_width channels and critic_depth stride-2 stages, Adam at critic_lr);
+  # perception_fitness: the perceptual objective's fitness, 'gradient_w1' or 'niqe'
+  # (fdjax.population.perception_fitness; 'niqe' needs tiles >= 2 96x96 blocks after shave).
   c.ea_adam = stage_config(20, optimizer_config("adam", 1e-4, schedule="constant",
                                                 weight_decay=0.0))
   c.ea_adam.update(dict(
       size=5, freeze_first=True, neighbours=3, random_partner_prob=0.3, crossover_prob=0.9,
       eta=20.0, mutation_prob=0.2, mutation_rate=0.02, mutation_std=0.03, max_replacements=1,
       fitness_examples=500, member_loop="auto", objectives="degradations", critic_width=16,
-      critic_depth=3, critic_lr=1e-4))
+      critic_depth=3, critic_lr=1e-4, perception_fitness="gradient_w1"))
   # EA-Adam's fusion network over the frozen members (method 'ea_adam_fusion'): a mixing
   # predictor of `width` channels trained on combined degradations, then baked with the
   # mixing weights averaged over `calibration_batches` validation batches.

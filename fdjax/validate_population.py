@@ -11,7 +11,9 @@ of its family):
 * ``objectives``: 'degradations' (clean images + each degradation) or 'perception' (L1
   and RaGAN: needs ``task='restoration'``, whose outputs are images);
   ``critic_width``, ``critic_depth`` (the per-member discriminators): integers >= 1,
-  ``critic_lr``: finite and > 0;
+  ``critic_lr``: finite and > 0; ``perception_fitness``: 'gradient_w1' or 'niqe'
+  ('niqe': the tiles, ``data.tile`` or twice ``restoration.patch``, must hold two
+  96x96 blocks after ``restoration.shave``);
 * ``size`` (P): an integer >= 2 (the preference vectors span P points);
 * ``neighbours`` (T, the member itself included): an integer in 2..size (a crossover
   partner is drawn among the T-1 others);
@@ -45,6 +47,7 @@ from fdjax.config import parse_list
 
 METHODS = ("ea_adam", "ea_adam_fusion")
 FAMILIES = ("degradations", "perception")   # fdjax.population.families
+PERCEPTION_FITNESS = ("gradient_w1", "niqe")  # fdjax.population.perception_fitness
 MEMBER_LOOPS = ("auto", "vmap", "unroll")   # fdjax.population.gradients
 PROBABILITIES = ("random_partner_prob", "crossover_prob", "mutation_prob", "mutation_rate")
 
@@ -66,6 +69,7 @@ def check_population(config, check: Callable[[str, Callable[[Any], bool], str], 
   block = config.get("ea_adam")
   if block is not None:
     _check_ea_adam(block, check)
+    _check_niqe_tiles(config, problems)
   check("ea_adam_fusion.width", lambda v: _is_int(v) and v >= 1, "an integer >= 1")
   check("ea_adam_fusion.calibration_batches", lambda v: _is_int(v) and v >= 1,
         "an integer >= 1")
@@ -105,6 +109,23 @@ def _check_fusion_model(config, problems: list[str]) -> None:
     problems.append(f"methods must not include 'ea_adam_fusion' with {what}: {e}")
 
 
+def _check_niqe_tiles(config, problems: list[str]) -> None:
+  """NIQE fitness needs validation tiles (``data.tile``, 0: twice ``restoration.patch``)
+  with two whole 96x96 blocks after the ``restoration.shave`` crop."""
+  if config.ea_adam.get("perception_fitness") != "niqe":
+    return
+  from fdjax.tasks.restoration_niqe import has_blocks
+  data, o = config.get("data", {}), config.get("restoration", {})
+  tile, patch, shave = data.get("tile", 0), o.get("patch", 64), o.get("shave", 0)
+  if not all(_is_int(v) for v in (tile, patch, shave)):
+    return  # left to the data and task checks
+  side = tile or 2 * patch
+  if not has_blocks(side, side, shave):
+    problems.append(f"ea_adam.perception_fitness='niqe' needs validation tiles with two "
+                    f"96x96 blocks after restoration.shave={shave}: data.tile >= "
+                    f"{192 + 2 * shave}, got {side}x{side} tiles")
+
+
 def _check_ea_adam(block, check) -> None:
   size, neighbours = block.get("size"), block.get("neighbours")
   check("ea_adam.objectives", lambda v: v in FAMILIES, f"one of {FAMILIES}")
@@ -113,6 +134,8 @@ def _check_ea_adam(block, check) -> None:
           "'restoration' for ea_adam.objectives='perception' (its objectives score images)")
   for name in ("critic_width", "critic_depth"):
     check(f"ea_adam.{name}", lambda v: _is_int(v) and v >= 1, "an integer >= 1")
+  check("ea_adam.perception_fitness", lambda v: v in PERCEPTION_FITNESS,
+        f"one of {PERCEPTION_FITNESS}")
   check("ea_adam.critic_lr", lambda v: _is_real(v) and v > 0, "a finite number > 0")
   check("ea_adam.size", lambda v: _is_int(v) and v >= 2, "an integer >= 2")
   if _is_int(size) and size >= 2:

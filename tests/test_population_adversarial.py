@@ -19,7 +19,8 @@ from fdjax.eval.gradient_stats import gradient_w1
 from fdjax.eval.metric import split_scores
 from fdjax.population import adversarial
 from fdjax.population.evolution import EvolutionConfig, init_evolution
-from fdjax.population.families import PerceptionScores, normalised_mean
+from fdjax.population.families import normalised_mean
+from fdjax.population.perception_fitness import PerceptionScores
 from fdjax.population.gradients import freeze_members, population_grad_fn
 from fdjax.population.hook import evolution_hook
 from fdjax.population.preferences import preference_vectors

@@ -11,10 +11,10 @@
   perception = RaGAN against a discriminator per member (``fdjax.population.adversarial``),
   both on the same batch degraded by the plan (e.g. x4 'sr'); values per member =
   (validation PSNR in dB, as the task scores it: Y and shave from ``config.restoration``;
-  minus the gradient-statistics distance ``fdjax.eval.gradient_stats.gradient_w1``, a
-  cheap discriminator-free perceptual proxy, 0..255 units). NIQE can replace the proxy
-  once it exists (``PerceptionScores.scores``' one line computing it). Both go through
-  ``fdjax.eval.metric.split_scores``, the one split scorer (float32 sums on device).
+  minus a perceptual distance chosen by ``ea_adam.perception_fitness``: 'gradient_w1'
+  (``fdjax.eval.gradient_stats``, a cheap discriminator-free proxy, 0..255 units) or
+  'niqe' (``fdjax.eval.niqe``, no reference); ``fdjax.population.perception_fitness``).
+  Both go through ``fdjax.eval.metric.split_scores``, the one split scorer.
 
 Every family gives ``values(max_examples) -> (stacked variables -> float64 [P, M])``
 to MAXIMISE (the evolution minimises their negation), the hypervolume reference point,
@@ -26,18 +26,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from fdjax.errors import ConfigError
-from fdjax.eval.gradient_stats import GRADIENT_MAX, gradient_w1
-from fdjax.eval.metric import jit_clean, predictor, split_scores
 from fdjax.population import adversarial
-from fdjax.population.fitness import member_metrics, validation_subset
+from fdjax.population.fitness import member_metrics
+from fdjax.population.perception_fitness import FITNESS, check_fitness, perception_values
 from fdjax.population.objectives import clean_and_combined, objective_names, share_losses
-from fdjax.study.training import fixed_key_transform
-from fdjax.trees import unstack_tree
 
 FAMILIES = ("degradations", "perception")
 
@@ -107,47 +102,11 @@ def _perception(ctx) -> Objectives:
   loss_fn = adversarial.adversarial_loss(ctx.model, task, ctx.plan.combined(), discriminator,
                                          critic_tx)
   patch = int(task.patch or ctx.dataset.image_shape[0])
+  fitness = check_fitness(cfg.get("perception_fitness", "gradient_w1"))
 
   def init_critic(key, count):
     return adversarial.init_critic(discriminator, critic_tx, key, count, (patch, patch, 3))
 
   return Objectives((adversarial.DISTORTION, adversarial.PERCEPTION), len(ctx.plan.names),
-                    loss_fn, lambda n: perception_values(ctx, n), init_critic,
-                    ref=(0.0, -GRADIENT_MAX), merge_weights=normalised_mean)
-
-
-@dataclasses.dataclass(frozen=True)
-class PerceptionScores:
-  """The perception family's scorer for ``fdjax.eval.metric.split_scores``:
-  ``scores(outputs, batch) -> {'psnr': (sum dB, count), 'gradient_w1': (sum, count)}``
-  over the unmasked images (``outputs`` 0..255 ``[B, H, W, 3]``; PSNR as ``task.scores``
-  gives it, W1 in 0..255 units on the task's Y channel and shave)."""
-
-  task: object
-
-  def scores(self, outputs, batch: dict) -> dict:
-    mask = batch["mask"]
-    w1 = gradient_w1(outputs, batch.get("target", batch["image"]),
-                     y_channel=self.task.y_channel, shave=self.task.shave)
-    return {"psnr": self.task.scores(outputs, batch)["psnr"],
-            "gradient_w1": (jnp.sum(jnp.where(mask, w1, 0.0)), jnp.sum(mask.astype(jnp.int32)))}
-
-
-def perception_values(ctx, max_examples: int):
-  """``values(stacked) -> float64 [P, 2]``: per member (PSNR dB, -gradient W1) over the
-  first ``max_examples`` validation images degraded by the plan at fixed keys."""
-  scorer = PerceptionScores(ctx.task)
-  split = validation_subset(ctx, max_examples)
-  predict = jit_clean(predictor(ctx.task, ctx.model), ctx.mesh)
-  transform = fixed_key_transform(ctx, ctx.plan.combined())
-
-  def values(stacked) -> np.ndarray:
-    count = jax.tree.leaves(stacked)[0].shape[0]
-    out = np.zeros((count, 2))
-    for i in range(count):
-      v = split_scores(scorer, predict, unstack_tree(stacked, i), split,
-                       batch_size=ctx.config.eval_batch_size, mesh=ctx.mesh, transform=transform)
-      out[i] = [v["psnr"], -v["gradient_w1"]]
-    return out
-
-  return values
+                    loss_fn, lambda n: perception_values(ctx, n, fitness), init_critic,
+                    ref=(0.0, -FITNESS[fitness]), merge_weights=normalised_mean)

@@ -52,6 +52,7 @@ plan jointly (``base_on_all_tasks``); data come from ``fdjax.data.restoration_se
     shave = 0               # border pixels dropped before scoring
                             # (both: every task's default; config.scoring per task)
     loss = 'l1'             # 'l1' or 'charbonnier' (sqrt(d^2 + 1e-6), 0..1 units)
+    extra_metrics = ''      # opt-in columns: 'niqe' (restoration_niqe; lower is better)
     model_options = {}      # the chosen model's own fields, e.g. {'num_experts': 3, 'k': 2}
                             # for 'measnet', {'prompt_dim': 8} for 'promptir' (see
                             # fdjax.models.PromptIR / MEASNet / NAFNet); 0 = none
@@ -72,7 +73,8 @@ from fdjax.errors import ConfigError
 from fdjax.eval import image_quality, inference
 from fdjax.models import MEASNet, NAFNet, PromptIR, UNet
 
-from fdjax.tasks import restoration_scoring as scoring_lib
+from fdjax.config import parse_list
+from fdjax.tasks import restoration_niqe, restoration_scoring as scoring_lib
 from fdjax.tasks.base import DataSpec, DegradeFn, MetricSpec
 from fdjax.tasks.restoration_views import random_flip_rot90, random_patches
 
@@ -81,7 +83,7 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float
 DEFAULTS = {"model": "unet", "width": 16, "depth": 2, "blocks": 1, "middle_blocks": 1,
             "decoder_blocks": None, "dtype": "float32", "patch": 64, "flip": True,
             "rot90": True, "y_channel": False, "shave": 0, "loss": "l1",
-            "model_options": None}
+            "model_options": None, "extra_metrics": ""}
 LOSSES = ("l1", "charbonnier")
 CHARBONNIER_EPS = 1e-3  # in 0..1 units, as Restormer / MPRNet
 
@@ -131,8 +133,8 @@ class RestorationTask:
 
   patch: training patch side; flip / rot90: training augmentation; y_channel / shave:
   how PSNR is scored (see the module docstring); scoring: the per-degradation
-  ``(name, y_channel, shave)`` that differ from them (``config.scoring``).
-  """
+  ``(name, y_channel, shave)`` that differ from them (``config.scoring``);
+  extra_metrics: opt-in metrics (``restoration.extra_metrics``, ``restoration_niqe``)."""
 
   patch: int | None = 64
   flip: bool = True
@@ -141,6 +143,7 @@ class RestorationTask:
   shave: int = 0
   loss: str = "l1"
   scoring: scoring_lib.Overrides = ()
+  extra_metrics: tuple[str, ...] = ()
   name = "restoration"
   base_on_all_tasks = True
   row_labels = {"Scratch": "All-in-one (scratch)"}
@@ -148,6 +151,7 @@ class RestorationTask:
   def __post_init__(self):
     if self.loss not in LOSSES:
       raise ConfigError(f"restoration.loss must be one of {LOSSES}, got {self.loss!r}")
+    restoration_niqe.check_extra_metrics(self.extra_metrics)
 
   @property
   def metric(self) -> MetricSpec:
@@ -155,17 +159,19 @@ class RestorationTask:
 
   @property
   def metrics(self) -> tuple[MetricSpec, ...]:
-    """PSNR (headline, dB, two decimals) and SSIM (0..1, four decimals)."""
+    """PSNR (headline, dB, 2 decimals), SSIM (0..1, 4 decimals), then ``extra_metrics``."""
     y = " (Y)" if self.y_channel and all(y for _, y, _ in self.scoring) else ""
     return (MetricSpec("psnr", f"PSNR{y}", "dB", decimals=2),
-            MetricSpec("ssim", f"SSIM{y}", "0..1", decimals=4))
+            MetricSpec("ssim", f"SSIM{y}", "0..1", decimals=4),
+            *(restoration_niqe.EXTRA_METRICS[m] for m in self.extra_metrics))
 
   @classmethod
   def from_config(cls, config) -> "RestorationTask":
     o = options(config)
     y, shave = bool(o["y_channel"]), int(o["shave"])
     return cls(int(o["patch"]) if o["patch"] else None, bool(o["flip"]), bool(o["rot90"]),
-               y, shave, str(o["loss"]), scoring_lib.overrides(config, y, shave))
+               y, shave, str(o["loss"]), scoring_lib.overrides(config, y, shave),
+               tuple(parse_list(str(o["extra_metrics"] or ""))))
 
   def for_degradation(self, name: str) -> "RestorationTask":
     """The task that scores ``name``'s test images (its ``config.scoring`` setting)."""
@@ -264,14 +270,18 @@ class RestorationTask:
 
   def per_image(self, outputs, batch: dict) -> dict:
     """``{'psnr': [B], 'ssim': [B]}`` per image (padding images included); SSIM is NaN
-    for images under its 11x11 window. (A caller that needs PSNR only jits a function
-    returning only it: XLA then never computes SSIM, ``fdjax.eval.metric.jit_scores``.)"""
+    for images under its 11x11 window; ``'niqe': [B]`` with ``extra_metrics`` 'niqe'
+    (``restoration_niqe``). (A caller that needs PSNR only jits a function returning
+    only it: XLA then never computes the others, ``fdjax.eval.metric.jit_scores``.)"""
     target = batch.get("target", batch["image"])
     kw = dict(y_channel=self.y_channel, shave=self.shave)
     h, w = outputs.shape[-3] - 2 * self.shave, outputs.shape[-2] - 2 * self.shave
     ssim = (image_quality.ssim(outputs, target, **kw) if min(h, w) >= image_quality.SSIM_WINDOW
             else jnp.full(outputs.shape[:-3], jnp.nan, jnp.float32))
-    return {"psnr": image_quality.psnr(outputs, target, **kw), "ssim": ssim}
+    values = {"psnr": image_quality.psnr(outputs, target, **kw), "ssim": ssim}
+    if "niqe" in self.extra_metrics:
+      values["niqe"] = restoration_niqe.per_image_niqe(outputs, self.shave)
+    return values
 
   def scores(self, outputs, batch: dict) -> dict:
     """``{'psnr': (sum of per-image PSNR dB, count), 'ssim': (sum, count)}`` over the
