@@ -33,7 +33,8 @@ sigma 25, Adam + cosine):
 
 * learning rate 2e-3 beats 1e-3 for training from scratch (27.04 vs 26.64 dB after the
   same 4,704 64x64 patches); experts, vanilla/fusing, FusionDistill and the MoE student
-  fine-tune at 1e-3 / 5e-4 / 1e-3 / 1e-3 (the former 3e-4 left them far from converged);
+  fine-tune at 1e-3 / 5e-4 / 1e-3 / 1e-3 (not measured separately: chosen from the
+  scratch result, half the from-scratch rate, against the former 3e-4);
 * 48x48 patches beat 64x64 at equal pixels (27.59 vs 27.04 dB; 9,408 x 48^2 vs
   4,704 x 64^2 pixels, +12 %), and train at least as many pixels per second
   (``fdjax.bench restoration --width 24``: 29.6..50 vs 12.4..13.1 patches/s under load);
@@ -44,7 +45,7 @@ sigma 25, Adam + cosine):
   after 4,704 patches; haze trained at beta 0.6..1.4 instead of 0.2..2 did not change
   that (21.41 / 25.42 / 15.96 / 23.50 dB), so the haze range stays 0.2..2. The former
   recipe's rain expert, fine-tuned from the same joint base, recovered (28.66 dB RGB vs
-  the base's 24.45): the experts and Oracle are fine, the joint rows are not.
+  the base's 24.45): the single-task experts escape it, the joint rows do not.
 
 Estimated idle wall time (idle throughput of the 0.32M U-Net: ~50 patches/s at 64x64 =
 205k pixels/s, taken as ~89 patches/s at 48x48; FusionDistill ~0.72 x that (three
