@@ -142,7 +142,8 @@ def test_feature_names_are_the_features_returned():
 
 def test_restoration_configs_are_valid():
   for name, arg in (("restoration_quickstart", None), ("restoration_quickstart", "tiny"),
-                    ("restoration_3task", "smoke"), ("population_sr", None),
+                    ("restoration_3task", "smoke"), ("restoration_3task", "reduced"),
+                    ("population_sr", None),
                     ("population_sr", "reduced"), ("population_sr", "smoke")):
     config = load_config(name, arg)
     if name != "restoration_quickstart":
