@@ -145,6 +145,12 @@ def validate_config(config, *, device_count: int | None = None) -> None:
   for field, valid in LIST_CHOICES.items():
     check(field, lambda v, valid=valid: bool(parse_list(v)) and not set(parse_list(v)) - set(valid),
           f"comma-separated names from {','.join(valid)}")
+  if _get(config, "selection") == "val" and n_degradations > 1:
+    # The combined stages select their epoch on validation batches split into one equal
+    # share per degradation (LevelPlan.combined).
+    check("eval_batch_size", lambda v: not _is_int(v) or v % n_degradations == 0,
+          f"a multiple of the {n_degradations} degradations with selection='val' (the "
+          f"combined stages' validation batches hold one equal share per degradation)")
   if _get(config, "fusion.soup") == "weighted" and n_degradations:
     check("fusion.weights", lambda v: _weights_ok(v, n_degradations),
           f"{n_degradations} comma-separated finite numbers >= 0, not all 0 (one per degradation)")

@@ -117,6 +117,21 @@ def test_each_bad_field_is_one_config_error_line(field, value, fragment):
   assert field in assert_fails(config, fragment)
 
 
+def test_validation_batches_must_split_into_one_share_per_degradation():
+  """With selection='val' the combined stages score validation batches of
+  eval_batch_size split into one equal share per degradation: refused before training
+  (it used to fail after the first epoch)."""
+  config = tiny()
+  config.selection = "val"
+  config.eval_batch_size = 66
+  assert_fails(config, "eval_batch_size must be a multiple of the 4 degradations with "
+                       "selection='val'", "got 66")
+  config.eval_batch_size = 68
+  validate_config(config, device_count=1)
+  config.selection, config.eval_batch_size = "last", 66   # no validation batches
+  validate_config(config, device_count=1)
+
+
 def test_unknown_degradation_names_the_bad_one():
   config = tiny()
   config.degradations = "jpeg,fog"
