@@ -76,7 +76,7 @@ def base_config() -> ml_collections.ConfigDict:
   """Defaults: the paper's CIFAR-10 ResNet-56 recipe for the clean stage."""
   c = ml_collections.ConfigDict()
   c.task = "classification"         # fdjax.tasks.TASKS
-  c.seed = 0
+  c.seed = 0                        # unused (old runs' config.json); see `seeds`
   c.data = ml_collections.ConfigDict(dict(
       source="tfds:cifar10",       # tfds:<name> | folder:<path or .tar.gz> | digits
       validation_fraction=0.1,     # held out from train for model selection (paper: 90/10)

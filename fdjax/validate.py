@@ -105,7 +105,11 @@ def validate_config(config, *, device_count: int | None = None) -> None:
   for field in ("batch_size", "eval_batch_size"):
     check(field, lambda v: _is_int(v) and v >= 1 and v % device_count == 0,
           f"an integer >= 1 divisible by the {device_count} device(s)")
-  check("seed", lambda v: _is_int(v), "an integer")
+  # `seed` is kept for old runs' config.json; the study's seeds are `seeds`, so a seed set
+  # here would be silently ignored.
+  check("seed", lambda v: _is_int(v) and v == 0,
+        "0: it is not used; the study's seeds are config.seeds (e.g. --config.seeds=1 or "
+        "'0,1,2')")
   check("seeds", lambda v: _ints(v) is not None and len(_ints(v)) >= 1,
         "comma-separated integers, e.g. '0' or '0,1,2'")
   for field in ("log_every_steps", "checkpoint.every_steps", "checkpoint.keep",

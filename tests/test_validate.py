@@ -70,7 +70,9 @@ BAD = [
     # batches and counts
     ("batch_size", 0, "batch_size must be an integer >= 1 divisible by the 1 device(s), got 0"),
     ("eval_batch_size", -64, "eval_batch_size must be an integer >= 1"),
-    ("seed", 1.5, "seed must be an integer, got 1.5"),
+    ("seed", 1.5, "seed must be 0: it is not used; the study's seeds are config.seeds"),
+    ("seed", 1, "seed must be 0: it is not used; the study's seeds are config.seeds (e.g. "
+                "--config.seeds=1"),
     ("seeds", "0,a", "seeds must be comma-separated integers"),
     ("log_every_steps", 0, "log_every_steps must be an integer >= 1"),
     ("checkpoint.keep", 0, "checkpoint.keep must be an integer >= 1"),
