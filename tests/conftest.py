@@ -28,6 +28,19 @@ def run_on_eight_cpu_devices():
   return _run_on_eight_cpu_devices
 
 
+@pytest.fixture(autouse=True)
+def _restore_absl_verbosity():
+  """Tests that run a command line in-process (``console.start_cli``) lower absl's
+  verbosity; restore it so that log-reading tests do not depend on which tests ran
+  before them in the same worker."""
+  from absl import logging
+
+  logger = logging.get_absl_logger()
+  level = logger.level   # the logger's own level (NOTSET before absl parses its flags)
+  yield
+  logger.setLevel(level)
+
+
 LONG_TESTS_ENV = "FDJAX_SLOW_TESTS"
 
 

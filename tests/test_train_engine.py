@@ -84,7 +84,8 @@ def test_crash_after_the_swap_resumes_from_the_replacement(tmp_path):
 def test_vector_loss_trains_each_member_and_is_logged_as_list_and_mean(tmp_path, caplog):
   study = StudyProgress([("toy", 12)])
   study.start("toy")
-  with caplog.at_level(pylogging.INFO):
+  # On absl's logger: an earlier test in the same process may have lowered absl's verbosity.
+  with caplog.at_level(pylogging.INFO, logger="absl"):
     final = _fit(tmp_path, loss_fn=_vector_loss, study=study)
   # d sum(w^2) / dw = 2w: each member decays on its own.
   np.testing.assert_allclose(final.params["w"], np.array([1.0, 2.0, 3.0]) * 0.8 ** 12, rtol=1e-5)
