@@ -34,45 +34,15 @@ against the published bicubic x4 PSNR of Set5 (tests/test_sr_degradation.py).
 
 from __future__ import annotations
 
-import functools
-import math
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+# MATLAB imresize's 1-D bicubic resize as a float64 [out, in] matrix: the one
+# implementation, shared with NIQE (fdjax.eval.matlab_imresize).
+from fdjax.eval.matlab_imresize import resize_matrix
+
 SR_GRID = np.array([1.0, 2.0, 3.0, 4.0])  # scale factors; 1 = unchanged
-
-
-def cubic(x: np.ndarray) -> np.ndarray:
-  """Keys' cubic convolution kernel with ``a = -0.5`` (MATLAB's 'bicubic')."""
-  ax = np.abs(x)
-  ax2, ax3 = ax * ax, ax * ax * ax
-  return (((1.5 * ax3 - 2.5 * ax2 + 1.0) * (ax <= 1))
-          + ((-0.5 * ax3 + 2.5 * ax2 - 4.0 * ax + 2.0) * ((ax > 1) & (ax <= 2))))
-
-
-@functools.lru_cache(maxsize=256)
-def resize_matrix(in_size: int, out_size: int, scale: float, antialias: bool = True
-                  ) -> np.ndarray:
-  """float64 ``[out_size, in_size]``: MATLAB ``imresize``'s 1-D bicubic resize by
-  ``scale`` (< 1 down-samples; antialiased when ``antialias``) as a matrix (module
-  docstring). Rows sum to 1."""
-  stretch = scale < 1 and antialias
-  width = 4.0 / scale if stretch else 4.0
-  x = np.arange(1, out_size + 1, dtype=np.float64)
-  u = x / scale + 0.5 * (1.0 - 1.0 / scale)
-  left = np.floor(u - width / 2.0)
-  taps = int(math.ceil(width)) + 2
-  indices = left[:, None] + np.arange(taps)[None, :]          # 1-based
-  distance = u[:, None] - indices
-  weights = scale * cubic(distance * scale) if stretch else cubic(distance)
-  weights = weights / weights.sum(axis=1, keepdims=True)
-  mirror = np.concatenate([np.arange(in_size), np.arange(in_size)[::-1]])  # symmetric
-  columns = mirror[np.mod(indices.astype(np.int64) - 1, 2 * in_size)]
-  matrix = np.zeros((out_size, in_size))
-  np.add.at(matrix, (np.repeat(np.arange(out_size), taps), columns.ravel()), weights.ravel())
-  return matrix
 
 
 def _apply(images: jax.Array, rows: np.ndarray, cols: np.ndarray) -> jax.Array:

@@ -60,9 +60,11 @@ def resize_taps(in_length: int, out_length: int, scale: float, antialiasing: boo
   return mirror[np.mod(indices.astype(np.int64) - 1, 2 * in_length)], weights
 
 
+@functools.lru_cache(maxsize=256)
 def resize_matrix(in_length: int, out_length: int, scale: float,
                   antialiasing: bool = True) -> np.ndarray:
-  """float64 ``[out_length, in_length]``: ``resize_taps`` as a dense matrix."""
+  """float64 ``[out_length, in_length]``: ``resize_taps`` as a dense matrix (rows sum to
+  1; cached per shape: do not modify the result)."""
   indices, weights = resize_taps(in_length, out_length, scale, antialiasing)
   matrix = np.zeros((out_length, in_length))
   np.add.at(matrix, (np.repeat(np.arange(out_length), indices.shape[1]), indices.ravel()),
