@@ -46,7 +46,9 @@ sigma 25, Adam + cosine):
   that (21.41 / 25.42 / 15.96 / 23.50 dB), so the haze range stays 0.2..2; without
   haze (denoise+rain, 100 photos, 437 steps x 16 = 7.0k patches, 3.5k per task) the
   same training gave 23.83 dB at sigma 25, 28.45 dB Rain100L Y (+1.4 over the input)
-  and 29.24 dB clean: the haze share costs ~3 dB on each other task. The former
+  and 29.24 dB clean: the haze share costs ~3 dB on each other task (also with
+  the haze model's depth ramp in pixel units, so patches and test images see the
+  same haze: 21.03 / 25.95 / 17.95 (input 15.44) / 23.61 dB). The former
   recipe's rain expert, fine-tuned from the same joint base, recovered (28.66 dB RGB vs
   the base's 24.45): the single-task experts escape it, the joint rows do not.
 

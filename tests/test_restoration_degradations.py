@@ -79,15 +79,28 @@ def test_shapes_dtypes_per_image_levels_jit_and_vmap(name):
 
 
 def test_haze_follows_the_scattering_model():
-  # Black scene J = 0: I = A (1 - exp(-beta d)), d from 1.0 (top row) to 0.3 (bottom row).
-  black = np.zeros((4, 24, 24, 3), np.float32)
-  beta = np.array([0.5, 1.0, 2.0, 3.0], np.float32)
-  hazy = np.asarray(degradations.apply_float("haze", KEY, black, beta))
-  depth = np.linspace(1.0, 0.3, 24)
-  airlight = hazy / (1 - np.exp(-beta[:, None, None, None] * depth[None, :, None, None]))
-  per_image = airlight.reshape(4, -1)
-  np.testing.assert_allclose(per_image, np.broadcast_to(per_image[:, :1], per_image.shape), rtol=1e-5)
+  # I = J t + A (1 - t): a white scene minus a black one (same key) is t, the black one
+  # is A (1 - t); t = exp(-beta d) with d a ramp of 0.7 per 320 rows from a random top
+  # depth in [0.3, 1.0], floored at 0.3, the same in every column.
+  n, height = 64, 400
+  beta = np.linspace(0.5, 3.0, n).astype(np.float32)
+  black = np.zeros((n, height, 3, 3), np.float32)
+  dark = np.asarray(degradations.apply_float("haze", KEY, black, beta), np.float64)
+  light = np.asarray(degradations.apply_float("haze", KEY, black + 1, beta), np.float64)
+  t = light - dark
+  airlight = dark / (1 - t)
+  per_image = airlight.reshape(n, -1)
+  np.testing.assert_allclose(per_image, per_image[:, :1] + 0 * per_image, rtol=1e-4)
   assert np.all((per_image >= 0.8) & (per_image <= 1.0))
+  depth = -np.log(t[..., 0, 0]) / beta[:, None]                        # [n, rows]
+  np.testing.assert_allclose(t, t[:, :, :1, :1] + 0 * t, atol=1e-6)    # no column change
+  top = depth[:, 0]
+  assert np.all((top >= 0.3 - 1e-4) & (top <= 1.0 + 1e-4))
+  expected = np.maximum(top[:, None] - 0.7 / 320 * np.arange(height), 0.3)
+  np.testing.assert_allclose(depth, expected, atol=2e-4)
+  assert np.ptp(top) > 0.5                                             # drawn per image
+  # A 48-row patch and a 321-row image see the same depth change per row.
+  assert np.all(np.abs(np.diff(depth, axis=1)) <= 0.7 / 320 + 2e-4)
 
 
 def test_rain_only_brightens_and_covers_more_with_density():

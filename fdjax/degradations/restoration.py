@@ -29,6 +29,8 @@ MOTION_BLUR_GRID = np.arange(16).astype(np.float64)  # kernel length 0, 1, ..., 
 DENOISE_GRID = np.arange(56).astype(np.float64)  # noise sigma 0, 1, ..., 55 (0..255 units)
 
 _RAIN_STREAK_LENGTH = 9.0  # pixels
+HAZE_NEAR = 0.3  # the nearest depth of the haze model (its floor)
+HAZE_DEPTH_SLOPE = 0.7 / 320  # depth lost per pixel row (far 1.0 -> near 0.3 over 320 rows)
 _MOTION_KERNEL_SIZE = 17  # odd, holds a centred segment of length 15 at any angle
 
 
@@ -80,20 +82,28 @@ def _convolve_per_image(images: jax.Array, kernels: jax.Array, padding: str) -> 
 def haze_float(key: jax.Array, images: jax.Array, levels: jax.Array) -> jax.Array:
   """Atmospheric scattering ``I = J t + A (1 - t)``, ``t = exp(-beta d)``.
 
+  The depth proxy d is a vertical ramp in PIXEL units: it starts at a depth d0 drawn per
+  image, uniform in [0.3, 1.0], on the top row and falls by ``HAZE_DEPTH_SLOPE`` (0.7
+  per 320 rows, a CBSD68 photo's height) per row, floored at 0.3 (near). A training
+  patch therefore sees the haze of a window of a whole test image (the same local
+  depth change), not the whole 1.0 -> 0.3 range squeezed into its own height.
+
   Args:
-    key: draws the airlight A per image, uniform in [0.8, 1.0] (grey).
+    key: draws the airlight A per image, uniform in [0.8, 1.0] (grey), and d0.
     images: float ``[B, H, W, C]`` in 0..1 (the clean scene J).
     levels: float ``[B]``, scattering coefficient beta, grid 0..3 step 0.1; 0 = clean.
 
   Returns:
-    float32 ``[B, H, W, C]`` in 0..1. The depth proxy d is a vertical gradient from
-    1.0 (top row, far) to 0.3 (bottom row, near): small images carry no depth cue.
+    float32 ``[B, H, W, C]`` in 0..1.
   """
   images = jnp.asarray(images, jnp.float32)
   batch, height = images.shape[:2]
-  depth = jnp.linspace(1.0, 0.3, height, dtype=jnp.float32)[None, :, None, None]
+  airlight_key, depth_key = jax.random.split(key)
+  top = jax.random.uniform(depth_key, (batch, 1, 1, 1), minval=HAZE_NEAR, maxval=1.0)
+  rows = jnp.arange(height, dtype=jnp.float32)[None, :, None, None]
+  depth = jnp.maximum(top - HAZE_DEPTH_SLOPE * rows, HAZE_NEAR)
   transmission = jnp.exp(-_per_image(levels) * depth)
-  airlight = jax.random.uniform(key, (batch, 1, 1, 1), minval=0.8, maxval=1.0)
+  airlight = jax.random.uniform(airlight_key, (batch, 1, 1, 1), minval=0.8, maxval=1.0)
   return images * transmission + airlight * (1.0 - transmission)
 
 
