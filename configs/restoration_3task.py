@@ -52,26 +52,11 @@ sigma 25, Adam + cosine):
   recipe's rain expert, fine-tuned from the same joint base, recovered (28.66 dB RGB vs
   the base's 24.45): the single-task experts escape it, the joint rows do not.
 
-Estimated idle wall time (idle throughput of the 0.32M U-Net: ~50 patches/s at 64x64 =
-205k pixels/s, taken as ~89 patches/s at 48x48; FusionDistill ~0.72 x that (three
-teachers' forward passes), the MoE student ~0.5 x; one epoch = 588 steps x 8 = 4,704
-patches per task share, the rain share twice that (its real pairs)):
-
-* clean 3 epochs x 756 steps x 24 patches = 54.4k patches / 89 = 10.2 min
-* experts 2 epochs: denoise 9.4k, rain 18.8k, haze 9.4k patches = 37.6k / 89 = 7.0 min
-* scratch 3 epochs = 10.2 min; vanilla 1 and fusing 1 epoch = 3.4 min each
-* fusiondistill 1 epoch = 18.1k / 64 = 4.7 min; moe 1 epoch = 588 x 24 = 14.1k / 45 = 5.2 min
-* evaluation (14 rows x 24 images x 5 test sets + the grids) ~ 10 min (from the former
-  run's 14 min under load)
-* total ~ 54 min + ~1 min start (the former recipe: ~50 min idle, 1 h 25 min under load 6..9).
-
-Expected PSNR (extrapolated from the short runs, NOT measured with this recipe): the
-denoise expert sees 18.1k (base, its third) + 9.4k 48x48 patches, against 9.4k for
-27.59 dB and the issue's 23k for 29.3 dB (first 12 images): Oracle ~29.0..29.6 dB at
-sigma 25 (~31.5 / ~25.5 at 15 / 50), the rain expert well above the former 28.66 dB
-(RGB), i.e. > 30 dB Y; the all-in-one rows (scratch, vanilla, soups, fusing,
-FusionDistill) stay held back by the joint haze share (above), so FusionDistill is
-expected to miss 29.5 dB and the 0.3 dB-to-Oracle target until that is fixed.
+Measured (2026-12-02, idle 2-core AMD EPYC with AVX-512; BUILD_NOTES.md "The reduced
+three-task run"): 50m19s wall; Oracle 32.52 / 29.71 / 25.96 dB at sigma 15 / 25 / 50,
+rain 29.22 dB Y (input 27.02); FusionDistill 31.05 / 28.25 / 24.27 dB, rain 25.85 dB Y,
+haze 19.08 dB (Oracle 23.57): the issue's 29.5 dB, +3 dB-over-input and 0.3 dB-to-Oracle
+targets are missed; FusionDistill is above All-in-one (scratch) on the average.
 """
 
 from fdjax.config import set_epochs
