@@ -8,8 +8,9 @@ baseline and the mixture-of-experts student (K=1 and K=2 rows), evaluates Acc(Al
 (every 10th grid level, both ends kept) and prints the table; a few minutes on a 2-core CPU.
 ``configs/quickstart.py:tiny`` is a one-epoch-per-stage version on a subset without
 the MoE student (the end-to-end test uses it). ``configs/quickstart.py:population``
-runs EA-Adam instead (``ea_adam,ea_adam_fusion``: a population of P = 3 from the clean
-model, objectives clean + the four degradations, then its fusion network). ``:bf16``
+runs EA-Adam (``ea_adam,ea_adam_fusion``: a population of P = 3 from the clean model,
+objectives clean + the four degradations, then its fusion network) with ModelSoups and
+FusionDistill beside it (``:tiny,population``: the population alone). ``:bf16``
 computes in bfloat16 (``model.dtype``: bfloat16 convolutions and activations, float32
 parameters, optimiser state, BatchNorm statistics, losses and metrics). Variants
 combine: ``:tiny,bf16``. Digits are 8x8 scans upscaled to 32x32, so accuracies are not
@@ -62,7 +63,10 @@ def get_config(arg: str | None = None):
     config.fusion.reestimate_batches = 2
     config.eval.level_stride = 25
   if "population" in variants:
-    config.methods = "ea_adam,ea_adam_fusion"
+    # EA-Adam's rows next to ModelSoups and FusionDistill, the other two ways of merging
+    # (the tiny variant, for tests, trains the population alone).
+    config.methods = ("ea_adam,ea_adam_fusion" if "tiny" in variants
+                      else "modelsoups,fusiondistill,ea_adam,ea_adam_fusion")
     config.ea_adam.update(dict(epochs=4, size=3, fitness_examples=200))
     config.ea_adam.optimizer = optimizer_config("adam", 1e-3, schedule="constant",
                                                 weight_decay=0.0)

@@ -188,6 +188,18 @@ class LevelPlan:
 
     return degrade
 
+  def switched(self):
+    """``degrade(key, images, index) -> uint8``: degradation ``names[index]`` at sampled
+    levels, ``index`` an int32 scalar that may be traced (``lax.switch``): one program
+    serves every degradation (the experts' shared train step), each call running only its
+    own branch. Equals ``sampler(names[index])(key, images)``."""
+    branches = [self.sampler(n) for n in self.names]
+
+    def degrade(key, images, index):
+      return jax.lax.switch(index, branches, key, images)
+
+    return degrade
+
   def combined(self):
     """``degrade(key, images)``: share i (the i-th of ``len(names)`` equal consecutive
     slices) gets degradation i at sampled levels: the reference's combined batch."""

@@ -15,13 +15,16 @@ from fdjax.train.objectives import supervised_loss
 
 
 def combined_stage(runner, name: str, init_stage: str | None) -> dict:
-  """Stage ``name`` (config block ``name``) trained on combined degradations."""
+  """Stage ``name`` (config block ``name``) trained on combined degradations. The three
+  baselines share one compiled step when their optimizer schedules agree (Vanilla FT
+  and Fusing in the quickstart): the program is the same, only the starting point
+  differs."""
   ctx = runner.ctx
   degrade = ctx.plan.combined()
   init = runner.get(init_stage) if init_stage else None
   recipe = Recipe(supervised_loss(ctx.model, ctx.task, degrade), init=init,
                   shares=len(ctx.degradations), selection_degrade=degrade,
-                  pairs=ctx.degradations)
+                  pairs=ctx.degradations, shared_step="combined")
   return train_stage(ctx, name, ctx.config[name], recipe)
 
 

@@ -1,6 +1,6 @@
-"""The Pareto front of a population as a PNG: objective 0 (clean) against the mean of
-the other objectives (the degradations), members numbered and the non-dominated ones
-joined, merged models marked. Matplotlib's Agg backend (files only)."""
+"""The Pareto front of a population as a PNG: objective 0 (clean; distortion) against
+the other objective, or the mean of the others (the degradations), members numbered and
+the non-dominated ones joined, merged models marked. Matplotlib's Agg backend (files only)."""
 
 from __future__ import annotations
 
@@ -34,7 +34,8 @@ def plot_pareto(report: dict, path: str, *, scale: float = 1.0, unit: str = "") 
     ax.scatter([x], [y], marker="*s^"[k % 3], s=120, zorder=3, label=name)
   suffix = f" ({unit})" if unit else ""
   ax.set_xlabel(f"{objectives[0]}{suffix}")
-  ax.set_ylabel(f"mean of {', '.join(objectives[1:])}{suffix}")
+  others = objectives[1:]
+  ax.set_ylabel(f"{others[0] if len(others) == 1 else 'mean of ' + ', '.join(others)}{suffix}")
   ax.set_title(f"population, hypervolume {report['hypervolume']:.3g}")
   ax.legend(fontsize=8)
   fig.tight_layout()

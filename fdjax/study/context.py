@@ -28,6 +28,8 @@ class RunContext:
   plan: LevelPlan
   model: object
   study: object = None
+  # Compiled train steps shared by stages (``Recipe.shared_step``), per run.
+  steps: dict = dataclasses.field(default_factory=dict, repr=False)
 
   @property
   def degradations(self) -> tuple[str, ...]:

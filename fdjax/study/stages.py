@@ -8,6 +8,7 @@ degradation, and the weight-fused model (``fused/<bn_mode>``, see ``fused.py``).
 from __future__ import annotations
 
 import jax
+import numpy as np
 
 from fdjax import distill
 from fdjax.study import fused
@@ -49,21 +50,40 @@ def fusion_modes(ctx: RunContext, wanted) -> list[str]:
 
 
 def expert_stage(ctx: RunContext, degradation: str, clean_variables: dict) -> dict:
-  """One expert per degradation, from the clean model (ILIAC or the plain task loss)."""
+  """One expert per degradation, from the clean model (ILIAC or the plain task loss).
+
+  Every expert trains with the same compiled step (``expert_loss_any``): the degradation
+  index and the frozen clean model reach it through ``frozen``."""
   cfg = ctx.config.experts
-  degrade = ctx.plan.sampler(degradation)
-  if cfg.loss == "iliac":
-    recipe = Recipe(distill.expert_loss(ctx.model, ctx.task, degrade=degrade,
-                                        feature=ctx.config.distill_feature,
-                                        cos_weight=cfg.cos_weight),
-                    init=clean_variables, frozen=clean_variables, selection_degrade=degrade,
-                    pairs=(degradation,))
-  elif cfg.loss == "ce":
-    recipe = Recipe(supervised_loss(ctx.model, ctx.task, degrade), init=clean_variables,
-                    selection_degrade=degrade, pairs=(degradation,))
-  else:
+  if cfg.loss not in ("iliac", "ce"):
     raise ValueError(f"experts.loss must be 'iliac' or 'ce', got {cfg.loss!r}")
+  frozen = {"degradation": np.int32(ctx.degradations.index(degradation)),
+            "teacher": clean_variables if cfg.loss == "iliac" else None}
+  recipe = Recipe(expert_loss_any(ctx), init=clean_variables, frozen=frozen,
+                  selection_degrade=ctx.plan.sampler(degradation), pairs=(degradation,),
+                  shared_step="experts")
   return train_stage(ctx, f"experts/{degradation}", cfg, recipe)
+
+
+def expert_loss_any(ctx: RunContext):
+  """The experts' loss for any degradation: ``loss_fn(params, batch_stats, batch, key,
+  frozen)`` with ``frozen = {'degradation': int32 index into ctx.degradations, 'teacher':
+  the clean model's variables (ILIAC) or None}``; the index picks the degradation with
+  ``LevelPlan.switched``, so the traced program is the same for every expert."""
+  cfg = ctx.config.experts
+  switched = ctx.plan.switched()
+
+  def loss_fn(params, batch_stats, batch, key, frozen):
+    index = frozen["degradation"]
+    degrade = lambda k, images: switched(k, images, index)
+    if cfg.loss == "iliac":
+      inner = distill.expert_loss(ctx.model, ctx.task, degrade=degrade,
+                                  feature=ctx.config.distill_feature,
+                                  cos_weight=cfg.cos_weight)
+      return inner(params, batch_stats, batch, key, frozen["teacher"])
+    return supervised_loss(ctx.model, ctx.task, degrade)(params, batch_stats, batch, key)
+
+  return loss_fn
 
 
 def expert_names(ctx: RunContext) -> tuple[str, ...]:

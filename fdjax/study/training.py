@@ -46,7 +46,10 @@ class Recipe:
   (may return a new state); when given, it replaces ``selection='val'`` and the stage
   keeps its last state. pairs: degradations whose real training pairs
   (``Dataset.train_pairs``, restoration) join the training split
-  (``Dataset.training_split``).
+  (``Dataset.training_split``). shared_step: stages with the same (hashable) value and
+  the same optimizer schedule reuse ONE compiled train step within a run (the experts:
+  one compilation instead of one per degradation); their ``loss_fn`` must then be one
+  function that reads whatever differs between them from ``frozen``.
   """
 
   loss_fn: Callable
@@ -60,6 +63,7 @@ class Recipe:
   make_state: Callable | None = None
   on_epoch_end: Callable | None = None
   pairs: tuple[str, ...] = ()
+  shared_step: object = None
 
 
 def stage_variables_path(ctx: RunContext, name: str) -> str:
@@ -117,14 +121,30 @@ def train_stage(ctx: RunContext, name: str, stage_cfg, recipe: Recipe) -> dict:
       config.selection == "val" and ctx.dataset.validation is not None
       and recipe.on_epoch_end is None) else None
   on_epoch_end = recipe.on_epoch_end or (selector.on_epoch_end if selector else None)
-  step_fn = make_train_step(recipe.loss_fn, tx, ctx.mesh,
-                            **({"grad_fn": recipe.grad_fn} if recipe.grad_fn else {}))
+  step_fn = _train_step(ctx, recipe, tx, (stage_cfg.optimizer.to_json(), stage_cfg.epochs,
+                                           per_epoch, recipe.shares))
   state = fit(state, step_fn, train_split, loop=loop, mesh=ctx.mesh, workdir=stage_dir,
               schedule=schedule, name=name, checkpointer=checkpointer, frozen=recipe.frozen,
               on_epoch_end=on_epoch_end, study=ctx.study)
   variables = selector.best() if selector else state.variables
   save_variables(stage_variables_path(ctx, name), variables)
   return load_stage(ctx, name, model)
+
+
+def _train_step(ctx: RunContext, recipe: Recipe, tx, schedule: tuple):
+  """The stage's jitted step; with ``recipe.shared_step``, the one already compiled in
+  this run for the same shared_step and ``schedule`` (optimizer config, epochs, steps per
+  epoch, shares: what ``tx`` and the batch shape depend on) when there is one."""
+  def build():
+    return make_train_step(recipe.loss_fn, tx, ctx.mesh,
+                           **({"grad_fn": recipe.grad_fn} if recipe.grad_fn else {}))
+
+  if recipe.shared_step is None:
+    return build()
+  key = (recipe.shared_step, schedule)
+  if key not in ctx.steps:
+    ctx.steps[key] = build()
+  return ctx.steps[key]
 
 
 def _stable_id(name: str) -> int:

@@ -57,7 +57,9 @@ def create_train_state(variables: dict, tx: optax.GradientTransformation, rng: j
   """A step-0 state from ``variables`` (e.g. ``init_variables`` or a restored stage).
 
   ``rng`` is a raw ``uint32[2]`` key (``jax.random.PRNGKey(seed)``). With ``mesh``
-  every leaf is placed replicated over it.
+  every leaf is placed replicated over it, always as a copy: the train step donates
+  the state, and ``variables`` may also be passed to it as a frozen teacher (an expert
+  starts from the clean model and distils from it).
   """
   state = TrainState(
       step=jnp.zeros((), jnp.int32),
@@ -67,5 +69,5 @@ def create_train_state(variables: dict, tx: optax.GradientTransformation, rng: j
       rng=jnp.asarray(rng, jnp.uint32),
   )
   if mesh is not None:
-    state = jax.device_put(state, replicated(mesh))
+    state = jax.device_put(state, replicated(mesh), may_alias=False)
   return state
