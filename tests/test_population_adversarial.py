@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 from scipy.stats import wasserstein_distance
 
 from fdjax.data import ImageSet
@@ -210,3 +211,12 @@ def test_a_crash_after_an_evolutionary_epoch_resumes_the_discriminators_exactly(
   for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(straight)[0],
                           jax.tree.leaves(resumed)):
     np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(path))
+
+
+@pytest.mark.long
+def test_members_and_discriminators_shard_over_the_population_axis(run_on_eight_cpu_devices):
+  """Restorers and their discriminators split over a 'population' mesh axis train
+  exactly as on one device (tests/population_adversarial_sharding_check.py on 8
+  simulated CPU devices)."""
+  run_on_eight_cpu_devices("population_adversarial_sharding_check.py",
+                           "adversarial population sharding OK")

@@ -65,14 +65,15 @@ def create_population_state(stacked_variables: dict, tx: optax.GradientTransform
   """A step-0 ``PopulationState``; ``tx.init`` on the stacked parameters gives stacked
   moments (element-wise optimisers). ``critic``: the members' discriminators and their
   optimiser state, stacked (``fdjax.population.adversarial.init_critic``), or None.
-  With ``mesh``: every leaf replicated on it."""
-  base = create_train_state(stacked_variables, tx, rng, mesh)
+  With ``mesh``: every leaf replicated on it, as a copy (the step donates the state;
+  ``create_train_state``)."""
+  base = create_train_state(stacked_variables, tx, rng)
   state = PopulationState(step=base.step, params=base.params, batch_stats=base.batch_stats,
                           opt_state=base.opt_state, rng=base.rng, evolution=evolution,
                           critic=critic)
   if mesh is not None:
     from fdjax.train.mesh import replicated
-    state = jax.device_put(state, replicated(mesh))
+    state = jax.device_put(state, replicated(mesh), may_alias=False)
   return state
 
 
