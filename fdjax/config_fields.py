@@ -73,7 +73,7 @@ def unknown_override_message(argv: Sequence[str], flag: str = "config") -> str |
   if spec is None or not overrides:
     return None
   try:
-    config = _load_config_file(spec)
+    config = load_config_file(spec)
   except Exception:  # noqa: BLE001  (the caller re-raises the original error)
     return None
   names = set(field_names(config))
@@ -83,8 +83,9 @@ def unknown_override_message(argv: Sequence[str], flag: str = "config") -> str |
   return None
 
 
-def _load_config_file(spec: str):
-  """``'path.py'`` -> ``get_config()``; ``'path.py:arg'`` -> ``get_config('arg')``."""
+def load_config_file(spec: str):
+  """``'path.py'`` -> ``get_config()``; ``'path.py:arg'`` -> ``get_config('arg')`` (as
+  ``--config`` reads it; tests load the shipped configs with it)."""
   path, sep, arg = spec.partition(":")
   module_spec = importlib.util.spec_from_file_location("_fdjax_user_config", path)
   module = importlib.util.module_from_spec(module_spec)

@@ -19,10 +19,10 @@ from fdjax.population import adversarial  # noqa: E402
 from fdjax.population.evolution import init_evolution  # noqa: E402
 from fdjax.population.gradients import population_grad_fn  # noqa: E402
 from fdjax.population.preferences import preference_vectors  # noqa: E402
-from fdjax.population.state import (create_population_state, population_mesh,  # noqa: E402
-                                    population_sharding)
+from fdjax.population.state import create_population_state, population_mesh  # noqa: E402
 from fdjax.tasks.restoration import RestorationTask  # noqa: E402
-from fdjax.train import make_mesh, make_train_step  # noqa: E402
+from fdjax.train import make_mesh  # noqa: E402
+from population_sharded_training import train_population  # noqa: E402
 from test_population_adversarial import SIZE, TinyRestorer, _degrade  # noqa: E402
 
 assert jax.device_count() == 8, jax.devices()
@@ -47,15 +47,10 @@ grad_fn = population_grad_fn(preference_vectors(P, 2), loop="vmap")
 def train(mesh, sharded: bool):
   evolution = init_evolution(jax.random.PRNGKey(9), preference_vectors(P, 2),
                              np.ones(P, bool))
-  state = create_population_state(members, tx, jax.random.PRNGKey(3), evolution, mesh,
-                                  critic=critic)
-  sharding = population_sharding(mesh, state) if sharded else None
-  if sharded:
-    state = jax.device_put(state, sharding)
-  step = make_train_step(loss_fn, tx, mesh, state_sharding=sharding, grad_fn=grad_fn)
-  for batch in batches:
-    state, metrics = step(state, batch)
-  return state, metrics
+  return train_population(
+      lambda m: create_population_state(members, tx, jax.random.PRNGKey(3), evolution, m,
+                                        critic=critic),
+      loss_fn, tx, grad_fn, batches, mesh, sharded)
 
 
 mesh = population_mesh(4)

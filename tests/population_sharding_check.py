@@ -19,9 +19,10 @@ from fdjax.population.gradients import population_grad_fn  # noqa: E402
 from fdjax.population.objectives import share_losses  # noqa: E402
 from fdjax.population.preferences import preference_vectors  # noqa: E402
 from fdjax.population.state import (create_population_state, population_mesh,  # noqa: E402
-                                    population_sharding, stack_members)
+                                    stack_members)
 from fdjax.tasks import NO_AUGMENT, ClassificationTask  # noqa: E402
-from fdjax.train import make_mesh, make_train_step  # noqa: E402
+from fdjax.train import make_mesh  # noqa: E402
+from population_sharded_training import train_population  # noqa: E402
 from test_population_step import TinyNet  # noqa: E402  (tests/ is sys.path[0])
 
 assert jax.device_count() == 8, jax.devices()
@@ -38,14 +39,9 @@ tx = optax.adam(1e-2)
 
 
 def train(mesh, sharded: bool):
-  state = create_population_state(members, tx, jax.random.PRNGKey(3), None, mesh)
-  sharding = population_sharding(mesh, state) if sharded else None
-  if sharded:
-    state = jax.device_put(state, sharding)
-  step = make_train_step(loss_fn, tx, mesh, state_sharding=sharding, grad_fn=grad_fn)
-  for batch in batches:
-    state, metrics = step(state, batch)
-  return state, metrics
+  return train_population(
+      lambda m: create_population_state(members, tx, jax.random.PRNGKey(3), None, m),
+      loss_fn, tx, grad_fn, batches, mesh, sharded)
 
 
 mesh = population_mesh(4)

@@ -22,6 +22,7 @@ import fdjax
 from fdjax import data as data_lib
 from fdjax import methods as methods_lib
 from fdjax import pipeline
+from fdjax.config_fields import load_config_file
 from fdjax.methods import ea_adam
 from fdjax.population.fusion_net import MixingPredictor
 from fdjax.population.state import stack_members
@@ -31,7 +32,7 @@ from fdjax.predictor import load_predictor
 from fdjax.tasks.classification import ClassificationTask
 from fdjax.train.variables_io import load_variables
 
-from test_population_method import quickstart
+from test_population_method import QUICKSTART
 from test_population_step import TinyNet
 
 ROWS = {"ea_adam_best": "EA-Adam best member", "ea_adam_uniform": "EA-Adam uniform average",
@@ -44,7 +45,7 @@ class TinyClassifier(TinyNet):
 
 
 def _tiny_config():
-  config = quickstart.get_config("tiny,population")
+  config = load_config_file(f"{QUICKSTART}:tiny,population")
   config.degradations = "awgn"                # objectives: clean, awgn
   config.data.max_per_split = 64
   config.batch_size = 8

@@ -3,7 +3,6 @@ of the ResNet, and a random model as the clean stage, to stay fast): the stage t
 evolves the population inside the engine's loop, member 0 stays the clean model, and
 the rows and Pareto reports come out."""
 
-import importlib.util
 import json
 import pathlib
 
@@ -12,21 +11,19 @@ import numpy as np
 import pytest
 
 from fdjax import methods as methods_lib
+from fdjax.config_fields import load_config_file
 from fdjax.study import make_context
 from fdjax.study.runner import Runner, Stage
 from fdjax.train import init_variables
 
 from test_population_step import TinyNet
 
-_spec = importlib.util.spec_from_file_location(
-    "quickstart", pathlib.Path(__file__).resolve().parents[1] / "configs" / "quickstart.py")
-quickstart = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(quickstart)
+QUICKSTART = pathlib.Path(__file__).resolve().parents[1] / "configs" / "quickstart.py"
 
 
 @pytest.mark.long
 def test_ea_adam_trains_evolves_and_reports(tmp_path):
-  config = quickstart.get_config("tiny")
+  config = load_config_file(f"{QUICKSTART}:tiny")
   config.degradations = "awgn"                # objectives: clean, awgn
   config.data.max_per_split = 64
   config.batch_size = 8                       # per objective: 16 images per step

@@ -4,7 +4,6 @@ FusionDistill-MoE (K=2) with its cost and routing columns and router usage, PSNR
 columns marked synthetic; the Input row's denoise PSNR equals numpy's on the same noisy
 image; and the restoration config checks."""
 
-import importlib.util
 import csv
 import json
 import os
@@ -16,6 +15,7 @@ import pytest
 from PIL import Image
 from skimage.metrics import structural_similarity
 from fdjax import degradations, pipeline
+from fdjax.config_fields import load_config_file
 from fdjax.data import restoration_sets
 from fdjax.data.paired import PairedImages
 from fdjax.degradations.plan import eval_key
@@ -27,10 +27,8 @@ PHOTOS = restoration_sets.photos
 
 
 def load_config(name: str, arg=None):
-  spec = importlib.util.spec_from_file_location(name, REPO / "configs" / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  path = REPO / "configs" / f"{name}.py"
+  return load_config_file(f"{path}:{arg}" if arg else str(path))
 
 
 def tiny():

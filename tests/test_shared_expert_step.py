@@ -2,7 +2,6 @@
 traced index (``LevelPlan.switched``), and each expert trains exactly as with its own
 step built from ``plan.sampler(name)`` (the former per-degradation recipe)."""
 
-import importlib.util
 import pathlib
 
 import jax
@@ -11,14 +10,12 @@ import numpy as np
 import pytest
 
 from fdjax import distill
+from fdjax.config_fields import load_config_file
 from fdjax.degradations.plan import LevelPlan
 from fdjax.study import make_context, stages, training
 from fdjax.train import init_variables
 
-_spec = importlib.util.spec_from_file_location(
-    "quickstart", pathlib.Path(__file__).resolve().parents[1] / "configs" / "quickstart.py")
-quickstart = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(quickstart)
+QUICKSTART = pathlib.Path(__file__).resolve().parents[1] / "configs" / "quickstart.py"
 
 NAMES = ("jpeg", "blur", "awgn", "sapn", "denoise", "haze", "rain")  # the shipped configs
 
@@ -36,7 +33,7 @@ def test_switched_sampler_equals_each_named_sampler():
 
 
 def _config(tmp_path, name):
-  config = quickstart.get_config("tiny")
+  config = load_config_file(f"{QUICKSTART}:tiny")
   config.degradations = "jpeg,sapn"
   config.data.max_per_split = 64
   config.experts.epochs = 1

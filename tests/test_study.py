@@ -2,7 +2,6 @@
 soup inside the fused stage, the MoE student with gradient homogenization, the runner's
 dependency order, and every method's stage plan."""
 
-import importlib.util
 import json
 import pathlib
 
@@ -12,20 +11,18 @@ import pytest
 
 from fdjax import methods as methods_lib
 from fdjax import pipeline
+from fdjax.config_fields import load_config_file
 from fdjax.moe import student
 from fdjax.study import fingerprint, fused, make_context, stages
 from fdjax.study.runner import Runner, Stage, closure
 from fdjax.train import init_variables
 from fdjax.train.variables_io import load_variables
 
-_spec = importlib.util.spec_from_file_location(
-    "quickstart", pathlib.Path(__file__).resolve().parents[1] / "configs" / "quickstart.py")
-quickstart = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(quickstart)
+QUICKSTART = pathlib.Path(__file__).resolve().parents[1] / "configs" / "quickstart.py"
 
 
 def _tiny_config(**overrides):
-  config = quickstart.get_config("tiny")
+  config = load_config_file(f"{QUICKSTART}:tiny")
   config.clean.epochs = 2
   for key, value in overrides.items():
     node = config

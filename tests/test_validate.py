@@ -1,7 +1,6 @@
 """fdjax.validate: every config check fails with one ConfigError line naming the field;
 unknown config fields get the nearest valid names."""
 
-import importlib.util
 import math
 import pathlib
 
@@ -9,18 +8,16 @@ import ml_collections
 import pytest
 
 from fdjax.errors import ConfigError
-from fdjax.config_fields import field_names, unknown_field_message, unknown_override_message
+from fdjax.config_fields import (field_names, load_config_file, unknown_field_message,
+                                  unknown_override_message)
 from fdjax.validate import validate_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "configs" / "quickstart.py"
-_spec = importlib.util.spec_from_file_location("quickstart", QUICKSTART)
-quickstart = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(quickstart)
 
 
 def tiny():
-  return quickstart.get_config("tiny")
+  return load_config_file(f"{QUICKSTART}:tiny")
 
 
 def set_field(config, dotted: str, value) -> None:
@@ -44,7 +41,8 @@ def assert_fails(config, *fragments: str, device_count: int = 1) -> str:
 
 @pytest.mark.parametrize("arg", ["tiny", None])
 def test_quickstart_configs_are_valid(arg):
-  validate_config(quickstart.get_config(arg), device_count=1)
+  validate_config(load_config_file(f"{QUICKSTART}:{arg}" if arg else str(QUICKSTART)),
+                  device_count=1)
 
 
 BAD = [

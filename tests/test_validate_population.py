@@ -2,16 +2,15 @@
 one ConfigError line naming the field and what it may be, raised by ``validate_config``
 (what ``fdjax.pipeline.run`` calls before anything trains)."""
 
-import importlib.util
-
 import pytest
 
-from test_validate import REPO, assert_fails, quickstart, set_field
+from test_validate import QUICKSTART, REPO, assert_fails, set_field
+from fdjax.config_fields import load_config_file
 from fdjax.validate import validate_config
 
 
 def population():
-  return quickstart.get_config("tiny,population")
+  return load_config_file(f"{QUICKSTART}:tiny,population")
 
 
 def test_population_quickstart_is_valid():
@@ -93,11 +92,7 @@ def test_every_bad_population_field_is_named_at_once():
 
 
 def _restoration(model: str):
-  spec = importlib.util.spec_from_file_location(
-      "restoration_quickstart", REPO / "configs" / "restoration_quickstart.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
+  config = load_config_file(str(REPO / "configs" / "restoration_quickstart.py"))
   config.methods = "ea_adam,ea_adam_fusion"
   config.restoration.model = model
   return config
