@@ -78,7 +78,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.task = "classification"         # fdjax.tasks.TASKS
   c.seed = 0                        # unused (old runs' config.json); see `seeds`
   c.data = ml_collections.ConfigDict(dict(
-      source="tfds:cifar10",       # tfds:<name> | folder:<path or .tar.gz> | digits
+      source="tfds:cifar10",       # tfds:<name> | folder:<path or .tar.gz> | digits[:<size>]
       validation_fraction=0.1,     # held out from train for model selection (paper: 90/10)
       max_per_split=0,             # > 0 truncates every split (tests, smoke runs)
       normalization="cifar10",     # key of fdjax.models.CHANNEL_STATS

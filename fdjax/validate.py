@@ -9,8 +9,9 @@
   milestones in 1..epochs; ``batch_size`` and ``eval_batch_size`` are integers >= 1
   divisible by the device count; ``seed``, ``seeds``, logging, checkpoint and
   evaluation counts are in range;
-* data: the source is ``digits``, ``folder:<path>`` with an existing path, or
-  ``tfds:<name>``; ``validation_fraction`` in [0, 1); ``max_per_split`` >= 0;
+* data: the source is ``digits`` or ``digits:<size>`` (an integer >= 8),
+  ``folder:<path>`` with an existing path, or ``tfds:<name>``; ``validation_fraction``
+  in [0, 1); ``max_per_split`` >= 0;
 * methods: every name in ``config.methods`` is known (``fdjax.methods.METHODS``);
 * the task's own checks (``fdjax.validate_task``): ``distill_feature`` among the model's
   features; restoration's block, data source and refused methods;
@@ -54,7 +55,7 @@ CHOICES = {
     "moe.router_input": ("stage", "image", "stem"),       # fdjax.moe.router
 }
 LIST_CHOICES = {"fusion.modelsoups_variants": BN_MODES}
-SOURCE_SCHEMES = ("digits", "folder:<path>", "tfds:<name>")
+SOURCE_SCHEMES = ("digits", "digits:<size>", "folder:<path>", "tfds:<name>")
 MOE_METHODS = ("fusiondistill_moe", "routed_experts")  # both train the MoE student
 _MISSING = object()
 
@@ -251,7 +252,11 @@ def _check_source(source, problems: list[str]) -> None:
     path = os.path.expanduser(arg)
     if not os.path.exists(path):
       problems.append(f"data.source {source!r}: {os.path.abspath(path)} does not exist")
-  elif not (scheme == "digits" and not sep or scheme == "tfds" and arg):
+  elif scheme == "digits" and sep:
+    if not (arg.isascii() and arg.isdigit() and int(arg) >= 8):
+      problems.append(f"data.source {source!r}: the digits size must be an integer >= 8 "
+                      "(e.g. digits:16)")
+  elif not (scheme == "digits" or scheme == "tfds" and arg):
     problems.append(f"data.source must be one of {', '.join(SOURCE_SCHEMES)}, got {source!r}")
 
 

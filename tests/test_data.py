@@ -18,6 +18,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from PIL import Image
 
 from fdjax import data
+from fdjax.errors import DataError
 from fdjax.data import ImageSet
 from fdjax.data import _decode, archive
 
@@ -97,6 +98,27 @@ def test_digits_shapes_dtype_range_and_split():
   sample = allimgs[::18, ..., 0].reshape(-1, 32 * 32).astype(np.float64)
   sq_dist = (sample**2).sum(1)[:, None] + (ref**2).sum(1)[None] - 2 * sample @ ref.T
   assert np.abs(sample - ref[sq_dist.argmin(axis=1)]).max() <= 1.0
+
+
+def test_digits_at_another_size_are_the_same_split_upscaled_2x():
+  from sklearn.datasets import load_digits
+  big, small = data.load("digits"), data.load("digits:16")
+  assert small.name == "digits16" and small.image_shape == (16, 16, 3)
+  np.testing.assert_array_equal(small.test.labels, big.test.labels)   # the same fixed split
+  np.testing.assert_array_equal(small.train.labels, big.train.labels)
+  # Every image is a bilinear 2x upscale of its scan (jax.image.resize as the reference;
+  # PIL's fixed-point arithmetic may differ by 1), found by nearest neighbour.
+  raw = np.rint(load_digits().images * (255 / 16))
+  ref = np.asarray(jax.image.resize(raw, (len(raw), 16, 16), "bilinear"), np.float64).reshape(len(raw), -1)
+  sample = small.test.images[::9, ..., 0].reshape(-1, 16 * 16).astype(np.float64)
+  sq_dist = (sample**2).sum(1)[:, None] + (ref**2).sum(1)[None] - 2 * sample @ ref.T
+  assert np.abs(sample - ref[sq_dist.argmin(axis=1)]).max() <= 1.0
+
+
+@pytest.mark.parametrize("source", ["digits:7", "digits:x", "digits:", "digits:16.0"])
+def test_a_bad_digits_size_is_a_data_error(source):
+  with pytest.raises(DataError, match="the size must be an integer >= 8"):
+    data.load(source)
 
 
 def test_digits_split_is_fixed_and_seed_independent():

@@ -114,7 +114,7 @@ def studied_run(tmp_path, tiny_model):
 
 
 def _loads_and_reproduces(workdir, reported, config, stacked):
-  test = data_lib.load("digits", max_per_split=config.data.max_per_split).test
+  test = data_lib.load(config.data.source, max_per_split=config.data.max_per_split).test
   for name, label in ROWS.items():
     loaded = fdjax.load_model(str(workdir), name)
     logits = np.asarray(loaded.predict(test.images))

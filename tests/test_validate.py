@@ -39,10 +39,18 @@ def assert_fails(config, *fragments: str, device_count: int = 1) -> str:
   return message
 
 
-@pytest.mark.parametrize("arg", ["tiny", None])
+@pytest.mark.parametrize("arg", ["tiny", None, "32", "tiny,bf16", "tiny,population"])
 def test_quickstart_configs_are_valid(arg):
   validate_config(load_config_file(f"{QUICKSTART}:{arg}" if arg else str(QUICKSTART)),
                   device_count=1)
+
+
+def test_quickstart_runs_on_16px_digits_and_its_32_variant_on_cifar_sized_ones():
+  small, large = load_config_file(str(QUICKSTART)), load_config_file(f"{QUICKSTART}:32")
+  assert (small.data.source, small.augment.pad, small.augment.cutout_size) == ("digits:16", 2, 8)
+  assert (large.data.source, large.augment.pad, large.augment.cutout_size) == ("digits", 4, 16)
+  with pytest.raises(ValueError, match="unknown quickstart variant"):
+    load_config_file(f"{QUICKSTART}:16")
 
 
 BAD = [
@@ -82,11 +90,13 @@ BAD = [
     ("data.validation_fraction", 1.0, "data.validation_fraction must be in [0, 1), got 1.0"),
     ("data.validation_fraction", -0.1, "data.validation_fraction must be in [0, 1)"),
     ("data.max_per_split", -1, "data.max_per_split must be an integer >= 0"),
-    ("data.source", "cifar", "data.source must be one of digits, folder:<path>, tfds:<name>"),
+    ("data.source", "cifar", "data.source must be one of digits, digits:<size>, folder:<path>, "
+                             "tfds:<name>"),
     ("data.source", "folder:/no/such/dir", "data.source 'folder:/no/such/dir': /no/such/dir "
                                           "does not exist"),
     ("data.source", "tfds:", "data.source must be one of"),
-    ("data.source", "digits:8", "data.source must be one of"),
+    ("data.source", "digits:7", "the digits size must be an integer >= 8"),
+    ("data.source", "digits:", "the digits size must be an integer >= 8"),
     ("data.normalization", "cifar11", "data.normalization must be one of"),
     ("model.depth", 10, "model.depth must be 6n+2 >= 8"),
     ("model.head", "max", "model.head must be one of ('gap', 'reference')"),

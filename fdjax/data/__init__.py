@@ -3,7 +3,7 @@
 * ``ImageSet``: one split, named arrays of leading length N ('image' uint8
   [N, H, W, 3] 0..255, 'label' int32 [N], 'target' uint8 [N, H, W, 3]); ``take`` /
   ``repeat`` index or tile every field; ``Dataset`` (``fdjax.data.splits``);
-* ``load(source, ...) -> Dataset`` with sources 'digits', 'folder:<dir or .tar.gz>'
+* ``load(source, ...) -> Dataset`` with sources 'digits[:<size>]', 'folder:<dir or .tar.gz>'
   and 'tfds:<name>' (``fdjax.data.sources``);
 * ``train_batches`` / ``eval_batches`` / ``num_batches`` / ``epoch_order``
   (``fdjax.data.batching``);

@@ -2,8 +2,9 @@
 
 A source string picks where images come from:
 
-* ``digits``: scikit-learn's bundled 8x8 handwritten digits, upscaled to 32x32 RGB
-  (embedded, offline; the default for quickstart and tests).
+* ``digits`` / ``digits:<size>``: scikit-learn's bundled 8x8 handwritten digits,
+  upscaled to 32x32 RGB or to ``size`` x ``size`` (embedded, offline; ``digits:16`` is
+  the quickstart's, ``digits`` most tests').
 * ``folder:<path>``: an image-folder tree ``split/<class>/<image>`` or a ``.tar.gz`` /
   ``.tgz`` / ``.tar`` of one (see ``fdjax.data.folder``).
 * ``tfds:<name>``: a prepared TFDS image-classification data set (see
@@ -35,7 +36,7 @@ from fdjax.errors import ConfigError, DataError
 from fdjax.data.splits import (Dataset, ImageSet, RawSource, balanced_subset,  # noqa: F401
                                in_memory_source, stratified_split)
 
-SCHEMES = ("digits", "folder:<path>", "tfds:<name>")
+SCHEMES = ("digits", "digits:<size>", "folder:<path>", "tfds:<name>")
 # Separate random streams for the two seeded selections (epoch orders use (seed, epoch)).
 _VALIDATION_STREAM = 0x7A11D
 _SUBSET_STREAM = 0x5B5E7
@@ -46,8 +47,13 @@ def open_source(source: str, *, cache_dir: str | None, data_dir: str | None) -> 
   if not isinstance(source, str):
     raise DataError(f"data source must be a string ({', '.join(SCHEMES)}), got {source!r}")
   scheme, sep, arg = source.partition(":")
-  if scheme == "digits" and not arg:
+  if scheme == "digits" and not sep:
     return digits.source()
+  if scheme == "digits":
+    if not (arg.isascii() and arg.isdigit()) or int(arg) < digits.MIN_SIZE:
+      raise DataError(f"data source {source!r}: the size must be an integer >= "
+                      f"{digits.MIN_SIZE} (e.g. digits:16)")
+    return digits.source(int(arg))
   if scheme == "folder" and sep:
     if not arg:
       raise DataError(f"data source {source!r} names no path; use folder:<dir or .tar.gz>")
@@ -65,7 +71,7 @@ def load(source: str, *, validation_fraction: float = 0.0, seed: int = 0,
   """Loads ``source`` into host memory (see the module docstring for the rules).
 
   Args:
-    source: 'digits', 'folder:<dir or archive>' or 'tfds:<name>'.
+    source: 'digits', 'digits:<size>', 'folder:<dir or archive>' or 'tfds:<name>'.
     validation_fraction: in [0, 1); > 0 holds out a stratified part of train.
     seed: seeds the validation hold-out and the ``max_per_split`` subsets.
     cache_dir: folder sources' cache root (default $FDJAX_CACHE or ~/.cache/fdjax).
