@@ -353,3 +353,23 @@ def test_plots_are_valid_pngs(records, tmp_path):
   path = plots.plot_expert_heatmap(matrix, ["jpeg", "blur", "awgn", "sapn"],
                                    ["jpeg", "blur", "awgn", "sapn"], str(tmp_path / "heat.png"))
   _assert_png(path)
+
+
+def test_one_compiled_predictor_serves_every_degradation():
+  """``with_degradations``: the degradation is a traced index, so evaluating a model under
+  four degradations compiles once; each branch gives exactly ``degradations.apply``."""
+  names = ("jpeg", "blur", "awgn", "sapn")
+  images = jnp.asarray(np.random.default_rng(5).integers(0, 256, (4, 16, 16, 3)), jnp.uint8)
+  levels = jnp.asarray([10.0, 1.5, 20.0, 0.1], jnp.float32)
+  key = jax.random.PRNGKey(7)
+
+  def identity(variables, degraded):  # the "model" returns what it was given
+    return degraded
+
+  switched = levels_lib.with_degradations(identity, names, None)  # the memoised program
+  for i, name in enumerate(names):
+    got = levels_lib.with_degradation(identity, name, names=names)(None, images, levels, key)
+    expected = jax.jit(lambda k, x, l: degradations.apply(name, k, x, l))(key, images, levels)
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(expected), err_msg=name)
+    assert not np.array_equal(np.asarray(got), np.asarray(images)), name
+  assert switched._cache_size() == 1

@@ -6,7 +6,8 @@ Acc(All). Which levels and which keys come from the study's ``LevelPlan``
 (``fdjax.degradations.plan``); the task supplies the predictor and the metric.
 
 Degradation happens on device inside the same jitted function as the forward pass,
-with the level a traced ``float32 [B]`` so one compilation serves every level. The
+with the level a traced ``float32 [B]`` and the degradation a traced index
+(``with_degradations``), so one compilation serves every level and degradation. The
 key of a batch depends only on (seed, degradation, level index in the full grid,
 batch index), so repeated evaluations give identical numbers and every method
 evaluated with the same batch size sees the very same degraded images.
@@ -59,31 +60,47 @@ LevelPredict = Callable[..., jax.Array]
 
 __all__ = ["LevelPredict", "Predict", "eval_key", "evaluate_all", "evaluate_levels",
            "level_indices", "mean_over_levels", "predictor", "stride_levels", "subset",
-           "with_degradation"]
+           "with_degradation", "with_degradations"]
 
 
 @functools.lru_cache(maxsize=64)
-def with_degradation(predict: Predict, name: str, mesh=None) -> LevelPredict:
-  """Wraps a clean ``predict(variables, images)`` into one jitted ``(variables,
-  images_uint8 [B,H,W,3], levels float32 [B], key) -> outputs`` that applies
-  ``degradations.apply(name, ...)`` on device first.
+def with_degradations(predict: Predict, names: tuple[str, ...], mesh=None):
+  """Wraps a clean ``predict(variables, images)`` into ONE jitted ``(variables,
+  images_uint8 [B,H,W,3], levels float32 [B], key, index int32 []) -> outputs`` that
+  applies ``degradations.apply(names[index], ...)`` on device first: the index is traced
+  (``lax.switch``; only the chosen branch runs), so a predictor compiles once for every
+  degradation of a study instead of once per degradation.
 
   ``predict`` may be any traceable predictor (one model, a stacked ensemble, a
   mixture-of-experts student). With ``mesh`` the batch and levels are split over
-  ``data``; variables and key are replicated and the outputs gathered. Memoised on
-  ``(predict, name, mesh)``: one compilation per predictor and degradation.
+  ``data``; variables, key and index are replicated and the outputs gathered. Memoised
+  on ``(predict, names, mesh)``.
   """
+  names = tuple(names)
 
-  def degraded_predict(variables, images, levels, key):
-    degraded = degradations.apply(name, key, images, jnp.asarray(levels, jnp.float32))
+  def degraded_predict(variables, images, levels, key, index):
+    levels = jnp.asarray(levels, jnp.float32)
+    branches = [functools.partial(degradations.apply, n) for n in names]
+    degraded = jax.lax.switch(index, branches, key, images, levels)
     return predict(variables, degraded)
 
   if mesh is None:
     return jax.jit(degraded_predict)
   return jax.jit(degraded_predict,
                  in_shardings=(replicated(mesh), data_sharding(mesh), data_sharding(mesh),
-                               replicated(mesh)),
+                               replicated(mesh), replicated(mesh)),
                  out_shardings=replicated(mesh))
+
+
+def with_degradation(predict: Predict, name: str, mesh=None, names=None) -> LevelPredict:
+  """``(variables, images_uint8 [B,H,W,3], levels float32 [B], key) -> outputs``: the
+  clean ``predict`` after ``degradations.apply(name, ...)`` on device, through
+  ``with_degradations(predict, names, mesh)`` (``names`` default ``(name,)``; pass the
+  study's names to share its one compilation)."""
+  names = tuple(names or (name,))
+  switched = with_degradations(predict, names, mesh)
+  index = jnp.asarray(names.index(name), jnp.int32)
+  return lambda variables, images, levels, key: switched(variables, images, levels, key, index)
 
 
 SUBSET_SEED = 0  # fixed: every method and run evaluates the very same subset
@@ -189,7 +206,8 @@ def evaluate_all(task, variables, split, plan: LevelPlan, *, batch_size: int, me
       levels = [None]
     else:
       levels = [level for level, _ in plan.eval_levels(name)]
-      per_level = scores_at_levels(scorer, with_degradation(predict, name, mesh), variables,
+      degraded = with_degradation(predict, name, mesh, names=plan.names)
+      per_level = scores_at_levels(scorer, degraded, variables,
                                    tests, name, plan.eval_levels(name), batch_size=batch_size,
                                    mesh=mesh, seed=plan.eval_seed, collect=collect)
       per_metric = {m: (mean_over_levels(p), p) for m, p in per_level.items()}
