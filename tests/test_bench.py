@@ -41,3 +41,22 @@ def test_missing_subcommand_module_exits_with_message():
   from fdjax.bench.__main__ import _lazy
   with pytest.raises(SystemExit, match="does not exist"):
     _lazy("fdjax.bench.no_such_subcommand")([])
+
+
+def test_conv_grad_forms_equal_the_weight_gradient_by_hand(capsys, monkeypatch):
+  import numpy as np
+  from fdjax.bench import conv_grad
+  rng = np.random.default_rng(0)
+  x, dy = rng.normal(size=(2, 5, 5, 3)), rng.normal(size=(2, 5, 5, 4))
+  padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  # dL/dW[i, j, c, d] = sum over n, h, w of x_pad[n, h + i, w + j, c] * dy[n, h, w, d]
+  expected = np.stack([np.einsum("nhwc,nhwd->cd", padded[:, i:i + 5, j:j + 5], dy)
+                       for i in range(3) for j in range(3)]).reshape(3, 3, 3, 4)
+  w = jnp.zeros((3, 3, 3, 4))
+  for name, form in conv_grad.FORMS.items():
+    got = form(jnp.asarray(x, jnp.float32), w, jnp.asarray(dy, jnp.float32))
+    np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-4, atol=1e-4, err_msg=name)
+  monkeypatch.setattr(conv_grad, "SHAPES", ((4, 2),))   # the table's format, not its speed
+  conv_grad.main(["--batch", "2", "--calls", "1", "--repeats", "1"])
+  out = capsys.readouterr().out
+  assert re.search(r"\| 4, 2 \| [0-9.]+ ms \| [0-9.]+ ms \| [0-9.]+ ms \| ", out), out

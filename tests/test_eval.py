@@ -242,7 +242,7 @@ def test_split_scores_transforms_each_batch_by_its_index_and_masks_padding():
 
 @pytest.mark.slow
 def test_real_degradations_resnet8_end_to_end():
-  """Real ``degradations.apply`` + ResNet-8 (random init) under one jit per degradation."""
+  """Real ``degradations.apply`` + ResNet-8 (random init) under one jit for every degradation."""
   model = cifar_resnet(8, C, "gap")
   variables = init_variables(model, jax.random.PRNGKey(0), (32, 32, 3))
   split = _random_split(16, 32, seed=1)

@@ -38,6 +38,12 @@ TINY = ("--config=configs/quickstart.py:tiny", "--config.degradations=" + ",".jo
 METHODS = "--config.methods=oracle,ensemble,vanilla,modelsoups,fusiondistill"
 
 
+def run_data(workdir):
+  """The run's own data set (source and subset from its config.json)."""
+  data = json.loads((workdir / "config.json").read_text())["data"]
+  return load(data["source"], max_per_split=data["max_per_split"])
+
+
 @pytest.fixture(scope="module")
 def quickstart_run(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("quickstart")
@@ -94,14 +100,14 @@ def test_rerun_reuses_finished_stages_and_adds_a_moe_student(quickstart_run):
   assert (workdir / "router_usage_k1.png").is_file()
   assert (workdir / "router_accuracy.png").is_file()
   restored = fdjax.load_model(str(workdir), "fusiondistill_moe", k=1)
-  logits = np.asarray(restored.predict(load("digits", max_per_split=256).test.images[:8]))
+  logits = np.asarray(restored.predict(run_data(workdir).test.images[:8]))
   assert logits.shape == (8, 10) and np.all(np.isfinite(logits))
 
 
 def test_load_model_gives_a_working_predict(quickstart_run):
   workdir = quickstart_run[0]
   restored = fdjax.load_model(str(workdir), "fusiondistill")
-  data = load("digits", max_per_split=256)
+  data = run_data(workdir)
   logits = np.asarray(restored.predict(data.test.images[:64]))
   assert logits.shape == (64, 10) and np.all(np.isfinite(logits))
   # The restored model agrees with the accuracy the run itself reported (same test images).

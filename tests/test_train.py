@@ -77,20 +77,23 @@ def _tiny_setup(tmp_path, seed=0, n=64):
   return split, loss_fn, tx, schedule, mesh, variables
 
 
-def _run(tmp_path, workdir, max_steps=0, split_seed=0):
+def _run(tmp_path, workdir, max_steps=0, split_seed=0, step=None):
+  """``step``: a train step built by an earlier call (same loss and optimizer), so that
+  the runs of one test compile once."""
   split, loss_fn, tx, schedule, mesh, variables = _tiny_setup(tmp_path, split_seed)
   state = create_train_state(variables, tx, jax.random.PRNGKey(7), mesh)
   loop = LoopConfig(epochs=3, batch_size=16, seed=3, log_every_steps=2,
                     checkpoint_every_steps=5, max_steps=max_steps)
-  return fit(state, make_train_step(loss_fn, tx, mesh), split, loop=loop, mesh=mesh,
-             workdir=str(workdir), schedule=schedule, name="tiny")
+  step = step or make_train_step(loss_fn, tx, mesh)
+  return fit(state, step, split, loop=loop, mesh=mesh, workdir=str(workdir),
+             schedule=schedule, name="tiny"), step
 
 
 def test_interrupted_run_resumes_to_identical_parameters(tmp_path):
-  full = _run(tmp_path, tmp_path / "full")
-  partial = _run(tmp_path, tmp_path / "resumed", max_steps=7)  # "crash" after 7 of 12 steps
+  full, step = _run(tmp_path, tmp_path / "full")
+  partial, _ = _run(tmp_path, tmp_path / "resumed", max_steps=7, step=step)  # "crash" at 7/12
   assert int(partial.step) == 7
-  resumed = _run(tmp_path, tmp_path / "resumed")
+  resumed, _ = _run(tmp_path, tmp_path / "resumed", step=step)
   assert int(resumed.step) == int(full.step) == 12
   for a, b in zip(jax.tree.leaves(full.params), jax.tree.leaves(resumed.params)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

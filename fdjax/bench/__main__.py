@@ -28,6 +28,7 @@ def _lazy(module: str) -> Callable[[list[str]], object]:
 
 SUBCOMMANDS: dict[str, Callable[[list[str]], object]] = {
     "train_step": train_step.main,
+    "conv_grad": _lazy("fdjax.bench.conv_grad"),
     "degradations": _lazy("fdjax.bench.degradations"),
     "moe": _lazy("fdjax.bench.moe"),
     "population": _lazy("fdjax.bench.population"),
