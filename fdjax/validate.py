@@ -18,8 +18,8 @@
 * degradations: names known (``fdjax.degradations.REGISTRY``), none repeated, level
   ranges inside each degradation's grid (``LevelPlan.from_config``);
 * modes: ``selection``, ``fusion.soup`` (and weighted-soup weights), BatchNorm modes,
-  ``experts.loss``, ``moe.homogenize`` / routing / dispatch / expert loop, the model,
-  ``checkpoint.on_corrupt``; with the MoE method, ``moe.ks`` and ``moe.train_k``
+  ``experts.loss``, ``task_balance``, ``moe.homogenize`` / routing / dispatch / expert
+  loop, the model, ``checkpoint.on_corrupt``; with the MoE method, ``moe.ks`` and ``moe.train_k``
   within 1..number of degradations;
 * EA-Adam's blocks ``ea_adam`` and ``ea_adam_fusion`` (``fdjax.validate_population``).
 
@@ -45,6 +45,7 @@ CHOICES = {
     "fusion.init_batch_stats": BN_MODES,
     "experts.loss": ("iliac", "ce"),
     "moe.homogenize": ("none", "sum", "pcgrad", "meta"),  # fdjax.moe.homogenize
+    "task_balance": ("none", "loss"),  # fdjax.train.objectives.TASK_BALANCES
     "moe.routing": ("image", "pixel"),                    # fdjax.moe.model
     "moe.dispatch": ("dense", "sparse"),
     "moe.expert_loop": ("auto", "vmap", "unroll"),

@@ -175,8 +175,14 @@ def test_fingerprints_follow_the_config_downstream(trained, tmp_path):
   ctx.config.clean.epochs = 3
   after_clean = digests()
   ctx.config.clean.epochs = 2
+  ctx.config.task_balance = "loss"   # the combined-degradation stages only
+  after_balance = digests()
+  ctx.config.task_balance = "none"
+  assert digests() == before            # the default adds nothing to the fingerprints
   assert {n for n in before if before[n] != after_moe[n]} == {"fusiondistill_moe"}
   assert all(before[n] != after_clean[n] for n in before)
+  assert {n for n in before if before[n] != after_balance[n]} == {
+      "fusiondistill", "fusiondistill_moe"}
   # Recorded on disk by the runner; a changed config then stops before training.
   ctx.workdir = str(tmp_path)
   Runner(ctx, pipeline.stage_graph(ctx, methods)).prepare(["fusiondistill"])

@@ -95,6 +95,7 @@ BAD = [
     ("data.source", "folder:/no/such/dir", "data.source 'folder:/no/such/dir': /no/such/dir "
                                           "does not exist"),
     ("data.source", "tfds:", "data.source must be one of"),
+    ("task_balance", "grad", "task_balance must be one of ('none', 'loss')"),
     ("data.source", "digits:7", "the digits size must be an integer >= 8"),
     ("data.source", "digits:", "the digits size must be an integer >= 8"),
     ("data.normalization", "cifar11", "data.normalization must be one of"),

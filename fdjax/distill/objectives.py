@@ -23,7 +23,7 @@ import jax.numpy as jnp
 
 from fdjax.distill.losses import cosine_distance
 from fdjax.tasks.base import DegradeFn
-from fdjax.train.objectives import with_regularizer
+from fdjax.train.objectives import share_weights, with_regularizer
 from fdjax.trees import stack_trees, unstack_tree
 
 
@@ -71,7 +71,7 @@ def fusiondistill_loss(model, task, *, degrade: DegradeFn, num_experts: int,
                        feature: str = "stage3", alpha: float = 0.1,
                        gammas: Sequence[float] | None = None, teacher_model=None,
                        aux_loss_weight: float = 0.0, router_weight: float = 0.0,
-                       rng_streams: Sequence[str] = ()):
+                       rng_streams: Sequence[str] = (), balance: str = "none"):
   """Stage 4. ``frozen`` = expert variables stacked on a leading axis of size ``num_experts``.
 
   ``degrade`` must degrade share i of the batch with degradation i (see
@@ -88,8 +88,11 @@ def fusiondistill_loss(model, task, *, degrade: DegradeFn, num_experts: int,
   degradation index of each share (share i = degradation i = expert i), weighted by
   ``router_weight`` and added to the loss (metrics ``router_ce``, ``router_acc``).
   ``rng_streams``: PRNG streams the student draws from in training (e.g. ``'gating'``
-  for noisy top-K), each from ``fold_in(key, 1 + index)``.
+  for noisy top-K), each from ``fold_in(key, 1 + index)``. ``balance``: how the shares'
+  task losses are weighted (``fdjax.train.objectives.share_weights``; the metric ``ce``
+  stays the plain mean).
   """
+  share_weights(jnp.ones((num_experts,)), balance)  # refuse a bad mode when built
   teacher_model = teacher_model or model
   gammas = jnp.asarray(gammas if gammas is not None else [1.0] * num_experts, jnp.float32)
   if gammas.shape != (num_experts,):
@@ -115,7 +118,8 @@ def fusiondistill_loss(model, task, *, degrade: DegradeFn, num_experts: int,
     ce = jnp.mean(ce_per_share)  # equal shares: the mean over the whole batch
     # Task i = degradation i: its share of the CE plus its distillation term; they sum to
     # the loss, and gradient homogenization (fdjax.moe) differentiates them one by one.
-    task_losses = alpha * ce_per_share / num_experts + gammas * cos_per_expert
+    weighted_ce = share_weights(ce_per_share, balance) * ce_per_share
+    task_losses = alpha * weighted_ce / num_experts + gammas * cos_per_expert
     loss = with_regularizer(jnp.sum(task_losses), features)
     metrics = {"ce": ce, "cos": jnp.mean(cos_per_expert), "task_losses": task_losses,
                **task.train_metrics(outputs, target)}

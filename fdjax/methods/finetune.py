@@ -22,7 +22,10 @@ def combined_stage(runner, name: str, init_stage: str | None) -> dict:
   ctx = runner.ctx
   degrade = ctx.plan.combined()
   init = runner.get(init_stage) if init_stage else None
-  recipe = Recipe(supervised_loss(ctx.model, ctx.task, degrade), init=init,
+  n = len(ctx.degradations)
+  loss_fn = supervised_loss(ctx.model, ctx.task, degrade, shares=n,
+                            balance=ctx.config.get("task_balance", "none"))
+  recipe = Recipe(loss_fn, init=init,
                   shares=len(ctx.degradations), selection_degrade=degrade,
                   pairs=ctx.degradations, shared_step="combined")
   return train_stage(ctx, name, ctx.config[name], recipe)
@@ -35,7 +38,7 @@ def _method(name: str, label: str, init_stage) -> Method:
   def stages(ctx):
     requires = (init_of(ctx),) if init_of(ctx) else ()
     return {name: Stage(name, requires, lambda r: combined_stage(r, name, init_of(r.ctx)),
-                        block=name, shares=len(ctx.degradations))}
+                        block=name, shares=len(ctx.degradations), uses=balance_uses(ctx))}
 
   def rows(runner):
     variables = runner.get(name)
@@ -44,6 +47,12 @@ def _method(name: str, label: str, init_stage) -> Method:
 
   return Method(name, requires=lambda ctx: (name,), rows=rows, stages=stages,
                 models={name: Loadable(name)})
+
+
+def balance_uses(ctx) -> tuple[str, ...]:
+  """``('task_balance',)`` when the config balances the tasks of combined stages: the
+  field then enters their fingerprints (the default leaves them as they were)."""
+  return ("task_balance",) if ctx.config.get("task_balance", "none") != "none" else ()
 
 
 def fused_init(ctx) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fdjax import distill
 from fdjax.methods.base import Loadable, Method, Output, one_model
-from fdjax.methods.finetune import fused_init
+from fdjax.methods.finetune import balance_uses, fused_init
 from fdjax.study import stages
 from fdjax.study.runner import Stage
 from fdjax.study.training import Recipe, train_stage
@@ -18,7 +18,8 @@ def _stage(runner) -> dict:
   degrade = ctx.plan.combined()
   loss_fn = distill.fusiondistill_loss(ctx.model, ctx.task, degrade=degrade, num_experts=n,
                                        feature=ctx.config.distill_feature, alpha=cfg.alpha,
-                                       gammas=[cfg.gamma] * n)
+                                       gammas=[cfg.gamma] * n,
+                                       balance=ctx.config.get("task_balance", "none"))
   recipe = Recipe(loss_fn, init=runner.get(fused_init(ctx)),
                   frozen=stack_trees(stages.experts(runner)), shares=n,
                   selection_degrade=degrade, pairs=ctx.degradations)
@@ -28,7 +29,7 @@ def _stage(runner) -> dict:
 def _stages(ctx):
   return {"fusiondistill": Stage("fusiondistill", (fused_init(ctx), *stages.expert_names(ctx)),
                                  _stage, block="fusiondistill", shares=len(ctx.degradations),
-                                 uses=("distill_feature",))}
+                                 uses=("distill_feature", *balance_uses(ctx)))}
 
 
 def _rows(runner) -> Output:

@@ -114,7 +114,8 @@ def recipe_parts(ctx, fused_variables: dict, expert_variables: list[dict]) -> di
       model, ctx.task, degrade=degrade, num_experts=n, feature=ctx.config.distill_feature,
       alpha=cfg.alpha, gammas=[cfg.gamma] * n, teacher_model=ctx.model,
       aux_loss_weight=cfg.balance_weight, router_weight=float(cfg.router_supervision),
-      rng_streams=("gating",) if cfg.noisy_gating else ())
+      rng_streams=("gating",) if cfg.noisy_gating else (),
+      balance=ctx.config.get("task_balance", "none"))
   parts = dict(loss_fn=loss_fn, init=init, frozen=stack_trees(expert_variables), shares=n,
                selection_degrade=degrade, model=model)
   wraps = []

@@ -7,9 +7,12 @@ module only averages it.
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 from fdjax.tasks.base import DegradeFn
+
+TASK_BALANCES = ("none", "loss")
 
 
 def with_regularizer(loss, features):
@@ -21,20 +24,42 @@ def with_regularizer(loss, features):
   return loss
 
 
-def supervised_loss(model, task, degrade: DegradeFn | None = None):
+def share_weights(share_losses, balance: str = "none"):
+  """Weights ``[S]`` (no gradient) for the mean loss of each of S tasks (shares).
+
+  ``'none'``: all 1 (the plain mean over the batch). ``'loss'``: ``mean_s(L_s) / L_s``,
+  so every task contributes the same loss value and its gradient is scaled by the
+  inverse of its own loss: a task with a large per-pixel error (haze in joint
+  restoration) no longer drowns the others. The weighted mean keeps the plain mean's
+  value (``mean_s(w_s L_s) = mean_s(L_s)``)."""
+  if balance not in TASK_BALANCES:
+    raise ValueError(f"task_balance must be one of {TASK_BALANCES}, got {balance!r}")
+  if balance == "none":
+    return jnp.ones_like(share_losses)
+  share_losses = jax.lax.stop_gradient(share_losses)
+  return jnp.mean(share_losses) / jnp.maximum(share_losses, 1e-12)
+
+
+def supervised_loss(model, task, degrade: DegradeFn | None = None, *, shares: int = 1,
+                    balance: str = "none"):
   """Mean per-example task loss on (optionally degraded) augmented inputs.
 
   Serves the clean stage, Scratch, Vanilla fine-tuning and Fusing (cross-entropy for
   classification); ``degrade(key, images_uint8) -> uint8`` decides what the student sees.
-  A model's ``features['regularizer']`` is added (``with_regularizer``).
+  A model's ``features['regularizer']`` is added (``with_regularizer``). ``shares``: the
+  batch is that many equal consecutive shares, one task (degradation) each, whose mean
+  losses are weighted by ``share_weights(..., balance)`` (plain mean by default).
   """
+  share_weights(jnp.ones((shares,)), balance)  # refuse a bad mode when the loss is built
 
   def loss_fn(params, batch_stats, batch, key):
     student_input, target, _ = task.views(key, batch, degrade)
     (outputs, features), updates = model.apply(
         {"params": params, "batch_stats": batch_stats}, task.model_input(student_input),
         train=True, mutable=["batch_stats"])
-    loss = with_regularizer(jnp.mean(task.per_example_loss(outputs, target)), features)
+    per_example = task.per_example_loss(outputs, target)
+    per_share = jnp.mean(per_example.reshape(shares, -1), axis=1)
+    loss = with_regularizer(jnp.mean(share_weights(per_share, balance) * per_share), features)
     return loss, (updates["batch_stats"], task.train_metrics(outputs, target))
 
   return loss_fn

@@ -1,0 +1,95 @@
+"""``config.task_balance``: the combined-degradation losses weight each degradation's
+share by mean/own loss ('loss'), against closed forms and hand-weighted losses."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fdjax.distill import fusiondistill_loss
+from fdjax.tasks import NO_AUGMENT, ClassificationTask
+from fdjax.train.objectives import share_weights, supervised_loss
+from fdjax.trees import stack_trees
+
+UNIT = ClassificationTask("unit", NO_AUGMENT)
+
+
+class Tiny(nn.Module):
+  """BatchNorm + Dense over the flattened image: ``(logits [B, 3], {'stage3': ...})``."""
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    h = nn.BatchNorm(use_running_average=not train)(x.reshape(x.shape[0], -1))
+    return nn.Dense(3)(h), {"stage3": h}
+
+
+def test_share_weights_closed_form_and_gradient():
+  losses = jnp.asarray([0.5, 2.0, 1.0])
+  np.testing.assert_allclose(share_weights(losses, "none"), [1, 1, 1])
+  mean = 3.5 / 3
+  np.testing.assert_allclose(share_weights(losses, "loss"), [mean / 0.5, mean / 2, mean / 1],
+                             rtol=1e-6)
+  c = jnp.asarray([1.0, 4.0, 9.0])
+
+  def balanced(x):  # L_s = c_s x^2; value = mean L_s; d/dx = mean_s (mean L / L_s) 2 c_s x
+    per_share = c * x ** 2
+    return jnp.mean(share_weights(per_share, "loss") * per_share)
+
+  x = 1.5
+  assert float(balanced(x)) == pytest.approx(float(jnp.mean(c)) * x ** 2)
+  assert float(jax.grad(balanced)(x)) == pytest.approx(2 * float(jnp.mean(c)) * x, rel=1e-6)
+  with pytest.raises(ValueError, match="task_balance must be one of"):
+    share_weights(losses, "pcgrad")
+
+
+def _batch_and_variables():
+  rng = np.random.default_rng(0)
+  batch = {"image": jnp.asarray(rng.integers(0, 256, (4, 4, 4, 3)), jnp.uint8),
+           "label": jnp.asarray([0, 1, 2, 2], jnp.int32)}
+  variables = Tiny().init(jax.random.key(0), jnp.zeros((1, 4, 4, 3)), train=False)
+  return batch, variables
+
+
+def _hand_weighted_grads(variables, batch, weights_fn):
+  """Gradient of mean_s(w_s * CE_s) with w_s from weights_fn(CE per share), no gradient."""
+  def loss(params):
+    x = UNIT.model_input(batch["image"])
+    (logits, _), _ = Tiny().apply({"params": params, **{"batch_stats": variables["batch_stats"]}},
+                                  x, train=True, mutable=["batch_stats"])
+    per_share = UNIT.per_example_loss(logits, batch["label"]).reshape(2, 2).mean(axis=1)
+    weights = jax.lax.stop_gradient(weights_fn(per_share))
+    return jnp.mean(weights * per_share)
+
+  return jax.grad(loss)(variables["params"])
+
+
+@pytest.mark.parametrize("balance", ["none", "loss"])
+def test_supervised_loss_weights_the_shares(balance):
+  batch, variables = _batch_and_variables()
+  loss_fn = supervised_loss(Tiny(), UNIT, lambda key, x: x, shares=2, balance=balance)
+  grads = jax.grad(lambda p: loss_fn(p, variables["batch_stats"], batch, jax.random.key(1))[0])(
+      variables["params"])
+  by_hand = _hand_weighted_grads(
+      variables, batch, (lambda l: jnp.ones(2)) if balance == "none" else (lambda l: l.mean() / l))
+  for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(by_hand)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+  if balance == "loss":  # and it differs from the plain mean (the shares' losses differ)
+    plain = _hand_weighted_grads(variables, batch, lambda l: jnp.ones(2))
+    assert any(not np.allclose(a, b) for a, b in zip(jax.tree.leaves(grads),
+                                                      jax.tree.leaves(plain)))
+
+
+def test_fusiondistill_loss_weights_only_the_task_term():
+  """alpha * mean_s(w_s CE_s) + gamma * cos: the cosine terms are never reweighted."""
+  batch, variables = _batch_and_variables()
+  experts = stack_trees([variables, variables])
+  kwargs = dict(degrade=lambda key, x: x, num_experts=2, alpha=1.0, gammas=[0.0, 0.0])
+  balanced = fusiondistill_loss(Tiny(), UNIT, balance="loss", **kwargs)
+  grads = jax.grad(lambda p: balanced(p, variables["batch_stats"], batch, jax.random.key(1),
+                                      experts)[0])(variables["params"])
+  by_hand = _hand_weighted_grads(variables, batch, lambda l: l.mean() / l)
+  for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(by_hand)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+  with pytest.raises(ValueError, match="task_balance"):
+    fusiondistill_loss(Tiny(), UNIT, balance="equal", **kwargs)
