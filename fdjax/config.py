@@ -116,8 +116,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.experts.cos_weight = 1.0
   c.distill_feature = "stage3"      # post-ReLU output of the last residual stage
   # Combined-degradation stages (Scratch, Vanilla FT, Fusing, FusionDistill, the MoE
-  # student): 'none' = the plain mean loss over the batch; 'loss' = each degradation's
-  # share weighted by mean/own loss (fdjax.train.objectives.share_weights).
+  # student, restoration's joint base): 'none' = the plain mean loss over the batch;
+  # 'loss' = each degradation's share weighted by mean/own loss
+  # (fdjax.train.objectives.share_weights).
   c.task_balance = "none"
   # Stage 3: weight fusion. BatchNorm statistics: 'paper' (first expert's), 'average',
   # 'reestimate' (on degraded training batches). ModelSoups reports every variant in

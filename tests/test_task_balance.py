@@ -93,3 +93,31 @@ def test_fusiondistill_loss_weights_only_the_task_term():
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
   with pytest.raises(ValueError, match="task_balance"):
     fusiondistill_loss(Tiny(), UNIT, balance="equal", **kwargs)
+
+
+def test_restoration_joint_base_is_balanced_and_fingerprinted(tmp_path):
+  """Restoration trains its base on all tasks jointly: with a balance set, the base's
+  fingerprint changes and, through it, every stage built from it."""
+  from pathlib import Path
+
+  from fdjax import methods as methods_lib
+  from fdjax import pipeline
+  from fdjax.config_fields import load_config_file
+  from fdjax.study import fingerprint, make_context
+  from fdjax.study.runner import Runner
+
+  config = load_config_file(
+      f"{Path(__file__).resolve().parents[1] / 'configs' / 'restoration_quickstart.py'}:tiny")
+  ctx = make_context(config, str(tmp_path))
+  methods = [methods_lib.get("fusiondistill")]
+
+  def digests():
+    runner = Runner(ctx, pipeline.stage_graph(ctx, methods))
+    return {n: fingerprint.digest(runner.fields(n)) for n in runner.graph}
+
+  before = digests()
+  ctx.config.task_balance = "loss"
+  after = digests()
+  assert before["clean"] != after["clean"]
+  assert all(before[n] != after[n] for n in ("fusiondistill", "fused/average",
+                                             *(f"experts/{d}" for d in ctx.degradations)))

@@ -11,7 +11,7 @@ from __future__ import annotations
 from fdjax.methods.base import Loadable, Method, Output, one_model
 from fdjax.study.runner import Stage
 from fdjax.study.training import Recipe, train_stage
-from fdjax.train.objectives import supervised_loss
+from fdjax.train.objectives import balance_uses, supervised_loss, task_balance
 
 
 def combined_stage(runner, name: str, init_stage: str | None) -> dict:
@@ -24,7 +24,7 @@ def combined_stage(runner, name: str, init_stage: str | None) -> dict:
   init = runner.get(init_stage) if init_stage else None
   n = len(ctx.degradations)
   loss_fn = supervised_loss(ctx.model, ctx.task, degrade, shares=n,
-                            balance=ctx.config.get("task_balance", "none"))
+                            balance=task_balance(ctx.config))
   recipe = Recipe(loss_fn, init=init,
                   shares=len(ctx.degradations), selection_degrade=degrade,
                   pairs=ctx.degradations, shared_step="combined")
@@ -38,7 +38,7 @@ def _method(name: str, label: str, init_stage) -> Method:
   def stages(ctx):
     requires = (init_of(ctx),) if init_of(ctx) else ()
     return {name: Stage(name, requires, lambda r: combined_stage(r, name, init_of(r.ctx)),
-                        block=name, shares=len(ctx.degradations), uses=balance_uses(ctx))}
+                        block=name, shares=len(ctx.degradations), uses=balance_uses(ctx.config))}
 
   def rows(runner):
     variables = runner.get(name)
@@ -47,12 +47,6 @@ def _method(name: str, label: str, init_stage) -> Method:
 
   return Method(name, requires=lambda ctx: (name,), rows=rows, stages=stages,
                 models={name: Loadable(name)})
-
-
-def balance_uses(ctx) -> tuple[str, ...]:
-  """``('task_balance',)`` when the config balances the tasks of combined stages: the
-  field then enters their fingerprints (the default leaves them as they were)."""
-  return ("task_balance",) if ctx.config.get("task_balance", "none") != "none" else ()
 
 
 def fused_init(ctx) -> str:

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from fdjax import distill
 from fdjax.methods.base import Loadable, Method, Output, one_model
-from fdjax.methods.finetune import balance_uses, fused_init
+from fdjax.methods.finetune import fused_init
 from fdjax.study import stages
 from fdjax.study.runner import Stage
 from fdjax.study.training import Recipe, train_stage
+from fdjax.train.objectives import balance_uses, task_balance
 from fdjax.trees import stack_trees
 
 
@@ -19,7 +20,7 @@ def _stage(runner) -> dict:
   loss_fn = distill.fusiondistill_loss(ctx.model, ctx.task, degrade=degrade, num_experts=n,
                                        feature=ctx.config.distill_feature, alpha=cfg.alpha,
                                        gammas=[cfg.gamma] * n,
-                                       balance=ctx.config.get("task_balance", "none"))
+                                       balance=task_balance(ctx.config))
   recipe = Recipe(loss_fn, init=runner.get(fused_init(ctx)),
                   frozen=stack_trees(stages.experts(runner)), shares=n,
                   selection_degrade=degrade, pairs=ctx.degradations)
@@ -29,7 +30,7 @@ def _stage(runner) -> dict:
 def _stages(ctx):
   return {"fusiondistill": Stage("fusiondistill", (fused_init(ctx), *stages.expert_names(ctx)),
                                  _stage, block="fusiondistill", shares=len(ctx.degradations),
-                                 uses=("distill_feature", *balance_uses(ctx)))}
+                                 uses=("distill_feature", *balance_uses(ctx.config)))}
 
 
 def _rows(runner) -> Output:

@@ -18,12 +18,13 @@ from fdjax.config import parse_ints
 from fdjax.eval import levels as levels_lib
 from fdjax.eval import plots
 from fdjax.methods.base import Loadable, Method, Output, one_model
-from fdjax.methods.finetune import balance_uses, fused_init
+from fdjax.methods.finetune import fused_init
 from fdjax.moe import usage as usage_lib
 from fdjax.moe.student import STAGE, moe_student, recipe_parts
 from fdjax.study import stages
 from fdjax.study.runner import Stage
 from fdjax.study.training import Recipe, train_stage
+from fdjax.train.objectives import balance_uses
 
 
 def _stage(runner):
@@ -35,7 +36,7 @@ def _stage(runner):
 def _stages(ctx):
   return {STAGE: Stage(STAGE, (fused_init(ctx), *stages.expert_names(ctx)), _stage,
                        block="moe", shares=len(ctx.degradations),
-                       uses=("distill_feature", *balance_uses(ctx)))}
+                       uses=("distill_feature", *balance_uses(ctx.config)))}
 
 
 def cost_shape(ctx, model) -> tuple[int, int, int, int]:

@@ -34,6 +34,7 @@ from fdjax.moe.homogenize import homogenize, per_task_value_and_grad
 from fdjax.moe.model import moe_resnet
 from fdjax.tasks.classification import model_dtype
 from fdjax.train.checkpoint import path_str
+from fdjax.train.objectives import task_balance
 from fdjax.trees import stack_trees
 
 STAGE = "fusiondistill_moe"
@@ -115,7 +116,7 @@ def recipe_parts(ctx, fused_variables: dict, expert_variables: list[dict]) -> di
       alpha=cfg.alpha, gammas=[cfg.gamma] * n, teacher_model=ctx.model,
       aux_loss_weight=cfg.balance_weight, router_weight=float(cfg.router_supervision),
       rng_streams=("gating",) if cfg.noisy_gating else (),
-      balance=ctx.config.get("task_balance", "none"))
+      balance=task_balance(ctx.config))
   parts = dict(loss_fn=loss_fn, init=init, frozen=stack_trees(expert_variables), shares=n,
                selection_degrade=degrade, model=model)
   wraps = []

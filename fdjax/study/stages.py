@@ -15,7 +15,7 @@ from fdjax.study import fused
 from fdjax.study.context import RunContext
 from fdjax.study.runner import Stage
 from fdjax.study.training import Recipe, train_stage
-from fdjax.train.objectives import supervised_loss
+from fdjax.train.objectives import balance_uses, supervised_loss, task_balance
 
 
 def base_shares(ctx: RunContext) -> int:
@@ -31,8 +31,10 @@ def clean_stage(ctx: RunContext) -> dict:
     return train_stage(ctx, "clean", ctx.config.clean,
                        Recipe(supervised_loss(ctx.model, ctx.task)))
   degrade = ctx.plan.combined()
+  loss_fn = supervised_loss(ctx.model, ctx.task, degrade, shares=base_shares(ctx),
+                            balance=task_balance(ctx.config))
   return train_stage(ctx, "clean", ctx.config.clean,
-                     Recipe(supervised_loss(ctx.model, ctx.task, degrade),
+                     Recipe(loss_fn,
                             shares=base_shares(ctx), selection_degrade=degrade,
                             pairs=ctx.degradations))
 
@@ -99,6 +101,7 @@ def shared_graph(ctx: RunContext) -> dict[str, Stage]:
   """clean, experts/<degradation> and fused/<bn_mode> for every BatchNorm mode."""
   graph = {"clean": Stage("clean", (), lambda r: clean_stage(r.ctx), block="clean",
                           shares=base_shares(ctx),
+                          uses=balance_uses(ctx.config) if ctx.task.base_on_all_tasks else (),
                           levels=None if ctx.task.base_on_all_tasks else ())}
   for d in ctx.degradations:
     graph[f"experts/{d}"] = Stage(

@@ -40,6 +40,17 @@ def share_weights(share_losses, balance: str = "none"):
   return jnp.mean(share_losses) / jnp.maximum(share_losses, 1e-12)
 
 
+def task_balance(config) -> str:
+  """The config's ``task_balance`` ('none' when the schema has no such field)."""
+  return config.get("task_balance", "none")
+
+
+def balance_uses(config) -> tuple[str, ...]:
+  """``('task_balance',)`` when the config balances the tasks of combined stages: the
+  field then enters those stages' fingerprints (the default leaves them as they were)."""
+  return ("task_balance",) if task_balance(config) != "none" else ()
+
+
 def supervised_loss(model, task, degrade: DegradeFn | None = None, *, shares: int = 1,
                     balance: str = "none"):
   """Mean per-example task loss on (optionally degraded) augmented inputs.
