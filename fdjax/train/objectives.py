@@ -69,8 +69,12 @@ def supervised_loss(model, task, degrade: DegradeFn | None = None, *, shares: in
         {"params": params, "batch_stats": batch_stats}, task.model_input(student_input),
         train=True, mutable=["batch_stats"])
     per_example = task.per_example_loss(outputs, target)
-    per_share = jnp.mean(per_example.reshape(shares, -1), axis=1)
-    loss = with_regularizer(jnp.mean(share_weights(per_share, balance) * per_share), features)
+    if balance == "none":  # the plain mean, summed as it always was
+      loss = jnp.mean(per_example)
+    else:
+      per_share = jnp.mean(per_example.reshape(shares, -1), axis=1)
+      loss = jnp.mean(share_weights(per_share, balance) * per_share)
+    loss = with_regularizer(loss, features)
     return loss, (updates["batch_stats"], task.train_metrics(outputs, target))
 
   return loss_fn
