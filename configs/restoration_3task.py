@@ -62,6 +62,9 @@ three-task run"): 50m19s wall; Oracle 32.52 / 29.71 / 25.96 dB at sigma 15 / 25 
 rain 29.22 dB Y (input 27.02); FusionDistill 31.05 / 28.25 / 24.27 dB, rain 25.85 dB Y,
 haze 19.08 dB (Oracle 23.57): the issue's 29.5 dB, +3 dB-over-input and 0.3 dB-to-Oracle
 targets are missed; FusionDistill is above All-in-one (scratch) on the average.
+With task_balance='loss' (70m44s on a slower day, a test run sharing the machine for
+25 minutes): FusionDistill 31.50 / 28.61 / 24.66 dB, rain 27.62 dB Y (+0.6 over the
+input), haze 16.48 dB; All-in-one (scratch) 24.15 vs FusionDistill 24.12 on average.
 """
 
 from fdjax.config import set_epochs
