@@ -26,11 +26,6 @@ from fdjax.config import (TRAINING_STAGES, apply_runlocal, base_config, optimize
 
 def get_config(arg: str | None = None):
   config = base_config()
-  # 16x16 (the scans are 8x8): a quarter of CIFAR's 32x32 compute per image, so the
-  # whole study fits a few minutes of a 2-core CPU; crop padding and cutout scaled to match.
-  config.data.source = "digits:16"
-  config.augment.pad = 2
-  config.augment.cutout_size = 8
   config.data.validation_fraction = 0.1
   config.data.normalization = "unit"
   config.model.depth = 8
@@ -62,8 +57,12 @@ def get_config(arg: str | None = None):
                      "or :tiny, :population, :bf16, :32 (comma-separated, e.g. :tiny,bf16)")
   if "32" in variants:  # the quickstart before 2026-12-02: 32x32 digits, CIFAR's augmentation
     config.data.source = "digits"
-    config.augment.pad = 4
-    config.augment.cutout_size = 16
+  else:
+    # 16x16 (the scans are 8x8): a quarter of CIFAR's 32x32 compute per image, so the
+    # whole study fits a few minutes of a 2-core CPU; crop padding and cutout halved.
+    config.data.source = "digits:16"
+    config.augment.pad //= 2
+    config.augment.cutout_size //= 2
   if "bf16" in variants:
     config.model.dtype = "bfloat16"
   if "tiny" in variants:

@@ -19,7 +19,8 @@
   ranges inside each degradation's grid (``LevelPlan.from_config``);
 * modes: ``selection``, ``fusion.soup`` (and weighted-soup weights), BatchNorm modes,
   ``experts.loss``, ``task_balance``, ``moe.homogenize`` / routing / dispatch / expert
-  loop, the model, ``checkpoint.on_corrupt``; with the MoE method, ``moe.ks`` and ``moe.train_k``
+  loop, the model, ``checkpoint.on_corrupt``; with the MoE method, ``moe.ks`` and
+  ``moe.train_k``
   within 1..number of degradations;
 * EA-Adam's blocks ``ea_adam`` and ``ea_adam_fusion`` (``fdjax.validate_population``).
 

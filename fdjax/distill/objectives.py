@@ -23,7 +23,7 @@ import jax.numpy as jnp
 
 from fdjax.distill.losses import cosine_distance
 from fdjax.tasks.base import DegradeFn
-from fdjax.train.objectives import share_weights, with_regularizer
+from fdjax.train.objectives import check_balance, share_weights, with_regularizer
 from fdjax.trees import stack_trees, unstack_tree
 
 
@@ -92,7 +92,7 @@ def fusiondistill_loss(model, task, *, degrade: DegradeFn, num_experts: int,
   task losses are weighted (``fdjax.train.objectives.share_weights``; the metric ``ce``
   stays the plain mean).
   """
-  share_weights(jnp.ones((num_experts,)), balance)  # refuse a bad mode when built
+  check_balance(balance)  # a bad mode fails when the loss is built, not in the step
   teacher_model = teacher_model or model
   gammas = jnp.asarray(gammas if gammas is not None else [1.0] * num_experts, jnp.float32)
   if gammas.shape != (num_experts,):

@@ -26,7 +26,7 @@ def combined_stage(runner, name: str, init_stage: str | None) -> dict:
   loss_fn = supervised_loss(ctx.model, ctx.task, degrade, shares=n,
                             balance=task_balance(ctx.config))
   recipe = Recipe(loss_fn, init=init,
-                  shares=len(ctx.degradations), selection_degrade=degrade,
+                  shares=n, selection_degrade=degrade,
                   pairs=ctx.degradations, shared_step="combined")
   return train_stage(ctx, name, ctx.config[name], recipe)
 

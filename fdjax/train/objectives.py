@@ -24,6 +24,12 @@ def with_regularizer(loss, features):
   return loss
 
 
+def check_balance(balance: str) -> None:
+  """Raises ``ValueError`` unless ``balance`` is one of ``TASK_BALANCES``."""
+  if balance not in TASK_BALANCES:
+    raise ValueError(f"task_balance must be one of {TASK_BALANCES}, got {balance!r}")
+
+
 def share_weights(share_losses, balance: str = "none"):
   """Weights ``[S]`` (no gradient) for the mean loss of each of S tasks (shares).
 
@@ -32,8 +38,7 @@ def share_weights(share_losses, balance: str = "none"):
   inverse of its own loss: a task with a large per-pixel error (haze in joint
   restoration) no longer drowns the others. The weighted mean keeps the plain mean's
   value (``mean_s(w_s L_s) = mean_s(L_s)``)."""
-  if balance not in TASK_BALANCES:
-    raise ValueError(f"task_balance must be one of {TASK_BALANCES}, got {balance!r}")
+  check_balance(balance)
   if balance == "none":
     return jnp.ones_like(share_losses)
   share_losses = jax.lax.stop_gradient(share_losses)
@@ -61,7 +66,7 @@ def supervised_loss(model, task, degrade: DegradeFn | None = None, *, shares: in
   batch is that many equal consecutive shares, one task (degradation) each, whose mean
   losses are weighted by ``share_weights(..., balance)`` (plain mean by default).
   """
-  share_weights(jnp.ones((shares,)), balance)  # refuse a bad mode when the loss is built
+  check_balance(balance)  # a bad mode fails when the loss is built, not in the step
 
   def loss_fn(params, batch_stats, batch, key):
     student_input, target, _ = task.views(key, batch, degrade)
