@@ -65,6 +65,11 @@ targets are missed; FusionDistill is above All-in-one (scratch) on the average.
 With task_balance='loss' (70m44s on a slower day, a test run sharing the machine for
 25 minutes): FusionDistill 31.50 / 28.61 / 24.66 dB, rain 27.62 dB Y (+0.6 over the
 input), haze 16.48 dB; All-in-one (scratch) 24.15 vs FusionDistill 24.12 on average.
+Since then Scratch's block equals the base's, so its row reports the joint base (the
+same recipe, not trained twice: ``fdjax.methods.finetune.scratch_is_base``), 24.03 dB
+on average; a run with FusionDistill trained 2 epochs took 59m34s on a slow day (the
+1-epoch config: about 55 minutes) and traded 1.1 dB of Rain100L for +0.16 dB at sigma
+25 and +0.7 dB haze, so FusionDistill keeps 1 epoch.
 """
 
 from fdjax.config import set_epochs
