@@ -7,12 +7,25 @@ from pathlib import Path
 
 import pytest
 
+# The suite compiles far more than it computes (tiny models, a few steps each), and most
+# of XLA:CPU's compile time is LLVM optimising the generated loops: level 0 skips that
+# (convolutions and matmuls still run in Eigen/oneDNN's own compiled kernels). Measured
+# in BUILD_NOTES.md ("Test suite"). Appended to the caller's XLA_FLAGS, before any test
+# module starts JAX; subprocesses inherit it through ``with_xla_flags``.
+TEST_XLA_FLAGS = "--xla_backend_optimization_level=0"
+os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_XLA_FLAGS}".strip()
+
+
+def with_xla_flags(flags: str) -> str:
+  """This process's XLA_FLAGS (the suite's own included) followed by ``flags``."""
+  return f"{os.environ.get('XLA_FLAGS', '')} {flags}".strip()
+
 
 def _run_on_eight_cpu_devices(script: str, expected: str) -> str:
   """Runs ``tests/<script>`` in a fresh Python on 8 simulated CPU devices (the device count
   is fixed when JAX starts, hence the subprocess); asserts that it exits 0 and prints
   ``expected``. Returns its stdout."""
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+  env = dict(os.environ, XLA_FLAGS=with_xla_flags("--xla_force_host_platform_device_count=8"),
              JAX_PLATFORMS="cpu")
   path = Path(__file__).with_name(script)
   result = subprocess.run([sys.executable, str(path)], env=env, capture_output=True, text=True,

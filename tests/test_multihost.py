@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import with_xla_flags
+
 SCRIPT = Path(__file__).with_name("multihost_check.py")
 TIMEOUT_S = 300
 
@@ -34,7 +36,7 @@ def _free_port() -> int:
 
 def _start(role: str, devices: int, port: int, workdir: Path) -> subprocess.Popen:
   env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+             XLA_FLAGS=with_xla_flags(f"--xla_force_host_platform_device_count={devices}"))
   return subprocess.Popen([sys.executable, str(SCRIPT), role, str(port), str(workdir)], env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 

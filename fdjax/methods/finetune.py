@@ -65,8 +65,11 @@ def _method(name: str, label: str, init_stage) -> Method:
   def init_of(ctx):
     return init_stage(ctx) if callable(init_stage) else init_stage
 
+  def is_base_copy(ctx):  # from random weights, and the base stage's own recipe
+    return init_stage is None and scratch_is_base(ctx)
+
   def stages(ctx):
-    if init_stage is None and scratch_is_base(ctx):
+    if is_base_copy(ctx):
       return {name: Stage(name, ("clean",), lambda r: base_copy_stage(r, name))}
     requires = (init_of(ctx),) if init_of(ctx) else ()
     return {name: Stage(name, requires, lambda r: combined_stage(r, name, init_of(r.ctx)),
@@ -75,7 +78,7 @@ def _method(name: str, label: str, init_stage) -> Method:
   def rows(runner):
     variables = runner.get(name)
     # The base model's own evaluation when this row reports it (one evaluation, cached).
-    scored = "clean" if init_stage is None and scratch_is_base(runner.ctx) else name
+    scored = "clean" if is_base_copy(runner.ctx) else name
     return Output([(label, runner.evaluate(scored, variables))],
                   models={label: one_model(variables)})
 
