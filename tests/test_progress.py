@@ -34,7 +34,8 @@ def test_eta_is_remaining_work_times_seconds_per_unit_measured_in_this_process()
   assert study.remaining() == 900
   assert study.describe() == "study: stage 2/4 experts/jpeg, 30s elapsed, ETA 3m00s"
   clock.now = 110.0
-  study.finish("experts/jpeg")               # 500 images in 100 s
+  study.advance("experts/jpeg", 500)         # 500 images in 100 s (fit's last advance)
+  study.finish("experts/jpeg")
   assert study.eta_seconds() == pytest.approx(500 * 0.2)
   assert study.describe() == "study: 2/4 stages done, 1m50s elapsed, ETA 1m40s"
 
@@ -45,7 +46,8 @@ def test_work_done_before_a_resume_counts_as_done_but_not_as_measured():
   study.finish("clean")
   study.start("experts/jpeg")
   clock.now = 100.0
-  study.finish("experts/jpeg")               # 500 images in 100 s
+  study.advance("experts/jpeg", 500)         # 500 images in 100 s (fit's last advance)
+  study.finish("experts/jpeg")
   study.start("experts/blur")
   study.advance("experts/blur", 300, measured=False)   # restored from a checkpoint
   assert study.remaining() == 200
@@ -61,6 +63,24 @@ def test_work_done_before_a_resume_counts_as_done_but_not_as_measured():
   assert study.describe() == "study: stage 4/4 evaluate, 1h02m elapsed, ETA 0s"
   study.finish("evaluate")
   assert study.describe().startswith("study: 4/4 stages done")
+
+
+def test_a_stage_started_then_found_on_disk_does_not_count_as_measured_work():
+  """The runner starts every stage it builds, also one that is then reused from disk:
+  its work leaves what remains, but it did none here, so the rate (and the ETA of the
+  stages after it) comes from the stages that trained."""
+  clock = FakeClock()
+  study = StudyProgress(PLAN, clock=clock)
+  study.start("clean")
+  clock.now = 0.5
+  study.finish("clean")                      # reused: 1000 images in 0.5 s were NOT trained
+  assert study.remaining() == 1000
+  study.start("experts/jpeg")
+  clock.now = 20.5
+  study.advance("experts/jpeg", 100)         # 100 images in 20 s
+  # (0.5 + 20) s / 100 images; 900 images remain (400 of this stage, 500 of the next).
+  assert study.eta_seconds() == pytest.approx(900 * 20.5 / 100)
+  assert study.describe() == "study: stage 2/4 experts/jpeg, 20s elapsed, ETA 3m04s"
 
 
 def test_a_resumed_stage_alone_gives_no_eta_until_it_advances():

@@ -116,3 +116,31 @@ def test_photos_source_tiles_and_whole_test_image():
   assert len(ds.train) + len(ds.validation) == 5 * 7  # 427x640 in 96-tiles, edges added
   test = ds.test_for("rain")
   assert test.sizes() == [(427, 640)] and not test.real and test.names == ("flower",)
+
+
+def test_planned_work_counts_the_real_pairs_each_stage_trains_on():
+  """A stage's planned images (the study ETA's work) are those its loop runs: the clean
+  tiles plus its degradations' real pairs, repeated to one share's worth
+  (``Dataset.training_split``), in whole batches of ``shares * batch_size``."""
+  import ml_collections
+  from types import SimpleNamespace
+  from fdjax.study.runner import Stage
+
+  clean = ImageSet.from_fields({"image": _images(12, 8, 8, 6)})
+  pairs = ImageSet.from_fields({"image": _images(2, 8, 8, 7), "target": _images(2, 8, 8, 8)})
+  data = Dataset("d", clean, clean, None, (), train_pairs={"rain": pairs})
+  names = ("denoise", "rain", "haze")
+  # Pairs repeated round(12 / (2 * 3)) = 2 times with three degradations, 6 with rain alone.
+  assert data.training_size(names) == len(data.training_split(names)) == 12 + 2 * 2
+  assert data.training_size(("rain",)) == len(data.training_split(("rain",))) == 12 + 2 * 6
+  assert data.training_size(("denoise",)) == 12
+  config = ml_collections.ConfigDict(dict(batch_size=4, fusiondistill=dict(epochs=2),
+                                          experts=dict(epochs=1)))
+  ctx = SimpleNamespace(dataset=data, degradations=names, config=config)
+  combined = Stage("fusiondistill", (), None, block="fusiondistill", shares=3)
+  # 16 examples x 3 shares = 48 per epoch, in steps of 3 x 4 = 12 images: 4 steps, 48 images.
+  assert combined.work(ctx) == 2 * 48
+  rain_expert = Stage("experts/rain", (), None, block="experts", levels=("rain",))
+  assert rain_expert.work(ctx) == 24          # 24 examples, 6 steps of 4
+  denoise_expert = Stage("experts/denoise", (), None, block="experts", levels=("denoise",))
+  assert denoise_expert.work(ctx) == 12

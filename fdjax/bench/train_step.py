@@ -32,8 +32,9 @@ slow down sharply (up to 10x measured) when other processes compete for the
 cores, XLA's thread pool much less, so a busy machine inflates the ratio.
 ``--cpus 1`` (the process is pinned to one CPU and torch uses one thread) gives
 a per-core comparison that is far less sensitive to other load. On CPU,
-``XLA_FLAGS=$RECOMMENDED_CPU_XLA_FLAGS`` (below) made the fdjax step 1.15-1.2x
-faster on one core (ResNet-20/56, jax 0.10.2).
+``XLA_FLAGS=$CPU_CONV_XLA_FLAGS`` (below: Eigen instead of YNNPACK for convolutions)
+once measured 1.15-1.2x faster on one core (ResNet-20/56, jax 0.10.2), but back to
+back on 2026-12-02 it made no difference (BUILD_NOTES.md, "Train step vs PyTorch").
 """
 
 from __future__ import annotations
@@ -59,8 +60,8 @@ from fdjax.train.step import make_train_step
 IMAGE_SHAPE = (32, 32, 3)
 NUM_CLASSES = 10
 LR, MOMENTUM, WEIGHT_DECAY = 0.1, 0.9, 1e-4
-# Eigen instead of YNNPACK for convolutions: 1.7-3x faster conv weight gradients on CPU (jax 0.10).
-RECOMMENDED_CPU_XLA_FLAGS = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
+# Eigen instead of YNNPACK for convolutions (an A/B setting for the bench, not a default).
+CPU_CONV_XLA_FLAGS = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
 
 
 def param_count(params) -> int:

@@ -134,6 +134,12 @@ def repeat(split: ImageSet, times: int) -> ImageSet:
                                for k, v in split.fields.items()})
 
 
+def _pair_repeats(clean: int, pairs: int, names: int) -> int:
+  """How often ``Dataset.training_split`` repeats ``pairs`` real pairs among ``clean``
+  clean examples shared by ``names`` degradations (one share's worth, at least once)."""
+  return max(1, round(clean / (pairs * names)))
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Dataset:
   """A named data set: train / test (and optional validation) splits plus class names.
@@ -164,11 +170,17 @@ class Dataset:
     clean = self.train.images
     parts = [(clean, clean, np.zeros(len(clean), bool))]
     for p in pairs:
-      times = max(1, round(len(clean) / (len(p) * len(names))))
+      times = _pair_repeats(len(clean), len(p), len(names))
       parts.append((np.concatenate([p.images] * times),
                     np.concatenate([p.fields["target"]] * times), np.ones(len(p) * times, bool)))
     return ImageSet.from_fields({k: np.concatenate([part[i] for part in parts])
                                  for i, k in enumerate(("image", "target", "real"))})
+
+  def training_size(self, names=()) -> int:
+    """``len(self.training_split(names))``, without building it."""
+    n = len(self.train)
+    return n + sum(len(p) * _pair_repeats(n, len(p), len(names))
+                   for d, p in self.train_pairs.items() if d in names)
 
   def test_for(self, name: str = "clean"):
     """The ``TestSet`` degradation ``name`` is scored on ('clean': the clean scores), or

@@ -36,7 +36,14 @@ def _stage(runner):
 def _stages(ctx):
   return {STAGE: Stage(STAGE, (fused_init(ctx), *stages.expert_names(ctx)), _stage,
                        block="moe", shares=len(ctx.degradations),
-                       uses=("distill_feature", *balance_uses(ctx.config)))}
+                       uses=("distill_feature", *balance_uses(ctx.config), *pairs_uses(ctx)))}
+
+
+def pairs_uses(ctx) -> tuple[str, ...]:
+  """``('data.train_pairs',)`` when the run has real training pairs: the student trains
+  on them since 2026-12-02 (before, on synthetic inputs only), so a student trained
+  without them is not reused."""
+  return ("data.train_pairs",) if ctx.dataset.train_pairs else ()
 
 
 def cost_shape(ctx, model) -> tuple[int, int, int, int]:

@@ -117,8 +117,9 @@ def recipe_parts(ctx, fused_variables: dict, expert_variables: list[dict]) -> di
       aux_loss_weight=cfg.balance_weight, router_weight=float(cfg.router_supervision),
       rng_streams=("gating",) if cfg.noisy_gating else (),
       balance=task_balance(ctx.config))
+  # Real training pairs (restoration) join its data as they join every combined stage's.
   parts = dict(loss_fn=loss_fn, init=init, frozen=stack_trees(expert_variables), shares=n,
-               selection_degrade=degrade, model=model)
+               selection_degrade=degrade, model=model, pairs=ctx.degradations)
   wraps = []
   if cfg.homogenize != "none":
     parts["grad_fn"] = per_task_value_and_grad(n)

@@ -30,7 +30,9 @@ class Stage:
   training, e.g. a weight soup). shares: images per step in units of batch_size.
   uses: other config fields (dotted) the result depends on; levels: the degradations
   whose level ranges it depends on (None: all of the plan). Both go into its
-  fingerprint (``fdjax.study.fingerprint``).
+  fingerprint (``fdjax.study.fingerprint``). A training stage's real training pairs
+  (restoration's ``Recipe.pairs``) are those of its ``levels``, and its planned
+  ``work`` counts them.
   """
 
   name: str
@@ -46,7 +48,8 @@ class Stage:
     if self.block is None:
       return 0
     epochs = int(ctx.config[self.block].epochs)
-    return epochs * steps_per_epoch(ctx, self.shares) * self.shares * ctx.config.batch_size
+    pairs = ctx.degradations if self.levels is None else self.levels
+    return epochs * steps_per_epoch(ctx, self.shares, pairs) * self.shares * ctx.config.batch_size
 
 
 def closure(graph: Mapping[str, Stage], names: Sequence[str]) -> list[str]:

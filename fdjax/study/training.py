@@ -78,9 +78,11 @@ def load_stage(ctx: RunContext, name: str, model=None) -> dict:
   return load_variables(stage_variables_path(ctx, name), ctx.template_variables(model))
 
 
-def steps_per_epoch(ctx: RunContext, shares: int = 1) -> int:
-  return data_lib.num_batches(len(ctx.dataset.train) * shares, shares * ctx.config.batch_size,
-                              drop_remainder=True)
+def steps_per_epoch(ctx: RunContext, shares: int = 1, pairs: tuple[str, ...] = ()) -> int:
+  """Steps of one epoch of a stage with ``shares`` and the real training pairs of
+  ``pairs`` (``Dataset.training_split``): what ``train_stage`` runs."""
+  return data_lib.num_batches(ctx.dataset.training_size(pairs) * shares,
+                              shares * ctx.config.batch_size, drop_remainder=True)
 
 
 def stage_key(seed: int, name: str) -> jax.Array:

@@ -95,9 +95,9 @@ class StudyProgress:
   ``stages``: ``(name, work)`` pairs in run order; ``work`` = training images the stage
   will process (``epochs * steps_per_epoch * batch_size``; 0 for stages that do not
   train). ``start(name)`` when a stage begins running, ``advance(name, done)`` with the
-  images processed so far in it, ``finish(name)`` when it is complete. ``finish`` of a
-  stage never started (reused from disk) removes its work from what remains, and no
-  time is measured for it.
+  images processed so far in it, ``finish(name)`` when it is complete. ``finish``
+  removes the stage's work from what remains; a stage never started, or started but
+  with nothing advanced (reused from disk), adds no measured work.
 
   ETA = remaining work x (seconds spent in stages started by THIS process / work they
   did in this process); ``ETA ?`` before any work was measured. Work done before a
@@ -140,9 +140,13 @@ class StudyProgress:
   def finish(self, name: str) -> None:
     self._check(name)
     if name in self._running:
+      # Only the work this process reported (``advance``) counts as measured: a stage
+      # started and then found complete on disk (reused) trained nothing here, and
+      # counting its whole work as done in a fraction of a second would make the ETA
+      # of everything after it near zero.
       started, base = self._running.pop(name)
       self._seconds += self._clock() - started
-      self._measured += self._work[name] - base
+      self._measured += self._done[name] - base
     self._done[name] = self._work[name]
     self._finished.add(name)
     if self._current == name:
