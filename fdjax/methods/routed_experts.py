@@ -7,8 +7,9 @@ classification, the U-Net student for restoration) has this row.
 
 Per image, the chosen expert is the top-1 of the student's ``features['router']`` (for
 per-pixel routing, of the gates averaged over the pixels of the unpadded image:
-``fdjax.moe.usage.image_choice``); every expert runs on the batch and each image keeps
-its chosen expert's output (a measurement of accuracy, not of speed). Columns, for the
+``fdjax.moe.usage.image_choice``), and only that expert restores it (``lax.map`` over
+the batch, the chosen expert's weights picked by index: one expert per image, not all
+N). Columns, for the
 deployed system (routing decision, then ONE expert), with the routing decision's cost
 read off the student's computation (``fdjax.moe.routing_cost``: the parameters
 ``features['router']`` depends on, XLA's FLOPs of computing it alone):
@@ -27,11 +28,9 @@ from __future__ import annotations
 import functools
 
 import jax
-import jax.numpy as jnp
 
 from fdjax import moe
 from fdjax.methods import fusiondistill_moe
-from fdjax.methods.ensemble import member_outputs
 from fdjax.methods.base import Method, Output
 from fdjax.moe import routing_cost
 from fdjax.moe.student import STAGE
@@ -49,8 +48,13 @@ def routed_predictor(task, router_model, expert_model):
 
   def predict(variables, images):
     choice = route(task, router_model, variables["router"], images)          # [B]
-    outputs = member_outputs(task, expert_model, variables["experts"], images)  # [N, B, ...]
-    return outputs[choice, jnp.arange(images.shape[0])]
+
+    def restore_one(args):  # ONE expert per image: the chosen expert's weights, batch of 1
+      index, image = args
+      chosen = jax.tree.map(lambda leaf: leaf[index], variables["experts"])
+      return task.predict(expert_model, chosen, image[None])[0]
+
+    return jax.lax.map(restore_one, (choice, images))
 
   return predict
 
