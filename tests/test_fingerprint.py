@@ -60,6 +60,18 @@ def test_upstream_change_changes_the_digest():
       f"upstream.clean: {a['upstream']['clean']} -> {b['upstream']['clean']}"]
 
 
+def test_a_used_field_added_as_a_dotted_key_is_named_in_the_differences():
+  """A stage that starts to depend on a nested field (``uses=('data.train_pairs',)``)
+  gets a top-level key that flattens onto the data block's own field: the message still
+  names it instead of saying nothing changed."""
+  pairs = {"rain": "raintrain"}
+  old = {"data": {"source": "sets", "train_pairs": pairs}}
+  new = {**old, "data.train_pairs": pairs}
+  assert fingerprint.digest(old) != fingerprint.digest(new)
+  assert fingerprint.differences(old, new) == [
+      "data.train_pairs: (absent) -> {'rain': 'raintrain'}"]
+
+
 def test_unknown_on_mismatch_value(tmp_path):
   with pytest.raises(ValueError, match="on_mismatch"):
     fingerprint.check_or_record(str(tmp_path / "s"), "s", _fields(), "ignore")

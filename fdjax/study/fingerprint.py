@@ -66,6 +66,14 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 def differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
   """``['clean.epochs: 2 -> 3', ...]`` over the flattened fields (sorted)."""
   a, b = _flatten(_plain(old)), _flatten(_plain(new))
+  found = [f"{k}: {a.get(k, '(absent)')} -> {b.get(k, '(absent)')}"
+           for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+  if found:
+    return found
+  # Flattening can hide a change: a top-level key that is itself a dotted path (a
+  # stage's ``uses``, e.g. 'data.train_pairs') flattens onto the same names as the
+  # nested field it names. Compare the top level as it is.
+  a, b = _plain(old), _plain(new)
   return [f"{k}: {a.get(k, '(absent)')} -> {b.get(k, '(absent)')}"
           for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
