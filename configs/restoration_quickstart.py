@@ -8,9 +8,10 @@ Tasks: denoise (AWGN, blind sigma 0..55, tested at 15/25/50), rain (synthetic st
 and haze (synthetic scattering), trained on 48x48 tiles of china.jpg and tested on the
 whole flower.jpg (427x640, padded to the U-Net's stride and cropped back); all test sets
 are synthetic here. Rows: Input (the degraded input scored), Oracle, Ensemble,
-All-in-one (scratch: the joint base itself, the same 16-epoch recipe), Vanilla FT, ModelSoups (one row: the U-Net has no BatchNorm),
-Fusing, FusionDistill, FusionDistill-MoE (K=1) and (K=2) (the U-Net student with three
-experts at its finest decoder level, routed per pixel), Routed experts (that student's
+All-in-one (scratch: the joint base itself, the same 16-epoch recipe), Vanilla FT,
+ModelSoups (one row: the U-Net has no BatchNorm), Fusing, FusionDistill,
+FusionDistill-MoE (K=1) and (K=2) (the U-Net student with three experts at its finest
+decoder level, routed per pixel), Routed experts (that student's
 router picks one expert per image). Columns: PSNR and SSIM per task and their average,
 parameters and relative FLOPs per image, the routers' routing accuracy.
 ``:tiny`` is a seconds-long version (two rows, a few steps) for tests.

@@ -13,12 +13,14 @@ import pytest
 # in BUILD_NOTES.md ("Test suite"). Appended to the caller's XLA_FLAGS, before any test
 # module starts JAX; subprocesses inherit it through ``with_xla_flags``.
 TEST_XLA_FLAGS = "--xla_backend_optimization_level=0"
-os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_XLA_FLAGS}".strip()
 
 
 def with_xla_flags(flags: str) -> str:
   """This process's XLA_FLAGS (the suite's own included) followed by ``flags``."""
   return f"{os.environ.get('XLA_FLAGS', '')} {flags}".strip()
+
+
+os.environ["XLA_FLAGS"] = with_xla_flags(TEST_XLA_FLAGS)
 
 
 def _run_on_eight_cpu_devices(script: str, expected: str) -> str:

@@ -3,8 +3,11 @@ sets (synthetic at explicit levels, real pairs as they are, images of several si
 scored against numpy PSNR and scikit-image SSIM, mixed real/synthetic training views,
 and the photos source."""
 
+from types import SimpleNamespace
+
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 from skimage.metrics import structural_similarity
@@ -16,6 +19,7 @@ from fdjax.data.testsets import TestSet
 from fdjax.degradations.plan import LevelPlan, eval_key
 from fdjax.eval import levels as levels_lib
 from fdjax.methods.inputs import identity_predictor
+from fdjax.study.runner import Stage
 from fdjax.tasks.restoration import RestorationTask
 
 TASK = RestorationTask(patch=None, flip=False, rot90=False)
@@ -122,10 +126,6 @@ def test_planned_work_counts_the_real_pairs_each_stage_trains_on():
   """A stage's planned images (the study ETA's work) are those its loop runs: the clean
   tiles plus its degradations' real pairs, repeated to one share's worth
   (``Dataset.training_split``), in whole batches of ``shares * batch_size``."""
-  import ml_collections
-  from types import SimpleNamespace
-  from fdjax.study.runner import Stage
-
   clean = ImageSet.from_fields({"image": _images(12, 8, 8, 6)})
   pairs = ImageSet.from_fields({"image": _images(2, 8, 8, 7), "target": _images(2, 8, 8, 8)})
   data = Dataset("d", clean, clean, None, (), train_pairs={"rain": pairs})
