@@ -26,6 +26,8 @@ from typing import Any, Literal
 import flax.linen as nn
 import jax.numpy as jnp
 
+from fdjax.models.materialize import materialize
+
 DEPTHS = (8, 20, 32, 56, 110)
 STAGE_WIDTHS = (16, 32, 64)
 Head = Literal["gap", "reference"]
@@ -54,7 +56,12 @@ class BasicBlock(nn.Module):
     if self.strides != 1 or x.shape[-1] != self.features:
       x = conv(self.features, (1, 1), (self.strides, self.strides), name="shortcut_conv")(x)
       x = self.norm(name="shortcut_norm")(x)
-    return nn.relu(x + y)
+    out = nn.relu(x + y)
+    # In training, the block's output in memory, so that XLA:CPU does not recompute the
+    # residual stream inside the backward pass's transposes (fdjax.models.materialize);
+    # inference has no such transposes, and its compiled program (and FLOP count) stays
+    # free of the cut.
+    return materialize(out) if norm_is_training(self.norm) else out
 
 
 class CifarResNet(nn.Module):
@@ -109,6 +116,12 @@ def batch_norm(train: bool, momentum: float, epsilon: float, dtype: Any):
   return functools.partial(nn.BatchNorm, use_running_average=not train, momentum=momentum,
                            epsilon=epsilon, dtype=dtype, param_dtype=PARAM_DTYPE,
                            force_float32_reductions=True)
+
+
+def norm_is_training(norm) -> bool:
+  """Whether a norm constructor of ``batch_norm`` normalises with batch statistics (a
+  training pass, which a backward pass follows)."""
+  return not norm.keywords.get("use_running_average", True)
 
 
 def classifier(pooled, num_classes: int):

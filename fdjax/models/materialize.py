@@ -1,0 +1,54 @@
+"""``materialize(x)``: an identity that makes XLA:CPU keep ``x`` in memory.
+
+XLA's CPU fusion pass treats elementwise producers as free to duplicate, so a consumer
+that reads a residual-stream activation ``x_k = relu(x_{k-1} + bn(conv(...)))`` may fuse
+the whole chain back to the start of the stage and recompute it, instead of reading the
+``x_k`` already in memory. In a ResNet's backward pass every weight-gradient convolution
+transposes its input activation (NHWC -> CHWN, the layout XLA:CPU's convolution wants for
+a weight gradient) and each of those transposes became such a fusion: with ``n`` blocks a
+stage, the work grows as ``n**2``. On ResNet-56 (9 blocks a stage) these transposes were
+59% of a float32 train step (BUILD_NOTES.md, "Train step vs PyTorch").
+
+``lax.optimization_barrier`` does not stop it: XLA:CPU expands barriers before fusion.
+A value that crosses a ``lax.cond`` boundary cannot be fused into the other side, so
+``materialize`` passes ``x`` through a ``cond`` whose two branches both return ``x``
+unchanged: one is the identity, the other multiplies by one (exact in IEEE arithmetic,
+NaNs and signed zeros included), because XLA merges two identical branches and then
+drops the ``cond``. The predicate is read from ``x`` so that it cannot be folded away.
+``tests/test_materialize.py`` checks the compiled CPU program, so a future XLA that sees
+through this fails a test rather than silently slowing the step down again.
+
+On other backends ``materialize`` returns ``x`` itself: a GPU conditional reads its
+predicate on the host, and the recomputation was found (and measured) on XLA:CPU only.
+Under ``vmap`` the ``cond`` of a batched predicate becomes a ``select`` of two equal
+values: no cut, the same values.
+
+The values, gradients and shapes are exactly those of ``x``: only where XLA keeps the
+array changes.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+
+def materialize(x: jax.Array, backend: str | None = None) -> jax.Array:
+  """``x`` unchanged (any shape and dtype, at least one element), kept in memory by XLA:CPU.
+
+  ``backend``: the platform the program is compiled for (default
+  ``jax.default_backend()`` at trace time); anything but ``'cpu'`` returns ``x`` as is.
+  """
+  if (backend or jax.default_backend()) != "cpu" or x.size == 0:
+    return x
+  pred = jnp.signbit(x.reshape(-1)[0])
+  return lax.cond(pred, _identity, _times_one, x)
+
+
+def _identity(x):
+  return x
+
+
+def _times_one(x):
+  return x * jnp.ones((), x.dtype)
