@@ -2,6 +2,7 @@
 8 devices equals the same step on 1 device."""
 
 import os
+import re
 import sys
 
 assert "xla_force_host_platform_device_count=8" in os.environ.get("XLA_FLAGS", "")
@@ -11,7 +12,8 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from fdjax.config import optimizer_config  # noqa: E402
-from fdjax.models import cifar_resnet  # noqa: E402
+from fdjax.models import cifar_resnet, resnet  # noqa: E402
+from fdjax.models.materialize import materialize  # noqa: E402
 from fdjax.train import (create_train_state, data_sharding, init_variables, make_mesh,  # noqa: E402
                          make_optimizer, make_train_step)
 from fdjax.tasks import Augment, ClassificationTask  # noqa: E402
@@ -47,5 +49,25 @@ worst = 0.0
 for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(eight)):
   np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
   worst = max(worst, float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)))))
+
+
+def collectives(materialize_fn):
+  """Counts of all-reduces and conditionals in the compiled 8-device gradient program,
+  with ``fdjax.models.resnet.materialize`` replaced by ``materialize_fn``."""
+  saved, resnet.materialize = resnet.materialize, materialize_fn
+  try:
+    grad = jax.jit(jax.grad(lambda p, b: loss_fn(p, state.batch_stats, b, jax.random.key(1))[0]))
+    text = grad.lower(state.params, placed).compile().as_text()
+  finally:
+    resnet.materialize = saved
+  return (len(re.findall(r" all-reduce(?:-start)?\(", text)),
+          len(re.findall(r" conditional\(", text)))
+
+
+# The residual-stream cut (fdjax.models.materialize) reads its predicate from a replicated
+# parameter: it adds conditionals but no collective to a batch-sharded step.
+with_cut, without_cut = collectives(materialize), collectives(lambda x, **_: x)
+assert with_cut[1] > 0 and without_cut[1] == 0, (with_cut, without_cut)
+assert with_cut[0] == without_cut[0], ("all-reduces with / without the cut", with_cut, without_cut)
 print(f"OK 1-device vs 8-device max abs diff {worst:.3g}")
 sys.exit(0)

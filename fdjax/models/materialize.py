@@ -34,15 +34,20 @@ import jax.numpy as jnp
 from jax import lax
 
 
-def materialize(x: jax.Array, backend: str | None = None) -> jax.Array:
-  """``x`` unchanged (any shape and dtype, at least one element), kept in memory by XLA:CPU.
+def materialize(x: jax.Array, anchor: jax.Array | None = None,
+                backend: str | None = None) -> jax.Array:
+  """``x`` unchanged (any shape and dtype), kept in memory by XLA:CPU.
 
-  ``backend``: the platform the program is compiled for (default
-  ``jax.default_backend()`` at trace time); anything but ``'cpu'`` returns ``x`` as is.
+  anchor: a non-empty array whose first element sets the ``cond``'s predicate (default
+  ``x``). Under a sharded batch pass a replicated one (a parameter): a predicate read
+  from a batch-sharded ``x`` costs an all-reduce per call. ``backend``: the platform
+  the program is compiled for (default ``jax.default_backend()`` at trace time);
+  anything but ``'cpu'`` returns ``x`` as is.
   """
-  if (backend or jax.default_backend()) != "cpu" or x.size == 0:
+  anchor = x if anchor is None else anchor
+  if (backend or jax.default_backend()) != "cpu" or x.size == 0 or anchor.size == 0:
     return x
-  pred = jnp.signbit(x.reshape(-1)[0])
+  pred = jnp.signbit(anchor.reshape(-1)[0])
   return lax.cond(pred, _identity, _times_one, x)
 
 

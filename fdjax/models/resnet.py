@@ -52,7 +52,8 @@ class BasicBlock(nn.Module):
     y = conv(self.features, (3, 3), (self.strides, self.strides), padding=((1, 1), (1, 1)))(x)
     y = nn.relu(self.norm()(y))
     y = conv(self.features, (3, 3), padding=((1, 1), (1, 1)))(y)
-    y = self.norm(scale_init=nn.initializers.ones)(y)
+    last_norm = self.norm(scale_init=nn.initializers.ones)
+    y = last_norm(y)
     if self.strides != 1 or x.shape[-1] != self.features:
       x = conv(self.features, (1, 1), (self.strides, self.strides), name="shortcut_conv")(x)
       x = self.norm(name="shortcut_norm")(x)
@@ -60,8 +61,11 @@ class BasicBlock(nn.Module):
     # In training, the block's output in memory, so that XLA:CPU does not recompute the
     # residual stream inside the backward pass's transposes (fdjax.models.materialize);
     # inference has no such transposes, and its compiled program (and FLOP count) stays
-    # free of the cut.
-    return materialize(out) if norm_is_training(self.norm) else out
+    # free of the cut. The cut's predicate comes from a (replicated) parameter, so a
+    # batch-sharded step needs no collective for it.
+    if not norm_is_training(self.norm):
+      return out
+    return materialize(out, anchor=last_norm.variables["params"]["scale"])
 
 
 class CifarResNet(nn.Module):
