@@ -14,14 +14,16 @@ A value that crosses a ``lax.cond`` boundary cannot be fused into the other side
 ``materialize`` passes ``x`` through a ``cond`` whose two branches both return ``x``
 unchanged: one is the identity, the other multiplies by one (exact in IEEE arithmetic,
 NaNs and signed zeros included), because XLA merges two identical branches and then
-drops the ``cond``. The predicate is read from ``x`` so that it cannot be folded away.
+drops the ``cond``. The predicate is read at run time from an array (``x``, or a
+replicated ``anchor`` such as a parameter, which a batch-sharded step can read without
+a collective) so that it cannot be folded away.
 ``tests/test_materialize.py`` checks the compiled CPU program, so a future XLA that sees
 through this fails a test rather than silently slowing the step down again.
 
 On other backends ``materialize`` returns ``x`` itself: a GPU conditional reads its
 predicate on the host, and the recomputation was found (and measured) on XLA:CPU only.
-Under ``vmap`` the ``cond`` of a batched predicate becomes a ``select`` of two equal
-values: no cut, the same values.
+Under ``vmap`` the ``cond`` of a batched predicate (e.g. a population's stacked
+parameters) becomes a ``select`` of two equal values: no cut, the same values.
 
 The values, gradients and shapes are exactly those of ``x``: only where XLA keeps the
 array changes.
