@@ -151,6 +151,9 @@ def apply_run(run: str, method: str, input_path: str, output: str, *, seed=None,
 
 
 def main(argv):
+  from fdjax import cpu_flags
+
+  cpu_flags.apply_defaults()  # before JAX starts: Eigen convolutions on CPU (see there)
   verbosity = start_cli(argv, flags)
   from fdjax.predictor import Tiling
 

@@ -48,6 +48,9 @@ _PROCESS_ID = flags.DEFINE_integer(
 
 
 def main(argv):
+  from fdjax import cpu_flags
+
+  cpu_flags.apply_defaults()  # before JAX starts: Eigen convolutions on CPU (see there)
   from fdjax import distributed, pipeline, xla_cache  # imported late: --help stays fast
 
   # fdjax's own INFO lines by default; --verbosity=1 (absl) shows every library's too.

@@ -44,6 +44,9 @@ def main(argv: list[str] | None = None) -> None:
       sys.exit(f"unknown subcommand {argv[0]!r}\n{msg}")
     print(msg)
     return
+  from fdjax import cpu_flags
+
+  cpu_flags.apply_defaults()  # fdjax's own runs' XLA:CPU flags, printed by the benches
   SUBCOMMANDS[argv[0]](argv[1:])
 
 

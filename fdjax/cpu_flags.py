@@ -1,0 +1,83 @@
+"""fdjax's default XLA:CPU flags: convolutions in Eigen (multi-threaded) instead of YNNPACK.
+
+On jaxlib 0.10, XLA:CPU hands each convolution to YNNPACK (``ynn_fusion`` in a
+profile), whose convolutions use one core here: a training step of the restoration
+U-Net runs about as fast on two cores as on one. With
+``--xla_cpu_experimental_ynn_fusion_type=-individual_convolution`` convolutions go to
+Eigen, which uses every core of XLA's thread pool (measured in BUILD_NOTES.md, "XLA:CPU
+convolutions on two cores": the plain U-Net's step 1.4-1.6x faster on the 2-core CPU,
+the same on one pinned core).
+
+``apply_defaults()`` adds that flag to ``XLA_FLAGS`` when all of these hold:
+
+* jaxlib is a version it was measured on (``TESTED_JAXLIB``: an unknown flag in
+  ``XLA_FLAGS`` is a fatal error in XLA, and the flag is marked experimental);
+* ``XLA_FLAGS`` does not already set ``--xla_cpu_experimental_ynn_fusion_type`` (a
+  user's choice wins: ``=+individual_convolution`` keeps YNNPACK's convolutions);
+* ``FDJAX_XLA_DEFAULTS`` is not ``0``;
+* JAX's backends are not started yet (XLA reads ``XLA_FLAGS`` once, when they start).
+
+The flag only concerns XLA:CPU; GPU and TPU runs are unaffected. The command-line entry
+points call it first (``fdjax.main``, ``fdjax.bench``); code that imports fdjax as a
+library keeps XLA's defaults unless it calls ``apply_defaults()`` before using JAX.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from importlib import metadata
+
+EIGEN_CONVOLUTIONS = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
+FLAG_NAME = EIGEN_CONVOLUTIONS.split("=")[0]
+TESTED_JAXLIB = ((0, 10),)   # (major, minor) versions the flag was measured on
+OPT_OUT_ENV = "FDJAX_XLA_DEFAULTS"
+
+
+def _major_minor(version: str) -> tuple[int, int] | None:
+  parts = version.split(".")
+  try:
+    return int(parts[0]), int(parts[1])
+  except (IndexError, ValueError):
+    return None
+
+
+def default_flags(xla_flags: str, jaxlib_version: str | None, opt_out: str | None = None
+                  ) -> str:
+  """``xla_flags`` with ``EIGEN_CONVOLUTIONS`` appended when the module docstring's
+  conditions on the jaxlib version, the flags already given and the opt-out hold;
+  otherwise ``xla_flags`` unchanged. Pure: no environment read."""
+  if opt_out == "0" or jaxlib_version is None:
+    return xla_flags
+  if _major_minor(jaxlib_version) not in TESTED_JAXLIB:
+    return xla_flags
+  if any(token.split("=")[0] == FLAG_NAME for token in xla_flags.split()):
+    return xla_flags
+  return f"{xla_flags} {EIGEN_CONVOLUTIONS}".strip()
+
+
+def _backends_started() -> bool:
+  bridge = sys.modules.get("jax._src.xla_bridge")
+  started = getattr(bridge, "backends_are_initialized", None)
+  return bool(started()) if callable(started) else False
+
+
+def _jaxlib_version() -> str | None:
+  try:
+    return metadata.version("jaxlib")
+  except metadata.PackageNotFoundError:
+    return None
+
+
+def apply_defaults(environ=None) -> bool:
+  """Sets ``environ['XLA_FLAGS']`` (default ``os.environ``) to ``default_flags(...)``
+  unless JAX's backends already started; returns whether it changed anything."""
+  environ = os.environ if environ is None else environ
+  if _backends_started():
+    return False
+  current = environ.get("XLA_FLAGS", "")
+  wanted = default_flags(current, _jaxlib_version(), environ.get(OPT_OUT_ENV))
+  if wanted == current:
+    return False
+  environ["XLA_FLAGS"] = wanted
+  return True
