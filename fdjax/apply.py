@@ -151,9 +151,6 @@ def apply_run(run: str, method: str, input_path: str, output: str, *, seed=None,
 
 
 def main(argv):
-  from fdjax import cpu_flags
-
-  cpu_flags.apply_defaults()  # before JAX starts: Eigen convolutions on CPU (see there)
   verbosity = start_cli(argv, flags)
   from fdjax.predictor import Tiling
 
@@ -169,4 +166,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  from fdjax import cpu_flags
+
+  cpu_flags.apply_defaults()   # before JAX starts (fdjax.cpu_flags)
   app.run(main)

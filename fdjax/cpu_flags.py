@@ -17,9 +17,10 @@ the same on one pinned core).
 * ``FDJAX_XLA_DEFAULTS`` is not ``0``;
 * JAX's backends are not started yet (XLA reads ``XLA_FLAGS`` once, when they start).
 
-The flag only concerns XLA:CPU; GPU and TPU runs are unaffected. The command-line entry
-points call it first (``fdjax.main``, ``fdjax.bench``); code that imports fdjax as a
-library keeps XLA's defaults unless it calls ``apply_defaults()`` before using JAX.
+The flag only concerns XLA:CPU; GPU and TPU runs are unaffected. The command lines call
+it first (``python -m fdjax.main``, ``python -m fdjax.apply``, ``python -m fdjax.bench``);
+code that imports fdjax as a library keeps XLA's defaults unless it calls
+``apply_defaults()`` before using JAX.
 """
 
 from __future__ import annotations

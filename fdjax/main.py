@@ -48,9 +48,6 @@ _PROCESS_ID = flags.DEFINE_integer(
 
 
 def main(argv):
-  from fdjax import cpu_flags
-
-  cpu_flags.apply_defaults()  # before JAX starts: Eigen convolutions on CPU (see there)
   from fdjax import distributed, pipeline, xla_cache  # imported late: --help stays fast
 
   # fdjax's own INFO lines by default; --verbosity=1 (absl) shows every library's too.
@@ -71,7 +68,11 @@ def main(argv):
 def run() -> None:
   """``app.run(main)``; an unknown ``--config.<field>`` (which ml_collections rejects
   while parsing flags, naming only the last part of the key) becomes one line naming
-  the field and the nearest existing ones, and exit status 2."""
+  the field and the nearest existing ones, and exit status 2. fdjax's XLA:CPU defaults
+  (``fdjax.cpu_flags``) are set first, before JAX starts."""
+  from fdjax import cpu_flags
+
+  cpu_flags.apply_defaults()
   try:
     app.run(main)
   except (AttributeError, KeyError):

@@ -37,3 +37,15 @@ def test_restoration_bench_prints_patches_and_megapixels_per_second(capsys):
   assert re.search(r"on cpu .*CPU \S", out), out
   assert re.search(r"\nunet +[0-9,]+ params  train +[0-9.]+ patches/s  inference +[0-9.]+ "
                    r"megapixels/s", out), out
+
+
+def test_restoration_bench_times_the_torch_peer_with_a_ratio(capsys):
+  pytest.importorskip("torch")
+  from fdjax.bench.__main__ import main
+  main(["restoration", "--variants", "unet", "--torch", *TINY])
+  out = capsys.readouterr().out
+  found = re.search(r"\nunet +[0-9,]+ params  train +([0-9.]+) patches/s  \(PyTorch "
+                    r"([0-9.]+) patches/s: ([0-9.]+)x\)", out)
+  assert found, out
+  ours, peer, ratio = map(float, found.groups())
+  assert ratio == pytest.approx(ours / peer, rel=0.01, abs=0.01)

@@ -44,11 +44,11 @@ def main(argv: list[str] | None = None) -> None:
       sys.exit(f"unknown subcommand {argv[0]!r}\n{msg}")
     print(msg)
     return
-  from fdjax import cpu_flags
-
-  cpu_flags.apply_defaults()  # fdjax's own runs' XLA:CPU flags, printed by the benches
   SUBCOMMANDS[argv[0]](argv[1:])
 
 
 if __name__ == "__main__":
+  from fdjax import cpu_flags
+
+  cpu_flags.apply_defaults()   # fdjax.main's XLA:CPU defaults, before JAX starts
   main()

@@ -3,7 +3,7 @@
 ``python -m fdjax.bench restoration [--variants unet,nafnet,promptir,measnet,moe]
 [--width 16] [--depth 2] [--patch 64] [--batch 8] [--steps 3] [--repeats 3] [--warmup 1]
 [--infer-size 256] [--infer-batch 1] [--experts 3] [--moe-stages decoder1] [--k 2]
-[--dtype float32]``
+[--dtype float32] [--torch]``
 
 Each variant is built the way a study builds it (``RestorationTask.build_model`` from
 ``config.restoration``; ``moe`` is FusionDistill-MoE's U-Net student,
@@ -19,8 +19,15 @@ experts, ``--moe-stages`` routed per pixel, top-``--k``) with random weights, an
 * inference: the jitted forward pass on ``--infer-batch`` images of ``--infer-size``
   squared; throughput in **megapixels/s** (``fdjax.moe.images_per_second`` x pixels).
 
-The header names the backend, its devices and the CPU model (``/proc/cpuinfo``), and
-the load average: on a shared machine the figures are indicative only.
+``--torch`` (needs PyTorch; plain ``unet`` only): the same U-Net in PyTorch
+(``fdjax.bench.torch_unet``, NCHW, ``torch.optim.RAdam``, L1, one thread per CPU of
+the process) on the same batch, timed alternately with fdjax's step; the line adds its
+patches/s and fdjax's ratio to it.
+
+The header names the backend, its devices and the CPU model (``/proc/cpuinfo``), the
+load average and ``XLA_FLAGS`` (``python -m fdjax.bench`` sets fdjax's XLA:CPU defaults,
+``fdjax.cpu_flags``; ``FDJAX_XLA_DEFAULTS=0`` keeps XLA's own): on a shared machine the
+figures are indicative only.
 """
 
 from __future__ import annotations
@@ -29,14 +36,13 @@ import argparse
 import os
 import platform
 import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 
 from fdjax import moe
-from fdjax.bench.train_step import stepper
+from fdjax.bench.train_step import stepper, time_alternating
 from fdjax.config import base_config, optimizer_config
 from fdjax.moe.unet_student import restoration_student
 from fdjax.tasks import DataSpec, RestorationTask
@@ -99,8 +105,28 @@ def train_runner(model, variables, args):
   return stepper(make_train_step(loss_fn, tx, mesh), state, data)
 
 
+def torch_train_runner(args):
+  """``run(steps)``: PyTorch's training steps of the plain U-Net (``--torch``)."""
+  import torch  # pylint: disable=import-outside-toplevel
+  from fdjax.bench import torch_unet  # pylint: disable=import-outside-toplevel
+
+  torch.manual_seed(0)
+  model = torch_unet.UNet(args.width, args.depth).train()
+  opt = torch.optim.RAdam(model.parameters(), lr=1e-4)
+  images, targets = torch.rand(2, args.batch, 3, args.patch, args.patch)
+
+  def run(steps: int) -> None:
+    for _ in range(steps):
+      opt.zero_grad(set_to_none=True)
+      (model(images) - targets).abs().mean().backward()
+      opt.step()
+
+  return run
+
+
 def measure(variant: str, args) -> dict:
-  """``{'params', 'patches_per_s', 'megapixels_per_s'}`` of one variant."""
+  """``{'params', 'patches_per_s', 'megapixels_per_s'}`` of one variant (and
+  ``'torch_patches_per_s'`` for ``unet`` with ``--torch``)."""
   model = build(variant, args)
   # Random weights (speed does not depend on them); rbg keys and one jitted init compile
   # far faster on CPU than threefry's, op by op.
@@ -111,16 +137,16 @@ def measure(variant: str, args) -> dict:
                                                   args.infer_size, 3))
   predict = jax.jit(lambda v, x: model.apply(v, x, train=False)[0])
   ips = moe.images_per_second(predict, variables, images, warmup=1, repeats=args.repeats)
-  run = train_runner(model, variables, args)   # the train step donates (deletes) variables
-  run(args.warmup)
-  times = []
-  for _ in range(args.repeats):
-    start = time.perf_counter()
-    run(args.steps)
-    times.append(time.perf_counter() - start)
-  patches = args.batch * args.steps / statistics.median(times)
-  return {"params": params, "patches_per_s": patches,
-          "megapixels_per_s": ips * args.infer_size ** 2 / 1e6}
+  runners = {"fdjax": train_runner(model, variables, args)}   # donates (deletes) variables
+  if args.torch and variant == "unet":
+    runners["torch"] = torch_train_runner(args)
+  times = time_alternating(runners, args.steps, args.repeats, args.warmup)
+  rate = {name: args.batch * args.steps / statistics.median(t) for name, t in times.items()}
+  result = {"params": params, "patches_per_s": rate["fdjax"],
+            "megapixels_per_s": ips * args.infer_size ** 2 / 1e6}
+  if "torch" in rate:
+    result["torch_patches_per_s"] = rate["torch"]
+  return result
 
 
 def _parse(argv):
@@ -141,6 +167,8 @@ def _parse(argv):
   p.add_argument("--moe-stages", default="decoder1", help="MoE student: routed U-Net levels")
   p.add_argument("--k", type=int, default=2, help="MoE student: top-K")
   p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+  p.add_argument("--torch", action="store_true",
+                 help="also time the plain U-Net in PyTorch (needs torch)")
   args = p.parse_args(argv)
   args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
   unknown = sorted(set(args.variants) - set(VARIANTS))
@@ -160,14 +188,22 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
         f"{args.repeats} repeats (median); inference {args.infer_batch} x "
         f"{args.infer_size}x{args.infer_size}; jax {jax.__version__} on "
         f"{jax.default_backend()} ({jax.device_count()} x {device.device_kind}); CPU "
-        f"{cpu_model()}, {cpus} CPU(s), load average {load:.1f}", flush=True)
+        f"{cpu_model()}, {cpus} CPU(s), load average {load:.1f}; "
+        f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}", flush=True)
+  if args.torch:
+    import torch  # pylint: disable=import-outside-toplevel
+
+    torch.set_num_threads(cpus)
   results = {}
   for variant in args.variants:
     r = measure(variant, args)
     label = (f"moe ({args.experts} experts, {args.moe_stages}, K={args.k})"
              if variant == "moe" else variant)
+    peer = (f"  (PyTorch {r['torch_patches_per_s']:.1f} patches/s: "
+            f"{r['patches_per_s'] / r['torch_patches_per_s']:.2f}x)"
+            if "torch_patches_per_s" in r else "")
     print(f"{label:<36} {r['params']:>9,} params  train {r['patches_per_s']:8.1f} patches/s"
-          f"  inference {r['megapixels_per_s']:7.2f} megapixels/s", flush=True)
+          f"{peer}  inference {r['megapixels_per_s']:7.2f} megapixels/s", flush=True)
     results[variant] = r
   if load > 0.5 * cpus:
     print(f"note: load average {load:.1f} on {cpus} CPU(s): other processes share the "

@@ -31,10 +31,10 @@ On a shared machine, read the printed load average: PyTorch's OpenMP threads
 slow down sharply (up to 10x measured) when other processes compete for the
 cores, XLA's thread pool much less, so a busy machine inflates the ratio.
 ``--cpus 1`` (the process is pinned to one CPU and torch uses one thread) gives
-a per-core comparison that is far less sensitive to other load. On CPU,
-``XLA_FLAGS=$CPU_CONV_XLA_FLAGS`` (below: Eigen instead of YNNPACK for convolutions)
-once measured 1.15-1.2x faster on one core (ResNet-20/56, jax 0.10.2), but back to
-back on 2026-12-02 it made no difference (BUILD_NOTES.md, "Train step vs PyTorch").
+a per-core comparison that is far less sensitive to other load. Run as
+``python -m fdjax.bench``, fdjax's XLA:CPU defaults apply (``fdjax.cpu_flags``:
+convolutions in Eigen instead of YNNPACK, as in ``fdjax.main``);
+``FDJAX_XLA_DEFAULTS=0`` times XLA's own defaults instead.
 """
 
 from __future__ import annotations
@@ -60,8 +60,6 @@ from fdjax.train.step import make_train_step
 IMAGE_SHAPE = (32, 32, 3)
 NUM_CLASSES = 10
 LR, MOMENTUM, WEIGHT_DECAY = 0.1, 0.9, 1e-4
-# Eigen instead of YNNPACK for convolutions (an A/B setting for the bench, not a default).
-CPU_CONV_XLA_FLAGS = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
 
 
 def param_count(params) -> int:
