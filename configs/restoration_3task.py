@@ -72,6 +72,12 @@ on average; a run with FusionDistill trained 2 epochs took 59m34s on a slow day 
 25 and +0.7 dB haze, so FusionDistill keeps 1 epoch. With the MoE student trained on
 the real rain pairs too and Routed experts running one expert per image: 56m19s wall;
 FusionDistill-MoE (K=2) 31.74 / 28.87 / 24.88 dB, rain 27.17 dB Y (K=1 26.79).
+With XLA:CPU's convolutions in Eigen (``fdjax.cpu_flags``, the command line's default
+since 2026-12-03): **38m23s wall**; FusionDistill 31.74 / 28.86 / 24.85 dB, rain
+27.72 dB Y (+0.70), haze 16.35 dB, three-task average 24.18 against All-in-one's
+23.67; the K=2 student 29.01 dB at sigma 25. Spending the freed time on 4 base and 3
+expert epochs (50m58s) raised All-in-one (24.24) but not FusionDistill (24.12, rain
+26.55 dB Y), so the epochs below stay.
 """
 
 from fdjax.config import set_epochs
