@@ -57,27 +57,17 @@ sigma 25, Adam + cosine):
   the input), 16.41 dB haze (-1.5) and 27.12 dB on clean images (+3.5); +0.8 dB on the
   three-task average.
 
-Measured (2026-12-02, idle 2-core AMD EPYC with AVX-512; BUILD_NOTES.md "The reduced
-three-task run"): 50m19s wall; Oracle 32.52 / 29.71 / 25.96 dB at sigma 15 / 25 / 50,
-rain 29.22 dB Y (input 27.02); FusionDistill 31.05 / 28.25 / 24.27 dB, rain 25.85 dB Y,
-haze 19.08 dB (Oracle 23.57): the issue's 29.5 dB, +3 dB-over-input and 0.3 dB-to-Oracle
-targets are missed; FusionDistill is above All-in-one (scratch) on the average.
-With task_balance='loss' (70m44s on a slower day, a test run sharing the machine for
-25 minutes): FusionDistill 31.50 / 28.61 / 24.66 dB, rain 27.62 dB Y (+0.6 over the
-input), haze 16.48 dB; All-in-one (scratch) 24.15 vs FusionDistill 24.12 on average.
-Since then Scratch's block equals the base's, so its row reports the joint base (the
-same recipe, not trained twice: ``fdjax.methods.finetune.scratch_is_base``), 24.03 dB
-on average; a run with FusionDistill trained 2 epochs took 59m34s on a slow day (the
-1-epoch config: about 55 minutes) and traded 1.1 dB of Rain100L for +0.16 dB at sigma
-25 and +0.7 dB haze, so FusionDistill keeps 1 epoch. With the MoE student trained on
-the real rain pairs too and Routed experts running one expert per image: 56m19s wall;
-FusionDistill-MoE (K=2) 31.74 / 28.87 / 24.88 dB, rain 27.17 dB Y (K=1 26.79).
-With XLA:CPU's convolutions in Eigen (``fdjax.cpu_flags``, the command line's default
-since 2026-12-03): **38m23s wall**; FusionDistill 31.74 / 28.86 / 24.85 dB, rain
-27.72 dB Y (+0.70), haze 16.35 dB, three-task average 24.18 against All-in-one's
-23.67; the K=2 student 29.01 dB at sigma 25. Spending the freed time on 4 base and 3
-expert epochs (50m58s) raised All-in-one (24.24) but not FusionDistill (24.12, rain
-26.55 dB Y), so the epochs below stay.
+Measured (2026-12-03, commit 0318813, idle 2-core AMD EPYC with AVX-512, XLA:CPU's
+convolutions in Eigen as ``fdjax.cpu_flags`` sets them; BUILD_NOTES.md "The reduced
+three-task run"): **38m23s wall**; Oracle 32.49 / 29.71 / 25.96 dB at sigma 15 / 25 / 50,
+rain 29.14 dB Y (input 27.02), haze 22.86 dB; FusionDistill 31.74 / 28.86 / 24.85 dB,
+rain 27.72 dB Y (+0.70), haze 16.35 dB, three-task average 24.18 against All-in-one's
+23.67; the K=2 student 29.01 dB at sigma 25. The issue's 29.5 dB, +3 dB-over-input and
+0.3 dB-to-Oracle targets are missed. Spending the freed time on 4 base and 3 expert
+epochs (50m58s) raised All-in-one (24.24) but not FusionDistill (24.12, rain 26.55 dB Y),
+so the epochs below stay; a 2-epoch FusionDistill (measured before the Eigen change)
+traded 1.1 dB of Rain100L for +0.16 dB at sigma 25. Earlier code states (plain mean
+loss, YNNPACK convolutions: 50m19s to 70m44s) and their tables: BUILD_NOTES.md.
 """
 
 from fdjax.config import set_epochs
