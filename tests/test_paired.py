@@ -143,3 +143,48 @@ def test_real_rain100l_pairs_and_the_published_input_psnr():
                                                          y_channel=True)) for _, s in groups])
   # The "rainy input" row of the deraining tables: 26.90 dB on Y over the 100 pairs.
   assert abs(float(psnr_y.mean()) - 26.90) < 0.01
+
+
+def test_identical_pairs_are_named_in_a_warning(tmp_path, caplog):
+  make_pairs(tmp_path / "s")
+  target = np.asarray(Image.open(tmp_path / "s" / "wrap" / "norain" / "p01.png"))
+  write_png(tmp_path / "s" / "wrap" / "rainy" / "p01.png", target)   # input = target
+  with caplog.at_level("WARNING", logger="fdjax.data.paired"):
+    d = load_paired(tmp_path / "s", input_dir="rainy", target_dir="norain")
+  assert len(d) == 3   # kept: a warning, not an error
+  assert [r.getMessage() for r in caplog.records if "identical" in r.getMessage()] == [
+      f"{tmp_path / 's' / 'wrap'}: 1 pair(s) have an input identical to the target, so they "
+      f"teach nothing (and score infinite PSNR): ['p01']"]
+  caplog.clear()
+  with caplog.at_level("WARNING", logger="fdjax.data.paired"):
+    load_paired(tmp_path / "s", target_dir="norain")    # clean-only: nothing to compare
+  assert not caplog.records
+
+
+def test_a_set_name_can_select_its_images_by_glob(tmp_path):
+  import ml_collections
+
+  from fdjax.data import restoration_sets
+  from fdjax.errors import ConfigError
+
+  sizes = ((40, 40),) * 3
+  targets = make_pairs(tmp_path / "root" / "pairs", sizes=sizes)
+  for i in range(4):
+    write_png(tmp_path / "root" / "clean" / f"c{i}.png", np.full((40, 40, 3), 60 * i, np.uint8))
+  data = ml_collections.ConfigDict(dict(
+      source="sets", root=str(tmp_path / "root"), train="clean:c[12]", test="clean",
+      test_pairs={"rain": "pairs:p0[02]"}, train_pairs={"rain": "pairs:p01"},
+      pair_dirs="rainy,norain", tile=20, validation_fraction=0.0, cache_dir=""))
+  ds = restoration_sets.load(data, patch=10, seed=0)
+  assert len(ds.train) == 2 * 4    # c1, c2: four 20-tiles each
+  assert sorted(np.unique(ds.train.images)) == [60, 120]
+  assert ds.test_for("rain").names == ("p00", "p02")
+  pairs = ds.train_pairs["rain"]
+  assert len(pairs) == 4
+  np.testing.assert_array_equal(pairs.fields["target"][0], targets["p01"][:20, :20])
+  np.testing.assert_array_equal(pairs.images[0], 255 - targets["p01"][:20, :20])
+  spec = lambda pairs: ml_collections.ConfigDict({**data.to_dict(), "train_pairs": {"rain": pairs}})
+  with pytest.raises(DataError, match=r"no image name matches 'rain\*' \(names: \['p00', "):
+    restoration_sets.load(spec("pairs:rain*"), patch=10, seed=0)
+  with pytest.raises(ConfigError, match=r"'pairs:': write '<set>' or '<set>:<glob>'"):
+    restoration_sets.load(spec("pairs:"), patch=10, seed=0)

@@ -10,7 +10,8 @@ Images pair by file name without extension (``001.png`` with ``001.png``; the
 extensions may differ). A name present on one side only is a ``DataError`` listing the
 first few such names of each side; an input whose size differs from its target's is a
 ``DataError`` naming the file and both sizes. A missing folder is a
-``MissingDataError`` naming the folders there are. Images decode to RGB uint8 (grey,
+``MissingDataError`` naming the folders there are; pairs whose input equals the
+target are named in a warning (they teach nothing). Images decode to RGB uint8 (grey,
 palette and RGBA converted). Archives are extracted once into fdjax's cache
 (``fdjax.data.archive``); decoded images are not cached (a 100-pair set decodes in
 about a second).
@@ -31,6 +32,7 @@ their input is made on device by a degradation):
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from pathlib import Path
 from typing import Sequence
@@ -44,6 +46,7 @@ from fdjax.data.splits import ImageSet
 from fdjax.errors import DataError, MissingDataError
 
 SHOWN = 5  # unpaired names listed in an error
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -226,4 +229,8 @@ def load_paired(path: str | Path, *, input_dir: str | None = None,
                       f"{target.shape[0]}; a pair must share one size")
     target_images.append(target)
     input_images.append(degraded)
+  same = [n for n, t, x in zip(names, target_images, input_images) if np.array_equal(t, x)]
+  if same:
+    log.warning("%s: %d pair(s) have an input identical to the target, so they teach "
+                "nothing (and score infinite PSNR): %s", root, len(same), same[:SHOWN])
   return PairedImages(name, tuple(names), tuple(target_images), tuple(input_images))

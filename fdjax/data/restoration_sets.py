@@ -13,6 +13,8 @@ config (``fdjax.config_restoration``)::
                              # with their set ('set5/baby')
     test_pairs.<degradation> = 'rain100l'   # a real paired test set for that degradation
     train_pairs.<degradation> = 'raintrain' # real training pairs mixed into its training
+                             # every set name may end in ':<glob>': only the images whose
+                             # name (no extension) matches, e.g. 'raintrain:rain12-*'
     pair_dirs = 'rainy,norain'              # input and target folders of paired sets
     tile = 0                 # training tile side (0: twice restoration.patch)
     validation_fraction      # seeded fraction of the training tiles held out (selection)
@@ -31,6 +33,7 @@ A missing set is a ``MissingDataError`` naming the folder and what is in it.
 
 from __future__ import annotations
 
+import fnmatch
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +89,27 @@ def photos() -> tuple[PairedImages, PairedImages]:
           PairedImages("photos", ("flower",), (np.asarray(images["flower"], np.uint8),)))
 
 
+def split_spec(spec: str) -> tuple[str, str | None]:
+  """``'name'`` -> ``('name', None)``; ``'name:glob'`` -> ``('name', 'glob')``."""
+  name, sep, pattern = spec.partition(":")
+  if not name or (sep and not pattern):
+    raise ConfigError(f"restoration set {spec!r}: write '<set>' or '<set>:<glob>' (e.g. "
+                      f"'raintrain:rain12-*')")
+  return name, pattern or None
+
+
+def select(images: PairedImages, pattern: str | None) -> PairedImages:
+  """The images whose name matches the glob ``pattern`` (``fnmatch``, case-sensitive), in
+  name order; ``None``: all. ``DataError`` naming some of the names when none matches."""
+  if pattern is None:
+    return images
+  keep = [i for i, n in enumerate(images.names) if fnmatch.fnmatchcase(n, pattern)]
+  if not keep:
+    raise DataError(f"{images.name}: no image name matches {pattern!r} (names: "
+                    f"{list(images.names[:5])}{' ...' if len(images) > 5 else ''})")
+  return images.take(keep)
+
+
 def _first(images: PairedImages, n: int | None) -> PairedImages:
   return images if not n or n >= len(images) else images.take(range(n))
 
@@ -135,16 +159,17 @@ def load(data, *, patch: int, seed: int = 0) -> Dataset:
     if not root.is_dir():
       raise MissingDataError(f"restoration data folder {root} does not exist (config.data.root"
                              f"={data.root!r}, relative to {repository()})")
-    read = lambda name: modcrop(_first(load_paired(_set_path(root, name), cache_dir=cache),
-                                       limit), multiple)
+    def read(spec, **dirs):
+      name, pattern = split_spec(spec)
+      images = select(load_paired(_set_path(root, name), cache_dir=cache, **dirs), pattern)
+      return modcrop(_first(images, limit), multiple)
+
     train_images = _first(_concat([read(n) for n in parse_list(data.train)]),
                           int(data.get("max_train_images", 0)) or None)
     test_images = _concat([read(n) for n in parse_list(data.test)], prefix=True)
     input_dir, target_dir = (parse_list(data.pair_dirs) + ["", ""])[:2]
 
-    def pairs_of(name):
-      return modcrop(_first(load_paired(_set_path(root, name), input_dir=input_dir,
-                                        target_dir=target_dir, cache_dir=cache), limit), multiple)
+    pairs_of = lambda spec: read(spec, input_dir=input_dir, target_dir=target_dir)
   else:
     raise ConfigError(f"restoration data.source must be one of {SOURCES}, got {source!r}")
   test_pairs = {d: n for d, n in (data.get("test_pairs") or {}).items() if n}
