@@ -158,7 +158,33 @@ def test_identical_pairs_are_named_in_a_warning(tmp_path, caplog):
   caplog.clear()
   with caplog.at_level("WARNING", logger="fdjax.data.paired"):
     load_paired(tmp_path / "s", target_dir="norain")    # clean-only: nothing to compare
-  assert not caplog.records
+    load_paired(tmp_path / "s", input_dir="rainy", target_dir="norain", select="p0[02]")
+  assert not caplog.records   # nor when the identical pair is not selected
+
+
+def test_pair_check_rows_against_numpy():
+  from fdjax.data.pair_check import markdown, pair_rows
+  from fdjax.data.paired import PairedImages
+
+  rng = np.random.default_rng(1)
+  target = rng.integers(40, 200, (16, 20, 3), dtype=np.uint8)
+  degraded = target.astype(np.int16)
+  degraded[:8] += 20                        # top half raised by 20 in every channel
+  degraded[8:12, :, 0] -= 30                # a quarter: red lowered by 30 (luma -7.7: under 12.75)
+  degraded[12:, :10] -= 13                  # an eighth lowered by 13 in every channel (luma -11.3)
+  degraded[12:, 10:] -= 15                  # an eighth lowered by 15 (luma -13.1: counted)
+  degraded = degraded.astype(np.uint8)
+  images = PairedImages("s", ("a", "b"), (target, target), (degraded, target.copy()))
+  a, b = pair_rows(images)
+  diff = degraded.astype(np.float64) - target
+  assert a["size"] == "20x16" and a["raised"] == 0.5 and a["lowered"] == 0.125
+  np.testing.assert_allclose([a["shift_r"], a["shift_g"], a["shift_b"]], diff.mean(axis=(0, 1)))
+  np.testing.assert_allclose(a["psnr_rgb"], 10 * np.log10(255 ** 2 / np.mean(diff ** 2)),
+                             atol=1e-3)
+  luma = diff @ (np.array([65.481, 128.553, 24.966]) / 255)
+  np.testing.assert_allclose(a["psnr_y"], 10 * np.log10(255 ** 2 / np.mean(luma ** 2)), atol=1e-3)
+  assert not a["identical"] and b["identical"] and b["psnr_y"] == np.inf and b["lowered"] == 0
+  assert "| a | 20x16 |" in markdown([a]) and "identical |" in markdown([b])
 
 
 def test_a_set_name_can_select_its_images_by_glob(tmp_path):
@@ -184,7 +210,7 @@ def test_a_set_name_can_select_its_images_by_glob(tmp_path):
   np.testing.assert_array_equal(pairs.fields["target"][0], targets["p01"][:20, :20])
   np.testing.assert_array_equal(pairs.images[0], 255 - targets["p01"][:20, :20])
   spec = lambda pairs: ml_collections.ConfigDict({**data.to_dict(), "train_pairs": {"rain": pairs}})
-  with pytest.raises(DataError, match=r"no image name matches 'rain\*' \(names: \['p00', "):
+  with pytest.raises(DataError, match=r"pairs.*: no image name matches .rain\*. \(names: \[.p00., "):
     restoration_sets.load(spec("pairs:rain*"), patch=10, seed=0)
   with pytest.raises(ConfigError, match=r"'pairs:': write '<set>' or '<set>:<glob>'"):
     restoration_sets.load(spec("pairs:"), patch=10, seed=0)

@@ -32,6 +32,7 @@ their input is made on device by a degradation):
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import logging
 import os
 from pathlib import Path
@@ -174,6 +175,16 @@ def _find_root(path: Path, wanted: Sequence[str]) -> Path:
                          f"<root>/<target_dir>/<name>, or clean images")
 
 
+def _selected(root: Path, names: list[str], pattern: str | None) -> list[str]:
+  if pattern is None:
+    return names
+  keep = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+  if not keep:
+    raise DataError(f"{root}: no image name matches {pattern!r} (names: {names[:SHOWN]}"
+                    f"{' ...' if len(names) > SHOWN else ''})")
+  return keep
+
+
 def _read(path: Path) -> np.ndarray:
   try:
     with Image.open(path) as im:
@@ -195,9 +206,11 @@ def _open(path: str | Path, cache_dir: str | None) -> tuple[Path, str]:
 
 def load_paired(path: str | Path, *, input_dir: str | None = None,
                 target_dir: str | None = None, cache_dir: str | None = None,
-                max_images: int | None = None) -> PairedImages:
+                max_images: int | None = None, select: str | None = None) -> PairedImages:
   """Loads a paired (``input_dir`` given) or clean-only folder or archive (module
-  docstring). ``max_images``: only the first that many names (sorted) are decoded."""
+  docstring). ``select``: only the names (no extension) matching this glob
+  (``fnmatch``, case-sensitive; ``DataError`` naming some names when none does);
+  ``max_images``: only the first that many of the names (sorted) are decoded."""
   if input_dir is not None and target_dir is None:
     raise ValueError("a paired source needs target_dir as well as input_dir")
   tree, name = _open(path, cache_dir)
@@ -208,7 +221,7 @@ def load_paired(path: str | Path, *, input_dir: str | None = None,
     raise DataError(f"{root / (target_dir or '')} contains no images (extensions "
                     f"{sorted(IMAGE_EXTENSIONS)})")
   if input_dir is None:
-    names = sorted(targets)[:max_images]
+    names = _selected(root, sorted(targets), select)[:max_images]
     return PairedImages(name, tuple(names), tuple(_read(targets[n]) for n in names))
   inputs = _images_by_stem(root / input_dir)
   if set(inputs) != set(targets):
@@ -219,7 +232,7 @@ def load_paired(path: str | Path, *, input_dir: str | None = None,
              if names]
     raise DataError(f"{root}: {' and '.join(parts)} (pairs share a file name without "
                     f"extension)")
-  names = sorted(targets)[:max_images]
+  names = _selected(root, sorted(targets), select)[:max_images]
   target_images, input_images = [], []
   for n in names:
     target, degraded = _read(targets[n]), _read(inputs[n])

@@ -33,7 +33,6 @@ A missing set is a ``MissingDataError`` naming the folder and what is in it.
 
 from __future__ import annotations
 
-import fnmatch
 from pathlib import Path
 
 import numpy as np
@@ -98,18 +97,6 @@ def split_spec(spec: str) -> tuple[str, str | None]:
   return name, pattern or None
 
 
-def select(images: PairedImages, pattern: str | None) -> PairedImages:
-  """The images whose name matches the glob ``pattern`` (``fnmatch``, case-sensitive), in
-  name order; ``None``: all. ``DataError`` naming some of the names when none matches."""
-  if pattern is None:
-    return images
-  keep = [i for i, n in enumerate(images.names) if fnmatch.fnmatchcase(n, pattern)]
-  if not keep:
-    raise DataError(f"{images.name}: no image name matches {pattern!r} (names: "
-                    f"{list(images.names[:5])}{' ...' if len(images) > 5 else ''})")
-  return images.take(keep)
-
-
 def _first(images: PairedImages, n: int | None) -> PairedImages:
   return images if not n or n >= len(images) else images.take(range(n))
 
@@ -161,7 +148,7 @@ def load(data, *, patch: int, seed: int = 0) -> Dataset:
                              f"={data.root!r}, relative to {repository()})")
     def read(spec, **dirs):
       name, pattern = split_spec(spec)
-      images = select(load_paired(_set_path(root, name), cache_dir=cache, **dirs), pattern)
+      images = load_paired(_set_path(root, name), cache_dir=cache, select=pattern, **dirs)
       return modcrop(_first(images, limit), multiple)
 
     train_images = _first(_concat([read(n) for n in parse_list(data.train)]),
