@@ -214,3 +214,29 @@ def test_a_set_name_can_select_its_images_by_glob(tmp_path):
     restoration_sets.load(spec("pairs:rain*"), patch=10, seed=0)
   with pytest.raises(ConfigError, match=r"'pairs:': write '<set>' or '<set>:<glob>'"):
     restoration_sets.load(spec("pairs:"), patch=10, seed=0)
+
+
+def test_pair_check_command_prints_a_row_per_pair_and_one_line_errors(tmp_path, capsys):
+  from absl import flags
+
+  from fdjax.data import pair_check
+
+  def run(*args):
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["pair_check", *args])
+    try:
+      pair_check.main(["pair_check"])
+    finally:
+      flags.FLAGS.unparse_flags()
+
+  make_pairs(tmp_path / "s")
+  run(f"--set={tmp_path / 's'}")
+  out = capsys.readouterr().out.splitlines()
+  assert out[0].startswith("s: 3 pairs;") and len(out) == 1 + 2 + 3
+  assert out[3].startswith("| p00 | 8x6 |")
+  for args, needle in (((), "missing --set"), ((f"--set={tmp_path / 'none'}",), "does not exist"),
+                       ((f"--set={tmp_path / 's'}", "--pair_dirs=in,out"), "found no folders")):
+    with pytest.raises(SystemExit) as exit_info:
+      run(*args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and len(err) == 1 and needle in err[0], err
