@@ -61,17 +61,18 @@ sigma 25, Adam + cosine):
   the input), 16.41 dB haze (-1.5) and 27.12 dB on clean images (+3.5); +0.8 dB on the
   three-task average.
 
-Measured (2026-12-03, commit 0318813, idle 2-core AMD EPYC with AVX-512, XLA:CPU's
+Measured (2026-12-03, commit b15db41, idle 2-core AMD EPYC with AVX-512, XLA:CPU's
 convolutions in Eigen as ``fdjax.cpu_flags`` sets them; BUILD_NOTES.md "The reduced
-three-task run"): **38m23s wall**; Oracle 32.49 / 29.71 / 25.96 dB at sigma 15 / 25 / 50,
-rain 29.14 dB Y (input 27.02), haze 22.86 dB; FusionDistill 31.74 / 28.86 / 24.85 dB,
-rain 27.72 dB Y (+0.70), haze 16.35 dB, three-task average 24.18 against All-in-one's
-23.67; the K=2 student 29.01 dB at sigma 25. The issue's 29.5 dB, +3 dB-over-input and
-0.3 dB-to-Oracle targets are missed. Spending the freed time on 4 base and 3 expert
-epochs (50m58s) raised All-in-one (24.24) but not FusionDistill (24.12, rain 26.55 dB Y),
-so the epochs below stay; a 2-epoch FusionDistill (measured before the Eigen change)
-traded 1.1 dB of Rain100L for +0.16 dB at sigma 25. Earlier code states (plain mean
-loss, YNNPACK convolutions: 50m19s to 70m44s) and their tables: BUILD_NOTES.md.
+three-task run"): **40m18s wall**; Oracle 32.47 / 29.69 / 25.98 dB at sigma 15 / 25 / 50,
+rain 30.01 dB Y (input 27.02), haze 23.30 dB; FusionDistill 31.65 / 28.86 / 24.92 dB,
+rain 28.97 dB Y (+1.95), haze 16.56 dB, three-task average 24.67 against All-in-one's
+24.13; the K=2 student 29.02 dB at sigma 25. The issue's 29.5 dB, +3 dB-over-input and
+0.3 dB-to-Oracle targets are missed. Longer stages were probed and not adopted: 4 base
+and 3 expert epochs (with all 22 rain pairs) raised All-in-one more than FusionDistill;
+3 expert and 2 FusionDistill epochs (with the Rain12 pairs, about 44 minutes) gave
++0.13 dB at sigma 25 and +2.3 dB haze but lost 1.9 dB of Rain100L: a second
+FusionDistill epoch fits the synthetic streaks of the validation tiles, not real rain.
+Earlier code states and their tables: BUILD_NOTES.md.
 """
 
 from fdjax.config import set_epochs
