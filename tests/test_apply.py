@@ -12,7 +12,6 @@ import jax
 import ml_collections
 import numpy as np
 import pytest
-from absl import flags
 from PIL import Image
 
 import fdjax
@@ -24,6 +23,7 @@ from fdjax.eval import inference
 from fdjax.load import ModelNotInRunError, RunError, StageNotFinishedError, UnknownModelError
 from fdjax.predictor import Tiling, load_predictor
 from fdjax.train.variables_io import save_variables
+from absl_cli import run_main
 from random_weights import random_variables
 
 TINY_UNET = dict(model="unet", width=4, depth=1, blocks=1, middle_blocks=1)
@@ -174,12 +174,7 @@ def write_images(folder, shapes, ext=".png"):
 
 def run_cli(*args):
   """``python -m fdjax.apply`` in-process: parses ``args`` and calls its ``main``."""
-  flags.FLAGS.unparse_flags()
-  flags.FLAGS(["fdjax.apply", *args])
-  try:
-    apply_cli.main(["fdjax.apply"])
-  finally:
-    flags.FLAGS.unparse_flags()
+  run_main(apply_cli.main, "fdjax.apply", *args)
 
 
 def test_cli_restores_a_folder(restoration_run, tmp_path, capsys):

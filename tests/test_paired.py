@@ -217,17 +217,11 @@ def test_a_set_name_can_select_its_images_by_glob(tmp_path):
 
 
 def test_pair_check_command_prints_a_row_per_pair_and_one_line_errors(tmp_path, capsys):
-  from absl import flags
+  from absl_cli import run_main
 
   from fdjax.data import pair_check
 
-  def run(*args):
-    flags.FLAGS.unparse_flags()
-    flags.FLAGS(["pair_check", *args])
-    try:
-      pair_check.main(["pair_check"])
-    finally:
-      flags.FLAGS.unparse_flags()
+  run = lambda *args: run_main(pair_check.main, "fdjax.data.pair_check", *args)
 
   make_pairs(tmp_path / "s")
   run(f"--set={tmp_path / 's'}")

@@ -23,8 +23,8 @@ import numpy as np
 from absl import app, flags
 
 from fdjax.console import start_cli
-from fdjax.errors import cli_errors
 from fdjax.data.paired import PairedImages, load_paired
+from fdjax.errors import UserError, cli_errors
 
 THRESHOLD = 12.75  # luma change counted as raised / lowered (0..255 scale): 5 % of the range
 COLUMNS = ("name", "size", "psnr_rgb", "psnr_y", "raised", "lowered", "shift_r", "shift_g",
@@ -47,11 +47,11 @@ def pair_rows(images: PairedImages, threshold: float = THRESHOLD) -> list[dict]:
   weights = np.asarray(image_quality.BT601_WEIGHTS, np.float64) / 255.0
   rows = []
   for name, target, degraded in zip(images.names, images.targets, images.inputs):
-    x, t = degraded.astype(np.float64), target.astype(np.float64)
-    luma = (x - t) @ weights
-    shift = (x - t).reshape(-1, 3).mean(axis=0)
+    diff = degraded.astype(np.float64) - target
+    luma = diff @ weights
+    shift = diff.reshape(-1, 3).mean(axis=0)
     rows.append(dict(
-        name=name, size=f"{t.shape[1]}x{t.shape[0]}",
+        name=name, size=f"{target.shape[1]}x{target.shape[0]}",
         psnr_rgb=float(image_quality.psnr(degraded, target)),
         psnr_y=float(image_quality.psnr(degraded, target, y_channel=True)),
         raised=float(np.mean(luma > threshold)), lowered=float(np.mean(luma < -threshold)),
@@ -75,8 +75,6 @@ def markdown(rows: list[dict]) -> str:
 def main(argv):
   verbosity = start_cli(argv, flags)
   with cli_errors(verbosity):
-    from fdjax.errors import UserError
-
     if _SET.value is None:
       raise UserError("missing --set; usage: python -m fdjax.data.pair_check --set=<folder or "
                       ".tar> [--pair_dirs=rainy,norain]")
