@@ -110,7 +110,6 @@ def test_training_reduces_loss_on_a_learnable_problem(tmp_path):
   labels = rng.integers(0, 2, 128).astype(np.int32)
   images = np.where(labels[:, None, None, None] == 1, 200, 40).astype(np.uint8)
   images = np.broadcast_to(images, (128, 32, 32, 3)).copy()
-  split = ImageSet(images, labels)
   _, _, _, _, mesh, _ = _tiny_setup(tmp_path)
   model = cifar_resnet(8, 2)
   loss_fn = supervised_loss(model, ClassificationTask("unit", NO_AUGMENT))
