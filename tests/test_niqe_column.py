@@ -98,8 +98,9 @@ def test_niqe_fitness_ranks_a_blurred_member_below_a_sharp_one_as_niqe_does():
   assert direct[1] > direct[0] + 1.0 and fitness[0] > fitness[1]
 
 
-def test_niqe_fitness_needs_tiles_of_two_blocks_after_the_shave():
+def test_niqe_fitness_needs_tiles_of_two_blocks_after_the_shave(tmp_path):
   config = population_sr.get_config("smoke")
+  config.data.root = str(tmp_path)   # validation checks the folder exists, not its sets
   config.ea_adam.perception_fitness = "niqe"
   with pytest.raises(ConfigError, match=r"data.tile >= 200, got 64x64"):
     validate_config(config, device_count=1)
