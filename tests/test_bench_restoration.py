@@ -48,4 +48,7 @@ def test_restoration_bench_times_the_torch_peer_with_a_ratio(capsys):
                     r"([0-9.]+) patches/s: ([0-9.]+)x\)", out)
   assert found, out
   ours, peer, ratio = map(float, found.groups())
-  assert ratio == pytest.approx(ours / peer, rel=0.01, abs=0.01)
+  # Both rates are printed to 0.1 patches/s and the ratio to 0.01 (from the unrounded
+  # rates): the printed rates bound it to within their rounding.
+  half = 0.05
+  assert (ours - half) / (peer + half) - 0.005 <= ratio <= (ours + half) / (peer - half) + 0.005
