@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 from absl import app, flags
 
+from fdjax.config import parse_list
 from fdjax.console import start_cli
 from fdjax.data.paired import PairedImages, load_paired
 from fdjax.errors import UserError, cli_errors
@@ -78,8 +79,8 @@ def main(argv):
     if _SET.value is None:
       raise UserError("missing --set; usage: python -m fdjax.data.pair_check --set=<folder or "
                       ".tar> [--pair_dirs=rainy,norain]")
-    input_dir, _, target_dir = _DIRS.value.partition(",")
-    images = load_paired(_SET.value, input_dir=input_dir, target_dir=target_dir or None)
+    input_dir, target_dir = (parse_list(_DIRS.value) + [None, None])[:2]
+    images = load_paired(_SET.value, input_dir=input_dir, target_dir=target_dir)
     print(f"{images.name}: {len(images)} pairs; raised / lowered = pixels whose luma the "
           f"input changes by more than {_THRESHOLD.value:g} (0..255)")
     print(markdown(pair_rows(images, _THRESHOLD.value)))
