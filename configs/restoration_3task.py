@@ -76,6 +76,9 @@ mean luma falls 4.3 instead of 3.3 levels, though Rain100L's rain has no veil). 
 distillation weight gamma (0, 0.1, 1, 3), FusionDistill's learning rate, more real
 rain pairs and a weighted or greedy soup as its start moved sigma 25 by at most 0.16 dB
 (the greedy soup: -0.40) and did not lift Rain100L.
+A dark-channel input, a narrower haze range and a router supervised on the Rain12
+pairs as well did not separate Rain100L's rain from haze either (BUILD_NOTES.md, "A task
+signal for the rain/haze confusion").
 Earlier code states and their tables: BUILD_NOTES.md.
 """
 
