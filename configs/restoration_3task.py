@@ -112,6 +112,9 @@ def get_config(arg: str | None = None):
   # error no longer drowns denoising and deraining (the module docstring's probe).
   config.task_balance = "loss"
   config.restoration.update(model="unet", width=32, depth=3, blocks=2, patch=128)
+  # The image's dark-channel level as a fourth input channel: real rain no longer looks
+  # like haze to the joint models (the module docstring; fdjax.models.image_prior).
+  config.restoration.image_prior = "dark_channel"
   config.batch_size = 16
   config.eval_batch_size = 3
   config.log_every_steps = 100

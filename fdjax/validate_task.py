@@ -32,6 +32,7 @@ def model_features(config) -> list[str]:
 def _restoration_block(config, problems: list[str]) -> None:
   from fdjax.errors import ConfigError
   from fdjax.tasks import restoration_scoring as scoring_lib
+  from fdjax.models.image_prior import PRIORS
   from fdjax.tasks.restoration import DEFAULTS, LOSSES, MODELS, DTYPES
 
   block = config.get("restoration")
@@ -45,6 +46,7 @@ def _restoration_block(config, problems: list[str]) -> None:
   rules = {"model": (lambda v: v in MODELS, f"one of {sorted(MODELS)}"),
            "dtype": (lambda v: v in DTYPES, f"one of {sorted(DTYPES)}"),
            "loss": (lambda v: v in LOSSES, f"one of {LOSSES}"),
+           "image_prior": (lambda v: v in PRIORS, f"one of {PRIORS}"),
            "width": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
            "depth": (lambda v: isinstance(v, int) and 0 <= v <= 6, "an integer in 0..6"),
            "middle_blocks": (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),

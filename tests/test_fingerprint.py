@@ -75,3 +75,17 @@ def test_a_used_field_added_as_a_dotted_key_is_named_in_the_differences():
 def test_unknown_on_mismatch_value(tmp_path):
   with pytest.raises(ValueError, match="on_mismatch"):
     fingerprint.check_or_record(str(tmp_path / "s"), "s", _fields(), "ignore")
+
+
+def test_restoration_options_added_later_keep_older_runs_valid():
+  # A run saved before restoration.image_prior existed recorded the block without it;
+  # today's default block must fingerprint the same, and the new value must not.
+  from fdjax.config_restoration import restoration_config
+
+  block = restoration_config().restoration
+  saved_before = {k: v for k, v in block.to_dict().items() if k != "image_prior"}
+  assert fingerprint.restoration_fields(block) == saved_before
+  block.image_prior = "dark_channel"
+  assert fingerprint.differences({"restoration": saved_before},
+                                 {"restoration": fingerprint.restoration_fields(block)}) == [
+      "restoration.image_prior: (absent) -> dark_channel"]

@@ -154,7 +154,7 @@ class MEASNet(UNetShape):
     extras: dict = {}
     image, features = unet(x, block, width=self.width, depth=self.depth, blocks=enc,
                            middle_blocks=self.middle_blocks, decoder_blocks=dec,
-                           dtype=self.dtype, extras=extras)
+                           dtype=self.dtype, extras=extras, image_prior=self.image_prior)
     features.update(routing_features(extras))
     features["regularizer"] = self.balance_weight * features["aux_loss"]
     return image, features

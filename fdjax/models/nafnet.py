@@ -96,4 +96,5 @@ class NAFNet(UNetShape):
     enc, dec = self.levels(x, "NAFNet")
     block = naf_blocks(self.dw_expand, self.ffn_expand, self.layer_scale_init, self.dtype)
     return unet(x, block, width=self.width, depth=self.depth, blocks=enc,
-                middle_blocks=self.middle_blocks, decoder_blocks=dec, dtype=self.dtype)
+                middle_blocks=self.middle_blocks, decoder_blocks=dec, dtype=self.dtype,
+                image_prior=self.image_prior)

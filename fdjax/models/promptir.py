@@ -98,6 +98,7 @@ class PromptIR(UNetShape):
 
     image, features = unet(x, conv_blocks(self.dtype), width=self.width, depth=self.depth,
                            blocks=enc, middle_blocks=self.middle_blocks,
-                           decoder_blocks=dec, dtype=self.dtype, before_up=before_up)
+                           decoder_blocks=dec, dtype=self.dtype, before_up=before_up,
+                           image_prior=self.image_prior)
     features.update(prompts)
     return image, features

@@ -28,6 +28,8 @@ from typing import Any, Callable, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from fdjax.models.image_prior import with_image_prior
+
 # blocks(channels, name) -> a module mapping [B, H, W, channels] to the same shape.
 BlockFactory = Callable[[int, str], nn.Module]
 
@@ -66,7 +68,8 @@ def check_input(x, stride: int, name: str) -> None:
 
 def unet(x, block: BlockFactory, *, width: int, depth: int, blocks: Sequence[int],
          middle_blocks: int, decoder_blocks: Sequence[int], dtype: Any,
-         before_up: Callable | None = None, extras: dict | None = None):
+         before_up: Callable | None = None, extras: dict | None = None,
+         image_prior: str = "none"):
   """The skeleton of the module docstring, as submodules of the calling compact module.
 
   ``x`` float ``[B, H, W, 3]``; returns ``(image float32 [B, H, W, 3], features)``.
@@ -77,6 +80,8 @@ def unet(x, block: BlockFactory, *, width: int, depth: int, blocks: Sequence[int
   ``info`` is then stored as ``extras[name]`` (``extras`` must be a dict).
   ``before_up(x, level, channels) -> x`` (optional) transforms the input of decoder
   level ``level``'s up-sampling (PromptIR's prompt blocks), channels unchanged.
+  ``image_prior``: an image-level cue the intro convolution sees as extra input channels
+  (``fdjax.models.image_prior``; 'none': the RGB input alone).
   """
 
   def run(name, channels, x):
@@ -87,6 +92,7 @@ def unet(x, block: BlockFactory, *, width: int, depth: int, blocks: Sequence[int
     return out
 
   inputs = x
+  x = with_image_prior(x, image_prior)
   x = nn.Conv(width, (3, 3), padding=1, dtype=dtype, name="intro")(x.astype(dtype))
   features, skips = {}, []
   channels = width
@@ -136,6 +142,7 @@ class UNetShape(nn.Module):
   middle_blocks: int = 1
   decoder_blocks: int | tuple[int, ...] | None = None
   dtype: Any = jnp.float32
+  image_prior: str = "none"
 
   @property
   def stride(self) -> int:
@@ -171,6 +178,8 @@ class UNet(UNetShape):
     middle_blocks: ConvBlocks at the bottom.
     decoder_blocks: ConvBlocks per decoder level (default: as ``blocks``).
     dtype: computation dtype; parameters and the output stay float32.
+    image_prior: 'none' or 'dark_channel' (``fdjax.models.image_prior``): an
+      image-level cue given to the intro convolution as a fourth input channel.
   """
 
   @nn.compact
@@ -179,4 +188,5 @@ class UNet(UNetShape):
     del train  # no BatchNorm or dropout
     enc, dec = self.levels(x, "UNet")
     return unet(x, conv_blocks(self.dtype), width=self.width, depth=self.depth, blocks=enc,
-                middle_blocks=self.middle_blocks, decoder_blocks=dec, dtype=self.dtype)
+                middle_blocks=self.middle_blocks, decoder_blocks=dec, dtype=self.dtype,
+                image_prior=self.image_prior)

@@ -140,7 +140,7 @@ class RoutedUNet(UNetShape):
     extras: dict = {}
     out, features = unet(x, block, width=self.width, depth=self.depth, blocks=enc,
                          middle_blocks=self.middle_blocks, decoder_blocks=dec,
-                         dtype=self.dtype, extras=extras)
+                         dtype=self.dtype, extras=extras, image_prior=self.image_prior)
     features.update(routing_features(extras))
     return out, features
 

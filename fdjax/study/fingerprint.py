@@ -32,6 +32,9 @@ FILE = "fingerprint.json"
 RESTORATION_DATA = ("root", "train", "test", "test_pairs", "train_pairs", "pair_dirs", "tile",
                     "max_train_images", "crop_multiple")
 ON_MISMATCH = ("stop", "retrain")
+# Restoration options added after runs were saved, left out of the fingerprint while at
+# these values (what those runs did), so that the runs stay valid.
+RESTORATION_ADDED = {"image_prior": "none"}
 
 
 class FingerprintMismatchError(UserError, RuntimeError):
@@ -78,6 +81,13 @@ def differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
           for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
+def restoration_fields(block: Mapping[str, Any]) -> dict:
+  """``config.restoration`` as the fingerprint holds it: the fields of
+  ``RESTORATION_ADDED`` dropped where they keep the value runs had before them."""
+  return {k: v for k, v in _plain(block).items()
+          if not (k in RESTORATION_ADDED and v == RESTORATION_ADDED[k])}
+
+
 def stage_fields(ctx, stage, upstream: Mapping[str, str]) -> dict:
   """The fields that determine ``stage``'s result in run context ``ctx``."""
   config, plan = ctx.config, ctx.plan
@@ -91,7 +101,7 @@ def stage_fields(ctx, stage, upstream: Mapping[str, str]) -> dict:
                          len(ctx.dataset.validation) if ctx.dataset.validation else 0]},
       "seed": ctx.seed, "upstream": dict(upstream)}
   if "restoration" in config:  # the restoration task's options and data fields
-    fields["restoration"] = config.restoration
+    fields["restoration"] = restoration_fields(config.restoration)
     fields["data"].update({k: config.data[k] for k in RESTORATION_DATA if k in config.data})
   if stage.block is not None:
     fields.update(block=config[stage.block], augment=config.augment,

@@ -45,6 +45,8 @@ plan jointly (``base_on_all_tasks``); data come from ``fdjax.data.restoration_se
     middle_blocks = 1
     decoder_blocks = None   # as blocks (None or 0)
     dtype = 'float32'       # computation dtype ('bfloat16' on accelerators)
+    image_prior = 'none'    # 'dark_channel': the image's dark-channel level as a 4th
+                            # input channel, a haze cue (fdjax.models.image_prior)
     patch = 64              # training patch side (the papers use 128)
     flip = True             # random left-right flips
     rot90 = True            # random 90-degree rotations
@@ -83,7 +85,7 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float
 DEFAULTS = {"model": "unet", "width": 16, "depth": 2, "blocks": 1, "middle_blocks": 1,
             "decoder_blocks": None, "dtype": "float32", "patch": 64, "flip": True,
             "rot90": True, "y_channel": False, "shave": 0, "loss": "l1",
-            "model_options": None, "extra_metrics": ""}
+            "model_options": None, "extra_metrics": "", "image_prior": "none"}
 LOSSES = ("l1", "charbonnier")
 CHARBONNIER_EPS = 1e-3  # in 0..1 units, as Restormer / MPRNet
 
@@ -108,7 +110,7 @@ def shape_fields(o: dict) -> dict:
   return dict(width=int(o["width"]), depth=int(o["depth"]), blocks=as_blocks(o["blocks"]),
               middle_blocks=int(o["middle_blocks"]),
               decoder_blocks=as_blocks(o["decoder_blocks"] or None),  # 0 in configs = None
-              dtype=DTYPES[o["dtype"]])
+              dtype=DTYPES[o["dtype"]], image_prior=str(o["image_prior"]))
 
 
 def model_options(o: dict) -> dict:

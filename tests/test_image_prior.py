@@ -1,0 +1,104 @@
+"""The dark-channel image cue (``fdjax.models.image_prior``, ``restoration.image_prior``):
+against scipy's minimum filter and numpy's quantile on real photographs, its closed form
+under the scattering model and under thin streaks, and how it reaches the restorers."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import ndimage
+from sklearn.datasets import load_sample_images
+
+from fdjax import validate
+from fdjax.config_restoration import restoration_config
+from fdjax.errors import ConfigError
+from fdjax.models import UNet
+from fdjax.models.image_prior import (DARK_QUANTILE, DARK_WINDOW, dark_channel,
+                                      dark_channel_level, with_image_prior)
+from fdjax.tasks import RestorationTask
+from fdjax.train.objectives import supervised_loss
+from random_weights import random_variables
+
+
+def photos():
+  """Two real photographs (scikit-learn's), 0..1, cropped to 96x128 at two places."""
+  images = load_sample_images().images
+  return np.stack([images[0][100:196, 200:328], images[1][150:246, 300:428]]) / 255.0
+
+
+def test_dark_channel_is_scipys_minimum_filter_of_the_channel_minimum():
+  x = photos()
+  reference = np.stack([ndimage.minimum_filter(im.min(-1), size=DARK_WINDOW, mode="nearest")
+                        for im in x])
+  got = np.asarray(dark_channel(jnp.asarray(x, jnp.float32)))[..., 0]
+  np.testing.assert_allclose(got, reference, atol=1e-7)
+  level = np.asarray(dark_channel_level(jnp.asarray(x, jnp.float32)))
+  np.testing.assert_allclose(level, np.quantile(reference.reshape(2, -1), DARK_QUANTILE,
+                                                axis=1), atol=1e-6)
+
+
+def test_haze_lifts_the_level_to_the_airlight_share_and_thin_streaks_do_not():
+  # A scene with a black 16x16 corner (> 1 % of 64x64 pixels): level 0. Hazed with
+  # transmission t and airlight A: every pixel J t + A (1 - t), so the black pixels
+  # become A (1 - t) and the level is that. Bright 2-pixel-wide streaks (thinner than
+  # the window) leave every window's minimum, hence the level, where it was.
+  scene = np.full((1, 64, 64, 3), 0.6)
+  scene[:, 48:, 48:] = 0.0
+  scene[:, :, 10:40, 1] = 0.3
+  t, airlight = 0.55, 0.9
+  hazy = scene * t + airlight * (1 - t)
+  streaky = scene.copy()
+  for start in range(0, 64, 8):
+    streaky[:, :, start:start + 2] = 1.0
+  level = lambda x: float(dark_channel_level(jnp.asarray(x, jnp.float32))[0])
+  assert level(scene) == 0.0 and level(streaky) == 0.0
+  assert level(hazy) == pytest.approx(airlight * (1 - t), abs=1e-6)
+
+
+def test_the_cue_is_a_constant_fourth_channel_and_none_is_the_identity():
+  x = jnp.asarray(photos(), jnp.float32)
+  assert with_image_prior(x, "none") is x
+  cued = np.asarray(with_image_prior(x, "dark_channel"))
+  assert cued.shape == (2, 96, 128, 4)
+  np.testing.assert_array_equal(cued[..., :3], np.asarray(x))
+  for i, level in enumerate(np.asarray(dark_channel_level(x))):
+    np.testing.assert_array_equal(cued[i, ..., 3], np.full((96, 128), level, np.float32))
+  with pytest.raises(ValueError, match="unknown image prior 'bright'"):
+    with_image_prior(x, "bright")
+
+
+def test_a_far_away_change_of_the_level_reaches_every_output_pixel_only_with_the_cue():
+  # Raising the black corner (bottom right) lifts the image's level; the top-left
+  # output pixel lies outside the corner's receptive field, so only the image-level
+  # cue can carry the change there.
+  scene = np.full((1, 32, 32, 3), 0.5, np.float32)
+  scene[:, 24:, 24:] = 0.0
+  lifted = scene.copy()
+  lifted[:, 24:, 24:] = 0.4
+  for prior, moves in (("none", False), ("dark_channel", True)):
+    model = UNet(width=4, depth=1, image_prior=prior)
+    variables = random_variables(model, 0, (32, 32, 3))
+    out = [np.asarray(model.apply(variables, jnp.asarray(s))[0])[0, 0, 0] for s in
+           (scene, lifted)]
+    assert (np.abs(out[0] - out[1]).max() > 1e-4) == moves, prior
+
+
+def test_the_cue_channel_of_the_intro_convolution_learns():
+  model = UNet(width=4, depth=1, image_prior="dark_channel")
+  variables = random_variables(model, 1, (16, 16, 3))
+  assert variables["params"]["intro"]["kernel"].shape == (3, 3, 4, 4)
+  task = RestorationTask(patch=None, flip=False, rot90=False)
+  hazy = lambda key, images: (images.astype(jnp.float32) * 0.5 + 120).astype(jnp.uint8)
+  loss_fn = supervised_loss(model, task, hazy)
+  images = np.random.default_rng(0).integers(0, 256, (2, 16, 16, 3)).astype(np.uint8)
+  grads = jax.grad(lambda p: loss_fn(p, {}, {"image": jnp.asarray(images)},
+                                     jax.random.key(0, impl="rbg"))[0])(variables["params"])
+  assert np.any(np.asarray(grads["intro"]["kernel"][:, :, 3, :]))
+
+
+def test_config_names_the_known_priors():
+  config = restoration_config()
+  config.restoration.image_prior = "bright"
+  with pytest.raises(ConfigError, match=r"restoration.image_prior must be one of "
+                                        r"\('none', 'dark_channel'\), got 'bright'"):
+    validate.validate_config(config)
