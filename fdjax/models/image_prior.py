@@ -6,10 +6,10 @@ channel of He, Sun and Tang (CVPR 2009) is the minimum over a ``DARK_WINDOW`` x
 some near-black pixels, and haze lifts every pixel towards the airlight. Its
 ``DARK_QUANTILE`` quantile over the whole image is one number per image, fed to the
 network as a constant fourth input channel. Measured on this repository's data
-(BUILD_NOTES.md, "An image-level haze cue"): 0 levels on 23 of the first 24 Rain100L
-rainy photos (thin rain streaks never cover a whole window), at least 53 levels of 255
-on every CBSD68 photo hazed at beta 1, so real rain and haze, which a patch-local
-network confuses, differ here. Training patches are small (48x48) and a bright clean
+(BUILD_NOTES.md, "An image-level haze cue"): 0 levels of 255 on 15 of the first 24
+Rain100L rainy photos and at most 50 (thin rain streaks never fill a whole window), at
+least 53 on every one of 24 CBSD68 photos hazed at beta 1, so real rain and haze, which
+a patch-local network confuses, differ here. Training patches are small (48x48) and a bright clean
 patch can have a high value too: the cue is one-sided (low = no haze), which is the
 side the confusion needed.
 
