@@ -77,9 +77,9 @@ reached 28.86 dB at sigma 25 but only 28.97 dB on Rain100L (+1.95) and 16.56 dB 
 the joint models learnt to dehaze, and a patch-local network applies that to real rainy
 photos too (their mean luma fell 3.3 levels though Rain100L's rain has no veil). The cue
 is 0 on most of Rain100L's rainy photos (median 0, at most 50 levels of 255) and at least
-53 on every photo hazed at beta 1, so the network can tell the two apart; it costs 0.07-0.25 dB at sigma 25.
-Longer stages were probed (without the cue) and not adopted: 4 base
-and 3 expert epochs (with all 22 rain pairs) raised All-in-one more than FusionDistill;
+53 on every photo hazed at beta 1, so the network can tell the two apart; it costs
+0.07-0.25 dB at sigma 25. Longer stages were probed (without the cue) and not adopted:
+4 base and 3 expert epochs (with all 22 rain pairs) raised All-in-one more than FusionDistill;
 3 expert and 2 FusionDistill epochs (with the Rain12 pairs, about 44 minutes) gave
 +0.13 dB at sigma 25 and +2.3 dB haze but lost 1.9 dB of Rain100L. The
 distillation weight gamma (0, 0.1, 1, 3), FusionDistill's learning rate, more real

@@ -67,7 +67,7 @@ def test_the_cue_is_a_constant_fourth_channel_and_none_is_the_identity():
     with_image_prior(x, "bright")
 
 
-def test_a_far_away_change_of_the_level_reaches_every_output_pixel_only_with_the_cue():
+def test_a_far_away_change_of_the_level_reaches_a_distant_output_pixel_only_with_the_cue():
   # Raising the black corner (bottom right) lifts the image's level; the top-left
   # output pixel lies outside the corner's receptive field, so only the image-level
   # cue can carry the change there.

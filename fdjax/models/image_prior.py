@@ -9,9 +9,9 @@ network as a constant fourth input channel. Measured on this repository's data
 (BUILD_NOTES.md, "An image-level haze cue"): 0 levels of 255 on 15 of the first 24
 Rain100L rainy photos and at most 50 (thin rain streaks never fill a whole window), at
 least 53 on every one of 24 CBSD68 photos hazed at beta 1, so real rain and haze, which
-a patch-local network confuses, differ here. Training patches are small (48x48) and a bright clean
-patch can have a high value too: the cue is one-sided (low = no haze), which is the
-side the confusion needed.
+a patch-local network confuses, differ here. Training patches are small (48x48) and a
+bright clean patch can have a high value too: the cue is one-sided (low = no haze),
+which is the side the confusion needed.
 
 The value is computed from whatever the network is given: a training patch, a whole
 test image, or one tile of a tiled inference (``fdjax.eval.inference``), which then
