@@ -94,7 +94,7 @@ from fdjax.config import set_epochs
 from fdjax.config_restoration import RESTORATION_STAGES, restoration_config
 
 # The :reduced recipe (see the module docstring for the measurements behind it).
-REDUCED_EPOCHS = dict(clean=3, scratch=3, experts=2, vanilla=1, fusing=1, fusiondistill=1,
+REDUCED_EPOCHS = dict(clean=3, scratch=3, experts=2, vanilla=1, fusing=1, fusiondistill=3,
                       moe=1)
 REDUCED_LR = dict(clean=2e-3, scratch=2e-3, experts=1e-3, vanilla=5e-4, fusing=5e-4,
                   fusiondistill=1e-3, moe=1e-3)   # Adam, cosine to 0 over the stage
