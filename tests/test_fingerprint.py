@@ -84,8 +84,25 @@ def test_restoration_options_added_later_keep_older_runs_valid():
 
   block = restoration_config().restoration
   saved_before = {k: v for k, v in block.to_dict().items() if k != "image_prior"}
-  assert fingerprint.restoration_fields(block) == saved_before
+  assert fingerprint.without_added({"restoration": block}) == {"restoration": saved_before}
   block.image_prior = "dark_channel"
   assert fingerprint.differences({"restoration": saved_before},
-                                 {"restoration": fingerprint.restoration_fields(block)}) == [
+                                 fingerprint.without_added({"restoration": block})) == [
       "restoration.image_prior: (absent) -> dark_channel"]
+
+
+def test_a_field_added_to_any_block_keeps_older_runs_valid_at_its_old_value():
+  # The rule is by path, for every part of a stage's fields, not one config block.
+  added = {"block.warmup": 0, "augment.jitter": 0.0}
+  saved_before = {"block": {"epochs": 2, "optimizer": {"lr": 1e-3}}, "augment": {"pad": 2},
+                  "seed": 0}
+  today = {"block": {"epochs": 2, "optimizer": {"lr": 1e-3}, "warmup": 0},
+           "augment": {"pad": 2, "jitter": 0.0}, "seed": 0}
+  assert fingerprint.digest(fingerprint.without_added(today, added)) == fingerprint.digest(
+      saved_before)
+  today["block"]["warmup"] = 100
+  today["augment"]["jitter"] = 0.1
+  assert fingerprint.differences(saved_before, fingerprint.without_added(today, added)) == [
+      "augment.jitter: (absent) -> 0.1", "block.warmup: (absent) -> 100"]
+  # The same name at another path is not dropped.
+  assert fingerprint.without_added({"data": {"warmup": 0}}, added) == {"data": {"warmup": 0}}

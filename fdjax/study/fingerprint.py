@@ -32,9 +32,13 @@ FILE = "fingerprint.json"
 RESTORATION_DATA = ("root", "train", "test", "test_pairs", "train_pairs", "pair_dirs", "tile",
                     "max_train_images", "crop_multiple")
 ON_MISMATCH = ("stop", "retrain")
-# Restoration options added after runs were saved, left out of the fingerprint while at
-# these values (what those runs did), so that the runs stay valid.
-RESTORATION_ADDED = {"image_prior": "none"}
+# Config fields added after runs were saved, by their dotted path in a stage's fields
+# (``stage_fields``: 'restoration.<option>', 'block.<field>' for the stage's own block,
+# 'augment.<field>', ...), and the value every run saved before them had. A field that
+# keeps that value is left out of the fingerprint, so those runs stay valid (reused and
+# resumed); any other value enters it and is named on a mismatch. A new config field
+# that changes a stage's result gets a line here.
+ADDED_FIELDS = {"restoration.image_prior": "none"}
 
 
 class FingerprintMismatchError(UserError, RuntimeError):
@@ -81,11 +85,17 @@ def differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
           for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
-def restoration_fields(block: Mapping[str, Any]) -> dict:
-  """``config.restoration`` as the fingerprint holds it: the fields of
-  ``RESTORATION_ADDED`` dropped where they keep the value runs had before them."""
-  return {k: v for k, v in _plain(block).items()
-          if not (k in RESTORATION_ADDED and v == RESTORATION_ADDED[k])}
+def without_added(fields: Mapping[str, Any], added: Mapping[str, Any] = ADDED_FIELDS,
+                  prefix: str = "") -> dict:
+  """``fields`` as plain nested dicts, without each field of ``added`` (dotted path ->
+  value) that holds the value runs had before the field existed."""
+  out = {}
+  for key, value in _plain(fields).items():
+    path = f"{prefix}.{key}" if prefix else key
+    if path in added and value == added[path]:
+      continue
+    out[key] = without_added(value, added, path) if isinstance(value, dict) else value
+  return out
 
 
 def stage_fields(ctx, stage, upstream: Mapping[str, str]) -> dict:
@@ -101,7 +111,7 @@ def stage_fields(ctx, stage, upstream: Mapping[str, str]) -> dict:
                          len(ctx.dataset.validation) if ctx.dataset.validation else 0]},
       "seed": ctx.seed, "upstream": dict(upstream)}
   if "restoration" in config:  # the restoration task's options and data fields
-    fields["restoration"] = restoration_fields(config.restoration)
+    fields["restoration"] = config.restoration
     fields["data"].update({k: config.data[k] for k in RESTORATION_DATA if k in config.data})
   if stage.block is not None:
     fields.update(block=config[stage.block], augment=config.augment,
@@ -116,7 +126,7 @@ def stage_fields(ctx, stage, upstream: Mapping[str, str]) -> dict:
   names = plan.names if stage.levels is None else stage.levels
   ranges = {n: (lo, hi) for n, lo, hi in plan.ranges}
   fields["levels"] = {n: list(ranges.get(n, ("full",))) for n in names}
-  return fields
+  return without_added(fields)
 
 
 def check_or_record(stage_dir: str, name: str, fields: Mapping[str, Any],
