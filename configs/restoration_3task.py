@@ -61,14 +61,17 @@ sigma 25, Adam + cosine):
   the input), 16.41 dB haze (-1.5) and 27.12 dB on clean images (+3.5); +0.8 dB on the
   three-task average.
 
-Measured (2026-12-03, commit ac4de81, idle 2-core AMD EPYC with AVX-512, XLA:CPU's
+Measured (2026-12-03, commit f52501d, idle 2-core AMD EPYC with AVX-512, XLA:CPU's
 convolutions in Eigen as ``fdjax.cpu_flags`` sets them; BUILD_NOTES.md "The reduced
-three-task run"): **45m10s wall**; Oracle 32.31 / 29.51 / 25.70 dB at sigma 15 / 25 / 50,
-rain 30.19 dB Y (input 27.02), haze 24.23 dB; FusionDistill 31.37 / 28.61 / 24.67 dB,
-rain **30.20 dB Y (+3.18: the issue's +3 dB target met)**, haze 18.56 dB, three-task
-average 25.66 against All-in-one's 25.03 (met); the K=2 student 28.88 dB at sigma 25.
-The issue's 29.5 dB target and its 0.3 dB-to-Oracle target on sigma 25 and haze are
-missed.
+three-task run"): **51m48s wall**; Oracle 32.31 / 29.51 / 25.70 dB at sigma 15 / 25 / 50,
+rain 30.19 dB Y (input 27.02), haze 24.23 dB; FusionDistill (3 epochs) 31.70 / 28.91 /
+25.05 dB, rain **30.22 dB Y (+3.20: the issue's +3 dB target met)**, haze 19.37 dB,
+three-task average 26.05 against All-in-one's 25.03 (met); the K=2 student 28.88 dB at
+sigma 25. The issue's 29.5 dB target (missed by 0.59) and its 0.3 dB-to-Oracle target on
+sigma 25 (0.60) and haze (4.86) are missed. FusionDistill's three epochs: one epoch
+(ac4de81, 45m10s) gave 28.61 dB at sigma 25 and 30.20 dB rain, two 28.81 and 30.09.
+Weighting the tasks equally in FusionDistill's loss (``task_balance='none'`` for that
+stage, probed) lifts haze by 1.5 dB and costs sigma 25 and rain 0.1 dB each.
 
 ``restoration.image_prior = 'dark_channel'`` (``fdjax.models.image_prior``) is what lifted
 Rain100L: the image's dark-channel level (1 % quantile of the 7x7 dark channel over the
