@@ -44,7 +44,9 @@ def optimizer_config(name: str = "sgd", lr: float = 0.1, *, momentum: float = 0.
 
 
 def stage_config(epochs: int, optimizer: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict(dict(epochs=epochs, optimizer=optimizer))
+  """A training stage's block: ``epochs``, ``optimizer`` and ``task_balance`` ('' = the
+  config's ``task_balance``; 'none' or 'loss' overrides it for this stage alone)."""
+  return ml_collections.ConfigDict(dict(epochs=epochs, optimizer=optimizer, task_balance=""))
 
 
 def set_epochs(config: ml_collections.ConfigDict, **per_stage: int) -> ml_collections.ConfigDict:

@@ -18,7 +18,7 @@
 * degradations: names known (``fdjax.degradations.REGISTRY``), none repeated, level
   ranges inside each degradation's grid (``LevelPlan.from_config``);
 * modes: ``selection``, ``fusion.soup`` (and weighted-soup weights), BatchNorm modes,
-  ``experts.loss``, ``task_balance``, ``moe.homogenize`` / routing / dispatch / expert
+  ``experts.loss``, ``task_balance`` (and each stage's), ``moe.homogenize`` / routing / dispatch / expert
   loop, the model, ``checkpoint.on_corrupt``; with the MoE method, ``moe.ks`` and
   ``moe.train_k``
   within 1..number of degradations;
@@ -55,6 +55,8 @@ CHOICES = {
     "checkpoint.on_corrupt": ("error", "previous"),       # fdjax.train.checkpoint
     "on_mismatch": ("stop", "retrain"),                   # fdjax.study.fingerprint
     "moe.router_input": ("stage", "image", "stem"),       # fdjax.moe.router
+    # A stage's own task balance ('' = the config's; fdjax.train.objectives.task_balance).
+    **{f"{stage}.task_balance": ("", "none", "loss") for stage in TRAINING_STAGES},
 }
 LIST_CHOICES = {"fusion.modelsoups_variants": BN_MODES}
 SOURCE_SCHEMES = ("digits", "digits:<size>", "folder:<path>", "tfds:<name>")

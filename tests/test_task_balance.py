@@ -121,3 +121,83 @@ def test_restoration_joint_base_is_balanced_and_fingerprinted(tmp_path):
   assert before["clean"] != after["clean"]
   assert all(before[n] != after[n] for n in ("fusiondistill", "fused/average",
                                              *(f"experts/{d}" for d in ctx.degradations)))
+
+
+def test_a_stage_block_overrides_the_config_balance():
+  from fdjax.config_restoration import restoration_config
+  from fdjax.train.objectives import task_balance
+
+  config = restoration_config()
+  assert task_balance(config) == task_balance(config, "fusiondistill") == "none"
+  config.task_balance = "loss"
+  assert task_balance(config, "fusiondistill") == "loss"   # '' = the config's
+  config.fusiondistill.task_balance = "none"
+  assert task_balance(config, "fusiondistill") == "none"
+  assert task_balance(config, "vanilla") == task_balance(config) == "loss"
+  import ml_collections
+  assert task_balance(ml_collections.ConfigDict({"clean": {"epochs": 1}}), "clean") == "none"
+
+
+class _Built(Exception):
+  pass
+
+
+@pytest.mark.parametrize("stage", ["fusiondistill", "scratch"])
+def test_a_stage_builds_its_loss_with_its_own_balance(stage, tmp_path, monkeypatch):
+  """The stage's loss gets the block's balance (not the config's), and only that stage's
+  fingerprint changes; Scratch's compiled step is not shared with a differently balanced
+  stage (the step's key carries the balance)."""
+  from pathlib import Path
+
+  from fdjax import distill
+  from fdjax import methods as methods_lib
+  from fdjax import pipeline
+  from fdjax.config_fields import load_config_file
+  from fdjax.methods import finetune, fusiondistill
+  from fdjax.study import fingerprint, make_context
+  from fdjax.study.runner import Runner
+  from fdjax.train import objectives
+
+  config = load_config_file(
+      f"{Path(__file__).resolve().parents[1] / 'configs' / 'restoration_quickstart.py'}:tiny")
+  config.task_balance = "loss"
+  ctx = make_context(config, str(tmp_path))
+  methods = [methods_lib.get("fusiondistill"), methods_lib.get("scratch")]
+
+  def digests():
+    runner = Runner(ctx, pipeline.stage_graph(ctx, methods))
+    return {n: fingerprint.digest(runner.fields(n)) for n in runner.graph}
+
+  before = digests()
+  ctx.config[stage].task_balance = "none"
+  after = digests()
+  assert {n for n in before if before[n] != after[n]} == {stage}
+
+  seen = {}
+
+  def record(*args, balance, **kwargs):
+    seen["balance"] = balance
+    raise _Built
+
+  runner = Runner(ctx, pipeline.stage_graph(ctx, methods))
+  if stage == "fusiondistill":
+    monkeypatch.setattr(distill, "fusiondistill_loss", record)
+    build = lambda: fusiondistill._stage(runner)
+  else:
+    def recipe_of(ctx, name, cfg, recipe):
+      seen.update(balance=recipe.loss_fn.balance, step=recipe.shared_step)
+      raise _Built
+
+    def loss(*args, balance, **kwargs):
+      fn = objectives.supervised_loss(*args, balance=balance, **kwargs)
+      fn.balance = balance
+      return fn
+
+    monkeypatch.setattr(finetune, "supervised_loss", loss)
+    monkeypatch.setattr(finetune, "train_stage", recipe_of)
+    build = lambda: finetune.combined_stage(runner, "scratch", None)
+  with pytest.raises(_Built):
+    build()
+  assert seen["balance"] == "none" and objectives.task_balance(ctx.config) == "loss"
+  if stage == "scratch":
+    assert seen["step"] == ("combined", "none")

@@ -33,11 +33,11 @@ def combined_stage(runner, name: str, init_stage: str | None) -> dict:
   degrade = ctx.plan.combined()
   init = runner.get(init_stage) if init_stage else None
   n = len(ctx.degradations)
-  loss_fn = supervised_loss(ctx.model, ctx.task, degrade, shares=n,
-                            balance=task_balance(ctx.config))
+  balance = task_balance(ctx.config, name)
+  loss_fn = supervised_loss(ctx.model, ctx.task, degrade, shares=n, balance=balance)
   recipe = Recipe(loss_fn, init=init,
                   shares=n, selection_degrade=degrade,
-                  pairs=ctx.degradations, shared_step="combined")
+                  pairs=ctx.degradations, shared_step=("combined", balance))
   return train_stage(ctx, name, ctx.config[name], recipe)
 
 

@@ -38,7 +38,7 @@ ON_MISMATCH = ("stop", "retrain")
 # keeps that value is left out of the fingerprint, so those runs stay valid (reused and
 # resumed); any other value enters it and is named on a mismatch. A new config field
 # that changes a stage's result gets a line here.
-ADDED_FIELDS = {"restoration.image_prior": "none"}
+ADDED_FIELDS = {"restoration.image_prior": "none", "block.task_balance": ""}
 
 
 class FingerprintMismatchError(UserError, RuntimeError):

@@ -32,7 +32,7 @@ def clean_stage(ctx: RunContext) -> dict:
                        Recipe(supervised_loss(ctx.model, ctx.task)))
   degrade = ctx.plan.combined()
   loss_fn = supervised_loss(ctx.model, ctx.task, degrade, shares=base_shares(ctx),
-                            balance=task_balance(ctx.config))
+                            balance=task_balance(ctx.config, "clean"))
   return train_stage(ctx, "clean", ctx.config.clean,
                      Recipe(loss_fn,
                             shares=base_shares(ctx), selection_degrade=degrade,

@@ -45,9 +45,12 @@ def share_weights(share_losses, balance: str = "none"):
   return jnp.mean(share_losses) / jnp.maximum(share_losses, 1e-12)
 
 
-def task_balance(config) -> str:
-  """The config's ``task_balance`` ('none' when the schema has no such field)."""
-  return config.get("task_balance", "none")
+def task_balance(config, block: str | None = None) -> str:
+  """The task balance of the stage whose config block is ``block``: the block's own
+  ``task_balance`` when set (not ''), else the config's ``task_balance`` ('none' when
+  the schema has neither)."""
+  own = config[block].get("task_balance", "") if block else ""
+  return own or config.get("task_balance", "none")
 
 
 def balance_uses(config) -> tuple[str, ...]:
