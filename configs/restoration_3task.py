@@ -70,8 +70,9 @@ three-task average 26.05 against All-in-one's 25.03 (met); the K=2 student 28.88
 sigma 25. The issue's 29.5 dB target (missed by 0.59) and its 0.3 dB-to-Oracle target on
 sigma 25 (0.60) and haze (4.86) are missed. FusionDistill's three epochs: one epoch
 (ac4de81, 45m10s) gave 28.61 dB at sigma 25 and 30.20 dB rain, two 28.81 and 30.09.
-Weighting the tasks equally in FusionDistill's loss (``task_balance='none'`` for that
-stage, probed) lifts haze by 1.5 dB and costs sigma 25 and rain 0.1 dB each.
+Weighting the tasks equally in FusionDistill's loss alone
+(``--config.fusiondistill.task_balance=none``, probed, not yet run as a whole) lifts haze
+by 1.9 dB (21.30) and costs 0.09 dB at sigma 25 and 0.17 dB of rain (+3.03).
 
 ``restoration.image_prior = 'dark_channel'`` (``fdjax.models.image_prior``) is what lifted
 Rain100L: the image's dark-channel level (1 % quantile of the 7x7 dark channel over the
