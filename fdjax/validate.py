@@ -18,10 +18,10 @@
 * degradations: names known (``fdjax.degradations.REGISTRY``), none repeated, level
   ranges inside each degradation's grid (``LevelPlan.from_config``);
 * modes: ``selection``, ``fusion.soup`` (and weighted-soup weights), BatchNorm modes,
-  ``experts.loss``, ``task_balance`` (and each stage's), ``moe.homogenize`` / routing / dispatch / expert
-  loop, the model, ``checkpoint.on_corrupt``; with the MoE method, ``moe.ks`` and
-  ``moe.train_k``
-  within 1..number of degradations;
+  ``experts.loss``, ``task_balance`` (and the combined stages' own, '' elsewhere),
+  ``moe.homogenize`` / routing / dispatch / expert loop, the model,
+  ``checkpoint.on_corrupt``; with the MoE method, ``moe.ks`` and ``moe.train_k`` within
+  1..number of degradations;
 * EA-Adam's blocks ``ea_adam`` and ``ea_adam_fusion`` (``fdjax.validate_population``).
 
 A field the config does not have is not checked, so older or newer schemas validate
@@ -38,6 +38,9 @@ from typing import Any, Callable
 from fdjax.config import TRAINING_STAGES, parse_list
 from fdjax.errors import ConfigError
 
+# The stages whose loss weights the shares of a combined batch (``task_balance``); the
+# experts and EA-Adam's blocks train one objective per loss term and take no balance.
+BALANCED_STAGES = ("clean", "scratch", "vanilla", "fusing", "fusiondistill", "moe")
 # Valid values of mode fields (the modules that use them raise on anything else).
 BN_MODES = ("paper", "average", "reestimate")          # fdjax.study.fused
 CHOICES = {
@@ -55,8 +58,9 @@ CHOICES = {
     "checkpoint.on_corrupt": ("error", "previous"),       # fdjax.train.checkpoint
     "on_mismatch": ("stop", "retrain"),                   # fdjax.study.fingerprint
     "moe.router_input": ("stage", "image", "stem"),       # fdjax.moe.router
-    # A stage's own task balance ('' = the config's; fdjax.train.objectives.task_balance).
-    **{f"{stage}.task_balance": ("", "none", "loss") for stage in TRAINING_STAGES},
+    # A stage's own task balance ('' = the config's; fdjax.train.objectives.task_balance),
+    # for the stages that train on combined degradations.
+    **{f"{stage}.task_balance": ("", "none", "loss") for stage in BALANCED_STAGES},
 }
 LIST_CHOICES = {"fusion.modelsoups_variants": BN_MODES}
 SOURCE_SCHEMES = ("digits", "digits:<size>", "folder:<path>", "tfds:<name>")
@@ -151,6 +155,10 @@ def validate_config(config, *, device_count: int | None = None) -> None:
   # Modes.
   for field, valid in CHOICES.items():
     check(field, lambda v, valid=valid: v in valid, f"one of {valid}")
+  for stage in (s for s in TRAINING_STAGES if s not in BALANCED_STAGES):
+    check(f"{stage}.task_balance", lambda v: v == "",
+          "'' (this stage does not combine degradations in one batch; set task_balance on "
+          f"one of {', '.join(BALANCED_STAGES)})")
   for field, valid in LIST_CHOICES.items():
     check(field, lambda v, valid=valid: bool(parse_list(v)) and not set(parse_list(v)) - set(valid),
           f"comma-separated names from {','.join(valid)}")
