@@ -19,6 +19,9 @@ LEVEL_NAMES = ("jpeg", "blur", "awgn", "sapn", "sapn_paper", "denoise", "haze", 
 # The training stages, each a `stage_config` (epochs, optimizer) in `base_config()`.
 TRAINING_STAGES = ("clean", "experts", "fusiondistill", "fusing", "vanilla", "scratch", "moe",
                    "ea_adam", "ea_adam_fusion")
+# The stages whose loss weights the shares of a combined batch (``task_balance``, and their
+# block's own); the experts and EA-Adam's blocks train one objective per loss term.
+BALANCED_STAGES = ("clean", "scratch", "vanilla", "fusing", "fusiondistill", "moe")
 
 
 def parse_list(text) -> list[str]:
@@ -117,8 +120,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.experts.loss = "iliac"          # 'iliac' = CE + cos_weight * (1 - cos) to the clean model; 'ce'
   c.experts.cos_weight = 1.0
   c.distill_feature = "stage3"      # post-ReLU output of the last residual stage
-  # Combined-degradation stages (Scratch, Vanilla FT, Fusing, FusionDistill, the MoE
-  # student, restoration's joint base): 'none' = the plain mean loss over the batch;
+  # Combined-degradation stages (BALANCED_STAGES: Scratch, Vanilla FT, Fusing,
+  # FusionDistill, the MoE student, restoration's joint base; a block's own
+  # task_balance, when not '', overrides this): 'none' = the plain mean loss over the batch;
   # 'loss' = each degradation's share weighted by mean/own loss
   # (fdjax.train.objectives.share_weights).
   c.task_balance = "none"

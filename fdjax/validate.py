@@ -35,12 +35,9 @@ import numbers
 import os
 from typing import Any, Callable
 
-from fdjax.config import TRAINING_STAGES, parse_list
+from fdjax.config import BALANCED_STAGES, TRAINING_STAGES, parse_list
 from fdjax.errors import ConfigError
 
-# The stages whose loss weights the shares of a combined batch (``task_balance``); the
-# experts and EA-Adam's blocks train one objective per loss term and take no balance.
-BALANCED_STAGES = ("clean", "scratch", "vanilla", "fusing", "fusiondistill", "moe")
 # Valid values of mode fields (the modules that use them raise on anything else).
 BN_MODES = ("paper", "average", "reestimate")          # fdjax.study.fused
 CHOICES = {

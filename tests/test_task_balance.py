@@ -4,6 +4,7 @@ share by mean/own loss ('loss'), against closed forms and hand-weighted losses."
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
@@ -134,7 +135,6 @@ def test_a_stage_block_overrides_the_config_balance():
   config.fusiondistill.task_balance = "none"
   assert task_balance(config, "fusiondistill") == "none"
   assert task_balance(config, "vanilla") == task_balance(config) == "loss"
-  import ml_collections
   assert task_balance(ml_collections.ConfigDict({"clean": {"epochs": 1}}), "clean") == "none"
 
 

@@ -85,17 +85,20 @@ def differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
           for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
-def without_added(fields: Mapping[str, Any], added: Mapping[str, Any] = ADDED_FIELDS,
-                  prefix: str = "") -> dict:
+def without_added(fields: Mapping[str, Any], added: Mapping[str, Any] = ADDED_FIELDS) -> dict:
   """``fields`` as plain nested dicts, without each field of ``added`` (dotted path ->
   value) that holds the value runs had before the field existed."""
-  out = {}
-  for key, value in _plain(fields).items():
-    path = f"{prefix}.{key}" if prefix else key
-    if path in added and value == added[path]:
-      continue
-    out[key] = without_added(value, added, path) if isinstance(value, dict) else value
-  return out
+
+  def keep(tree: dict, prefix: str) -> dict:
+    out = {}
+    for key, value in tree.items():
+      path = f"{prefix}.{key}" if prefix else key
+      if path in added and value == added[path]:
+        continue
+      out[key] = keep(value, path) if isinstance(value, dict) else value
+    return out
+
+  return keep(_plain(fields), "")
 
 
 def stage_fields(ctx, stage, upstream: Mapping[str, str]) -> dict:
