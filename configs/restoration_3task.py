@@ -123,6 +123,10 @@ def get_config(arg: str | None = None):
   # Each task's share of a joint batch weighted by mean/own loss: haze's large per-pixel
   # error no longer drowns denoising and deraining (the module docstring's probe).
   config.task_balance = "loss"
+  # ...but FusionDistill's own loss weights the tasks equally: starting from the soup and
+  # pulled towards each expert, it needs no reweighting, and 'loss' held haze down by
+  # about 2 dB there (the module docstring's probe).
+  config.fusiondistill.task_balance = "none"
   config.restoration.update(model="unet", width=32, depth=3, blocks=2, patch=128)
   # The image's dark-channel level as a fourth input channel: real rain no longer looks
   # like haze to the joint models (the module docstring; fdjax.models.image_prior).
