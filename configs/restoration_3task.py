@@ -61,18 +61,21 @@ sigma 25, Adam + cosine):
   the input), 16.41 dB haze (-1.5) and 27.12 dB on clean images (+3.5); +0.8 dB on the
   three-task average.
 
-Measured (2026-12-03, commit f52501d, idle 2-core AMD EPYC with AVX-512, XLA:CPU's
+Measured (2026-12-03, commit bae020a, idle 2-core AMD EPYC with AVX-512, XLA:CPU's
 convolutions in Eigen as ``fdjax.cpu_flags`` sets them; BUILD_NOTES.md "The reduced
-three-task run"): **51m48s wall**; Oracle 32.31 / 29.51 / 25.70 dB at sigma 15 / 25 / 50,
-rain 30.19 dB Y (input 27.02), haze 24.23 dB; FusionDistill (3 epochs) 31.70 / 28.91 /
-25.05 dB, rain **30.22 dB Y (+3.20: the issue's +3 dB target met)**, haze 19.37 dB,
-three-task average 26.05 against All-in-one's 25.03 (met); the K=2 student 28.88 dB at
-sigma 25. The issue's 29.5 dB target (missed by 0.59) and its 0.3 dB-to-Oracle target on
-sigma 25 (0.60) and haze (4.86) are missed. FusionDistill's three epochs: one epoch
-(ac4de81, 45m10s) gave 28.61 dB at sigma 25 and 30.20 dB rain, two 28.81 and 30.09.
-Weighting the tasks equally in FusionDistill's loss alone
-(``--config.fusiondistill.task_balance=none``, probed, not yet run as a whole) lifts haze
-by 1.9 dB (21.30) and costs 0.09 dB at sigma 25 and 0.17 dB of rain (+3.03).
+three-task run"): **52m29s wall**; Oracle 32.31 / 29.51 / 25.70 dB at sigma 15 / 25 / 50,
+rain 30.19 dB Y (input 27.02), haze 24.23 dB; FusionDistill (3 epochs, its task loss
+unweighted) 31.62 / 28.82 / 24.96 dB, rain **30.05 dB Y (+3.03: the issue's +3 dB target
+met; 0.14 dB from Oracle)**, haze 21.30 dB, three-task average **26.60** against
+All-in-one's 25.03 (met); the K=2 student 28.88 dB at sigma 25. The issue's 29.5 dB
+target (missed by 0.68) and its 0.3 dB-to-Oracle target on sigma 25 (0.69) and haze
+(2.93) are missed. FusionDistill's recipe: one epoch (ac4de81, 45m10s) gave 28.61 dB at
+sigma 25 and 30.20 dB rain, two 28.81 and 30.09, three 28.91 and 30.22 (f52501d,
+51m48s) with haze 19.37, all with the tasks weighted by ``'loss'`` as in the other
+joint stages; unweighting FusionDistill's loss (``fusiondistill.task_balance='none'``,
+set below) gave haze 1.9 dB for 0.09 dB at sigma 25 and 0.17 dB of rain. The MoE
+student unweighted too lost its routing of noisy images to the denoising expert, so it
+keeps ``'loss'``.
 
 ``restoration.image_prior = 'dark_channel'`` (``fdjax.models.image_prior``) is what lifted
 Rain100L: the image's dark-channel level (1 % quantile of the 7x7 dark channel over the
