@@ -8,6 +8,8 @@ import pytest
 from fdjax.models import UNet
 
 
+# Loading the flax weights warns nothing (torch warned of read-only numpy views once).
+@pytest.mark.filterwarnings("error::UserWarning")
 @pytest.mark.parametrize("width,depth,blocks,middle", [(8, 2, 1, 1), (4, 3, 2, 2)])
 def test_torch_unet_matches_the_flax_unet(width, depth, blocks, middle):
   torch = pytest.importorskip("torch")

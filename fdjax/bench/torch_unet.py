@@ -69,9 +69,10 @@ class UNet(nn.Module):
   def load_flax(self, params) -> "UNet":
     """Copies a flax ``fdjax.models.UNet``'s ``params`` (same shape options) in place."""
     def conv(module: nn.Conv2d, p):
-      module.weight.copy_(torch.from_numpy(np.asarray(p["kernel"]).transpose(3, 2, 0, 1).copy()))
+      # np.array copies: a JAX array's numpy view is read-only, which torch warns about.
+      module.weight.copy_(torch.from_numpy(np.array(p["kernel"]).transpose(3, 2, 0, 1).copy()))
       if module.bias is not None:
-        module.bias.copy_(torch.from_numpy(np.asarray(p["bias"])))
+        module.bias.copy_(torch.from_numpy(np.array(p["bias"])))
 
     def blocks(seq, prefix):
       for b, block in enumerate(seq):
