@@ -106,3 +106,11 @@ def test_a_field_added_to_any_block_keeps_older_runs_valid_at_its_old_value():
       "augment.jitter: (absent) -> 0.1", "block.warmup: (absent) -> 100"]
   # The same name at another path is not dropped.
   assert fingerprint.without_added({"data": {"warmup": 0}}, added) == {"data": {"warmup": 0}}
+
+
+def test_a_config_wide_field_leaves_a_stage_that_sets_its_own():
+  fields = {"task_balance": "loss", "block": {"task_balance": "none", "epochs": 2}}
+  assert fingerprint.without_overridden(fields) == {"block": fields["block"]}
+  for block in ({"task_balance": "", "epochs": 2}, {"epochs": 2}):   # '' or absent: kept
+    assert fingerprint.without_overridden({**fields, "block": block}) == {**fields, "block": block}
+  assert fingerprint.without_overridden({"seed": 0}) == {"seed": 0}

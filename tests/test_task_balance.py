@@ -201,3 +201,77 @@ def test_a_stage_builds_its_loss_with_its_own_balance(stage, tmp_path, monkeypat
   assert seen["balance"] == "none" and objectives.task_balance(ctx.config) == "loss"
   if stage == "scratch":
     assert seen["step"] == ("combined", "none")
+
+
+def _runner(config_file: str, workdir, **overrides):
+  """A Runner over FusionDistill and Vanilla FT for ``configs/<config_file>``."""
+  from pathlib import Path
+
+  from fdjax import methods as methods_lib
+  from fdjax import pipeline
+  from fdjax.config_fields import load_config_file
+  from fdjax.study import make_context
+  from fdjax.study.runner import Runner
+
+  config = load_config_file(f"{Path(__file__).resolve().parents[1] / 'configs' / config_file}")
+  for dotted, value in overrides.items():
+    block, field = dotted.split("__") if "__" in dotted else (None, dotted)
+    (config[block] if block else config)[field] = value
+  ctx = make_context(config, str(workdir))
+  methods = [methods_lib.get("fusiondistill"), methods_lib.get("vanilla")]
+  return Runner(ctx, pipeline.stage_graph(ctx, methods))
+
+
+@pytest.mark.parametrize("own", ["none", "loss"])
+def test_a_stage_with_its_own_balance_ignores_the_config_wide_one(own, tmp_path):
+  """Classification (the base trains on clean images): FusionDistill with its own
+  balance keeps its fingerprint whatever the config-wide balance is; Vanilla FT, which
+  takes the config-wide one, does not."""
+  from fdjax.study import fingerprint
+
+  def digests(balance):
+    runner = _runner("quickstart.py:tiny", tmp_path, task_balance=balance,
+                     fusiondistill__task_balance=own)
+    return {n: fingerprint.digest(runner.fields(n)) for n in ("fusiondistill", "vanilla")}
+
+  none, loss = digests("none"), digests("loss")
+  assert none["fusiondistill"] == loss["fusiondistill"]
+  assert none["vanilla"] != loss["vanilla"]
+
+
+def test_a_stage_recorded_with_both_balances_is_reused_and_re_recorded(tmp_path):
+  """Before ``fingerprint.OVERRIDDEN_BY`` a stage with its own balance recorded the
+  config-wide one too (restoration: the base has its own here, so every stage below
+  it recorded other upstream digests): such records are the same stages, kept and
+  re-recorded; a record of another config still stops the run."""
+  import json
+  import os
+
+  from fdjax.study import fingerprint
+
+  runner = _runner("restoration_quickstart.py:tiny", tmp_path, task_balance="loss",
+                   clean__task_balance="none", fusiondistill__task_balance="none")
+  names = [n for n in runner.graph]
+  for name in names:  # what the code before the rule recorded
+    fingerprint.check_or_record(runner.ctx.stage_dir(name), name, runner.fields(name, legacy=True))
+    open(os.path.join(runner.ctx.stage_dir(name), "marker"), "w").close()
+  changed = {n for n in names if runner.fields(n, legacy=True) != runner.fields(n)}
+  assert {"clean", "fusiondistill", "vanilla"} <= changed   # vanilla: through the base
+  for name in names:
+    assert runner.check(name) == fingerprint.digest(runner.fields(name))
+    stage_dir = runner.ctx.stage_dir(name)
+    assert os.path.exists(os.path.join(stage_dir, "marker")), name   # not retrained
+    with open(os.path.join(stage_dir, fingerprint.FILE)) as f:
+      assert json.load(f)["digest"] == runner.check(name)
+
+  other = _runner("restoration_quickstart.py:tiny", tmp_path / "other", task_balance="loss",
+                  clean__task_balance="none", fusiondistill__task_balance="none")
+  other.ctx.config.fusiondistill.epochs += 1
+  name = "fusiondistill"
+  legacy_of_other = other.fields(name, legacy=True)
+  fingerprint.check_or_record(runner.ctx.stage_dir(name), name, legacy_of_other,
+                              "retrain")   # the record now holds another config's
+  fresh = _runner("restoration_quickstart.py:tiny", tmp_path, task_balance="loss",
+                  clean__task_balance="none", fusiondistill__task_balance="none")
+  with pytest.raises(fingerprint.FingerprintMismatchError, match="epochs"):
+    fresh.check(name)

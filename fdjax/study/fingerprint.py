@@ -39,6 +39,13 @@ ON_MISMATCH = ("stop", "retrain")
 # resumed); any other value enters it and is named on a mismatch. A new config field
 # that changes a stage's result gets a line here.
 ADDED_FIELDS = {"restoration.image_prior": "none", "block.task_balance": ""}
+# Config-wide fields (top-level keys of a stage's fields, from its ``uses``) that the
+# stage's own block field replaces when that is set (not ''): the config-wide value then
+# does not change the stage's result, so it leaves the stage's fields and changing it
+# retrains nothing it does not change. Records made before this rule (2026-12-03) hold
+# both; ``stage_fields(..., legacy=True)`` computes them that way, and ``Runner.check``
+# accepts and re-records such a record.
+OVERRIDDEN_BY = {"task_balance": "block.task_balance"}
 
 
 class FingerprintMismatchError(UserError, RuntimeError):
@@ -101,8 +108,23 @@ def without_added(fields: Mapping[str, Any], added: Mapping[str, Any] = ADDED_FI
   return keep(_plain(fields), "")
 
 
-def stage_fields(ctx, stage, upstream: Mapping[str, str]) -> dict:
-  """The fields that determine ``stage``'s result in run context ``ctx``."""
+def without_overridden(fields: Mapping[str, Any],
+                       overridden: Mapping[str, str] = OVERRIDDEN_BY) -> dict:
+  """``fields`` (plain dicts) without each config-wide key of ``overridden`` whose
+  stage-level field (dotted path) is set (present and not '')."""
+  out = dict(fields)
+  for key, path in overridden.items():
+    node: Any = out
+    for part in path.split("."):
+      node = node.get(part) if isinstance(node, Mapping) else None
+    if node not in (None, ""):
+      out.pop(key, None)
+  return out
+
+
+def stage_fields(ctx, stage, upstream: Mapping[str, str], *, legacy: bool = False) -> dict:
+  """The fields that determine ``stage``'s result in run context ``ctx``. ``legacy``:
+  as recorded before ``OVERRIDDEN_BY`` (``upstream`` then holds legacy digests too)."""
   config, plan = ctx.config, ctx.plan
   fields: dict[str, Any] = {
       "stage": stage.name, "task": config.get("task", "classification"),
@@ -129,17 +151,20 @@ def stage_fields(ctx, stage, upstream: Mapping[str, str]) -> dict:
   names = plan.names if stage.levels is None else stage.levels
   ranges = {n: (lo, hi) for n, lo, hi in plan.ranges}
   fields["levels"] = {n: list(ranges.get(n, ("full",))) for n in names}
-  return without_added(fields)
+  fields = without_added(fields)
+  return fields if legacy else without_overridden(fields)
 
 
 def check_or_record(stage_dir: str, name: str, fields: Mapping[str, Any],
-                    on_mismatch: str = "stop") -> str:
+                    on_mismatch: str = "stop", accepted: tuple[str, ...] = ()) -> str:
   """Compares ``fields`` with ``<stage_dir>/fingerprint.json`` and records them.
 
   No file and no stage on disk: recorded. No file but a stage on disk (made before
   fingerprints existed): trusted with a warning, then recorded. A different file:
   ``on_mismatch='stop'`` raises ``FingerprintMismatchError``; 'retrain' deletes the
-  stage folder first. Returns the digest.
+  stage folder first. A file whose digest is one of ``accepted`` (the same stage's
+  fields as an earlier rule computed them: ``OVERRIDDEN_BY``) is the same stage: kept,
+  and re-recorded with ``fields``. Returns the digest.
   """
   if on_mismatch not in ON_MISMATCH:
     raise ValueError(f"on_mismatch must be one of {ON_MISMATCH}, got {on_mismatch!r}")
@@ -152,9 +177,12 @@ def check_or_record(stage_dir: str, name: str, fields: Mapping[str, Any],
   # Multi-process: every process has read the file before process 0 may rewrite it below
   # (one that read it after would return early and skip the write's barrier).
   barrier(f"fingerprint read {name}")
-  if old is not None:
-    if old.get("digest") == new:
-      return new
+  stale = False
+  if old is not None and old.get("digest") == new:
+    return new
+  if old is not None and old.get("digest") in accepted:
+    logging.info("[%s] fingerprint recorded by an earlier rule: re-recorded", name)
+  elif old is not None:
     changes = differences(old.get("fields", {}), fields) or ["(fingerprint format)"]
     if on_mismatch == "stop":
       shown = "; ".join(changes[:6]) + (f"; and {len(changes) - 6} more" if len(changes) > 6 else "")
@@ -163,9 +191,9 @@ def check_or_record(stage_dir: str, name: str, fields: Mapping[str, Any],
           hint="use a new --workdir, or pass --config.on_mismatch=retrain to train this "
                "stage and everything downstream of it again")
     logging.warning("[%s] config changed (%s): retraining it", name, "; ".join(changes[:6]))
+    stale = True
   elif os.path.isdir(stage_dir) and os.listdir(stage_dir):
     logging.warning("[%s] made before stage fingerprints existed; trusting it", name)
-  stale = old is not None
 
   def write():
     if stale:

@@ -82,23 +82,27 @@ class Runner:
     self.ctx, self.graph, self.progress = ctx, dict(graph), progress
     self.evaluate = Evaluator(ctx)
     self._built: dict[str, object] = {}
-    self._fields: dict[str, dict] = {}
+    self._fields: dict[bool, dict[str, dict]] = {False: {}, True: {}}
     self.fingerprints: dict[str, str] = {}
 
-  def fields(self, name: str) -> dict:
-    """The fingerprint fields of stage ``name`` (upstream digests included)."""
-    if name not in self._fields:
+  def fields(self, name: str, legacy: bool = False) -> dict:
+    """The fingerprint fields of stage ``name`` (upstream digests included); ``legacy``:
+    as recorded before ``fingerprint.OVERRIDDEN_BY``, upstream too."""
+    cache = self._fields[legacy]
+    if name not in cache:
       stage = self.graph[name]
-      upstream = {r: fingerprint.digest(self.fields(r)) for r in stage.requires}
-      self._fields[name] = fingerprint.stage_fields(self.ctx, stage, upstream)
-    return self._fields[name]
+      upstream = {r: fingerprint.digest(self.fields(r, legacy)) for r in stage.requires}
+      cache[name] = fingerprint.stage_fields(self.ctx, stage, upstream, legacy=legacy)
+    return cache[name]
 
   def check(self, name: str) -> str:
-    """Checks (or records) the fingerprint of ``name`` against its folder; its digest."""
+    """Checks (or records) the fingerprint of ``name`` against its folder; its digest.
+    A record of the legacy fields is the same stage (re-recorded, not retrained)."""
     if name not in self.fingerprints:
+      fields, legacy = self.fields(name), self.fields(name, legacy=True)
       self.fingerprints[name] = fingerprint.check_or_record(
-          self.ctx.stage_dir(name), name, self.fields(name),
-          self.ctx.config.get("on_mismatch", "stop"))
+          self.ctx.stage_dir(name), name, fields, self.ctx.config.get("on_mismatch", "stop"),
+          accepted=(fingerprint.digest(legacy),) if legacy != fields else ())
     return self.fingerprints[name]
 
   def prepare(self, names) -> list[str]:
