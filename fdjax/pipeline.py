@@ -100,7 +100,9 @@ def _run(config, workdir: str, methods, seeds) -> list[report.Record]:
     write_once(lambda: _write_run_info(dataset, workdir), "run.json")
     logging.info("seed %d: %s, %d train / %d val / %d test, %d classes, %d device(s); "
                  "levels %s%s", seed, dataset.name, len(dataset.train),
-                 len(dataset.validation) if dataset.validation else 0, len(dataset.test),
+                 len(dataset.validation) if dataset.validation else 0,
+                 # restoration: the whole clean test set, not its first size group
+                 len(dataset.test_sets.get("clean") or dataset.test),
                  dataset.num_classes, ctx.mesh.size, ctx.plan.describe(),
                  "".join(f"; {d} tested on {t.describe()}"
                          for d, t in dataset.test_sets.items()))
