@@ -96,29 +96,45 @@ def test_fusiondistill_loss_weights_only_the_task_term():
     fusiondistill_loss(Tiny(), UNIT, balance="equal", **kwargs)
 
 
+def _context(config_file: str, workdir, **overrides):
+  """The run context of ``configs/<config_file>`` in ``workdir``; ``overrides``:
+  ``field=value`` (the config's) or ``block__field=value`` (a block's)."""
+  from pathlib import Path
+
+  from fdjax.config_fields import load_config_file
+  from fdjax.study import make_context
+
+  config = load_config_file(f"{Path(__file__).resolve().parents[1] / 'configs' / config_file}")
+  for dotted, value in overrides.items():
+    block, field = dotted.split("__") if "__" in dotted else (None, dotted)
+    (config[block] if block else config)[field] = value
+  return make_context(config, str(workdir))
+
+
+def _runner(ctx, methods=("fusiondistill", "vanilla")):
+  """A Runner over the stages of ``methods`` (names) in ``ctx``."""
+  from fdjax import methods as methods_lib
+  from fdjax import pipeline
+  from fdjax.study.runner import Runner
+
+  return Runner(ctx, pipeline.stage_graph(ctx, [methods_lib.get(m) for m in methods]))
+
+
+def _digests(ctx, methods) -> dict[str, str]:
+  """Every stage's fingerprint digest for ``methods`` in ``ctx``."""
+  from fdjax.study import fingerprint
+
+  runner = _runner(ctx, methods)
+  return {n: fingerprint.digest(runner.fields(n)) for n in runner.graph}
+
+
 def test_restoration_joint_base_is_balanced_and_fingerprinted(tmp_path):
   """Restoration trains its base on all tasks jointly: with a balance set, the base's
   fingerprint changes and, through it, every stage built from it."""
-  from pathlib import Path
-
-  from fdjax import methods as methods_lib
-  from fdjax import pipeline
-  from fdjax.config_fields import load_config_file
-  from fdjax.study import fingerprint, make_context
-  from fdjax.study.runner import Runner
-
-  config = load_config_file(
-      f"{Path(__file__).resolve().parents[1] / 'configs' / 'restoration_quickstart.py'}:tiny")
-  ctx = make_context(config, str(tmp_path))
-  methods = [methods_lib.get("fusiondistill")]
-
-  def digests():
-    runner = Runner(ctx, pipeline.stage_graph(ctx, methods))
-    return {n: fingerprint.digest(runner.fields(n)) for n in runner.graph}
-
-  before = digests()
+  ctx = _context("restoration_quickstart.py:tiny", tmp_path)
+  before = _digests(ctx, ("fusiondistill",))
   ctx.config.task_balance = "loss"
-  after = digests()
+  after = _digests(ctx, ("fusiondistill",))
   assert before["clean"] != after["clean"]
   assert all(before[n] != after[n] for n in ("fusiondistill", "fused/average",
                                              *(f"experts/{d}" for d in ctx.degradations)))
@@ -147,30 +163,15 @@ def test_a_stage_builds_its_loss_with_its_own_balance(stage, tmp_path, monkeypat
   """The stage's loss gets the block's balance (not the config's), and only that stage's
   fingerprint changes; Scratch's compiled step is not shared with a differently balanced
   stage (the step's key carries the balance)."""
-  from pathlib import Path
-
   from fdjax import distill
-  from fdjax import methods as methods_lib
-  from fdjax import pipeline
-  from fdjax.config_fields import load_config_file
   from fdjax.methods import finetune, fusiondistill
-  from fdjax.study import fingerprint, make_context
-  from fdjax.study.runner import Runner
   from fdjax.train import objectives
 
-  config = load_config_file(
-      f"{Path(__file__).resolve().parents[1] / 'configs' / 'restoration_quickstart.py'}:tiny")
-  config.task_balance = "loss"
-  ctx = make_context(config, str(tmp_path))
-  methods = [methods_lib.get("fusiondistill"), methods_lib.get("scratch")]
-
-  def digests():
-    runner = Runner(ctx, pipeline.stage_graph(ctx, methods))
-    return {n: fingerprint.digest(runner.fields(n)) for n in runner.graph}
-
-  before = digests()
+  ctx = _context("restoration_quickstart.py:tiny", tmp_path, task_balance="loss")
+  methods = ("fusiondistill", "scratch")
+  before = _digests(ctx, methods)
   ctx.config[stage].task_balance = "none"
-  after = digests()
+  after = _digests(ctx, methods)
   assert {n for n in before if before[n] != after[n]} == {stage}
 
   seen = {}
@@ -179,7 +180,7 @@ def test_a_stage_builds_its_loss_with_its_own_balance(stage, tmp_path, monkeypat
     seen["balance"] = balance
     raise _Built
 
-  runner = Runner(ctx, pipeline.stage_graph(ctx, methods))
+  runner = _runner(ctx, methods)
   if stage == "fusiondistill":
     monkeypatch.setattr(distill, "fusiondistill_loss", record)
     build = lambda: fusiondistill._stage(runner)
@@ -203,36 +204,14 @@ def test_a_stage_builds_its_loss_with_its_own_balance(stage, tmp_path, monkeypat
     assert seen["step"] == ("combined", "none")
 
 
-def _runner(config_file: str, workdir, **overrides):
-  """A Runner over FusionDistill and Vanilla FT for ``configs/<config_file>``."""
-  from pathlib import Path
-
-  from fdjax import methods as methods_lib
-  from fdjax import pipeline
-  from fdjax.config_fields import load_config_file
-  from fdjax.study import make_context
-  from fdjax.study.runner import Runner
-
-  config = load_config_file(f"{Path(__file__).resolve().parents[1] / 'configs' / config_file}")
-  for dotted, value in overrides.items():
-    block, field = dotted.split("__") if "__" in dotted else (None, dotted)
-    (config[block] if block else config)[field] = value
-  ctx = make_context(config, str(workdir))
-  methods = [methods_lib.get("fusiondistill"), methods_lib.get("vanilla")]
-  return Runner(ctx, pipeline.stage_graph(ctx, methods))
-
-
 @pytest.mark.parametrize("own", ["none", "loss"])
 def test_a_stage_with_its_own_balance_ignores_the_config_wide_one(own, tmp_path):
   """Classification (the base trains on clean images): FusionDistill with its own
   balance keeps its fingerprint whatever the config-wide balance is; Vanilla FT, which
   takes the config-wide one, does not."""
-  from fdjax.study import fingerprint
-
   def digests(balance):
-    runner = _runner("quickstart.py:tiny", tmp_path, task_balance=balance,
-                     fusiondistill__task_balance=own)
-    return {n: fingerprint.digest(runner.fields(n)) for n in ("fusiondistill", "vanilla")}
+    return _digests(_context("quickstart.py:tiny", tmp_path, task_balance=balance,
+                             fusiondistill__task_balance=own), ("fusiondistill", "vanilla"))
 
   none, loss = digests("none"), digests("loss")
   assert none["fusiondistill"] == loss["fusiondistill"]
@@ -249,9 +228,10 @@ def test_a_stage_recorded_with_both_balances_is_reused_and_re_recorded(tmp_path)
 
   from fdjax.study import fingerprint
 
-  runner = _runner("restoration_quickstart.py:tiny", tmp_path, task_balance="loss",
-                   clean__task_balance="none", fusiondistill__task_balance="none")
-  names = [n for n in runner.graph]
+  balances = dict(task_balance="loss", clean__task_balance="none",
+                  fusiondistill__task_balance="none")
+  runner = _runner(_context("restoration_quickstart.py:tiny", tmp_path, **balances))
+  names = list(runner.graph)
   for name in names:  # what the code before the rule recorded
     fingerprint.check_or_record(runner.ctx.stage_dir(name), name, runner.fields(name, legacy=True))
     open(os.path.join(runner.ctx.stage_dir(name), "marker"), "w").close()
@@ -264,14 +244,12 @@ def test_a_stage_recorded_with_both_balances_is_reused_and_re_recorded(tmp_path)
     with open(os.path.join(stage_dir, fingerprint.FILE)) as f:
       assert json.load(f)["digest"] == runner.check(name)
 
-  other = _runner("restoration_quickstart.py:tiny", tmp_path / "other", task_balance="loss",
-                  clean__task_balance="none", fusiondistill__task_balance="none")
+  other = _runner(_context("restoration_quickstart.py:tiny", tmp_path / "other", **balances))
   other.ctx.config.fusiondistill.epochs += 1
   name = "fusiondistill"
   legacy_of_other = other.fields(name, legacy=True)
   fingerprint.check_or_record(runner.ctx.stage_dir(name), name, legacy_of_other,
                               "retrain")   # the record now holds another config's
-  fresh = _runner("restoration_quickstart.py:tiny", tmp_path, task_balance="loss",
-                  clean__task_balance="none", fusiondistill__task_balance="none")
+  fresh = _runner(_context("restoration_quickstart.py:tiny", tmp_path, **balances))
   with pytest.raises(fingerprint.FingerprintMismatchError, match="epochs"):
     fresh.check(name)
