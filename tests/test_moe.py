@@ -6,6 +6,7 @@ Tiny models (depth 8, 8x8 images, batch 4) and variables drawn with numpy (three
 initialisation is slow to compile) keep this fast.
 """
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -257,6 +258,17 @@ def test_cost_counts_active_experts(dense_models):
       shapes, E, 1)}, {"params": param_count(fused)})
   router_params = param_count(shapes) - param_count(fused) - (E - 1) * stage3
   assert np.isclose(ratio["active_params"], 1 + router_params / param_count(fused))
+
+
+def test_inference_flops_count_multiply_adds_in_closed_form():
+  # XLA counts 2 FLOPs per multiply-add (+1 per bias add); compiled for XLA:CPU on any
+  # backend, from the variables' shapes alone.
+  conv = nn.Conv(5, (3, 3), use_bias=False, padding="VALID")
+  variables = jax.eval_shape(conv.init, jax.random.key(0), jnp.zeros((1, 10, 12, 4)))
+  assert inference_flops(conv.apply, variables, (2, 10, 12, 4)) == 2 * (2 * 8 * 10) * 9 * 4 * 5
+  dense = nn.Dense(7)
+  variables = dense.init(jax.random.key(0), jnp.zeros((1, 6)))
+  assert inference_flops(dense.apply, variables, (3, 6)) == 2 * 3 * 6 * 7 + 3 * 7
 
 
 def test_sparse_top1_costs_about_one_dense_model(dense_models):

@@ -21,8 +21,9 @@ experts, ``--moe-stages`` routed per pixel, top-``--k``) with random weights, an
 
 ``--torch`` (needs PyTorch; plain ``unet`` only): the same U-Net in PyTorch
 (``fdjax.bench.torch_unet``, NCHW, ``torch.optim.RAdam``, L1, one thread per CPU of
-the process) on the same batch, timed alternately with fdjax's step; the line adds its
-patches/s and fdjax's ratio to it.
+the process; on the GPU when JAX runs on one and PyTorch sees it, ``torch_device``) on
+the same batch, timed alternately with fdjax's step; the line adds its patches/s and
+fdjax's ratio to it.
 
 The header names the backend, its devices and the CPU model (``/proc/cpuinfo``), the
 load average and ``XLA_FLAGS`` (``python -m fdjax.bench`` sets fdjax's XLA:CPU defaults,
@@ -110,18 +111,29 @@ def torch_train_runner(args):
   import torch  # pylint: disable=import-outside-toplevel
   from fdjax.bench import torch_unet  # pylint: disable=import-outside-toplevel
 
+  device = torch_device()
   torch.manual_seed(0)
-  model = torch_unet.UNet(args.width, args.depth).train()
+  model = torch_unet.UNet(args.width, args.depth).train().to(device)
   opt = torch.optim.RAdam(model.parameters(), lr=1e-4)
-  images, targets = torch.rand(2, args.batch, 3, args.patch, args.patch)
+  images, targets = torch.rand(2, args.batch, 3, args.patch, args.patch, device=device)
 
   def run(steps: int) -> None:
     for _ in range(steps):
       opt.zero_grad(set_to_none=True)
       (model(images) - targets).abs().mean().backward()
       opt.step()
+    if device == "cuda":
+      torch.cuda.synchronize()
 
   return run
+
+
+def torch_device() -> str:
+  """Where the PyTorch peer runs: ``'cuda'`` when JAX runs on a GPU and PyTorch sees one
+  (the two then share the accelerator), else ``'cpu'``."""
+  import torch  # pylint: disable=import-outside-toplevel
+
+  return "cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else "cpu"
 
 
 def measure(variant: str, args) -> dict:
@@ -194,6 +206,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     import torch  # pylint: disable=import-outside-toplevel
 
     torch.set_num_threads(cpus)
+    print(f"PyTorch {torch.__version__} on {torch_device()}", flush=True)
   results = {}
   for variant in args.variants:
     r = measure(variant, args)

@@ -48,13 +48,21 @@ def active_param_count(tree, num_experts: int, k: int) -> int:
 
 def inference_flops(apply_fn: Callable, variables, input_shape: tuple[int, ...],
                     dtype=jnp.float32) -> float:
-  """XLA's FLOP count of ``apply_fn(variables, x)`` for ``x`` of ``input_shape`` (with batch).
+  """XLA:CPU's FLOP count of ``apply_fn(variables, x)`` for ``x`` of ``input_shape`` (with
+  batch), on any default backend (only shapes and dtypes of ``variables`` are used).
 
   ``apply_fn`` is e.g. ``model.apply`` (train=False by default) or ``lambda v, x:
   model.apply(v, x, train=False)[0]``.
   """
-  x = jax.ShapeDtypeStruct(tuple(input_shape), dtype)
-  compiled = jax.jit(apply_fn).lower(variables, x).compile()
+  # Compiled for XLA:CPU whatever the default backend: XLA:GPU's count of the same model
+  # differs (its convolutions are cuDNN calls; a 3-task smoke run on an H200 reported
+  # 5.1x a dense U-Net's FLOPs for a per-pixel MoE student that XLA:CPU counts at 1.7x),
+  # and the table's ratios must not depend on where a run was made.
+  cpu = jax.sharding.SingleDeviceSharding(jax.devices("cpu")[0])
+  abstract = lambda a: jax.ShapeDtypeStruct(np.shape(a), getattr(a, "dtype", None)
+                                            or jnp.result_type(a), sharding=cpu)
+  x = jax.ShapeDtypeStruct(tuple(input_shape), dtype, sharding=cpu)
+  compiled = jax.jit(apply_fn).lower(jax.tree.map(abstract, variables), x).compile()
   analysis = compiled.cost_analysis()
   if isinstance(analysis, (list, tuple)):   # older JAX: one dict per program
     analysis = analysis[0]
