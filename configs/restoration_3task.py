@@ -31,6 +31,13 @@ images of each test set, haze tested at beta 1 only); ``:smoke``
 = a minute or two (tiny model, 4 images per training set, 2 per test set, one epoch per
 stage).
 
+The full setting ran once, on one NVIDIA H200 at half its epochs (2026-12-04; BUILD_NOTES.md
+"The full three-task config on one H200"): every stage trained in 6m12s (2,500-2,850
+128x128 patches/s); on the whole test sets FusionDistill 30.45 / 27.47 / 23.13 dB at
+sigma 15 / 25 / 50, Rain100L 28.68 Y, haze 23.62 (PromptIR: 33.98 / 31.31 / 28.06, 36.37).
+Its learning rates are not tuned: on the same 24 images it denoises 1.5 dB worse than
+the ``:reduced`` CPU run and dehazes 3 dB better.
+
 The ``:reduced`` recipe (short experiments of 2026-12-02 on the shared 2-core EPYC under
 load 6..9, so absolute speeds are indicative; blind denoising alone, 24 CBSD68 images,
 sigma 25, Adam + cosine):
