@@ -77,5 +77,6 @@ def decision_params(model, variables, input_shape) -> int:
 
 
 def decision_flops(model, variables, input_shape) -> float:
-  """XLA's FLOPs of ``model``'s routing decision alone on one input of ``input_shape``."""
+  """XLA:CPU's FLOPs (``inference_flops``) of ``model``'s routing decision alone on one
+  input of ``input_shape``."""
   return inference_flops(decision(model), variables, tuple(input_shape))
