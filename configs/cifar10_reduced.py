@@ -12,8 +12,8 @@ image once per degradation per epoch, as the reference does. Results and wall ti
 are recorded in BUILD_NOTES.md.
 """
 
-from fdjax.config import (TRAINING_STAGES, apply_runlocal, base_config, optimizer_config,
-                          stage_config)
+from fdjax.config import (TRAINING_STAGES, apply_runlocal, base_config, fusiondistill_config,
+                          optimizer_config, stage_config)
 
 
 def get_config(arg: str | None = None):
@@ -33,9 +33,8 @@ def get_config(arg: str | None = None):
   config.experts.loss = "iliac"
   config.experts.cos_weight = 1.0
   config.fusion.reestimate_batches = 20
-  config.fusiondistill = stage_config(1, optimizer_config("radam", 1e-3, schedule="cosine"))
-  config.fusiondistill.alpha = 0.1
-  config.fusiondistill.gamma = 1.0
+  config.fusiondistill = fusiondistill_config(1, optimizer_config("radam", 1e-3, schedule="cosine"),
+                                              alpha=0.1, gamma=1.0)
   config.moe.epochs = 1
   config.moe.optimizer = optimizer_config("radam", 1e-3, schedule="cosine")
   config.fusing = stage_config(1, optimizer_config("radam", 1e-3, schedule="cosine"))

@@ -20,8 +20,8 @@ accuracies are not CIFAR's (the blur grid, in pixels, is relatively twice as str
 32x32 images); the point is a complete, fast run of every stage.
 """
 
-from fdjax.config import (TRAINING_STAGES, apply_runlocal, base_config, optimizer_config,
-                          stage_config)
+from fdjax.config import (TRAINING_STAGES, apply_runlocal, base_config, fusiondistill_config,
+                          optimizer_config, stage_config)
 
 
 def get_config(arg: str | None = None):
@@ -39,9 +39,8 @@ def get_config(arg: str | None = None):
   config.experts.loss = "iliac"
   config.experts.cos_weight = 1.0
   config.fusion.reestimate_batches = 20
-  config.fusiondistill = stage_config(2, optimizer_config("radam", 1e-3, milestones=(1,)))
-  config.fusiondistill.alpha = 0.1
-  config.fusiondistill.gamma = 1.0
+  config.fusiondistill = fusiondistill_config(2, optimizer_config("radam", 1e-3, milestones=(1,)),
+                                              alpha=0.1, gamma=1.0)
   config.moe.epochs = 1
   config.moe.optimizer = optimizer_config("radam", 1e-3, schedule="cosine")
   config.fusing = stage_config(2, optimizer_config("radam", 1e-3, milestones=(1,)))

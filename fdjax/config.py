@@ -52,6 +52,18 @@ def stage_config(epochs: int, optimizer: ml_collections.ConfigDict) -> ml_collec
   return ml_collections.ConfigDict(dict(epochs=epochs, optimizer=optimizer, task_balance=""))
 
 
+def fusiondistill_config(epochs: int, optimizer: ml_collections.ConfigDict, *,
+                         alpha: float = 0.1, gamma: float = 1.0,
+                         output_weight: float = 0.0) -> ml_collections.ConfigDict:
+  """FusionDistill's block: a stage block plus its loss weights, ``alpha * task loss +
+  gamma * sum_i (1 - cos_i) + output_weight * sum_i d(outputs, expert_i's)`` (gamma the
+  same for every expert, as in the paper; ``output_weight`` > 0 adds response
+  distillation: L1 between images, KL between softmaxes; 0 = the paper's loss)."""
+  block = stage_config(epochs, optimizer)
+  block.update(alpha=alpha, gamma=gamma, output_weight=output_weight)
+  return block
+
+
 def set_epochs(config: ml_collections.ConfigDict, **per_stage: int) -> ml_collections.ConfigDict:
   """Sets ``config.<stage>.epochs`` in place, e.g. ``set_epochs(config, clean=16,
   experts=4)``; returns ``config``."""
@@ -135,9 +147,8 @@ def base_config() -> ml_collections.ConfigDict:
       init_batch_stats="average", modelsoups_variants="paper,average,reestimate",
       reestimate_batches=200))
   # Stage 4 and the fine-tuning baselines. Batches: batch_size images PER DEGRADATION.
-  c.fusiondistill = stage_config(100, optimizer_config("radam", 1e-3, milestones=(30, 70, 90)))
-  c.fusiondistill.alpha = 0.1
-  c.fusiondistill.gamma = 1.0       # the same for every expert, as in the paper
+  c.fusiondistill = fusiondistill_config(
+      100, optimizer_config("radam", 1e-3, milestones=(30, 70, 90)), alpha=0.1, gamma=1.0)
   c.fusing = stage_config(100, optimizer_config("radam", 1e-3, milestones=(30, 70, 90)))
   c.vanilla = stage_config(200, optimizer_config("radam", 1e-3, milestones=(60, 140, 180)))
   c.scratch = stage_config(200, optimizer_config("sgd", 0.1, milestones=(60, 140, 180)))
@@ -147,7 +158,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.moe = stage_config(100, optimizer_config("radam", 1e-3, milestones=(30, 70, 90)))
   c.moe.update(dict(
       ks="1,2", train_k=2, stages="stage3", routing="image", dispatch="dense", num_prompts=8,
-      channel_sharing=False, balance_weight=1e-4, alpha=0.1, gamma=1.0,
+      channel_sharing=False, balance_weight=1e-4, alpha=0.1, gamma=1.0, output_weight=0.0,
       homogenize="none",            # 'none' | 'sum' | 'pcgrad' | 'meta' (MUIRF)
       expert_loop="auto",           # 'auto' (unroll on CPU, vmap elsewhere) | 'vmap' | 'unroll'
       # Router (issue 11): what it sees ('stage' = the routed stage's input, 'image' = the

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import ml_collections
 
-from fdjax.config import LEVEL_NAMES, base_config, optimizer_config, stage_config
+from fdjax.config import (LEVEL_NAMES, base_config, fusiondistill_config, optimizer_config,
+                          stage_config)
 from fdjax.tasks.restoration import DEFAULTS
 
 # The training stages of a restoration study (each a `stage_config` block).
@@ -60,16 +61,14 @@ def restoration_config() -> ml_collections.ConfigDict:
   c.distill_feature = "bottleneck"
   c.experts.loss = "ce"             # the task loss (L1 / Charbonnier), from the base model
   c.fusion.weights = "1,1,1"
-  c.fusiondistill.alpha = 1.0       # restoration: the L1 term carries the image
   adam = lambda lr: optimizer_config("adam", lr, weight_decay=0.0, schedule="cosine")
   for stage in ("clean", "scratch"):
     c[stage] = stage_config(4, adam(1e-3))
-  for stage in ("experts", "vanilla", "fusing", "fusiondistill"):
+  for stage in ("experts", "vanilla", "fusing"):
     c[stage] = stage_config(2, adam(3e-4))
-    if stage == "experts":
-      c.experts.update(loss="ce", cos_weight=1.0)
-    if stage == "fusiondistill":
-      c.fusiondistill.update(alpha=1.0, gamma=1.0)
+  c.experts.update(loss="ce", cos_weight=1.0)
+  c.fusiondistill = fusiondistill_config(2, adam(3e-4), alpha=1.0,   # L1 carries the image
+                                         gamma=1.0)
   # FusionDistill-MoE: the U-Net student of fdjax.moe.unet_student, experts at the
   # routed U-Net levels ('encoder<l>', 'middle', 'decoder<l>'), gates per pixel there.
   c.moe.update(epochs=2, optimizer=adam(3e-4), stages="decoder1", routing="pixel",

@@ -125,7 +125,8 @@ def validate_config(config, *, device_count: int | None = None) -> None:
                 "data.crop_multiple"):
     check(field, int_at_least(0), "an integer >= 0")
   for field in ("experts.cos_weight", "fusiondistill.alpha", "fusiondistill.gamma",
-                "moe.alpha", "moe.gamma", "moe.balance_weight"):
+                "fusiondistill.output_weight", "moe.alpha", "moe.gamma", "moe.balance_weight",
+                "moe.output_weight"):
     check(field, lambda v: finite(v) and v >= 0, "a finite number >= 0")
 
   # Data.

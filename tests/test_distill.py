@@ -94,3 +94,58 @@ def test_combined_batch_degrades_each_share_with_its_own_degradation():
   assert out.shape == images.shape
   with pytest.raises(ValueError, match="equal shares"):
     LevelPlan(("jpeg", "blur", "awgn")).combined()(jax.random.key(0), images)
+
+
+def test_output_distance_of_each_task_against_numpy():
+  from fdjax.tasks import RestorationTask
+  rng = np.random.default_rng(2)
+  # restoration: per image, the mean |a - b| (L1) or sqrt(d^2 + eps^2) (Charbonnier)
+  a, b = rng.uniform(0, 1, (2, 3, 5, 4, 3)), rng.uniform(0, 1, (2, 3, 5, 4, 3))
+  l1 = RestorationTask(patch=None, flip=False, rot90=False)
+  np.testing.assert_allclose(l1.output_distance(jnp.asarray(a), jnp.asarray(b)),
+                             np.abs(a - b).mean(axis=(-3, -2, -1)), rtol=1e-5)
+  charb = RestorationTask(patch=None, flip=False, rot90=False, loss="charbonnier")
+  eps = 1e-3
+  np.testing.assert_allclose(charb.output_distance(jnp.asarray(a), jnp.asarray(b)),
+                             np.sqrt((a - b) ** 2 + eps ** 2).mean(axis=(-3, -2, -1)), rtol=1e-5)
+  # classification: KL(softmax(teacher) || softmax(student)) = sum p log(p / q)
+  s, t = rng.normal(size=(4, 6)), rng.normal(size=(4, 6))
+  p = np.exp(t) / np.exp(t).sum(-1, keepdims=True)
+  q = np.exp(s) / np.exp(s).sum(-1, keepdims=True)
+  np.testing.assert_allclose(UNIT.output_distance(jnp.asarray(s), jnp.asarray(t)),
+                             (p * np.log(p / q)).sum(-1), rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(UNIT.output_distance(jnp.asarray(s), jnp.asarray(s + 3.0)), 0,
+                             atol=1e-6)
+
+
+def test_fusiondistill_output_term_is_the_mean_distance_to_each_expert():
+  # loss(output_weight=w) - loss(0) = w * mean_i KL(expert_i(teacher view of share i) ||
+  # student(share i)), each share's KL averaged over its images.
+  model = cifar_resnet(8, 3)
+  keys = jax.random.split(jax.random.key(3), 3)
+  student = init_variables(model, keys[0], (32, 32, 3))
+  experts = [init_variables(model, k, (32, 32, 3)) for k in keys[1:]]
+  images = np.random.default_rng(4).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+  batch = {"image": jnp.asarray(images), "label": jnp.asarray([0, 2, 1, 1], jnp.int32)}
+  degrade = lambda key, x: jnp.concatenate([255 - x[:2], x[2:] // 2])
+  losses = {}
+  for w in (0.0, 2.5):
+    loss_fn = fusiondistill_loss(model, UNIT, degrade=degrade, num_experts=2, output_weight=w)
+    losses[w], (_, metrics) = jax.jit(loss_fn)(student["params"], student["batch_stats"], batch,
+                                               jax.random.key(5), stack_trees(experts))
+  degraded = np.concatenate([255 - images[:2], images[2:] // 2])
+  (logits, _), _ = jax.jit(functools.partial(model.apply, train=True, mutable=["batch_stats"]))(
+      student, normalize(degraded, "unit"))
+  apply_eval = jax.jit(functools.partial(model.apply, train=False))
+  kls = []
+  for i, expert in enumerate(experts):  # the classification teacher view: the clean images
+    t_logits, _ = apply_eval(expert, normalize(images[2 * i:2 * i + 2], "unit"))
+    t = np.asarray(t_logits, np.float64)
+    s = np.asarray(logits[2 * i:2 * i + 2], np.float64)
+    log_p = t - np.log(np.exp(t).sum(-1, keepdims=True))
+    log_q = s - np.log(np.exp(s).sum(-1, keepdims=True))
+    kls.append(np.mean((np.exp(log_p) * (log_p - log_q)).sum(-1)))
+  assert float(losses[2.5] - losses[0.0]) == pytest.approx(2.5 * np.mean(kls), rel=1e-3)
+  assert float(metrics["kd"]) == pytest.approx(np.mean(kls), rel=1e-3)
+  with pytest.raises(ValueError, match="output_weight must be >= 0"):
+    fusiondistill_loss(model, UNIT, degrade=degrade, num_experts=2, output_weight=-1.0)

@@ -1,5 +1,7 @@
 """``config.task_balance``: the combined-degradation losses weight each degradation's
-share by mean/own loss ('loss'), against closed forms and hand-weighted losses."""
+share by mean/own loss ('loss'), against closed forms and hand-weighted losses; and the
+distilling stages' other own loss field, ``output_weight``, reaching their losses and
+fingerprints."""
 
 import flax.linen as nn
 import jax
@@ -253,3 +255,46 @@ def test_a_stage_recorded_with_both_balances_is_reused_and_re_recorded(tmp_path)
   fresh = _runner(_context("restoration_quickstart.py:tiny", tmp_path, **balances))
   with pytest.raises(fingerprint.FingerprintMismatchError, match="epochs"):
     fresh.check(name)
+
+
+@pytest.mark.parametrize("stage,method", [("fusiondistill", "fusiondistill"),
+                                          ("moe", "fusiondistill_moe")])
+def test_output_weight_reaches_its_stage_loss_and_only_its_fingerprint(stage, method, tmp_path,
+                                                                       monkeypatch):
+  """``<block>.output_weight`` (response distillation) is passed to the stage's loss and
+  changes that stage's fingerprint alone; 0 leaves the fingerprint of runs recorded
+  before the field (``fingerprint.ADDED_FIELDS``)."""
+  from fdjax import distill
+  from fdjax.methods import fusiondistill
+  from fdjax.moe import student
+  from fdjax.study import fingerprint
+  from fdjax.train import init_variables
+
+  ctx = _context("restoration_quickstart.py:tiny", tmp_path)
+  runner = _runner(ctx, (method,))
+  name = {"moe": "fusiondistill_moe"}.get(stage, stage)
+  # 0: the field is left out, so the fields (and digest) are those of a run recorded
+  # before it existed; any other value enters them
+  assert ctx.config[stage].output_weight == 0.0
+  assert "output_weight" not in runner.fields(name)["block"]
+  assert fingerprint.ADDED_FIELDS["block.output_weight"] == 0.0
+  before = _digests(ctx, (method,))
+  ctx.config[stage].output_weight = 0.5
+  assert _runner(ctx, (method,)).fields(name)["block"]["output_weight"] == 0.5
+  after = _digests(ctx, (method,))
+  assert {n for n in before if before[n] != after[n]} == {name}
+
+  seen = {}
+
+  def record(*args, output_weight, **kwargs):
+    seen["output_weight"] = output_weight
+    raise _Built
+
+  monkeypatch.setattr(distill, "fusiondistill_loss", record)
+  with pytest.raises(_Built):
+    if stage == "fusiondistill":
+      fusiondistill._stage(_runner(ctx, (method,)))
+    else:
+      variables = init_variables(ctx.model, jax.random.key(0), ctx.dataset.image_shape)
+      student.recipe_parts(ctx, variables, [variables] * len(ctx.degradations))
+  assert seen["output_weight"] == 0.5

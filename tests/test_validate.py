@@ -86,6 +86,8 @@ BAD = [
     ("eval.level_stride", 0, "eval.level_stride must be an integer >= 1"),
     ("eval.max_examples", -1, "eval.max_examples must be an integer >= 0"),
     ("fusiondistill.alpha", -0.1, "fusiondistill.alpha must be a finite number >= 0"),
+    ("fusiondistill.output_weight", -1.0,
+     "fusiondistill.output_weight must be a finite number >= 0"),
     # data
     ("data.validation_fraction", 1.0, "data.validation_fraction must be in [0, 1), got 1.0"),
     ("data.validation_fraction", -0.1, "data.validation_fraction must be in [0, 1)"),

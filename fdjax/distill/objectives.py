@@ -5,7 +5,9 @@
   crop); loss = ``ce_weight * CE + cos_weight * (1 - cos)`` on one feature map.
 * ``fusiondistill_loss`` (stage 4): the batch holds one equal share per
   degradation; share i is degraded by degradation i for the student and shown
-  clean to frozen expert i; loss = ``alpha * CE + sum_i gamma_i * (1 - cos_i)``.
+  to frozen expert i (the task's teacher view); loss = ``alpha * CE + sum_i gamma_i *
+  (1 - cos_i)``, plus ``output_weight * sum_i d(student, expert_i)`` on the outputs
+  when asked (response distillation; ``d`` = ``task.output_distance``).
   When the experts share one architecture (always, here) their variables are
   stacked on a leading axis and their forward passes run as one ``vmap``
   (``apply_experts``: unrolled on CPU, where that is 5x faster).
@@ -71,7 +73,8 @@ def fusiondistill_loss(model, task, *, degrade: DegradeFn, num_experts: int,
                        feature: str = "stage3", alpha: float = 0.1,
                        gammas: Sequence[float] | None = None, teacher_model=None,
                        aux_loss_weight: float = 0.0, router_weight: float = 0.0,
-                       rng_streams: Sequence[str] = (), balance: str = "none"):
+                       rng_streams: Sequence[str] = (), balance: str = "none",
+                       output_weight: float = 0.0):
   """Stage 4. ``frozen`` = expert variables stacked on a leading axis of size ``num_experts``.
 
   ``degrade`` must degrade share i of the batch with degradation i (see
@@ -90,9 +93,14 @@ def fusiondistill_loss(model, task, *, degrade: DegradeFn, num_experts: int,
   ``rng_streams``: PRNG streams the student draws from in training (e.g. ``'gating'``
   for noisy top-K), each from ``fold_in(key, 1 + index)``. ``balance``: how the shares'
   task losses are weighted (``fdjax.train.objectives.share_weights``; the metric ``ce``
-  stays the plain mean).
+  stays the plain mean). ``output_weight`` > 0: each share's mean
+  ``task.output_distance(student outputs, expert i's outputs)`` (restoration: L1 or
+  Charbonnier between the images; classification: KL of the softmaxes), times
+  ``output_weight``, is added to task i's loss (metric ``kd``).
   """
-  check_balance(balance)  # a bad mode fails when the loss is built, not in the step
+  check_balance(balance)
+  if output_weight < 0:
+    raise ValueError(f"output_weight must be >= 0, got {output_weight}")  # a bad mode fails when the loss is built, not in the step
   teacher_model = teacher_model or model
   gammas = jnp.asarray(gammas if gammas is not None else [1.0] * num_experts, jnp.float32)
   if gammas.shape != (num_experts,):
@@ -109,9 +117,10 @@ def fusiondistill_loss(model, task, *, degrade: DegradeFn, num_experts: int,
         train=True, mutable=["batch_stats"], **({"rngs": rngs} if rngs else {}))
 
     def teacher(variables, images):
-      return teacher_model.apply(variables, images, train=False)[1][feature]
+      teacher_outputs, teacher_features = teacher_model.apply(variables, images, train=False)
+      return teacher_outputs, teacher_features[feature]
 
-    teacher_features = jax.lax.stop_gradient(
+    teacher_outputs, teacher_features = jax.lax.stop_gradient(
         apply_experts(teacher, frozen, shares(task.model_input(teacher_input))))
     cos_per_expert = jax.vmap(cosine_distance)(shares(features[feature]), teacher_features)
     ce_per_share = jnp.mean(task.per_example_loss(shares(outputs), shares(target)), axis=1)
@@ -120,9 +129,13 @@ def fusiondistill_loss(model, task, *, degrade: DegradeFn, num_experts: int,
     # the loss, and gradient homogenization (fdjax.moe) differentiates them one by one.
     weighted_ce = share_weights(ce_per_share, balance) * ce_per_share
     task_losses = alpha * weighted_ce / num_experts + gammas * cos_per_expert
+    metrics = {"ce": ce, "cos": jnp.mean(cos_per_expert)}
+    if output_weight:
+      kd_per_share = jnp.mean(task.output_distance(shares(outputs), teacher_outputs), axis=1)
+      task_losses = task_losses + output_weight * kd_per_share / num_experts
+      metrics["kd"] = jnp.mean(kd_per_share)
     loss = with_regularizer(jnp.sum(task_losses), features)
-    metrics = {"ce": ce, "cos": jnp.mean(cos_per_expert), "task_losses": task_losses,
-               **task.train_metrics(outputs, target)}
+    metrics.update(task_losses=task_losses, **task.train_metrics(outputs, target))
     if aux_loss_weight and "aux_loss" in features:
       loss = loss + aux_loss_weight * features["aux_loss"]
       metrics["aux_loss"] = features["aux_loss"]

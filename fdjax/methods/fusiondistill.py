@@ -20,7 +20,8 @@ def _stage(runner) -> dict:
   loss_fn = distill.fusiondistill_loss(ctx.model, ctx.task, degrade=degrade, num_experts=n,
                                        feature=ctx.config.distill_feature, alpha=cfg.alpha,
                                        gammas=[cfg.gamma] * n,
-                                       balance=task_balance(ctx.config, "fusiondistill"))
+                                       balance=task_balance(ctx.config, "fusiondistill"),
+                                       output_weight=cfg.output_weight)
   recipe = Recipe(loss_fn, init=runner.get(fused_init(ctx)),
                   frozen=stack_trees(stages.experts(runner)), shares=n,
                   selection_degrade=degrade, pairs=ctx.degradations)

@@ -116,7 +116,7 @@ def recipe_parts(ctx, fused_variables: dict, expert_variables: list[dict]) -> di
       alpha=cfg.alpha, gammas=[cfg.gamma] * n, teacher_model=ctx.model,
       aux_loss_weight=cfg.balance_weight, router_weight=float(cfg.router_supervision),
       rng_streams=("gating",) if cfg.noisy_gating else (),
-      balance=task_balance(ctx.config, "moe"))
+      balance=task_balance(ctx.config, "moe"), output_weight=cfg.output_weight)
   # Real training pairs (restoration) join its data as they join every combined stage's.
   parts = dict(loss_fn=loss_fn, init=init, frozen=stack_trees(expert_variables), shares=n,
                selection_degrade=degrade, model=model, pairs=ctx.degradations)

@@ -133,6 +133,13 @@ class ClassificationTask:
     """float32 ``[...]``: softmax cross-entropy of logits ``[..., C]`` and labels ``[...]``."""
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
 
+  def output_distance(self, logits, teacher_logits) -> jax.Array:
+    """float32 ``[...]``: ``KL(softmax(teacher) || softmax(student))`` per example (nats,
+    temperature 1): Hinton's response distillation (``fusiondistill.output_weight``)."""
+    teacher_log_p = jax.nn.log_softmax(teacher_logits, axis=-1)
+    return jnp.sum(jnp.exp(teacher_log_p) * (teacher_log_p - jax.nn.log_softmax(logits, axis=-1)),
+                   axis=-1)
+
   def train_metrics(self, logits, labels) -> dict:
     return {"train_accuracy": jnp.mean(jnp.argmax(logits, -1) == labels)}
 

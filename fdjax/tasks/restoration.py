@@ -261,7 +261,15 @@ class RestorationTask:
     """float32 ``[...]``: per image, the mean absolute error (``loss='l1'``) or the mean
     Charbonnier ``sqrt(d^2 + eps^2)`` (0..1 units) between ``outputs`` ``[..., H, W, 3]``
     (model space) and ``target`` (uint8 0..255)."""
-    diff = outputs - self.model_input(target)
+    return self._pixel_loss(outputs - self.model_input(target))
+
+  def output_distance(self, outputs, teacher_outputs) -> jax.Array:
+    """float32 ``[...]``: per image, the task's loss (L1 or Charbonnier, 0..1 units)
+    between a student's and a teacher's outputs ``[..., H, W, 3]`` (both model space):
+    response distillation (``fusiondistill.output_weight``)."""
+    return self._pixel_loss(outputs - teacher_outputs)
+
+  def _pixel_loss(self, diff) -> jax.Array:
     if self.loss == "charbonnier":
       return jnp.mean(jnp.sqrt(diff * diff + CHARBONNIER_EPS ** 2), axis=(-3, -2, -1))
     return jnp.mean(jnp.abs(diff), axis=(-3, -2, -1))
