@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Run variants of one experiment side by side on one accelerator: every variant its own
+# fdjax.main process (own workdir), all at once, each held to a share of the GPU's memory.
+# Small models leave most of a large GPU idle, so 8 concurrent :reduced runs of the
+# three-task config took about 5 minutes on one H200, where one takes about as long alone
+# (BUILD_NOTES.md, "The :reduced recipe swept on one GPU").
+#
+#   launch/gpu_sweep.sh configs/restoration_3task.py:reduced runs/sweep \
+#       launch/sweeps/restoration_3task_reduced.txt [--config.field=value ...]
+#
+# VARIANTS: one variant per line, "NAME [--config.field=value ...]" ('#' starts a
+# comment); the flags after it apply to every variant. Each variant writes
+# WORKROOT/NAME (resumable as any run) and WORKROOT/NAME.log; at the end the script
+# prints each variant's results table rows.
+# Environment: FDJAX_SWEEP_PARALLEL (variants at once, default all), FDJAX_SWEEP_MEM
+# (each process's share of GPU memory, default 0.9 / that number), FDJAX_SWEEP_TIMEOUT (seconds per variant, default none),
+# FDJAX_SWEEP_PRECISION (jax_default_matmul_precision, default 'highest': float32
+# convolutions, no TF32, so results are comparable with a CPU run's).
+set -euo pipefail
+if [[ $# -lt 3 ]]; then
+  echo "usage: $0 CONFIG WORKROOT VARIANTS [--config.field=value ...]" >&2
+  exit 2
+fi
+config="$1"; root="$2"; variants="$3"; shift 3
+cd "$(dirname "$0")/.."
+python -c "import fdjax" 2>/dev/null || python -m pip install -e .
+mapfile -t lines < <(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "$variants")
+if [[ ${#lines[@]} -eq 0 ]]; then
+  echo "$variants holds no variant" >&2
+  exit 2
+fi
+parallel="${FDJAX_SWEEP_PARALLEL:-${#lines[@]}}"
+export XLA_PYTHON_CLIENT_PREALLOCATE=false
+export XLA_PYTHON_CLIENT_MEM_FRACTION="${FDJAX_SWEEP_MEM:-$(python -c "print(round(0.9 / $parallel, 3))")}"
+export JAX_DEFAULT_MATMUL_PRECISION="${FDJAX_SWEEP_PRECISION:-highest}"
+limit=()
+[[ -n "${FDJAX_SWEEP_TIMEOUT:-}" ]] && limit=(timeout "$FDJAX_SWEEP_TIMEOUT")
+mkdir -p "$root"
+names=()
+for line in "${lines[@]}"; do
+  while [[ $(jobs -rp | wc -l) -ge $parallel ]]; do wait -n || true; done
+  read -r -a words <<< "$line"
+  name="${words[0]}"; names+=("$name")
+  "${limit[@]}" python -m fdjax.main --config="$config" --workdir="$root/$name" "$@" \
+      "${words[@]:1}" > "$root/$name.log" 2>&1 &
+  echo "started $name (pid $!): ${words[*]:1}"
+done
+wait
+status=0
+for name in "${names[@]}"; do
+  if [[ -f "$root/$name/results.md" ]]; then
+    echo "== $name: $root/$name/results.md"
+    grep -E '^\| [A-Z]' "$root/$name/results.md" | grep -v '^| method'
+  else
+    echo "== $name: no results table (failed or cut short): see $root/$name.log"; status=1
+  fi
+done
+exit $status
