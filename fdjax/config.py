@@ -56,7 +56,7 @@ def fusiondistill_config(epochs: int, optimizer: ml_collections.ConfigDict, *,
                          alpha: float = 0.1, gamma: float = 1.0,
                          output_weight: float = 0.0) -> ml_collections.ConfigDict:
   """FusionDistill's block: a stage block plus its loss weights, ``alpha * task loss +
-  gamma * sum_i (1 - cos_i) + output_weight * sum_i d(outputs, expert_i's)`` (gamma the
+  gamma * sum_i (1 - cos_i) + output_weight * mean_i d(outputs, expert_i's)`` (gamma the
   same for every expert, as in the paper; ``output_weight`` > 0 adds response
   distillation: L1 between images, KL between softmaxes; 0 = the paper's loss)."""
   block = stage_config(epochs, optimizer)

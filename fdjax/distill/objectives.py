@@ -6,7 +6,7 @@
 * ``fusiondistill_loss`` (stage 4): the batch holds one equal share per
   degradation; share i is degraded by degradation i for the student and shown
   to frozen expert i (the task's teacher view); loss = ``alpha * CE + sum_i gamma_i *
-  (1 - cos_i)``, plus ``output_weight * sum_i d(student, expert_i)`` on the outputs
+  (1 - cos_i)``, plus ``output_weight * mean_i d(student, expert_i)`` on the outputs
   when asked (response distillation; ``d`` = ``task.output_distance``).
   When the experts share one architecture (always, here) their variables are
   stacked on a leading axis and their forward passes run as one ``vmap``
@@ -96,11 +96,13 @@ def fusiondistill_loss(model, task, *, degrade: DegradeFn, num_experts: int,
   stays the plain mean). ``output_weight`` > 0: each share's mean
   ``task.output_distance(student outputs, expert i's outputs)`` (restoration: L1 or
   Charbonnier between the images; classification: KL of the softmaxes), times
-  ``output_weight``, is added to task i's loss (metric ``kd``).
+  ``output_weight / num_experts``, is added to task i's loss: the loss gains
+  ``output_weight`` times the mean over the shares, scaled as the task term (metric
+  ``kd``: that mean).
   """
-  check_balance(balance)
+  check_balance(balance)  # a bad mode fails when the loss is built, not in the step
   if output_weight < 0:
-    raise ValueError(f"output_weight must be >= 0, got {output_weight}")  # a bad mode fails when the loss is built, not in the step
+    raise ValueError(f"output_weight must be >= 0, got {output_weight}")
   teacher_model = teacher_model or model
   gammas = jnp.asarray(gammas if gammas is not None else [1.0] * num_experts, jnp.float32)
   if gammas.shape != (num_experts,):
