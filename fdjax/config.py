@@ -55,10 +55,12 @@ def stage_config(epochs: int, optimizer: ml_collections.ConfigDict) -> ml_collec
 def fusiondistill_config(epochs: int, optimizer: ml_collections.ConfigDict, *,
                          alpha: float = 0.1, gamma: float = 1.0,
                          output_weight: float = 0.0) -> ml_collections.ConfigDict:
-  """FusionDistill's block: a stage block plus its loss weights, ``alpha * task loss +
-  gamma * sum_i (1 - cos_i) + output_weight * mean_i d(outputs, expert_i's)`` (gamma the
-  same for every expert, as in the paper; ``output_weight`` > 0 adds response
-  distillation: L1 between images, KL between softmaxes; 0 = the paper's loss)."""
+  """A distilling stage's block (FusionDistill's, and the MoE student's under its own
+  options): a stage block plus the loss weights of ``fusiondistill_loss``, ``alpha *
+  task loss + gamma * sum_i (1 - cos_i) + output_weight * mean_i d(outputs, expert_i's)``
+  (gamma the same for every expert, as in the paper; ``output_weight`` > 0 adds
+  response distillation: L1 between images, KL between softmaxes; 0 = the paper's
+  loss)."""
   block = stage_config(epochs, optimizer)
   block.update(alpha=alpha, gamma=gamma, output_weight=output_weight)
   return block
@@ -155,10 +157,11 @@ def base_config() -> ml_collections.ConfigDict:
   # FusionDistill with a mixture-of-experts student (method 'fusiondistill_moe'), trained
   # with top-`train_k` routing and reported at every K in `ks` (one row each). Same
   # recipe as stage 4 plus MEASNet's balance loss (lambda 1e-4).
-  c.moe = stage_config(100, optimizer_config("radam", 1e-3, milestones=(30, 70, 90)))
+  c.moe = fusiondistill_config(
+      100, optimizer_config("radam", 1e-3, milestones=(30, 70, 90)), alpha=0.1, gamma=1.0)
   c.moe.update(dict(
       ks="1,2", train_k=2, stages="stage3", routing="image", dispatch="dense", num_prompts=8,
-      channel_sharing=False, balance_weight=1e-4, alpha=0.1, gamma=1.0, output_weight=0.0,
+      channel_sharing=False, balance_weight=1e-4,
       homogenize="none",            # 'none' | 'sum' | 'pcgrad' | 'meta' (MUIRF)
       expert_loop="auto",           # 'auto' (unroll on CPU, vmap elsewhere) | 'vmap' | 'unroll'
       # Router (issue 11): what it sees ('stage' = the routed stage's input, 'image' = the

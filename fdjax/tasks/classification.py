@@ -136,9 +136,8 @@ class ClassificationTask:
   def output_distance(self, logits, teacher_logits) -> jax.Array:
     """float32 ``[...]``: ``KL(softmax(teacher) || softmax(student))`` per example (nats,
     temperature 1): Hinton's response distillation (``fusiondistill.output_weight``)."""
-    teacher_log_p = jax.nn.log_softmax(teacher_logits, axis=-1)
-    return jnp.sum(jnp.exp(teacher_log_p) * (teacher_log_p - jax.nn.log_softmax(logits, axis=-1)),
-                   axis=-1)
+    return optax.losses.kl_divergence_with_log_targets(jax.nn.log_softmax(logits, axis=-1),
+                                                       jax.nn.log_softmax(teacher_logits, axis=-1))
 
   def train_metrics(self, logits, labels) -> dict:
     return {"train_accuracy": jnp.mean(jnp.argmax(logits, -1) == labels)}
