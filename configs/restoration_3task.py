@@ -100,10 +100,12 @@ keeps ``'loss'``. Distilling the last decoder level instead of the bottleneck
 FusionDistill 29.22 dB at sigma 25 (+0.40, gap to Oracle 0.51) but Rain100L only +2.83
 over the input and haze -0.33, in about 72 minutes on the slower CPU. The same
 width-24 U-Net trained for denoising alone reaches 29.83 dB at sigma 25 in about 4
-minutes (BUILD_NOTES.md, "Five probes without a GPU"): 29.5 dB is within this width's
+minutes (BUILD_NOTES.md, "Probes without a GPU"): 29.5 dB is within this width's
 reach; FusionDistill's shortfall is the sharing with deraining and dehazing. Neither a
 pixel-unshuffled (FFDNet-style) U-Net, a multiplicative gain-map output nor gamma 0 for
-the denoising expert alone helped there.
+the denoising expert alone helped there; starting FusionDistill from the denoising
+expert (``fusion.soup='weighted'``, weights 1,0,0) gave 29.13 dB and lost the Rain100L
+target (+2.46), as every variant that raised sigma 25 so far.
 
 ``restoration.image_prior = 'dark_channel'`` (``fdjax.models.image_prior``) is what lifted
 Rain100L: the image's dark-channel level (1 % quantile of the 7x7 dark channel over the
