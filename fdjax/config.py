@@ -39,11 +39,15 @@ def parse_ints(text, field: str) -> list[int]:
 
 def optimizer_config(name: str = "sgd", lr: float = 0.1, *, momentum: float = 0.9,
                      weight_decay: float = 1e-4, schedule: str = "multistep",
-                     milestones: tuple[int, ...] = (), decay: float = 0.2) -> ml_collections.ConfigDict:
-  """Optimiser and schedule of one stage (see ``fdjax.train.optim``)."""
+                     milestones: tuple[int, ...] = (), decay: float = 0.2,
+                     beta2: float = 0.999) -> ml_collections.ConfigDict:
+  """Optimiser and schedule of one stage (see ``fdjax.train.optim``). ``beta2``: the
+  decay of Adam's and RAdam's second-moment average (PyTorch's default 0.999; SGD
+  ignores it)."""
   return ml_collections.ConfigDict(dict(name=name, lr=lr, momentum=momentum,
                                         weight_decay=weight_decay, schedule=schedule,
-                                        milestones=tuple(milestones), decay=decay))
+                                        milestones=tuple(milestones), decay=decay,
+                                        beta2=beta2))
 
 
 def stage_config(epochs: int, optimizer: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

@@ -200,6 +200,7 @@ def _check_optimizer(config, stage: str, check) -> None:
   check(f"{opt}.schedule", lambda v: v in SCHEDULES, f"one of {SCHEDULES}")
   check(f"{opt}.lr", lambda v: _is_real(v) and math.isfinite(v) and v > 0, "finite and > 0")
   check(f"{opt}.momentum", lambda v: _is_real(v) and 0 <= v <= 1, "in [0, 1]")
+  check(f"{opt}.beta2", lambda v: _is_real(v) and 0 <= v < 1, "in [0, 1)")
   check(f"{opt}.weight_decay", lambda v: _is_real(v) and math.isfinite(v) and v >= 0,
         "finite and >= 0")
   check(f"{opt}.decay", lambda v: _is_real(v) and math.isfinite(v) and v > 0, "finite and > 0")

@@ -91,6 +91,22 @@ def test_restoration_options_added_later_keep_older_runs_valid():
       "restoration.image_prior: (absent) -> dark_channel"]
 
 
+def test_optimizer_beta2_at_pytorchs_default_keeps_older_runs_valid():
+  # Stages saved before optimizer.beta2 existed trained with Adam's 0.999 and recorded
+  # the optimizer without the field; another value enters the fingerprint.
+  from fdjax.config import optimizer_config, stage_config
+
+  block = stage_config(2, optimizer_config("adam", 1e-3, schedule="cosine"))
+  saved_before = {"epochs": 2, "optimizer": {"decay": 0.2, "lr": 1e-3, "milestones": [],
+                                             "momentum": 0.9, "name": "adam",
+                                             "schedule": "cosine", "weight_decay": 1e-4}}
+  assert fingerprint.without_added({"block": block}) == {"block": saved_before}
+  block.optimizer.beta2 = 0.9
+  assert fingerprint.differences({"block": saved_before},
+                                 fingerprint.without_added({"block": block})) == [
+      "block.optimizer.beta2: (absent) -> 0.9"]
+
+
 def test_a_field_added_to_any_block_keeps_older_runs_valid_at_its_old_value():
   # The rule is by path, for every part of a stage's fields, not one config block.
   added = {"block.warmup": 0, "augment.jitter": 0.0}

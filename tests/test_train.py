@@ -45,6 +45,32 @@ def test_radam_first_step_is_bias_corrected_momentum():
   np.testing.assert_allclose(np.asarray(updates), -lr * (g + wd * p), rtol=1e-5)
 
 
+@pytest.mark.parametrize("beta2", [0.9, 0.999, None])
+def test_adam_beta2_matches_pytorch_formula(beta2):
+  # torch.optim.Adam(lr, betas=(0.9, beta2), eps=1e-8): m = b1*m + (1-b1)*g,
+  # v = b2*v + (1-b2)*g^2, p -= lr * (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps).
+  # beta2 None: a config made before the field, which keeps PyTorch's 0.999.
+  lr, b1, eps = 1e-2, 0.9, 1e-8
+  cfg = optimizer_config("adam", lr, weight_decay=0.0, schedule="constant",
+                         **({} if beta2 is None else {"beta2": beta2}))
+  if beta2 is None:
+    del cfg["beta2"]
+  b2 = 0.999 if beta2 is None else beta2
+  tx, _ = make_optimizer(cfg, epochs=1, steps_per_epoch=1)
+  p = np.array([0.5, -1.5]); m = np.zeros(2); v = np.zeros(2)
+  # a gradient that shrinks 100x, as early training's does: beta2 sets how long the
+  # first, large gradients hold the step down
+  grads = [np.array([4.0, -2.0]), np.array([0.04, -0.02]), np.array([0.04, 0.02]),
+           np.array([-0.04, 0.02])]
+  params = jnp.asarray(p, jnp.float32); opt_state = tx.init(params)
+  for t, g in enumerate(grads, start=1):
+    m = b1 * m + (1 - b1) * g; v = b2 * v + (1 - b2) * g * g
+    p = p - lr * (m / (1 - b1 ** t)) / (np.sqrt(v / (1 - b2 ** t)) + eps)
+    updates, opt_state = tx.update(jnp.asarray(g, jnp.float32), opt_state, params)
+    params = optax.apply_updates(params, updates)
+  np.testing.assert_allclose(params, p, rtol=1e-5)
+
+
 def test_multistep_schedule_decays_at_epoch_milestones():
   schedule = make_schedule("multistep", 0.1, epochs=10, steps_per_epoch=5, milestones=(3, 6),
                            decay=0.2)

@@ -71,6 +71,8 @@ BAD = [
     ("clean.optimizer.milestones", (2,), "clean.optimizer.milestones must be epochs in "
                                          "1..clean.epochs=1, got (2,)"),
     ("clean.optimizer.momentum", 1.5, "clean.optimizer.momentum must be in [0, 1]"),
+    ("clean.optimizer.beta2", 1.0, "clean.optimizer.beta2 must be in [0, 1), got 1.0"),
+    ("moe.optimizer.beta2", -0.1, "moe.optimizer.beta2 must be in [0, 1)"),
     ("clean.optimizer.weight_decay", -1e-4, "clean.optimizer.weight_decay must be finite"),
     ("clean.optimizer.decay", 0.0, "clean.optimizer.decay must be finite and > 0"),
     # batches and counts

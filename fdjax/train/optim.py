@@ -5,7 +5,9 @@ PyTorch's ``SGD(weight_decay=...)`` and ``RAdam(weight_decay=...)`` add
 as ``chain(add_decayed_weights(wd), base)``. Milestones are given in epochs and
 turned into steps with ``steps_per_epoch``; the rate is multiplied by ``decay``
 at each milestone (``MultiStepLR``). ``cosine`` follows ``CosineAnnealingLR``
-with ``T_max`` = the run's epochs, stepped per iteration.
+with ``T_max`` = the run's epochs, stepped per iteration. Adam and RAdam take
+``beta2`` (the second-moment decay; PyTorch's ``betas[1]``, default 0.999) from the
+config; their ``beta1`` is PyTorch's 0.9.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import ml_collections
 import optax
 
 OPTIMIZERS = ("sgd", "radam", "adam")
+DEFAULT_BETA2 = 0.999  # PyTorch's Adam / RAdam default; configs made before the field
 SCHEDULES = ("constant", "multistep", "cosine")
 
 
@@ -37,18 +40,20 @@ def make_schedule(name: str, base_lr: float, *, epochs: int, steps_per_epoch: in
 
 def make_optimizer(cfg: ml_collections.ConfigDict, *, epochs: int, steps_per_epoch: int
                    ) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """``cfg`` fields: name, lr, momentum, weight_decay, schedule, milestones, decay.
+  """``cfg`` fields: name, lr, momentum, weight_decay, schedule, milestones, decay, beta2
+  (absent: ``DEFAULT_BETA2``).
 
   Returns the transformation and its schedule (for logging the current rate).
   """
   schedule = make_schedule(cfg.schedule, cfg.lr, epochs=epochs, steps_per_epoch=steps_per_epoch,
                            milestones=tuple(cfg.milestones), decay=cfg.decay)
+  beta2 = float(cfg.get("beta2", DEFAULT_BETA2))
   if cfg.name == "sgd":
     base = optax.sgd(schedule, momentum=cfg.momentum or None)
   elif cfg.name == "radam":
-    base = optax.radam(schedule)
+    base = optax.radam(schedule, b2=beta2)
   elif cfg.name == "adam":
-    base = optax.adam(schedule)
+    base = optax.adam(schedule, b2=beta2)
   else:
     raise ValueError(f"unknown optimizer {cfg.name!r}; choose from {OPTIMIZERS}")
   if cfg.weight_decay:
