@@ -35,7 +35,8 @@ The full setting ran once, on one NVIDIA H200 at half its epochs (2026-12-04; BU
 "The full three-task config on one H200"): every stage trained in 6m12s (2,500-2,850
 128x128 patches/s); on the whole test sets FusionDistill 30.45 / 27.47 / 23.13 dB at
 sigma 15 / 25 / 50, Rain100L 28.68 Y, haze 23.62 (PromptIR: 33.98 / 31.31 / 28.06, 36.37).
-It ran before output distillation, and its learning rates are not tuned: on the same
+It ran before output distillation and before beta2 = 0.9 for the base, and its learning
+rates are not tuned: on the same
 24 images it denoises 1.5 dB worse than the ``:reduced`` CPU run and dehazes 3 dB better.
 
 The ``:reduced`` recipe (short experiments of 2026-12-02 on the shared 2-core EPYC under
@@ -68,9 +69,21 @@ sigma 25, Adam + cosine):
   the input), 16.41 dB haze (-1.5) and 27.12 dB on clean images (+3.5); +0.8 dB on the
   three-task average.
 
-Measured (2026-12-04, commit 30a8480, idle 2-core AMD EPYC with AVX-512, XLA:CPU's
-convolutions in Eigen as ``fdjax.cpu_flags`` sets them; BUILD_NOTES.md "The reduced
-three-task run"): **26m52s wall** on the faster of the two hosts seen (about 55 minutes
+Measured with Adam's beta2 = 0.9 for the joint base (2026-12-05, idle 2-core AMD EPYC
+with AVX-512; BUILD_NOTES.md "The reduced three-task run" and "Adam's beta2"): 27m43s
+wall for the whole run (beta2 changes no arithmetic); Oracle 32.57 / 29.78 / 26.21 dB
+at sigma 15 / 25 / 50, rain 30.18 dB Y, haze 24.04; All-in-one 31.80 / 29.11 / 25.36,
+29.86, 19.20 (average 25.94: +0.91 over beta2 0.999); FusionDistill 32.14 / **29.39** /
+25.75, rain **29.94 (+2.92 over the input: the +3 dB target lost by 0.08)**, haze 22.01,
+average **27.02** (above All-in-one: met). Gaps to Oracle: sigma 25 0.39, rain 0.24
+(met), haze 2.03. The MoE student's router no longer learns to route (33.7 % of pixels
+to their task's expert): Routed experts 23.95 on the average. beta2 = 0.9 in every
+stage cost FusionDistill 0.23 dB of rain and changed nothing else of note, so the
+fine-tuning stages keep 0.999.
+
+Measured before that (2026-12-04, commit 30a8480, Adam's beta2 0.999 in every stage,
+idle 2-core AMD EPYC with AVX-512, XLA:CPU's convolutions in Eigen as
+``fdjax.cpu_flags`` sets them): **26m52s wall** on the faster of the two hosts seen (about 55 minutes
 on the slower one, stage by stage, where the config before took 52m29s); Oracle 32.31 / 29.51 / 25.70 dB at
 sigma 15 / 25 / 50, rain 30.19 dB Y (input 27.02), haze 24.23 dB; FusionDistill (3
 epochs, its task loss unweighted, output distillation) 31.56 / 28.83 / 24.92 dB, rain
