@@ -61,8 +61,8 @@ def restoration_config() -> ml_collections.ConfigDict:
   c.distill_feature = "bottleneck"
   c.experts.loss = "ce"             # the task loss (L1 / Charbonnier), from the base model
   c.fusion.weights = "1,1,1"
-  adam = lambda lr, beta2=0.999: optimizer_config("adam", lr, weight_decay=0.0,
-                                                  schedule="cosine", beta2=beta2)
+  adam = lambda lr, **options: optimizer_config("adam", lr, weight_decay=0.0,
+                                                schedule="cosine", **options)
   # From random weights, Adam with beta2 = 0.9 (NAFNet's betas (0.9, 0.9)), not PyTorch's
   # 0.999: a stage of a few thousand steps outlives 0.999's ~1000-step memory of its
   # first, large gradients, which held the step down for the whole stage (BUILD_NOTES.md,
