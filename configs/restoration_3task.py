@@ -36,8 +36,8 @@ The full setting ran once, on one NVIDIA H200 at half its epochs (2026-12-04; BU
 128x128 patches/s); on the whole test sets FusionDistill 30.45 / 27.47 / 23.13 dB at
 sigma 15 / 25 / 50, Rain100L 28.68 Y, haze 23.62 (PromptIR: 33.98 / 31.31 / 28.06, 36.37).
 It ran before output distillation and before beta2 = 0.9 for the base, and its learning
-rates are not tuned: on the same
-24 images it denoises 1.5 dB worse than the ``:reduced`` CPU run and dehazes 3 dB better.
+rates are not tuned: on the same 24 images it denoises 1.5 dB worse than the
+``:reduced`` CPU run and dehazes 3 dB better.
 
 The ``:reduced`` recipe (short experiments of 2026-12-02 on the shared 2-core EPYC under
 load 6..9, so absolute speeds are indicative; blind denoising alone, 24 CBSD68 images,
@@ -116,7 +116,8 @@ FusionDistill 29.22 dB at sigma 25 (+0.40, gap to Oracle 0.51) but Rain100L only
 over the input and haze -0.33, in about 72 minutes on the slower CPU. The same
 width-24 U-Net trained for denoising alone reaches 29.83 dB at sigma 25 in about 4
 minutes (BUILD_NOTES.md, "Probes without a GPU"): 29.5 dB is within this width's
-reach; FusionDistill's shortfall is the sharing with deraining and dehazing. Neither a
+reach; FusionDistill's shortfall looked like the sharing with deraining and dehazing,
+until most of it turned out to be Adam's beta2 (the paragraph above). Neither a
 pixel-unshuffled (FFDNet-style) U-Net, a multiplicative gain-map output nor gamma 0 for
 the denoising expert alone helped there; starting FusionDistill from the denoising
 expert (``fusion.soup='weighted'``, weights 1,0,0) gave 29.13 dB and lost the Rain100L
