@@ -69,7 +69,7 @@ def get_config(arg: str | None = None):
   # The L1 model trains from random weights: Adam's beta2 = 0.9, as the restoration
   # schema's base (fdjax/config_restoration.py), not PyTorch's 0.999, whose memory of the
   # first, large gradients held this stage 0.56 dB lower on Set5+Set14 in the same steps
-  # (BUILD_NOTES.md, "Adam's beta2 for the SR population's L1 model"). The population
+  # (BUILD_NOTES.md, "population_sr:reduced, measured"). The population
   # and the fusion network fine-tune trained weights and keep 0.999.
   config.clean.optimizer = optimizer_config("adam", 1e-3, weight_decay=0.0, schedule="cosine",
                                             beta2=0.9)
