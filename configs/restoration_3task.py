@@ -82,7 +82,7 @@ task's expert, 33.7 % at 1x): K=1 29.40 dB at sigma 25, rain 30.06 (+3.04), aver
 27.29; Routed experts 27.52. beta2 = 0.9 in every
 stage cost FusionDistill 0.23 dB of rain and changed nothing else of note, so the
 fine-tuning stages keep 0.999. On these experts no FusionDistill knob lifts sigma 25 and
-Rain100L together: gamma 0.3, output weight 3, alpha 2, 2 epochs, the last epoch's
+Rain100L together: gamma 0.3, output weight 3 or 0.5, alpha 2, 2 epochs, the last epoch's
 weights, 'loss' task weights and half the learning rate gain at most 0.08 dB at sigma
 25 and lose 0.15-0.39 dB of Rain100L (BUILD_NOTES.md, "FusionDistill's knobs on the
 beta2 experts").
