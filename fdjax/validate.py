@@ -128,6 +128,13 @@ def validate_config(config, *, device_count: int | None = None) -> None:
                 "fusiondistill.output_weight", "moe.alpha", "moe.gamma", "moe.balance_weight",
                 "moe.output_weight"):
     check(field, lambda v: finite(v) and v >= 0, "a finite number >= 0")
+  # The experts' cos_weight weighs ILIAC's feature term; experts.loss='ce' (the task loss
+  # alone, the restoration schema's) never reads it, so a value other than the default
+  # would be silently ignored.
+  if _get(config, "experts.loss") == "ce":
+    check("experts.cos_weight", lambda v: not _is_real(v) or v == 1.0,
+          "left at 1.0 with experts.loss='ce': it weighs ILIAC's feature term, which "
+          "only experts.loss='iliac' has")
 
   # Data.
   if _get(config, "task") in (_MISSING, "classification"):

@@ -150,6 +150,19 @@ def test_validation_batches_must_split_into_one_share_per_degradation():
   validate_config(config, device_count=1)
 
 
+def test_experts_cos_weight_is_refused_where_the_task_loss_alone_ignores_it():
+  # experts.loss='ce' trains on the task loss only (fdjax.study.stages.expert_loss_any):
+  # a cos_weight other than the default would change nothing, so it is refused.
+  config = tiny()
+  config.experts.loss, config.experts.cos_weight = "ce", 0.0
+  assert_fails(config, "experts.cos_weight must be left at 1.0 with experts.loss='ce'",
+               "got 0.0")
+  config.experts.cos_weight = 1.0
+  validate_config(config, device_count=1)
+  config.experts.loss, config.experts.cos_weight = "iliac", 0.0   # read there
+  validate_config(config, device_count=1)
+
+
 def test_unknown_degradation_names_the_bad_one():
   config = tiny()
   config.degradations = "jpeg,fog"
