@@ -66,13 +66,11 @@ def get_config(arg: str | None = None):
   config.log_every_steps = 50
   config.checkpoint.every_steps = 500
   adam = lambda lr: optimizer_config("adam", lr, weight_decay=0.0, schedule="constant")
-  # The L1 model trains from random weights: Adam's beta2 = 0.9, as the restoration
-  # schema's base (fdjax/config_restoration.py), not PyTorch's 0.999, whose memory of the
-  # first, large gradients held this stage 0.56 dB lower on Set5+Set14 in the same steps
-  # (BUILD_NOTES.md, "population_sr:reduced, measured"). The population
-  # and the fusion network fine-tune trained weights and keep 0.999.
-  config.clean.optimizer = optimizer_config("adam", 1e-3, weight_decay=0.0, schedule="cosine",
-                                            beta2=0.9)
+  # The L1 model (clean) keeps the restoration schema's optimiser for stages that train
+  # from random weights: Adam 1e-3, cosine, beta2 = 0.9, whose 0.999 predecessor held
+  # this stage 0.56 dB lower on Set5+Set14 in the same steps (BUILD_NOTES.md,
+  # "population_sr:reduced, measured"). The population and the fusion network fine-tune
+  # trained weights and keep PyTorch's 0.999.
   config.ea_adam.optimizer = adam(1e-4)
   config.ea_adam.update(size=5, objectives="perception", fitness_examples=64, critic_width=32,
                         critic_depth=3, critic_lr=1e-4, perception_fitness="gradient_w1")

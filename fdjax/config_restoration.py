@@ -59,7 +59,6 @@ def restoration_config() -> ml_collections.ConfigDict:
   c.batch_size = 8                  # per degradation in combined stages
   c.eval_batch_size = 3
   c.distill_feature = "bottleneck"
-  c.experts.loss = "ce"             # the task loss (L1 / Charbonnier), from the base model
   c.fusion.weights = "1,1,1"
   adam = lambda lr, **options: optimizer_config("adam", lr, weight_decay=0.0,
                                                 schedule="cosine", **options)
@@ -73,10 +72,11 @@ def restoration_config() -> ml_collections.ConfigDict:
     c[stage] = stage_config(4, adam(1e-3, beta2=0.9))
   for stage in ("experts", "vanilla", "fusing"):
     c[stage] = stage_config(2, adam(3e-4))
-  # Experts fine-tune on the task loss alone (experts.cos_weight, read only with
-  # loss='iliac', stays at its default: validation refuses another value): ILIAC's pull
-  # towards the base's features on clean images lowered every expert in the :reduced
-  # three-task run (BUILD_NOTES.md, "FusionDistill's knobs on the beta2 experts").
+  # Experts fine-tune from the base model on the task loss alone, L1 / Charbonnier
+  # (experts.cos_weight, read only with loss='iliac', stays at its default: validation
+  # refuses another value): ILIAC's pull towards the base's features on clean images
+  # lowered every expert in the :reduced three-task run (BUILD_NOTES.md,
+  # "FusionDistill's knobs on the beta2 experts").
   c.experts.update(loss="ce", cos_weight=1.0)   # cos_weight kept: stages fingerprint it
   c.fusiondistill = fusiondistill_config(2, adam(3e-4), alpha=1.0,   # L1 carries the image
                                          gamma=1.0)
