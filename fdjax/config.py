@@ -37,10 +37,14 @@ def parse_ints(text, field: str) -> list[int]:
     raise ValueError(f"config.{field} must be comma-separated integers, got {text!r}") from e
 
 
+DEFAULT_BETA2 = 0.999   # Adam's / RAdam's second-moment decay: PyTorch's betas[1]
+ILIAC_COS_WEIGHT = 1.0  # experts.cos_weight: ILIAC's feature term, read with loss='iliac'
+
+
 def optimizer_config(name: str = "sgd", lr: float = 0.1, *, momentum: float = 0.9,
                      weight_decay: float = 1e-4, schedule: str = "multistep",
                      milestones: tuple[int, ...] = (), decay: float = 0.2,
-                     beta2: float = 0.999) -> ml_collections.ConfigDict:
+                     beta2: float = DEFAULT_BETA2) -> ml_collections.ConfigDict:
   """Optimiser and schedule of one stage (see ``fdjax.train.optim``). ``beta2``: the
   decay of Adam's and RAdam's second-moment average (PyTorch's default 0.999; SGD
   ignores it)."""
@@ -136,7 +140,7 @@ def base_config() -> ml_collections.ConfigDict:
   # Stage 2: one expert per degradation, ILIAC recipe (RAdam 1e-3, wd 1e-4, cosine, 100 epochs).
   c.experts = stage_config(100, optimizer_config("radam", 1e-3, schedule="cosine"))
   c.experts.loss = "iliac"          # 'iliac' = CE + cos_weight * (1 - cos) to the clean model; 'ce'
-  c.experts.cos_weight = 1.0
+  c.experts.cos_weight = ILIAC_COS_WEIGHT
   c.distill_feature = "stage3"      # post-ReLU output of the last residual stage
   # Combined-degradation stages (BALANCED_STAGES: Scratch, Vanilla FT, Fusing,
   # FusionDistill, the MoE student, restoration's joint base; a block's own

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import ml_collections
 
-from fdjax.config import (LEVEL_NAMES, base_config, fusiondistill_config, optimizer_config,
-                          stage_config)
+from fdjax.config import (ILIAC_COS_WEIGHT, LEVEL_NAMES, base_config, fusiondistill_config,
+                          optimizer_config, stage_config)
 from fdjax.tasks.restoration import DEFAULTS
 
 # The training stages of a restoration study (each a `stage_config` block).
@@ -77,7 +77,7 @@ def restoration_config() -> ml_collections.ConfigDict:
   # refuses another value): ILIAC's pull towards the base's features on clean images
   # lowered every expert in the :reduced three-task run (BUILD_NOTES.md,
   # "FusionDistill's knobs on the beta2 experts").
-  c.experts.update(loss="ce", cos_weight=1.0)   # cos_weight kept: stages fingerprint it
+  c.experts.update(loss="ce", cos_weight=ILIAC_COS_WEIGHT)   # kept: stages fingerprint it
   c.fusiondistill = fusiondistill_config(2, adam(3e-4), alpha=1.0,   # L1 carries the image
                                          gamma=1.0)
   # FusionDistill-MoE: the U-Net student of fdjax.moe.unet_student, experts at the

@@ -35,7 +35,7 @@ import numbers
 import os
 from typing import Any, Callable
 
-from fdjax.config import BALANCED_STAGES, TRAINING_STAGES, parse_list
+from fdjax.config import BALANCED_STAGES, ILIAC_COS_WEIGHT, TRAINING_STAGES, parse_list
 from fdjax.errors import ConfigError
 
 # Valid values of mode fields (the modules that use them raise on anything else).
@@ -132,9 +132,9 @@ def validate_config(config, *, device_count: int | None = None) -> None:
   # alone, the restoration schema's) never reads it, so a value other than the default
   # would be silently ignored.
   if _get(config, "experts.loss") == "ce":
-    check("experts.cos_weight", lambda v: not _is_real(v) or v == 1.0,
-          "left at 1.0 with experts.loss='ce': it weighs ILIAC's feature term, which "
-          "only experts.loss='iliac' has")
+    check("experts.cos_weight", lambda v: not _is_real(v) or v == ILIAC_COS_WEIGHT,
+          f"left at {ILIAC_COS_WEIGHT} with experts.loss='ce': it weighs ILIAC's feature "
+          "term, which only experts.loss='iliac' has")
 
   # Data.
   if _get(config, "task") in (_MISSING, "classification"):

@@ -34,7 +34,8 @@ def _softmax_ce(logits, labels):
   return -np.mean(logp[np.arange(len(labels)), labels])
 
 
-def test_fusiondistill_loss_equals_hand_computation():
+@pytest.mark.parametrize("gammas", [[1.0, 0.5], 0.5])   # one per expert, or one for all
+def test_fusiondistill_loss_equals_hand_computation(gammas):
   # 2 experts, 2 images per share: loss = alpha*CE(student(degraded)) + sum_i gamma_i*(1-cos_i),
   # expert i seeing the CLEAN images of share i, the student the degraded ones.
   model = cifar_resnet(8, 3)
@@ -48,7 +49,7 @@ def test_fusiondistill_loss_equals_hand_computation():
   def degrade(key, x):  # deterministic, share-dependent stand-in for the degradations
     return jnp.concatenate([255 - x[:2], x[2:] // 2])
 
-  alpha, gammas = 0.1, [1.0, 0.5]
+  alpha = 0.1
   loss_fn = fusiondistill_loss(model, UNIT,
                                degrade=degrade, num_experts=2, alpha=alpha, gammas=gammas)
   # jitted: one compile instead of op-by-op dispatch of every layer (the suite's time)
@@ -68,9 +69,11 @@ def test_fusiondistill_loss_equals_hand_computation():
     s = np.asarray(feats["stage3"][2 * i:2 * i + 2], np.float64).reshape(2, -1)
     t = np.asarray(tfeats["stage3"], np.float64).reshape(2, -1)
     cos = (s * t).sum(1) / (np.linalg.norm(s, axis=1) * np.linalg.norm(t, axis=1))
-    expected += gammas[i] * np.mean(1 - cos)
+    expected += np.broadcast_to(gammas, (2,))[i] * np.mean(1 - cos)
   assert np.isclose(float(loss), expected, rtol=1e-4), (float(loss), expected)
   assert set(metrics) >= {"ce", "cos", "train_accuracy"}
+  with pytest.raises(ValueError, match="one gamma per expert"):
+    fusiondistill_loss(model, UNIT, degrade=degrade, num_experts=2, gammas=[1.0, 1.0, 1.0])
 
 
 def test_student_gradient_flows_but_teachers_are_frozen():

@@ -71,7 +71,7 @@ def expert_loss(model, task, *, degrade: DegradeFn, feature: str = "stage3",
 
 def fusiondistill_loss(model, task, *, degrade: DegradeFn, num_experts: int,
                        feature: str = "stage3", alpha: float = 0.1,
-                       gammas: Sequence[float] | None = None, teacher_model=None,
+                       gammas: float | Sequence[float] = 1.0, teacher_model=None,
                        aux_loss_weight: float = 0.0, router_weight: float = 0.0,
                        rng_streams: Sequence[str] = (), balance: str = "none",
                        output_weight: float = 0.0):
@@ -81,6 +81,7 @@ def fusiondistill_loss(model, task, *, degrade: DegradeFn, num_experts: int,
   ``LevelPlan.combined``). The batch size must be a multiple of ``num_experts``; the
   shares are its consecutive equal slices.
 
+  ``gammas``: the feature term's weight, one per expert or one float for all.
   ``teacher_model`` (default: ``model``) is the experts' architecture, for students of
   another kind (mixture-of-experts). If the student's features hold ``aux_loss`` (a
   router's balance loss), ``aux_loss_weight * aux_loss`` is added. The per-share
@@ -104,9 +105,12 @@ def fusiondistill_loss(model, task, *, degrade: DegradeFn, num_experts: int,
   if output_weight < 0:
     raise ValueError(f"output_weight must be >= 0, got {output_weight}")
   teacher_model = teacher_model or model
-  gammas = jnp.asarray(gammas if gammas is not None else [1.0] * num_experts, jnp.float32)
+  gammas = jnp.asarray(gammas, jnp.float32)
+  if gammas.ndim == 0:   # one gamma for every expert
+    gammas = jnp.full((num_experts,), gammas)
   if gammas.shape != (num_experts,):
-    raise ValueError(f"need one gamma per expert ({num_experts}), got {gammas.shape[0]}")
+    raise ValueError(f"need one gamma per expert ({num_experts}) or one for all, got "
+                     f"{gammas.shape[0]}")
 
   def shares(x):
     return x.reshape(num_experts, x.shape[0] // num_experts, *x.shape[1:])

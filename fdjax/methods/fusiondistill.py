@@ -19,7 +19,7 @@ def _stage(runner) -> dict:
   degrade = ctx.plan.combined()
   loss_fn = distill.fusiondistill_loss(ctx.model, ctx.task, degrade=degrade, num_experts=n,
                                        feature=ctx.config.distill_feature, alpha=cfg.alpha,
-                                       gammas=[cfg.gamma] * n,
+                                       gammas=cfg.gamma,
                                        balance=task_balance(ctx.config, "fusiondistill"),
                                        output_weight=cfg.output_weight)
   recipe = Recipe(loss_fn, init=runner.get(fused_init(ctx)),

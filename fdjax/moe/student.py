@@ -113,7 +113,7 @@ def recipe_parts(ctx, fused_variables: dict, expert_variables: list[dict]) -> di
   degrade = ctx.plan.combined()
   loss_fn = distill.fusiondistill_loss(
       model, ctx.task, degrade=degrade, num_experts=n, feature=ctx.config.distill_feature,
-      alpha=cfg.alpha, gammas=[cfg.gamma] * n, teacher_model=ctx.model,
+      alpha=cfg.alpha, gammas=cfg.gamma, teacher_model=ctx.model,
       aux_loss_weight=cfg.balance_weight, router_weight=float(cfg.router_supervision),
       rng_streams=("gating",) if cfg.noisy_gating else (),
       balance=task_balance(ctx.config, "moe"), output_weight=cfg.output_weight)

@@ -17,8 +17,10 @@ from typing import Sequence
 import ml_collections
 import optax
 
+# The schema's default, also what configs made before the field meant (PyTorch's).
+from fdjax.config import DEFAULT_BETA2
+
 OPTIMIZERS = ("sgd", "radam", "adam")
-DEFAULT_BETA2 = 0.999  # PyTorch's Adam / RAdam default; configs made before the field
 SCHEDULES = ("constant", "multistep", "cosine")
 
 
