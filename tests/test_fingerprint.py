@@ -130,3 +130,45 @@ def test_a_config_wide_field_leaves_a_stage_that_sets_its_own():
   for block in ({"task_balance": "", "epochs": 2}, {"epochs": 2}):   # '' or absent: kept
     assert fingerprint.without_overridden({**fields, "block": block}) == {**fields, "block": block}
   assert fingerprint.without_overridden({"seed": 0}) == {"seed": 0}
+
+
+def test_a_revised_degradation_enters_the_fingerprint_of_the_stages_that_train_on_it():
+  # rain's streaks changed (revision 2: added light instead of a screen blend): a stage
+  # trained on rain at revision 1 recorded no revision and must not be reused; a stage
+  # on unrevised degradations keeps the fingerprint it recorded before revisions existed.
+  import types
+  from fdjax.config_restoration import restoration_config
+  from fdjax.degradations.plan import LevelPlan
+  from fdjax.study.runner import Stage
+
+  config = restoration_config()
+  dataset = types.SimpleNamespace(name="sets", train=[0] * 4, validation=None)
+  ctx = types.SimpleNamespace(config=config, dataset=dataset, seed=0,
+                              plan=LevelPlan(("denoise", "rain")))
+  rain = fingerprint.stage_fields(ctx, Stage("experts/rain", (), None, block="experts",
+                                             levels=("rain",)), {})
+  denoise = fingerprint.stage_fields(ctx, Stage("experts/denoise", (), None, block="experts",
+                                                levels=("denoise",)), {})
+  assert rain["degradation_revisions"] == {"rain": 2}
+  assert "degradation_revisions" not in denoise
+  recorded_before = {k: v for k, v in rain.items() if k != "degradation_revisions"}
+  assert fingerprint.differences(recorded_before, rain) == [
+      "degradation_revisions.rain: (absent) -> 2"]
+
+
+def test_the_evaluation_cache_of_a_revised_degradation_is_its_own():
+  # The Input row has no weights to tell the evaluations apart: rain at revision 2 is
+  # evaluated in its own cache folder, and a plan without rain keeps its folder name.
+  import types
+  from fdjax.config_restoration import restoration_config
+  from fdjax.degradations.plan import LevelPlan
+  from fdjax.study.evaluator import Evaluator
+
+  def folder(names):
+    dataset = types.SimpleNamespace(test_sets={})
+    ctx = types.SimpleNamespace(config=restoration_config(), dataset=dataset, workdir="w",
+                                plan=LevelPlan(names), task=object())
+    return Evaluator(ctx).dir
+
+  assert folder(("denoise", "rain")).endswith("_denoise-rain_rainr2")
+  assert folder(("denoise", "haze")).endswith("_bs3_denoise-haze")

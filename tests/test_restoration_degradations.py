@@ -112,6 +112,19 @@ def test_rain_only_brightens_and_covers_more_with_density():
   assert 0 < changed(light) < changed(heavy) < 0.9
 
 
+def test_rain_adds_the_same_light_whatever_the_background():
+  # Rain12's and Rain100L's streaks brighten dark and mid-grey backgrounds alike (additive
+  # light); a screen blend J + (1 - J) s would add 0.8 s on the dark one, 0.5 s on the grey.
+  dark, grey, white = (np.full((4, 32, 32, 3), v, np.float32) for v in (0.2, 0.5, 1.0))
+  add = lambda img: np.asarray(degradations.apply_float("rain", KEY, img, 0.03)) - img
+  on_dark, on_grey = add(dark), add(grey)
+  assert on_dark.max() > 0.1 and on_dark.min() >= 0
+  unclipped = grey + on_grey < 1
+  np.testing.assert_allclose(on_grey[unclipped], on_dark[unclipped], atol=1e-6)
+  np.testing.assert_allclose(on_dark, np.minimum(on_dark, 0.8), atol=1e-6)   # clipped at 1
+  assert np.all(add(white) == 0)
+
+
 def test_lowlight_mean_follows_gain_and_gamma():
   grey = np.full((8, 24, 24, 3), 0.5, np.float32)
   for k in (0.2, 0.5):

@@ -42,6 +42,9 @@ class Degradation:
     units: what a level means.
     reported_offset, reported_sign: the paper's reporting level is
       ``reported_offset + reported_sign * level`` (JPEG: 100 - Q; others: the level).
+    revision: raised whenever the function changes the images it makes for the same
+      key and level; stages and evaluations made at an older revision are not reused
+      (``revisions``, read by the stage fingerprints and the evaluation cache).
   """
 
   name: str
@@ -52,6 +55,7 @@ class Degradation:
   units: str
   reported_offset: float = 0.0
   reported_sign: float = 1.0
+  revision: int = 1
 
 
 def _jpeg_float(key, images, levels):
@@ -98,7 +102,8 @@ REGISTRY: dict[str, Degradation] = {
         clean_level=0.0, units="scattering coefficient beta, 0..3 step 0.1"),
     "rain": Degradation(
         "rain", restoration.rain, restoration.rain_float, _grid(restoration.RAIN_GRID),
-        clean_level=0.0, units="fraction of pixels seeding a streak, 0..0.05 step 0.005"),
+        clean_level=0.0, units="fraction of pixels seeding a streak, 0..0.05 step 0.005",
+        revision=2),   # 2: streaks add light (1: screen-blended, before 2026-12-05)
     "lowlight": Degradation(
         "lowlight", restoration.lowlight, restoration.lowlight_float,
         _grid(restoration.LOWLIGHT_GRID), clean_level=0.0,
@@ -119,6 +124,12 @@ def get(name: str) -> Degradation:
   if not isinstance(name, str) or name not in REGISTRY:
     raise ValueError(f"unknown degradation {name!r}; valid names: {sorted(REGISTRY)}")
   return REGISTRY[name]
+
+
+def revisions(names) -> dict[str, int]:
+  """``{name: revision}`` for the degradations of ``names`` past their first revision
+  (empty when none: what runs made before revisions existed recorded)."""
+  return {name: get(name).revision for name in names if get(name).revision > 1}
 
 
 def levels(name: str) -> np.ndarray:

@@ -3,7 +3,7 @@ light, motion blur.
 
 These have no reference implementation in the paper's code; they are simple,
 documented synthetic models in the spirit of the restoration benchmarks (RESIDE-style
-haze, streak rain, gamma/gain low light, linear motion kernels). Each works on float
+haze, additive streak rain, gamma/gain low light, linear motion kernels). Each works on float
 images in 0..1 (``*_float``) and is wrapped for uint8 0..255 images by ``as_uint8``
 (which rounds to nearest, so the clean level is an exact no-op).
 
@@ -29,6 +29,7 @@ MOTION_BLUR_GRID = np.arange(16).astype(np.float64)  # kernel length 0, 1, ..., 
 DENOISE_GRID = np.arange(56).astype(np.float64)  # noise sigma 0, 1, ..., 55 (0..255 units)
 
 _RAIN_STREAK_LENGTH = 9.0  # pixels
+_RAIN_BRIGHTNESS = (0.15, 0.4)  # a seed's light added, uniform, in 0..1 units
 HAZE_NEAR = 0.3  # the nearest depth of the haze model (its floor)
 HAZE_DEPTH_SLOPE = 0.7 / 320  # depth lost per pixel row (far 1.0 -> near 0.3 over 320 rows)
 _MOTION_KERNEL_SIZE = 17  # odd, holds a centred segment of length 15 at any angle
@@ -108,30 +109,37 @@ def haze_float(key: jax.Array, images: jax.Array, levels: jax.Array) -> jax.Arra
 
 
 def rain_float(key: jax.Array, images: jax.Array, levels: jax.Array) -> jax.Array:
-  """Synthetic rain: sparse seeds smeared along a slanted line, screen-blended.
+  """Synthetic rain: sparse seeds smeared along a slanted line, added to the scene.
+
+  The streaks add light, ``clip(J + s, 0, 1)``: in the real pairs (Rain12's training
+  pairs, Rain100L's test pairs) a streak brightens a dark and a mid-grey background by
+  the same amount. A screen blend ``J + (1 - J) s`` (fdjax before 2026-12-05) dims the
+  streaks on bright backgrounds, and models trained on it removed half of Rain100L's
+  rain (BUILD_NOTES.md, "Rain that adds light").
 
   Args:
-    key: draws seed positions, per-seed brightness (0.3..0.8) and one slant per image
-      (uniform within +-22.5 degrees of vertical).
+    key: draws seed positions, per-seed brightness (0.15..0.4 of full scale) and one
+      slant per image (uniform within +-22.5 degrees of vertical).
     images: float ``[B, H, W, C]`` in 0..1.
     levels: float ``[B]``, streak density: the fraction of pixels that start a streak
       (9 pixels long), grid 0..0.05 step 0.005; 0 = clean.
 
   Returns:
-    float32 ``[B, H, W, C]`` in 0..1: ``J + (1 - J) s`` with s the streak map in 0..1.
+    float32 ``[B, H, W, C]`` in 0..1: ``clip(J + s, 0, 1)`` with s the streak map in 0..1.
   """
   images = jnp.asarray(images, jnp.float32)
   batch, height, width = images.shape[:3]
   seed_key, brightness_key, angle_key = jax.random.split(key, 3)
   # The same uniforms for every level: a higher density adds seeds, never moves them.
   seeds = jax.random.uniform(seed_key, (batch, height, width, 1)) < _per_image(levels)
-  brightness = jax.random.uniform(brightness_key, (batch, height, width, 1), minval=0.3, maxval=0.8)
+  brightness = jax.random.uniform(brightness_key, (batch, height, width, 1),
+                                  minval=_RAIN_BRIGHTNESS[0], maxval=_RAIN_BRIGHTNESS[1])
   angle = jax.random.uniform(angle_key, (batch,), minval=-np.pi / 8, maxval=np.pi / 8)
   size = int(_RAIN_STREAK_LENGTH) + 2
   kernels = _line_kernels(angle, jnp.full((batch,), _RAIN_STREAK_LENGTH), size)
   streaks = _convolve_per_image(seeds * brightness, kernels, padding="zero")
   streaks = jnp.clip(streaks, 0.0, 1.0)
-  return images + (1.0 - images) * streaks
+  return jnp.clip(images + streaks, 0.0, 1.0)
 
 
 def lowlight_float(key: jax.Array, images: jax.Array, levels: jax.Array) -> jax.Array:

@@ -10,6 +10,7 @@ import jax
 import numpy as np
 from absl import logging
 
+from fdjax.degradations.registry import revisions
 from fdjax.distributed import write_once
 from fdjax.eval import levels as levels_lib
 from fdjax.study.context import RunContext
@@ -33,7 +34,7 @@ class Evaluator:
   ``fdjax.eval.levels.evaluate_all``), cached as JSON under
   ``<seed dir>/eval/<settings>/<name>-<variables digest>.json``. The folder name holds
   every setting that changes the numbers (results format, levels, examples, keys, batch
-  size, degradations) and the file name the model's weights, so a cached result is only
+  size, degradations and their revisions) and the file name the model's weights, so a cached result is only
   reused for the same evaluation of the same model (and the same scoring space: a task's
   ``scoring_labels``, e.g. rain on the Y channel)."""
 
@@ -43,7 +44,8 @@ class Evaluator:
     ranges = "".join(f"_{n}{lo:g}-{hi:g}" for n, lo, hi in plan.ranges)
     settings = (f"v{RESULTS_FORMAT}_stride{plan.stride}"
                 f"_n{f'{e.max_examples}bal' if e.max_examples else 'all'}_seed{plan.eval_seed}"
-                f"_bs{cfg.eval_batch_size}_{'-'.join(plan.names)}{ranges}")
+                f"_bs{cfg.eval_batch_size}_{'-'.join(plan.names)}{ranges}"
+                + "".join(f"_{n}r{r}" for n, r in revisions(plan.names).items()))
     tests = ctx.dataset.test_sets
     scoring = (ctx.task.scoring_labels(plan.names) if hasattr(ctx.task, "scoring_labels")
                else {})

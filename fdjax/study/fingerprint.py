@@ -4,9 +4,10 @@ A stage is reused (``variables/``) or resumed (``checkpoints/``) only when the
 fingerprint stored beside it (``<stage>/fingerprint.json``) equals the one the
 current config gives. The fields: the task and its augmentation, the model, the data
 source and split, the seed, the stage's config block (epochs, optimizer, ...) and the
-other config fields it reads, the level ranges of the degradations it trains on, the
-batch size, model selection, and the fingerprints of the stages it starts from (so a
-change upstream reaches every stage downstream).
+other config fields it reads, the level ranges of the degradations it trains on (and
+their revisions, once a degradation's function has changed), the batch size, model
+selection, and the fingerprints of the stages it starts from (so a change upstream
+reaches every stage downstream).
 
 On a mismatch the run stops before training with one line naming the stage, the
 fields that differ (old -> new) and the choices; ``config.on_mismatch='retrain'``
@@ -25,6 +26,7 @@ from typing import Any, Mapping
 import ml_collections
 from absl import logging
 
+from fdjax.degradations.registry import revisions
 from fdjax.distributed import barrier, write_once
 from fdjax.errors import UserError
 
@@ -152,6 +154,9 @@ def stage_fields(ctx, stage, upstream: Mapping[str, str], *, legacy: bool = Fals
   names = plan.names if stage.levels is None else stage.levels
   ranges = {n: (lo, hi) for n, lo, hi in plan.ranges}
   fields["levels"] = {n: list(ranges.get(n, ("full",))) for n in names}
+  revised = revisions(names)   # a degradation whose images changed (absent: none did)
+  if revised:
+    fields["degradation_revisions"] = revised
   fields = without_added(fields)
   return fields if legacy else without_overridden(fields)
 
