@@ -34,9 +34,9 @@ class Evaluator:
   ``fdjax.eval.levels.evaluate_all``), cached as JSON under
   ``<seed dir>/eval/<settings>/<name>-<variables digest>.json``. The folder name holds
   every setting that changes the numbers (results format, levels, examples, keys, batch
-  size, degradations and their revisions) and the file name the model's weights, so a cached result is only
-  reused for the same evaluation of the same model (and the same scoring space: a task's
-  ``scoring_labels``, e.g. rain on the Y channel)."""
+  size, degradations and their revisions) and the file name the model's weights, so a
+  cached result is only reused for the same evaluation of the same model (and the same
+  scoring space: a task's ``scoring_labels``, e.g. rain on the Y channel)."""
 
   def __init__(self, ctx: RunContext):
     self.ctx = ctx
