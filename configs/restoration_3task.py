@@ -10,7 +10,8 @@
   (``'raintrain:rain12-*'``), tested on the REAL Rain100L pairs (input = the rainy image). The archive's 10 other pairs ('rainTrainL-*') are left
   out: they are not Rain100L-style additive streaks but photographs whose clean and rainy
   versions differ in colour and contrast over much of the frame (one pair is identical),
-  and training on them costs 0.85 dB on Rain100L (BUILD_NOTES.md, "Which real rain pairs");
+  and training on them costs about 1 dB on Rain100L (BUILD_NOTES.md, "Which real rain
+  pairs", and "Rain that adds light" for the streaks of today);
 * dehaze ('haze'): atmospheric scattering, synthetic, tested on CBSD68 (no SOTS offline).
 
 Data: the archives of ``data.root`` (default ``../shared/data/restoration`` relative to
