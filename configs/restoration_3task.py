@@ -7,8 +7,9 @@
   PromptIR's and AirNet's test code);
 * derain ('rain'): trained on the synthetic streaks of ``fdjax.degradations`` (light added
   to the scene, as in the real pairs) plus the 12 Rain12 pairs of ``raintrain``
-  (``'raintrain:rain12-*'``), tested on the REAL Rain100L pairs (input = the rainy image). The archive's 10 other pairs ('rainTrainL-*') are left
-  out: they are not Rain100L-style additive streaks but photographs whose clean and rainy
+  (``'raintrain:rain12-*'``), tested on the REAL Rain100L pairs (input = the rainy
+  image). The archive's 10 other pairs ('rainTrainL-*') are left out: they are not
+  Rain100L-style additive streaks but photographs whose clean and rainy
   versions differ in colour and contrast over much of the frame (one pair is identical),
   and training on them costs about 1 dB on Rain100L (BUILD_NOTES.md, "Which real rain
   pairs", and "Rain that adds light" for the streaks of today);
@@ -79,9 +80,11 @@ rain **30.39 (+3.37 over the input)**, haze 21.95, average **27.20**: the sigma 
 Rain100L and above-All-in-one targets met; within 0.3 dB of Oracle missed on every task
 (sigma 25 0.31, rain 0.81, haze 2.17). K=1 student 29.54 at sigma 25, rain 30.96, average
 27.45; Routed experts 27.79. Seed 1 (``--config.seeds=1``, 24m35s): FusionDistill 29.52 /
-30.84 (+3.82) / 22.18, average 27.40 against All-in-one's 26.64, the same targets met. The screen-blended streaks before (a streak dimmed by
-``1 - J`` over a bright background, unlike the real pairs' rain) held every rain row about
-1 dB down: derain alone from random weights read 30.40 dB on them and 31.42 now.
+30.84 (+3.82) / 22.18, average 27.40 against All-in-one's 26.64, the same targets met.
+The screen-blended streaks before (a streak dimmed by ``1 - J`` over a bright background,
+unlike the real pairs' rain) held the rain rows down: on Rain100L the joint base gained
+0.93 dB with the new streaks, the rain expert 1.02, FusionDistill 0.45, and derain alone
+from random weights reads 31.42 dB against 30.40.
 
 Measured before that, with the old streaks and Adam's beta2 = 0.9 for the joint base
 (2026-12-05, idle 2-core AMD EPYC with AVX-512; BUILD_NOTES.md "Adam's beta2"): 27m43s

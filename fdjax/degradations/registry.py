@@ -129,7 +129,7 @@ def get(name: str) -> Degradation:
 def revisions(names) -> dict[str, int]:
   """``{name: revision}`` for the degradations of ``names`` past their first revision
   (empty when none: what runs made before revisions existed recorded)."""
-  return {name: get(name).revision for name in names if get(name).revision > 1}
+  return {name: rev for name in names if (rev := get(name).revision) > 1}
 
 
 def levels(name: str) -> np.ndarray:
