@@ -34,6 +34,7 @@ def _restoration_block(config, problems: list[str]) -> None:
   from fdjax.tasks import restoration_scoring as scoring_lib
   from fdjax.models.image_prior import PRIORS
   from fdjax.tasks.restoration import DEFAULTS, LOSSES, MODELS, DTYPES
+  from fdjax.tasks.restoration_views import PRIOR_CONTEXTS
 
   block = config.get("restoration")
   if block is None:
@@ -47,6 +48,7 @@ def _restoration_block(config, problems: list[str]) -> None:
            "dtype": (lambda v: v in DTYPES, f"one of {sorted(DTYPES)}"),
            "loss": (lambda v: v in LOSSES, f"one of {LOSSES}"),
            "image_prior": (lambda v: v in PRIORS, f"one of {PRIORS}"),
+           "prior_context": (lambda v: v in PRIOR_CONTEXTS, f"one of {PRIOR_CONTEXTS}"),
            "width": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
            "depth": (lambda v: isinstance(v, int) and 0 <= v <= 6, "an integer in 0..6"),
            "middle_blocks": (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),

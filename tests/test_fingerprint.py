@@ -78,17 +78,24 @@ def test_unknown_on_mismatch_value(tmp_path):
 
 
 def test_restoration_options_added_later_keep_older_runs_valid():
-  # A run saved before restoration.image_prior existed recorded the block without it;
-  # today's default block must fingerprint the same, and the new value must not.
+  # A run saved before restoration.image_prior and prior_context existed recorded the
+  # block without them; today's default block must fingerprint the same, and new values
+  # must not.
   from fdjax.config_restoration import restoration_config
 
   block = restoration_config().restoration
-  saved_before = {k: v for k, v in block.to_dict().items() if k != "image_prior"}
+  saved_before = {k: v for k, v in block.to_dict().items()
+                  if k not in ("image_prior", "prior_context")}
   assert fingerprint.without_added({"restoration": block}) == {"restoration": saved_before}
   block.image_prior = "dark_channel"
   assert fingerprint.differences({"restoration": saved_before},
                                  fingerprint.without_added({"restoration": block})) == [
       "restoration.image_prior: (absent) -> dark_channel"]
+  block.prior_context = "tile"
+  assert fingerprint.differences({"restoration": saved_before},
+                                 fingerprint.without_added({"restoration": block})) == [
+      "restoration.image_prior: (absent) -> dark_channel",
+      "restoration.prior_context: (absent) -> tile"]
 
 
 def test_optimizer_beta2_at_pytorchs_default_keeps_older_runs_valid():

@@ -1,6 +1,7 @@
 """The dark-channel image cue (``fdjax.models.image_prior``, ``restoration.image_prior``):
 against scipy's minimum filter and numpy's quantile on real photographs, its closed form
-under the scattering model and under thin streaks, and how it reaches the restorers."""
+under the scattering model and under thin streaks, how it reaches the restorers, and the
+cue of a whole training tile given with its patch (``restoration.prior_context``)."""
 
 import jax
 import jax.numpy as jnp
@@ -13,8 +14,8 @@ from fdjax import validate
 from fdjax.config_restoration import restoration_config
 from fdjax.errors import ConfigError
 from fdjax.models import UNet
-from fdjax.models.image_prior import (DARK_QUANTILE, DARK_WINDOW, dark_channel,
-                                      dark_channel_level, with_image_prior)
+from fdjax.models.image_prior import (DARK_QUANTILE, DARK_WINDOW, attach_cue, dark_channel,
+                                      dark_channel_level, image_cue, with_image_prior)
 from fdjax.tasks import RestorationTask
 from fdjax.train.objectives import supervised_loss
 from random_weights import random_variables
@@ -35,6 +36,16 @@ def test_dark_channel_is_scipys_minimum_filter_of_the_channel_minimum():
   level = np.asarray(dark_channel_level(jnp.asarray(x, jnp.float32)))
   np.testing.assert_allclose(level, np.quantile(reference.reshape(2, -1), DARK_QUANTILE,
                                                 axis=1), atol=1e-6)
+
+
+@pytest.mark.parametrize("quantile", [0.0, 0.37, 1.0])
+def test_level_interpolates_order_statistics_as_numpy_at_any_quantile(quantile):
+  x = photos()
+  reference = np.stack([ndimage.minimum_filter(im.min(-1), size=3, mode="nearest")
+                        for im in x])
+  got = np.asarray(dark_channel_level(jnp.asarray(x, jnp.float32), quantile, window=3))
+  np.testing.assert_allclose(got, np.quantile(reference.reshape(2, -1), quantile, axis=1),
+                             atol=1e-6)
 
 
 def test_haze_lifts_the_level_to_the_airlight_share_and_thin_streaks_do_not():
@@ -103,3 +114,80 @@ def test_config_names_the_known_priors():
   with pytest.raises(ConfigError, match=r"restoration.image_prior must be one of "
                                         r"\('none', 'dark_channel'\), got 'bright'"):
     validate.validate_config(config)
+
+
+def _lift(key, images):
+  """A deterministic per-pixel 'haze' (uint8 -> uint8): 0.5 x + 100."""
+  del key
+  return (images.astype(jnp.float32) * 0.5 + 100).astype(jnp.uint8)
+
+
+def test_tile_context_cue_is_the_degraded_tiles_level_and_crops_stay_aligned():
+  # Four real photographs' crops brightened to 128..255, each with a black 12x12 corner:
+  # the whole tile's level is the black lifted by the degradation (100; the 18x18
+  # window-widened corner is 3.5 % of the tile's pixels), a 32x32 patch missing the
+  # corner would read at least 164.
+  tiles = np.concatenate([photos(), photos()[:, ::-1]])[:, :, :96] * 127 + 128
+  tiles = tiles.astype(np.uint8)
+  tiles[:, -12:, -12:] = 0
+  task = RestorationTask(patch=32, image_prior="dark_channel", prior_context="tile")
+  got, clean, teacher = task.views(jax.random.key(3, impl="rbg"), {"image": jnp.asarray(tiles)},
+                                   _lift)
+  assert got.shape == (4, 32, 32, 4) and got.dtype == jnp.float32 and teacher is got
+  degraded = np.floor(tiles * 0.5 + 100) / 255.0
+  dark = np.stack([ndimage.minimum_filter(im.min(-1), size=DARK_WINDOW, mode="nearest")
+                   for im in degraded])
+  reference = np.quantile(dark.reshape(4, -1), DARK_QUANTILE, axis=1) * 255.0
+  np.testing.assert_allclose(reference, 100.0, atol=1e-4)
+  np.testing.assert_allclose(np.asarray(got)[..., 3],
+                             np.broadcast_to(reference[:, None, None], (4, 32, 32)), atol=1e-3)
+  # the degradation is per pixel, so the crop of the degraded tile is the degraded crop
+  np.testing.assert_array_equal(np.asarray(got)[..., :3],
+                                np.floor(np.asarray(clean) * 0.5 + 100))
+  patch_task = RestorationTask(patch=32, image_prior="dark_channel")
+  plain, _, _ = patch_task.views(jax.random.key(3, impl="rbg"),
+                                 {"image": jnp.asarray(tiles)}, _lift)
+  assert plain.shape == (4, 32, 32, 3) and plain.dtype == jnp.uint8
+
+
+def test_a_given_cue_is_used_as_is_and_equals_computing_it_from_the_whole_image():
+  model = UNet(width=4, depth=1, image_prior="dark_channel")
+  x = jnp.asarray(photos(), jnp.float32)
+  variables = random_variables(model, 2, (96, 128, 3))
+  computed = np.asarray(model.apply(variables, x)[0])
+  given = np.asarray(model.apply(variables, attach_cue(x, image_cue(x, "dark_channel")))[0])
+  np.testing.assert_allclose(given, computed, atol=1e-6)
+  assert given.shape == (2, 96, 128, 3)
+  other = np.asarray(model.apply(variables, attach_cue(x, jnp.full((2, 1), 0.9)))[0])
+  assert np.abs(other - computed).max() > 1e-4   # the given value is what the model sees
+  with pytest.raises(ValueError, match=r"expects images \[B, H, W, 3\] or \[B, H, W, 4\]"):
+    model.apply(variables, jnp.zeros((1, 8, 8, 5)))
+
+
+def test_config_names_the_known_prior_contexts():
+  config = restoration_config()
+  config.restoration.prior_context = "image"
+  with pytest.raises(ConfigError, match=r"restoration.prior_context must be one of "
+                                        r"\('patch', 'tile'\), got 'image'"):
+    validate.validate_config(config)
+
+
+def test_tiled_inference_gives_every_tile_the_whole_images_cue(monkeypatch):
+  from fdjax import predictor
+  model = UNet(width=4, depth=1, image_prior="dark_channel")
+  variables = random_variables(model, 4, (32, 32, 3))
+  kernel = variables["params"]["intro"]["kernel"]
+  variables["params"]["intro"]["kernel"] = kernel.at[:, :, 3, :].multiply(50.0)
+  # A bright photograph with one black corner: the whole image's level is 0, a tile
+  # away from the corner reads at least 128.
+  image = (photos()[0, :64, :96] * 127 + 128).astype(np.uint8)
+  image[-12:, -12:] = 0
+  task = RestorationTask(patch=None)
+  whole = predictor.image_restorer(task, model, variables, tiling=None)(image)
+  # margin 12 >= the tiny U-Net's receptive-field radius: tiles give the whole result
+  tiling = predictor.Tiling(max_pixels=32 * 32, tile=40, overlap=24, margin=12)
+  tiled = predictor.image_restorer(task, model, variables, tiling)(image)
+  assert np.abs(tiled.astype(int) - whole).max() <= 1
+  monkeypatch.setattr(predictor, "with_whole_image_cue", lambda images, prior: images)
+  own_cue = predictor.image_restorer(task, model, variables, tiling)(image)
+  assert np.abs(own_cue.astype(int) - whole).max() > 8   # each tile's own cue differs

@@ -137,7 +137,8 @@ class MEASNet(UNetShape):
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    """x float ``[B, H, W, 3]``; returns ``(image float32 [B, H, W, 3], features)``."""
+    """x float ``[B, H, W, 3]`` in 0..1 (4 channels: ``image_prior``'s cue given); returns
+    ``(image float32 [B, H, W, 3], features)``."""
     enc, dec = self.levels(x, "MEASNet")
     if not 1 <= self.k <= self.num_experts:
       raise ValueError(f"MEASNet needs 1 <= k <= num_experts ({self.num_experts}), "

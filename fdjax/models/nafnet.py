@@ -91,7 +91,8 @@ class NAFNet(UNetShape):
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    """x float ``[B, H, W, 3]``; returns ``(image float32 [B, H, W, 3], features)``."""
+    """x float ``[B, H, W, 3]`` in 0..1 (4 channels: ``image_prior``'s cue given); returns
+    ``(image float32 [B, H, W, 3], features)``."""
     del train  # no BatchNorm or dropout
     enc, dec = self.levels(x, "NAFNet")
     block = naf_blocks(self.dw_expand, self.ffn_expand, self.layer_scale_init, self.dtype)

@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from fdjax.models.image_prior import with_image_prior
+from fdjax.models.image_prior import cue_channels, with_image_prior
 
 # blocks(channels, name) -> a module mapping [B, H, W, channels] to the same shape.
 BlockFactory = Callable[[int, str], nn.Module]
@@ -57,9 +57,12 @@ def pixel_shuffle(x, factor: int = 2):
   return x.transpose(0, 1, 4, 2, 5, 3).reshape(b, h * factor, w * factor, c_out)
 
 
-def check_input(x, stride: int, name: str) -> None:
-  if x.ndim != 4 or x.shape[-1] != 3:
-    raise ValueError(f"{name} expects images [B, H, W, 3], got shape {x.shape}")
+def check_input(x, stride: int, name: str, cue: int = 0) -> None:
+  """``x`` ``[B, H, W, 3]`` (or ``3 + cue`` channels, an image prior's cue given) with H
+  and W divisible by ``stride``."""
+  if x.ndim != 4 or x.shape[-1] not in {3, 3 + cue}:
+    shapes = "[B, H, W, 3]" + (f" or [B, H, W, {3 + cue}]" if cue else "")
+    raise ValueError(f"{name} expects images {shapes}, got shape {x.shape}")
   if x.shape[1] % stride or x.shape[2] % stride:
     raise ValueError(f"{name} needs H and W divisible by its stride {stride}, got "
                      f"{x.shape[1]}x{x.shape[2]}; pad with "
@@ -72,7 +75,8 @@ def unet(x, block: BlockFactory, *, width: int, depth: int, blocks: Sequence[int
          image_prior: str = "none"):
   """The skeleton of the module docstring, as submodules of the calling compact module.
 
-  ``x`` float ``[B, H, W, 3]``; returns ``(image float32 [B, H, W, 3], features)``.
+  ``x`` float ``[B, H, W, 3]`` (or ``3 + cue_channels(image_prior)`` channels, the cue
+  given); returns ``(image float32 [B, H, W, 3], features)``; the residual adds to RGB.
 
   ``block(channels, name)`` is called for every block; its name says where it sits
   (``'encoder<l>_block<b>'``, ``'middle_block<b>'``, ``'decoder<l>_block<b>'``). A block
@@ -91,7 +95,7 @@ def unet(x, block: BlockFactory, *, width: int, depth: int, blocks: Sequence[int
       extras[name] = info
     return out
 
-  inputs = x
+  inputs = x[..., :3]
   x = with_image_prior(x, image_prior)
   x = nn.Conv(width, (3, 3), padding=1, dtype=dtype, name="intro")(x.astype(dtype))
   features, skips = {}, []
@@ -156,7 +160,7 @@ class UNetShape(nn.Module):
 
   def levels(self, x, name: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """Checks ``x`` against the stride; ``(encoder, decoder)`` blocks per level."""
-    check_input(x, self.stride, name)
+    check_input(x, self.stride, name, cue_channels(self.image_prior))
     enc = per_level(self.blocks, self.depth, "blocks")
     dec = enc if self.decoder_blocks is None else per_level(self.decoder_blocks, self.depth,
                                                             "decoder_blocks")
@@ -184,7 +188,8 @@ class UNet(UNetShape):
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    """x float ``[B, H, W, 3]``; returns ``(image float32 [B, H, W, 3], features)``."""
+    """x float ``[B, H, W, 3]`` in 0..1 (4 channels: ``image_prior``'s cue given); returns
+    ``(image float32 [B, H, W, 3], features)``."""
     del train  # no BatchNorm or dropout
     enc, dec = self.levels(x, "UNet")
     return unet(x, conv_blocks(self.dtype), width=self.width, depth=self.depth, blocks=enc,

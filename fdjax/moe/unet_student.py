@@ -115,12 +115,13 @@ class RoutedUNet(UNetShape):
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    """x float ``[B, H, W, 3]``; returns ``(image float32 [B, H, W, 3], features)``."""
+    """x float ``[B, H, W, 3]`` in 0..1 (4 channels: ``image_prior``'s cue given); returns
+    ``(image float32 [B, H, W, 3], features)``."""
     enc, dec = self.levels(x, "RoutedUNet")
     validate(self, enc, dec)
     plain = (conv_blocks(self.dtype) if self.base == "unet" else
              naf_blocks(self.dw_expand, self.ffn_expand, self.layer_scale_init, self.dtype))
-    image = x
+    image = x[..., :3]   # the RGB input (an image prior's given cue left out)
 
     def block(channels, name):
       if name.rsplit("_block", 1)[0] not in self.routed:

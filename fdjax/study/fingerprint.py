@@ -40,7 +40,8 @@ ON_MISMATCH = ("stop", "retrain")
 # keeps that value is left out of the fingerprint, so those runs stay valid (reused and
 # resumed); any other value enters it and is named on a mismatch. A new config field
 # that changes a stage's result gets a line here.
-ADDED_FIELDS = {"restoration.image_prior": "none", "block.task_balance": "",
+ADDED_FIELDS = {"restoration.image_prior": "none", "restoration.prior_context": "patch",
+                "block.task_balance": "",
                 "block.output_weight": 0.0, "block.optimizer.beta2": 0.999}
 # Config-wide fields (top-level keys of a stage's fields, from its ``uses``) that the
 # stage's own block field replaces when that is set (not ''): the config-wide value then

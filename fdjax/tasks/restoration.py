@@ -17,6 +17,11 @@ Training views (``views``), per image, on device, the same for input and target:
    mixed batches (``Dataset.training_split``: a 'real' flag per example) keep the real
    pairs' inputs and degrade the others.
 
+With an image prior and ``prior_context = 'tile'`` the whole tile is degraded first, the
+prior's cue computed from it and carried as a trailing input channel, then 1 and 2
+(``restoration_views.training_views``): the cue then describes more of the image than
+the crop does, as at inference, where it comes from the whole image.
+
 They return ``(input, clean, input)``: the teacher sees the student's input, because a
 restorer's features describe the degraded image it restores (the classifier's
 teacher sees the clean view instead).
@@ -47,6 +52,9 @@ plan jointly (``base_on_all_tasks``); data come from ``fdjax.data.restoration_se
     dtype = 'float32'       # computation dtype ('bfloat16' on accelerators)
     image_prior = 'none'    # 'dark_channel': the image's dark-channel level as a 4th
                             # input channel, a haze cue (fdjax.models.image_prior)
+    prior_context = 'patch' # what the cue is computed from in training: 'patch' (the
+                            # network's crop) or 'tile' (the whole degraded tile it is
+                            # cut from; restoration_views.training_views)
     patch = 64              # training patch side (the papers use 128)
     flip = True             # random left-right flips
     rot90 = True            # random 90-degree rotations
@@ -78,14 +86,15 @@ from fdjax.models import MEASNet, NAFNet, PromptIR, UNet
 from fdjax.config import parse_list
 from fdjax.tasks import restoration_niqe, restoration_scoring as scoring_lib
 from fdjax.tasks.base import DataSpec, DegradeFn, MetricSpec
-from fdjax.tasks.restoration_views import random_flip_rot90, random_patches
+from fdjax.tasks.restoration_views import PRIOR_CONTEXTS, training_views
 
 MODELS = {"unet": UNet, "nafnet": NAFNet, "promptir": PromptIR, "measnet": MEASNet}
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 DEFAULTS = {"model": "unet", "width": 16, "depth": 2, "blocks": 1, "middle_blocks": 1,
             "decoder_blocks": None, "dtype": "float32", "patch": 64, "flip": True,
             "rot90": True, "y_channel": False, "shave": 0, "loss": "l1",
-            "model_options": None, "extra_metrics": "", "image_prior": "none"}
+            "model_options": None, "extra_metrics": "", "image_prior": "none",
+            "prior_context": "patch"}
 LOSSES = ("l1", "charbonnier")
 CHARBONNIER_EPS = 1e-3  # in 0..1 units, as Restormer / MPRNet
 
@@ -146,6 +155,8 @@ class RestorationTask:
   loss: str = "l1"
   scoring: scoring_lib.Overrides = ()
   extra_metrics: tuple[str, ...] = ()
+  image_prior: str = "none"
+  prior_context: str = "patch"
   name = "restoration"
   base_on_all_tasks = True
   row_labels = {"Scratch": "All-in-one (scratch)"}
@@ -154,6 +165,9 @@ class RestorationTask:
     if self.loss not in LOSSES:
       raise ConfigError(f"restoration.loss must be one of {LOSSES}, got {self.loss!r}")
     restoration_niqe.check_extra_metrics(self.extra_metrics)
+    if self.prior_context not in PRIOR_CONTEXTS:
+      raise ConfigError(f"restoration.prior_context must be one of {PRIOR_CONTEXTS}, got "
+                        f"{self.prior_context!r}")
 
   @property
   def metric(self) -> MetricSpec:
@@ -173,7 +187,8 @@ class RestorationTask:
     y, shave = bool(o["y_channel"]), int(o["shave"])
     return cls(int(o["patch"]) if o["patch"] else None, bool(o["flip"]), bool(o["rot90"]),
                y, shave, str(o["loss"]), scoring_lib.overrides(config, y, shave),
-               tuple(parse_list(str(o["extra_metrics"] or ""))))
+               tuple(parse_list(str(o["extra_metrics"] or ""))), str(o["image_prior"]),
+               str(o["prior_context"]))
 
   def for_degradation(self, name: str) -> "RestorationTask":
     """The task that scores ``name``'s test images (its ``config.scoring`` setting)."""
@@ -220,21 +235,11 @@ class RestorationTask:
     return example_grids.write_grids(self, ctx, row_models, workdir)
 
   def views(self, key, batch: dict, degrade: DegradeFn | None = None):
-    """``(input, clean, input)``, uint8 ``[B, patch, patch, 3]`` (module docstring)."""
-    k_patch, k_aug, k_degrade = jax.random.split(key, 3)
-    paired = "target" in batch
-    views = (batch["image"], batch["target"]) if paired else (batch["image"],)
-    views = random_patches(k_patch, *views, size=self.patch)
-    views = random_flip_rot90(k_aug, *views, flip=self.flip, rot90=self.rot90)
-    if paired:
-      degraded, clean = views
-      if "real" in batch:  # mixed: clean tiles (real False) are degraded here
-        synthetic = degrade(k_degrade, clean) if degrade is not None else clean
-        degraded = jnp.where(batch["real"][:, None, None, None], degraded, synthetic)
-    else:
-      clean = views[0]
-      degraded = degrade(k_degrade, clean) if degrade is not None else clean
-    return degraded, clean, degraded
+    """``(input, clean, input)`` of ``batch``'s tiles: a ``patch x patch`` crop
+    (``restoration_views.training_views``; the module docstring)."""
+    return training_views(key, batch, degrade, patch=self.patch, flip=self.flip,
+                          rot90=self.rot90, prior=self.image_prior,
+                          prior_context=self.prior_context)
 
   def model_input(self, images) -> jax.Array:
     """uint8 (or float) 0..255 ``[B, H, W, 3]`` -> float32 0..1."""

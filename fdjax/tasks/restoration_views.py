@@ -1,10 +1,15 @@
-"""Restoration training augmentation: the same random patch, flip and 90-degree rotation
-of every view of an image (input and target alike), on device, per image."""
+"""Restoration training views: the same random patch, flip and 90-degree rotation of
+every view of an image (input and target alike), the degraded input, and where the model
+takes an image prior's cue from a larger context, that cue; on device, per image."""
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+
+from fdjax.models.image_prior import attach_cue, image_cue
+
+PRIOR_CONTEXTS = ("patch", "tile")
 
 
 def random_patches(key, *views, size: int | None):
@@ -48,3 +53,48 @@ def random_flip_rot90(key, *views, flip: bool = True, rot90: bool = True):
     return x
 
   return tuple(transform(v) for v in views)
+
+
+def _degraded(key, batch: dict, views: tuple, degrade):
+  """The network's input for ``views`` (``(input, clean)`` of a paired batch, ``(clean,)``
+  of a clean-only one): a pair's own input, else ``degrade(key, clean)``; mixed batches
+  (a 'real' flag per example) keep the real pairs' inputs and degrade the others."""
+  clean = views[-1]
+  synthetic = degrade(key, clean) if degrade is not None else clean
+  if "target" not in batch:
+    return synthetic
+  if "real" not in batch:
+    return views[0]
+  return jnp.where(batch["real"][:, None, None, None], views[0], synthetic)
+
+
+def training_views(key, batch: dict, degrade, *, patch: int | None, flip: bool,
+                   rot90: bool, prior: str = "none", prior_context: str = "patch"):
+  """``(input, clean, input)`` of a training batch (``fdjax.tasks.restoration``).
+
+  ``batch``: uint8 ``[B, T, T, 3]`` tiles, ``{'image'}`` (clean-only) or ``{'image',
+  'target'}`` (pairs; with ``'real'`` flags when mixed). ``prior_context``:
+
+  * 'patch': crop, flip/rotate, then degrade the ``patch x patch`` crop; the input is
+    uint8 ``[B, patch, patch, 3]`` and the model computes ``prior``'s cue from it;
+  * 'tile' (with a ``prior``): degrade the whole tile, compute the cue from it (a
+    stand-in for the whole image that inference sees), then crop, flip and rotate; the
+    input is float32 ``[B, patch, patch, 3 + n]`` in 0..255 with the cue (0..255) in its
+    trailing channels, which the model takes as given (``fdjax.models.image_prior``).
+
+  ``clean`` is uint8 ``[B, patch, patch, 3]``."""
+  if prior_context not in PRIOR_CONTEXTS:
+    raise ValueError(f"prior_context must be one of {PRIOR_CONTEXTS}, got {prior_context!r}")
+  k_patch, k_aug, k_degrade = jax.random.split(key, 3)
+  views = (batch["image"], batch["target"]) if "target" in batch else (batch["image"],)
+  if prior_context == "tile" and prior != "none":
+    tile = _degraded(k_degrade, batch, views, degrade)
+    cue = image_cue(jnp.asarray(tile, jnp.float32) / 255.0, prior) * 255.0
+    degraded, clean = random_patches(k_patch, tile, views[-1], size=patch)
+    degraded, clean = random_flip_rot90(k_aug, degraded, clean, flip=flip, rot90=rot90)
+    degraded = attach_cue(jnp.asarray(degraded, jnp.float32), cue)
+    return degraded, clean, degraded
+  views = random_patches(k_patch, *views, size=patch)
+  views = random_flip_rot90(k_aug, *views, flip=flip, rot90=rot90)
+  degraded = _degraded(k_degrade, batch, views, degrade)
+  return degraded, views[-1], degraded
