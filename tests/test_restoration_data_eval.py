@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
+from scipy import ndimage
 from skimage.metrics import structural_similarity
 
 from fdjax import degradations
@@ -91,9 +92,14 @@ def test_per_task_test_sets_against_numpy_psnr_and_skimage_ssim():
   assert results["avg"] == pytest.approx((np.mean(psnrs) + real_psnr) / 2, abs=1e-3)
 
 
-def test_mixed_views_keep_real_inputs_and_degrade_the_rest():
-  clean = _images(4, 16, 16, 4)
-  rainy = _images(4, 16, 16, 5)
+@pytest.mark.parametrize("prior_context", ["patch", "tile"])
+def test_mixed_views_keep_real_inputs_and_degrade_the_rest(prior_context):
+  task = RestorationTask(patch=None, flip=False, rot90=False, image_prior="dark_channel",
+                         prior_context=prior_context)
+  # levels apart: clean 100..200, its 'degradation' 55..155, the real inputs 150..250
+  clean = 100 + _images(4, 16, 16, 4) // 2.55
+  rainy = 150 + _images(4, 16, 16, 5) // 2.55
+  clean, rainy = clean.astype(np.uint8), rainy.astype(np.uint8)
   train = ImageSet.from_fields({"image": clean[:2]})
   pairs = ImageSet.from_fields({"image": rainy[2:], "target": clean[2:]})
   data = Dataset("d", train, train, None, (), train_pairs={"rain": pairs})
@@ -102,10 +108,18 @@ def test_mixed_views_keep_real_inputs_and_degrade_the_rest():
   assert list(mixed.fields["real"]) == [False, False, True, True]
   assert np.array_equal(mixed.fields["target"], clean)
   batch = {k: jnp.asarray(v) for k, v in mixed.fields.items()}
-  degraded, target, _ = TASK.views(jax.random.PRNGKey(0), batch,
+  degraded, target, _ = task.views(jax.random.PRNGKey(0), batch,
                                    lambda key, x: 255 - x)  # a visible 'degradation'
-  assert np.array_equal(degraded[:2], 255 - clean[:2])
-  assert np.array_equal(degraded[2:], rainy[2:]) and np.array_equal(target, clean)
+  assert np.array_equal(degraded[:2, ..., :3], 255 - clean[:2])
+  assert np.array_equal(degraded[2:, ..., :3], rainy[2:]) and np.array_equal(target, clean)
+  # 'tile': the cue (levels of 255) rides along, from each image's own input
+  assert degraded.shape[-1] == (4 if prior_context == "tile" else 3)
+  if prior_context == "tile":
+    inputs = np.concatenate([255 - clean[:2], rainy[2:]]).astype(np.float32)
+    darkest = [np.quantile(ndimage.minimum_filter(im.min(-1), size=7, mode="nearest"), 0.01)
+               for im in inputs]
+    np.testing.assert_allclose(np.asarray(degraded)[..., 3].reshape(4, -1).T,
+                               np.broadcast_to(darkest, (256, 4)), atol=1e-3)
 
 
 def test_photos_source_tiles_and_whole_test_image():

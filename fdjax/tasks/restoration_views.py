@@ -59,12 +59,12 @@ def _degraded(key, batch: dict, views: tuple, degrade):
   """The network's input for ``views`` (``(input, clean)`` of a paired batch, ``(clean,)``
   of a clean-only one): a pair's own input, else ``degrade(key, clean)``; mixed batches
   (a 'real' flag per example) keep the real pairs' inputs and degrade the others."""
+  if "target" in batch and "real" not in batch:
+    return views[0]
   clean = views[-1]
   synthetic = degrade(key, clean) if degrade is not None else clean
   if "target" not in batch:
     return synthetic
-  if "real" not in batch:
-    return views[0]
   return jnp.where(batch["real"][:, None, None, None], views[0], synthetic)
 
 
