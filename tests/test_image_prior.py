@@ -108,11 +108,14 @@ def test_the_cue_channel_of_the_intro_convolution_learns():
   assert np.any(np.asarray(grads["intro"]["kernel"][:, :, 3, :]))
 
 
-def test_config_names_the_known_priors():
+@pytest.mark.parametrize("field, bad, known", [
+    ("image_prior", "bright", r"\('none', 'dark_channel'\)"),
+    ("prior_context", "image", r"\('patch', 'tile'\)")])
+def test_config_names_the_known_priors_and_contexts(field, bad, known):
   config = restoration_config()
-  config.restoration.image_prior = "bright"
-  with pytest.raises(ConfigError, match=r"restoration.image_prior must be one of "
-                                        r"\('none', 'dark_channel'\), got 'bright'"):
+  config.restoration[field] = bad
+  with pytest.raises(ConfigError, match=rf"restoration.{field} must be one of {known}, "
+                                        rf"got '{bad}'"):
     validate.validate_config(config)
 
 
@@ -162,14 +165,6 @@ def test_a_given_cue_is_used_as_is_and_equals_computing_it_from_the_whole_image(
   assert np.abs(other - computed).max() > 1e-4   # the given value is what the model sees
   with pytest.raises(ValueError, match=r"expects images \[B, H, W, 3\] or \[B, H, W, 4\]"):
     model.apply(variables, jnp.zeros((1, 8, 8, 5)))
-
-
-def test_config_names_the_known_prior_contexts():
-  config = restoration_config()
-  config.restoration.prior_context = "image"
-  with pytest.raises(ConfigError, match=r"restoration.prior_context must be one of "
-                                        r"\('patch', 'tile'\), got 'image'"):
-    validate.validate_config(config)
 
 
 def test_tiled_inference_gives_every_tile_the_whole_images_cue(monkeypatch):
