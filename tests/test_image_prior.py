@@ -186,3 +186,25 @@ def test_tiled_inference_gives_every_tile_the_whole_images_cue(monkeypatch):
   monkeypatch.setattr(predictor, "with_whole_image_cue", lambda images, prior: images)
   own_cue = predictor.image_restorer(task, model, variables, tiling)(image)
   assert np.abs(own_cue.astype(int) - whole).max() > 8   # each tile's own cue differs
+
+
+@pytest.mark.parametrize("prior_context", ["patch", "tile"])
+def test_a_degradation_with_a_direction_keeps_it_through_flips_and_rotations(prior_context):
+  # 'Haze' thickening up the rows (as haze_float's depth ramp): in every training input
+  # the added light must fall from the top row down, whatever flip or rotation the
+  # view drew; the flips and rotations act on the scene before it is degraded.
+  def ramp(key, images):
+    del key
+    rows = jnp.arange(images.shape[1], dtype=jnp.float32)[None, :, None, None]
+    return (images.astype(jnp.float32) * 0.5 + 120 - rows).astype(jnp.uint8)
+
+  tiles = (np.concatenate([photos(), photos()[:, ::-1]])[:, :, :96] * 127).astype(np.uint8)
+  task = RestorationTask(patch=32, image_prior="dark_channel", prior_context=prior_context)
+  for seed in range(4):
+    got, clean, _ = task.views(jax.random.key(seed, impl="rbg"),
+                               {"image": jnp.asarray(tiles)}, ramp)
+    light = np.asarray(got)[..., :3] - np.floor(np.asarray(clean) * 0.5)   # 120 - row
+    along_rows = np.diff(light.mean(axis=(2, 3)), axis=1)
+    along_columns = np.diff(light.mean(axis=(1, 3)), axis=1)
+    np.testing.assert_allclose(along_rows, -1.0, atol=0.1)
+    np.testing.assert_allclose(along_columns, 0.0, atol=0.1)

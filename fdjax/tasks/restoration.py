@@ -17,10 +17,11 @@ Training views (``views``), per image, on device, the same for input and target:
    mixed batches (``Dataset.training_split``: a 'real' flag per example) keep the real
    pairs' inputs and degrade the others.
 
-With an image prior and ``prior_context = 'tile'`` the whole tile is degraded first, the
-prior's cue computed from it and carried as a trailing input channel, then 1 and 2
-(``restoration_views.training_views``): the cue then describes more of the image than
-the crop does, as at inference, where it comes from the whole image.
+With an image prior and ``prior_context = 'tile'`` the whole tile is flipped, rotated
+and degraded first, the prior's cue computed from it and carried as a trailing input
+channel, then cropped (``restoration_views.training_views``): the cue then describes
+more of the image than the crop does, as at inference, where it comes from the whole
+image. Degradations with a direction (rain's slant, haze's depth ramp) keep it in both.
 
 They return ``(input, clean, input)``: the teacher sees the student's input, because a
 restorer's features describe the degraded image it restores (the classifier's

@@ -77,8 +77,8 @@ def training_views(key, batch: dict, degrade, *, patch: int | None, flip: bool,
 
   * 'patch': crop, flip/rotate, then degrade the ``patch x patch`` crop; the input is
     uint8 ``[B, patch, patch, 3]`` and the model computes ``prior``'s cue from it;
-  * 'tile' (with a ``prior``): degrade the whole tile, compute the cue from it (a
-    stand-in for the whole image that inference sees), then crop, flip and rotate; the
+  * 'tile' (with a ``prior``): flip and rotate the whole tile, degrade it, compute the
+    cue from it (a stand-in for the whole image that inference sees), then crop; the
     input is float32 ``[B, patch, patch, 3 + n]`` in 0..255 with the cue (0..255) in its
     trailing channels, which the model takes as given (``fdjax.models.image_prior``).
 
@@ -88,10 +88,12 @@ def training_views(key, batch: dict, degrade, *, patch: int | None, flip: bool,
   k_patch, k_aug, k_degrade = jax.random.split(key, 3)
   views = (batch["image"], batch["target"]) if "target" in batch else (batch["image"],)
   if prior_context == "tile" and prior != "none":
+    # Flip and rotate before degrading, as on the patch: rain falls down the rows and
+    # haze thickens up them in every training input, as in the test images.
+    views = random_flip_rot90(k_aug, *views, flip=flip, rot90=rot90)
     tile = _degraded(k_degrade, batch, views, degrade)
     cue = image_cue(jnp.asarray(tile, jnp.float32) / 255.0, prior) * 255.0
     degraded, clean = random_patches(k_patch, tile, views[-1], size=patch)
-    degraded, clean = random_flip_rot90(k_aug, degraded, clean, flip=flip, rot90=rot90)
     degraded = attach_cue(jnp.asarray(degraded, jnp.float32), cue)
     return degraded, clean, degraded
   views = random_patches(k_patch, *views, size=patch)
