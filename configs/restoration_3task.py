@@ -73,9 +73,10 @@ sigma 25, Adam + cosine):
 
 ``restoration.prior_context = 'tile'`` (the cue of the whole degraded training tile, not
 of the 48x48 patch; with ``data.tile = 192`` and every stage at 4x its epochs for the same
-steps) closed most of FusionDistill's haze gap to Oracle (0.45 dB against 2.17) but lost
-the Rain100L target (+2.46 over the input) and took 28m45s against 26m01s, so it is not
-set here (2026-12-05; BUILD_NOTES.md, "The haze cue of a whole image").
+steps) halved FusionDistill's haze gap to Oracle (1.19 dB against 2.17) and kept the
+Rain100L target (+3.23), but lost the sigma 25 target (29.35) and took 30m43s against
+26m01s, so it is not set here (2026-12-05; BUILD_NOTES.md, "The haze cue of a whole
+image").
 
 Measured with the synthetic rain streaks adding light (``fdjax.degradations``' rain,
 revision 2; 2026-12-05, idle 2-core AMD EPYC with AVX-512; BUILD_NOTES.md "The reduced
