@@ -28,14 +28,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
-import jax.numpy as jnp
 import numpy as np
 
 from fdjax.errors import ConfigError, DataError
 from fdjax.eval import inference
 from fdjax.eval.metric import jit_clean, predictor
 from fdjax.load import LoadedModel, load_model
-from fdjax.models.image_prior import attach_cue, cue_channels, image_cue
+from fdjax.models.image_prior import with_cue
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,7 +106,8 @@ def image_restorer(task, model, variables, tiling: Tiling | None = Tiling()) -> 
     batch = x[None] if x.ndim == 3 else x
     h, w = batch.shape[1:3]
     if tiling is not None and tiling.max_pixels and h * w > tiling.max_pixels:
-      out = inference.apply_tiled(batched, with_whole_image_cue(batch, prior),
+      # every tile gets the whole image's cue, as the untiled image computes it
+      out = inference.apply_tiled(batched, np.asarray(with_cue(batch, prior)),
                                   tile=tiling.tile, overlap=tiling.overlap,
                                   margin=tiling.margin, multiple=stride,
                                   tile_batch=tiling.tile_batch)
@@ -117,16 +117,6 @@ def image_restorer(task, model, variables, tiling: Tiling | None = Tiling()) -> 
     return out[0] if x.ndim == 3 else out
 
   return predict
-
-
-def with_whole_image_cue(images: np.ndarray, prior: str):
-  """uint8 ``[B, H, W, 3]`` -> the images themselves (``prior`` 'none'), else float32
-  ``[B, H, W, 3 + n]`` in 0..255 with each whole image's cue (0..255) in the trailing
-  channels, so that every tile of it sees the same cue as the whole image would."""
-  if cue_channels(prior) == 0:
-    return images
-  x = jnp.asarray(images, jnp.float32)
-  return np.asarray(attach_cue(x, image_cue(x / 255.0, prior) * 255.0))
 
 
 def image_classifier(task, model, variables, image_shape, batch_size: int = 256) -> Callable:

@@ -183,7 +183,7 @@ def test_tiled_inference_gives_every_tile_the_whole_images_cue(monkeypatch):
   tiling = predictor.Tiling(max_pixels=32 * 32, tile=40, overlap=24, margin=12)
   tiled = predictor.image_restorer(task, model, variables, tiling)(image)
   assert np.abs(tiled.astype(int) - whole).max() <= 1
-  monkeypatch.setattr(predictor, "with_whole_image_cue", lambda images, prior: images)
+  monkeypatch.setattr(predictor, "with_cue", lambda images, prior: images)
   own_cue = predictor.image_restorer(task, model, variables, tiling)(image)
   assert np.abs(own_cue.astype(int) - whole).max() > 8   # each tile's own cue differs
 

@@ -81,6 +81,20 @@ def attach_cue(x, cue):
       [x, jnp.broadcast_to(cue[:, None, None, :], x.shape[:3] + cue.shape[-1:])], axis=-1)
 
 
+def with_cue(images, prior: str, context=None):
+  """``images`` ``[B, H, W, 3]`` in 0..255 (uint8 or float) -> ``images`` themselves when
+  ``prior`` adds no channel, else float32 ``[B, H, W, 3 + n]`` in 0..255 with the cue of
+  ``context`` (``[B, h, w, 3]`` in 0..255, of any size; default ``images``) in its
+  trailing channels, on the same 0..255 scale: what ``with_image_prior`` takes as given
+  once the task maps the input to 0..1. Training gives a patch its tile's cue this way,
+  tiled inference each tile its whole image's."""
+  if cue_channels(prior) == 0:
+    return images
+  context = images if context is None else context
+  cue = image_cue(jnp.asarray(context, jnp.float32) / 255.0, prior) * 255.0
+  return attach_cue(jnp.asarray(images, jnp.float32), cue)
+
+
 def with_image_prior(x, prior: str):
   """``x`` float ``[B, H, W, 3]`` in 0..1 -> the network's input: ``x`` itself for
   'none', ``[B, H, W, 4]`` with the image's dark-channel level as a constant fourth

@@ -7,7 +7,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from fdjax.models.image_prior import attach_cue, image_cue
+from fdjax.models.image_prior import with_cue
 
 PRIOR_CONTEXTS = ("patch", "tile")
 
@@ -92,9 +92,8 @@ def training_views(key, batch: dict, degrade, *, patch: int | None, flip: bool,
     # haze thickens up them in every training input, as in the test images.
     views = random_flip_rot90(k_aug, *views, flip=flip, rot90=rot90)
     tile = _degraded(k_degrade, batch, views, degrade)
-    cue = image_cue(jnp.asarray(tile, jnp.float32) / 255.0, prior) * 255.0
     degraded, clean = random_patches(k_patch, tile, views[-1], size=patch)
-    degraded = attach_cue(jnp.asarray(degraded, jnp.float32), cue)
+    degraded = with_cue(degraded, prior, context=tile)
     return degraded, clean, degraded
   views = random_patches(k_patch, *views, size=patch)
   views = random_flip_rot90(k_aug, *views, flip=flip, rot90=rot90)
