@@ -145,3 +145,26 @@ def test_motion_blur_conserves_mass_and_keeps_flat_images():
   assert np.all(np.diff(support) > 0) and np.all(support >= lengths)
   flat = np.full((4, 25, 25, 3), 0.4, np.float32)
   np.testing.assert_allclose(degradations.apply_float("motion_blur", KEY, flat, lengths), flat, atol=1e-6)
+
+
+@pytest.mark.parametrize("padding, scipy_mode", [("zero", "constant"), ("edge", "nearest")])
+def test_per_image_convolution_matches_scipy(padding, scipy_mode):
+  # Rain's streaks and motion blur convolve each image with its own kernel; asymmetric
+  # kernels catch a correlation posing as a convolution, a kernel paired with the wrong
+  # image and a wrong border.
+  from fdjax.degradations.restoration import _convolve_per_image
+  rng = np.random.default_rng(0)
+  images = rng.uniform(size=(3, 20, 17, 2)).astype(np.float32)
+  kernels = rng.uniform(size=(3, 5, 5)).astype(np.float32)
+  out = np.asarray(_convolve_per_image(jnp.asarray(images), jnp.asarray(kernels), padding))
+  for image, kernel, got in zip(images, kernels, out):
+    for c in range(images.shape[-1]):
+      expected = ndimage.convolve(image[..., c].astype(np.float64), kernel, mode=scipy_mode)
+      np.testing.assert_allclose(got[..., c], expected, atol=1e-5)
+  delta = np.zeros((3, 5, 5), np.float32)
+  delta[:, 2, 2] = 1.0
+  np.testing.assert_array_equal(_convolve_per_image(images, delta, padding), images)
+  with pytest.raises(ValueError, match="odd"):
+    _convolve_per_image(images, kernels[:, :4, :4], padding)
+  with pytest.raises(ValueError, match="padding"):
+    _convolve_per_image(images, kernels, "reflect")
