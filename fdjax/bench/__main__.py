@@ -33,6 +33,7 @@ SUBCOMMANDS: dict[str, Callable[[list[str]], object]] = {
     "moe": _lazy("fdjax.bench.moe"),
     "population": _lazy("fdjax.bench.population"),
     "restoration": _lazy("fdjax.bench.restoration"),
+    "restoration_degradations": _lazy("fdjax.bench.restoration_degradations"),
 }
 
 

@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import platform
 import statistics
 import tarfile
 import time
@@ -223,6 +224,18 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                  help="minimum seconds per timed repeat (fdjax and reference alike)")
   p.add_argument("--seed", type=int, default=0)
   return p.parse_args(argv)
+
+
+def cpu_model() -> str:
+  """The CPU's model name from ``/proc/cpuinfo`` (else ``platform.processor()``)."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or "unknown CPU"
 
 
 def _load_average() -> str:

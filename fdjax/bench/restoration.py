@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 
 import jax
@@ -43,6 +42,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from fdjax import moe
+from fdjax.bench.degradations import cpu_model
 from fdjax.bench.train_step import stepper, time_alternating
 from fdjax.config import base_config, optimizer_config
 from fdjax.moe.unet_student import restoration_student
@@ -55,18 +55,6 @@ from fdjax.train.step import make_train_step
 
 VARIANTS = ("unet", "nafnet", "promptir", "measnet", "moe")
 BALANCE_WEIGHT = 1e-4
-
-
-def cpu_model() -> str:
-  """The CPU's model name from ``/proc/cpuinfo`` (else ``platform.processor()``)."""
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or "unknown CPU"
 
 
 def build(variant: str, args: argparse.Namespace):

@@ -65,7 +65,8 @@ def _convolve_per_image(images: jax.Array, kernels: jax.Array, padding: str) -> 
   its image's kernel entry: exact float32 products (a delta kernel returns the input
   bitwise) on every backend. XLA fuses the sum into one pass; on XLA:CPU it is 10-20x
   faster than the per-image depthwise ``conv_general_dilated`` it replaced for the
-  one-channel rain streak map, and as fast for three-channel blur (BUILD_NOTES.md,
+  one-channel rain streak map, and 0.9x its speed for three-channel motion blur
+  (``python -m fdjax.bench restoration_degradations``; BUILD_NOTES.md,
   "Degrading a training tile").
   """
   size = kernels.shape[-1]
