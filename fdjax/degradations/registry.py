@@ -103,7 +103,9 @@ REGISTRY: dict[str, Degradation] = {
     "rain": Degradation(
         "rain", restoration.rain, restoration.rain_float, _grid(restoration.RAIN_GRID),
         clean_level=0.0, units="fraction of pixels seeding a streak, 0..0.05 step 0.005",
-        revision=2),   # 2: streaks add light (1: screen-blended, before 2026-12-05)
+        # 2: streaks add light (1: screen-blended, before 2026-12-05); 3: the streak map's
+        # convolution summed in another order (a few uint8 values move by 1).
+        revision=3),
     "lowlight": Degradation(
         "lowlight", restoration.lowlight, restoration.lowlight_float,
         _grid(restoration.LOWLIGHT_GRID), clean_level=0.0,
@@ -111,7 +113,8 @@ REGISTRY: dict[str, Degradation] = {
     "motion_blur": Degradation(
         "motion_blur", restoration.motion_blur, restoration.motion_blur_float,
         _grid(restoration.MOTION_BLUR_GRID), clean_level=0.0,
-        units="motion kernel length in pixels, 0..15 step 1 (random direction)"),
+        units="motion kernel length in pixels, 0..15 step 1 (random direction)",
+        revision=2),   # 2: the convolution summed in another order (a few uint8 values move by 1)
     "sr": Degradation(
         "sr", resize_lib.sr, resize_lib.sr_float, _grid(resize_lib.SR_GRID), clean_level=1.0,
         units="super-resolution scale s, 1..4 step 1: MATLAB bicubic down by s (antialiased) "
