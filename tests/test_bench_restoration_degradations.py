@@ -8,7 +8,7 @@ from fdjax.bench import restoration_degradations as bench
 
 pytest.importorskip("scipy")
 
-TINY = ["--batch", "2", "--size", "24", "--repeats", "1", "--seconds", "0.01"]
+TINY = ["--batch", "2", "--size", "24", "--patch", "16", "--repeats", "1", "--seconds", "0.01"]
 
 
 def _number(cell: str) -> float:
@@ -41,7 +41,13 @@ def test_tiny_run_prints_a_row_per_name_and_per_convolution_shape(capsys):
       assert 0 <= _number(row[7]) < bench.TOLERANCE
     assert results[conv]["lax_ratio"] == pytest.approx(
         results[conv]["lax_ms"] / results[conv]["ms"])
-  assert set(results) == {"rain", "haze", "conv rain", "conv motion_blur"}
+  for name in ("rain", "haze"):
+    (row,) = [r for r in rows if r[0] == f"views {name}"]
+    assert row[1] == "[2, 24, 24, 3] -> 16 tile cue" and row[4] == "patch cue"
+    for cell in (row[2], row[3], row[5], row[6]):
+      assert math.isfinite(_number(cell)) and _number(cell) > 0
+  assert set(results) == {"rain", "haze", "conv rain", "conv motion_blur",
+                          "views rain", "views haze"}
 
 
 def test_unknown_name_is_a_clear_error():

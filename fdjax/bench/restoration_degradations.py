@@ -2,7 +2,7 @@
 current JAX backend.
 
 ``python -m fdjax.bench restoration_degradations [--batch 3] [--size 192]
-[--names rain,motion_blur,haze,denoise,lowlight] [--repeats 5] [--seconds 1.0]``
+[--names rain,motion_blur,haze,denoise,lowlight] [--patch 48] [--repeats 5] [--seconds 1.0]``
 
 1. Degradations: for each of ``--names`` it times ``jax.jit(fdjax.degradations.apply_float)``
    on one batch of ``--batch`` float32 images ``[B, S, S, 3]`` in 0..1 (``S = --size``;
@@ -10,8 +10,8 @@ current JAX backend.
    / 255), one level per image drawn uniformly from the degradation's grid without its
    clean level; compiled and warmed up first, every call blocked on. Units: **images/s**
    and **ms per batch**.
-2. The per-image convolution ``fdjax.degradations.restoration._convolve_per_image`` (jit;
-   a sum of K*K shifted copies) in the two shapes the degradations use:
+2. The per-image convolution ``fdjax.degradations.restoration._convolve_per_image`` (jit; a
+   scan over kernel rows of shifted copies) in the two shapes the degradations use:
    rain, a streak-seed map ``[B, S, S, 1]`` with an 11x11 line kernel per image, zero
    padding; motion blur, the images ``[B, S, S, 3]`` with a normalised 17x17 line kernel
    per image (length 1..15), edge padding. Against two peers on the same inputs:
@@ -22,6 +22,12 @@ current JAX backend.
    (mode 'constant' / 'nearest'). Units: **ms per batch**; ``peer/fdjax`` is the peer's
    time over fdjax's (> 1: fdjax is faster). Each peer's output must match fdjax's to
    max |difference| < 1e-4 (printed).
+3. Training views (``fdjax.tasks.restoration_views.training_views``, jit): a batch of
+   ``--batch`` uint8 tiles ``[B, S, S, 3]`` flipped and rotated, degraded with each of
+   ``--names`` and cut to ``--patch`` patches with the dark-channel cue
+   (``restoration.image_prior``) of the whole degraded tile (``prior_context='tile'``),
+   against the peer ``patch cue``: the patch cut first, then degraded, its cue its own
+   (``'patch'``). Units: **ms per batch**; ``peer/fdjax`` < 1: the tile context costs more.
 
 Every figure is the median of ``--repeats`` timed runs of at least ``--seconds`` each
 (``fdjax.bench.degradations.time_calls``). Within a repeat the degradations are timed one
@@ -94,6 +100,41 @@ def conv_inputs(key: jax.Array, batch: int, size: int, channels: int, kernel_siz
   return images, kernels / jnp.sum(kernels, axis=(1, 2), keepdims=True)
 
 
+def _views_rows(args, names, key, results) -> list[tuple[str, ...]]:
+  """Section 3: ``training_views`` of a batch of uint8 tiles for each degradation, with
+  the dark-channel cue taken from the patch (the peer) or from the whole tile."""
+  from fdjax.tasks.restoration_views import training_views  # pylint: disable=import-outside-toplevel
+  tiles = jnp.asarray(synthetic_images(args.batch, args.seed + 1, size=args.size))
+  rows = []
+  for index, name in enumerate(names):
+    level_key, view_key = jax.random.split(jax.random.fold_in(key, 2000 + index))
+    grid = degradations.levels(name)
+    levels = sample_from_grid(grid[grid != degradations.clean_level(name)], level_key,
+                              args.batch)
+    degrade = lambda k, x, name=name, lv=levels: degradations.apply(name, k, x, lv)
+    fns = {}
+    for context in ("tile", "patch"):
+      views = jax.jit(lambda k, tiles, context=context, degrade=degrade: training_views(
+          k, {"image": tiles}, degrade, patch=args.patch, flip=True, rot90=True,
+          prior="dark_channel", prior_context=context)[0])
+      fns[context] = lambda views=views: jax.block_until_ready(views(view_key, tiles))
+      fns[context]()  # compile + warm up
+    view_times: dict[str, list[float]] = {context: [] for context in fns}
+    for _ in range(args.repeats):
+      for context, fn in fns.items():
+        _time_ms(fn, args.seconds, view_times[context])
+    ms = {context: statistics.median(t) for context, t in view_times.items()}
+    row = f"views {name}"
+    results[row] = {"ms": ms["tile"], "images_per_s": 1000.0 * args.batch / ms["tile"],
+                    "patch_ms": ms["patch"], "patch_ratio": ms["patch"] / ms["tile"]}
+    rows.append((row, f"[{args.batch}, {args.size}, {args.size}, 3] -> {args.patch} tile cue",
+                 f"{ms['tile']:.3f}", f"{results[row]['images_per_s']:,.1f}", "patch cue",
+                 f"{ms['patch']:.3f}", f"{ms['patch'] / ms['tile']:.2f}x", "-"))
+    print(f"  {row}: tile cue {ms['tile']:.3f}, patch cue {ms['patch']:.3f} ms/batch "
+          f"(load {_load_average()})", flush=True)
+  return rows
+
+
 def _time_ms(fn: Callable[[], object], seconds: float, into: list[float]) -> None:
   into.append(1000.0 / time_calls(fn, seconds))
 
@@ -107,6 +148,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                  help="comma-separated degradation names")
   p.add_argument("--repeats", type=int, default=5, help="timed repeats; the median is reported")
   p.add_argument("--seconds", type=float, default=1.0, help="minimum seconds per timed repeat")
+  p.add_argument("--patch", type=int, default=48,
+                 help="training patch side of the views section (0: skip that section)")
   p.add_argument("--seed", type=int, default=0)
   return p.parse_args(argv)
 
@@ -186,6 +229,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
                    peer, f"{ms[peer]:.3f}", f"{ratio:.2f}x", f"{diff:.1e}"))
     print(f"  {row}: fdjax {ms['fdjax']:.3f}, lax {ms['lax']:.3f}, scipy {ms['scipy']:.3f} "
           f"ms/batch (load {_load_average()})", flush=True)
+
+  if args.patch:
+    rows += _views_rows(args, names, key, results)
 
   header = ("measured", "shape", "fdjax ms/batch", "fdjax img/s", "peer", "peer ms/batch",
             "peer/fdjax", "max abs diff")
