@@ -73,12 +73,23 @@ sigma 25, Adam + cosine):
 
 ``restoration.prior_context = 'tile'`` (the cue of the whole degraded training tile, not
 of the 48x48 patch; with ``data.tile = 192`` and every stage at 4x its epochs for the same
-steps) halved FusionDistill's haze gap to Oracle (1.19 dB against 2.17) and kept the
-Rain100L target (+3.23), but lost the sigma 25 target (29.35) and took 30m43s against
-26m01s, so it is not set here (2026-12-05; BUILD_NOTES.md, "The haze cue of a whole
+steps) brings FusionDistill's haze gap to Oracle down to 0.57 dB (2.61 here) but loses
+the Rain100L target (+2.62): two Rain100L photos whose clean scene reads like haze on the
+cue get dehazed (2026-12-05, 22m42s with FusionDistill at 4 epochs and lr 5e-4; so it is
+not set here; BUILD_NOTES.md, "Degrading a training tile" and "The haze cue of a whole
 image").
 
-Measured with the synthetic rain streaks adding light (``fdjax.degradations``' rain,
+Measured on the current code (rain's convolution as a scan, revision 3; 2026-12-05,
+commit 2e2cdb9, idle 2-core AMD EPYC with AVX-512; BUILD_NOTES.md "The reduced three-task
+run"): **23m51s wall** for the whole run (about 52 minutes on the slower host); Oracle
+32.60 / 29.87 / 26.23 dB at sigma 15 / 25 / 50, rain 31.15 dB Y, haze 23.95; All-in-one
+31.91 / 29.24 / 25.51, 31.09, 18.88 (average 26.28); FusionDistill 32.11 / **29.51**
+(29.505) / 25.77, rain **30.54 (+3.52 over the input)**, haze 21.35, average **27.01**:
+the sigma 25, +3 dB Rain100L and above-All-in-one targets met; within 0.3 dB of Oracle
+missed on every task (sigma 25 0.37, rain 0.60, haze 2.61). K=1 student 29.54 at sigma
+25, rain 31.03, average 27.22; Routed experts 27.60.
+
+Measured before that, with the synthetic rain streaks adding light (``fdjax.degradations``' rain,
 revision 2; 2026-12-05, idle 2-core AMD EPYC with AVX-512; BUILD_NOTES.md "The reduced
 three-task run" and "Rain that adds light"): 26m01s wall for the whole run; Oracle 32.63 /
 29.87 / 26.28 dB at sigma 15 / 25 / 50, rain 31.20 dB Y, haze 24.12; All-in-one 31.93 /
