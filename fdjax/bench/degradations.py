@@ -238,6 +238,16 @@ def cpu_model() -> str:
   return platform.processor() or "unknown CPU"
 
 
+def print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+  """Prints ``rows`` under ``header`` as a markdown table with padded columns."""
+  widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+  line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
+  print(line(header))
+  print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+  for row in rows:
+    print(line(row))
+
+
 def _load_average() -> str:
   try:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -294,12 +304,6 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     print(f"  {name}: fdjax {fdjax_ips:,.0f} img/s, reference {ref_ips:,.0f} img/s "
           f"(load {_load_average()})", flush=True)
 
-  header = ("name", "fdjax img/s", "reference img/s", "ratio", "equal to ref")
-  widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-  line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
-  print(line(header))
-  print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-  for row in rows:
-    print(line(row))
+  print_table(("name", "fdjax img/s", "reference img/s", "ratio", "equal to ref"), rows)
   print(f"load average at end: {_load_average()}", flush=True)
   return results

@@ -47,7 +47,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from fdjax import degradations
-from fdjax.bench.degradations import _load_average, cpu_model, synthetic_images, time_calls
+from fdjax.bench.degradations import (_load_average, cpu_model, print_table,
+                                      synthetic_images, time_calls)
 from fdjax.degradations.registry import sample_from_grid
 from fdjax.degradations.restoration import _convolve_per_image, _line_kernels
 
@@ -233,13 +234,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
   if args.patch:
     rows += _views_rows(args, names, key, results)
 
-  header = ("measured", "shape", "fdjax ms/batch", "fdjax img/s", "peer", "peer ms/batch",
-            "peer/fdjax", "max abs diff")
-  widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-  line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
-  print(line(header))
-  print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-  for r in rows:
-    print(line(r))
+  print_table(("measured", "shape", "fdjax ms/batch", "fdjax img/s", "peer", "peer ms/batch",
+               "peer/fdjax", "max abs diff"), rows)
   print(f"load average at end: {_load_average()}", flush=True)
   return results
