@@ -87,7 +87,10 @@ run"): **23m51s wall** for the whole run (about 52 minutes on the slower host); 
 (29.505) / 25.77, rain **30.54 (+3.52 over the input)**, haze 21.35, average **27.01**:
 the sigma 25, +3 dB Rain100L and above-All-in-one targets met; within 0.3 dB of Oracle
 missed on every task (sigma 25 0.37, rain 0.60, haze 2.61). K=1 student 29.54 at sigma
-25, rain 31.03, average 27.22; Routed experts 27.60.
+25, rain 31.03, average 27.22; Routed experts 27.60. Seed 1 (``--config.seeds=1``,
+23m58s): FusionDistill 29.48 (29.478: the sigma 25 target missed by 0.022) / 31.04
+(+4.02) / 22.49, average 27.58 against All-in-one's 26.67; gaps 0.39 / 0.37 / 1.62. The
+two seeds average 29.49 at sigma 25: the target is at this recipe's mean.
 
 Measured before that, with the synthetic rain streaks adding light (``fdjax.degradations``' rain,
 revision 2; 2026-12-05, idle 2-core AMD EPYC with AVX-512; BUILD_NOTES.md "The reduced
