@@ -109,9 +109,7 @@ def _views_rows(args, names, key, results) -> list[tuple[str, ...]]:
   rows = []
   for index, name in enumerate(names):
     level_key, view_key = jax.random.split(jax.random.fold_in(key, 2000 + index))
-    grid = degradations.levels(name)
-    levels = sample_from_grid(grid[grid != degradations.clean_level(name)], level_key,
-                              args.batch)
+    levels = sampled_levels(name, level_key, args.batch)
     degrade = lambda k, x, name=name, lv=levels: degradations.apply(name, k, x, lv)
     fns = {}
     for context in ("tile", "patch"):
@@ -120,11 +118,7 @@ def _views_rows(args, names, key, results) -> list[tuple[str, ...]]:
           prior="dark_channel", prior_context=context)[0])
       fns[context] = lambda views=views: jax.block_until_ready(views(view_key, tiles))
       fns[context]()  # compile + warm up
-    view_times: dict[str, list[float]] = {context: [] for context in fns}
-    for _ in range(args.repeats):
-      for context, fn in fns.items():
-        _time_ms(fn, args.seconds, view_times[context])
-    ms = {context: statistics.median(t) for context, t in view_times.items()}
+    ms = median_ms(fns, args.repeats, args.seconds)
     row = f"views {name}"
     results[row] = {"ms": ms["tile"], "images_per_s": 1000.0 * args.batch / ms["tile"],
                     "patch_ms": ms["patch"], "patch_ratio": ms["patch"] / ms["tile"]}
@@ -136,8 +130,22 @@ def _views_rows(args, names, key, results) -> list[tuple[str, ...]]:
   return rows
 
 
-def _time_ms(fn: Callable[[], object], seconds: float, into: list[float]) -> None:
-  into.append(1000.0 / time_calls(fn, seconds))
+def median_ms(fns: dict[str, Callable[[], object]], repeats: int,
+              seconds: float) -> dict[str, float]:
+  """Median ms per call of each of ``fns`` (each blocks on its result) over ``repeats``
+  rounds of >= ``seconds`` each; within a round the calls take turns, so load from other
+  processes hits all alike."""
+  times: dict[str, list[float]] = {name: [] for name in fns}
+  for _ in range(repeats):
+    for name, fn in fns.items():
+      times[name].append(1000.0 / time_calls(fn, seconds))
+  return {name: statistics.median(t) for name, t in times.items()}
+
+
+def sampled_levels(name: str, key: jax.Array, batch: int) -> jax.Array:
+  """``[batch]`` levels drawn uniformly from ``name``'s grid without its clean level."""
+  grid = degradations.levels(name)
+  return sample_from_grid(grid[grid != degradations.clean_level(name)], key, batch)
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -181,20 +189,15 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
   calls = {}
   for index, name in enumerate(names):
     level_key, apply_key = jax.random.split(jax.random.fold_in(key, index))
-    grid = degradations.levels(name)
-    grid = grid[grid != degradations.clean_level(name)]
-    levels = sample_from_grid(grid, level_key, args.batch)
+    levels = sampled_levels(name, level_key, args.batch)
     calls[name] = (lambda name=name, k=apply_key, lv=levels:
                    jax.block_until_ready(apply_jit(name, k, images, lv)))
     calls[name]()  # compile + warm up
-  times: dict[str, list[float]] = {name: [] for name in names}
-  for _ in range(args.repeats):
-    for name in names:  # one after another within a repeat: load hits all alike
-      _time_ms(calls[name], args.seconds, times[name])
+  medians = median_ms(calls, args.repeats, args.seconds)
   results: dict[str, dict[str, float]] = {}
   rows = []
   for name in names:
-    ms = statistics.median(times[name])
+    ms = medians[name]
     results[name] = {"ms": ms, "images_per_s": 1000.0 * args.batch / ms}
     rows.append((name, f"[{args.batch}, {args.size}, {args.size}, 3]", f"{ms:.3f}",
                  f"{results[name]['images_per_s']:,.1f}", "-", "-", "-", "-"))
@@ -213,11 +216,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     }
     outs = {peer: np.asarray(fn()) for peer, fn in fns.items()}  # compile + warm up
     shape = f"[{args.batch}, {args.size}, {args.size}, {channels}] K={ksize} {padding}"
-    conv_times: dict[str, list[float]] = {peer: [] for peer in fns}
-    for _ in range(args.repeats):
-      for peer, fn in fns.items():  # alternately: load hits fdjax and its peers alike
-        _time_ms(fn, args.seconds, conv_times[peer])
-    ms = {peer: statistics.median(t) for peer, t in conv_times.items()}
+    ms = median_ms(fns, args.repeats, args.seconds)
     results[row] = {"ms": ms["fdjax"], "images_per_s": 1000.0 * args.batch / ms["fdjax"]}
     for peer in ("lax", "scipy"):
       diff = float(np.max(np.abs(outs[peer].astype(np.float64) - outs["fdjax"])))
