@@ -49,6 +49,8 @@ def _restoration_block(config, problems: list[str]) -> None:
            "loss": (lambda v: v in LOSSES, f"one of {LOSSES}"),
            "image_prior": (lambda v: v in PRIORS, f"one of {PRIORS}"),
            "prior_context": (lambda v: v in PRIOR_CONTEXTS, f"one of {PRIOR_CONTEXTS}"),
+           "cue_jitter": (lambda v: isinstance(v, (int, float)) and 0 <= v <= 255,
+                          "a number in 0..255 (levels of 255; 0: off)"),
            "width": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
            "depth": (lambda v: isinstance(v, int) and 0 <= v <= 6, "an integer in 0..6"),
            "middle_blocks": (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
@@ -63,6 +65,11 @@ def _restoration_block(config, problems: list[str]) -> None:
                           shave if isinstance(shave, int) else 0)
   except ConfigError as e:
     problems.append(str(e))
+  if block.get("cue_jitter") and (block.get("image_prior", "none") == "none"
+                                  or block.get("prior_context", "patch") != "tile"):
+    problems.append("restoration.cue_jitter needs restoration.image_prior (not 'none') and "
+                    "restoration.prior_context = 'tile' (the cue is raised where the tile's "
+                    "is computed)")
   depth, patch = block.get("depth", DEFAULTS["depth"]), block.get("patch", DEFAULTS["patch"])
   if isinstance(depth, int) and isinstance(patch, int) and patch and patch % (2 ** depth):
     problems.append(f"restoration.patch must be a multiple of the U-Net stride "

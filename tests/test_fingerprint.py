@@ -78,14 +78,14 @@ def test_unknown_on_mismatch_value(tmp_path):
 
 
 def test_restoration_options_added_later_keep_older_runs_valid():
-  # A run saved before restoration.image_prior and prior_context existed recorded the
-  # block without them; today's default block must fingerprint the same, and new values
-  # must not.
+  # A run saved before restoration.image_prior, prior_context and cue_jitter existed
+  # recorded the block without them; today's default block must fingerprint the same,
+  # and new values must not.
   from fdjax.config_restoration import restoration_config
 
   block = restoration_config().restoration
   saved_before = {k: v for k, v in block.to_dict().items()
-                  if k not in ("image_prior", "prior_context")}
+                  if k not in ("image_prior", "prior_context", "cue_jitter")}
   assert fingerprint.without_added({"restoration": block}) == {"restoration": saved_before}
   block.image_prior = "dark_channel"
   assert fingerprint.differences({"restoration": saved_before},
@@ -94,6 +94,12 @@ def test_restoration_options_added_later_keep_older_runs_valid():
   block.prior_context = "tile"
   assert fingerprint.differences({"restoration": saved_before},
                                  fingerprint.without_added({"restoration": block})) == [
+      "restoration.image_prior: (absent) -> dark_channel",
+      "restoration.prior_context: (absent) -> tile"]
+  block.cue_jitter = 50.0
+  assert fingerprint.differences({"restoration": saved_before},
+                                 fingerprint.without_added({"restoration": block})) == [
+      "restoration.cue_jitter: (absent) -> 50.0",
       "restoration.image_prior: (absent) -> dark_channel",
       "restoration.prior_context: (absent) -> tile"]
 

@@ -41,6 +41,7 @@ ON_MISMATCH = ("stop", "retrain")
 # resumed); any other value enters it and is named on a mismatch. A new config field
 # that changes a stage's result gets a line here.
 ADDED_FIELDS = {"restoration.image_prior": "none", "restoration.prior_context": "patch",
+                "restoration.cue_jitter": 0.0,
                 "block.task_balance": "",
                 "block.output_weight": 0.0, "block.optimizer.beta2": 0.999}
 # Config-wide fields (top-level keys of a stage's fields, from its ``uses``) that the

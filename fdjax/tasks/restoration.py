@@ -56,6 +56,8 @@ plan jointly (``base_on_all_tasks``); data come from ``fdjax.data.restoration_se
     prior_context = 'patch' # what the cue is computed from in training: 'patch' (the
                             # network's crop) or 'tile' (the whole degraded tile it is
                             # cut from; restoration_views.training_views)
+    cue_jitter = 0.0        # with 'tile': half the training cues raised to a level drawn
+                            # from 0..cue_jitter (of 255; restoration_views.tile_cue)
     patch = 64              # training patch side (the papers use 128)
     flip = True             # random left-right flips
     rot90 = True            # random 90-degree rotations
@@ -95,7 +97,7 @@ DEFAULTS = {"model": "unet", "width": 16, "depth": 2, "blocks": 1, "middle_block
             "decoder_blocks": None, "dtype": "float32", "patch": 64, "flip": True,
             "rot90": True, "y_channel": False, "shave": 0, "loss": "l1",
             "model_options": None, "extra_metrics": "", "image_prior": "none",
-            "prior_context": "patch"}
+            "prior_context": "patch", "cue_jitter": 0.0}
 LOSSES = ("l1", "charbonnier")
 CHARBONNIER_EPS = 1e-3  # in 0..1 units, as Restormer / MPRNet
 
@@ -158,6 +160,7 @@ class RestorationTask:
   extra_metrics: tuple[str, ...] = ()
   image_prior: str = "none"
   prior_context: str = "patch"
+  cue_jitter: float = 0.0
   name = "restoration"
   base_on_all_tasks = True
   row_labels = {"Scratch": "All-in-one (scratch)"}
@@ -169,6 +172,9 @@ class RestorationTask:
     if self.prior_context not in PRIOR_CONTEXTS:
       raise ConfigError(f"restoration.prior_context must be one of {PRIOR_CONTEXTS}, got "
                         f"{self.prior_context!r}")
+    if self.cue_jitter and (self.image_prior == "none" or self.prior_context != "tile"):
+      raise ConfigError("restoration.cue_jitter needs an image_prior and prior_context="
+                        f"'tile', got {self.image_prior!r} and {self.prior_context!r}")
 
   @property
   def metric(self) -> MetricSpec:
@@ -189,7 +195,7 @@ class RestorationTask:
     return cls(int(o["patch"]) if o["patch"] else None, bool(o["flip"]), bool(o["rot90"]),
                y, shave, str(o["loss"]), scoring_lib.overrides(config, y, shave),
                tuple(parse_list(str(o["extra_metrics"] or ""))), str(o["image_prior"]),
-               str(o["prior_context"]))
+               str(o["prior_context"]), float(o["cue_jitter"]))
 
   def for_degradation(self, name: str) -> "RestorationTask":
     """The task that scores ``name``'s test images (its ``config.scoring`` setting)."""
@@ -240,7 +246,7 @@ class RestorationTask:
     (``restoration_views.training_views``; the module docstring)."""
     return training_views(key, batch, degrade, patch=self.patch, flip=self.flip,
                           rot90=self.rot90, prior=self.image_prior,
-                          prior_context=self.prior_context)
+                          prior_context=self.prior_context, cue_jitter=self.cue_jitter)
 
   def model_input(self, images) -> jax.Array:
     """uint8 (or float) 0..255 ``[B, H, W, 3]`` -> float32 0..1."""

@@ -7,9 +7,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from fdjax.models.image_prior import with_cue
+from fdjax.models.image_prior import attach_cue, image_cue
 
 PRIOR_CONTEXTS = ("patch", "tile")
+CUE_JITTER_RATE = 0.5   # the share of training examples whose cue ``cue_jitter`` may raise
+_CUE_JITTER_STREAM = 0x6A17   # folded into the views' key: the other draws stay as they were
 
 
 def random_patches(key, *views, size: int | None):
@@ -68,8 +70,25 @@ def _degraded(key, batch: dict, views: tuple, degrade):
   return jnp.where(batch["real"][:, None, None, None], views[0], synthetic)
 
 
+def tile_cue(key, tile, prior: str, jitter: float = 0.0):
+  """float32 ``[B, n]`` in 0..255: ``prior``'s cue of each degraded ``tile`` ``[B, T, T,
+  3]`` (0..255), and with ``jitter`` > 0 (levels of 255) each example's cue, with
+  probability ``CUE_JITTER_RATE``, raised to a level drawn uniformly from 0..``jitter``
+  (``max(cue, u)``): scenes that read like haze without being hazed. The raise is
+  one-sided, so a low cue still means no thick haze; the network learns that a high cue
+  alone does not call for dehazing (BUILD_NOTES.md, "Cue jitter")."""
+  cue = image_cue(jnp.asarray(tile, jnp.float32) / 255.0, prior) * 255.0
+  if not jitter:
+    return cue
+  k_which, k_level = jax.random.split(key)
+  raised = jax.random.bernoulli(k_which, CUE_JITTER_RATE, cue.shape)
+  level = jax.random.uniform(k_level, cue.shape, jnp.float32, 0.0, float(jitter))
+  return jnp.where(raised, jnp.maximum(cue, level), cue)
+
+
 def training_views(key, batch: dict, degrade, *, patch: int | None, flip: bool,
-                   rot90: bool, prior: str = "none", prior_context: str = "patch"):
+                   rot90: bool, prior: str = "none", prior_context: str = "patch",
+                   cue_jitter: float = 0.0):
   """``(input, clean, input)`` of a training batch (``fdjax.tasks.restoration``).
 
   ``batch``: uint8 ``[B, T, T, 3]`` tiles, ``{'image'}`` (clean-only) or ``{'image',
@@ -80,11 +99,15 @@ def training_views(key, batch: dict, degrade, *, patch: int | None, flip: bool,
   * 'tile' (with a ``prior``): flip and rotate the whole tile, degrade it, compute the
     cue from it (a stand-in for the whole image that inference sees), then crop; the
     input is float32 ``[B, patch, patch, 3 + n]`` in 0..255 with the cue (0..255) in its
-    trailing channels, which the model takes as given (``fdjax.models.image_prior``).
+    trailing channels, which the model takes as given (``fdjax.models.image_prior``);
+    ``cue_jitter`` > 0 raises some of those cues at random (``tile_cue``).
 
   ``clean`` is uint8 ``[B, patch, patch, 3]``."""
   if prior_context not in PRIOR_CONTEXTS:
     raise ValueError(f"prior_context must be one of {PRIOR_CONTEXTS}, got {prior_context!r}")
+  if cue_jitter and (prior == "none" or prior_context != "tile"):
+    raise ValueError("cue_jitter needs an image prior and prior_context='tile', got "
+                     f"prior={prior!r}, prior_context={prior_context!r}")
   k_patch, k_aug, k_degrade = jax.random.split(key, 3)
   views = (batch["image"], batch["target"]) if "target" in batch else (batch["image"],)
   if prior_context == "tile" and prior != "none":
@@ -93,7 +116,8 @@ def training_views(key, batch: dict, degrade, *, patch: int | None, flip: bool,
     views = random_flip_rot90(k_aug, *views, flip=flip, rot90=rot90)
     tile = _degraded(k_degrade, batch, views, degrade)
     degraded, clean = random_patches(k_patch, tile, views[-1], size=patch)
-    degraded = with_cue(degraded, prior, context=tile)
+    cue = tile_cue(jax.random.fold_in(key, _CUE_JITTER_STREAM), tile, prior, cue_jitter)
+    degraded = attach_cue(jnp.asarray(degraded, jnp.float32), cue)
     return degraded, clean, degraded
   views = random_patches(k_patch, *views, size=patch)
   views = random_flip_rot90(k_aug, *views, flip=flip, rot90=rot90)
