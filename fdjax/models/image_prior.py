@@ -81,18 +81,23 @@ def attach_cue(x, cue):
       [x, jnp.broadcast_to(cue[:, None, None, :], x.shape[:3] + cue.shape[-1:])], axis=-1)
 
 
+def cue_of(images, prior: str):
+  """``images`` ``[B, H, W, 3]`` in 0..255 (uint8 or float) -> float32 ``[B,
+  cue_channels(prior)]``: each image's cue on the same 0..255 scale."""
+  return image_cue(jnp.asarray(images, jnp.float32) / 255.0, prior) * 255.0
+
+
 def with_cue(images, prior: str, context=None):
   """``images`` ``[B, H, W, 3]`` in 0..255 (uint8 or float) -> ``images`` themselves when
   ``prior`` adds no channel, else float32 ``[B, H, W, 3 + n]`` in 0..255 with the cue of
   ``context`` (``[B, h, w, 3]`` in 0..255, of any size; default ``images``) in its
   trailing channels, on the same 0..255 scale: what ``with_image_prior`` takes as given
-  once the task maps the input to 0..1. Training gives a patch its tile's cue this way,
-  tiled inference each tile its whole image's."""
+  once the task maps the input to 0..1. Tiled inference gives each tile its whole
+  image's cue this way (training a patch its tile's: ``restoration_views.tile_cue``)."""
   if cue_channels(prior) == 0:
     return images
   context = images if context is None else context
-  cue = image_cue(jnp.asarray(context, jnp.float32) / 255.0, prior) * 255.0
-  return attach_cue(jnp.asarray(images, jnp.float32), cue)
+  return attach_cue(jnp.asarray(images, jnp.float32), cue_of(context, prior))
 
 
 def with_image_prior(x, prior: str):

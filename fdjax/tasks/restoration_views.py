@@ -7,7 +7,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from fdjax.models.image_prior import attach_cue, image_cue
+from fdjax.models.image_prior import attach_cue, cue_of
 
 PRIOR_CONTEXTS = ("patch", "tile")
 CUE_JITTER_RATE = 0.5   # the share of training examples whose cue ``cue_jitter`` may raise
@@ -77,7 +77,7 @@ def tile_cue(key, tile, prior: str, jitter: float = 0.0):
   (``max(cue, u)``): scenes that read like haze without being hazed. The raise is
   one-sided, so a low cue still means no thick haze; the network learns that a high cue
   alone does not call for dehazing (BUILD_NOTES.md, "Cue jitter")."""
-  cue = image_cue(jnp.asarray(tile, jnp.float32) / 255.0, prior) * 255.0
+  cue = cue_of(tile, prior)
   if not jitter:
     return cue
   k_which, k_level = jax.random.split(key)
