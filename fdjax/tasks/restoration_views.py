@@ -76,7 +76,7 @@ def tile_cue(key, tile, prior: str, jitter: float = 0.0):
   probability ``CUE_JITTER_RATE``, raised to a level drawn uniformly from 0..``jitter``
   (``max(cue, u)``): scenes that read like haze without being hazed. The raise is
   one-sided, so a low cue still means no thick haze; the network learns that a high cue
-  alone does not call for dehazing (BUILD_NOTES.md, "Cue jitter")."""
+  alone does not call for dehazing (BUILD_NOTES.md, "Cue jitter in the code")."""
   cue = cue_of(tile, prior)
   if not jitter:
     return cue
