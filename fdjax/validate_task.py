@@ -34,7 +34,7 @@ def _restoration_block(config, problems: list[str]) -> None:
   from fdjax.tasks import restoration_scoring as scoring_lib
   from fdjax.models.image_prior import PRIORS
   from fdjax.tasks.restoration import DEFAULTS, LOSSES, MODELS, DTYPES
-  from fdjax.tasks.restoration_views import PRIOR_CONTEXTS
+  from fdjax.tasks.restoration_views import PRIOR_CONTEXTS, cue_jitter_problem
 
   block = config.get("restoration")
   if block is None:
@@ -65,11 +65,12 @@ def _restoration_block(config, problems: list[str]) -> None:
                           shave if isinstance(shave, int) else 0)
   except ConfigError as e:
     problems.append(str(e))
-  if block.get("cue_jitter") and (block.get("image_prior", "none") == "none"
-                                  or block.get("prior_context", "patch") != "tile"):
-    problems.append("restoration.cue_jitter needs restoration.image_prior (not 'none') and "
-                    "restoration.prior_context = 'tile' (the cue is raised where the tile's "
-                    "is computed)")
+  jitter_problem = cue_jitter_problem(
+      block.get("cue_jitter", DEFAULTS["cue_jitter"]),
+      block.get("image_prior", DEFAULTS["image_prior"]),
+      block.get("prior_context", DEFAULTS["prior_context"]))
+  if jitter_problem:
+    problems.append(jitter_problem)
   depth, patch = block.get("depth", DEFAULTS["depth"]), block.get("patch", DEFAULTS["patch"])
   if isinstance(depth, int) and isinstance(patch, int) and patch and patch % (2 ** depth):
     problems.append(f"restoration.patch must be a multiple of the U-Net stride "

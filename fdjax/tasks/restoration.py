@@ -89,7 +89,7 @@ from fdjax.models import MEASNet, NAFNet, PromptIR, UNet
 from fdjax.config import parse_list
 from fdjax.tasks import restoration_niqe, restoration_scoring as scoring_lib
 from fdjax.tasks.base import DataSpec, DegradeFn, MetricSpec
-from fdjax.tasks.restoration_views import PRIOR_CONTEXTS, training_views
+from fdjax.tasks.restoration_views import PRIOR_CONTEXTS, cue_jitter_problem, training_views
 
 MODELS = {"unet": UNet, "nafnet": NAFNet, "promptir": PromptIR, "measnet": MEASNet}
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -172,9 +172,9 @@ class RestorationTask:
     if self.prior_context not in PRIOR_CONTEXTS:
       raise ConfigError(f"restoration.prior_context must be one of {PRIOR_CONTEXTS}, got "
                         f"{self.prior_context!r}")
-    if self.cue_jitter and (self.image_prior == "none" or self.prior_context != "tile"):
-      raise ConfigError("restoration.cue_jitter needs an image_prior and prior_context="
-                        f"'tile', got {self.image_prior!r} and {self.prior_context!r}")
+    problem = cue_jitter_problem(self.cue_jitter, self.image_prior, self.prior_context)
+    if problem:
+      raise ConfigError(problem)
 
   @property
   def metric(self) -> MetricSpec:

@@ -70,6 +70,16 @@ def _degraded(key, batch: dict, views: tuple, degrade):
   return jnp.where(batch["real"][:, None, None, None], views[0], synthetic)
 
 
+def cue_jitter_problem(jitter: float, prior: str, prior_context: str) -> str | None:
+  """Why ``cue_jitter`` cannot apply with this ``prior`` and ``prior_context`` (the cue is
+  raised where the tile's is computed), or None. One rule for the config's validation,
+  the task and ``training_views``."""
+  if jitter and (prior == "none" or prior_context != "tile"):
+    return ("restoration.cue_jitter needs an image_prior (not 'none') and "
+            f"prior_context='tile', got image_prior={prior!r}, prior_context={prior_context!r}")
+  return None
+
+
 def tile_cue(key, tile, prior: str, jitter: float = 0.0):
   """float32 ``[B, n]`` in 0..255: ``prior``'s cue of each degraded ``tile`` ``[B, T, T,
   3]`` (0..255), and with ``jitter`` > 0 (levels of 255) each example's cue, with
@@ -105,9 +115,9 @@ def training_views(key, batch: dict, degrade, *, patch: int | None, flip: bool,
   ``clean`` is uint8 ``[B, patch, patch, 3]``."""
   if prior_context not in PRIOR_CONTEXTS:
     raise ValueError(f"prior_context must be one of {PRIOR_CONTEXTS}, got {prior_context!r}")
-  if cue_jitter and (prior == "none" or prior_context != "tile"):
-    raise ValueError("cue_jitter needs an image prior and prior_context='tile', got "
-                     f"prior={prior!r}, prior_context={prior_context!r}")
+  problem = cue_jitter_problem(cue_jitter, prior, prior_context)
+  if problem:
+    raise ValueError(problem)
   k_patch, k_aug, k_degrade = jax.random.split(key, 3)
   views = (batch["image"], batch["target"]) if "target" in batch else (batch["image"],)
   if prior_context == "tile" and prior != "none":
