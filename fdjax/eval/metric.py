@@ -12,7 +12,8 @@ via ``task.for_degradation``), model selection on the validation split, greedy s
 a population's fitness all call it; ``metrics=(task.metric.name,)`` computes only the
 headline (the others are never compiled: model selection needs PSNR, not SSIM).
 ``batch_scorer`` and ``mean_scores`` are its per-batch and final steps, shared with the
-per-level loop.
+per-level loop. ``split_scores_by_share`` adds the same means over each equal slice of
+the batches (model selection on a combined degradation: one value per degradation).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import functools
 from typing import Callable, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from fdjax import data as data_lib
@@ -134,12 +136,61 @@ def split_scores(task, predict, variables, split, *, batch_size: int, mesh=None,
   ``{metric: {0: [value per image, in split order]}}`` (a task with ``per_image``).
   """
   score = batch_scorer(task, collect, None if metrics is None else tuple(metrics))
-  sums: dict = {}
-  count = 0
+  total = _Sums()
+  for outputs, batch in _predicted_batches(predict, variables, split, batch_size, mesh,
+                                           transform):
+    total.add(score(outputs, batch, 0))
+  return total.means()
+
+
+def split_scores_by_share(task, predict, variables, split, *, shares: int, batch_size: int,
+                          mesh=None, transform: Callable | None = None,
+                          metrics: Sequence[str] | None = None
+                          ) -> tuple[dict[str, float], list[dict[str, float]]]:
+  """``split_scores`` (the same numbers) and, for each of the ``shares`` equal
+  consecutive slices of every batch, the mean of each metric over that slice's unmasked
+  images: ``(overall, [share 0's, share 1's, ...])``.
+
+  A combined degradation (``LevelPlan.combined``) degrades share i of a batch with
+  degradation i, so with it as ``transform`` share i's means are degradation i's. A
+  share without images (a validation split smaller than one batch) is an empty dict.
+  Raises ``ValueError`` when ``batch_size`` does not split into ``shares``.
+  """
+  if shares < 1 or batch_size % shares:
+    raise ValueError(f"a batch of {batch_size} does not split into {shares} equal shares")
+  score = batch_scorer(task, None, None if metrics is None else tuple(metrics))
+  size = batch_size // shares
+  share_of = np.arange(batch_size) // size   # each batch position's share
+  total, per_share = _Sums(), [_Sums() for _ in range(shares)]
+  for outputs, batch in _predicted_batches(predict, variables, split, batch_size, mesh,
+                                           transform):
+    total.add(score(outputs, batch, 0))
+    for i, sums in enumerate(per_share):
+      sums.add(score(outputs, {**batch, "mask": jnp.logical_and(batch["mask"], share_of == i)},
+                     0))
+  return total.means(), [sums.means() if sums.count else {} for sums in per_share]
+
+
+def _predicted_batches(predict, variables, split, batch_size: int, mesh, transform):
+  """``(outputs, batch)`` of ``predict`` over ``split``, each batch's images passed
+  through ``transform(batch_index, images)`` first when given."""
   for index, batch in test_batches(split, batch_size, mesh):
     images = batch["image"] if transform is None else transform(index, batch["image"])
-    for metric, (s, c) in score(predict(variables, images), batch, 0).items():
-      sums[metric] = [sums[metric][0] + s] if metric in sums else [s]
-    count = count + c
-  return {metric: values[0] for metric, values in mean_scores(sums, count).items()}
+    yield predict(variables, images), batch
+
+
+class _Sums:
+  """Running ``{metric: sum}`` and image count of ``batch_scorer``'s results."""
+
+  def __init__(self):
+    self.sums: dict = {}
+    self.count = 0
+
+  def add(self, scores: dict) -> None:
+    for metric, (s, c) in scores.items():
+      self.sums[metric] = [self.sums[metric][0] + s] if metric in self.sums else [s]
+    self.count = self.count + c
+
+  def means(self) -> dict[str, float]:
+    return {metric: values[0] for metric, values in mean_scores(self.sums, self.count).items()}
 

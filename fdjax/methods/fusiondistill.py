@@ -24,7 +24,8 @@ def _stage(runner) -> dict:
                                        output_weight=cfg.output_weight)
   recipe = Recipe(loss_fn, init=runner.get(fused_init(ctx)),
                   frozen=stack_trees(stages.experts(runner)), shares=n,
-                  selection_degrade=degrade, pairs=ctx.degradations)
+                  selection_degrade=degrade, selection_shares=tuple(ctx.degradations),
+                  pairs=ctx.degradations)
   return train_stage(ctx, "fusiondistill", cfg, recipe)
 
 

@@ -119,7 +119,8 @@ def recipe_parts(ctx, fused_variables: dict, expert_variables: list[dict]) -> di
       balance=task_balance(ctx.config, "moe"), output_weight=cfg.output_weight)
   # Real training pairs (restoration) join its data as they join every combined stage's.
   parts = dict(loss_fn=loss_fn, init=init, frozen=stack_trees(expert_variables), shares=n,
-               selection_degrade=degrade, model=model, pairs=ctx.degradations)
+               selection_degrade=degrade, selection_shares=tuple(ctx.degradations),
+               model=model, pairs=ctx.degradations)
   wraps = []
   if cfg.homogenize != "none":
     parts["grad_fn"] = per_task_value_and_grad(n)

@@ -36,6 +36,7 @@ def clean_stage(ctx: RunContext) -> dict:
   return train_stage(ctx, "clean", ctx.config.clean,
                      Recipe(loss_fn,
                             shares=base_shares(ctx), selection_degrade=degrade,
+                            selection_shares=tuple(ctx.degradations),
                             pairs=ctx.degradations))
 
 

@@ -22,7 +22,7 @@ from absl import logging
 
 from fdjax import data as data_lib
 from fdjax.distributed import write_once
-from fdjax.eval.metric import jit_clean, predictor, split_scores
+from fdjax.eval.metric import jit_clean, predictor, split_scores, split_scores_by_share
 from fdjax.study.context import RunContext
 from fdjax.train import (Checkpointer, LoopConfig, create_train_state, fit, init_variables,
                          make_optimizer, make_train_step)
@@ -39,7 +39,11 @@ class Recipe:
   ``shares`` times (combined-degradation stages: one share and one pass per
   degradation, as the reference iterates one loader per degradation). selection_degrade:
   ``degrade(key, images)`` for the validation metric that picks the best epoch when
-  ``config.selection == 'val'``. model: the trained network (default: the dense model).
+  ``config.selection == 'val'``. selection_shares: the names of selection_degrade's
+  equal consecutive shares (a combined degradation: the degradations); with two or
+  more, each epoch also reports the metric per share (``val_<metric>/<name>`` in
+  ``metrics.jsonl`` and ``best.json``); the best epoch is still picked on the mean.
+  model: the trained network (default: the dense model).
   grad_fn, wrap_tx: per-task gradients and the optax wrapper combining them.
   make_state: ``(variables, tx, rng, mesh) -> TrainState`` (default ``create_train_state``),
   e.g. a population state carrying its evolution. on_epoch_end: ``fit``'s epoch hook
@@ -57,6 +61,7 @@ class Recipe:
   frozen: object = None
   shares: int = 1
   selection_degrade: Callable | None = None
+  selection_shares: tuple[str, ...] = ()
   model: object = None
   grad_fn: Callable | None = None
   wrap_tx: Callable | None = None
@@ -119,7 +124,8 @@ def train_stage(ctx: RunContext, name: str, stage_cfg, recipe: Recipe) -> dict:
   loop = LoopConfig(epochs=stage_cfg.epochs, batch_size=recipe.shares * config.batch_size,
                     seed=ctx.seed, log_every_steps=config.log_every_steps,
                     checkpoint_every_steps=config.checkpoint.every_steps)
-  selector = _BestOnValidation(ctx, name, recipe.selection_degrade, model) if (
+  selector = _BestOnValidation(ctx, name, recipe.selection_degrade, model,
+                               recipe.selection_shares) if (
       config.selection == "val" and ctx.dataset.validation is not None
       and recipe.on_epoch_end is None) else None
   on_epoch_end = recipe.on_epoch_end or (selector.on_epoch_end if selector else None)
@@ -161,10 +167,11 @@ def fixed_key_transform(ctx: RunContext, degrade):
 
 
 class _BestOnValidation:
-  """Keeps the variables of the epoch with the best validation metric (task's direction)."""
+  """Keeps the variables of the epoch with the best validation metric (task's direction);
+  with two or more ``shares`` (``Recipe.selection_shares``) also reports it per share."""
 
-  def __init__(self, ctx: RunContext, name: str, degrade, model):
-    self.ctx, self.model = ctx, model
+  def __init__(self, ctx: RunContext, name: str, degrade, model, shares: tuple[str, ...] = ()):
+    self.ctx, self.model, self.shares = ctx, model, tuple(shares)
     self.path = os.path.join(ctx.stage_dir(name), "best")
     self.record_path = os.path.join(ctx.stage_dir(name), "best.json")
     self.predict = jit_clean(predictor(ctx.task, model), ctx.mesh)
@@ -173,16 +180,24 @@ class _BestOnValidation:
 
   def on_epoch_end(self, state, epoch: int) -> dict:
     metric = self.ctx.task.metric.name
-    val = split_scores(self.ctx.task, self.predict, state.variables, self.ctx.dataset.validation,
-                       batch_size=self.ctx.config.eval_batch_size, mesh=self.ctx.mesh,
-                       transform=self.transform, metrics=(metric,))[metric]
+    args = (self.ctx.task, self.predict, state.variables, self.ctx.dataset.validation)
+    options = dict(batch_size=self.ctx.config.eval_batch_size, mesh=self.ctx.mesh,
+                   transform=self.transform, metrics=(metric,))
+    per_share = {}
+    if len(self.shares) > 1:
+      overall, shares = split_scores_by_share(*args, shares=len(self.shares), **options)
+      per_share = {f"{self.key_name}/{name}": scores[metric]
+                   for name, scores in zip(self.shares, shares) if scores}
+    else:
+      overall = split_scores(*args, **options)
+    val = overall[metric]
     best = self._record()
     if self.ctx.task.metric.better(val, None if best is None else best[self.key_name]):
       write_once(lambda: shutil.rmtree(self.path, ignore_errors=True), self.path)
       save_variables(self.path, state.variables)   # collective
-      write_once(lambda: _dump({"epoch": epoch + 1, self.key_name: val}, self.record_path),
-                 self.record_path)
-    return {self.key_name: val}
+      write_once(lambda: _dump({"epoch": epoch + 1, self.key_name: val, **per_share},
+                               self.record_path), self.record_path)
+    return {self.key_name: val, **per_share}
 
   def _record(self):
     if os.path.exists(self.record_path):
