@@ -97,3 +97,9 @@ def test_a_combined_stage_reports_validation_per_degradation(tmp_path, monkeypat
   assert {k: best[k] for k in ("val_psnr", "val_psnr/denoise", "val_psnr/haze")} == {
       k: chosen[k] for k in ("val_psnr", "val_psnr/denoise", "val_psnr/haze")}
   assert best["val_psnr"] == max(r["val_psnr"] for r in epochs)
+
+
+def test_shares_over_eight_devices(run_on_eight_cpu_devices):
+  """The same numpy reference with batches of 24 split over 8 simulated devices
+  (tests/share_scores_sharding_check.py)."""
+  run_on_eight_cpu_devices("share_scores_sharding_check.py", "OK shares over 8 devices")

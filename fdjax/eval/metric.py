@@ -158,17 +158,33 @@ def split_scores_by_share(task, predict, variables, split, *, shares: int, batch
   """
   if shares < 1 or batch_size % shares:
     raise ValueError(f"a batch of {batch_size} does not split into {shares} equal shares")
-  score = batch_scorer(task, None, None if metrics is None else tuple(metrics))
-  size = batch_size // shares
-  share_of = np.arange(batch_size) // size   # each batch position's share
+  metrics = None if metrics is None else tuple(metrics)
+  score, score_shares = batch_scorer(task, None, metrics), jit_share_scores(task, shares, metrics)
   total, per_share = _Sums(), [_Sums() for _ in range(shares)]
   for outputs, batch in _predicted_batches(predict, variables, split, batch_size, mesh,
                                            transform):
     total.add(score(outputs, batch, 0))
-    for i, sums in enumerate(per_share):
-      sums.add(score(outputs, {**batch, "mask": jnp.logical_and(batch["mask"], share_of == i)},
-                     0))
+    for sums, scores in zip(per_share, score_shares(outputs, batch)):
+      sums.add(scores)
   return total.means(), [sums.means() if sums.count else {} for sums in per_share]
+
+
+@functools.lru_cache(maxsize=32)
+def jit_share_scores(task, shares: int, metrics: tuple[str, ...] | None = None):
+  """``jax.jit`` of ``(outputs, batch) -> [{metric: (sum, count)} of share i]``: the
+  ``task.scores`` of each of ``shares`` equal consecutive slices of the batch (its mask
+  restricted to the slice), only the ``metrics`` named (all when None)."""
+
+  def by_share(outputs, batch):
+    size = batch["mask"].shape[0] // shares
+    share_of = jnp.arange(batch["mask"].shape[0]) // size
+    out = []
+    for i in range(shares):
+      scores = task.scores(outputs, {**batch, "mask": batch["mask"] & (share_of == i)})
+      out.append(scores if metrics is None else {m: scores[m] for m in metrics})
+    return out
+
+  return jax.jit(by_share)
 
 
 def _predicted_batches(predict, variables, split, batch_size: int, mesh, transform):

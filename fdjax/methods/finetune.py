@@ -37,7 +37,8 @@ def combined_stage(runner, name: str, init_stage: str | None) -> dict:
   loss_fn = supervised_loss(ctx.model, ctx.task, degrade, shares=n, balance=balance)
   recipe = Recipe(loss_fn, init=init,
                   shares=n, selection_degrade=degrade,
-                  selection_shares=tuple(ctx.degradations), pairs=ctx.degradations, shared_step=("combined", balance))
+                  selection_shares=tuple(ctx.degradations), pairs=ctx.degradations,
+                  shared_step=("combined", balance))
   return train_stage(ctx, name, ctx.config[name], recipe)
 
 
