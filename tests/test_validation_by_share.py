@@ -3,6 +3,7 @@ batch slice, and a combined stage's ``val_psnr/<degradation>`` in metrics.jsonl 
 best.json (the best epoch still picked on the mean)."""
 
 import json
+import logging
 import pathlib
 
 import jax.numpy as jnp
@@ -70,16 +71,19 @@ def test_a_share_without_images_is_empty_and_a_bad_split_is_refused():
     split_scores_by_share(TASK, predict, {}, split, shares=3, batch_size=4)
 
 
-def test_a_combined_stage_reports_validation_per_degradation(tmp_path, monkeypatch):
+def test_a_combined_stage_reports_validation_per_degradation(tmp_path, monkeypatch, caplog):
   """The restoration base (one share per degradation): each epoch's record holds
   ``val_psnr/denoise`` and ``val_psnr/haze``, whose mean weighted by their images is
-  ``val_psnr``; best.json keeps the chosen epoch's."""
+  ``val_psnr``; best.json keeps the chosen epoch's; the console shows each epoch's and
+  the chosen one."""
   monkeypatch.setattr(study_tests.restoration_sets, "photos", study_tests.small_photos)
   config = study_tests.tiny()
   config.selection = "val"
   config.clean.epochs = 2
   ctx = make_context(config, str(tmp_path))
-  stages.clean_stage(ctx)
+  with caplog.at_level(logging.INFO):
+    stages.clean_stage(ctx)
+  lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("[clean] ")]
   stage_dir = pathlib.Path(ctx.stage_dir("clean"))
   records = [json.loads(line) for line in open(stage_dir / "metrics.jsonl")]
   epochs = [r for r in records if "val_psnr" in r]
@@ -97,6 +101,13 @@ def test_a_combined_stage_reports_validation_per_degradation(tmp_path, monkeypat
   assert {k: best[k] for k in ("val_psnr", "val_psnr/denoise", "val_psnr/haze")} == {
       k: chosen[k] for k in ("val_psnr", "val_psnr/denoise", "val_psnr/haze")}
   assert best["val_psnr"] == max(r["val_psnr"] for r in epochs)
+  shown = [f"psnr {r['val_psnr']:.4g} (denoise {r['val_psnr/denoise']:.4g}, "
+           f"haze {r['val_psnr/haze']:.4g})" for r in epochs]
+  assert [l for l in lines if "validation" in l] == [
+      f"[clean] epoch 1: validation {shown[0]}, the best so far",
+      f"[clean] epoch 2: validation {shown[1]}, "
+      + ("the best so far" if best["epoch"] == 2 else "the best is epoch 1"),
+      f"[clean] selected epoch {best['epoch']} by validation {shown[best['epoch'] - 1]}"]
 
 
 def test_shares_over_eight_devices(run_on_eight_cpu_devices):
