@@ -101,8 +101,8 @@ def test_a_combined_stage_reports_validation_per_degradation(tmp_path, monkeypat
   assert {k: best[k] for k in ("val_psnr", "val_psnr/denoise", "val_psnr/haze")} == {
       k: chosen[k] for k in ("val_psnr", "val_psnr/denoise", "val_psnr/haze")}
   assert best["val_psnr"] == max(r["val_psnr"] for r in epochs)
-  shown = [f"psnr {r['val_psnr']:.4g} (denoise {r['val_psnr/denoise']:.4g}, "
-           f"haze {r['val_psnr/haze']:.4g})" for r in epochs]
+  shown = [f"psnr {r['val_psnr']:.2f} dB (denoise {r['val_psnr/denoise']:.2f}, "
+           f"haze {r['val_psnr/haze']:.2f})" for r in epochs]
   assert [l for l in lines if "validation" in l] == [
       f"[clean] epoch 1: validation {shown[0]}, the best so far",
       f"[clean] epoch 2: validation {shown[1]}, "

@@ -218,11 +218,15 @@ class _BestOnValidation:
     return load_variables(self.path, self.ctx.template_variables(self.model))
 
   def _describe(self, record: dict) -> str:
-    """``'psnr 28.29 (denoise 31.04, haze 23.04)'``: the mean, then each share's."""
-    metric = self.ctx.task.metric.name
-    shares = [f"{name} {record[f'{self.key_name}/{name}']:.4g}" for name in self.shares
+    """``'psnr 28.29 dB (denoise 31.04, haze 23.04)'``: the mean, then each share's, as
+    the tables show the metric (``MetricSpec.display``, its decimals and unit)."""
+    spec = self.ctx.task.metric
+    shown = lambda value: f"{spec.display(value):.{spec.decimals}f}"
+    unit = f" {spec.unit}" if spec.unit and ".." not in spec.unit else ""
+    shares = [f"{name} {shown(record[f'{self.key_name}/{name}'])}" for name in self.shares
               if f"{self.key_name}/{name}" in record]
-    return f"{metric} {record[self.key_name]:.4g}" + (f" ({', '.join(shares)})" if shares else "")
+    return (f"{spec.name} {shown(record[self.key_name])}{unit}"
+            + (f" ({', '.join(shares)})" if shares else ""))
 
 
 def _dump(record: dict, path: str) -> None:
