@@ -96,7 +96,12 @@ and above-All-in-one targets met; within 0.3 dB of Oracle missed on every task (
 **30.90 (+3.88)** / 23.69, average 27.92 against All-in-one's 27.15, the same three
 targets met; gaps 0.40 / 0.45 / 1.19. Against the patch-context recipe below (same
 seeds): sigma 25 met on both seeds (one of two before), haze +2.48 and +1.20 dB, rain
--0.39 and -0.14 dB, average +0.71 and +0.34 dB.
+-0.39 and -0.14 dB, average +0.71 and +0.34 dB. Probed on these two runs and not
+adopted (BUILD_NOTES.md "More FusionDistill steps, more routed levels"): FusionDistill
+at 8 epochs (gaps 0.36 / 0.51 / 0.92; its validation PSNR, per task too, is flat from the
+first epoch) and the MoE student routed at four or five U-Net levels (seed 0, K=1:
+0.24 / 0.21 / 0.50; seed 1 loses 1.1 dB of rain though its router is then right on
+every test pixel).
 
 Measured before that, in the patch context (``prior_context = 'patch'``, 96x96 tiles,
 epochs 3 / 3 / 2 / 1 / 1 / 3 / 1, FusionDistill at lr 1e-3; rain's convolution as a
