@@ -163,6 +163,8 @@ def split_scores_by_share(task, predict, variables, split, *, shares: int, batch
   total, per_share = _Sums(), [_Sums() for _ in range(shares)]
   for outputs, batch in _predicted_batches(predict, variables, split, batch_size, mesh,
                                            transform):
+    # The total is scored as split_scores scores it, not summed from the shares, so the
+    # mean that picks the epoch is split_scores' to the last bit (one extra PSNR per batch).
     total.add(score(outputs, batch, 0))
     for sums, scores in zip(per_share, score_shares(outputs, batch)):
       sums.add(scores)

@@ -222,7 +222,7 @@ class _BestOnValidation:
     the tables show the metric (``MetricSpec.display``, its decimals and unit)."""
     spec = self.ctx.task.metric
     shown = lambda value: f"{spec.display(value):.{spec.decimals}f}"
-    unit = f" {spec.unit}" if spec.unit and ".." not in spec.unit else ""
+    unit = f" {spec.unit}" if spec.unit else ""
     shares = [f"{name} {shown(record[f'{self.key_name}/{name}'])}" for name in self.shares
               if f"{self.key_name}/{name}" in record]
     return (f"{spec.name} {shown(record[self.key_name])}{unit}"
