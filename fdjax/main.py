@@ -7,6 +7,11 @@ field is an error. Re-running with the same workdir resumes: finished stages are
 reused and an interrupted one continues from its last checkpoint. Compiled steps are
 kept in JAX's persistent cache (``--xla_cache``, see ``fdjax.xla_cache``).
 
+Stopping: SIGTERM (a preemption notice, Slurm, ``timeout``) or ``--time_limit=50m``
+makes the stage in training save a checkpoint of the step it has reached; the run then
+prints where it stopped and exits with status 75 (``EX_TEMPFAIL``), and the same command
+resumes from there, exactly (``fdjax.train.stop``). A second SIGTERM kills at once.
+
 The console shows fdjax's own lines (and every library's warnings); add
 ``--verbosity=1`` to see the libraries' INFO/DEBUG lines too (orbax, jax).
 
@@ -45,13 +50,19 @@ _NUM_PROCESSES = flags.DEFINE_integer(
     "num_processes", None, "Number of processes (default $JAX_NUM_PROCESSES).")
 _PROCESS_ID = flags.DEFINE_integer(
     "process_id", None, "This process's index in 0..num_processes-1 (default $JAX_PROCESS_ID).")
+_TIME_LIMIT = flags.DEFINE_string(
+    "time_limit", None, "Stop after this long (e.g. 50m, 2h, 90s): the stage in training saves "
+    "a checkpoint of its step and the run exits with status 75; the same command resumes. "
+    "SIGTERM does the same at any time. See fdjax.train.stop.")
 
 
 def main(argv):
   from fdjax import distributed, pipeline, xla_cache  # imported late: --help stays fast
+  from fdjax.train import stop
 
   # fdjax's own INFO lines by default; --verbosity=1 (absl) shows every library's too.
   verbosity = start_cli(argv, flags)
+  time_limit = _time_limit_s(_TIME_LIMIT.value)
   # Errors a user can fix (bad config value, missing data, locked workdir, a stage made
   # by another config, ...) print as one line and exit 2; --verbosity=1 adds the traceback.
   with cli_errors(verbosity):
@@ -62,7 +73,28 @@ def main(argv):
     if not distributed.is_main_process():
       configure_logging(min(verbosity, -1))  # progress lines from process 0 only
     distributed.check_shared_directory(_WORKDIR.value)
-    pipeline.run(_CONFIG.value, _WORKDIR.value)
+    try:
+      with stop.armed(time_limit):
+        pipeline.run(_CONFIG.value, _WORKDIR.value)
+    except stop.RunStopped as stopped:
+      # Every process stops at the same step; process 0 says so.
+      if distributed.is_main_process():
+        sys.stderr.write(f"{stopped}\nresume: run the same command again\n")
+        sys.stderr.flush()
+      raise SystemExit(stop.EXIT_STOPPED) from None
+
+
+def _time_limit_s(text: str | None) -> float | None:
+  """``--time_limit`` in seconds (None: no limit); a bad value is one line, exit 2."""
+  from fdjax.train.stop import parse_duration
+
+  if text is None:
+    return None
+  try:
+    return parse_duration(text)
+  except ValueError as e:
+    sys.stderr.write(f"error: --time_limit: {e}\n")
+    raise SystemExit(EXIT_USER_ERROR) from None
 
 
 def run() -> None:

@@ -14,9 +14,10 @@
 # prints each variant's results table rows.
 # Environment: FDJAX_SWEEP_PARALLEL (variants at once, default all), FDJAX_SWEEP_MEM
 # (each process's share of GPU memory, default 0.9 / that number), FDJAX_SWEEP_TIMEOUT
-# (seconds per variant, default none), FDJAX_SWEEP_PRECISION (jax_default_matmul_precision,
-# default 'highest': float32 convolutions, no TF32, so results are comparable with a CPU
-# run's).
+# (seconds per variant, default none; timeout's SIGTERM makes a variant save the step
+# it reached and exit 75, and running the sweep again resumes it), FDJAX_SWEEP_PRECISION
+# (jax_default_matmul_precision, default 'highest': float32 convolutions, no TF32, so
+# results are comparable with a CPU run's).
 set -euo pipefail
 if [[ $# -lt 3 ]]; then
   echo "usage: $0 CONFIG WORKROOT VARIANTS [--config.field=value ...]" >&2

@@ -15,6 +15,8 @@
 # must be a folder every worker sees at the same path, e.g. a bucket mounted
 # with gcsfuse or a Filestore share mounted by SETUP; fdjax refuses one that is not
 # shared. A mounted bucket also keeps the checkpoints past the VM; re-running resumes.
+# A maintenance event or a spot VM's preemption (SIGTERM on any worker) makes every
+# worker save the same step and exit 75 (fdjax.train.stop): nothing trained is lost.
 # (fdjax writes its files with plain file I/O: a gs:// URL is not a workdir; the TFDS
 # data dir may be one.)
 #

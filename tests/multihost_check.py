@@ -8,15 +8,20 @@ Trains a tiny conv + BatchNorm net on 48 synthetic 16x16 images (brightness = cl
 with the engine (``make_train_step`` + ``fit``), global batch 8: one step
 (``WORKDIR/<run>/first``); 12 steps over 2 epochs uninterrupted (``WORKDIR/<run>/full``);
 the same 12 stopped after 8 steps and resumed from the step-8 checkpoint
-(``WORKDIR/<run>/resumed``). Also checks that a workdir not shared by the processes is
-refused, that each process built only its own rows of the first global batch and that
+(``WORKDIR/<run>/resumed``); in the two-process run, the same 12 stopped by a SIGTERM
+that only process 1 receives, during step 2, and resumed (``WORKDIR/multi/preempted``:
+both processes must stop at the step JAX's preemption service agrees on), and stopped
+by a time limit of 0 s (``WORKDIR/multi/timed``). Also checks
+that a workdir not shared by the processes is refused, that each process built only its own rows of the first global batch and that
 those are the rows a one-process run takes, and the sharded test accuracy against an
 unbatched forward pass. Writes ``WORKDIR/<run>.<process>.npz`` (every parameter and
 BatchNorm statistic of the three runs, the accuracy) and prints ``OK``.
 """
 
 import os
+import signal
 import sys
+import time
 
 role, port, workdir = sys.argv[1], sys.argv[2], sys.argv[3]
 assert "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "")
@@ -40,9 +45,10 @@ from fdjax.data import ImageSet, batching  # noqa: E402
 from fdjax.errors import ConfigError  # noqa: E402
 from fdjax.eval.metric import jit_clean, predictor, split_scores  # noqa: E402
 from fdjax.tasks import Augment, ClassificationTask  # noqa: E402
-from fdjax.train import (LoopConfig, create_train_state, data_sharding, fit,  # noqa: E402
+from fdjax.train import (Checkpointer, LoopConfig, create_train_state, data_sharding, fit,  # noqa: E402
                          init_variables, make_mesh, make_optimizer, make_train_step)
 from fdjax.train.objectives import supervised_loss  # noqa: E402
+from fdjax.train.stop import RunStopped, armed  # noqa: E402
 
 assert jax.device_count() == 4 and jax.process_count() == (1 if role == "single" else 2)
 distributed.check_shared_directory(workdir)
@@ -108,12 +114,26 @@ variables = {"params": jax.tree.map(lambda s: draw.normal(0, 0.3, s.shape).astyp
 step = make_train_step(supervised_loss(model, task), tx, mesh)
 
 
-def train_run(name: str, max_steps: int = 0):
+def train_run(name: str, max_steps: int = 0, train_step=step):
   state = create_train_state(variables, tx, jax.random.PRNGKey(SEED), mesh)
   loop = LoopConfig(epochs=2, batch_size=BATCH, seed=SEED, log_every_steps=4,
                     checkpoint_every_steps=4, max_steps=max_steps)
-  return fit(state, step, train, loop=loop, mesh=mesh, name=name,
+  return fit(state, train_step, train, loop=loop, mesh=mesh, name=name,
              workdir=os.path.join(workdir, run, name))
+
+
+def sigterm_on_process_1(state, batch, frozen):
+  """``step``; process 1 sends itself SIGTERM during step 2, and from then on every step
+  takes 0.5 s more (JAX's preemption service agrees on a step about a second later)."""
+  sigterm_on_process_1.calls += 1
+  if sigterm_on_process_1.calls == 2 and jax.process_index() == 1:
+    os.kill(os.getpid(), signal.SIGTERM)
+  if sigterm_on_process_1.calls >= 2:
+    time.sleep(0.5)
+  return step(state, batch, frozen)
+
+
+sigterm_on_process_1.calls = 0
 
 
 first = train_run("first", max_steps=1)
@@ -122,6 +142,24 @@ stopped = train_run("resumed", max_steps=8)
 assert int(stopped.step) == 8
 resumed = train_run("resumed")   # a fresh start state: fit resumes from the step-8 checkpoint
 assert int(resumed.step) == int(full.step) == 12
+out = {}
+if run == "multi":   # SIGTERM on one process: both save the same step and stop (fdjax.train.stop)
+  try:
+    with armed():
+      train_run("preempted", train_step=sigterm_on_process_1)
+    raise AssertionError("the SIGTERM of process 1 did not stop the run")
+  except RunStopped as stopped:
+    out["preempted_step"] = np.int64(stopped.step)
+    out["preempted_reason"] = np.str_(stopped.reason)
+    out["preempted_saved"] = np.int64(Checkpointer(stopped.checkpoint).latest_step())
+  preempted = train_run("preempted")   # resumed from the agreed step's checkpoint
+  try:   # the time limit: process 0's clock, turned into a SIGTERM to itself
+    with armed(time_limit_s=0.0):
+      train_run("timed", train_step=lambda *a: (time.sleep(0.5), step(*a))[1])
+    raise AssertionError("the time limit did not stop the run")
+  except RunStopped as stopped:
+    out["timed_step"], out["timed_reason"] = np.int64(stopped.step), np.str_(stopped.reason)
+  assert int(preempted.step) == 12
 
 accuracy = split_scores(task, jit_clean(predictor(task, model), mesh),
                         {"params": full.params, "batch_stats": full.batch_stats}, test,
@@ -131,8 +169,9 @@ logits, _ = model.apply(jax.device_get({"params": full.params, "batch_stats": fu
                         task.model_input(test.images), train=False)
 reference = float(np.mean(np.argmax(np.asarray(logits), -1) == test.labels))
 assert abs(accuracy - reference) < 1e-6, (accuracy, reference)
-out = {"accuracy": np.float64(accuracy)}
-for prefix, state in (("first", first), ("full", full), ("resumed", resumed)):
+out["accuracy"] = np.float64(accuracy)
+states = [("first", first), ("full", full), ("resumed", resumed)]
+for prefix, state in states + ([("preempted", preempted)] if run == "multi" else []):
   for path, leaf in jax.tree_util.tree_flatten_with_path(
       {"params": state.params, "batch_stats": state.batch_stats})[0]:
     out[prefix + jax.tree_util.keystr(path)] = np.asarray(leaf)   # replicated: any process

@@ -89,6 +89,24 @@ def test_two_process_run_resumes_exactly_from_its_checkpoint(runs):
   assert steps == [4, 8, 12]
 
 
+def test_a_sigterm_on_one_process_stops_both_at_one_step_and_resumes_exactly(runs):
+  _, (p0, p1), _ = runs
+  stop = int(p0["preempted_step"])
+  assert int(p1["preempted_step"]) == stop and 2 <= stop < 12   # the agreed step: not before the signal
+  assert str(p1["preempted_reason"]) == str(p0["preempted_reason"]) == "preemption notice"
+  assert int(p0["preempted_saved"]) == stop   # the newest checkpoint when it stopped
+  full, resumed = _weights(p0, "full"), _weights(p0, "preempted")
+  for name in full:
+    np.testing.assert_array_equal(resumed[name], full[name], err_msg=name)
+    np.testing.assert_array_equal(_weights(p1, "preempted")[name], resumed[name])
+
+
+def test_the_time_limit_stops_every_process_at_one_step(runs):
+  _, (p0, p1), _ = runs
+  assert int(p0["timed_step"]) == int(p1["timed_step"]) < 12
+  assert (str(p0["timed_reason"]), str(p1["timed_reason"])) == ("time limit", "preemption notice")
+
+
 def test_sharded_evaluation_and_process_zero_metrics(runs):
   single, (p0, p1), workdir = runs
   # multihost_check.py also asserts each process's accuracy against an unbatched forward pass.

@@ -9,6 +9,11 @@ resumed run sees exactly the batches an uninterrupted one would. Otherwise
 ``state`` (from an earlier stage's checkpoint or a fresh init) is the start. A
 checkpoint that cannot be read raises; it is never silently replaced.
 
+On a stop request (``fdjax.train.stop``: SIGTERM, the run's time limit), asked after
+every step, the loop saves a checkpoint of the step it has reached (after the epoch's
+hook when that step ends an epoch) and raises ``RunStopped``; resuming from it is exact
+as above.
+
 Multi-process runs (``fdjax.distributed``): every process runs ``fit`` on the same
 arguments. Batches are global arrays of which each process builds only its own rows
 (``batching``); the step's outputs are replicated, so every process reads the same
@@ -32,6 +37,7 @@ from fdjax.errors import UserError
 from fdjax.train.checkpoint import Checkpointer
 from fdjax.train.mesh import check_batch_size, data_sharding
 from fdjax.train.progress import MetricsWriter, Progress, StudyProgress
+from fdjax.train.stop import STOP, RunStopped
 from fdjax.train.state import TrainState
 
 
@@ -119,34 +125,47 @@ def fit(state: TrainState, train_step: Callable, train_split, *, loop: LoopConfi
   def periodic_save_due(at_step: int) -> bool:
     return at_step % loop.checkpoint_every_steps == 0 and at_step < stop_at
 
-  for epoch in range(step // steps_per_epoch, loop.epochs):
-    if step >= stop_at:
-      break
-    for batch in batching.train_batches(train_split, loop.batch_size, seed=loop.seed, epoch=epoch,
-                                        start_batch=step % steps_per_epoch, sharding=sharding):
-      state, metrics = train_step(state, batch, frozen)
-      step += 1
-      finite_since_save.append(metrics["finite"])
-      if step % loop.log_every_steps == 0 or step == stop_at:
-        host = {k: _host(v) for k, v in jax.device_get(metrics).items()}
-        if not np.all(np.isfinite(host["loss"])):
-          check_finite(step)
-        lr = float(schedule(step)) if schedule else float("nan")
-        if study is not None:
-          study.advance(name, step * loop.batch_size)
-        rates = progress.line(step, host, lr, study.describe() if study is not None else "")
-        _write(writer, {"stage": name, "step": step, "epoch": step / steps_per_epoch, "lr": lr,
-                        **host, **rates})
-      epoch_end_hook_due = on_epoch_end is not None and step % steps_per_epoch == 0
-      if periodic_save_due(step) and not epoch_end_hook_due:
-        save(step)
+  def stop_here(at_step: int, reason: str) -> None:
+    if at_step > last_saved or checkpointer.latest_step() is None:
+      save(at_step)
+    raise RunStopped(reason, name, at_step, checkpointer.directory)
+
+  stop = None
+  with STOP.training():
+    for epoch in range(step // steps_per_epoch, loop.epochs):
       if step >= stop_at:
         break
-    if step % steps_per_epoch == 0 and on_epoch_end is not None:
-      state, extra, replaced = _run_hook(on_epoch_end, state, epoch)
-      _write(writer, {"stage": name, "step": step, "epoch": epoch + 1, **extra})
-      if (replaced and step < stop_at) or periodic_save_due(step):
-        save(step)
+      for batch in batching.train_batches(train_split, loop.batch_size, seed=loop.seed,
+                                          epoch=epoch, start_batch=step % steps_per_epoch,
+                                          sharding=sharding):
+        state, metrics = train_step(state, batch, frozen)
+        step += 1
+        finite_since_save.append(metrics["finite"])
+        if step % loop.log_every_steps == 0 or step == stop_at:
+          host = {k: _host(v) for k, v in jax.device_get(metrics).items()}
+          if not np.all(np.isfinite(host["loss"])):
+            check_finite(step)
+          lr = float(schedule(step)) if schedule else float("nan")
+          if study is not None:
+            study.advance(name, step * loop.batch_size)
+          rates = progress.line(step, host, lr, study.describe() if study is not None else "")
+          _write(writer, {"stage": name, "step": step, "epoch": step / steps_per_epoch,
+                          "lr": lr, **host, **rates})
+        epoch_end_hook_due = on_epoch_end is not None and step % steps_per_epoch == 0
+        stop = STOP.poll()   # a stop at an epoch's end waits for the epoch's hook
+        if stop and not epoch_end_hook_due:
+          stop_here(step, stop)
+        if periodic_save_due(step) and not epoch_end_hook_due:
+          save(step)
+        if step >= stop_at:
+          break
+      if step % steps_per_epoch == 0 and on_epoch_end is not None:
+        state, extra, replaced = _run_hook(on_epoch_end, state, epoch)
+        _write(writer, {"stage": name, "step": step, "epoch": epoch + 1, **extra})
+        if stop:
+          stop_here(step, stop)
+        if (replaced and step < stop_at) or periodic_save_due(step):
+          save(step)
   if step > last_saved or checkpointer.latest_step() is None:
     save(step)
   return state

@@ -1,0 +1,172 @@
+"""Stopping a run on request without losing its work: SIGTERM and a wall-clock limit.
+
+A preemptible or spot VM, a Cloud TPU maintenance event, Slurm at the end of a job's
+time and ``timeout`` all ask a process to stop with SIGTERM, seconds before they kill
+it. Without a handler the process dies at once and loses every step since its last
+periodic checkpoint (``checkpoint.every_steps``). With ``armed()`` (``fdjax.main``
+arms it for the whole run):
+
+* during training, the request is noted and ``fit`` (``fdjax.train.loop``), which asks
+  ``poll()`` after every step, saves a checkpoint of the step it has reached (after the
+  epoch's hook when the step ends an epoch) and raises ``RunStopped``;
+* outside training (loading data, evaluating, writing reports), ``RunStopped`` is
+  raised at once: finished stages, cached evaluations and checkpoints are already on
+  disk;
+* a second SIGTERM kills the process as before (the default action is restored when
+  the first one arrives).
+
+``fdjax.main`` prints where the run stopped and exits with ``EXIT_STOPPED`` (75,
+``EX_TEMPFAIL``: try again); the same command resumes from that checkpoint, with the
+batches and results of an uninterrupted run (resume is exact: ``fdjax.train.loop``).
+
+``time_limit_s`` (``fdjax.main --time_limit=50m``) is the same request made by the run
+itself once that many seconds have passed since ``armed()``; it is checked after each
+training step (a run that is evaluating when it passes stops at its next step).
+
+Several processes (``fdjax.distributed``) must stop at the same step, or the collective
+checkpoint would wait forever. There JAX's own preemption service (on by default:
+``jax_enable_preemption_service``) catches SIGTERM on any process, tells the others and
+agrees on a step ``multihost_utils.reached_preemption_sync_point`` names, about a
+second later; ``poll()`` asks it after every step with a count of this process's steps
+over all stages (the same count on every process: they run the same program). No
+Python handler is installed there (it would replace JAX's), so SIGTERM outside training
+waits for the next step, and the time limit is process 0's clock: when it passes,
+process 0 sends itself SIGTERM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import time
+from typing import Iterator
+
+import jax
+from absl import logging
+
+EXIT_STOPPED = 75   # sysexits.h EX_TEMPFAIL: a temporary failure, the same command can retry
+
+
+class RunStopped(Exception):
+  """The run stopped on request (SIGTERM or its time limit); the same command resumes it.
+
+  ``reason``: ``'SIGTERM'`` or ``'time limit'`` (``'preemption notice'`` on a process of
+  a multi-process run that did not receive the signal itself); ``stage`` and ``step``:
+  the training stage and the step of its checkpoint, or None outside training."""
+
+  def __init__(self, reason: str, stage: str | None = None, step: int | None = None,
+               checkpoint: str | None = None):
+    where = (f"in stage {stage} at step {step}, checkpoint saved in {checkpoint}"
+             if stage is not None else "outside training; finished stages are kept")
+    super().__init__(f"stopped on {reason} {where}")
+    self.reason, self.stage, self.step, self.checkpoint = reason, stage, step, checkpoint
+
+
+class _Stop:
+  """The process's one stop request (module docstring); ``STOP`` is the instance."""
+
+  def __init__(self):
+    self._armed = False
+    self._reason: str | None = None
+    self._deadline: float | None = None
+    self._steps = 0            # training steps of this process, all stages (multi-process)
+    self._training = 0         # depth of fit() calls in progress
+    self._previous = None      # the SIGTERM handler before arming
+    self._multi = False
+    self._agreed = False       # multi-process: every process has reached the agreed step
+
+  @property
+  def reason(self) -> str | None:
+    """Why a stop was requested, once it has been; None before."""
+    return self._reason
+
+  def arm(self, time_limit_s: float | None = None) -> None:
+    self.disarm()
+    self._armed, self._reason, self._steps, self._agreed = True, None, 0, False
+    self._multi = jax.process_count() > 1
+    self._deadline = None if time_limit_s is None else time.monotonic() + float(time_limit_s)
+    if not self._multi:
+      self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+
+  def disarm(self) -> None:
+    if self._armed and not self._multi and self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+    self._armed, self._previous, self._deadline = False, None, None
+
+  def _on_sigterm(self, signum, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)   # a second SIGTERM kills at once
+    self._reason = self._reason or "SIGTERM"
+    if not self._training:
+      raise RunStopped(self._reason)
+
+  @contextlib.contextmanager
+  def training(self) -> Iterator[None]:
+    """Marks a ``fit`` in progress: a SIGTERM is noted for ``poll`` instead of raising."""
+    self._training += 1
+    try:
+      yield
+    finally:
+      self._training -= 1
+
+  def poll(self) -> str | None:
+    """Called by ``fit`` after every training step: the reason to stop now, else None.
+    Once it returns a reason it returns it on every later call."""
+    if not self._armed:
+      return None
+    self._steps += 1
+    if self._deadline is not None and time.monotonic() >= self._deadline:
+      self._deadline = None
+      if not self._multi:
+        self._reason = self._reason or "time limit"
+      elif jax.process_index() == 0:
+        self._reason = "time limit"
+        os.kill(os.getpid(), signal.SIGTERM)   # JAX's preemption service takes it from here
+    if not self._multi:
+      return self._reason
+    if not self._agreed and _reached_sync_point(self._steps):
+      self._agreed = True
+    return (self._reason or "preemption notice") if self._agreed else None
+
+
+def _reached_sync_point(step: int) -> bool:
+  from jax.experimental import multihost_utils
+  try:
+    return multihost_utils.reached_preemption_sync_point(step)
+  except RuntimeError as e:   # jax_enable_preemption_service turned off
+    if not _reached_sync_point.warned:
+      logging.warning("this multi-process run cannot agree on a step to stop at (%s): "
+                      "--time_limit does nothing, and SIGTERM kills it, losing the steps "
+                      "since its last periodic checkpoint", e)
+      _reached_sync_point.warned = True
+    return False
+
+
+_reached_sync_point.warned = False
+
+
+STOP = _Stop()
+
+
+@contextlib.contextmanager
+def armed(time_limit_s: float | None = None) -> Iterator[_Stop]:
+  """Arms ``STOP`` for the block (SIGTERM handler, time limit) and disarms it after."""
+  STOP.arm(time_limit_s)
+  try:
+    yield STOP
+  finally:
+    STOP.disarm()
+
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+  """``'90s'``, ``'50m'``, ``'1.5h'`` -> seconds. Raises ``ValueError`` for anything else
+  (a bare number is refused: minutes and seconds are both common)."""
+  match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([smh])\s*", str(text))
+  if not match:
+    raise ValueError(f"a duration is a number and a unit s, m or h (e.g. 90s, 50m, 1.5h), "
+                     f"got {text!r}")
+  return float(match.group(1)) * _UNITS[match.group(2)]
