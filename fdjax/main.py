@@ -7,10 +7,11 @@ field is an error. Re-running with the same workdir resumes: finished stages are
 reused and an interrupted one continues from its last checkpoint. Compiled steps are
 kept in JAX's persistent cache (``--xla_cache``, see ``fdjax.xla_cache``).
 
-Stopping: SIGTERM (a preemption notice, Slurm, ``timeout``) or ``--time_limit=50m``
-makes the stage in training save a checkpoint of the step it has reached; the run then
-prints where it stopped and exits with status 75 (``EX_TEMPFAIL``), and the same command
-resumes from there, exactly (``fdjax.train.stop``). A second SIGTERM kills at once.
+Stopping: SIGTERM (a preemption notice, Slurm, ``timeout``), Ctrl-C or
+``--time_limit=50m`` makes the stage in training save a checkpoint of the step it has
+reached; the run then prints where it stopped and exits with status 75
+(``EX_TEMPFAIL``), and the same command resumes from there, exactly
+(``fdjax.train.stop``). A second SIGTERM or Ctrl-C stops at once.
 
 The console shows fdjax's own lines (and every library's warnings); add
 ``--verbosity=1`` to see the libraries' INFO/DEBUG lines too (orbax, jax).
@@ -53,7 +54,7 @@ _PROCESS_ID = flags.DEFINE_integer(
 _TIME_LIMIT = flags.DEFINE_string(
     "time_limit", None, "Stop after this long (e.g. 50m, 2h, 90s): the stage in training saves "
     "a checkpoint of its step and the run exits with status 75; the same command resumes. "
-    "SIGTERM does the same at any time. See fdjax.train.stop.")
+    "SIGTERM and Ctrl-C do the same at any time. See fdjax.train.stop.")
 
 
 def main(argv):

@@ -53,14 +53,15 @@ def _fit(setup, workdir, step=None, on_epoch_end=None):
              name="unit", on_epoch_end=on_epoch_end)
 
 
-def _sigterm_at(train_step, at: int):
-  """``train_step`` that sends this process SIGTERM while taking step ``at`` (1-based)."""
+def _sigterm_at(train_step, at: int, number=signal.SIGTERM):
+  """``train_step`` that sends this process SIGTERM (or ``number``) while taking step
+  ``at`` (1-based)."""
   calls = []
 
   def step(state, batch, frozen):
     calls.append(1)
     if len(calls) == at:
-      os.kill(os.getpid(), signal.SIGTERM)
+      os.kill(os.getpid(), number)
     return train_step(state, batch, frozen)
   return step
 
@@ -76,13 +77,14 @@ def uninterrupted(setup, tmp_path_factory):
 
 
 def test_sigterm_mid_epoch_saves_that_step_and_resumes_exactly(setup, uninterrupted, tmp_path):
-  before = signal.getsignal(signal.SIGTERM)
+  before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
   with armed():
+    assert signal.getsignal(signal.SIGTERM) is not before[0]
     with pytest.raises(RunStopped) as info:
       _fit(setup, tmp_path, step=_sigterm_at(setup[3], 6))
-    # the first SIGTERM restored the default action: a second one would kill at once
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
-  assert signal.getsignal(signal.SIGTERM) is before     # disarming restores the handler
+    # the first signal restored the handlers: a second one would act at once (kill)
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+  assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
   stopped = info.value
   assert (stopped.reason, stopped.stage, stopped.step) == ("SIGTERM", "unit", 6)
   assert "stopped on SIGTERM in stage unit at step 6" in str(stopped)
@@ -105,6 +107,15 @@ def test_a_stop_at_an_epochs_end_runs_that_epochs_hook_first(setup, uninterrupte
   resumed = _fit(setup, tmp_path, on_epoch_end=hook)   # epoch 0's hook is not run twice
   assert hooks == [(e, (e + 1) * STEPS_PER_EPOCH) for e in range(EPOCHS)]
   _assert_same_state(resumed, uninterrupted)
+
+
+def test_ctrl_c_in_training_stops_after_the_step_and_says_so(setup, tmp_path, capfd):
+  with armed(), pytest.raises(RunStopped) as info:
+    _fit(setup, tmp_path, step=_sigterm_at(setup[3], 3, signal.SIGINT))
+  assert (info.value.reason, info.value.step) == ("Ctrl-C", 3)
+  assert ("Ctrl-C: saving the step in training, then stopping (again to stop at once)"
+          in capfd.readouterr().err)
+  assert Checkpointer(tmp_path / "checkpoints").all_steps() == [3]
 
 
 def test_the_time_limit_stops_after_the_step_that_passes_it(setup, tmp_path):

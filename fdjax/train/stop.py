@@ -1,10 +1,11 @@
-"""Stopping a run on request without losing its work: SIGTERM and a wall-clock limit.
+"""Stopping a run on request without losing its work: SIGTERM, Ctrl-C, a time limit.
 
 A preemptible or spot VM, a Cloud TPU maintenance event, Slurm at the end of a job's
 time and ``timeout`` all ask a process to stop with SIGTERM, seconds before they kill
-it. Without a handler the process dies at once and loses every step since its last
-periodic checkpoint (``checkpoint.every_steps``). With ``armed()`` (``fdjax.main``
-arms it for the whole run):
+it; a person at a terminal presses Ctrl-C (SIGINT). Without a handler the process dies
+at once and loses every step since its last periodic checkpoint
+(``checkpoint.every_steps``). With ``armed()`` (``fdjax.main`` arms it for the whole
+run), either signal is a stop request:
 
 * during training, the request is noted and ``fit`` (``fdjax.train.loop``), which asks
   ``poll()`` after every step, saves a checkpoint of the step it has reached (after the
@@ -12,8 +13,8 @@ arms it for the whole run):
 * outside training (loading data, evaluating, writing reports), ``RunStopped`` is
   raised at once: finished stages, cached evaluations and checkpoints are already on
   disk;
-* a second SIGTERM kills the process as before (the default action is restored when
-  the first one arrives).
+* a second signal acts as it did before arming (SIGTERM kills, Ctrl-C raises
+  ``KeyboardInterrupt``): the first one restores the previous handlers.
 
 ``fdjax.main`` prints where the run stopped and exits with ``EXIT_STOPPED`` (75,
 ``EX_TEMPFAIL``: try again); the same command resumes from that checkpoint, with the
@@ -30,8 +31,8 @@ agrees on a step ``multihost_utils.reached_preemption_sync_point`` names, about 
 second later; ``poll()`` asks it after every step with a count of this process's steps
 over all stages (the same count on every process: they run the same program). No
 Python handler is installed there (it would replace JAX's), so SIGTERM outside training
-waits for the next step, and the time limit is process 0's clock: when it passes,
-process 0 sends itself SIGTERM.
+waits for the next step, Ctrl-C keeps its usual effect, and the time limit is process
+0's clock: when it passes, process 0 sends itself SIGTERM.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ import contextlib
 import os
 import re
 import signal
+import sys
 import time
 from typing import Iterator
 
@@ -50,11 +52,12 @@ EXIT_STOPPED = 75   # sysexits.h EX_TEMPFAIL: a temporary failure, the same comm
 
 
 class RunStopped(Exception):
-  """The run stopped on request (SIGTERM or its time limit); the same command resumes it.
+  """The run stopped on request (a signal or its time limit); the same command resumes it.
 
-  ``reason``: ``'SIGTERM'`` or ``'time limit'`` (``'preemption notice'`` on a process of
-  a multi-process run that did not receive the signal itself); ``stage`` and ``step``:
-  the training stage and the step of its checkpoint, or None outside training."""
+  ``reason``: ``'SIGTERM'``, ``'Ctrl-C'`` or ``'time limit'`` (``'preemption notice'``
+  on a process of a multi-process run that did not receive the signal itself);
+  ``stage`` and ``step``: the training stage and the step of its checkpoint, or None
+  outside training."""
 
   def __init__(self, reason: str, stage: str | None = None, step: int | None = None,
                checkpoint: str | None = None):
@@ -73,9 +76,11 @@ class _Stop:
     self._deadline: float | None = None
     self._steps = 0            # training steps of this process, all stages (multi-process)
     self._training = 0         # depth of fit() calls in progress
-    self._previous = None      # the SIGTERM handler before arming
+    self._previous = None      # {signal: its handler before arming} (one process)
     self._multi = False
     self._agreed = False       # multi-process: every process has reached the agreed step
+
+  SIGNALS = {signal.SIGTERM: "SIGTERM", signal.SIGINT: "Ctrl-C"}
 
   @property
   def reason(self) -> str | None:
@@ -88,18 +93,25 @@ class _Stop:
     self._multi = jax.process_count() > 1
     self._deadline = None if time_limit_s is None else time.monotonic() + float(time_limit_s)
     if not self._multi:
-      self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+      self._previous = {s: signal.signal(s, self._on_signal) for s in self.SIGNALS}
 
   def disarm(self) -> None:
-    if self._armed and not self._multi and self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
-    self._armed, self._previous, self._deadline = False, None, None
+    self._restore_handlers()
+    self._armed, self._deadline = False, None
 
-  def _on_sigterm(self, signum, frame) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)   # a second SIGTERM kills at once
-    self._reason = self._reason or "SIGTERM"
+  def _restore_handlers(self) -> None:
+    for number, handler in (self._previous or {}).items():
+      signal.signal(number, handler)
+    self._previous = None
+
+  def _on_signal(self, signum, frame) -> None:
+    self._restore_handlers()   # a second signal acts at once, as before arming
+    self._reason = self._reason or self.SIGNALS.get(signum, f"signal {signum}")
     if not self._training:
       raise RunStopped(self._reason)
+    sys.stderr.write(f"{self._reason}: saving the step in training, then stopping "
+                     f"(again to stop at once)\n")
+    sys.stderr.flush()
 
   @contextlib.contextmanager
   def training(self) -> Iterator[None]:
