@@ -44,6 +44,7 @@ import optax
 from fdjax import data as data_lib
 from fdjax import fusion
 from fdjax.distributed import write_once
+from fdjax.json_files import write_json
 from fdjax.methods.base import Loadable, Method, Output, one_model
 from fdjax.population.evolution import EvolutionConfig, init_evolution
 from fdjax.population.families import objectives_of
@@ -161,7 +162,7 @@ def _merged_stage(runner) -> dict:
     family = objectives_of(ctx)
     write_once(lambda: plot_pareto(report, os.path.join(stage_dir, "pareto.png"),
                                    scale=family.scale, unit=family.unit), "pareto.png")
-    write_once(lambda: _write_json(report_path, report), "merged.json")
+    write_once(lambda: write_json(report_path, report, indent=1), "merged.json")
   with open(report_path) as f:
     report = json.load(f)
   template = ctx.template_variables()
@@ -169,11 +170,6 @@ def _merged_stage(runner) -> dict:
                                for kind, path in paths.items()}}
 
 
-def _write_json(path: str, record: dict) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(record, f, indent=1)
-  os.replace(tmp, path)
 
 
 def _rows(runner) -> Output:
@@ -238,7 +234,7 @@ def _baked_stage(runner) -> dict:
                                                             .calibration_batches)))
     if not variables_exist(path):
       save_variables(path, bake(runner.get(NAME), mean_alpha))
-    write_once(lambda: _write_json(alpha_path, {"alpha": np.asarray(mean_alpha).tolist()}),
+    write_once(lambda: write_json(alpha_path, {"alpha": np.asarray(mean_alpha).tolist()}, indent=1),
                "alpha.json")
   with open(alpha_path) as f:
     alpha = json.load(f)["alpha"]

@@ -17,6 +17,7 @@ from fdjax import moe
 from fdjax.config import parse_ints
 from fdjax.eval import levels as levels_lib
 from fdjax.eval import plots
+from fdjax.json_files import write_json
 from fdjax.methods.base import Loadable, Method, Output, one_model
 from fdjax.methods.finetune import fused_init
 from fdjax.moe import usage as usage_lib
@@ -101,11 +102,9 @@ def routing(runner, model, variables, per_image: bool = False) -> usage_lib.Rout
   stats = usage_lib.routing_stats(ctx.task, model, variables, split, ctx.plan,
                                   batch_size=ctx.config.eval_batch_size, test_sets=tests,
                                   per_image=per_image)
-  os.makedirs(runner.evaluate.dir, exist_ok=True)
-  with open(path, "w") as f:
-    json.dump({"names": list(stats.names), "levels": stats.levels,
-               "counts": [c.tolist() for c in stats.counts],
-               "entropy": [h.tolist() for h in stats.entropy]}, f)
+  write_json(path, {"names": list(stats.names), "levels": stats.levels,
+                    "counts": [c.tolist() for c in stats.counts],
+                    "entropy": [h.tolist() for h in stats.entropy]})
   return stats
 
 

@@ -12,13 +12,12 @@ latest report is also written there as JSON; ``ref``: the hypervolume's referenc
 
 from __future__ import annotations
 
-import json
-import os
 from typing import Callable, Sequence
 
 import jax
 import numpy as np
 
+from fdjax.json_files import write_json
 from fdjax.population.evolution import EvolutionConfig, evolutionary_epoch
 from fdjax.population.pareto import pareto_report
 
@@ -36,9 +35,7 @@ def evolution_hook(score: Callable, cfg: EvolutionConfig, objectives: Sequence[s
     report.update(epoch=epoch + 1, generation=int(new_state.evolution.generation),
                   replaced=np.asarray(new_state.evolution.replaced).tolist())
     if report_path is not None:
-      os.makedirs(os.path.dirname(report_path), exist_ok=True)
-      with open(report_path, "w") as f:
-        json.dump(report, f, indent=1)
+      write_json(report_path, report, indent=1)
     return new_state, {"member_metric": metric.tolist(),
                        "non_dominated": report["non_dominated"],
                        "hypervolume": report["hypervolume"],

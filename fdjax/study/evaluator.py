@@ -13,6 +13,7 @@ from absl import logging
 from fdjax.degradations.registry import revisions
 from fdjax.distributed import write_once
 from fdjax.eval import levels as levels_lib
+from fdjax.json_files import write_json
 from fdjax.study.context import RunContext
 
 RESULTS_FORMAT = 2  # per_level as [level, value] pairs, 'all' = mean over levels
@@ -75,10 +76,5 @@ class Evaluator:
         predict=predict, max_examples=ctx.config.eval.max_examples or None,
         test_sets=ctx.dataset.test_sets or None, per_image=True)
 
-    def write():
-      os.makedirs(self.dir, exist_ok=True)
-      with open(path, "w") as f:
-        json.dump(results, f)
-
-    write_once(write, path)  # multi-process: process 0 writes, every process then sees it
+    write_once(lambda: write_json(path, results), path)  # multi-process: process 0 writes, every process then sees it
     return results

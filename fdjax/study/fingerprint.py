@@ -29,6 +29,7 @@ from absl import logging
 from fdjax.degradations.registry import revisions
 from fdjax.distributed import barrier, write_once
 from fdjax.errors import UserError
+from fdjax.json_files import write_json
 
 FILE = "fingerprint.json"
 RESTORATION_DATA = ("root", "train", "test", "test_pairs", "train_pairs", "pair_dirs", "tile",
@@ -207,10 +208,7 @@ def check_or_record(stage_dir: str, name: str, fields: Mapping[str, Any],
     if stale:
       shutil.rmtree(stage_dir)
     os.makedirs(stage_dir, exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-      json.dump({"digest": new, "fields": _plain(fields)}, f, indent=1, default=str)
-    os.replace(tmp, path)
+    write_json(path, {"digest": new, "fields": _plain(fields)}, indent=1, default=str)
 
   write_once(write, f"fingerprint {path}")  # multi-process: process 0 writes, all wait
   return new

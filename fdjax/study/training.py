@@ -23,6 +23,7 @@ from absl import logging
 from fdjax import data as data_lib
 from fdjax.distributed import write_once
 from fdjax.eval.metric import jit_clean, predictor, split_scores, split_scores_by_share
+from fdjax.json_files import write_json
 from fdjax.study.context import RunContext
 from fdjax.train import (Checkpointer, LoopConfig, create_train_state, fit, init_variables,
                          make_optimizer, make_train_step)
@@ -197,7 +198,7 @@ class _BestOnValidation:
     if improved:
       write_once(lambda: shutil.rmtree(self.path, ignore_errors=True), self.path)
       save_variables(self.path, state.variables)   # collective
-      write_once(lambda: _dump(record, self.record_path), self.record_path)
+      write_once(lambda: write_json(self.record_path, record), self.record_path)
     logging.info("[%s] epoch %d: validation %s, %s", self.name, epoch + 1, self._describe(record),
                  "the best so far" if improved else f"the best is epoch {best['epoch']}")
     return {k: v for k, v in record.items() if k != "epoch"}
@@ -228,7 +229,3 @@ class _BestOnValidation:
     return (f"{spec.name} {shown(record[self.key_name])}{unit}"
             + (f" ({', '.join(shares)})" if shares else ""))
 
-
-def _dump(record: dict, path: str) -> None:
-  with open(path, "w") as f:
-    json.dump(record, f)
