@@ -11,11 +11,12 @@ the same 12 stopped after 8 steps and resumed from the step-8 checkpoint
 (``WORKDIR/<run>/resumed``); in the two-process run, the same 12 stopped by a SIGTERM
 that only process 1 receives, during step 2, and resumed (``WORKDIR/multi/preempted``:
 both processes must stop at the step JAX's preemption service agrees on), and stopped
-by a time limit of 0 s (``WORKDIR/multi/timed``). Also checks
-that a workdir not shared by the processes is refused, that each process built only its own rows of the first global batch and that
-those are the rows a one-process run takes, and the sharded test accuracy against an
-unbatched forward pass. Writes ``WORKDIR/<run>.<process>.npz`` (every parameter and
-BatchNorm statistic of the three runs, the accuracy) and prints ``OK``.
+by a time limit of 0 s (``WORKDIR/multi/timed``). Also checks that a workdir not shared
+by the processes is refused, that each process built only its own rows of the first
+global batch and that those are the rows a one-process run takes, and the sharded test
+accuracy against an unbatched forward pass. Writes ``WORKDIR/<run>.<process>.npz``
+(every parameter and BatchNorm statistic of the runs, the accuracy, where the stopped
+runs stopped) and prints ``OK``.
 """
 
 import os
@@ -45,8 +46,9 @@ from fdjax.data import ImageSet, batching  # noqa: E402
 from fdjax.errors import ConfigError  # noqa: E402
 from fdjax.eval.metric import jit_clean, predictor, split_scores  # noqa: E402
 from fdjax.tasks import Augment, ClassificationTask  # noqa: E402
-from fdjax.train import (Checkpointer, LoopConfig, create_train_state, data_sharding, fit,  # noqa: E402
-                         init_variables, make_mesh, make_optimizer, make_train_step)
+from fdjax.train import (Checkpointer, LoopConfig, create_train_state,  # noqa: E402
+                         data_sharding, fit, init_variables, make_mesh, make_optimizer,
+                         make_train_step)
 from fdjax.train.objectives import supervised_loss  # noqa: E402
 from fdjax.train.stop import RunStopped, armed  # noqa: E402
 

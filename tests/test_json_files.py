@@ -15,6 +15,7 @@ def test_a_failed_write_leaves_the_previous_file_whole(tmp_path):
   assert json.loads(path.read_text()) == {"psnr": [30.5, 31.0]}
   with pytest.raises(TypeError):
     write_json(str(path), {"psnr": [1.0] * 10_000 + [object()]})
-  assert json.loads(path.read_text()) == {"psnr": [30.5, 31.0]}   # a plain open(path, 'w') fails this
+  # the previous record, whole (writing through a plain open(path, 'w') fails here)
+  assert json.loads(path.read_text()) == {"psnr": [30.5, 31.0]}
   write_json(str(path), {"psnr": [29.0]}, indent=1)
   assert path.read_text() == '{\n "psnr": [\n  29.0\n ]\n}'

@@ -92,7 +92,7 @@ def test_two_process_run_resumes_exactly_from_its_checkpoint(runs):
 def test_a_sigterm_on_one_process_stops_both_at_one_step_and_resumes_exactly(runs):
   _, (p0, p1), _ = runs
   stop = int(p0["preempted_step"])
-  assert int(p1["preempted_step"]) == stop and 2 <= stop < 12   # the agreed step: not before the signal
+  assert int(p1["preempted_step"]) == stop and 2 <= stop < 12   # agreed, not before the signal
   assert str(p1["preempted_reason"]) == str(p0["preempted_reason"]) == "preemption notice"
   assert int(p0["preempted_saved"]) == stop   # the newest checkpoint when it stopped
   full, resumed = _weights(p0, "full"), _weights(p0, "preempted")

@@ -18,7 +18,8 @@ import optax
 import pytest
 
 from fdjax.data import ImageSet
-from fdjax.train import Checkpointer, LoopConfig, create_train_state, fit, make_mesh, make_train_step
+from fdjax.train import (Checkpointer, LoopConfig, create_train_state, fit, make_mesh,
+                         make_train_step)
 from fdjax.train.stop import EXIT_STOPPED, STOP, RunStopped, armed, parse_duration
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,7 +68,8 @@ def _sigterm_at(train_step, at: int, number=signal.SIGTERM):
 
 
 def _assert_same_state(a, b):
-  for x, y in zip(jax.tree.leaves((a.params, a.opt_state)), jax.tree.leaves((b.params, b.opt_state))):
+  leaves = lambda s: jax.tree.leaves((s.params, s.opt_state))  # noqa: E731
+  for x, y in zip(leaves(a), leaves(b)):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 

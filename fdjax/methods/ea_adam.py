@@ -170,8 +170,6 @@ def _merged_stage(runner) -> dict:
                                for kind, path in paths.items()}}
 
 
-
-
 def _rows(runner) -> Output:
   merged = runner.get(MERGED)
   rows = [(label, runner.evaluate(f"{NAME}_{kind}", merged[kind]))
@@ -234,8 +232,8 @@ def _baked_stage(runner) -> dict:
                                                             .calibration_batches)))
     if not variables_exist(path):
       save_variables(path, bake(runner.get(NAME), mean_alpha))
-    write_once(lambda: write_json(alpha_path, {"alpha": np.asarray(mean_alpha).tolist()}, indent=1),
-               "alpha.json")
+    alpha_record = {"alpha": np.asarray(mean_alpha).tolist()}
+    write_once(lambda: write_json(alpha_path, alpha_record, indent=1), "alpha.json")
   with open(alpha_path) as f:
     alpha = json.load(f)["alpha"]
   return {"variables": load_variables(path, ctx.template_variables()), "alpha": alpha}

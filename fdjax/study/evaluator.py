@@ -76,5 +76,6 @@ class Evaluator:
         predict=predict, max_examples=ctx.config.eval.max_examples or None,
         test_sets=ctx.dataset.test_sets or None, per_image=True)
 
-    write_once(lambda: write_json(path, results), path)  # multi-process: process 0 writes, every process then sees it
+    # multi-process: process 0 writes, every process then sees it
+    write_once(lambda: write_json(path, results), path)
     return results

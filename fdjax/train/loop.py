@@ -9,8 +9,8 @@ resumed run sees exactly the batches an uninterrupted one would. Otherwise
 ``state`` (from an earlier stage's checkpoint or a fresh init) is the start. A
 checkpoint that cannot be read raises; it is never silently replaced.
 
-On a stop request (``fdjax.train.stop``: SIGTERM, the run's time limit), asked after
-every step, the loop saves a checkpoint of the step it has reached (after the epoch's
+On a stop request (``fdjax.train.stop``: SIGTERM, Ctrl-C, the run's time limit), asked
+after every step, the loop saves a checkpoint of the step it has reached (after the epoch's
 hook when that step ends an epoch) and raises ``RunStopped``; resuming from it is exact
 as above.
 
