@@ -80,8 +80,11 @@ def main(argv):
     except stop.RunStopped as stopped:
       # Every process stops at the same step; process 0 says so.
       if distributed.is_main_process():
-        sys.stderr.write(f"{stopped}\nresume: run the same command again\n")
-        sys.stderr.flush()
+        try:
+          sys.stderr.write(f"{stopped}\nresume: run the same command again\n")
+          sys.stderr.flush()
+        except OSError:   # the console is gone (its pipe's reader stopped too): exit 75 anyway
+          pass
       raise SystemExit(stop.EXIT_STOPPED) from None
 
 

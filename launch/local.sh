@@ -22,7 +22,9 @@ fi
 mkdir -p "$workdir"
 processes="${FDJAX_PROCESSES:-1}"
 if [[ "$processes" -le 1 ]]; then
-  exec python -m fdjax.main --config="$config" --workdir="$workdir" "$@" 2>&1 | tee -a "$workdir/log.txt"
+  # tee -i: a Ctrl-C reaches fdjax (which saves the step in training and says so) and
+  # leaves tee running to show and log those last lines.
+  exec python -m fdjax.main --config="$config" --workdir="$workdir" "$@" 2>&1 | tee -ia "$workdir/log.txt"
 fi
 port=$(python -c "import socket; s = socket.socket(); s.bind(('localhost', 0)); print(s.getsockname()[1])")
 dist=(--coordinator_address="localhost:$port" --num_processes="$processes")
@@ -34,6 +36,6 @@ for ((i = 1; i < processes; i++)); do
 done
 status=0
 python -m fdjax.main --config="$config" --workdir="$workdir" "${dist[@]}" --process_id=0 "$@" 2>&1 \
-  | tee -a "$workdir/log.txt" || status=$?
+  | tee -ia "$workdir/log.txt" || status=$?
 for pid in "${pids[@]}"; do wait "$pid" || status=$?; done
 exit "$status"

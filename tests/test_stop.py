@@ -168,6 +168,28 @@ def test_the_command_line_exits_75_with_the_checkpoint_and_how_to_resume(tmp_pat
   assert bad.returncode == 2 and "error: --time_limit: a duration is a number" in bad.stderr
 
 
+def test_ctrl_c_in_a_terminal_stops_launch_local_sh_with_its_last_lines_logged(tmp_path):
+  """A terminal's Ctrl-C signals the whole foreground process group: fdjax and the tee of
+  ``launch/local.sh``. fdjax saves its step; tee (``-i``) lives on to show and log it."""
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  proc = subprocess.Popen(
+      ["bash", "launch/local.sh", "configs/quickstart.py:tiny", str(tmp_path),
+       "--config.degradations=jpeg", "--config.log_every_steps=1", "--xla_cache=none"],
+      cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+      start_new_session=True,   # its own process group, with Ctrl-C's default action
+      preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+  for line in proc.stdout:
+    if "[clean] step 2/" in line:
+      os.killpg(proc.pid, signal.SIGINT)
+      break
+  rest = proc.stdout.read()
+  assert proc.wait(timeout=120) == EXIT_STOPPED, rest[-3000:]
+  logged = (tmp_path / "log.txt").read_text().splitlines()
+  assert "Ctrl-C: saving the step in training, then stopping (again to stop at once)" in logged
+  assert logged[-2].startswith("stopped on Ctrl-C in stage clean at step ")
+  assert logged[-1] == "resume: run the same command again"
+
+
 @pytest.mark.long
 def test_a_run_stopped_by_sigterm_and_rerun_gives_the_uninterrupted_results(tmp_path):
   """The whole quickstart (one degradation), stopped by a SIGTERM from outside while its

@@ -109,9 +109,12 @@ class _Stop:
     self._reason = self._reason or self.SIGNALS.get(signum, f"signal {signum}")
     if not self._training:
       raise RunStopped(self._reason)
-    sys.stderr.write(f"{self._reason}: saving the step in training, then stopping "
-                     f"(again to stop at once)\n")
-    sys.stderr.flush()
+    try:
+      sys.stderr.write(f"{self._reason}: saving the step in training, then stopping "
+                       f"(again to stop at once)\n")
+      sys.stderr.flush()
+    except OSError:   # a console gone (a pipe's reader killed by the same Ctrl-C): go on
+      pass
 
   @contextlib.contextmanager
   def training(self) -> Iterator[None]:
