@@ -172,12 +172,15 @@ def test_ctrl_c_in_a_terminal_stops_launch_local_sh_with_its_last_lines_logged(t
   """A terminal's Ctrl-C signals the whole foreground process group: fdjax and the tee of
   ``launch/local.sh``. fdjax saves its step; tee (``-i``) lives on to show and log it."""
   env = dict(os.environ, JAX_PLATFORMS="cpu")
-  proc = subprocess.Popen(
-      ["bash", "launch/local.sh", "configs/quickstart.py:tiny", str(tmp_path),
-       "--config.degradations=jpeg", "--config.log_every_steps=1", "--xla_cache=none"],
-      cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-      start_new_session=True,   # its own process group, with Ctrl-C's default action
-      preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+  command = ["bash", "launch/local.sh", "configs/quickstart.py:tiny", str(tmp_path),
+             "--config.degradations=jpeg", "--config.log_every_steps=1", "--xla_cache=none"]
+  # Ctrl-C's default action in the launched shell (a test worker may ignore SIGINT, and
+  # an ignored signal stays ignored through exec), set by a Python that then execs it.
+  with_default_sigint = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                         "os.execvp(sys.argv[1], sys.argv[1:])")
+  proc = subprocess.Popen([sys.executable, "-c", with_default_sigint, *command], cwd=REPO,
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          start_new_session=True)   # its own process group, as a terminal's job
   for line in proc.stdout:
     if "[clean] step 2/" in line:
       os.killpg(proc.pid, signal.SIGINT)
