@@ -63,10 +63,10 @@ def main(argv):
 
   # fdjax's own INFO lines by default; --verbosity=1 (absl) shows every library's too.
   verbosity = start_cli(argv, flags)
-  time_limit = _time_limit_s(_TIME_LIMIT.value)
   # Errors a user can fix (bad config value, missing data, locked workdir, a stage made
   # by another config, ...) print as one line and exit 2; --verbosity=1 adds the traceback.
   with cli_errors(verbosity):
+    time_limit = _time_limit_s(_TIME_LIMIT.value)
     xla_cache.enable(_XLA_CACHE.value)
     # Before anything touches a device: join the other processes of a multi-host run.
     distributed.initialize(_DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value,
@@ -89,7 +89,8 @@ def main(argv):
 
 
 def _time_limit_s(text: str | None) -> float | None:
-  """``--time_limit`` in seconds (None: no limit); a bad value is one line, exit 2."""
+  """``--time_limit`` in seconds (None: no limit); a bad value is a ``ConfigError``."""
+  from fdjax.errors import ConfigError
   from fdjax.train.stop import parse_duration
 
   if text is None:
@@ -97,8 +98,7 @@ def _time_limit_s(text: str | None) -> float | None:
   try:
     return parse_duration(text)
   except ValueError as e:
-    sys.stderr.write(f"error: --time_limit: {e}\n")
-    raise SystemExit(EXIT_USER_ERROR) from None
+    raise ConfigError(f"--time_limit: {e}") from None
 
 
 def run() -> None:

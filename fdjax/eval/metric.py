@@ -74,18 +74,24 @@ def test_batches(split, batch_size: int, mesh):
       index += 1
 
 
-@functools.lru_cache(maxsize=32)
-def jit_scores(task, metrics: tuple[str, ...] | None = None):
-  """``jax.jit`` of ``(outputs, batch) -> {metric: (sum, count)}`` (``task.scores``), only
-  the ``metrics`` named (all when None; what is not returned is not computed)."""
+def _chosen_scores(task, metrics: tuple[str, ...] | None):
+  """``(outputs, batch) -> {metric: (sum, count)}``: ``task.scores``, only the ``metrics``
+  named (all when None; under jit, what is not returned is not computed)."""
   if metrics is None:
-    return jax.jit(task.scores)
+    return task.scores
 
   def chosen(outputs, batch):
     scores = task.scores(outputs, batch)
     return {m: scores[m] for m in metrics}
 
-  return jax.jit(chosen)
+  return chosen
+
+
+@functools.lru_cache(maxsize=32)
+def jit_scores(task, metrics: tuple[str, ...] | None = None):
+  """``jax.jit`` of ``(outputs, batch) -> {metric: (sum, count)}`` (``task.scores``), only
+  the ``metrics`` named (all when None; what is not returned is not computed)."""
+  return jax.jit(_chosen_scores(task, metrics))
 
 
 @functools.lru_cache(maxsize=16)
@@ -177,14 +183,13 @@ def jit_share_scores(task, shares: int, metrics: tuple[str, ...] | None = None):
   ``task.scores`` of each of ``shares`` equal consecutive slices of the batch (its mask
   restricted to the slice), only the ``metrics`` named (all when None)."""
 
+  scores = _chosen_scores(task, metrics)
+
   def by_share(outputs, batch):
     size = batch["mask"].shape[0] // shares
     share_of = jnp.arange(batch["mask"].shape[0]) // size
-    out = []
-    for i in range(shares):
-      scores = task.scores(outputs, {**batch, "mask": batch["mask"] & (share_of == i)})
-      out.append(scores if metrics is None else {m: scores[m] for m in metrics})
-    return out
+    return [scores(outputs, {**batch, "mask": batch["mask"] & (share_of == i)})
+            for i in range(shares)]
 
   return jax.jit(by_share)
 

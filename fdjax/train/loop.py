@@ -125,9 +125,12 @@ def fit(state: TrainState, train_step: Callable, train_split, *, loop: LoopConfi
   def periodic_save_due(at_step: int) -> bool:
     return at_step % loop.checkpoint_every_steps == 0 and at_step < stop_at
 
-  def stop_here(at_step: int, reason: str) -> None:
+  def save_unless_saved(at_step: int) -> None:
     if at_step > last_saved or checkpointer.latest_step() is None:
       save(at_step)
+
+  def stop_here(at_step: int, reason: str) -> None:
+    save_unless_saved(at_step)
     raise RunStopped(reason, name, at_step, checkpointer.directory)
 
   stop = None
@@ -166,8 +169,7 @@ def fit(state: TrainState, train_step: Callable, train_split, *, loop: LoopConfi
           stop_here(step, stop)
         if (replaced and step < stop_at) or periodic_save_due(step):
           save(step)
-  if step > last_saved or checkpointer.latest_step() is None:
-    save(step)
+  save_unless_saved(step)
   return state
 
 
