@@ -13,8 +13,10 @@ CSV is written to ``--output`` itself when it ends in ``.csv``).
 
 One line per image (its size and seconds; the first includes compilation), then where
 the files are. Errors you can fix (no such run, a model the run lacks or has not
-finished, an unreadable image) print one line and exit 2; ``--verbosity=1`` adds the
-traceback and the libraries' log lines. ``fdjax.predictor.load_predictor`` is the same
+finished) print one line and exit 2; ``--verbosity=1`` adds the traceback and the
+libraries' log lines. An image that cannot be read (a truncated or corrupt file) is
+skipped with a line saying why, the others are still processed, and the command then
+exits 2 with a last line naming the skipped files, so a script notices. ``fdjax.predictor.load_predictor`` is the same
 from code.
 """
 
@@ -91,17 +93,43 @@ def output_names(files: list[str]) -> list[str]:
   return names
 
 
+class UnreadableImagesError(DataError):
+  """Some input images could not be read; the others were processed (``written``)."""
+
+  def __init__(self, skipped: list[str], total: int, written: list[str]):
+    names = ", ".join(os.path.basename(f) for f in skipped)
+    super().__init__(f"{len(skipped)} of {total} image(s) could not be read and were "
+                     f"skipped: {names}")
+    self.skipped = skipped
+    self.written = written
+
+
+def readable_images(files: list[str], skipped: list[str], echo=print, size=None):
+  """``(index, file, image)`` for each of ``files`` that ``read_image`` can read (at
+  ``size``); each one it cannot is appended to ``skipped`` with a line via ``echo``."""
+  for i, f in enumerate(files):
+    try:
+      image = read_image(f, size)
+    except DataError as e:
+      echo(f"{os.path.basename(f)}  skipped: {e}")
+      skipped.append(f)
+      continue
+    yield i, f, image
+
+
 def restore_files(predict, files: list[str], output: str, echo=print) -> list[str]:
   """Restores ``files`` with ``predict`` (uint8 image -> uint8 image) into PNGs in
-  ``output``; one line per image via ``echo``. Returns the written paths."""
+  ``output``; one line per image via ``echo``. Returns the written paths; when some
+  images cannot be read, raises ``UnreadableImagesError`` after the others are written."""
   from PIL import Image
 
   if any(os.path.abspath(os.path.dirname(f)) == os.path.abspath(output) for f in files):
     raise UserError(f"--output {output} holds the input images; choose another folder")
   os.makedirs(output, exist_ok=True)
-  written = []
-  for f, name in zip(files, output_names(files)):
-    image = read_image(f)
+  names = output_names(files)
+  written, skipped = [], []
+  for i, f, image in readable_images(files, skipped, echo):
+    name = names[i]
     start = time.perf_counter()
     restored = predict(image)
     seconds = time.perf_counter() - start
@@ -109,24 +137,30 @@ def restore_files(predict, files: list[str], output: str, echo=print) -> list[st
     Image.fromarray(restored).save(path)
     written.append(path)
     echo(f"{os.path.basename(f)}  {image.shape[1]}x{image.shape[0]}  {seconds:.2f} s")
+  if skipped:
+    raise UnreadableImagesError(skipped, len(files), written)
   return written
 
 
 def classify_files(predictor, files: list[str], output: str, echo=print) -> str:
-  """Classifies ``files`` into a CSV (file, class, label); returns its path."""
+  """Classifies ``files`` into a CSV (file, class, label); returns its path. Unreadable
+  images are left out of the CSV and then raise ``UnreadableImagesError``."""
   shape = tuple(predictor.loaded.run_info["image_shape"])
   names = predictor.class_names
   path = output if output.lower().endswith(".csv") else os.path.join(output, "predictions.csv")
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  skipped = []
   with open(path, "w", newline="") as handle:
     writer = csv.writer(handle)
     writer.writerow(["file", "class", "label"])
-    for f in files:
+    for _, f, image in readable_images(files, skipped, echo, shape[:2]):
       start = time.perf_counter()
-      label = predictor(read_image(f, shape[:2]))
+      label = predictor(image)
       seconds = time.perf_counter() - start
       writer.writerow([os.path.basename(f), label, names[label] if label < len(names) else ""])
       echo(f"{os.path.basename(f)}  class {label}  {seconds:.2f} s")
+  if skipped:
+    raise UnreadableImagesError(skipped, len(files), [path])
   return path
 
 
@@ -139,15 +173,19 @@ def apply_run(run: str, method: str, input_path: str, output: str, *, seed=None,
   predictor = load_predictor(run, method, seed, k=k,
                              tiling=Tiling() if tiling is None else tiling)
   where = f"run {run}, model {method} (seed {predictor.loaded.seed})"
-  if predictor.kind == "image":
-    echo(f"Restoring {len(files)} image(s) with {where}")
-    written = restore_files(predictor, files, output, echo)
-    echo(f"Wrote {len(written)} PNG(s) to {output}")
-    return written
-  echo(f"Classifying {len(files)} image(s) with {where}")
-  path = classify_files(predictor, files, output, echo)
-  echo(f"Wrote predictions to {path}")
-  return [path]
+  restoring = predictor.kind == "image"
+  echo(f"{'Restoring' if restoring else 'Classifying'} {len(files)} image(s) with {where}")
+  unreadable = None
+  try:
+    written = (restore_files(predictor, files, output, echo) if restoring
+               else [classify_files(predictor, files, output, echo)])
+  except UnreadableImagesError as e:   # the readable ones are written: say where first
+    written, unreadable = e.written, e
+  echo(f"Wrote {len(written)} PNG(s) to {output}" if restoring
+       else f"Wrote predictions to {written[0]}")
+  if unreadable is not None:
+    raise unreadable
+  return written
 
 
 def main(argv):

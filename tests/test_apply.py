@@ -193,6 +193,26 @@ def test_cli_restores_a_folder(restoration_run, tmp_path, capsys):
   assert f"Wrote 3 PNG(s) to {tmp_path / 'out'}" in out
 
 
+def test_cli_skips_an_unreadable_image_and_exits_2_naming_it(restoration_run, tmp_path,
+                                                             capsys):
+  workdir, model, saved = restoration_run
+  images = write_images(tmp_path / "in", [ODD, SMALL])
+  (tmp_path / "in" / "img0b.png").write_bytes(b"\x89PNG truncated")   # sorts between them
+  with pytest.raises(SystemExit) as exit_info:
+    run_cli(f"--run={workdir}", f"--input={tmp_path / 'in'}", f"--output={tmp_path / 'out'}")
+  assert exit_info.value.code == 2
+  # The images after the corrupt one are restored all the same.
+  assert sorted(os.listdir(tmp_path / "out")) == ["img0.png", "img1.png"]
+  written = np.asarray(Image.open(tmp_path / "out" / "img1.png"))
+  assert np.array_equal(written, reference_restore(model, saved["fusiondistill"],
+                                                   images["img1.png"]))
+  captured = capsys.readouterr()
+  assert "img0b.png  skipped: cannot read image" in captured.out
+  assert f"Wrote 2 PNG(s) to {tmp_path / 'out'}" in captured.out
+  assert captured.err.strip().splitlines() == [
+      "error: 1 of 3 image(s) could not be read and were skipped: img0b.png"]
+
+
 def test_cli_user_errors_exit_2_with_one_line(restoration_run, tmp_path, capsys):
   workdir = restoration_run[0]
   write_images(tmp_path / "in", [(8, 8, 3)])
@@ -221,8 +241,13 @@ def test_cli_classification_writes_a_csv(tmp_path, capsys):
   model, saved = make_run(tmp_path / "run", config, (8, 8, 3), ["fusiondistill"],
                           num_classes=10, class_names=names)
   images = write_images(tmp_path / "in", [(8, 8, 3), (8, 8, 3), (12, 10, 3)])
-  run_cli(f"--run={tmp_path / 'run'}", f"--input={tmp_path / 'in'}",
-          f"--output={tmp_path / 'out'}")
+  (tmp_path / "in" / "img1b.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+  with pytest.raises(SystemExit) as exit_info:   # the unreadable file: skipped, exit 2
+    run_cli(f"--run={tmp_path / 'run'}", f"--input={tmp_path / 'in'}",
+            f"--output={tmp_path / 'out'}")
+  assert exit_info.value.code == 2
+  captured = capsys.readouterr()
+  assert "skipped: img1b.jpg" in captured.err and "Wrote predictions to" in captured.out
   with open(tmp_path / "out" / "predictions.csv") as f:
     rows = list(csv.DictReader(f))
   assert [r["file"] for r in rows] == sorted(images)
@@ -232,7 +257,6 @@ def test_cli_classification_writes_a_csv(tmp_path, capsys):
   logits = jitted_apply(model)(saved["fusiondistill"], (resized - 127.5) / 127.5)
   assert [int(r["class"]) for r in rows] == list(np.argmax(np.asarray(logits), -1))
   assert [r["label"] for r in rows] == [names[int(r["class"])] for r in rows]
-  assert "Wrote predictions to" in capsys.readouterr().out
 
 
 def test_read_image_converts_16_bit_grey_and_applies_exif_rotation(tmp_path):
