@@ -6,7 +6,9 @@
 Restoration runs: every image of ``--input`` (a folder, not searched recursively, or
 one image file; png/jpg/jpeg/bmp/...) is restored at its own size and written to
 ``--output`` as a PNG of the same name (``photo.jpg`` -> ``photo.png``). Images larger
-than ``--max_pixels`` run as overlapping tiles (``--tile``, ``--overlap``).
+than ``--max_pixels`` run as overlapping tiles (``--tile``, ``--overlap``);
+``--self_ensemble`` averages each image's result over its 8 flips and rotations
+(``fdjax.eval.self_ensemble``, 8x the time).
 Classification runs: the images are resized (bicubic) to the run's image size when they
 differ, and ``--output`` gets ``predictions.csv`` (file, class, label) instead (or the
 CSV is written to ``--output`` itself when it ends in ``.csv``).
@@ -45,6 +47,9 @@ _MAX_PIXELS = flags.DEFINE_integer("max_pixels", 1 << 20,
                                    "Restoration: tile images with more pixels (0: never).")
 _TILE = flags.DEFINE_integer("tile", 512, "Restoration: tile side in pixels.")
 _OVERLAP = flags.DEFINE_integer("overlap", 64, "Restoration: overlap of adjacent tiles.")
+_SELF_ENSEMBLE = flags.DEFINE_bool(
+    "self_ensemble", False, "Restoration: the mean over the 8 flips/rotations of each image "
+    "(x8 self-ensemble, 8x the time; as a run with config.eval.self_ensemble scores it).")
 
 
 def list_images(path: str) -> list[str]:
@@ -165,14 +170,16 @@ def classify_files(predictor, files: list[str], output: str, echo=print) -> str:
 
 
 def apply_run(run: str, method: str, input_path: str, output: str, *, seed=None, k=None,
-              tiling=None, echo=print) -> list[str]:
+              tiling=None, self_ensemble: bool = False, echo=print) -> list[str]:
   """What the command does (module docstring); returns the paths written."""
   from fdjax.predictor import Tiling, load_predictor
 
   files = list_images(input_path)
   predictor = load_predictor(run, method, seed, k=k,
-                             tiling=Tiling() if tiling is None else tiling)
-  where = f"run {run}, model {method} (seed {predictor.loaded.seed})"
+                             tiling=Tiling() if tiling is None else tiling,
+                             self_ensemble=self_ensemble)
+  where = (f"run {run}, model {method} (seed {predictor.loaded.seed})"
+           + (", x8 self-ensemble" if self_ensemble else ""))
   restoring = predictor.kind == "image"
   echo(f"{'Restoring' if restoring else 'Classifying'} {len(files)} image(s) with {where}")
   unreadable = None
@@ -200,7 +207,7 @@ def main(argv):
                       "--output=<folder>")
     tiling = Tiling(max_pixels=_MAX_PIXELS.value, tile=_TILE.value, overlap=_OVERLAP.value)
     apply_run(_RUN.value, _METHOD.value, _INPUT.value, _OUTPUT.value, seed=_SEED.value,
-              k=_K.value, tiling=tiling)
+              k=_K.value, tiling=tiling, self_ensemble=_SELF_ENSEMBLE.value)
 
 
 if __name__ == "__main__":

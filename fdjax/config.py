@@ -204,5 +204,8 @@ def base_config() -> ml_collections.ConfigDict:
                                                       weight_decay=0.0))
   c.ea_adam_fusion.update(dict(width=16, calibration_batches=10))
   # Evaluation: Acc(All) over every level (level_stride 1) with fixed keys (seed 301).
-  c.eval = ml_collections.ConfigDict(dict(seed=301, level_stride=1, max_examples=0))
+  # self_ensemble (image-to-image tasks): every row's test output is the mean over the
+  # 8 flips/rotations of its input (fdjax.eval.self_ensemble), 8x the evaluation time.
+  c.eval = ml_collections.ConfigDict(dict(seed=301, level_stride=1, max_examples=0,
+                                          self_ensemble=False))
   return c

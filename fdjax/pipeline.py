@@ -33,6 +33,7 @@ MODEL_SELECTION_NOTE = {
     "last": "last checkpoint of each stage (no model selection)",
     "val": "best epoch by the task's metric on the held-out validation split (never the test set)",
 }
+SELF_ENSEMBLE_NOTE = "x8 self-ensemble (the mean over the 8 flips and rotations of each input)"
 RESULT_FILES = ("results.md", "results.csv", "per_level.csv", "results.json")
 
 
@@ -125,10 +126,12 @@ def _run(config, workdir: str, methods, seeds) -> list[report.Record]:
       images = write_once(lambda: ctx.task.report_images(ctx, row_models, workdir),
                           "images") or []
   metric = ctx.task.metric
+  test_time = SELF_ENSEMBLE_NOTE if config.eval.get("self_ensemble", False) else ""
 
   def write_results():
     report.write_reports(records, workdir, extra=extra or None, metric=metric,
-                         fingerprints=fingerprints, metrics=ctx.task.metrics)
+                         fingerprints=fingerprints, metrics=ctx.task.metrics,
+                         test_time=test_time)
     per_image_lib.write(workdir, per_image, [m.name for m in ctx.task.metrics])
     return plots.plot_metric_vs_level(records, workdir, metric=metric)
 
@@ -146,6 +149,8 @@ def _run(config, workdir: str, methods, seeds) -> list[report.Record]:
   print(report.format_table(records, extra=extra or None, metric=metric,
                             metrics=ctx.task.metrics))
   print(note)
+  if test_time:
+    print(f"Every row's test outputs: {test_time}.")
   print(_file_summary(workdir, figures, seeds, images))
   return records
 

@@ -33,6 +33,7 @@ import numpy as np
 from fdjax.errors import ConfigError, DataError
 from fdjax.eval import inference
 from fdjax.eval.metric import jit_clean, predictor
+from fdjax.eval.self_ensemble import self_ensemble as x8
 from fdjax.load import LoadedModel, load_model
 from fdjax.models.image_prior import with_cue
 
@@ -90,11 +91,15 @@ def to_uint8(images) -> np.ndarray:
   return np.clip(np.rint(np.asarray(images, np.float32)), 0, 255).astype(np.uint8)
 
 
-def image_restorer(task, model, variables, tiling: Tiling | None = Tiling()) -> Callable:
+def image_restorer(task, model, variables, tiling: Tiling | None = Tiling(),
+                   self_ensemble: bool = False) -> Callable:
   """``uint8 [H, W, 3] -> uint8 [H, W, 3]`` (or ``[B, H, W, 3]``, one size) of a
   restoration ``model`` with ``variables`` (in memory: e.g. a stage's result inside the
-  study, for ``fdjax.eval.image_grid``); tiled above ``tiling.max_pixels`` (None: never)."""
-  jitted = jit_clean(predictor(task, model))
+  study, for ``fdjax.eval.image_grid``); tiled above ``tiling.max_pixels`` (None: never);
+  ``self_ensemble``: the mean over the 8 flips/rotations (``fdjax.eval.self_ensemble``;
+  tiled images: per tile)."""
+  predict_fn = predictor(task, model)
+  jitted = jit_clean(x8(predict_fn) if self_ensemble else predict_fn)
   stride = int(getattr(model, "stride", 1))
   prior = str(getattr(model, "image_prior", "none"))
 
@@ -138,15 +143,20 @@ def image_classifier(task, model, variables, image_shape, batch_size: int = 256)
   return predict
 
 
-def restorer(loaded: LoadedModel, tiling: Tiling | None = Tiling()) -> Callable:
+def restorer(loaded: LoadedModel, tiling: Tiling | None = Tiling(),
+             self_ensemble: bool = False) -> Callable:
   """``image_restorer`` of a loaded run's model."""
-  return image_restorer(loaded.task, loaded.model, loaded.variables, tiling)
+  return image_restorer(loaded.task, loaded.model, loaded.variables, tiling, self_ensemble)
 
 
-def classifier(loaded: LoadedModel, tiling: Tiling | None = None) -> Callable:
+def classifier(loaded: LoadedModel, tiling: Tiling | None = None,
+               self_ensemble: bool = False) -> Callable:
   """``image_classifier`` of a loaded run's model at the run's image size (``tiling``
-  unused: whole images)."""
+  unused: whole images; ``self_ensemble`` refused: it averages output images)."""
   del tiling
+  if self_ensemble:
+    raise ConfigError("self-ensemble averages restored images over flips and rotations; "
+                      "this run classifies")
   return image_classifier(loaded.task, loaded.model, loaded.variables,
                           loaded.run_info["image_shape"])
 
@@ -156,14 +166,17 @@ FOR_TASK = {"restoration": ("image", restorer), "classification": ("class", clas
 
 
 def load_predictor(run: str, method: str = "fusiondistill", seed: int | None = None, *,
-                   k: int | None = None, tiling: Tiling | None = Tiling()) -> Predictor:
+                   k: int | None = None, tiling: Tiling | None = Tiling(),
+                   self_ensemble: bool = False) -> Predictor:
   """The model ``method`` of finished run ``run`` as a ``Predictor`` (module docstring).
 
   ``method``: a model name of ``fdjax.load.load_model`` ('fusiondistill', 'clean',
   'expert_<degradation>', 'fusiondistill_moe', ...); ``seed``: default the run's
-  smallest; ``k``: top-K of 'fusiondistill_moe'; ``tiling``: see ``Tiling``.
+  smallest; ``k``: top-K of 'fusiondistill_moe'; ``tiling``: see ``Tiling``;
+  ``self_ensemble``: restoration only, the mean over the 8 flips/rotations
+  (``fdjax.eval.self_ensemble``), as a run with ``eval.self_ensemble`` scores it.
   Raises ``fdjax.load.RunError`` / ``UnknownModelError`` (one-line ``UserError``s).
   """
   loaded = load_model(run, method, seed, k)
   kind, build = FOR_TASK[loaded.task.name]
-  return Predictor(build(loaded, tiling), kind, loaded)
+  return Predictor(build(loaded, tiling, self_ensemble), kind, loaded)

@@ -72,15 +72,20 @@ def jitted_apply(model):
   return jax.jit(lambda v, x: model.apply(v, x, train=False)[0])
 
 
-def reference_restore(model, variables, image):
+def reference_float(model, variables, image):
   """The model applied by hand: reflect-pad to its stride with numpy, input / 255,
-  output x 255, crop, clip, round half to even."""
+  output x 255, crop, clip (float 0..255)."""
   h, w = image.shape[:2]
   s = model.stride
   padded = np.pad(image.astype(np.float32) / 255.0,
                   [(0, -h % s), (0, -w % s), (0, 0)], mode="reflect")
   out = np.asarray(jitted_apply(model)(variables, padded[None])[0])
-  return np.rint(np.clip(out[:h, :w] * 255.0, 0, 255)).astype(np.uint8)
+  return np.clip(out[:h, :w] * 255.0, 0, 255)
+
+
+def reference_restore(model, variables, image):
+  """``reference_float`` rounded half to even to uint8."""
+  return np.rint(reference_float(model, variables, image)).astype(np.uint8)
 
 
 def test_restorer_returns_the_models_rounded_output_at_any_size(restoration_run):
@@ -101,6 +106,29 @@ def test_restorer_returns_the_models_rounded_output_at_any_size(restoration_run)
   clean = fdjax.load_predictor(workdir, "clean")(image)  # the package-level name
   assert np.array_equal(clean, reference_restore(model, saved["clean"], image))
   assert not np.array_equal(clean, out)
+
+
+def test_self_ensemble_restorer_averages_the_eight_flips_and_rotations(restoration_run, tmp_path,
+                                                                       capsys):
+  workdir, model, saved = restoration_run
+  image = np.random.default_rng(3).integers(0, 256, ODD, dtype=np.uint8)
+  outs = []
+  for i in range(8):   # numpy's 4 rotations, each with and without a left-right flip
+    t = np.rot90(image, i % 4)
+    t = np.ascontiguousarray(t[:, ::-1] if i >= 4 else t)
+    o = reference_float(model, saved["fusiondistill"], t)
+    o = o[:, ::-1] if i >= 4 else o
+    outs.append(np.rot90(o, -(i % 4)))
+  expected = np.rint(np.mean(outs, axis=0)).astype(np.uint8)
+  got = load_predictor(workdir, "fusiondistill", self_ensemble=True)(image)
+  assert np.abs(got.astype(int) - expected).max() <= 1 and np.mean(got != expected) < 1e-3
+  assert np.mean(got != reference_restore(model, saved["fusiondistill"], image)) > 0.1
+  # The command line's flag gives the same image.
+  Image.fromarray(image).save(tmp_path / "a.png")
+  run_cli(f"--run={workdir}", f"--input={tmp_path / 'a.png'}", f"--output={tmp_path / 'out'}",
+          "--self_ensemble")
+  assert np.array_equal(np.asarray(Image.open(tmp_path / "out" / "a.png")), got)
+  assert "x8 self-ensemble" in capsys.readouterr().out
 
 
 def test_tiled_inference_is_close_to_whole_image(restoration_run, monkeypatch):
@@ -257,6 +285,8 @@ def test_cli_classification_writes_a_csv(tmp_path, capsys):
   logits = jitted_apply(model)(saved["fusiondistill"], (resized - 127.5) / 127.5)
   assert [int(r["class"]) for r in rows] == list(np.argmax(np.asarray(logits), -1))
   assert [r["label"] for r in rows] == [names[int(r["class"])] for r in rows]
+  with pytest.raises(UserError, match="this run classifies"):
+    load_predictor(str(tmp_path / "run"), self_ensemble=True)
 
 
 def test_read_image_converts_16_bit_grey_and_applies_exif_rotation(tmp_path):

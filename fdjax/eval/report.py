@@ -248,11 +248,14 @@ def write_reports(records: Sequence[Record], out_dir: str, methods: Sequence[str
                   extra: Mapping[str, Mapping[str, Any]] | None = None,
                   metric: MetricSpec = ACCURACY,
                   fingerprints: Mapping[str, Mapping[str, str]] | None = None,
-                  metrics: Sequence[MetricSpec] | None = None) -> dict[str, str]:
+                  metrics: Sequence[MetricSpec] | None = None,
+                  test_time: str = "") -> dict[str, str]:
   """Writes results.md, results.csv, per_level.csv and results.json; returns their paths.
 
   ``fingerprints`` (``{seed dir: {stage: digest}}``, ``fdjax.study.fingerprint``) are
-  recorded in results.json: which stages, made by which config, the numbers come from."""
+  recorded in results.json: which stages, made by which config, the numbers come from;
+  ``test_time``: how every row's test outputs were made when not by one plain forward
+  pass (e.g. 'x8 self-ensemble'), recorded in results.json and said in results.md."""
   os.makedirs(out_dir, exist_ok=True)
   paths = {k: os.path.join(out_dir, f) for k, f in (
       ("md", "results.md"), ("csv", "results.csv"), ("per_level", "per_level.csv"),
@@ -270,6 +273,8 @@ def write_reports(records: Sequence[Record], out_dir: str, methods: Sequence[str
           f"{n}: {v['test_set']} ({'synthetic: clean images degraded on device' if v['synthetic'] else 'real degraded inputs'})"
           for n, v in sets.items()) + ".\n\n")
     f.write(format_table(records, methods, extra, metric, metrics) + "\n")
+    if test_time:
+      f.write(f"\nEvery row's test outputs: {test_time}.\n")
   with open(paths["csv"], "w", newline="") as f:
     writer = csv.writer(f)
     writer.writerow(["method", "seeds"] + [h for _, _, label, _ in tables
@@ -296,6 +301,8 @@ def write_reports(records: Sequence[Record], out_dir: str, methods: Sequence[str
     more["test_sets"] = sets
   if scoring(records):
     more["scoring"] = scoring(records)
+  if test_time:
+    more["test_time"] = test_time
   with open(paths["json"], "w") as f:
     json.dump({**more, "columns": cols, "std_ddof": STD_DDOF, "metric": dataclasses.asdict(metric),
                "units": f"summary in {metric.unit} (x{metric.scale:g}); records as stored",

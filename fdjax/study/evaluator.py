@@ -13,6 +13,8 @@ from absl import logging
 from fdjax.degradations.registry import revisions
 from fdjax.distributed import write_once
 from fdjax.eval import levels as levels_lib
+from fdjax.eval.metric import predictor
+from fdjax.eval.self_ensemble import self_ensemble
 from fdjax.json_files import write_json
 from fdjax.study.context import RunContext
 
@@ -35,9 +37,11 @@ class Evaluator:
   ``fdjax.eval.levels.evaluate_all``), cached as JSON under
   ``<seed dir>/eval/<settings>/<name>-<variables digest>.json``. The folder name holds
   every setting that changes the numbers (results format, levels, examples, keys, batch
-  size, degradations and their revisions) and the file name the model's weights, so a
-  cached result is only reused for the same evaluation of the same model (and the same
-  scoring space: a task's ``scoring_labels``, e.g. rain on the Y channel)."""
+  size, degradations and their revisions, ``_x8`` with ``eval.self_ensemble``) and the
+  file name the model's weights, so a cached result is only reused for the same
+  evaluation of the same model (and the same scoring space: a task's
+  ``scoring_labels``, e.g. rain on the Y channel). With ``eval.self_ensemble`` every
+  predictor is wrapped by ``fdjax.eval.self_ensemble`` (the test outputs only)."""
 
   def __init__(self, ctx: RunContext):
     self.ctx = ctx
@@ -47,6 +51,8 @@ class Evaluator:
                 f"_n{f'{e.max_examples}bal' if e.max_examples else 'all'}_seed{plan.eval_seed}"
                 f"_bs{cfg.eval_batch_size}_{'-'.join(plan.names)}{ranges}"
                 + "".join(f"_{n}r{r}" for n, r in revisions(plan.names).items()))
+    self.self_ensemble = bool(e.get("self_ensemble", False))
+    settings += "_x8" if self.self_ensemble else ""
     tests = ctx.dataset.test_sets
     scoring = (ctx.task.scoring_labels(plan.names) if hasattr(ctx.task, "scoring_labels")
                else {})
@@ -70,6 +76,8 @@ class Evaluator:
         return json.load(f)
     ctx = self.ctx
     logging.info("evaluating %s", name)
+    if self.self_ensemble:
+      predict = self_ensemble(predict or predictor(ctx.task, model or ctx.model))
     results = levels_lib.evaluate_all(
         ctx.task, variables, ctx.dataset.test_for("clean"), ctx.plan,
         batch_size=ctx.config.eval_batch_size, mesh=ctx.mesh, model=model or ctx.model,
