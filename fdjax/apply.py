@@ -7,8 +7,8 @@ Restoration runs: every image of ``--input`` (a folder, not searched recursively
 one image file; png/jpg/jpeg/bmp/...) is restored at its own size and written to
 ``--output`` as a PNG of the same name (``photo.jpg`` -> ``photo.png``). Images larger
 than ``--max_pixels`` run as overlapping tiles (``--tile``, ``--overlap``);
-``--self_ensemble`` averages each image's result over its 8 flips and rotations
-(``fdjax.eval.self_ensemble``, 8x the time).
+``--self_ensemble=2`` averages each image's result with its mirror image's and ``=8``
+over its 8 flips and rotations (``fdjax.eval.self_ensemble``; that many times the time).
 Classification runs: the images are resized (bicubic) to the run's image size when they
 differ, and ``--output`` gets ``predictions.csv`` (file, class, label) instead (or the
 CSV is written to ``--output`` itself when it ends in ``.csv``).
@@ -47,9 +47,10 @@ _MAX_PIXELS = flags.DEFINE_integer("max_pixels", 1 << 20,
                                    "Restoration: tile images with more pixels (0: never).")
 _TILE = flags.DEFINE_integer("tile", 512, "Restoration: tile side in pixels.")
 _OVERLAP = flags.DEFINE_integer("overlap", 64, "Restoration: overlap of adjacent tiles.")
-_SELF_ENSEMBLE = flags.DEFINE_bool(
-    "self_ensemble", False, "Restoration: the mean over the 8 flips/rotations of each image "
-    "(x8 self-ensemble, 8x the time; as a run with config.eval.self_ensemble scores it).")
+_SELF_ENSEMBLE = flags.DEFINE_integer(
+    "self_ensemble", 0, "Restoration: 2 = the mean of each image's result and its mirror "
+    "image's, 8 = over its 8 flips/rotations (that many times the time; as a run with "
+    "config.eval.self_ensemble scores it); 0 = none.")
 
 
 def list_images(path: str) -> list[str]:
@@ -170,7 +171,7 @@ def classify_files(predictor, files: list[str], output: str, echo=print) -> str:
 
 
 def apply_run(run: str, method: str, input_path: str, output: str, *, seed=None, k=None,
-              tiling=None, self_ensemble: bool = False, echo=print) -> list[str]:
+              tiling=None, self_ensemble: int = 0, echo=print) -> list[str]:
   """What the command does (module docstring); returns the paths written."""
   from fdjax.predictor import Tiling, load_predictor
 
@@ -179,7 +180,7 @@ def apply_run(run: str, method: str, input_path: str, output: str, *, seed=None,
                              tiling=Tiling() if tiling is None else tiling,
                              self_ensemble=self_ensemble)
   where = (f"run {run}, model {method} (seed {predictor.loaded.seed})"
-           + (", x8 self-ensemble" if self_ensemble else ""))
+           + (f", x{self_ensemble} self-ensemble" if self_ensemble else ""))
   restoring = predictor.kind == "image"
   echo(f"{'Restoring' if restoring else 'Classifying'} {len(files)} image(s) with {where}")
   unreadable = None

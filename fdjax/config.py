@@ -205,7 +205,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.ea_adam_fusion.update(dict(width=16, calibration_batches=10))
   # Evaluation: Acc(All) over every level (level_stride 1) with fixed keys (seed 301).
   # self_ensemble (image-to-image tasks): every row's test output is the mean over the
-  # 8 flips/rotations of its input (fdjax.eval.self_ensemble), 8x the evaluation time.
+  # 8 flips/rotations of its input (8), or over it and its mirror image (2); 0 = none
+  # (fdjax.eval.self_ensemble), that many times the evaluation time.
   c.eval = ml_collections.ConfigDict(dict(seed=301, level_stride=1, max_examples=0,
-                                          self_ensemble=False))
+                                          self_ensemble=0))
   return c

@@ -19,6 +19,7 @@ from absl import logging
 
 from fdjax import methods as methods_lib
 from fdjax.config import parse_ints
+from fdjax.eval import self_ensemble
 from fdjax.distributed import is_main_process, write_once
 from fdjax.eval import per_image as per_image_lib
 from fdjax.eval import plots, report
@@ -33,7 +34,6 @@ MODEL_SELECTION_NOTE = {
     "last": "last checkpoint of each stage (no model selection)",
     "val": "best epoch by the task's metric on the held-out validation split (never the test set)",
 }
-SELF_ENSEMBLE_NOTE = "x8 self-ensemble (the mean over the 8 flips and rotations of each input)"
 RESULT_FILES = ("results.md", "results.csv", "per_level.csv", "results.json")
 
 
@@ -126,7 +126,7 @@ def _run(config, workdir: str, methods, seeds) -> list[report.Record]:
       images = write_once(lambda: ctx.task.report_images(ctx, row_models, workdir),
                           "images") or []
   metric = ctx.task.metric
-  test_time = SELF_ENSEMBLE_NOTE if config.eval.get("self_ensemble", False) else ""
+  test_time = self_ensemble.NOTES.get(int(config.eval.get("self_ensemble", 0)), "")
 
   def write_results():
     report.write_reports(records, workdir, extra=extra or None, metric=metric,

@@ -33,7 +33,7 @@ import numpy as np
 from fdjax.errors import ConfigError, DataError
 from fdjax.eval import inference
 from fdjax.eval.metric import jit_clean, predictor
-from fdjax.eval.self_ensemble import self_ensemble as x8
+from fdjax.eval.self_ensemble import check_size, self_ensemble as ensembled
 from fdjax.load import LoadedModel, load_model
 from fdjax.models.image_prior import with_cue
 
@@ -92,14 +92,15 @@ def to_uint8(images) -> np.ndarray:
 
 
 def image_restorer(task, model, variables, tiling: Tiling | None = Tiling(),
-                   self_ensemble: bool = False) -> Callable:
+                   self_ensemble: int = 0) -> Callable:
   """``uint8 [H, W, 3] -> uint8 [H, W, 3]`` (or ``[B, H, W, 3]``, one size) of a
   restoration ``model`` with ``variables`` (in memory: e.g. a stage's result inside the
   study, for ``fdjax.eval.image_grid``); tiled above ``tiling.max_pixels`` (None: never);
-  ``self_ensemble``: the mean over the 8 flips/rotations (``fdjax.eval.self_ensemble``;
-  tiled images: per tile)."""
+  ``self_ensemble``: 2 or 8, the mean over that many flips/rotations
+  (``fdjax.eval.self_ensemble``; tiled images: per tile); 0: none."""
   predict_fn = predictor(task, model)
-  jitted = jit_clean(x8(predict_fn) if self_ensemble else predict_fn)
+  size = _ensemble_size(self_ensemble)
+  jitted = jit_clean(ensembled(predict_fn, size) if size else predict_fn)
   stride = int(getattr(model, "stride", 1))
   prior = str(getattr(model, "image_prior", "none"))
 
@@ -143,14 +144,21 @@ def image_classifier(task, model, variables, image_shape, batch_size: int = 256)
   return predict
 
 
+def _ensemble_size(size) -> int:
+  try:
+    return check_size(size)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+
+
 def restorer(loaded: LoadedModel, tiling: Tiling | None = Tiling(),
-             self_ensemble: bool = False) -> Callable:
+             self_ensemble: int = 0) -> Callable:
   """``image_restorer`` of a loaded run's model."""
   return image_restorer(loaded.task, loaded.model, loaded.variables, tiling, self_ensemble)
 
 
 def classifier(loaded: LoadedModel, tiling: Tiling | None = None,
-               self_ensemble: bool = False) -> Callable:
+               self_ensemble: int = 0) -> Callable:
   """``image_classifier`` of a loaded run's model at the run's image size (``tiling``
   unused: whole images; ``self_ensemble`` refused: it averages output images)."""
   del tiling
@@ -167,14 +175,15 @@ FOR_TASK = {"restoration": ("image", restorer), "classification": ("class", clas
 
 def load_predictor(run: str, method: str = "fusiondistill", seed: int | None = None, *,
                    k: int | None = None, tiling: Tiling | None = Tiling(),
-                   self_ensemble: bool = False) -> Predictor:
+                   self_ensemble: int = 0) -> Predictor:
   """The model ``method`` of finished run ``run`` as a ``Predictor`` (module docstring).
 
   ``method``: a model name of ``fdjax.load.load_model`` ('fusiondistill', 'clean',
   'expert_<degradation>', 'fusiondistill_moe', ...); ``seed``: default the run's
   smallest; ``k``: top-K of 'fusiondistill_moe'; ``tiling``: see ``Tiling``;
-  ``self_ensemble``: restoration only, the mean over the 8 flips/rotations
-  (``fdjax.eval.self_ensemble``), as a run with ``eval.self_ensemble`` scores it.
+  ``self_ensemble``: restoration only, 2 or 8 (``fdjax.eval.self_ensemble``: the mean
+  over each image and its mirror image, or over its 8 flips/rotations), as a run with
+  ``eval.self_ensemble`` scores it; 0: none.
   Raises ``fdjax.load.RunError`` / ``UnknownModelError`` (one-line ``UserError``s).
   """
   loaded = load_model(run, method, seed, k)

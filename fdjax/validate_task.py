@@ -115,8 +115,7 @@ def check_task(config, problems: list[str]) -> None:
     _restoration_data(config, problems)
     if set(MOE_METHODS) & set(methods) and not problems:
       _restoration_student(config, problems)
-  if config.get("eval", {}).get("self_ensemble", False) is True \
-      and not hasattr(TASKS[name], "identity"):
+  if config.get("eval", {}).get("self_ensemble", 0) and not hasattr(TASKS[name], "identity"):
     problems.append(f"eval.self_ensemble averages output images over flips and rotations: "
                     f"task {name!r} does not output images")
   if "input" in methods and not hasattr(TASKS[name], "identity"):

@@ -120,13 +120,13 @@ def test_self_ensemble_restorer_averages_the_eight_flips_and_rotations(restorati
     o = o[:, ::-1] if i >= 4 else o
     outs.append(np.rot90(o, -(i % 4)))
   expected = np.rint(np.mean(outs, axis=0)).astype(np.uint8)
-  got = load_predictor(workdir, "fusiondistill", self_ensemble=True)(image)
+  got = load_predictor(workdir, "fusiondistill", self_ensemble=8)(image)
   assert np.abs(got.astype(int) - expected).max() <= 1 and np.mean(got != expected) < 1e-3
   assert np.mean(got != reference_restore(model, saved["fusiondistill"], image)) > 0.1
   # The command line's flag gives the same image.
   Image.fromarray(image).save(tmp_path / "a.png")
   run_cli(f"--run={workdir}", f"--input={tmp_path / 'a.png'}", f"--output={tmp_path / 'out'}",
-          "--self_ensemble")
+          "--self_ensemble=8")
   assert np.array_equal(np.asarray(Image.open(tmp_path / "out" / "a.png")), got)
   assert "x8 self-ensemble" in capsys.readouterr().out
 
@@ -286,7 +286,7 @@ def test_cli_classification_writes_a_csv(tmp_path, capsys):
   assert [int(r["class"]) for r in rows] == list(np.argmax(np.asarray(logits), -1))
   assert [r["label"] for r in rows] == [names[int(r["class"])] for r in rows]
   with pytest.raises(UserError, match="this run classifies"):
-    load_predictor(str(tmp_path / "run"), self_ensemble=True)
+    load_predictor(str(tmp_path / "run"), self_ensemble=8)
 
 
 def test_read_image_converts_16_bit_grey_and_applies_exif_rotation(tmp_path):

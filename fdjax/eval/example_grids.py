@@ -13,8 +13,8 @@ For task (degradation) ``d`` the images are the first ``count`` of its test set
 
 Each row's image comes from ``fdjax.predictor.image_restorer`` (whole images, uint8
 0..255, rounded) of the model the row runs on that task (``fdjax.methods.base.RowModel``:
-the Oracle row shows the task's own expert), the x8 self-ensemble with
-``eval.self_ensemble`` (as the rows were scored). Files: ``<workdir>/examples_<d>.png``.
+the Oracle row shows the task's own expert), self-ensembled with ``eval.self_ensemble``
+(as the rows were scored). Files: ``<workdir>/examples_<d>.png``.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def write_grids(task, ctx, row_models: Mapping, workdir: str, count: int = COUNT
       model, variables = row_model(name)
       predictors[label] = image_restorer(
           task, model or ctx.model, variables, tiling=None,
-          self_ensemble=bool(ctx.config.eval.get("self_ensemble", False)))
+          self_ensemble=int(ctx.config.eval.get("self_ensemble", 0)))
     path = os.path.join(workdir, f"examples_{name}.png")
     paths.append(image_grid.restoration_grid(path, predictors, inputs, targets, names=names))
   return paths

@@ -37,7 +37,7 @@ class Evaluator:
   ``fdjax.eval.levels.evaluate_all``), cached as JSON under
   ``<seed dir>/eval/<settings>/<name>-<variables digest>.json``. The folder name holds
   every setting that changes the numbers (results format, levels, examples, keys, batch
-  size, degradations and their revisions, ``_x8`` with ``eval.self_ensemble``) and the
+  size, degradations and their revisions, ``_x<n>`` with ``eval.self_ensemble``) and the
   file name the model's weights, so a cached result is only reused for the same
   evaluation of the same model (and the same scoring space: a task's
   ``scoring_labels``, e.g. rain on the Y channel). With ``eval.self_ensemble`` every
@@ -51,8 +51,8 @@ class Evaluator:
                 f"_n{f'{e.max_examples}bal' if e.max_examples else 'all'}_seed{plan.eval_seed}"
                 f"_bs{cfg.eval_batch_size}_{'-'.join(plan.names)}{ranges}"
                 + "".join(f"_{n}r{r}" for n, r in revisions(plan.names).items()))
-    self.self_ensemble = bool(e.get("self_ensemble", False))
-    settings += "_x8" if self.self_ensemble else ""
+    self.self_ensemble = int(e.get("self_ensemble", 0))
+    settings += f"_x{self.self_ensemble}" if self.self_ensemble else ""
     tests = ctx.dataset.test_sets
     scoring = (ctx.task.scoring_labels(plan.names) if hasattr(ctx.task, "scoring_labels")
                else {})
@@ -77,7 +77,8 @@ class Evaluator:
     ctx = self.ctx
     logging.info("evaluating %s", name)
     if self.self_ensemble:
-      predict = self_ensemble(predict or predictor(ctx.task, model or ctx.model))
+      predict = self_ensemble(predict or predictor(ctx.task, model or ctx.model),
+                              self.self_ensemble)
     results = levels_lib.evaluate_all(
         ctx.task, variables, ctx.dataset.test_for("clean"), ctx.plan,
         batch_size=ctx.config.eval_batch_size, mesh=ctx.mesh, model=model or ctx.model,
