@@ -18,8 +18,8 @@ the files are. Errors you can fix (no such run, a model the run lacks or has not
 finished) print one line and exit 2; ``--verbosity=1`` adds the traceback and the
 libraries' log lines. An image that cannot be read (a truncated or corrupt file) is
 skipped with a line saying why, the others are still processed, and the command then
-exits 2 with a last line naming the skipped files, so a script notices. ``fdjax.predictor.load_predictor`` is the same
-from code.
+exits 2 with a last line naming the skipped files, so a script notices.
+``fdjax.predictor.load_predictor`` is the same from code.
 """
 
 from __future__ import annotations

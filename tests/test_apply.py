@@ -129,6 +129,8 @@ def test_self_ensemble_restorer_averages_the_eight_flips_and_rotations(restorati
           "--self_ensemble=8")
   assert np.array_equal(np.asarray(Image.open(tmp_path / "out" / "a.png")), got)
   assert "x8 self-ensemble" in capsys.readouterr().out
+  with pytest.raises(UserError, match=r"0 \(none\), 2 \(left-right flip\) or 8"):
+    load_predictor(workdir, "fusiondistill", self_ensemble=4)
 
 
 def test_tiled_inference_is_close_to_whole_image(restoration_run, monkeypatch):
