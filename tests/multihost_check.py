@@ -124,14 +124,19 @@ def train_run(name: str, max_steps: int = 0, train_step=step):
              workdir=os.path.join(workdir, run, name))
 
 
+SLOW_STEP_S = 2.0   # seconds added to each step once a stop is requested (up to 20 s in all)
+
+
 def sigterm_on_process_1(state, batch, frozen):
   """``step``; process 1 sends itself SIGTERM during step 2, and from then on every step
-  takes 0.5 s more (JAX's preemption service agrees on a step about a second later)."""
+  takes SLOW_STEP_S more: JAX's preemption service agrees on a step about a second later
+  on an idle machine, and under a loaded CI machine's two test workers it once needed
+  more than the 5 s that ten steps of 0.5 s gave it."""
   sigterm_on_process_1.calls += 1
   if sigterm_on_process_1.calls == 2 and jax.process_index() == 1:
     os.kill(os.getpid(), signal.SIGTERM)
   if sigterm_on_process_1.calls >= 2:
-    time.sleep(0.5)
+    time.sleep(SLOW_STEP_S)
   return step(state, batch, frozen)
 
 
@@ -157,7 +162,7 @@ if run == "multi":   # SIGTERM on one process: both save the same step and stop 
   preempted = train_run("preempted")   # resumed from the agreed step's checkpoint
   try:   # the time limit: process 0's clock, turned into a SIGTERM to itself
     with armed(time_limit_s=0.0):
-      train_run("timed", train_step=lambda *a: (time.sleep(0.5), step(*a))[1])
+      train_run("timed", train_step=lambda *a: (time.sleep(SLOW_STEP_S), step(*a))[1])
     raise AssertionError("the time limit did not stop the run")
   except RunStopped as stopped:
     out["timed_step"], out["timed_reason"] = np.int64(stopped.step), np.str_(stopped.reason)
