@@ -20,8 +20,11 @@ from fdjax.train.checkpoint import CorruptCheckpointError, _check_compatible
 def save_variables(path: str, variables: dict) -> None:
   """Writes ``variables`` to ``path`` (a directory that must not exist yet)."""
   checkpointer = ocp.StandardCheckpointer()
-  checkpointer.save(os.path.abspath(path), jax.tree.map(_host, variables))
-  checkpointer.wait_until_finished()
+  try:
+    checkpointer.save(os.path.abspath(path), jax.tree.map(_host, variables))
+    checkpointer.wait_until_finished()
+  finally:
+    checkpointer.close()   # its background threads end here, not when collected
   barrier(f"fdjax save_variables {path}")  # then every process sees the stage as done
 
 
@@ -56,3 +59,5 @@ def load_variables(path: str, target: dict | None = None) -> dict:
     if type(e).__name__ == "IncompatibleCheckpointError":
       raise
     raise CorruptCheckpointError(f"cannot read variables at {path}: {e}") from e
+  finally:
+    checkpointer.close()
