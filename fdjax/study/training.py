@@ -132,9 +132,12 @@ def train_stage(ctx: RunContext, name: str, stage_cfg, recipe: Recipe) -> dict:
   on_epoch_end = recipe.on_epoch_end or (selector.on_epoch_end if selector else None)
   step_fn = _train_step(ctx, recipe, tx, (stage_cfg.optimizer.to_json(), stage_cfg.epochs,
                                            per_epoch, recipe.shares))
-  state = fit(state, step_fn, train_split, loop=loop, mesh=ctx.mesh, workdir=stage_dir,
-              schedule=schedule, name=name, checkpointer=checkpointer, frozen=recipe.frozen,
-              on_epoch_end=on_epoch_end, study=ctx.study)
+  try:
+    state = fit(state, step_fn, train_split, loop=loop, mesh=ctx.mesh, workdir=stage_dir,
+                schedule=schedule, name=name, checkpointer=checkpointer,
+                frozen=recipe.frozen, on_epoch_end=on_epoch_end, study=ctx.study)
+  finally:
+    checkpointer.close()   # orbax's manager: its threads end here, not when collected
   variables = selector.best() if selector else state.variables
   save_variables(stage_variables_path(ctx, name), variables)
   return load_stage(ctx, name, model)
