@@ -102,7 +102,12 @@ at 8 epochs (gaps 0.36 / 0.51 / 0.92; its validation PSNR, per task too, is flat
 first epoch) and the MoE student routed at four or five U-Net levels (seed 0, K=1:
 0.24 / 0.21 / 0.50; seed 1 loses 1.1 dB of rain though its router is then right on
 every test pixel); the PromptIR-style U-Net in every stage (gaps 0.30 / 0.96 / 0.75 on
-seed 0, where Rain100L reads +2.94 dB over its input; 0.40 / 0.81 / 1.34 on seed 1).
+seed 0, where Rain100L reads +2.94 dB over its input; 0.40 / 0.81 / 1.34 on seed 1);
+width 32 in every stage (gaps 0.36 / 0.69 / 1.42 on seed 0: the haze gap is the
+sharing, not the size); FusionDistill without the feature cosine (0.42 / 0.75 / 0.92).
+Scored with ``--config.eval.self_ensemble=2`` every row gains on every task; ``=8``
+narrows the sigma 25 gap to 0.28 / 0.30 dB but costs Rain100L 0.7-1.5 dB (BUILD_NOTES.md
+"Self-ensemble at test time").
 
 Measured before that, in the patch context (``prior_context = 'patch'``, 96x96 tiles,
 epochs 3 / 3 / 2 / 1 / 1 / 3 / 1, FusionDistill at lr 1e-3; rain's convolution as a
