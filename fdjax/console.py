@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging as pylogging
 import os
+import sys
 
 from absl import logging
 
@@ -62,3 +63,13 @@ def start_cli(argv, flags) -> int:
   verbosity = flags.FLAGS.verbosity if flags.FLAGS["verbosity"].present else 0
   configure_logging(verbosity)
   return verbosity
+
+
+def write_stderr(text: str) -> None:
+  """Writes ``text`` to stderr at once. A console that has gone away (its pipe's reader
+  stopped, e.g. by the same Ctrl-C that fdjax is handling) is ignored: the caller goes on."""
+  try:
+    sys.stderr.write(text)
+    sys.stderr.flush()
+  except OSError:
+    pass

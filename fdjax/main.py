@@ -30,7 +30,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from fdjax.console import configure_logging, start_cli
+from fdjax.console import configure_logging, start_cli, write_stderr
 from fdjax.errors import EXIT_USER_ERROR, cli_errors
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -80,11 +80,7 @@ def main(argv):
     except stop.RunStopped as stopped:
       # Every process stops at the same step; process 0 says so.
       if distributed.is_main_process():
-        try:
-          sys.stderr.write(f"{stopped}\nresume: run the same command again\n")
-          sys.stderr.flush()
-        except OSError:   # the console is gone (its pipe's reader stopped too): exit 75 anyway
-          pass
+        write_stderr(f"{stopped}\nresume: run the same command again\n")   # exit 75 anyway
       raise SystemExit(stop.EXIT_STOPPED) from None
 
 

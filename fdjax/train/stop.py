@@ -41,12 +41,13 @@ import contextlib
 import os
 import re
 import signal
-import sys
 import time
 from typing import Iterator
 
 import jax
 from absl import logging
+
+from fdjax.console import write_stderr
 
 EXIT_STOPPED = 75   # sysexits.h EX_TEMPFAIL: a temporary failure, the same command can retry
 
@@ -109,12 +110,8 @@ class _Stop:
     self._reason = self._reason or self.SIGNALS.get(signum, f"signal {signum}")
     if not self._training:
       raise RunStopped(self._reason)
-    try:
-      sys.stderr.write(f"{self._reason}: saving the step in training, then stopping "
-                       f"(again to stop at once)\n")
-      sys.stderr.flush()
-    except OSError:   # a console gone (a pipe's reader killed by the same Ctrl-C): go on
-      pass
+    write_stderr(f"{self._reason}: saving the step in training, then stopping "
+                 f"(again to stop at once)\n")
 
   @contextlib.contextmanager
   def training(self) -> Iterator[None]:
