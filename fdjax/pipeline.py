@@ -19,9 +19,9 @@ from absl import logging
 
 from fdjax import methods as methods_lib
 from fdjax.config import parse_ints
-from fdjax.eval import self_ensemble
 from fdjax.distributed import is_main_process, write_once
 from fdjax.eval import per_image as per_image_lib
+from fdjax.eval import self_ensemble
 from fdjax.eval import plots, report
 from fdjax.lock import workdir_lock
 from fdjax.study import Runner, load_dataset, make_context
@@ -126,7 +126,7 @@ def _run(config, workdir: str, methods, seeds) -> list[report.Record]:
       images = write_once(lambda: ctx.task.report_images(ctx, row_models, workdir),
                           "images") or []
   metric = ctx.task.metric
-  test_time = self_ensemble.NOTES.get(int(config.eval.get("self_ensemble", 0)), "")
+  test_time = self_ensemble.NOTES.get(self_ensemble.configured(config), "")
 
   def write_results():
     report.write_reports(records, workdir, extra=extra or None, metric=metric,

@@ -99,7 +99,7 @@ def image_restorer(task, model, variables, tiling: Tiling | None = Tiling(),
   ``self_ensemble``: 2 or 8, the mean over that many flips/rotations
   (``fdjax.eval.self_ensemble``; tiled images: per tile); 0: none."""
   predict_fn = predictor(task, model)
-  size = _ensemble_size(self_ensemble)
+  size = check_size(self_ensemble)
   jitted = jit_clean(ensembled(predict_fn, size) if size else predict_fn)
   stride = int(getattr(model, "stride", 1))
   prior = str(getattr(model, "image_prior", "none"))
@@ -142,13 +142,6 @@ def image_classifier(task, model, variables, image_shape, batch_size: int = 256)
     return int(labels[0]) if x.ndim == 3 else labels.astype(np.int64)
 
   return predict
-
-
-def _ensemble_size(size) -> int:
-  try:
-    return check_size(size)
-  except ValueError as e:
-    raise ConfigError(str(e)) from None
 
 
 def restorer(loaded: LoadedModel, tiling: Tiling | None = Tiling(),

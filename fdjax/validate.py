@@ -121,7 +121,8 @@ def validate_config(config, *, device_count: int | None = None) -> None:
   for field in ("log_every_steps", "checkpoint.every_steps", "checkpoint.keep",
                 "eval.level_stride", "fusion.reestimate_batches", "moe.num_prompts"):
     check(field, int_at_least(1), "an integer >= 1")
-  check("eval.self_ensemble", lambda v: _is_int(v) and v in (0, 2, 8),
+  from fdjax.eval.self_ensemble import SIZES
+  check("eval.self_ensemble", lambda v: _is_int(v) and v in (0, *SIZES),
         "0 (none), 2 (each input and its mirror image) or 8 (all flips and rotations)")
   for field in ("eval.max_examples", "augment.pad", "augment.cutout_size",
                 "data.crop_multiple"):

@@ -27,6 +27,7 @@ import numpy as np
 from fdjax import degradations
 from fdjax.eval import image_grid
 from fdjax.eval.metric import test_batches
+from fdjax.eval.self_ensemble import configured
 
 COUNT = 3  # test images per grid
 
@@ -79,7 +80,7 @@ def write_grids(task, ctx, row_models: Mapping, workdir: str, count: int = COUNT
       model, variables = row_model(name)
       predictors[label] = image_restorer(
           task, model or ctx.model, variables, tiling=None,
-          self_ensemble=int(ctx.config.eval.get("self_ensemble", 0)))
+          self_ensemble=configured(ctx.config))
     path = os.path.join(workdir, f"examples_{name}.png")
     paths.append(image_grid.restoration_grid(path, predictors, inputs, targets, names=names))
   return paths

@@ -26,6 +26,8 @@ from typing import Callable
 
 import jax.numpy as jnp
 
+from fdjax.errors import ConfigError
+
 TRANSFORMS = 8
 SIZES = {2: (0, 4), 8: tuple(range(TRANSFORMS))}   # size -> the transforms it averages
 NOTES = {2: "x2 self-ensemble (the mean over each input and its left-right mirror image)",
@@ -47,11 +49,16 @@ def untransform(images, index: int):
 
 
 def check_size(size) -> int:
-  """``size`` as an int if it is 0 (none), 2 or 8; else ValueError."""
+  """``size`` as an int if it is 0 (none), 2 or 8; else ``ConfigError`` (a ValueError)."""
   if isinstance(size, bool) or size not in (0, *SIZES):
-    raise ValueError(f"self-ensemble size must be 0 (none), 2 (left-right flip) or 8 (all "
+    raise ConfigError(f"self-ensemble size must be 0 (none), 2 (left-right flip) or 8 (all "
                      f"flips and rotations), got {size!r}")
   return int(size)
+
+
+def configured(config) -> int:
+  """The size ``config.eval.self_ensemble`` asks for (0 for a run saved before the field)."""
+  return int(config.eval.get("self_ensemble", 0))
 
 
 @functools.lru_cache(maxsize=64)

@@ -14,7 +14,7 @@ from fdjax.degradations.registry import revisions
 from fdjax.distributed import write_once
 from fdjax.eval import levels as levels_lib
 from fdjax.eval.metric import predictor
-from fdjax.eval.self_ensemble import self_ensemble
+from fdjax.eval.self_ensemble import configured, self_ensemble
 from fdjax.json_files import write_json
 from fdjax.study.context import RunContext
 
@@ -51,7 +51,7 @@ class Evaluator:
                 f"_n{f'{e.max_examples}bal' if e.max_examples else 'all'}_seed{plan.eval_seed}"
                 f"_bs{cfg.eval_batch_size}_{'-'.join(plan.names)}{ranges}"
                 + "".join(f"_{n}r{r}" for n, r in revisions(plan.names).items()))
-    self.self_ensemble = int(e.get("self_ensemble", 0))
+    self.self_ensemble = configured(cfg)
     settings += f"_x{self.self_ensemble}" if self.self_ensemble else ""
     tests = ctx.dataset.test_sets
     scoring = (ctx.task.scoring_labels(plan.names) if hasattr(ctx.task, "scoring_labels")
