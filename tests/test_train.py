@@ -190,6 +190,43 @@ def test_nan_before_any_checkpoint_says_so(tmp_path):
   assert "step None" not in str(info.value) and "learning rate" in info.value.hint
 
 
+@pytest.mark.parametrize("lr, raises", [(0.1, None), (1e30, NonFiniteLossError)])
+def test_fit_closes_the_checkpointer_it_makes_and_not_the_callers(tmp_path, monkeypatch, lr,
+                                                                   raises):
+  # orbax's CheckpointManager runs threads until closed; fit's own must end with fit,
+  # whether it returns or raises; a checkpointer passed in stays open for its owner.
+  from fdjax.train import loop as loop_lib
+  closed = []
+
+  class Recorded(Checkpointer):
+    def close(self):
+      closed.append(str(self.directory))
+      super().close()
+
+  monkeypatch.setattr(loop_lib, "Checkpointer", Recorded)
+  mesh = make_mesh()
+  split = ImageSet(np.zeros((8, 4, 4, 3), np.uint8), np.zeros(8, np.int32))
+  loop = LoopConfig(epochs=2, batch_size=1, log_every_steps=4, checkpoint_every_steps=4)
+
+  def run(**kwargs):
+    state, tx = _quadratic_state(lr, mesh)
+    if raises is None:
+      return fit(state, make_train_step(_quadratic_loss, tx, mesh), split, loop=loop,
+                 mesh=mesh, workdir=str(tmp_path / "own"), name="own", **kwargs)
+    with pytest.raises(raises):
+      fit(state, make_train_step(_quadratic_loss, tx, mesh), split, loop=loop, mesh=mesh,
+          workdir=str(tmp_path / "own"), name="own", **kwargs)
+
+  run()
+  assert closed == [str(tmp_path / "own" / "checkpoints")]
+  mine = Recorded(tmp_path / "mine")
+  run(checkpointer=mine)
+  assert len(closed) == 1            # the caller's is not closed by fit
+  if raises is None:
+    assert mine.latest_step() == 16  # and still usable
+  mine.close()
+
+
 def test_incompatible_checkpoint_is_a_clear_error(tmp_path):
   mesh = make_mesh()
   state, _ = _quadratic_state(0.1, mesh)

@@ -83,14 +83,24 @@ def fit(state: TrainState, train_step: Callable, train_split, *, loop: LoopConfi
   in this stage (``study.advance(name, step * batch_size)``) and appends
   ``study.describe()`` to its progress lines. Starting and finishing the stage in it is
   the caller's job.
+
+  A checkpointer made here is closed when ``fit`` returns or raises; one passed in is
+  the caller's to close.
   """
+  if checkpointer is None:
+    own = Checkpointer(os.path.join(workdir, "checkpoints"))
+    try:
+      return fit(state, train_step, train_split, loop=loop, mesh=mesh, workdir=workdir,
+                 schedule=schedule, name=name, checkpointer=own, frozen=frozen,
+                 on_epoch_end=on_epoch_end, study=study)
+    finally:
+      own.close()   # orbax's manager: its threads end here, not when collected
   check_batch_size(loop.batch_size, mesh)
   steps_per_epoch = batching.num_batches(len(train_split), loop.batch_size, drop_remainder=True)
   if steps_per_epoch == 0:
     raise ValueError(f"[{name}] batch size {loop.batch_size} is larger than the training split "
                      f"({len(train_split)} examples)")
   total_steps = loop.epochs * steps_per_epoch
-  checkpointer = checkpointer or Checkpointer(os.path.join(workdir, "checkpoints"))
   if checkpointer.latest_step() is not None:
     state, meta = checkpointer.restore(state)
     logging.info("[%s] resumed from step %d (%s)", name, int(state.step), checkpointer.directory)
