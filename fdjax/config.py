@@ -70,7 +70,9 @@ def fusiondistill_config(epochs: int, optimizer: ml_collections.ConfigDict, *,
   response distillation: L1 between images, KL between softmaxes; 0 = the paper's
   loss)."""
   block = stage_config(epochs, optimizer)
-  block.update(alpha=alpha, gamma=gamma, output_weight=output_weight)
+  # homogenize: how the per-share gradients combine ('none': the gradient of the summed
+  # loss; 'sum' | 'pcgrad' | 'meta': MUIRF-style gradient homogenization, fdjax.moe).
+  block.update(alpha=alpha, gamma=gamma, output_weight=output_weight, homogenize="none")
   return block
 
 
@@ -170,7 +172,6 @@ def base_config() -> ml_collections.ConfigDict:
   c.moe.update(dict(
       ks="1,2", train_k=2, stages="stage3", routing="image", dispatch="dense", num_prompts=8,
       channel_sharing=False, balance_weight=1e-4,
-      homogenize="none",            # 'none' | 'sum' | 'pcgrad' | 'meta' (MUIRF)
       expert_loop="auto",           # 'auto' (unroll on CPU, vmap elsewhere) | 'vmap' | 'unroll'
       # Router (issue 11): what it sees ('stage' = the routed stage's input, 'image' = the
       # normalised image, 'stem' = the stem output); Shazeer's noisy top-K in training;

@@ -45,7 +45,8 @@ CHOICES = {
     "fusion.soup": ("uniform", "weighted", "greedy"),
     "fusion.init_batch_stats": BN_MODES,
     "experts.loss": ("iliac", "ce"),
-    "moe.homogenize": ("none", "sum", "pcgrad", "meta"),  # fdjax.moe.homogenize
+    **{f"{stage}.homogenize": ("none", "sum", "pcgrad", "meta")   # fdjax.moe.homogenize
+       for stage in ("fusiondistill", "moe")},
     "task_balance": ("none", "loss"),  # fdjax.train.objectives.TASK_BALANCES
     "moe.routing": ("image", "pixel"),                    # fdjax.moe.model
     "moe.dispatch": ("dense", "sparse"),

@@ -6,7 +6,9 @@ import json
 import pathlib
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from fdjax import methods as methods_lib
@@ -78,6 +80,44 @@ def test_shared_parameter_predicate_excludes_stacked_experts():
   assert student.shared_param("stage2_block0/Conv_0/kernel")
   assert student.shared_param("stage3_moe/router/Conv_0/kernel")
   assert not student.shared_param("stage3_moe/experts/block0/Conv_0/kernel")
+
+
+def _fusiondistill(ctx, clean, experts):
+  graph = {"fused/average": Stage("fused/average", (), lambda r: clean),
+           **{name: Stage(name, (), lambda r, e=e: e)
+              for name, e in zip(stages.expert_names(ctx), experts)},
+           **methods_lib.get("fusiondistill").stages(ctx)}
+  return Runner(ctx, graph).get("fusiondistill")
+
+
+def test_fusiondistill_trains_with_gradient_homogenization(trained, tmp_path, monkeypatch):
+  # 'sum' differentiates each degradation's loss on its own and adds the rows: the same
+  # training as the plain gradient of the summed loss (closed form), through the stage.
+  ctx, clean = trained
+  random_model = init_variables(ctx.model, jax.random.key(7), ctx.dataset.image_shape)
+  experts = [clean, random_model, clean, random_model]   # teachers that disagree
+  results, recipes = {}, []
+  ctx.config.selection = "last"     # no validation pass: the test is about the gradients
+  try:
+    for mode in ("none", "sum", "pcgrad"):
+      ctx.workdir = str(tmp_path / mode)
+      ctx.config.fusiondistill.homogenize = mode
+      if mode == "pcgrad":
+        monkeypatch.setattr(methods_lib.fusiondistill, "train_stage",
+                            lambda ctx, name, cfg, recipe: recipes.append(recipe))
+      results[mode] = _fusiondistill(ctx, clean, experts)
+  finally:
+    ctx.config.fusiondistill.homogenize, ctx.config.selection = "none", "val"
+  for a, b in zip(jax.tree.leaves(results["none"]), jax.tree.leaves(results["sum"])):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+  # 'pcgrad': the stage's optimiser first projects conflicting task gradients (PCGrad,
+  # Yu et al. 2020, Alg. 1; for g1 = (1, 0), g2 = (-1, 1): g1' = (0.5, 0.5),
+  # g2' = (0, 1), summed (0.5, 1.5)).
+  tx = recipes[0].wrap_tx(optax.sgd(-1.0))           # update = +gradient
+  grads = jnp.asarray([[1.0, 0.0], [-1.0, 1.0]])
+  update, _ = tx.update(grads, tx.init(jnp.zeros(2)))
+  np.testing.assert_allclose(np.asarray(update), [0.5, 1.5], rtol=1e-6)
+  assert recipes[0].grad_fn is not None
 
 
 @pytest.mark.long

@@ -298,3 +298,24 @@ def test_output_weight_reaches_its_stage_loss_and_only_its_fingerprint(stage, me
       variables = init_variables(ctx.model, jax.random.key(0), ctx.dataset.image_shape)
       student.recipe_parts(ctx, variables, [variables] * len(ctx.degradations))
   assert seen["output_weight"] == 0.5
+
+
+def test_homogenize_keeps_both_distilling_stages_recorded_fingerprints(tmp_path):
+  """``fusiondistill.homogenize`` is new: at 'none' the FusionDistill stage's fields are
+  those recorded before it (``fingerprint.ADDED_FIELDS``, by block); the MoE student's
+  block always held ``homogenize``, so its records keep it. Another value changes that
+  stage's fingerprint alone."""
+  from fdjax.study import fingerprint
+
+  ctx = _context("restoration_quickstart.py:tiny", tmp_path)
+  methods = ("fusiondistill", "fusiondistill_moe")
+  runner = _runner(ctx, methods)
+  assert "homogenize" not in runner.fields("fusiondistill")["block"]
+  assert runner.fields("fusiondistill_moe")["block"]["homogenize"] == "none"
+  before = _digests(ctx, methods)
+  ctx.config.fusiondistill.homogenize = "pcgrad"
+  assert _runner(ctx, methods).fields("fusiondistill")["block"]["homogenize"] == "pcgrad"
+  after = _digests(ctx, methods)
+  assert {n for n in before if before[n] != after[n]} == {"fusiondistill"}
+  assert fingerprint.added_fields("moe") == {
+      k: v for k, v in fingerprint.ADDED_FIELDS.items() if "@" not in k}

@@ -122,6 +122,8 @@ BAD = [
     ("fusion.modelsoups_variants", "paper,foo", "fusion.modelsoups_variants must be"),
     ("experts.loss", "mse", "experts.loss must be one of ('iliac', 'ce'), got 'mse'"),
     ("moe.homogenize", "pcgrd", "moe.homogenize must be one of ('none', 'sum', 'pcgrad', 'meta')"),
+    ("fusiondistill.homogenize", "mgda",
+     "fusiondistill.homogenize must be one of ('none', 'sum', 'pcgrad', 'meta')"),
     ("moe.routing", "token", "moe.routing must be one of"),
     ("moe.dispatch", "topk", "moe.dispatch must be one of"),
     ("moe.expert_loop", "scan", "moe.expert_loop must be one of"),

@@ -1,11 +1,14 @@
 """FusionDistill (stage 4): the fused model distilled from the frozen experts on
-combined degradations, ``alpha * task loss + sum_i gamma_i * (1 - cos(student, expert_i))``."""
+combined degradations, ``alpha * task loss + sum_i gamma_i * (1 - cos(student, expert_i))``
+(``fusiondistill.homogenize``: the per-degradation gradients combined by MUIRF-style
+gradient homogenization, ``fdjax.moe.homogenize``, instead of summed)."""
 
 from __future__ import annotations
 
 from fdjax import distill
 from fdjax.methods.base import Loadable, Method, Output, one_model
 from fdjax.methods.finetune import fused_init
+from fdjax.moe.homogenize import homogenized_recipe
 from fdjax.study import stages
 from fdjax.study.runner import Stage
 from fdjax.study.training import Recipe, train_stage
@@ -25,7 +28,7 @@ def _stage(runner) -> dict:
   recipe = Recipe(loss_fn, init=runner.get(fused_init(ctx)),
                   frozen=stack_trees(stages.experts(runner)), shares=n,
                   selection_degrade=degrade, selection_shares=tuple(ctx.degradations),
-                  pairs=ctx.degradations)
+                  pairs=ctx.degradations, **homogenized_recipe(cfg.homogenize, n))
   return train_stage(ctx, "fusiondistill", cfg, recipe)
 
 

@@ -203,3 +203,17 @@ def homogenize(mode: str = "pcgrad", shared: Callable[[str], bool] | None = None
     return treedef.unflatten(out), state
 
   return optax.GradientTransformation(init, update)
+
+
+def homogenized_recipe(mode: str, num_tasks: int,
+                       shared: Callable[[str], bool] | None = None) -> dict:
+  """The ``fdjax.study.training.Recipe`` fields that train a stage with gradient
+  homogenization ``mode`` over its ``num_tasks`` shares: ``grad_fn`` (per-task
+  gradients) and ``wrap_tx`` (``homogenize`` chained before the stage's optimiser).
+  ``{}`` for ``mode == 'none'``. The stage's loss must report ``task_losses``
+  ``[num_tasks]`` (``fdjax.distill.fusiondistill_loss`` does)."""
+  if mode == "none":
+    return {}
+  transform = homogenize(mode, shared=shared)   # raises on an unknown mode, here
+  return {"grad_fn": per_task_value_and_grad(num_tasks),
+          "wrap_tx": lambda tx: optax.chain(transform, tx)}

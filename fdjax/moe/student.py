@@ -30,7 +30,7 @@ import optax
 
 from fdjax import distill, tasks
 from fdjax.config import parse_list
-from fdjax.moe.homogenize import homogenize, per_task_value_and_grad
+from fdjax.moe.homogenize import homogenized_recipe
 from fdjax.moe.model import moe_resnet
 from fdjax.tasks.classification import model_dtype
 from fdjax.train.checkpoint import path_str
@@ -121,10 +121,9 @@ def recipe_parts(ctx, fused_variables: dict, expert_variables: list[dict]) -> di
   parts = dict(loss_fn=loss_fn, init=init, frozen=stack_trees(expert_variables), shares=n,
                selection_degrade=degrade, selection_shares=tuple(ctx.degradations),
                model=model, pairs=ctx.degradations)
-  wraps = []
-  if cfg.homogenize != "none":
-    parts["grad_fn"] = per_task_value_and_grad(n)
-    wraps.append(lambda tx: optax.chain(homogenize(cfg.homogenize, shared=shared_param), tx))
+  homogenized = homogenized_recipe(cfg.homogenize, n, shared=shared_param)
+  parts.update({k: v for k, v in homogenized.items() if k != "wrap_tx"})
+  wraps = [homogenized["wrap_tx"]] if homogenized else []
   if float(cfg.router_lr_scale) != 1.0:
     wraps.append(lambda tx: optax.chain(tx, scale_updates(float(cfg.router_lr_scale))))
   if wraps:

@@ -40,11 +40,13 @@ ON_MISMATCH = ("stop", "retrain")
 # 'augment.<field>', ...), and the value every run saved before them had. A field that
 # keeps that value is left out of the fingerprint, so those runs stay valid (reused and
 # resumed); any other value enters it and is named on a mismatch. A new config field
-# that changes a stage's result gets a line here.
+# that changes a stage's result gets a line here. '<path>@<block>': only in the stages
+# whose own block is <block> (a field that another block had before: its records hold it).
 ADDED_FIELDS = {"restoration.image_prior": "none", "restoration.prior_context": "patch",
                 "restoration.cue_jitter": 0.0,
                 "block.task_balance": "",
-                "block.output_weight": 0.0, "block.optimizer.beta2": 0.999}
+                "block.output_weight": 0.0, "block.optimizer.beta2": 0.999,
+                "block.homogenize@fusiondistill": "none"}   # the 'moe' block always had it
 # Config-wide fields (top-level keys of a stage's fields, from its ``uses``) that the
 # stage's own block field replaces when that is set (not ''): the config-wide value then
 # does not change the stage's result, so it leaves the stage's fields and changing it
@@ -160,8 +162,19 @@ def stage_fields(ctx, stage, upstream: Mapping[str, str], *, legacy: bool = Fals
   revised = revisions(names)   # a degradation whose images changed (absent: none did)
   if revised:
     fields["degradation_revisions"] = revised
-  fields = without_added(fields)
+  fields = without_added(fields, added_fields(stage.block))
   return fields if legacy else without_overridden(fields)
+
+
+def added_fields(block: str | None, added: Mapping[str, Any] = ADDED_FIELDS) -> dict:
+  """``added``'s fields (dotted path -> value) that apply to a stage whose own config
+  block is ``block``: the unqualified ones, and '<path>@<block>' as '<path>'."""
+  out = {}
+  for key, value in added.items():
+    path, _, only = key.partition("@")
+    if not only or only == block:
+      out[path] = value
+  return out
 
 
 def check_or_record(stage_dir: str, name: str, fields: Mapping[str, Any],
