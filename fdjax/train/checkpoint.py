@@ -3,7 +3,8 @@
 Restoring checks the saved tree against the expected one first, so a checkpoint
 written by another model or optimiser gives an ``IncompatibleCheckpointError``
 that names the differing leaves; unreadable files give a ``CorruptCheckpointError``
-naming the step directory. Neither ever falls back to training from scratch.
+naming the step directory (and the reads orbax leaves in flight then are kept off the
+console: ``fdjax.train.abandoned_reads``). Neither ever falls back to training from scratch.
 
 When the newest checkpoint is corrupt, ``Checkpointer(on_corrupt=...)`` decides:
 
@@ -37,6 +38,7 @@ from absl import logging
 
 from fdjax.distributed import barrier, is_main_process
 from fdjax.errors import ConfigError, UserError
+from fdjax.train.abandoned_reads import ignore_abandoned_reads
 
 ON_CORRUPT = ("error", "previous")
 ON_CORRUPT_FLAG = "--config.checkpoint.on_corrupt=previous"
@@ -148,8 +150,10 @@ class Checkpointer:
     try:
       saved = self._manager.item_metadata(step)["state"]
     except Exception as e:  # orbax raises assorted errors for unreadable metadata
+      ignore_abandoned_reads()
       raise CorruptCheckpointError(f"cannot read checkpoint metadata at {path}: {e}") from e
     if saved is None:
+      ignore_abandoned_reads()
       raise CorruptCheckpointError(f"checkpoint at {path} has no readable 'state' item")
     _check_compatible(saved, target, path)
     abstract = jax.tree.map(_abstract, target)
@@ -157,6 +161,7 @@ class Checkpointer:
       restored = self._manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
     except Exception as e:
+      ignore_abandoned_reads()   # reads still in flight would print tracebacks
       raise CorruptCheckpointError(f"cannot restore checkpoint at {path}: {e}") from e
     return restored["state"], dict(restored["meta"] or {})
 

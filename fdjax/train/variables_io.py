@@ -14,6 +14,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from fdjax.distributed import barrier
+from fdjax.train.abandoned_reads import ignore_abandoned_reads
 from fdjax.train.checkpoint import CorruptCheckpointError, _check_compatible
 
 
@@ -49,7 +50,12 @@ def load_variables(path: str, target: dict | None = None) -> dict:
   checkpointer = ocp.StandardCheckpointer()
   try:
     if target is not None:
-      _check_compatible(checkpointer.metadata(path).item_metadata, target, path)
+      saved = checkpointer.metadata(path).item_metadata
+      if saved is None:   # orbax logs a warning and returns None for unreadable metadata
+        ignore_abandoned_reads()
+        raise CorruptCheckpointError(f"cannot read variables at {path}: its metadata is "
+                                     f"unreadable")
+      _check_compatible(saved, target, path)
       abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), target)
       return checkpointer.restore(path, abstract)
     return checkpointer.restore(path)
@@ -58,6 +64,7 @@ def load_variables(path: str, target: dict | None = None) -> dict:
   except Exception as e:
     if type(e).__name__ == "IncompatibleCheckpointError":
       raise
+    ignore_abandoned_reads()   # reads still in flight would print tracebacks
     raise CorruptCheckpointError(f"cannot read variables at {path}: {e}") from e
   finally:
     checkpointer.close()

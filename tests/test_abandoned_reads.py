@@ -1,0 +1,105 @@
+"""A damaged checkpoint gives fdjax's one error, not tensorstore's late tracebacks
+(fdjax.train.abandoned_reads)."""
+
+import asyncio
+import gc
+import glob
+import os
+import sys
+import time
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from fdjax.train import Checkpointer, CorruptCheckpointError, create_train_state, make_mesh
+from fdjax.train import abandoned_reads
+from fdjax.train.variables_io import load_variables, save_variables
+
+
+def _closed_loop_error() -> RuntimeError:
+  loop = asyncio.new_event_loop()
+  loop.close()
+  try:
+    loop.call_soon_threadsafe(print)
+  except RuntimeError as e:
+    return e
+  raise AssertionError("a closed loop accepted a callback")
+
+
+def _args(exc, obj=None):
+  """What Python passes to ``sys.unraisablehook`` (``sys.UnraisableHookArgs``'s fields)."""
+  return types.SimpleNamespace(exc_type=type(exc), exc_value=exc,
+                               exc_traceback=exc.__traceback__, err_msg=None, object=obj)
+
+
+def test_only_a_closed_loops_callback_is_recognised():
+  assert abandoned_reads.is_abandoned_read(_args(_closed_loop_error()))
+  try:
+    raise RuntimeError("Event loop is closed")     # the same words, raised elsewhere
+  except RuntimeError as e:
+    assert not abandoned_reads.is_abandoned_read(_args(e))
+  assert not abandoned_reads.is_abandoned_read(_args(_closed_loop_error(), obj=object()))
+  try:
+    raise ValueError("Event loop is closed")
+  except ValueError as e:
+    assert not abandoned_reads.is_abandoned_read(_args(e))
+
+
+def test_the_hook_drops_those_and_passes_everything_else_on(monkeypatch):
+  seen = []
+  monkeypatch.setattr(sys, "unraisablehook", seen.append)
+  abandoned_reads.ignore_abandoned_reads()
+  abandoned_reads.ignore_abandoned_reads()      # once: not wrapped twice
+  before = abandoned_reads.dropped()
+  sys.unraisablehook(_args(_closed_loop_error()))
+  other = _args(ValueError("a finaliser failed"))
+  sys.unraisablehook(other)
+  assert seen == [other]
+  assert abandoned_reads.dropped() == before + 1
+
+
+def _damage_data(directory) -> None:
+  targets = [p for p in glob.glob(os.path.join(directory, "**", "d", "*"), recursive=True)
+             if os.path.isfile(p)]
+  assert targets
+  for path in targets:
+    with open(path, "wb") as f:
+      f.write(b"\x00garbage\xff" * 3)
+
+
+def _settle(seen) -> list:
+  """Lets reads still in flight finish, then the late tracebacks among ``seen``."""
+  for _ in range(20):
+    time.sleep(0.05)
+    gc.collect()
+  return [u for u in seen if "Event loop is closed" in str(u.exc_value)]
+
+
+def test_restoring_damaged_checkpoints_prints_no_late_tracebacks(tmp_path, monkeypatch):
+  # Before fdjax filtered them, 30 such restores printed 39 'Event loop is closed'
+  # tracebacks: reads that orbax left in flight when the first one failed.
+  seen = []
+  monkeypatch.setattr(sys, "unraisablehook", seen.append)
+  mesh = make_mesh()
+  params = {f"w{i}": jnp.full((64,), float(i)) for i in range(6)}
+  state = create_train_state({"params": params, "batch_stats": {}}, optax.sgd(0.1),
+                             jax.random.PRNGKey(0), mesh)
+  host = {"params": {k: np.asarray(v) for k, v in params.items()}}
+  for attempt in range(8):
+    saved = Checkpointer(tmp_path / f"c{attempt}")
+    saved.save(state)
+    saved.close()
+    _damage_data(str(tmp_path / f"c{attempt}" / "0"))
+    checkpointer = Checkpointer(tmp_path / f"c{attempt}")
+    with pytest.raises(CorruptCheckpointError, match="cannot (read|restore) checkpoint"):
+      checkpointer.restore(state)
+    checkpointer.close()
+    save_variables(str(tmp_path / f"v{attempt}"), host)
+    _damage_data(str(tmp_path / f"v{attempt}"))
+    with pytest.raises(CorruptCheckpointError, match="cannot read variables"):
+      load_variables(str(tmp_path / f"v{attempt}"), host)
+  assert _settle(seen) == []
