@@ -38,7 +38,8 @@ EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
 _RUN = flags.DEFINE_string("run", None, "The --workdir of a finished python -m fdjax.main run.")
 _METHOD = flags.DEFINE_string("method", "fusiondistill",
                               "Model of the run: fusiondistill, fusiondistill_moe, clean, "
-                              "expert_<degradation>, modelsoups, fusing, vanilla, scratch, ...")
+                              "expert_<degradation>, modelsoups, fusing, vanilla, scratch, ... "
+                              "or its row in results.md ('FusionDistill-MoE (K=1)').")
 _INPUT = flags.DEFINE_string("input", None, "A folder of images, or one image file.")
 _OUTPUT = flags.DEFINE_string("output", None, "Folder for the results (created if needed).")
 _SEED = flags.DEFINE_integer("seed", None, "Seed of the run to use (default: its smallest).")

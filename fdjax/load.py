@@ -135,7 +135,9 @@ def model_path(workdir: str, name: str, seed: int, config) -> str:
   try:
     entry = methods.loadable(name)
   except ValueError as e:
-    raise UnknownModelError(str(e)) from None
+    have = available_models(workdir, seed)
+    raise UnknownModelError(f"{e}; run {workdir} (seed {seed}) has "
+                            f"{', '.join(have) or 'no finished model'}") from None
   stage_dir = os.path.join(workdir, f"seed_{seed}", entry.stage)
   path = os.path.join(stage_dir, "variables")
   if variables_exist(path):
@@ -163,11 +165,17 @@ def load_model(workdir: str, method: str = "fusiondistill", seed: int | None = N
   """Model, variables and a jitted ``predict(images_uint8 [B,H,W,3]) -> outputs``.
 
   ``method``: a loadable name of ``fdjax.methods`` ('clean', 'expert_<degradation>',
-  'fusiondistill', 'modelsoups_paper', ...). ``seed``: default the smallest. ``k``: the
+  'fusiondistill', 'modelsoups_paper', ...) or the row of the results table that shows it
+  ('FusionDistill', 'Vanilla FT', 'FusionDistill-MoE (K=1)': ``methods.model_name``).
+  ``seed``: default the smallest. ``k``: the
   top-K routing of 'fusiondistill_moe' (default: the K it was trained with).
   """
   from fdjax import methods
 
+  try:   # a row of the results table as well as a model name
+    method, k = methods.model_name(method, k)
+  except ValueError as e:
+    raise UnknownModelError(str(e)) from None
   config, run_info = read_run(workdir)
   seeds = run_seeds(workdir)
   if seed is None:

@@ -104,6 +104,33 @@ def test_rerun_reuses_finished_stages_and_adds_a_moe_student(quickstart_run):
   assert logits.shape == (8, 10) and np.all(np.isfinite(logits))
 
 
+def test_load_model_takes_the_rows_of_the_results_table(quickstart_run):
+  # As a person copies a row from results.md; each loads the same file as its model name.
+  workdir = quickstart_run[0]
+  rows = set(json.loads((workdir / "results.json").read_text())["summary"])
+  expected = {"FusionDistill": "fusiondistill", "Vanilla FT": "vanilla",
+              "ModelSoups (BN paper)": "modelsoups_paper",
+              "ModelSoups (BN average)": "modelsoups_average",
+              "ModelSoups (BN reestimate)": "modelsoups_reestimate"}
+  assert set(expected) <= rows
+  for row, name in expected.items():
+    assert fdjax.load_model(str(workdir), row).path == fdjax.load_model(str(workdir), name).path
+  assert fdjax.load_model(str(workdir), "FusionDistill").name == "fusiondistill"
+  # A MoE row carries its K, which must agree with an explicit one.
+  from fdjax import methods
+  assert methods.model_name("FusionDistill-MoE (K=2)") == ("fusiondistill_moe", 2)
+  assert methods.model_name("All-in-one (scratch)") == ("scratch", None)
+  with pytest.raises(ValueError, match="is K=2 but k=1"):
+    methods.model_name("FusionDistill-MoE (K=2)", k=1)
+  for row in ("Oracle", "Ensemble"):
+    assert row in rows
+    with pytest.raises(ValueError, match=f"no single model for row '{row}': .*expert_"):
+      fdjax.load_model(str(workdir), row)
+  with pytest.raises(ValueError, match="no single model for method 'Fusion'; .*run .* has "
+                                       "clean, expert_blur, expert_jpeg"):
+    fdjax.load_model(str(workdir), "Fusion")
+
+
 def test_load_model_gives_a_working_predict(quickstart_run):
   workdir = quickstart_run[0]
   restored = fdjax.load_model(str(workdir), "fusiondistill")

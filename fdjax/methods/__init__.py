@@ -47,6 +47,44 @@ def parse(text: str) -> list[Method]:
   return [METHODS[n] for n in names]
 
 
+# Rows of the results table whose label does not name their model (normalised: lower
+# case, letters and digits only), and rows that are not one model.
+ROW_MODELS = {"vanillaft": "vanilla", "allinonescratch": "scratch",
+              **{f"modelsoupsbn{m}": f"modelsoups_{m}" for m in ("paper", "average",
+                                                                  "reestimate")}}
+NOT_ONE_MODEL = {
+    "oracle": "each task's own expert: load expert_<degradation>",
+    "ensemble": "the experts together: load one of them, expert_<degradation>",
+    "routedexperts": "the MoE router picks an expert per image: load fusiondistill_moe "
+                     "or an expert_<degradation>",
+    "input": "the degraded input itself, no model"}
+
+
+def _normalised(text: str) -> str:
+  return "".join(c for c in text.lower() if c.isalnum())
+
+
+def model_name(text: str, k: int | None = None) -> tuple[str, int | None]:
+  """``(model name, k)`` for a model name or a row of the results table, as a person
+  copies it: 'fusiondistill', 'FusionDistill', 'Vanilla FT', 'All-in-one (scratch)',
+  'ModelSoups (BN average)', 'FusionDistill-MoE (K=2)' (its K, unless ``k`` says
+  otherwise: then a ValueError). A name it does not know is returned as it is, for
+  ``loadable`` to refuse."""
+  if text.startswith("expert_"):
+    return text, k
+  base, _, rest = text.partition("(K=")
+  if rest and rest.rstrip(") ").isdigit():
+    row_k = int(rest.rstrip(") "))
+    if k is not None and k != row_k:
+      raise ValueError(f"row {text!r} is K={row_k} but k={k} was asked for")
+    text, k = base.strip(), row_k
+  key = _normalised(text)
+  if key in NOT_ONE_MODEL:
+    raise ValueError(f"no single model for row {text!r}: {NOT_ONE_MODEL[key]}")
+  names = {_normalised(n): n for m in METHODS.values() for n in m.models}
+  return names.get(key) or ROW_MODELS.get(key) or text, k
+
+
 def loadable(name: str) -> Loadable:
   """How ``fdjax.load_model`` finds model ``name`` ('expert_<degradation>' included)."""
   if name.startswith("expert_"):
@@ -61,4 +99,5 @@ def loadable(name: str) -> Loadable:
   return table[name]
 
 
-__all__ = ["METHODS", "Loadable", "Method", "Output", "get", "loadable", "parse"]
+__all__ = ["METHODS", "Loadable", "Method", "Output", "get", "loadable", "model_name",
+           "parse"]
