@@ -23,6 +23,8 @@ from fdjax.config import parse_list
 from fdjax.methods import (ea_adam, ensemble, finetune, fusiondistill, fusiondistill_moe, inputs,
                            modelsoups, oracle, routed_experts)
 from fdjax.methods.base import Loadable, Method, Output
+from fdjax.study.fused import BN_MODES
+from fdjax.tasks import TASKS
 
 # In the paper's row order.
 METHODS: dict[str, Method] = {m.name: m for m in (
@@ -48,10 +50,10 @@ def parse(text: str) -> list[Method]:
 
 
 # Rows of the results table whose label does not name their model (normalised: lower
-# case, letters and digits only), and rows that are not one model.
-ROW_MODELS = {"vanillaft": "vanilla", "allinonescratch": "scratch",
-              **{f"modelsoupsbn{m}": f"modelsoups_{m}" for m in ("paper", "average",
-                                                                  "reestimate")}}
+# case, letters and digits only; a task's own row names, ``Task.row_labels``, are read
+# back to these), and rows that are not one model.
+ROW_MODELS = {"vanillaft": "vanilla",
+              **{f"modelsoupsbn{m}": f"modelsoups_{m}" for m in BN_MODES}}
 NOT_ONE_MODEL = {
     "oracle": "each task's own expert: load expert_<degradation>",
     "ensemble": "the experts together: load one of them, expert_<degradation>",
@@ -79,6 +81,9 @@ def model_name(text: str, k: int | None = None) -> tuple[str, int | None]:
       raise ValueError(f"row {text!r} is K={row_k} but k={k} was asked for")
     text, k = base.strip(), row_k
   key = _normalised(text)
+  renamed = {_normalised(new): _normalised(old)
+             for task in TASKS.values() for old, new in task.row_labels.items()}
+  key = renamed.get(key, key)
   if key in NOT_ONE_MODEL:
     raise ValueError(f"no single model for row {text!r}: {NOT_ONE_MODEL[key]}")
   names = {_normalised(n): n for m in METHODS.values() for n in m.models}
