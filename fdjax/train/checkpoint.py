@@ -147,13 +147,12 @@ class Checkpointer:
 
   def _restore_step(self, target, step: int) -> tuple[Any, dict]:
     path = os.path.join(self.directory, str(step))
+    ignore_abandoned_reads()   # before reading: a failed read's stragglers come at once
     try:
       saved = self._manager.item_metadata(step)["state"]
     except Exception as e:  # orbax raises assorted errors for unreadable metadata
-      ignore_abandoned_reads()
       raise CorruptCheckpointError(f"cannot read checkpoint metadata at {path}: {e}") from e
     if saved is None:
-      ignore_abandoned_reads()
       raise CorruptCheckpointError(f"checkpoint at {path} has no readable 'state' item")
     _check_compatible(saved, target, path)
     abstract = jax.tree.map(_abstract, target)
@@ -161,7 +160,6 @@ class Checkpointer:
       restored = self._manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
     except Exception as e:
-      ignore_abandoned_reads()   # reads still in flight would print tracebacks
       raise CorruptCheckpointError(f"cannot restore checkpoint at {path}: {e}") from e
     return restored["state"], dict(restored["meta"] or {})
 

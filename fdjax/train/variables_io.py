@@ -47,12 +47,12 @@ def load_variables(path: str, target: dict | None = None) -> dict:
   path = os.path.abspath(path)
   if not os.path.isdir(path):
     raise FileNotFoundError(f"no saved variables at {path}")
+  ignore_abandoned_reads()   # before reading: a failed read's stragglers come at once
   checkpointer = ocp.StandardCheckpointer()
   try:
     if target is not None:
       saved = checkpointer.metadata(path).item_metadata
       if saved is None:   # orbax logs a warning and returns None for unreadable metadata
-        ignore_abandoned_reads()
         raise CorruptCheckpointError(f"cannot read variables at {path}: its metadata is "
                                      f"unreadable")
       _check_compatible(saved, target, path)
@@ -64,7 +64,6 @@ def load_variables(path: str, target: dict | None = None) -> dict:
   except Exception as e:
     if type(e).__name__ == "IncompatibleCheckpointError":
       raise
-    ignore_abandoned_reads()   # reads still in flight would print tracebacks
     raise CorruptCheckpointError(f"cannot read variables at {path}: {e}") from e
   finally:
     checkpointer.close()
