@@ -100,6 +100,7 @@ def test_restoring_damaged_checkpoints_prints_no_late_tracebacks(tmp_path, monke
     checkpointer.close()
     save_variables(str(tmp_path / f"v{attempt}"), host)
     _damage_data(str(tmp_path / f"v{attempt}"))
-    with pytest.raises(CorruptCheckpointError, match="cannot read variables"):
+    with pytest.raises(CorruptCheckpointError, match="cannot read variables") as error:
       load_variables(str(tmp_path / f"v{attempt}"), host)
+    assert f"delete {tmp_path / f'v{attempt}'} and run the study again" in error.value.hint
   assert _settle(seen) == []

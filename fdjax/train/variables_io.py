@@ -38,6 +38,11 @@ def _host(x):
   return jax.device_get(x)
 
 
+# orbax writes to a temporary folder and renames it, so damage came after the write.
+_REWRITE = ("its files were damaged after they were written: delete {path} and run the "
+            "study again with the same --workdir to write it anew")
+
+
 def variables_exist(path: str) -> bool:
   return os.path.isdir(path)
 
@@ -54,7 +59,7 @@ def load_variables(path: str, target: dict | None = None) -> dict:
       saved = checkpointer.metadata(path).item_metadata
       if saved is None:   # orbax logs a warning and returns None for unreadable metadata
         raise CorruptCheckpointError(f"cannot read variables at {path}: its metadata is "
-                                     f"unreadable")
+                                     f"unreadable", hint=_REWRITE.format(path=path))
       _check_compatible(saved, target, path)
       abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), target)
       return checkpointer.restore(path, abstract)
@@ -64,6 +69,7 @@ def load_variables(path: str, target: dict | None = None) -> dict:
   except Exception as e:
     if type(e).__name__ == "IncompatibleCheckpointError":
       raise
-    raise CorruptCheckpointError(f"cannot read variables at {path}: {e}") from e
+    raise CorruptCheckpointError(f"cannot read variables at {path}: {e}",
+                                 hint=_REWRITE.format(path=path)) from e
   finally:
     checkpointer.close()
