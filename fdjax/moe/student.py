@@ -121,9 +121,10 @@ def recipe_parts(ctx, fused_variables: dict, expert_variables: list[dict]) -> di
   parts = dict(loss_fn=loss_fn, init=init, frozen=stack_trees(expert_variables), shares=n,
                selection_degrade=degrade, selection_shares=tuple(ctx.degradations),
                model=model, pairs=ctx.degradations)
-  homogenized = homogenized_recipe(cfg.homogenize, n, shared=shared_param)
-  parts.update({k: v for k, v in homogenized.items() if k != "wrap_tx"})
-  wraps = [homogenized["wrap_tx"]] if homogenized else []
+  homogenized, wraps = homogenized_recipe(cfg.homogenize, n, shared=shared_param), []
+  if homogenized:
+    parts["grad_fn"] = homogenized["grad_fn"]
+    wraps.append(homogenized["wrap_tx"])
   if float(cfg.router_lr_scale) != 1.0:
     wraps.append(lambda tx: optax.chain(tx, scale_updates(float(cfg.router_lr_scale))))
   if wraps:

@@ -11,13 +11,14 @@ tracebacks, and under pytest they surfaced as a ``PytestUnraisableExceptionWarni
 whatever test ran next on that worker. fdjax already reports the damage
 (``CorruptCheckpointError``), so these tracebacks say nothing a person needs.
 
-``ignore_abandoned_reads()`` installs, once per process, a ``sys.unraisablehook`` that
-drops exactly those: a ``RuntimeError('Event loop is closed')`` raised inside asyncio's
-``call_soon_threadsafe`` with no object attached. Every other unraisable exception goes
-to the hook that was there before. fdjax calls it before each restore (a checkpoint's or
-a model's variables): the stragglers of a failed read can arrive before the failure
-reaches fdjax's code, so installing the filter only then lets some through (seen under
-load: 7 of them). A process that never restores anything keeps Python's hook untouched.
+``ignore_abandoned_reads()`` installs a ``sys.unraisablehook`` (unless the current one
+is already it) that drops exactly those: a ``RuntimeError('Event loop is closed')``
+raised inside asyncio's ``call_soon_threadsafe`` with no object attached. Every other
+unraisable exception goes to the hook that was there before. fdjax calls it before each
+restore (a checkpoint's or a model's variables): the stragglers of a failed read can
+arrive before the failure reaches fdjax's code, so installing the filter only then lets
+some through (seen under load: 7 of them). A process that never restores anything keeps
+Python's hook untouched.
 """
 
 from __future__ import annotations
@@ -50,8 +51,8 @@ def dropped() -> int:
 
 
 def ignore_abandoned_reads() -> None:
-  """Installs the filtering hook in front of the current one (once per process; a hook
-  installed after it, e.g. by a test runner, is wrapped in turn when called again)."""
+  """Installs the filtering hook in front of the current one, unless the current one is
+  already it (a hook installed after it, e.g. by a test runner, is wrapped in turn)."""
   with _LOCK:
     if getattr(sys.unraisablehook, "_fdjax_abandoned_reads", False):
       return
