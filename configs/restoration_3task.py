@@ -91,7 +91,9 @@ seed 0, where Rain100L reads +2.94 dB over its input; 0.40 / 0.81 / 1.34 on seed
 width 32 in every stage (gaps 0.36 / 0.69 / 1.42 on seed 0: the haze gap is the
 sharing, not the size); FusionDistill without the feature cosine (0.42 / 0.75 / 0.92);
 FusionDistill with PCGrad gradient homogenization between the three tasks
-(``fusiondistill.homogenize = 'pcgrad'``; seed 0: 0.35 / 0.72 / 1.00).
+(``fusiondistill.homogenize = 'pcgrad'``; seed 0: 0.35 / 0.72 / 1.00); channels scaled
+and shifted by the haze cue (FiLM) in every stage (a throwaway patch; seed 0: 0.42 /
+0.64 / 0.86, Rain100L +0.7 dB in both rows).
 Scored with ``--config.eval.self_ensemble=2`` every row gains on every task; ``=8``
 narrows the sigma 25 gap to 0.28 / 0.30 dB but costs Rain100L 0.7-1.5 dB (BUILD_NOTES.md
 "Self-ensemble at test time").
