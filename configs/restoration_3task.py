@@ -93,7 +93,7 @@ sharing, not the size); FusionDistill without the feature cosine (0.42 / 0.75 / 
 FusionDistill with PCGrad gradient homogenization between the three tasks
 (``fusiondistill.homogenize = 'pcgrad'``; seed 0: 0.35 / 0.72 / 1.00); channels scaled
 and shifted by the haze cue (FiLM) in every stage (a throwaway patch; seed 0: 0.42 /
-0.64 / 0.86, Rain100L +0.7 dB in both rows).
+0.64 / 0.86; seed 1: 0.48 / 0.54 / 1.15).
 Scored with ``--config.eval.self_ensemble=2`` every row gains on every task; ``=8``
 narrows the sigma 25 gap to 0.28 / 0.30 dB but costs Rain100L 0.7-1.5 dB (BUILD_NOTES.md
 "Self-ensemble at test time").
