@@ -100,9 +100,11 @@ def differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
           for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
-def without_added(fields: Mapping[str, Any], added: Mapping[str, Any] = ADDED_FIELDS) -> dict:
+def without_added(fields: Mapping[str, Any], added: Mapping[str, Any] | None = None) -> dict:
   """``fields`` as plain nested dicts, without each field of ``added`` (dotted path ->
-  value) that holds the value runs had before the field existed."""
+  value; default: ``added_fields(None)``, the fields added to every stage) that holds the
+  value runs had before the field existed."""
+  added = added_fields(None) if added is None else added
 
   def keep(tree: dict, prefix: str) -> dict:
     out = {}
