@@ -5,13 +5,16 @@
 Needs a prepared TFDS cifar100 (``--config.data.data_dir``).
 """
 
-from fdjax.config import TRAINING_STAGES, apply_runlocal, base_config
+from fdjax.config import TRAINING_STAGES, apply_runlocal, base_config, config_variants
+
+VARIANTS = ("runlocal",)
 
 
 def get_config(arg: str | None = None):
+  variants = config_variants(arg, VARIANTS, "cifar100_resnet56")
   config = base_config()
   config.data.source = "tfds:cifar100"
   config.data.normalization = "cifar100"
-  if arg == "runlocal":
+  if "runlocal" in variants:
     apply_runlocal(config, max_per_split=512, stages=TRAINING_STAGES, clear_milestones=True)
   return config

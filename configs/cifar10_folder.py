@@ -7,13 +7,16 @@ decoded once into the cache dir. Override the path with
 ``--config.data.source=folder:/path/to/cifar10-jpeg.tar.gz``.
 """
 
-from fdjax.config import TRAINING_STAGES, apply_runlocal, base_config
+from fdjax.config import TRAINING_STAGES, apply_runlocal, base_config, config_variants
+
+VARIANTS = ("runlocal",)
 
 
 def get_config(arg: str | None = None):
+  variants = config_variants(arg, VARIANTS, "cifar10_folder")
   config = base_config()
   config.data.source = "folder:../shared/data/cifar10-jpeg.tar.gz"
   config.data.normalization = "cifar10"
-  if arg == "runlocal":
+  if "runlocal" in variants:
     apply_runlocal(config, max_per_split=1024, stages=TRAINING_STAGES, clear_milestones=True)
   return config

@@ -12,11 +12,14 @@ image once per degradation per epoch, as the reference does. Results and wall ti
 are recorded in BUILD_NOTES.md.
 """
 
-from fdjax.config import (TRAINING_STAGES, apply_runlocal, base_config, fusiondistill_config,
-                          optimizer_config, stage_config)
+from fdjax.config import (TRAINING_STAGES, apply_runlocal, base_config, config_variants,
+                          fusiondistill_config, optimizer_config, stage_config)
+
+VARIANTS = ("runlocal",)
 
 
 def get_config(arg: str | None = None):
+  variants = config_variants(arg, VARIANTS, "cifar10_reduced")
   config = base_config()
   config.data.source = "folder:../shared/data/cifar10-jpeg.tar.gz"
   config.data.normalization = "cifar10"
@@ -43,7 +46,7 @@ def get_config(arg: str | None = None):
   config.eval.level_stride = 10
   config.eval.max_examples = 1000
   config.methods = "oracle,ensemble,scratch,vanilla,modelsoups,fusing,fusiondistill,fusiondistill_moe"
-  if arg == "runlocal":
+  if "runlocal" in variants:
     apply_runlocal(config, max_per_split=1000, depth=None, stages=TRAINING_STAGES,
                    clear_milestones=True)
     config.eval.max_examples = 200

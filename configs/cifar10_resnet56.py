@@ -8,13 +8,16 @@ Needs a prepared TFDS cifar10 (``--config.data.data_dir``) or use
 ``configs/cifar10_resnet56.py:runlocal`` shrinks everything for a smoke test.
 """
 
-from fdjax.config import TRAINING_STAGES, apply_runlocal, base_config
+from fdjax.config import TRAINING_STAGES, apply_runlocal, base_config, config_variants
+
+VARIANTS = ("runlocal",)
 
 
 def get_config(arg: str | None = None):
+  variants = config_variants(arg, VARIANTS, "cifar10_resnet56")
   config = base_config()
   config.data.source = "tfds:cifar10"
   config.data.normalization = "cifar10"
-  if arg == "runlocal":
+  if "runlocal" in variants:
     apply_runlocal(config, max_per_split=512, stages=TRAINING_STAGES, clear_milestones=True)
   return config

@@ -36,13 +36,15 @@ BUILD_NOTES.md); ``:smoke`` = a minute or two (tiny model,
 P = 3, a few images, one epoch per stage).
 """
 
-from fdjax.config import optimizer_config, set_epochs
+from fdjax.config import config_variants, optimizer_config, set_epochs
 from fdjax.config_restoration import restoration_config
 
 STAGES = ("clean", "ea_adam", "ea_adam_fusion")
+VARIANTS = ("reduced", "smoke")
 
 
 def get_config(arg: str | None = None):
+  variants = config_variants(arg, VARIANTS, "population_sr")
   config = restoration_config()
   config.data.source = "sets"
   config.data.root = "../shared/data/restoration"
@@ -77,13 +79,13 @@ def get_config(arg: str | None = None):
   config.ea_adam_fusion.optimizer = adam(1e-3)
   config.ea_adam_fusion.calibration_batches = 10
   set_epochs(config, clean=100, ea_adam=20, ea_adam_fusion=5)
-  if arg == "reduced":
+  if "reduced" in variants:
     config.restoration.update(width=16, depth=2, blocks=1, patch=48)
     config.batch_size = 8
     config.ea_adam.update(fitness_examples=24, critic_width=16)
     config.ea_adam_fusion.calibration_batches = 4
     set_epochs(config, clean=20, ea_adam=8, ea_adam_fusion=2)
-  elif arg == "smoke":
+  elif "smoke" in variants:
     config.restoration.update(width=8, depth=1, blocks=1, patch=32)
     config.data.tile = 64
     config.data.max_train_images = 8
@@ -95,6 +97,4 @@ def get_config(arg: str | None = None):
     config.ea_adam.update(size=3, fitness_examples=4, critic_width=4, critic_depth=2)
     config.ea_adam_fusion.update(width=4, calibration_batches=1)
     set_epochs(config, **dict.fromkeys(STAGES, 1))
-  elif arg:
-    raise ValueError(f"unknown population_sr variant {arg!r}; use :reduced, :smoke or nothing")
   return config

@@ -20,11 +20,14 @@ accuracies are not CIFAR's (the blur grid, in pixels, is relatively twice as str
 32x32 images); the point is a complete, fast run of every stage.
 """
 
-from fdjax.config import (TRAINING_STAGES, apply_runlocal, base_config, fusiondistill_config,
-                          optimizer_config, stage_config)
+from fdjax.config import (TRAINING_STAGES, apply_runlocal, base_config, config_variants,
+                          fusiondistill_config, optimizer_config, stage_config)
+
+VARIANTS = ("tiny", "population", "bf16", "32")   # they combine: ':tiny,bf16'
 
 
 def get_config(arg: str | None = None):
+  variants = config_variants(arg, VARIANTS, "quickstart", combine=True)
   config = base_config()
   config.data.validation_fraction = 0.1
   config.data.normalization = "unit"
@@ -49,11 +52,6 @@ def get_config(arg: str | None = None):
   config.eval.level_stride = 10
   config.methods = ("oracle,ensemble,scratch,vanilla,modelsoups,fusing,fusiondistill,"
                     "fusiondistill_moe")
-  variants = set(arg.split(",")) if arg else set()
-  unknown = variants - {"tiny", "population", "bf16", "32"}
-  if unknown:
-    raise ValueError(f"unknown quickstart variant(s) {sorted(unknown)}; use configs/quickstart.py "
-                     "or :tiny, :population, :bf16, :32 (comma-separated, e.g. :tiny,bf16)")
   if "32" in variants:  # the quickstart before 2026-12-02: 32x32 digits, CIFAR's augmentation
     config.data.source = "digits"
   else:

@@ -103,8 +103,10 @@ FusionDistill's knobs, the GPU sweep, probes without a GPU) and their tables:
 BUILD_NOTES.md, "The reduced three-task run" and the sections after it.
 """
 
-from fdjax.config import set_epochs
+from fdjax.config import config_variants, set_epochs
 from fdjax.config_restoration import RESTORATION_STAGES, restoration_config
+
+VARIANTS = ("reduced", "smoke")
 
 # The :reduced recipe (the module docstring and BUILD_NOTES.md: the measurements behind it). Its
 # 192x192 tiles make a quarter as many tiles as the 96x96 default, so the epochs are 4x
@@ -117,6 +119,7 @@ REDUCED_LR = dict(clean=2e-3, scratch=2e-3, experts=1e-3, vanilla=5e-4, fusing=5
 
 
 def get_config(arg: str | None = None):
+  variants = config_variants(arg, VARIANTS, "restoration_3task")
   config = restoration_config()
   config.data.source = "sets"
   config.data.root = "../shared/data/restoration"
@@ -162,7 +165,7 @@ def get_config(arg: str | None = None):
   config.checkpoint.every_steps = 500
   set_epochs(config, clean=30, scratch=40, experts=10, vanilla=10, fusing=10,
              fusiondistill=10, moe=10)
-  if arg == "reduced":
+  if "reduced" in variants:
     config.restoration.update(width=24, depth=2, blocks=1, patch=48)
     config.data.max_train_images = 200
     config.batch_size = 8
@@ -177,7 +180,7 @@ def get_config(arg: str | None = None):
     for stage, lr in REDUCED_LR.items():
       config[stage].optimizer.lr = lr
     set_epochs(config, **REDUCED_EPOCHS)
-  elif arg == "smoke":
+  elif "smoke" in variants:
     config.restoration.update(width=8, depth=1, blocks=1, patch=32)
     config.data.max_per_split = 4
     config.eval.max_examples = 2
@@ -185,7 +188,4 @@ def get_config(arg: str | None = None):
     config.batch_size = 4
     config.eval_levels.haze = "1"
     set_epochs(config, **dict.fromkeys(RESTORATION_STAGES, 1))
-  elif arg:
-    raise ValueError(f"unknown restoration_3task variant {arg!r}; use :reduced, :smoke or "
-                     f"nothing")
   return config

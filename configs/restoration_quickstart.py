@@ -17,11 +17,14 @@ parameters and relative FLOPs per image, the routers' routing accuracy.
 ``:tiny`` is a seconds-long version (two rows, a few steps) for tests.
 """
 
-from fdjax.config import set_epochs
+from fdjax.config import config_variants, set_epochs
 from fdjax.config_restoration import RESTORATION_STAGES, restoration_config
+
+VARIANTS = ("tiny",)
 
 
 def get_config(arg: str | None = None):
+  variants = config_variants(arg, VARIANTS, "restoration_quickstart")
   config = restoration_config()
   config.data.source = "photos"
   config.data.tile = 48
@@ -37,7 +40,7 @@ def get_config(arg: str | None = None):
              moe=4)
   config.clean.optimizer.lr = 2e-3
   config.scratch.optimizer.lr = 2e-3
-  if arg == "tiny":
+  if "tiny" in variants:
     config.methods = "input,oracle,modelsoups,fusiondistill"
     config.restoration.update(width=4, depth=1, patch=32)
     config.data.tile = 32
@@ -45,6 +48,4 @@ def get_config(arg: str | None = None):
     config.eval_levels.rain = "0.03"
     config.eval_levels.haze = "1.5"
     set_epochs(config, **dict.fromkeys(RESTORATION_STAGES, 1))
-  elif arg:
-    raise ValueError(f"unknown restoration quickstart variant {arg!r}; use :tiny or nothing")
   return config

@@ -84,6 +84,22 @@ def set_epochs(config: ml_collections.ConfigDict, **per_stage: int) -> ml_collec
   return config
 
 
+def config_variants(arg: str | None, known: Sequence[str], config_name: str, *,
+                    combine: bool = False) -> set[str]:
+  """The variants that ``--config=configs/<config_name>.py:<arg>`` names: the empty set
+  for no ``arg``, else ``{arg}`` (with ``combine``: ``arg`` split at commas, e.g.
+  ``'tiny,bf16'``). ``ValueError`` listing ``known`` for any other name, so that a
+  misspelt variant never runs the full config instead."""
+  names = set() if not arg else set(parse_list(arg)) if combine else {arg}
+  unknown = sorted(names - set(known))
+  if unknown:
+    options = ", ".join(f":{k}" for k in known)
+    how = " (comma-separated, e.g. :" + ",".join(known[:2]) + ")" if combine else ""
+    raise ValueError(f"unknown {config_name} variant(s) {unknown}; use {options}{how} "
+                     f"or nothing")
+  return names
+
+
 def apply_runlocal(config: ml_collections.ConfigDict, *, max_per_split: int,
                   depth: int | None = 8, stages: Sequence[str] = ("clean",),
                   clear_milestones: bool = False) -> ml_collections.ConfigDict:

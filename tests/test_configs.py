@@ -1,0 +1,66 @@
+"""Every file in configs/, with each variant it declares, loads and passes validation; a
+misspelt variant is an error that names the real ones, never the full config run instead."""
+
+import importlib.util
+import pathlib
+
+import pytest
+
+from fdjax.config import config_variants
+from fdjax.config_fields import load_config_file
+from fdjax.validate import validate_config
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+CONFIGS = sorted((REPO / "configs").glob("*.py"))
+
+
+def declared_variants(path: pathlib.Path) -> tuple[str, ...]:
+  spec = importlib.util.spec_from_file_location(f"_config_{path.stem}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.VARIANTS
+
+
+def with_data_here(config):
+  """``config`` with its data paths pointed at this repository: validation checks only
+  that they exist, and ``../shared`` is absent on CI."""
+  if "root" in config.data:
+    config.data.root = str(REPO)
+  if config.data.source.startswith("folder:"):
+    config.data.source = f"folder:{REPO}"
+  return config
+
+
+CASES = [(path.name, variant) for path in CONFIGS
+         for variant in (None, *declared_variants(path))]
+
+
+def test_every_config_is_covered():
+  assert len(CONFIGS) >= 8
+  assert {name for name, _ in CASES} == {path.name for path in CONFIGS}
+  assert ("restoration_3task.py", None) in CASES    # the full settings, not only the small ones
+
+
+@pytest.mark.parametrize("name,variant", CASES)
+def test_config_and_variant_is_valid(name, variant):
+  path = REPO / "configs" / name
+  config = load_config_file(f"{path}:{variant}" if variant else str(path))
+  validate_config(with_data_here(config), device_count=1)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_misspelt_variant_is_an_error_naming_the_real_ones(path):
+  known = declared_variants(path)
+  with pytest.raises(ValueError, match=f"unknown {path.stem} variant") as error:
+    load_config_file(f"{path}:{known[0]}x")
+  assert all(f":{k}" in str(error.value) for k in known)
+
+
+def test_config_variants():
+  assert config_variants(None, ("a", "b"), "c") == set()
+  assert config_variants("a", ("a", "b"), "c") == {"a"}
+  assert config_variants("a,b", ("a", "b"), "c", combine=True) == {"a", "b"}
+  with pytest.raises(ValueError, match=r"unknown c variant\(s\) \['a,b'\]; use :a, :b or"):
+    config_variants("a,b", ("a", "b"), "c")     # only configs that combine take a list
+  with pytest.raises(ValueError, match=r"\['z'\]; use :a, :b \(comma-separated"):
+    config_variants("a,z", ("a", "b"), "c", combine=True)
