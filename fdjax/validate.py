@@ -117,8 +117,8 @@ def validate_config(config, *, device_count: int | None = None) -> None:
   check("seed", lambda v: _is_int(v) and v == 0,
         "0: it is not used; the study's seeds are config.seeds (e.g. --config.seeds=1 or "
         "'0,1,2')")
-  check("seeds", lambda v: _ints(v) is not None and len(_ints(v)) >= 1,
-        "comma-separated integers, e.g. '0' or '0,1,2'")
+  check("seeds", lambda v: bool(_ints(v)) and min(_ints(v)) >= 0,
+        "comma-separated integers >= 0, e.g. '0' or '0,1,2'")
   for field in ("log_every_steps", "checkpoint.every_steps", "checkpoint.keep",
                 "eval.level_stride", "fusion.reestimate_batches", "moe.num_prompts"):
     check(field, int_at_least(1), "an integer >= 1")

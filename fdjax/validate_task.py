@@ -75,6 +75,11 @@ def _restoration_block(config, problems: list[str]) -> None:
   if isinstance(depth, int) and isinstance(patch, int) and patch and patch % (2 ** depth):
     problems.append(f"restoration.patch must be a multiple of the U-Net stride "
                     f"2**depth = {2 ** depth}, got {patch}")
+  tile = config.get("data", {}).get("tile", 0)
+  if isinstance(patch, int) and isinstance(tile, int) and (tile < 0 or 0 < tile < patch):
+    problems.append(f"data.tile must be 0 (twice restoration.patch) or at least "
+                    f"restoration.patch = {patch}: the training patches are cut from the "
+                    f"tiles, got {tile}")
 
 
 def _restoration_student(config, problems: list[str]) -> None:

@@ -108,6 +108,9 @@ def test_tiny_restoration_study(tmp_path, monkeypatch):
     ("restoration.widht", 8, "did you mean restoration.width"),
     ("restoration.loss", "l2", "restoration.loss must be one of"),
     ("restoration.patch", 30, "multiple of the U-Net stride"),
+    ("data.tile", 16, "data.tile must be 0 (twice restoration.patch) or at least "
+                      "restoration.patch = 48"),
+    ("data.tile", -48, "data.tile must be 0"),
     ("distill_feature", "stage3", "distill_feature must be one of the model's features"),
     ("moe.stages", "stage3", "some of ['encoder1', 'encoder2', 'middle', 'decoder1', "
                              "'decoder2']; got 'stage3'"),

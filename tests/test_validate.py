@@ -82,6 +82,8 @@ BAD = [
     ("seed", 1, "seed must be 0: it is not used; the study's seeds are config.seeds (e.g. "
                 "--config.seeds=1"),
     ("seeds", "0,a", "seeds must be comma-separated integers"),
+    ("seeds", "0,-1", "seeds must be comma-separated integers >= 0"),
+    ("seeds", "", "seeds must be comma-separated integers >= 0"),
     ("log_every_steps", 0, "log_every_steps must be an integer >= 1"),
     ("checkpoint.keep", 0, "checkpoint.keep must be an integer >= 1"),
     ("checkpoint.every_steps", -5, "checkpoint.every_steps must be an integer >= 1"),
