@@ -3,9 +3,9 @@
 * every task: ``distill_feature`` names a feature of the task's model (built from the
   config, ``model.feature_names``; nothing runs);
 * restoration: the ``restoration`` block has only known fields (unknown ones named with
-  the nearest known names) with valid values; ``config.scoring`` (per-task scoring space)
-  has known settings for degradations the study evaluates; ``data.source`` is 'photos' or 'sets';
-  with 'sets', ``data.root`` exists; with 'fusiondistill_moe' or 'routed_experts' (both
+  the nearest known names) with valid values, ``data.tile`` 0 or at least the patch;
+  ``config.scoring`` (per-task scoring space) has known settings for degradations the
+  study evaluates; ``data.source`` is 'photos' or 'sets'; with 'sets', ``data.root`` exists; with 'fusiondistill_moe' or 'routed_experts' (both
   train the MoE student), ``moe.stages`` names U-Net levels that hold blocks,
   ``moe.routing`` is 'pixel' or 'image' and ``moe.router_input`` 'stage' or 'image';
   method 'input' needs a task with image outputs.
