@@ -72,7 +72,7 @@ jitter in the code", "Degrading a training tile" and "The haze cue of a whole im
 
 Measured (2026-12-05, commit 32034c9, run with the flags this file now sets;
 BUILD_NOTES.md "The reduced three-task run"; rerun from scratch with the plain command
-at 23098b9 on 2026-12-06: every figure equal, 37m22s): **41m35s wall** (seed 1: 40m50s)
+at 23098b9 on 2026-12-06: every figure equal, 37m22s; seed 1 41m07s): **41m35s wall** (seed 1: 40m50s)
 on a 2-core AMD EPYC with AVX-512 that ran the test suite 1.6x slower than the host of
 the earlier runs; there, this recipe without the jitter took 22m42s, about 50 minutes on
 the slower host by the two hosts' ratio (2.19). Oracle 32.71 / 29.91 / 26.37 dB at sigma
