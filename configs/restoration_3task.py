@@ -62,46 +62,46 @@ models stop dehazing real rain; without it Rain100L read only +1.95 dB over its 
 
 Each training patch carries the haze cue of the whole degraded tile it is cut from
 (``restoration.prior_context = 'tile'``; ``:reduced``'s 48x48 patches from 192x192 tiles,
-the full setting's 128x128 from 256x256): a 48x48 patch's own cue is a poor stand-in
-for the whole test image's (one clean patch in five reads like haze). Trained on cues that mean what they mean at test, the network obeys them and
-dehazes the few Rain100L photos whose clean scene reads high; so half the training cues
-are raised at random to a level in 0..50 (``restoration.cue_jitter = 50``, never
-lowered: a β=1 hazed tile reads at least 54). The tiles' fewer steps per epoch are made
-up by 4x the epochs; FusionDistill trains 4 epochs at lr 5e-4 (BUILD_NOTES.md "Cue
-jitter in the code", "Degrading a training tile" and "The haze cue of a whole image").
+the full setting's 128x128 from 256x256): a 48x48 patch's own cue is a poor stand-in for
+the whole test image's (one clean patch in five reads like haze). Trained on cues that
+mean what they mean at test, the network obeys them and dehazes the few Rain100L photos
+whose clean scene reads high; so half the training cues are raised at random to a level in
+0..50 (``restoration.cue_jitter = 50``, never lowered: a β=1 hazed tile reads at least
+54). The tiles' fewer steps per epoch are made up by 4x the epochs; FusionDistill trains 4
+epochs at lr 5e-4 (BUILD_NOTES.md "Cue jitter in the code", "Degrading a training tile"
+and "The haze cue of a whole image").
 
 Measured (2026-12-05, commit 32034c9, run with the flags this file now sets;
-BUILD_NOTES.md "The reduced three-task run"; rerun from scratch with the plain command
-at 23098b9 on 2026-12-06: every figure equal, 37m22s; seed 1 41m07s): **41m35s wall** (seed 1: 40m50s)
-on a 2-core AMD EPYC with AVX-512 that ran the test suite 1.6x slower than the host of
-the earlier runs; there, this recipe without the jitter took 22m42s, about 50 minutes on
-the slower host by the two hosts' ratio (2.19). Oracle 32.71 / 29.91 / 26.37 dB at sigma
-15 / 25 / 50, rain 30.84 dB Y, haze 24.80; All-in-one 32.06 / 29.32 / 25.55, 30.81,
-22.97 (average 27.59); FusionDistill 32.18 / **29.51** (29.511) / 25.84, rain **30.15
-(+3.13 over the input)**, haze 23.83, average **27.72**: the sigma 25, +3 dB Rain100L
-and above-All-in-one targets met; within 0.3 dB of Oracle missed on every task (sigma 25
-0.40, rain 0.69, haze 0.97). K=1 student 29.61 at sigma 25 (gap 0.30), rain 30.36, haze
-24.29, average 27.99. Seed 1 (``--config.seeds=1``): FusionDistill **29.54** (29.536) /
-**30.90 (+3.88)** / 23.69, average 27.92 against All-in-one's 27.15, the same three
-targets met; gaps 0.40 / 0.45 / 1.19. Against the earlier patch-context recipe (same
+BUILD_NOTES.md "The reduced three-task run"; rerun from scratch with the plain command at
+23098b9 on 2026-12-06: every figure equal, 37m22s; seed 1 41m07s): **41m35s wall** (seed
+1: 40m50s) on a 2-core AMD EPYC with AVX-512 that ran the test suite 1.6x slower than the
+host of the earlier runs; there, this recipe without the jitter took 22m42s, about 50
+minutes on the slower host by the two hosts' ratio (2.19). Oracle 32.71 / 29.91 / 26.37 dB
+at sigma 15 / 25 / 50, rain 30.84 dB Y, haze 24.80; All-in-one 32.06 / 29.32 / 25.55,
+30.81, 22.97 (average 27.59); FusionDistill 32.18 / **29.51** (29.511) / 25.84, rain
+**30.15 (+3.13 over the input)**, haze 23.83, average **27.72**: the sigma 25, +3 dB
+Rain100L and above-All-in-one targets met; within 0.3 dB of Oracle missed on every task
+(sigma 25 0.40, rain 0.69, haze 0.97). K=1 student 29.61 at sigma 25 (gap 0.30), rain
+30.36, haze 24.29, average 27.99. Seed 1 (``--config.seeds=1``): FusionDistill **29.54**
+(29.536) / **30.90 (+3.88)** / 23.69, average 27.92 against All-in-one's 27.15, the same
+three targets met; gaps 0.40 / 0.45 / 1.19. Against the earlier patch-context recipe (same
 seeds): sigma 25 met on both seeds (one of two before), haze +2.48 and +1.20 dB, rain
--0.39 and -0.14 dB, average +0.71 and +0.34 dB. Probed on these two runs and not
-adopted (BUILD_NOTES.md "More FusionDistill steps, more routed levels"): FusionDistill
-at 8 epochs (gaps 0.36 / 0.51 / 0.92; its validation PSNR, per task too, is flat from the
-first epoch) and the MoE student routed at four or five U-Net levels (seed 0, K=1:
-0.24 / 0.21 / 0.50; seed 1 loses 1.1 dB of rain though its router is then right on
-every test pixel); the PromptIR-style U-Net in every stage (gaps 0.30 / 0.96 / 0.75 on
-seed 0, where Rain100L reads +2.94 dB over its input; 0.40 / 0.81 / 1.34 on seed 1);
-width 32 in every stage (gaps 0.36 / 0.69 / 1.42 on seed 0: the haze gap is the
-sharing, not the size); FusionDistill without the feature cosine (0.42 / 0.75 / 0.92) or without the clean
-target (``fusiondistill.alpha = 0``: 0.39 / 1.17 / 0.83), with the output term at 3
-(0.38 / 0.85 / 0.86) or with ``homogenize = 'meta'`` (0.43 / 1.08 / 0.93);
-FusionDistill with PCGrad gradient homogenization between the three tasks
-(``fusiondistill.homogenize = 'pcgrad'``; seed 0: 0.35 / 0.72 / 1.00); channels scaled
-and shifted by the haze cue (FiLM) in every stage (a throwaway patch; seed 0: 0.42 /
-0.64 / 0.86; seed 1: 0.48 / 0.54 / 1.15).
-Scored with ``--config.eval.self_ensemble=2`` every row gains on every task; ``=8``
-narrows the sigma 25 gap to 0.28 / 0.30 dB but costs Rain100L 0.7-1.5 dB (BUILD_NOTES.md
+-0.39 and -0.14 dB, average +0.71 and +0.34 dB. Probed on these two runs and not adopted
+(BUILD_NOTES.md "More FusionDistill steps, more routed levels"): FusionDistill at 8 epochs
+(gaps 0.36 / 0.51 / 0.92; its validation PSNR, per task too, is flat from the first epoch)
+and the MoE student routed at four or five U-Net levels (seed 0, K=1: 0.24 / 0.21 / 0.50;
+seed 1 loses 1.1 dB of rain though its router is then right on every test pixel); the
+PromptIR-style U-Net in every stage (gaps 0.30 / 0.96 / 0.75 on seed 0, where Rain100L
+reads +2.94 dB over its input; 0.40 / 0.81 / 1.34 on seed 1); width 32 in every stage
+(gaps 0.36 / 0.69 / 1.42 on seed 0: the haze gap is the sharing, not the size);
+FusionDistill without the feature cosine (0.42 / 0.75 / 0.92) or without the clean target
+(``fusiondistill.alpha = 0``: 0.39 / 1.17 / 0.83), with the output term at 3 (0.38 / 0.85
+/ 0.86) or with ``homogenize = 'meta'`` (0.43 / 1.08 / 0.93); FusionDistill with PCGrad
+gradient homogenization between the three tasks (``fusiondistill.homogenize = 'pcgrad'``;
+seed 0: 0.35 / 0.72 / 1.00); channels scaled and shifted by the haze cue (FiLM) in every
+stage (a throwaway patch; seed 0: 0.42 / 0.64 / 0.86; seed 1: 0.48 / 0.54 / 1.15). Scored
+with ``--config.eval.self_ensemble=2`` every row gains on every task; ``=8`` narrows the
+sigma 25 gap to 0.28 / 0.30 dB but costs Rain100L 0.7-1.5 dB (BUILD_NOTES.md
 "Self-ensemble at test time").
 
 Earlier recipes (the patch context, the screen-blended rain streaks, Adam's beta2 0.999,

@@ -5,10 +5,11 @@
 * restoration: the ``restoration`` block has only known fields (unknown ones named with
   the nearest known names) with valid values, ``data.tile`` 0 or at least the patch;
   ``config.scoring`` (per-task scoring space) has known settings for degradations the
-  study evaluates; ``data.source`` is 'photos' or 'sets'; with 'sets', ``data.root`` exists; with 'fusiondistill_moe' or 'routed_experts' (both
-  train the MoE student), ``moe.stages`` names U-Net levels that hold blocks,
-  ``moe.routing`` is 'pixel' or 'image' and ``moe.router_input`` 'stage' or 'image';
-  method 'input' needs a task with image outputs.
+  study evaluates; ``data.source`` is 'photos' or 'sets'; with 'sets', ``data.root``
+  exists; with 'fusiondistill_moe' or 'routed_experts' (both train the MoE student),
+  ``moe.stages`` names U-Net levels that hold blocks, ``moe.routing`` is 'pixel' or
+  'image' and ``moe.router_input`` 'stage' or 'image'; method 'input' needs a task with
+  image outputs.
 """
 
 from __future__ import annotations
