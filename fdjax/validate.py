@@ -212,6 +212,12 @@ def _check_optimizer(config, stage: str, check) -> None:
   check(f"{opt}.lr", lambda v: _is_real(v) and math.isfinite(v) and v > 0, "finite and > 0")
   check(f"{opt}.momentum", lambda v: _is_real(v) and 0 <= v <= 1, "in [0, 1]")
   check(f"{opt}.beta2", lambda v: _is_real(v) and 0 <= v < 1, "in [0, 1)")
+  # EA-Adam's evolutionary epochs replace members' parameters, which an average of the
+  # parameters before them would not follow.
+  check(f"{opt}.ema_decay", (lambda v: v == 0) if stage == "ea_adam" else
+        (lambda v: _is_real(v) and 0 <= v < 1),
+        "0 (the evolutionary epochs replace members' parameters)" if stage == "ea_adam"
+        else "in [0, 1) (0: no parameter average)")
   check(f"{opt}.weight_decay", lambda v: _is_real(v) and math.isfinite(v) and v >= 0,
         "finite and >= 0")
   check(f"{opt}.decay", lambda v: _is_real(v) and math.isfinite(v) and v > 0, "finite and > 0")

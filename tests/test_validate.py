@@ -73,6 +73,11 @@ BAD = [
     ("clean.optimizer.momentum", 1.5, "clean.optimizer.momentum must be in [0, 1]"),
     ("clean.optimizer.beta2", 1.0, "clean.optimizer.beta2 must be in [0, 1), got 1.0"),
     ("moe.optimizer.beta2", -0.1, "moe.optimizer.beta2 must be in [0, 1)"),
+    ("fusiondistill.optimizer.ema_decay", 1.0,
+     "fusiondistill.optimizer.ema_decay must be in [0, 1) (0: no parameter average), got 1.0"),
+    ("clean.optimizer.ema_decay", -0.5, "clean.optimizer.ema_decay must be in [0, 1)"),
+    ("ea_adam.optimizer.ema_decay", 0.99, "ea_adam.optimizer.ema_decay must be 0 (the "
+                                          "evolutionary epochs replace members' parameters)"),
     ("clean.optimizer.weight_decay", -1e-4, "clean.optimizer.weight_decay must be finite"),
     ("clean.optimizer.decay", 0.0, "clean.optimizer.decay must be finite and > 0"),
     # batches and counts

@@ -27,6 +27,7 @@ from fdjax.json_files import write_json
 from fdjax.study.context import RunContext
 from fdjax.train import (Checkpointer, LoopConfig, create_train_state, fit, init_variables,
                          make_optimizer, make_train_step)
+from fdjax.train.ema import evaluated_variables, with_parameter_ema
 from fdjax.train.variables_io import load_variables, save_variables, variables_exist
 
 
@@ -114,6 +115,7 @@ def train_stage(ctx: RunContext, name: str, stage_cfg, recipe: Recipe) -> dict:
                                 steps_per_epoch=max(per_epoch, 1))
   if recipe.wrap_tx is not None:
     tx = recipe.wrap_tx(tx)
+  tx = with_parameter_ema(tx, stage_cfg.optimizer.get("ema_decay", 0.0))   # last in the chain
   init = recipe.init
   if init is None:
     init = init_variables(model, jax.random.fold_in(jax.random.PRNGKey(ctx.seed), 0),
@@ -138,7 +140,7 @@ def train_stage(ctx: RunContext, name: str, stage_cfg, recipe: Recipe) -> dict:
                 frozen=recipe.frozen, on_epoch_end=on_epoch_end, study=ctx.study)
   finally:
     checkpointer.close()   # orbax's manager: its threads end here, not when collected
-  variables = selector.best() if selector else state.variables
+  variables = selector.best() if selector else evaluated_variables(state)
   save_variables(stage_variables_path(ctx, name), variables)
   return load_stage(ctx, name, model)
 
@@ -184,7 +186,7 @@ class _BestOnValidation:
 
   def on_epoch_end(self, state, epoch: int) -> dict:
     metric = self.ctx.task.metric.name
-    args = (self.ctx.task, self.predict, state.variables, self.ctx.dataset.validation)
+    args = (self.ctx.task, self.predict, evaluated_variables(state), self.ctx.dataset.validation)
     options = dict(batch_size=self.ctx.config.eval_batch_size, mesh=self.ctx.mesh,
                    transform=self.transform, metrics=(metric,))
     per_share = {}
@@ -200,7 +202,7 @@ class _BestOnValidation:
                                            None if best is None else best[self.key_name])
     if improved:
       write_once(lambda: shutil.rmtree(self.path, ignore_errors=True), self.path)
-      save_variables(self.path, state.variables)   # collective
+      save_variables(self.path, evaluated_variables(state))   # collective
       write_once(lambda: write_json(self.record_path, record), self.record_path)
     logging.info("[%s] epoch %d: validation %s, %s", self.name, epoch + 1, self._describe(record),
                  "the best so far" if improved else f"the best is epoch {best['epoch']}")
