@@ -44,17 +44,21 @@ ILIAC_COS_WEIGHT = 1.0  # experts.cos_weight: ILIAC's feature term, read with lo
 def optimizer_config(name: str = "sgd", lr: float = 0.1, *, momentum: float = 0.9,
                      weight_decay: float = 1e-4, schedule: str = "multistep",
                      milestones: tuple[int, ...] = (), decay: float = 0.2,
-                     beta2: float = DEFAULT_BETA2,
+                     beta2: float = DEFAULT_BETA2, warmup_epochs: float = 0.0,
+                     clip_norm: float = 0.0,
                      ema_decay: float = 0.0) -> ml_collections.ConfigDict:
   """Optimiser and schedule of one stage (see ``fdjax.train.optim``). ``beta2``: the
-  decay of Adam's and RAdam's second-moment average (PyTorch's default 0.999; SGD
-  ignores it). ``ema_decay`` > 0: the stage evaluates, selects and saves an
-  exponential moving average of its parameters with that decay instead of the
-  parameters themselves (``fdjax.train.ema``; 0, the default, keeps none)."""
+  decay of Adam's, AdamW's and RAdam's second-moment average (PyTorch's default 0.999;
+  SGD ignores it). ``warmup_epochs``: a linear warm-up of the rate over that many
+  epochs (may be fractional) before the schedule; ``clip_norm``: the gradients' global
+  norm is clipped to it (0: neither). ``ema_decay`` > 0: the stage evaluates, selects
+  and saves an exponential moving average of its parameters with that decay instead of
+  the parameters themselves (``fdjax.train.ema``; 0, the default, keeps none)."""
   return ml_collections.ConfigDict(dict(name=name, lr=lr, momentum=momentum,
                                         weight_decay=weight_decay, schedule=schedule,
                                         milestones=tuple(milestones), decay=decay,
-                                        beta2=beta2, ema_decay=ema_decay))
+                                        beta2=beta2, warmup_epochs=warmup_epochs,
+                                        clip_norm=clip_norm, ema_decay=ema_decay))
 
 
 def stage_config(epochs: int, optimizer: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

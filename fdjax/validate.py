@@ -221,7 +221,13 @@ def _check_optimizer(config, stage: str, check) -> None:
   check(f"{opt}.weight_decay", lambda v: _is_real(v) and math.isfinite(v) and v >= 0,
         "finite and >= 0")
   check(f"{opt}.decay", lambda v: _is_real(v) and math.isfinite(v) and v > 0, "finite and > 0")
+  check(f"{opt}.clip_norm", lambda v: _is_real(v) and math.isfinite(v) and v >= 0,
+        "finite and >= 0 (0: no clipping)")
   epochs = _get(config, f"{stage}.epochs")
+  check(f"{opt}.warmup_epochs",
+        lambda v: _is_real(v) and v >= 0 and (not (_is_int(epochs) and epochs >= 1)
+                                              or v < epochs),
+        f"a number of epochs >= 0 and below {stage}.epochs={epochs}")
   if _get(config, f"{opt}.schedule") == "multistep" and _is_int(epochs) and epochs >= 1:
     check(f"{opt}.milestones",
           lambda v: all(_is_int(m) and 1 <= m <= epochs for m in v),

@@ -118,11 +118,14 @@ def test_optimizer_beta2_at_pytorchs_default_keeps_older_runs_valid():
   assert fingerprint.differences({"block": saved_before},
                                  fingerprint.without_added({"block": block})) == [
       "block.optimizer.beta2: (absent) -> 0.9"]
-  # The parameters' moving average (fdjax.train.ema), added later the same way.
+  # The optimiser options added later the same way.
   block.optimizer.beta2, block.optimizer.ema_decay = 0.999, 0.999
+  block.optimizer.warmup_epochs, block.optimizer.clip_norm = 0.5, 1.0
   assert fingerprint.differences({"block": saved_before},
                                  fingerprint.without_added({"block": block})) == [
-      "block.optimizer.ema_decay: (absent) -> 0.999"]
+      "block.optimizer.clip_norm: (absent) -> 1.0",
+      "block.optimizer.ema_decay: (absent) -> 0.999",
+      "block.optimizer.warmup_epochs: (absent) -> 0.5"]
 
 
 def test_a_field_added_to_any_block_keeps_older_runs_valid_at_its_old_value():

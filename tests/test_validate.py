@@ -66,7 +66,7 @@ BAD = [
     ("fusing.optimizer.lr", math.inf, "fusing.optimizer.lr must be finite and > 0, got inf"),
     ("vanilla.optimizer.lr", 0.0, "vanilla.optimizer.lr must be finite and > 0, got 0.0"),
     ("moe.optimizer.lr", -1e-3, "moe.optimizer.lr must be finite and > 0"),
-    ("experts.optimizer.name", "adamw", "experts.optimizer.name must be one of"),
+    ("experts.optimizer.name", "lamb", "experts.optimizer.name must be one of"),
     ("experts.optimizer.schedule", "step", "experts.optimizer.schedule must be one of"),
     ("clean.optimizer.milestones", (2,), "clean.optimizer.milestones must be epochs in "
                                          "1..clean.epochs=1, got (2,)"),
@@ -76,6 +76,12 @@ BAD = [
     ("fusiondistill.optimizer.ema_decay", 1.0,
      "fusiondistill.optimizer.ema_decay must be in [0, 1) (0: no parameter average), got 1.0"),
     ("clean.optimizer.ema_decay", -0.5, "clean.optimizer.ema_decay must be in [0, 1)"),
+    ("clean.optimizer.warmup_epochs", 1, "clean.optimizer.warmup_epochs must be a number of "
+                                         "epochs >= 0 and below clean.epochs=1, got 1"),
+    ("experts.optimizer.warmup_epochs", -0.5, "experts.optimizer.warmup_epochs must be a "
+                                             "number of epochs >= 0"),
+    ("moe.optimizer.clip_norm", -1.0, "moe.optimizer.clip_norm must be finite and >= 0 (0: "
+                                      "no clipping), got -1.0"),
     ("ea_adam.optimizer.ema_decay", 0.99, "ea_adam.optimizer.ema_decay must be 0 (the "
                                           "evolutionary epochs replace members' parameters)"),
     ("clean.optimizer.weight_decay", -1e-4, "clean.optimizer.weight_decay must be finite"),

@@ -46,7 +46,8 @@ ADDED_FIELDS = {"restoration.image_prior": "none", "restoration.prior_context": 
                 "restoration.cue_jitter": 0.0,
                 "block.task_balance": "",
                 "block.output_weight": 0.0, "block.optimizer.beta2": 0.999,
-                "block.optimizer.ema_decay": 0.0,
+                "block.optimizer.ema_decay": 0.0, "block.optimizer.warmup_epochs": 0,
+                "block.optimizer.clip_norm": 0.0,
                 "block.homogenize@fusiondistill": "none"}   # the 'moe' block always had it
 # Config-wide fields (top-level keys of a stage's fields, from its ``uses``) that the
 # stage's own block field replaces when that is set (not ''): the config-wide value then
