@@ -27,7 +27,8 @@ def unknown_field_message(config, dotted_key: str) -> str:
   """``"unknown config field 'clean.epochz'; did you mean 'clean.epochs'?"``.
 
   Suggestions, the first kind that finds any (at most three): fields of the same block
-  spelled alike; fields elsewhere with the same last part (``clean.lr`` ->
+  with the name as one of their words (``ema`` -> ``ema_decay``), then those spelled
+  alike; fields elsewhere with the same last part (``clean.lr`` ->
   ``clean.optimizer.lr``, same top-level block first); any field spelled very alike.
   With none, the message lists the fields of the nearest existing block.
   """
@@ -35,7 +36,9 @@ def unknown_field_message(config, dotted_key: str) -> str:
   leaves = [n for n in names if not hasattr(_get(config, n), "keys")]
   parent, _, last = dotted_key.rpartition(".")
   siblings = {n.rpartition(".")[2]: n for n in leaves if n.rpartition(".")[0] == parent}
-  nearest = [siblings[k] for k in difflib.get_close_matches(last, list(siblings), n=3, cutoff=0.6)]
+  words = [siblings[k] for k in siblings if last and last in k.split("_")]
+  alike = [siblings[k] for k in difflib.get_close_matches(last, list(siblings), n=3, cutoff=0.6)]
+  nearest = list(dict.fromkeys(words + alike))[:3]
   if not nearest:
     head = dotted_key.split(".", 1)[0]
     same_last = [n for n in leaves if n.rpartition(".")[2] == last]

@@ -254,6 +254,10 @@ def test_field_names_are_dotted_and_include_blocks():
     ("fusion.sup", "unknown config field 'fusion.sup'; did you mean 'fusion.soup'?"),
     ("clean.lr", "unknown config field 'clean.lr'; did you mean 'clean.optimizer.lr'?"),
     ("seeed", "unknown config field 'seeed'; did you mean 'seed' or 'seeds'?"),
+    ("clean.optimizer.ema", "unknown config field 'clean.optimizer.ema'; did you mean "
+                            "'clean.optimizer.ema_decay'?"),
+    ("clean.optimizer.warmup", "unknown config field 'clean.optimizer.warmup'; did you mean "
+                               "'clean.optimizer.warmup_epochs'?"),
 ])
 def test_unknown_field_suggests_the_nearest_names(key, expected):
   assert unknown_field_message(tiny(), key) == expected
