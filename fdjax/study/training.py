@@ -186,7 +186,8 @@ class _BestOnValidation:
 
   def on_epoch_end(self, state, epoch: int) -> dict:
     metric = self.ctx.task.metric.name
-    args = (self.ctx.task, self.predict, evaluated_variables(state), self.ctx.dataset.validation)
+    variables = evaluated_variables(state)   # the parameters' average, when the stage keeps one
+    args = (self.ctx.task, self.predict, variables, self.ctx.dataset.validation)
     options = dict(batch_size=self.ctx.config.eval_batch_size, mesh=self.ctx.mesh,
                    transform=self.transform, metrics=(metric,))
     per_share = {}
@@ -202,7 +203,7 @@ class _BestOnValidation:
                                            None if best is None else best[self.key_name])
     if improved:
       write_once(lambda: shutil.rmtree(self.path, ignore_errors=True), self.path)
-      save_variables(self.path, evaluated_variables(state))   # collective
+      save_variables(self.path, variables)   # collective
       write_once(lambda: write_json(self.record_path, record), self.record_path)
     logging.info("[%s] epoch %d: validation %s, %s", self.name, epoch + 1, self._describe(record),
                  "the best so far" if improved else f"the best is epoch {best['epoch']}")

@@ -81,7 +81,6 @@ def make_optimizer(cfg: ml_collections.ConfigDict, *, epochs: int, steps_per_epo
                            milestones=tuple(cfg.milestones), decay=cfg.decay,
                            warmup_steps=warmup)
   beta2 = float(cfg.get("beta2", DEFAULT_BETA2))
-  decoupled = False
   if cfg.name == "sgd":
     base = optax.sgd(schedule, momentum=cfg.momentum or None)
   elif cfg.name == "radam":
@@ -89,12 +88,12 @@ def make_optimizer(cfg: ml_collections.ConfigDict, *, epochs: int, steps_per_epo
   elif cfg.name == "adam":
     base = optax.adam(schedule, b2=beta2)
   elif cfg.name == "adamw":
-    base, decoupled = optax.adamw(schedule, b2=beta2, weight_decay=cfg.weight_decay), True
+    base = optax.adamw(schedule, b2=beta2, weight_decay=cfg.weight_decay)   # decoupled
   else:
     raise ValueError(f"unknown optimizer {cfg.name!r}; choose from {OPTIMIZERS}")
   chain = []
   if cfg.get("clip_norm", 0.0):
     chain.append(optax.clip_by_global_norm(float(cfg.clip_norm)))
-  if cfg.weight_decay and not decoupled:
+  if cfg.weight_decay and cfg.name != "adamw":   # coupled L2, as PyTorch's SGD/Adam/RAdam
     chain.append(optax.add_decayed_weights(cfg.weight_decay))
   return (optax.chain(*chain, base) if chain else base), schedule
