@@ -33,8 +33,6 @@ from absl import app, flags
 from fdjax.console import start_cli
 from fdjax.errors import DataError, MissingDataError, UserError, cli_errors
 
-EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
-
 _RUN = flags.DEFINE_string("run", None, "The --workdir of a finished python -m fdjax.main run.")
 _METHOD = flags.DEFINE_string("method", "fusiondistill",
                               "Model of the run: fusiondistill, fusiondistill_moe, clean, "
@@ -55,38 +53,42 @@ _SELF_ENSEMBLE = flags.DEFINE_integer(
 
 
 def list_images(path: str) -> list[str]:
-  """The image files of folder ``path`` (sorted by name), or ``[path]`` for one file."""
+  """The image files of folder ``path`` (sorted by name; hidden files such as macOS's
+  ``._name`` sidecars left out) whose extension the data layer reads
+  (``fdjax.data.folder.IMAGE_EXTENSIONS``), or ``[path]`` for one file."""
+  from fdjax.data.folder import IMAGE_EXTENSIONS
+
+  extensions = tuple(sorted(IMAGE_EXTENSIONS))
   if os.path.isfile(path):
     return [path]
   if not os.path.isdir(path):
     raise MissingDataError(f"--input {path} does not exist")
   files = sorted(os.path.join(path, f) for f in os.listdir(path)
-                 if f.lower().endswith(EXTENSIONS) and os.path.isfile(os.path.join(path, f)))
+                 if f.lower().endswith(extensions) and not f.startswith(".")
+                 and os.path.isfile(os.path.join(path, f)))
   if not files:
-    raise DataError(f"no images in {path} (looked for {', '.join(EXTENSIONS)})")
+    raise DataError(f"no images in {path} (looked for {', '.join(extensions)})")
   return files
 
 
 def read_image(path: str, size: tuple[int, int] | None = None):
   """uint8 RGB ``[H, W, 3]`` of file ``path``, upright by its EXIF orientation (as
   viewers show phone photos); grey (16-bit grey scaled to 8 bits), palette and RGBA
-  (alpha dropped) converted; resized (bicubic) to ``size`` = (height, width) when given
-  and different."""
+  (alpha dropped) converted (``fdjax.data._decode.rgb_uint8``); resized (bicubic) to
+  ``size`` = (height, width) when given and different."""
   import numpy as np
   from PIL import Image, ImageOps
 
+  from fdjax.data._decode import rgb_uint8
+
   try:
     with Image.open(path) as im:
-      im = ImageOps.exif_transpose(im)
-      if im.mode.startswith("I;16") or im.mode == "I":  # 16-bit grey: 0..65535 -> 0..255
-        grey = np.asarray(im, np.float64) / 257.0
-        im = Image.fromarray(np.clip(np.rint(grey), 0, 255).astype(np.uint8))
-      im = im.convert("RGB")
-      if size is not None and im.size != (size[1], size[0]):
-        im = im.resize((size[1], size[0]), Image.BICUBIC)
-      return np.asarray(im, np.uint8)
-  except (OSError, SyntaxError, ValueError) as e:
+      image = rgb_uint8(ImageOps.exif_transpose(im))
+  except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
     raise DataError(f"cannot read image {path}: {e}") from None
+  if size is not None and image.shape[:2] != tuple(size):
+    image = np.asarray(Image.fromarray(image).resize((size[1], size[0]), Image.BICUBIC))
+  return image
 
 
 def output_names(files: list[str]) -> list[str]:
@@ -124,13 +126,24 @@ def readable_images(files: list[str], skipped: list[str], echo=print, size=None)
     yield i, f, image
 
 
+def _same_folder(a: str, b: str) -> bool:
+  """Whether paths ``a`` and ``b`` name one folder: through links, and on file systems
+  that ignore case (the same inode), not only as equal strings."""
+  if os.path.realpath(a) == os.path.realpath(b):
+    return True
+  try:
+    return os.path.samefile(a, b)
+  except OSError:   # b does not exist yet
+    return False
+
+
 def restore_files(predict, files: list[str], output: str, echo=print) -> list[str]:
   """Restores ``files`` with ``predict`` (uint8 image -> uint8 image) into PNGs in
   ``output``; one line per image via ``echo``. Returns the written paths; when some
   images cannot be read, raises ``UnreadableImagesError`` after the others are written."""
   from PIL import Image
 
-  if any(os.path.abspath(os.path.dirname(f)) == os.path.abspath(output) for f in files):
+  if any(_same_folder(os.path.dirname(f) or ".", output) for f in files):
     raise UserError(f"--output {output} holds the input images; choose another folder")
   os.makedirs(output, exist_ok=True)
   names = output_names(files)
@@ -199,7 +212,13 @@ def apply_run(run: str, method: str, input_path: str, output: str, *, seed=None,
 
 def main(argv):
   verbosity = start_cli(argv, flags)
+  from PIL import Image
+
   from fdjax.predictor import Tiling
+
+  # The user's own files, tiled above --max_pixels: no decompression-bomb limit (PIL's
+  # default refuses images over about 179 megapixels).
+  Image.MAX_IMAGE_PIXELS = None
 
   with cli_errors(verbosity):
     missing = [f"--{f.name}" for f in (_RUN, _INPUT, _OUTPUT) if f.value is None]

@@ -59,6 +59,18 @@ class Tiling:
       raise ConfigError(f"tiling needs max_pixels >= 0, tile >= 1, 0 <= overlap < tile, "
                         f"0 <= margin <= overlap // 2 and tile_batch >= 1, got {self}")
 
+  def check_stride(self, stride: int) -> None:
+    """ConfigError unless tiles of a network of ``stride`` (tiles are rounded down to a
+    multiple of it, and start at multiples of it) can advance: checked when the
+    restorer is built, not at the first large image."""
+    tile = self.tile // stride * stride
+    if (tile - self.overlap) // stride < 1:
+      raise ConfigError(
+          f"tiles of {self.tile} pixels overlapping by {self.overlap} do not fit a network "
+          f"of stride {stride}: the tile is rounded down to a multiple of {stride} "
+          f"({tile}) and must exceed the overlap by at least {stride} (e.g. --tile="
+          f"{max(self.tile, (self.overlap // stride + 2) * stride)})")
+
 
 @dataclasses.dataclass(frozen=True)
 class Predictor:
@@ -102,6 +114,8 @@ def image_restorer(task, model, variables, tiling: Tiling | None = Tiling(),
   size = check_size(self_ensemble)
   jitted = jit_clean(ensembled(predict_fn, size) if size else predict_fn)
   stride = int(getattr(model, "stride", 1))
+  if tiling is not None and tiling.max_pixels:
+    tiling.check_stride(stride)
   prior = str(getattr(model, "image_prior", "none"))
 
   def batched(images):

@@ -211,16 +211,20 @@ def test_cli_restores_a_folder(restoration_run, tmp_path, capsys):
   workdir, model, saved = restoration_run
   images = write_images(tmp_path / "in", [ODD, SMALL])
   Image.fromarray(images["img0.png"]).save(tmp_path / "in" / "img2.bmp")
+  grey = images["img1.png"][..., 1]
+  Image.fromarray(grey).save(tmp_path / "in" / "img3.pgm")   # any extension the data layer reads
   (tmp_path / "in" / "notes.txt").write_text("not an image")
+  (tmp_path / "in" / "._img0.png").write_bytes(b"macOS resource fork")   # hidden: left out
   run_cli(f"--run={workdir}", "--method=fusiondistill", f"--input={tmp_path / 'in'}",
           f"--output={tmp_path / 'out'}")
-  assert sorted(os.listdir(tmp_path / "out")) == ["img0.png", "img1.png", "img2.png"]
-  for name, image in [*images.items(), ("img2.png", images["img0.png"])]:
+  assert sorted(os.listdir(tmp_path / "out")) == ["img0.png", "img1.png", "img2.png", "img3.png"]
+  for name, image in [*images.items(), ("img2.png", images["img0.png"]),
+                      ("img3.png", np.repeat(grey[..., None], 3, axis=-1))]:
     written = np.asarray(Image.open(tmp_path / "out" / name))
     assert np.array_equal(written, reference_restore(model, saved["fusiondistill"], image))
   out = capsys.readouterr().out
-  assert "img0.png  53x37" in out and "img2.bmp  53x37" in out
-  assert f"Wrote 3 PNG(s) to {tmp_path / 'out'}" in out
+  assert "img0.png  53x37" in out and "img2.bmp  53x37" in out and "._img0" not in out
+  assert f"Wrote 4 PNG(s) to {tmp_path / 'out'}" in out
 
 
 def test_cli_skips_an_unreadable_image_and_exits_2_naming_it(restoration_run, tmp_path,
@@ -256,9 +260,20 @@ def test_cli_user_errors_exit_2_with_one_line(restoration_run, tmp_path, capsys)
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines[0].startswith("error:") and needle in lines[0], lines
     assert "Traceback" not in "".join(lines)
-  with pytest.raises(SystemExit):
-    run_cli(f"--run={workdir}", f"--input={tmp_path / 'in'}", f"--output={tmp_path / 'in'}")
-  assert "holds the input images" in capsys.readouterr().err
+  before = (tmp_path / "in" / "img0.png").read_bytes()
+  os.symlink(tmp_path / "in", tmp_path / "link")   # the input folder under another name
+  for output in (tmp_path / "in", tmp_path / "link", tmp_path / "link" / "." / ""):
+    with pytest.raises(SystemExit):
+      run_cli(f"--run={workdir}", f"--input={tmp_path / 'in'}", f"--output={output}")
+    assert "holds the input images" in capsys.readouterr().err
+  assert (tmp_path / "in" / "img0.png").read_bytes() == before
+  # Tiles that cannot advance on the network's stride: refused before any image is read.
+  with pytest.raises(SystemExit) as exit_info:
+    run_cli(f"--run={workdir}", f"--input={tmp_path / 'in'}", f"--output={tmp_path / 'o2'}",
+            "--max_pixels=1", "--tile=9", "--overlap=8")
+  lines = capsys.readouterr().err.strip().splitlines()
+  assert exit_info.value.code == 2 and len(lines) == 1 and "stride" in lines[0], lines
+  assert not (tmp_path / "o2").exists()
 
 
 def test_cli_classification_writes_a_csv(tmp_path, capsys):
@@ -306,3 +321,15 @@ def test_read_image_converts_16_bit_grey_and_applies_exif_rotation(tmp_path):
   with pytest.raises(UserError, match="cannot read image"):
     (tmp_path / "bad.png").write_bytes(b"not a png")
     apply_cli.read_image(str(tmp_path / "bad.png"))
+
+
+def test_read_image_refuses_pils_decompression_bombs_but_the_command_lifts_the_limit(
+    restoration_run, tmp_path, monkeypatch):
+  write_images(tmp_path / "in", [SMALL])
+  monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10)   # the image is over 2 x the limit
+  with pytest.raises(UserError, match="cannot read image .*exceeds limit"):
+    apply_cli.read_image(str(tmp_path / "in" / "img0.png"))
+  # The command reads the user's own files whatever their size (it tiles large ones).
+  run_cli(f"--run={restoration_run[0]}", f"--input={tmp_path / 'in'}",
+          f"--output={tmp_path / 'out'}")
+  assert os.listdir(tmp_path / "out") == ["img0.png"]

@@ -20,7 +20,7 @@ from PIL import Image
 from fdjax import data
 from fdjax.errors import DataError
 from fdjax.data import ImageSet
-from fdjax.data import _decode, archive
+from fdjax.data import _decode, archive, folder
 
 CIFAR_ARCHIVE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
@@ -177,6 +177,24 @@ def test_folder_converts_grey_and_palette_to_rgb(tmp_path):
   grey = np.asarray(Image.open(root / "train" / "a" / "grey.png"))
   np.testing.assert_array_equal(d.train.images[0], np.repeat(grey[..., None], 3, axis=-1))
   np.testing.assert_array_equal(d.test.images[1], reference(root / "test" / "a" / "pal.png"))
+
+
+def test_folder_scales_16_bit_grey_and_drops_arrays_decoded_by_older_versions(tmp_path):
+  root = make_tree(tmp_path / "tree", {"train": {"a": 1}, "test": {"a": 1}})
+  grey16 = np.random.default_rng(3).integers(0, 65536, (5, 6), dtype=np.uint16)
+  Image.fromarray(grey16).save(root / "train" / "a" / "deep.png")
+  assert Image.open(root / "train" / "a" / "deep.png").mode.startswith("I")
+  d = data.load(f"folder:{root}", cache_dir=str(tmp_path / "cache"))
+  # 0..65535 -> 0..255 by the closed form (PIL's convert('RGB') gives 255 nearly everywhere)
+  expected = np.rint(grey16 / 257.0).astype(np.uint8)
+  np.testing.assert_array_equal(d.train.images[0], np.repeat(expected[..., None], 3, axis=-1))
+  [decoded] = list((tmp_path / "cache").glob(f"*/{folder.DECODED}"))
+  older = decoded.parent / "decoded-v1"
+  older.mkdir()
+  (older / "images.npy").write_bytes(b"arrays of an older version")
+  again = data.load(f"folder:{root}", cache_dir=str(tmp_path / "cache"))
+  np.testing.assert_array_equal(again.train.images, d.train.images)
+  assert not older.exists() and decoded.exists()
 
 
 @pytest.mark.parametrize("wrap", [None, "wrapper"])

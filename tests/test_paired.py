@@ -105,6 +105,22 @@ def test_clean_only_folders_have_an_image_field_and_no_target(tmp_path):
   np.testing.assert_array_equal(d.targets[0], np.repeat(clean[0][..., :1], 3, axis=-1))
 
 
+def test_16_bit_grey_is_scaled_to_8_bits_not_clipped(tmp_path):
+  grey16 = np.array([[0, 257 * 100, 65535], [128, 40000, 65000]], np.uint16)
+  write_png(tmp_path / "g" / "clean" / "deep.png", grey16)
+  assert Image.open(tmp_path / "g" / "clean" / "deep.png").mode.startswith("I")
+  d = load_paired(tmp_path / "g", target_dir="clean")
+  expected = np.rint(grey16 / 257.0).astype(np.uint8)   # 0..65535 -> 0..255
+  np.testing.assert_array_equal(d.targets[0], np.repeat(expected[..., None], 3, axis=-1))
+
+
+def test_an_image_over_pils_pixel_limit_is_a_data_error(tmp_path, monkeypatch):
+  make_pairs(tmp_path / "a", sizes=((6, 8),))
+  monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10)   # 48 pixels > 2 x the limit
+  with pytest.raises(DataError, match="cannot decode image .*p00.png.*exceeds limit"):
+    load_paired(tmp_path / "a", input_dir="rainy", target_dir="norain")
+
+
 def test_unpaired_names_missing_folders_and_size_mismatch_are_clear_errors(tmp_path):
   make_pairs(tmp_path / "a")
   (tmp_path / "a" / "wrap" / "rainy" / "p01.png").unlink()

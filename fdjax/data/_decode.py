@@ -32,12 +32,25 @@ MAX_WORKERS = 8
 SCRATCH_PREFIX = "fdjax-decode"  # scratch directories in tempfile.gettempdir()
 
 
+def rgb_uint8(im: Image.Image) -> np.ndarray:
+  """uint8 RGB ``[H, W, 3]`` (0..255) of PIL image ``im``. 16-bit grey (modes ``I;16*``,
+  and ``I``, which holds 16-bit PNGs) is scaled 0..65535 -> 0..255 (divided by 257,
+  rounded, clipped), where PIL's own ``convert`` would clip it to 255 (a white image);
+  grey, palette, CMYK and RGBA (alpha dropped) are converted by PIL."""
+  if im.mode == "RGB":
+    return np.asarray(im, np.uint8)
+  if im.mode.startswith("I;16") or im.mode == "I":
+    grey = np.clip(np.rint(np.asarray(im, np.float64) / 257.0), 0, 255).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=-1)
+  return np.asarray(im.convert("RGB"), np.uint8)
+
+
 def image_size(path: str) -> tuple[int, int]:
   """``(width, height)`` of an image file, read from its header."""
   try:
     with Image.open(path) as im:
       return im.size
-  except (OSError, SyntaxError) as e:
+  except (OSError, SyntaxError, Image.DecompressionBombError) as e:
     raise ValueError(f"cannot read image {path}: {e}") from None
 
 
@@ -58,8 +71,8 @@ def decode_files(paths, ref_path: str, ref_size: tuple[int, int]) -> np.ndarray:
           raise ValueError(
               f"images have different sizes: {ref_path} is {w}x{h} (width x height) but "
               f"{path} is {im.size[0]}x{im.size[1]}; all images must share one size")
-        out[i] = np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
-    except (OSError, SyntaxError) as e:
+        out[i] = rgb_uint8(im)
+    except (OSError, SyntaxError, Image.DecompressionBombError) as e:
       raise ValueError(f"cannot decode image {path}: {e}") from None
   return out
 

@@ -41,7 +41,9 @@ from fdjax.errors import DataError, MissingDataError
 SPLIT_DIRS = {"train": "train", "test": "test", "validation": "validation", "val": "validation"}
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm", ".pgm",
                               ".pbm", ".tif", ".tiff"})
-DECODED = "decoded-v1"  # bump when the cached array format changes
+# The decoded arrays' folder; bump when the arrays a tree decodes to change (v2: 16-bit
+# grey scaled to 0..255, where v1 clipped it to 255). Older versions are deleted.
+DECODED = "decoded-v2"
 PARTIAL = ".partial"  # suffix of temporary directories next to DECODED
 
 log = logging.getLogger(__name__)
@@ -235,6 +237,15 @@ def _reader(tree: Tree, cache: Path):
   return read_images
 
 
+def _drop_older_versions(cache: Path) -> None:
+  """Deletes the ``decoded-v<n>`` folders beside ``cache`` other than ``cache`` itself:
+  arrays decoded by an older fdjax, never read again."""
+  prefix = DECODED.rsplit("-v", 1)[0] + "-v"
+  for old in cache.parent.glob(prefix + "*"):
+    if old.name != cache.name and old.is_dir() and old.name[len(prefix):].isdigit():
+      shutil.rmtree(old, ignore_errors=True)
+
+
 def source(path_arg: str, *, cache_dir: str | None = None) -> RawSource:
   """Opens ``folder:<path_arg>`` (a directory or an archive) as a lazy ``RawSource``."""
   path = Path(path_arg).expanduser()
@@ -248,6 +259,7 @@ def source(path_arg: str, *, cache_dir: str | None = None) -> RawSource:
     name = archive.stem(path)
     entry = archive.extract(path, root)
     cache = entry / DECODED
+    _drop_older_versions(cache)
     stale.remove_stale(entry, ".", PARTIAL)
     cached = _load_decoded(cache)
     tree = None if cached else scan(find_root(entry / "tree"))
@@ -255,6 +267,7 @@ def source(path_arg: str, *, cache_dir: str | None = None) -> RawSource:
     name = path.resolve().name
     tree = scan(find_root(path))
     cache = root / f"{name}-dir-{tree.fingerprint()}" / DECODED
+    _drop_older_versions(cache)
     stale.remove_stale(cache.parent, ".", PARTIAL)
     cached = _load_decoded(cache)
   if cached is not None:

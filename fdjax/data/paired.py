@@ -42,6 +42,7 @@ import numpy as np
 from PIL import Image
 
 from fdjax.data import archive
+from fdjax.data._decode import rgb_uint8
 from fdjax.data.folder import IMAGE_EXTENSIONS
 from fdjax.data.splits import ImageSet
 from fdjax.errors import DataError, MissingDataError
@@ -188,8 +189,8 @@ def _selected(root: Path, names: list[str], pattern: str | None) -> list[str]:
 def _read(path: Path) -> np.ndarray:
   try:
     with Image.open(path) as im:
-      return np.asarray(im if im.mode == "RGB" else im.convert("RGB"), np.uint8)
-  except (OSError, SyntaxError) as e:
+      return rgb_uint8(im)
+  except (OSError, SyntaxError, Image.DecompressionBombError) as e:
     raise DataError(f"cannot decode image {path}: {e}") from None
 
 
