@@ -27,6 +27,7 @@ def test_recorded_then_matched(tmp_path):
 def test_mismatch_stops_with_one_line_naming_the_fields(tmp_path):
   stage = tmp_path / "clean"
   fingerprint.check_or_record(str(stage), "clean", _fields(epochs=2, lr=0.05))
+  (stage / "metrics.jsonl").write_text("{}\n")   # it trained
   with pytest.raises(fingerprint.FingerprintMismatchError) as info:
     fingerprint.check_or_record(str(stage), "clean", _fields(epochs=3, lr=1e6))
   message = str(info.value)
@@ -40,9 +41,25 @@ def test_retrain_deletes_the_stage_and_records_the_new_fingerprint(tmp_path):
   stage = tmp_path / "clean"
   fingerprint.check_or_record(str(stage), "clean", _fields(epochs=2))
   (stage / "checkpoints" / "15").mkdir(parents=True)
+  (stage / "checkpoints" / "15" / "_CHECKPOINT_METADATA").write_text("{}")
   new = fingerprint.check_or_record(str(stage), "clean", _fields(epochs=3), "retrain")
   assert not (stage / "checkpoints").exists()
   assert json.loads((stage / fingerprint.FILE).read_text())["digest"] == new
+
+
+def test_a_stage_that_never_trained_takes_the_new_config(tmp_path):
+  """A run records every planned stage first; one stopped before a stage trained may
+  change that stage's config. An empty checkpoints folder is not work either."""
+  stage = tmp_path / "fusiondistill"
+  fingerprint.check_or_record(str(stage), "fusiondistill", _fields(epochs=1))
+  (stage / "checkpoints").mkdir()
+  new = fingerprint.check_or_record(str(stage), "fusiondistill", _fields(epochs=3))
+  assert new == fingerprint.digest(_fields(epochs=3)) != fingerprint.digest(_fields(epochs=1))
+  assert json.loads((stage / fingerprint.FILE).read_text())["digest"] == new
+  (stage / "checkpoints" / "3").mkdir()
+  (stage / "checkpoints" / "3" / "_CHECKPOINT_METADATA").write_text("{}")
+  with pytest.raises(fingerprint.FingerprintMismatchError, match="block.epochs: 3 -> 1"):
+    fingerprint.check_or_record(str(stage), "fusiondistill", _fields(epochs=1))
 
 
 def test_stage_from_before_fingerprints_is_trusted_and_recorded(tmp_path):

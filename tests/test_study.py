@@ -227,7 +227,8 @@ def test_fingerprints_follow_the_config_downstream(trained, tmp_path):
   ctx.workdir = str(tmp_path)
   Runner(ctx, pipeline.stage_graph(ctx, methods)).prepare(["fusiondistill"])
   assert (tmp_path / "clean" / fingerprint.FILE).is_file()
-  ctx.config.clean.optimizer.lr = 1e6
+  (tmp_path / "clean" / "metrics.jsonl").write_text("{}\n")   # clean trained (a stage
+  ctx.config.clean.optimizer.lr = 1e6                           # that never did may change)
   with pytest.raises(fingerprint.FingerprintMismatchError, match="block.optimizer.lr"):
     Runner(ctx, pipeline.stage_graph(ctx, methods)).prepare(["fusiondistill"])
   ctx.config.clean.optimizer.lr = 0.05

@@ -252,6 +252,7 @@ def test_a_stage_recorded_with_both_balances_is_reused_and_re_recorded(tmp_path)
   legacy_of_other = other.fields(name, legacy=True)
   fingerprint.check_or_record(runner.ctx.stage_dir(name), name, legacy_of_other,
                               "retrain")   # the record now holds another config's
+  open(os.path.join(runner.ctx.stage_dir(name), "marker"), "w").close()   # and its work
   fresh = _runner(_context("restoration_quickstart.py:tiny", tmp_path, **balances))
   with pytest.raises(fingerprint.FingerprintMismatchError, match="epochs"):
     fresh.check(name)

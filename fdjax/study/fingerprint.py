@@ -181,6 +181,15 @@ def added_fields(block: str | None, added: Mapping[str, Any] = ADDED_FIELDS) -> 
   return out
 
 
+def _holds_work(stage_dir: str) -> bool:
+  """Whether ``stage_dir`` holds any file but the fingerprint (checkpoints, metrics,
+  variables), in any sub-folder."""
+  for root, _, files in os.walk(stage_dir):
+    if any(not (root == stage_dir and f == FILE) for f in files):
+      return True
+  return False
+
+
 def check_or_record(stage_dir: str, name: str, fields: Mapping[str, Any],
                     on_mismatch: str = "stop", accepted: tuple[str, ...] = ()) -> str:
   """Compares ``fields`` with ``<stage_dir>/fingerprint.json`` and records them.
@@ -190,7 +199,9 @@ def check_or_record(stage_dir: str, name: str, fields: Mapping[str, Any],
   ``on_mismatch='stop'`` raises ``FingerprintMismatchError``; 'retrain' deletes the
   stage folder first. A file whose digest is one of ``accepted`` (the same stage's
   fields as an earlier rule computed them: ``OVERRIDDEN_BY``) is the same stage: kept,
-  and re-recorded with ``fields``. Returns the digest.
+  and re-recorded with ``fields``. A different file in a folder that holds nothing else
+  (the run recorded every planned stage and stopped before this one trained) is
+  re-recorded: there is nothing to refuse. Returns the digest.
   """
   if on_mismatch not in ON_MISMATCH:
     raise ValueError(f"on_mismatch must be one of {ON_MISMATCH}, got {on_mismatch!r}")
@@ -208,6 +219,8 @@ def check_or_record(stage_dir: str, name: str, fields: Mapping[str, Any],
     return new
   if old is not None and old.get("digest") in accepted:
     logging.info("[%s] fingerprint recorded by an earlier rule: re-recorded", name)
+  elif old is not None and not _holds_work(stage_dir):
+    logging.info("[%s] never trained (its folder holds only %s): re-recorded", name, FILE)
   elif old is not None:
     changes = differences(old.get("fields", {}), fields) or ["(fingerprint format)"]
     if on_mismatch == "stop":
