@@ -43,6 +43,20 @@ for devices in (jax.devices()[:1], jax.devices()):
     assert state.params["classifier"]["kernel"].sharding.is_fully_replicated
   results.append((jax.device_get(state), float(metrics["loss"])))
 
+# create_train_state copies: the donating step must leave the caller's arrays alive on
+# 8 devices too (an expert's init is also its frozen teacher; device_put's may_alias=False
+# alone reused the caller's buffer as device 0's shard).
+# (Not read on the host before the step: on CPU that view pins the buffer, and a pinned
+# buffer is copied rather than donated, hiding the bug.)
+fresh = init_variables(model, jax.random.key(1), (32, 32, 3))   # jax arrays on device 0
+mesh8 = make_mesh(jax.devices())
+donating = make_train_step(loss_fn, tx, mesh8)
+donated, _ = donating(create_train_state(fresh, tx, jax.random.PRNGKey(0), mesh8), placed)
+assert not any(x.is_deleted() for x in jax.tree.leaves(fresh)), "the caller's variables were donated"
+again = init_variables(model, jax.random.key(1), (32, 32, 3))
+for a, b in zip(jax.tree.leaves(jax.device_get(fresh)), jax.tree.leaves(jax.device_get(again))):
+  np.testing.assert_array_equal(a, b)
+
 (one, loss_one), (eight, loss_eight) = results
 assert abs(loss_one - loss_eight) < 1e-4, (loss_one, loss_eight)
 worst = 0.0

@@ -111,6 +111,24 @@ def test_a_stop_at_an_epochs_end_runs_that_epochs_hook_first(setup, uninterrupte
   _assert_same_state(resumed, uninterrupted)
 
 
+@pytest.mark.parametrize("epoch", [0, EPOCHS - 1])
+def test_a_stop_requested_while_the_hook_runs_stops_after_it(setup, uninterrupted, tmp_path,
+                                                             epoch):
+  """The last epoch too: fit does not return as if finished (the run would go on into
+  evaluation with the request forgotten)."""
+  def hook(state, e):
+    if e == epoch:
+      os.kill(os.getpid(), signal.SIGTERM)
+    return {}
+
+  with armed(), pytest.raises(RunStopped) as info:
+    _fit(setup, tmp_path, on_epoch_end=hook)
+  at = (epoch + 1) * STEPS_PER_EPOCH
+  assert (info.value.reason, info.value.step) == ("SIGTERM", at)
+  assert Checkpointer(tmp_path / "checkpoints").all_steps() == [at]
+  _assert_same_state(_fit(setup, tmp_path), uninterrupted)
+
+
 def test_ctrl_c_in_training_stops_after_the_step_and_says_so(setup, tmp_path, capfd):
   with armed(), pytest.raises(RunStopped) as info:
     _fit(setup, tmp_path, step=_sigterm_at(setup[3], 3, signal.SIGINT))

@@ -168,15 +168,65 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
   state, tx = _quadratic_state(10.0, mesh)
   split = ImageSet(np.zeros((8, 4, 4, 3), np.uint8), np.zeros(8, np.int32))
   loop = LoopConfig(epochs=100, batch_size=1, log_every_steps=5, checkpoint_every_steps=5)
-  with pytest.raises(NonFiniteLossError, match="last good checkpoint is step"):
+  # The first step whose loss or gradient norm is not finite, in float32 numpy.
+  w, first_bad = np.ones(3, np.float32), None
+  with np.errstate(over="ignore", invalid="ignore"):
+    for n in range(1, 100):
+      if not (np.isfinite(np.sum(w * w)) and np.isfinite(np.linalg.norm(2 * w))):
+        first_bad = n
+        break
+      w = w - np.float32(10.0) * 2 * w
+  assert first_bad % 5   # between two checks: the message names it, not the check's step
+  with pytest.raises(NonFiniteLossError, match="last good checkpoint is step") as info:
     fit(state, make_train_step(_quadratic_loss, tx, mesh), split, loop=loop, mesh=mesh,
         workdir=str(tmp_path), name="diverge")
+  assert f"at step {first_bad} (of 800; found at step {first_bad // 5 * 5 + 5})" in str(info.value)
   checkpointer = Checkpointer(tmp_path / "checkpoints")
   last = checkpointer.latest_step()
-  assert last is not None and 0 < last < 40
+  assert last == (first_bad - 1) // 5 * 5
   restored, meta = checkpointer.restore(_quadratic_state(10.0, mesh)[0])
   assert np.all(np.isfinite(np.asarray(restored.params["w"])))
   assert meta["step"] == last
+
+
+def test_the_logged_rate_is_the_one_the_steps_update_used(tmp_path):
+  """SGD on w^2 scales w by (1 - 2 lr) per step: the logged rates must reproduce w."""
+  mesh = make_mesh()
+  schedule = lambda count: 0.1 * (count + 1)   # noqa: E731  0.1, 0.2, 0.3 for updates 1..3
+  tx = optax.sgd(schedule)
+  state = create_train_state({"params": {"w": jnp.ones((3,))}, "batch_stats": {}}, tx,
+                             jax.random.PRNGKey(0), mesh)
+  split = ImageSet(np.zeros((3, 4, 4, 3), np.uint8), np.zeros(3, np.int32))
+  final = fit(state, make_train_step(_quadratic_loss, tx, mesh), split, mesh=mesh,
+              loop=LoopConfig(epochs=1, batch_size=1, log_every_steps=1),
+              workdir=str(tmp_path), schedule=schedule, name="rate")
+  records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+  rates = [r["lr"] for r in records]
+  np.testing.assert_allclose(rates, [0.1, 0.2, 0.3])
+  np.testing.assert_allclose(np.asarray(final.params["w"]),
+                             np.full(3, np.prod([1 - 2 * r for r in rates])), rtol=1e-6)
+
+
+def test_the_frozen_teacher_goes_to_the_devices_once_not_at_every_step(tmp_path):
+  mesh = make_mesh()
+  tx = optax.sgd(0.1)
+  state = create_train_state({"params": {"w": jnp.ones((3,))}, "batch_stats": {}}, tx,
+                             jax.random.PRNGKey(0), mesh)
+  teacher = {"t": np.array([1.0, 2.0, 3.0], np.float32)}   # host arrays, as stages load them
+
+  def loss_fn(params, batch_stats, batch, key, frozen):
+    return jnp.sum((params["w"] - frozen["t"]) ** 2), (batch_stats, {})
+
+  split = ImageSet(np.zeros((4, 4, 4, 3), np.uint8), np.zeros(4, np.int32))
+  step = make_train_step(loss_fn, tx, mesh)
+  # Implicit host-to-device copies fail: the batches are placed explicitly, and so must
+  # the teacher be, once (the step would otherwise upload it on every call).
+  with jax.transfer_guard_host_to_device("disallow"):
+    final = fit(state, step, split, mesh=mesh, frozen=teacher, workdir=str(tmp_path),
+                loop=LoopConfig(epochs=1, batch_size=1), name="teacher")
+  # w_{n+1} = w_n - 0.1 * 2 (w_n - t) = 0.8 w_n + 0.2 t, four steps
+  expected = 0.8 ** 4 * 1.0 + (1 - 0.8 ** 4) * teacher["t"]
+  np.testing.assert_allclose(np.asarray(final.params["w"]), expected, rtol=1e-6)
 
 
 def test_nan_before_any_checkpoint_says_so(tmp_path):

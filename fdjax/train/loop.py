@@ -35,7 +35,7 @@ from fdjax.data import batching
 from fdjax.distributed import is_main_process
 from fdjax.errors import UserError
 from fdjax.train.checkpoint import Checkpointer
-from fdjax.train.mesh import check_batch_size, data_sharding
+from fdjax.train.mesh import check_batch_size, data_sharding, replicated
 from fdjax.train.progress import MetricsWriter, Progress, StudyProgress
 from fdjax.train.stop import STOP, RunStopped
 from fdjax.train.state import TrainState
@@ -67,7 +67,8 @@ def fit(state: TrainState, train_step: Callable, train_split, *, loop: LoopConfi
         study: StudyProgress | None = None) -> TrainState:
   """Trains ``state`` on ``train_split`` (an ``ImageSet``) and returns the final state.
 
-  ``frozen`` (read-only teacher variables) is passed to every step unchanged.
+  ``frozen`` (read-only teacher variables) is placed on the mesh once, replicated, and
+  passed to every step unchanged (not copied to the devices at each step).
   Writes checkpoints to ``<workdir>/checkpoints`` (unless ``checkpointer`` is given) and
   metrics to ``<workdir>/metrics.jsonl`` (scalars as numbers, vector metrics such as a
   population's loss ``[P]`` as lists; the console shows a vector's mean).
@@ -101,6 +102,8 @@ def fit(state: TrainState, train_step: Callable, train_split, *, loop: LoopConfi
     raise ValueError(f"[{name}] batch size {loop.batch_size} is larger than the training split "
                      f"({len(train_split)} examples)")
   total_steps = loop.epochs * steps_per_epoch
+  if frozen is not None:
+    frozen = jax.device_put(frozen, replicated(mesh))
   if checkpointer.latest_step() is not None:
     state, meta = checkpointer.restore(state)
     logging.info("[%s] resumed from step %d (%s)", name, int(state.step), checkpointer.directory)
@@ -114,13 +117,17 @@ def fit(state: TrainState, train_step: Callable, train_split, *, loop: LoopConfi
   finite_since_save = []  # device scalars; read at log/save points only (no per-step sync)
 
   def check_finite(at_step: int) -> None:
-    if finite_since_save and min(float(np.min(f)) for f in jax.device_get(finite_since_save)) < 1:
+    """Raises at the first step since the last save whose loss or gradient was not
+    finite (``finite_since_save[i]`` is step ``last_saved + 1 + i``'s flag)."""
+    flags = [float(np.min(f)) for f in jax.device_get(finite_since_save)]
+    bad = next((i for i, f in enumerate(flags) if f < 1), None)
+    if bad is not None:
       latest = checkpointer.latest_step()
       where = ("no checkpoint yet" if latest is None else
                f"the last good checkpoint is step {latest} in {checkpointer.directory}")
       raise NonFiniteLossError(
-          f"[{name}] non-finite loss or gradient between steps {last_saved} and {at_step}; "
-          f"stopped without saving ({where})",
+          f"[{name}] non-finite loss or gradient at step {last_saved + 1 + bad} (of "
+          f"{total_steps}; found at step {at_step}); stopped without saving ({where})",
           hint="lower the learning rate or check the inputs")
 
   def save(at_step: int, extra: dict | None = None) -> None:
@@ -158,7 +165,8 @@ def fit(state: TrainState, train_step: Callable, train_split, *, loop: LoopConfi
           host = {k: _host(v) for k, v in jax.device_get(metrics).items()}
           if not np.all(np.isfinite(host["loss"])):
             check_finite(step)
-          lr = float(schedule(step)) if schedule else float("nan")
+          # the rate this step's update used (the optimiser's count before it: step - 1)
+          lr = float(schedule(step - 1)) if schedule else float("nan")
           if study is not None:
             study.advance(name, step * loop.batch_size)
           rates = progress.line(step, host, lr, study.describe() if study is not None else "")
@@ -175,6 +183,7 @@ def fit(state: TrainState, train_step: Callable, train_split, *, loop: LoopConfi
       if step % steps_per_epoch == 0 and on_epoch_end is not None:
         state, extra, replaced = _run_hook(on_epoch_end, state, epoch)
         _write(writer, {"stage": name, "step": step, "epoch": epoch + 1, **extra})
+        stop = stop or STOP.poll()   # also a request made while the hook ran
         if stop:
           stop_here(step, stop)
         if (replaced and step < stop_at) or periodic_save_due(step):

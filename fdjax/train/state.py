@@ -69,5 +69,8 @@ def create_train_state(variables: dict, tx: optax.GradientTransformation, rng: j
       rng=jnp.asarray(rng, jnp.uint32),
   )
   if mesh is not None:
-    state = jax.device_put(state, replicated(mesh), may_alias=False)
+    # A private copy first: device_put(..., may_alias=False) alone still reuses the
+    # caller's buffer as the first device's shard when the mesh has several devices.
+    state = jax.device_put(jax.tree.map(lambda x: jnp.array(x, copy=True), state),
+                           replicated(mesh))
   return state
