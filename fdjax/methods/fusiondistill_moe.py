@@ -37,7 +37,8 @@ def _stage(runner):
 def _stages(ctx):
   return {STAGE: Stage(STAGE, (fused_init(ctx), *stages.expert_names(ctx)), _stage,
                        block="moe", shares=len(ctx.degradations),
-                       uses=("distill_feature", *balance_uses(ctx.config), *pairs_uses(ctx)))}
+                       uses=("distill_feature", *balance_uses(ctx.config), *pairs_uses(ctx)),
+                       ignores=("block.ks",))}   # the K rows it is reported at
 
 
 def pairs_uses(ctx) -> tuple[str, ...]:

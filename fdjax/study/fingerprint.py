@@ -7,7 +7,10 @@ source and split, the seed, the stage's config block (epochs, optimizer, ...) an
 other config fields it reads, the level ranges of the degradations it trains on (and
 their revisions, once a degradation's function has changed), the batch size, model
 selection, and the fingerprints of the stages it starts from (so a change upstream
-reaches every stage downstream).
+reaches every stage downstream). Fields a stage reads that do not change its result in
+the config at hand (its ``ignores``: the K rows a MoE student is reported at, which
+rows report a soup, another soup's weights) are left out, so changing them retrains
+nothing.
 
 On a mismatch the run stops before training with one line naming the stage, the
 fields that differ (old -> new) and the choices; ``config.on_mismatch='retrain'``
@@ -53,9 +56,14 @@ ADDED_FIELDS = {"restoration.image_prior": "none", "restoration.prior_context": 
 # stage's own block field replaces when that is set (not ''): the config-wide value then
 # does not change the stage's result, so it leaves the stage's fields and changing it
 # retrains nothing it does not change. Records made before this rule (2026-12-03) hold
-# both; ``stage_fields(..., legacy=True)`` computes them that way, and ``Runner.check``
+# both; ``stage_fields(..., rule=2)`` computes them that way, and ``Runner.check``
 # accepts and re-records such a record.
 OVERRIDDEN_BY = {"task_balance": "block.task_balance"}
+# The rules records were made by (``stage_fields(rule=...)``): 0, today's; 1, before a
+# stage's ``ignores`` left its fields (2026-12-06); 2, before ``OVERRIDDEN_BY``
+# (2026-12-03). A record made by an older rule is the same stage: ``Runner.check``
+# accepts and re-records it.
+OLDER_RULES = (1, 2)
 
 
 class FingerprintMismatchError(UserError, RuntimeError):
@@ -134,9 +142,32 @@ def without_overridden(fields: Mapping[str, Any],
   return out
 
 
-def stage_fields(ctx, stage, upstream: Mapping[str, str], *, legacy: bool = False) -> dict:
-  """The fields that determine ``stage``'s result in run context ``ctx``. ``legacy``:
-  as recorded before ``OVERRIDDEN_BY`` (``upstream`` then holds legacy digests too)."""
+def without_paths(fields: Mapping[str, Any], paths) -> dict:
+  """``fields`` (plain dicts) without each of ``paths``: a top-level key as it is (a
+  stage's use such as 'eval.seed'), else a dotted path into the nested fields
+  ('fusion.weights', 'block.ks')."""
+  if not paths:
+    return dict(fields)
+  out = json.loads(json.dumps(fields, default=str))   # a deep copy of plain data
+  for path in paths:
+    if path in out:
+      del out[path]
+      continue
+    *parents, leaf = path.split(".")
+    node: Any = out
+    for part in parents:
+      node = node.get(part) if isinstance(node, dict) else None
+    if isinstance(node, dict):
+      node.pop(leaf, None)
+  return out
+
+
+def stage_fields(ctx, stage, upstream: Mapping[str, str], *, rule: int = 0) -> dict:
+  """The fields that determine ``stage``'s result in run context ``ctx``, as rule
+  ``rule`` (``OLDER_RULES``) recorded them (``upstream`` then holds that rule's digests
+  too): without the stage's ``ignores`` (the fields it reads that do not change its
+  result) since rule 0, without the config-wide fields its own block overrides
+  (``OVERRIDDEN_BY``) since rule 1."""
   config, plan = ctx.config, ctx.plan
   fields: dict[str, Any] = {
       "stage": stage.name, "task": config.get("task", "classification"),
@@ -167,7 +198,11 @@ def stage_fields(ctx, stage, upstream: Mapping[str, str], *, legacy: bool = Fals
   if revised:
     fields["degradation_revisions"] = revised
   fields = without_added(fields, added_fields(stage.block))
-  return fields if legacy else without_overridden(fields)
+  if rule < 2:
+    fields = without_overridden(fields)
+  if rule < 1:
+    fields = without_paths(fields, stage.ignores)
+  return fields
 
 
 def added_fields(block: str | None, added: Mapping[str, Any] = ADDED_FIELDS) -> dict:

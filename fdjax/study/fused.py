@@ -31,6 +31,18 @@ SOUPS = ("uniform", "weighted", "greedy")
 BN_MODES = ("paper", "average", "reestimate")
 
 
+def unused_fields(config, bn_mode: str) -> tuple[str, ...]:
+  """The fields of a fused stage's uses (``fdjax.study.stages.shared_graph``) that do not
+  change the ``bn_mode`` soup of ``config.fusion.soup``: which rows report it
+  (``modelsoups_variants``) or start from it (``init_batch_stats``), the weights of
+  another soup, the greedy soup's validation settings, the re-estimation's batches."""
+  soup = config.fusion.soup
+  return ("fusion.modelsoups_variants", "fusion.init_batch_stats",
+          *(() if soup == "weighted" else ("fusion.weights",)),
+          *(() if soup == "greedy" else ("eval.seed", "eval_batch_size")),
+          *(() if bn_mode == "reestimate" else ("fusion.reestimate_batches", "batch_size")))
+
+
 def fused_stage(ctx: RunContext, expert_variables: Sequence[dict], bn_mode: str) -> dict:
   """The soup of ``config.fusion.soup`` with ``bn_mode`` statistics, saved under
   ``fused/<bn_mode>/variables`` (reused when present)."""

@@ -30,7 +30,9 @@ class Stage:
   training, e.g. a weight soup). shares: images per step in units of batch_size.
   uses: other config fields (dotted) the result depends on; levels: the degradations
   whose level ranges it depends on (None: all of the plan). Both go into its
-  fingerprint (``fdjax.study.fingerprint``). A training stage's real training pairs
+  fingerprint (``fdjax.study.fingerprint``), less ``ignores``: fields of its block or
+  of its uses (dotted: 'block.ks', 'fusion.weights', 'eval.seed') that do not change
+  its result in this config (what it reports, or an option of another mode). A training stage's real training pairs
   (restoration's ``Recipe.pairs``) are those of its ``levels``, and its planned
   ``work`` counts them.
   """
@@ -42,6 +44,7 @@ class Stage:
   shares: int = 1
   uses: tuple[str, ...] = ()
   levels: tuple[str, ...] | None = None
+  ignores: tuple[str, ...] = ()
 
   def work(self, ctx: RunContext) -> int:
     """Training images this stage processes (0 without training)."""
@@ -82,27 +85,28 @@ class Runner:
     self.ctx, self.graph, self.progress = ctx, dict(graph), progress
     self.evaluate = Evaluator(ctx)
     self._built: dict[str, object] = {}
-    self._fields: dict[bool, dict[str, dict]] = {False: {}, True: {}}
+    self._fields: dict[int, dict[str, dict]] = {}
     self.fingerprints: dict[str, str] = {}
 
-  def fields(self, name: str, legacy: bool = False) -> dict:
-    """The fingerprint fields of stage ``name`` (upstream digests included); ``legacy``:
-    as recorded before ``fingerprint.OVERRIDDEN_BY``, upstream too."""
-    cache = self._fields[legacy]
+  def fields(self, name: str, rule: int = 0) -> dict:
+    """The fingerprint fields of stage ``name`` (upstream digests included), as
+    ``rule`` (``fingerprint.OLDER_RULES``; 0: today's) records them, upstream too."""
+    cache = self._fields.setdefault(rule, {})
     if name not in cache:
       stage = self.graph[name]
-      upstream = {r: fingerprint.digest(self.fields(r, legacy)) for r in stage.requires}
-      cache[name] = fingerprint.stage_fields(self.ctx, stage, upstream, legacy=legacy)
+      upstream = {r: fingerprint.digest(self.fields(r, rule)) for r in stage.requires}
+      cache[name] = fingerprint.stage_fields(self.ctx, stage, upstream, rule=rule)
     return cache[name]
 
   def check(self, name: str) -> str:
     """Checks (or records) the fingerprint of ``name`` against its folder; its digest.
-    A record of the legacy fields is the same stage (re-recorded, not retrained)."""
+    A record of an older rule's fields is the same stage (re-recorded, not retrained)."""
     if name not in self.fingerprints:
-      fields, legacy = self.fields(name), self.fields(name, legacy=True)
+      fields = self.fields(name)
+      older = [self.fields(name, rule) for rule in fingerprint.OLDER_RULES]
       self.fingerprints[name] = fingerprint.check_or_record(
           self.ctx.stage_dir(name), name, fields, self.ctx.config.get("on_mismatch", "stop"),
-          accepted=(fingerprint.digest(legacy),) if legacy != fields else ())
+          accepted=tuple(fingerprint.digest(f) for f in older if f != fields))
     return self.fingerprints[name]
 
   def prepare(self, names) -> list[str]:

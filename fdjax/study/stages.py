@@ -113,5 +113,6 @@ def shared_graph(ctx: RunContext) -> dict[str, Stage]:
     graph[f"fused/{bn_mode}"] = Stage(
         f"fused/{bn_mode}", expert_names(ctx),
         lambda r, bn_mode=bn_mode: fused.fused_stage(r.ctx, experts(r), bn_mode),
-        uses=("fusion", "batch_size", "eval.seed", "eval_batch_size"))
+        uses=("fusion", "batch_size", "eval.seed", "eval_batch_size"),
+        ignores=fused.unused_fields(ctx.config, bn_mode))
   return graph

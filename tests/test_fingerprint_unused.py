@@ -1,0 +1,88 @@
+"""A stage's ``ignores``: config fields it reads that do not change its result leave
+its fingerprint (changing which rows report a soup retrains nothing), while the ones
+that do change it stay; records made before the rule are the same stages."""
+
+import json
+import os
+
+import pytest
+
+from fdjax.study import fingerprint
+from test_task_balance import _context, _runner
+
+METHODS = ("modelsoups", "fusing", "fusiondistill", "fusiondistill_moe")
+FUSED = ("fused/paper", "fused/average", "fused/reestimate")
+
+
+def _digests(ctx):
+  runner = _runner(ctx, METHODS)
+  return {n: fingerprint.digest(runner.fields(n)) for n in runner.graph}
+
+
+@pytest.fixture(scope="module")
+def ctx(tmp_path_factory):
+  return _context("quickstart.py:tiny", tmp_path_factory.mktemp("run"))
+
+
+def _changed(ctx, **overrides):
+  """The stages whose digest ``overrides`` (``block__field=value``) change."""
+  before = _digests(ctx)
+  saved = {}
+  for dotted, value in overrides.items():
+    block, field = dotted.split("__") if "__" in dotted else (None, dotted)
+    node = ctx.config[block] if block else ctx.config
+    saved[(block, field)] = node[field]
+    node[field] = value
+  try:
+    after = _digests(ctx)
+  finally:
+    for (block, field), value in saved.items():
+      (ctx.config[block] if block else ctx.config)[field] = value
+  return {n for n in before if before[n] != after[n]}
+
+
+def test_fields_that_do_not_change_a_stage_leave_its_fingerprint(ctx):
+  assert ctx.config.fusion.soup == "uniform"
+  # Which rows report the soups, which one Fusing starts from (that enters Fusing's
+  # fingerprint through its upstream), another soup's weights, the K rows of the MoE.
+  assert _changed(ctx, fusion__modelsoups_variants="paper") == set()
+  assert _changed(ctx, fusion__weights="1,2,3,4") == set()
+  assert _changed(ctx, moe__ks="1") == set()
+  assert _changed(ctx, fusion__init_batch_stats="paper") == {
+      "fusing", "fusiondistill", "fusiondistill_moe"}
+  # Only the re-estimated soup reads the re-estimation's batches; only greedy evaluates.
+  assert _changed(ctx, fusion__reestimate_batches=3) == {"fused/reestimate"}
+  assert not _changed(ctx, eval_batch_size=32) & set(FUSED)
+
+
+def test_fields_that_change_a_stage_stay_in_its_fingerprint(ctx):
+  downstream = {"fusing", "fusiondistill", "fusiondistill_moe"}
+  assert _changed(ctx, fusion__soup="weighted") == {*FUSED, *downstream}
+  ctx.config.fusion.soup = "weighted"
+  try:
+    assert _changed(ctx, fusion__weights="1,2,3,4") == {*FUSED, *downstream}
+  finally:
+    ctx.config.fusion.soup = "uniform"
+  assert _changed(ctx, fusion__soup="greedy") >= set(FUSED)
+  ctx.config.fusion.soup = "greedy"
+  try:
+    assert set(FUSED) <= _changed(ctx, eval_batch_size=32)
+  finally:
+    ctx.config.fusion.soup = "uniform"
+  assert _changed(ctx, moe__train_k=1) == {"fusiondistill_moe"}
+
+
+def test_a_record_made_before_the_rule_is_reused_and_re_recorded(ctx):
+  runner = _runner(ctx, METHODS)
+  names = list(runner.graph)
+  for name in names:   # what the code before the rule recorded, and a stage's work
+    fingerprint.check_or_record(ctx.stage_dir(name), name, runner.fields(name, rule=1))
+    open(os.path.join(ctx.stage_dir(name), "marker"), "w").close()
+  assert {n for n in names if runner.fields(n, rule=1) != runner.fields(n)} >= {
+      *FUSED, "fusing", "fusiondistill", "fusiondistill_moe"}
+  for name in names:
+    digest = runner.check(name)
+    assert digest == fingerprint.digest(runner.fields(name))
+    assert os.path.exists(os.path.join(ctx.stage_dir(name), "marker")), name   # kept
+    with open(os.path.join(ctx.stage_dir(name), fingerprint.FILE)) as f:
+      assert json.load(f)["digest"] == digest
