@@ -11,10 +11,18 @@ tracebacks, and under pytest they surfaced as a ``PytestUnraisableExceptionWarni
 whatever test ran next on that worker. fdjax already reports the damage
 (``CorruptCheckpointError``), so these tracebacks say nothing a person needs.
 
+When the damage is inside the data (a flipped bit: tensorstore's checksum fails),
+several reads fail, and the tasks whose failure nobody awaited any more are logged by
+asyncio when they are collected: ``ERROR:asyncio:Task exception was never retrieved``
+with tensorstore's ``DATA_LOSS`` traceback, once per array.
+
 ``ignore_abandoned_reads()`` installs a ``sys.unraisablehook`` (unless the current one
-is already it) that drops exactly those: a ``RuntimeError('Event loop is closed')``
-raised inside asyncio's ``call_soon_threadsafe`` with no object attached. Every other
-unraisable exception goes to the hook that was there before. fdjax calls it before each
+is already it) that drops exactly the first kind: a ``RuntimeError('Event loop is
+closed')`` raised inside asyncio's ``call_soon_threadsafe`` with no object attached.
+Every other unraisable exception goes to the hook that was there before. It also adds
+a filter to the ``asyncio`` logger that drops the second kind: a "... exception was
+never retrieved" record whose exception is tensorstore's (its message holds the
+``tensorstore_spec``); every other asyncio record passes. fdjax calls it before each
 restore (a checkpoint's or a model's variables): the stragglers of a failed read can
 arrive before the failure reaches fdjax's code, so installing the filter only then lets
 some through (seen under load: 7 of them). A process that never restores anything keeps
@@ -23,6 +31,7 @@ Python's hook untouched.
 
 from __future__ import annotations
 
+import logging as std_logging
 import sys
 import threading
 import traceback
@@ -45,6 +54,27 @@ def is_abandoned_read(unraisable) -> bool:
              for frame in traceback.extract_tb(exc.__traceback__))
 
 
+def is_abandoned_task(record: std_logging.LogRecord) -> bool:
+  """True for an asyncio record of a collected task or future whose exception, a failed
+  tensorstore read, nobody retrieved."""
+  message = str(record.msg)
+  if not message.startswith(("Task exception was never retrieved",
+                             "Future exception was never retrieved")):
+    return False
+  exc = record.exc_info[1] if record.exc_info else None
+  return exc is not None and "tensorstore_spec" in str(exc)
+
+
+class _AbandonedTaskFilter(std_logging.Filter):
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    global _dropped
+    if is_abandoned_task(record):
+      with _LOCK:
+        _dropped += 1
+      return False
+    return True
+
+
 def dropped() -> int:
   """How many such tracebacks this process has dropped."""
   return _dropped
@@ -52,8 +82,12 @@ def dropped() -> int:
 
 def ignore_abandoned_reads() -> None:
   """Installs the filtering hook in front of the current one, unless the current one is
-  already it (a hook installed after it, e.g. by a test runner, is wrapped in turn)."""
+  already it (a hook installed after it, e.g. by a test runner, is wrapped in turn), and
+  the ``asyncio`` logger's filter, once."""
   with _LOCK:
+    asyncio_logger = std_logging.getLogger("asyncio")
+    if not any(isinstance(f, _AbandonedTaskFilter) for f in asyncio_logger.filters):
+      asyncio_logger.addFilter(_AbandonedTaskFilter())
     if getattr(sys.unraisablehook, "_fdjax_abandoned_reads", False):
       return
     previous = sys.unraisablehook
