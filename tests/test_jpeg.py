@@ -92,6 +92,16 @@ def test_parity_sizes_not_multiple_of_16(shape):
     assert mad <= 1.0 and psnr >= 40.0, f"{shape} q={q}: mad={mad:.3f} psnr={psnr:.2f} max={mx}"
 
 
+@pytest.mark.parametrize("shape", [(32, 1), (16, 2), (32, 3), (32, 4), (2, 3), (32, 5), (3, 32)])
+def test_narrow_images_match_pil_exactly(shape):
+  """Images at most 4 pixels wide: libjpeg replicates chroma 2x2 instead of its fancy
+  (triangular) upsampling when the chroma plane is at most 2 samples wide."""
+  images = synthetic_images(4, *shape, seed=2)
+  for q in (10, 75, 95):
+    out = _registry(jax.random.key(0), images, jnp.full(4, q, jnp.float32))
+    np.testing.assert_array_equal(np.asarray(out), pil_jpeg(images, q), err_msg=f"{shape} q={q}")
+
+
 def test_quality_tables_match_pil():
   img = synthetic_images(1)[0]
   qualities = (1, 3, 10, 25, 49, 50, 51, 75, 95, 100)

@@ -135,6 +135,17 @@ def test_lowlight_mean_follows_gain_and_gamma():
     np.testing.assert_allclose(out.std(), noise_sd, rtol=0.05)
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_float_path_has_finite_gradients_at_the_clean_level(name):
+  """apply_float sits inside differentiable pipelines: d(output)/d(image) at the clean
+  level (lowlight's noise std sqrt(k * v) had an infinite slope at k = 0) and above it."""
+  images = jnp.asarray(textured_images(2, 16), jnp.float32) / 255.0
+  clean = degradations.get(name).clean_level
+  for level in (clean, float(degradations.levels(name)[-1])):
+    grad = jax.grad(lambda x: degradations.apply_float(name, KEY, x, level).sum())(images)
+    assert np.all(np.isfinite(np.asarray(grad))), (name, level)
+
+
 def test_motion_blur_conserves_mass_and_keeps_flat_images():
   dot = np.zeros((4, 25, 25, 3), np.float32)
   dot[:, 12, 12] = 1.0

@@ -114,8 +114,13 @@ def _fancy_upsample(c, exact):
   """jdsample.c h2v2_fancy_upsample: [B,h,w] -> [B,2h,2w], triangular 3/4-1/4 filter.
 
   Edges replicate the last real sample (the decoder's context rows / end columns).
+  libjpeg uses it only when the plane is more than 2 samples wide (``jinit_upsampler``:
+  ``downsampled_width > 2``, i.e. images over 4 pixels wide); narrower planes are
+  replicated 2x2 (``h2v2_upsample``).
   """
   b, h, w = c.shape
+  if w <= 2:
+    return jnp.repeat(jnp.repeat(c, 2, 1), 2, 2)
   # Vertical: output row 2i uses 3*row i + row i-1, row 2i+1 uses 3*row i + row i+1.
   v = jnp.stack([3 * c + _shift(c, 1, -1), 3 * c + _shift(c, 1, 1)], 2).reshape(b, 2 * h, w)
   left, right = 3 * v + _shift(v, 2, -1), 3 * v + _shift(v, 2, 1)

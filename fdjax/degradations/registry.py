@@ -109,16 +109,19 @@ REGISTRY: dict[str, Degradation] = {
     "lowlight": Degradation(
         "lowlight", restoration.lowlight, restoration.lowlight_float,
         _grid(restoration.LOWLIGHT_GRID), clean_level=0.0,
-        units="darkening factor k, 0..0.9 step 0.05 (gain 1 - k, gamma 1 + k, noise)"),
+        units="darkening factor k, 0..0.9 step 0.05 (gain 1 - k, gamma 1 + k, noise)",
+        revision=2),   # 2: the noise's std as sqrt(k) * sqrt(...) (finite gradients at k=0)
     "motion_blur": Degradation(
         "motion_blur", restoration.motion_blur, restoration.motion_blur_float,
         _grid(restoration.MOTION_BLUR_GRID), clean_level=0.0,
-        units="motion kernel length in pixels, 0..15 step 1 (random direction)",
+        units="motion segment length L in pixels, 0..15 step 1 (random direction; "
+              "antialiased, so the kernel spans about L + 1 pixels: L=1 is [1/4, 1/2, 1/4])",
         revision=2),   # 2: the convolution summed in another order (a few uint8 values move by 1)
     "sr": Degradation(
         "sr", resize_lib.sr, resize_lib.sr_float, _grid(resize_lib.SR_GRID), clean_level=1.0,
         units="super-resolution scale s, 1..4 step 1: MATLAB bicubic down by s (antialiased) "
-              "and back up to the input size; 1 = unchanged"),
+              "and back up to the input size; 1 = unchanged",
+        revision=2),   # 2: uint8 rounded after each 1-D pass, as MATLAB (was: after both)
 }
 
 

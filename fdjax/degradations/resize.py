@@ -12,8 +12,10 @@ coordinates; its taps are the ``ceil(width) + 2`` input pixels from
 ``floor(u - width / 2)``, weighted by Keys' cubic (``a = -0.5``), stretched by ``1 /
 scale`` when down-sampling (``width = 4 / scale``), normalised to sum 1; indices past
 the border are mirrored (``symmetric`` padding). Each 1-D resize is a matrix ``[out,
-in]`` (numpy, built once per shape), applied to the rows and then the columns in
-float32 at full precision: jit- and vmap-safe, static shapes.
+in]`` (numpy, built once per shape), applied to the rows and then the columns (MATLAB's
+order for equal scales) in float32 at full precision: jit- and vmap-safe, static shapes.
+On uint8 images MATLAB rounds and clips to 0..255 after EACH 1-D pass (its result has
+the input's class at every step), and so does ``sr``: between the passes too.
 
 A side that is not a multiple of ``s`` is handled as ``imresize`` would (the LR side
 is ``ceil(n / s)``) and the up-sampled image is cropped to the first ``n`` pixels, so
@@ -21,15 +23,19 @@ the output always has the input's shape; the benchmark protocol crops test image
 a multiple of ``s`` first (``data.crop_multiple``).
 
 Level = the scale factor ``s`` (``SR_GRID``: 1, 2, 3, 4; 1 returns the images
-unchanged). ``sr`` (uint8) rounds the LR image to uint8 (the LR PNGs of the tables)
-and the up-sampled image to uint8; ``sr_float`` keeps both in float.
+unchanged). ``sr`` (uint8) rounds each pass of both resizes to uint8 (the LR image is
+then the LR PNG of the tables); ``sr_float`` keeps everything in float.
 
-How close to MATLAB: the kernel, the tap positions and the mirrored borders follow
-``imresize`` exactly; MATLAB's own uint8 path rounds after EACH 1-D pass, this module
-only after both passes of a resize, so uint8 outputs may differ by 1 grey level on some
-pixels. Checked against PIL's ``BICUBIC`` resize (same kernel, antialiased) away from
+How close to MATLAB: the kernel, the tap positions, the mirrored borders and the
+per-pass rounding follow ``imresize`` (float32 sums instead of float64: a value that
+lands within float32 rounding of .5 may round the other way). Checked against a float64
+numpy ``imresize`` written from MATLAB's algorithm (as the port
+github.com/fatheral/matlab_imresize, which reproduces MATLAB's uint8 output exactly,
+computes it), against PIL's ``BICUBIC`` resize (same kernel, antialiased) away from
 the borders, where PIL renormalises a truncated kernel instead of mirroring, and
 against the published bicubic x4 PSNR of Set5 (tests/test_sr_degradation.py).
+Revision 2 (2026-12-06): before, ``sr`` rounded only after both passes of a resize,
+which differed from MATLAB by up to 13 grey levels where a pass overshoots 0..255.
 """
 
 from __future__ import annotations
@@ -45,27 +51,32 @@ from fdjax.eval.matlab_imresize import resize_matrix
 SR_GRID = np.array([1.0, 2.0, 3.0, 4.0])  # scale factors; 1 = unchanged
 
 
-def _apply(images: jax.Array, rows: np.ndarray, cols: np.ndarray) -> jax.Array:
-  """``rows @ image @ cols^T`` per image and channel: ``[B, H, W, C] -> [B, H', W', C]``."""
+def _apply(images: jax.Array, rows: np.ndarray, cols: np.ndarray,
+           quantize: bool = False) -> jax.Array:
+  """``rows @ image @ cols^T`` per image and channel: ``[B, H, W, C] -> [B, H', W', C]``;
+  ``quantize``: each pass rounded to integers in 0..255, as MATLAB on uint8 images."""
   hi = jax.lax.Precision.HIGHEST
-  out = jnp.einsum("ih,bhwc->biwc", jnp.asarray(rows, jnp.float32), images, precision=hi)
-  return jnp.einsum("jw,biwc->bijc", jnp.asarray(cols, jnp.float32), out, precision=hi)
+  step = _round_uint8_range if quantize else (lambda x: x)
+  out = step(jnp.einsum("ih,bhwc->biwc", jnp.asarray(rows, jnp.float32), images, precision=hi))
+  return step(jnp.einsum("jw,biwc->bijc", jnp.asarray(cols, jnp.float32), out, precision=hi))
 
 
-def downsample(images: jax.Array, scale: int) -> jax.Array:
-  """float32 ``[B, ceil(H/s), ceil(W/s), C]``: ``imresize(images, 1/s, 'bicubic')``."""
+def downsample(images: jax.Array, scale: int, quantize: bool = False) -> jax.Array:
+  """float32 ``[B, ceil(H/s), ceil(W/s), C]``: ``imresize(images, 1/s, 'bicubic')``
+  (``quantize``: of uint8 images, each pass rounded)."""
   h, w = images.shape[1:3]
   lh, lw = -(-h // scale), -(-w // scale)
   return _apply(jnp.asarray(images, jnp.float32), resize_matrix(h, lh, 1.0 / scale),
-                resize_matrix(w, lw, 1.0 / scale))
+                resize_matrix(w, lw, 1.0 / scale), quantize)
 
 
-def upsample(images: jax.Array, scale: int, size: tuple[int, int]) -> jax.Array:
+def upsample(images: jax.Array, scale: int, size: tuple[int, int],
+             quantize: bool = False) -> jax.Array:
   """float32 ``[B, *size, C]``: the first ``size`` pixels of ``imresize(images, s,
-  'bicubic')``."""
+  'bicubic')`` (``quantize``: of uint8 images, each pass rounded)."""
   h, w = images.shape[1:3]
   return _apply(jnp.asarray(images, jnp.float32), resize_matrix(h, size[0], float(scale)),
-                resize_matrix(w, size[1], float(scale)))
+                resize_matrix(w, size[1], float(scale)), quantize)
 
 
 def _round_uint8_range(x: jax.Array) -> jax.Array:
@@ -74,14 +85,12 @@ def _round_uint8_range(x: jax.Array) -> jax.Array:
 
 def bicubic_down_up(images: jax.Array, scale: int, *, quantize: bool) -> jax.Array:
   """float32 ``[B, H, W, C]``: ``images`` (0..255) down-sampled by ``scale`` and back;
-  ``quantize``: the LR and the result rounded to integers in 0..255 (uint8 images)."""
+  ``quantize``: every pass of both resizes rounded to integers in 0..255 (uint8 images,
+  as MATLAB computes them)."""
   if scale == 1:
     return jnp.asarray(images, jnp.float32)
-  low = downsample(images, scale)
-  if quantize:
-    low = _round_uint8_range(low)
-  out = upsample(low, scale, images.shape[1:3])
-  return _round_uint8_range(out) if quantize else out
+  low = downsample(images, scale, quantize)
+  return upsample(low, scale, images.shape[1:3], quantize)
 
 
 def _per_scale(images: jax.Array, levels: jax.Array, quantize: bool) -> jax.Array:

@@ -172,7 +172,8 @@ def lowlight_float(key: jax.Array, images: jax.Array, levels: jax.Array) -> jax.
   images = jnp.asarray(images, jnp.float32)
   k = _per_image(levels)
   dark = dm_pix.adjust_gamma(images, 1.0 + k, gain=1.0 - k)  # gain * images ** gamma
-  noise_std = jnp.sqrt(k * (0.01 * dark + 1e-4))
+  # sqrt(k) apart: sqrt(k * v) has an infinite derivative at k = 0 (NaN gradients)
+  noise_std = jnp.sqrt(k) * jnp.sqrt(0.01 * dark + 1e-4)
   noise = jax.random.normal(key, images.shape, jnp.float32)
   return jnp.clip(dark + noise_std * noise, 0.0, 1.0)
 
@@ -183,7 +184,9 @@ def motion_blur_float(key: jax.Array, images: jax.Array, levels: jax.Array) -> j
   Args:
     key: draws the direction per image, uniform over [0, 180) degrees.
     images: float ``[B, H, W, C]`` (any range; the blur is linear).
-    levels: float ``[B]``, kernel length in pixels, grid 0..15 step 1; 0 = clean.
+    levels: float ``[B]``, the segment's length L in pixels, grid 0..15 step 1; 0 =
+      clean. The segment is antialiased (``_line_kernels``), so the kernel spans about
+      L + 1 pixels: L = 1 is [1/4, 1/2, 1/4] along the motion, L = 2 three equal taps.
 
   Returns:
     float32 ``[B, H, W, C]``; borders repeat the edge pixels.
