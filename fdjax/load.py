@@ -5,7 +5,7 @@
     logits = loaded.predict(images_uint8)          # [B, H, W, 3] uint8 -> [B, C]
 
 ``load_model`` reads the run's ``config.json`` and ``run.json`` (written by
-``fdjax.pipeline`` at the start of every run) to rebuild the model, loads the variables
+``fdjax.pipeline`` once a run's stages match the config) to rebuild the model, loads the variables
 of the method's stage (``<run>/seed_<s>/<stage>/variables``) and returns a jitted
 ``predict`` that applies the model's own input normalisation (the task's ``predict``).
 ``fdjax.predictor.load_predictor`` wraps it into ``uint8 image -> uint8 image`` (restoration)
@@ -56,7 +56,8 @@ class UnknownModelError(UserError, ValueError):
 
 @dataclasses.dataclass
 class LoadedModel:
-  """model: a Flax module; variables: {'params','batch_stats'}; predict: uint8 -> outputs;
+  """model: a Flax module; variables: {'params','batch_stats'}; predict: uint8 images
+  ``[B, H, W, 3]`` (a classifier's at the run's image size) -> outputs;
   task: the run's ``fdjax.tasks`` task; run_info: ``run.json`` (dataset, num_classes,
   image_shape, class_names); seed: the seed loaded; name: the model's name."""
 
@@ -193,5 +194,26 @@ def load_model(workdir: str, method: str = "fusiondistill", seed: int | None = N
                                                    data_spec.image_shape))
   variables = load_variables(path, template)
   predict = jit_clean(predictor(task, model))  # memoised: equal models share compilations
-  return LoadedModel(model, variables, lambda images: predict(variables, images), config,
+  # A classifier takes the run's image size only (a GAP head would answer any size);
+  # a restorer any size (fdjax.load_predictor pads it to the network's stride).
+  size = None if hasattr(task, "identity") else tuple(run_info["image_shape"][:2])
+  return LoadedModel(model, variables,
+                     lambda images: predict(variables, checked_batch(images, size)), config,
                      path, task, run_info, seed, method)
+
+
+def checked_batch(images, size: tuple[int, int] | None = None):
+  """``images`` as given when they are a uint8 batch ``[B, H, W, 3]`` (0..255) of
+  ``size`` = (H, W) (None: any); DataError naming what was given otherwise."""
+  import numpy as np
+
+  from fdjax.errors import DataError
+
+  shape = tuple(np.shape(images))
+  dtype = getattr(images, "dtype", None) or np.asarray(images).dtype
+  if (dtype != np.uint8 or len(shape) != 4 or shape[-1] != 3 or 0 in shape
+      or (size is not None and shape[1:3] != size)):
+    want = f"[B, {size[0]}, {size[1]}, 3] (the run's image size)" if size else "[B, H, W, 3]"
+    raise DataError(f"predict takes uint8 RGB images {want}, 0..255; got {dtype} "
+                    f"{list(shape)}")
+  return images

@@ -33,10 +33,20 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from fdjax.errors import WorkdirLockedError
+from fdjax.errors import ConfigError, WorkdirLockedError
 
 LOCK_NAME = ".fdjax.lock"
 _READ_HOLDER_FOR_S = 1.0  # how long to wait for a just-started holder to write its record
+
+
+def make_folder(path: str | os.PathLike, what: str) -> None:
+  """``mkdir -p path``; a ``ConfigError`` naming ``what`` (e.g. '--workdir') when it
+  cannot be made (a file is in the way, no permission, a read-only file system)."""
+  try:
+    os.makedirs(path, exist_ok=True)
+  except OSError as e:
+    raise ConfigError(f"{what} {path}: cannot make the folder ({e.strerror or e})",
+                      hint=f"choose another {what}") from None
 
 
 def lock_path(workdir: str | os.PathLike) -> Path:
@@ -74,7 +84,7 @@ def workdir_lock(workdir: str | os.PathLike) -> Iterator[Path]:
   """Holds the exclusive lock on ``workdir`` for the ``with`` block; yields the lock
   file's path. Raises ``WorkdirLockedError`` at once if another open file holds it."""
   workdir = Path(workdir).absolute()
-  workdir.mkdir(parents=True, exist_ok=True)
+  make_folder(workdir, "--workdir")
   path = lock_path(workdir)
   fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
   try:

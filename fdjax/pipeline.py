@@ -20,6 +20,7 @@ from absl import logging
 from fdjax import methods as methods_lib
 from fdjax.config import parse_ints
 from fdjax.distributed import is_main_process, write_once
+from fdjax.errors import ConfigError
 from fdjax.eval import per_image as per_image_lib
 from fdjax.eval import self_ensemble
 from fdjax.eval import plots, report
@@ -80,13 +81,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[report.Record]:
     return _run(config, workdir, methods, seeds)
 
 
-def _run(config, workdir: str, methods, seeds) -> list[report.Record]:
-  write_once(lambda: _write_config(config, workdir), "config.json")
-  records, extra, fingerprints = [], {}, {}
-  outputs = {m.name: [] for m in methods}
-  progress, dataset, ctx = None, None, None
-  images: list[str] = []
-  per_image: list = []   # (row label, seed, per-image scores): per_image.csv
+def _prepare(config, workdir: str, methods, seeds) -> tuple[list, dict]:
+  """Every seed's ``(seed, dataset, ctx, runner)``, each runner's planned stages checked
+  against their fingerprints, and ``{'seed_<s>': fingerprints}``: a mismatch in any seed
+  stops the run before anything trains."""
+  prepared, fingerprints = [], {}
+  progress, dataset = None, None
   for seed in seeds:
     if dataset is None or config.data.validation_fraction:
       dataset = load_dataset(config, seed)  # the validation split depends on the seed
@@ -95,9 +95,41 @@ def _run(config, workdir: str, methods, seeds) -> list[report.Record]:
       progress = StudyProgress([(f"seed {s}: {name}", work) for s in seeds
                                 for name, work in planned_stages(ctx, methods)])
     runner = Runner(ctx, stage_graph(ctx, methods), progress)
-    runner.prepare([n for m in methods for n in m.requires(ctx)])
+    planned = runner.prepare([n for m in methods for n in m.requires(ctx)])
+    _check_validation_split(config, dataset, planned)
     fingerprints[f"seed_{seed}"] = runner.fingerprints
-    ctx.study = _SeedProgress(progress, runner.progress_name)
+    prepared.append((seed, dataset, ctx, runner))
+  return prepared, fingerprints
+
+
+def _check_validation_split(config, dataset, planned: list[str]) -> None:
+  """ConfigError when the study selects epochs, or a greedy soup picks experts, on a
+  validation split the data does not have (it would silently use the last epoch)."""
+  if dataset.validation is not None:
+    return
+  needs = (["selection='val'"] if config.selection == "val" else []) + (
+      ["fusion.soup='greedy'"] if config.fusion.soup == "greedy"
+      and any(n.startswith("fused/") for n in planned) else [])
+  if needs:
+    raise ConfigError(f"{' and '.join(needs)} need{'' if len(needs) > 1 else 's'} a "
+                      f"validation split, and data "
+                      f"{dataset.name!r} has none",
+                      hint="set data.validation_fraction > 0 (e.g. 0.1), or "
+                           "--config.selection=last")
+
+
+def _run(config, workdir: str, methods, seeds) -> list[report.Record]:
+  prepared, fingerprints = _prepare(config, workdir, methods, seeds)
+  # Written once every seed's stages matched: a refused run leaves the run's own config
+  # (what fdjax.load_model builds its models from) as it was.
+  write_once(lambda: _write_config(config, workdir), "config.json")
+  records, extra = [], []
+  outputs = {m.name: [] for m in methods}
+  ctx = None
+  images: list[str] = []
+  per_image: list = []   # (row label, seed, per-image scores): per_image.csv
+  for seed, dataset, ctx, runner in prepared:
+    ctx.study = _SeedProgress(runner.progress, runner.progress_name)
     write_once(lambda: _write_run_info(dataset, workdir), "run.json")
     logging.info("seed %d: %s, %d train / %d val / %d test, %d classes, %d device(s); "
                  "levels %s%s", seed, dataset.name, len(dataset.train),
@@ -108,25 +140,27 @@ def _run(config, workdir: str, methods, seeds) -> list[report.Record]:
                  "".join(f"; {d} tested on {t.describe()}"
                          for d, t in dataset.test_sets.items()))
     rename = lambda label: ctx.task.row_labels.get(label, label)
-    row_models = {}
+    row_models, seed_extra = {}, {}
     for method in methods:
       out = method.rows(runner)
       records += [(rename(label), seed, results) for label, results in out.rows]
       per_image += [(rename(label), seed, results.pop("per_image")) for label, results
                     in out.rows if "per_image" in results]  # not in results.json
       row_models.update({rename(label): m for label, m in out.models.items()})
-      extra.update({rename(label): columns for label, columns in out.extra.items()})
+      seed_extra.update({rename(label): columns for label, columns in out.extra.items()})
       if ctx.config.eval.get("cost_columns"):
         for label, _ in out.rows:  # a method's own cost columns (the MoE's) win
-          columns = extra.setdefault(rename(label), {})
+          columns = seed_extra.setdefault(rename(label), {})
           for key, value in cost_columns(ctx, method).items():
             columns.setdefault(key, value)
       outputs[method.name].append(out)
+    extra.append(seed_extra)
     if seed == seeds[0] and hasattr(ctx.task, "report_images") and row_models:
       images = write_once(lambda: ctx.task.report_images(ctx, row_models, workdir),
                           "images") or []
   metric = ctx.task.metric
   test_time = self_ensemble.NOTES.get(self_ensemble.configured(config), "")
+  extra = report.merge_extra(extra)   # over the seeds
 
   def write_results():
     report.write_reports(records, workdir, extra=extra or None, metric=metric,

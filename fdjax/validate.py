@@ -21,7 +21,9 @@
   ``experts.loss``, ``task_balance`` (and the combined stages' own, '' elsewhere),
   ``moe.homogenize`` / routing / dispatch / expert loop, the model,
   ``checkpoint.on_corrupt``; with the MoE method, ``moe.ks`` and ``moe.train_k`` within
-  1..number of degradations;
+  1..number of degradations; with the greedy soup, ``eval_batch_size`` at least the
+  number of degradations; no list (``seeds``, ``methods``, ``moe.ks``, ...) repeats an
+  entry (it would be counted as two seeds);
 * EA-Adam's blocks ``ea_adam`` and ``ea_adam_fusion`` (``fdjax.validate_population``).
 
 A field the config does not have is not checked, so older or newer schemas validate
@@ -117,8 +119,8 @@ def validate_config(config, *, device_count: int | None = None) -> None:
   check("seed", lambda v: _is_int(v) and v == 0,
         "0: it is not used; the study's seeds are config.seeds (e.g. --config.seeds=1 or "
         "'0,1,2')")
-  check("seeds", lambda v: bool(_ints(v)) and min(_ints(v)) >= 0,
-        "comma-separated integers >= 0, e.g. '0' or '0,1,2'")
+  check("seeds", lambda v: bool(_ints(v)) and min(_ints(v)) >= 0 and _distinct(_ints(v)),
+        "comma-separated integers >= 0, none repeated, e.g. '0' or '0,1,2'")
   for field in ("log_every_steps", "checkpoint.every_steps", "checkpoint.keep",
                 "eval.level_stride", "fusion.reestimate_batches", "moe.num_prompts"):
     check(field, int_at_least(1), "an integer >= 1")
@@ -157,8 +159,9 @@ def validate_config(config, *, device_count: int | None = None) -> None:
   # Methods and degradations.
   methods = parse_list(_get(config, "methods")) if _get(config, "methods") is not _MISSING else []
   known = _known_methods()
-  check("methods", lambda v: parse_list(v) and not set(parse_list(v)) - set(known),
-        f"comma-separated names from {','.join(known)}")
+  check("methods", lambda v: parse_list(v) and not set(parse_list(v)) - set(known)
+        and _distinct(parse_list(v)),
+        f"comma-separated names from {','.join(known)}, none repeated")
   n_degradations = _check_degradations(config, problems)
 
   # Modes.
@@ -169,14 +172,20 @@ def validate_config(config, *, device_count: int | None = None) -> None:
           "'' (this stage does not combine degradations in one batch; set task_balance on "
           f"one of {', '.join(BALANCED_STAGES)})")
   for field, valid in LIST_CHOICES.items():
-    check(field, lambda v, valid=valid: bool(parse_list(v)) and not set(parse_list(v)) - set(valid),
-          f"comma-separated names from {','.join(valid)}")
+    check(field, lambda v, valid=valid: bool(parse_list(v)) and not set(parse_list(v)) - set(valid)
+          and _distinct(parse_list(v)),
+          f"comma-separated names from {','.join(valid)}, none repeated")
   if _get(config, "selection") == "val" and n_degradations > 1:
     # The combined stages select their epoch on validation batches split into one equal
     # share per degradation (LevelPlan.combined).
     check("eval_batch_size", lambda v: not _is_int(v) or v % n_degradations == 0,
           f"a multiple of the {n_degradations} degradations with selection='val' (the "
           f"combined stages' validation batches hold one equal share per degradation)")
+  if _get(config, "fusion.soup") == "greedy" and n_degradations:
+    # The greedy soup scores candidates on validation batches of one share per degradation.
+    check("eval_batch_size", lambda v: not _is_int(v) or v >= n_degradations,
+          f"at least the {n_degradations} degradations with fusion.soup='greedy' (its "
+          "validation batches hold one share per degradation)")
   if _get(config, "fusion.soup") == "weighted" and n_degradations:
     check("fusion.weights", lambda v: _weights_ok(v, n_degradations),
           f"{n_degradations} comma-separated finite numbers >= 0, not all 0 (one per degradation)")
@@ -185,8 +194,8 @@ def validate_config(config, *, device_count: int | None = None) -> None:
   check("moe.router_supervision", lambda v: finite(v) and v >= 0, "a finite number >= 0")
   if set(MOE_METHODS) & set(methods) and n_degradations:
     in_range = f"comma-separated integers in 1..{n_degradations} (the number of degradations)"
-    check("moe.ks", lambda v: bool(_ints(v)) and all(1 <= k <= n_degradations for k in _ints(v)),
-          in_range)
+    check("moe.ks", lambda v: bool(_ints(v)) and all(1 <= k <= n_degradations for k in _ints(v))
+          and _distinct(_ints(v)), in_range + ", none repeated")
     check("moe.train_k", lambda v: _is_int(v) and 1 <= v <= n_degradations,
           f"an integer in 1..{n_degradations} (the number of degradations)")
 
@@ -268,6 +277,10 @@ def _ints(text) -> list[int] | None:
     return [int(t) for t in parse_list(text)]
   except ValueError:
     return None
+
+
+def _distinct(items) -> bool:
+  return len(set(items)) == len(items)
 
 
 def _weights_ok(text, n: int) -> bool:

@@ -95,6 +95,16 @@ def _restoration_student(config, problems: list[str]) -> None:
     problems.append(str(e))
 
 
+def _classification_student(config, problems: list[str]) -> None:
+  """The MoE ResNet's routed stages (``moe.stages``) exist and none repeats."""
+  from fdjax.moe.model import STAGES
+
+  stages = parse_list(config.moe.get("stages", ""))
+  if not stages or set(stages) - set(STAGES) or len(set(stages)) != len(stages):
+    problems.append(f"moe.stages must be comma-separated names from {','.join(STAGES)} "
+                    f"(the ResNet's stages), none repeated, got {config.moe.get('stages')!r}")
+
+
 def _restoration_data(config, problems: list[str]) -> None:
   from fdjax.data.restoration_sets import resolve_root
 
@@ -121,6 +131,8 @@ def check_task(config, problems: list[str]) -> None:
     _restoration_data(config, problems)
     if set(MOE_METHODS) & set(methods) and not problems:
       _restoration_student(config, problems)
+  elif set(MOE_METHODS) & set(methods):
+    _classification_student(config, problems)
   if config.get("eval", {}).get("self_ensemble", 0) and not hasattr(TASKS[name], "identity"):
     problems.append(f"eval.self_ensemble averages output images over flips and rotations: "
                     f"task {name!r} does not output images")

@@ -39,7 +39,9 @@ def enable(setting: str | None = "auto") -> str | None:
   path = resolve(setting)
   if path is None:
     return None
-  os.makedirs(path, exist_ok=True)
+  from fdjax.lock import make_folder
+
+  make_folder(path, "--xla_cache")
   jax.config.update("jax_compilation_cache_dir", path)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS)
   jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)

@@ -373,3 +373,19 @@ def test_one_compiled_predictor_serves_every_degradation():
     np.testing.assert_array_equal(np.asarray(got), np.asarray(expected), err_msg=name)
     assert not np.array_equal(np.asarray(got), np.asarray(images)), name
   assert switched._cache_size() == 1
+
+
+def test_extra_columns_over_seeds_are_merged_not_the_last_seeds():
+  """A column every seed shares stays; differing floats (routing accuracy) are their mean
+  over the seeds, like the metric columns; differing labels (EA-Adam's best member, the
+  fusion network's alpha) list each seed's."""
+  seed0 = {"MoE (K=1)": {"params": 340715, "routing acc.": 13.2}, "EA best": {"member": 1},
+           "Fusion": {"alpha": "0.9/0.1"}}
+  seed1 = {"MoE (K=1)": {"params": 340715, "routing acc.": 24.1}, "EA best": {"member": 3},
+           "Fusion": {"alpha": "0.9/0.1"}}
+  merged = report.merge_extra([seed0, seed1])
+  assert merged["MoE (K=1)"]["params"] == 340715
+  assert merged["MoE (K=1)"]["routing acc."] == pytest.approx((13.2 + 24.1) / 2)
+  assert merged["EA best"]["member"] == "1/3"
+  assert merged["Fusion"]["alpha"] == "0.9/0.1"
+  assert report.merge_extra([seed0]) == seed0 and report.merge_extra([]) == {}

@@ -5,6 +5,7 @@ the study promises; ``fdjax.load_model`` loads its models; bad flags fail clearl
 import atexit
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import pytest
 
 import fdjax
 from fdjax.data import load
+from fdjax.errors import DataError
 
 REPO = Path(__file__).resolve().parents[1]
 # One persistent compilation cache for this module's runs (fdjax.xla_cache): the reruns
@@ -76,6 +78,28 @@ def test_quickstart_writes_every_output(quickstart_run):
   for column in ("clean", "jpeg", "blur", "avg"):
     assert column in header.split(",")
   assert "awgn" not in header.split(",")
+
+
+def test_a_refused_run_changes_nothing_and_checks_every_seed_before_training(quickstart_run):
+  """Every seed's stages are checked before any trains (seed 1 is new here and would have
+  trained first), and a refused run leaves config.json, which fdjax.load_model builds
+  the run's models from, as it was."""
+  import ml_collections
+  from fdjax import pipeline
+  from fdjax.study.fingerprint import FingerprintMismatchError
+
+  workdir = quickstart_run[0]
+  before = (workdir / "config.json").read_bytes()
+  config = ml_collections.ConfigDict(json.loads(before))
+  config.clean.optimizer.lr = 0.123   # every stage's fingerprint changes
+  config.seeds = "1,0"
+  with pytest.raises(FingerprintMismatchError, match="seed_0"):
+    pipeline.run(config, str(workdir))
+  assert (workdir / "config.json").read_bytes() == before
+  assert [p.name for p in (workdir / "seed_1").rglob("*") if p.is_file()] and all(
+      p.name == "fingerprint.json" for p in (workdir / "seed_1").rglob("*") if p.is_file())
+  fdjax.load_model(str(workdir), "fusiondistill")   # still the run's models
+  shutil.rmtree(workdir / "seed_1")
 
 
 @pytest.mark.long
@@ -143,6 +167,14 @@ def test_load_model_gives_a_working_predict(quickstart_run):
   all_logits = np.asarray(restored.predict(data.test.images))
   accuracy = float(np.mean(all_logits.argmax(-1) == data.test.labels))
   assert abs(accuracy - results["clean"]) < 1e-6
+  # Images the classifier was not trained on are refused, not answered.
+  images = data.test.images[:2]
+  h, w = images.shape[1:3]
+  for bad, given in [(np.zeros((2, h * 2, w * 2, 3), np.uint8), f"[2, {2 * h}, {2 * w}, 3]"),
+                     (images[..., :1], f"[2, {h}, {w}, 1]"),
+                     (images.astype(np.float32), "float32"), (images[0], f"[{h}, {w}, 3]")]:
+    with pytest.raises(DataError, match=rf"\[B, {h}, {w}, 3\].*{re.escape(given)}"):
+      restored.predict(bad)
   with pytest.raises(ValueError, match="no single model"):
     fdjax.load_model(str(workdir), "ensemble")
   with pytest.raises(FileNotFoundError, match="config.json"):
@@ -161,6 +193,18 @@ def _one_line_error(result, *needles):
   for needle in needles:
     assert needle in lines[0], (needle, lines)
   return lines
+
+
+def test_a_workdir_or_cache_that_is_a_file_fails_clearly(tmp_path):
+  (tmp_path / "a_file").write_text("")
+  result = run_main("--config=configs/quickstart.py:tiny", f"--workdir={tmp_path / 'a_file'}",
+                    timeout=120)
+  _one_line_error(result, "--workdir", "cannot make the folder")
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  result = subprocess.run([sys.executable, "-m", "fdjax.main", "--config=configs/quickstart.py",
+                           f"--workdir={tmp_path / 'w'}", f"--xla_cache={tmp_path / 'a_file'}"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+  _one_line_error(result, "--xla_cache", "cannot make the folder")
 
 
 def test_unknown_config_key_fails_clearly(tmp_path):
@@ -211,3 +255,26 @@ def test_a_second_run_on_a_locked_workdir_fails_at_once(tmp_path):
     result = run_main("--config=configs/quickstart.py:tiny", f"--workdir={tmp_path}",
                       timeout=120)
   _one_line_error(result, "in use by PID", str(os.getpid()))
+
+
+@pytest.mark.parametrize("overrides, needle", [
+    (dict(selection="val", methods="scratch"), "selection='val' needs a validation split"),
+    (dict(fusion__soup="greedy", methods="modelsoups"), "fusion.soup='greedy' needs"),
+])
+def test_choices_made_on_validation_need_a_validation_split(tmp_path, overrides, needle):
+  """Refused before anything trains (selection='val' silently used the last epoch while
+  the table said 'best epoch on the held-out validation split'; the greedy soup crashed
+  after the experts had trained)."""
+  from fdjax import pipeline
+  from fdjax.config_fields import load_config_file
+  from fdjax.errors import ConfigError
+
+  config = load_config_file(str(REPO / "configs" / "quickstart.py") + ":tiny")
+  config.data.validation_fraction = 0.0
+  for dotted, value in overrides.items():
+    block, _, field = dotted.rpartition("__")
+    (config[block] if block else config)[field] = value
+  with pytest.raises(ConfigError, match=re.escape(needle)):
+    pipeline.run(config, str(tmp_path))
+  assert not [p for p in tmp_path.rglob("*") if p.is_file() and p.name not in (
+      "fingerprint.json", ".fdjax.lock")], sorted(tmp_path.rglob("*"))

@@ -142,9 +142,13 @@ def _loads_and_reproduces(workdir, reported, config, stacked):
         fdjax.load_model(str(workdir), name).variables):
       np.testing.assert_allclose(leaf, np.tensordot(w, np.asarray(flat[path]), axes=1),
                                  rtol=1e-5, atol=1e-6, err_msg=f"{name} {path}")
+  # the rows of the table load as copied from it
+  for name, row in ROWS.items():
+    assert fdjax.load_model(str(workdir), row).path == fdjax.load_model(str(workdir), name).path
   # not one static model: refused, naming what to load instead
-  with pytest.raises(ValueError, match="load its static bake ea_adam_fusion_baked"):
-    fdjax.load_model(str(workdir), "ea_adam_fusion")
+  for name in ("ea_adam_fusion", "EA-Adam fusion (dynamic)"):
+    with pytest.raises(ValueError, match="load its static bake ea_adam_fusion_baked"):
+      fdjax.load_model(str(workdir), name)
   with pytest.raises(ValueError, match="ea_adam_best, ea_adam_uniform, ea_adam_weighted"):
     load_predictor(str(workdir), "ea_adam")
 

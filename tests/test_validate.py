@@ -219,6 +219,42 @@ def test_moe_ks_and_train_k_within_the_number_of_degradations():
   validate_config(config, device_count=1)
 
 
+def test_a_repeated_list_entry_is_refused():
+  """It would count as two seeds (a std of 0 over one seed) or crash the study later."""
+  config = tiny()
+  config.seeds = "0,0"
+  config.methods = "scratch,scratch,modelsoups,fusiondistill_moe"
+  config.fusion.modelsoups_variants = "paper,paper"
+  config.moe.ks = "1,1"
+  assert_fails(config, "4 config problems", "seeds must be comma-separated integers >= 0, "
+               "none repeated", "methods must be comma-separated names from",
+               "fusion.modelsoups_variants must be comma-separated names from paper,average,"
+               "reestimate, none repeated, got 'paper,paper'", "moe.ks must be")
+  config.seeds, config.methods = "0,1", "scratch,modelsoups,fusiondistill_moe"
+  config.fusion.modelsoups_variants, config.moe.ks = "paper,average", "1,2"
+  validate_config(config, device_count=1)
+
+
+def test_greedy_soup_needs_a_validation_batch_of_one_share_per_degradation():
+  config = tiny()
+  config.fusion.soup, config.eval_batch_size = "greedy", 2
+  assert_fails(config, "eval_batch_size must be at least the 4 degradations with "
+               "fusion.soup='greedy'")
+  config.eval_batch_size = 4
+  validate_config(config, device_count=1)
+
+
+def test_the_classification_moe_students_stages_are_checked_before_training():
+  config = tiny()
+  config.methods += ",fusiondistill_moe"
+  config.moe.stages = "stage9"
+  assert_fails(config, "moe.stages must be comma-separated names from stage1,stage2,stage3")
+  config.moe.stages = "stage2,stage2"
+  assert_fails(config, "moe.stages must be")
+  config.moe.stages = "stage2,stage3"
+  validate_config(config, device_count=1)
+
+
 def test_level_range_outside_the_grid():
   pytest.importorskip("fdjax.degradations.plan")
   config = tiny()

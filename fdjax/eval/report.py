@@ -189,6 +189,29 @@ def format_extra(value: Any) -> str:
   return f"{float(value):.3g}"
 
 
+def merge_extra(per_seed: Sequence[Mapping[str, Mapping[str, Any]]]) -> dict:
+  """One seed's extra columns ``{row: {column: value}}`` per seed -> the table's: a value
+  every seed shares as it is; floats that differ (routing accuracy) their mean over the
+  seeds that have them, like the metric columns; other values that differ (EA-Adam's
+  best member, the fusion network's alpha) each seed's, joined by '/' in seed order."""
+  merged: dict[str, dict[str, Any]] = {}
+  for extra in per_seed:
+    for row, columns in extra.items():
+      for column, value in columns.items():
+        merged.setdefault(row, {}).setdefault(column, []).append(value)
+  out: dict[str, dict[str, Any]] = {}
+  for row, columns in merged.items():
+    out[row] = {}
+    for column, values in columns.items():
+      if all(v == values[0] for v in values):
+        out[row][column] = values[0]
+      elif all(isinstance(v, (float, np.floating)) for v in values):
+        out[row][column] = float(np.mean(values))
+      else:
+        out[row][column] = "/".join(format_extra(v) for v in values)
+  return out
+
+
 def _extra_columns(extra: Mapping[str, Mapping[str, Any]] | None) -> list[str]:
   return list(dict.fromkeys(k for cols in (extra or {}).values() for k in cols))
 

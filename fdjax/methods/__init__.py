@@ -87,7 +87,8 @@ def model_name(text: str, k: int | None = None) -> tuple[str, int | None]:
   if key in NOT_ONE_MODEL:
     raise ValueError(f"no single model for row {text!r}: {NOT_ONE_MODEL[key]}")
   names = {_normalised(n): n for m in METHODS.values() for n in m.models}
-  return names.get(key) or ROW_MODELS.get(key) or text, k
+  rows = {_normalised(row): n for m in METHODS.values() for row, n in m.row_names.items()}
+  return names.get(key) or ROW_MODELS.get(key) or rows.get(key) or text, k
 
 
 def loadable(name: str) -> Loadable:

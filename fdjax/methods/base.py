@@ -75,4 +75,7 @@ class Method:
   finalize: Callable[[Sequence[Output], str, Any], None] | None = None
   models: Mapping[str, Loadable] = dataclasses.field(default_factory=dict)
   refused: Mapping[str, str] = dataclasses.field(default_factory=dict)
+  # Rows of the results table that show a model of ``models`` (or of ``refused``) under
+  # another name, as a person copies them: {row label: model name}.
+  row_names: Mapping[str, str] = dataclasses.field(default_factory=dict)
   members: Callable[[Any], tuple[int, int]] = _one_model

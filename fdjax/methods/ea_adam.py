@@ -69,6 +69,7 @@ FUSION = "ea_adam_fusion"
 MERGED = f"{NAME}/merged"      # the static merged models: MERGED/<kind>/variables
 BAKED = f"{FUSION}/baked"      # the baked fusion network: BAKED/variables
 # kind -> row label; the model loads as 'ea_adam_<kind>' (fdjax.load_model)
+DYNAMIC_ROW, BAKED_ROW = "EA-Adam fusion (dynamic)", "EA-Adam fusion (baked)"
 KINDS = {"best": "EA-Adam best member", "uniform": "EA-Adam uniform average",
          "weighted": "EA-Adam val-weighted average"}
 
@@ -182,7 +183,8 @@ def _rows(runner) -> Output:
 METHOD = Method(NAME, requires=lambda ctx: (MERGED,), rows=_rows, stages=_stages,
                 models={f"{NAME}_{kind}": Loadable(f"{MERGED}/{kind}") for kind in KINDS},
                 refused={NAME: f"the population holds ea_adam.size models; load one of its "
-                               f"merged models: {', '.join(f'{NAME}_{k}' for k in KINDS)}"})
+                               f"merged models: {', '.join(f'{NAME}_{k}' for k in KINDS)}"},
+                row_names={label: f"{NAME}_{kind}" for kind, label in KINDS.items()})
 
 
 def _predictor(ctx) -> MixingPredictor:
@@ -246,9 +248,9 @@ def _fusion_rows(runner) -> Output:
       "ea_adam_fusion_dynamic", {"predictor": predictor_variables["params"], "members": stacked},
       predict=dynamic_predictor(ctx.task, ctx.model, _predictor(ctx)))
   baked = runner.get(BAKED)
-  label = "EA-Adam fusion (baked)"
+  label = BAKED_ROW
   alpha = "/".join(f"{float(a):.2f}" for a in baked["alpha"])   # one string: a table cell
-  return Output([("EA-Adam fusion (dynamic)", dynamic),
+  return Output([(DYNAMIC_ROW, dynamic),
                  (label, runner.evaluate("ea_adam_fusion_baked", baked["variables"]))],
                 extra={label: {"alpha": alpha}},
                 models={label: one_model(baked["variables"])})
@@ -258,4 +260,5 @@ FUSION_METHOD = Method(
     FUSION, requires=lambda ctx: (BAKED,), rows=_fusion_rows, stages=_fusion_stages,
     models={f"{FUSION}_baked": Loadable(BAKED)},
     refused={FUSION: f"the dynamic fusion network mixes the members per image; load its "
-                     f"static bake {FUSION}_baked (the calibration-averaged mixing weights)"})
+                     f"static bake {FUSION}_baked (the calibration-averaged mixing weights)"},
+    row_names={DYNAMIC_ROW: FUSION, BAKED_ROW: f"{FUSION}_baked"})

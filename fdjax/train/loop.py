@@ -33,7 +33,7 @@ from absl import logging
 
 from fdjax.data import batching
 from fdjax.distributed import is_main_process
-from fdjax.errors import UserError
+from fdjax.errors import ConfigError, UserError
 from fdjax.train.checkpoint import Checkpointer
 from fdjax.train.mesh import check_batch_size, data_sharding, replicated
 from fdjax.train.progress import MetricsWriter, Progress, StudyProgress
@@ -99,8 +99,9 @@ def fit(state: TrainState, train_step: Callable, train_split, *, loop: LoopConfi
   check_batch_size(loop.batch_size, mesh)
   steps_per_epoch = batching.num_batches(len(train_split), loop.batch_size, drop_remainder=True)
   if steps_per_epoch == 0:
-    raise ValueError(f"[{name}] batch size {loop.batch_size} is larger than the training split "
-                     f"({len(train_split)} examples)")
+    raise ConfigError(f"[{name}] batch size {loop.batch_size} is larger than the training "
+                      f"split ({len(train_split)} examples)",
+                      hint="lower batch_size, or use more training data")
   total_steps = loop.epochs * steps_per_epoch
   if frozen is not None:
     frozen = jax.device_put(frozen, replicated(mesh))
