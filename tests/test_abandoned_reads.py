@@ -95,20 +95,26 @@ def test_restoring_damaged_checkpoints_prints_no_late_tracebacks(tmp_path, monke
                              jax.random.PRNGKey(0), mesh)
   host = {"params": {k: np.asarray(v) for k, v in params.items()}}
   for attempt in range(4):
-    saved = Checkpointer(tmp_path / f"c{attempt}")
-    saved.save(state)
-    saved.close()
-    _damage_data(str(tmp_path / f"c{attempt}" / "0"))
-    checkpointer = Checkpointer(tmp_path / f"c{attempt}")
-    with pytest.raises(CorruptCheckpointError, match="cannot (read|restore) checkpoint"):
-      checkpointer.restore(state)
-    checkpointer.close()
+    _restore_damaged(tmp_path / f"c{attempt}", state, _damage_data)
     save_variables(str(tmp_path / f"v{attempt}"), host)
     _damage_data(str(tmp_path / f"v{attempt}"))
     with pytest.raises(CorruptCheckpointError, match="cannot read variables") as error:
       load_variables(str(tmp_path / f"v{attempt}"), host)
     assert f"delete {tmp_path / f'v{attempt}'} and run the study again" in error.value.hint
   assert _settle(seen) == []
+
+
+def _restore_damaged(directory, state, damage) -> None:
+  """Saves ``state`` at step 0 in ``directory``, ``damage``s its data files, and checks
+  that restoring it raises fdjax's one error."""
+  saved = Checkpointer(directory)
+  saved.save(state)
+  saved.close()
+  damage(str(directory / "0"))
+  checkpointer = Checkpointer(directory)
+  with pytest.raises(CorruptCheckpointError, match="cannot (read|restore) checkpoint"):
+    checkpointer.restore(state)
+  checkpointer.close()
 
 
 def _flip_bits(directory) -> None:
@@ -130,14 +136,7 @@ def test_flipped_bits_give_one_error_and_no_asyncio_tracebacks(tmp_path, caplog)
                              jax.random.PRNGKey(0), mesh)
   caplog.set_level(logging.ERROR, logger="asyncio")
   for attempt in range(3):
-    saved = Checkpointer(tmp_path / f"c{attempt}")
-    saved.save(state)
-    saved.close()
-    _flip_bits(str(tmp_path / f"c{attempt}" / "0"))
-    checkpointer = Checkpointer(tmp_path / f"c{attempt}")
-    with pytest.raises(CorruptCheckpointError):
-      checkpointer.restore(state)
-    checkpointer.close()
+    _restore_damaged(tmp_path / f"c{attempt}", state, _flip_bits)
   _settle([])
   assert [r.getMessage()[:60] for r in caplog.records if r.name == "asyncio"] == []
   # Any other asyncio record passes the filter.
