@@ -9,13 +9,13 @@ trade-off, merged by averaging and by the fusion network.
   names each image '<set>/<name>'), every image cropped to a multiple of 4
   (``data.crop_multiple``).
 * Degradation 'sr' at scale 4 (``fdjax.degradations.resize``): MATLAB-style bicubic
-  down-sampling (antialiased), the LR image rounded to uint8, then bicubic back to the
-  HR size: the same-size U-Net restores the SRCNN/VDSR-style up-sampled input.
+  down-sampling (antialiased), each pass rounded to uint8 as MATLAB does, then bicubic
+  back to the HR size: the same-size U-Net restores the SRCNN/VDSR-style up-sampled input.
 * Scores: PSNR and SSIM on the Y channel (BT.601) with 4 border pixels shaved, the SR
   tables' convention, and NIQE (``restoration.extra_metrics='niqe'``; no reference,
   4 border pixels cropped, lower is better; fdjax's CBSD432 pristine model, so not
-  comparable with published NIQE figures). The Input row is the bicubic baseline (Set5 28.43 dB / 0.8113,
-  Set14 26.09 dB / 0.7050 here; published 28.42 / 0.8104 and 26.00 / 0.7027).
+  comparable with published NIQE figures). The Input row is the bicubic baseline (Set5 28.43 dB / 0.8111,
+  Set14 26.09 dB / 0.7048 here; published 28.42 / 0.8104 and 26.00 / 0.7027).
 * Stages: 'clean' = the L1 model (EA-Adam's pretrained distortion model, member 0, frozen);
   'ea_adam' = P members from it, objectives distortion (L1) and perception (RaGAN against
   a discriminator per member, trained from scratch in the same step; ``ea_adam.objectives
@@ -31,8 +31,8 @@ Variants: none = EA-Adam's scale on an accelerator (P = 5, width 32, 64x64 patch
 from 72x72 tiles: T91's smallest image is 78 px, so EA-Adam's 96x96 patches would need
 a set without it);
 ``:reduced`` = meant to finish in at most 60 minutes on a 2-core CPU (P = 5, width 16,
-48x48 patches, short schedules; measured 8m02s on an idle 2-core EPYC, table in
-BUILD_NOTES.md); ``:smoke`` = a minute or two (tiny model,
+48x48 patches, short schedules; measured 8m02s on an idle 2-core EPYC at d68940f,
+table in BUILD_NOTES.md); ``:smoke`` = a minute or two (tiny model,
 P = 3, a few images, one epoch per stage).
 """
 
