@@ -235,4 +235,6 @@ if __name__ == "__main__":
   from fdjax import cpu_flags
 
   cpu_flags.apply_defaults()   # before JAX starts (fdjax.cpu_flags)
-  app.run(main)
+  from fdjax.errors import parse_flags_or_exit
+
+  app.run(main, flags_parser=parse_flags_or_exit)

@@ -104,3 +104,26 @@ def cli_errors(verbosity: int = 0, stream: TextIO | None = None) -> Iterator[Non
     stream.write(one_line(exc) + "\n")
     stream.flush()
     raise SystemExit(EXIT_USER_ERROR) from None
+
+
+def parse_flags_or_exit(argv: list[str]) -> list[str]:
+  """absl's flag parsing for ``app.run(main, flags_parser=parse_flags_or_exit)``: a flag
+  value absl or a config file rejects (``--config.clean.epochs=2.5``, an unknown config
+  variant) prints one ``error:`` line, the last line of what it raised, and exits with
+  ``EXIT_USER_ERROR``, instead of absl's "FATAL Flags parsing error" with the config
+  file's traceback and status 1. ``--verbosity=1`` keeps absl's own report."""
+  from absl import flags
+
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    if any(a.startswith(("--verbosity=1", "--verbosity=2", "-v=1")) for a in argv):
+      raise
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    last = lines[-1] if lines else type(e).__name__
+    if len(lines) > 1:   # a traceback: its last line is 'SomeError: message'
+      last = last.split(": ", 1)[-1]
+      flag = lines[0].split(": ", 1)[0] if lines[0].startswith("flag --") else ""
+      last = f"{flag}: {last}" if flag else last
+    sys.stderr.write(f"error: {last}\nhint: see --helpshort for the flags\n")
+    raise SystemExit(EXIT_USER_ERROR) from None

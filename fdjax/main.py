@@ -104,10 +104,12 @@ def run() -> None:
   (``fdjax.cpu_flags``) are set first, before JAX starts."""
   from fdjax import cpu_flags
 
+  from fdjax.errors import parse_flags_or_exit
+
   cpu_flags.apply_defaults()
   try:
-    app.run(main)
-  except (AttributeError, KeyError):
+    app.run(main, flags_parser=parse_flags_or_exit)
+  except (AttributeError, KeyError, TypeError):   # TypeError: a field under a plain value
     from fdjax.config_fields import unknown_override_message
 
     message = unknown_override_message(sys.argv)

@@ -207,6 +207,19 @@ def test_a_workdir_or_cache_that_is_a_file_fails_clearly(tmp_path):
   _one_line_error(result, "--xla_cache", "cannot make the folder")
 
 
+@pytest.mark.parametrize("args, needles", [
+    (("--config=configs/quickstart.py:tiny,bogus",),
+     ("--config=configs/quickstart.py:tiny,bogus", "unknown quickstart variant(s) ['bogus']")),
+    (("--config=configs/quickstart.py:tiny", "--config.clean.epochs=2.5"),
+     ("--config.clean.epochs=2.5", "invalid literal for int()")),
+    (("--config=configs/quickstart.py:tiny", "--config.methods.x=1"),
+     ("unknown config field 'methods.x'",)),
+])
+def test_flags_absl_or_the_config_file_reject_are_one_line_errors(tmp_path, args, needles):
+  """Not absl's 'FATAL Flags parsing error' with the config file's traceback, status 1."""
+  _one_line_error(run_main(*args, f"--workdir={tmp_path}", timeout=120), *needles)
+
+
 def test_unknown_config_key_fails_clearly(tmp_path):
   result = run_main("--config=configs/quickstart.py", f"--workdir={tmp_path}",
                     "--config.clean.epochz=3", timeout=120)
