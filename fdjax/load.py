@@ -178,6 +178,10 @@ def load_model(workdir: str, method: str = "fusiondistill", seed: int | None = N
   except ValueError as e:
     raise UnknownModelError(str(e)) from None
   config, run_info = read_run(workdir)
+  experts = len(parse_list(config.get("degradations", "")))
+  if k is not None and not 1 <= k <= experts:
+    raise UnknownModelError(f"k={k}: the run's MoE student has {experts} experts "
+                            f"(one per degradation), so k must be in 1..{experts}")
   seeds = run_seeds(workdir)
   if seed is None:
     seed = seeds[0]

@@ -17,7 +17,7 @@ import pytest
 
 import fdjax
 from fdjax.data import load
-from fdjax.errors import DataError
+from fdjax.errors import DataError, UserError
 
 REPO = Path(__file__).resolve().parents[1]
 # One persistent compilation cache for this module's runs (fdjax.xla_cache): the reruns
@@ -177,6 +177,8 @@ def test_load_model_gives_a_working_predict(quickstart_run):
       restored.predict(bad)
   with pytest.raises(ValueError, match="no single model"):
     fdjax.load_model(str(workdir), "ensemble")
+  with pytest.raises(UserError, match=r"k must be in 1\.\.2"):   # 2 experts
+    fdjax.load_model(str(workdir), "fusiondistill_moe", k=5)
   with pytest.raises(FileNotFoundError, match="config.json"):
     fdjax.load_model(str(workdir / "seed_0"), "fusiondistill")
   # The old name still works, with a deprecation warning.
