@@ -127,6 +127,16 @@ def test_digits_split_is_fixed_and_seed_independent():
   np.testing.assert_array_equal(a.train.labels, b.train.labels)
 
 
+def test_a_held_out_fraction_that_takes_a_whole_class_is_refused():
+  from fdjax.data.splits import stratified_split
+
+  labels = np.array([0] * 10 + [1])        # class 1 has one example: round(0.6) = 1 of 1
+  with pytest.raises(DataError, match="takes all 1 example.*class 1"):
+    stratified_split(labels, 0.6, seed=0)
+  kept, held = stratified_split(labels, 0.2, seed=0)   # round(0.2) = 0 of class 1
+  assert 10 in kept and len(held) == 2 and not set(kept) & set(held)
+
+
 def test_validation_fraction_is_stratified_seeded_and_disjoint():
   full = data.load("digits")
   d = data.load("digits", validation_fraction=0.1, seed=3)

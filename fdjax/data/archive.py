@@ -4,7 +4,7 @@ Layout under the cache root (``cache_dir``, else ``$FDJAX_CACHE``, else
 ``~/.cache/fdjax``)::
 
     <archive stem>-<key>/tree/...   the extracted archive, as is
-    <archive stem>-<key>/decoded-v1/  decoded arrays, written by fdjax.data.folder
+    <archive stem>-<key>/decoded-v2/  decoded arrays, written by fdjax.data.folder
 
 ``key`` hashes the archive's size and modification time, so a replaced archive gets a
 fresh entry. Extraction is atomic: the archive is unpacked into a hidden temporary

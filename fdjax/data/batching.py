@@ -7,7 +7,8 @@ that field: for a classification split ``{'image': uint8 [B, H, W, 3] (0..255),
 they are placed by ``jax.device_put(batch, sharding)`` (e.g. a ``NamedSharding``
 splitting the leading axis over the mesh axis 'data'); without, on the default device.
 ``device_put`` is asynchronous, so the copy of batch i+1 overlaps the step on batch i
-without a prefetch thread. Single-process only: multi-host input would need
+without a prefetch thread. Several processes (a multi-host run): each gathers only
+the rows its own devices hold (``process_rows``) and the global batch is assembled by
 ``jax.make_array_from_process_local_data``.
 
 Training order is a pure function of ``(seed, epoch)``, so a run resumed at step s

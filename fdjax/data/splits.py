@@ -230,13 +230,21 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int | np.random.
   """Splits indices of ``labels`` (int ``[N]``) into ``(kept, held_out)``, both sorted.
 
   Each class contributes ``round(fraction * count)`` randomly chosen (by ``seed``)
-  examples to ``held_out``.
+  examples to ``held_out``; ``DataError`` when that is all of a class's examples (the
+  class would vanish from ``kept``).
   """
+  from fdjax.errors import DataError
+
   rng = np.random.default_rng(seed)
   held = []
   for c in np.unique(labels):
     idx = np.flatnonzero(labels == c)
-    held.append(rng.permutation(idx)[:int(round(fraction * idx.size))])
+    n = int(round(fraction * idx.size))
+    if fraction and n >= idx.size:
+      raise DataError(f"a held-out fraction of {fraction} takes all {idx.size} example(s) "
+                      f"of class {int(c)}, leaving it none to train on: lower the fraction "
+                      f"or add examples of that class")
+    held.append(rng.permutation(idx)[:n])
   held_out = np.sort(np.concatenate(held)) if held else np.zeros(0, np.int64)
   kept = np.setdiff1d(np.arange(labels.size), held_out)
   return kept, held_out
