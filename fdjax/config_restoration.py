@@ -49,7 +49,11 @@ def restoration_config() -> ml_collections.ConfigDict:
       {k: (0 if v is None else v) for k, v in DEFAULTS.items()})
   c.degradations = "denoise,rain,haze"
   c.levels.denoise = "0:55"         # blind training: sigma uniform over 0..55
-  c.eval_levels = per_degradation(denoise="15,25,50")
+  # Never a degradation's clean level (the input's PSNR there is infinite; the clean
+  # column scores clean inputs): fdjax.validate_task refuses it for synthetic test sets.
+  c.eval_levels = per_degradation(denoise="15,25,50", rain="0.01,0.03,0.05",
+                                  haze="0.5,1,1.5,2", lowlight="0.3,0.6,0.9",
+                                  motion_blur="5,10,15", sr="2,3,4")
   # Per task: 'y' / 'rgb' and/or 'shave=<pixels>' over restoration.y_channel / shave
   # (fdjax.tasks.restoration_scoring), e.g. scoring.rain = 'y' as the deraining tables.
   c.scoring = per_degradation()

@@ -105,6 +105,27 @@ def _classification_student(config, problems: list[str]) -> None:
                     f"(the ResNet's stages), none repeated, got {config.moe.get('stages')!r}")
 
 
+def _synthetic_levels(config, problems: list[str]) -> None:
+  """A synthetic test degradation is not evaluated at its clean level: the degraded
+  input there is the target, so the Input row's PSNR is infinite and so is its mean
+  over the levels (the 'clean' column already scores clean inputs)."""
+  from fdjax.degradations import registry
+  from fdjax.degradations.plan import LevelPlan
+
+  try:
+    plan = LevelPlan.from_config(config)
+  except (ValueError, KeyError, TypeError):
+    return   # fdjax.validate names the bad level setting
+  real = {d for d, n in (config.data.get("test_pairs") or {}).items() if n}
+  for name in plan.names:
+    clean = registry.get(name).clean_level
+    if name not in real and any(abs(level - clean) < 1e-9 for level, _ in plan.eval_levels(name)):
+      problems.append(
+          f"eval_levels.{name} must not include {name}'s clean level {clean:g} (the input "
+          f"would score an infinite PSNR there; the clean column scores clean inputs): set "
+          f"eval_levels.{name} to levels above it, or levels.{name} to a range without it")
+
+
 def _restoration_data(config, problems: list[str]) -> None:
   from fdjax.data.restoration_sets import resolve_root
 
@@ -129,6 +150,7 @@ def check_task(config, problems: list[str]) -> None:
   if name == "restoration":
     _restoration_block(config, problems)
     _restoration_data(config, problems)
+    _synthetic_levels(config, problems)
     if set(MOE_METHODS) & set(methods) and not problems:
       _restoration_student(config, problems)
   elif set(MOE_METHODS) & set(methods):

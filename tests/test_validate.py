@@ -338,3 +338,16 @@ def test_router_options_are_checked():
   for field in ("moe.router_input", "moe.router_lr_scale", "moe.router_supervision",
                 "moe.train_k"):
     assert field in message, (field, message)
+
+
+def test_a_synthetic_restoration_test_is_not_scored_at_its_clean_level():
+  """There the degraded input is the target: the Input row's PSNR and its level mean are
+  infinite. The schema's evaluation levels skip it; a range without it passes too."""
+  config = load_config_file(str(REPO / "configs" / "restoration_quickstart.py") + ":tiny")
+  validate_config(config, device_count=1)
+  config.eval_levels.haze = "0,1"
+  assert_fails(config, "eval_levels.haze must not include haze's clean level 0")
+  config.eval_levels.haze = ""           # the whole grid, 0 included
+  assert_fails(config, "eval_levels.haze must not include")
+  config.levels.haze = "0.5:2"           # a range without the clean level
+  validate_config(config, device_count=1)
