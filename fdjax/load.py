@@ -206,18 +206,33 @@ def load_model(workdir: str, method: str = "fusiondistill", seed: int | None = N
                      path, task, run_info, seed, method)
 
 
+def image_problem(shape, dtype, *, batch: bool = False,
+                  size: tuple[int, int] | None = None) -> str | None:
+  """What is wrong with images of ``shape`` and ``dtype`` for a model that takes uint8
+  RGB ``[H, W, 3]`` or ``[B, H, W, 3]`` (``batch``: ``[B, H, W, 3]`` only; ``size``:
+  (H, W) required), or None. The one check of ``checked_batch`` and
+  ``fdjax.predictor.check_images``."""
+  import numpy as np
+
+  shape = tuple(shape)
+  if (dtype == np.uint8 and len(shape) in ((4,) if batch else (3, 4)) and shape[-1] == 3
+      and 0 not in shape and (size is None or shape[-3:-1] == tuple(size))):
+    return None
+  want = "[H, W, 3] or [B, H, W, 3]" if not batch else (
+      f"[B, {size[0]}, {size[1]}, 3] (the run's image size)" if size else "[B, H, W, 3]")
+  return f"expected uint8 RGB images {want} (0..255), got {dtype} {list(shape)}"
+
+
 def checked_batch(images, size: tuple[int, int] | None = None):
-  """``images`` as given when they are a uint8 batch ``[B, H, W, 3]`` (0..255) of
-  ``size`` = (H, W) (None: any); DataError naming what was given otherwise."""
+  """``images`` as given (not copied to the host) when they are a uint8 batch ``[B, H, W,
+  3]`` (0..255) of ``size`` = (H, W) (None: any); DataError naming what was given
+  otherwise."""
   import numpy as np
 
   from fdjax.errors import DataError
 
-  shape = tuple(np.shape(images))
   dtype = getattr(images, "dtype", None) or np.asarray(images).dtype
-  if (dtype != np.uint8 or len(shape) != 4 or shape[-1] != 3 or 0 in shape
-      or (size is not None and shape[1:3] != size)):
-    want = f"[B, {size[0]}, {size[1]}, 3] (the run's image size)" if size else "[B, H, W, 3]"
-    raise DataError(f"predict takes uint8 RGB images {want}, 0..255; got {dtype} "
-                    f"{list(shape)}")
+  problem = image_problem(np.shape(images), dtype, batch=True, size=size)
+  if problem:
+    raise DataError(problem)
   return images

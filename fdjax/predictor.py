@@ -34,7 +34,7 @@ from fdjax.errors import ConfigError, DataError
 from fdjax.eval import inference
 from fdjax.eval.metric import jit_clean, predictor
 from fdjax.eval.self_ensemble import check_size, self_ensemble as ensembled
-from fdjax.load import LoadedModel, load_model
+from fdjax.load import LoadedModel, image_problem, load_model
 from fdjax.models.image_prior import with_cue
 
 
@@ -92,9 +92,9 @@ class Predictor:
 def check_images(images) -> np.ndarray:
   """``images`` as a uint8 numpy array ``[H, W, 3]`` or ``[B, H, W, 3]``, or DataError."""
   x = np.asarray(images)
-  if x.dtype != np.uint8 or x.ndim not in (3, 4) or x.shape[-1] != 3 or 0 in x.shape:
-    raise DataError(f"expected uint8 RGB images [H, W, 3] or [B, H, W, 3] (0..255), got "
-                    f"{x.dtype} {list(x.shape)}")
+  problem = image_problem(x.shape, x.dtype)
+  if problem:
+    raise DataError(problem)
   return x
 
 
