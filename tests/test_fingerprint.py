@@ -215,3 +215,25 @@ def test_the_evaluation_cache_of_a_revised_degradation_is_its_own():
   revision = get("rain").revision
   assert folder(("denoise", "rain")).endswith(f"_denoise-rain_rainr{revision}")
   assert folder(("denoise", "haze")).endswith("_bs3_denoise-haze")
+
+
+def test_a_restoration_stage_trained_on_a_split_of_tiles_is_not_reused():
+  # Runs before 2026-12-06 held out random tiles (their photos also gave training tiles):
+  # a stage they recorded trained on other data, and must not be reused.
+  import types
+  from fdjax.config_restoration import restoration_config
+  from fdjax.degradations.plan import LevelPlan
+  from fdjax.study.runner import Stage
+
+  config = restoration_config()
+  dataset = types.SimpleNamespace(name="sets", train=[0] * 4, validation=[0])
+  ctx = types.SimpleNamespace(config=config, dataset=dataset, seed=0,
+                              plan=LevelPlan(("denoise",)))
+  stage = Stage("experts/denoise", (), None, block="experts", levels=("denoise",))
+  fields = fingerprint.stage_fields(ctx, stage, {})
+  recorded_before = json.loads(json.dumps(fields))
+  del recorded_before["data"]["validation_unit"]
+  assert fingerprint.differences(recorded_before, fields) == [
+      "data.validation_unit: (absent) -> images"]
+  config.data.validation_fraction = 0.0       # no validation split: nothing held out
+  assert "validation_unit" not in fingerprint.stage_fields(ctx, stage, {})["data"]

@@ -17,7 +17,8 @@ config (``fdjax.config_restoration``)::
                              # name (no extension) matches, e.g. 'raintrain:rain12-*'
     pair_dirs = 'rainy,norain'              # input and target folders of paired sets
     tile = 0                 # training tile side (0: twice restoration.patch)
-    validation_fraction      # seeded fraction of the training tiles held out (selection)
+    validation_fraction      # seeded fraction of the training images held out whole
+                             # (model selection; ``held_out_images``)
     max_per_split            # > 0: at most this many images per set (smoke runs)
     max_train_images         # > 0: at most this many clean training images (the first)
     crop_multiple = 0        # > 0: every image cropped to a multiple of it (top-left rows
@@ -26,7 +27,8 @@ config (``fdjax.config_restoration``)::
 
 Splits: ``train`` and ``validation`` are clean tiles (uint8 ``[N, tile, tile, 3]``,
 0..255) cut from the training images (``PairedImages.tiles``; the task cuts random
-``patch`` crops from them); ``test_sets['clean']`` the whole test images grouped by
+``patch`` crops from them), validation's from images held out whole (no tile of it
+overlaps, or shares a photo with, a training tile); ``test_sets['clean']`` the whole test images grouped by
 size; ``test_sets[d]`` / ``train_pairs[d]`` the real pairs of degradation ``d``.
 A missing set is a ``MissingDataError`` naming the folder and what is in it.
 """
@@ -39,7 +41,7 @@ import numpy as np
 
 from fdjax.config import parse_list
 from fdjax.data.paired import PairedImages, load_paired
-from fdjax.data.splits import Dataset, ImageSet, take
+from fdjax.data.splits import Dataset
 from fdjax.data.testsets import TestSet
 from fdjax.errors import ConfigError, DataError, MissingDataError
 
@@ -119,15 +121,47 @@ def modcrop(images: PairedImages, multiple: int) -> PairedImages:
   return PairedImages(images.name, images.names, tuple(crop(t) for t in images.targets), inputs)
 
 
-def _held_out(split: ImageSet, fraction: float, seed: int):
+VALIDATION_UNIT = "images"   # what the validation split holds out (the fingerprint's)
+
+
+def held_out_images(images: PairedImages, fraction: float, seed: int, tile: int
+                    ) -> tuple[PairedImages, PairedImages | None]:
+  """``(train, validation)``: whole images of ``images`` held out before tiling, so no
+  validation tile shares a pixel (or a photo) with a training tile.
+
+  ``fraction`` 0: ``(images, None)``. Else a seeded ``max(1, round(fraction * n))`` of the
+  ``n`` images (stream ``(seed, 0x7E57)``, names kept in order); ``DataError`` when that
+  leaves none to train on. A single image (the ``photos`` source) is cut instead: its
+  bottom ``max(tile, round(fraction * H))`` rows are the validation image ('<name>:val'),
+  the rows above the training one ('<name>:train'); ``DataError`` when either part is
+  shorter than ``tile``.
+  """
   if not fraction:
-    return split, None
-  order = np.random.default_rng((seed, _VALIDATION_STREAM)).permutation(len(split))
-  n = int(round(fraction * len(split)))
-  if n < 1 or n >= len(split):
-    raise DataError(f"validation_fraction={fraction} of {len(split)} training tiles leaves "
-                    f"an empty split")
-  return take(split, np.sort(order[n:])), take(split, np.sort(order[:n]))
+    return images, None
+  if len(images) == 1:
+    return _cut_rows(images, fraction, tile)
+  n = max(1, int(round(fraction * len(images))))
+  if n >= len(images):
+    raise DataError(f"validation_fraction={fraction} holds out {n} of the {len(images)} "
+                    f"training images of {images.name!r} and leaves none to train on")
+  order = np.random.default_rng((seed, _VALIDATION_STREAM)).permutation(len(images))
+  return images.take(np.sort(order[n:])), images.take(np.sort(order[:n]))
+
+
+def _cut_rows(images: PairedImages, fraction: float, tile: int):
+  (name,), (target,) = images.names, images.targets
+  height = target.shape[0]
+  rows = max(tile, int(round(fraction * height)))
+  if height - rows < tile:
+    raise DataError(f"{images.name!r} has one training image ({name!r}, {height} rows): its "
+                    f"held-out bottom {rows} rows (validation_fraction={fraction}, at least "
+                    f"one {tile}-pixel tile) leave {height - rows} rows, fewer than a tile")
+  part = lambda x, rows_: None if x is None else (x[0][rows_],)
+  top, bottom = slice(0, height - rows), slice(height - rows, height)
+  return (PairedImages(images.name, (f"{name}:train",), part(images.targets, top),
+                       part(images.inputs, top)),
+          PairedImages(images.name, (f"{name}:val",), part(images.targets, bottom),
+                       part(images.inputs, bottom)))
 
 
 def load(data, *, patch: int, seed: int = 0) -> Dataset:
@@ -164,7 +198,10 @@ def load(data, *, patch: int, seed: int = 0) -> Dataset:
   if source == "photos" and (test_pairs or train_pairs):
     raise ConfigError("data.source='photos' has no paired sets: leave data.test_pairs and "
                       "data.train_pairs empty")
-  train, validation = _held_out(train_images.tiles(tile), float(data.validation_fraction), seed)
+  train_part, held_out = held_out_images(train_images, float(data.validation_fraction), seed,
+                                         tile)
+  train = train_part.tiles(tile)
+  validation = None if held_out is None else held_out.tiles(tile)
   tests = {"clean": TestSet.of_images(test_images)}
   tests.update({d: TestSet.of_images(pairs_of(n)) for d, n in test_pairs.items()})
   pairs = {d: pairs_of(n).tiles(tile) for d, n in train_pairs.items()}

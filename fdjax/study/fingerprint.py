@@ -29,6 +29,7 @@ from typing import Any, Mapping
 import ml_collections
 from absl import logging
 
+from fdjax.data import restoration_sets
 from fdjax.degradations.registry import revisions
 from fdjax.distributed import barrier, write_once
 from fdjax.errors import UserError
@@ -181,6 +182,8 @@ def stage_fields(ctx, stage, upstream: Mapping[str, str], *, rule: int = 0) -> d
   if "restoration" in config:  # the restoration task's options and data fields
     fields["restoration"] = config.restoration
     fields["data"].update({k: config.data[k] for k in RESTORATION_DATA if k in config.data})
+    if config.data.validation_fraction:   # runs before 2026-12-06 held out tiles
+      fields["data"]["validation_unit"] = restoration_sets.VALIDATION_UNIT
   if stage.block is not None:
     fields.update(block=config[stage.block], augment=config.augment,
                   batch_size=config.batch_size, selection=config.selection)
