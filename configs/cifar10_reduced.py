@@ -5,9 +5,9 @@ jpeg 11, blur 6, awgn 6, sapn 4 levels).
 
     python -m fdjax.main --config=configs/cifar10_reduced.py --workdir=runs/c10_reduced
 
-The schedules keep the paper's optimisers (SGD with step decay for clean and Scratch,
-RAdam for the experts and the fine-tuning stages) on much shorter schedules (cosine
-decay for the one-epoch fine-tuning stages); combined-degradation stages see every
+The schedules keep the paper's optimisers (SGD for clean and Scratch, RAdam for the
+experts and the fine-tuning stages) on much shorter schedules (step decay for clean,
+cosine decay for Scratch, the experts and the one-epoch fine-tuning stages); combined-degradation stages see every
 image once per degradation per epoch, as the reference does. Results and wall time
 are recorded in BUILD_NOTES.md.
 """

@@ -44,7 +44,7 @@ def restoration_config() -> ml_collections.ConfigDict:
   c.data.tile = 0                   # training tile side; 0 = 2 x restoration.patch
   c.data.max_train_images = 0       # > 0: only the first that many clean training images
   c.data.crop_multiple = 0          # > 0: images cropped to a multiple of it (SR: the scale)
-  c.data.validation_fraction = 0.05  # of the training images, held out whole (selection)
+  c.data.validation_fraction = 0.05  # of the training images (at least one), held out whole
   c.restoration = ml_collections.ConfigDict(
       {k: (0 if v is None else v) for k, v in DEFAULTS.items()})
   c.degradations = "denoise,rain,haze"

@@ -107,3 +107,27 @@ def test_the_bundled_photos_hold_out_the_bottom_rows_of_china():
   assert len(ds.train) == n_tiles(379, 640, 48) == 8 * 14
   np.testing.assert_array_equal(ds.validation.images[0], china[379:, :48])
   np.testing.assert_array_equal(ds.train.images[-1], china[379 - 48:379, -48:])
+
+
+def test_validation_tiles_take_turns_between_the_held_out_photos(tmp_path):
+  # EA-Adam scores members on the first fitness_examples validation tiles: they span
+  # every held-out photo before any photo gives a second tile.
+  photo_set(tmp_path)
+  ds = restoration_sets.load(config(tmp_path, 0.3, tile=16), patch=8, seed=1)
+  photo = ds.validation.images[:, 0, 0, 0].astype(int) // 10 - 1
+  held = sorted(set(photo))
+  counts = {i: n_tiles(*SIZES[i], 16) for i in held}
+  assert len(held) == 3 and len(photo) == sum(counts.values())
+  expected = [i for turn in range(max(counts.values())) for i in held if turn < counts[i]]
+  assert photo.tolist() == expected
+
+
+def test_a_small_set_warns_when_one_image_is_far_over_the_fraction(tmp_path, caplog):
+  photo_set(tmp_path)
+  with caplog.at_level("WARNING"):
+    restoration_sets.load(config(tmp_path, 0.2), patch=12, seed=0)   # 2 of 10: no warning
+  assert not caplog.records
+  with caplog.at_level("WARNING"):
+    restoration_sets.load(config(tmp_path, 0.04), patch=12, seed=0)
+  assert "validation_fraction=0.04 of the 10 training images of 'clean' holds out 1 (10%" \
+      in caplog.text

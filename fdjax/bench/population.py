@@ -7,7 +7,7 @@ Both sides run EA-Adam's update (per-objective gradients, per-tensor normalised 
 combined with preference weights, Adam) of a CIFAR ResNet on random 32x32 images,
 ``--objectives`` shares of ``--batch`` images per step (no degradation: the cost
 measured is the step's). The population step trains ``--size`` stacked members at
-once (``fdjax.population.population_grad_fn``); the baseline runs one compiled
+once (``fdjax.population.gradients.population_grad_fn``); the baseline runs one compiled
 single-model step once per member (the same program for every member, their
 preference weights differing only in value). Prints member-images/s (images x members
 per second) for both, after one warm-up call each (compilation excluded), same

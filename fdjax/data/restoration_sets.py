@@ -27,9 +27,10 @@ config (``fdjax.config_restoration``)::
 
 Splits: ``train`` and ``validation`` are clean tiles (uint8 ``[N, tile, tile, 3]``,
 0..255) cut from the training images (``PairedImages.tiles``; the task cuts random
-``patch`` crops from them), validation's from images held out whole (no tile of it
-overlaps, or shares a photo with, a training tile); ``test_sets['clean']`` the whole test images grouped by
-size; ``test_sets[d]`` / ``train_pairs[d]`` the real pairs of degradation ``d``.
+``patch`` crops from them), validation's from images held out whole (none overlaps a
+training tile, or comes from a training photo unless there is only one;
+``interleaved_tiles`` orders them); ``test_sets['clean']`` the whole test images
+grouped by size; ``test_sets[d]`` / ``train_pairs[d]`` the real pairs of degradation ``d``.
 A missing set is a ``MissingDataError`` naming the folder and what is in it.
 """
 
@@ -38,10 +39,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from absl import logging
 
 from fdjax.config import parse_list
 from fdjax.data.paired import PairedImages, load_paired
-from fdjax.data.splits import Dataset
+from fdjax.data.splits import Dataset, ImageSet
 from fdjax.data.testsets import TestSet
 from fdjax.errors import ConfigError, DataError, MissingDataError
 
@@ -127,11 +129,12 @@ VALIDATION_UNIT = "images"   # what the validation split holds out (the fingerpr
 def held_out_images(images: PairedImages, fraction: float, seed: int, tile: int
                     ) -> tuple[PairedImages, PairedImages | None]:
   """``(train, validation)``: whole images of ``images`` held out before tiling, so no
-  validation tile shares a pixel (or a photo) with a training tile.
+  validation tile shares a pixel, or a photo (but with a single image), with a training
+  tile.
 
   ``fraction`` 0: ``(images, None)``. Else a seeded ``max(1, round(fraction * n))`` of the
-  ``n`` images (stream ``(seed, 0x7E57)``, names kept in order); ``DataError`` when that
-  leaves none to train on. A single image (the ``photos`` source) is cut instead: its
+  ``n`` images (stream ``(seed, 0x7E57)``, names kept in order; a warning when that one
+  image is over twice the fraction); ``DataError`` when that leaves none to train on. A single image (the ``photos`` source) is cut instead: its
   bottom ``max(tile, round(fraction * H))`` rows are the validation image ('<name>:val'),
   the rows above the training one ('<name>:train'); ``DataError`` when either part is
   shorter than ``tile``.
@@ -144,8 +147,22 @@ def held_out_images(images: PairedImages, fraction: float, seed: int, tile: int
   if n >= len(images):
     raise DataError(f"validation_fraction={fraction} holds out {n} of the {len(images)} "
                     f"training images of {images.name!r} and leaves none to train on")
+  if n > 2 * fraction * len(images):
+    logging.warning("validation_fraction=%g of the %d training images of %r holds out %d "
+                    "(%.0f%%: at least one whole image)", fraction, len(images), images.name,
+                    n, 100 * n / len(images))
   order = np.random.default_rng((seed, _VALIDATION_STREAM)).permutation(len(images))
   return images.take(np.sort(order[n:])), images.take(np.sort(order[:n]))
+
+
+def interleaved_tiles(images: PairedImages, tile: int) -> ImageSet:
+  """``images.tiles(tile)`` ordered round-robin over the images (the first tile of every
+  image, then the second of every image that has one, ...), so that the first N tiles
+  (EA-Adam's ``fitness_examples``) span as many photos as N allows."""
+  per_image = [images.take([i]).tiles(tile) for i in range(len(images))]
+  order = sorted((j, i) for i, split in enumerate(per_image) for j in range(len(split)))
+  return ImageSet.from_fields({k: np.stack([per_image[i].fields[k][j] for j, i in order])
+                               for k in per_image[0].fields})
 
 
 def _cut_rows(images: PairedImages, fraction: float, tile: int):
@@ -201,7 +218,7 @@ def load(data, *, patch: int, seed: int = 0) -> Dataset:
   train_part, held_out = held_out_images(train_images, float(data.validation_fraction), seed,
                                          tile)
   train = train_part.tiles(tile)
-  validation = None if held_out is None else held_out.tiles(tile)
+  validation = None if held_out is None else interleaved_tiles(held_out, tile)
   tests = {"clean": TestSet.of_images(test_images)}
   tests.update({d: TestSet.of_images(pairs_of(n)) for d, n in test_pairs.items()})
   pairs = {d: pairs_of(n).tiles(tile) for d, n in train_pairs.items()}

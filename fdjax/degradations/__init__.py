@@ -1,4 +1,4 @@
-"""Image degradations: the paper's four (JPEG, blur, AWGN, SAPN) and four restoration ones.
+"""Image degradations: the paper's four (JPEG, blur, AWGN, SAPN) and six restoration ones.
 
 Every degradation maps uint8 ``[B, H, W, 3]`` images (0..255) and one level per image
 (float ``[B]``, in the degradation's own units) to uint8 images, under jit and vmap::
@@ -16,10 +16,12 @@ Grids and units (``levels(name)``, ``clean_level(name)``):
 | awgn | noise sigma, 0..255 units | 0..50 step 1 | 0 |
 | sapn | salt-and-pepper density | 0..0.25 step 0.01 | 0 |
 | sapn_paper | as sapn, salt = 1 (the reference's bug) | 0..0.25 step 0.01 | 0 |
+| denoise | noise sigma, 0..255 units (float noise, then uint8) | 0..55 step 1 | 0 |
 | haze | scattering coefficient beta | 0..3 step 0.1 | 0 |
 | rain | streak seed density | 0..0.05 step 0.005 | 0 |
 | lowlight | darkening factor | 0..0.9 step 0.05 | 0 |
 | motion_blur | kernel length, pixels | 0..15 step 1 | 0 |
+| sr | scale s: MATLAB bicubic down by s, back up | 1..4 step 1 | 1 |
 """
 
 from fdjax.degradations.compose import apply_sequence, compose
