@@ -37,6 +37,19 @@ def test_neighbourhoods_on_the_line_and_partners_are_neighbours_or_random():
   np.testing.assert_allclose(freq, [0, .35 + .075, .35 + .075, .075, .075], atol=0.025)
 
 
+def test_neighbours_at_equal_distance_are_taken_by_index():
+  # On the line of preferences members i - 1 and i + 1 are equally far from i (their
+  # float32 distances differ in the last bits): a neighbourhood of two takes i - 1
+  # (member 0: member 1), as the nearest-T rule with ties by index says.
+  for count in range(2, 12):
+    for objectives in (2, 3, 5):
+      nb = neighbourhoods(preference_vectors(count, objectives), 2)
+      expected = [[i, max(i - 1, 0) if i else 1] for i in range(count)]
+      assert nb.tolist() == expected, (count, objectives)
+      three = neighbourhoods(preference_vectors(count, objectives), min(3, count))
+      assert all(row[:2] == e for row, e in zip(three.tolist(), expected))
+
+
 def test_normalised_gradient_combination_equals_a_hand_computation():
   g = {"a": jnp.array([[3.0, 4.0], [0.0, 2.0]]),              # objective rows: norms 5 and 2
        "b": jnp.array([[[1.0, 0.0]], [[0.0, -3.0]]])}          # norms 1 and 3
@@ -127,3 +140,24 @@ def test_pareto_front_and_hypervolume_by_hand():
   report = pareto_report(points, ["clean", "jpeg"])
   assert report["members"][1]["values"] == {"clean": 0.6, "jpeg": 0.6}
   assert report["non_dominated"] == [0, 1, 2]
+
+
+def test_hypervolume_of_any_population_size_counts_the_dominated_cells():
+  # Integer points: the hypervolume is the number of unit cells [c, c + 1) that some
+  # point's box [ref, p] covers, counted on the grid directly; and inclusion-exclusion
+  # over every subset (the closed form) where that is small enough to enumerate.
+  import itertools
+
+  from fdjax.population.pareto import hypervolume
+
+  rng = np.random.default_rng(0)
+  for count, objectives in ((5, 2), (9, 3), (24, 2), (20, 3), (6, 5)):
+    points = rng.integers(0, 7, (count, objectives)).astype(float)
+    ref = np.full(objectives, 1.0)
+    cells = np.stack(np.meshgrid(*[np.arange(1, 7)] * objectives, indexing="ij"), -1)
+    covered = (cells[..., None, :] + 1 <= points).all(-1).any(-1)
+    assert hypervolume(points, ref) == covered.sum(), (count, objectives)
+    if count <= 9:
+      closed = sum((-1) ** (len(s) + 1) * np.prod(np.clip(points[list(s)].min(0) - ref, 0, None))
+                   for r in range(1, count + 1) for s in itertools.combinations(range(count), r))
+      assert hypervolume(points, ref) == pytest.approx(closed)

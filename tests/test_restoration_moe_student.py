@@ -176,3 +176,39 @@ def test_router_usage_counts_the_unpadded_pixels_of_every_image_size():
   forward = jax.jit(lambda v, x: task.forward(model, v, x)[1]["router"])
   top1 = np.asarray(forward(variables, big))[:, :13, :17].argmax(-1)
   np.testing.assert_allclose(stats.counts[1][0], np.bincount(top1.ravel(), minlength=3))
+
+
+def test_each_k_row_reports_its_own_routing_when_a_routed_block_feeds_the_router(tmp_path):
+  """decoder1's router sees the middle block's mixture, which changes with K: the
+  FusionDistill-MoE rows' routing statistics are measured (and cached) per K, each
+  equal to ``routing_stats`` of the student at that K."""
+  from types import SimpleNamespace
+
+  from fdjax.data.splits import ImageSet
+  from fdjax.data.testsets import TestSet
+  from fdjax.degradations.plan import LevelPlan
+  from fdjax.methods import fusiondistill_moe
+  from fdjax.moe import usage as usage_lib
+  from fdjax.tasks.restoration import RestorationTask
+
+  _, _, variables = student_variables()
+  images = np.random.default_rng(1).integers(0, 256, (4, 16, 16, 3), dtype=np.uint8)
+  clean = TestSet("clean", (ImageSet.from_fields({"image": images}),))
+  plan = LevelPlan(("denoise", "haze"), (), explicit=(("denoise", (25.0,)), ("haze", (1.0,))))
+  task = RestorationTask(patch=None)
+  dataset = SimpleNamespace(test_for=lambda name: clean, test_sets={"clean": clean})
+  ctx = SimpleNamespace(config=ml_collections.ConfigDict(dict(eval=dict(max_examples=0),
+                                                              eval_batch_size=2)),
+                        dataset=dataset, plan=plan, task=task)
+  evaluate = SimpleNamespace(path=lambda name, v: str(tmp_path / f"{name}.json"))
+  runner = SimpleNamespace(ctx=ctx, evaluate=evaluate)
+  measured = {k: fusiondistill_moe.routing(runner, STUDENT.clone(k=k), variables)
+              for k in (1, 3)}
+  for k, stats in measured.items():
+    direct = usage_lib.routing_stats(task, STUDENT.clone(k=k), variables, clean, plan,
+                                     batch_size=2, test_sets={"clean": clean})
+    for got, want in zip(stats.counts, direct.counts):
+      np.testing.assert_array_equal(got, want)
+  assert not all(np.array_equal(a, b) for a, b in zip(measured[1].counts, measured[3].counts))
+  assert sorted(p.name for p in tmp_path.iterdir()) == [
+      "routing_fusiondistill_moe_k1.json", "routing_fusiondistill_moe_k3.json"]

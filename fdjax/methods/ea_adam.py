@@ -88,10 +88,12 @@ def _stage(runner) -> dict:
   size = len(preferences)
 
   def make_state(variables, tx, rng, mesh):
-    evolution = init_evolution(jax.random.fold_in(rng, 1), preferences, trainable)
-    critic = (None if family.init_critic is None
-              else family.init_critic(jax.random.fold_in(rng, 2), size))
-    return create_population_state(variables, tx, rng, evolution, mesh, critic=critic)
+    # Three streams: a step's key is fold_in(steps, step), so the evolution's and the
+    # critics' keys must not be fold_ins of the steps' key (fold_in(rng, 1) was step 1's).
+    steps, evolution_key, critic_key = jax.random.split(rng, 3)
+    evolution = init_evolution(evolution_key, preferences, trainable)
+    critic = (None if family.init_critic is None else family.init_critic(critic_key, size))
+    return create_population_state(variables, tx, steps, evolution, mesh, critic=critic)
 
   values = family.values(int(cfg.fitness_examples))
   hook = evolution_hook(lambda stacked: -values(stacked), EvolutionConfig.from_config(cfg),

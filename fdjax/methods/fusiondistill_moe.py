@@ -3,8 +3,10 @@ one row per K of ``moe.ks``, with parameter, inference-cost and routing-accuracy
 (beside the dense FusionDistill's) and router usage and routing accuracy
 (``router_usage.md``, ``router_usage_k<K>.png``, ``router_accuracy.png``).
 
-Every K row routes alike (its top expert is the top of the same softmax gates), so the
-router is measured once per seed (``routing``, cached beside the evaluation results)."""
+The router is measured per K row (``routing``, cached beside the evaluation results): a
+router downstream of another routed block (two routed levels, or two blocks at a routed
+level, with routers that see the block's input) sees that block's K-dependent mixture,
+so its decisions change with K."""
 
 from __future__ import annotations
 
@@ -84,13 +86,13 @@ ROUTING_COLUMN = "routing acc. (non-clean)"
 
 def routing(runner, model, variables, per_image: bool = False) -> usage_lib.RoutingStats:
   """The MoE student's routing statistics on the evaluation images (every level of the
-  plan, evaluation keys), cached beside the evaluation results and keyed by the
-  student's weights like them. ``per_image``: one decision per image (the routed-experts
+  plan, evaluation keys) at ``model.k``, cached beside the evaluation results and keyed by
+  the student's weights (and K) like them. ``per_image``: one decision per image (the routed-experts
   row's; the same statistics when the student routes per image)."""
   ctx = runner.ctx
   per_image = per_image and getattr(model, "routing", "pixel") != "image"
-  path = runner.evaluate.path(f"routing_{STAGE}" + ("_per_image" if per_image else ""),
-                              variables)
+  path = runner.evaluate.path(f"routing_{STAGE}_k{model.k}" + ("_per_image" if per_image
+                                                                else ""), variables)
   if os.path.exists(path):
     with open(path) as f:
       saved = json.load(f)
@@ -120,17 +122,17 @@ def _rows(runner) -> Output:
   dense = cost(ctx, ctx.model, dense_variables)
   out = Output(extra={"FusionDistill": cost_columns(dense, dense)})
   trained, variables = runner.get(STAGE)
-  stats = routing(runner, trained, variables)
-  rows = []
+  per_row = []
   for k in parse_ints(ctx.config.moe.ks, "moe.ks"):
     model = trained.clone(k=k)
     row = f"FusionDistill-MoE (K={k})"
     out.rows.append((row, runner.evaluate(f"fusiondistill_moe_k{k}", variables, model=model)))
     out.models[row] = one_model(variables, model)
+    stats = routing(runner, model, variables)
     out.extra[row] = {**cost_columns(cost(ctx, model, variables, k=k), dense),
                       **routing_column(stats)}
-    rows.append(row)
-  out.artifacts["routing"] = (ctx.seed, rows, stats)
+    per_row.append((row, k, stats))
+  out.artifacts["routing"] = (ctx.seed, per_row)
   return out
 
 
@@ -139,49 +141,53 @@ def _level(level: float) -> str:
 
 
 def _finalize(outputs, workdir: str, ctx) -> None:
-  """router_usage.md (per seed: usage, routing accuracy, gate entropy),
-  router_usage_k<K>.png and router_accuracy.png (means over seeds)."""
+  """router_usage.md (per seed and K row: usage, routing accuracy, gate entropy),
+  router_usage_k<K>.png (per K, means over seeds) and router_accuracy.png (per K, means
+  over seeds)."""
   names = list(ctx.degradations)
   experts = [f"{i}:{n}" for i, n in enumerate(names)]
   lines = ["# Router usage and routing accuracy\n",
-           "Every K row routes alike: an image's (or pixel's) top expert is the largest of "
-           "the same softmax gates. Usage: fraction of test images (or pixels) whose top "
+           "Per K row: an image's (or pixel's) top expert is the largest of the softmax "
+           "gates. Usage: fraction of test images (or pixels) whose top "
            "expert is each expert, per test degradation (degraded levels only). Routing "
            "accuracy: the share whose top expert is their own degradation's expert "
            "(expert i = degradation i), near-clean levels (ambiguous by nature) apart. "
            "Gate entropy: mean entropy of the softmax gates before top-K (degraded "
            "levels).\n"]
-  matrices, accuracies = [], []
-  k_rows: list[str] = []
-  for seed, rows, stats in (o.artifacts["routing"] for o in outputs):
-    matrix, accuracy = usage_lib.usage(stats), usage_lib.routing_accuracy(stats)
-    entropy = usage_lib.gate_entropy(stats)
-    lines += [f"## {', '.join(rows)}, seed {seed}\n",
-              usage_lib.format_usage(matrix, names, experts), "",
-              usage_lib.format_accuracy(accuracy, entropy, names), "",
-              "Routing accuracy per level (%): " + "; ".join(
-                  f"{n} " + ", ".join(f"{_level(lvl)}: {100 * a:.0f}"
-                                      for lvl, a in accuracy[n]["per_level"])
-                  for n in names), ""]
-    matrices.append(matrix)
-    accuracies.append([[accuracy[n][b] if accuracy[n][b] is not None else np.nan
-                        for b in ("near_clean", "non_clean")] for n in names])
-    k_rows = k_rows or rows
-  diagonal = float(np.mean([np.trace(m) / len(names) for m in matrices]))
-  lines += [f"Share routed to the matching expert (mean of the diagonal, over seeds): "
-            f"{100 * diagonal:.1f}%", ""]
-  with open(os.path.join(workdir, "router_usage.md"), "w") as f:
-    f.write("\n".join(lines))
-  for row in k_rows:
-    k = row.split("K=")[-1].rstrip(")")
-    plots.plot_expert_heatmap(np.mean(matrices, axis=0), names, experts,
+  matrices: dict[int, list] = {}
+  accuracies: dict[int, list] = {}
+  labels: dict[int, str] = {}
+  for seed, per_row in (o.artifacts["routing"] for o in outputs):
+    for row, k, stats in per_row:
+      matrix, accuracy = usage_lib.usage(stats), usage_lib.routing_accuracy(stats)
+      entropy = usage_lib.gate_entropy(stats)
+      lines += [f"## {row}, seed {seed}\n",
+                usage_lib.format_usage(matrix, names, experts), "",
+                usage_lib.format_accuracy(accuracy, entropy, names), "",
+                "Routing accuracy per level (%): " + "; ".join(
+                    f"{n} " + ", ".join(f"{_level(lvl)}: {100 * a:.0f}"
+                                        for lvl, a in accuracy[n]["per_level"])
+                    for n in names), ""]
+      matrices.setdefault(k, []).append(matrix)
+      accuracies.setdefault(k, []).append(
+          [[accuracy[n][b] if accuracy[n][b] is not None else np.nan
+            for b in ("near_clean", "non_clean")] for n in names])
+      labels[k] = row
+  for k, row in labels.items():
+    diagonal = float(np.mean([np.trace(m) / len(names) for m in matrices[k]]))
+    lines += [f"{row}: share routed to the matching expert (mean of the diagonal, over "
+              f"seeds): {100 * diagonal:.1f}%", ""]
+    plots.plot_expert_heatmap(np.mean(matrices[k], axis=0), names, experts,
                               os.path.join(workdir, f"router_usage_k{k}.png"),
                               title=f"{row}: router usage (%)", xlabel="expert",
                               ylabel="test degradation")
-  plots.plot_expert_heatmap(np.mean(accuracies, axis=0), names, ["near-clean", "non-clean"],
-                            os.path.join(workdir, "router_accuracy.png"),
-                            title="MoE router: routing accuracy (%)", xlabel="levels",
-                            ylabel="test degradation")
+  with open(os.path.join(workdir, "router_usage.md"), "w") as f:
+    f.write("\n".join(lines))
+  columns = [f"K={k} {b}" for k in labels for b in ("near-clean", "non-clean")]
+  plots.plot_expert_heatmap(
+      np.concatenate([np.mean(accuracies[k], axis=0) for k in labels], axis=1), names,
+      columns, os.path.join(workdir, "router_accuracy.png"),
+      title="MoE router: routing accuracy (%)", xlabel="K, levels", ylabel="test degradation")
 
 
 def _build(config, data_spec, k):

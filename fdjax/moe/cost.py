@@ -7,8 +7,10 @@
   one counts ``E * capacity`` slots (``K/E * capacity_factor`` of the dense expert work
   for large batches, all E experts at B = 1) plus the one-hot dispatch/combine einsums.
 * ``param_count``: stored parameters; ``active_param_count``: parameters one
-  example (image, or pixel for per-pixel routing) passes through: only K of the E
-  stacked expert copies.
+  routing decision (an image, or a pixel for per-pixel routing) selects: K of the E
+  stacked expert copies. Nominal for per-pixel routing at a stage that down-samples:
+  there an output pixel pools the gates of the s x s input pixels it covers, so it
+  may mix up to ``min(E, K s^2)`` experts.
 * ``images_per_second``: wall-clock throughput (warm-up, ``block_until_ready``, median).
 """
 

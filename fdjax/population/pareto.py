@@ -2,15 +2,14 @@
 non-dominated set and the hypervolume, for metrics to MAXIMISE (e.g. accuracy).
 
 Hypervolume: the measure of the union of the boxes ``[ref, a_i]`` (``ref`` the
-reference point, default 0 in every objective), computed exactly by
-inclusion-exclusion over the subsets of members, ``sum_S (-1)^(|S|+1) prod_k
-(min_{i in S} a_ik - ref_k)^+``: 2^P - 1 terms, exact for any number of objectives
-(P up to ~16).
+reference point, default 0 in every objective), computed exactly by slicing along one
+objective at a time (at most P^(M-1) boxes: any population size; before 2026-12-06
+inclusion-exclusion over the 2^P - 1 subsets, which refused P > 16 after the first
+epoch had trained).
 """
 
 from __future__ import annotations
 
-import itertools
 from typing import Sequence
 
 import numpy as np
@@ -30,19 +29,27 @@ def non_dominated(points) -> list[int]:
 
 
 def hypervolume(points, ref: Sequence[float] | None = None) -> float:
-  """Exact hypervolume (maximisation) of ``points`` ``[P, M]`` above ``ref`` ``[M]``."""
+  """Exact hypervolume (maximisation) of ``points`` ``[P, M]`` above ``ref`` ``[M]``
+  (default 0): the volume of the union of the boxes ``[ref, p]``, by slicing along the
+  last objective (one slab per distinct value, each the (M-1)-dimensional volume of
+  the points that reach it); any P."""
   points = np.asarray(points, np.float64)
   if points.ndim != 2 or not len(points):
     raise ValueError(f"hypervolume needs points [P, M], got shape {points.shape}")
-  if len(points) > 16:
-    raise ValueError(f"exact hypervolume by inclusion-exclusion is for P <= 16, got {len(points)}")
   ref = np.zeros(points.shape[1]) if ref is None else np.asarray(ref, np.float64)
-  total = 0.0
-  for r in range(1, len(points) + 1):
-    for subset in itertools.combinations(range(len(points)), r):
-      corner = points[list(subset)].min(axis=0)
-      total += (-1) ** (r + 1) * float(np.prod(np.clip(corner - ref, 0.0, None)))
-  return total
+  return _sliced_volume(points, ref)
+
+
+def _sliced_volume(points: np.ndarray, ref: np.ndarray) -> float:
+  points = points[np.all(points > ref, axis=1)]
+  if not len(points):
+    return 0.0
+  if points.shape[1] == 1:
+    return float(points[:, 0].max() - ref[0])
+  levels = np.unique(points[:, -1])[::-1]          # distinct last values, descending
+  floors = np.append(levels[1:], ref[-1])
+  return sum(float(top - floor) * _sliced_volume(points[points[:, -1] >= top, :-1], ref[:-1])
+             for top, floor in zip(levels, floors))
 
 
 def pareto_report(metric, objectives: Sequence[str], labels: Sequence[str] | None = None,

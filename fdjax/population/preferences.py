@@ -42,10 +42,22 @@ def neighbourhoods(preferences: np.ndarray, size: int) -> np.ndarray:
   if not 1 <= size <= count:
     raise ValueError(f"neighbourhood size must lie in 1..{count}, got {size}")
   distances = np.linalg.norm(preferences[:, None, :] - preferences[None, :, :], axis=-1)
-  # stable sort: equal distances keep index order, and each member (distance 0) comes first
-  order = np.argsort(distances + 1e-12 * (np.arange(count)[None, :] != np.arange(count)[:, None]),
-                     axis=1, kind="stable")
+  # Distances equal up to float rounding (members i - 1 and i + 1 of float32 preferences
+  # differ by ~1e-8) are ties, broken by index; each member comes first.
+  index = np.arange(count)
+  order = np.stack([np.lexsort((index, index != i, _tie_groups(distances[i])))
+                    for i in range(count)])
   return order[:, :size].astype(np.int32)
+
+
+def _tie_groups(values: np.ndarray, tolerance: float = 1e-6) -> np.ndarray:
+  """int ``[n]``: the rank of each value's group, values within ``tolerance`` of the
+  previous one in ascending order sharing a group."""
+  order = np.argsort(values, kind="stable")
+  steps = np.diff(values[order]) > tolerance
+  groups = np.empty(len(values), np.int64)
+  groups[order] = np.concatenate([[0], np.cumsum(steps)])
+  return groups
 
 
 def pick_partners(key: jax.Array, neighbours: jax.Array, random_prob: float = 0.3) -> jax.Array:
