@@ -131,15 +131,18 @@ def base_config() -> ml_collections.ConfigDict:
   c.seed = 0                        # unused (old runs' config.json); see `seeds`
   c.data = ml_collections.ConfigDict(dict(
       source="tfds:cifar10",       # tfds:<name> | folder:<path or .tar.gz> | digits[:<size>]
-      validation_fraction=0.1,     # held out from train for model selection (paper: 90/10)
+      validation_fraction=0.1,     # held out from train for model selection ('val', greedy
+                                   # soup); the paper configs set 0: the reference trains on all
       max_per_split=0,             # > 0 truncates every split (tests, smoke runs)
       normalization="cifar10",     # key of fdjax.models.CHANNEL_STATS
       cache_dir="",                # '' = default (~/.cache/fdjax or $FDJAX_CACHE)
       data_dir="",                 # TFDS data dir; '' = TFDS default
   ))
   c.model = ml_collections.ConfigDict(dict(depth=56, head="reference", dtype="float32"))
+  # cutout_fill: 'mean' (the reference's: the hole is 0 after normalisation) | 'black'
+  # (0 before it; fdjax before 2026-12-06); fdjax.tasks.classification.CUTOUT_FILLS.
   c.augment = ml_collections.ConfigDict(dict(flip=True, crop=True, pad=4, cutout=True,
-                                             cutout_size=16))
+                                             cutout_size=16, cutout_fill="mean"))
   c.batch_size = 128
   c.eval_batch_size = 512
   c.log_every_steps = 50
@@ -160,6 +163,10 @@ def base_config() -> ml_collections.ConfigDict:
   # Model selection: 'last' checkpoint, or 'val' = best epoch by accuracy on the held-out
   # validation split under the stage's training degradations (never the test set).
   c.selection = "last"
+  # The Ensemble row's tie-break (classification; fdjax.fusion.ensemble.MODES):
+  # 'paper_text' (summed softmax over the tied classes, the paper's text) or 'paper_code'
+  # (argmax of the summed logits over all classes, what the reference code runs).
+  c.ensemble_ties = "paper_text"
   # Stage 1: the clean base model (paper code: SGD 0.1, 200 epochs, milestones 60/120/160 x0.2).
   c.clean = stage_config(200, optimizer_config("sgd", 0.1, milestones=(60, 120, 160)))
   # Stage 2: one expert per degradation, ILIAC recipe (RAdam 1e-3, wd 1e-4, cosine, 100 epochs).

@@ -34,6 +34,8 @@ def restoration_config() -> ml_collections.ConfigDict:
   fields, ``fdjax.tasks.restoration`` for the ``restoration`` block)."""
   c = base_config()
   c.task = "restoration"
+  del c.augment["cutout_fill"]      # classification's (restoration has its own augmentation)
+  del c["ensemble_ties"]            # classification's (restoration's Ensemble: the mean)
   c.data.source = "photos"          # 'photos' (embedded) | 'sets' (named sets under root)
   c.data.root = "../shared/data/restoration"   # relative to the repository
   c.data.train = "cbsd432"          # clean-only training sets, comma-separated

@@ -23,8 +23,11 @@ mkdir -p "$workdir"
 processes="${FDJAX_PROCESSES:-1}"
 if [[ "$processes" -le 1 ]]; then
   # tee -i: a Ctrl-C reaches fdjax (which saves the step in training and says so) and
-  # leaves tee running to show and log those last lines.
-  exec python -m fdjax.main --config="$config" --workdir="$workdir" "$@" 2>&1 | tee -ia "$workdir/log.txt"
+  # leaves tee running to show and log those last lines. (No `exec`: in a pipeline it
+  # replaces only the pipeline's subshell, and the script went on to start the run
+  # again as one process of a multi-process run.)
+  python -m fdjax.main --config="$config" --workdir="$workdir" "$@" 2>&1 | tee -ia "$workdir/log.txt"
+  exit "${PIPESTATUS[0]}"
 fi
 port=$(python -c "import socket; s = socket.socket(); s.bind(('localhost', 0)); print(s.getsockname()[1])")
 dist=(--coordinator_address="localhost:$port" --num_processes="$processes")

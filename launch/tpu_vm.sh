@@ -50,7 +50,8 @@ if [[ "$workdir" == gs://* ]]; then
        "SETUP), not a gs:// URL" >&2
   exit 2
 fi
-extra=$(printf ' %q' "$@")
+extra=""   # printf ' %q' with no arguments prints ' ' + "''": a stray empty argument
+if (($#)); then extra=$(printf ' %q' "$@"); fi
 remote="set -e
 ${SETUP:-true}
 if [ ! -d fdjax ]; then git clone --branch $(printf %q "$BRANCH") $(printf %q "$REPO_URL") fdjax; fi

@@ -115,3 +115,30 @@ def test_augmentations_jit_and_match_eager():
     assert a.dtype == jnp.uint8 and a.shape == x.shape
     np.testing.assert_array_equal(a, b)
   assert jax.jit(pipeline).lower(key, x).compile() is not None
+
+
+def test_the_cutout_hole_is_the_references_zero_after_normalisation():
+  # The reference normalises, then multiplies by the cutout mask: the hole is 0 in
+  # normalised units. fdjax cuts uint8 views, filled (cutout_fill='mean') with the
+  # channel means rounded to uint8: within 0.5/std of 0; 'black' leaves 0 before
+  # normalisation (about -1.9 after), as fdjax did before.
+  from fdjax.models import CHANNEL_STATS, normalize
+  from fdjax.tasks.classification import Augment, ClassificationTask
+
+  x = images(np.uint8)                       # no zeros: the black hole finds the square
+  batch = {"image": x, "label": np.zeros(B, np.int32)}
+  key = jax.random.PRNGKey(7)
+  views = {fill: ClassificationTask("cifar10", Augment(flip=False, crop=False, cutout=True,
+                                                       cutout_size=6, cutout_fill=fill))
+           .views(key, batch)[0] for fill in ("mean", "black")}
+  hole = np.asarray(views["black"]) == 0
+  assert hole.any() and (hole == hole[..., :1]).all()
+  reference = np.asarray(normalize(x, "cifar10")) * ~hole      # normalise, then mask
+  ours = np.asarray(normalize(views["mean"], "cifar10"))
+  np.testing.assert_array_equal(ours[~hole], reference[~hole])
+  std = np.asarray(CHANNEL_STATS["cifar10"][1])
+  assert np.abs(ours - reference).max() <= (0.5 / std).max() + 1e-6
+  black = np.asarray(normalize(views["black"], "cifar10"))[hole]
+  assert black.max() < -1.7
+  with pytest.raises(ValueError, match="augment.cutout_fill must be one of"):
+    ClassificationTask("cifar10", Augment(cutout_fill="grey")).views(key, batch)

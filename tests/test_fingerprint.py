@@ -237,3 +237,17 @@ def test_a_restoration_stage_trained_on_a_split_of_tiles_is_not_reused():
       "data.validation_unit: (absent) -> images"]
   config.data.validation_fraction = 0.0       # no validation split: nothing held out
   assert "validation_unit" not in fingerprint.stage_fields(ctx, stage, {})["data"]
+
+
+def test_the_references_cutout_fill_retrains_stages_trained_with_a_black_hole():
+  # Runs before augment.cutout_fill trained with a black square: at 'black' their
+  # records hold; at the default 'mean' (the reference's) their stages differ.
+  from fdjax.config import base_config
+
+  augment = base_config().augment.to_dict()
+  before = {k: v for k, v in augment.items() if k != "cutout_fill"}
+  assert augment["cutout_fill"] == "mean"
+  assert fingerprint.differences({"augment": before}, fingerprint.without_added(
+      {"augment": augment})) == ["augment.cutout_fill: (absent) -> mean"]
+  assert fingerprint.without_added({"augment": {**augment, "cutout_fill": "black"}}) == {
+      "augment": before}

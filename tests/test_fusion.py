@@ -315,3 +315,22 @@ def test_ensemble_is_jittable_and_batched():
     ensemble_predict(stack[0])
   with pytest.raises(ValueError, match="mode"):
     ensemble_predict(stack, mode="mean")
+
+
+def test_the_ensemble_rows_tie_break_is_a_config_switch():
+  # Two experts vote 0 and 1 (a tie). Summed softmax over the tied classes (the paper's
+  # text, the default) picks 0; the reference code's argmax of the summed logits over
+  # all classes picks 2, which no expert voted for (config.ensemble_ties='paper_code').
+  from fdjax.config import base_config
+  from fdjax.tasks.classification import ClassificationTask
+
+  logits = np.array([[[3.0, 0.0, 2.9]], [[0.5, 3.0, 2.9]]])
+  soft = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+  text = int(np.argmax(soft.sum(0)[0, :2]))            # among the tied classes 0 and 1
+  code = int(np.argmax(logits.sum(0)[0]))
+  assert (text, code) == (0, 2)
+  config = base_config()
+  for ties, expected in (("paper_text", text), ("paper_code", code)):
+    config.ensemble_ties = ties
+    task = ClassificationTask.from_config(config)
+    assert int(np.argmax(task.ensemble(jnp.asarray(logits)), -1)[0]) == expected

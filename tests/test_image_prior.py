@@ -188,6 +188,29 @@ def test_tiled_inference_gives_every_tile_the_whole_images_cue(monkeypatch):
   assert np.abs(own_cue.astype(int) - whole).max() > 8   # each tile's own cue differs
 
 
+def test_a_whole_image_padded_to_the_stride_gets_the_cue_of_the_image_not_of_its_padding():
+  # 70 x 100 pads to 72 x 100 (stride 4): the reflected rows carry the black stripe's
+  # dark channel over the 1% quantile (0.50 -> 0); the cue is the unpadded image's (scipy
+  # and numpy below), given to the model as its fourth channel.
+  model = UNet(width=4, depth=2, image_prior="dark_channel")
+  variables = random_variables(model, 5, (32, 32, 3))
+  kernel = variables["params"]["intro"]["kernel"]
+  variables["params"]["intro"]["kernel"] = kernel.at[:, :, 3, :].multiply(50.0)
+  image = (photos()[0, :70, :100] * 127 + 128).astype(np.uint8)
+  image[-1:, -11:] = 0     # one black row of 11: under 1% of the dark channel, not padded
+  dark = ndimage.minimum_filter(image.min(-1) / 255.0, size=DARK_WINDOW, mode="nearest")
+  level = np.quantile(dark, DARK_QUANTILE)
+  padded = np.pad(image / 255.0, ((0, 2), (0, 0), (0, 0)), mode="reflect")
+  padded_level = np.quantile(ndimage.minimum_filter(padded.min(-1), size=DARK_WINDOW,
+                                                    mode="nearest"), DARK_QUANTILE)
+  assert abs(level - padded_level) > 0.05                # the padding would move it
+  task = RestorationTask(patch=None)
+  got = np.asarray(task.forward(model, variables, jnp.asarray(image[None]))[0])
+  given = np.concatenate([padded, np.full(padded.shape[:2] + (1,), level)], -1)
+  want = np.asarray(model.apply(variables, jnp.asarray(given[None], jnp.float32))[0])
+  np.testing.assert_allclose(got, want[:, :70], rtol=1e-5, atol=1e-4)
+
+
 @pytest.mark.parametrize("prior_context", ["patch", "tile"])
 def test_a_degradation_with_a_direction_keeps_it_through_flips_and_rotations(prior_context):
   # 'Haze' thickening up the rows (as haze_float's depth ramp): in every training input

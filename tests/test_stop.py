@@ -241,3 +241,28 @@ def test_a_run_stopped_by_sigterm_and_rerun_gives_the_uninterrupted_results(tmp_
                    for w in ("full", "stopped"))
   for key in ("records", "summary", "fingerprints"):
     assert stopped[key] == full[key], key
+
+
+def test_ctrl_c_of_a_multi_process_run_becomes_the_preemption_services_sigterm(monkeypatch,
+                                                                              capfd, request):
+  # Several processes: no Python SIGTERM handler (JAX's preemption service has it), but
+  # Ctrl-C is turned into this process's SIGTERM, so every process saves one agreed step
+  # (before, it raised KeyboardInterrupt in process 0 mid-step: nothing saved).
+  from fdjax.train import stop
+
+  sent = []
+  monkeypatch.setattr(stop.jax, "process_count", lambda: 2)
+  monkeypatch.setattr(stop.os, "kill", lambda pid, number: sent.append((pid, number)))
+  original = signal.signal(signal.SIGINT, signal.default_int_handler)  # a worker may ignore it
+  request.addfinalizer(lambda: signal.signal(signal.SIGINT, original))
+  before = signal.getsignal(signal.SIGINT)
+  term_before = signal.getsignal(signal.SIGTERM)
+  with armed():
+    assert signal.getsignal(signal.SIGTERM) is term_before     # JAX's stays
+    handler = signal.getsignal(signal.SIGINT)
+    assert handler is not before
+    handler(signal.SIGINT, None)
+    assert sent == [(os.getpid(), signal.SIGTERM)]
+    assert signal.getsignal(signal.SIGINT) is before            # a second Ctrl-C: as before
+  assert "Ctrl-C: every process saves the same step" in capfd.readouterr().err
+  assert signal.getsignal(signal.SIGINT) is before

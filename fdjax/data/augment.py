@@ -63,8 +63,9 @@ def random_crop(key: jax.Array, *views: jax.Array, pad: int = 4) -> tuple[jax.Ar
   return tuple(crop(v) for v in views)
 
 
-def cutout(key: jax.Array, images: jax.Array, size: int = 16) -> jax.Array:
-  """Sets one ``size x size`` square per image to 0 (DeVries & Taylor, 2017).
+def cutout(key: jax.Array, images: jax.Array, size: int = 16, fill=0) -> jax.Array:
+  """Sets one ``size x size`` square per image to ``fill`` (DeVries & Taylor, 2017): a
+  scalar or one value per channel ``[C]``, in the images' units (0 by default).
 
   As in the authors' code, the centre (cy, cx) is uniform over the image's pixels and
   the square is rows ``[cy - size//2, cy + size//2)`` x the same for columns, clipped at
@@ -82,4 +83,4 @@ def cutout(key: jax.Array, images: jax.Array, size: int = 16) -> jax.Array:
   in_y = (rows >= cy - size // 2) & (rows < cy + size // 2)  # [B, H]
   in_x = (cols >= cx - size // 2) & (cols < cx + size // 2)  # [B, W]
   hole = in_y[:, :, None, None] & in_x[:, None, :, None]
-  return jnp.where(hole, jnp.zeros((), images.dtype), images)
+  return jnp.where(hole, jnp.asarray(fill, images.dtype), images)

@@ -34,7 +34,9 @@ def ensemble_predictor(task, model):
 
 def _rows(runner) -> Output:
   ctx = runner.ctx
-  results = runner.evaluate("ensemble", stack_trees(stages.experts(runner)),
+  ties = getattr(ctx.task, "ensemble_ties", "paper_text")
+  name = "ensemble" if ties == "paper_text" else f"ensemble_{ties}"   # its own cache
+  results = runner.evaluate(name, stack_trees(stages.experts(runner)),
                             predict=ensemble_predictor(ctx.task, ctx.model))
   return Output([("Ensemble", results)])
 

@@ -9,7 +9,7 @@ Decoder block (channels ``c``, ``E`` experts, top-``K``)::
     out = y + sum_e gates[..., e] * MLP_e(y)            # MLP_e: 1x1 conv c -> h, ReLU, h -> c
 
 The router is MEASNet's (``fdjax.moe.router``: TSPG task prompts from the block's
-input, expert prompts, eq. 2), with the gate, top-K and CV^2 balance loss of
+ConvBlock output ``y``, expert prompts, eq. 2), with the gate, top-K and CV^2 balance loss of
 ``fdjax.moe.routing.route`` (eqs. 2-6). The experts are 1x1-convolution MLPs with
 ``h = mlp_expand * c`` hidden channels, all evaluated on every pixel and combined with
 the (mostly zero) gates (dense dispatch). What is left out of MEASNet: its

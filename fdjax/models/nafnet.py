@@ -7,7 +7,8 @@ The U-Net of ``fdjax.models.unet`` around NAFNet's block, activation-free::
 
 * SimpleGate: split the channels in two halves and multiply them;
 * SCA (simplified channel attention): ``x * conv1x1(global average pool(x))``;
-* LayerNorm over the channels of every pixel (NAFNet's ``LayerNorm2d``, eps 1e-6);
+* LayerNorm over the channels of every pixel (NAFNet's ``LayerNorm2d``, eps 1e-6, the
+  variance as the mean of squared deviations, not E[x^2] - E[x]^2);
 * ``beta``, ``gamma``: per-channel layer scales, zero at initialisation as in NAFNet
   (every block starts as the identity; they and then the branches learn from the first
   step on).
@@ -53,7 +54,7 @@ class NAFBlock(nn.Module):
   def __call__(self, x):
     c, dt = self.channels, self.dtype
     dw = self.dw_expand * c
-    y = nn.LayerNorm(epsilon=1e-6, dtype=dt, name="norm1")(x)
+    y = nn.LayerNorm(epsilon=1e-6, use_fast_variance=False, dtype=dt, name="norm1")(x)
     y = nn.Conv(dw, (1, 1), dtype=dt, name="conv1")(y)
     y = nn.Conv(dw, (3, 3), padding=1, feature_group_count=dw, dtype=dt, name="dwconv")(y)
     y = simple_gate(y)
@@ -62,7 +63,7 @@ class NAFBlock(nn.Module):
     y = nn.Conv(c, (1, 1), dtype=dt, name="conv3")(y)
     scale = nn.initializers.constant(self.layer_scale_init)
     x = x + y * self.param("beta", scale, (c,)).astype(dt)
-    y = nn.LayerNorm(epsilon=1e-6, dtype=dt, name="norm2")(x)
+    y = nn.LayerNorm(epsilon=1e-6, use_fast_variance=False, dtype=dt, name="norm2")(x)
     y = nn.Conv(self.ffn_expand * c, (1, 1), dtype=dt, name="conv4")(y)
     y = nn.Conv(c, (1, 1), dtype=dt, name="conv5")(simple_gate(y))
     return x + y * self.param("gamma", scale, (c,)).astype(dt)

@@ -12,6 +12,7 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from fdjax.data import augment
@@ -30,11 +31,29 @@ class Augment:
   pad: int = 4
   cutout: bool = True
   cutout_size: int = 16
+  cutout_fill: str = "mean"   # CUTOUT_FILLS
 
   @classmethod
   def from_config(cls, cfg) -> "Augment":
     return cls(bool(cfg.flip), bool(cfg.crop), int(cfg.pad), bool(cfg.cutout),
-               int(cfg.cutout_size))
+               int(cfg.cutout_size), str(cfg.get("cutout_fill", "black")))
+
+
+# What the cutout square holds. 'mean': the normalisation's channel means rounded to
+# uint8, within 0.5/std (0.008 for CIFAR) of 0 after normalisation: the reference's
+# hole (its cutout multiplies the normalised tensor by the mask,
+# utils/data/datasets.py). 'black': 0 before normalisation, about -1.9 after (fdjax
+# before 2026-12-06).
+CUTOUT_FILLS = ("mean", "black")
+
+
+def cutout_fill(fill: str, normalization: str) -> np.ndarray:
+  """uint8 ``[3]``: the cutout square's colour (``CUTOUT_FILLS``)."""
+  if fill not in CUTOUT_FILLS:
+    raise ValueError(f"augment.cutout_fill must be one of {CUTOUT_FILLS}, got {fill!r}")
+  if fill == "black":
+    return np.zeros(3, np.uint8)
+  return np.round(np.asarray(CHANNEL_STATS[normalization][0])).astype(np.uint8)
 
 
 NO_AUGMENT = Augment(flip=False, crop=False, cutout=False)
@@ -61,6 +80,7 @@ class ClassificationTask:
 
   normalization: str = "cifar10"
   augment: Augment = Augment()
+  ensemble_ties: str = "paper_text"   # fdjax.fusion.ensemble.MODES
   name = "classification"
   metric = MetricSpec("accuracy", "Top-1 accuracy", "%", scale=100.0, higher_is_better=True)
   metrics = (metric,)
@@ -74,7 +94,8 @@ class ClassificationTask:
 
   @classmethod
   def from_config(cls, config) -> "ClassificationTask":
-    return cls(config.data.normalization, Augment.from_config(config.augment))
+    return cls(config.data.normalization, Augment.from_config(config.augment),
+               config.get("ensemble_ties", "paper_text"))
 
   def load_data(self, config, seed: int):
     """``fdjax.data.load`` of ``config.data`` (the validation split depends on ``seed``)."""
@@ -114,7 +135,8 @@ class ClassificationTask:
     if a.crop:
       images, degraded = augment.random_crop(k_crop, images, degraded, pad=a.pad)
     if a.cutout:
-      degraded = augment.cutout(k_cutout, degraded, size=a.cutout_size)
+      degraded = augment.cutout(k_cutout, degraded, size=a.cutout_size,
+                                fill=cutout_fill(a.cutout_fill, self.normalization))
     return degraded, batch["label"], images
 
   def model_input(self, images) -> jax.Array:
@@ -153,9 +175,9 @@ class ClassificationTask:
                          jnp.sum(mask.astype(jnp.int32)))}
 
   def ensemble(self, member_logits) -> jax.Array:
-    """``[N, B, C]`` member logits -> one-hot ``[B, C]`` of the plurality vote
-    (ties broken by the summed softmax, as the paper's text says)."""
+    """``[N, B, C]`` member logits -> one-hot ``[B, C]`` of the plurality vote (ties
+    broken as ``ensemble_ties`` says: the paper's text or the reference code)."""
     from fdjax.fusion import ensemble_predict
 
-    labels = ensemble_predict(member_logits)
+    labels = ensemble_predict(member_logits, mode=self.ensemble_ties)
     return jax.nn.one_hot(labels, member_logits.shape[-1])

@@ -85,6 +85,7 @@ import jax.numpy as jnp
 from fdjax.errors import ConfigError
 from fdjax.eval import image_quality, inference
 from fdjax.models import MEASNet, NAFNet, PromptIR, UNet
+from fdjax.models.image_prior import with_cue
 
 from fdjax.config import parse_list
 from fdjax.tasks import restoration_niqe, restoration_scoring as scoring_lib
@@ -255,8 +256,11 @@ class RestorationTask:
   def forward(self, model, variables, images, train: bool = False):
     """``(image float32 0..1 [B, H, W, 3], features)`` of ``model`` on uint8 images of
     any size: padded to ``model.stride``, the image cropped back (features stay at the
-    padded size)."""
+    padded size). A model with an image prior gets the cue of the image itself (not of
+    its padded copy: the tiled predictor's cue), unless ``images`` carry one."""
     h, w = images.shape[1:3]
+    if images.shape[-1] == 3:
+      images = with_cue(images, getattr(model, "image_prior", "none"))
     x = inference.pad_to_multiple(self.model_input(images), getattr(model, "stride", 1))
     out, features = model.apply(variables, x, train=train)
     return inference.crop_to(out, h, w), features

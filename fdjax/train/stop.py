@@ -30,8 +30,9 @@ checkpoint would wait forever. There JAX's own preemption service (on by default
 agrees on a step ``multihost_utils.reached_preemption_sync_point`` names, about a
 second later; ``poll()`` asks it after every step with a count of this process's steps
 over all stages (the same count on every process: they run the same program). No
-Python handler is installed there (it would replace JAX's), so SIGTERM outside training
-waits for the next step, Ctrl-C keeps its usual effect, and the time limit is process
+SIGTERM handler is installed there (it would replace JAX's), so SIGTERM outside training
+waits for the next step; Ctrl-C (where SIGINT is not ignored: ``launch/local.sh``'s
+foreground process 0) becomes that process's SIGTERM; and the time limit is process
 0's clock: when it passes, process 0 sends itself SIGTERM.
 """
 
@@ -95,6 +96,8 @@ class _Stop:
     self._deadline = None if time_limit_s is None else time.monotonic() + float(time_limit_s)
     if not self._multi:
       self._previous = {s: signal.signal(s, self._on_signal) for s in self.SIGNALS}
+    elif signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+      self._previous = {signal.SIGINT: signal.signal(signal.SIGINT, self._forward_ctrl_c)}
 
   def disarm(self) -> None:
     self._restore_handlers()
@@ -112,6 +115,14 @@ class _Stop:
       raise RunStopped(self._reason)
     write_stderr(f"{self._reason}: saving the step in training, then stopping "
                  f"(again to stop at once)\n")
+
+  def _forward_ctrl_c(self, signum, frame) -> None:
+    """Several processes: Ctrl-C becomes this process's SIGTERM, which JAX's preemption
+    service turns into one agreed step for all of them (module docstring)."""
+    self._restore_handlers()   # a second Ctrl-C acts at once, as before arming
+    write_stderr("Ctrl-C: every process saves the same step, then stops (again to stop at "
+                 "once)\n")
+    os.kill(os.getpid(), signal.SIGTERM)
 
   @contextlib.contextmanager
   def training(self) -> Iterator[None]:
