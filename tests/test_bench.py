@@ -60,3 +60,12 @@ def test_conv_grad_forms_equal_the_weight_gradient_by_hand(capsys, monkeypatch):
   conv_grad.main(["--batch", "2", "--calls", "1", "--repeats", "1"])
   out = capsys.readouterr().out
   assert re.search(r"\| 4, 2 \| [0-9.]+ ms \| [0-9.]+ ms \| [0-9.]+ ms \| ", out), out
+
+
+def test_a_timed_benchmark_refuses_to_time_the_compiling_step():
+  # --warmup 0 put compilation inside the first timed repeat.
+  from fdjax.bench import restoration
+  with pytest.raises(SystemExit, match="--warmup must be >= 1"):
+    train_step.main(["--depths", "8", "--warmup", "0", "--no-torch"])
+  with pytest.raises(SystemExit):
+    restoration._parse(["--warmup", "0"])

@@ -44,7 +44,7 @@ def test_restoration_bench_times_the_torch_peer_with_a_ratio(capsys):
   from fdjax.bench.__main__ import main
   main(["restoration", "--variants", "unet", "--torch", *TINY])
   out = capsys.readouterr().out
-  assert "PyTorch " in out and " on cpu\n" in out   # JAX runs on the CPU here: so does the peer
+  assert "PyTorch " in out and " on cpu, float32\n" in out   # JAX on the CPU here: the peer too
   found = re.search(r"\nunet +[0-9,]+ params  train +([0-9.]+) patches/s  \(PyTorch "
                     r"([0-9.]+) patches/s: ([0-9.]+)x\)", out)
   assert found, out

@@ -272,8 +272,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         f"({device.device_kind}, {jax.device_count()} device(s)); {cpus} CPU(s); "
         f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}", flush=True)
   print(f"images: {described}", flush=True)
-  print(f"reference: {origin}, one image at a time; >= {args.seconds:g} s per timed repeat",
-        flush=True)
+  print(f"reference: {origin}, one image at a time on one core (fdjax: XLA's thread pool "
+        f"over the {cpus} CPU(s)); >= {args.seconds:g} s per timed repeat", flush=True)
   print(f"load average at start: {_load_average()}", flush=True)
 
   device_images = jax.device_put(images)

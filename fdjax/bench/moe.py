@@ -48,6 +48,7 @@ def main(argv: list[str]) -> None:
   if args.workdir:
     dense, dense_vars, student, student_vars, image_shape = _trained(args.workdir)
     args.depth, args.experts = student.depth, student.num_experts
+    student = student.clone(expert_loop=args.expert_loop)   # the flag, as for random ones
   else:
     image_shape = IMAGE_SHAPE
     dense = cifar_resnet(args.depth, 10, "reference")

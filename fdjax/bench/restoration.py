@@ -104,11 +104,15 @@ def torch_train_runner(args):
   model = torch_unet.UNet(args.width, args.depth).train().to(device)
   opt = torch.optim.RAdam(model.parameters(), lr=1e-4)
   images, targets = torch.rand(2, args.batch, 3, args.patch, args.patch, device=device)
+  # --dtype bfloat16: PyTorch's mixed precision too (fp32 weights, bf16 compute), as fdjax's
+  autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=args.dtype == "bfloat16")
 
   def run(steps: int) -> None:
     for _ in range(steps):
       opt.zero_grad(set_to_none=True)
-      (model(images) - targets).abs().mean().backward()
+      with autocast:
+        loss = (model(images).float() - targets).abs().mean()
+      loss.backward()
       opt.step()
     if device == "cuda":
       torch.cuda.synchronize()
@@ -160,7 +164,8 @@ def _parse(argv):
   p.add_argument("--batch", type=int, default=8, help="patches per training step")
   p.add_argument("--steps", type=int, default=3, help="timed steps per repeat")
   p.add_argument("--repeats", type=int, default=3, help="timed repeats; the median is reported")
-  p.add_argument("--warmup", type=int, default=1, help="untimed steps first (with compilation)")
+  p.add_argument("--warmup", type=int, default=1,
+                 help="untimed steps first (with compilation; at least 1)")
   p.add_argument("--infer-size", type=int, default=256, help="inference image side")
   p.add_argument("--infer-batch", type=int, default=1)
   p.add_argument("--experts", type=int, default=3, help="MoE student: experts (tasks)")
@@ -170,6 +175,8 @@ def _parse(argv):
   p.add_argument("--torch", action="store_true",
                  help="also time the plain U-Net in PyTorch (needs torch)")
   args = p.parse_args(argv)
+  if args.warmup < 1:
+    p.error("--warmup must be >= 1: the first step compiles, and it is not to be timed")
   args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
   unknown = sorted(set(args.variants) - set(VARIANTS))
   if unknown:
@@ -194,7 +201,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     import torch  # pylint: disable=import-outside-toplevel
 
     torch.set_num_threads(cpus)
-    print(f"PyTorch {torch.__version__} on {torch_device()}", flush=True)
+    print(f"PyTorch {torch.__version__} on {torch_device()}, {args.dtype}"
+          f"{' (autocast)' if args.dtype == 'bfloat16' else ''}", flush=True)
   results = {}
   for variant in args.variants:
     r = measure(variant, args)

@@ -159,7 +159,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
   p.add_argument("--batch", type=int, default=128, help="images per training step")
   p.add_argument("--steps", type=int, default=20, help="timed steps per repeat")
   p.add_argument("--repeats", type=int, default=5, help="timed repeats; the median is reported")
-  p.add_argument("--warmup", type=int, default=3, help="untimed steps first (includes compile)")
+  p.add_argument("--warmup", type=int, default=3,
+                 help="untimed steps first (includes compile; at least 1)")
   p.add_argument("--dtypes", "--dtype", default="float32,bfloat16",
                  help="comma-separated compute dtypes, of float32 and bfloat16 (default both)")
   p.add_argument("--torch-threads", type=int, default=0,
@@ -188,6 +189,8 @@ def main(argv: list[str] | None = None) -> dict[int, dict[str, dict[str, float]]
   """Runs the benchmark, prints one line per depth and dtype (and a bfloat16 / float32
   line per depth when both run); returns ``{depth: {dtype: {'fdjax'|'torch': images/s}}}``."""
   args = _parse(argv)
+  if args.warmup < 1:
+    raise SystemExit("--warmup must be >= 1: the first step compiles, and it is not to be timed")
   depths = [int(d) for d in args.depths.split(",") if d.strip()]
   dtypes = parse_dtypes(args.dtypes)
   use_torch = not args.no_torch and _torch_available()
@@ -202,7 +205,9 @@ def main(argv: list[str] | None = None) -> dict[int, dict[str, dict[str, float]]
   if use_torch:
     import torch  # pylint: disable=import-outside-toplevel
     torch.set_num_threads(args.torch_threads or cpus)
-    header += f"; torch {torch.__version__} with {torch.get_num_threads()} threads"
+    header += (f"; torch {torch.__version__} on cpu with {torch.get_num_threads()} threads"
+               + ("" if jax.default_backend() == "cpu" else
+                  f" (fdjax on {jax.default_backend()}: the ratio compares two devices)"))
   else:
     header += "; torch not importable (or --no-torch): fdjax only"
   print(header, flush=True)
