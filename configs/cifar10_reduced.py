@@ -7,10 +7,11 @@ jpeg 11, blur 6, awgn 6, sapn 4 levels).
 
 The schedules keep the paper's optimisers (SGD for clean and Scratch, RAdam for the
 experts and the fine-tuning stages) on much shorter schedules (step decay for clean,
-cosine decay for Scratch, the experts and the one-epoch fine-tuning stages); combined-degradation stages see every
-image once per degradation per epoch, as the reference does. Results and wall time
-are recorded in BUILD_NOTES.md. The archive's images are JPEG at quality 75
-(``../shared/data/README.md``): the jpeg column is not comparable with the paper's.
+cosine decay for Scratch, the experts and the one-epoch fine-tuning stages);
+combined-degradation stages see every image once per degradation per epoch, as the
+reference does. Results and wall time are recorded in BUILD_NOTES.md. The archive's
+images are JPEG at quality 75 (``../shared/data/README.md``): the jpeg column is not
+comparable with the paper's.
 """
 
 from fdjax.config import (TRAINING_STAGES, apply_runlocal, base_config, config_variants,

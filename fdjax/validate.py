@@ -54,8 +54,8 @@ CHOICES = {
     "moe.dispatch": ("dense", "sparse"),
     "moe.expert_loop": ("auto", "vmap", "unroll"),
     "model.head": ("gap", "reference"),                   # fdjax.models.resnet
-    "augment.cutout_fill": ("mean", "black"),
-    "ensemble_ties": ("paper_text", "paper_code"),   # fdjax.fusion.ensemble.MODES   # fdjax.tasks.classification.CUTOUT_FILLS
+    "augment.cutout_fill": ("mean", "black"),   # fdjax.tasks.classification.CUTOUT_FILLS
+    "ensemble_ties": ("paper_text", "paper_code"),   # fdjax.fusion.ensemble.MODES
     "model.dtype": ("float32", "bfloat16", "float16"),
     "checkpoint.on_corrupt": ("error", "previous"),       # fdjax.train.checkpoint
     "on_mismatch": ("stop", "retrain"),                   # fdjax.study.fingerprint

@@ -19,9 +19,10 @@ current JAX backend.
    ``jax.lax.conv_general_dilated``, NHWC/HWIO, ``feature_group_count=C``, precision
    HIGHEST, kernel flipped so it is a true convolution; 'SAME', or 'VALID' after edge
    padding; jit), and ``scipy``, ``scipy.ndimage.convolve`` per image and channel on numpy
-   (mode 'constant' / 'nearest'; one core, where the two JAX forms use XLA's threads). Units: **ms per batch**; ``peer/fdjax`` is the peer's
-   time over fdjax's (> 1: fdjax is faster). Each peer's output must match fdjax's to
-   max |difference| < 1e-4 (printed).
+   (mode 'constant' / 'nearest'; one core, where the two JAX forms use XLA's threads).
+   Units: **ms per batch**; ``peer/fdjax`` is the peer's time over fdjax's (> 1: fdjax
+   is faster). Each peer's output must match fdjax's to max |difference| < 1e-4
+   (printed).
 3. Training views (``fdjax.tasks.restoration_views.training_views``, jit): a batch of
    ``--batch`` uint8 tiles ``[B, S, S, 3]`` flipped and rotated, degraded with each of
    ``--names`` and cut to ``--patch`` patches with the dark-channel cue

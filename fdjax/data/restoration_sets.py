@@ -134,7 +134,8 @@ def held_out_images(images: PairedImages, fraction: float, seed: int, tile: int
 
   ``fraction`` 0: ``(images, None)``. Else a seeded ``max(1, round(fraction * n))`` of the
   ``n`` images (stream ``(seed, 0x7E57)``, names kept in order; a warning when that one
-  image is over twice the fraction); ``DataError`` when that leaves none to train on. A single image (the ``photos`` source) is cut instead: its
+  image is over twice the fraction); ``DataError`` when that leaves none to train on.
+  A single image (the ``photos`` source) is cut instead: its
   bottom ``max(tile, round(fraction * H))`` rows are the validation image ('<name>:val'),
   the rows above the training one ('<name>:train'); ``DataError`` when either part is
   shorter than ``tile``.

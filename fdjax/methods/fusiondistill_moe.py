@@ -86,9 +86,9 @@ ROUTING_COLUMN = "routing acc. (non-clean)"
 
 def routing(runner, model, variables, per_image: bool = False) -> usage_lib.RoutingStats:
   """The MoE student's routing statistics on the evaluation images (every level of the
-  plan, evaluation keys) at ``model.k``, cached beside the evaluation results and keyed by
-  the student's weights (and K) like them. ``per_image``: one decision per image (the routed-experts
-  row's; the same statistics when the student routes per image)."""
+  plan, evaluation keys) at ``model.k``, cached beside the evaluation results and keyed
+  by the student's weights (and K) like them. ``per_image``: one decision per image (the
+  routed-experts row's; the same statistics when the student routes per image)."""
   ctx = runner.ctx
   per_image = per_image and getattr(model, "routing", "pixel") != "image"
   path = runner.evaluate.path(f"routing_{STAGE}_k{model.k}" + ("_per_image" if per_image
