@@ -17,13 +17,13 @@ backend, same run.
 from __future__ import annotations
 
 import argparse
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
+from fdjax.bench.train_step import time_alternating
 from fdjax.models import cifar_resnet
 from fdjax.population.gradients import member_grad_fn, population_grad_fn
 from fdjax.population.objectives import share_losses
@@ -33,21 +33,6 @@ from fdjax.tasks.classification import ClassificationTask
 from fdjax.train import create_train_state, init_variables, make_mesh, make_train_step
 
 IMAGE_SHAPE = (32, 32, 3)
-
-
-def _timed(runs: dict, repeats: int) -> dict:
-  """Median seconds of each ``run()`` (which blocks until its results are ready), after
-  one untimed call each (compilation); the runs alternate, so a change of the machine's
-  load reaches both alike."""
-  for run in runs.values():
-    run()
-  times = {name: [] for name in runs}
-  for _ in range(repeats):
-    for name, run in runs.items():
-      start = time.perf_counter()
-      run()
-      times[name].append(time.perf_counter() - start)
-  return {name: float(np.median(t)) for name, t in times.items()}
 
 
 def main(argv: list[str]) -> dict:
@@ -76,22 +61,28 @@ def main(argv: list[str]) -> dict:
   population_step = make_train_step(loss_fn, tx, mesh, grad_fn=population_grad_fn(
       preferences, loop=args.member_loop))
 
-  def run_population():
-    population[0], metrics = population_step(population[0], batch)
+  def run_population(steps: int):
+    for _ in range(steps):
+      population[0], metrics = population_step(population[0], batch)
     jax.block_until_ready(metrics["loss"])
 
   singles = [create_train_state(m, tx, jax.random.PRNGKey(0), mesh) for m in members]
   single_step = make_train_step(loss_fn, tx, mesh, grad_fn=member_grad_fn(args.objectives,
                                                                           preferences[1]))
 
-  def run_sequential():
-    for i in range(args.size):
-      singles[i], _ = single_step(singles[i], batch)
+  def run_sequential(steps: int):
+    for _ in range(steps):
+      for i in range(args.size):
+        singles[i], _ = single_step(singles[i], batch)
     jax.block_until_ready(singles)   # every member's step, not only the last one's
 
+  # One untimed call each (compilation), then the two alternate, so a change of the
+  # machine's load reaches both alike; the median of the repeats.
   sequential = f"{args.size} sequential steps"
-  seconds = _timed({"population (one step)": run_population, sequential: run_sequential},
-                   args.repeats)
+  times = time_alternating({"population (one step)": run_population,
+                            sequential: run_sequential}, steps=1, repeats=args.repeats,
+                           warmup=1)
+  seconds = {name: float(np.median(t)) for name, t in times.items()}
   work = images * args.size
   print(f"backend {jax.default_backend()}, ResNet-{args.depth}, P={args.size}, "
         f"{args.objectives} objectives x {args.batch} images, member loop {args.member_loop}")
