@@ -138,8 +138,8 @@ def test_photos_source_tiles_and_whole_test_image():
 
 def test_planned_work_counts_the_real_pairs_each_stage_trains_on():
   """A stage's planned images (the study ETA's work) are those its loop runs: the clean
-  tiles plus its degradations' real pairs, repeated to one share's worth
-  (``Dataset.training_split``), in whole batches of ``shares * batch_size``."""
+  tiles plus its degradations' real pairs (``Dataset.training_split``; with shares, one
+  pool per share: ``fdjax.data.share_pools``), in whole batches of ``shares * batch_size``."""
   clean = ImageSet.from_fields({"image": _images(12, 8, 8, 6)})
   pairs = ImageSet.from_fields({"image": _images(2, 8, 8, 7), "target": _images(2, 8, 8, 8)})
   data = Dataset("d", clean, clean, None, (), train_pairs={"rain": pairs})
@@ -152,8 +152,9 @@ def test_planned_work_counts_the_real_pairs_each_stage_trains_on():
                                           experts=dict(epochs=1)))
   ctx = SimpleNamespace(dataset=data, degradations=names, config=config)
   combined = Stage("fusiondistill", (), None, block="fusiondistill", shares=3)
-  # 16 examples x 3 shares = 48 per epoch, in steps of 3 x 4 = 12 images: 4 steps, 48 images.
-  assert combined.work(ctx) == 2 * 48
+  # One pool per share (fdjax.data.share_pools): 12 clean tiles each, rain's 2 pairs
+  # x 6 added to its own; an epoch is 12 // 4 = 3 steps of 3 x 4 images: 36 images.
+  assert combined.work(ctx) == 2 * 36
   rain_expert = Stage("experts/rain", (), None, block="experts", levels=("rain",))
   assert rain_expert.work(ctx) == 24          # 24 examples, 6 steps of 4
   denoise_expert = Stage("experts/denoise", (), None, block="experts", levels=("denoise",))

@@ -5,6 +5,8 @@
   ``repeat`` index or tile every field; ``Dataset`` (``fdjax.data.splits``);
 * ``load(source, ...) -> Dataset`` with sources 'digits[:<size>]', 'folder:<dir or .tar.gz>'
   and 'tfds:<name>' (``fdjax.data.sources``);
+* ``training_data`` / ``training_size``: what a stage with shares trains on
+  (``fdjax.data.share_pools``: one pool per share when real pairs are mixed in);
 * ``train_batches`` / ``eval_batches`` / ``num_batches`` / ``epoch_order``
   (``fdjax.data.batching``);
 * ``random_flip`` / ``random_crop`` / ``cutout`` on device (``fdjax.data.augment``).
@@ -12,11 +14,13 @@
 
 from fdjax.data.augment import cutout, random_crop, random_flip
 from fdjax.data.batching import epoch_order, eval_batches, num_batches, train_batches
+from fdjax.data.share_pools import ShareSplits, training_data, training_size
 from fdjax.data.sources import SCHEMES, load
 from fdjax.data.splits import Dataset, ImageSet, repeat, take
 
 __all__ = [
-    "SCHEMES", "Dataset", "ImageSet", "load", "repeat", "take",
+    "SCHEMES", "Dataset", "ImageSet", "ShareSplits", "load", "repeat", "take",
+    "training_data", "training_size",
     "epoch_order", "eval_batches", "num_batches", "train_batches",
     "cutout", "random_crop", "random_flip",
 ]

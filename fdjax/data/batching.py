@@ -24,6 +24,7 @@ from typing import Iterator
 import jax
 import numpy as np
 
+from fdjax.data.share_pools import ShareSplits
 from fdjax.data.splits import ImageSet
 
 
@@ -80,14 +81,15 @@ def _gather(fields: dict, rows: np.ndarray, valid: np.ndarray | None) -> dict:
   return batch
 
 
-def train_batches(split: ImageSet, batch_size: int, *, seed: int, epoch: int,
+def train_batches(split: ImageSet | ShareSplits, batch_size: int, *, seed: int, epoch: int,
                   start_batch: int = 0, sharding: jax.sharding.Sharding | None = None
                   ) -> Iterator[dict]:
   """One shuffled epoch of full batches, from batch index ``start_batch`` on.
 
   Yields ``{field: [B, ...]}`` for every field of ``split`` (e.g. ``{'image': uint8
   [B, H, W, 3], 'label': int32 [B]}``), rows of one example aligned; the last
-  ``N % batch_size`` examples of the epoch's order are dropped. Raises ValueError
+  ``N % batch_size`` examples of the epoch's order are dropped. A ``ShareSplits``
+  (``fdjax.data.share_pools``) fills share i of each batch from its pool i. Raises ValueError
   (eagerly) if the split has fewer than ``batch_size`` examples or ``start_batch`` is
   outside ``[0, num_batches]``.
   """
@@ -98,7 +100,10 @@ def train_batches(split: ImageSet, batch_size: int, *, seed: int, epoch: int,
   if not 0 <= start_batch <= total:
     raise ValueError(f"start_batch {start_batch} is outside [0, {total}] ({total} batches of "
                      f"{batch_size} in {n} examples)")
-  order = epoch_order(n, seed=seed, epoch=epoch, shuffle=True)
+  if isinstance(split, ShareSplits):
+    order = split.epoch_order(batch_size, seed=seed, epoch=epoch)
+  else:
+    order = epoch_order(n, seed=seed, epoch=epoch, shuffle=True)
 
   def generate():
     for b in range(start_batch, total):

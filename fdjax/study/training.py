@@ -52,7 +52,8 @@ class Recipe:
   (may return a new state); when given, it replaces ``selection='val'`` and the stage
   keeps its last state. pairs: degradations whose real training pairs
   (``Dataset.train_pairs``, restoration) join the training split
-  (``Dataset.training_split``). shared_step: stages with the same (hashable) value and
+  (``fdjax.data.share_pools.training_data``: with several shares, each share draws on
+  the clean tiles and its own degradation's pairs). shared_step: stages with the same (hashable) value and
   the same optimizer schedule reuse ONE compiled train step within a run (the experts:
   one compilation instead of one per degradation); their ``loss_fn`` must then be one
   function that reads whatever differs between them from ``frozen``.
@@ -87,8 +88,8 @@ def load_stage(ctx: RunContext, name: str, model=None) -> dict:
 
 def steps_per_epoch(ctx: RunContext, shares: int = 1, pairs: tuple[str, ...] = ()) -> int:
   """Steps of one epoch of a stage with ``shares`` and the real training pairs of
-  ``pairs`` (``Dataset.training_split``): what ``train_stage`` runs."""
-  return data_lib.num_batches(ctx.dataset.training_size(pairs) * shares,
+  ``pairs`` (``fdjax.data.share_pools.training_data``): what ``train_stage`` runs."""
+  return data_lib.num_batches(data_lib.training_size(ctx.dataset, pairs, shares),
                               shares * ctx.config.batch_size, drop_remainder=True)
 
 
@@ -106,9 +107,7 @@ def train_stage(ctx: RunContext, name: str, stage_cfg, recipe: Recipe) -> dict:
   config, stage_dir = ctx.config, ctx.stage_dir(name)
   if config.selection not in ("last", "val"):
     raise ValueError(f"selection must be 'last' or 'val', got {config.selection!r}")
-  train_split = ctx.dataset.training_split(recipe.pairs)
-  if recipe.shares > 1:
-    train_split = data_lib.repeat(train_split, recipe.shares)
+  train_split = data_lib.training_data(ctx.dataset, recipe.pairs, recipe.shares)
   per_epoch = data_lib.num_batches(len(train_split), recipe.shares * config.batch_size,
                                    drop_remainder=True)
   tx, schedule = make_optimizer(stage_cfg.optimizer, epochs=stage_cfg.epochs,

@@ -65,7 +65,8 @@ def fit(state: TrainState, train_step: Callable, train_split, *, loop: LoopConfi
         checkpointer: Checkpointer | None = None, frozen=None,
         on_epoch_end: EpochEndHook | None = None,
         study: StudyProgress | None = None) -> TrainState:
-  """Trains ``state`` on ``train_split`` (an ``ImageSet``) and returns the final state.
+  """Trains ``state`` on ``train_split`` (an ``ImageSet``, or a ``ShareSplits`` whose
+  shares draw on their own pools) and returns the final state.
 
   ``frozen`` (read-only teacher variables) is placed on the mesh once, replicated, and
   passed to every step unchanged (not copied to the devices at each step).

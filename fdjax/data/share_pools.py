@@ -1,0 +1,110 @@
+"""The training data of a combined stage: one share of every batch per degradation.
+
+A combined stage's batch is ``S`` equal consecutive shares, share i degraded by
+degradation i (``LevelPlan.combined``), balanced, taught and (MoE) routed as degradation i
+(``fdjax.train.objectives``, ``fdjax.distill``). Clean tiles suit any share: they are
+degraded on device. Real training pairs (``Dataset.train_pairs``) belong to one
+degradation, so when any degradation has them each share draws on its own pool
+(``ShareSplits``):
+
+* pool i: every clean tile, plus degradation i's real pairs repeated
+  ``round(N / P_i)`` times (at least once), as its expert trains (half real, half
+  synthetic; ``Dataset.training_split``);
+* an epoch: ``min_i |pool i| // b`` batches of ``S * b`` (``b`` = batch_size per share);
+  share i of batch k is rows ``k*b .. (k+1)*b`` of pool i's permutation
+  ``np.random.default_rng((seed, epoch, i))``: every clean tile once under each
+  degradation without pairs, and a degradation with pairs shows a random
+  ``min |pool|`` of its examples (half of them real, in expectation).
+
+Without real pairs every pool is the clean tiles: the split is ``S`` copies of them in one
+shuffled order (``repeat``), as it always was.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from fdjax.data.splits import Dataset, ImageSet, _pair_repeats, repeat
+
+POOLS = "own"   # each share's real pairs are its degradation's (stage fingerprints)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ShareSplits:
+  """A combined stage's training split with one pool of examples per share.
+
+  split: the examples of every pool, fields ``{'image', 'target', 'real'}`` (uint8 ``[M,
+  H, W, 3]`` 0..255, bool ``[M]``); pools: int64 index arrays into it, one per share, in
+  the shares' order. ``len()`` is the examples of one epoch (``S * min |pool|``), so
+  ``num_batches(len(s), S * b)`` is its batch count."""
+
+  split: ImageSet
+  pools: tuple[np.ndarray, ...]
+
+  @property
+  def fields(self) -> dict:
+    return self.split.fields
+
+  def __len__(self) -> int:
+    return len(self.pools) * min(len(p) for p in self.pools)
+
+  def epoch_order(self, batch_size: int, *, seed: int, epoch: int) -> np.ndarray:
+    """int64 ``[num_batches * batch_size]``: rows of ``split``, batch after batch, share i
+    of each batch (its i-th ``batch_size // S`` rows) from pool i. A pure function of
+    ``(seed, epoch)``, so a resumed run sees the batches it would have seen."""
+    shares = len(self.pools)
+    if batch_size % shares:
+      raise ValueError(f"batch of {batch_size} does not split into {shares} equal shares")
+    per_share = batch_size // shares
+    batches = min(len(p) for p in self.pools) // per_share
+    drawn = [pool[np.random.default_rng((seed, epoch, i)).permutation(len(pool))]
+             [:batches * per_share].reshape(batches, per_share)
+             for i, pool in enumerate(self.pools)]
+    return np.concatenate(drawn, axis=1).reshape(-1)
+
+
+def _mixed(clean: np.ndarray, pairs: list[ImageSet]) -> ImageSet:
+  """Clean tiles (their own input and target, real False), then each pair set once."""
+  return ImageSet.from_fields({
+      "image": np.concatenate([clean] + [p.images for p in pairs]),
+      "target": np.concatenate([clean] + [p.fields["target"] for p in pairs]),
+      "real": np.concatenate([np.zeros(len(clean), bool)] + [np.ones(len(p), bool)
+                                                             for p in pairs])})
+
+
+def training_data(dataset: Dataset, names: tuple[str, ...] = (), shares: int = 1):
+  """What a stage with ``shares`` shares and the real pairs of ``names`` trains on: an
+  ``ImageSet`` (one share: ``dataset.training_split(names)``; several without real
+  pairs: ``shares`` copies of the clean tiles) or a ``ShareSplits`` (several shares, some
+  with real pairs: ``names`` must then name the shares, in order)."""
+  if shares == 1:
+    return dataset.training_split(names)
+  with_pairs = [n for n in names if n in dataset.train_pairs]
+  if not with_pairs:
+    return repeat(dataset.train, shares)
+  if len(names) != shares:
+    raise ValueError(f"{shares} shares with real pairs need one degradation per share, "
+                     f"got {list(names)}")
+  clean = dataset.train.images
+  split = _mixed(clean, [dataset.train_pairs[n] for n in with_pairs])
+  pools, start = [], len(clean)
+  for name in names:
+    pool = [np.arange(len(clean))]
+    if name in dataset.train_pairs:
+      count = len(dataset.train_pairs[name])
+      times = _pair_repeats(len(clean), count, 1)
+      pool.append(np.tile(np.arange(start, start + count), times))
+      start += count
+    pools.append(np.concatenate(pool))
+  return ShareSplits(split, tuple(pools))
+
+
+def training_size(dataset: Dataset, names: tuple[str, ...] = (), shares: int = 1) -> int:
+  """``len(training_data(dataset, names, shares))``, without building it."""
+  if shares == 1:
+    return dataset.training_size(names)
+  if not any(name in dataset.train_pairs for name in names):
+    return shares * len(dataset.train)
+  return shares * min(dataset.training_size((name,)) for name in names)
