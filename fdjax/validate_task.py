@@ -52,6 +52,7 @@ def _restoration_block(config, problems: list[str]) -> None:
            "prior_context": (lambda v: v in PRIOR_CONTEXTS, f"one of {PRIOR_CONTEXTS}"),
            "cue_jitter": (lambda v: isinstance(v, (int, float)) and 0 <= v <= 255,
                           "a number in 0..255 (levels of 255; 0: off)"),
+           "rotate_real": (lambda v: isinstance(v, bool), "True or False"),
            "width": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
            "depth": (lambda v: isinstance(v, int) and 0 <= v <= 6, "an integer in 0..6"),
            "middle_blocks": (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),

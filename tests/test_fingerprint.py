@@ -180,7 +180,8 @@ def test_a_revised_degradation_enters_the_fingerprint_of_the_stages_that_train_o
   from fdjax.study.runner import Stage
 
   config = restoration_config()
-  dataset = types.SimpleNamespace(name="sets", train=[0] * 4, validation=None)
+  dataset = types.SimpleNamespace(name="sets", train=[0] * 4, validation=None,
+                                  train_pairs={})
   ctx = types.SimpleNamespace(config=config, dataset=dataset, seed=0,
                               plan=LevelPlan(("denoise", "rain")))
   rain = fingerprint.stage_fields(ctx, Stage("experts/rain", (), None, block="experts",
@@ -226,7 +227,8 @@ def test_a_restoration_stage_trained_on_a_split_of_tiles_is_not_reused():
   from fdjax.study.runner import Stage
 
   config = restoration_config()
-  dataset = types.SimpleNamespace(name="sets", train=[0] * 4, validation=[0])
+  dataset = types.SimpleNamespace(name="sets", train=[0] * 4, validation=[0],
+                                  train_pairs={})
   ctx = types.SimpleNamespace(config=config, dataset=dataset, seed=0,
                               plan=LevelPlan(("denoise",)))
   stage = Stage("experts/denoise", (), None, block="experts", levels=("denoise",))
@@ -251,3 +253,41 @@ def test_the_references_cutout_fill_retrains_stages_trained_with_a_black_hole():
       {"augment": augment})) == ["augment.cutout_fill: (absent) -> mean"]
   assert fingerprint.without_added({"augment": {**augment, "cutout_fill": "black"}}) == {
       "augment": before}
+
+
+def test_stages_trained_on_real_pairs_in_any_share_or_turned_sideways_are_not_reused():
+  # Runs before 2026-12-07 put every degradation's real pairs in any share of a combined
+  # batch and turned real pairs by 90 degrees: a stage that trained on real pairs then
+  # trained on other data. Stages without real pairs keep their records.
+  import types
+  from fdjax.config_restoration import restoration_config
+  from fdjax.degradations.plan import LevelPlan
+  from fdjax.study.runner import Stage
+
+  config = restoration_config()
+  config.data.validation_fraction = 0.0
+  dataset = types.SimpleNamespace(name="sets", train=[0] * 4, validation=None,
+                                  train_pairs={"rain": object()})
+  ctx = types.SimpleNamespace(config=config, dataset=dataset, seed=0,
+                              plan=LevelPlan(("denoise", "rain")))
+  stages = {"clean": Stage("clean", (), None, block="clean", shares=2),
+            "experts/rain": Stage("experts/rain", (), None, block="experts", levels=("rain",)),
+            "experts/denoise": Stage("experts/denoise", (), None, block="experts",
+                                     levels=("denoise",))}
+  fields = {n: fingerprint.stage_fields(ctx, s, {}) for n, s in stages.items()}
+
+  def before(f):   # what these fields were recorded as before the two options existed
+    old = json.loads(json.dumps(f, default=str))
+    old["data"].pop("share_pools", None)
+    old["restoration"].pop("rotate_real", None)
+    return old
+
+  assert fingerprint.differences(before(fields["clean"]), fields["clean"]) == [
+      "data.share_pools: (absent) -> own", "restoration.rotate_real: (absent) -> False"]
+  assert fingerprint.differences(before(fields["experts/rain"]), fields["experts/rain"]) == [
+      "restoration.rotate_real: (absent) -> False"]
+  assert fingerprint.differences(before(fields["experts/denoise"]),
+                                 fields["experts/denoise"]) == []
+  config.restoration.rotate_real = True    # the old augmentation: its records hold
+  rain = fingerprint.stage_fields(ctx, stages["experts/rain"], {})
+  assert fingerprint.differences(before(rain), rain) == []

@@ -49,7 +49,7 @@ def undo_transform(patch, image_index):
 def test_paired_views_crop_flip_and_rotate_input_and_target_together():
   source = coordinate_images(64, 12, 10)
   batch = {"image": jnp.asarray(source), "target": jnp.asarray(255 - source)}
-  task = RestorationTask(patch=6)
+  task = RestorationTask(patch=6, rotate_real=True)   # real pairs turned by 90 degrees too
   degraded, clean, teacher = jax.jit(task.views)(jax.random.key(0), batch)
   degraded, clean, teacher = map(np.asarray, (degraded, clean, teacher))
   assert degraded.shape == clean.shape == (64, 6, 6, 3) and degraded.dtype == np.uint8
@@ -59,6 +59,22 @@ def test_paired_views_crop_flip_and_rotate_input_and_target_together():
   assert None not in transforms  # every view is a flip/rotation of one crop of its image
   assert set(transforms) == set(range(8))  # all 8 occur, per image independently
   assert len({(int(p[0, 0, 0]), int(p[0, 0, 1])) for p in degraded}) > 10  # varied crops
+
+
+@pytest.mark.parametrize("mixed", [True, False])
+def test_real_pairs_are_not_turned_sideways_unless_rotate_real(mixed):
+  # A real pair's rain falls down its rows as Rain100L's does: by default it is flipped
+  # and turned by 180 degrees, never by 90; clean tiles of a mixed batch get all 8.
+  source = coordinate_images(128, 12, 10)
+  real = np.arange(128) % 2 == 0 if mixed else np.ones(128, bool)
+  batch = {"image": jnp.asarray(source), "target": jnp.asarray(source)}
+  if mixed:
+    batch["real"] = jnp.asarray(real)
+  _, clean, _ = jax.jit(RestorationTask(patch=6).views)(jax.random.key(1), batch)
+  transforms = np.array([undo_transform(p, i) for i, p in enumerate(np.asarray(clean))])
+  assert set(transforms[real]) == {0, 2, 4, 6}   # identity, 180, and their mirror images
+  if mixed:
+    assert set(transforms[~real]) == set(range(8))
 
 
 def test_clean_only_views_degrade_the_clean_patch_on_device():

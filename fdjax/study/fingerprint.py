@@ -29,7 +29,7 @@ from typing import Any, Mapping
 import ml_collections
 from absl import logging
 
-from fdjax.data import restoration_sets
+from fdjax.data import restoration_sets, share_pools
 from fdjax.degradations.registry import revisions
 from fdjax.distributed import barrier, write_once
 from fdjax.errors import UserError
@@ -39,6 +39,7 @@ FILE = "fingerprint.json"
 RESTORATION_DATA = ("root", "train", "test", "test_pairs", "train_pairs", "pair_dirs", "tile",
                     "max_train_images", "crop_multiple")
 ON_MISMATCH = ("stop", "retrain")
+PAIR_OPTIONS = ("rotate_real",)   # restoration options read only with real training pairs
 # Config fields added after runs were saved, by their dotted path in a stage's fields
 # (``stage_fields``: 'restoration.<option>', 'block.<field>' for the stage's own block,
 # 'augment.<field>', ...), and the value every run saved before them had. A field that
@@ -47,7 +48,7 @@ ON_MISMATCH = ("stop", "retrain")
 # that changes a stage's result gets a line here. '<path>@<block>': only in the stages
 # whose own block is <block> (a field that another block had before: its records hold it).
 ADDED_FIELDS = {"restoration.image_prior": "none", "restoration.prior_context": "patch",
-                "restoration.cue_jitter": 0.0,
+                "restoration.cue_jitter": 0.0, "restoration.rotate_real": True,
                 "block.task_balance": "",
                 "block.output_weight": 0.0, "block.optimizer.beta2": 0.999,
                 "block.optimizer.ema_decay": 0.0, "block.optimizer.warmup_epochs": 0,
@@ -181,10 +182,18 @@ def stage_fields(ctx, stage, upstream: Mapping[str, str], *, rule: int = 0) -> d
                          len(ctx.dataset.validation) if ctx.dataset.validation else 0]},
       "seed": ctx.seed, "upstream": dict(upstream)}
   if "restoration" in config:  # the restoration task's options and data fields
-    fields["restoration"] = config.restoration
+    # A trained stage reads the real training pairs of its degradations (every one for
+    # the combined stages: ``Stage.work``'s rule); only those stages depend on how the
+    # pairs are augmented (rotate_real) and, with shares, pooled.
+    pair_names = plan.names if stage.levels is None else stage.levels
+    real = stage.block is not None and any(n in ctx.dataset.train_pairs for n in pair_names)
+    fields["restoration"] = {k: v for k, v in config.restoration.items()
+                             if real or k not in PAIR_OPTIONS}
     fields["data"].update({k: config.data[k] for k in RESTORATION_DATA if k in config.data})
     if config.data.validation_fraction:   # runs before 2026-12-06 held out tiles
       fields["data"]["validation_unit"] = restoration_sets.VALIDATION_UNIT
+    if real and stage.shares > 1:   # runs before 2026-12-07 put any pair in any share
+      fields["data"]["share_pools"] = share_pools.POOLS
   if stage.block is not None:
     fields.update(block=config[stage.block], augment=config.augment,
                   batch_size=config.batch_size, selection=config.selection)

@@ -12,6 +12,8 @@ Training views (``views``), per image, on device, the same for input and target:
 1. one random ``patch x patch`` crop (none when the batch already is that size);
 2. a random left-right flip (``flip``) and a random rotation by 0, 90, 180 or 270
    degrees (``rot90``): together the 8 flips/rotations of the restoration papers;
+   real training pairs turn by 0 or 180 degrees only unless ``rotate_real`` (their rain
+   keeps falling down the rows, as Rain100L's and the synthetic streaks' do);
 3. clean-only batches: ``input = degrade(key, clean patch)`` (the clean patch when
    ``degrade`` is None); paired batches keep the pair's input and ignore ``degrade``;
    mixed batches (``Dataset.training_split``: a 'real' flag per example) keep the real
@@ -61,6 +63,8 @@ plan jointly (``base_on_all_tasks``); data come from ``fdjax.data.restoration_se
     patch = 64              # training patch side (the papers use 128)
     flip = True             # random left-right flips
     rot90 = True            # random 90-degree rotations
+    rotate_real = False     # rot90 for real training pairs too (their rain then runs
+                            # across the rows half the time; Rain100L's falls down them)
     y_channel = False       # score PSNR on Y (deraining / SR tables) instead of RGB
     shave = 0               # border pixels dropped before scoring
                             # (both: every task's default; config.scoring per task)
@@ -98,7 +102,7 @@ DEFAULTS = {"model": "unet", "width": 16, "depth": 2, "blocks": 1, "middle_block
             "decoder_blocks": None, "dtype": "float32", "patch": 64, "flip": True,
             "rot90": True, "y_channel": False, "shave": 0, "loss": "l1",
             "model_options": None, "extra_metrics": "", "image_prior": "none",
-            "prior_context": "patch", "cue_jitter": 0.0}
+            "prior_context": "patch", "cue_jitter": 0.0, "rotate_real": False}
 LOSSES = ("l1", "charbonnier")
 CHARBONNIER_EPS = 1e-3  # in 0..1 units, as Restormer / MPRNet
 
@@ -146,7 +150,8 @@ def model_options(o: dict) -> dict:
 class RestorationTask:
   """Hashable (frozen): equal tasks share memoised jitted predictors.
 
-  patch: training patch side; flip / rot90: training augmentation; y_channel / shave:
+  patch: training patch side; flip / rot90 / rotate_real: training augmentation
+  (rotate_real: quarter turns for real pairs too); y_channel / shave:
   how PSNR is scored (see the module docstring); scoring: the per-degradation
   ``(name, y_channel, shave)`` that differ from them (``config.scoring``);
   extra_metrics: opt-in metrics (``restoration.extra_metrics``, ``restoration_niqe``)."""
@@ -162,6 +167,7 @@ class RestorationTask:
   image_prior: str = "none"
   prior_context: str = "patch"
   cue_jitter: float = 0.0
+  rotate_real: bool = False
   name = "restoration"
   base_on_all_tasks = True
   row_labels = {"Scratch": "All-in-one (scratch)"}
@@ -196,7 +202,7 @@ class RestorationTask:
     return cls(int(o["patch"]) if o["patch"] else None, bool(o["flip"]), bool(o["rot90"]),
                y, shave, str(o["loss"]), scoring_lib.overrides(config, y, shave),
                tuple(parse_list(str(o["extra_metrics"] or ""))), str(o["image_prior"]),
-               str(o["prior_context"]), float(o["cue_jitter"]))
+               str(o["prior_context"]), float(o["cue_jitter"]), bool(o["rotate_real"]))
 
   def for_degradation(self, name: str) -> "RestorationTask":
     """The task that scores ``name``'s test images (its ``config.scoring`` setting)."""
@@ -247,7 +253,8 @@ class RestorationTask:
     (``restoration_views.training_views``; the module docstring)."""
     return training_views(key, batch, degrade, patch=self.patch, flip=self.flip,
                           rot90=self.rot90, prior=self.image_prior,
-                          prior_context=self.prior_context, cue_jitter=self.cue_jitter)
+                          prior_context=self.prior_context, cue_jitter=self.cue_jitter,
+                          rotate_real=self.rotate_real)
 
   def model_input(self, images) -> jax.Array:
     """uint8 (or float) 0..255 ``[B, H, W, 3]`` -> float32 0..1."""

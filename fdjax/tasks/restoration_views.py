@@ -36,15 +36,19 @@ def random_patches(key, *views, size: int | None):
   return tuple(crop(v) for v in views)
 
 
-def random_flip_rot90(key, *views, flip: bool = True, rot90: bool = True):
+def random_flip_rot90(key, *views, flip: bool = True, rot90: bool = True, upright=None):
   """Per image, the same random left-right flip (``flip``) and rotation by 0/90/180/270
-  degrees (``rot90``; needs square images) of every view ``[B, S, S, C]``."""
+  degrees (``rot90``; needs square images) of every view ``[B, S, S, C]``. ``upright``
+  (bool ``[B]``, optional): images turned by 0 or 180 degrees only, so what runs down
+  their rows still does (real rain's streaks)."""
   b, h, w = views[0].shape[:3]
   if rot90 and h != w:
     raise ValueError(f"90-degree rotations need square patches, got {h}x{w}")
   k_flip, k_quarter, k_half = jax.random.split(key, 3)
   bit = lambda k: jax.random.bernoulli(k, 0.5, (b,))[:, None, None, None]
   lr, quarter, half = bit(k_flip), bit(k_quarter), bit(k_half)
+  if upright is not None:
+    quarter = quarter & ~jnp.asarray(upright, bool)[:, None, None, None]
 
   def transform(x):
     if flip:
@@ -96,9 +100,19 @@ def tile_cue(key, tile, prior: str, jitter: float = 0.0):
   return jnp.where(raised, jnp.maximum(cue, level), cue)
 
 
+def real_examples(batch: dict):
+  """bool ``[B]``: the examples of ``batch`` whose input is a real degraded image (every
+  example of a paired batch, the 'real' ones of a mixed batch), or None (clean-only)."""
+  if "real" in batch:
+    return batch["real"]
+  if "target" in batch:
+    return jnp.ones(batch["image"].shape[:1], bool)
+  return None
+
+
 def training_views(key, batch: dict, degrade, *, patch: int | None, flip: bool,
                    rot90: bool, prior: str = "none", prior_context: str = "patch",
-                   cue_jitter: float = 0.0):
+                   cue_jitter: float = 0.0, rotate_real: bool = True):
   """``(input, clean, input)`` of a training batch (``fdjax.tasks.restoration``).
 
   ``batch``: uint8 ``[B, T, T, 3]`` tiles, ``{'image'}`` (clean-only) or ``{'image',
@@ -112,7 +126,9 @@ def training_views(key, batch: dict, degrade, *, patch: int | None, flip: bool,
     trailing channels, which the model takes as given (``fdjax.models.image_prior``);
     ``cue_jitter`` > 0 raises some of those cues at random (``tile_cue``).
 
-  ``clean`` is uint8 ``[B, patch, patch, 3]``."""
+  ``rotate_real`` False: real inputs (``real_examples``) get no quarter turn, so real
+  rain falls down the rows as in Rain100L (synthetic rain is added after the turn and
+  always does). ``clean`` is uint8 ``[B, patch, patch, 3]``."""
   if prior_context not in PRIOR_CONTEXTS:
     raise ValueError(f"prior_context must be one of {PRIOR_CONTEXTS}, got {prior_context!r}")
   problem = cue_jitter_problem(cue_jitter, prior, prior_context)
@@ -120,16 +136,18 @@ def training_views(key, batch: dict, degrade, *, patch: int | None, flip: bool,
     raise ValueError(problem)
   k_patch, k_aug, k_degrade = jax.random.split(key, 3)
   views = (batch["image"], batch["target"]) if "target" in batch else (batch["image"],)
+  turn = dict(flip=flip, rot90=rot90,
+              upright=None if rotate_real else real_examples(batch))
   if prior_context == "tile" and prior != "none":
     # Flip and rotate before degrading, as on the patch: rain falls down the rows and
     # haze thickens up them in every training input, as in the test images.
-    views = random_flip_rot90(k_aug, *views, flip=flip, rot90=rot90)
+    views = random_flip_rot90(k_aug, *views, **turn)
     tile = _degraded(k_degrade, batch, views, degrade)
     degraded, clean = random_patches(k_patch, tile, views[-1], size=patch)
     cue = tile_cue(jax.random.fold_in(key, _CUE_JITTER_STREAM), tile, prior, cue_jitter)
     degraded = attach_cue(jnp.asarray(degraded, jnp.float32), cue)
     return degraded, clean, degraded
   views = random_patches(k_patch, *views, size=patch)
-  views = random_flip_rot90(k_aug, *views, flip=flip, rot90=rot90)
+  views = random_flip_rot90(k_aug, *views, **turn)
   degraded = _degraded(k_degrade, batch, views, degrade)
   return degraded, views[-1], degraded
