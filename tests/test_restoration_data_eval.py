@@ -153,8 +153,8 @@ def test_planned_work_counts_the_real_pairs_each_stage_trains_on():
   ctx = SimpleNamespace(dataset=data, degradations=names, config=config)
   combined = Stage("fusiondistill", (), None, block="fusiondistill", shares=3)
   # One pool per share (fdjax.data.share_pools): 12 clean tiles each, rain's 2 pairs
-  # x 6 added to its own; an epoch is 12 // 4 = 3 steps of 3 x 4 images: 36 images.
-  assert combined.work(ctx) == 2 * 36
+  # x 6 added to its own: 48 examples, 4 steps of 3 x 4 images an epoch: 48 images.
+  assert combined.work(ctx) == 2 * 48
   rain_expert = Stage("experts/rain", (), None, block="experts", levels=("rain",))
   assert rain_expert.work(ctx) == 24          # 24 examples, 6 steps of 4
   denoise_expert = Stage("experts/denoise", (), None, block="experts", levels=("denoise",))

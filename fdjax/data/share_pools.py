@@ -10,11 +10,13 @@ degradation, so when any degradation has them each share draws on its own pool
 * pool i: every clean tile, plus degradation i's real pairs repeated
   ``round(N / P_i)`` times (at least once), as its expert trains (half real, half
   synthetic; ``Dataset.training_split``);
-* an epoch: ``min_i |pool i| // b`` batches of ``S * b`` (``b`` = batch_size per share);
-  share i of batch k is rows ``k*b .. (k+1)*b`` of pool i's permutation
-  ``np.random.default_rng((seed, epoch, i))``: every clean tile once under each
-  degradation without pairs, and a degradation with pairs shows a random
-  ``min |pool|`` of its examples (half of them real, in expectation).
+* an epoch: as many examples as the pools hold together, ``sum_i |pool i| // (S * b)``
+  batches of ``S * b`` (``b`` = batch_size per share): the steps of one shuffled pool of
+  them all, as when the pairs were mixed into every share (the stages' epochs and
+  schedules keep their meaning). Share i of batch k is rows ``k*b .. (k+1)*b`` of pool
+  i's shuffled passes (permutations ``np.random.default_rng((seed, epoch, i, j))``,
+  j = 0, 1, ...), so a pool smaller than the mean shows some of its examples twice in
+  an epoch and a larger one leaves some for the next (a random subset each epoch).
 
 Without real pairs every pool is the clean tiles: the split is ``S`` copies of them in one
 shuffled order (``repeat``), as it always was.
@@ -37,8 +39,8 @@ class ShareSplits:
 
   split: the examples of every pool, fields ``{'image', 'target', 'real'}`` (uint8 ``[M,
   H, W, 3]`` 0..255, bool ``[M]``); pools: int64 index arrays into it, one per share, in
-  the shares' order. ``len()`` is the examples of one epoch (``S * min |pool|``), so
-  ``num_batches(len(s), S * b)`` is its batch count."""
+  the shares' order. ``len()`` is the examples the pools hold together (``sum |pool
+  i|``), so ``num_batches(len(s), S * b)`` is an epoch's batch count."""
 
   split: ImageSet
   pools: tuple[np.ndarray, ...]
@@ -48,7 +50,7 @@ class ShareSplits:
     return self.split.fields
 
   def __len__(self) -> int:
-    return len(self.pools) * min(len(p) for p in self.pools)
+    return sum(len(p) for p in self.pools)
 
   def epoch_order(self, batch_size: int, *, seed: int, epoch: int) -> np.ndarray:
     """int64 ``[num_batches * batch_size]``: rows of ``split``, batch after batch, share i
@@ -58,10 +60,14 @@ class ShareSplits:
     if batch_size % shares:
       raise ValueError(f"batch of {batch_size} does not split into {shares} equal shares")
     per_share = batch_size // shares
-    batches = min(len(p) for p in self.pools) // per_share
-    drawn = [pool[np.random.default_rng((seed, epoch, i)).permutation(len(pool))]
-             [:batches * per_share].reshape(batches, per_share)
-             for i, pool in enumerate(self.pools)]
+    rows = len(self) // batch_size * per_share   # of each pool
+
+    def passes(i, pool):
+      order = [pool[np.random.default_rng((seed, epoch, i, j)).permutation(len(pool))]
+               for j in range(max(1, -(-rows // len(pool))))]
+      return np.concatenate(order)[:rows].reshape(-1, per_share)
+
+    drawn = [passes(i, pool) for i, pool in enumerate(self.pools)]
     return np.concatenate(drawn, axis=1).reshape(-1)
 
 
@@ -107,4 +113,4 @@ def training_size(dataset: Dataset, names: tuple[str, ...] = (), shares: int = 1
     return dataset.training_size(names)
   if not any(name in dataset.train_pairs for name in names):
     return shares * len(dataset.train)
-  return shares * min(dataset.training_size((name,)) for name in names)
+  return sum(dataset.training_size((name,)) for name in names)
