@@ -116,6 +116,29 @@ def test_padding_is_masked():
   assert _evaluate(split, predict_fn=only_zero_right, **kw) == {0.0: 1 / 7, 7.0: 1 / 7}
 
 
+def test_each_level_array_is_placed_on_the_mesh_once_not_per_batch(monkeypatch):
+  # With several processes every placement compares the array across hosts: 3 batches
+  # x 2 levels place 2 arrays, and each batch still sees its own level.
+  from fdjax.train import make_mesh
+
+  calls = []
+  real_put = jax.device_put
+  monkeypatch.setattr(levels_lib.jax, "device_put",
+                      lambda x, *a, **k: (calls.append(np.asarray(x)), real_put(x, *a, **k))[1])
+  seen = []
+
+  def record(variables, images, levels, key):
+    seen.append(float(np.asarray(levels)[0]))
+    return _logits_from(images[:, 0, 0, 0].astype(jnp.int32), True)
+
+  pairs = _pairs("awgn", [0.0, 7.0])
+  levels_lib.scores_at_levels(TASK, record, None, _index_split(), "awgn", pairs,
+                              batch_size=BATCH, mesh=make_mesh(), seed=301)
+  assert [float(c[0]) for c in calls if c.shape == (BATCH,) and c.dtype == np.float32] == [
+      0.0, 7.0]
+  assert seen == [0.0, 7.0] * 3
+
+
 def test_stride_levels_keeps_both_ends():
   grid = np.arange(51) * 0.1
   np.testing.assert_allclose(levels_lib.stride_levels(grid, 1), grid)

@@ -129,13 +129,21 @@ def scores_at_levels(task, predict_fn: LevelPredict, variables, split, name: str
   score = batch_scorer(task, collect)
   sums: dict = {}
   count = 0
+  placed: dict = {}   # (batch size, level position) -> the level array, placed once
+
+  def level_array(size: int, j: int):
+    if (size, j) not in placed:
+      array = np.full((size,), levels[j][0], np.float32)
+      if mesh is not None:  # global, like the batch (jit refuses host arrays split over
+        # hosts); placed once, not per batch: each placement checks equality across hosts
+        array = jax.device_put(array, data_sharding(mesh))
+      placed[size, j] = array
+    return placed[size, j]
+
   for batch_index, batch in test_batches(split, batch_size, mesh):
     size = batch["image"].shape[0]
     for j, (level, index) in enumerate(levels):
-      level_array = np.full((size,), level, np.float32)
-      if mesh is not None:  # global, like the batch (jit refuses host arrays split over hosts)
-        level_array = jax.device_put(level_array, data_sharding(mesh))
-      outputs = predict_fn(variables, batch["image"], level_array,
+      outputs = predict_fn(variables, batch["image"], level_array(size, j),
                            eval_key(seed, name, index, batch_index))
       for metric, (s, c) in score(outputs, batch, j).items():
         acc = sums.setdefault(metric, [0] * len(levels))
