@@ -269,8 +269,10 @@ def test_stages_trained_on_real_pairs_in_any_share_or_turned_sideways_are_not_re
   dataset = types.SimpleNamespace(name="sets", train=[0] * 4, validation=None,
                                   train_pairs={"rain": object()})
   ctx = types.SimpleNamespace(config=config, dataset=dataset, seed=0,
-                              plan=LevelPlan(("denoise", "rain")))
+                              plan=LevelPlan(("denoise", "rain")),
+                              degradations=("denoise", "rain"))
   stages = {"clean": Stage("clean", (), None, block="clean", shares=2),
+            "ea_adam": Stage("ea_adam", (), None, block="ea_adam", shares=2, pairs=False),
             "experts/rain": Stage("experts/rain", (), None, block="experts", levels=("rain",)),
             "experts/denoise": Stage("experts/denoise", (), None, block="experts",
                                      levels=("denoise",))}
@@ -286,8 +288,11 @@ def test_stages_trained_on_real_pairs_in_any_share_or_turned_sideways_are_not_re
       "data.share_pools: (absent) -> own", "restoration.rotate_real: (absent) -> False"]
   assert fingerprint.differences(before(fields["experts/rain"]), fields["experts/rain"]) == [
       "restoration.rotate_real: (absent) -> False"]
-  assert fingerprint.differences(before(fields["experts/denoise"]),
-                                 fields["experts/denoise"]) == []
+  for name in ("experts/denoise", "ea_adam"):   # no real pairs in their training
+    assert fingerprint.differences(before(fields[name]), fields[name]) == []
   config.restoration.rotate_real = True    # the old augmentation: its records hold
   rain = fingerprint.stage_fields(ctx, stages["experts/rain"], {})
   assert fingerprint.differences(before(rain), rain) == []
+  config.restoration.update(rotate_real=False, rot90=False)   # nothing turned: no matter
+  rain = fingerprint.stage_fields(ctx, stages["experts/rain"], {})
+  assert "rotate_real" not in rain["restoration"]

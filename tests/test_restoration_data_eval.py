@@ -155,6 +155,9 @@ def test_planned_work_counts_the_real_pairs_each_stage_trains_on():
   # One pool per share (fdjax.data.share_pools): 12 clean tiles each, rain's 2 pairs
   # x 6 added to its own: 48 examples, 4 steps of 3 x 4 images an epoch: 48 images.
   assert combined.work(ctx) == 2 * 48
+  # a combined stage whose recipe takes no pairs (EA-Adam's): 3 x 12 clean, 3 steps
+  no_pairs = Stage("ea_adam", (), None, block="fusiondistill", shares=3, pairs=False)
+  assert no_pairs.work(ctx) == 2 * 36
   rain_expert = Stage("experts/rain", (), None, block="experts", levels=("rain",))
   assert rain_expert.work(ctx) == 24          # 24 examples, 6 steps of 4
   denoise_expert = Stage("experts/denoise", (), None, block="experts", levels=("denoise",))

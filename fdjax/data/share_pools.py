@@ -16,7 +16,7 @@ degradation, so when any degradation has them each share draws on its own pool
   schedules keep their meaning). Share i of batch k is rows ``k*b .. (k+1)*b`` of pool
   i's shuffled passes (permutations ``np.random.default_rng((seed, epoch, i, j))``,
   j = 0, 1, ...), so a pool smaller than the mean shows some of its examples twice in
-  an epoch and a larger one leaves some for the next (a random subset each epoch).
+  an epoch and a larger one a random subset of its examples (another each epoch).
 
 Without real pairs every pool is the clean tiles: the split is ``S`` copies of them in one
 shuffled order (``repeat``), as it always was.

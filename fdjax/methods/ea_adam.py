@@ -111,7 +111,7 @@ def _stage(runner) -> dict:
 
 def _stages(ctx):
   return {NAME: Stage(NAME, ("clean",), _stage, block=NAME, shares=objectives_of(ctx).shares,
-                      uses=("eval.seed", "eval_batch_size")),
+                      uses=("eval.seed", "eval_batch_size"), pairs=False),
           MERGED: Stage(MERGED, (NAME,), _merged_stage, uses=("eval.seed", "eval_batch_size"))}
 
 
@@ -207,7 +207,7 @@ def _fusion_stage(runner) -> dict:
 def _fusion_stages(ctx):
   return {**_stages(ctx),
           FUSION: Stage(FUSION, (NAME,), _fusion_stage, block=FUSION,
-                        shares=len(ctx.degradations)),
+                        shares=len(ctx.degradations), pairs=False),
           BAKED: Stage(BAKED, (NAME, FUSION), _baked_stage, uses=("batch_size", "eval.seed"))}
 
 

@@ -39,7 +39,7 @@ FILE = "fingerprint.json"
 RESTORATION_DATA = ("root", "train", "test", "test_pairs", "train_pairs", "pair_dirs", "tile",
                     "max_train_images", "crop_multiple")
 ON_MISMATCH = ("stop", "retrain")
-PAIR_OPTIONS = ("rotate_real",)   # restoration options read only with real training pairs
+PAIR_OPTIONS = ("rotate_real",)   # read only with real training pairs and rot90
 # Config fields added after runs were saved, by their dotted path in a stage's fields
 # (``stage_fields``: 'restoration.<option>', 'block.<field>' for the stage's own block,
 # 'augment.<field>', ...), and the value every run saved before them had. A field that
@@ -182,13 +182,12 @@ def stage_fields(ctx, stage, upstream: Mapping[str, str], *, rule: int = 0) -> d
                          len(ctx.dataset.validation) if ctx.dataset.validation else 0]},
       "seed": ctx.seed, "upstream": dict(upstream)}
   if "restoration" in config:  # the restoration task's options and data fields
-    # A trained stage reads the real training pairs of its degradations (every one for
-    # the combined stages: ``Stage.work``'s rule); only those stages depend on how the
-    # pairs are augmented (rotate_real) and, with shares, pooled.
-    pair_names = plan.names if stage.levels is None else stage.levels
-    real = stage.block is not None and any(n in ctx.dataset.train_pairs for n in pair_names)
+    # Only stages that train on real pairs (``Stage.pair_names``) depend on how the
+    # pairs are turned (rotate_real: with rot90 only) and, with shares, pooled.
+    real = any(n in ctx.dataset.train_pairs for n in stage.pair_names(ctx))
+    turned = real and config.restoration.get("rot90", True)
     fields["restoration"] = {k: v for k, v in config.restoration.items()
-                             if real or k not in PAIR_OPTIONS}
+                             if turned or k not in PAIR_OPTIONS}
     fields["data"].update({k: config.data[k] for k in RESTORATION_DATA if k in config.data})
     if config.data.validation_fraction:   # runs before 2026-12-06 held out tiles
       fields["data"]["validation_unit"] = restoration_sets.VALIDATION_UNIT

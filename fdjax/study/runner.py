@@ -32,9 +32,11 @@ class Stage:
   whose level ranges it depends on (None: all of the plan). Both go into its
   fingerprint (``fdjax.study.fingerprint``), less ``ignores``: fields of its block or
   of its uses (dotted: 'block.ks', 'fusion.weights', 'eval.seed') that do not change
-  its result in this config (what it reports, or an option of another mode). A training stage's real training pairs
-  (restoration's ``Recipe.pairs``) are those of its ``levels``, and its planned
-  ``work`` counts them.
+  its result in this config (what it reports, or an option of another mode). A training
+  stage's real training pairs (restoration's ``Recipe.pairs``) are those of its
+  ``levels`` (``pair_names``), unless ``pairs`` is False (a recipe without them: the
+  EA-Adam stages); its planned ``work`` counts them and its fingerprint records how they
+  are augmented and pooled.
   """
 
   name: str
@@ -45,14 +47,22 @@ class Stage:
   uses: tuple[str, ...] = ()
   levels: tuple[str, ...] | None = None
   ignores: tuple[str, ...] = ()
+  pairs: bool = True
+
+  def pair_names(self, ctx: RunContext) -> tuple[str, ...]:
+    """The degradations whose real training pairs this stage trains on (its recipe's
+    ``pairs``): none without training or with ``pairs`` False, else its ``levels``."""
+    if self.block is None or not self.pairs:
+      return ()
+    return tuple(ctx.degradations if self.levels is None else self.levels)
 
   def work(self, ctx: RunContext) -> int:
     """Training images this stage processes (0 without training)."""
     if self.block is None:
       return 0
     epochs = int(ctx.config[self.block].epochs)
-    pairs = ctx.degradations if self.levels is None else self.levels
-    return epochs * steps_per_epoch(ctx, self.shares, pairs) * self.shares * ctx.config.batch_size
+    return (epochs * steps_per_epoch(ctx, self.shares, self.pair_names(ctx)) * self.shares
+            * ctx.config.batch_size)
 
 
 def closure(graph: Mapping[str, Stage], names: Sequence[str]) -> list[str]:
