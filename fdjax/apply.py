@@ -13,7 +13,8 @@ Classification runs: the images are resized (bicubic) to the run's image size wh
 differ, and ``--output`` gets ``predictions.csv`` (file, class, label) instead (or the
 CSV is written to ``--output`` itself when it ends in ``.csv``).
 
-One line per image (its size and seconds; the first includes compilation), then where
+One line per image (its size and seconds; the first image of each size includes its
+compilation), then where
 the files are. Errors you can fix (no such run, a model the run lacks or has not
 finished) print one line and exit 2; ``--verbosity=1`` adds the traceback and the
 libraries' log lines. An image that cannot be read (a truncated or corrupt file) is
@@ -92,14 +93,27 @@ def read_image(path: str, size: tuple[int, int] | None = None):
 
 
 def output_names(files: list[str]) -> list[str]:
-  """``<stem>.png`` per file; DataError when two files share a stem."""
+  """``<stem>.png`` per file; DataError when two files share a stem, in any case (file
+  systems that ignore case would write both to one file)."""
   names = [os.path.splitext(os.path.basename(f))[0] + ".png" for f in files]
   seen: dict[str, str] = {}
   for f, name in zip(files, names):
-    if name in seen:
-      raise DataError(f"{seen[name]} and {f} would both be written as {name}; rename one")
-    seen[name] = f
+    if name.casefold() in seen:
+      raise DataError(f"{seen[name.casefold()]} and {f} would both be written as {name} "
+                      "(names differing only in case are one file on some systems); "
+                      "rename one")
+    seen[name.casefold()] = f
   return names
+
+
+def _output_folder(output: str) -> None:
+  """Creates ``output``; a UserError when it is an existing file or cannot be made."""
+  if os.path.exists(output) and not os.path.isdir(output):
+    raise UserError(f"--output {output} is a file; give a folder")
+  try:
+    os.makedirs(output, exist_ok=True)
+  except OSError as e:
+    raise UserError(f"cannot create the --output folder {output}: {e}") from None
 
 
 class UnreadableImagesError(DataError):
@@ -145,7 +159,7 @@ def restore_files(predict, files: list[str], output: str, echo=print) -> list[st
 
   if any(_same_folder(os.path.dirname(f) or ".", output) for f in files):
     raise UserError(f"--output {output} holds the input images; choose another folder")
-  os.makedirs(output, exist_ok=True)
+  _output_folder(output)
   names = output_names(files)
   written, skipped = [], []
   for i, f, image in readable_images(files, skipped, echo):
@@ -168,7 +182,7 @@ def classify_files(predictor, files: list[str], output: str, echo=print) -> str:
   shape = tuple(predictor.loaded.run_info["image_shape"])
   names = predictor.class_names
   path = output if output.lower().endswith(".csv") else os.path.join(output, "predictions.csv")
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  _output_folder(os.path.dirname(path) or ".")
   skipped = []
   with open(path, "w", newline="") as handle:
     writer = csv.writer(handle)

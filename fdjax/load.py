@@ -72,10 +72,14 @@ class LoadedModel:
   name: str = ""
 
 
+RUN_FIELDS = ("image_shape",)   # what loading a model reads from run.json
+
+
 def read_run(workdir: str) -> tuple[ml_collections.ConfigDict, dict]:
   """``(config, run_info)`` of run ``workdir`` (its ``config.json`` and ``run.json``)."""
   if not os.path.isdir(workdir):
-    raise RunError(f"run folder {workdir} does not exist")
+    raise RunError(f"run folder {workdir} " + ("is a file, not a folder"
+                                               if os.path.exists(workdir) else "does not exist"))
   files = {}
   for name in ("config.json", "run.json"):
     path = os.path.join(workdir, name)
@@ -87,6 +91,11 @@ def read_run(workdir: str) -> tuple[ml_collections.ConfigDict, dict]:
         files[name] = json.load(f)
     except (OSError, ValueError) as e:
       raise RunError(f"cannot read {path}: {e}") from None
+  missing = [k for k in RUN_FIELDS if not isinstance(files["run.json"], dict)
+             or k not in files["run.json"]]
+  if missing:
+    raise RunError(f"{os.path.join(workdir, 'run.json')} lacks {', '.join(missing)}: "
+                   "damaged or not written by fdjax.main")
   return ml_collections.ConfigDict(files["config.json"]), files["run.json"]
 
 
@@ -190,6 +199,9 @@ def load_model(workdir: str, method: str = "fusiondistill", seed: int | None = N
                    f"{', '.join(map(str, seeds))}")
   path = model_path(workdir, method, seed, config)
   entry = methods.loadable(method)
+  if k is not None and entry.build is None:
+    raise UnknownModelError(f"k={k}: only the MoE student (fusiondistill_moe) routes "
+                            f"top-K; {method} has no K")
   data_spec = tasks.DataSpec(tuple(run_info["image_shape"]), run_info.get("num_classes", 0))
   task = tasks.from_config(config)
   model = (entry.build(config, data_spec, k) if entry.build

@@ -5,7 +5,9 @@
 
 import csv
 import functools
+import json
 import os
+import shutil
 import types
 
 import jax
@@ -181,6 +183,17 @@ def test_run_errors_are_one_line_user_errors(restoration_run, tmp_path):
     load_predictor(workdir, "fusing")
   with pytest.raises(RunError, match="no seed 3"):
     load_predictor(workdir, seed=3)
+  with pytest.raises(RunError, match="is a file, not a folder"):
+    load_predictor(os.path.join(workdir, "run.json"))
+  with pytest.raises(UnknownModelError, match="names no degradation"):
+    load_predictor(workdir, "expert_")
+  with pytest.raises(UnknownModelError, match="has no K"):   # only the MoE student routes
+    load_predictor(workdir, "fusiondistill", k=1)
+  damaged = tmp_path / "damaged"   # a run.json without the image shape
+  shutil.copytree(workdir, damaged)
+  (damaged / "run.json").write_text(json.dumps({"dataset": "x"}))
+  with pytest.raises(RunError, match="lacks image_shape"):
+    load_predictor(str(damaged))
 
 
 def test_unfinished_stage_names_the_stage(tmp_path):
@@ -252,10 +265,11 @@ def test_cli_user_errors_exit_2_with_one_line(restoration_run, tmp_path, capsys)
   write_images(tmp_path / "in", [(8, 8, 3)])
   cases = [([f"--run={tmp_path / 'missing'}"], "does not exist"),
            ([f"--run={workdir}", "--method=fusing"], "has no model 'fusing'"),
-           ([f"--run={workdir}", "--method=expert_awgn"], "is not finished")]
+           ([f"--run={workdir}", "--method=expert_awgn"], "is not finished"),
+           ([f"--run={workdir}", f"--output={tmp_path / 'in' / 'img0.png'}"], "is a file")]
   for args, needle in cases:
-    with pytest.raises(SystemExit) as exit_info:
-      run_cli(*args, f"--input={tmp_path / 'in'}", f"--output={tmp_path / 'out'}")
+    with pytest.raises(SystemExit) as exit_info:   # the last --output given wins
+      run_cli(f"--input={tmp_path / 'in'}", f"--output={tmp_path / 'out'}", *args)
     assert exit_info.value.code == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines[0].startswith("error:") and needle in lines[0], lines
@@ -274,6 +288,14 @@ def test_cli_user_errors_exit_2_with_one_line(restoration_run, tmp_path, capsys)
   lines = capsys.readouterr().err.strip().splitlines()
   assert exit_info.value.code == 2 and len(lines) == 1 and "stride" in lines[0], lines
   assert not (tmp_path / "o2").exists()
+
+
+def test_output_names_that_differ_only_in_case_collide():
+  # Dup.png and dup.png are one file on the default macOS and Windows file systems.
+  from fdjax.errors import DataError
+  assert apply_cli.output_names(["a/x.jpg", "a/y.png"]) == ["x.png", "y.png"]
+  with pytest.raises(DataError, match="Dup.bmp and a/dup.gif would both be written"):
+    apply_cli.output_names(["a/Dup.bmp", "a/dup.gif"])
 
 
 def test_cli_classification_writes_a_csv(tmp_path, capsys):

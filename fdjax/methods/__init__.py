@@ -94,6 +94,8 @@ def model_name(text: str, k: int | None = None) -> tuple[str, int | None]:
 def loadable(name: str) -> Loadable:
   """How ``fdjax.load_model`` finds model ``name`` ('expert_<degradation>' included)."""
   if name.startswith("expert_"):
+    if not name[len("expert_"):] or "/" in name:
+      raise ValueError(f"{name!r} names no degradation: expert_<degradation>, e.g. expert_rain")
     return Loadable(f"experts/{name[len('expert_'):]}")
   table = {k: v for m in METHODS.values() for k, v in m.models.items()}
   refused = {k: why for m in METHODS.values() for k, why in m.refused.items()}
