@@ -2,6 +2,7 @@
 and a change upstream reaches every stage downstream."""
 
 import json
+import os
 
 import pytest
 
@@ -296,3 +297,30 @@ def test_stages_trained_on_real_pairs_in_any_share_or_turned_sideways_are_not_re
   config.restoration.update(rotate_real=False, rot90=False)   # nothing turned: no matter
   rain = fingerprint.stage_fields(ctx, stages["experts/rain"], {})
   assert "rotate_real" not in rain["restoration"]
+
+
+def test_a_retrain_cut_short_mid_delete_never_leaves_old_work_to_be_trusted(tmp_path,
+                                                                             monkeypatch):
+  # The delete of a stale stage is interrupted after removing its fingerprint but not its
+  # variables: a stage folder with work and no record would be "made before
+  # fingerprints" and trusted. The folder is renamed away first, so it is simply absent.
+  import shutil
+  real_rmtree = shutil.rmtree
+  stage = tmp_path / "experts" / "rain"
+  fingerprint.check_or_record(str(stage), "experts/rain", {"lr": 0.1})
+  (stage / "variables").mkdir()
+  (stage / "variables" / "w").write_text("old weights")
+
+  def interrupted(path, ignore_errors=False):
+    if os.path.exists(os.path.join(path, fingerprint.FILE)):
+      os.remove(os.path.join(path, fingerprint.FILE))   # directory order: this went first
+      raise KeyboardInterrupt
+    real_rmtree(path, ignore_errors=ignore_errors)
+
+  monkeypatch.setattr(fingerprint.shutil, "rmtree", interrupted)
+  with pytest.raises(KeyboardInterrupt):
+    fingerprint.check_or_record(str(stage), "experts/rain", {"lr": 0.2}, on_mismatch="retrain")
+  monkeypatch.undo()
+  assert not (stage / "variables").exists()
+  fingerprint.check_or_record(str(stage), "experts/rain", {"lr": 0.2})   # a fresh record
+  assert sorted(os.listdir(stage)) == [fingerprint.FILE]

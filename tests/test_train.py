@@ -308,3 +308,48 @@ def test_corrupt_checkpoint_is_a_clear_error_not_a_restart(tmp_path, damage):
   with pytest.raises(CorruptCheckpointError, match=str(tmp_path / "checkpoints" / "0")):
     fit(state, make_train_step(_quadratic_loss, tx, mesh), split, loop=loop, mesh=mesh,
         workdir=str(tmp_path), name="corrupt")
+
+
+def test_an_epoch_end_hook_never_sees_a_diverged_state(tmp_path):
+  # The loss overflows within the first epoch of 8 steps, between log steps (every 100):
+  # the hook (validation, which would save a NaN model as the best) must not run.
+  mesh = make_mesh()
+  state, tx = _quadratic_state(1e30, mesh)
+  split = ImageSet(np.zeros((8, 4, 4, 3), np.uint8), np.zeros(8, np.int32))
+  loop = LoopConfig(epochs=2, batch_size=1, log_every_steps=100, checkpoint_every_steps=1000)
+  hooked = []
+  with pytest.raises(NonFiniteLossError, match="non-finite"):
+    fit(state, make_train_step(_quadratic_loss, tx, mesh), split, loop=loop, mesh=mesh,
+        workdir=str(tmp_path), name="diverge",
+        on_epoch_end=lambda s, epoch: hooked.append(epoch) or {})
+  assert hooked == []
+
+
+def test_a_resumed_run_logs_each_step_once(tmp_path):
+  # A crash in epoch 2's hook (step 8) after a checkpoint at step 5: steps 6 and 8 were
+  # logged, are run again and must be logged again once, as an uninterrupted run logs them.
+  mesh = make_mesh()
+  split = ImageSet(np.zeros((4, 4, 4, 3), np.uint8), np.zeros(4, np.int32))
+  loop = LoopConfig(epochs=3, batch_size=1, log_every_steps=2, checkpoint_every_steps=5)
+
+  def run(workdir, hook):
+    state, tx = _quadratic_state(0.1, mesh)
+    fit(state, make_train_step(_quadratic_loss, tx, mesh), split, loop=loop, mesh=mesh,
+        workdir=str(workdir), name="q", on_epoch_end=hook)
+    return [(r["step"], "val" in r) for r in map(json.loads, open(workdir / "metrics.jsonl"))]
+
+  whole = run(tmp_path / "a", lambda s, epoch: {"val": float(epoch)})
+  crashed = []
+
+  def crash_once(s, epoch):
+    if epoch == 1 and not crashed:
+      crashed.append(epoch)
+      raise RuntimeError("crash")
+    return {"val": float(epoch)}
+
+  with pytest.raises(RuntimeError, match="crash"):
+    run(tmp_path / "b", crash_once)
+  with open(tmp_path / "b" / "metrics.jsonl", "a") as f:
+    f.write('{"step": 9, "loss"')   # a line the crash left unfinished
+  assert run(tmp_path / "b", crash_once) == whole
+  assert [s for s, _ in whole] == [2, 4, 4, 6, 8, 8, 10, 12, 12]

@@ -282,8 +282,11 @@ def check_or_record(stage_dir: str, name: str, fields: Mapping[str, Any],
     logging.warning("[%s] made before stage fingerprints existed; trusting it", name)
 
   def write():
-    if stale:
-      shutil.rmtree(stage_dir)
+    if stale:   # renamed first: a delete cut short never leaves old work beside no record
+      trash = os.path.join(os.path.dirname(stage_dir), f".{os.path.basename(stage_dir)}.stale")
+      shutil.rmtree(trash, ignore_errors=True)
+      os.rename(stage_dir, trash)
+      shutil.rmtree(trash)
     os.makedirs(stage_dir, exist_ok=True)
     write_json(path, {"digest": new, "fields": _plain(fields)}, indent=1, default=str)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import shutil
 from typing import Callable
@@ -27,6 +28,8 @@ from fdjax.json_files import write_json
 from fdjax.study.context import RunContext
 from fdjax.train import (Checkpointer, LoopConfig, create_train_state, fit, init_variables,
                          make_optimizer, make_train_step)
+from fdjax.train.checkpoint import CorruptCheckpointError
+from fdjax.train.loop import NonFiniteLossError
 from fdjax.train.ema import evaluated_variables, with_parameter_ema
 from fdjax.train.variables_io import load_variables, save_variables, variables_exist
 
@@ -197,6 +200,10 @@ class _BestOnValidation:
     else:
       overall = split_scores(*args, **options)
     record = {"epoch": epoch + 1, self.key_name: overall[metric], **per_share}
+    if not math.isfinite(record[self.key_name]) and not math.isinf(record[self.key_name]):
+      raise NonFiniteLossError(f"[{self.name}] epoch {epoch + 1}: the validation "
+                               f"{metric} is NaN (the model's outputs are not finite)",
+                               hint="lower the learning rate, or train in float32")
     best = self._record()
     improved = self.ctx.task.metric.better(record[self.key_name],
                                            None if best is None else best[self.key_name])
@@ -221,7 +228,15 @@ class _BestOnValidation:
                               f"the stage ended without scoring an epoch")
     logging.info("[%s] selected epoch %d by validation %s", self.name, record["epoch"],
                  self._describe(record))
-    return load_variables(self.path, self.ctx.template_variables(self.model))
+    try:
+      return load_variables(self.path, self.ctx.template_variables(self.model))
+    except (FileNotFoundError, CorruptCheckpointError) as e:
+      # A finished stage's run resumes at its last step, where no epoch is scored again:
+      # only training the stage anew writes the best epoch's variables again.
+      raise CorruptCheckpointError(
+          f"[{self.name}] the best epoch's variables are missing or damaged: {e}",
+          hint=f"delete the stage folder {os.path.dirname(self.path)} and run the study "
+               "again with the same --workdir: the stage trains anew") from None
 
   def _describe(self, record: dict) -> str:
     """``'psnr 28.29 dB (denoise 31.04, haze 23.04)'``: the mean, then each share's, as

@@ -111,6 +111,8 @@ def fit(state: TrainState, train_step: Callable, train_split, *, loop: LoopConfi
     logging.info("[%s] resumed from step %d (%s)", name, int(state.step), checkpointer.directory)
   writer = MetricsWriter(os.path.join(workdir, "metrics.jsonl")) if is_main_process() else None
   step = int(jax.device_get(state.step))
+  if writer is not None:
+    writer.drop_after(step)   # what a crash logged after the checkpoint is logged again
   if study is not None:
     study.advance(name, step * loop.batch_size, measured=False)   # done before this process
   progress = Progress(name, total_steps, loop.batch_size, start_step=step)
@@ -165,7 +167,7 @@ def fit(state: TrainState, train_step: Callable, train_split, *, loop: LoopConfi
         finite_since_save.append(metrics["finite"])
         if step % loop.log_every_steps == 0 or step == stop_at:
           host = {k: _host(v) for k, v in jax.device_get(metrics).items()}
-          if not np.all(np.isfinite(host["loss"])):
+          if not np.all(np.isfinite(host["loss"])) or np.min(host["finite"]) < 1:
             check_finite(step)
           # the rate this step's update used (the optimiser's count before it: step - 1)
           lr = float(schedule(step - 1)) if schedule else float("nan")
@@ -183,6 +185,7 @@ def fit(state: TrainState, train_step: Callable, train_split, *, loop: LoopConfi
         if step >= stop_at:
           break
       if step % steps_per_epoch == 0 and on_epoch_end is not None:
+        check_finite(step)   # the hook (validation, evolution) never sees a NaN state
         state, extra, replaced = _run_hook(on_epoch_end, state, epoch)
         _write(writer, {"stage": name, "step": step, "epoch": epoch + 1, **extra})
         stop = stop or STOP.poll()   # also a request made while the hook ran

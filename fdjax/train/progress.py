@@ -25,6 +25,29 @@ class MetricsWriter:
     with open(self.path, "a") as f:
       f.write(json.dumps({k: _plain(v) for k, v in record.items()}) + "\n")
 
+  def drop_after(self, step: int) -> None:
+    """Rewrites the file without the records of steps after ``step`` (and a line a
+    crash left unfinished): a run resumed from the checkpoint of ``step`` writes those
+    steps again, once."""
+    if not os.path.exists(self.path):
+      return
+    with open(self.path) as f:
+      lines = f.readlines()
+    kept = []
+    for line in lines:
+      try:
+        record = json.loads(line)
+      except ValueError:
+        continue
+      if not (isinstance(record, dict) and isinstance(record.get("step"), (int, float))
+              and record["step"] > step):
+        kept.append(line if line.endswith("\n") else line + "\n")
+    if kept != lines:
+      temporary = self.path + ".tmp"
+      with open(temporary, "w") as f:
+        f.writelines(kept)
+      os.replace(temporary, self.path)
+
 
 def _plain(v):
   if isinstance(v, (str, int, bool)) or v is None:

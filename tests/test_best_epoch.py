@@ -1,0 +1,52 @@
+"""Best-epoch selection (``fdjax.study.training._BestOnValidation``): a NaN validation
+score is an error, not a silent "no better epoch", and a finished stage whose best
+epoch's variables are lost says how to get them back."""
+
+import shutil
+import types
+
+import jax
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from fdjax.data import ImageSet
+from fdjax.models import UNet
+from fdjax.study.training import _BestOnValidation
+from fdjax.tasks.restoration import RestorationTask
+from fdjax.train import CorruptCheckpointError, NonFiniteLossError, init_variables, make_mesh
+from fdjax.train.state import create_train_state
+
+
+def _selector(tmp_path):
+  model = UNet(width=4, depth=1)
+  validation = ImageSet.from_fields({"image": np.random.default_rng(0).integers(
+      0, 256, (2, 8, 8, 3), dtype=np.uint8)})
+  variables = init_variables(model, jax.random.key(0), (8, 8, 3))
+  ctx = types.SimpleNamespace(
+      task=RestorationTask(patch=None, flip=False, rot90=False), mesh=make_mesh(),
+      config=ml_collections.ConfigDict(dict(eval_batch_size=2, eval=dict(seed=0))),
+      dataset=types.SimpleNamespace(validation=validation),
+      stage_dir=lambda name: str(tmp_path / name),
+      template_variables=lambda model=None: variables)
+  return _BestOnValidation(ctx, "clean", None, model), variables
+
+
+def test_a_nan_validation_score_stops_the_stage(tmp_path):
+  selector, variables = _selector(tmp_path)
+  state = create_train_state(variables, optax.sgd(0.1), jax.random.PRNGKey(0), make_mesh())
+  assert np.isfinite(selector.on_epoch_end(state, 0)["val_psnr"])
+  nan = state.replace(params=jax.tree.map(lambda p: p * np.nan, state.params))
+  with pytest.raises(NonFiniteLossError, match="epoch 2: the validation psnr is NaN"):
+    selector.on_epoch_end(nan, 1)
+
+
+def test_lost_best_variables_say_to_retrain_the_stage(tmp_path):
+  selector, variables = _selector(tmp_path)
+  state = create_train_state(variables, optax.sgd(0.1), jax.random.PRNGKey(0), make_mesh())
+  selector.on_epoch_end(state, 0)
+  shutil.rmtree(tmp_path / "clean" / "best")
+  with pytest.raises(CorruptCheckpointError, match="best epoch's variables") as info:
+    selector.best()
+  assert f"delete the stage folder {tmp_path / 'clean'}" in info.value.hint
