@@ -130,7 +130,7 @@ def validate_config(config, *, device_count: int | None = None) -> None:
   check("eval.self_ensemble", lambda v: _is_int(v) and v in (0, *SIZES),
         "0 (none), 2 (each input and its mirror image) or 8 (all flips and rotations)")
   for field in ("eval.max_examples", "augment.pad", "augment.cutout_size",
-                "data.crop_multiple"):
+                "data.crop_multiple", "data.max_train_images"):
     check(field, int_at_least(0), "an integer >= 0")
   for field in ("experts.cos_weight", "fusiondistill.alpha", "fusiondistill.gamma",
                 "fusiondistill.output_weight", "moe.alpha", "moe.gamma", "moe.balance_weight",
@@ -183,6 +183,13 @@ def validate_config(config, *, device_count: int | None = None) -> None:
     check("eval_batch_size", lambda v: not _is_int(v) or v % n_degradations == 0,
           f"a multiple of the {n_degradations} degradations with selection='val' (the "
           f"combined stages' validation batches hold one equal share per degradation)")
+  if ("ea_adam" in methods and _get(config, "ea_adam.objectives") == "perception"
+      and n_degradations > 1):
+    # Its perception fitness scores validation batches under combined degradations.
+    check("eval_batch_size", lambda v: not _is_int(v) or v % n_degradations == 0,
+          f"a multiple of the {n_degradations} degradations with ea_adam.objectives="
+          "'perception' (its fitness scores validation batches of one equal share per "
+          "degradation)")
   if _get(config, "fusion.soup") == "greedy" and n_degradations:
     # The greedy soup scores candidates on validation batches of one share per degradation.
     check("eval_batch_size", lambda v: not _is_int(v) or v >= n_degradations,
@@ -241,8 +248,8 @@ def _check_optimizer(config, stage: str, check) -> None:
         f"a number of epochs >= 0 and below {stage}.epochs={epochs}")
   if _get(config, f"{opt}.schedule") == "multistep" and _is_int(epochs) and epochs >= 1:
     check(f"{opt}.milestones",
-          lambda v: all(_is_int(m) and 1 <= m <= epochs for m in v),
-          f"epochs in 1..{stage}.epochs={epochs}")
+          lambda v: all(_is_int(m) and 1 <= m <= epochs for m in v) and _distinct(list(v)),
+          f"epochs in 1..{stage}.epochs={epochs}, none repeated (a repeat decays once)")
 
 
 def _check_degradations(config, problems: list[str]) -> int:

@@ -103,6 +103,8 @@ def _check_fusion_model(config, problems: list[str]) -> None:
   try:
     stacked = jax.eval_shape(lambda: StackedModel(model, 2).init(jax.random.key(0), x))
     jax.eval_shape(lambda members: dynamic_apply(model, members, alpha, x), stacked)
+  except (ValueError, TypeError) as e:   # a model field the task's rules let through
+    problems.append(f"the EA-Adam fusion network cannot be built from this model: {e}")
   except NotImplementedError as e:
     what = (f"restoration.model={config.restoration.get('model')!r}"
             if config.get("task") == "restoration" else f"task {config.get('task')!r}")

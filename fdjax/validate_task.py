@@ -30,6 +30,16 @@ def model_features(config) -> list[str]:
   return sorted(model.feature_names)
 
 
+def _block_counts(v) -> bool:
+  """An int >= 0, or a list of ints >= 0 (one per level): ``restoration.blocks``."""
+  if isinstance(v, bool):
+    return False
+  if isinstance(v, int):
+    return v >= 0
+  return (isinstance(v, (list, tuple)) and bool(v)
+          and all(isinstance(b, int) and not isinstance(b, bool) and b >= 0 for b in v))
+
+
 def _restoration_block(config, problems: list[str]) -> None:
   from fdjax.errors import ConfigError
   from fdjax.tasks import restoration_scoring as scoring_lib
@@ -56,6 +66,9 @@ def _restoration_block(config, problems: list[str]) -> None:
            "width": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
            "depth": (lambda v: isinstance(v, int) and 0 <= v <= 6, "an integer in 0..6"),
            "middle_blocks": (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
+           "blocks": (_block_counts, "an integer >= 0 or one integer >= 0 per level"),
+           "decoder_blocks": (lambda v: v is None or _block_counts(v),
+                              "0 (as blocks), an integer >= 0 or one per level"),
            "shave": (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
            "patch": (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0 (0: none)")}
   for key, (ok, rule) in rules.items():
@@ -77,7 +90,16 @@ def _restoration_block(config, problems: list[str]) -> None:
   if isinstance(depth, int) and isinstance(patch, int) and patch and patch % (2 ** depth):
     problems.append(f"restoration.patch must be a multiple of the U-Net stride "
                     f"2**depth = {2 ** depth}, got {patch}")
+  for key in ("blocks", "decoder_blocks"):   # one count per level: depth of them
+    counts = block.get(key)
+    if (isinstance(counts, (list, tuple)) and isinstance(depth, int)
+        and _block_counts(counts) and len(counts) != depth):
+      problems.append(f"restoration.{key} must give one count per level (depth = {depth}), "
+                      f"got {len(counts)}: {list(counts)}")
   tile = config.get("data", {}).get("tile", 0)
+  if patch == 0 and tile == 0:
+    problems.append("restoration.patch=0 (no crop: the network trains on whole tiles) needs "
+                    "data.tile > 0 (the tile side); data.tile=0 means twice the patch")
   if isinstance(patch, int) and isinstance(tile, int) and (tile < 0 or 0 < tile < patch):
     problems.append(f"data.tile must be 0 (twice restoration.patch) or at least "
                     f"restoration.patch = {patch}: the training patches are cut from the "
@@ -94,6 +116,8 @@ def _restoration_student(config, problems: list[str]) -> None:
     restoration_student(config, int(config.moe.train_k))
   except ConfigError as e:
     problems.append(str(e))
+  except (ValueError, TypeError) as e:   # a model field the rules above let through
+    problems.append(f"the MoE student (moe.*, restoration.*) cannot be built: {e}")
 
 
 def _classification_student(config, problems: list[str]) -> None:

@@ -351,3 +351,29 @@ def test_a_synthetic_restoration_test_is_not_scored_at_its_clean_level():
   assert_fails(config, "eval_levels.haze must not include")
   config.levels.haze = "0.5:2"           # a range without the clean level
   validate_config(config, device_count=1)
+
+
+def test_restoration_fields_that_would_fail_later_are_refused_up_front():
+  # Each of these validated, then failed with a traceback (the model, the tiles, the
+  # fitness batches) or did something else than asked (a repeated milestone decays once).
+  def restoration(**overrides):
+    config = load_config_file(str(REPO / "configs" / "restoration_quickstart.py"))
+    for field, value in overrides.items():
+      set_field(config, field.replace("__", "."), value)
+    return config
+
+  assert_fails(restoration(restoration__blocks=-1), "restoration.blocks must be an integer >= 0")
+  assert_fails(restoration(restoration__decoder_blocks=(1, 2, 3)),
+               "restoration.decoder_blocks must give one count per level (depth = 2), got 3")
+  assert_fails(restoration(restoration__patch=0, data__tile=0),
+               "restoration.patch=0 (no crop", "needs data.tile > 0")
+  assert_fails(restoration(data__max_train_images=-1),
+               "data.max_train_images must be an integer >= 0")
+  perception = restoration(methods="ea_adam", selection="last", eval_batch_size=4)
+  set_field(perception, "ea_adam.objectives", "perception")
+  assert_fails(perception, "eval_batch_size must be a multiple of the 3 degradations with "
+                           "ea_adam.objectives='perception'")
+  config = tiny()
+  set_field(config, "clean.optimizer.schedule", "multistep")
+  set_field(config, "clean.optimizer.milestones", (1, 1))
+  assert_fails(config, "clean.optimizer.milestones must be epochs in 1..", "none repeated")
