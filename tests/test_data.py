@@ -228,6 +228,42 @@ def test_archive_loads_like_the_tree_and_is_extracted_once(tmp_path, monkeypatch
   assert again.class_names == d.class_names
 
 
+def test_an_archive_replaced_at_its_size_and_time_is_extracted_again(tmp_path):
+  # rsync -a or cp -p keep the mtime; uncompressed images of one size keep the size.
+  def archive_of(value: int, dest: Path) -> Path:
+    for split in ("train", "test"):
+      for name in ("a", "b"):
+        path = tmp_path / "tree" / split / name / "x.bmp"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((4, 4, 3), value, np.uint8)).save(path)
+    with tarfile.open(dest, "w") as tar:
+      for child in ("train", "test"):
+        tar.add(tmp_path / "tree" / child, arcname=child)
+    return dest
+
+  tar = archive_of(10, tmp_path / "set.tar")
+  assert data.load(f"folder:{tar}", cache_dir=str(tmp_path / "c")).train.images.max() == 10
+  stat = tar.stat()
+  os.replace(archive_of(200, tmp_path / "new.tar"), tar)
+  os.utime(tar, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+  assert (tar.stat().st_size, tar.stat().st_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
+  assert data.load(f"folder:{tar}", cache_dir=str(tmp_path / "c")).train.images.min() == 200
+
+
+def test_entries_that_are_not_class_images_are_named_in_a_warning(tmp_path, caplog):
+  root = make_tree(tmp_path / "tree")
+  (root / "train" / "ant" / "notes.txt").write_text("x")
+  (root / "train" / "ant" / "more").mkdir()
+  Image.new("RGB", (8, 8)).save(root / "train" / "stray.png")
+  (root / "Validation").mkdir()
+  with caplog.at_level("WARNING"):
+    data.load(f"folder:{root}", cache_dir=str(tmp_path / "c"))
+  text = caplog.text
+  assert "folders ['Validation'] are not splits" in text
+  assert "3 entries are not images of a class folder" in text
+  assert "ant/more/" in text and "ant/notes.txt" in text and "stray.png" in text
+
+
 def test_cache_dir_argument_overrides_env(tmp_path, monkeypatch):
   tar = make_tar(make_tree(tmp_path / "tree"), tmp_path / "set.tgz", None)
   monkeypatch.setenv(archive.CACHE_ENV, str(tmp_path / "env"))

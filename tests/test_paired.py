@@ -245,8 +245,28 @@ def test_pair_check_command_prints_a_row_per_pair_and_one_line_errors(tmp_path, 
   assert out[0].startswith("s: 3 pairs;") and len(out) == 1 + 2 + 3
   assert out[3].startswith("| p00 | 8x6 |")
   for args, needle in (((), "missing --set"), ((f"--set={tmp_path / 'none'}",), "does not exist"),
-                       ((f"--set={tmp_path / 's'}", "--pair_dirs=in,out"), "found no folders")):
+                       ((f"--set={tmp_path / 's'}", "--pair_dirs=in,out"), "found no folders"),
+                       ((f"--set={tmp_path / 's'}", "--pair_dirs=rainy"), "must name two")):
     with pytest.raises(SystemExit) as exit_info:
       run(*args)
     err = capsys.readouterr().err.strip().splitlines()
     assert exit_info.value.code == 2 and len(err) == 1 and needle in err[0], err
+
+
+def test_float_and_32_bit_images_are_refused_not_read_as_black_or_white(tmp_path):
+  # PIL would convert a float image in 0..1 to black and clip 32-bit values to white.
+  from fdjax.errors import ConfigError
+  make_pairs(tmp_path / "s")
+  Image.fromarray(np.full((6, 8), 0.5, np.float32), mode="F").save(
+      tmp_path / "s" / "wrap" / "rainy" / "p00.tif")
+  (tmp_path / "s" / "wrap" / "rainy" / "p00.png").unlink()
+  with pytest.raises(DataError, match="p00.tif: a floating-point image"):
+    load_paired(tmp_path / "s", input_dir="rainy", target_dir="norain")
+  wide = tmp_path / "w" / "x.tif"
+  wide.parent.mkdir()
+  Image.fromarray(np.full((4, 4), 70000, np.int32), mode="I").save(wide)
+  with pytest.raises(DataError, match="outside 16 bits"):
+    load_paired(wide.parent)
+  with pytest.raises(ConfigError, match="two folder names"):   # a one-name pair_dirs
+    load_paired(tmp_path / "s", input_dir="rainy", target_dir="")
+  assert len(load_paired(tmp_path / "s" / "wrap" / "norain", max_images=0)) == 3   # 0: all

@@ -69,7 +69,7 @@ BAD = [
     ("experts.optimizer.name", "lamb", "experts.optimizer.name must be one of"),
     ("experts.optimizer.schedule", "step", "experts.optimizer.schedule must be one of"),
     ("clean.optimizer.milestones", (2,), "clean.optimizer.milestones must be epochs in "
-                                         "1..clean.epochs=1, got (2,)"),
+                                         "1..clean.epochs=1, none repeated"),
     ("clean.optimizer.momentum", 1.5, "clean.optimizer.momentum must be in [0, 1]"),
     ("clean.optimizer.beta2", 1.0, "clean.optimizer.beta2 must be in [0, 1), got 1.0"),
     ("moe.optimizer.beta2", -0.1, "moe.optimizer.beta2 must be in [0, 1)"),

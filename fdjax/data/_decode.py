@@ -32,17 +32,39 @@ MAX_WORKERS = 8
 SCRATCH_PREFIX = "fdjax-decode"  # scratch directories in tempfile.gettempdir()
 
 
+class UnsupportedImageError(ValueError):
+  """An image whose pixel values have no one reading as 0..255 (float, 32-bit)."""
+
+
 def rgb_uint8(im: Image.Image) -> np.ndarray:
   """uint8 RGB ``[H, W, 3]`` (0..255) of PIL image ``im``. 16-bit grey (modes ``I;16*``,
   and ``I``, which holds 16-bit PNGs) is scaled 0..65535 -> 0..255 (divided by 257,
   rounded, clipped), where PIL's own ``convert`` would clip it to 255 (a white image);
-  grey, palette, CMYK and RGBA (alpha dropped) are converted by PIL."""
+  grey, palette, CMYK and RGBA (alpha dropped) are converted by PIL. Float images (mode
+  ``F``: 0..1 or 0..255 or anything) and ``I`` images with values outside 0..65535 raise
+  ``UnsupportedImageError``: PIL would turn them black or white without a word."""
   if im.mode == "RGB":
     return np.asarray(im, np.uint8)
+  if im.mode == "F":
+    raise UnsupportedImageError("a floating-point image (PIL mode 'F') has no one pixel "
+                                "scale; save it as 8- or 16-bit")
   if im.mode.startswith("I;16") or im.mode == "I":
-    grey = np.clip(np.rint(np.asarray(im, np.float64) / 257.0), 0, 255).astype(np.uint8)
+    values = np.asarray(im, np.float64)
+    if values.size and (values.min() < 0 or values.max() > 65535):
+      raise UnsupportedImageError(f"a 32-bit integer image with values {values.min():g}.."
+                                  f"{values.max():g}, outside 16 bits; save it as 8- or "
+                                  "16-bit")
+    grey = np.clip(np.rint(values / 257.0), 0, 255).astype(np.uint8)
     return np.repeat(grey[..., None], 3, axis=-1)
   return np.asarray(im.convert("RGB"), np.uint8)
+
+
+def _reason(e: Exception) -> str:
+  """``e``'s message, without the in-memory file object PIL names when it cannot
+  identify an image read from bytes."""
+  if isinstance(e, Image.UnidentifiedImageError):
+    return "not an image file PIL can identify (damaged, or another format)"
+  return str(e)
 
 
 def image_size(path: str) -> tuple[int, int]:
@@ -72,8 +94,8 @@ def decode_files(paths, ref_path: str, ref_size: tuple[int, int]) -> np.ndarray:
               f"images have different sizes: {ref_path} is {w}x{h} (width x height) but "
               f"{path} is {im.size[0]}x{im.size[1]}; all images must share one size")
         out[i] = rgb_uint8(im)
-    except (OSError, SyntaxError, Image.DecompressionBombError) as e:
-      raise ValueError(f"cannot decode image {path}: {e}") from None
+    except (OSError, SyntaxError, Image.DecompressionBombError, UnsupportedImageError) as e:
+      raise ValueError(f"cannot decode image {path}: {_reason(e)}") from None
   return out
 
 

@@ -6,7 +6,8 @@ Layout under the cache root (``cache_dir``, else ``$FDJAX_CACHE``, else
     <archive stem>-<key>/tree/...   the extracted archive, as is
     <archive stem>-<key>/decoded-v2/  decoded arrays, written by fdjax.data.folder
 
-``key`` hashes the archive's size and modification time, so a replaced archive gets a
+``key`` hashes the archive's size, modification and status-change times, so a replaced
+archive (even one copied with its size and mtime) gets a
 fresh entry. Extraction is atomic: the archive is unpacked into a hidden temporary
 directory ``.<stem>-<key>@<host>@<pid>@<random>.partial`` in the cache root that is
 renamed to ``<stem>-<key>`` only when complete, so a crash never leaves a
@@ -52,8 +53,8 @@ def cache_root(cache_dir: str | None = None) -> Path:
 
 def entry_dir(archive: Path, root: Path) -> Path:
   """Where ``archive`` is (or will be) extracted: ``root/<stem>-<key>``."""
-  st = archive.stat()
-  key = hashlib.sha1(f"{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:12]
+  st = archive.stat()   # ctime: no copy that keeps the size and the mtime keeps it too
+  key = hashlib.sha1(f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}".encode()).hexdigest()[:12]
   return root / f"{stem(archive)}-{key}"
 
 

@@ -5,10 +5,12 @@ optionally ``validation`` (or ``val``). An archive (or folder) whose only entry 
 folder wrapping the splits is unwrapped. Class index = position of the class name in
 the sorted list of the train split's class folders; other splits may only use those
 classes. Images are decoded with PIL to RGB uint8 (grey, palette and RGBA converted)
-and must all share one size. Hidden files and folders (``.*``, ``__MACOSX``) and files
-without an image extension are ignored.
+and must all share one size. Hidden files and folders (``.*``, ``__MACOSX``) are
+ignored; other entries that are not images of a class folder (files without an image
+extension, sub-folders of a class, files beside the class folders, top-level folders
+that are not splits) are left out with a warning naming some of them.
 
-Decoded arrays are cached as ``.npy`` (``decoded-v1/``): next to the extraction for
+Decoded arrays are cached as ``.npy`` (``decoded-v2/``): next to the extraction for
 archives (see ``fdjax.data.archive``), and under
 ``<cache root>/<folder name>-dir-<listing hash>/`` for plain folders, so a second load
 only reads the arrays. Loads that ask for a subset (``max_per_split``) decode just
@@ -93,6 +95,10 @@ def scan(root: Path) -> Tree:
       if split in split_dirs:
         raise DataError(f"{root} has both {split_dirs[split].name!r} and {d!r} folders; keep one")
       split_dirs[split] = root / d
+  others = [d for d in dirs if d not in SPLIT_DIRS]
+  if others:
+    log.warning("%s: folders %s are not splits and are left out (splits: %s)", root,
+                others, ", ".join(SPLIT_DIRS))
   for split in ("train", "test"):
     if split not in split_dirs:
       raise MissingDataError(
@@ -113,16 +119,24 @@ def scan(root: Path) -> Tree:
       raise DataError(f"split folder {split_dir} has classes {extra} that the train split "
                        f"{split_dirs['train']} lacks")
     paths, labs = [], []
+    skipped = [f"{e.name}" for e in os.scandir(split_dir)   # files beside the classes
+               if e.is_file() and not e.name.startswith(".")]
     for name in classes:
       class_dir = split_dir / name
-      images = sorted(e.name for e in os.scandir(class_dir)
-                      if e.is_file() and not e.name.startswith(".")
-                      and os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS)
+      entries = [e for e in os.scandir(class_dir) if not e.name.startswith(".")]
+      images = sorted(e.name for e in entries
+                      if e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS)
+      skipped += sorted(f"{name}/{e.name}" + ("/" if e.is_dir() else "") for e in entries
+                        if e.name not in images)
       if not images:
         raise DataError(f"class folder {class_dir} contains no images (extensions: "
                          f"{', '.join(sorted(IMAGE_EXTENSIONS))})")
       paths.extend(str(class_dir / f) for f in images)
       labs.extend([class_names.index(name)] * len(images))
+    if skipped:
+      log.warning("%s: %d entries are not images of a class folder and are left out, e.g. "
+                  "%s (images: %s/<class>/<file> with extensions %s)", split_dir,
+                  len(skipped), skipped[:3], split_dir, ", ".join(sorted(IMAGE_EXTENSIONS)))
     files[split], labels[split] = paths, np.asarray(labs, np.int32)
   return Tree(root, class_names, files, labels)
 

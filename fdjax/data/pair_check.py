@@ -79,7 +79,11 @@ def main(argv):
     if _SET.value is None:
       raise UserError("missing --set; usage: python -m fdjax.data.pair_check --set=<folder or "
                       ".tar> [--pair_dirs=rainy,norain]")
-    input_dir, target_dir = (parse_list(_DIRS.value) + [None, None])[:2]
+    dirs = parse_list(_DIRS.value)
+    if len(dirs) != 2:
+      raise UserError(f"--pair_dirs must name two folders, the inputs' and the targets' "
+                      f"(e.g. rainy,norain), got {_DIRS.value!r}")
+    input_dir, target_dir = dirs
     images = load_paired(_SET.value, input_dir=input_dir, target_dir=target_dir)
     print(f"{images.name}: {len(images)} pairs; raised / lowered = pixels whose luma the "
           f"input changes by more than {_THRESHOLD.value:g} (0..255)")

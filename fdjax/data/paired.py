@@ -42,10 +42,10 @@ import numpy as np
 from PIL import Image
 
 from fdjax.data import archive
-from fdjax.data._decode import rgb_uint8
+from fdjax.data._decode import UnsupportedImageError, rgb_uint8
 from fdjax.data.folder import IMAGE_EXTENSIONS
 from fdjax.data.splits import ImageSet
-from fdjax.errors import DataError, MissingDataError
+from fdjax.errors import ConfigError, DataError, MissingDataError
 
 SHOWN = 5  # unpaired names listed in an error
 log = logging.getLogger(__name__)
@@ -190,7 +190,7 @@ def _read(path: Path) -> np.ndarray:
   try:
     with Image.open(path) as im:
       return rgb_uint8(im)
-  except (OSError, SyntaxError, Image.DecompressionBombError) as e:
+  except (OSError, SyntaxError, Image.DecompressionBombError, UnsupportedImageError) as e:
     raise DataError(f"cannot decode image {path}: {e}") from None
 
 
@@ -211,9 +211,11 @@ def load_paired(path: str | Path, *, input_dir: str | None = None,
   """Loads a paired (``input_dir`` given) or clean-only folder or archive (module
   docstring). ``select``: only the names (no extension) matching this glob
   (``fnmatch``, case-sensitive; ``DataError`` naming some names when none does);
-  ``max_images``: only the first that many of the names (sorted) are decoded."""
-  if input_dir is not None and target_dir is None:
-    raise ValueError("a paired source needs target_dir as well as input_dir")
+  ``max_images``: only the first that many of the names (sorted) are decoded (None or
+  0: all)."""
+  if (input_dir is not None and not target_dir) or input_dir == "":
+    raise ConfigError(f"a paired source needs two folder names, its inputs' and its "
+                      f"targets' (e.g. rainy,norain), got {input_dir!r}, {target_dir!r}")
   tree, name = _open(path, cache_dir)
   wanted = [d for d in (input_dir, target_dir) if d is not None]
   root = _find_root(tree, wanted)
@@ -222,7 +224,7 @@ def load_paired(path: str | Path, *, input_dir: str | None = None,
     raise DataError(f"{root / (target_dir or '')} contains no images (extensions "
                     f"{sorted(IMAGE_EXTENSIONS)})")
   if input_dir is None:
-    names = _selected(root, sorted(targets), select)[:max_images]
+    names = _selected(root, sorted(targets), select)[:max_images or None]
     return PairedImages(name, tuple(names), tuple(_read(targets[n]) for n in names))
   inputs = _images_by_stem(root / input_dir)
   if set(inputs) != set(targets):
@@ -233,7 +235,7 @@ def load_paired(path: str | Path, *, input_dir: str | None = None,
              if names]
     raise DataError(f"{root}: {' and '.join(parts)} (pairs share a file name without "
                     f"extension)")
-  names = _selected(root, sorted(targets), select)[:max_images]
+  names = _selected(root, sorted(targets), select)[:max_images or None]
   target_images, input_images = [], []
   for n in names:
     target, degraded = _read(targets[n]), _read(inputs[n])

@@ -216,6 +216,9 @@ def load(data, *, patch: int, seed: int = 0) -> Dataset:
   if source == "photos" and (test_pairs or train_pairs):
     raise ConfigError("data.source='photos' has no paired sets: leave data.test_pairs and "
                       "data.train_pairs empty")
+  if (test_pairs or train_pairs) and len(parse_list(data.pair_dirs)) != 2:
+    raise ConfigError(f"data.pair_dirs must name two folders, the paired sets' inputs' "
+                      f"and targets' (e.g. 'rainy,norain'), got {data.pair_dirs!r}")
   train_part, held_out = held_out_images(train_images, float(data.validation_fraction), seed,
                                          tile)
   train = train_part.tiles(tile)
