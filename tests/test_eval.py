@@ -412,3 +412,29 @@ def test_extra_columns_over_seeds_are_merged_not_the_last_seeds():
   assert merged["EA best"]["member"] == "1/3"
   assert merged["Fusion"]["alpha"] == "0.9/0.1"
   assert report.merge_extra([seed0]) == seed0 and report.merge_extra([]) == {}
+
+
+def test_a_single_level_plots_as_a_point_and_eleven_rows_get_eleven_colours(tmp_path,
+                                                                           monkeypatch):
+  # A one-point line without a marker draws nothing (the haze and x4 SR plots were
+  # empty); tab10 gave the 11th row the first row's colour.
+  figures = []
+  real_subplots = plots.plt.subplots
+  monkeypatch.setattr(plots.plt, "subplots",
+                      lambda *a, **k: figures.append(real_subplots(*a, **k)) or figures[-1])
+  rows = [{"method": f"m{i}", "seed": 0, "degradation": "awgn", "level": 10.0,
+           "normalised_level": 10.0, "value": 50.0 + i} for i in range(11)]
+  plots.plot_metric_vs_level(rows, str(tmp_path))
+  lines = figures[0][1].lines
+  assert len(lines) == 11 and all(line.get_marker() == "o" for line in lines)
+  assert len({line.get_color() for line in lines}) == 11
+
+
+def test_a_partly_scored_test_set_says_so_in_its_column_and_the_test_sets_line():
+  results = {"clean": 0.9, "avg": 0.5,
+             "rain": {"all": 0.5, "per_level": [], "test_set": "rain100l", "synthetic": False,
+                      "scored": [24, 100]}}
+  records = [("fusion", 0, results)]
+  assert report.column_label(records, "rain") == "rain (rain100l, first 24 of 100, real)"
+  assert report.test_sets(records) == {"rain": {"test_set": "rain100l", "synthetic": False,
+                                                "scored": [24, 100]}}

@@ -4,6 +4,7 @@ and a change upstream reaches every stage downstream."""
 import json
 import os
 
+import numpy as np
 import pytest
 
 from fdjax.errors import UserError
@@ -324,3 +325,27 @@ def test_a_retrain_cut_short_mid_delete_never_leaves_old_work_to_be_trusted(tmp_
   assert not (stage / "variables").exists()
   fingerprint.check_or_record(str(stage), "experts/rain", {"lr": 0.2})   # a fresh record
   assert sorted(os.listdir(stage)) == [fingerprint.FILE]
+
+
+def test_the_evaluation_cache_tells_apart_test_images_and_opt_in_metrics():
+  # The Input row has no weights: its cached scores were served for a test set replaced
+  # by other images of the same name, count and sizes, and without an added NIQE column.
+  import types
+  from fdjax.config_restoration import restoration_config
+  from fdjax.data import ImageSet
+  from fdjax.data.testsets import TestSet
+  from fdjax.degradations.plan import LevelPlan
+  from fdjax.study.evaluator import Evaluator
+  from fdjax.tasks.restoration import RestorationTask
+
+  def folder(value: int, extra=()):
+    images = ImageSet.from_fields({"image": np.full((2, 4, 4, 3), value, np.uint8)})
+    dataset = types.SimpleNamespace(test_sets={"clean": TestSet("set", (images,), ("a", "b"))})
+    ctx = types.SimpleNamespace(config=restoration_config(), dataset=dataset, workdir="w",
+                                plan=LevelPlan(("denoise",)),
+                                task=RestorationTask(extra_metrics=tuple(extra)))
+    return Evaluator(ctx).dir
+
+  assert folder(1) == folder(1)
+  assert folder(1) != folder(2)
+  assert folder(1) != folder(1, ("niqe",))

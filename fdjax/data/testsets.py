@@ -15,6 +15,9 @@ A classification test split is one synthetic group (``TestSet.of_split``).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+
+import numpy as np
 
 from fdjax.data.splits import ImageSet
 
@@ -53,6 +56,17 @@ class TestSet:
   def describe(self) -> str:
     """``'cbsd68 (synthetic, 68 images, 2 sizes)'``."""
     return f"{self.name} ({self.kind}, {len(self)} images, {len(self.groups)} size(s))"
+
+  def digest(self) -> str:
+    """sha256 (16 hex digits) of the images' names and every field's bytes: a set
+    replaced by other images of the same name, count and sizes differs."""
+    h = hashlib.sha256("\n".join(self.names).encode())
+    for group in self.groups:
+      for key in sorted(group.fields):
+        value = np.ascontiguousarray(group.fields[key])
+        h.update(f"{key}{value.dtype}{value.shape}".encode())
+        h.update(value.tobytes())
+    return h.hexdigest()[:16]
 
   def sizes(self) -> list[tuple[int, int]]:
     return [tuple(int(d) for d in g.images.shape[1:3]) for g in self.groups]

@@ -70,9 +70,11 @@ def source_image(source: str) -> np.ndarray:
 
 
 def column_levels(name: str, columns: int = 5) -> np.ndarray:
-  """``columns`` grid levels of ``name`` from clean to most severe, evenly spaced."""
+  """``columns`` grid levels of ``name`` from clean to most severe, evenly spaced (the
+  whole grid, each level once, when it has fewer points)."""
   grid = registry.levels(name)
   by_severity = grid[np.argsort(registry.normalised_level(name, grid), kind="stable")]
+  columns = min(columns, len(grid))
   return by_severity[np.linspace(0, len(grid) - 1, columns).round().astype(int)]
 
 

@@ -131,7 +131,7 @@ def awgn_float(key: jax.Array, images: jax.Array, levels: jax.Array, *,
   """images + normal(0, sigma) per pixel and channel, clipped to [0, pixel_max].
 
   Args:
-    key: PRNG key; one draw for the whole batch.
+    key: PRNG key; each image's noise comes from its own key split from it.
     images: float ``[B, H, W, C]`` in 0..pixel_max.
     levels: float ``[B]``, sigma in 0..255 units (grid 0, 1, ..., 50) whatever
       ``pixel_max`` is; sigma 0 returns the images unchanged.

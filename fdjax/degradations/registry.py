@@ -59,7 +59,8 @@ class Degradation:
 
 
 def _jpeg_float(key, images, levels):
-  """float 0..1 images -> the codec's float path (libjpeg-exact rounding) -> 0..1."""
+  """float 0..1 images -> the codec's integer-exact path (libjpeg rounding) -> 0..1:
+  quantised, so its gradient is 0."""
   del key  # the codec is deterministic
   out = jpeg_lib.jpeg_float(jnp.asarray(images, jnp.float32) * 255.0, levels)
   return jnp.clip(out / 255.0, 0.0, 1.0)
@@ -237,9 +238,10 @@ def apply(name: str, key: jax.Array, images, levels) -> jax.Array:
 def apply_float(name: str, key: jax.Array, images, levels) -> jax.Array:
   """Like ``apply`` for float images in 0..1; returns float32 ``[B, H, W, 3]`` in 0..1.
 
-  Not quantised (blur, noise and the restoration models compute in float; JPEG uses
-  the codec's float path), so it can sit inside a differentiable pipeline where the
-  degradation is differentiable.
+  Not quantised to uint8 (blur, noise and the restoration models compute in float), so
+  it can sit inside a differentiable pipeline where the degradation is differentiable;
+  JPEG is the exception: it runs the codec's libjpeg-exact (quantised) path, whose
+  gradient is 0.
   """
   entry = get(name)
   images = _check_images(images, uint8=False)

@@ -5,7 +5,8 @@ These have no reference implementation in the paper's code; they are simple,
 documented synthetic models in the spirit of the restoration benchmarks (RESIDE-style
 haze, additive streak rain, gamma/gain low light, linear motion kernels). Each works on float
 images in 0..1 (``*_float``) and is wrapped for uint8 0..255 images by ``as_uint8``
-(which rounds to nearest, so the clean level is an exact no-op).
+(which rounds to nearest, so the clean level is an exact no-op), except denoise, whose
+uint8 version adds the noise in float and truncates, as the denoising tables' test code.
 
 Every function has the common signature ``f(key, images [B, H, W, 3], levels [B])``
 with per-image levels; randomness (airlight, streak seeds, angles, sensor noise)

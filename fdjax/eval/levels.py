@@ -25,7 +25,8 @@ Per-degradation test sets (restoration, ``test_sets``: ``fdjax.data.testsets.Tes
 of several image sizes, batched per size, batch indices running on over the groups):
 each degradation is scored on its own set, synthetic (clean images degraded on device
 at its evaluation levels) or real (the pairs' inputs as they are: ``per_level`` empty);
-its entry then also holds ``'test_set'`` (the set's name) and ``'synthetic'`` (bool).
+its entry then also holds ``'test_set'`` (the set's name) and ``'synthetic'`` (bool), and
+``'scored'``: ``[n, N]`` when only the first n of its N images were scored.
 A task with several metrics (``task.metrics``: PSNR, SSIM) adds ``'metrics': {name:
 {'clean', <degradation>: {'all', 'per_level'}, 'avg'}}`` for every metric but the
 headline; one evaluation pass computes them all (``task.scores``).
@@ -204,7 +205,8 @@ def evaluate_all(task, variables, split, plan: LevelPlan, *, batch_size: int, me
   results: dict = {"clean": values[headline]}
   extra = {m: {"clean": values[m]} for m in others}
   for name in plan.names:
-    tests = subset((test_sets or {}).get(name, split), max_examples)
+    whole = (test_sets or {}).get(name, split)
+    tests = subset(whole, max_examples)
     collect = {} if per_image else None
     scorer = task.for_degradation(name) if hasattr(task, "for_degradation") else task
     if isinstance(tests, TestSet) and tests.real:
@@ -224,6 +226,8 @@ def evaluate_all(task, variables, split, plan: LevelPlan, *, batch_size: int, me
       images[name] = _per_image_entry(tests, levels, collect)
       by_set = per_set_means(images[name])
     mark = ({"test_set": tests.name, "synthetic": not tests.real} if test_sets else {})
+    if mark and len(tests) < len(whole):   # eval.max_examples: the first n of the set
+      mark["scored"] = [len(tests), len(whole)]
     all_, per = per_metric[headline]
     listed = {"explicit": True} if name in dict(plan.explicit) else {}
     sets = lambda m: {"per_set": by_set[m]} if m in by_set else {}

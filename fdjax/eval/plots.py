@@ -59,7 +59,7 @@ def plot_metric_vs_level(per_level_records: Sequence[Any], out_dir: str,
         float(r["value"]))
   names = list(dict.fromkeys(r["degradation"] for r in rows))
   os.makedirs(out_dir, exist_ok=True)
-  cmap = plt.get_cmap("tab10")
+  cmap = plt.get_cmap("tab20" if len(order) > 10 else "tab10")   # a colour per row
   paths = []
   for name in names:
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
@@ -70,8 +70,9 @@ def plot_metric_vs_level(per_level_records: Sequence[Any], out_dir: str,
       x = np.array(sorted(curve))
       accs = [np.asarray(curve[v]) for v in x]
       mean = np.array([a.mean() for a in accs])
-      color = cmap(i % 10)
-      ax.plot(x, mean, color=color, lw=1.6, label=method)
+      color = cmap(i % cmap.N)
+      ax.plot(x, mean, color=color, lw=1.6, label=method,
+              marker="o" if len(x) == 1 else None)   # one level: a point, not an empty line
       if max(len(a) for a in accs) > 1:
         if band == "minmax":
           lo, hi = np.array([a.min() for a in accs]), np.array([a.max() for a in accs])

@@ -20,10 +20,12 @@ denoise on RGB) name each task column's space in its label (``rain (rain100l, re
 results.json (``scoring``).
 
 Files written by ``write_reports``:
-  results.md     the table of ``format_table`` (one decimal, display units);
+  results.md     the table of ``format_table`` (each metric's decimals, display units);
   results.csv    method, seeds, then ``<col>`` (mean) and ``<col>_std`` (empty for one
-                 seed) rounded to one decimal, then the extra columns;
-  per_level.csv  method, seed, degradation, level, normalised_level, <metric name>;
+                 seed) at each metric's decimals, then the extra columns;
+  per_level.csv  method, seed, degradation, level, normalised_level, <metric name>: the
+                 synthetic degradations' levels (a real test set has no level; its
+                 scores are in results.* and, per image, per_image.csv);
   results.json   everything at full precision: records, summary, extra columns.
 """
 
@@ -95,15 +97,18 @@ def column_label(records: Sequence[Record], column: str, *, details: bool = True
   entry = _entry(records, column) if details else {}
   notes = ([entry["test_set"], "synthetic" if entry["synthetic"] else "real"]
            if "test_set" in entry else [])
+  if "scored" in entry:
+    notes.insert(1, "first {} of {}".format(*entry["scored"]))
   space = scoring(records).get(column)
   notes += [space] if space else []
   return f"{column} ({', '.join(notes)})" if notes else column
 
 
 def test_sets(records: Sequence[Record]) -> dict:
-  """``{degradation: {'test_set', 'synthetic'}}`` for results that name them."""
-  return {n: {"test_set": _entry(records, n)["test_set"],
-              "synthetic": _entry(records, n)["synthetic"]}
+  """``{degradation: {'test_set', 'synthetic'(, 'scored': [n, N])}}`` for results that
+  name them ('scored': only the first n of the set's N images were scored)."""
+  return {n: {k: _entry(records, n)[k] for k in ("test_set", "synthetic", "scored")
+              if k in _entry(records, n)}
           for n in degradation_names(records) if "test_set" in _entry(records, n)}
 
 
@@ -293,8 +298,9 @@ def write_reports(records: Sequence[Record], out_dir: str, methods: Sequence[str
             "seeds.\n\n")
     if sets:
       f.write("Test sets: " + "; ".join(
-          f"{n}: {v['test_set']} ({'synthetic: clean images degraded on device' if v['synthetic'] else 'real degraded inputs'})"
-          for n, v in sets.items()) + ".\n\n")
+          f"{n}: {v['test_set']} ({'synthetic: clean images degraded on device' if v['synthetic'] else 'real degraded inputs'}"
+          + (", the first {} of its {} images".format(*v["scored"]) if "scored" in v else "")
+          + ")" for n, v in sets.items()) + ".\n\n")
     f.write(format_table(records, methods, extra, metric, metrics) + "\n")
     if test_time:
       f.write(f"\nEvery row's test outputs: {test_time}.\n")

@@ -18,9 +18,10 @@ read off the student's computation (``fdjax.moe.routing_cost``: the parameters
 * active params: one expert plus those;
 * FLOPs/img (rel.): (routing decision + one expert) / one dense model, at the MoE
   rows' cost shape (``fusiondistill_moe.cost_shape``);
-* routing acc. (non-clean): the share of degraded test images (non-clean levels) whose
-  chosen expert is their degradation's, one decision per image as the row decides
-  (``fdjax.moe.usage``, ``per_image``).
+* routing acc. (non-clean): per degradation, the share of its degraded test images
+  (non-clean levels) whose chosen expert is its own, then the mean over the
+  degradations (each task weighs the same, whatever its test set's size), one decision
+  per image as the row decides (``fdjax.moe.usage``, ``per_image``).
 """
 
 from __future__ import annotations

@@ -37,7 +37,8 @@ class Evaluator:
   ``fdjax.eval.levels.evaluate_all``), cached as JSON under
   ``<seed dir>/eval/<settings>/<name>-<variables digest>.json``. The folder name holds
   every setting that changes the numbers (results format, levels, examples, keys, batch
-  size, degradations and their revisions, ``_x<n>`` with ``eval.self_ensemble``) and the
+  size, degradations and their revisions, ``_x<n>`` with ``eval.self_ensemble``, the
+  test sets' contents and a task's opt-in metrics) and the
   file name the model's weights, so a cached result is only reused for the same
   evaluation of the same model (and the same scoring space: a task's
   ``scoring_labels``, e.g. rain on the Y channel). With ``eval.self_ensemble`` every
@@ -56,10 +57,13 @@ class Evaluator:
     tests = ctx.dataset.test_sets
     scoring = (ctx.task.scoring_labels(plan.names) if hasattr(ctx.task, "scoring_labels")
                else {})
+    extra = list(getattr(ctx.task, "extra_metrics", ()))   # opt-in columns (restoration: NIQE)
     if tests or plan.explicit or scoring:  # test sets, explicit levels, scoring: digest
       described = {"explicit": plan.explicit,
-                   "tests": {d: [t.name, t.real, len(t), t.sizes()] for d, t in tests.items()},
-                   **({"scoring": scoring} if scoring else {})}
+                   "tests": {d: [t.name, t.real, len(t), t.sizes(), t.digest()]
+                             for d, t in tests.items()},
+                   **({"scoring": scoring} if scoring else {}),
+                   **({"metrics": extra} if extra else {})}
       settings += "_t" + hashlib.sha256(json.dumps(described, sort_keys=True).encode()
                                         ).hexdigest()[:10]
     self.dir = os.path.join(ctx.workdir, "eval", settings)
