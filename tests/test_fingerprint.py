@@ -349,3 +349,12 @@ def test_the_evaluation_cache_tells_apart_test_images_and_opt_in_metrics():
   assert folder(1) == folder(1)
   assert folder(1) != folder(2)
   assert folder(1) != folder(1, ("niqe",))
+  # several processes keep no per-image scores: a one-process run never reuses theirs
+  from fdjax.study import evaluator
+  one = folder(1)
+  original = evaluator.jax.process_count
+  evaluator.jax.process_count = lambda: 2
+  try:
+    assert folder(1) == one.replace("_denoise_t", "_denoise_p2_t")
+  finally:
+    evaluator.jax.process_count = original

@@ -54,6 +54,9 @@ class Evaluator:
                 + "".join(f"_{n}r{r}" for n, r in revisions(plan.names).items()))
     self.self_ensemble = configured(cfg)
     settings += f"_x{self.self_ensemble}" if self.self_ensemble else ""
+    # Several processes keep no per-image scores (levels_lib.evaluate_all), so their
+    # results lack per_image.csv's rows and the per-set columns: never served to one.
+    settings += f"_p{jax.process_count()}" if jax.process_count() > 1 else ""
     tests = ctx.dataset.test_sets
     scoring = (ctx.task.scoring_labels(plan.names) if hasattr(ctx.task, "scoring_labels")
                else {})
