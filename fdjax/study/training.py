@@ -200,7 +200,7 @@ class _BestOnValidation:
     else:
       overall = split_scores(*args, **options)
     record = {"epoch": epoch + 1, self.key_name: overall[metric], **per_share}
-    if not math.isfinite(record[self.key_name]) and not math.isinf(record[self.key_name]):
+    if math.isnan(record[self.key_name]):
       raise NonFiniteLossError(f"[{self.name}] epoch {epoch + 1}: the validation "
                                f"{metric} is NaN (the model's outputs are not finite)",
                                hint="lower the learning rate, or train in float32")
