@@ -71,22 +71,18 @@ whose clean scene reads high; so half the training cues are raised at random to 
 epochs at lr 5e-4 (BUILD_NOTES.md "Cue jitter in the code", "Degrading a training tile"
 and "The haze cue of a whole image").
 
-Measured (2026-12-05, commit 32034c9, run with the flags this file now sets;
-BUILD_NOTES.md "The reduced three-task run"; rerun from scratch with the plain command at
-23098b9 on 2026-12-06: every figure equal, 37m22s; seed 1 41m07s): **41m35s wall** (seed
-1: 40m50s) on a 2-core AMD EPYC with AVX-512 that ran the test suite 1.6x slower than the
-host of the earlier runs; there, this recipe without the jitter took 22m42s, about 50
-minutes on the slower host by the two hosts' ratio (2.19). Oracle 32.71 / 29.91 / 26.37 dB
-at sigma 15 / 25 / 50, rain 30.84 dB Y, haze 24.80; All-in-one 32.06 / 29.32 / 25.55,
-30.81, 22.97 (average 27.59); FusionDistill 32.18 / **29.51** (29.511) / 25.84, rain
-**30.15 (+3.13 over the input)**, haze 23.83, average **27.72**: the sigma 25, +3 dB
-Rain100L and above-All-in-one targets met; within 0.3 dB of Oracle missed on every task
-(sigma 25 0.40, rain 0.69, haze 0.97). K=1 student 29.61 at sigma 25 (gap 0.30), rain
-30.36, haze 24.29, average 27.99. Seed 1 (``--config.seeds=1``): FusionDistill **29.54**
-(29.536) / **30.90 (+3.88)** / 23.69, average 27.92 against All-in-one's 27.15, the same
-three targets met; gaps 0.40 / 0.45 / 1.19. Against the earlier patch-context recipe (same
-seeds): sigma 25 met on both seeds (one of two before), haze +2.48 and +1.20 dB, rain
--0.39 and -0.14 dB, average +0.71 and +0.34 dB. Probed on these two runs and not adopted
+Measured (2026-12-06, night, commit 67f59d6: each share of a combined batch draws on its
+own degradation's real pairs, real rain never turned by 90 degrees; BUILD_NOTES.md "The
+reduced three-task run"): **43m23s wall** (seed 1: 39m48s) on a 2-core AMD EPYC with
+AVX-512. Seed 0: Oracle 32.71 / 29.88 / 26.33 dB at sigma 15 / 25 / 50, rain 31.93 dB Y,
+haze 24.83; All-in-one average 27.92; FusionDistill 32.15 / 29.38 / 25.71, rain 30.72
+(+3.70 over the input), haze 23.90, average 27.90; the K=1 MoE student 32.41 / 29.62 /
+26.04, 31.78, 24.60, average 28.58, within 0.3 dB of Oracle on every task. Seed 1
+(``--config.seeds=1``): FusionDistill 29.43 at sigma 25, rain 31.79 (+4.77), haze 24.13,
+average 28.32 against All-in-one's 27.84. Of the issue's targets FusionDistill meets the
+Rain100L one on both seeds and above-All-in-one on seed 1 only; sigma 25 >= 29.5 and
+within 0.3 dB of Oracle (gaps 0.51 / 1.21 / 0.93 and 0.51 / 0.74 / 0.69) are missed.
+Probed on the runs of 2026-12-05 (tile split, real pairs in any share) and not adopted
 (BUILD_NOTES.md "More FusionDistill steps, more routed levels"): FusionDistill at 8 epochs
 (gaps 0.36 / 0.51 / 0.92; its validation PSNR, per task too, is flat from the first epoch)
 and the MoE student routed at four or five U-Net levels (seed 0, K=1: 0.24 / 0.21 / 0.50;
