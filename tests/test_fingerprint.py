@@ -358,3 +358,27 @@ def test_the_evaluation_cache_tells_apart_test_images_and_opt_in_metrics():
     assert folder(1) == one.replace("_denoise_t", "_denoise_p2_t")
   finally:
     evaluator.jax.process_count = original
+
+
+def test_an_opt_in_metric_changes_no_stage_and_older_records_stay_the_same_stages():
+  # NIQE (restoration.extra_metrics) is a reported column: adding it to a finished run
+  # must re-evaluate, not refuse or retrain; records that held the option (rule 1) are
+  # the same stages.
+  import types
+  from fdjax.config_restoration import restoration_config
+  from fdjax.degradations.plan import LevelPlan
+  from fdjax.study.runner import Stage
+
+  config = restoration_config()
+  dataset = types.SimpleNamespace(name="sets", train=[0] * 4, validation=[0], train_pairs={})
+  ctx = types.SimpleNamespace(config=config, dataset=dataset, seed=0,
+                              plan=LevelPlan(("denoise",)), degradations=("denoise",))
+  stage = Stage("experts/denoise", (), None, block="experts", levels=("denoise",))
+  today = fingerprint.stage_fields(ctx, stage, {})
+  recorded = fingerprint.stage_fields(ctx, stage, {}, rule=1)
+  assert "extra_metrics" not in today["restoration"]
+  assert fingerprint.differences(recorded, today) == [
+      "restoration.extra_metrics:  -> (absent)"]
+  assert 1 in fingerprint.OLDER_RULES
+  config.restoration.extra_metrics = "niqe"
+  assert fingerprint.stage_fields(ctx, stage, {}) == today

@@ -59,14 +59,18 @@ ADDED_FIELDS = {"restoration.image_prior": "none", "restoration.prior_context": 
 # stage's own block field replaces when that is set (not ''): the config-wide value then
 # does not change the stage's result, so it leaves the stage's fields and changing it
 # retrains nothing it does not change. Records made before this rule (2026-12-03) hold
-# both; ``stage_fields(..., rule=2)`` computes them that way, and ``Runner.check``
+# both; ``stage_fields(..., rule=3)`` computes them that way, and ``Runner.check``
 # accepts and re-records such a record.
 OVERRIDDEN_BY = {"task_balance": "block.task_balance"}
-# The rules records were made by (``stage_fields(rule=...)``): 0, today's; 1, before a
-# stage's ``ignores`` left its fields (2026-12-06); 2, before ``OVERRIDDEN_BY``
+# The rules records were made by (``stage_fields(rule=...)``): 0, today's; 1, before the
+# evaluation-only restoration options (``EVAL_ONLY``) left the fields (2026-12-07); 2,
+# before a stage's ``ignores`` left them (2026-12-06); 3, before ``OVERRIDDEN_BY``
 # (2026-12-03). A record made by an older rule is the same stage: ``Runner.check``
 # accepts and re-records it.
-OLDER_RULES = (1, 2)
+OLDER_RULES = (1, 2, 3)
+# Restoration options that change what is reported, never what a stage trains (NIQE is
+# an opt-in column): adding one to a finished run re-evaluates, it does not retrain.
+EVAL_ONLY = ("extra_metrics",)
 
 
 class FingerprintMismatchError(UserError, RuntimeError):
@@ -168,9 +172,10 @@ def without_paths(fields: Mapping[str, Any], paths) -> dict:
 def stage_fields(ctx, stage, upstream: Mapping[str, str], *, rule: int = 0) -> dict:
   """The fields that determine ``stage``'s result in run context ``ctx``, as rule
   ``rule`` (``OLDER_RULES``) recorded them (``upstream`` then holds that rule's digests
-  too): without the stage's ``ignores`` (the fields it reads that do not change its
-  result) since rule 0, without the config-wide fields its own block overrides
-  (``OVERRIDDEN_BY``) since rule 1."""
+  too): without the evaluation-only restoration options (``EVAL_ONLY``) since rule 0,
+  without the stage's ``ignores`` (the fields it reads that do not change its result)
+  since rule 1, without the config-wide fields its own block overrides
+  (``OVERRIDDEN_BY``) since rule 2."""
   config, plan = ctx.config, ctx.plan
   fields: dict[str, Any] = {
       "stage": stage.name, "task": config.get("task", "classification"),
@@ -187,7 +192,8 @@ def stage_fields(ctx, stage, upstream: Mapping[str, str], *, rule: int = 0) -> d
     real = any(n in ctx.dataset.train_pairs for n in stage.pair_names(ctx))
     turned = real and config.restoration.get("rot90", True)
     fields["restoration"] = {k: v for k, v in config.restoration.items()
-                             if turned or k not in PAIR_OPTIONS}
+                             if (turned or k not in PAIR_OPTIONS)
+                             and (rule >= 1 or k not in EVAL_ONLY)}
     fields["data"].update({k: config.data[k] for k in RESTORATION_DATA if k in config.data})
     if config.data.validation_fraction:   # runs before 2026-12-06 held out tiles
       fields["data"]["validation_unit"] = restoration_sets.VALIDATION_UNIT
@@ -210,9 +216,9 @@ def stage_fields(ctx, stage, upstream: Mapping[str, str], *, rule: int = 0) -> d
   if revised:
     fields["degradation_revisions"] = revised
   fields = without_added(fields, added_fields(stage.block))
-  if rule < 2:
+  if rule < 3:
     fields = without_overridden(fields)
-  if rule < 1:
+  if rule < 2:
     fields = without_paths(fields, stage.ignores)
   return fields
 
