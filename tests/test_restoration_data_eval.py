@@ -90,6 +90,12 @@ def test_per_task_test_sets_against_numpy_psnr_and_skimage_ssim():
   assert results["rain"]["all"] == pytest.approx(real_psnr, abs=1e-3)
   assert results["rain"]["per_level"] == [] and results["rain"]["synthetic"] is False
   assert results["avg"] == pytest.approx((np.mean(psnrs) + real_psnr) / 2, abs=1e-3)
+  assert "scored" not in results["denoise"] and "scored" not in results["rain"]
+  # eval.max_examples: each set's entry says how much of it was scored
+  part = levels_lib.evaluate_all(TASK, {}, clean, plan, batch_size=2, max_examples=1,
+                                 predict=identity_predictor(TASK),
+                                 test_sets={"clean": clean, "rain": real})
+  assert part["denoise"]["scored"] == [1, 5] and part["rain"]["scored"] == [1, 2]
 
 
 @pytest.mark.parametrize("prior_context", ["patch", "tile"])

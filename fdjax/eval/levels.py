@@ -199,13 +199,13 @@ def evaluate_all(task, variables, split, plan: LevelPlan, *, batch_size: int, me
   images: dict = {}
   predict = predict or predictor(task, model)
   clean_predict = jit_clean(predict, mesh)
-  split = subset(split, max_examples)
+  full, split = split, subset(split, max_examples)
   headline, others = task.metric.name, [m.name for m in task.metrics[1:]]
   values = split_scores(task, clean_predict, variables, split, batch_size=batch_size, mesh=mesh)
   results: dict = {"clean": values[headline]}
   extra = {m: {"clean": values[m]} for m in others}
   for name in plan.names:
-    whole = (test_sets or {}).get(name, split)
+    whole = (test_sets or {}).get(name, full)
     tests = subset(whole, max_examples)
     collect = {} if per_image else None
     scorer = task.for_degradation(name) if hasattr(task, "for_degradation") else task
