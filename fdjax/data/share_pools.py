@@ -28,7 +28,7 @@ import dataclasses
 
 import numpy as np
 
-from fdjax.data.splits import Dataset, ImageSet, _pair_repeats, repeat
+from fdjax.data.splits import Dataset, ImageSet, _pair_repeats, repeat, with_pairs
 
 POOLS = "own"   # each share's real pairs are its degradation's (stage fingerprints)
 
@@ -71,15 +71,6 @@ class ShareSplits:
     return np.concatenate(drawn, axis=1).reshape(-1)
 
 
-def _mixed(clean: np.ndarray, pairs: list[ImageSet]) -> ImageSet:
-  """Clean tiles (their own input and target, real False), then each pair set once."""
-  return ImageSet.from_fields({
-      "image": np.concatenate([clean] + [p.images for p in pairs]),
-      "target": np.concatenate([clean] + [p.fields["target"] for p in pairs]),
-      "real": np.concatenate([np.zeros(len(clean), bool)] + [np.ones(len(p), bool)
-                                                             for p in pairs])})
-
-
 def training_data(dataset: Dataset, names: tuple[str, ...] = (), shares: int = 1):
   """What a stage with ``shares`` shares and the real pairs of ``names`` trains on: an
   ``ImageSet`` (one share: ``dataset.training_split(names)``; several without real
@@ -87,14 +78,14 @@ def training_data(dataset: Dataset, names: tuple[str, ...] = (), shares: int = 1
   with real pairs: ``names`` must then name the shares, in order)."""
   if shares == 1:
     return dataset.training_split(names)
-  with_pairs = [n for n in names if n in dataset.train_pairs]
-  if not with_pairs:
+  paired = [n for n in names if n in dataset.train_pairs]
+  if not paired:
     return repeat(dataset.train, shares)
   if len(names) != shares:
     raise ValueError(f"{shares} shares with real pairs need one degradation per share, "
                      f"got {list(names)}")
   clean = dataset.train.images
-  split = _mixed(clean, [dataset.train_pairs[n] for n in with_pairs])
+  split = with_pairs(clean, [dataset.train_pairs[n] for n in paired])
   pools, start = [], len(clean)
   for name in names:
     pool = [np.arange(len(clean))]

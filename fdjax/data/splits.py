@@ -134,6 +134,17 @@ def repeat(split: ImageSet, times: int) -> ImageSet:
                                for k, v in split.fields.items()})
 
 
+def with_pairs(clean: np.ndarray, pairs) -> ImageSet:
+  """A mixed split: the clean tiles uint8 ``[N, H, W, 3]`` as their own input and target
+  ('real' False, degraded on device), then each ``ImageSet`` of real pairs in ``pairs``
+  ('image' input, 'target' clean; 'real' True)."""
+  return ImageSet.from_fields({
+      "image": np.concatenate([clean] + [p.images for p in pairs]),
+      "target": np.concatenate([clean] + [p.fields["target"] for p in pairs]),
+      "real": np.concatenate([np.zeros(len(clean), bool)]
+                             + [np.ones(len(p), bool) for p in pairs])})
+
+
 def _pair_repeats(clean: int, pairs: int, names: int) -> int:
   """How often ``Dataset.training_split`` repeats ``pairs`` real pairs among ``clean``
   clean examples shared by ``names`` degradations (one share's worth, at least once)."""
@@ -167,14 +178,9 @@ class Dataset:
     pairs = [self.train_pairs[n] for n in names if n in self.train_pairs]
     if not pairs:
       return self.train
-    clean = self.train.images
-    parts = [(clean, clean, np.zeros(len(clean), bool))]
-    for p in pairs:
-      times = _pair_repeats(len(clean), len(p), len(names))
-      parts.append((np.concatenate([p.images] * times),
-                    np.concatenate([p.fields["target"]] * times), np.ones(len(p) * times, bool)))
-    return ImageSet.from_fields({k: np.concatenate([part[i] for part in parts])
-                                 for i, k in enumerate(("image", "target", "real"))})
+    n = len(self.train)
+    return with_pairs(self.train.images,
+                      [repeat(p, _pair_repeats(n, len(p), len(names))) for p in pairs])
 
   def training_size(self, names=()) -> int:
     """``len(self.training_split(names))``, without building it."""
