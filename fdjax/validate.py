@@ -177,19 +177,18 @@ def validate_config(config, *, device_count: int | None = None) -> None:
     check(field, lambda v, valid=valid: bool(parse_list(v)) and not set(parse_list(v)) - set(valid)
           and _distinct(parse_list(v)),
           f"comma-separated names from {','.join(valid)}, none repeated")
-  if _get(config, "selection") == "val" and n_degradations > 1:
-    # The combined stages select their epoch on validation batches split into one equal
-    # share per degradation (LevelPlan.combined).
+  # Validation batches split into one equal share per degradation (LevelPlan.combined):
+  # the combined stages' epoch selection, EA-Adam's perception fitness.
+  split_by = [why for why, applies in (
+      ("selection='val' (the combined stages' validation batches hold one equal share "
+       "per degradation)", _get(config, "selection") == "val"),
+      ("ea_adam.objectives='perception' (its fitness scores validation batches of one "
+       "equal share per degradation)",
+       "ea_adam" in methods and _get(config, "ea_adam.objectives") == "perception"))
+      if applies]
+  if split_by and n_degradations > 1:
     check("eval_batch_size", lambda v: not _is_int(v) or v % n_degradations == 0,
-          f"a multiple of the {n_degradations} degradations with selection='val' (the "
-          f"combined stages' validation batches hold one equal share per degradation)")
-  if ("ea_adam" in methods and _get(config, "ea_adam.objectives") == "perception"
-      and n_degradations > 1):
-    # Its perception fitness scores validation batches under combined degradations.
-    check("eval_batch_size", lambda v: not _is_int(v) or v % n_degradations == 0,
-          f"a multiple of the {n_degradations} degradations with ea_adam.objectives="
-          "'perception' (its fitness scores validation batches of one equal share per "
-          "degradation)")
+          f"a multiple of the {n_degradations} degradations with " + " and with ".join(split_by))
   if _get(config, "fusion.soup") == "greedy" and n_degradations:
     # The greedy soup scores candidates on validation batches of one share per degradation.
     check("eval_batch_size", lambda v: not _is_int(v) or v >= n_degradations,
