@@ -96,12 +96,10 @@ def _restoration_block(config, problems: list[str]) -> None:
         and _block_counts(counts) and len(counts) != depth):
       problems.append(f"restoration.{key} must give one count per level (depth = {depth}), "
                       f"got {len(counts)}: {list(counts)}")
-  data = config.get("data", {})
-  pair_dirs = data.get("pair_dirs")
-  paired = any(v for key in ("test_pairs", "train_pairs") for v in (data.get(key) or {}).values())
-  if paired and isinstance(pair_dirs, str) and len(parse_list(pair_dirs)) != 2:
-    problems.append(f"data.pair_dirs must name two folders, the paired sets' inputs' and "
-                    f"targets' (e.g. 'rainy,norain'), got {pair_dirs!r}")
+  from fdjax.data.restoration_sets import pair_dirs_problem
+  problem = pair_dirs_problem(config.get("data", {}))
+  if problem:
+    problems.append(problem)
   tile = config.get("data", {}).get("tile", 0)
   if patch == 0 and tile == 0:
     problems.append("restoration.patch=0 (no crop: the network trains on whole tiles) needs "

@@ -373,6 +373,9 @@ def test_restoration_fields_that_would_fail_later_are_refused_up_front():
   set_field(perception, "ea_adam.objectives", "perception")
   assert_fails(perception, "eval_batch_size must be a multiple of the 3 degradations with "
                            "ea_adam.objectives='perception'")
+  paired = load_config_file(str(REPO / "configs" / "restoration_3task.py") + ":smoke")
+  paired.data.pair_dirs = "rainy"   # one folder for the real pairs' inputs and targets
+  assert_fails(paired, "data.pair_dirs must name two folders", "got 'rainy'")
   config = tiny()
   set_field(config, "clean.optimizer.schedule", "multistep")
   set_field(config, "clean.optimizer.milestones", (1, 1))

@@ -182,6 +182,18 @@ def _cut_rows(images: PairedImages, fraction: float, tile: int):
                        part(images.inputs, bottom)))
 
 
+def pair_dirs_problem(data) -> str | None:
+  """Why ``data.pair_dirs`` cannot name the input and target folders of the paired sets
+  that ``data.test_pairs`` / ``data.train_pairs`` ask for, or None (also when none does).
+  One rule for the config's validation and ``load``."""
+  paired = any(v for key in ("test_pairs", "train_pairs") for v in (data.get(key) or {}).values())
+  pair_dirs = data.get("pair_dirs")
+  if paired and isinstance(pair_dirs, str) and len(parse_list(pair_dirs)) != 2:
+    return (f"data.pair_dirs must name two folders, the paired sets' inputs' and targets' "
+            f"(e.g. 'rainy,norain'), got {pair_dirs!r}")
+  return None
+
+
 def load(data, *, patch: int, seed: int = 0) -> Dataset:
   """The ``Dataset`` of ``config.data`` (module docstring); ``patch``: the task's
   training patch side (tiles default to twice it)."""
@@ -216,9 +228,9 @@ def load(data, *, patch: int, seed: int = 0) -> Dataset:
   if source == "photos" and (test_pairs or train_pairs):
     raise ConfigError("data.source='photos' has no paired sets: leave data.test_pairs and "
                       "data.train_pairs empty")
-  if (test_pairs or train_pairs) and len(parse_list(data.pair_dirs)) != 2:
-    raise ConfigError(f"data.pair_dirs must name two folders, the paired sets' inputs' "
-                      f"and targets' (e.g. 'rainy,norain'), got {data.pair_dirs!r}")
+  problem = pair_dirs_problem(data)
+  if problem:
+    raise ConfigError(problem)
   train_part, held_out = held_out_images(train_images, float(data.validation_fraction), seed,
                                          tile)
   train = train_part.tiles(tile)
