@@ -58,11 +58,11 @@ _TIME_LIMIT = flags.DEFINE_string(
 
 
 def main(argv):
+  # fdjax's own INFO lines by default; --verbosity=1 (absl) shows every library's too. Set
+  # before the imports below, whose libraries may log at INFO while they load.
+  verbosity = start_cli(argv, flags)
   from fdjax import distributed, pipeline, xla_cache  # imported late: --help stays fast
   from fdjax.train import stop
-
-  # fdjax's own INFO lines by default; --verbosity=1 (absl) shows every library's too.
-  verbosity = start_cli(argv, flags)
   # Errors a user can fix (bad config value, missing data, locked workdir, a stage made
   # by another config, ...) print as one line and exit 2; --verbosity=1 adds the traceback.
   with cli_errors(verbosity):

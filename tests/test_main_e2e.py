@@ -26,8 +26,8 @@ XLA_CACHE = tempfile.mkdtemp(prefix="fdjax-test-xla-")
 atexit.register(shutil.rmtree, XLA_CACHE, ignore_errors=True)
 
 
-def run_main(*args, timeout=900):
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
+def run_main(*args, timeout=900, **env_vars):
+  env = dict(os.environ, JAX_PLATFORMS="cpu", **env_vars)
   return subprocess.run([sys.executable, "-m", "fdjax.main", f"--xla_cache={XLA_CACHE}", *args],
                         cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
@@ -49,7 +49,10 @@ def run_data(workdir):
 @pytest.fixture(scope="module")
 def quickstart_run(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("quickstart")
-  result = run_main(*TINY, METHODS, f"--workdir={workdir}")
+  # An empty matplotlib folder, as on a fresh machine: its first import builds the font
+  # cache and logs that at INFO (test_quickstart_writes_every_output checks the console).
+  mpl_config = tmp_path_factory.mktemp("matplotlib")
+  result = run_main(*TINY, METHODS, f"--workdir={workdir}", MPLCONFIGDIR=str(mpl_config))
   assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
   return workdir, result.stdout, result.stderr
 
@@ -74,6 +77,11 @@ def test_quickstart_writes_every_output(quickstart_run):
   assert f"Files in {workdir}:" in stdout and "results.md" in stdout.split("Files in")[1]
   # fdjax's own lines only: no orbax chatter at the default verbosity; a study progress line.
   assert "orbax" not in stderr and "study: stage" in stderr
+  # ...and every INFO line comes from an fdjax file (absl's prefix names the caller's file;
+  # matplotlib's "generated new fontManager" on a fresh machine was one that did not).
+  fdjax_files = {p.name for p in (REPO / "fdjax").rglob("*.py")}
+  info_files = re.findall(r"^I\d{4} [\d:.]+ +\d+ ([^:\s]+):\d+\]", stderr, re.M)
+  assert info_files and set(info_files) <= fdjax_files, sorted(set(info_files) - fdjax_files)
   header = (workdir / "results.csv").read_text().splitlines()[0]
   for column in ("clean", "jpeg", "blur", "avg"):
     assert column in header.split(",")

@@ -1,7 +1,10 @@
 """Figures: the task's metric against degradation level (paper Fig. 3) and the
 experts' train-degradation x test-degradation heatmap (paper Fig. 4).
 
-Uses matplotlib's Agg backend (files only, no display).
+Uses matplotlib's Agg backend (files only, no display), imported on the first plot
+(``pyplot``), not with this module: a fresh machine's first import builds matplotlib's
+font cache and logs that at INFO, which must come after the CLI has set up the console
+(``fdjax.console``), and commands that draw nothing skip the import.
 """
 
 from __future__ import annotations
@@ -10,14 +13,10 @@ import os
 from collections import defaultdict
 from typing import Any, Mapping, Sequence
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from fdjax.eval import report  # noqa: E402
-from fdjax.tasks.base import MetricSpec  # noqa: E402
+from fdjax.eval import report
+from fdjax.tasks.base import MetricSpec
 
 X_LABELS = {
     "jpeg": "JPEG: 100 − quality (−1 = uncompressed)",
@@ -25,6 +24,16 @@ X_LABELS = {
     "awgn": "Gaussian noise: σ (0..255 scale)",
     "sapn": "Salt-and-pepper noise: density",
 }
+
+
+def pyplot():
+  """``matplotlib.pyplot`` on the Agg backend (files only), imported on first use."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  return plt
 
 
 def _as_rows(per_level_records: Sequence[Any], metric: MetricSpec) -> list[dict]:
@@ -59,6 +68,7 @@ def plot_metric_vs_level(per_level_records: Sequence[Any], out_dir: str,
         float(r["value"]))
   names = list(dict.fromkeys(r["degradation"] for r in rows))
   os.makedirs(out_dir, exist_ok=True)
+  plt = pyplot()
   cmap = plt.get_cmap("tab20" if len(order) > 10 else "tab10")   # a colour per row
   paths = []
   for name in names:
@@ -108,6 +118,7 @@ def plot_expert_heatmap(matrix, train_names: Sequence[str], test_names: Sequence
   values = scale * np.asarray(matrix, np.float64)
   if values.shape != (len(train_names), len(test_names)):
     raise ValueError(f"matrix shape {values.shape} != ({len(train_names)}, {len(test_names)})")
+  plt = pyplot()
   fig, ax = plt.subplots(figsize=(1.2 * len(test_names) + 2.4, 0.9 * len(train_names) + 1.6))
   finite = values[np.isfinite(values)]
   vmin, vmax = (finite.min(), finite.max()) if finite.size else (0.0, 100.0)

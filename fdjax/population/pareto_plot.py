@@ -1,16 +1,15 @@
 """The Pareto front of a population as a PNG: objective 0 (clean; distortion) against
 the other objective, or the mean of the others (the degradations), members numbered and
-the non-dominated ones joined, merged models marked. Matplotlib's Agg backend (files only)."""
+the non-dominated ones joined, merged models marked. Matplotlib's Agg backend (files only,
+``fdjax.eval.plots.pyplot``)."""
 
 from __future__ import annotations
 
 from typing import Mapping
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from fdjax.eval.plots import pyplot
 
 
 def _xy(values: Mapping[str, float], objectives) -> tuple[float, float]:
@@ -24,6 +23,7 @@ def plot_pareto(report: dict, path: str, *, scale: float = 1.0, unit: str = "") 
   objectives = report["objectives"]
   points = np.array([_xy(m["values"], objectives) for m in report["members"]]) * scale
   front = sorted(report["non_dominated"], key=lambda i: points[i, 0])
+  plt = pyplot()
   fig, ax = plt.subplots(figsize=(5, 4))
   ax.plot(points[front, 0], points[front, 1], "-", color="0.6", zorder=1)
   ax.scatter(points[:, 0], points[:, 1], c="tab:blue", zorder=2, label="members")
