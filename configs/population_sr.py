@@ -24,15 +24,16 @@ trade-off, merged by averaging and by the fusion network.
   ``ea_adam.perception_fitness='niqe'`` needs tiles of >= 200 px, which T91's small
   images cannot give); 'ea_adam_fusion' = the fusion network over the members (trained on L1).
 * Rows: Input (bicubic), EA-Adam best member, uniform and validation-weighted averages,
-  EA-Adam fusion (dynamic) and (baked). ``ea_adam/merged.json`` and ``pareto.png``: the
-  members' validation (PSNR, -gradient W1) front with the averages.
+  EA-Adam fusion (dynamic) and (baked). ``seed_<s>/ea_adam/merged/merged.json`` and
+  ``pareto.png`` beside it: the members' validation (PSNR, -gradient W1) front with the
+  averages.
 
 Variants: none = EA-Adam's scale on an accelerator (P = 5, width 32, 64x64 patches cut
 from 72x72 tiles: T91's smallest image is 78 px, so EA-Adam's 96x96 patches would need
 a set without it);
 ``:reduced`` = meant to finish in at most 60 minutes on a 2-core CPU (P = 5, width 16,
-48x48 patches, short schedules; measured 8m02s on an idle 2-core EPYC at d68940f,
-table in BUILD_NOTES.md); ``:smoke`` = a minute or two (tiny model,
+48x48 patches, short schedules; measured 13m34s on a 2-core EPYC at f8713dc with a
+one-minute probe beside it, 8m02s alone at d68940f; table in BUILD_NOTES.md); ``:smoke`` = a minute or two (tiny model,
 P = 3, a few images, one epoch per stage).
 """
 

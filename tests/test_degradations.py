@@ -342,3 +342,11 @@ def test_grid_command_writes_one_row_per_degradation(tmp_path):
   grid.main(["--out", str(out), "--source", "synthetic", "--names", "blur,sapn", "--columns", "16"])
   with Image.open(out) as image:
     assert image.size[1] == 2 * (32 * 4 + 14 + 4)  # two rows of 128 px cells + captions
+  # A grid with fewer points than columns (sr: x1..x4) fills its row's first cells; the
+  # others stay white. It failed on a batch of `columns` images for 4 levels.
+  np.testing.assert_array_equal(grid.column_levels("sr", 5), [1, 2, 3, 4])
+  grid.main(["--out", str(out), "--source", "synthetic", "--names", "sr", "--columns", "5"])
+  with Image.open(out) as image:
+    cells = np.asarray(image.convert("L"))[:128, 84:]
+  filled = [cells[:, c * 132:c * 132 + 128].min() < 255 for c in range(5)]
+  assert filled == [True, True, True, True, False]

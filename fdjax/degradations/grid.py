@@ -1,4 +1,7 @@
-"""Draws one image under every degradation (rows) at five levels (columns) into a PNG.
+"""Draws one image under degradations (rows) at five levels (columns) into a PNG.
+
+By default every classification and restoration degradation but ``denoise`` (``awgn``
+on the restoration grid) and ``sr``; ``--names`` picks others.
 
     python -m fdjax.degradations.grid --out grid.png                  # sklearn digit
     python -m fdjax.degradations.grid --out grid.png --image cat.jpg  # any image file
@@ -98,8 +101,8 @@ def degradation_grid(image: np.ndarray, names: Sequence[str], columns: int = 5, 
   draw = ImageDraw.Draw(canvas)
   batch = np.repeat(image[None], columns, axis=0)
   for row, name in enumerate(names):
-    levels = column_levels(name, columns)
-    degraded = np.asarray(registry.apply(name, key, batch, levels))
+    levels = column_levels(name, columns)   # fewer than `columns` for a short grid (sr)
+    degraded = np.asarray(registry.apply(name, key, batch[:len(levels)], levels))
     top = row * (cell_h + _PAD)
     draw.text((4, top + cell_h // 2 - 6), name, fill="black")
     for col, (cell, level) in enumerate(zip(degraded, levels)):
