@@ -23,7 +23,11 @@ if [[ $# -lt 3 ]]; then
   echo "usage: $0 CONFIG WORKROOT VARIANTS [--config.field=value ...]" >&2
   exit 2
 fi
-config="$1"; root="$2"; variants="$3"; shift 3
+# CONFIG, WORKROOT and VARIANTS relative to where the script is run (it then works in
+# the checkout).
+here="$PWD"
+absolute() { if [[ "$1" == /* ]]; then printf '%s' "$1"; else printf '%s/%s' "$here" "$1"; fi; }
+config="$(absolute "$1")"; root="$(absolute "$2")"; variants="$(absolute "$3")"; shift 3
 cd "$(dirname "$0")/.."
 python -c "import fdjax" 2>/dev/null || python -m pip install -e .
 mapfile -t lines < <(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "$variants")

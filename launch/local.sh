@@ -12,7 +12,10 @@ if [[ $# -lt 2 ]]; then
   echo "usage: $0 CONFIG WORKDIR [--config.field=value ...]" >&2
   exit 2
 fi
-config="$1"; workdir="$2"; shift 2
+# CONFIG and WORKDIR relative to where the script is run (it then works in the checkout).
+here="$PWD"
+absolute() { if [[ "$1" == /* ]]; then printf '%s' "$1"; else printf '%s/%s' "$here" "$1"; fi; }
+config="$(absolute "$1")"; workdir="$(absolute "$2")"; shift 2
 cd "$(dirname "$0")/.."
 python -c "import fdjax" 2>/dev/null || python -m pip install -e .
 if [[ -n "${FDJAX_SIM_DEVICES:-}" ]]; then

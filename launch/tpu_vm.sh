@@ -23,7 +23,9 @@
 # Environment: TPU_NAME, ZONE (required); ACCELERATOR (default v4-8), RUNTIME (VM image,
 # default tpu-ubuntu2204-base), REPO_URL / BRANCH (what to install, default this
 # checkout's origin and main), SETUP (a shell command run on every worker first, e.g.
-# mounting the workdir), CREATE_ONLY=1 (create the VM and stop).
+# mounting the workdir), CREATE_ONLY=1 (create the VM and stop), PYTHON_VERSION (default
+# 3.11: fdjax needs >= 3.11 and the image's python3 is 3.10, so each worker runs fdjax in
+# its own virtualenv ~/fdjax-venv, made by uv with a Python of that version).
 set -euo pipefail
 if [[ $# -lt 2 ]]; then
   echo "usage: $0 CONFIG WORKDIR [--config.field=value ...]" >&2
@@ -31,8 +33,14 @@ if [[ $# -lt 2 ]]; then
 fi
 config="$1"; workdir="$2"; shift 2
 : "${TPU_NAME:?set TPU_NAME}" "${ZONE:?set ZONE}"
+if [[ "$workdir" == gs://* ]]; then   # before a VM is created (and billed)
+  echo "error: WORKDIR must be a folder every worker sees (mount the bucket with gcsfuse in" \
+       "SETUP), not a gs:// URL" >&2
+  exit 2
+fi
 ACCELERATOR="${ACCELERATOR:-v4-8}"
 RUNTIME="${RUNTIME:-tpu-ubuntu2204-base}"
+PYTHON_VERSION="${PYTHON_VERSION:-3.11}"
 REPO_URL="${REPO_URL:-$(git config --get remote.origin.url || true)}"
 BRANCH="${BRANCH:-main}"
 : "${REPO_URL:?set REPO_URL (no git remote 'origin' here)}"
@@ -45,20 +53,24 @@ else
 fi
 [[ -n "${CREATE_ONLY:-}" ]] && exit 0
 
-if [[ "$workdir" == gs://* ]]; then
-  echo "error: WORKDIR must be a folder every worker sees (mount the bucket with gcsfuse in" \
-       "SETUP), not a gs:// URL" >&2
-  exit 2
-fi
 extra=""   # printf ' %q' with no arguments prints ' ' + "''": a stray empty argument
 if (($#)); then extra=$(printf ' %q' "$@"); fi
+# One step a line: `set -e` does not stop at a failure before the last `&&` of a list, so
+# a worker whose fetch failed would run its old checkout beside the others' new one.
 remote="set -e
 ${SETUP:-true}
 if [ ! -d fdjax ]; then git clone --branch $(printf %q "$BRANCH") $(printf %q "$REPO_URL") fdjax; fi
-cd fdjax && git fetch -q && git checkout -q $(printf %q "$BRANCH") && git pull -q --ff-only
-python3 -m pip install -q -U pip 'jax[tpu]'
-python3 -m pip install -q -e .
-python3 -m fdjax.main --config=$(printf %q "$config") --workdir=$(printf %q "$workdir")$extra"
+cd fdjax
+git fetch -q
+git checkout -q $(printf %q "$BRANCH")
+git pull -q --ff-only
+if [ ! -x ~/fdjax-venv/bin/python ]; then
+  python3 -m pip install -q --user -U uv
+  python3 -m uv venv -q --seed --python $(printf %q "$PYTHON_VERSION") ~/fdjax-venv
+fi
+~/fdjax-venv/bin/python -m pip install -q -U pip 'jax[tpu]'
+~/fdjax-venv/bin/python -m pip install -q -e .
+~/fdjax-venv/bin/python -m fdjax.main --config=$(printf %q "$config") --workdir=$(printf %q "$workdir")$extra"
 # --worker=all: the same command on every host, at the same time (JAX's multi-controller
 # model); they meet in jax.distributed.initialize. Worker 0's console is the one to read.
 gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone "$ZONE" --worker=all --command "$remote"

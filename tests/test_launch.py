@@ -1,7 +1,8 @@
 """The launch scripts, with stand-ins for `python` and `gcloud` on PATH that record how
 they are called: a one-process `launch/local.sh` starts fdjax.main once and exits with
-its status; `launch/tpu_vm.sh` without extra flags sends a command with no stray
-argument."""
+its status and reads relative paths from the caller's folder; `launch/tpu_vm.sh` without
+extra flags sends a command with no stray argument, one step a line, and refuses a gs://
+workdir before it creates a VM."""
 
 import os
 import pathlib
@@ -33,13 +34,18 @@ exit {status}
 """)
   env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}")
   env.pop("FDJAX_PROCESSES", None)
-  run = subprocess.run(["bash", str(REPO / "launch" / "local.sh"), "configs/quickstart.py",
-                        str(tmp_path / "wd"), "--config.clean.epochs=1"],
-                       env=env, capture_output=True, text=True, timeout=60)
+  # Run from another folder with relative paths: they mean that folder's files (the
+  # script then works in the checkout; they used to be read there).
+  here = tmp_path / "here"
+  here.mkdir()
+  run = subprocess.run(["bash", str(REPO / "launch" / "local.sh"), "my_config.py:tiny", "wd",
+                        "--config.clean.epochs=1"],
+                       cwd=here, env=env, capture_output=True, text=True, timeout=60)
   assert run.returncode == status, run.stderr
   assert calls.read_text().splitlines() == [
-      f"-m fdjax.main --config=configs/quickstart.py --workdir={tmp_path / 'wd'} "
+      f"-m fdjax.main --config={here / 'my_config.py'}:tiny --workdir={here / 'wd'} "
       "--config.clean.epochs=1"]
+  assert (here / "wd" / "log.txt").is_file()
 
 
 @pytest.mark.parametrize("extra", [[], ["--config.clean.epochs=2", "--xla_cache=a b"]])
@@ -60,6 +66,27 @@ exit 0
                         "/mnt/runs/q", *extra], env=env, capture_output=True, text=True,
                        timeout=60)
   assert run.returncode == 0, run.stderr
-  last = calls.read_text().splitlines()[-1]
-  assert shlex.split(last) == ["python3", "-m", "fdjax.main", "--config=configs/quickstart.py",
-                               "--workdir=/mnt/runs/q", *extra]
+  lines = calls.read_text().splitlines()
+  assert shlex.split(lines[-1]) == ["~/fdjax-venv/bin/python", "-m", "fdjax.main",
+                                    "--config=configs/quickstart.py", "--workdir=/mnt/runs/q",
+                                    *extra]
+  # One step a line: `set -e` skips a failure before the last `&&` of a list (a worker
+  # whose `git fetch` failed ran its old checkout).
+  assert not any("&&" in line for line in lines), lines
+
+
+def test_tpu_vm_refuses_a_gs_workdir_before_creating_a_vm(tmp_path):
+  bin_dir, calls = tmp_path / "bin", tmp_path / "gcloud.txt"
+  bin_dir.mkdir()
+  # gcloud: records every call; `describe` fails (no such VM yet).
+  stand_in(bin_dir, "gcloud", f"""
+echo "$*" >> {shlex.quote(str(calls))}
+[[ "$4" == describe ]] && exit 1
+exit 0
+""")
+  env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", TPU_NAME="t", ZONE="z",
+             REPO_URL="https://example.invalid/fdjax.git")
+  run = subprocess.run(["bash", str(REPO / "launch" / "tpu_vm.sh"), "configs/quickstart.py",
+                        "gs://bucket/runs"], env=env, capture_output=True, text=True, timeout=60)
+  assert run.returncode == 2 and "not a gs:// URL" in run.stderr
+  assert not calls.exists(), calls.read_text()
