@@ -17,6 +17,7 @@ with the one-core train-step figures.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import jax
@@ -72,7 +73,8 @@ def main(argv: list[str]) -> None:
   parser.add_argument("--calls", type=int, default=10)
   parser.add_argument("--repeats", type=int, default=5)
   args = parser.parse_args(argv)
-  print(f"backend {jax.default_backend()}, batch {args.batch}, float32, NHWC, 3x3 'SAME'")
+  print(f"backend {jax.default_backend()}, batch {args.batch}, float32, NHWC, 3x3 'SAME', "
+        f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
   print("| H=W, C | " + " | ".join(FORMS) + " | max rel. error vs xla |")
   for size, channels in SHAPES:
     keys = jax.random.split(jax.random.key(0), 3)

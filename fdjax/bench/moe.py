@@ -9,8 +9,8 @@ image) and sparse dispatch (each image goes through its K chosen experts only: b
 gathering each image's expert weights, or Switch-style per-expert buffers with
 capacity factor 1.0, which drop images beyond an expert's capacity), it
 prints: parameters, parameters active per image, XLA's inference FLOPs per image
-(from the compiled program at batch 1) and measured images/s at ``--batch``, each
-relative to the dense student. Variables are random (cost does not depend on them),
+(from the compiled program at batch 1) and measured images/s at ``--batch`` (median of
+``--repeats``, the models taking turns), each relative to the dense student. Variables are random (cost does not depend on them),
 with experts initialised from distinct random dense models so that routing spreads.
 With ``--workdir`` (a finished run with ``fusiondistill`` and ``fusiondistill_moe``):
 that run's dense FusionDistill student and its trained MoE student instead (depth,
@@ -23,10 +23,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 
 import jax
 
 from fdjax import moe
+from fdjax.bench.train_step import time_alternating
 from fdjax.models import cifar_resnet
 from fdjax.train.state import init_variables
 
@@ -60,29 +62,40 @@ def main(argv: list[str]) -> None:
     student_vars = moe.moe_variables(student, dense_vars, experts, keys[1], IMAGE_SHAPE)
   images = jax.random.normal(jax.random.key(1), (args.batch, *image_shape))
 
-  def predictor(model):
-    return jax.jit(lambda v, x: model.apply(v, x, train=False)[0])
+  def runner(model, variables):
+    """``run(calls)``: that many inferences on ``images``, blocking at the end."""
+    predict = jax.jit(lambda v, x: model.apply(v, x, train=False)[0])
 
-  def measure(model, variables, k=None):
-    cost = moe.model_cost(lambda v, x: model.apply(v, x, train=False)[0], variables,
-                          (1, *image_shape), args.experts if k else None, k)
-    cost["images_per_s"] = moe.images_per_second(predictor(model), variables, images,
-                                                 repeats=args.repeats)
-    return cost
+    def run(calls: int) -> None:
+      for _ in range(calls):
+        out = predict(variables, images)
+      jax.block_until_ready(out)
 
-  rows = [("dense ResNet-%d" % args.depth, measure(dense, dense_vars))]
+    return run
+
+  models = [("dense ResNet-%d" % args.depth, dense, dense_vars, None)]
   for k in (1, 2):
     for label, dispatch, capacity in (("dense", "dense", None),
                                       ("sparse (gather)", "sparse", None),
                                       ("sparse (capacity 1.0)", "sparse", 1.0)):
-      model = student.clone(k=k, dispatch=dispatch, capacity_factor=capacity)
-      name = f"MoE K={k} {label}"
-      rows.append((name, measure(model, student_vars, k)))
+      models.append((f"MoE K={k} {label}",
+                     student.clone(k=k, dispatch=dispatch, capacity_factor=capacity),
+                     student_vars, k))
+  rows = [(name, moe.model_cost(lambda v, x, m=model: m.apply(v, x, train=False)[0], variables,
+                                (1, *image_shape), args.experts if k else None, k))
+          for name, model, variables, k in models]
+  # The models take turns, repeat by repeat (as the other benchmarks' runners), so a change
+  # of the machine's load reaches every row and its ratio to the dense row alike.
+  times = time_alternating({name: runner(model, variables) for name, model, variables, _ in models},
+                           steps=1, repeats=args.repeats, warmup=2)
+  for name, cost in rows:
+    cost["images_per_s"] = args.batch / statistics.median(times[name])
 
   base = rows[0][1]
   print(f"backend={jax.default_backend()} jax={jax.__version__} depth={args.depth} "
         f"batch={args.batch} experts={args.experts} expert_loop={args.expert_loop}"
-        + (f" workdir={args.workdir}" if args.workdir else " (random variables)"))
+        + (f" workdir={args.workdir}" if args.workdir else " (random variables)")
+        + f" XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
   print(f"{'model':<30} {'params':>9} {'active':>9} {'MFLOPs/img':>11} {'rel':>5} "
         f"{'img/s':>8} {'rel':>5}")
   for name, c in rows:
@@ -101,6 +114,3 @@ def _trained(workdir: str):
     shape = tuple(json.load(f)["image_shape"])
   return dense.model, dense.variables, student.model, student.variables, shape
 
-
-if __name__ == "__main__":
-  main(__import__("sys").argv[1:])

@@ -17,6 +17,7 @@ backend, same run.
 from __future__ import annotations
 
 import argparse
+import os
 
 import jax
 import jax.numpy as jnp
@@ -30,7 +31,8 @@ from fdjax.population.objectives import share_losses
 from fdjax.population.preferences import preference_vectors
 from fdjax.population.state import create_population_state, stack_members
 from fdjax.tasks.classification import ClassificationTask
-from fdjax.train import create_train_state, init_variables, make_mesh, make_train_step
+from fdjax.train import (create_train_state, data_sharding, init_variables, make_mesh,
+                         make_train_step)
 
 IMAGE_SHAPE = (32, 32, 3)
 
@@ -55,6 +57,7 @@ def main(argv: list[str]) -> dict:
   images = args.objectives * args.batch
   batch = {"image": jnp.asarray(rng.integers(0, 256, (images, *IMAGE_SHAPE)), jnp.uint8),
            "label": jnp.asarray(rng.integers(0, 10, images), jnp.int32)}
+  batch = jax.device_put(batch, data_sharding(mesh))   # as the step takes it: placed once
 
   population = [create_population_state(stack_members(members), tx, jax.random.PRNGKey(0), None,
                                         mesh)]
@@ -85,7 +88,8 @@ def main(argv: list[str]) -> dict:
   seconds = {name: float(np.median(t)) for name, t in times.items()}
   work = images * args.size
   print(f"backend {jax.default_backend()}, ResNet-{args.depth}, P={args.size}, "
-        f"{args.objectives} objectives x {args.batch} images, member loop {args.member_loop}")
+        f"{args.objectives} objectives x {args.batch} images, member loop {args.member_loop}, "
+        f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
   rates = {}
   for name, s in seconds.items():
     rates[name] = work / s
@@ -95,6 +99,3 @@ def main(argv: list[str]) -> dict:
         f"are the peer; --member-loop changes only the population's)")
   return rates
 
-
-if __name__ == "__main__":
-  main(__import__("sys").argv[1:])

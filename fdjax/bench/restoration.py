@@ -55,6 +55,9 @@ from fdjax.train.step import make_train_step
 
 VARIANTS = ("unet", "nafnet", "promptir", "measnet", "moe")
 BALANCE_WEIGHT = 1e-4
+# RAdam at a constant rate with coupled L2 weight decay (fdjax's default 1e-4), the same
+# step in fdjax and in the PyTorch peer.
+LR, WEIGHT_DECAY = 1e-4, 1e-4
 
 
 def build(variant: str, args: argparse.Namespace):
@@ -85,13 +88,13 @@ def train_runner(model, variables, args):
     return loss, (updates.get("batch_stats", {}), {})
 
   mesh = make_mesh()
-  tx, _ = make_optimizer(optimizer_config("radam", 1e-4, schedule="constant"), epochs=1,
-                         steps_per_epoch=1)
+  tx, _ = make_optimizer(optimizer_config("radam", LR, weight_decay=WEIGHT_DECAY,
+                                          schedule="constant"), epochs=1, steps_per_epoch=1)
   state = create_train_state(variables, tx, jax.random.PRNGKey(0), mesh)
   k_in, k_target = jax.random.split(jax.random.key(1))
   shape = (args.batch, args.patch, args.patch, 3)
   data = {"image": jax.random.uniform(k_in, shape), "target": jax.random.uniform(k_target, shape)}
-  return stepper(make_train_step(loss_fn, tx, mesh), state, data)
+  return stepper(make_train_step(loss_fn, tx, mesh), state, data, mesh)
 
 
 def torch_train_runner(args):
@@ -102,7 +105,7 @@ def torch_train_runner(args):
   device = torch_device()
   torch.manual_seed(0)
   model = torch_unet.UNet(args.width, args.depth).train().to(device)
-  opt = torch.optim.RAdam(model.parameters(), lr=1e-4)
+  opt = torch.optim.RAdam(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)   # coupled L2, as fdjax's
   images, targets = torch.rand(2, args.batch, 3, args.patch, args.patch, device=device)
   # --dtype bfloat16: PyTorch's mixed precision too (fp32 weights, bf16 compute), as fdjax's
   autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=args.dtype == "bfloat16")

@@ -52,7 +52,7 @@ import optax
 
 from fdjax.config import optimizer_config
 from fdjax.models import cifar_resnet
-from fdjax.train.mesh import make_mesh
+from fdjax.train.mesh import data_sharding, make_mesh
 from fdjax.train.optim import make_optimizer
 from fdjax.train.state import create_train_state, init_variables
 from fdjax.train.step import make_train_step
@@ -88,13 +88,14 @@ def fdjax_runner(depth: int, batch: int, dtype: str = "float32", seed: int = 0
   k_img, k_lab = jax.random.split(jax.random.PRNGKey(seed + 1))
   data = {"image": jax.random.normal(k_img, (batch, *IMAGE_SHAPE), jnp.float32),
           "label": jax.random.randint(k_lab, (batch,), 0, NUM_CLASSES, jnp.int32)}
-  return stepper(make_train_step(loss_fn, tx, mesh), state, data), n_params
+  return stepper(make_train_step(loss_fn, tx, mesh), state, data, mesh), n_params
 
 
-def stepper(step, state, data):
+def stepper(step, state, data, mesh):
   """``run(steps)``: ``steps`` calls of ``step`` on the same ``data``, carrying the state
-  from call to call (and across runs), blocking until the last one is done."""
-  holder = [state]
+  from call to call (and across runs), blocking until the last one is done. ``data`` is
+  placed on ``mesh`` as the step takes it, once here: not resharded in every timed step."""
+  holder, data = [state], jax.device_put(data, data_sharding(mesh))
 
   def run(steps: int) -> None:
     state = holder[0]
