@@ -122,9 +122,27 @@ def write_once(write: Callable[[], T], name: str) -> T | None:
   process sees the files, so decisions taken on them (a cached result exists, a stage is
   done) are the same in every process and no collective step is skipped by some only.
   In a one-process run this is just ``write()``.
+
+  If ``write()`` raises, every process raises: process 0 its own exception, the others a
+  ``ConfigError`` that points to process 0's console. (Before, process 0 exited alone and
+  the others waited at the next collective until JAX's shutdown barrier aborted them,
+  five minutes later.)
   """
-  result = write() if is_main_process() else None
-  barrier(f"fdjax write_once {name}")
+  if jax.process_count() == 1:
+    return write()
+  from jax.experimental import multihost_utils
+  result, error = None, None
+  if is_main_process():
+    try:
+      result = write()
+    except BaseException as e:  # noqa: BLE001 (re-raised below, after the others know)
+      error = e
+  failed = np.asarray(multihost_utils.process_allgather(np.int32(error is not None)))
+  if error is not None:
+    raise error
+  if failed.any():
+    raise ConfigError(f"process 0 failed at '{name}' (its console says why); this process "
+                      "stops with it")
   return result
 
 

@@ -77,7 +77,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[report.Record]:
   validate_config(config)
   methods = methods_lib.parse(config.methods)
   seeds = parse_ints(config.seeds, "seeds")
-  with workdir_lock(workdir) if is_main_process() else contextlib.nullcontext():
+  with contextlib.ExitStack() as lock:
+    # Process 0 holds the lock; a refusal (a run already on this workdir) stops every
+    # process, not process 0 alone (distributed.write_once).
+    write_once(lambda: lock.enter_context(workdir_lock(workdir)), "workdir lock")
     return _run(config, workdir, methods, seeds)
 
 

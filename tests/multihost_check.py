@@ -12,7 +12,7 @@ the same 12 stopped after 8 steps and resumed from the step-8 checkpoint
 that only process 1 receives, during step 2, and resumed (``WORKDIR/multi/preempted``:
 both processes must stop at the step JAX's preemption service agrees on), and stopped
 by a time limit of 0 s (``WORKDIR/multi/timed``). Also checks that a workdir not shared
-by the processes is refused, that each process built only its own rows of the first
+by the processes is refused, that a write failing in process 0 stops both, that each process built only its own rows of the first
 global batch and that those are the rows a one-process run takes, and the sharded test
 accuracy against an unbatched forward pass. Writes ``WORKDIR/<run>.<process>.npz``
 (every parameter and BatchNorm statistic of the runs, the accuracy, where the stopped
@@ -60,6 +60,16 @@ if role != "single":   # a "workdir" that differs per host is refused, in every 
     raise AssertionError("a per-process directory passed check_shared_directory")
   except ConfigError as e:
     assert "not shared by all 2 processes: process(es) 1 do not see" in str(e), e
+  # A write that fails in process 0 (a workdir it cannot make, a workdir already locked)
+  # stops every process at once; process 1 used to wait at the next collective until
+  # JAX's shutdown barrier aborted it, five minutes later.
+  try:
+    distributed.write_once(lambda: 1 / 0, "a failing write")
+    raise AssertionError("write_once went on after process 0's write failed")
+  except ZeroDivisionError:
+    assert role == "0"
+  except ConfigError as e:
+    assert role == "1" and "process 0 failed at 'a failing write'" in str(e), e
 run = "single" if role == "single" else "multi"
 BATCH, SEED = 8, 3
 
