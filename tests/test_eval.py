@@ -419,8 +419,9 @@ def test_a_single_level_plots_as_a_point_and_eleven_rows_get_eleven_colours(tmp_
   # A one-point line without a marker draws nothing (the haze and x4 SR plots were
   # empty); tab10 gave the 11th row the first row's colour.
   figures = []
-  real_subplots = plots.plt.subplots
-  monkeypatch.setattr(plots.plt, "subplots",
+  plt = plots.pyplot()
+  real_subplots = plt.subplots
+  monkeypatch.setattr(plt, "subplots",
                       lambda *a, **k: figures.append(real_subplots(*a, **k)) or figures[-1])
   rows = [{"method": f"m{i}", "seed": 0, "degradation": "awgn", "level": 10.0,
            "normalised_level": 10.0, "value": 50.0 + i} for i in range(11)]
