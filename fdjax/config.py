@@ -211,7 +211,9 @@ def base_config() -> ml_collections.ConfigDict:
       router_supervision=0.0))
   # EA-Adam population (method 'ea_adam', fdjax.population): `size` members from the clean
   # model, member i weighting (clean, degradations) by (1 - i/(P-1), i/(P-1) split equally);
-  # member 0 frozen when freeze_first. After every epoch: SBX (crossover_prob, eta) with a
+  # member 0 frozen when freeze_first. After every `evolve_every`-th epoch an evolutionary
+  # epoch of `generations` generations (the official code: 10 Adam epochs, then 200
+  # generations; fdjax's default 1 and 1), each: SBX (crossover_prob, eta) with a
   # neighbour among `neighbours` nearest (or any member w.p. random_partner_prob), Gaussian
   # mutation (mutation_prob per member; mutation_std on each conv-kernel element w.p.
   # mutation_rate), MOEA/D replacement (max_replacements) on the validation metric of the
@@ -227,7 +229,8 @@ def base_config() -> ml_collections.ConfigDict:
       size=5, freeze_first=True, neighbours=3, random_partner_prob=0.3, crossover_prob=0.9,
       eta=20.0, mutation_prob=0.2, mutation_rate=0.02, mutation_std=0.03, max_replacements=1,
       fitness_examples=500, member_loop="auto", objectives="degradations", critic_width=16,
-      critic_depth=3, critic_lr=1e-4, perception_fitness="gradient_w1"))
+      critic_depth=3, critic_lr=1e-4, perception_fitness="gradient_w1", evolve_every=1,
+      generations=1))
   # EA-Adam's fusion network over the frozen members (method 'ea_adam_fusion'): a mixing
   # predictor of `width` channels trained on combined degradations, then baked with the
   # mixing weights averaged over `calibration_batches` validation batches.

@@ -134,7 +134,7 @@ def _check_ea_adam(block, check) -> None:
   if block.get("objectives") == "perception":
     check("task", lambda v: v == "restoration",
           "'restoration' for ea_adam.objectives='perception' (its objectives score images)")
-  for name in ("critic_width", "critic_depth"):
+  for name in ("critic_width", "critic_depth", "evolve_every", "generations"):
     check(f"ea_adam.{name}", lambda v: _is_int(v) and v >= 1, "an integer >= 1")
   check("ea_adam.perception_fitness", lambda v: v in PERCEPTION_FITNESS,
         f"one of {PERCEPTION_FITNESS}")

@@ -75,3 +75,30 @@ def test_a_crash_after_an_evolutionary_epoch_resumes_exactly(tmp_path):
                           jax.tree.leaves(resumed)):
     np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(path))
   assert (tmp_path / "crashed" / "pareto.json").exists()
+
+
+def test_evolve_every_and_generations_as_the_official_schedule():
+  # The official code evolves after every 10th Adam epoch, 200 generations at a time:
+  # `evolve_every` Adam epochs pass untouched, then `generations` generations run, each
+  # on the members and fitness the last left: the same as that many one-generation
+  # epochs, each scoring its members afresh.
+  from fdjax.population.evolution import evolutionary_epoch
+
+  _, population = _members()
+  evolution = init_evolution(jax.random.PRNGKey(9), preference_vectors(P, M),
+                             np.array([False, True, True]))
+  state = create_population_state(population, optax.adam(1e-2), jax.random.PRNGKey(1),
+                                  evolution, make_mesh())
+  hook = evolution_hook(_score, EVOLUTION, ("a", "b"), higher_is_better=False, evolve_every=2,
+                        generations=3)
+  untouched, metrics = hook(state, 0)
+  assert untouched is state and metrics == {}
+  evolved, metrics = hook(state, 1)
+  assert int(evolved.evolution.generation) == 3 and len(metrics["member_metric"]) == P
+  expected = state
+  for _ in range(3):
+    expected, _ = evolutionary_epoch(expected, _score, EVOLUTION)
+  assert int(np.sum(expected.evolution.replaced)) > 0
+  for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(expected)[0],
+                          jax.tree.leaves(evolved)):
+    np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(path))

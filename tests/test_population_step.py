@@ -81,3 +81,33 @@ def test_population_axis_shards_over_a_mesh(run_on_eight_cpu_devices):
   """Members split over a 'population' mesh axis train exactly as on one device
   (tests/population_sharding_check.py on 8 simulated CPU devices)."""
   run_on_eight_cpu_devices("population_sharding_check.py", "population sharding OK")
+
+
+class RegularizedTinyNet(TinyNet):
+  """TinyNet that asks for a regularizer, 0.1 x the conv kernel's sum of squares (as
+  MEASNet's balance loss reaches every training loss through ``features``)."""
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    logits, features = TinyNet.__call__(self, x, train)
+    kernel = self.variables["params"]["Conv_0"]["kernel"]
+    return logits, {**features, "regularizer": 0.1 * jnp.sum(kernel ** 2)}
+
+
+def test_each_objective_carries_the_models_regularizer():
+  # The population step differentiates each objective's loss apart: a regularizer added
+  # to the reported mean only (MEASNet's balance loss under ea_adam) got no gradient.
+  task = ClassificationTask("unit", NO_AUGMENT)
+  variables = TinyNet().init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 3)), train=False)
+  rng = np.random.default_rng(0)
+  batch = {"image": rng.integers(0, 256, (6, 8, 8, 3)).astype(np.uint8),
+           "label": rng.integers(0, 3, 6).astype(np.int32)}
+  losses = {}
+  for model in (TinyNet(), RegularizedTinyNet()):
+    loss_fn = share_losses(model, task, lambda k, x: x, 2)
+    _, (_, metrics) = loss_fn(variables["params"], variables["batch_stats"], batch,
+                              jax.random.PRNGKey(1))
+    losses[type(model).__name__] = np.asarray(metrics["task_losses"])
+  kernel = np.asarray(variables["params"]["Conv_0"]["kernel"], np.float64)
+  np.testing.assert_allclose(losses["RegularizedTinyNet"] - losses["TinyNet"],
+                             [0.1 * np.sum(kernel ** 2)] * 2, rtol=1e-5)

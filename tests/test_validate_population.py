@@ -26,6 +26,8 @@ BAD = [
                                          "'classification'"),
     ("ea_adam.critic_width", 0, "ea_adam.critic_width must be an integer >= 1, got 0"),
     ("ea_adam.critic_depth", 1.5, "ea_adam.critic_depth must be an integer >= 1, got 1.5"),
+    ("ea_adam.evolve_every", 0, "ea_adam.evolve_every must be an integer >= 1, got 0"),
+    ("ea_adam.generations", 2.5, "ea_adam.generations must be an integer >= 1, got 2.5"),
     ("ea_adam.critic_lr", -1e-4, "ea_adam.critic_lr must be a finite number > 0"),
     ("ea_adam.size", 2.5, "ea_adam.size must be an integer >= 2"),
     ("ea_adam.neighbours", 4, "ea_adam.neighbours must be an integer in 2..ea_adam.size=3 "

@@ -98,7 +98,8 @@ def _stage(runner) -> dict:
   values = family.values(int(cfg.fitness_examples))
   hook = evolution_hook(lambda stacked: -values(stacked), EvolutionConfig.from_config(cfg),
                         family.names, higher_is_better=True, ref=family.ref,
-                        report_path=os.path.join(ctx.stage_dir(NAME), "pareto.json"))
+                        report_path=os.path.join(ctx.stage_dir(NAME), "pareto.json"),
+                        evolve_every=int(cfg.evolve_every), generations=int(cfg.generations))
   recipe = Recipe(family.loss_fn, init=stack_members([runner.get("clean")] * size),
                   shares=family.shares,
                   model=StackedModel(ctx.model, size),

@@ -75,10 +75,11 @@ def combine(expert_outputs, gates):
 
 
 def channel_share(module: nn.Module, shared, mixed, router_x, channels: int):
-  """MUIRF's channel-level sharing (CPSM), per image b and channel c:
+  """MUIRF's channel-level sharing (CPSM) as fdjax reads it, per image b and channel c:
   ``g * shared + (1 - g) * mixed`` with ``g [B, C] = sigmoid(Dense(GAP(router_x)))``
   (parameters ``channel_gate/{kernel, bias}``, kernel zero at init: ``g = 0.5``).
-  Returns ``(out, g)``."""
+  Returns ``(out, g)``. A soft gate on the block's output channels, not MUIRF's
+  shallow-feature MoE choosing which convolution weight channels to share."""
   pooled = jnp.mean(router_x.astype(jnp.float32), axis=(1, 2))
   g = nn.sigmoid(nn.Dense(channels, kernel_init=nn.initializers.zeros,
                           name="channel_gate")(pooled))   # [B, C]

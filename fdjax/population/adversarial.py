@@ -33,6 +33,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from fdjax.train.objectives import with_regularizer
+
 DISTORTION, PERCEPTION = "distortion", "perception"
 
 
@@ -92,13 +94,14 @@ def adversarial_loss(model, task, degrade, discriminator: Discriminator,
   (``fdjax.population.gradients.population_grad_fn``):
   ``loss_fn(params, carry, batch, key) -> (loss, (carry, metrics))`` with ``carry``
   ``{'batch_stats', 'critic'}`` and ``metrics['task_losses']`` = ``[L1, L_G]``
-  (objectives distortion, perception); ``loss`` is their mean (reported only: the
+  (objectives distortion, perception), each plus the model's ``features['regularizer']``
+  when it returns one; ``loss`` is their mean (reported only: the
   population step differentiates each objective separately). Also reports
   ``d_loss`` (before the discriminator's update) and the task's training metrics."""
 
   def loss_fn(params, carry, batch, key):
     student_input, target, _ = task.views(key, batch, degrade)
-    (outputs, _), updates = model.apply(
+    (outputs, features), updates = model.apply(
         {"params": params, "batch_stats": carry["batch_stats"]}, task.model_input(student_input),
         train=True, mutable=["batch_stats"])
     real = task.model_input(target)
@@ -114,8 +117,9 @@ def adversarial_loss(model, task, degrade, discriminator: Discriminator,
     d_params = jax.lax.stop_gradient(optax.apply_updates(critic["params"], d_updates))
     real_logits = jax.lax.stop_gradient(discriminator.apply({"params": d_params}, real))
     fake_logits = discriminator.apply({"params": d_params}, outputs)
-    losses = jnp.stack([jnp.mean(task.per_example_loss(outputs, target)),
-                        ragan_g_loss(real_logits, fake_logits)])
+    # The model's regularizer (MEASNet's balance loss) in both objectives, as share_losses.
+    losses = with_regularizer(jnp.stack([jnp.mean(task.per_example_loss(outputs, target)),
+                                         ragan_g_loss(real_logits, fake_logits)]), features)
     new_carry = {"batch_stats": updates["batch_stats"],
                  "critic": {"params": d_params, "opt_state": d_opt_state}}
     return jnp.mean(losses), (new_carry, {"task_losses": losses, "d_loss": d_loss,

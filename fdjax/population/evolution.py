@@ -150,16 +150,22 @@ def evolve(key: jax.Array, population: dict, fitness, state: EvolutionState,
   return population, state
 
 
-def evolutionary_epoch(train_state, score: Callable, cfg: EvolutionConfig):
+def evolutionary_epoch(train_state, score: Callable, cfg: EvolutionConfig,
+                       generations: int = 1):
   """A population train state (``fdjax.population.state.PopulationState``) after one
-  evolutionary epoch: its evolution key is split (the new key kept in the state), the
-  current members scored, ``evolve`` run. Returns ``(train_state, info)`` with
-  ``info``: ``fitness`` before and after, and the source index per slot."""
+  evolutionary epoch of ``generations`` generations: the current members scored, then per
+  generation the evolution key split (the new key kept in the state) and ``evolve`` run on
+  the members and fitness the last one left (the official code's EA epoch runs 200).
+  Returns ``(train_state, info)`` with ``info``: ``fitness`` before and after."""
   evolution = train_state.evolution
-  rng, key = jax.random.split(jnp.asarray(evolution.rng, jnp.uint32))
   population = {"params": train_state.params, "batch_stats": train_state.batch_stats}
   before = np.asarray(score(population), np.float64)
-  population, evolution = evolve(key, population, before, evolution.replace(rng=rng), score, cfg)
+  fitness = before
+  for _ in range(generations):
+    rng, key = jax.random.split(jnp.asarray(evolution.rng, jnp.uint32))
+    population, evolution = evolve(key, population, fitness, evolution.replace(rng=rng), score,
+                                   cfg)
+    fitness = np.asarray(evolution.fitness, np.float64)
   new_state = train_state.replace(params=population["params"],
                                   batch_stats=population["batch_stats"], evolution=evolution)
   return new_state, {"fitness_before": before.tolist(),

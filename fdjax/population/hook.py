@@ -1,8 +1,9 @@
 """The evolutionary epoch as ``fit``'s epoch hook, and the per-epoch Pareto record.
 
 ``evolution_hook(score, cfg, objectives)`` returns ``on_epoch_end(state, epoch) ->
-(state, metrics)`` for ``fdjax.train.fit``: one ``evolutionary_epoch`` on the
-``PopulationState`` (its evolution key is in the state, so a resumed run evolves
+(state, metrics)`` for ``fdjax.train.fit``: after every ``evolve_every``-th Adam epoch
+(default every one; the official code: 10), one ``evolutionary_epoch`` of ``generations``
+generations (default 1; the official code: 200) on the ``PopulationState`` (its evolution key is in the state, so a resumed run evolves
 exactly as an uninterrupted one), the new state placed like the old one, and the
 Pareto report of the members' metrics (``score`` negated back when it minimises a
 higher-is-better metric) as metrics for ``metrics.jsonl``; with ``report_path`` the
@@ -24,11 +25,14 @@ from fdjax.population.pareto import pareto_report
 
 def evolution_hook(score: Callable, cfg: EvolutionConfig, objectives: Sequence[str], *,
                    higher_is_better: bool = True, report_path: str | None = None,
-                   ref: Sequence[float] | None = None):
+                   ref: Sequence[float] | None = None, evolve_every: int = 1,
+                   generations: int = 1):
   sign = -1.0 if higher_is_better else 1.0
 
   def on_epoch_end(state, epoch: int):
-    new_state, info = evolutionary_epoch(state, score, cfg)
+    if (epoch + 1) % evolve_every:
+      return state, {}   # an Adam epoch with no evolutionary epoch after it
+    new_state, info = evolutionary_epoch(state, score, cfg, generations)
     new_state = jax.tree.map(lambda new, old: jax.device_put(new, old.sharding), new_state, state)
     metric = sign * np.asarray(info["fitness"])
     report = pareto_report(metric, objectives, ref=ref)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from fdjax.train.objectives import with_regularizer
+
 CLEAN = "clean"
 
 
@@ -39,15 +41,19 @@ def clean_and_combined(plan):
 def share_losses(model, task, degrade, num_objectives: int):
   """A single member's loss function for the step (``fdjax.train.step`` signature) with
   ``metrics['task_losses']`` = the task loss averaged over each of ``num_objectives``
-  equal shares of the batch."""
+  equal shares of the batch, each plus the model's ``features['regularizer']`` when it
+  returns one (``fdjax.train.objectives.with_regularizer``)."""
 
   def loss_fn(params, batch_stats, batch, key):
     student_input, target, _ = task.views(key, batch, degrade)
-    (outputs, _), updates = model.apply(
+    (outputs, features), updates = model.apply(
         {"params": params, "batch_stats": batch_stats}, task.model_input(student_input),
         train=True, mutable=["batch_stats"])
     per_example = task.per_example_loss(outputs, target)
-    losses = jnp.mean(per_example.reshape(num_objectives, -1), axis=1)
+    # The model's own regularizer (MEASNet's balance loss) in every objective: the step
+    # differentiates each objective apart, so a term outside them would get no gradient.
+    losses = with_regularizer(jnp.mean(per_example.reshape(num_objectives, -1), axis=1),
+                              features)
     return jnp.mean(losses), (updates["batch_stats"],
                               {"task_losses": losses, **task.train_metrics(outputs, target)})
 

@@ -54,7 +54,8 @@ ADDED_FIELDS = {"restoration.image_prior": "none", "restoration.prior_context": 
                 "block.optimizer.ema_decay": 0.0, "block.optimizer.warmup_epochs": 0,
                 "block.optimizer.clip_norm": 0.0,
                 "block.homogenize@fusiondistill": "none",   # the 'moe' block always had it
-                "augment.cutout_fill": "black"}
+                "augment.cutout_fill": "black",
+                "block.evolve_every@ea_adam": 1, "block.generations@ea_adam": 1}
 # Config-wide fields (top-level keys of a stage's fields, from its ``uses``) that the
 # stage's own block field replaces when that is set (not ''): the config-wide value then
 # does not change the stage's result, so it leaves the stage's fields and changing it
