@@ -92,9 +92,15 @@ def test_student_gradient_flows_but_teachers_are_frozen():
 
 
 def test_combined_batch_degrades_each_share_with_its_own_degradation():
+  # Flat grey in: share 0 (awgn) must come out with values other than 0, 128 and 255,
+  # share 1 (sapn) with only those and some 0 or 255. (The test used to check the shape
+  # only: a combined degradation that returned its input, or swapped them, passed.)
   images = jnp.full((8, 8, 8, 3), 128, jnp.uint8)
-  out = np.asarray(LevelPlan(("jpeg", "sapn")).combined()(jax.random.key(0), images))
+  out = np.asarray(LevelPlan(("awgn", "sapn")).combined()(jax.random.key(0), images))
   assert out.shape == images.shape
+  noisy, salted = out[:4], out[4:]
+  assert np.isin(noisy, (0, 128, 255), invert=True).any()
+  assert set(np.unique(salted)) <= {0, 128, 255} and (salted != 128).any()
   with pytest.raises(ValueError, match="equal shares"):
     LevelPlan(("jpeg", "blur", "awgn")).combined()(jax.random.key(0), images)
 

@@ -19,7 +19,10 @@ degradation, so when any degradation has them each share draws on its own pool
   an epoch and a larger one a random subset of its examples (another each epoch).
 
 Without real pairs every pool is the clean tiles: the split is ``S`` copies of them in one
-shuffled order (``repeat``), as it always was.
+shuffled order (``repeat``), as it always was. Unlike the reference (one loader per
+degradation, so each image meets every degradation once per epoch), an image then meets
+a given degradation once per epoch only on average (BUILD_NOTES.md, "Faithfulness to the
+reference").
 """
 
 from __future__ import annotations
