@@ -82,12 +82,21 @@ def test_the_epoch_order_is_a_function_of_seed_and_epoch_so_resuming_repeats_it(
   assert not np.array_equal(whole, rows(seed=3, epoch=3))
 
 
-def test_without_real_pairs_the_shares_share_one_shuffled_pool_as_before():
+def test_without_real_pairs_every_example_meets_every_degradation_once_an_epoch():
+  # As the reference's one loader per degradation: each share its own permutation of
+  # the whole split. (Three copies shuffled as one list gave an example one
+  # degradation twice and another not at all in most epochs.)
   data = _dataset(rain=0, haze=0)
   split = training_data(data, NAMES, 3)
-  assert isinstance(split, ImageSet) and len(split) == 36 == training_size(data, NAMES, 3)
-  counts = np.bincount(split.images[:, 0, 0, 0], minlength=12)
-  assert list(counts) == [3] * 12   # three copies of every tile, any share
+  assert isinstance(split, ShareSplits) and len(split) == 36 == training_size(data, NAMES, 3)
+  for epoch in range(5):
+    numbers = [[] for _ in NAMES]
+    for batch in train_batches(split, 3 * 4, seed=1, epoch=epoch):   # 3 batches of 3 x 4
+      for share, rows in enumerate(np.split(np.asarray(batch["image"])[:, 0, 0, 0], 3)):
+        numbers[share].extend(rows)
+    for share in numbers:
+      assert sorted(share) == list(range(12))
+    assert numbers[0] != numbers[1] != numbers[2]   # each share its own order
   # one share: the expert's split (its pairs repeated to half the examples)
   assert len(training_data(_dataset(), ("rain",), 1)) == 12 + 2 * 6 == training_size(
       _dataset(), ("rain",), 1)

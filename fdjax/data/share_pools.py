@@ -18,11 +18,12 @@ degradation, so when any degradation has them each share draws on its own pool
   j = 0, 1, ...), so a pool smaller than the mean shows some of its examples twice in
   an epoch and a larger one a random subset of its examples (another each epoch).
 
-Without real pairs every pool is the clean tiles: the split is ``S`` copies of them in one
-shuffled order (``repeat``), as it always was. Unlike the reference (one loader per
-degradation, so each image meets every degradation once per epoch), an image then meets
-a given degradation once per epoch only on average (BUILD_NOTES.md, "Faithfulness to the
-reference").
+Without real pairs every pool is the whole training split, and each share draws its own
+permutation of it: in an epoch every example meets every degradation once (the last
+``N mod b`` of each share's order dropped), as the reference's one loader per degradation
+gives. (Until 2026-12-06, night, ``S`` copies of the split shuffled as one list: an example
+met a given degradation once per epoch only on average; stage fingerprints tell the two
+apart.)
 """
 
 from __future__ import annotations
@@ -31,9 +32,11 @@ import dataclasses
 
 import numpy as np
 
-from fdjax.data.splits import Dataset, ImageSet, _pair_repeats, repeat, with_pairs
+from fdjax.data.splits import Dataset, ImageSet, _pair_repeats, with_pairs
 
-POOLS = "own"   # each share's real pairs are its degradation's (stage fingerprints)
+# Each share draws on its own pool: its degradation's real pairs, and its own permutation
+# of the clean examples (stage fingerprints, ``fdjax.study.fingerprint``).
+POOLS = "own"
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -76,14 +79,14 @@ class ShareSplits:
 
 def training_data(dataset: Dataset, names: tuple[str, ...] = (), shares: int = 1):
   """What a stage with ``shares`` shares and the real pairs of ``names`` trains on: an
-  ``ImageSet`` (one share: ``dataset.training_split(names)``; several without real
-  pairs: ``shares`` copies of the clean tiles) or a ``ShareSplits`` (several shares, some
-  with real pairs: ``names`` must then name the shares, in order)."""
+  ``ImageSet`` (one share: ``dataset.training_split(names)``) or a ``ShareSplits``
+  (several shares, each its own pool: without real pairs the whole training split for
+  each; with some, ``names`` must name the shares, in order)."""
   if shares == 1:
     return dataset.training_split(names)
   paired = [n for n in names if n in dataset.train_pairs]
   if not paired:
-    return repeat(dataset.train, shares)
+    return ShareSplits(dataset.train, tuple(np.arange(len(dataset.train)) for _ in range(shares)))
   if len(names) != shares:
     raise ValueError(f"{shares} shares with real pairs need one degradation per share, "
                      f"got {list(names)}")

@@ -189,7 +189,7 @@ def stage_fields(ctx, stage, upstream: Mapping[str, str], *, rule: int = 0) -> d
       "seed": ctx.seed, "upstream": dict(upstream)}
   if "restoration" in config:  # the restoration task's options and data fields
     # Only stages that train on real pairs (``Stage.pair_names``) depend on how the
-    # pairs are turned (rotate_real: with rot90 only) and, with shares, pooled.
+    # pairs are turned (rotate_real: with rot90 only).
     real = any(n in ctx.dataset.train_pairs for n in stage.pair_names(ctx))
     turned = real and config.restoration.get("rot90", True)
     fields["restoration"] = {k: v for k, v in config.restoration.items()
@@ -198,8 +198,9 @@ def stage_fields(ctx, stage, upstream: Mapping[str, str], *, rule: int = 0) -> d
     fields["data"].update({k: config.data[k] for k in RESTORATION_DATA if k in config.data})
     if config.data.validation_fraction:   # runs before 2026-12-06 held out tiles
       fields["data"]["validation_unit"] = restoration_sets.VALIDATION_UNIT
-    if real and stage.shares > 1:   # runs before 2026-12-07 put any pair in any share
-      fields["data"]["share_pools"] = share_pools.POOLS
+  if stage.shares > 1:   # each share its own pool (fdjax.data.share_pools): before, real
+    # pairs went to any share, and without them the shares split one shuffled list
+    fields["data"]["share_pools"] = share_pools.POOLS
   if stage.block is not None:
     fields.update(block=config[stage.block], augment=config.augment,
                   batch_size=config.batch_size, selection=config.selection)
