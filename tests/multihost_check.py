@@ -12,8 +12,8 @@ the same 12 stopped after 8 steps and resumed from the step-8 checkpoint
 that only process 1 receives, during step 2, and resumed (``WORKDIR/multi/preempted``:
 both processes must stop at the step JAX's preemption service agrees on), and stopped
 by a time limit of 0 s (``WORKDIR/multi/timed``). Also checks that a workdir not shared
-by the processes is refused, that a write failing in process 0 stops both, that each process built only its own rows of the first
-global batch and that those are the rows a one-process run takes, and the sharded test
+by the processes is refused, that a write failing in process 0 stops both, that each
+process built only its own rows of the first global batch and that those are the rows a one-process run takes, and the sharded test
 accuracy against an unbatched forward pass. Writes ``WORKDIR/<run>.<process>.npz``
 (every parameter and BatchNorm statistic of the runs, the accuracy, where the stopped
 runs stopped) and prints ``OK``.

@@ -10,8 +10,9 @@ gathering each image's expert weights, or Switch-style per-expert buffers with
 capacity factor 1.0, which drop images beyond an expert's capacity), it
 prints: parameters, parameters active per image, XLA's inference FLOPs per image
 (from the compiled program at batch 1) and measured images/s at ``--batch`` (median of
-``--repeats``, the models taking turns), each relative to the dense student. Variables are random (cost does not depend on them),
-with experts initialised from distinct random dense models so that routing spreads.
+``--repeats``, the models taking turns), each relative to the dense student. Variables
+are random (cost does not depend on them), with experts initialised from distinct
+random dense models so that routing spreads.
 With ``--workdir`` (a finished run with ``fusiondistill`` and ``fusiondistill_moe``):
 that run's dense FusionDistill student and its trained MoE student instead (depth,
 experts and image shape from the run; ``--depth``/``--experts`` ignored); inputs stay

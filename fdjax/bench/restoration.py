@@ -105,7 +105,7 @@ def torch_train_runner(args):
   device = torch_device()
   torch.manual_seed(0)
   model = torch_unet.UNet(args.width, args.depth).train().to(device)
-  opt = torch.optim.RAdam(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)   # coupled L2, as fdjax's
+  opt = torch.optim.RAdam(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)   # coupled L2
   images, targets = torch.rand(2, args.batch, 3, args.patch, args.patch, device=device)
   # --dtype bfloat16: PyTorch's mixed precision too (fp32 weights, bf16 compute), as fdjax's
   autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=args.dtype == "bfloat16")

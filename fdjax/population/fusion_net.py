@@ -7,9 +7,10 @@ BatchNorm scales, offsets and running statistics alike), with one mixing vector
 two strided convolutions, global average pooling, a two-layer MLP, softmax) from the
 model input. One vector for every layer: the official code (``Dynamic_conv2d`` in
 EA-Adam's ``srresnet_dynamic``) predicts one per layer from that layer's input; a single
-vector is what lets the network bake into one static model. Only the predictor trains. Baking: ``alpha`` averaged over a calibration
-set gives ONE static model ``sum_p mean(alpha)_p theta_p`` with no extra inference
-cost; it is exactly the dynamic network run with the averaged mixing weights for every
+vector is what lets the network bake into one static model. Only the predictor trains.
+Baking: ``alpha`` averaged over a calibration set gives ONE static model
+``sum_p mean(alpha)_p theta_p`` with no extra inference cost; it is exactly the dynamic
+network run with the averaged mixing weights for every
 image (tested).
 
 Variables: the predictor's ``{'params': ...}``; the members ``{'params',

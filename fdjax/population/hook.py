@@ -3,8 +3,9 @@
 ``evolution_hook(score, cfg, objectives)`` returns ``on_epoch_end(state, epoch) ->
 (state, metrics)`` for ``fdjax.train.fit``: after every ``evolve_every``-th Adam epoch
 (default every one; the official code: 10), one ``evolutionary_epoch`` of ``generations``
-generations (default 1; the official code: 200) on the ``PopulationState`` (its evolution key is in the state, so a resumed run evolves
-exactly as an uninterrupted one), the new state placed like the old one, and the
+generations (default 1; the official code: 200) on the ``PopulationState`` (its
+evolution key is in the state, so a resumed run evolves exactly as an uninterrupted
+one), the new state placed like the old one, and the
 Pareto report of the members' metrics (``score`` negated back when it minimises a
 higher-is-better metric) as metrics for ``metrics.jsonl``; with ``report_path`` the
 latest report is also written there as JSON; ``ref``: the hypervolume's reference point
