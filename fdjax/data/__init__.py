@@ -6,7 +6,8 @@
 * ``load(source, ...) -> Dataset`` with sources 'digits[:<size>]', 'folder:<dir or .tar.gz>'
   and 'tfds:<name>' (``fdjax.data.sources``);
 * ``training_data`` / ``training_size``: what a stage with shares trains on
-  (``fdjax.data.share_pools``: one pool per share when real pairs are mixed in);
+  (``fdjax.data.share_pools``: one pool per share, its own permutation, and its own
+  degradation's real pairs when there are any);
 * ``train_batches`` / ``eval_batches`` / ``num_batches`` / ``epoch_order``
   (``fdjax.data.batching``);
 * ``random_flip`` / ``random_crop`` / ``cutout`` on device (``fdjax.data.augment``).

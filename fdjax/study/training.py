@@ -55,8 +55,8 @@ class Recipe:
   (may return a new state); when given, it replaces ``selection='val'`` and the stage
   keeps its last state. pairs: degradations whose real training pairs
   (``Dataset.train_pairs``, restoration) join the training split
-  (``fdjax.data.share_pools.training_data``: with several shares, each share draws on
-  the clean tiles and its own degradation's pairs). shared_step: stages with the same (hashable) value and
+  (``fdjax.data.share_pools.training_data``: with several shares, each share draws its
+  own permutation of the clean tiles and its own degradation's pairs). shared_step: stages with the same (hashable) value and
   the same optimizer schedule reuse ONE compiled train step within a run (the experts:
   one compilation instead of one per degradation); their ``loss_fn`` must then be one
   function that reads whatever differs between them from ``frozen``.
