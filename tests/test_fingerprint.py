@@ -386,3 +386,26 @@ def test_an_opt_in_metric_changes_no_stage_and_older_records_stay_the_same_stage
   assert 1 in fingerprint.OLDER_RULES
   config.restoration.extra_metrics = "niqe"
   assert fingerprint.stage_fields(ctx, stage, {}) == today
+
+
+def test_ea_adam_stages_of_a_measnet_model_trained_without_its_balance_loss_retrain():
+  # Before 2026-12-06, late night, EA-Adam's per-objective losses left out MEASNet's
+  # balance loss (no gradient); a one-share ea_adam stage's other fields did not change.
+  import types
+  from fdjax.config_restoration import restoration_config
+  from fdjax.degradations.plan import LevelPlan
+  from fdjax.study.runner import Stage
+
+  config = restoration_config()
+  config.data.validation_fraction = 0.0
+  dataset = types.SimpleNamespace(name="sets", train=[0] * 4, validation=None, train_pairs={})
+  ctx = types.SimpleNamespace(config=config, dataset=dataset, seed=0, plan=LevelPlan(("sr",)),
+                              degradations=("sr",))
+  stage = Stage("ea_adam", (), None, block="ea_adam", shares=1, pairs=False)
+  config.restoration.model = "unet"
+  assert "objective_regularizer" not in fingerprint.stage_fields(ctx, stage, {})
+  config.restoration.model = "measnet"
+  fields = fingerprint.stage_fields(ctx, stage, {})
+  before = {k: v for k, v in json.loads(json.dumps(fields, default=str)).items()
+            if k != "objective_regularizer"}
+  assert fingerprint.differences(before, fields) == ["objective_regularizer: (absent) -> True"]

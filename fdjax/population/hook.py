@@ -32,7 +32,7 @@ def evolution_hook(score: Callable, cfg: EvolutionConfig, objectives: Sequence[s
 
   def on_epoch_end(state, epoch: int):
     if (epoch + 1) % evolve_every:
-      return state, {}   # an Adam epoch with no evolutionary epoch after it
+      return {}   # an Adam epoch with no evolutionary epoch after it: the state as it is
     new_state, info = evolutionary_epoch(state, score, cfg, generations)
     new_state = jax.tree.map(lambda new, old: jax.device_put(new, old.sharding), new_state, state)
     metric = sign * np.asarray(info["fitness"])

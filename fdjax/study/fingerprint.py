@@ -201,6 +201,11 @@ def stage_fields(ctx, stage, upstream: Mapping[str, str], *, rule: int = 0) -> d
   if stage.shares > 1:   # each share its own pool (fdjax.data.share_pools): before, real
     # pairs went to any share, and without them the shares split one shuffled list
     fields["data"]["share_pools"] = share_pools.POOLS
+  if (stage.block == "ea_adam" and config.get("task") == "restoration"
+      and config.restoration.get("model") == "measnet"):
+    # MEASNet's balance loss reached EA-Adam's objectives only from 2026-12-06, late night
+    # (before, it got no gradient there): such stages trained without it retrain.
+    fields["objective_regularizer"] = True
   if stage.block is not None:
     fields.update(block=config[stage.block], augment=config.augment,
                   batch_size=config.batch_size, selection=config.selection)
