@@ -77,10 +77,13 @@ def _damage_data(directory) -> None:
 
 
 def _settle(seen) -> list:
-  """Lets reads still in flight finish, then the late tracebacks among ``seen``."""
-  for _ in range(20):
-    time.sleep(0.05)
-    gc.collect()
+  """Lets reads still in flight finish, then the late tracebacks among ``seen``. Two
+  collections, not one per wait: in a suite worker full of compiled programs each full
+  collection takes a quarter of a second or more."""
+  time.sleep(1.0)
+  gc.collect()
+  time.sleep(0.1)
+  gc.collect()
   return [u for u in seen if "Event loop is closed" in str(u.exc_value)]
 
 
