@@ -6,9 +6,15 @@ Layout under the cache root (``cache_dir``, else ``$FDJAX_CACHE``, else
     <archive stem>-<key>/tree/...   the extracted archive, as is
     <archive stem>-<key>/decoded-v2/  decoded arrays, written by fdjax.data.folder
 
-``key`` hashes the archive's size, modification and status-change times, so a replaced
-archive (even one copied with its size and mtime) gets a
-fresh entry. Extraction is atomic: the archive is unpacked into a hidden temporary
+``key`` hashes the archive's size, modification time, device and inode: a replaced
+archive (a new file, even one copied with its size and mtime) gets a fresh entry, while a
+``chmod`` or a ``mv`` within the file system keeps the entry (the status-change time,
+hashed until 2026-12-07, changed with both and left a full copy behind each time). Each
+entry records the archive's resolved path in ``<entry>/origin``; once a new entry of
+that path is published, the entries it superseded (same origin, a different key, not
+modified for ``stale.FOREIGN_AGE_S``: a run started on the old archive may still read
+them) are deleted. An entry whose ``tree/`` a user deleted to save space is extracted
+again in place. Extraction is atomic: the archive is unpacked into a hidden temporary
 directory ``.<stem>-<key>@<host>@<pid>@<random>.partial`` in the cache root that is
 renamed to ``<stem>-<key>`` only when complete, so a crash never leaves a
 half-extracted entry. Such a directory left by a killed run is never read; the next
@@ -18,10 +24,12 @@ half-extracted entry. Such a directory left by a killed run is never read; the n
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
 import shutil
 import tarfile
+import time
 from pathlib import Path, PurePosixPath
 
 from fdjax.data import stale
@@ -53,9 +61,35 @@ def cache_root(cache_dir: str | None = None) -> Path:
 
 def entry_dir(archive: Path, root: Path) -> Path:
   """Where ``archive`` is (or will be) extracted: ``root/<stem>-<key>``."""
-  st = archive.stat()   # ctime: no copy that keeps the size and the mtime keeps it too
-  key = hashlib.sha1(f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}".encode()).hexdigest()[:12]
+  st = archive.stat()   # inode and device: a copy that keeps the size and the mtime differs
+  key = hashlib.sha1(f"{st.st_size}:{st.st_mtime_ns}:{st.st_dev}:{st.st_ino}".encode()
+                     ).hexdigest()[:12]
   return root / f"{stem(archive)}-{key}"
+
+
+ORIGIN = "origin"   # <entry>/origin: the archive's resolved path
+
+
+def record_origin(entry: Path, origin: str) -> None:
+  """Writes ``origin`` (the resolved path of what ``entry`` caches: an archive, a folder)
+  into ``<entry>/origin`` and deletes the other entries of that origin in the same cache
+  root that no run has touched for ``stale.FOREIGN_AGE_S``: the caches of its earlier
+  versions. ``entry``'s name is ``<prefix>-<key>``; the others share the prefix."""
+  try:
+    if not (entry / ORIGIN).is_file():
+      (entry / ORIGIN).write_text(origin)
+  except OSError:    # a read-only cache is still read: nothing recorded, nothing pruned
+    return
+  now = time.time()
+  for other in entry.parent.glob(f"{glob.escape(entry.name.rsplit('-', 1)[0])}-*"):
+    try:
+      if (other == entry or not other.is_dir()
+          or (other / ORIGIN).read_text() != origin
+          or now - other.stat().st_mtime < stale.FOREIGN_AGE_S):
+        continue
+    except OSError:   # no origin file (another archive, or an older fdjax's entry)
+      continue
+    shutil.rmtree(other, ignore_errors=True)
 
 
 def _safe_extract(tar: tarfile.TarFile, dest: Path) -> None:
@@ -81,6 +115,7 @@ def extract(archive: Path, root: Path) -> Path:
   if (entry / "tree").is_dir():
     return entry
   root.mkdir(parents=True, exist_ok=True)
+  origin = str(archive.resolve())
   tmp = stale.make_temp_dir(root, f".{entry.name}", PARTIAL)
   try:
     try:
@@ -89,10 +124,14 @@ def extract(archive: Path, root: Path) -> Path:
     except (tarfile.TarError, EOFError, OSError) as e:  # incl. tarfile.FilterError
       raise DataError(f"cannot extract archive {archive}: {e}") from e
     try:
-      os.rename(tmp, entry)  # atomic publish
-    except OSError:
+      if entry.is_dir():   # its tree/ deleted (decoded arrays kept): put a new one in place
+        os.rename(tmp / "tree", entry / "tree")
+      else:
+        os.rename(tmp, entry)  # atomic publish
+    except OSError as e:
       if not (entry / "tree").is_dir():  # not a lost race with another process
-        raise
+        raise DataError(f"cannot publish the extraction of {archive} as {entry}: {e}") from e
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
+  record_origin(entry, origin)
   return entry

@@ -13,7 +13,9 @@ that are not splits) are left out with a warning naming some of them.
 Decoded arrays are cached as ``.npy`` (``decoded-v2/``): next to the extraction for
 archives (see ``fdjax.data.archive``), and under
 ``<cache root>/<folder name>-dir-<listing hash>/`` for plain folders, so a second load
-only reads the arrays. Loads that ask for a subset (``max_per_split``) decode just
+only reads the arrays (a folder's cache records the folder's path in ``origin``; the
+caches of its earlier listings are deleted once a day has passed without a run touching
+them, ``archive.record_origin``). Loads that ask for a subset (``max_per_split``) decode just
 that subset and do not write the cache, but do read a cache that exists. A cache is
 written into a temporary ``.decoded@<host>@<pid>@<random>.partial`` directory and
 renamed into place; such directories left by killed runs are deleted at the next load
@@ -225,8 +227,9 @@ def _discard(dest: Path) -> None:
     shutil.rmtree(aside, ignore_errors=True)
 
 
-def _reader(tree: Tree, cache: Path):
-  """``RawSource.read_images`` for ``tree``: decodes (and caches when complete)."""
+def _reader(tree: Tree, cache: Path, origin: str | None = None):
+  """``RawSource.read_images`` for ``tree``: decodes (and caches when complete; a
+  folder's cache then records its ``origin``, ``archive.record_origin``)."""
 
   def read_images(needed):
     ref_path = tree.files["train"][0]
@@ -246,6 +249,8 @@ def _reader(tree: Tree, cache: Path):
     images = {s: flat[bounds[i]:bounds[i + 1]] for i, s in enumerate(order)}
     if full:
       _save_decoded(cache, {s: (images[s], tree.labels[s]) for s in order}, tree.class_names)
+      if origin is not None and (cache / "meta.json").exists():
+        archive.record_origin(cache.parent, origin)
     return {s: images[s] for s in needed}
 
   return read_images
@@ -271,11 +276,16 @@ def source(path_arg: str, *, cache_dir: str | None = None) -> RawSource:
       raise DataError(f"folder source {path_arg!r}: {path} is a file but not an archive "
                        f"({', '.join(archive.SUFFIXES)}) or a directory")
     name = archive.stem(path)
-    entry = archive.extract(path, root)
+    entry = archive.entry_dir(path, root)
     cache = entry / DECODED
-    _drop_older_versions(cache)
-    stale.remove_stale(entry, ".", PARTIAL)
-    cached = _load_decoded(cache)
+    if entry.is_dir():
+      _drop_older_versions(cache)
+      stale.remove_stale(entry, ".", PARTIAL)
+    cached = _load_decoded(cache)   # enough without the extracted tree (a user may delete it)
+    if cached is None:
+      archive.extract(path, root)
+    else:
+      stale.remove_stale(root, ".", PARTIAL)   # as extract does
     tree = None if cached else scan(find_root(entry / "tree"))
   else:
     name = path.resolve().name
@@ -287,4 +297,5 @@ def source(path_arg: str, *, cache_dir: str | None = None) -> RawSource:
   if cached is not None:
     class_names, arrays = cached
     return in_memory_source(name, class_names, arrays)
-  return RawSource(name, tree.class_names, tree.labels, _reader(tree, cache))
+  origin = None if path.is_file() else str(path.resolve())
+  return RawSource(name, tree.class_names, tree.labels, _reader(tree, cache, origin))

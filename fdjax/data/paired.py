@@ -217,6 +217,15 @@ def load_paired(path: str | Path, *, input_dir: str | None = None,
     raise ConfigError(f"a paired source needs two folder names, its inputs' and its "
                       f"targets' (e.g. rainy,norain), got {input_dir!r}, {target_dir!r}")
   tree, name = _open(path, cache_dir)
+  if tree.name == "tree" and Path(path).expanduser().is_file():
+    try:   # the messages name files of the extraction: say which archive they came from
+      return _load(tree, name, input_dir, target_dir, max_images, select)
+    except DataError as e:
+      raise type(e)(f"{e} (extracted from {Path(path).expanduser()})", hint=e.hint) from None
+  return _load(tree, name, input_dir, target_dir, max_images, select)
+
+
+def _load(tree: Path, name: str, input_dir, target_dir, max_images, select) -> PairedImages:
   wanted = [d for d in (input_dir, target_dir) if d is not None]
   root = _find_root(tree, wanted)
   targets = _images_by_stem(root / target_dir if target_dir else root)

@@ -212,8 +212,9 @@ def load(data, *, patch: int, seed: int = 0) -> Dataset:
                              f"={data.root!r}, relative to {repository()})")
     def read(spec, **dirs):
       name, pattern = split_spec(spec)
-      images = load_paired(_set_path(root, name), cache_dir=cache, select=pattern, **dirs)
-      return modcrop(_first(images, limit), multiple)
+      images = load_paired(_set_path(root, name), cache_dir=cache, select=pattern,
+                           max_images=limit, **dirs)   # only those decoded
+      return modcrop(images, multiple)
 
     train_images = _first(_concat([read(n) for n in parse_list(data.train)]),
                           int(data.get("max_train_images", 0)) or None)
