@@ -24,6 +24,7 @@ from fdjax.errors import ConfigError
 from fdjax.eval import per_image as per_image_lib
 from fdjax.eval import self_ensemble
 from fdjax.eval import plots, report
+from fdjax.json_files import write_json
 from fdjax.lock import workdir_lock
 from fdjax.study import Runner, load_dataset, make_context
 from fdjax.study.runner import closure
@@ -219,12 +220,14 @@ def _file_summary(workdir: str, figures, seeds, images=()) -> str:
 
 def _write_run_info(dataset, workdir: str) -> None:
   """What ``fdjax.load_model`` needs besides the config to rebuild the model."""
-  with open(os.path.join(workdir, "run.json"), "w") as f:
-    json.dump({"dataset": dataset.name, "num_classes": dataset.num_classes,
-               "image_shape": list(dataset.image_shape),
-               "class_names": list(dataset.class_names)}, f, indent=2)
+  write_json(os.path.join(workdir, "run.json"),
+             {"dataset": dataset.name, "num_classes": dataset.num_classes,
+              "image_shape": list(dataset.image_shape),
+              "class_names": list(dataset.class_names)}, indent=2)
 
 
 def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json_best_effort(indent=2))
+  """``config.json``, atomically: a stop signal raises wherever the program is, and
+  ``fdjax.load_model`` reads this file."""
+  write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json_best_effort()),
+             indent=2)

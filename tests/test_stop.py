@@ -154,6 +154,35 @@ def test_sigterm_outside_training_stops_at_once_and_unarmed_runs_ignore_stop():
   assert STOP.poll() is None   # disarmed: fit never stops
 
 
+def test_sigterm_while_reading_saved_weights_is_a_stop_not_a_damaged_file(setup, uninterrupted,
+                                                                          tmp_path, monkeypatch):
+  """A signal outside training raises wherever the program is: inside the reads that report
+  any failure as a damaged file (``CorruptCheckpointError``, whose hint says to delete
+  good work) it must stay a stop."""
+  import orbax.checkpoint as ocp
+
+  from fdjax.train.variables_io import load_variables, save_variables
+
+  host = {"params": {"w": np.arange(3.0, dtype=np.float32)}}
+  save_variables(str(tmp_path / "v"), host)
+  saved = Checkpointer(tmp_path / "c")
+  saved.save(uninterrupted)
+  saved.close()
+
+  def sigterm(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGTERM)
+    for _ in range(1000):   # the handler runs between bytecodes of the main thread
+      sum(range(100))
+  monkeypatch.setattr(ocp.StandardCheckpointer, "restore", sigterm)
+  with armed(), pytest.raises(RunStopped, match="outside training"):
+    load_variables(str(tmp_path / "v"), host)
+  monkeypatch.setattr(ocp.CheckpointManager, "restore", sigterm)
+  checkpointer = Checkpointer(tmp_path / "c")
+  with armed(), pytest.raises(RunStopped, match="outside training"):
+    checkpointer.restore(uninterrupted)
+  checkpointer.close()
+
+
 @pytest.mark.parametrize("text, seconds", [("90s", 90), ("50m", 3000), ("1.5h", 5400),
                                            (" 2 m ", 120), (".5h", 1800)])
 def test_parse_duration(text, seconds):

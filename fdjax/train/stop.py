@@ -53,8 +53,12 @@ from fdjax.console import write_stderr
 EXIT_STOPPED = 75   # sysexits.h EX_TEMPFAIL: a temporary failure, the same command can retry
 
 
-class RunStopped(Exception):
+class RunStopped(BaseException):
   """The run stopped on request (a signal or its time limit); the same command resumes it.
+
+  A ``BaseException``, as ``KeyboardInterrupt``: outside training the signal handler
+  raises it wherever the program is, and code that handles ``Exception`` (a checkpoint
+  read that reports any failure as a damaged file) must let it through.
 
   ``reason``: ``'SIGTERM'``, ``'Ctrl-C'`` or ``'time limit'`` (``'preemption notice'``
   on a process of a multi-process run that did not receive the signal itself);
