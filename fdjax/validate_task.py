@@ -86,6 +86,12 @@ def _restoration_block(config, problems: list[str]) -> None:
       block.get("prior_context", DEFAULTS["prior_context"]))
   if jitter_problem:
     problems.append(jitter_problem)
+  if (block.get("model") == "measnet"
+      and dict(block.get("model_options") or {}).get("noisy_gating")):
+    problems.append("restoration.model_options.noisy_gating: MEASNet's noisy top-K draws "
+                    "from a 'gating' PRNG stream that the study's dense stages (clean, "
+                    "experts, FusionDistill) do not pass; leave it False (the MoE "
+                    "student's moe.noisy_gating is supported)")
   depth, patch = block.get("depth", DEFAULTS["depth"]), block.get("patch", DEFAULTS["patch"])
   if isinstance(depth, int) and isinstance(patch, int) and patch and patch % (2 ** depth):
     problems.append(f"restoration.patch must be a multiple of the U-Net stride "

@@ -171,8 +171,11 @@ def test_pcgrad_inside_the_train_step():
 
 
 def test_sum_mode_matches_the_default_step():
-  plain, _ = _one_step(optax.sgd(0.1), extra=3.0)
-  summed, _ = _one_step(optax.chain(homogenize("sum"), optax.sgd(0.1)),
-                        per_task_value_and_grad(2), extra=3.0)
+  plain, plain_metrics = _one_step(optax.sgd(0.1), extra=3.0)
+  summed, metrics = _one_step(optax.chain(homogenize("sum"), optax.sgd(0.1)),
+                              per_task_value_and_grad(2), extra=3.0)
+  # grad_norm: the plain gradient's, (3, 1) at w = 0, not the norm of the stacked rows
+  np.testing.assert_allclose([metrics["grad_norm"], plain_metrics["grad_norm"]],
+                             [np.sqrt(10.0)] * 2, rtol=1e-6)
   np.testing.assert_allclose(summed, plain, atol=1e-6)  # (0 - 0.1 * (3, 1)) = (-0.3, -0.1)
   np.testing.assert_allclose(plain, [-0.3, -0.1], atol=1e-6)

@@ -12,9 +12,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from fdjax.distill import fusiondistill_loss
+from fdjax.errors import ConfigError
 from fdjax.models import MEASNet, PromptIR, UNet
 from fdjax.moe.student import shared_param
 from fdjax.moe.unet_student import RoutedUNet
@@ -131,6 +133,49 @@ def test_homogenization_treats_only_expert_copies_as_task_specific():
   assert "decoder1_block0_moe/experts/conv1/kernel" in specific
   assert "decoder1_block0/ffn_moe/experts/kernel1" in specific
   assert shared_param("decoder1_block0/ffn_moe/shared/kernel1")
+
+
+def test_fusiondistill_homogenizes_a_measnets_experts_as_task_specific():
+  """PCGrad in the FusionDistill stage projects the shared leaves; a MEASNet expert
+  MLP's per-task gradients are summed as they are (g1 = (1, 0), g2 = (-1, 1): PCGrad
+  gives (0.5, 1.5), the plain sum (0, 1))."""
+  from fdjax.methods import fusiondistill
+
+  tx = fusiondistill.homogenized("pcgrad", 2)["wrap_tx"](optax.sgd(-1.0))   # update = +grad
+  g = jnp.asarray([[1.0, 0.0], [-1.0, 1.0]])
+  grads = {"decoder1_block0": {"ffn_moe": {"experts": {"kernel1": g}, "shared": {"kernel1": g}}}}
+  params = jax.tree.map(lambda x: x[0], grads)
+  update, _ = tx.update(grads, tx.init(params), params)
+  block = update["decoder1_block0"]["ffn_moe"]
+  np.testing.assert_allclose(np.asarray(block["experts"]["kernel1"]), [0.0, 1.0], atol=1e-6)
+  np.testing.assert_allclose(np.asarray(block["shared"]["kernel1"]), [0.5, 1.5], atol=1e-6)
+
+
+@pytest.mark.parametrize("renormalize", [True, False])
+def test_measnet_gates_are_the_top_k_softmax_probabilities_renormalised_or_raw(renormalize):
+  """MEASNet's eq. (3) as printed weights the K kept experts by their softmax
+  probabilities (``renormalize_gates=False``); fdjax's default renormalises them."""
+  model = MEASNet(width=4, depth=1, num_experts=4, k=2, renormalize_gates=renormalize)
+  x = batch(1)["image"].astype(jnp.float32) / 255.0
+  _, features = model.apply(random_variables(model, 0, SHAPE), x)
+  probs = np.asarray(jax.nn.softmax(features["router_logits"], axis=-1), np.float64)
+  kept = probs >= np.sort(probs, axis=-1)[..., -2:-1]            # the 2 largest per pixel
+  expected = np.where(kept, probs, 0.0)
+  if renormalize:
+    expected /= expected.sum(-1, keepdims=True)
+  np.testing.assert_allclose(np.asarray(features["router"]), expected, atol=1e-6)
+
+
+def test_measnets_noisy_gating_is_refused_before_training():
+  from fdjax.config_restoration import restoration_config
+  from fdjax.validate import validate_config
+
+  config = restoration_config()
+  config.restoration.model = "measnet"
+  del config.restoration["model_options"]   # 0 (none) in the schema: a dict replaces it
+  config.restoration.model_options = {"noisy_gating": True}
+  with pytest.raises(ConfigError, match="noisy_gating: MEASNet's noisy top-K"):
+    validate_config(config)
 
 
 class _Regularized(nn.Module):

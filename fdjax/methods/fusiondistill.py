@@ -9,6 +9,7 @@ from fdjax import distill
 from fdjax.methods.base import Loadable, Method, Output, one_model
 from fdjax.methods.finetune import fused_init
 from fdjax.moe.homogenize import homogenized_recipe
+from fdjax.moe.student import shared_param
 from fdjax.study import stages
 from fdjax.study.runner import Stage
 from fdjax.study.training import Recipe, train_stage
@@ -28,8 +29,15 @@ def _stage(runner) -> dict:
   recipe = Recipe(loss_fn, init=runner.get(fused_init(ctx)),
                   frozen=stack_trees(stages.experts(runner)), shares=n,
                   selection_degrade=degrade, selection_shares=tuple(ctx.degradations),
-                  pairs=ctx.degradations, **homogenized_recipe(cfg.homogenize, n))
+                  pairs=ctx.degradations, **homogenized(cfg.homogenize, n))
   return train_stage(ctx, "fusiondistill", cfg, recipe)
+
+
+def homogenized(mode: str, num_tasks: int) -> dict:
+  """The stage's gradient homogenization (``fdjax.moe.homogenize``): a MEASNet's expert
+  MLPs (``.../_moe/experts/...``) are task-specific, as in the MoE student; every other
+  parameter is shared."""
+  return homogenized_recipe(mode, num_tasks, shared=shared_param)
 
 
 def _stages(ctx):

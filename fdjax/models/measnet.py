@@ -10,7 +10,8 @@ Decoder block (channels ``c``, ``E`` experts, top-``K``)::
 
 The router is MEASNet's (``fdjax.moe.router``: TSPG task prompts from the block's
 ConvBlock output ``y``, expert prompts, eq. 2), with the gate, top-K and CV^2 balance loss of
-``fdjax.moe.routing.route`` (eqs. 2-6). The experts are 1x1-convolution MLPs with
+``fdjax.moe.routing.route`` (eqs. 2-6; the K kept gates renormalised to sum to 1 unless
+``renormalize_gates=False``, eq. 3's raw probabilities). The experts are 1x1-convolution MLPs with
 ``h = mlp_expand * c`` hidden channels, all evaluated on every pixel and combined with
 the (mostly zero) gates (dense dispatch). What is left out of MEASNet: its
 transformer layers (plain 3x3 convolutions instead) and the frequency-decomposed
@@ -78,13 +79,15 @@ class MoEMLP(nn.Module):
   noisy_gating: bool = False
   channel_sharing: bool = False
   prompt_init_scale: float = 1.0
+  renormalize_gates: bool = True
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     r = route(self, x, num_experts=self.num_experts, k=self.k, per_pixel=True,
               num_prompts=self.num_prompts, noisy=self.noisy_gating,
-              prompt_init_scale=self.prompt_init_scale, train=train)
+              prompt_init_scale=self.prompt_init_scale,
+              renormalize=self.renormalize_gates, train=train)
     hidden = self.mlp_expand * self.channels
     y = ExpertMLPs(self.num_experts, hidden, self.dtype, name="experts")(x)  # [E, B, H, W, c]
     out = jnp.einsum("ebhwc,bhwe->bhwc", y, r.gates.astype(y.dtype))       # MEASNet eq. (3)
@@ -124,6 +127,10 @@ class MEASNet(UNetShape):
     balance_weight: lambda of the balance loss in ``features['regularizer']`` (1e-4).
     noisy_gating, channel_sharing, prompt_init_scale: see the module docstring and
       ``fdjax.moe.routing.route``.
+    renormalize_gates: True (default) weights the K kept experts by their softmax
+      probabilities renormalised to sum to 1, as fdjax's MoE students; False by the raw
+      probabilities, MEASNet's eq. (3) as printed (the expert branch then carries the
+      kept experts' share of the probability, 0.5-0.8 at K = 2 of E = 4).
   """
 
   num_experts: int = 4
@@ -134,6 +141,7 @@ class MEASNet(UNetShape):
   noisy_gating: bool = False
   channel_sharing: bool = False
   prompt_init_scale: float = 1.0
+  renormalize_gates: bool = True
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -145,7 +153,8 @@ class MEASNet(UNetShape):
                        f"got k={self.k}")
     moe = dict(num_experts=self.num_experts, k=self.k, mlp_expand=self.mlp_expand,
                num_prompts=self.num_prompts, noisy_gating=self.noisy_gating,
-               channel_sharing=self.channel_sharing, prompt_init_scale=self.prompt_init_scale)
+               channel_sharing=self.channel_sharing, prompt_init_scale=self.prompt_init_scale,
+               renormalize_gates=self.renormalize_gates)
 
     def block(channels, name):
       if name.startswith("decoder"):

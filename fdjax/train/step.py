@@ -94,7 +94,8 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, mesh,
   (by default) donated.
 
   ``metrics`` always holds ``loss`` (as ``loss_fn`` returns it: a scalar, or e.g. ``[P]``
-  for a population), ``grad_norm`` (scalar, over all parameters) and ``finite`` (float32
+  for a population), ``grad_norm`` (scalar, over all parameters: the plain gradient's
+  norm, with per-task gradients that of their sum before they are combined) and ``finite`` (float32
   scalar, 1.0 when every loss element and the gradients are finite), besides what
   ``loss_fn`` reports.
 
@@ -112,7 +113,8 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, mesh,
         state.params, state.loss_carry(), batch, step_key(state), *extra)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    grad_norm = optax.tree.norm(grads)
+    grad_norm = optax.tree.norm(jax.tree.map(   # per-task rows [N, ...]: their sum's norm
+        lambda g, p: g.sum(0) if g.ndim == p.ndim + 1 else g, grads, state.params))
     finite = jnp.all(jnp.isfinite(loss)) & jnp.isfinite(grad_norm)
     metrics = dict(metrics, loss=loss, grad_norm=grad_norm, finite=finite.astype(jnp.float32))
     new_state = state.replace(step=state.step + 1, params=params,
