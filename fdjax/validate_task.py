@@ -44,7 +44,7 @@ def _restoration_block(config, problems: list[str]) -> None:
   from fdjax.errors import ConfigError
   from fdjax.tasks import restoration_scoring as scoring_lib
   from fdjax.models.image_prior import PRIORS
-  from fdjax.tasks.restoration import DEFAULTS, LOSSES, MODELS, DTYPES
+  from fdjax.tasks.restoration import DEFAULTS, LOSSES, MODELS, DTYPES, parse_model_options
   from fdjax.tasks.restoration_views import PRIOR_CONTEXTS, cue_jitter_problem
 
   block = config.get("restoration")
@@ -86,8 +86,12 @@ def _restoration_block(config, problems: list[str]) -> None:
       block.get("prior_context", DEFAULTS["prior_context"]))
   if jitter_problem:
     problems.append(jitter_problem)
-  if (block.get("model") == "measnet"
-      and dict(block.get("model_options") or {}).get("noisy_gating")):
+  try:
+    chosen = parse_model_options(block.get("model_options"))
+  except ConfigError as e:
+    problems.append(str(e))
+    chosen = {}
+  if block.get("model") == "measnet" and chosen.get("noisy_gating"):
     problems.append("restoration.model_options.noisy_gating: MEASNet's noisy top-K draws "
                     "from a 'gating' PRNG stream that the study's dense stages (clean, "
                     "experts, FusionDistill) do not pass; leave it False (the MoE "

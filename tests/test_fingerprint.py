@@ -409,3 +409,27 @@ def test_ea_adam_stages_of_a_measnet_model_trained_without_its_balance_loss_retr
   before = {k: v for k, v in json.loads(json.dumps(fields, default=str)).items()
             if k != "objective_regularizer"}
   assert fingerprint.differences(before, fields) == ["objective_regularizer: (absent) -> True"]
+
+
+def test_model_options_as_a_string_keep_older_runs_and_mean_what_they_say():
+  # Before 2026-12-07 the schema held model_options = 0 (and no command line could set
+  # it); today '' (none) must fingerprint as 0, and 'k=1' as the dict it means.
+  import types
+  from fdjax.config_restoration import restoration_config
+  from fdjax.degradations.plan import LevelPlan
+  from fdjax.study.runner import Stage
+
+  config = restoration_config()
+  config.data.validation_fraction = 0.0
+  dataset = types.SimpleNamespace(name="sets", train=[0] * 4, validation=None, train_pairs={})
+  ctx = types.SimpleNamespace(config=config, dataset=dataset, seed=0,
+                              plan=LevelPlan(("denoise",)), degradations=("denoise",))
+  stage = Stage("clean", (), None, block="clean")
+  assert config.restoration.model_options == ""
+  assert fingerprint.stage_fields(ctx, stage, {})["restoration"]["model_options"] == 0
+  config.restoration.update(model="measnet", model_options="num_experts=3, k=1")
+  fields = fingerprint.stage_fields(ctx, stage, {})
+  assert fields["restoration"]["model_options"] == {"num_experts": 3, "k": 1}
+  config.restoration.model_options = "k=1,num_experts=3"
+  assert fingerprint.digest(fingerprint.stage_fields(ctx, stage, {})) == fingerprint.digest(
+      fields)

@@ -140,11 +140,11 @@ def test_students_need_a_plain_u_net_and_model_options_are_checked():
   with pytest.raises(ConfigError, match="restoration.model must be one of"):
     moe_student(config, tasks.DataSpec(SHAPE), 1)
   config.restoration.model = "measnet"
-  config.restoration.model_options = {"num_experts": 3, "prompt_dim": 4}
+  config.restoration.model_options = "num_experts=3, prompt_dim=4"
   task = tasks.from_config(config)
   with pytest.raises(ConfigError, match=r"\['prompt_dim'\] are not fields of MEASNet"):
     task.build_model(config, tasks.DataSpec(SHAPE))
-  config.restoration.model_options = {"num_experts": 3, "k": 1}
+  config.restoration.model_options = "num_experts=3,k=1"
   model = task.build_model(config, tasks.DataSpec(SHAPE))
   assert (model.num_experts, model.k, model.width) == (3, 1, 4)
 

@@ -172,10 +172,21 @@ def test_measnets_noisy_gating_is_refused_before_training():
 
   config = restoration_config()
   config.restoration.model = "measnet"
-  del config.restoration["model_options"]   # 0 (none) in the schema: a dict replaces it
-  config.restoration.model_options = {"noisy_gating": True}
+  config.restoration.model_options = "noisy_gating=True"
   with pytest.raises(ConfigError, match="noisy_gating: MEASNet's noisy top-K"):
     validate_config(config)
+
+
+def test_model_options_are_name_value_pairs_of_python_literals():
+  from fdjax.tasks.restoration import parse_model_options
+
+  assert parse_model_options("num_experts=3, k=2,noisy_gating=False , tag='a'") == {
+      "num_experts": 3, "k": 2, "noisy_gating": False, "tag": "a"}
+  assert parse_model_options("") == parse_model_options(0) == {}
+  assert parse_model_options({"k": 1}) == {"k": 1}
+  for bad in ("k", "k=", "k=two", "2k=1", "k=1;j=2"):
+    with pytest.raises(ConfigError, match="name=value"):
+      parse_model_options(bad)
 
 
 class _Regularized(nn.Module):

@@ -192,7 +192,7 @@ def stage_fields(ctx, stage, upstream: Mapping[str, str], *, rule: int = 0) -> d
     # pairs are turned (rotate_real: with rot90 only).
     real = any(n in ctx.dataset.train_pairs for n in stage.pair_names(ctx))
     turned = real and config.restoration.get("rot90", True)
-    fields["restoration"] = {k: v for k, v in config.restoration.items()
+    fields["restoration"] = {k: _option(k, v) for k, v in config.restoration.items()
                              if (turned or k not in PAIR_OPTIONS)
                              and (rule >= 1 or k not in EVAL_ONLY)}
     fields["data"].update({k: config.data[k] for k in RESTORATION_DATA if k in config.data})
@@ -228,6 +228,16 @@ def stage_fields(ctx, stage, upstream: Mapping[str, str], *, rule: int = 0) -> d
   if rule < 2:
     fields = without_paths(fields, stage.ignores)
   return fields
+
+
+def _option(name: str, value):
+  """A restoration option as recorded: ``model_options`` as the dict it means ('k=1' and
+  {'k': 1} are one stage), 0 when empty (every record before its string form, 2026-12-07,
+  holds 0)."""
+  if name != "model_options":
+    return value
+  from fdjax.tasks.restoration import parse_model_options
+  return parse_model_options(value) or 0
 
 
 def added_fields(block: str | None, added: Mapping[str, Any] = ADDED_FIELDS) -> dict:

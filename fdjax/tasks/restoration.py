@@ -70,9 +70,10 @@ plan jointly (``base_on_all_tasks``); data come from ``fdjax.data.restoration_se
                             # (both: every task's default; config.scoring per task)
     loss = 'l1'             # 'l1' or 'charbonnier' (sqrt(d^2 + 1e-6), 0..1 units)
     extra_metrics = ''      # opt-in columns: 'niqe' (restoration_niqe; lower is better)
-    model_options = {}      # the chosen model's own fields, e.g. {'num_experts': 3, 'k': 2}
-                            # for 'measnet', {'prompt_dim': 8} for 'promptir' (see
-                            # fdjax.models.PromptIR / MEASNet / NAFNet); 0 = none
+    model_options = ''      # the chosen model's own fields, 'name=value,...' (values
+                            # Python literals), e.g. 'num_experts=3,k=2' for 'measnet',
+                            # 'prompt_dim=8' for 'promptir' (see fdjax.models.PromptIR /
+                            # MEASNet / NAFNet); '' = none (a dict also works in code)
 
 FusionDistill-MoE's student (``moe_student``) is the U-Net student of
 ``fdjax.moe.unet_student`` (``model`` 'unet' or 'nafnet'), routed at the U-Net levels
@@ -81,6 +82,7 @@ named by ``config.moe.stages`` (e.g. 'decoder1' or 'middle,decoder1').
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 
 import jax
@@ -101,7 +103,7 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float
 DEFAULTS = {"model": "unet", "width": 16, "depth": 2, "blocks": 1, "middle_blocks": 1,
             "decoder_blocks": None, "dtype": "float32", "patch": 64, "flip": True,
             "rot90": True, "y_channel": False, "shave": 0, "loss": "l1",
-            "model_options": None, "extra_metrics": "", "image_prior": "none",
+            "model_options": "", "extra_metrics": "", "image_prior": "none",
             "prior_context": "patch", "cue_jitter": 0.0, "rotate_real": False}
 LOSSES = ("l1", "charbonnier")
 CHARBONNIER_EPS = 1e-3  # in 0..1 units, as Restormer / MPRNet
@@ -130,12 +132,33 @@ def shape_fields(o: dict) -> dict:
               dtype=DTYPES[o["dtype"]], image_prior=str(o["image_prior"]))
 
 
+def parse_model_options(value) -> dict:
+  """``restoration.model_options`` as a dict: ``'num_experts=3,k=2'`` (each value a
+  Python literal: a number, True / False, a quoted string) or a mapping; '', 0 or None:
+  none. A malformed string is a ``ConfigError``."""
+  if not value:
+    return {}
+  if not isinstance(value, str):
+    return dict(value)
+  out = {}
+  for item in (part.strip() for part in value.split(",") if part.strip()):
+    name, eq, text = (x.strip() for x in item.partition("="))
+    try:
+      if not (eq and name.isidentifier()):
+        raise ValueError
+      out[name] = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      raise ConfigError(f"restoration.model_options must be 'name=value,...' with Python "
+                        f"literal values (e.g. 'num_experts=3,k=2'), got {value!r}") from None
+  return out
+
+
 def model_options(o: dict) -> dict:
   """``restoration.model_options`` checked against the fields of ``restoration.model``'s
   class (the shape fields excluded: they have their own config fields)."""
   if o["model"] not in MODELS:
     raise ConfigError(f"restoration.model must be one of {sorted(MODELS)}, got {o['model']!r}")
-  extra = dict(o["model_options"] or {})
+  extra = parse_model_options(o["model_options"])
   cls = MODELS[o["model"]]
   fields = {f.name for f in dataclasses.fields(cls)} - {f.name for f in
                                                          dataclasses.fields(UNet)}
