@@ -53,10 +53,12 @@ _SELF_ENSEMBLE = flags.DEFINE_integer(
     "config.eval.self_ensemble scores it); 0 = none.")
 
 
-def list_images(path: str) -> list[str]:
+def list_images(path: str, echo=None) -> list[str]:
   """The image files of folder ``path`` (sorted by name; hidden files such as macOS's
   ``._name`` sidecars left out) whose extension the data layer reads
-  (``fdjax.data.folder.IMAGE_EXTENSIONS``), or ``[path]`` for one file."""
+  (``fdjax.data.folder.IMAGE_EXTENSIONS``), or ``[path]`` for one file. The other
+  entries (sub-folders, which are not searched, and files of other types) are named in
+  one line via ``echo`` and in the error when there is no image."""
   from fdjax.data.folder import IMAGE_EXTENSIONS
 
   extensions = tuple(sorted(IMAGE_EXTENSIONS))
@@ -64,11 +66,19 @@ def list_images(path: str) -> list[str]:
     return [path]
   if not os.path.isdir(path):
     raise MissingDataError(f"--input {path} does not exist")
-  files = sorted(os.path.join(path, f) for f in os.listdir(path)
-                 if f.lower().endswith(extensions) and not f.startswith(".")
-                 and os.path.isfile(os.path.join(path, f)))
+  visible = sorted(f for f in os.listdir(path) if not f.startswith("."))
+  files = [os.path.join(path, f) for f in visible
+           if f.lower().endswith(extensions) and os.path.isfile(os.path.join(path, f))]
+  others = [f + ("/" if os.path.isdir(os.path.join(path, f)) else "") for f in visible
+            if os.path.join(path, f) not in files]
+  left_out = (f"{len(others)} entr{'y' if len(others) == 1 else 'ies'} left out (sub-folders "
+              f"are not searched; other file types are not read): {', '.join(others[:5])}"
+              + (", ..." if len(others) > 5 else "")) if others else ""
   if not files:
-    raise DataError(f"no images in {path} (looked for {', '.join(extensions)})")
+    raise DataError(f"no images in {path} (looked for {', '.join(extensions)})"
+                    + (f"; {left_out}" if left_out else ""))
+  if left_out and echo is not None:
+    echo(left_out)
   return files
 
 
@@ -96,13 +106,14 @@ def output_names(files: list[str]) -> list[str]:
   """``<stem>.png`` per file; DataError when two files share a stem, in any case (file
   systems that ignore case would write both to one file)."""
   names = [os.path.splitext(os.path.basename(f))[0] + ".png" for f in files]
-  seen: dict[str, str] = {}
+  seen: dict[str, tuple[str, str]] = {}
   for f, name in zip(files, names):
     if name.casefold() in seen:
-      raise DataError(f"{seen[name.casefold()]} and {f} would both be written as {name} "
-                      "(names differing only in case are one file on some systems); "
-                      "rename one")
-    seen[name.casefold()] = f
+      first, first_name = seen[name.casefold()]
+      case = (" (names differing only in case are one file on some systems)"
+              if first_name != name else "")
+      raise DataError(f"{first} and {f} would both be written as {name}{case}; rename one")
+    seen[name.casefold()] = (f, name)
   return names
 
 
@@ -140,6 +151,19 @@ def readable_images(files: list[str], skipped: list[str], echo=print, size=None)
     yield i, f, image
 
 
+def _colour_profile_and_frames(path: str) -> tuple[bytes | None, int]:
+  """The ICC colour profile embedded in image ``path`` (None: none) and its number of
+  frames (an animated GIF or a multi-page TIFF: more than 1; ``read_image`` reads the
+  first)."""
+  from PIL import Image
+
+  try:
+    with Image.open(path) as im:
+      return im.info.get("icc_profile") or None, int(getattr(im, "n_frames", 1) or 1)
+  except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+    return None, 1
+
+
 def _same_folder(a: str, b: str) -> bool:
   """Whether paths ``a`` and ``b`` name one folder: through links, and on file systems
   that ignore case (the same inode), not only as equal strings."""
@@ -159,18 +183,23 @@ def restore_files(predict, files: list[str], output: str, echo=print) -> list[st
 
   if any(_same_folder(os.path.dirname(f) or ".", output) for f in files):
     raise UserError(f"--output {output} holds the input images; choose another folder")
+  names = output_names(files)   # before the folder is made: a clash leaves nothing behind
   _output_folder(output)
-  names = output_names(files)
   written, skipped = [], []
   for i, f, image in readable_images(files, skipped, echo):
     name = names[i]
+    profile, frames = _colour_profile_and_frames(f)
     start = time.perf_counter()
     restored = predict(image)
     seconds = time.perf_counter() - start
     path = os.path.join(output, name)
-    Image.fromarray(restored).save(path)
+    try:   # the input's colour profile kept: a Display P3 photo stays Display P3
+      Image.fromarray(restored).save(path, **({"icc_profile": profile} if profile else {}))
+    except OSError as e:
+      raise UserError(f"cannot write {path}: {e}") from None
     written.append(path)
-    echo(f"{os.path.basename(f)}  {image.shape[1]}x{image.shape[0]}  {seconds:.2f} s")
+    echo(f"{os.path.basename(f)}  {image.shape[1]}x{image.shape[0]}  {seconds:.2f} s"
+         + (f"  (its first frame of {frames})" if frames > 1 else ""))
   if skipped:
     raise UnreadableImagesError(skipped, len(files), written)
   return written
@@ -184,7 +213,11 @@ def classify_files(predictor, files: list[str], output: str, echo=print) -> str:
   path = output if output.lower().endswith(".csv") else os.path.join(output, "predictions.csv")
   _output_folder(os.path.dirname(path) or ".")
   skipped = []
-  with open(path, "w", newline="") as handle:
+  try:
+    handle = open(path, "w", newline="")
+  except OSError as e:
+    raise UserError(f"cannot write {path}: {e}") from None
+  with handle:
     writer = csv.writer(handle)
     writer.writerow(["file", "class", "label"])
     for _, f, image in readable_images(files, skipped, echo, shape[:2]):
@@ -203,7 +236,7 @@ def apply_run(run: str, method: str, input_path: str, output: str, *, seed=None,
   """What the command does (module docstring); returns the paths written."""
   from fdjax.predictor import Tiling, load_predictor
 
-  files = list_images(input_path)
+  files = list_images(input_path, echo)
   predictor = load_predictor(run, method, seed, k=k,
                              tiling=Tiling() if tiling is None else tiling,
                              self_ensemble=self_ensemble)

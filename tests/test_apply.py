@@ -18,6 +18,8 @@ from PIL import Image
 
 import fdjax
 from fdjax import apply as apply_cli
+from fdjax import load as load_lib
+from fdjax import methods as methods_lib
 from fdjax import pipeline, tasks
 from fdjax.config import base_config
 from fdjax.errors import UserError
@@ -205,6 +207,31 @@ def test_unfinished_stage_names_the_stage(tmp_path):
     load_predictor(str(tmp_path), "fusing")
 
 
+def test_modelsoups_names_load_the_soup_the_run_built(tmp_path):
+  """Restoration models have no BatchNorm: every ModelSoups variant is the one soup of
+  ``fused/<fusion.init_batch_stats>`` (``stages.fusion_modes``), whatever its name."""
+  config = restoration_config()
+  config.methods = "oracle,modelsoups"
+  config.fusion.init_batch_stats = "paper"
+  make_run(tmp_path, config, (16, 16, 3), ["fused/paper", "experts/awgn"])
+  want = os.path.join(str(tmp_path), "seed_0", "fused", "paper", "variables")
+  for name in ("ModelSoups", "modelsoups", "modelsoups_average", "modelsoups_reestimate"):
+    assert load_lib.model_path(str(tmp_path), methods_lib.model_name(name, None)[0], 0,
+                                 config) == want
+  with pytest.raises(ModelNotInRunError, match="its degradations are awgn") as err:
+    load_predictor(str(tmp_path), "expert_snow")      # Oracle ran: no such degradation
+  assert err.value.hint == "load one of expert_awgn"
+
+
+def test_a_batchnorm_soup_variant_the_run_left_out_is_named_so(tmp_path):
+  config = base_config()
+  config.methods, config.degradations = "modelsoups", "jpeg"
+  config.fusion.modelsoups_variants = "paper,reestimate"
+  with pytest.raises(ModelNotInRunError, match="'average' .* is not one the run built") as err:
+    load_lib.model_path(str(tmp_path), "modelsoups", 0, config)
+  assert err.value.hint == "load one of modelsoups_paper, modelsoups_reestimate"
+
+
 def write_images(folder, shapes, ext=".png"):
   os.makedirs(folder, exist_ok=True)
   rng = np.random.default_rng(2)
@@ -238,6 +265,35 @@ def test_cli_restores_a_folder(restoration_run, tmp_path, capsys):
   out = capsys.readouterr().out
   assert "img0.png  53x37" in out and "img2.bmp  53x37" in out and "._img0" not in out
   assert f"Wrote 4 PNG(s) to {tmp_path / 'out'}" in out
+  assert ("1 entry left out (sub-folders are not searched; other file types are not read): "
+          "notes.txt") in out
+
+
+def test_cli_keeps_the_colour_profile_names_frames_and_subfolders(restoration_run, tmp_path,
+                                                                  capsys):
+  from PIL import ImageCms
+
+  workdir = restoration_run[0]
+  (tmp_path / "in" / "sub").mkdir(parents=True)
+  profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes()
+  rng = np.random.default_rng(5)
+  Image.fromarray(rng.integers(0, 256, SMALL, dtype=np.uint8)).save(
+      tmp_path / "in" / "photo.jpg", icc_profile=profile)
+  frames = [Image.fromarray(rng.integers(0, 256, SMALL, dtype=np.uint8)) for _ in range(3)]
+  frames[0].save(tmp_path / "in" / "anim.gif", save_all=True, append_images=frames[1:])
+  run_cli(f"--run={workdir}", f"--input={tmp_path / 'in'}", f"--output={tmp_path / 'out'}")
+  with Image.open(tmp_path / "out" / "photo.png") as written:
+    assert written.info.get("icc_profile") == profile
+  with Image.open(tmp_path / "out" / "anim.png") as written:
+    assert "icc_profile" not in written.info
+  out = capsys.readouterr().out
+  assert "anim.gif  16x16" in out and "(its first frame of 3)" in out
+  assert "1 entry left out (sub-folders are not searched" in out and "sub/" in out
+  empty = tmp_path / "only_sub"
+  (empty / "inner").mkdir(parents=True)
+  with pytest.raises(SystemExit):
+    run_cli(f"--run={workdir}", f"--input={empty}", f"--output={tmp_path / 'o3'}")
+  assert "1 entry left out (sub-folders are not searched" in capsys.readouterr().err
 
 
 def test_cli_skips_an_unreadable_image_and_exits_2_naming_it(restoration_run, tmp_path,
@@ -294,8 +350,18 @@ def test_output_names_that_differ_only_in_case_collide():
   # Dup.png and dup.png are one file on the default macOS and Windows file systems.
   from fdjax.errors import DataError
   assert apply_cli.output_names(["a/x.jpg", "a/y.png"]) == ["x.png", "y.png"]
-  with pytest.raises(DataError, match="Dup.bmp and a/dup.gif would both be written"):
+  with pytest.raises(DataError, match="Dup.bmp and a/dup.gif would both be written .*in case"):
     apply_cli.output_names(["a/Dup.bmp", "a/dup.gif"])
+  with pytest.raises(DataError, match="a.png and a/a.jpg would both be written as a.png; "):
+    apply_cli.output_names(["a/a.png", "a/a.jpg"])     # the same name: no remark on case
+
+
+def test_a_name_clash_leaves_no_output_folder_behind(tmp_path):
+  from fdjax.errors import DataError
+  files = [str(tmp_path / "a.png"), str(tmp_path / "a.jpg")]
+  with pytest.raises(DataError, match="would both be written"):
+    apply_cli.restore_files(lambda image: image, files, str(tmp_path / "out"))
+  assert not (tmp_path / "out").exists()
 
 
 def test_cli_classification_writes_a_csv(tmp_path, capsys):
