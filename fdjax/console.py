@@ -73,3 +73,9 @@ def write_stderr(text: str) -> None:
     sys.stderr.flush()
   except OSError:
     pass
+
+
+def first_paragraph(doc: str) -> str:
+  """A module docstring's first paragraph on one line: a command's ``--help``
+  description (its first line alone can stop mid-sentence)."""
+  return " ".join(doc.strip().split("\n\n")[0].split())

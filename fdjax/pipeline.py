@@ -11,6 +11,7 @@ import contextlib
 import json
 import math
 import os
+import time
 
 import jax
 
@@ -75,6 +76,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[report.Record]:
   stage's fingerprint is checked before anything trains. In a multi-process run every
   process runs this; process 0 holds the lock, writes the run's own files (config,
   tables, figures) and prints the table."""
+  started = time.time()
   validate_config(config)
   methods = methods_lib.parse(config.methods)
   seeds = parse_ints(config.seeds, "seeds")
@@ -189,7 +191,7 @@ def _run(config, workdir: str, methods, seeds) -> list[report.Record]:
   print(note)
   if test_time:
     print(f"Every row's test outputs: {test_time}.")
-  print(_file_summary(workdir, figures, seeds, images))
+  print(_file_summary(workdir, figures, seeds, images, since=started))
   return records
 
 
@@ -203,13 +205,23 @@ def cost_columns(ctx, method) -> dict:
   return {"params": held * dense, "FLOPs/img (rel.)": run}
 
 
-def _file_summary(workdir: str, figures, seeds, images=()) -> str:
-  extra_files = sorted(f for f in os.listdir(workdir) if f.endswith(".png") and
-                       os.path.join(workdir, f) not in list(figures) + list(images))
+def _file_summary(workdir: str, figures, seeds, images=(), since: float = 0.0) -> str:
+  """The console's list of the run's files. Besides ``figures`` and ``images``, the
+  tables and figures that methods wrote into ``workdir`` (a finalizer's
+  ``router_usage.md``, ``router_usage_k1.png``): those written since ``since`` (seconds
+  since the epoch; earlier ones are another run's)."""
+  listed = {os.path.basename(p) for p in list(figures) + list(images)} | set(RESULT_FILES)
+
+  def written_here(suffix):
+    return sorted(f for f in os.listdir(workdir) if f.endswith(suffix) and f not in listed
+                  and os.path.getmtime(os.path.join(workdir, f)) >= since - 1.0)
+
   lines = [f"Files in {workdir}:",
            "  tables:  " + ", ".join(RESULT_FILES + tuple(
-               f for f in (per_image_lib.FILE,) if os.path.exists(os.path.join(workdir, f)))),
-           "  figures: " + ", ".join(os.path.basename(p) for p in figures + extra_files),
+               f for f in (per_image_lib.FILE,) if os.path.exists(os.path.join(workdir, f)))
+               + tuple(written_here(".md"))),
+           "  figures: " + ", ".join([os.path.basename(p) for p in figures]
+                                     + written_here(".png")),
            *(["  images:  " + ", ".join(os.path.basename(p) for p in images)
               + "  (example test images: input | each single-model row | target)"]
              if images else []),

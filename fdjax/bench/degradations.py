@@ -48,6 +48,7 @@ import jax
 import numpy as np
 from PIL import Image
 
+from fdjax.console import first_paragraph
 from fdjax import degradations
 
 IMAGE_SIZE = 32
@@ -214,7 +215,7 @@ def time_reference(fn: Reference, images: np.ndarray, levels: list[float],
 # ---------------------------------------------------------------- benchmark
 def _parse(argv: list[str] | None) -> argparse.Namespace:
   p = argparse.ArgumentParser(prog="python -m fdjax.bench degradations",
-                              description=__doc__.split("\n")[0])
+                              description=first_paragraph(__doc__))
   p.add_argument("--batch", type=int, default=1024, help="images per fdjax call")
   p.add_argument("--repeats", type=int, default=5, help="timed repeats; the median is reported")
   p.add_argument("--names", default=",".join(degradations.NAMES),

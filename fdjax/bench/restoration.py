@@ -41,6 +41,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from fdjax.console import first_paragraph
 from fdjax import moe
 from fdjax.bench.degradations import cpu_model
 from fdjax.bench.train_step import stepper, time_alternating
@@ -158,7 +159,7 @@ def measure(variant: str, args) -> dict:
 
 def _parse(argv):
   p = argparse.ArgumentParser(prog="python -m fdjax.bench restoration",
-                              description=__doc__.split("\n")[0])
+                              description=first_paragraph(__doc__))
   p.add_argument("--variants", default=",".join(VARIANTS),
                  help=f"comma-separated, from {','.join(VARIANTS)}")
   p.add_argument("--width", type=int, default=16)

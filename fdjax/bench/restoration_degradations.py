@@ -47,6 +47,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fdjax.console import first_paragraph
 from fdjax import degradations
 from fdjax.bench.degradations import (_load_average, cpu_model, print_table,
                                       synthetic_images, time_calls)
@@ -151,7 +152,7 @@ def sampled_levels(name: str, key: jax.Array, batch: int) -> jax.Array:
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
   p = argparse.ArgumentParser(prog="python -m fdjax.bench restoration_degradations",
-                              description=__doc__.split("\n")[0])
+                              description=first_paragraph(__doc__))
   p.add_argument("--batch", type=int, default=3, help="images per call")
   p.add_argument("--size", type=int, default=192, help="image height and width, pixels")
   p.add_argument("--names", default=",".join(DEFAULT_NAMES),

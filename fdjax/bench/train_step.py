@@ -50,6 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from fdjax.console import first_paragraph
 from fdjax.config import optimizer_config
 from fdjax.models import cifar_resnet
 from fdjax.train.mesh import data_sharding, make_mesh
@@ -155,7 +156,7 @@ def _torch_available() -> bool:
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-  p = argparse.ArgumentParser(prog="python -m fdjax.bench train_step", description=__doc__.split("\n")[0])
+  p = argparse.ArgumentParser(prog="python -m fdjax.bench train_step", description=first_paragraph(__doc__))
   p.add_argument("--depths", default="20,56", help="comma-separated ResNet depths (6n+2)")
   p.add_argument("--batch", type=int, default=128, help="images per training step")
   p.add_argument("--steps", type=int, default=20, help="timed steps per repeat")

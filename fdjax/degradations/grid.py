@@ -23,6 +23,7 @@ import jax
 import numpy as np
 from PIL import Image, ImageDraw
 
+from fdjax.console import first_paragraph
 from fdjax.degradations import registry
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
@@ -113,7 +114,7 @@ def degradation_grid(image: np.ndarray, names: Sequence[str], columns: int = 5, 
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser = argparse.ArgumentParser(description=first_paragraph(__doc__))
   parser.add_argument("--out", required=True, help="PNG file to write")
   parser.add_argument("--source", default="digits", help="digits | synthetic | folder:DIR")
   parser.add_argument("--image", help="an image file (overrides --source)")

@@ -18,6 +18,7 @@ import time
 import numpy as np
 from PIL import Image
 
+from fdjax.console import first_paragraph
 from fdjax.degradations.jpeg import jpeg_float
 
 QUALITIES = (1, 5, 10, 25, 50, 75, 90, 95, 100)
@@ -63,7 +64,7 @@ def parity_table(images: np.ndarray, qualities=QUALITIES, rounding: str = "exact
 
 
 def main(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p = argparse.ArgumentParser(description=first_paragraph(__doc__))
   p.add_argument("--images", type=int, default=1000)
   p.add_argument("--archive", default="../shared/data/cifar10-jpeg.tar.gz")
   p.add_argument("--rounding", default="exact", choices=["exact", "straight_through", "smooth"])
