@@ -1,4 +1,4 @@
-"""Result tables: the clean metric and its mean over each degradation's level grid
+"""Result tables: the clean metric and its mean over each degradation's evaluated levels
 (Acc(All) for accuracy), over methods and seeds.
 
 A result record is ``(method, seed, results)`` with ``results`` as returned by
@@ -293,9 +293,11 @@ def write_reports(records: Sequence[Record], out_dir: str, methods: Sequence[str
   tables, metrics = _tables(records, methods, metric, metrics), list(metrics or [metric])
   sets = test_sets(records)
   with open(paths["md"], "w") as f:
-    f.write(f"{metric.heading}. Columns: clean, then the mean over each degradation's "
-            f"level grid, then their average; mean ± sample std (ddof={STD_DDOF}) over "
-            "seeds.\n\n")
+    f.write(f"{metric.heading}. Columns: clean, then the plain mean over each "
+            f"degradation's evaluated levels (per_level.csv lists them: its whole level "
+            f"grid, or with config.level_stride > 1 every stride-th level with both ends "
+            f"kept, so the last step may be shorter), then their average; mean ± sample std "
+            f"(ddof={STD_DDOF}) over seeds.\n\n")
     if sets:
       f.write("Test sets: " + "; ".join(
           f"{n}: {v['test_set']} ({'synthetic: clean images degraded on device' if v['synthetic'] else 'real degraded inputs'}"
