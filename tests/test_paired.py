@@ -267,6 +267,39 @@ def test_float_and_32_bit_images_are_refused_not_read_as_black_or_white(tmp_path
   Image.fromarray(np.full((4, 4), 70000, np.int32), mode="I").save(wide)
   with pytest.raises(DataError, match="outside 16 bits"):
     load_paired(wide.parent)
+  Image.fromarray(np.arange(16, dtype=np.int32).reshape(4, 4) * 17, mode="I").save(wide)
+  with pytest.raises(DataError, match="8-bit values, or a 16-bit image almost black"):
+    load_paired(wide.parent)     # 0..255 in 32 bits: neither reading is safe
+  Image.fromarray(np.arange(16, dtype=np.int32).reshape(4, 4) * 4000, mode="I").save(wide)
+  np.testing.assert_array_equal(load_paired(wide.parent).targets[0][..., 0],
+                                np.rint(np.arange(16).reshape(4, 4) * 4000 / 257))
   with pytest.raises(ConfigError, match="two folder names"):   # a one-name pair_dirs
     load_paired(tmp_path / "s", input_dir="rainy", target_dir="")
   assert len(load_paired(tmp_path / "s" / "wrap" / "norain", max_images=0)) == 3   # 0: all
+
+
+def test_names_in_nfd_and_nfc_are_one_name(tmp_path):
+  """macOS writes file names decomposed (NFD), Linux as given (usually NFC): a class or
+  pair named 'café' on one must meet 'café' on the other."""
+  import unicodedata
+
+  from fdjax import data
+  nfc, nfd = (unicodedata.normalize(form, "café") for form in ("NFC", "NFD"))
+  for split, name in (("train", nfd), ("train", "tea"), ("test", nfc), ("test", "tea")):
+    write_png(tmp_path / "cls" / split / name / "0.png", np.full((4, 4, 3), len(name), np.uint8))
+  loaded = data.load(f"folder:{tmp_path / 'cls'}", cache_dir=str(tmp_path / "c"))
+  assert loaded.class_names == (nfc, "tea")
+  assert list(loaded.train.labels) == list(loaded.test.labels) == [0, 1]
+  write_png(tmp_path / "pairs" / "rainy" / f"{nfd}.png", np.zeros((4, 4, 3), np.uint8))
+  write_png(tmp_path / "pairs" / "norain" / f"{nfc}.png", np.ones((4, 4, 3), np.uint8))
+  pairs = load_paired(tmp_path / "pairs", input_dir="rainy", target_dir="norain")
+  assert pairs.names == (nfc,)
+
+
+def test_a_class_folder_of_sub_folders_says_they_are_not_searched(tmp_path):
+  from fdjax import data
+  write_png(tmp_path / "train" / "x" / "0.png", np.zeros((4, 4, 3), np.uint8))
+  write_png(tmp_path / "train" / "y" / "part1" / "0.png", np.zeros((4, 4, 3), np.uint8))
+  write_png(tmp_path / "test" / "x" / "0.png", np.zeros((4, 4, 3), np.uint8))
+  with pytest.raises(DataError, match=r"holds the sub-folders \['part1/'\], which are not"):
+    data.load(f"folder:{tmp_path}", cache_dir=str(tmp_path / "c"))

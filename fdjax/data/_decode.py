@@ -41,7 +41,8 @@ def rgb_uint8(im: Image.Image) -> np.ndarray:
   and ``I``, which holds 16-bit PNGs) is scaled 0..65535 -> 0..255 (divided by 257,
   rounded, clipped), where PIL's own ``convert`` would clip it to 255 (a white image);
   grey, palette, CMYK and RGBA (alpha dropped) are converted by PIL. Float images (mode
-  ``F``: 0..1 or 0..255 or anything) and ``I`` images with values outside 0..65535 raise
+  ``F``: 0..1 or 0..255 or anything) and ``I`` images with values outside 0..65535, or
+  within 1..255 (8-bit values in a 32-bit TIFF: no one reading), raise
   ``UnsupportedImageError``: PIL would turn them black or white without a word."""
   if im.mode == "RGB":
     return np.asarray(im, np.uint8)
@@ -54,6 +55,12 @@ def rgb_uint8(im: Image.Image) -> np.ndarray:
       raise UnsupportedImageError(f"a 32-bit integer image with values {values.min():g}.."
                                   f"{values.max():g}, outside 16 bits; save it as 8- or "
                                   "16-bit")
+    if im.mode == "I" and values.size and 0 < values.max() <= 255:
+      # 8-bit values in a 32-bit file (a TIFF), or a 16-bit image dark to black: divided
+      # by 257 as 16 bits it would read as nearly black, kept as 8 bits too bright.
+      raise UnsupportedImageError(f"a 32-bit integer image with values {values.min():g}.."
+                                  f"{values.max():g}: 8-bit values, or a 16-bit image "
+                                  "almost black? save it as 8- or 16-bit")
     grey = np.clip(np.rint(values / 257.0), 0, 255).astype(np.uint8)
     return np.repeat(grey[..., None], 3, axis=-1)
   return np.asarray(im.convert("RGB"), np.uint8)

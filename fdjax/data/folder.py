@@ -33,6 +33,7 @@ import logging
 import os
 import shutil
 import time
+import unicodedata
 import warnings
 from pathlib import Path
 
@@ -51,6 +52,12 @@ DECODED = "decoded-v2"
 PARTIAL = ".partial"  # suffix of temporary directories next to DECODED
 
 log = logging.getLogger(__name__)
+
+
+def nfc(name: str) -> str:
+  """``name`` in Unicode normal form C: file systems differ (macOS writes NFD), and a
+  class or pair name must mean one thing on both."""
+  return unicodedata.normalize("NFC", name)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,9 +122,9 @@ def scan(root: Path) -> Tree:
     if not classes:
       raise DataError(f"split folder {split_dir} has no class folders; expected "
                        f"{split_dir}/<class>/<image>")
-    if split == "train":
-      class_names = tuple(classes)
-    elif extra := sorted(set(classes) - set(class_names)):
+    if split == "train":   # names in NFC: a macOS archive's NFD 'café' is Linux's 'café'
+      class_names = tuple(sorted(nfc(c) for c in classes))
+    elif extra := sorted({nfc(c) for c in classes} - set(class_names)):
       raise DataError(f"split folder {split_dir} has classes {extra} that the train split "
                        f"{split_dirs['train']} lacks")
     paths, labs = [], []
@@ -131,10 +138,13 @@ def scan(root: Path) -> Tree:
       skipped += sorted(f"{name}/{e.name}" + ("/" if e.is_dir() else "") for e in entries
                         if e.name not in images)
       if not images:
+        inner = sorted(e.name + "/" for e in entries if e.is_dir())
         raise DataError(f"class folder {class_dir} contains no images (extensions: "
-                         f"{', '.join(sorted(IMAGE_EXTENSIONS))})")
+                         f"{', '.join(sorted(IMAGE_EXTENSIONS))})"
+                         + (f"; it holds the sub-folders {inner[:5]}, which are not searched: "
+                            f"images go directly in the class folder" if inner else ""))
       paths.extend(str(class_dir / f) for f in images)
-      labs.extend([class_names.index(name)] * len(images))
+      labs.extend([class_names.index(nfc(name))] * len(images))
     if skipped:
       log.warning("%s: %d entries are not images of a class folder and are left out, e.g. "
                   "%s (images: %s/<class>/<file> with extensions %s)", split_dir,

@@ -43,7 +43,7 @@ from PIL import Image
 
 from fdjax.data import archive
 from fdjax.data._decode import UnsupportedImageError, rgb_uint8
-from fdjax.data.folder import IMAGE_EXTENSIONS
+from fdjax.data.folder import IMAGE_EXTENSIONS, nfc
 from fdjax.data.splits import ImageSet
 from fdjax.errors import ConfigError, DataError, MissingDataError
 
@@ -147,6 +147,7 @@ def _images_by_stem(folder: Path) -> dict[str, Path]:
   found: dict[str, Path] = {}
   for entry in _visible(folder):
     stem, ext = os.path.splitext(entry.name)
+    stem = nfc(stem)   # an input folder in NFD (macOS) pairs with its target's NFC names
     if entry.is_file() and ext.lower() in IMAGE_EXTENSIONS:
       if stem in found:
         raise DataError(f"{folder} has two images named {stem!r}: {found[stem].name} and "
