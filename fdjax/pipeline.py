@@ -76,7 +76,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[report.Record]:
   stage's fingerprint is checked before anything trains. In a multi-process run every
   process runs this; process 0 holds the lock, writes the run's own files (config,
   tables, figures) and prints the table."""
-  started = time.time()
   validate_config(config)
   methods = methods_lib.parse(config.methods)
   seeds = parse_ints(config.seeds, "seeds")
@@ -125,6 +124,7 @@ def _check_validation_split(config, dataset, planned: list[str]) -> None:
 
 
 def _run(config, workdir: str, methods, seeds) -> list[report.Record]:
+  started = time.time()   # files in workdir older than this are an earlier run's
   prepared, fingerprints = _prepare(config, workdir, methods, seeds)
   # Written once every seed's stages matched: a refused run leaves the run's own config
   # (what fdjax.load_model builds its models from) as it was.
