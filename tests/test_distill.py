@@ -72,6 +72,10 @@ def test_fusiondistill_loss_equals_hand_computation(gammas):
     expected += np.broadcast_to(gammas, (2,))[i] * np.mean(1 - cos)
   assert np.isclose(float(loss), expected, rtol=1e-4), (float(loss), expected)
   assert set(metrics) >= {"ce", "cos", "train_accuracy"}
+  # Each expert's share of the loss (gradient homogenization differentiates them one by
+  # one, fdjax.moe.homogenize; its rows then sum to this loss's gradient): they sum to it.
+  assert metrics["task_losses"].shape == (2,)
+  assert np.isclose(float(np.sum(metrics["task_losses"])), float(loss), rtol=1e-6)
   with pytest.raises(ValueError, match="one gamma per expert"):
     fusiondistill_loss(model, UNIT, degrade=degrade, num_experts=2, gammas=[1.0, 1.0, 1.0])
 

@@ -90,6 +90,7 @@ def _fusiondistill(ctx, clean, experts):
   return Runner(ctx, graph).get("fusiondistill")
 
 
+@pytest.mark.long   # faster: test_distill (task_losses sum to the loss), test_homogenize
 def test_fusiondistill_trains_with_gradient_homogenization(trained, tmp_path, monkeypatch):
   # 'sum' differentiates each degradation's loss on its own and adds the rows: the same
   # training as the plain gradient of the summed loss (closed form), through the stage.
