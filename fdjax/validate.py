@@ -228,7 +228,12 @@ def _check_optimizer(config, stage: str, check) -> None:
   check(f"{opt}.schedule", lambda v: v in SCHEDULES, f"one of {SCHEDULES}")
   check(f"{opt}.lr", lambda v: _is_real(v) and math.isfinite(v) and v > 0, "finite and > 0")
   check(f"{opt}.momentum", lambda v: _is_real(v) and 0 <= v <= 1, "in [0, 1]")
-  check(f"{opt}.beta2", lambda v: _is_real(v) and 0 <= v < 1, "in [0, 1)")
+  # RAdam's rectification term (optax, float32) cancels badly above 0.999: at 0.9999 it
+  # switches on at step 2 where PyTorch's (float64) does at step 6.
+  radam = _get(config, f"{opt}.name") == "radam"
+  check(f"{opt}.beta2", (lambda v: _is_real(v) and 0 <= v <= 0.999) if radam else
+        (lambda v: _is_real(v) and 0 <= v < 1),
+        "in [0, 0.999] for radam (its rectification is float32)" if radam else "in [0, 1)")
   # EA-Adam's evolutionary epochs replace members' parameters, which an average of the
   # parameters before them would not follow.
   check(f"{opt}.ema_decay", (lambda v: v == 0) if stage == "ea_adam" else
@@ -238,8 +243,12 @@ def _check_optimizer(config, stage: str, check) -> None:
   check(f"{opt}.weight_decay", lambda v: _is_real(v) and math.isfinite(v) and v >= 0,
         "finite and >= 0")
   check(f"{opt}.decay", lambda v: _is_real(v) and math.isfinite(v) and v > 0, "finite and > 0")
-  check(f"{opt}.clip_norm", lambda v: _is_real(v) and math.isfinite(v) and v >= 0,
-        "finite and >= 0 (0: no clipping)")
+  # One global norm over EA-Adam's stacked members would let one member's large gradient
+  # shrink the others' steps: the members train independently.
+  check(f"{opt}.clip_norm", (lambda v: v == 0) if stage == "ea_adam" else
+        (lambda v: _is_real(v) and math.isfinite(v) and v >= 0),
+        "0 (one global norm would couple the population's members)" if stage == "ea_adam"
+        else "finite and >= 0 (0: no clipping)")
   epochs = _get(config, f"{stage}.epochs")
   check(f"{opt}.warmup_epochs",
         lambda v: _is_real(v) and v >= 0 and (not (_is_int(epochs) and epochs >= 1)

@@ -72,7 +72,7 @@ BAD = [
                                          "1..clean.epochs=1, none repeated"),
     ("clean.optimizer.momentum", 1.5, "clean.optimizer.momentum must be in [0, 1]"),
     ("clean.optimizer.beta2", 1.0, "clean.optimizer.beta2 must be in [0, 1), got 1.0"),
-    ("moe.optimizer.beta2", -0.1, "moe.optimizer.beta2 must be in [0, 1)"),
+    ("moe.optimizer.beta2", -0.1, "moe.optimizer.beta2 must be in [0, 0.999] for radam"),
     ("fusiondistill.optimizer.ema_decay", 1.0,
      "fusiondistill.optimizer.ema_decay must be in [0, 1) (0: no parameter average), got 1.0"),
     ("clean.optimizer.ema_decay", -0.5, "clean.optimizer.ema_decay must be in [0, 1)"),
@@ -84,6 +84,10 @@ BAD = [
                                       "no clipping), got -1.0"),
     ("ea_adam.optimizer.ema_decay", 0.99, "ea_adam.optimizer.ema_decay must be 0 (the "
                                           "evolutionary epochs replace members' parameters)"),
+    ("ea_adam.optimizer.clip_norm", 1.0, "ea_adam.optimizer.clip_norm must be 0 (one global "
+                                         "norm would couple the population's members)"),
+    ("experts.optimizer.beta2", 0.9999, "experts.optimizer.beta2 must be in [0, 0.999] for "
+                                        "radam (its rectification is float32), got 0.9999"),
     ("clean.optimizer.weight_decay", -1e-4, "clean.optimizer.weight_decay must be finite"),
     ("clean.optimizer.decay", 0.0, "clean.optimizer.decay must be finite and > 0"),
     # batches and counts

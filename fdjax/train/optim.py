@@ -9,6 +9,12 @@ with ``T_max`` = the run's epochs, stepped per iteration. Adam and RAdam take
 ``beta2`` (the second-moment decay; PyTorch's ``betas[1]``, default 0.999) from the
 config; their ``beta1`` is PyTorch's 0.9. ``adamw`` is PyTorch's ``AdamW``: the weight
 decay is decoupled (``p -= lr * wd * p`` beside the Adam step), as PromptIR trains.
+RAdam is optax's, which differs from ``torch.optim.RAdam`` in two places: it adds
+``eps`` (1e-8) to the bias-corrected ``sqrt(v_hat)`` where PyTorch adds it before the
+correction (PyTorch's effective eps is ``eps / sqrt(1 - beta2^t)``, about 13x larger at
+step 6 with beta2 0.999; the updates differ only for parameters whose gradients are
+near 1e-6 or below), and it computes the rectification term in float32, which cancels
+badly for beta2 above 0.999 (``fdjax.validate`` refuses those for RAdam).
 
 Two options of the restoration recipes, both off by default:
 
