@@ -45,7 +45,7 @@ def matlab_imresize_uint8(image: np.ndarray, scale: float, size=None) -> np.ndar
   port github.com/fatheral/matlab_imresize reproduces MATLAB's uint8 output exactly this
   way). ``size``: the output (H, W), default ceil(scale * side)."""
   size = size or tuple(int(np.ceil(scale * n)) for n in image.shape[:2])
-  q = lambda x: np.round(np.clip(x, 0, 255))   # noqa: E731
+  q = lambda x: np.floor(np.clip(x, 0, 255) + 0.5)   # MATLAB: ties away from zero  # noqa: E731
   rows = q(_matlab_resize_1d(image, size[0], scale, 0))
   return q(_matlab_resize_1d(rows, size[1], scale, 1)).astype(np.uint8)
 
@@ -217,3 +217,13 @@ def test_a_combined_test_set_gets_one_column_per_named_set():
   header = table.splitlines()[0]
   assert "sr[a]" in header and "sr[b]" in header and "SSIM (Y) sr[b]" in header
   assert f"{per_set['b']:.2f}" in table.splitlines()[2]
+
+
+def test_a_scale_off_the_grid_is_refused_not_rounded():
+  from fdjax import degradations
+  images = np.zeros((2, 8, 8, 3), np.uint8)
+  for bad in (2.5, 1.4, 3.5):   # were x2, unchanged and x4 without a word
+    with pytest.raises(ValueError, match=r"sr levels must be among \(1.0, 2.0, 3.0, 4.0\)"):
+      degradations.apply("sr", jax.random.key(0), images, bad)
+  assert degradations.apply("sr", jax.random.key(0), images, np.array([2.0, 4.0])).shape == (
+      2, 8, 8, 3)

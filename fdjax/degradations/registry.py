@@ -45,6 +45,8 @@ class Degradation:
     revision: raised whenever the function changes the images it makes for the same
       key and level; stages and evaluations made at an older revision are not reused
       (``revisions``, read by the stage fingerprints and the evaluation cache).
+    grid_only: only the grid's levels mean something (sr's integer scales): others are
+      refused when the levels are concrete.
   """
 
   name: str
@@ -56,6 +58,7 @@ class Degradation:
   reported_offset: float = 0.0
   reported_sign: float = 1.0
   revision: int = 1
+  grid_only: bool = False
 
 
 def _jpeg_float(key, images, levels):
@@ -122,7 +125,9 @@ REGISTRY: dict[str, Degradation] = {
         "sr", resize_lib.sr, resize_lib.sr_float, _grid(resize_lib.SR_GRID), clean_level=1.0,
         units="super-resolution scale s, 1..4 step 1: MATLAB bicubic down by s (antialiased) "
               "and back up to the input size; 1 = unchanged",
-        revision=2),   # 2: uint8 rounded after each 1-D pass, as MATLAB (was: after both)
+        revision=3, grid_only=True),
+    # 2: uint8 rounded after each 1-D pass, as MATLAB (was: after both); 3: exact .5 ties
+    # rounded up, as MATLAB's uint8 conversion (was: to even; ~1 % of the pixels at x2)
 }
 
 
@@ -207,6 +212,12 @@ def _check_levels(entry: Degradation, levels, batch: int) -> jax.Array:
   if bad.size:
     raise ValueError(f"{entry.name} levels must lie in [{low:g}, {high:g}] ({entry.units}); "
                      f"got {bad.tolist()[:8]}")
+  if entry.grid_only:
+    grid = np.asarray(entry.grid)
+    off = values[np.abs(values[:, None] - grid[None]).min(axis=1) > tolerance]
+    if off.size:
+      raise ValueError(f"{entry.name} levels must be among {entry.grid} ({entry.units}); "
+                       f"got {off.tolist()[:8]}")
   return levels
 
 
