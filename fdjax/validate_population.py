@@ -136,6 +136,10 @@ def _check_ea_adam(block, check) -> None:
           "'restoration' for ea_adam.objectives='perception' (its objectives score images)")
   for name in ("critic_width", "critic_depth", "evolve_every", "generations"):
     check(f"ea_adam.{name}", lambda v: _is_int(v) and v >= 1, "an integer >= 1")
+  epochs = block.get("epochs")
+  if _is_int(epochs) and epochs >= 1:   # more would leave the row plain Adam
+    check("ea_adam.evolve_every", lambda v: not _is_int(v) or v <= epochs,
+          f"at most ea_adam.epochs={epochs} (else no evolutionary epoch ever runs)")
   check("ea_adam.perception_fitness", lambda v: v in PERCEPTION_FITNESS,
         f"one of {PERCEPTION_FITNESS}")
   check("ea_adam.critic_lr", lambda v: _is_real(v) and v > 0, "a finite number > 0")

@@ -22,11 +22,20 @@ RESTORATION_SOURCES = ("photos", "sets")
 
 
 def model_features(config) -> list[str]:
-  """The feature names of the task's dense model (``model.feature_names``: built, not run)."""
+  """The feature names of the task's dense model (``model.feature_names``: built, not
+  run). With ``restoration.model_options`` set, the model is also initialised abstractly
+  (``jax.eval_shape``): its own checks of those values (``k`` within ``num_experts``, a
+  hidden width > 0) then fail here, before training."""
   from fdjax import tasks
 
   task = tasks.from_config(config)
   model = task.build_model(config, tasks.DataSpec((32, 32, 3), 10))
+  if config.get("restoration", {}).get("model_options"):
+    import jax
+    import jax.numpy as jnp
+
+    channels = 4 if config.restoration.get("image_prior", "none") != "none" else 3
+    jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 32, 32, channels)))
   return sorted(model.feature_names)
 
 
@@ -97,7 +106,8 @@ def _restoration_block(config, problems: list[str]) -> None:
                     "experts, FusionDistill) do not pass; leave it False (the MoE "
                     "student's moe.noisy_gating is supported)")
   depth, patch = block.get("depth", DEFAULTS["depth"]), block.get("patch", DEFAULTS["patch"])
-  if isinstance(depth, int) and isinstance(patch, int) and patch and patch % (2 ** depth):
+  if (isinstance(depth, int) and 0 <= depth <= 6 and isinstance(patch, int) and patch
+      and patch % (2 ** depth)):   # a depth outside 0..6 is refused above
     problems.append(f"restoration.patch must be a multiple of the U-Net stride "
                     f"2**depth = {2 ** depth}, got {patch}")
   for key in ("blocks", "decoder_blocks"):   # one count per level: depth of them
@@ -204,7 +214,7 @@ def check_task(config, problems: list[str]) -> None:
   if feature is not None and not problems:
     try:
       names = model_features(config)
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, ZeroDivisionError) as e:
       problems.append(f"the model of config.task={name!r} cannot be built: {e}")
       return
     if feature not in names:

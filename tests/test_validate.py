@@ -2,6 +2,7 @@
 unknown config fields get the nearest valid names."""
 
 import math
+import re
 import pathlib
 
 import ml_collections
@@ -384,3 +385,34 @@ def test_restoration_fields_that_would_fail_later_are_refused_up_front():
   set_field(config, "clean.optimizer.schedule", "multistep")
   set_field(config, "clean.optimizer.milestones", (1, 1))
   assert_fails(config, "clean.optimizer.milestones must be epochs in 1..", "none repeated")
+
+
+def test_values_the_data_makes_meaningless_are_refused_when_it_is_loaded():
+  """Checks that need the images: caught when the task loads its data, before training."""
+  from fdjax import tasks
+  from fdjax.config_fields import load_config_file
+
+  for overrides, needle in (({"pad": 16}, "augment.pad=16 is not below the images' side 16"),
+                            ({"cutout_size": 32}, "augment.cutout_size=32 is at least twice")):
+    config = load_config_file(str(REPO / "configs" / "quickstart.py") + ":tiny")
+    config.augment.update(overrides)
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+      tasks.from_config(config).load_data(config, 0)
+  config = load_config_file(str(REPO / "configs" / "restoration_quickstart.py") + ":tiny")
+  config.scoring.denoise = "shave=214"
+  with pytest.raises(ConfigError, match="scoring.denoise: a border of 214 pixels leaves "
+                                        "nothing of the smallest image scored for 'denoise'"):
+    tasks.from_config(config).load_data(config, 0)
+
+
+def test_model_options_values_are_checked_by_the_model_before_training():
+  from fdjax.config_restoration import restoration_config
+
+  config = restoration_config()
+  config.methods = "oracle,fusiondistill"
+  config.restoration.update(model="measnet", model_options="k=5")
+  with pytest.raises(ConfigError, match="MEASNet needs 1 <= k <= num_experts"):
+    validate_config(config, device_count=1)
+  config.restoration.model_options = "mlp_expand=0"
+  with pytest.raises(ConfigError, match="cannot be built"):
+    validate_config(config, device_count=1)

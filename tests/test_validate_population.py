@@ -27,6 +27,7 @@ BAD = [
     ("ea_adam.critic_width", 0, "ea_adam.critic_width must be an integer >= 1, got 0"),
     ("ea_adam.critic_depth", 1.5, "ea_adam.critic_depth must be an integer >= 1, got 1.5"),
     ("ea_adam.evolve_every", 0, "ea_adam.evolve_every must be an integer >= 1, got 0"),
+    ("ea_adam.evolve_every", 1000, "ea_adam.evolve_every must be at most ea_adam.epochs="),
     ("ea_adam.generations", 2.5, "ea_adam.generations must be an integer >= 1, got 2.5"),
     ("ea_adam.critic_lr", -1e-4, "ea_adam.critic_lr must be a finite number > 0"),
     ("ea_adam.size", 2.5, "ea_adam.size must be an integer >= 2"),

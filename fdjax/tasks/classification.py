@@ -38,6 +38,21 @@ class Augment:
     return cls(bool(cfg.flip), bool(cfg.crop), int(cfg.pad), bool(cfg.cutout),
                int(cfg.cutout_size), str(cfg.get("cutout_fill", "black")))
 
+  def check(self, size: tuple[int, int]) -> None:
+    """ConfigError when the augmentation would leave images of ``size`` (H, W) without
+    content: a crop padding of the image's side or more (a crop can then be all
+    padding), a cutout square of twice the side or more (it blanks every image whole)."""
+    from fdjax.errors import ConfigError
+
+    side = min(size)
+    if self.crop and self.pad >= side:
+      raise ConfigError(f"augment.pad={self.pad} is not below the images' side {side}: "
+                        f"a crop can then hold padding only")
+    if self.cutout and self.cutout_size >= 2 * side:
+      raise ConfigError(f"augment.cutout_size={self.cutout_size} is at least twice the "
+                        f"images' side {side}: the cutout square, centred anywhere in the "
+                        f"image, blanks all of it")
+
 
 # What the cutout square holds. 'mean': the normalisation's channel means rounded to
 # uint8, within 0.5/std (0.008 for CIFAR) of 0 after normalisation: the reference's
@@ -102,9 +117,11 @@ class ClassificationTask:
     from fdjax import data as data_lib
 
     d = config.data
-    return data_lib.load(d.source, validation_fraction=d.validation_fraction, seed=seed,
-                         cache_dir=d.cache_dir or None, data_dir=d.data_dir or None,
-                         max_per_split=d.max_per_split or None)
+    dataset = data_lib.load(d.source, validation_fraction=d.validation_fraction, seed=seed,
+                            cache_dir=d.cache_dir or None, data_dir=d.data_dir or None,
+                            max_per_split=d.max_per_split or None)
+    self.augment.check(dataset.image_shape[:2])
+    return dataset
 
   def build_model(self, config, data_spec: DataSpec):
     """The dense CIFAR ResNet of ``config.model`` with ``data_spec.num_classes`` outputs."""

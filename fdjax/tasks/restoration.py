@@ -244,7 +244,23 @@ class RestorationTask:
     """The restoration ``Dataset`` of ``config.data`` (``fdjax.data.restoration_sets``)."""
     from fdjax.data import restoration_sets
 
-    return restoration_sets.load(config.data, patch=self.patch or 64, seed=seed)
+    dataset = restoration_sets.load(config.data, patch=self.patch or 64, seed=seed)
+    self._check_shave(dataset, parse_list(config.get("degradations", "")))
+    return dataset
+
+  def _check_shave(self, dataset, degradations) -> None:
+    """ConfigError when a scoring border (``restoration.shave``, ``config.scoring``)
+    leaves nothing of the smallest image it is applied to (a validation image or the
+    degradation's test set), found before training instead of at the first score."""
+    sides = [min(dataset.validation.images.shape[1:3])] if dataset.validation else []
+    for name in ("clean", *degradations):
+      task = self.for_degradation(name)
+      smallest = min(sides + [min(s) for s in dataset.test_for(name).sizes()])
+      if task.shave and 2 * task.shave >= smallest:
+        field = (f"scoring.{name}" if any(n == name for n, _, _ in self.scoring)
+                 else "restoration.shave")
+        raise ConfigError(f"{field}: a border of {task.shave} pixels leaves nothing of the "
+                          f"smallest image scored for {name!r} ({smallest} pixels a side)")
 
   def build_model(self, config, data_spec: DataSpec):
     """The U-Net of ``config.restoration`` (fully convolutional:
