@@ -32,8 +32,9 @@ Variants: none = EA-Adam's scale on an accelerator (P = 5, width 32, 64x64 patch
 from 72x72 tiles: T91's smallest image is 78 px, so EA-Adam's 96x96 patches would need
 a set without it);
 ``:reduced`` = meant to finish in at most 60 minutes on a 2-core CPU (P = 5, width 16,
-48x48 patches, short schedules; measured 14m20s alone on a 2-core EPYC at 0c0cc36, 16m40s at 70a22f1 with a review's probes beside it;
-table in BUILD_NOTES.md); ``:smoke`` = a minute or two (tiny model,
+48x48 patches, short schedules; measured 14m20s alone on a 2-core EPYC at 0c0cc36,
+16m40s at 70a22f1 with a review's probes beside it; table in BUILD_NOTES.md);
+``:smoke`` = a minute or two (tiny model,
 P = 3, a few images, one epoch per stage).
 """
 
