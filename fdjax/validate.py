@@ -254,6 +254,10 @@ def _check_optimizer(config, stage: str, check) -> None:
         lambda v: _is_real(v) and v >= 0 and (not (_is_int(epochs) and epochs >= 1)
                                               or v < epochs),
         f"a number of epochs >= 0 and below {stage}.epochs={epochs}")
+  if _get(config, f"{opt}.schedule") not in ("multistep", _MISSING):   # else ignored
+    check(f"{opt}.milestones", lambda v: not v,
+          f"empty with schedule {_get(config, f'{opt}.schedule')!r} (milestones are "
+          f"multistep's)")
   if _get(config, f"{opt}.schedule") == "multistep" and _is_int(epochs) and epochs >= 1:
     check(f"{opt}.milestones",
           lambda v: all(_is_int(m) and 1 <= m <= epochs for m in v) and _distinct(list(v)),

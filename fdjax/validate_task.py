@@ -59,6 +59,14 @@ def _restoration_block(config, problems: list[str]) -> None:
   block = config.get("restoration")
   if block is None:
     return
+  from fdjax.config import base_config
+  default_model = base_config().model
+  changed = sorted(k for k, v in (config.get("model") or {}).items()
+                   if default_model.get(k, v) != v)
+  if changed:   # the classifier's block: the restoration task reads restoration.*
+    problems.append(f"model.{', model.'.join(changed)}: config.model is the classifier's; "
+                    f"config.task='restoration' builds its model from restoration.* "
+                    f"(restoration.dtype, restoration.depth, restoration.width, ...)")
   for key in sorted(set(block.keys()) - set(DEFAULTS)):
     near = difflib.get_close_matches(key, list(DEFAULTS), n=3, cutoff=0.5)
     problems.append(f"restoration.{key} is not a restoration field"

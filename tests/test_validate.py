@@ -85,6 +85,8 @@ BAD = [
                                       "no clipping), got -1.0"),
     ("ea_adam.optimizer.ema_decay", 0.99, "ea_adam.optimizer.ema_decay must be 0 (the "
                                           "evolutionary epochs replace members' parameters)"),
+    ("experts.optimizer.milestones", (1,), "experts.optimizer.milestones must be empty with "
+                                           "schedule 'cosine' (milestones are multistep's)"),
     ("ea_adam.optimizer.clip_norm", 1.0, "ea_adam.optimizer.clip_norm must be 0 (one global "
                                          "norm would couple the population's members)"),
     ("experts.optimizer.beta2", 0.9999, "experts.optimizer.beta2 must be in [0, 0.999] for "
@@ -415,4 +417,15 @@ def test_model_options_values_are_checked_by_the_model_before_training():
     validate_config(config, device_count=1)
   config.restoration.model_options = "mlp_expand=0"
   with pytest.raises(ConfigError, match="cannot be built"):
+    validate_config(config, device_count=1)
+
+
+def test_a_restoration_config_refuses_the_classifiers_model_block():
+  from fdjax.config_restoration import restoration_config
+
+  config = restoration_config()
+  config.model.dtype = "bfloat16"     # the U-Net reads restoration.dtype: would be ignored
+  with pytest.raises(ConfigError, match=r"model.dtype: config.model is the classifier's; "
+                                        r"config.task='restoration' builds its model from "
+                                        r"restoration\.\*"):
     validate_config(config, device_count=1)
