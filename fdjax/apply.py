@@ -69,8 +69,9 @@ def list_images(path: str, echo=None) -> list[str]:
   visible = sorted(f for f in os.listdir(path) if not f.startswith("."))
   files = [os.path.join(path, f) for f in visible
            if f.lower().endswith(extensions) and os.path.isfile(os.path.join(path, f))]
+  found = set(files)
   others = [f + ("/" if os.path.isdir(os.path.join(path, f)) else "") for f in visible
-            if os.path.join(path, f) not in files]
+            if os.path.join(path, f) not in found]
   left_out = (f"{len(others)} entr{'y' if len(others) == 1 else 'ies'} left out (sub-folders "
               f"are not searched; other file types are not read): {', '.join(others[:5])}"
               + (", ..." if len(others) > 5 else "")) if others else ""
@@ -152,16 +153,20 @@ def readable_images(files: list[str], skipped: list[str], echo=print, size=None)
 
 
 def _colour_profile_and_frames(path: str) -> tuple[bytes | None, int]:
-  """The ICC colour profile embedded in image ``path`` (None: none) and its number of
+  """The RGB ICC colour profile embedded in image ``path`` (None: none, or one for
+  another colour space) and its number of
   frames (an animated GIF or a multi-page TIFF: more than 1; ``read_image`` reads the
   first)."""
   from PIL import Image
 
   try:
     with Image.open(path) as im:
-      return im.info.get("icc_profile") or None, int(getattr(im, "n_frames", 1) or 1)
+      profile = im.info.get("icc_profile") or None
+      frames = int(getattr(im, "n_frames", 1) or 1)
   except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
     return None, 1
+  # Only an RGB profile describes the RGB output (a grey or CMYK one would be misread).
+  return (profile if profile and profile[16:20] == b"RGB " else None), frames
 
 
 def _same_folder(a: str, b: str) -> bool:

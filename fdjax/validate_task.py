@@ -35,7 +35,8 @@ def model_features(config) -> list[str]:
     import jax.numpy as jnp
 
     channels = 4 if config.restoration.get("image_prior", "none") != "none" else 3
-    jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 32, 32, channels)))
+    side = max(32, 2 ** int(config.restoration.get("depth", 0)))   # a multiple of the stride
+    jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, side, side, channels)))
   return sorted(model.feature_names)
 
 

@@ -275,17 +275,21 @@ def test_cli_keeps_the_colour_profile_names_frames_and_subfolders(restoration_ru
 
   workdir = restoration_run[0]
   (tmp_path / "in" / "sub").mkdir(parents=True)
-  profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes()
+  profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+  grey_profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes()
   rng = np.random.default_rng(5)
   Image.fromarray(rng.integers(0, 256, SMALL, dtype=np.uint8)).save(
       tmp_path / "in" / "photo.jpg", icc_profile=profile)
+  Image.fromarray(rng.integers(0, 256, SMALL[:2], dtype=np.uint8)).save(
+      tmp_path / "in" / "lab.png", icc_profile=grey_profile)   # not an RGB profile
   frames = [Image.fromarray(rng.integers(0, 256, SMALL, dtype=np.uint8)) for _ in range(3)]
   frames[0].save(tmp_path / "in" / "anim.gif", save_all=True, append_images=frames[1:])
   run_cli(f"--run={workdir}", f"--input={tmp_path / 'in'}", f"--output={tmp_path / 'out'}")
   with Image.open(tmp_path / "out" / "photo.png") as written:
     assert written.info.get("icc_profile") == profile
-  with Image.open(tmp_path / "out" / "anim.png") as written:
-    assert "icc_profile" not in written.info
+  for name in ("anim.png", "lab.png"):   # no profile; one that would misdescribe RGB
+    with Image.open(tmp_path / "out" / name) as written:
+      assert "icc_profile" not in written.info
   out = capsys.readouterr().out
   assert "anim.gif  16x16" in out and "(its first frame of 3)" in out
   assert "1 entry left out (sub-folders are not searched" in out and "sub/" in out

@@ -137,3 +137,20 @@ def test_a_restoration_sets_max_per_split_decodes_only_those_images(tmp_path, mo
   ds = restoration_sets.load(config, patch=8, seed=0)
   assert len(read) == 4 and sorted(p.stem for p in read) == ["0", "0", "1", "1"]
   assert ds.test_for("denoise").names == ("0", "1")
+
+
+def test_a_moved_archives_entry_follows_it_and_is_not_pruned_for_the_new_one(tmp_path):
+  cache = tmp_path / "cache"
+  tar = make_tar(write_tree(tmp_path / "a"), tmp_path / "set.tar.gz")
+  data.load(f"folder:{tar}", cache_dir=str(cache))
+  entry = archive.entry_dir(tar, cache)
+  age(entry, stale.FOREIGN_AGE_S + 60)
+  (tmp_path / "old").mkdir()
+  moved = tar.rename(tmp_path / "old" / "set.tar.gz")
+  data.load(f"folder:{moved}", cache_dir=str(cache))      # the same entry, now in use
+  assert archive.entry_dir(moved, cache) == entry
+  assert (entry / archive.ORIGIN).read_text() == str(moved.resolve())
+  make_tar(write_tree(tmp_path / "b", n_per_class=4), tar)   # a new archive at the old path
+  data.load(f"folder:{tar}", cache_dir=str(cache))
+  assert entry.is_dir() and archive.entry_dir(tar, cache).is_dir()
+  assert len(data.load(f"folder:{moved}", cache_dir=str(cache)).train.labels) == 6

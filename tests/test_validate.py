@@ -418,6 +418,8 @@ def test_model_options_values_are_checked_by_the_model_before_training():
   config.restoration.model_options = "mlp_expand=0"
   with pytest.raises(ConfigError, match="cannot be built"):
     validate_config(config, device_count=1)
+  config.restoration.update(model_options="k=1", depth=6, patch=64)   # stride 64: fine
+  validate_config(config, device_count=1)
 
 
 def test_a_restoration_config_refuses_the_classifiers_model_block():

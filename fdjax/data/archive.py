@@ -6,14 +6,15 @@ Layout under the cache root (``cache_dir``, else ``$FDJAX_CACHE``, else
     <archive stem>-<key>/tree/...   the extracted archive, as is
     <archive stem>-<key>/decoded-v2/  decoded arrays, written by fdjax.data.folder
 
-``key`` hashes the archive's size, modification time, device and inode: a replaced
+``key`` hashes the archive's size, modification time and inode (not the device, which a
+remount or a second container's overlay of the same file changes): a replaced
 archive (a new file, even one copied with its size and mtime) gets a fresh entry, while a
 ``chmod`` or a ``mv`` within the file system keeps the entry (the status-change time,
 hashed until 2026-12-07, changed with both and left a full copy behind each time). Each
 entry records the archive's resolved path in ``<entry>/origin``; once a new entry of
 that path is published, the entries it superseded (same origin, a different key, not
-modified for ``stale.FOREIGN_AGE_S``: a run started on the old archive may still read
-them) are deleted. An entry whose ``tree/`` a user deleted to save space is extracted
+used for ``stale.FOREIGN_AGE_S``: every load touches its entry and rewrites its origin,
+so a moved archive's entry follows it and one in use is kept) are deleted. An entry whose ``tree/`` a user deleted to save space is extracted
 again in place. Extraction is atomic: the archive is unpacked into a hidden temporary
 directory ``.<stem>-<key>@<host>@<pid>@<random>.partial`` in the cache root that is
 renamed to ``<stem>-<key>`` only when complete, so a crash never leaves a
@@ -24,6 +25,7 @@ half-extracted entry. Such a directory left by a killed run is never read; the n
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import os
@@ -61,13 +63,23 @@ def cache_root(cache_dir: str | None = None) -> Path:
 
 def entry_dir(archive: Path, root: Path) -> Path:
   """Where ``archive`` is (or will be) extracted: ``root/<stem>-<key>``."""
-  st = archive.stat()   # inode and device: a copy that keeps the size and the mtime differs
-  key = hashlib.sha1(f"{st.st_size}:{st.st_mtime_ns}:{st.st_dev}:{st.st_ino}".encode()
-                     ).hexdigest()[:12]
+  st = archive.stat()   # the inode: a copy that keeps the size and the mtime differs
+  key = hashlib.sha1(f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}".encode()).hexdigest()[:12]
   return root / f"{stem(archive)}-{key}"
 
 
 ORIGIN = "origin"   # <entry>/origin: the archive's resolved path
+
+
+def touch(entry: Path, origin: str) -> None:
+  """Marks ``entry`` as used now by the archive or folder at ``origin`` (its resolved
+  path): ``<entry>/origin`` rewritten when it names another path (the archive was moved:
+  its entry follows it), the entry's mtime set to now (pruning spares entries in use).
+  Raises OSError on a read-only cache."""
+  path = entry / ORIGIN
+  if not path.is_file() or path.read_text() != origin:
+    path.write_text(origin)
+  os.utime(entry)
 
 
 def record_origin(entry: Path, origin: str) -> None:
@@ -76,8 +88,7 @@ def record_origin(entry: Path, origin: str) -> None:
   root that no run has touched for ``stale.FOREIGN_AGE_S``: the caches of its earlier
   versions. ``entry``'s name is ``<prefix>-<key>``; the others share the prefix."""
   try:
-    if not (entry / ORIGIN).is_file():
-      (entry / ORIGIN).write_text(origin)
+    touch(entry, origin)
   except OSError:    # a read-only cache is still read: nothing recorded, nothing pruned
     return
   now = time.time()
@@ -113,6 +124,8 @@ def extract(archive: Path, root: Path) -> Path:
   entry = entry_dir(archive, root)
   stale.remove_stale(root, ".", PARTIAL)
   if (entry / "tree").is_dir():
+    with contextlib.suppress(OSError):   # a read-only cache is still read
+      touch(entry, str(archive.resolve()))
     return entry
   root.mkdir(parents=True, exist_ok=True)
   origin = str(archive.resolve())

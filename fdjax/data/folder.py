@@ -26,6 +26,7 @@ deleted, and rebuilt from the images.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -296,6 +297,8 @@ def source(path_arg: str, *, cache_dir: str | None = None) -> RawSource:
       archive.extract(path, root)
     else:
       stale.remove_stale(root, ".", PARTIAL)   # as extract does
+      with contextlib.suppress(OSError):   # in use: pruning spares it (a read-only cache too)
+        archive.touch(entry, str(path.resolve()))
     tree = None if cached else scan(find_root(entry / "tree"))
   else:
     name = path.resolve().name
@@ -304,6 +307,9 @@ def source(path_arg: str, *, cache_dir: str | None = None) -> RawSource:
     _drop_older_versions(cache)
     stale.remove_stale(cache.parent, ".", PARTIAL)
     cached = _load_decoded(cache)
+    if cached is not None:
+      with contextlib.suppress(OSError):   # in use: pruning spares it (a read-only cache too)
+        archive.touch(cache.parent, str(path.resolve()))
   if cached is not None:
     class_names, arrays = cached
     return in_memory_source(name, class_names, arrays)
