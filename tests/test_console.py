@@ -74,3 +74,21 @@ def test_negative_verbosity_hides_info_keeps_warnings(console):
   configure_logging(-1)
   _log_everything()
   assert console == ["orbax warning"]
+
+
+def test_help_descriptions_are_the_docstrings_whole_first_paragraph(capsys):
+  """A docstring's first line alone can stop mid-sentence (one --help ended 'on the')."""
+  import pytest
+
+  from fdjax.bench import restoration_degradations
+  from fdjax.console import first_paragraph
+
+  assert first_paragraph("""One sentence
+  that wraps.
+
+  The rest.""") == "One sentence that wraps."
+  with pytest.raises(SystemExit):
+    restoration_degradations._parse(["--help"])
+  text = " ".join(capsys.readouterr().out.split())
+  assert ("Speed of fdjax's restoration degradations, and of their per-image convolution, "
+          "on the current JAX backend.") in text
