@@ -25,7 +25,6 @@ half-extracted entry. Such a directory left by a killed run is never read; the n
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import hashlib
 import os
@@ -71,15 +70,19 @@ def entry_dir(archive: Path, root: Path) -> Path:
 ORIGIN = "origin"   # <entry>/origin: the archive's resolved path
 
 
-def touch(entry: Path, origin: str) -> None:
+def touch(entry: Path, origin: str) -> bool:
   """Marks ``entry`` as used now by the archive or folder at ``origin`` (its resolved
   path): ``<entry>/origin`` rewritten when it names another path (the archive was moved:
   its entry follows it), the entry's mtime set to now (pruning spares entries in use).
-  Raises OSError on a read-only cache."""
+  False on a read-only cache (still read: nothing recorded)."""
   path = entry / ORIGIN
-  if not path.is_file() or path.read_text() != origin:
-    path.write_text(origin)
-  os.utime(entry)
+  try:
+    if not path.is_file() or path.read_text() != origin:
+      path.write_text(origin)
+    os.utime(entry)
+  except OSError:
+    return False
+  return True
 
 
 def record_origin(entry: Path, origin: str) -> None:
@@ -87,9 +90,7 @@ def record_origin(entry: Path, origin: str) -> None:
   into ``<entry>/origin`` and deletes the other entries of that origin in the same cache
   root that no run has touched for ``stale.FOREIGN_AGE_S``: the caches of its earlier
   versions. ``entry``'s name is ``<prefix>-<key>``; the others share the prefix."""
-  try:
-    touch(entry, origin)
-  except OSError:    # a read-only cache is still read: nothing recorded, nothing pruned
+  if not touch(entry, origin):   # a read-only cache: nothing recorded, nothing pruned
     return
   now = time.time()
   for other in entry.parent.glob(f"{glob.escape(entry.name.rsplit('-', 1)[0])}-*"):
@@ -124,8 +125,7 @@ def extract(archive: Path, root: Path) -> Path:
   entry = entry_dir(archive, root)
   stale.remove_stale(root, ".", PARTIAL)
   if (entry / "tree").is_dir():
-    with contextlib.suppress(OSError):   # a read-only cache is still read
-      touch(entry, str(archive.resolve()))
+    touch(entry, str(archive.resolve()))
     return entry
   root.mkdir(parents=True, exist_ok=True)
   origin = str(archive.resolve())

@@ -26,7 +26,6 @@ deleted, and rebuilt from the images.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -297,8 +296,7 @@ def source(path_arg: str, *, cache_dir: str | None = None) -> RawSource:
       archive.extract(path, root)
     else:
       stale.remove_stale(root, ".", PARTIAL)   # as extract does
-      with contextlib.suppress(OSError):   # in use: pruning spares it (a read-only cache too)
-        archive.touch(entry, str(path.resolve()))
+      archive.touch(entry, str(path.resolve()))   # in use: pruning spares it
     tree = None if cached else scan(find_root(entry / "tree"))
   else:
     name = path.resolve().name
@@ -308,8 +306,7 @@ def source(path_arg: str, *, cache_dir: str | None = None) -> RawSource:
     stale.remove_stale(cache.parent, ".", PARTIAL)
     cached = _load_decoded(cache)
     if cached is not None:
-      with contextlib.suppress(OSError):   # in use: pruning spares it (a read-only cache too)
-        archive.touch(cache.parent, str(path.resolve()))
+      archive.touch(cache.parent, str(path.resolve()))   # in use: pruning spares it
   if cached is not None:
     class_names, arrays = cached
     return in_memory_source(name, class_names, arrays)
