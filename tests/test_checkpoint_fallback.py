@@ -1,9 +1,13 @@
 """A corrupt newest checkpoint: the error names the newest intact step and the flag;
-``on_corrupt='previous'`` restores that step instead, after one warning line."""
+``on_corrupt='previous'`` restores that step instead, after one warning line. A read that
+fails for a reason outside the files (too many open files) is not damage: nothing moves."""
 
+import errno
+import gc
 import glob
 import logging
 import os
+import resource
 
 import jax
 import jax.numpy as jnp
@@ -12,8 +16,10 @@ import optax
 import pytest
 
 from fdjax.errors import ConfigError, UserError
-from fdjax.train import (CheckpointError, Checkpointer, CorruptCheckpointError,
-                         IncompatibleCheckpointError, create_train_state, make_mesh)
+from fdjax.train import (CheckpointError, Checkpointer, CheckpointReadError,
+                         CorruptCheckpointError, IncompatibleCheckpointError, create_train_state,
+                         make_mesh)
+from fdjax.train.variables_io import load_variables, save_variables
 
 # A failed orbax restore can leave tensorstore reads in flight whose callbacks fire after
 # orbax closed its event loop ("RuntimeError: Event loop is closed", reported by pytest as
@@ -51,7 +57,7 @@ def three_steps(tmp_path):
 
 
 def test_errors_are_user_errors_and_keep_their_bases():
-  for cls in (CorruptCheckpointError, IncompatibleCheckpointError):
+  for cls in (CorruptCheckpointError, IncompatibleCheckpointError, CheckpointReadError):
     assert issubclass(cls, UserError) and issubclass(cls, CheckpointError)
     assert issubclass(cls, RuntimeError)
   assert not issubclass(CheckpointError, UserError)
@@ -115,3 +121,67 @@ def test_explicit_step_never_falls_back(three_steps):
 def test_unknown_on_corrupt_mode_is_a_config_error(tmp_path):
   with pytest.raises(ConfigError, match="on_corrupt"):
     Checkpointer(tmp_path, on_corrupt="latest")
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+@pytest.mark.filterwarnings("ignore:coroutine .* was never awaited:RuntimeWarning")
+def test_too_many_open_files_is_not_damage(three_steps):
+  """A real EMFILE (the soft open-file limit set to the files already open): before, every
+  step read as corrupt and the error advised deleting the stage folder."""
+  directory, mesh = three_steps
+  ckpt = Checkpointer(directory, on_corrupt="previous")
+  target = _state(mesh, 0)
+  soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+  open_now = len(os.listdir("/proc/self/fd")) - 1   # less the listing's own descriptor
+  resource.setrlimit(resource.RLIMIT_NOFILE, (open_now, hard))
+  try:
+    with pytest.raises(CheckpointReadError) as info:
+      ckpt.restore(target)
+  finally:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+  message, hint = str(info.value), info.value.hint
+  del info       # its traceback holds the event loops orbax failed to make: finalise them
+  gc.collect()   # here, where the module's filter applies, not in a later test
+  assert os.strerror(errno.EMFILE) in message and "not damage" in message
+  assert "ulimit" in hint and "delete" not in message + hint
+  assert sorted(os.listdir(directory)) == ["10", "15", "5"]
+  assert not os.path.exists(str(directory) + ".corrupt")
+  state, _ = ckpt.restore(target)   # the limit back: the newest step reads as it is
+  assert int(state.step) == 15
+
+
+def test_an_outside_failure_of_the_newest_step_moves_nothing_aside(three_steps, monkeypatch):
+  """tensorstore re-raises an OS error as text: the newest step's read failing so, with
+  ``on_corrupt='previous'``, used to restore step 10 and move the intact step 15 aside."""
+  directory, mesh = three_steps
+  ckpt = Checkpointer(directory, on_corrupt="previous")
+  original = ckpt._manager.restore
+
+  def failing(step, *args, **kwargs):
+    if step == 15:
+      try:
+        raise OSError(errno.ENOMEM, os.strerror(errno.ENOMEM))
+      except OSError:
+        raise ValueError(f"NOT_FOUND: Error reading local file: {os.strerror(errno.EMFILE)}")
+    return original(step, *args, **kwargs)
+
+  monkeypatch.setattr(ckpt._manager, "restore", failing)
+  with pytest.raises(CheckpointReadError, match=str(directory / "15")):
+    ckpt.restore(_state(mesh, 0))
+  assert sorted(os.listdir(directory)) == ["10", "15", "5"]
+  assert not os.path.exists(str(directory) + ".corrupt")
+
+
+def test_saved_variables_read_without_memory_are_not_damage(tmp_path, monkeypatch):
+  import orbax.checkpoint as ocp
+  path = str(tmp_path / "variables")
+  save_variables(path, {"params": {"w": np.ones(3, np.float32)}})
+
+  def failing(self, *args, **kwargs):
+    raise RuntimeError("restore failed") from MemoryError()
+
+  monkeypatch.setattr(ocp.StandardCheckpointer, "restore", failing)
+  with pytest.raises(CheckpointReadError, match="out of memory"):
+    load_variables(path)
+  monkeypatch.undo()
+  np.testing.assert_array_equal(load_variables(path)["params"]["w"], np.ones(3))

@@ -16,8 +16,13 @@ When the newest checkpoint is corrupt, ``Checkpointer(on_corrupt=...)`` decides:
   ``<directory>.corrupt/<step>`` so that training can write those steps again. With no
   intact older step this also raises ``CorruptCheckpointError``.
 
-Both error classes are ``fdjax.errors.UserError``: the command line prints them as one
-line. Restoring an explicitly requested ``step`` never falls back.
+A read that fails for a reason outside the files (too many open files, out of memory,
+permission denied, an interrupted or timed-out call, a stale network handle) is not
+damage: it raises ``CheckpointReadError``, which names the reason, never falls back and
+never moves a step folder aside (``outside_reason``).
+
+All three error classes are ``fdjax.errors.UserError``: the command line prints them as
+one line. Restoring an explicitly requested ``step`` never falls back.
 
 Multi-process runs: every process calls ``save`` and ``restore`` (orbax writes each
 array's shards from the process that holds them, the JSON record from process 0, and
@@ -27,6 +32,7 @@ after which every process re-reads the directory.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from typing import Any
@@ -53,6 +59,64 @@ class CorruptCheckpointError(UserError, CheckpointError):
 
 class IncompatibleCheckpointError(UserError, CheckpointError):
   """The checkpoint holds a different tree (model, optimiser or shapes) than expected."""
+
+
+class CheckpointReadError(UserError, CheckpointError):
+  """The checkpoint's files could not be read for a reason outside them (``outside_reason``):
+  the files may well be intact, so nothing falls back, moves or should be deleted."""
+
+
+# errno values of a read that failed because of the process or the system, not the file
+_OUTSIDE_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EACCES, errno.EPERM,
+                   errno.EAGAIN, errno.EINTR, errno.ETIMEDOUT, errno.ESTALE)
+
+
+def outside_reason(exc: BaseException) -> str | None:
+  """Why reading failed if the cause lies outside the files (``'Too many open files'``),
+  else None: an ``OSError`` with one of ``_OUTSIDE_ERRNOS`` or a ``MemoryError`` anywhere
+  in ``exc``'s cause and context chain or exception groups, or, for the libraries that
+  re-raise such an error as text (tensorstore), its ``strerror`` in the message."""
+  texts = {os.strerror(code): os.strerror(code) for code in _OUTSIDE_ERRNOS}
+  pending, seen = [exc], set()
+  while pending:
+    e = pending.pop()
+    if e is None or id(e) in seen:
+      continue
+    seen.add(id(e))
+    if isinstance(e, MemoryError):
+      return "out of memory"
+    if isinstance(e, OSError) and e.errno in _OUTSIDE_ERRNOS:
+      return os.strerror(e.errno)
+    found = next((text for text in texts if text in str(e)), None)
+    if found:
+      return found
+    pending += [e.__cause__, e.__context__, *getattr(e, "exceptions", ())]
+  return None
+
+
+def check_outside_reason(exc: BaseException, path: str) -> None:
+  """Raises ``CheckpointReadError`` when reading ``path`` failed for an ``outside_reason``:
+  found in ``exc``, or, as orbax logs some ``OSError``s and raises a bare "Unknown key"
+  instead, by opening every file under ``path`` once more."""
+  reason = outside_reason(exc) or outside_reason(_open_every_file(path))
+  if reason:
+    raise CheckpointReadError(
+        f"cannot read {path}: {reason}. This is not damage: the files were left as they are",
+        hint="fix the cause (e.g. raise the open-file limit with `ulimit -n`, free memory, "
+             "restore the permissions) and run the same command again") from exc
+
+
+def _open_every_file(path: str) -> OSError | None:
+  """The first ``OSError`` of listing ``path`` and opening each file under it, or None."""
+  def fail(error):
+    raise error
+  try:
+    for root, _, names in os.walk(path, onerror=fail):
+      for name in names:
+        os.close(os.open(os.path.join(root, name), os.O_RDONLY))
+  except OSError as e:
+    return e
+  return None
 
 
 class Checkpointer:
@@ -151,6 +215,7 @@ class Checkpointer:
     try:
       saved = self._manager.item_metadata(step)["state"]
     except Exception as e:  # orbax raises assorted errors for unreadable metadata
+      check_outside_reason(e, path)
       raise CorruptCheckpointError(f"cannot read checkpoint metadata at {path}: {e}") from e
     if saved is None:
       raise CorruptCheckpointError(f"checkpoint at {path} has no readable 'state' item")
@@ -160,6 +225,7 @@ class Checkpointer:
       restored = self._manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
     except Exception as e:
+      check_outside_reason(e, path)
       raise CorruptCheckpointError(f"cannot restore checkpoint at {path}: {e}") from e
     return restored["state"], dict(restored["meta"] or {})
 

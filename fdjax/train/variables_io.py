@@ -15,7 +15,8 @@ import orbax.checkpoint as ocp
 
 from fdjax.distributed import barrier
 from fdjax.train.abandoned_reads import ignore_abandoned_reads
-from fdjax.train.checkpoint import CorruptCheckpointError, _check_compatible
+from fdjax.train.checkpoint import (CheckpointReadError, CorruptCheckpointError, _check_compatible,
+                                   check_outside_reason)
 
 
 def save_variables(path: str, variables: dict) -> None:
@@ -64,11 +65,12 @@ def load_variables(path: str, target: dict | None = None) -> dict:
       abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), target)
       return checkpointer.restore(path, abstract)
     return checkpointer.restore(path)
-  except (FileNotFoundError, CorruptCheckpointError):
+  except (FileNotFoundError, CorruptCheckpointError, CheckpointReadError):
     raise
   except Exception as e:
     if type(e).__name__ == "IncompatibleCheckpointError":
       raise
+    check_outside_reason(e, path)
     raise CorruptCheckpointError(f"cannot read variables at {path}: {e}",
                                  hint=_REWRITE.format(path=path)) from e
   finally:
