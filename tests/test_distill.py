@@ -28,6 +28,21 @@ def test_cosine_distance_matches_numpy_on_flattened_features():
     cosine_distance(jnp.ones((2, 3)), jnp.ones((2, 4)))
 
 
+def test_cosine_distance_gradient_is_finite_at_an_all_zero_row():
+  # The norm's own gradient at 0 is 0/0: a zero feature row made every gradient that
+  # row reaches NaN (a MoE's gates too). With the norm clamped at eps, as PyTorch's
+  # CosineSimilarity, the zero row's gradient is -t / (eps |t|) / B (closed form).
+  eps = 1e-8
+  s = np.array([[0.0, 0.0, 0.0], [1.0, 2.0, 2.0]], np.float32)
+  t = np.array([[3.0, 0.0, 4.0], [2.0, 1.0, 2.0]], np.float32)
+  grad = np.asarray(jax.grad(lambda x: cosine_distance(x, jnp.asarray(t), eps))(jnp.asarray(s)))
+  assert np.all(np.isfinite(grad))
+  np.testing.assert_allclose(grad[0], -t[0] / (eps * 5.0) / 2, rtol=1e-5)
+  sn, tn = np.linalg.norm(s[1]), np.linalg.norm(t[1])   # d(-cos)/ds = -(t/(sn tn) - cos s/sn^2)
+  cos = s[1] @ t[1] / (sn * tn)
+  np.testing.assert_allclose(grad[1], -(t[1] / (sn * tn) - cos * s[1] / sn**2) / 2, rtol=1e-5)
+
+
 def _softmax_ce(logits, labels):
   logits = logits - logits.max(-1, keepdims=True)
   logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))

@@ -135,6 +135,9 @@ def test_soup_errors():
     weighted_soup([_pt([1.0]), _pt([2.0])], [1.0, -1.0])
   with pytest.raises(ValueError, match="all zero"):
     weighted_soup([_pt([1.0]), _pt([2.0])], [0.0, 0.0])
+  # Weights whose sum overflows gave an all-zero soup (w / inf); they mean equal shares.
+  huge = weighted_soup([_pt([1.0]), _pt([2.0])], [1e308, 1e308])
+  np.testing.assert_allclose(np.asarray(huge["params"]["w"]), [1.5])
   with pytest.raises(ValueError, match="3 weights for 2 models"):
     weighted_soup([_pt([1.0]), _pt([2.0])], [1.0, 1.0, 1.0])
   with pytest.raises(ValueError, match="reestimate_batch_stats"):

@@ -20,7 +20,9 @@ def cosine_distance(student_features, teacher_features, eps: float = 1e-8):
                      f"teacher {teacher_features.shape}")
   s = student_features.reshape(student_features.shape[0], -1).astype(jnp.float32)
   t = teacher_features.reshape(teacher_features.shape[0], -1).astype(jnp.float32)
-  s_norm = jnp.maximum(jnp.linalg.norm(s, axis=-1), eps)
-  t_norm = jnp.maximum(jnp.linalg.norm(t, axis=-1), eps)
+  # max(|x|, eps) as sqrt(max(|x|^2, eps^2)): the same value, and a finite gradient at an
+  # all-zero row (the norm's own is 0/0 there, a NaN that would reach shared parameters)
+  s_norm = jnp.sqrt(jnp.maximum(jnp.sum(s * s, axis=-1), eps * eps))
+  t_norm = jnp.sqrt(jnp.maximum(jnp.sum(t * t, axis=-1), eps * eps))
   cosine = jnp.sum(s * t, axis=-1) / (s_norm * t_norm)
   return jnp.mean(1.0 - cosine)

@@ -62,8 +62,9 @@ def weighted_soup(variables_list: Sequence[Any], weights: Sequence[float], *,
     raise ValueError(f"got {w.shape[0]} weights for {len(variables_list)} models")
   if not np.all(np.isfinite(w)) or np.any(w < 0):
     raise ValueError(f"soup weights must be finite and >= 0, got {w.tolist()}")
-  if w.sum() == 0:
+  if w.max() == 0:
     raise ValueError("soup weights are all zero")
+  w = w / w.max()   # first: a sum of huge weights (1e308 each) would overflow to inf
   return _combine(variables_list, (w / w.sum()).tolist(), batch_stats)
 
 
