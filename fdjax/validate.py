@@ -191,9 +191,11 @@ def validate_config(config, *, device_count: int | None = None) -> None:
           f"a multiple of the {n_degradations} degradations with " + " and with ".join(split_by))
   if _get(config, "fusion.soup") == "greedy" and n_degradations:
     # The greedy soup scores candidates on validation batches of one share per degradation.
-    check("eval_batch_size", lambda v: not _is_int(v) or v >= n_degradations,
-          f"at least the {n_degradations} degradations with fusion.soup='greedy' (its "
-          "validation batches hold one share per degradation)")
+    multiple = math.lcm(n_degradations, device_count)
+    check("eval_batch_size", lambda v: not _is_int(v) or v >= multiple,
+          f"at least {multiple} with fusion.soup='greedy' (its validation batches are a "
+          f"multiple of the {n_degradations} degradations, one share each, and of the "
+          f"{device_count} device(s))")
   if _get(config, "fusion.soup") == "weighted" and n_degradations:
     check("fusion.weights", lambda v: _weights_ok(v, n_degradations),
           f"{n_degradations} comma-separated finite numbers >= 0, not all 0 (one per degradation)")

@@ -14,7 +14,8 @@ both processes must stop at the step JAX's preemption service agrees on), and st
 by a time limit of 0 s (``WORKDIR/multi/timed``). Also checks that a workdir not shared
 by the processes is refused, that a write failing in process 0 stops both, that each
 process built only its own rows of the first global batch and that those are the rows a one-process run takes, and the sharded test
-accuracy against an unbatched forward pass. Writes ``WORKDIR/<run>.<process>.npz``
+accuracy against an unbatched forward pass, and places a population state holding NaN
+(EA-Adam's fitness before its first evolutionary epoch) on the mesh. Writes ``WORKDIR/<run>.<process>.npz``
 (every parameter and BatchNorm statistic of the runs, the accuracy, where the stopped
 runs stopped) and prints ``OK``.
 """
@@ -39,6 +40,7 @@ if role != "single":
 
 import flax.linen as nn  # noqa: E402
 import numpy as np  # noqa: E402
+import optax  # noqa: E402
 from jax.experimental import multihost_utils  # noqa: E402
 
 from fdjax.config import optimizer_config  # noqa: E402
@@ -99,6 +101,21 @@ np.testing.assert_array_equal(multihost_utils.process_allgather(batch["image"], 
 for shard in batch["image"].addressable_shards:
   np.testing.assert_array_equal(np.asarray(shard.data), expected[shard.index])
 
+
+# EA-Adam's population state holds NaN fitness until its first evolutionary epoch: placed
+# on the mesh in every process (jax.device_put compares each value across the processes
+# first, and NaN never equals itself: the ea_adam stage died at its start).
+from fdjax.population.evolution import init_evolution  # noqa: E402
+from fdjax.population.state import create_population_state  # noqa: E402
+
+evolution = init_evolution(jax.random.PRNGKey(1), np.eye(2, dtype=np.float32)[[0, 1, 1]],
+                           np.ones(3, bool))
+population = create_population_state({"params": {"w": np.zeros((3, 4), np.float32)},
+                                      "batch_stats": {}}, optax.sgd(0.1),
+                                     jax.random.PRNGKey(2), evolution, mesh)
+for shard in population.evolution.fitness.addressable_shards:
+  assert shard.data.shape == (3, 2) and np.isnan(np.asarray(shard.data)).all()
+assert population.params["w"].sharding.is_fully_replicated
 
 
 class TinyNet(nn.Module):

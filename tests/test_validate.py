@@ -245,10 +245,15 @@ def test_a_repeated_list_entry_is_refused():
 def test_greedy_soup_needs_a_validation_batch_of_one_share_per_degradation():
   config = tiny()
   config.fusion.soup, config.eval_batch_size = "greedy", 2
-  assert_fails(config, "eval_batch_size must be at least the 4 degradations with "
-               "fusion.soup='greedy'")
+  assert_fails(config, "eval_batch_size must be at least 4 with fusion.soup='greedy'")
   config.eval_batch_size = 4
   validate_config(config, device_count=1)
+  # 3 degradations on 8 devices: 64 passed, and the scorer's 63 failed after the experts
+  config.degradations, config.eval_batch_size = "jpeg,blur,awgn", 16
+  assert_fails(config, "eval_batch_size must be at least 24 with fusion.soup='greedy'",
+               "of the 3 degradations", "of the 8 device(s)", device_count=8)
+  config.eval_batch_size = 24
+  validate_config(config, device_count=8)
 
 
 def test_the_classification_moe_students_stages_are_checked_before_training():

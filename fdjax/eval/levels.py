@@ -54,7 +54,7 @@ from fdjax.degradations.plan import LevelPlan, eval_key, level_indices, stride_l
 from fdjax.eval.metric import (Predict, batch_scorer, jit_clean, mean_scores, predictor,
                                split_scores, test_batches)
 from fdjax.eval.per_image import per_set_means
-from fdjax.train.mesh import data_sharding, replicated
+from fdjax.train.mesh import data_sharding, place, replicated
 
 # predict_fn(variables, images_uint8 [B,H,W,3], levels float32 [B], key) -> outputs
 LevelPredict = Callable[..., jax.Array]
@@ -136,8 +136,8 @@ def scores_at_levels(task, predict_fn: LevelPredict, variables, split, name: str
     if (size, j) not in placed:
       array = np.full((size,), levels[j][0], np.float32)
       if mesh is not None:  # global, like the batch (jit refuses host arrays split over
-        # hosts); placed once, not per batch: each placement checks equality across hosts
-        array = jax.device_put(array, data_sharding(mesh))
+        # hosts); placed once per batch size and level, not per batch
+        array = place(array, data_sharding(mesh), copy=False)
       placed[size, j] = array
     return placed[size, j]
 

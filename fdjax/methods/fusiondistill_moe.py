@@ -17,6 +17,7 @@ import numpy as np
 
 from fdjax import moe
 from fdjax.config import parse_ints
+from fdjax.distributed import write_once
 from fdjax.eval import levels as levels_lib
 from fdjax.eval import plots
 from fdjax.json_files import write_json
@@ -105,9 +106,10 @@ def routing(runner, model, variables, per_image: bool = False) -> usage_lib.Rout
   stats = usage_lib.routing_stats(ctx.task, model, variables, split, ctx.plan,
                                   batch_size=ctx.config.eval_batch_size, test_sets=tests,
                                   per_image=per_image)
-  write_json(path, {"names": list(stats.names), "levels": stats.levels,
-                    "counts": [c.tolist() for c in stats.counts],
-                    "entropy": [h.tolist() for h in stats.entropy]})
+  write_once(lambda: write_json(path, {"names": list(stats.names), "levels": stats.levels,
+                                       "counts": [c.tolist() for c in stats.counts],
+                                       "entropy": [h.tolist() for h in stats.entropy]}),
+             "routing statistics")
   return stats
 
 
@@ -141,6 +143,11 @@ def _level(level: float) -> str:
 
 
 def _finalize(outputs, workdir: str, ctx) -> None:
+  """The router files (``_write_router_files``), written by process 0 alone."""
+  write_once(lambda: _write_router_files(outputs, workdir, ctx), "router usage files")
+
+
+def _write_router_files(outputs, workdir: str, ctx) -> None:
   """router_usage.md (per seed and K row: usage, routing accuracy, gate entropy),
   router_usage_k<K>.png (per K, means over seeds) and router_accuracy.png (per K, means
   over seeds)."""

@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 
+from fdjax.distributed import write_once
 from fdjax.eval import plots
 from fdjax.methods.base import Loadable, Method, Output
 from fdjax.study import stages
@@ -37,12 +38,14 @@ def _rows(runner) -> Output:
 
 
 def _finalize(outputs, workdir: str, ctx) -> None:
+  """expert_heatmap.png (each expert on each degradation), written by process 0 alone."""
   names = list(ctx.degradations)
   metric = ctx.task.metric
-  plots.plot_expert_heatmap(np.mean([o.artifacts["heatmap"] for o in outputs], axis=0), names,
-                            names, os.path.join(workdir, "expert_heatmap.png"),
-                            title=f"Experts: {metric.label} over all levels ({metric.unit})",
-                            scale=metric.scale)
+  heatmap = np.mean([o.artifacts["heatmap"] for o in outputs], axis=0)
+  write_once(lambda: plots.plot_expert_heatmap(
+      heatmap, names, names, os.path.join(workdir, "expert_heatmap.png"),
+      title=f"Experts: {metric.label} over all levels ({metric.unit})", scale=metric.scale),
+      "expert heatmap")
 
 
 METHOD = Method("oracle", requires=lambda ctx: ("clean", *stages.expert_names(ctx)),

@@ -19,9 +19,11 @@ from typing import Callable, Sequence
 import jax
 import numpy as np
 
+from fdjax.distributed import write_once
 from fdjax.json_files import write_json
 from fdjax.population.evolution import EvolutionConfig, evolutionary_epoch
 from fdjax.population.pareto import pareto_report
+from fdjax.train.mesh import place
 
 
 def evolution_hook(score: Callable, cfg: EvolutionConfig, objectives: Sequence[str], *,
@@ -34,13 +36,13 @@ def evolution_hook(score: Callable, cfg: EvolutionConfig, objectives: Sequence[s
     if (epoch + 1) % evolve_every:
       return {}   # an Adam epoch with no evolutionary epoch after it: the state as it is
     new_state, info = evolutionary_epoch(state, score, cfg, generations)
-    new_state = jax.tree.map(lambda new, old: jax.device_put(new, old.sharding), new_state, state)
+    new_state = jax.tree.map(lambda new, old: place(new, old.sharding), new_state, state)
     metric = sign * np.asarray(info["fitness"])
     report = pareto_report(metric, objectives, ref=ref)
     report.update(epoch=epoch + 1, generation=int(new_state.evolution.generation),
                   replaced=np.asarray(new_state.evolution.replaced).tolist())
     if report_path is not None:
-      write_json(report_path, report, indent=1)
+      write_once(lambda: write_json(report_path, report, indent=1), "pareto report")
     return new_state, {"member_metric": metric.tolist(),
                        "non_dominated": report["non_dominated"],
                        "hypervolume": report["hypervolume"],

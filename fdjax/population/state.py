@@ -72,8 +72,8 @@ def create_population_state(stacked_variables: dict, tx: optax.GradientTransform
                           opt_state=base.opt_state, rng=base.rng, evolution=evolution,
                           critic=critic)
   if mesh is not None:
-    from fdjax.train.mesh import replicated
-    state = jax.device_put(state, replicated(mesh), may_alias=False)
+    from fdjax.train.mesh import place, replicated
+    state = place(state, replicated(mesh))   # NaN fitness: no device_put across processes
   return state
 
 

@@ -10,7 +10,7 @@ BatchNorm modes: 'paper' keeps the first expert's statistics, 'average' averages
 
 from __future__ import annotations
 
-import json
+import math
 import os
 from typing import Sequence
 
@@ -22,9 +22,10 @@ from fdjax import fusion
 from fdjax.config import parse_list
 from fdjax.distributed import write_once
 from fdjax.eval.metric import jit_clean, predictor, split_scores
+from fdjax.json_files import write_json
 from fdjax.study.context import RunContext
 from fdjax.study.training import fixed_key_transform
-from fdjax.train import data_sharding
+from fdjax.train import DATA_AXIS, data_sharding
 from fdjax.train.variables_io import load_variables, save_variables, variables_exist
 
 SOUPS = ("uniform", "weighted", "greedy")
@@ -64,7 +65,7 @@ def fused_stage(ctx: RunContext, expert_variables: Sequence[dict], bn_mode: str)
   else:
     soup, chosen = fusion.greedy_soup(expert_variables, _held_out_score(ctx), batch_stats=stats)
     names = [ctx.degradations[i] for i in chosen]
-    write_once(lambda: _write_json(os.path.join(stage_dir, "greedy.json"), {"chosen": names}),
+    write_once(lambda: write_json(os.path.join(stage_dir, "greedy.json"), {"chosen": names}),
                "greedy.json")
     logging.info("greedy soup (%s BatchNorm) chose %s", bn_mode, names)
   if bn_mode == "reestimate":
@@ -82,8 +83,10 @@ def _held_out_score(ctx: RunContext):
                      "data.validation_fraction > 0")
   predict = jit_clean(predictor(ctx.task, ctx.model), ctx.mesh)
   transform = fixed_key_transform(ctx, ctx.plan.combined())
-  n = len(ctx.degradations)
-  batch_size = ctx.config.eval_batch_size - ctx.config.eval_batch_size % n
+  # one equal share per degradation, split evenly over the devices (validate_config
+  # checks that eval_batch_size holds at least one such batch)
+  multiple = math.lcm(len(ctx.degradations), ctx.mesh.shape[DATA_AXIS])
+  batch_size = ctx.config.eval_batch_size // multiple * multiple
   sign = 1.0 if ctx.task.metric.higher_is_better else -1.0
   metric = ctx.task.metric.name
   return lambda variables: sign * split_scores(
@@ -94,7 +97,7 @@ def _held_out_score(ctx: RunContext):
 def _degraded_train_batches(ctx: RunContext):
   """Up to ``fusion.reestimate_batches`` combined-degradation training batches, fixed keys."""
   n = len(ctx.degradations)
-  degrade = jax.jit(ctx.plan.combined())
+  degrade = jax.jit(ctx.plan.combined(), out_shardings=data_sharding(ctx.mesh))
   key = jax.random.PRNGKey(ctx.seed + 12345)
   batches = data_lib.train_batches(ctx.dataset.train, n * ctx.config.batch_size, seed=ctx.seed,
                                    epoch=0, sharding=data_sharding(ctx.mesh))
@@ -102,9 +105,3 @@ def _degraded_train_batches(ctx: RunContext):
     if i >= ctx.config.fusion.reestimate_batches:
       return
     yield degrade(jax.random.fold_in(key, i), batch["image"])
-
-
-def _write_json(path: str, record: dict) -> None:
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path, "w") as f:
-    json.dump(record, f)

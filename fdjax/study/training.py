@@ -26,8 +26,8 @@ from fdjax.distributed import write_once
 from fdjax.eval.metric import jit_clean, predictor, split_scores, split_scores_by_share
 from fdjax.json_files import write_json
 from fdjax.study.context import RunContext
-from fdjax.train import (Checkpointer, LoopConfig, create_train_state, fit, init_variables,
-                         make_optimizer, make_train_step)
+from fdjax.train import (Checkpointer, LoopConfig, create_train_state, data_sharding, fit,
+                         init_variables, make_optimizer, make_train_step)
 from fdjax.train.checkpoint import CorruptCheckpointError
 from fdjax.train.loop import NonFiniteLossError
 from fdjax.train.ema import evaluated_variables, with_parameter_ema
@@ -168,8 +168,10 @@ def _stable_id(name: str) -> int:
 
 
 def fixed_key_transform(ctx: RunContext, degrade):
-  """``(batch_index, images) -> degraded images`` with keys fixed by ``eval.seed``."""
-  degrade = jax.jit(degrade)
+  """``(batch_index, images) -> degraded images`` with keys fixed by ``eval.seed``, split
+  over the mesh as the images are (the predictor takes them so: with several processes
+  jit refuses, rather than moves, a global array placed otherwise)."""
+  degrade = jax.jit(degrade, out_shardings=data_sharding(ctx.mesh))
   key = jax.random.PRNGKey(ctx.config.eval.seed)
   return lambda index, images: degrade(jax.random.fold_in(key, index), images)
 

@@ -35,7 +35,7 @@ from fdjax.data import batching
 from fdjax.distributed import is_main_process
 from fdjax.errors import ConfigError, UserError
 from fdjax.train.checkpoint import Checkpointer
-from fdjax.train.mesh import check_batch_size, data_sharding, replicated
+from fdjax.train.mesh import check_batch_size, data_sharding, place, replicated
 from fdjax.train.progress import MetricsWriter, Progress, StudyProgress
 from fdjax.train.stop import STOP, RunStopped
 from fdjax.train.state import TrainState
@@ -105,7 +105,7 @@ def fit(state: TrainState, train_step: Callable, train_split, *, loop: LoopConfi
                       hint="lower batch_size, or use more training data")
   total_steps = loop.epochs * steps_per_epoch
   if frozen is not None:
-    frozen = jax.device_put(frozen, replicated(mesh))
+    frozen = place(frozen, replicated(mesh), copy=False)
   if checkpointer.latest_step() is not None:
     state, meta = checkpointer.restore(state)
     logging.info("[%s] resumed from step %d (%s)", name, int(state.step), checkpointer.directory)

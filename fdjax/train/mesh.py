@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
@@ -33,6 +34,35 @@ def data_sharding(mesh: Mesh) -> NamedSharding:
 def replicated(mesh: Mesh) -> NamedSharding:
   """The same full copy on every device."""
   return NamedSharding(mesh, P())
+
+
+def place(tree, sharding: NamedSharding, copy: bool = True):
+  """``tree``'s leaves as arrays on ``sharding``; with ``copy`` each a private copy (a
+  train step donates its state; the caller's arrays may be used again, e.g. as a frozen
+  teacher).
+
+  Every process passes the same values. With one process this is ``jax.device_put`` (of
+  a copy). With several, each process builds its own devices' shards from its host copy
+  (``jax.make_array_from_callback``), as ``device_put`` would after comparing every leaf
+  across the processes: one collective per leaf, and a refusal of any NaN, which never
+  equals itself (EA-Adam's fitness before its first evolutionary epoch). Leaves that are
+  already global arrays are resharded by ``device_put``."""
+  if jax.process_count() == 1 and not copy:
+    return jax.device_put(tree, sharding)
+  if jax.process_count() == 1:
+    # A private copy first: device_put(..., may_alias=False) alone still reuses the
+    # caller's buffer as the first device's shard when the mesh has several devices.
+    return jax.device_put(jax.tree.map(lambda x: jnp.array(x, copy=True), tree), sharding)
+
+  def one(x):
+    if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+      return jax.random.wrap_key_data(one(jax.random.key_data(x)), impl=jax.random.key_impl(x))
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      return jax.device_put(x, sharding, may_alias=False)
+    host = np.array(x)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+  return jax.tree.map(one, tree)
 
 
 def check_batch_size(batch_size: int, mesh: Mesh) -> None:

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from fdjax.train.mesh import replicated
+from fdjax.train.mesh import place, replicated
 
 
 @flax.struct.dataclass
@@ -69,8 +69,5 @@ def create_train_state(variables: dict, tx: optax.GradientTransformation, rng: j
       rng=jnp.asarray(rng, jnp.uint32),
   )
   if mesh is not None:
-    # A private copy first: device_put(..., may_alias=False) alone still reuses the
-    # caller's buffer as the first device's shard when the mesh has several devices.
-    state = jax.device_put(jax.tree.map(lambda x: jnp.array(x, copy=True), state),
-                           replicated(mesh))
+    state = place(state, replicated(mesh))
   return state
