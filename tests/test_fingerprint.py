@@ -182,7 +182,8 @@ def test_a_revised_degradation_enters_the_fingerprint_of_the_stages_that_train_o
   from fdjax.study.runner import Stage
 
   config = restoration_config()
-  dataset = types.SimpleNamespace(name="sets", train=[0] * 4, validation=None,
+  dataset = types.SimpleNamespace(name="sets", content_digest=lambda names=(): "same",
+                                  train=[0] * 4, validation=None,
                                   train_pairs={})
   ctx = types.SimpleNamespace(config=config, dataset=dataset, seed=0,
                               plan=LevelPlan(("denoise", "rain")))
@@ -208,11 +209,16 @@ def test_the_evaluation_cache_of_a_revised_degradation_is_its_own():
   from fdjax.degradations.plan import LevelPlan
   from fdjax.study.evaluator import Evaluator
 
-  def folder(names):
-    dataset = types.SimpleNamespace(test_sets={})
+  import numpy as np
+  from fdjax.data import ImageSet
+
+  test = ImageSet(np.zeros((1, 4, 4, 3), np.uint8), np.zeros(1, np.int32))
+
+  def folder(names):   # less the test split's digest
+    dataset = types.SimpleNamespace(test_sets={}, test=test)
     ctx = types.SimpleNamespace(config=restoration_config(), dataset=dataset, workdir="w",
                                 plan=LevelPlan(names), task=object())
-    return Evaluator(ctx).dir
+    return Evaluator(ctx).dir.replace(f"_c{test.digest()[:10]}", "")
 
   from fdjax.degradations.registry import get
   revision = get("rain").revision
@@ -229,7 +235,8 @@ def test_a_restoration_stage_trained_on_a_split_of_tiles_is_not_reused():
   from fdjax.study.runner import Stage
 
   config = restoration_config()
-  dataset = types.SimpleNamespace(name="sets", train=[0] * 4, validation=[0],
+  dataset = types.SimpleNamespace(name="sets", content_digest=lambda names=(): "same",
+                                  train=[0] * 4, validation=[0],
                                   train_pairs={})
   ctx = types.SimpleNamespace(config=config, dataset=dataset, seed=0,
                               plan=LevelPlan(("denoise",)))
@@ -270,7 +277,8 @@ def test_stages_trained_on_real_pairs_in_any_share_or_turned_sideways_are_not_re
 
   config = restoration_config()
   config.data.validation_fraction = 0.0
-  dataset = types.SimpleNamespace(name="sets", train=[0] * 4, validation=None,
+  dataset = types.SimpleNamespace(name="sets", content_digest=lambda names=(): "same",
+                                  train=[0] * 4, validation=None,
                                   train_pairs={"rain": object()})
   ctx = types.SimpleNamespace(config=config, dataset=dataset, seed=0,
                               plan=LevelPlan(("denoise", "rain")),
@@ -366,7 +374,7 @@ def test_the_evaluation_cache_tells_apart_test_images_and_opt_in_metrics():
 
 def test_an_opt_in_metric_changes_no_stage_and_older_records_stay_the_same_stages():
   # NIQE (restoration.extra_metrics) is a reported column: adding it to a finished run
-  # must re-evaluate, not refuse or retrain; records that held the option (rule 1) are
+  # must re-evaluate, not refuse or retrain; records that held the option (rule 2) are
   # the same stages.
   import types
   from fdjax.config_restoration import restoration_config
@@ -374,16 +382,17 @@ def test_an_opt_in_metric_changes_no_stage_and_older_records_stay_the_same_stage
   from fdjax.study.runner import Stage
 
   config = restoration_config()
-  dataset = types.SimpleNamespace(name="sets", train=[0] * 4, validation=[0], train_pairs={})
+  dataset = types.SimpleNamespace(name="sets", content_digest=lambda names=(): "same",
+                                  train=[0] * 4, validation=[0], train_pairs={})
   ctx = types.SimpleNamespace(config=config, dataset=dataset, seed=0,
                               plan=LevelPlan(("denoise",)), degradations=("denoise",))
   stage = Stage("experts/denoise", (), None, block="experts", levels=("denoise",))
   today = fingerprint.stage_fields(ctx, stage, {})
-  recorded = fingerprint.stage_fields(ctx, stage, {}, rule=1)
+  before, recorded = (fingerprint.stage_fields(ctx, stage, {}, rule=r) for r in (1, 2))
   assert "extra_metrics" not in today["restoration"]
-  assert fingerprint.differences(recorded, today) == [
+  assert fingerprint.differences(recorded, before) == [
       "restoration.extra_metrics:  -> (absent)"]
-  assert 1 in fingerprint.OLDER_RULES
+  assert 2 in fingerprint.OLDER_RULES
   config.restoration.extra_metrics = "niqe"
   assert fingerprint.stage_fields(ctx, stage, {}) == today
 
@@ -398,7 +407,8 @@ def test_ea_adam_stages_of_a_measnet_model_trained_without_its_balance_loss_retr
 
   config = restoration_config()
   config.data.validation_fraction = 0.0
-  dataset = types.SimpleNamespace(name="sets", train=[0] * 4, validation=None, train_pairs={})
+  dataset = types.SimpleNamespace(name="sets", content_digest=lambda names=(): "same",
+                                  train=[0] * 4, validation=None, train_pairs={})
   ctx = types.SimpleNamespace(config=config, dataset=dataset, seed=0, plan=LevelPlan(("sr",)),
                               degradations=("sr",))
   stage = Stage("ea_adam", (), None, block="ea_adam", shares=1, pairs=False)
@@ -421,7 +431,8 @@ def test_model_options_as_a_string_keep_older_runs_and_mean_what_they_say():
 
   config = restoration_config()
   config.data.validation_fraction = 0.0
-  dataset = types.SimpleNamespace(name="sets", train=[0] * 4, validation=None, train_pairs={})
+  dataset = types.SimpleNamespace(name="sets", content_digest=lambda names=(): "same",
+                                  train=[0] * 4, validation=None, train_pairs={})
   ctx = types.SimpleNamespace(config=config, dataset=dataset, seed=0,
                               plan=LevelPlan(("denoise",)), degradations=("denoise",))
   stage = Stage("clean", (), None, block="clean")

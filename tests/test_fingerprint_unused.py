@@ -76,9 +76,9 @@ def test_a_record_made_before_the_rule_is_reused_and_re_recorded(ctx):
   runner = _runner(ctx, METHODS)
   names = list(runner.graph)
   for name in names:   # what the code before the rule recorded, and a stage's work
-    fingerprint.check_or_record(ctx.stage_dir(name), name, runner.fields(name, rule=2))
+    fingerprint.check_or_record(ctx.stage_dir(name), name, runner.fields(name, rule=3))
     open(os.path.join(ctx.stage_dir(name), "marker"), "w").close()
-  assert {n for n in names if runner.fields(n, rule=2) != runner.fields(n)} >= {
+  assert {n for n in names if runner.fields(n, rule=3) != runner.fields(n)} >= {
       *FUSED, "fusing", "fusiondistill", "fusiondistill_moe"}
   for name in names:
     digest = runner.check(name)

@@ -235,9 +235,9 @@ def test_a_stage_recorded_with_both_balances_is_reused_and_re_recorded(tmp_path)
   runner = _runner(_context("restoration_quickstart.py:tiny", tmp_path, **balances))
   names = list(runner.graph)
   for name in names:  # what the code before the rule recorded
-    fingerprint.check_or_record(runner.ctx.stage_dir(name), name, runner.fields(name, rule=3))
+    fingerprint.check_or_record(runner.ctx.stage_dir(name), name, runner.fields(name, rule=4))
     open(os.path.join(runner.ctx.stage_dir(name), "marker"), "w").close()
-  changed = {n for n in names if runner.fields(n, rule=3) != runner.fields(n)}
+  changed = {n for n in names if runner.fields(n, rule=4) != runner.fields(n)}
   assert {"clean", "fusiondistill", "vanilla"} <= changed   # vanilla: through the base
   for name in names:
     assert runner.check(name) == fingerprint.digest(runner.fields(name))
@@ -249,7 +249,7 @@ def test_a_stage_recorded_with_both_balances_is_reused_and_re_recorded(tmp_path)
   other = _runner(_context("restoration_quickstart.py:tiny", tmp_path / "other", **balances))
   other.ctx.config.fusiondistill.epochs += 1
   name = "fusiondistill"
-  legacy_of_other = other.fields(name, rule=3)
+  legacy_of_other = other.fields(name, rule=4)
   fingerprint.check_or_record(runner.ctx.stage_dir(name), name, legacy_of_other,
                               "retrain")   # the record now holds another config's
   open(os.path.join(runner.ctx.stage_dir(name), "marker"), "w").close()   # and its work

@@ -19,6 +19,7 @@ length ``N``:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import types
 from typing import Callable, Mapping
 
@@ -68,7 +69,7 @@ class ImageSet:
   ``images`` / ``labels`` are ``fields['image']`` / ``fields['label']``.
   """
 
-  __slots__ = ("_fields",)
+  __slots__ = ("_fields", "_digest")
 
   def __init__(self, images: np.ndarray, labels: np.ndarray):
     self._set({"image": images, "label": labels})
@@ -106,6 +107,17 @@ class ImageSet:
     if "label" not in self._fields:
       raise AttributeError(f"this split has no 'label' field (fields: {list(self._fields)})")
     return self._fields["label"]
+
+  def digest(self) -> str:
+    """sha256 (16 hex digits) of every field's name, dtype, shape and bytes (computed once:
+    the split is immutable)."""
+    try:
+      return self._digest
+    except AttributeError:
+      h = hashlib.sha256()
+      update_digest(h, self._fields)
+      object.__setattr__(self, "_digest", h.hexdigest()[:16])
+      return self._digest
 
   def __len__(self) -> int:
     return int(self._fields["image"].shape[0])
@@ -151,6 +163,15 @@ def _pair_repeats(clean: int, pairs: int, names: int) -> int:
   return max(1, round(clean / (pairs * names)))
 
 
+def update_digest(h, fields: Mapping[str, np.ndarray]) -> None:
+  """Feeds ``fields`` (name -> array), names sorted, to the hash ``h``: each name, dtype
+  and shape, then the bytes."""
+  for key in sorted(fields):
+    value = np.ascontiguousarray(fields[key])
+    h.update(f"{key}{value.dtype}{value.shape}".encode())
+    h.update(value.reshape(-1).view(np.uint8))
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Dataset:
   """A named data set: train / test (and optional validation) splits plus class names.
@@ -187,6 +208,15 @@ class Dataset:
     n = len(self.train)
     return n + sum(len(p) * _pair_repeats(n, len(p), len(names))
                    for d, p in self.train_pairs.items() if d in names)
+
+  def content_digest(self, pair_names=()) -> str:
+    """sha256 (16 hex digits) of what a stage trains and selects on: the training and
+    validation splits, and the real training pairs of degradations ``pair_names`` (the
+    data replaced at the same path, with the same sizes, differs)."""
+    parts = [self.train.digest(), self.validation.digest() if self.validation else "-"]
+    parts += [f"{n}:{self.train_pairs[n].digest()}" for n in sorted(pair_names)
+              if n in self.train_pairs]
+    return hashlib.sha256(" ".join(parts).encode()).hexdigest()[:16]
 
   def test_for(self, name: str = "clean"):
     """The ``TestSet`` degradation ``name`` is scored on ('clean': the clean scores), or

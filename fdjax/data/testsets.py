@@ -17,9 +17,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 
-import numpy as np
 
-from fdjax.data.splits import ImageSet
+from fdjax.data.splits import ImageSet, update_digest
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -62,10 +61,7 @@ class TestSet:
     replaced by other images of the same name, count and sizes differs."""
     h = hashlib.sha256("\n".join(self.names).encode())
     for group in self.groups:
-      for key in sorted(group.fields):
-        value = np.ascontiguousarray(group.fields[key])
-        h.update(f"{key}{value.dtype}{value.shape}".encode())
-        h.update(value.tobytes())
+      update_digest(h, group.fields)
     return h.hexdigest()[:16]
 
   def sizes(self) -> list[tuple[int, int]]:

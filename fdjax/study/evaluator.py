@@ -38,8 +38,8 @@ class Evaluator:
   ``<seed dir>/eval/<settings>/<name>-<variables digest>.json``. The folder name holds
   every setting that changes the numbers (results format, levels, examples, keys, batch
   size, degradations and their revisions, ``_x<n>`` with ``eval.self_ensemble``, the
-  test sets' contents and a task's opt-in metrics) and the
-  file name the model's weights, so a cached result is only reused for the same
+  test sets' contents (classification: the test split's) and a task's opt-in metrics)
+  and the file name the model's weights, so a cached result is only reused for the same
   evaluation of the same model (and the same scoring space: a task's
   ``scoring_labels``, e.g. rain on the Y channel). With ``eval.self_ensemble`` every
   predictor is wrapped by ``fdjax.eval.self_ensemble`` (the test outputs only)."""
@@ -61,6 +61,8 @@ class Evaluator:
     scoring = (ctx.task.scoring_labels(plan.names) if hasattr(ctx.task, "scoring_labels")
                else {})
     extra = list(getattr(ctx.task, "extra_metrics", ()))   # opt-in columns (restoration: NIQE)
+    if not tests:   # classification: the test split's contents (a replaced data set)
+      settings += f"_c{ctx.dataset.test.digest()[:10]}"
     if tests or plan.explicit or scoring:  # test sets, explicit levels, scoring: digest
       described = {"explicit": plan.explicit,
                    "tests": {d: [t.name, t.real, len(t), t.sizes(), t.digest()]

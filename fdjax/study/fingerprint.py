@@ -38,6 +38,9 @@ from fdjax.json_files import write_json
 FILE = "fingerprint.json"
 RESTORATION_DATA = ("root", "train", "test", "test_pairs", "train_pairs", "pair_dirs", "tile",
                     "max_train_images", "crop_multiple")
+# The test sets train nothing (validation comes from the training photos; evaluations
+# key their caches on the test sets' contents): left out of the fields since rule 0.
+TEST_DATA = ("test", "test_pairs")
 ON_MISMATCH = ("stop", "retrain")
 PAIR_OPTIONS = ("rotate_real",)   # read only with real training pairs and rot90
 # Config fields added after runs were saved, by their dotted path in a stage's fields
@@ -64,11 +67,13 @@ ADDED_FIELDS = {"restoration.image_prior": "none", "restoration.prior_context": 
 # accepts and re-records such a record.
 OVERRIDDEN_BY = {"task_balance": "block.task_balance"}
 # The rules records were made by (``stage_fields(rule=...)``): 0, today's; 1, before the
-# evaluation-only restoration options (``EVAL_ONLY``) left the fields (2026-12-07); 2,
-# before a stage's ``ignores`` left them (2026-12-06); 3, before ``OVERRIDDEN_BY``
-# (2026-12-03). A record made by an older rule is the same stage: ``Runner.check``
-# accepts and re-records it.
-OLDER_RULES = (1, 2, 3)
+# data's contents, the degradations' order and the test sets' fields (``TEST_DATA``)
+# changed the fields (2026-12-07, morning); 2, before the evaluation-only restoration
+# options (``EVAL_ONLY``) left them (2026-12-07); 3, before a stage's ``ignores`` left
+# them (2026-12-06); 4, before ``OVERRIDDEN_BY`` (2026-12-03). A record made by an older
+# rule is the same stage: ``Runner.check`` accepts and re-records it (a record of rule 1
+# or older holds no contents: they are trusted once, then recorded).
+OLDER_RULES = (1, 2, 3, 4)
 # Restoration options that change what is reported, never what a stage trains (NIQE is
 # an opt-in column): adding one to a finished run re-evaluates, it does not retrain.
 EVAL_ONLY = ("extra_metrics",)
@@ -173,10 +178,13 @@ def without_paths(fields: Mapping[str, Any], paths) -> dict:
 def stage_fields(ctx, stage, upstream: Mapping[str, str], *, rule: int = 0) -> dict:
   """The fields that determine ``stage``'s result in run context ``ctx``, as rule
   ``rule`` (``OLDER_RULES``) recorded them (``upstream`` then holds that rule's digests
-  too): without the evaluation-only restoration options (``EVAL_ONLY``) since rule 0,
-  without the stage's ``ignores`` (the fields it reads that do not change its result)
-  since rule 1, without the config-wide fields its own block overrides
-  (``OVERRIDDEN_BY``) since rule 2."""
+  too): with the data's contents (``Dataset.content_digest``: training and validation
+  splits, the stage's real pairs) and, for a stage of several degradations, their order
+  (share i, expert i, soup weight i, the MoE student's expert i are degradation i), and
+  without the test sets' fields (``TEST_DATA``) since rule 0; without the
+  evaluation-only restoration options (``EVAL_ONLY``) since rule 1; without the stage's
+  ``ignores`` (the fields it reads that do not change its result) since rule 2; without
+  the config-wide fields its own block overrides (``OVERRIDDEN_BY``) since rule 3."""
   config, plan = ctx.config, ctx.plan
   fields: dict[str, Any] = {
       "stage": stage.name, "task": config.get("task", "classification"),
@@ -194,8 +202,9 @@ def stage_fields(ctx, stage, upstream: Mapping[str, str], *, rule: int = 0) -> d
     turned = real and config.restoration.get("rot90", True)
     fields["restoration"] = {k: _option(k, v) for k, v in config.restoration.items()
                              if (turned or k not in PAIR_OPTIONS)
-                             and (rule >= 1 or k not in EVAL_ONLY)}
-    fields["data"].update({k: config.data[k] for k in RESTORATION_DATA if k in config.data})
+                             and (rule >= 2 or k not in EVAL_ONLY)}
+    fields["data"].update({k: config.data[k] for k in RESTORATION_DATA if k in config.data
+                           and (rule >= 1 or k not in TEST_DATA)})
     if config.data.validation_fraction:   # runs before 2026-12-06 held out tiles
       fields["data"]["validation_unit"] = restoration_sets.VALIDATION_UNIT
   if stage.shares > 1:   # each share its own pool (fdjax.data.share_pools): before, real
@@ -218,14 +227,18 @@ def stage_fields(ctx, stage, upstream: Mapping[str, str], *, rule: int = 0) -> d
     fields[key] = node
   names = plan.names if stage.levels is None else stage.levels
   ranges = {n: (lo, hi) for n, lo, hi in plan.ranges}
-  fields["levels"] = {n: list(ranges.get(n, ("full",))) for n in names}
+  fields["levels"] = {n: list(ranges.get(n, ("full",))) for n in names}   # sorted: no order
+  if rule == 0:
+    fields["data"]["content"] = ctx.dataset.content_digest(stage.pair_names(ctx))
+    if len(names) > 1:
+      fields["order"] = list(names)
   revised = revisions(names)   # a degradation whose images changed (absent: none did)
   if revised:
     fields["degradation_revisions"] = revised
   fields = without_added(fields, added_fields(stage.block))
-  if rule < 3:
+  if rule < 4:
     fields = without_overridden(fields)
-  if rule < 2:
+  if rule < 3:
     fields = without_paths(fields, stage.ignores)
   return fields
 
@@ -281,6 +294,9 @@ def check_or_record(stage_dir: str, name: str, fields: Mapping[str, Any],
   if os.path.exists(path):
     with open(path) as f:
       old = json.load(f)
+  # what the folder holds, read before process 0 may write to it (below)
+  holds_work = old is not None and old.get("digest") != new and _holds_work(stage_dir)
+  unrecorded = old is None and os.path.isdir(stage_dir) and bool(os.listdir(stage_dir))
   # Multi-process: every process has read the file before process 0 may rewrite it below
   # (one that read it after would return early and skip the write's barrier).
   barrier(f"fingerprint read {name}")
@@ -289,7 +305,7 @@ def check_or_record(stage_dir: str, name: str, fields: Mapping[str, Any],
     return new
   if old is not None and old.get("digest") in accepted:
     logging.info("[%s] fingerprint recorded by an earlier rule: re-recorded", name)
-  elif old is not None and not _holds_work(stage_dir):
+  elif old is not None and not holds_work:
     logging.info("[%s] never trained (its folder holds only %s): re-recorded", name, FILE)
   elif old is not None:
     changes = differences(old.get("fields", {}), fields) or ["(fingerprint format)"]
@@ -301,7 +317,7 @@ def check_or_record(stage_dir: str, name: str, fields: Mapping[str, Any],
                "stage and everything downstream of it again")
     logging.warning("[%s] config changed (%s): retraining it", name, "; ".join(changes[:6]))
     stale = True
-  elif os.path.isdir(stage_dir) and os.listdir(stage_dir):
+  elif unrecorded:
     logging.warning("[%s] made before stage fingerprints existed; trusting it", name)
 
   def write():
