@@ -53,13 +53,18 @@ def configure_logging(verbosity: int = 0) -> None:
 
 
 def start_cli(argv, flags) -> int:
-  """The common start of fdjax's absl commands: refuses stray arguments, configures the
-  console (``configure_logging``) and returns the verbosity: 0 unless ``--verbosity``
-  was given (absl's own default would show every library's INFO lines)."""
+  """The common start of fdjax's absl commands: refuses stray arguments (one error line
+  and a hint, exit status 2, as every error a user can fix), configures the console
+  (``configure_logging``) and returns the verbosity: 0 unless ``--verbosity`` was given
+  (absl's own default would show every library's INFO lines)."""
   if len(argv) > 1:
-    from absl import app
+    from fdjax.errors import EXIT_USER_ERROR, UserError, one_line
 
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    write_stderr(one_line(UserError(
+        f"unexpected arguments {argv[1:]}: every value is a --flag=value",
+        hint="quote a value that holds spaces, e.g. --method='Vanilla FT'; --help lists "
+             "the flags")) + "\n")
+    raise SystemExit(EXIT_USER_ERROR)
   verbosity = flags.FLAGS.verbosity if flags.FLAGS["verbosity"].present else 0
   configure_logging(verbosity)
   return verbosity

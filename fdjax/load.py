@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import numbers
 import os
 from typing import Callable
 
@@ -59,7 +60,12 @@ class LoadedModel:
   """model: a Flax module; variables: {'params','batch_stats'}; predict: uint8 images
   ``[B, H, W, 3]`` (a classifier's at the run's image size) -> outputs;
   task: the run's ``fdjax.tasks`` task; run_info: ``run.json`` (dataset, num_classes,
-  image_shape, class_names); seed: the seed loaded; name: the model's name."""
+  image_shape, class_names); seed: the seed loaded; name: the model's name.
+
+  ``model.apply(variables, task.model_input(images))`` gives ``(outputs, features)``: the
+  module takes the task's normalised float input, not uint8 pixels (a classifier's logits
+  are ``predict``'s; a restorer's image is in 0..1, unclipped, where ``predict`` also pads
+  to the stride, crops back and scales to 0..255)."""
 
   model: object
   variables: dict
@@ -70,6 +76,9 @@ class LoadedModel:
   run_info: dict = dataclasses.field(default_factory=dict)
   seed: int = 0
   name: str = ""
+
+  def __repr__(self) -> str:   # not every variable and config field (84,000 characters)
+    return f"LoadedModel(name={self.name!r}, seed={self.seed}, path={self.path!r})"
 
 
 RUN_FIELDS = ("image_shape",)   # what loading a model reads from run.json
@@ -220,6 +229,9 @@ def load_model(workdir: str, method: str = "fusiondistill", seed: int | None = N
   seeds = run_seeds(workdir)
   if seed is None:
     seed = seeds[0]
+  elif isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+    raise RunError(f"seed must be an integer, one of the run's seeds "
+                   f"{', '.join(map(str, seeds))}; got {seed!r}")
   elif seed not in seeds:
     raise RunError(f"run {workdir} has no seed {seed}; its seeds: "
                    f"{', '.join(map(str, seeds))}")
@@ -261,6 +273,24 @@ def image_problem(shape, dtype, *, batch: bool = False,
   return f"expected uint8 RGB images {want} (0..255), got {dtype} {list(shape)}"
 
 
+def host_images(images):
+  """``np.asarray(images)``; a list of images of different sizes, which numpy cannot
+  stack, is a DataError (one batch holds one size)."""
+  import numpy as np
+
+  from fdjax.errors import DataError
+
+  try:
+    return np.asarray(images)
+  except ValueError as e:
+    shapes = sorted({str(list(np.shape(x))) for x in images}) if isinstance(
+        images, (list, tuple)) else []
+    raise DataError(f"a batch holds images of one size; got {len(images)} images of shapes "
+                    f"{', '.join(shapes[:4])}{' ...' if len(shapes) > 4 else ''}: pass them "
+                    "one at a time" if shapes else f"cannot read the images as an array: {e}"
+                    ) from None
+
+
 def checked_batch(images, size: tuple[int, int] | None = None):
   """``images`` as given (not copied to the host) when they are a uint8 batch ``[B, H, W,
   3]`` (0..255) of ``size`` = (H, W) (None: any); DataError naming what was given
@@ -269,8 +299,9 @@ def checked_batch(images, size: tuple[int, int] | None = None):
 
   from fdjax.errors import DataError
 
-  dtype = getattr(images, "dtype", None) or np.asarray(images).dtype
-  problem = image_problem(np.shape(images), dtype, batch=True, size=size)
+  if not hasattr(images, "dtype"):
+    images = host_images(images)
+  problem = image_problem(np.shape(images), images.dtype, batch=True, size=size)
   if problem:
     raise DataError(problem)
   return images

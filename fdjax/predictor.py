@@ -34,7 +34,7 @@ from fdjax.errors import ConfigError, DataError
 from fdjax.eval import inference
 from fdjax.eval.metric import jit_clean, predictor
 from fdjax.eval.self_ensemble import check_size, self_ensemble as ensembled
-from fdjax.load import LoadedModel, image_problem, load_model
+from fdjax.load import LoadedModel, host_images, image_problem, load_model
 from fdjax.models.image_prior import with_cue
 
 
@@ -84,6 +84,9 @@ class Predictor:
   def __call__(self, images):
     return self.fn(images)
 
+  def __repr__(self) -> str:
+    return f"Predictor(kind={self.kind!r}, loaded={self.loaded!r})"
+
   @property
   def class_names(self) -> list[str]:
     return list(self.loaded.run_info.get("class_names", []))
@@ -91,7 +94,7 @@ class Predictor:
 
 def check_images(images) -> np.ndarray:
   """``images`` as a uint8 numpy array ``[H, W, 3]`` or ``[B, H, W, 3]``, or DataError."""
-  x = np.asarray(images)
+  x = host_images(images)
   problem = image_problem(x.shape, x.dtype)
   if problem:
     raise DataError(problem)

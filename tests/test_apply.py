@@ -162,10 +162,15 @@ def test_tiled_inference_is_close_to_whole_image(restoration_run, monkeypatch):
 
 def test_restorer_rejects_bad_images(restoration_run):
   predict = load_predictor(restoration_run[0])
+  assert len(repr(predict)) < 300   # not every variable (84,000 characters for a ResNet)
   with pytest.raises(UserError, match="uint8"):
     predict(np.zeros((8, 8, 3), np.float32))
   with pytest.raises(UserError, match=r"\[8, 8\]"):
     predict(np.zeros((8, 8), np.uint8))
+  # A list of images of two sizes: numpy's own ValueError ("inhomogeneous shape") before.
+  with pytest.raises(UserError, match=r"one size; got 2 images of shapes \[8, 8, 3\], "
+                                      r"\[9, 8, 3\]: pass them one at a time"):
+    predict([np.zeros((8, 8, 3), np.uint8), np.zeros((9, 8, 3), np.uint8)])
 
 
 def test_run_errors_are_one_line_user_errors(restoration_run, tmp_path):
@@ -179,12 +184,18 @@ def test_run_errors_are_one_line_user_errors(restoration_run, tmp_path):
   # In config.methods (oracle) but no variables: not finished, with the command.
   with pytest.raises(StageNotFinishedError, match="'experts/awgn'") as err:
     load_predictor(workdir, "expert_awgn")
+  for name in ("Expert_awgn", "expert_AWGN"):   # as case-blind as every other name
+    with pytest.raises(StageNotFinishedError, match="'experts/awgn'"):
+      load_predictor(workdir, name)
   assert "python -m fdjax.main" in err.value.hint and "--config.methods=oracle" in err.value.hint
   # Not in config.methods: the run lacks it; the message lists what it has.
   with pytest.raises(ModelNotInRunError, match="clean, fusiondistill"):
     load_predictor(workdir, "fusing")
   with pytest.raises(RunError, match="no seed 3"):
     load_predictor(workdir, seed=3)
+  with pytest.raises(RunError, match="seed must be an integer, one of the run's seeds 0; "
+                                     "got '0'"):   # was "has no seed 0; its seeds: 0"
+    load_predictor(workdir, seed="0")
   with pytest.raises(RunError, match="is a file, not a folder"):
     load_predictor(os.path.join(workdir, "run.json"))
   with pytest.raises(UnknownModelError, match="names no degradation"):

@@ -92,3 +92,19 @@ def test_help_descriptions_are_the_docstrings_whole_first_paragraph(capsys):
   text = " ".join(capsys.readouterr().out.split())
   assert ("Speed of fdjax's restoration degradations, and of their per-image convolution, "
           "on the current JAX backend.") in text
+
+
+def test_a_stray_argument_is_one_error_line_and_exit_2(capsys):
+  """``--method=Vanilla FT`` unquoted leaves 'FT' behind: absl's UsageError printed the
+  whole --help (54 lines for fdjax.apply) and exited 1."""
+  from absl import flags
+
+  from fdjax.console import start_cli
+  from fdjax.errors import EXIT_USER_ERROR
+
+  with pytest.raises(SystemExit) as info:
+    start_cli(["fdjax.apply", "FT"], flags)
+  assert info.value.code == EXIT_USER_ERROR
+  lines = capsys.readouterr().err.strip().splitlines()
+  assert len(lines) == 2 and lines[0].startswith("error: unexpected arguments ['FT']")
+  assert lines[1].startswith("hint: quote a value that holds spaces")

@@ -350,3 +350,13 @@ def test_grid_command_writes_one_row_per_degradation(tmp_path):
     cells = np.asarray(image.convert("L"))[:128, 84:]
   filled = [cells[:, c * 132:c * 132 + 128].min() < 255 for c in range(5)]
   assert filled == [True, True, True, True, False]
+
+
+def test_grid_command_names_a_bad_degradation_or_image_in_one_line(tmp_path, capsys):
+  from fdjax.degradations import grid  # pylint: disable=g-import-not-at-top
+  for args, message in ((["--names", "bogus"], "error: unknown degradation 'bogus'"),
+                        (["--image", str(tmp_path / "none.png")], "No such file")):
+    with pytest.raises(SystemExit) as info:   # a traceback and exit status 1 before
+      grid.main(["--out", str(tmp_path / "grid.png"), *args])
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err.strip().splitlines()[-1]

@@ -7,6 +7,7 @@ level, so every per-level accuracy and every Acc(All) has an exact expected valu
 import csv
 import json
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -329,6 +330,14 @@ def test_reports_tables_and_files(records, tmp_path):
 
   table = report.format_table(records, order, extra)
   assert table == open(paths["md"]).read().split("\n\n", 1)[1].rstrip("\n")
+  # The header names the stride's config field as a user would set it (it said
+  # config.level_stride, an unknown field).
+  from fdjax.config import base_config
+  header = " ".join(open(paths["md"]).read().split("\n\n", 1)[0].split())
+  field = re.search(r"config\.([\w.]+) > 1", header).group(1)
+  node = base_config()
+  for part in field.split("."):
+    node = node[part]
   lines = table.splitlines()
   assert lines[0] == ("| method | seeds | clean | jpeg | blur | awgn | sapn | avg | params "
                       "| rel. cost |")

@@ -124,10 +124,13 @@ def main(argv: Sequence[str] | None = None) -> None:
   parser.add_argument("--scale", type=int, default=None, help="cell upscaling (default ~128 px)")
   parser.add_argument("--seed", type=int, default=0)
   args = parser.parse_args(argv)
-  image = load_image(args.image) if args.image else source_image(args.source)
   names = [n.strip() for n in args.names.split(",") if n.strip()]
-  for name in names:
-    registry.get(name)  # fail early on a typo, listing the valid names
+  try:
+    for name in names:
+      registry.get(name)  # fail early on a typo, listing the valid names
+    image = load_image(args.image) if args.image else source_image(args.source)
+  except (ValueError, OSError) as e:   # usage and one error line, exit status 2
+    parser.error(str(e))
   grid = degradation_grid(image, names, args.columns, key=jax.random.key(args.seed), scale=args.scale)
   Path(args.out).parent.mkdir(parents=True, exist_ok=True)
   grid.save(args.out)

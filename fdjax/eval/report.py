@@ -295,7 +295,7 @@ def write_reports(records: Sequence[Record], out_dir: str, methods: Sequence[str
   with open(paths["md"], "w") as f:
     f.write(f"{metric.heading}. Columns: clean, then the plain mean over each "
             f"degradation's evaluated levels (per_level.csv lists them: its whole level "
-            f"grid, or with config.level_stride > 1 every stride-th level with both ends "
+            f"grid, or with config.eval.level_stride > 1 every stride-th level with both ends "
             f"kept, so the last step may be shorter), then their average; mean ± sample std "
             f"(ddof={STD_DDOF}) over seeds.\n\n")
     if sets:

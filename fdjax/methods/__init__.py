@@ -72,8 +72,8 @@ def model_name(text: str, k: int | None = None) -> tuple[str, int | None]:
   'ModelSoups (BN average)', 'FusionDistill-MoE (K=2)' (its K, unless ``k`` says
   otherwise: then a ValueError). A name it does not know is returned as it is, for
   ``loadable`` to refuse."""
-  if text.startswith("expert_"):
-    return text, k
+  if text.lower().startswith("expert_"):   # degradation names are lower case
+    return "expert_" + text[len("expert_"):].lower(), k
   base, _, rest = text.partition("(K=")
   if rest and rest.rstrip(") ").isdigit():
     row_k = int(rest.rstrip(") "))
