@@ -53,3 +53,28 @@ def test_restoration_bench_times_the_torch_peer_with_a_ratio(capsys):
   # rates): the printed rates bound it to within their rounding.
   half = 0.05
   assert (ours - half) / (peer + half) - 0.005 <= ratio <= (ours + half) / (peer - half) + 0.005
+
+
+def test_the_torch_peer_must_be_the_same_network_and_runs_beside_unet_only():
+  with pytest.raises(SystemExit):   # printed the PyTorch header and no comparison
+    restoration._parse(["--variants", "nafnet", "--torch"])
+  pytest.importorskip("torch")
+  args = restoration._parse(["--variants", "unet", "--torch", *TINY])
+  params = restoration.moe.param_count(jax.eval_shape(lambda: init_variables(
+      restoration.build("unet", args), jax.random.key(0), (16, 16, 3))))
+  restoration.torch_train_runner(args, params)   # the same count: no complaint
+  with pytest.raises(SystemExit, match=f"has {params:,} parameters, fdjax's {params + 1:,}"):
+    restoration.torch_train_runner(args, params + 1)
+
+
+def test_the_load_warning_names_cpus_1_only_where_it_would_pin(monkeypatch):
+  from fdjax.bench import host
+
+  assert host.cpu_model() and re.fullmatch(r"CPU .+, \d+ CPU\(s\), load average 3\.0",
+                                           host.describe(3.0))
+  monkeypatch.setattr(host, "cpus", lambda: 2)
+  assert host.load_note(0.9) is None and host.load_note(float("nan")) is None
+  assert "load average 1.5 on 2 CPU(s)" in host.load_note(1.5)
+  assert host.load_note(1.5).endswith("or with --cpus 1")
+  monkeypatch.setattr(host, "cpus", lambda: 1)   # pinned to one CPU already
+  assert host.load_note(0.6).endswith("rerun on an idle machine")

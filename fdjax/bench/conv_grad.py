@@ -24,6 +24,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from fdjax.bench import host
+
 SHAPES = ((32, 16), (16, 32), (8, 64))   # (height = width, channels) of ResNet-56's stages
 
 
@@ -74,7 +76,7 @@ def main(argv: list[str]) -> None:
   parser.add_argument("--repeats", type=int, default=5)
   args = parser.parse_args(argv)
   print(f"backend {jax.default_backend()}, batch {args.batch}, float32, NHWC, 3x3 'SAME', "
-        f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
+        f"{host.describe()}, XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
   print("| H=W, C | " + " | ".join(FORMS) + " | max rel. error vs xla |")
   for size, channels in SHAPES:
     keys = jax.random.split(jax.random.key(0), 3)

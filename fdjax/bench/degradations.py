@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import platform
 import statistics
 import tarfile
 import time
@@ -48,8 +47,9 @@ import jax
 import numpy as np
 from PIL import Image
 
-from fdjax.console import first_paragraph
 from fdjax import degradations
+from fdjax.bench import host
+from fdjax.console import first_paragraph
 
 IMAGE_SIZE = 32
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".webp")
@@ -227,18 +227,6 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
   return p.parse_args(argv)
 
 
-def cpu_model() -> str:
-  """The CPU's model name from ``/proc/cpuinfo`` (else ``platform.processor()``)."""
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or "unknown CPU"
-
-
 def print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
   """Prints ``rows`` under ``header`` as a markdown table with padded columns."""
   widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
@@ -267,10 +255,10 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
       raise ValueError(f"no reference pipeline for {name!r}; choose from {sorted(references)}")
   images, described = load_images(args.source, args.batch, args.seed)
   device = jax.devices()[0]
-  cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+  cpus = host.cpus()
   print(f"degradations: batch {args.batch} images {images.shape[1:]} uint8, {args.repeats} "
         f"repeats (median); jax {jax.__version__} on {jax.default_backend()} "
-        f"({device.device_kind}, {jax.device_count()} device(s)); {cpus} CPU(s); "
+        f"({device.device_kind}, {jax.device_count()} device(s)); {host.describe()}; "
         f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}", flush=True)
   print(f"images: {described}", flush=True)
   print(f"reference: {origin}, one image at a time on one core (fdjax: XLA's thread pool "

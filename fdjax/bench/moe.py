@@ -29,6 +29,7 @@ import statistics
 import jax
 
 from fdjax import moe
+from fdjax.bench import host
 from fdjax.bench.train_step import time_alternating
 from fdjax.models import cifar_resnet
 from fdjax.train.state import init_variables
@@ -96,13 +97,16 @@ def main(argv: list[str]) -> None:
   print(f"backend={jax.default_backend()} jax={jax.__version__} depth={args.depth} "
         f"batch={args.batch} experts={args.experts} expert_loop={args.expert_loop}"
         + (f" workdir={args.workdir}" if args.workdir else " (random variables)")
-        + f" XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
+        + f"; {host.describe()}; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
   print(f"{'model':<30} {'params':>9} {'active':>9} {'MFLOPs/img':>11} {'rel':>5} "
         f"{'img/s':>8} {'rel':>5}")
   for name, c in rows:
     print(f"{name:<30} {c['params']:>9,} {c['active_params']:>9,} {c['flops'] / 1e6:>11.1f} "
           f"{c['flops'] / base['flops']:>5.2f} {c['images_per_s']:>8.0f} "
           f"{c['images_per_s'] / base['images_per_s']:>5.2f}")
+  if any("capacity" in name for name, _ in rows):
+    print("(capacity rows: FLOPs are counted at batch 1, where every expert's buffer holds "
+          "the one image, so they count every expert; images/s is measured at --batch)")
 
 
 def _trained(workdir: str):

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from fdjax.bench import host
 from fdjax.bench.train_step import time_alternating
 from fdjax.models import cifar_resnet
 from fdjax.population.gradients import member_grad_fn, population_grad_fn
@@ -89,7 +90,7 @@ def main(argv: list[str]) -> dict:
   work = images * args.size
   print(f"backend {jax.default_backend()}, ResNet-{args.depth}, P={args.size}, "
         f"{args.objectives} objectives x {args.batch} images, member loop {args.member_loop}, "
-        f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
+        f"{host.describe()}, XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
   rates = {}
   for name, s in seconds.items():
     rates[name] = work / s

@@ -3,7 +3,7 @@
 ``python -m fdjax.bench restoration [--variants unet,nafnet,promptir,measnet,moe]
 [--width 16] [--depth 2] [--patch 64] [--batch 8] [--steps 3] [--repeats 3] [--warmup 1]
 [--infer-size 256] [--infer-batch 1] [--experts 3] [--moe-stages decoder1] [--k 2]
-[--dtype float32] [--torch]``
+[--dtype float32] [--torch] [--cpus N]``
 
 Each variant is built the way a study builds it (``RestorationTask.build_model`` from
 ``config.restoration``; ``moe`` is FusionDistill-MoE's U-Net student,
@@ -23,9 +23,12 @@ experts, ``--moe-stages`` routed per pixel, top-``--k``) with random weights, an
 (``fdjax.bench.torch_unet``, NCHW, ``torch.optim.RAdam``, L1, one thread per CPU of
 the process; on the GPU when JAX runs on one and PyTorch sees it, ``torch_device``) on
 the same batch, timed alternately with fdjax's step; the line adds its patches/s and
-fdjax's ratio to it.
+fdjax's ratio to it. Its parameter count is checked against fdjax's U-Net first (the
+two must be the same network). ``--cpus N`` pins the process to N CPUs (PyTorch then
+uses N threads): under load a multi-threaded PyTorch step slows far more than XLA's
+(40x at a load of 10 on 2 CPUs), and ``--cpus 1`` keeps the ratio meaningful.
 
-The header names the backend, its devices and the CPU model (``/proc/cpuinfo``), the
+The header names the backend, its devices and the CPU model (``fdjax.bench.host``), the
 load average and ``XLA_FLAGS`` (``python -m fdjax.bench`` sets fdjax's XLA:CPU defaults,
 ``fdjax.cpu_flags``; ``FDJAX_XLA_DEFAULTS=0`` keeps XLA's own): on a shared machine the
 figures are indicative only.
@@ -41,9 +44,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from fdjax.console import first_paragraph
 from fdjax import moe
-from fdjax.bench.degradations import cpu_model
+from fdjax.bench import host
+from fdjax.console import first_paragraph
 from fdjax.bench.train_step import stepper, time_alternating
 from fdjax.config import base_config, optimizer_config
 from fdjax.moe.unet_student import restoration_student
@@ -98,14 +101,20 @@ def train_runner(model, variables, args):
   return stepper(make_train_step(loss_fn, tx, mesh), state, data, mesh)
 
 
-def torch_train_runner(args):
-  """``run(steps)``: PyTorch's training steps of the plain U-Net (``--torch``)."""
+def torch_train_runner(args, params: int):
+  """``run(steps)``: PyTorch's training steps of the plain U-Net (``--torch``); a
+  SystemExit unless it has fdjax's U-Net's ``params`` parameters."""
   import torch  # pylint: disable=import-outside-toplevel
   from fdjax.bench import torch_unet  # pylint: disable=import-outside-toplevel
 
   device = torch_device()
   torch.manual_seed(0)
   model = torch_unet.UNet(args.width, args.depth).train().to(device)
+  count = sum(p.numel() for p in model.parameters())
+  if count != params:
+    raise SystemExit(f"the PyTorch U-Net has {count:,} parameters, fdjax's {params:,}: they "
+                     "are not the same network (fdjax.bench.torch_unet follows "
+                     "fdjax.models.unet's defaults: one block per level, one middle block)")
   opt = torch.optim.RAdam(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)   # coupled L2
   images, targets = torch.rand(2, args.batch, 3, args.patch, args.patch, device=device)
   # --dtype bfloat16: PyTorch's mixed precision too (fp32 weights, bf16 compute), as fdjax's
@@ -147,7 +156,7 @@ def measure(variant: str, args) -> dict:
   ips = moe.images_per_second(predict, variables, images, warmup=1, repeats=args.repeats)
   runners = {"fdjax": train_runner(model, variables, args)}   # donates (deletes) variables
   if args.torch and variant == "unet":
-    runners["torch"] = torch_train_runner(args)
+    runners["torch"] = torch_train_runner(args, params)
   times = time_alternating(runners, args.steps, args.repeats, args.warmup)
   rate = {name: args.batch * args.steps / statistics.median(t) for name, t in times.items()}
   result = {"params": params, "patches_per_s": rate["fdjax"],
@@ -178,6 +187,9 @@ def _parse(argv):
   p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
   p.add_argument("--torch", action="store_true",
                  help="also time the plain U-Net in PyTorch (needs torch)")
+  p.add_argument("--cpus", type=int, default=0,
+                 help="pin this process to this many CPUs (and PyTorch to as many threads); "
+                      "0 = all")
   args = p.parse_args(argv)
   if args.warmup < 1:
     p.error("--warmup must be >= 1: the first step compiles, and it is not to be timed")
@@ -185,26 +197,27 @@ def _parse(argv):
   unknown = sorted(set(args.variants) - set(VARIANTS))
   if unknown:
     p.error(f"unknown variants {unknown}; choose from {','.join(VARIANTS)}")
+  if args.torch and "unet" not in args.variants:
+    p.error("--torch times the plain U-Net: add unet to --variants")
   return args
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict]:
   """Prints a header and one line per variant; returns ``{variant: measure(...)}``."""
   args = _parse(argv)
-  cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-  load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+  host.pin(args.cpus)   # before JAX first runs: XLA's thread pool sized to the pinned CPUs
+  load = host.load_average()
   device = jax.devices()[0]
   print(f"restoration: width {args.width}, depth {args.depth}, {args.dtype}; training "
         f"{args.batch} patches {args.patch}x{args.patch} x {args.steps} steps x "
         f"{args.repeats} repeats (median); inference {args.infer_batch} x "
         f"{args.infer_size}x{args.infer_size}; jax {jax.__version__} on "
-        f"{jax.default_backend()} ({jax.device_count()} x {device.device_kind}); CPU "
-        f"{cpu_model()}, {cpus} CPU(s), load average {load:.1f}; "
-        f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}", flush=True)
+        f"{jax.default_backend()} ({jax.device_count()} x {device.device_kind}); "
+        f"{host.describe(load)}; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}", flush=True)
   if args.torch:
     import torch  # pylint: disable=import-outside-toplevel
 
-    torch.set_num_threads(cpus)
+    torch.set_num_threads(host.cpus())
     print(f"PyTorch {torch.__version__} on {torch_device()}, {args.dtype}"
           f"{' (autocast)' if args.dtype == 'bfloat16' else ''}", flush=True)
   results = {}
@@ -218,7 +231,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     print(f"{label:<36} {r['params']:>9,} params  train {r['patches_per_s']:8.1f} patches/s"
           f"{peer}  inference {r['megapixels_per_s']:7.2f} megapixels/s", flush=True)
     results[variant] = r
-  if load > 0.5 * cpus:
-    print(f"note: load average {load:.1f} on {cpus} CPU(s): other processes share the "
-          "cores; the figures are indicative only", flush=True)
+  note = host.load_note(load)
+  if note:
+    print(note, flush=True)
   return results

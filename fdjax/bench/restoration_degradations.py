@@ -49,7 +49,8 @@ import numpy as np
 
 from fdjax.console import first_paragraph
 from fdjax import degradations
-from fdjax.bench.degradations import (_load_average, cpu_model, print_table,
+from fdjax.bench import host
+from fdjax.bench.degradations import (_load_average, print_table,
                                       synthetic_images, time_calls)
 from fdjax.degradations.registry import sample_from_grid
 from fdjax.degradations.restoration import _convolve_per_image, _line_kernels
@@ -176,12 +177,11 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
   for name in names:
     degradations.get(name)  # ValueError naming it and the valid names
   device = jax.devices()[0]
-  cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
   print(f"restoration_degradations: batch {args.batch} float32 images "
         f"[{args.batch}, {args.size}, {args.size}, 3], {args.repeats} repeats (median) of "
         f">= {args.seconds:g} s; jax {jax.__version__} on {jax.default_backend()} "
-        f"({device.device_kind}, {jax.device_count()} device(s)); CPU {cpu_model()}, "
-        f"{cpus} CPU(s); XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}", flush=True)
+        f"({device.device_kind}, {jax.device_count()} device(s)); {host.describe()}; "
+        f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}", flush=True)
   print(f"load average at start: {_load_average()}", flush=True)
 
   images = jnp.asarray(synthetic_images(args.batch, args.seed, size=args.size),

@@ -50,8 +50,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from fdjax.console import first_paragraph
+from fdjax.bench import host
 from fdjax.config import optimizer_config
+from fdjax.console import first_paragraph
 from fdjax.models import cifar_resnet
 from fdjax.train.mesh import data_sharding, make_mesh
 from fdjax.train.optim import make_optimizer
@@ -196,13 +197,12 @@ def main(argv: list[str] | None = None) -> dict[int, dict[str, dict[str, float]]
   depths = [int(d) for d in args.depths.split(",") if d.strip()]
   dtypes = parse_dtypes(args.dtypes)
   use_torch = not args.no_torch and _torch_available()
-  if args.cpus and hasattr(os, "sched_setaffinity"):
-    os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:args.cpus])
-  cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-  load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+  host.pin(args.cpus)
+  cpus = host.cpus()
+  load_before = host.load_average()
   header = (f"train_step: batch {args.batch}, {','.join(dtypes)}, {args.steps} steps x "
             f"{args.repeats} repeats (median); jax {jax.__version__} on {jax.default_backend()} "
-            f"({jax.device_count()} device(s)), {cpus} CPU(s), load average {load_before:.1f}; "
+            f"({jax.device_count()} device(s)), {host.describe(load_before)}; "
             f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
   if use_torch:
     import torch  # pylint: disable=import-outside-toplevel
@@ -243,8 +243,7 @@ def main(argv: list[str] | None = None) -> dict[int, dict[str, dict[str, float]]
       if use_torch:
         line += f" | torch {other['torch'] / base['torch']:.2f}x"
       print(line, flush=True)
-  if load_before > 0.5 * cpus:
-    print(f"warning: load average was {load_before:.1f} on {cpus} CPU(s) before the run: other "
-          "processes compete for the cores and the numbers (PyTorch's most) are unreliable; "
-          "rerun on an idle machine or with --cpus 1", flush=True)
+  note = host.load_note(load_before)
+  if note:
+    print(note, flush=True)
   return results

@@ -1,0 +1,63 @@
+"""The machine a benchmark runs on, as every benchmark's header states it, and pinning.
+
+``describe()`` is ``'CPU AMD EPYC 7B13, 2 CPU(s), load average 0.4'``: the CPU model
+(figures are quoted with it), the CPUs this process may use and the 1-minute load
+average at the start. ``pin(n)`` restricts the process to its first ``n`` CPUs (before
+JAX first runs, so that XLA's thread pool is sized to them too). ``load_note(load)`` is
+the line a benchmark prints after its figures when other processes shared the cores:
+a multi-threaded peer (PyTorch's intra-op pool) loses most under such contention, so
+its ratio is the least reliable figure then.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+
+
+def cpu_model() -> str:
+  """The CPU's model name from ``/proc/cpuinfo`` (else ``platform.processor()``)."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or "unknown CPU"
+
+
+def cpus() -> int:
+  """The CPUs this process may use (its affinity), else the machine's count."""
+  return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def load_average() -> float:
+  """The 1-minute load average, NaN where the system has none."""
+  try:
+    return os.getloadavg()[0]
+  except (AttributeError, OSError):
+    return float("nan")
+
+
+def pin(count: int) -> None:
+  """Restricts this process to its first ``count`` CPUs (0: leaves it alone)."""
+  if count and hasattr(os, "sched_setaffinity"):
+    os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:count])
+
+
+def describe(load: float | None = None) -> str:
+  """``'CPU <model>, <n> CPU(s), load average <load>'`` (``load``: now, by default)."""
+  load = load_average() if load is None else load
+  return f"CPU {cpu_model()}, {cpus()} CPU(s), load average {load:.1f}"
+
+
+def load_note(load: float) -> str | None:
+  """The warning line when the load average ``load`` (taken at the start) exceeds half
+  the CPUs, else None; it suggests ``--cpus 1`` only where more than one CPU is used."""
+  n = cpus()
+  if not load > 0.5 * n:
+    return None
+  return (f"warning: load average {load:.1f} on {n} CPU(s) at the start: other processes "
+          "shared the cores, so these figures (a multi-threaded peer's most) are indicative "
+          "only; rerun on an idle machine" + (" or with --cpus 1" if n > 1 else ""))
