@@ -279,7 +279,8 @@ def main(argv):
                       "--run=<workdir> --method=<model> --input=<folder or image> "
                       "--output=<folder>")
     tiling = Tiling(max_pixels=_MAX_PIXELS.value, tile=_TILE.value, overlap=_OVERLAP.value)
-    apply_run(_RUN.value, _METHOD.value, _INPUT.value, _OUTPUT.value, seed=_SEED.value,
+    run, input_path, output = (os.path.expanduser(f.value) for f in (_RUN, _INPUT, _OUTPUT))
+    apply_run(run, _METHOD.value, input_path, output, seed=_SEED.value,
               k=_K.value, tiling=tiling, self_ensemble=_SELF_ENSEMBLE.value)
 
 

@@ -13,6 +13,9 @@ Subclasses also derive from the builtin exception that the raising code used bef
 (``DataError`` from ``ValueError``, ``MissingDataError`` from ``FileNotFoundError``,
 checkpoint errors from ``RuntimeError``), so ``except ValueError`` callers are unchanged.
 
+An ``OSError`` of a full disk, a read-only file system or missing permissions, however
+deep in a library's chain of exceptions, is treated the same way (``environment_error``).
+
 ``cli_errors(verbosity)`` is the context manager ``main`` wraps a run in;
 ``one_line(exc)`` is the text it prints.
 """
@@ -20,6 +23,7 @@ checkpoint errors from ``RuntimeError``), so ``except ValueError`` callers are u
 from __future__ import annotations
 
 import contextlib
+import errno
 import sys
 import traceback
 from typing import Iterator, TextIO
@@ -75,6 +79,42 @@ def user_error_of(exc: BaseException) -> UserError | None:
   return None
 
 
+# errno values of a cause in the machine that the user can fix: a full disk or quota, a
+# read-only file system, missing permissions
+ENVIRONMENT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def chained(exc: BaseException | None) -> Iterator[BaseException]:
+  """``exc`` and every exception it was raised from or while handling (``__cause__``,
+  ``__context__``) and that it groups (``exceptions``), each once."""
+  pending, seen = [exc], set()
+  while pending:
+    e = pending.pop()
+    if e is None or id(e) in seen:
+      continue
+    seen.add(id(e))
+    yield e
+    pending += [e.__cause__, e.__context__, *getattr(e, "exceptions", ())]
+
+
+def os_error_in(exc: BaseException, errnos) -> OSError | None:
+  """The first ``OSError`` with one of ``errnos`` in ``chained(exc)``, or None."""
+  return next((e for e in chained(exc) if isinstance(e, OSError) and e.errno in errnos), None)
+
+
+def environment_error(exc: BaseException) -> UserError | None:
+  """A ``UserError`` for ``exc`` when it comes from a full disk, a read-only file system
+  or missing permissions (``ENVIRONMENT_ERRNOS``, anywhere in its chain: orbax and the
+  writers of reports re-raise them wrapped), else None."""
+  found = os_error_in(exc, ENVIRONMENT_ERRNOS)
+  if found is None:
+    return None
+  where = f": {found.filename}" if found.filename else ""
+  return UserError(f"{found.strerror or found}{where}",
+                   hint="free space (or quota), or make the folder writable, then run the "
+                        "same command again: a run resumes from what it saved")
+
+
 def one_line(exc: BaseException) -> str:
   """``'error: <message>'`` with the message's line breaks folded into spaces, plus
   ``'\\nhint: <hint>'`` when the error has a hint. Describes ``user_error_of(exc)``
@@ -90,18 +130,20 @@ def one_line(exc: BaseException) -> str:
 
 @contextlib.contextmanager
 def cli_errors(verbosity: int = 0, stream: TextIO | None = None) -> Iterator[None]:
-  """Turns a ``UserError`` raised inside the block into ``one_line(err)`` on ``stream``
-  (default stderr) and ``SystemExit(EXIT_USER_ERROR)``; with ``verbosity >= 1`` the
-  traceback is printed first. Other exceptions (bugs) pass through untouched."""
+  """Turns a ``UserError`` raised inside the block, or an ``environment_error`` (a full
+  disk, a read-only file system, missing permissions), into ``one_line(err)`` on
+  ``stream`` (default stderr) and ``SystemExit(EXIT_USER_ERROR)``; with ``verbosity >=
+  1`` the traceback is printed first. Other exceptions (bugs) pass through untouched."""
   try:
     yield
   except Exception as exc:  # noqa: BLE001  (re-raised unless it is a user error)
-    if user_error_of(exc) is None:
+    err = user_error_of(exc) or environment_error(exc)
+    if err is None:
       raise
     stream = stream or sys.stderr
     if verbosity >= 1:
       traceback.print_exception(type(exc), exc, exc.__traceback__, file=stream)
-    stream.write(one_line(exc) + "\n")
+    stream.write(one_line(err) + "\n")
     stream.flush()
     raise SystemExit(EXIT_USER_ERROR) from None
 

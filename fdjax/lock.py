@@ -16,7 +16,12 @@ live holder. The file itself is never deleted (deleting a lock file races with a
 process that has just opened it). The lock is not re-entrant: a second
 ``workdir_lock`` on the same workdir fails even in the same process. Child processes
 do not inherit it (Python opens files non-inheritable). On NFS, Linux emulates
-``flock`` with NFS byte-range locks, which also exclude other hosts.
+``flock`` with NFS byte-range locks, which also exclude other hosts (not with the mount
+options ``nolock`` or ``local_lock=flock``, nor on FUSE file systems such as gcsfuse,
+where the lock keeps apart the runs of one host only). A file system that refuses locks
+altogether (``ENOLCK``, ``EOPNOTSUPP``) gets one warning line, and the run goes on
+unlocked. A lock file that cannot be opened (a read-only file system, a folder not the
+user's) is a ``ConfigError`` naming it.
 """
 
 from __future__ import annotations
@@ -33,10 +38,13 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+from absl import logging
+
 from fdjax.errors import ConfigError, WorkdirLockedError
 
 LOCK_NAME = ".fdjax.lock"
 _READ_HOLDER_FOR_S = 1.0  # how long to wait for a just-started holder to write its record
+_NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS)   # a file system without locks
 
 
 def make_folder(path: str | os.PathLike, what: str) -> None:
@@ -86,21 +94,31 @@ def workdir_lock(workdir: str | os.PathLike) -> Iterator[Path]:
   workdir = Path(workdir).absolute()
   make_folder(workdir, "--workdir")
   path = lock_path(workdir)
-  fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  except OSError as e:   # a read-only file system, a folder not ours, a folder in the way
+    raise ConfigError(f"--workdir {workdir}: cannot open its lock file {path} "
+                      f"({e.strerror or e})",
+                      hint="use a --workdir this user can write to") from None
   try:
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:
-      if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+      if e.errno in _NO_LOCKS:
+        logging.warning("the file system of --workdir %s does not support locks (%s): "
+                        "nothing keeps a second run off this workdir", workdir,
+                        e.strerror or e)
+      elif e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
         raise
-      holder = read_holder(workdir)
-      deadline = time.monotonic() + _READ_HOLDER_FOR_S
-      while holder is None and time.monotonic() < deadline:  # holder is writing its record
-        time.sleep(0.05)
+      else:
         holder = read_holder(workdir)
-      raise WorkdirLockedError(
-          _describe(workdir, holder),
-          hint="wait for that run to finish, or use another --workdir") from None
+        deadline = time.monotonic() + _READ_HOLDER_FOR_S
+        while holder is None and time.monotonic() < deadline:  # holder writes its record
+          time.sleep(0.05)
+          holder = read_holder(workdir)
+        raise WorkdirLockedError(
+            _describe(workdir, holder),
+            hint="wait for that run to finish, or use another --workdir") from None
     record = (json.dumps(_holder_record()) + "\n").encode()
     os.ftruncate(fd, 0)
     os.pwrite(fd, record, 0)

@@ -25,6 +25,7 @@ prints progress and writes metrics, reports and plots.
 
 from __future__ import annotations
 
+import os
 import sys
 
 from absl import app, flags
@@ -73,10 +74,13 @@ def main(argv):
                            _PROCESS_ID.value)
     if not distributed.is_main_process():
       configure_logging(min(verbosity, -1))  # progress lines from process 0 only
-    distributed.check_shared_directory(_WORKDIR.value)
+    # '--workdir=~/runs/q' reaches the program unexpanded (the shell expands ~ only at
+    # the start of a word): a literal '~' folder in the current directory before
+    workdir = os.path.expanduser(_WORKDIR.value)
+    distributed.check_shared_directory(workdir)
     try:
       with stop.armed(time_limit):
-        pipeline.run(_CONFIG.value, _WORKDIR.value)
+        pipeline.run(_CONFIG.value, workdir)
     except stop.RunStopped as stopped:
       # Every process stops at the same step; process 0 says so.
       if distributed.is_main_process():

@@ -21,6 +21,7 @@ from absl import logging
 from fdjax import methods as methods_lib
 from fdjax.config import parse_ints
 from fdjax.distributed import is_main_process, write_once
+from fdjax.json_files import replaced
 from fdjax.errors import ConfigError
 from fdjax.eval import per_image as per_image_lib
 from fdjax.eval import self_ensemble
@@ -182,8 +183,11 @@ def _run(config, workdir: str, methods, seeds) -> list[report.Record]:
   if not is_main_process():
     return records
   note = f"Model selection: {MODEL_SELECTION_NOTE[config.selection]}."
-  with open(os.path.join(workdir, "results.md"), "a") as f:
-    f.write(f"\n{note}\n")
+  results_md = os.path.join(workdir, "results.md")
+  with open(results_md) as f:
+    written = f.read()
+  with replaced(results_md) as f:   # appended whole or not at all
+    f.write(f"{written}\n{note}\n")
   print(f"{metric.heading}: clean, then the mean over each degradation's levels, then "
         "their average.")
   print(report.format_table(records, extra=extra or None, metric=metric,

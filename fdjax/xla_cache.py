@@ -5,6 +5,9 @@ the compiled train steps and predictors from disk instead of compiling them agai
 root of ``fdjax.data.archive.cache_root``: ``$FDJAX_CACHE`` or ``~/.cache/fdjax``);
 ``--xla_cache=<dir>`` moves it and ``--xla_cache=none`` turns it off. A first run on a
 fresh machine compiles everything either way; the cache only helps the runs after it.
+A folder this user cannot write (a shared read-only cache) is left off with one warning
+line: JAX cannot even read its entries there (it takes a lock file beside them), and
+said so in a warning per compilation.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import os
 
 import jax
+from absl import logging
 
 from fdjax.data.archive import cache_root
 
@@ -35,13 +39,18 @@ def resolve(setting: str | None) -> str | None:
 
 def enable(setting: str | None = "auto") -> str | None:
   """Points JAX's persistent compilation cache at ``resolve(setting)``; returns the
-  folder (None when off). Call before the first compilation."""
+  folder (None when off, or when the folder is not writable: module docstring). Call
+  before the first compilation."""
   path = resolve(setting)
   if path is None:
     return None
   from fdjax.lock import make_folder
 
   make_folder(path, "--xla_cache")
+  if not os.access(path, os.W_OK | os.X_OK):
+    logging.warning("--xla_cache %s is not writable: compiled programs are not cached "
+                    "(pass --xla_cache=<a folder you can write> or --xla_cache=none)", path)
+    return None
   jax.config.update("jax_compilation_cache_dir", path)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS)
   jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)

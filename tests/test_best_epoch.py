@@ -50,3 +50,31 @@ def test_lost_best_variables_say_to_retrain_the_stage(tmp_path):
   with pytest.raises(CorruptCheckpointError, match="best epoch's variables") as info:
     selector.best()
   assert f"delete the stage folder {tmp_path / 'clean'}" in info.value.hint
+
+
+def test_a_save_cut_short_keeps_the_previous_best_whole(tmp_path, monkeypatch):
+  """The old best was deleted before the new one was saved: a run killed during the save
+  was left with no best variables and a record of the epoch before."""
+  from fdjax.study import training
+
+  selector, variables = _selector(tmp_path)
+  state = create_train_state(variables, optax.sgd(0.1), jax.random.PRNGKey(0), make_mesh())
+  selector.on_epoch_end(state, 0)
+  first = jax.tree.map(np.asarray, selector.best())
+  # zero weights: the residual U-Net returns its input, the clean validation target itself
+  better = state.replace(params=jax.tree.map(lambda p: p * 0, state.params))
+
+  def killed(path, variables):
+    (tmp_path / "clean" / "best.new").mkdir()
+    raise KeyboardInterrupt   # as a kill during the write
+
+  monkeypatch.setattr(training, "save_variables", killed)
+  with pytest.raises(KeyboardInterrupt):
+    selector.on_epoch_end(better, 1)
+  monkeypatch.undo()
+  assert selector._record()["epoch"] == 1
+  jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, selector.best()), first)
+  selector.on_epoch_end(better, 1)   # the leftover best.new is cleared; epoch 2 is the best
+  assert selector._record()["epoch"] == 2
+  assert not (tmp_path / "clean" / "best.new").exists()
+  assert all(np.all(np.asarray(p) == 0) for p in jax.tree.leaves(selector.best()["params"]))

@@ -63,6 +63,29 @@ def test_cli_errors_prints_one_line_and_exits_2(verbosity):
     assert text.startswith("Traceback (most recent call last):") and text.endswith(tail)
 
 
+def test_a_full_disk_or_read_only_folder_deep_in_a_library_is_one_line():
+  """orbax and the report writers re-raise OSErrors wrapped: a full disk during a
+  checkpoint printed some 450 lines of tracebacks and exited 1."""
+  import errno
+  import os
+
+  for code in (errno.ENOSPC, errno.EROFS, errno.EACCES):
+    stream = io.StringIO()
+    with pytest.raises(SystemExit) as info:
+      with cli_errors(0, stream):
+        try:
+          raise OSError(code, os.strerror(code), "/runs/q/seed_0/clean/checkpoints/8")
+        except OSError as e:
+          raise ValueError("saving step 8 failed") from e
+    assert info.value.code == EXIT_USER_ERROR
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == f"error: {os.strerror(code)}: /runs/q/seed_0/clean/checkpoints/8"
+    assert len(lines) == 2 and lines[1].startswith("hint: free space")
+  with pytest.raises(OSError):   # any other OSError is not the user's to fix: a traceback
+    with cli_errors(0, io.StringIO()):
+      raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+
+
 def test_cli_errors_lets_bugs_through():
   stream = io.StringIO()
   with pytest.raises(ZeroDivisionError):

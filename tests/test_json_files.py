@@ -1,12 +1,15 @@
-"""``fdjax.json_files.write_json``: a write that fails half-way (here: a value json cannot
-encode, met after part of the record has been written) leaves the previous file whole,
-as a run killed or stopped during the write would."""
+"""``fdjax.json_files``: a write that fails half-way (here: a value json cannot encode,
+met after part of the record has been written; a disk that fills) leaves the previous
+file whole and no temporary file, as a run killed or stopped during the write would; the
+results tables and figures are written the same way."""
 
+import errno
 import json
+import os
 
 import pytest
 
-from fdjax.json_files import write_json
+from fdjax.json_files import replaced, write_json
 
 
 def test_a_failed_write_leaves_the_previous_file_whole(tmp_path):
@@ -17,5 +20,54 @@ def test_a_failed_write_leaves_the_previous_file_whole(tmp_path):
     write_json(str(path), {"psnr": [1.0] * 10_000 + [object()]})
   # the previous record, whole (writing through a plain open(path, 'w') fails here)
   assert json.loads(path.read_text()) == {"psnr": [30.5, 31.0]}
+  assert os.listdir(path.parent) == ["row-abc.json"]   # no temporary file left behind
   write_json(str(path), {"psnr": [29.0]}, indent=1)
   assert path.read_text() == '{\n "psnr": [\n  29.0\n ]\n}'
+
+
+def test_a_full_disk_leaves_the_previous_table_and_figure(tmp_path, monkeypatch):
+  """results.md and the figures were written in place: a disk that filled left a 0-byte
+  results.json beside a plausible results.md, and a rerun destroyed the good ones."""
+  from fdjax.eval import plots
+
+  table, figure = tmp_path / "results.md", tmp_path / "accuracy_jpeg.png"
+  with replaced(str(table)) as f:
+    f.write("| row | 90.0 |\n")
+  fig = plots.pyplot().figure()
+  plots.save_figure(fig, str(figure), dpi=20)
+  png = figure.read_bytes()
+  assert png.startswith(b"\x89PNG")
+
+  def full(fd):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+  monkeypatch.setattr(os, "fsync", full)
+  with pytest.raises(OSError, match="No space left"):
+    with replaced(str(table)) as f:
+      f.write("| row | 10.0 |\n")
+  with pytest.raises(OSError, match="No space left"):
+    plots.save_figure(plots.pyplot().figure(), str(figure), dpi=20)
+  assert table.read_text() == "| row | 90.0 |\n" and figure.read_bytes() == png
+  assert sorted(os.listdir(tmp_path)) == ["accuracy_jpeg.png", "results.md"]
+
+
+def test_a_damaged_record_is_one_error_naming_it_and_a_damaged_cache_is_no_cache(tmp_path):
+  """A zero-length file (a power loss before the write reached the disk) was a bare
+  JSONDecodeError traceback naming no file."""
+  from fdjax.json_files import DamagedFileError, read_cache, read_json
+  from fdjax.study import fingerprint
+
+  stage = tmp_path / "clean"
+  stage.mkdir()
+  (stage / fingerprint.FILE).write_text("")
+  with pytest.raises(DamagedFileError, match=f"cannot read {stage / fingerprint.FILE}") as info:
+    fingerprint.check_or_record(str(stage), "clean", {"stage": "clean"})
+  assert f"delete the stage folder {stage}" in info.value.hint
+  write_json(str(tmp_path / "ok.json"), {"a": 1})
+  assert read_json(str(tmp_path / "ok.json"), hint="") == {"a": 1}
+  cache = tmp_path / "eval-abc.json"
+  assert read_cache(str(cache)) is None          # missing: computed
+  cache.write_text('{"accuracy": 0.9')           # cut short: computed again, not a traceback
+  assert read_cache(str(cache)) is None
+  write_json(str(cache), {"accuracy": 0.9})
+  assert read_cache(str(cache)) == {"accuracy": 0.9}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from fdjax.errors import UserError, WorkdirLockedError
+from fdjax.errors import ConfigError, UserError, WorkdirLockedError
 from fdjax.lock import LOCK_NAME, read_holder, workdir_lock
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,3 +85,25 @@ def test_lock_is_exclusive_within_a_process_and_reusable_after_release(tmp_path)
 def test_missing_workdir_is_created(tmp_path):
   with workdir_lock(tmp_path / "a" / "b"):
     assert (tmp_path / "a" / "b" / LOCK_NAME).is_file()
+
+
+def test_a_lock_file_that_cannot_be_opened_is_a_config_error(tmp_path):
+  (tmp_path / LOCK_NAME).mkdir()   # a folder in the way (as a read-only file system: EROFS)
+  with pytest.raises(ConfigError, match=r"cannot open its lock file .*\.fdjax\.lock"):
+    with workdir_lock(tmp_path):
+      pass
+
+
+def test_a_file_system_without_locks_warns_and_runs_unlocked(tmp_path, monkeypatch, caplog):
+  import errno
+  import fcntl
+  import logging
+
+  def refuse(fd, operation):
+    raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+  monkeypatch.setattr(fcntl, "flock", refuse)   # a raw OSError traceback before
+  with caplog.at_level(logging.WARNING):
+    with workdir_lock(tmp_path) as path:
+      assert path.exists()
+  assert any("does not support locks" in r.getMessage() for r in caplog.records)

@@ -207,9 +207,10 @@ def _one_line_error(result, *needles):
 
 def test_a_workdir_or_cache_that_is_a_file_fails_clearly(tmp_path):
   (tmp_path / "a_file").write_text("")
-  result = run_main("--config=configs/quickstart.py:tiny", f"--workdir={tmp_path / 'a_file'}",
-                    timeout=120)
-  _one_line_error(result, "--workdir", "cannot make the folder")
+  # '~' expanded (the shell leaves '--workdir=~/...' alone): it made a literal '~' folder
+  result = run_main("--config=configs/quickstart.py:tiny", "--workdir=~/a_file",
+                    timeout=120, HOME=str(tmp_path))
+  _one_line_error(result, f"--workdir {tmp_path / 'a_file'}", "cannot make the folder")
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   result = subprocess.run([sys.executable, "-m", "fdjax.main", "--config=configs/quickstart.py",
                            f"--workdir={tmp_path / 'w'}", f"--xla_cache={tmp_path / 'a_file'}"],

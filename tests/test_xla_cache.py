@@ -37,3 +37,18 @@ def test_enable_stores_compiled_programs_and_a_rerun_agrees(tmp_path):
   second = run()
   assert second.returncode == 0 and second.stdout == first.stdout, second.stderr[-2000:]
   assert "Error reading persistent compilation cache" not in first.stderr + second.stderr
+
+
+def test_a_folder_this_user_cannot_write_leaves_the_cache_off(tmp_path, monkeypatch, caplog):
+  """JAX needs a lock file beside the entries even to read them: a read-only shared
+  cache gave about 40 warnings and no cache. (os.access is patched: root writes anywhere.)"""
+  import logging
+
+  import jax
+
+  before = jax.config.jax_compilation_cache_dir
+  monkeypatch.setattr(xla_cache.os, "access", lambda path, mode: False)
+  with caplog.at_level(logging.WARNING):
+    assert xla_cache.enable(str(tmp_path / "shared")) is None
+  assert jax.config.jax_compilation_cache_dir == before
+  assert [r.getMessage() for r in caplog.records if "not writable" in r.getMessage()]

@@ -20,11 +20,12 @@ the grid of one task.
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from fdjax.json_files import replaced
 
 CROP = 128         # cell side for large images
 PAD = 4            # background pixels around and between cells
@@ -134,8 +135,8 @@ def compose_grid(rows: Sequence[Sequence[np.ndarray]], labels: Sequence[str], *,
 def write_grid(path: str, rows: Sequence[Sequence[np.ndarray]], labels: Sequence[str],
                **options) -> str:
   """Writes ``compose_grid(rows, labels, **options)`` to ``path`` (PNG); returns ``path``."""
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  Image.fromarray(compose_grid(rows, labels, **options)).save(path)
+  with replaced(path, "wb") as f:
+    Image.fromarray(compose_grid(rows, labels, **options)).save(f, format="PNG")
   return path
 
 

@@ -20,6 +20,8 @@ from typing import Sequence
 
 import numpy as np
 
+from fdjax.json_files import replaced
+
 FILE = "per_image.csv"
 
 
@@ -44,7 +46,7 @@ def write(workdir: str, entries: Sequence[tuple[str, int, dict]],
   if not body:
     return None
   path = os.path.join(workdir, FILE)
-  with open(path, "w", newline="") as f:
+  with replaced(path, newline="") as f:
     writer = csv.writer(f)
     writer.writerow(["row", "seed", "degradation", "test_set", "level", "image", *metrics])
     writer.writerows(body)

@@ -16,6 +16,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from fdjax.eval import report
+from fdjax.json_files import replaced
 from fdjax.tasks.base import MetricSpec
 
 X_LABELS = {
@@ -102,8 +103,7 @@ def plot_metric_vs_level(per_level_records: Sequence[Any], out_dir: str,
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     path = os.path.join(out_dir, f"{metric.name}_{name}.png")
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
+    save_figure(fig, path, dpi)
     paths.append(path)
   return paths
 
@@ -138,7 +138,15 @@ def plot_expert_heatmap(matrix, train_names: Sequence[str], test_names: Sequence
       ax.text(j, i, f"{v:.1f}", ha="center", va="center", color=ink, fontsize=10)
   fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
   fig.tight_layout()
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fig.savefig(path, dpi=dpi)
-  plt.close(fig)
+  save_figure(fig, path, dpi)
   return path
+
+
+def save_figure(fig, path: str, dpi: int) -> None:
+  """Writes ``fig`` to ``path`` (its format from the extension) whole or not at all
+  (``fdjax.json_files.replaced``), then closes it."""
+  try:
+    with replaced(path, "wb") as f:
+      fig.savefig(f, format=os.path.splitext(path)[1][1:] or "png", dpi=dpi)
+  finally:
+    pyplot().close(fig)

@@ -40,6 +40,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from fdjax import degradations
+from fdjax.json_files import replaced
 from fdjax.tasks.base import MetricSpec
 from fdjax.tasks.classification import ClassificationTask
 
@@ -292,7 +293,7 @@ def write_reports(records: Sequence[Record], out_dir: str, methods: Sequence[str
   cols, extra_cols = columns(records), _extra_columns(extra)
   tables, metrics = _tables(records, methods, metric, metrics), list(metrics or [metric])
   sets = test_sets(records)
-  with open(paths["md"], "w") as f:
+  with replaced(paths["md"]) as f:
     f.write(f"{metric.heading}. Columns: clean, then the plain mean over each "
             f"degradation's evaluated levels (per_level.csv lists them: its whole level "
             f"grid, or with config.eval.level_stride > 1 every stride-th level with both ends "
@@ -306,7 +307,7 @@ def write_reports(records: Sequence[Record], out_dir: str, methods: Sequence[str
     f.write(format_table(records, methods, extra, metric, metrics) + "\n")
     if test_time:
       f.write(f"\nEvery row's test outputs: {test_time}.\n")
-  with open(paths["csv"], "w", newline="") as f:
+  with replaced(paths["csv"], newline="") as f:
     writer = csv.writer(f)
     writer.writerow(["method", "seeds"] + [h for _, _, label, _ in tables
                                            for h in (label, f"{label}_std")] + extra_cols)
@@ -319,7 +320,7 @@ def write_reports(records: Sequence[Record], out_dir: str, methods: Sequence[str
       writer.writerow(row)
   fields = ["method", "seed", "degradation", "level", "normalised_level", metric.name]
   fields += [m.name for m in metrics[1:]]
-  with open(paths["per_level"], "w", newline="") as f:
+  with replaced(paths["per_level"], newline="") as f:
     writer = csv.writer(f)
     writer.writerow(fields)
     for row in per_level_rows(records, metric, metrics):
@@ -334,7 +335,7 @@ def write_reports(records: Sequence[Record], out_dir: str, methods: Sequence[str
     more["scoring"] = scoring(records)
   if test_time:
     more["test_time"] = test_time
-  with open(paths["json"], "w") as f:
+  with replaced(paths["json"]) as f:
     json.dump({**more, "columns": cols, "std_ddof": STD_DDOF, "metric": dataclasses.asdict(metric),
                "units": f"summary in {metric.unit} (x{metric.scale:g}); records as stored",
                "methods": list(summary), "summary": summary, "extra": extra or {},

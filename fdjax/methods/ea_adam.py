@@ -34,7 +34,6 @@ refused with a ValueError naming what to load instead.
 
 from __future__ import annotations
 
-import json
 import os
 
 import jax
@@ -44,7 +43,7 @@ import optax
 from fdjax import data as data_lib
 from fdjax import fusion
 from fdjax.distributed import write_once
-from fdjax.json_files import write_json
+from fdjax.json_files import read_json, write_json
 from fdjax.methods.base import Loadable, Method, Output, one_model
 from fdjax.population.evolution import EvolutionConfig, init_evolution
 from fdjax.population.families import objectives_of
@@ -167,8 +166,8 @@ def _merged_stage(runner) -> dict:
     write_once(lambda: plot_pareto(report, os.path.join(stage_dir, "pareto.png"),
                                    scale=family.scale, unit=family.unit), "pareto.png")
     write_once(lambda: write_json(report_path, report, indent=1), "merged.json")
-  with open(report_path) as f:
-    report = json.load(f)
+  report = read_json(report_path, hint=f"delete {stage_dir} and run the study again: the "
+                                      "merged models are made anew")
   template = ctx.template_variables()
   return {"report": report, **{kind: load_variables(path, template)
                                for kind, path in paths.items()}}
@@ -239,8 +238,8 @@ def _baked_stage(runner) -> dict:
       save_variables(path, bake(runner.get(NAME), mean_alpha))
     alpha_record = {"alpha": np.asarray(mean_alpha).tolist()}
     write_once(lambda: write_json(alpha_path, alpha_record, indent=1), "alpha.json")
-  with open(alpha_path) as f:
-    alpha = json.load(f)["alpha"]
+  alpha = read_json(alpha_path, hint=f"delete {os.path.dirname(alpha_path)} and run the study "
+                                    "again: the fusion network is baked anew")["alpha"]
   return {"variables": load_variables(path, ctx.template_variables()), "alpha": alpha}
 
 

@@ -10,7 +10,6 @@ so its decisions change with K."""
 
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
@@ -20,7 +19,7 @@ from fdjax.config import parse_ints
 from fdjax.distributed import write_once
 from fdjax.eval import levels as levels_lib
 from fdjax.eval import plots
-from fdjax.json_files import write_json
+from fdjax.json_files import read_cache, replaced, write_json
 from fdjax.methods.base import Loadable, Method, Output, one_model
 from fdjax.methods.finetune import fused_init
 from fdjax.moe import usage as usage_lib
@@ -94,9 +93,8 @@ def routing(runner, model, variables, per_image: bool = False) -> usage_lib.Rout
   per_image = per_image and getattr(model, "routing", "pixel") != "image"
   path = runner.evaluate.path(f"routing_{STAGE}_k{model.k}" + ("_per_image" if per_image
                                                                 else ""), variables)
-  if os.path.exists(path):
-    with open(path) as f:
-      saved = json.load(f)
+  saved = read_cache(path)
+  if saved is not None:
     return usage_lib.RoutingStats(tuple(saved["names"]), saved["levels"],
                                   [np.asarray(c, np.float64) for c in saved["counts"]],
                                   [np.asarray(h, np.float64) for h in saved["entropy"]])
@@ -188,7 +186,7 @@ def _write_router_files(outputs, workdir: str, ctx) -> None:
                               os.path.join(workdir, f"router_usage_k{k}.png"),
                               title=f"{row}: router usage (%)", xlabel="expert",
                               ylabel="test degradation")
-  with open(os.path.join(workdir, "router_usage.md"), "w") as f:
+  with replaced(os.path.join(workdir, "router_usage.md")) as f:
     f.write("\n".join(lines))
   columns = [f"K={k} {b}" for k in labels for b in ("near-clean", "non-clean")]
   plots.plot_expert_heatmap(

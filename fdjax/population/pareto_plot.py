@@ -9,7 +9,7 @@ from typing import Mapping
 
 import numpy as np
 
-from fdjax.eval.plots import pyplot
+from fdjax.eval.plots import pyplot, save_figure
 
 
 def _xy(values: Mapping[str, float], objectives) -> tuple[float, float]:
@@ -39,6 +39,5 @@ def plot_pareto(report: dict, path: str, *, scale: float = 1.0, unit: str = "") 
   ax.set_title(f"population, hypervolume {report['hypervolume']:.3g}")
   ax.legend(fontsize=8)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  save_figure(fig, path, dpi=120)
   return path

@@ -15,7 +15,7 @@ from fdjax.distributed import write_once
 from fdjax.eval import levels as levels_lib
 from fdjax.eval.metric import predictor
 from fdjax.eval.self_ensemble import configured, self_ensemble
-from fdjax.json_files import write_json
+from fdjax.json_files import read_cache, write_json
 from fdjax.study.context import RunContext
 
 RESULTS_FORMAT = 2  # per_level as [level, value] pairs, 'all' = mean over levels
@@ -80,9 +80,9 @@ class Evaluator:
 
   def __call__(self, name: str, variables, predict=None, model=None) -> dict:
     path = self.path(name, variables)
-    if os.path.exists(path):
-      with open(path) as f:
-        return json.load(f)
+    cached = read_cache(path)
+    if cached is not None:
+      return cached
     ctx = self.ctx
     logging.info("evaluating %s", name)
     if self.self_ensemble:

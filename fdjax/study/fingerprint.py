@@ -33,7 +33,7 @@ from fdjax.data import restoration_sets, share_pools
 from fdjax.degradations.registry import revisions
 from fdjax.distributed import barrier, write_once
 from fdjax.errors import UserError
-from fdjax.json_files import write_json
+from fdjax.json_files import read_json, write_json
 
 FILE = "fingerprint.json"
 RESTORATION_DATA = ("root", "train", "test", "test_pairs", "train_pairs", "pair_dirs", "tile",
@@ -292,8 +292,8 @@ def check_or_record(stage_dir: str, name: str, fields: Mapping[str, Any],
   path = os.path.join(stage_dir, FILE)
   old = None
   if os.path.exists(path):
-    with open(path) as f:
-      old = json.load(f)
+    old = read_json(path, hint=f"delete the stage folder {stage_dir} to train it anew: its "
+                               "work cannot be checked against the config without the record")
   # what the folder holds, read before process 0 may write to it (below)
   holds_work = old is not None and old.get("digest") != new and _holds_work(stage_dir)
   unrecorded = old is None and os.path.isdir(stage_dir) and bool(os.listdir(stage_dir))

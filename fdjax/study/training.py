@@ -12,7 +12,6 @@ earlier stage's variables, or a fresh init from the seed).
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import shutil
@@ -24,7 +23,7 @@ from absl import logging
 from fdjax import data as data_lib
 from fdjax.distributed import write_once
 from fdjax.eval.metric import jit_clean, predictor, split_scores, split_scores_by_share
-from fdjax.json_files import write_json
+from fdjax.json_files import read_json, write_json
 from fdjax.study.context import RunContext
 from fdjax.train import (Checkpointer, LoopConfig, create_train_state, data_sharding, fit,
                          init_variables, make_optimizer, make_train_step)
@@ -210,17 +209,26 @@ class _BestOnValidation:
     improved = self.ctx.task.metric.better(record[self.key_name],
                                            None if best is None else best[self.key_name])
     if improved:
-      write_once(lambda: shutil.rmtree(self.path, ignore_errors=True), self.path)
-      save_variables(self.path, variables)   # collective
-      write_once(lambda: write_json(self.record_path, record), self.record_path)
+      # Saved beside the old best, then swapped in: a run killed during the save (seconds)
+      # keeps the old best whole; only the swap (two renames) lies between them.
+      staged = self.path + ".new"
+      write_once(lambda: shutil.rmtree(staged, ignore_errors=True), staged)
+      save_variables(staged, variables)   # collective
+
+      def swap():
+        shutil.rmtree(self.path, ignore_errors=True)
+        os.rename(staged, self.path)
+        write_json(self.record_path, record)
+
+      write_once(swap, self.path)
     logging.info("[%s] epoch %d: validation %s, %s", self.name, epoch + 1, self._describe(record),
                  "the best so far" if improved else f"the best is epoch {best['epoch']}")
     return {k: v for k, v in record.items() if k != "epoch"}
 
   def _record(self):
     if os.path.exists(self.record_path):
-      with open(self.record_path) as f:
-        return json.load(f)
+      return read_json(self.record_path, hint=f"delete the stage folder "
+                       f"{os.path.dirname(self.path)} and run the study again: it trains anew")
     return None
 
   def best(self) -> dict:

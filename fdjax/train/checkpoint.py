@@ -43,7 +43,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 from fdjax.distributed import barrier, is_main_process
-from fdjax.errors import ConfigError, UserError
+from fdjax.errors import ConfigError, UserError, chained
 from fdjax.train.abandoned_reads import ignore_abandoned_reads
 
 ON_CORRUPT = ("error", "previous")
@@ -74,15 +74,10 @@ _OUTSIDE_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EACCES, errno
 def outside_reason(exc: BaseException) -> str | None:
   """Why reading failed if the cause lies outside the files (``'Too many open files'``),
   else None: an ``OSError`` with one of ``_OUTSIDE_ERRNOS`` or a ``MemoryError`` anywhere
-  in ``exc``'s cause and context chain or exception groups, or, for the libraries that
-  re-raise such an error as text (tensorstore), its ``strerror`` in the message."""
-  texts = {os.strerror(code): os.strerror(code) for code in _OUTSIDE_ERRNOS}
-  pending, seen = [exc], set()
-  while pending:
-    e = pending.pop()
-    if e is None or id(e) in seen:
-      continue
-    seen.add(id(e))
+  in ``exc``'s chain (``fdjax.errors.chained``), or, for the libraries that re-raise such
+  an error as text (tensorstore), its ``strerror`` in a message."""
+  texts = [os.strerror(code) for code in _OUTSIDE_ERRNOS]
+  for e in chained(exc):
     if isinstance(e, MemoryError):
       return "out of memory"
     if isinstance(e, OSError) and e.errno in _OUTSIDE_ERRNOS:
@@ -90,7 +85,6 @@ def outside_reason(exc: BaseException) -> str | None:
     found = next((text for text in texts if text in str(e)), None)
     if found:
       return found
-    pending += [e.__cause__, e.__context__, *getattr(e, "exceptions", ())]
   return None
 
 
