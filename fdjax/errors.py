@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import sys
 import traceback
 from typing import Iterator, TextIO
@@ -104,15 +105,23 @@ def os_error_in(exc: BaseException, errnos) -> OSError | None:
 
 def environment_error(exc: BaseException) -> UserError | None:
   """A ``UserError`` for ``exc`` when it comes from a full disk, a read-only file system
-  or missing permissions (``ENVIRONMENT_ERRNOS``, anywhere in its chain: orbax and the
-  writers of reports re-raise them wrapped), else None."""
+  or missing permissions (``ENVIRONMENT_ERRNOS``) anywhere in its chain: an ``OSError``
+  (the report writers', re-raised wrapped), or the error's text in a library's message
+  (tensorstore, under orbax's checkpoint writes: ``ValueError('RESOURCE_EXHAUSTED: ...
+  No space left on device ...')``); else None."""
+  hint = ("free space (or quota), or make the folder writable, then run the same command "
+          "again: a run resumes from what it saved")
   found = os_error_in(exc, ENVIRONMENT_ERRNOS)
-  if found is None:
-    return None
-  where = f": {found.filename}" if found.filename else ""
-  return UserError(f"{found.strerror or found}{where}",
-                   hint="free space (or quota), or make the folder writable, then run the "
-                        "same command again: a run resumes from what it saved")
+  if found is not None:
+    where = f": {found.filename}" if found.filename else ""
+    return UserError(f"{found.strerror or found}{where}", hint=hint)
+  texts = [os.strerror(code) for code in ENVIRONMENT_ERRNOS]
+  for e in chained(exc):
+    text = next((t for t in texts if t in str(e)), None)
+    if text:
+      return UserError(f"{text} (a library's {type(e).__name__}; --verbosity=1 shows it whole)",
+                       hint=hint)
+  return None
 
 
 def one_line(exc: BaseException) -> str:

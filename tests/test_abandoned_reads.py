@@ -146,3 +146,24 @@ def test_flipped_bits_give_one_error_and_no_asyncio_tracebacks(tmp_path, caplog)
   logging.getLogger("asyncio").error("Task exception was never retrieved", exc_info=(
       ValueError, ValueError("a coroutine of the caller failed"), None))
   assert [r.name for r in caplog.records] == ["asyncio"]
+
+
+def test_a_failed_save_s_stragglers_are_dropped_and_nothing_else():
+  """A full disk during a checkpoint save printed some 450 lines: asyncio's "Task
+  exception was never retrieved" per array and orbax's writer-thread tracebacks, each
+  holding tensorstore's OCDBT write error. fdjax reports that error once, in one line."""
+  write = ValueError('RESOURCE_EXHAUSTED: Error writing "params.w/0" in OCDBT database at '
+                     "local file \"/w/8.orbax-checkpoint-tmp/\": No space left on device")
+
+  def record(name, message, exc=None):
+    return logging.LogRecord(name, logging.ERROR, __file__, 1, message, None,
+                             (type(exc), exc, None) if exc else None)
+
+  assert abandoned_reads.is_abandoned_task(record("asyncio", "Task exception was never "
+                                                  "retrieved", write))
+  assert abandoned_reads.is_failed_writer(record(
+      "absl", f"[process=0] _SignalingThread.run() raised an exception: {write}"))
+  for other in (record("asyncio", "Task exception was never retrieved", ValueError("x")),
+                record("absl", "_SignalingThread.run() raised an exception: OOM"),
+                record("absl", f"step 8 saved ({write})")):
+    assert not (abandoned_reads.is_abandoned_task(other) or abandoned_reads.is_failed_writer(other))

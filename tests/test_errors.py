@@ -81,6 +81,13 @@ def test_a_full_disk_or_read_only_folder_deep_in_a_library_is_one_line():
     lines = stream.getvalue().splitlines()
     assert lines[0] == f"error: {os.strerror(code)}: /runs/q/seed_0/clean/checkpoints/8"
     assert len(lines) == 2 and lines[1].startswith("hint: free space")
+  # tensorstore's own error under an orbax checkpoint write: the errno as text only
+  stream = io.StringIO()
+  with pytest.raises(SystemExit):
+    with cli_errors(0, stream):
+      raise ValueError('RESOURCE_EXHAUSTED: Error writing "opt_state/0" in OCDBT database: '
+                       "No space left on device [os_error_code='28']")
+  assert stream.getvalue().startswith("error: No space left on device (a library's ValueError")
   with pytest.raises(OSError):   # any other OSError is not the user's to fix: a traceback
     with cli_errors(0, io.StringIO()):
       raise OSError(errno.EBADF, os.strerror(errno.EBADF))

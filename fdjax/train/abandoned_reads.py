@@ -14,7 +14,12 @@ whatever test ran next on that worker. fdjax already reports the damage
 When the damage is inside the data (a flipped bit: tensorstore's checksum fails),
 several reads fail, and the tasks whose failure nobody awaited any more are logged by
 asyncio when they are collected: ``ERROR:asyncio:Task exception was never retrieved``
-with tensorstore's ``DATA_LOSS`` traceback, once per array.
+with tensorstore's ``DATA_LOSS`` traceback, once per array. A save that fails (a full
+disk) does the same with each array's write (``RESOURCE_EXHAUSTED: Error writing ...
+in OCDBT database``), and orbax logs each failed writer thread's traceback
+(``_SignalingThread.run() raised an exception: ... in OCDBT database``): fdjax reports
+that failure once, as one line (``fdjax.errors.environment_error``), so both are
+dropped too, and the filters are also installed before each save.
 
 ``ignore_abandoned_reads()`` installs a ``sys.unraisablehook`` (unless the current one
 is already it) that drops exactly the first kind: a ``RuntimeError('Event loop is
@@ -62,13 +67,21 @@ def is_abandoned_task(record: std_logging.LogRecord) -> bool:
                              "Future exception was never retrieved")):
     return False
   exc = record.exc_info[1] if record.exc_info else None
-  return exc is not None and "tensorstore_spec" in str(exc)
+  return exc is not None and any(mark in str(exc) for mark in ("tensorstore_spec",
+                                                               "in OCDBT database"))
+
+
+def is_failed_writer(record: std_logging.LogRecord) -> bool:
+  """True for orbax's record of a writer thread that a failed tensorstore write ended."""
+  message = record.getMessage()
+  return "_SignalingThread.run() raised an exception" in message and (
+      "in OCDBT database" in message or "tensorstore_spec" in message)
 
 
 class _AbandonedTaskFilter(std_logging.Filter):
   def filter(self, record: std_logging.LogRecord) -> bool:
     global _dropped
-    if is_abandoned_task(record):
+    if is_abandoned_task(record) or is_failed_writer(record):
       with _LOCK:
         _dropped += 1
       return False
@@ -85,9 +98,9 @@ def ignore_abandoned_reads() -> None:
   already it (a hook installed after it, e.g. by a test runner, is wrapped in turn), and
   the ``asyncio`` logger's filter, once."""
   with _LOCK:
-    asyncio_logger = std_logging.getLogger("asyncio")
-    if not any(isinstance(f, _AbandonedTaskFilter) for f in asyncio_logger.filters):
-      asyncio_logger.addFilter(_AbandonedTaskFilter())
+    for logger in (std_logging.getLogger("asyncio"), logging.get_absl_logger()):
+      if not any(isinstance(f, _AbandonedTaskFilter) for f in logger.filters):
+        logger.addFilter(_AbandonedTaskFilter())
     if getattr(sys.unraisablehook, "_fdjax_abandoned_reads", False):
       return
     previous = sys.unraisablehook

@@ -143,6 +143,7 @@ class Checkpointer:
   def save(self, state, meta: dict[str, Any] | None = None) -> None:
     """Saves ``state`` at ``int(state.step)`` with a JSON-serialisable ``meta`` record."""
     step = int(jax.device_get(state.step))
+    ignore_abandoned_reads()   # a failed write's stragglers (abandoned_reads' docstring)
     self._manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta or {})), force=True)
     self._manager.wait_until_finished()

@@ -21,6 +21,7 @@ from fdjax.train.checkpoint import (CheckpointReadError, CorruptCheckpointError,
 
 def save_variables(path: str, variables: dict) -> None:
   """Writes ``variables`` to ``path`` (a directory that must not exist yet)."""
+  ignore_abandoned_reads()   # a failed write's stragglers (abandoned_reads' docstring)
   checkpointer = ocp.StandardCheckpointer()
   try:
     checkpointer.save(os.path.abspath(path), jax.tree.map(_host, variables))
