@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Run variants of one experiment side by side on one accelerator: every variant its own
 # fdjax.main process (own workdir), all at once, each held to a share of the GPU's memory.
-# Small models leave most of a large GPU idle, so 8 concurrent :reduced runs of the
-# three-task config took about 5 minutes on one H200, where one takes about as long alone
-# (BUILD_NOTES.md, "The :reduced recipe swept on one GPU").
+# Small models leave most of a large GPU idle: 8 concurrent :reduced runs of the
+# three-task config took about 5 minutes on one H200 (BUILD_NOTES.md, "The :reduced
+# recipe swept on one GPU"; one alone was not timed there). On a machine of several
+# GPUs every variant sees all of them (set CUDA_VISIBLE_DEVICES to pick one).
 #
 #   launch/gpu_sweep.sh configs/restoration_3task.py:reduced runs/sweep \
 #       launch/sweeps/restoration_3task_reduced.txt [--config.field=value ...]
@@ -11,7 +12,9 @@
 # VARIANTS: one variant per line, "NAME [--config.field=value ...]" ('#' starts a
 # comment); the flags after it apply to every variant. Each variant writes
 # WORKROOT/NAME (resumable as any run) and WORKROOT/NAME.log; at the end the script
-# prints each variant's results table rows.
+# prints each variant's results table rows, or its exit status and log when it failed
+# (a results.md left by an earlier run is never taken for this one's), and exits 1
+# when any variant failed. Ctrl-C stops every variant (each saves the step it reached).
 # Environment: FDJAX_SWEEP_PARALLEL (variants at once, default all), FDJAX_SWEEP_MEM
 # (each process's share of GPU memory, default 0.9 / that number), FDJAX_SWEEP_TIMEOUT
 # (seconds per variant, default none; timeout's SIGTERM makes a variant save the step
@@ -36,29 +39,42 @@ if [[ ${#lines[@]} -eq 0 ]]; then
   exit 2
 fi
 parallel="${FDJAX_SWEEP_PARALLEL:-${#lines[@]}}"
+if ! [[ "$parallel" =~ ^[1-9][0-9]*$ ]]; then
+  echo "FDJAX_SWEEP_PARALLEL must be an integer >= 1, got '$parallel'" >&2
+  exit 2
+fi
 export XLA_PYTHON_CLIENT_PREALLOCATE=false
 export XLA_PYTHON_CLIENT_MEM_FRACTION="${FDJAX_SWEEP_MEM:-$(python -c "print(round(0.9 / $parallel, 3))")}"
 export JAX_DEFAULT_MATMUL_PRECISION="${FDJAX_SWEEP_PRECISION:-highest}"
 limit=()
-[[ -n "${FDJAX_SWEEP_TIMEOUT:-}" ]] && limit=(timeout "$FDJAX_SWEEP_TIMEOUT")
+# --foreground: timeout would move each variant into a process group of its own, which
+# a Ctrl-C never reaches (the variants ran on, orphaned, holding the GPU)
+[[ -n "${FDJAX_SWEEP_TIMEOUT:-}" ]] && limit=(timeout --foreground "$FDJAX_SWEEP_TIMEOUT")
 mkdir -p "$root"
 names=()
 for line in "${lines[@]}"; do
   while [[ $(jobs -rp | wc -l) -ge $parallel ]]; do wait -n || true; done
   read -r -a words <<< "$line"
   name="${words[0]}"; names+=("$name")
-  "${limit[@]}" python -m fdjax.main --config="$config" --workdir="$root/$name" "$@" \
-      "${words[@]:1}" > "$root/$name.log" 2>&1 &
-  echo "started $name (pid $!): ${words[*]:1}"
+  rm -f "$root/$name.status"
+  # each variant's exit status in WORKROOT/NAME.status (wait -n above loses them)
+  ( set +e
+    "${limit[@]}" python -m fdjax.main --config="$config" --workdir="$root/$name" "$@" \
+        "${words[@]:1}" > "$root/$name.log" 2>&1
+    echo $? > "$root/$name.status" ) &
+  echo "started $name: ${words[*]:1}"
 done
 wait
 status=0
 for name in "${names[@]}"; do
-  if [[ -f "$root/$name/results.md" ]]; then
+  code="$(cat "$root/$name.status" 2>/dev/null || echo '?')"
+  if [[ "$code" == 0 && -f "$root/$name/results.md" ]]; then
     echo "== $name: $root/$name/results.md"
-    grep -E '^\| [A-Z]' "$root/$name/results.md" | grep -v '^| method'
+    grep -E '^\| [A-Z]' "$root/$name/results.md" | grep -v '^| method' || true
   else
-    echo "== $name: no results table (failed or cut short): see $root/$name.log"; status=1
+    echo "== $name: failed (exit $code; 75: stopped, run the sweep again to resume): see" \
+         "$root/$name.log"
+    status=1
   fi
 done
 exit $status

@@ -6,7 +6,9 @@
 #   FDJAX_PROCESSES=2 FDJAX_SIM_DEVICES=2 launch/local.sh configs/quickstart.py runs/q2x2
 #       # 2 local processes x 2 simulated CPU devices on JAX's multi-controller runtime
 #       # (what a multi-host run does; process 0's console is shown, the others' in
-#       # WORKDIR/log.process<i>.txt)
+#       # WORKDIR/log.process<i>.txt, appended as log.txt is). Several local processes
+#       # need FDJAX_SIM_DEVICES: nothing splits a machine's GPUs between them, and on
+#       # a GPU machine one process drives every local GPU. Across hosts: README.
 set -euo pipefail
 if [[ $# -lt 2 ]]; then
   echo "usage: $0 CONFIG WORKDIR [--config.field=value ...]" >&2
@@ -24,6 +26,12 @@ if [[ -n "${FDJAX_SIM_DEVICES:-}" ]]; then
 fi
 mkdir -p "$workdir"
 processes="${FDJAX_PROCESSES:-1}"
+if [[ "$processes" -gt 1 && -z "${FDJAX_SIM_DEVICES:-}" ]]; then
+  echo "FDJAX_PROCESSES=$processes needs FDJAX_SIM_DEVICES (simulated CPU devices per" \
+       "process): several local processes would each claim every GPU of this machine;" \
+       "on a GPU machine run one process, which uses every local GPU" >&2
+  exit 2
+fi
 if [[ "$processes" -le 1 ]]; then
   # tee -i: a Ctrl-C reaches fdjax (which saves the step in training and says so) and
   # leaves tee running to show and log those last lines. (No `exec`: in a pipeline it
@@ -37,11 +45,14 @@ dist=(--coordinator_address="localhost:$port" --num_processes="$processes")
 pids=()
 for ((i = 1; i < processes; i++)); do
   python -m fdjax.main --config="$config" --workdir="$workdir" "${dist[@]}" --process_id="$i" "$@" \
-    > "$workdir/log.process$i.txt" 2>&1 &
+    >> "$workdir/log.process$i.txt" 2>&1 &
   pids+=($!)
 done
 status=0
 python -m fdjax.main --config="$config" --workdir="$workdir" "${dist[@]}" --process_id=0 "$@" 2>&1 \
   | tee -ia "$workdir/log.txt" || status=$?
-for pid in "${pids[@]}"; do wait "$pid" || status=$?; done
+# process 0's status, else the first other process's that failed (the others then abort)
+for pid in "${pids[@]}"; do
+  wait "$pid" || { code=$?; [[ "$status" -eq 0 ]] && status=$code; }
+done
 exit "$status"

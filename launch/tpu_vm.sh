@@ -7,7 +7,7 @@
 #   launch/tpu_vm.sh configs/cifar10_resnet56.py /mnt/runs/c10 --config.data.data_dir=gs://BUCKET/tfds
 #
 # The flags after WORKDIR are those of a local run (launch/local.sh). On a multi-host
-# slice (v4-16 and up, v5e-16 and up) every worker runs fdjax.main; fdjax.distributed
+# slice (v4-16 and up, v5litepod-16 and up) every worker runs fdjax.main; fdjax.distributed
 # finds the slice's hosts itself (jax.distributed.initialize on a Cloud TPU VM), each
 # host loads the data set and batches only its own rows of every global batch,
 # # checkpoints are written collectively and worker 0 prints the progress and writes the
@@ -18,10 +18,16 @@
 # A maintenance event or a spot VM's preemption (SIGTERM on any worker) makes every
 # worker save the same step and exit 75 (fdjax.train.stop): nothing trained is lost.
 # (fdjax writes its files with plain file I/O: a gs:// URL is not a workdir; the TFDS
-# data dir may be one.)
+# data dir may be one: when a flag names a gs:// path, each worker also installs gcsfs,
+# which TFDS reads buckets through, and tensorflow-cpu, which reads TFDS's tfrecord
+# files; a data set prepared with file_format='array_record' needs no tensorflow.)
+# SETUP's gcsfuse must be on the image (install it there first if it is not). Each
+# worker checks out BRANCH from REPO_URL (push the work first) and upgrades jax[tpu]:
+# a resumed run may meet a newer JAX than the one that wrote its checkpoints.
 #
 # Environment: TPU_NAME, ZONE (required); ACCELERATOR (default v4-8), RUNTIME (VM image,
-# default tpu-ubuntu2204-base), REPO_URL / BRANCH (what to install, default this
+# default the accelerator's: v2-alpha-tpuv5-lite for v5litepod-*, v2-alpha-tpuv5 for
+# v5p-*, v2-alpha-tpuv6e for v6e-*, tpu-ubuntu2204-base for v4 and earlier), REPO_URL / BRANCH (what to install, default this
 # checkout's origin and main), SETUP (a shell command run on every worker first, e.g.
 # mounting the workdir), CREATE_ONLY=1 (create the VM and stop), PYTHON_VERSION (default
 # 3.11: fdjax needs >= 3.11 and the image's python3 is 3.10, so each worker runs fdjax in
@@ -39,7 +45,13 @@ if [[ "$workdir" == gs://* ]]; then   # before a VM is created (and billed)
   exit 2
 fi
 ACCELERATOR="${ACCELERATOR:-v4-8}"
-RUNTIME="${RUNTIME:-tpu-ubuntu2204-base}"
+case "$ACCELERATOR" in   # Cloud TPU's runtime table: each generation its own image
+  v5litepod-*) default_runtime=v2-alpha-tpuv5-lite ;;
+  v5p-*) default_runtime=v2-alpha-tpuv5 ;;
+  v6e-*) default_runtime=v2-alpha-tpuv6e ;;
+  *) default_runtime=tpu-ubuntu2204-base ;;
+esac
+RUNTIME="${RUNTIME:-$default_runtime}"
 PYTHON_VERSION="${PYTHON_VERSION:-3.11}"
 REPO_URL="${REPO_URL:-$(git config --get remote.origin.url || true)}"
 BRANCH="${BRANCH:-main}"
@@ -55,6 +67,8 @@ fi
 
 extra=""   # printf ' %q' with no arguments prints ' ' + "''": a stray empty argument
 if (($#)); then extra=$(printf ' %q' "$@"); fi
+buckets=""   # a gs:// data dir: TFDS reads it through gcsfs, its tfrecords through TF
+if [[ "$*" == *gs://* ]]; then buckets="gcsfs tensorflow-cpu"; fi
 # One step a line: `set -e` does not stop at a failure before the last `&&` of a list, so
 # a worker whose fetch failed would run its old checkout beside the others' new one.
 remote="set -e
@@ -68,7 +82,7 @@ if [ ! -x ~/fdjax-venv/bin/python ]; then
   python3 -m pip install -q --user -U uv
   python3 -m uv venv -q --seed --python $(printf %q "$PYTHON_VERSION") ~/fdjax-venv
 fi
-~/fdjax-venv/bin/python -m pip install -q -U pip 'jax[tpu]'
+~/fdjax-venv/bin/python -m pip install -q -U pip 'jax[tpu]' $buckets
 ~/fdjax-venv/bin/python -m pip install -q -e .
 ~/fdjax-venv/bin/python -m fdjax.main --config=$(printf %q "$config") --workdir=$(printf %q "$workdir")$extra"
 # --worker=all: the same command on every host, at the same time (JAX's multi-controller

@@ -90,3 +90,62 @@ exit 0
                         "gs://bucket/runs"], env=env, capture_output=True, text=True, timeout=60)
   assert run.returncode == 2 and "not a gs:// URL" in run.stderr
   assert not calls.exists(), calls.read_text()
+
+
+def test_tpu_vm_picks_the_accelerator_s_runtime_and_reads_buckets(tmp_path):
+  """v5e took v4's image (tpu-ubuntu2204-base); a gs:// TFDS data dir needed gcsfs and
+  tensorflow, which no worker installed."""
+  bin_dir, calls = tmp_path / "bin", tmp_path / "gcloud.txt"
+  bin_dir.mkdir()
+  stand_in(bin_dir, "gcloud", f"""
+printf '%s\\n' "$*" >> {shlex.quote(str(calls))}
+[[ "$4" == describe ]] && exit 1
+exit 0
+""")
+  env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", TPU_NAME="t", ZONE="z",
+             REPO_URL="https://example.invalid/fdjax.git", ACCELERATOR="v5litepod-16")
+  run = subprocess.run(["bash", str(REPO / "launch" / "tpu_vm.sh"), "configs/quickstart.py",
+                        "/mnt/runs/q", "--config.data.data_dir=gs://b/tfds"], env=env,
+                       capture_output=True, text=True, timeout=60)
+  assert run.returncode == 0, run.stderr
+  text = calls.read_text()
+  assert "--accelerator-type v5litepod-16 --version v2-alpha-tpuv5-lite" in text
+  assert "'jax[tpu]' gcsfs tensorflow-cpu" in text
+
+
+def test_several_local_processes_need_simulated_devices(tmp_path):
+  """Nothing splits a machine's GPUs between local processes: each claimed them all."""
+  env = {k: v for k, v in os.environ.items() if k != "FDJAX_SIM_DEVICES"}
+  run = subprocess.run(["bash", str(REPO / "launch" / "local.sh"), "configs/quickstart.py",
+                        str(tmp_path / "w")], env={**env, "FDJAX_PROCESSES": "2"},
+                       capture_output=True, text=True, timeout=60)
+  assert run.returncode == 2 and "needs FDJAX_SIM_DEVICES" in run.stderr
+
+
+def test_gpu_sweep_reports_a_failed_rerun_not_the_old_table(tmp_path):
+  """A variant that failed this time (a typo in its flags) was reported with the table an
+  earlier run left, and the sweep exited 0."""
+  bin_dir = tmp_path / "bin"
+  bin_dir.mkdir()
+  stand_in(bin_dir, "python", """
+if [[ "$1" == "-c" ]]; then echo 0.45; exit 0; fi
+for arg in "$@"; do [[ "$arg" == *epochz* ]] && exit 2; done
+exit 0
+""")
+  (tmp_path / "variants.txt").write_text("A\nB --config.clean.epochz=1  # a typo\n")
+  for name in ("A", "B"):   # both finished before
+    (tmp_path / "root" / name).mkdir(parents=True)
+    (tmp_path / "root" / name / "results.md").write_text("| Oracle | 1 | 90.0 |\n")
+  env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}")
+  run = subprocess.run(["bash", str(REPO / "launch" / "gpu_sweep.sh"), "configs/quickstart.py",
+                        str(tmp_path / "root"), str(tmp_path / "variants.txt")], env=env,
+                       capture_output=True, text=True, timeout=60)
+  assert run.returncode == 1, run.stdout + run.stderr
+  assert "== A: " in run.stdout and "| Oracle | 1 | 90.0 |" in run.stdout
+  assert "== B: failed (exit 2" in run.stdout
+  for parallel in ("0", "two"):   # looped forever
+    run = subprocess.run(["bash", str(REPO / "launch" / "gpu_sweep.sh"), "c.py", "r",
+                          str(tmp_path / "variants.txt")], cwd=tmp_path,
+                         env={**env, "FDJAX_SWEEP_PARALLEL": parallel},
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and "must be an integer >= 1" in run.stderr
