@@ -85,9 +85,9 @@ def user_error_of(exc: BaseException) -> UserError | None:
 ENVIRONMENT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 
 
-def chained(exc: BaseException | None) -> Iterator[BaseException]:
-  """``exc`` and every exception it was raised from or while handling (``__cause__``,
-  ``__context__``) and that it groups (``exceptions``), each once."""
+def chained(exc: BaseException | None, context: bool = True) -> Iterator[BaseException]:
+  """``exc`` and every exception it was raised from (``__cause__``), with ``context``
+  also while handling (``__context__``), and that it groups (``exceptions``), each once."""
   pending, seen = [exc], set()
   while pending:
     e = pending.pop()
@@ -95,28 +95,26 @@ def chained(exc: BaseException | None) -> Iterator[BaseException]:
       continue
     seen.add(id(e))
     yield e
-    pending += [e.__cause__, e.__context__, *getattr(e, "exceptions", ())]
-
-
-def os_error_in(exc: BaseException, errnos) -> OSError | None:
-  """The first ``OSError`` with one of ``errnos`` in ``chained(exc)``, or None."""
-  return next((e for e in chained(exc) if isinstance(e, OSError) and e.errno in errnos), None)
+    pending += [e.__cause__, e.__context__ if context else None, *getattr(e, "exceptions", ())]
 
 
 def environment_error(exc: BaseException) -> UserError | None:
   """A ``UserError`` for ``exc`` when it comes from a full disk, a read-only file system
-  or missing permissions (``ENVIRONMENT_ERRNOS``) anywhere in its chain: an ``OSError``
-  (the report writers', re-raised wrapped), or the error's text in a library's message
+  or missing permissions (``ENVIRONMENT_ERRNOS``) in what it was raised from: an
+  ``OSError`` naming a file (the report writers', re-raised wrapped), or the error's
+  text in a library's message
   (tensorstore, under orbax's checkpoint writes: ``ValueError('RESOURCE_EXHAUSTED: ...
   No space left on device ...')``); else None."""
   hint = ("free space (or quota), or make the folder writable, then run the same command "
           "again: a run resumes from what it saved")
-  found = os_error_in(exc, ENVIRONMENT_ERRNOS)
+  # Only what ``exc`` was raised from: a bug raised while handling such an error (its
+  # __context__) stays a bug; and only an OSError about a file (one that names it).
+  found = next((e for e in chained(exc, context=False) if isinstance(e, OSError)
+                and e.errno in ENVIRONMENT_ERRNOS and e.filename), None)
   if found is not None:
-    where = f": {found.filename}" if found.filename else ""
-    return UserError(f"{found.strerror or found}{where}", hint=hint)
+    return UserError(f"{found.strerror or found}: {found.filename}", hint=hint)
   texts = [os.strerror(code) for code in ENVIRONMENT_ERRNOS]
-  for e in chained(exc):
+  for e in chained(exc, context=False):
     text = next((t for t in texts if t in str(e)), None)
     if text:
       return UserError(f"{text} (a library's {type(e).__name__}; --verbosity=1 shows it whole)",

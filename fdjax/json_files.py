@@ -60,13 +60,19 @@ def write_json(path: str, record: Any, **dump_options) -> None:
 
 
 def read_json(path: str, hint: str) -> Any:
-  """``path``'s JSON record; ``DamagedFileError`` naming it (and ``hint``) when it cannot
-  be read or parsed."""
+  """``path``'s JSON record; ``DamagedFileError`` naming it (and ``hint``: what to
+  delete) when it cannot be parsed. A file that cannot be opened or read (too many open
+  files, no permission) is not damaged: a ``UserError`` naming the cause, and nothing to
+  delete."""
   try:
     with open(path) as f:
       return json.load(f)
-  except (OSError, ValueError) as e:
+  except ValueError as e:
     raise DamagedFileError(f"cannot read {path}: {e}", hint=hint) from None
+  except OSError as e:
+    raise UserError(f"cannot read {path}: {e.strerror or e}; the file was left as it is",
+                    hint="fix the cause (e.g. `ulimit -n`, the file's permissions) and run "
+                         "the same command again") from e
 
 
 def read_cache(path: str) -> Any | None:

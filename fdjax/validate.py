@@ -22,7 +22,7 @@
   ``moe.homogenize`` / routing / dispatch / expert loop, the model,
   ``checkpoint.on_corrupt``; with the MoE method, ``moe.ks`` and ``moe.train_k`` within
   1..number of degradations; with the greedy soup, ``eval_batch_size`` at least the
-  number of degradations; no list (``seeds``, ``methods``, ``moe.ks``, ...) repeats an
+  least common multiple of the degradations and the devices; no list (``seeds``, ``methods``, ``moe.ks``, ...) repeats an
   entry (it would be counted as two seeds);
 * EA-Adam's blocks ``ea_adam`` and ``ea_adam_fusion`` (``fdjax.validate_population``).
 

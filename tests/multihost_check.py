@@ -117,6 +117,24 @@ for shard in population.evolution.fitness.addressable_shards:
   assert shard.data.shape == (3, 2) and np.isnan(np.asarray(shard.data)).all()
 assert population.params["w"].sharding.is_fully_replicated
 
+# The validation's fixed-key degradations (EA-Adam's fitness, epoch selection) feed the
+# predictor, whose jit takes the batch split over the mesh: with several processes it
+# refuses a global array placed otherwise (plain jax.jit left one degradation's output
+# replicated in a two-process EA-Adam run, one device per process), so the transform
+# keeps the batch's sharding.
+import types  # noqa: E402
+
+import ml_collections  # noqa: E402
+
+from fdjax.degradations.plan import LevelPlan  # noqa: E402
+from fdjax.study.training import fixed_key_transform  # noqa: E402
+
+transform = fixed_key_transform(
+    types.SimpleNamespace(config=ml_collections.ConfigDict({"eval": {"seed": 0}}), mesh=mesh),
+    LevelPlan(("jpeg",)).sampler("jpeg"))
+degraded = transform(0, batch["image"])
+assert degraded.sharding.is_equivalent_to(data_sharding(mesh), degraded.ndim), degraded.sharding
+
 
 class TinyNet(nn.Module):
   """Normalised ``[B, 16, 16, 3]`` -> ``(logits [B, 10], features [B, 8])``."""

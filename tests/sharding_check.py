@@ -1,6 +1,6 @@
 """Run with 8 simulated CPU devices (see test_sharding.py): a train step sharded over
 8 devices equals the same step on 1 device; the benchmarks' stepper moves no data in a
-timed step."""
+timed step; the fixed-key validation transform takes a host batch of any size."""
 
 import os
 import re
@@ -91,5 +91,19 @@ run = stepper(make_train_step(loss_fn, tx, mesh8), create_train_state(variables,
 run(1)   # compiles
 with jax.transfer_guard("disallow"):
   run(2)
+
+# EA-Adam's calibration degrades host batches of any size (13 validation tiles): the fixed-
+# key transform must not split them over the 8 devices (it failed: 13 is not divisible).
+import types  # noqa: E402
+
+import ml_collections  # noqa: E402
+
+from fdjax.degradations.plan import LevelPlan  # noqa: E402
+from fdjax.study.training import fixed_key_transform  # noqa: E402
+
+transform = fixed_key_transform(
+    types.SimpleNamespace(config=ml_collections.ConfigDict({"eval": {"seed": 0}}),
+                          mesh=make_mesh()), LevelPlan(("awgn",)).sampler("awgn"))
+assert transform(0, np.zeros((13, 8, 8, 3), np.uint8)).shape == (13, 8, 8, 3)
 print(f"OK 1-device vs 8-device max abs diff {worst:.3g}")
 sys.exit(0)

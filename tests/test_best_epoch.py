@@ -2,6 +2,7 @@
 score is an error, not a silent "no better epoch", and a finished stage whose best
 epoch's variables are lost says how to get them back."""
 
+import os
 import shutil
 import types
 
@@ -78,3 +79,51 @@ def test_a_save_cut_short_keeps_the_previous_best_whole(tmp_path, monkeypatch):
   assert selector._record()["epoch"] == 2
   assert not (tmp_path / "clean" / "best.new").exists()
   assert all(np.all(np.asarray(p) == 0) for p in jax.tree.leaves(selector.best()["params"]))
+
+
+
+@pytest.mark.parametrize("killed_at", ["record", "aside", "in", "replace"])
+def test_a_swap_cut_short_leaves_a_best_that_its_record_describes(tmp_path, monkeypatch,
+                                                                  killed_at):
+  """The swap's every step stopped in turn: the next read mends it (``_recover``), and
+  the best variables are the epoch the record names (before: the old best deleted first,
+  a kill in that window left none, and the advice was to retrain the stage)."""
+  from fdjax.study import training
+
+  selector, variables = _selector(tmp_path)
+  state = create_train_state(variables, optax.sgd(0.1), jax.random.PRNGKey(0), make_mesh())
+  selector.on_epoch_end(state, 0)
+  first = jax.tree.map(np.asarray, selector.best())
+  better = state.replace(params=jax.tree.map(lambda p: p * 0, state.params))
+  calls = {"rename": 0}
+
+  def rename(src, dst):
+    calls["rename"] += 1
+    if (killed_at, calls["rename"]) in (("aside", 1), ("in", 2)):
+      raise KeyboardInterrupt
+    os.rename(src, dst)
+
+  def replace(src, dst):
+    if killed_at == "replace":
+      raise KeyboardInterrupt
+    os.replace(src, dst)
+
+  real_write_json = training.write_json
+
+  def write_json(path, record):
+    if killed_at == "record":
+      raise KeyboardInterrupt
+    real_write_json(path, record)
+
+  fake_os = types.SimpleNamespace(**{k: getattr(os, k) for k in dir(os) if not k.startswith("__")})
+  fake_os.rename, fake_os.replace = rename, replace
+  monkeypatch.setattr(training, "os", fake_os)
+  monkeypatch.setattr(training, "write_json", write_json)
+  with pytest.raises(KeyboardInterrupt):
+    selector.on_epoch_end(better, 1)
+  monkeypatch.undo()
+  best, epoch = jax.tree.map(np.asarray, selector.best()), selector._record()["epoch"]
+  expected = first if epoch == 1 else jax.tree.map(np.zeros_like, first)
+  assert epoch == (1 if killed_at in ("record", "aside", "in") else 2)
+  jax.tree.map(np.testing.assert_array_equal, best["params"], expected["params"])
+  assert sorted(p.name for p in (tmp_path / "clean").iterdir()) == ["best", "best.json"]

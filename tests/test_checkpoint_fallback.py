@@ -185,3 +185,13 @@ def test_saved_variables_read_without_memory_are_not_damage(tmp_path, monkeypatc
     load_variables(path)
   monkeypatch.undo()
   np.testing.assert_array_equal(load_variables(path)["params"]["w"], np.ones(3))
+
+
+def test_an_accelerator_out_of_memory_is_not_damage():
+  from fdjax.train.checkpoint import outside_reason
+  oom = RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 1.20GiB.")
+  assert outside_reason(ValueError("restore failed")) is None
+  try:
+    raise ValueError("cannot restore") from oom
+  except ValueError as e:
+    assert outside_reason(e) == "Out of memory"

@@ -88,6 +88,13 @@ def test_a_full_disk_or_read_only_folder_deep_in_a_library_is_one_line():
       raise ValueError('RESOURCE_EXHAUSTED: Error writing "opt_state/0" in OCDBT database: '
                        "No space left on device [os_error_code='28']")
   assert stream.getvalue().startswith("error: No space left on device (a library's ValueError")
+  # A bug raised while handling such an error (its __context__, not its cause) is a bug.
+  with pytest.raises(KeyError):
+    with cli_errors(0, io.StringIO()):
+      try:
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), "/root/cache.json")
+      except PermissionError:
+        {}["fallback"]
   with pytest.raises(OSError):   # any other OSError is not the user's to fix: a traceback
     with cli_errors(0, io.StringIO()):
       raise OSError(errno.EBADF, os.strerror(errno.EBADF))

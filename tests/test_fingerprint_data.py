@@ -80,6 +80,19 @@ def test_a_classification_evaluation_cache_is_keyed_on_the_test_split(ctx):
   assert Evaluator(ctx).dir == Evaluator(dataclasses.replace(ctx)).dir
 
 
+def test_a_classification_cache_made_before_the_key_is_kept_once(ctx, tmp_path):
+  """Its folder lacked the test split's digest: renamed to today's name, not evaluated
+  again (every classification run's evaluations were orphaned)."""
+  ctx = dataclasses.replace(ctx, workdir=str(tmp_path))
+  today = Evaluator(ctx).dir
+  before = today.replace(f"_c{ctx.dataset.test.digest()[:10]}", "")
+  assert before != today
+  os.makedirs(before)
+  open(os.path.join(before, "clean-abc.json"), "w").write("{}")
+  assert Evaluator(ctx).dir == today
+  assert os.listdir(today) == ["clean-abc.json"] and not os.path.exists(before)
+
+
 def test_the_content_digest_reads_every_field_and_only_the_stage_s_pairs():
   images = np.zeros((4, 8, 8, 3), np.uint8)
   a = ImageSet(images, np.zeros(4, np.int32))

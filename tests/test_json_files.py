@@ -9,6 +9,7 @@ import os
 
 import pytest
 
+from fdjax.errors import UserError
 from fdjax.json_files import replaced, write_json
 
 
@@ -65,6 +66,10 @@ def test_a_damaged_record_is_one_error_naming_it_and_a_damaged_cache_is_no_cache
   assert f"delete the stage folder {stage}" in info.value.hint
   write_json(str(tmp_path / "ok.json"), {"a": 1})
   assert read_json(str(tmp_path / "ok.json"), hint="") == {"a": 1}
+  (tmp_path / "folder.json").mkdir()   # unreadable, not damaged: nothing to delete
+  with pytest.raises(UserError, match="the file was left as it is") as info:
+    read_json(str(tmp_path / "folder.json"), hint="delete it")
+  assert not isinstance(info.value, DamagedFileError) and "delete" not in info.value.hint
   cache = tmp_path / "eval-abc.json"
   assert read_cache(str(cache)) is None          # missing: computed
   cache.write_text('{"accuracy": 0.9')           # cut short: computed again, not a traceback

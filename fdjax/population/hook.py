@@ -36,7 +36,8 @@ def evolution_hook(score: Callable, cfg: EvolutionConfig, objectives: Sequence[s
     if (epoch + 1) % evolve_every:
       return {}   # an Adam epoch with no evolutionary epoch after it: the state as it is
     new_state, info = evolutionary_epoch(state, score, cfg, generations)
-    new_state = jax.tree.map(lambda new, old: place(new, old.sharding), new_state, state)
+    new_state = jax.tree.map(lambda new, old: place(new, old.sharding, copy=False),
+                             new_state, state)
     metric = sign * np.asarray(info["fitness"])
     report = pareto_report(metric, objectives, ref=ref)
     report.update(epoch=epoch + 1, generation=int(new_state.evolution.generation),

@@ -61,8 +61,8 @@ class Evaluator:
     scoring = (ctx.task.scoring_labels(plan.names) if hasattr(ctx.task, "scoring_labels")
                else {})
     extra = list(getattr(ctx.task, "extra_metrics", ()))   # opt-in columns (restoration: NIQE)
-    if not tests:   # classification: the test split's contents (a replaced data set)
-      settings += f"_c{ctx.dataset.test.digest()[:10]}"
+    contents = "" if tests else f"_c{ctx.dataset.test.digest()[:10]}"   # classification
+    settings += contents
     if tests or plan.explicit or scoring:  # test sets, explicit levels, scoring: digest
       described = {"explicit": plan.explicit,
                    "tests": {d: [t.name, t.real, len(t), t.sizes(), t.digest()]
@@ -72,6 +72,17 @@ class Evaluator:
       settings += "_t" + hashlib.sha256(json.dumps(described, sort_keys=True).encode()
                                         ).hexdigest()[:10]
     self.dir = os.path.join(ctx.workdir, "eval", settings)
+    # A classification cache made before its folder held the test split's contents
+    # (2026-12-07) is this test split's, once: renamed, not evaluated again.
+    # Decided in process 0 alone (every process calls write_once: it is collective).
+    if contents:
+      before = self.dir.replace(contents, "")
+
+      def adopt():
+        if not os.path.exists(self.dir) and os.path.isdir(before):
+          os.rename(before, self.dir)
+
+      write_once(adopt, self.dir)
 
   def path(self, name: str, variables) -> str:
     """The cache file of result ``name`` for these weights (other per-model results, e.g.

@@ -3,7 +3,9 @@
 A stage is reused (``variables/``) or resumed (``checkpoints/``) only when the
 fingerprint stored beside it (``<stage>/fingerprint.json``) equals the one the
 current config gives. The fields: the task and its augmentation, the model, the data
-source and split, the seed, the stage's config block (epochs, optimizer, ...) and the
+source and split and the contents of the training and validation splits (and of the
+stage's real pairs: ``Dataset.content_digest``), the degradations' order for a stage of
+several, the seed, the stage's config block (epochs, optimizer, ...) and the
 other config fields it reads, the level ranges of the degradations it trains on (and
 their revisions, once a degradation's function has changed), the batch size, model
 selection, and the fingerprints of the stages it starts from (so a change upstream

@@ -25,7 +25,7 @@ from fdjax.distributed import write_once
 from fdjax.eval.metric import jit_clean, predictor, split_scores, split_scores_by_share
 from fdjax.json_files import read_json, write_json
 from fdjax.study.context import RunContext
-from fdjax.train import (Checkpointer, LoopConfig, create_train_state, data_sharding, fit,
+from fdjax.train import (Checkpointer, LoopConfig, create_train_state, fit,
                          init_variables, make_optimizer, make_train_step)
 from fdjax.train.checkpoint import CorruptCheckpointError
 from fdjax.train.loop import NonFiniteLossError
@@ -167,12 +167,24 @@ def _stable_id(name: str) -> int:
 
 
 def fixed_key_transform(ctx: RunContext, degrade):
-  """``(batch_index, images) -> degraded images`` with keys fixed by ``eval.seed``, split
-  over the mesh as the images are (the predictor takes them so: with several processes
-  jit refuses, rather than moves, a global array placed otherwise)."""
-  degrade = jax.jit(degrade, out_shardings=data_sharding(ctx.mesh))
+  """``(batch_index, images) -> degraded images`` with keys fixed by ``eval.seed``. Images
+  split over the hosts of several processes come out split as they went in (the
+  predictor takes them so, and with several processes jit refuses, rather than moves, a
+  global array placed otherwise; plain jit left some degradations' output replicated);
+  other images (a host batch of any size: EA-Adam's calibration) as jit places them."""
+  plain = jax.jit(degrade)
+  split = {}
   key = jax.random.PRNGKey(ctx.config.eval.seed)
-  return lambda index, images: degrade(jax.random.fold_in(key, index), images)
+
+  def transform(index, images):
+    fn = plain
+    if isinstance(images, jax.Array) and not images.is_fully_addressable:
+      if images.sharding not in split:
+        split[images.sharding] = jax.jit(degrade, out_shardings=images.sharding)
+      fn = split[images.sharding]
+    return fn(jax.random.fold_in(key, index), images)
+
+  return transform
 
 
 class _BestOnValidation:
@@ -188,6 +200,7 @@ class _BestOnValidation:
     self.key_name = f"val_{ctx.task.metric.name}"
 
   def on_epoch_end(self, state, epoch: int) -> dict:
+    self._recover()
     metric = self.ctx.task.metric.name
     variables = evaluated_variables(state)   # the parameters' average, when the stage keeps one
     args = (self.ctx.task, self.predict, variables, self.ctx.dataset.validation)
@@ -209,21 +222,40 @@ class _BestOnValidation:
     improved = self.ctx.task.metric.better(record[self.key_name],
                                            None if best is None else best[self.key_name])
     if improved:
-      # Saved beside the old best, then swapped in: a run killed during the save (seconds)
-      # keeps the old best whole; only the swap (two renames) lies between them.
-      staged = self.path + ".new"
-      write_once(lambda: shutil.rmtree(staged, ignore_errors=True), staged)
-      save_variables(staged, variables)   # collective
+      save_variables(self.path + ".new", variables)   # collective; beside the old best
 
-      def swap():
-        shutil.rmtree(self.path, ignore_errors=True)
-        os.rename(staged, self.path)
-        write_json(self.record_path, record)
+      def swap():   # the record staged first: every state a kill leaves, _recover mends
+        write_json(self.record_path + ".new", record)
+        if os.path.exists(self.path):
+          os.rename(self.path, self.path + ".old")
+        os.rename(self.path + ".new", self.path)
+        os.replace(self.record_path + ".new", self.record_path)
+        shutil.rmtree(self.path + ".old", ignore_errors=True)
 
       write_once(swap, self.path)
     logging.info("[%s] epoch %d: validation %s, %s", self.name, epoch + 1, self._describe(record),
                  "the best so far" if improved else f"the best is epoch {best['epoch']}")
     return {k: v for k, v in record.items() if k != "epoch"}
+
+  def _recover(self) -> None:
+    """Ends a swap of the best epoch that a run was stopped in (``on_epoch_end``'s
+    ``swap``), in process 0: not begun (``best.new`` still there) -> undone, the old best
+    put back if it was moved aside; done but for the record -> the record moved in; the
+    old best's leftover copy removed. Afterwards ``best`` and ``best.json`` agree."""
+    path, record = self.path, self.record_path
+
+    def mend():
+      if os.path.exists(path + ".new"):
+        if not os.path.exists(path) and os.path.exists(path + ".old"):
+          os.rename(path + ".old", path)
+        shutil.rmtree(path + ".new")
+        if os.path.exists(record + ".new"):
+          os.remove(record + ".new")
+      elif os.path.exists(record + ".new"):
+        os.replace(record + ".new", record)
+      shutil.rmtree(path + ".old", ignore_errors=True)
+
+    write_once(mend, f"{path} (an unfinished swap)")
 
   def _record(self):
     if os.path.exists(self.record_path):
@@ -232,6 +264,7 @@ class _BestOnValidation:
     return None
 
   def best(self) -> dict:
+    self._recover()
     record = self._record()
     if record is None:
       raise FileNotFoundError(f"[{self.name}] no validation record at {self.record_path}: "

@@ -76,7 +76,9 @@ def outside_reason(exc: BaseException) -> str | None:
   else None: an ``OSError`` with one of ``_OUTSIDE_ERRNOS`` or a ``MemoryError`` anywhere
   in ``exc``'s chain (``fdjax.errors.chained``), or, for the libraries that re-raise such
   an error as text (tensorstore), its ``strerror`` in a message."""
-  texts = [os.strerror(code) for code in _OUTSIDE_ERRNOS]
+  # strerror as tensorstore words it; XLA's "RESOURCE_EXHAUSTED: Out of memory while
+  # trying to allocate ..." (an accelerator's memory, restoring onto it)
+  texts = [os.strerror(code) for code in _OUTSIDE_ERRNOS] + ["Out of memory"]
   for e in chained(exc):
     if isinstance(e, MemoryError):
       return "out of memory"
