@@ -161,3 +161,21 @@ def test_hypervolume_of_any_population_size_counts_the_dominated_cells():
       closed = sum((-1) ** (len(s) + 1) * np.prod(np.clip(points[list(s)].min(0) - ref, 0, None))
                    for r in range(1, count + 1) for s in itertools.combinations(range(count), r))
       assert hypervolume(points, ref) == pytest.approx(closed)
+
+
+def test_the_fitness_size_note_is_said_once_not_per_stage(caplog):
+  """quickstart:population asks for 200 fitness images of a 143-image validation split:
+  the note came twice a seed (ea_adam and ea_adam/merged)."""
+  import logging
+  import types
+
+  from fdjax.data import ImageSet
+  from fdjax.population import fitness
+
+  split = ImageSet(np.zeros((7, 4, 4, 3), np.uint8), np.zeros(7, np.int32))
+  ctx = types.SimpleNamespace(dataset=types.SimpleNamespace(validation=split))
+  with caplog.at_level(logging.INFO):
+    for _ in range(3):
+      assert len(fitness.validation_subset(ctx, 1009)) == 7
+  assert sum("is more than the 7 validation images" in r.getMessage()
+             for r in caplog.records) == 1

@@ -207,6 +207,31 @@ def test_the_logged_rate_is_the_one_the_steps_update_used(tmp_path):
                              np.full(3, np.prod([1 - 2 * r for r in rates])), rtol=1e-6)
 
 
+def test_the_first_step_s_compilation_stays_out_of_the_stage_s_rate_and_eta(tmp_path):
+  """A first step that takes 2 s (compiling) and then fast ones: the first line's ETA
+  read about 4 x 2 s / 4 for a stage a moment from its end."""
+  import time
+
+  mesh = make_mesh()
+  tx = optax.sgd(0.1)
+  state = create_train_state({"params": {"w": jnp.ones((3,))}, "batch_stats": {}}, tx,
+                             jax.random.PRNGKey(0), mesh)
+  split = ImageSet(np.zeros((8, 4, 4, 3), np.uint8), np.zeros(8, np.int32))
+  step = make_train_step(_quadratic_loss, tx, mesh)
+  calls = []
+
+  def compiling_first(*args):
+    calls.append(1)
+    if len(calls) == 1:
+      time.sleep(2.0)
+    return step(*args)
+
+  fit(state, compiling_first, split, mesh=mesh, workdir=str(tmp_path), name="eta",
+      loop=LoopConfig(epochs=1, batch_size=1, log_every_steps=4))
+  first = json.loads(open(tmp_path / "metrics.jsonl").readline())
+  assert first["step"] == 4 and first["eta_s"] < 1.0, first
+
+
 def test_the_frozen_teacher_goes_to_the_devices_once_not_at_every_step(tmp_path):
   mesh = make_mesh()
   tx = optax.sgd(0.1)

@@ -34,7 +34,6 @@ import os
 import shutil
 import time
 import unicodedata
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -168,7 +167,7 @@ def _save_decoded(dest: Path, arrays: dict[str, tuple[np.ndarray, np.ndarray]],
     os.rename(tmp, dest)
   except OSError as e:
     if not (dest / "meta.json").exists():  # else another process won the race
-      warnings.warn(f"could not cache decoded images in {dest}: {e}", stacklevel=3)
+      log.warning("could not cache decoded images in %s: %s", dest, e)
   finally:
     if tmp is not None:
       shutil.rmtree(tmp, ignore_errors=True)
@@ -217,8 +216,10 @@ def _load_decoded(dest: Path):
   try:
     return _read_decoded(dest)
   except _DamagedCache as e:
-    warnings.warn(f"decoded image cache file {e.path} is damaged ({e.reason}); deleting {dest} and "
-                  f"decoding the images again", stacklevel=3)
+    # fdjax's own warning line (warnings.warn printed Python's format, another file's
+    # name and a source line)
+    log.warning("decoded image cache file %s is damaged (%s); deleting %s and decoding the "
+                "images again", e.path, e.reason, dest)
     _discard(dest)
     return None
 

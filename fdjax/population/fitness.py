@@ -19,18 +19,21 @@ from fdjax.eval.metric import jit_clean, predictor, split_scores
 from fdjax.study.training import fixed_key_transform
 from fdjax.trees import unstack_tree
 
+_SAID: set = set()   # the (fitness_examples, validation size) notes already logged
+
 
 def validation_subset(ctx, max_examples: int):
   """The validation split (its first ``max_examples`` images when > 0; the whole split,
-  with a log line, when ``max_examples`` exceeds it); a one-line ValueError when there is
-  none."""
+  with a log line once a process, when ``max_examples`` exceeds it); a one-line
+  ValueError when there is none."""
   split = ctx.dataset.validation
   if split is None or not len(split):
     raise ValueError("ea_adam needs a validation split for its fitness: set "
                      "data.validation_fraction > 0")
   if max_examples and max_examples < len(split):
     split = data_lib.take(split, np.arange(max_examples))
-  elif max_examples > len(split):
+  elif max_examples > len(split) and (max_examples, len(split)) not in _SAID:
+    _SAID.add((max_examples, len(split)))   # once, not for every stage that scores
     logging.info("ea_adam.fitness_examples=%d is more than the %d validation images: "
                  "scoring on all %d", max_examples, len(split), len(split))
   return split

@@ -116,6 +116,7 @@ def fit(state: TrainState, train_step: Callable, train_split, *, loop: LoopConfi
   if study is not None:
     study.advance(name, step * loop.batch_size, measured=False)   # done before this process
   progress = Progress(name, total_steps, loop.batch_size, start_step=step)
+  first_step = step
   sharding = data_sharding(mesh)
   last_saved = step
   finite_since_save = []  # device scalars; read at log/save points only (no per-step sync)
@@ -165,6 +166,11 @@ def fit(state: TrainState, train_step: Callable, train_split, *, loop: LoopConfi
         state, metrics = train_step(state, batch, frozen)
         step += 1
         finite_since_save.append(metrics["finite"])
+        if step == first_step + 1 and loop.log_every_steps > 1:
+          # The first step compiles: the stage's images/s and ETA start after it (its
+          # first line read ETA 0:01:38 for a stage 8 s from its end).
+          jax.block_until_ready(metrics["finite"])
+          progress.restart(step)
         if step % loop.log_every_steps == 0 or step == stop_at:
           host = {k: _host(v) for k, v in jax.device_get(metrics).items()}
           if not np.all(np.isfinite(host["loss"])) or np.min(host["finite"]) < 1:

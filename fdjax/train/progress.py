@@ -81,6 +81,10 @@ class Progress:
     self.name, self.total, self.batch_size = name, total_steps, batch_size
     self._last_step, self._last_time = start_step, time.perf_counter()
 
+  def restart(self, step: int) -> None:
+    """Measures the next interval from ``step``, now (after a compiling first step)."""
+    self._last_step, self._last_time = step, time.perf_counter()
+
   def line(self, step: int, metrics: dict, lr: float, study: str = "") -> dict:
     now = time.perf_counter()
     steps = max(step - self._last_step, 1)
@@ -122,9 +126,13 @@ class StudyProgress:
   removes the stage's work from what remains; a stage never started, or started but
   with nothing advanced (reused from disk), adds no measured work.
 
-  ETA = remaining work x (seconds spent in stages started by THIS process / work they
-  did in this process); ``ETA ?`` before any work was measured. Work done before a
-  resume (``advance(name, done, measured=False)``, what ``fit`` reports after
+  ETA = remaining work x (seconds since the study started in THIS process / work done
+  in this process): the evaluations between stages, compilations and data loading are
+  in the rate, spread over the training work as they recur with it (a rate of training
+  time alone read 3 to 5 times too short for the quickstarts, whose evaluations take
+  about 40% of the time); ``ETA ?`` before any work was measured. The evaluations after
+  the last training stage are the part it cannot see (it reads 0s there). Work done
+  before a resume (``advance(name, done, measured=False)``, what ``fit`` reports after
   restoring a checkpoint) counts as done but not as measured. ``clock`` (seconds,
   default ``time.perf_counter``) is injectable for tests.
   """
@@ -139,7 +147,6 @@ class StudyProgress:
     self._finished: set[str] = set()
     self._running: dict[str, tuple[float, int]] = {}   # name -> (start time, work at start)
     self._current: str | None = None
-    self._seconds = 0.0   # measured in finished stages of this process
     self._measured = 0    # work those stages did in this process
     self._t0 = self._clock()
 
@@ -167,8 +174,7 @@ class StudyProgress:
       # started and then found complete on disk (reused) trained nothing here, and
       # counting its whole work as done in a fraction of a second would make the ETA
       # of everything after it near zero.
-      started, base = self._running.pop(name)
-      self._seconds += self._clock() - started
+      _, base = self._running.pop(name)
       self._measured += self._done[name] - base
     self._done[name] = self._work[name]
     self._finished.add(name)
@@ -180,11 +186,9 @@ class StudyProgress:
     return sum(self._work[n] - self._done[n] for n in self._order if n not in self._finished)
 
   def eta_seconds(self) -> float | None:
-    """Remaining work x measured seconds per unit of work; None before any measurement."""
-    now = self._clock()
-    seconds = self._seconds + sum(now - t for t, _ in self._running.values())
+    """Remaining work x seconds elapsed per unit of work measured; None before any."""
     work = self._measured + sum(self._done[n] - base for n, (_, base) in self._running.items())
-    return None if work <= 0 else self.remaining() * seconds / work
+    return None if work <= 0 else self.remaining() * (self._clock() - self._t0) / work
 
   def describe(self) -> str:
     """E.g. ``study: stage 3/9 experts/jpeg, 2m10s elapsed, ETA 5m20s``."""
