@@ -115,6 +115,9 @@ def environment_error(exc: BaseException) -> UserError | None:
     return UserError(f"{found.strerror or found}: {found.filename}", hint=hint)
   texts = [os.strerror(code) for code in ENVIRONMENT_ERRNOS]
   for e in chained(exc, context=False):
+    # tensorstore's words for an OS error (not any message that says "Permission denied")
+    if isinstance(e, OSError) or "os_error_code" not in str(e):
+      continue
     text = next((t for t in texts if t in str(e)), None)
     if text:
       return UserError(f"{text} (a library's {type(e).__name__}; --verbosity=1 shows it whole)",

@@ -14,7 +14,8 @@
 # WORKROOT/NAME (resumable as any run) and WORKROOT/NAME.log; at the end the script
 # prints each variant's results table rows, or its exit status and log when it failed
 # (a results.md left by an earlier run is never taken for this one's), and exits 1
-# when any variant failed. Ctrl-C stops every variant (each saves the step it reached).
+# when any variant failed. Ctrl-C stops every running variant (each saves the step it
+# reached), starts no other, and still prints the summary.
 # Environment: FDJAX_SWEEP_PARALLEL (variants at once, default all), FDJAX_SWEEP_MEM
 # (each process's share of GPU memory, default 0.9 / that number), FDJAX_SWEEP_TIMEOUT
 # (seconds per variant, default none; timeout's SIGTERM makes a variant save the step
@@ -49,11 +50,20 @@ export JAX_DEFAULT_MATMUL_PRECISION="${FDJAX_SWEEP_PRECISION:-highest}"
 limit=()
 # --foreground: timeout would move each variant into a process group of its own, which
 # a Ctrl-C never reaches (the variants ran on, orphaned, holding the GPU)
-[[ -n "${FDJAX_SWEEP_TIMEOUT:-}" ]] && limit=(timeout --foreground "$FDJAX_SWEEP_TIMEOUT")
+# (--preserve-status: a variant its time limit stopped exits 75, resumable, not 124)
+[[ -n "${FDJAX_SWEEP_TIMEOUT:-}" ]] && limit=(timeout --foreground --preserve-status "$FDJAX_SWEEP_TIMEOUT")
 mkdir -p "$root"
 names=()
+# Ctrl-C reaches the running variants from the terminal; the script itself only stops
+# starting new ones (with fewer slots than variants it used to start the next at once).
+stopping=0
+trap 'stopping=1' INT
 for line in "${lines[@]}"; do
   while [[ $(jobs -rp | wc -l) -ge $parallel ]]; do wait -n || true; done
+  if [[ "$stopping" == 1 ]]; then
+    echo "Ctrl-C: not starting ${line%% *} and the variants after it"
+    break
+  fi
   read -r -a words <<< "$line"
   name="${words[0]}"; names+=("$name")
   rm -f "$root/$name.status"
@@ -64,8 +74,9 @@ for line in "${lines[@]}"; do
     echo $? > "$root/$name.status" ) &
   echo "started $name: ${words[*]:1}"
 done
-wait
+while [[ -n "$(jobs -rp)" ]]; do wait || true; done   # a trapped Ctrl-C ends one wait
 status=0
+[[ "$stopping" == 1 ]] && status=1
 for name in "${names[@]}"; do
   code="$(cat "$root/$name.status" 2>/dev/null || echo '?')"
   if [[ "$code" == 0 && -f "$root/$name/results.md" ]]; then

@@ -163,6 +163,10 @@ def test_a_failed_save_s_stragglers_are_dropped_and_nothing_else():
                                                   "retrieved", write))
   assert abandoned_reads.is_failed_writer(record(
       "absl", f"[process=0] _SignalingThread.run() raised an exception: {write}"))
+  # a record whose format does not fit its arguments: left to logging's own report (the
+  # filter formatted it and raised at the caller)
+  bad = logging.LogRecord("absl", logging.INFO, __file__, 1, "step %d", ("x",), None)
+  assert not abandoned_reads.is_failed_writer(bad)
   for other in (record("asyncio", "Task exception was never retrieved", ValueError("x")),
                 record("absl", "_SignalingThread.run() raised an exception: OOM"),
                 record("absl", f"step 8 saved ({write})")):

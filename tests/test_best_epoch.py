@@ -127,3 +127,50 @@ def test_a_swap_cut_short_leaves_a_best_that_its_record_describes(tmp_path, monk
   assert epoch == (1 if killed_at in ("record", "aside", "in") else 2)
   jax.tree.map(np.testing.assert_array_equal, best["params"], expected["params"])
   assert sorted(p.name for p in (tmp_path / "clean").iterdir()) == ["best", "best.json"]
+
+
+
+@pytest.mark.parametrize("killed_at", ["remove", "rename", "rmtree"])
+def test_a_repair_cut_short_is_finished_by_the_next_one(tmp_path, monkeypatch, killed_at):
+  """A swap stopped with the old best moved aside, then its repair stopped too: the record
+  of the new epoch was left beside the old best, and the next repair moved it in (epoch 2
+  recorded, epoch 1's variables kept)."""
+  from fdjax.study import training
+
+  selector, variables = _selector(tmp_path)
+  state = create_train_state(variables, optax.sgd(0.1), jax.random.PRNGKey(0), make_mesh())
+  selector.on_epoch_end(state, 0)
+  first = jax.tree.map(np.asarray, selector.best())
+  better = state.replace(params=jax.tree.map(lambda p: p * 0, state.params))
+
+  def patched(**calls):
+    fake = types.SimpleNamespace(**{k: getattr(os, k) for k in dir(os) if not k.startswith("__")})
+    for name, fn in calls.items():
+      setattr(fake, name, fn)
+    return fake
+
+  renames = []
+
+  def second_rename_killed(src, dst):
+    renames.append(src)
+    if len(renames) == 2:
+      raise KeyboardInterrupt
+    os.rename(src, dst)
+
+  def killed(*args, **kwargs):
+    raise KeyboardInterrupt
+
+  monkeypatch.setattr(training, "os", patched(rename=second_rename_killed))
+  with pytest.raises(KeyboardInterrupt):   # best.old, best.new, best.json.new, best.json
+    selector.on_epoch_end(better, 1)
+  if killed_at == "rmtree":
+    monkeypatch.setattr(training.shutil, "rmtree", killed)
+  else:
+    monkeypatch.setattr(training, "os", patched(**{killed_at: killed}))
+  with pytest.raises(KeyboardInterrupt):
+    selector.best()
+  monkeypatch.undo()
+  best, epoch = jax.tree.map(np.asarray, selector.best()), selector._record()["epoch"]
+  assert epoch == 1
+  jax.tree.map(np.testing.assert_array_equal, best["params"], first["params"])
+  assert sorted(p.name for p in (tmp_path / "clean").iterdir()) == ["best", "best.json"]

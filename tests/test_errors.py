@@ -88,6 +88,12 @@ def test_a_full_disk_or_read_only_folder_deep_in_a_library_is_one_line():
       raise ValueError('RESOURCE_EXHAUSTED: Error writing "opt_state/0" in OCDBT database: '
                        "No space left on device [os_error_code='28']")
   assert stream.getvalue().startswith("error: No space left on device (a library's ValueError")
+  # Not about a file: an EPERM with no file name, a message that merely says so.
+  for bug in (PermissionError(errno.EPERM, os.strerror(errno.EPERM)),
+              RuntimeError("coordinator: Permission denied")):
+    with pytest.raises(type(bug)):
+      with cli_errors(0, io.StringIO()):
+        raise bug
   # A bug raised while handling such an error (its __context__, not its cause) is a bug.
   with pytest.raises(KeyError):
     with cli_errors(0, io.StringIO()):

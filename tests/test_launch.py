@@ -149,3 +149,46 @@ exit 0
                          env={**env, "FDJAX_SWEEP_PARALLEL": parallel},
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 2 and "must be an integer >= 1" in run.stderr
+
+
+def test_gpu_sweep_ctrl_c_stops_the_running_variant_and_starts_no_other(tmp_path):
+  """With fewer slots than variants, a Ctrl-C stopped the running ones and the loop then
+  started the next (the header said it stopped every variant)."""
+  import signal
+  import sys
+  import time
+
+  bin_dir, started = tmp_path / "bin", tmp_path / "started"
+  bin_dir.mkdir()
+  started.mkdir()
+  # python: `-c` answers; a run marks itself started and, as fdjax.main does, turns a
+  # Ctrl-C (re-enabled: bash starts background jobs with SIGINT ignored) into exit 75.
+  (bin_dir / "python").write_text(f"""#!{sys.executable}
+import os, signal, sys, time
+if sys.argv[1] == "-c":
+  print(0.45); sys.exit(0)
+signal.signal(signal.SIGINT, lambda *a: sys.exit(75))
+name = [a for a in sys.argv if a.startswith("--workdir=")][0].rsplit("/", 1)[1]
+open(os.path.join({str(started)!r}, name), "w").close()
+time.sleep(30)
+""")
+  (bin_dir / "python").chmod(0o755)
+  (tmp_path / "variants.txt").write_text("A\nB\nC\n")
+  env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", FDJAX_SWEEP_PARALLEL="1")
+  sweep = subprocess.Popen(["bash", str(REPO / "launch" / "gpu_sweep.sh"), "c.py",
+                            str(tmp_path / "root"), str(tmp_path / "variants.txt")],
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True, start_new_session=True)
+  try:
+    for _ in range(200):
+      if (started / "A").exists():
+        break
+      time.sleep(0.05)
+    os.killpg(sweep.pid, signal.SIGINT)    # a terminal's Ctrl-C: the whole process group
+    out, _ = sweep.communicate(timeout=30)
+  finally:
+    if sweep.poll() is None:
+      os.killpg(sweep.pid, signal.SIGKILL)
+  assert sorted(os.listdir(started)) == ["A"], out
+  assert "Ctrl-C: not starting B" in out and "== A: failed (exit 75" in out
+  assert sweep.returncode == 1, out

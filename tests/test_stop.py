@@ -84,8 +84,8 @@ def test_sigterm_mid_epoch_saves_that_step_and_resumes_exactly(setup, uninterrup
     assert signal.getsignal(signal.SIGTERM) is not before[0]
     with pytest.raises(RunStopped) as info:
       _fit(setup, tmp_path, step=_sigterm_at(setup[3], 6))
-    # the first signal restored the handlers: a second one would act at once (kill)
-    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+    # the handlers stay a second (a second signal then acts at once: the multi-process
+    # test below), and leaving armed() restores them
   assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
   stopped = info.value
   assert (stopped.reason, stopped.stage, stopped.step) == ("SIGTERM", "unit", 6)
@@ -135,6 +135,24 @@ def test_ctrl_c_in_training_stops_after_the_step_and_says_so(setup, tmp_path, ca
   assert (info.value.reason, info.value.step) == ("Ctrl-C", 3)
   assert ("Ctrl-C: saving the step in training, then stopping (again to stop at once)"
           in capfd.readouterr().err)
+  assert Checkpointer(tmp_path / "checkpoints").all_steps() == [3]
+
+
+def test_one_ctrl_c_delivered_twice_still_saves_the_step(setup, tmp_path):
+  """Under ``timeout --foreground`` (``launch/gpu_sweep.sh``) a Ctrl-C reaches fdjax from
+  the terminal and again from ``timeout``: the copy raised KeyboardInterrupt (stop at
+  once, nothing saved)."""
+  def twice(state, batch, frozen):
+    if twice.calls == 2:
+      os.kill(os.getpid(), signal.SIGINT)
+      os.kill(os.getpid(), signal.SIGINT)
+    twice.calls += 1
+    return setup[3](state, batch, frozen)
+
+  twice.calls = 0
+  with armed(), pytest.raises(RunStopped) as info:
+    _fit(setup, tmp_path, step=twice)
+  assert (info.value.reason, info.value.step) == ("Ctrl-C", 3)
   assert Checkpointer(tmp_path / "checkpoints").all_steps() == [3]
 
 
@@ -286,12 +304,20 @@ def test_ctrl_c_of_a_multi_process_run_becomes_the_preemption_services_sigterm(m
   request.addfinalizer(lambda: signal.signal(signal.SIGINT, original))
   before = signal.getsignal(signal.SIGINT)
   term_before = signal.getsignal(signal.SIGTERM)
+  now = [100.0]
+  monkeypatch.setattr(stop.time, "monotonic", lambda: now[0])
   with armed():
     assert signal.getsignal(signal.SIGTERM) is term_before     # JAX's stays
     handler = signal.getsignal(signal.SIGINT)
     assert handler is not before
     handler(signal.SIGINT, None)
     assert sent == [(os.getpid(), signal.SIGTERM)]
-    assert signal.getsignal(signal.SIGINT) is before            # a second Ctrl-C: as before
+    now[0] += 0.5
+    handler(signal.SIGINT, None)                                # the same Ctrl-C, twice
+    assert sent == [(os.getpid(), signal.SIGTERM)]
+    now[0] += 2.0
+    with pytest.raises(KeyboardInterrupt):                      # a second Ctrl-C: as before
+      handler(signal.SIGINT, None)
+    assert signal.getsignal(signal.SIGINT) is before
   assert "Ctrl-C: every process saves the same step" in capfd.readouterr().err
   assert signal.getsignal(signal.SIGINT) is before

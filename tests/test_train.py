@@ -226,9 +226,25 @@ def test_the_first_step_s_compilation_stays_out_of_the_stage_s_rate_and_eta(tmp_
       time.sleep(2.0)
     return step(*args)
 
+  loop = LoopConfig(epochs=1, batch_size=1, log_every_steps=4, max_steps=3)
+  fit(state, compiling_first, split, mesh=mesh, workdir=str(tmp_path), name="eta", loop=loop)
+  # Resumed at step 3: its first step (4) is logged itself, and its interval holds the
+  # compiling step (a restart there gave thousands of images/s and an ETA of 0).
+  calls.clear()
   fit(state, compiling_first, split, mesh=mesh, workdir=str(tmp_path), name="eta",
       loop=LoopConfig(epochs=1, batch_size=1, log_every_steps=4))
-  first = json.loads(open(tmp_path / "metrics.jsonl").readline())
+  lines = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+  assert [r["step"] for r in lines] == [3, 4, 8]
+  assert lines[1]["images_per_s"] < 1.0, lines[1]          # 1 image in about 2 s
+  assert lines[2]["eta_s"] == 0.0
+
+  # A fresh run: its first line (step 4) measures steps 2-4 only.
+  state2 = create_train_state({"params": {"w": jnp.ones((3,))}, "batch_stats": {}}, tx,
+                              jax.random.PRNGKey(0), mesh)
+  calls.clear()
+  fit(state2, compiling_first, split, mesh=mesh, workdir=str(tmp_path / "fresh"), name="eta",
+      loop=LoopConfig(epochs=1, batch_size=1, log_every_steps=4))
+  first = json.loads(open(tmp_path / "fresh" / "metrics.jsonl").readline())
   assert first["step"] == 4 and first["eta_s"] < 1.0, first
 
 

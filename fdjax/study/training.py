@@ -246,11 +246,13 @@ class _BestOnValidation:
 
     def mend():
       if os.path.exists(path + ".new"):
+        # The staged record first: left beside the old best without best.new, it would
+        # read as a swap done but for the record (the branch below).
+        if os.path.exists(record + ".new"):
+          os.remove(record + ".new")
         if not os.path.exists(path) and os.path.exists(path + ".old"):
           os.rename(path + ".old", path)
         shutil.rmtree(path + ".new")
-        if os.path.exists(record + ".new"):
-          os.remove(record + ".new")
       elif os.path.exists(record + ".new"):
         os.replace(record + ".new", record)
       shutil.rmtree(path + ".old", ignore_errors=True)

@@ -72,8 +72,15 @@ def is_abandoned_task(record: std_logging.LogRecord) -> bool:
 
 
 def is_failed_writer(record: std_logging.LogRecord) -> bool:
-  """True for orbax's record of a writer thread that a failed tensorstore write ended."""
-  message = record.getMessage()
+  """True for orbax's record of a writer thread that a failed tensorstore write ended.
+  The record's own format string is looked at first: formatting every record of absl's
+  logger here would raise a bad format's error at its caller (logging reports it)."""
+  if "_SignalingThread.run() raised an exception" not in str(record.msg):
+    return False
+  try:
+    message = record.getMessage()
+  except Exception:  # noqa: BLE001  (logging's own handler reports a bad format)
+    return False
   return "_SignalingThread.run() raised an exception" in message and (
       "in OCDBT database" in message or "tensorstore_spec" in message)
 

@@ -166,9 +166,10 @@ def fit(state: TrainState, train_step: Callable, train_split, *, loop: LoopConfi
         state, metrics = train_step(state, batch, frozen)
         step += 1
         finite_since_save.append(metrics["finite"])
-        if step == first_step + 1 and loop.log_every_steps > 1:
+        if (step == first_step + 1 and step % loop.log_every_steps and step != stop_at):
           # The first step compiles: the stage's images/s and ETA start after it (its
-          # first line read ETA 0:01:38 for a stage 8 s from its end).
+          # first line read ETA 0:01:38 for a stage 8 s from its end), unless this step
+          # is logged itself (a resumed run's: no interval would be left to measure).
           jax.block_until_ready(metrics["finite"])
           progress.restart(step)
         if step % loop.log_every_steps == 0 or step == stop_at:

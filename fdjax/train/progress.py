@@ -126,8 +126,8 @@ class StudyProgress:
   removes the stage's work from what remains; a stage never started, or started but
   with nothing advanced (reused from disk), adds no measured work.
 
-  ETA = remaining work x (seconds since the study started in THIS process / work done
-  in this process): the evaluations between stages, compilations and data loading are
+  ETA = remaining work x (seconds since the first stage started in THIS process / work
+  done in this process; the start-up before it, once only, stays out): the evaluations between stages, compilations and data loading are
   in the rate, spread over the training work as they recur with it (a rate of training
   time alone read 3 to 5 times too short for the quickstarts, whose evaluations take
   about 40% of the time); ``ETA ?`` before any work was measured. The evaluations after
@@ -149,6 +149,7 @@ class StudyProgress:
     self._current: str | None = None
     self._measured = 0    # work those stages did in this process
     self._t0 = self._clock()
+    self._first_start: float | None = None
 
   def _check(self, name: str) -> None:
     if name not in self._work:
@@ -156,6 +157,8 @@ class StudyProgress:
 
   def start(self, name: str) -> None:
     self._check(name)
+    if self._first_start is None:
+      self._first_start = self._clock()
     self._running[name] = (self._clock(), self._done[name])
     self._current = name
 
@@ -188,7 +191,7 @@ class StudyProgress:
   def eta_seconds(self) -> float | None:
     """Remaining work x seconds elapsed per unit of work measured; None before any."""
     work = self._measured + sum(self._done[n] - base for n, (_, base) in self._running.items())
-    return None if work <= 0 else self.remaining() * (self._clock() - self._t0) / work
+    return None if work <= 0 else self.remaining() * (self._clock() - self._first_start) / work
 
   def describe(self) -> str:
     """E.g. ``study: stage 3/9 experts/jpeg, 2m10s elapsed, ETA 5m20s``."""

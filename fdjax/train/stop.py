@@ -14,7 +14,9 @@ run), either signal is a stop request:
   raised at once: finished stages, cached evaluations and checkpoints are already on
   disk;
 * a second signal acts as it did before arming (SIGTERM kills, Ctrl-C raises
-  ``KeyboardInterrupt``): the first one restores the previous handlers.
+  ``KeyboardInterrupt``), unless it comes within ``SAME_SIGNAL_S`` of the first: one
+  Ctrl-C can arrive twice (the terminal's, and ``timeout --foreground`` forwarding it:
+  ``launch/gpu_sweep.sh``), and the copy is the same request, not "stop at once".
 
 ``fdjax.main`` prints where the run stopped and exits with ``EXIT_STOPPED`` (75,
 ``EX_TEMPFAIL``: try again); the same command resumes from that checkpoint, with the
@@ -51,6 +53,7 @@ from absl import logging
 from fdjax.console import write_stderr
 
 EXIT_STOPPED = 75   # sysexits.h EX_TEMPFAIL: a temporary failure, the same command can retry
+SAME_SIGNAL_S = 1.0   # a second signal this soon after the first is the same request
 
 
 class RunStopped(BaseException):
@@ -83,6 +86,7 @@ class _Stop:
     self._steps = 0            # training steps of this process, all stages (multi-process)
     self._training = 0         # depth of fit() calls in progress
     self._previous = None      # {signal: its handler before arming} (one process)
+    self._first_signal = None  # monotonic time of the first signal since arming
     self._multi = False
     self._agreed = False       # multi-process: every process has reached the agreed step
 
@@ -96,6 +100,7 @@ class _Stop:
   def arm(self, time_limit_s: float | None = None) -> None:
     self.disarm()
     self._armed, self._reason, self._steps, self._agreed = True, None, 0, False
+    self._first_signal = None
     self._multi = jax.process_count() > 1
     self._deadline = None if time_limit_s is None else time.monotonic() + float(time_limit_s)
     if not self._multi:
@@ -112,8 +117,23 @@ class _Stop:
       signal.signal(number, handler)
     self._previous = None
 
+  def _again(self, signum) -> bool:
+    """For a signal after the first: True when it is a copy of it (within
+    ``SAME_SIGNAL_S``: ignore it); else the previous handlers come back and the signal is
+    raised again under them (it acts at once, as before arming), and False."""
+    now = time.monotonic()
+    if self._first_signal is None:
+      self._first_signal = now
+      return False
+    if now - self._first_signal < SAME_SIGNAL_S:
+      return True
+    self._restore_handlers()
+    signal.raise_signal(signum)
+    return True
+
   def _on_signal(self, signum, frame) -> None:
-    self._restore_handlers()   # a second signal acts at once, as before arming
+    if self._again(signum):
+      return
     self._reason = self._reason or self.SIGNALS.get(signum, f"signal {signum}")
     if not self._training:
       raise RunStopped(self._reason)
@@ -123,7 +143,8 @@ class _Stop:
   def _forward_ctrl_c(self, signum, frame) -> None:
     """Several processes: Ctrl-C becomes this process's SIGTERM, which JAX's preemption
     service turns into one agreed step for all of them (module docstring)."""
-    self._restore_handlers()   # a second Ctrl-C acts at once, as before arming
+    if self._again(signum):
+      return
     write_stderr("Ctrl-C: every process saves the same step, then stops (again to stop at "
                  "once)\n")
     os.kill(os.getpid(), signal.SIGTERM)
