@@ -178,7 +178,10 @@ time.sleep(30)
   sweep = subprocess.Popen(["bash", str(REPO / "launch" / "gpu_sweep.sh"), "c.py",
                             str(tmp_path / "root"), str(tmp_path / "variants.txt")],
                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                           text=True, start_new_session=True)
+                           text=True, start_new_session=True,
+                           # as from a terminal: a test worker may ignore SIGINT, which
+                           # its children inherit and bash then cannot trap
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
   try:
     for _ in range(200):
       if (started / "A").exists():
