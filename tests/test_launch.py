@@ -175,13 +175,15 @@ time.sleep(30)
   (bin_dir / "python").chmod(0o755)
   (tmp_path / "variants.txt").write_text("A\nB\nC\n")
   env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", FDJAX_SWEEP_PARALLEL="1")
-  sweep = subprocess.Popen(["bash", str(REPO / "launch" / "gpu_sweep.sh"), "c.py",
-                            str(tmp_path / "root"), str(tmp_path / "variants.txt")],
+  # bash with SIGINT at its default, as from a terminal: a test worker may ignore it,
+  # which its children inherit and bash then cannot trap (no preexec_fn: a fork beside
+  # JAX's threads)
+  reset = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+           "os.execvp('bash', ['bash', *sys.argv[1:]])")
+  sweep = subprocess.Popen([sys.executable, "-c", reset, str(REPO / "launch" / "gpu_sweep.sh"),
+                            "c.py", str(tmp_path / "root"), str(tmp_path / "variants.txt")],
                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                           text=True, start_new_session=True,
-                           # as from a terminal: a test worker may ignore SIGINT, which
-                           # its children inherit and bash then cannot trap
-                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                           text=True, start_new_session=True)
   try:
     for _ in range(200):
       if (started / "A").exists():
