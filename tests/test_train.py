@@ -208,8 +208,8 @@ def test_the_logged_rate_is_the_one_the_steps_update_used(tmp_path):
 
 
 def test_the_first_step_s_compilation_stays_out_of_the_stage_s_rate_and_eta(tmp_path):
-  """A first step that takes 2 s (compiling) and then fast ones: the first line's ETA
-  read about 4 x 2 s / 4 for a stage a moment from its end."""
+  """A first step that takes 0.5 s (compiling) and then fast ones: the first line's ETA
+  read about 4 x 0.5 s / 4 for a stage a moment from its end."""
   import time
 
   mesh = make_mesh()
@@ -223,7 +223,7 @@ def test_the_first_step_s_compilation_stays_out_of_the_stage_s_rate_and_eta(tmp_
   def compiling_first(*args):
     calls.append(1)
     if len(calls) == 1:
-      time.sleep(2.0)
+      time.sleep(0.5)
     return step(*args)
 
   loop = LoopConfig(epochs=1, batch_size=1, log_every_steps=4, max_steps=3)
@@ -235,7 +235,7 @@ def test_the_first_step_s_compilation_stays_out_of_the_stage_s_rate_and_eta(tmp_
       loop=LoopConfig(epochs=1, batch_size=1, log_every_steps=4))
   lines = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
   assert [r["step"] for r in lines] == [3, 4, 8]
-  assert lines[1]["images_per_s"] < 1.0, lines[1]          # 1 image in about 2 s
+  assert lines[1]["images_per_s"] < 2.5, lines[1]          # 1 image in about 0.5 s
   assert lines[2]["eta_s"] == 0.0
 
   # A fresh run: its first line (step 4) measures steps 2-4 only.
@@ -245,7 +245,7 @@ def test_the_first_step_s_compilation_stays_out_of_the_stage_s_rate_and_eta(tmp_
   fit(state2, compiling_first, split, mesh=mesh, workdir=str(tmp_path / "fresh"), name="eta",
       loop=LoopConfig(epochs=1, batch_size=1, log_every_steps=4))
   first = json.loads(open(tmp_path / "fresh" / "metrics.jsonl").readline())
-  assert first["step"] == 4 and first["eta_s"] < 1.0, first
+  assert first["step"] == 4 and first["eta_s"] < 0.2, first
 
 
 def test_the_frozen_teacher_goes_to_the_devices_once_not_at_every_step(tmp_path):
