@@ -127,10 +127,10 @@ class StudyProgress:
   with nothing advanced (reused from disk), adds no measured work.
 
   ETA = remaining work x (seconds since the first stage started in THIS process / work
-  done in this process; the start-up before it, once only, stays out): the evaluations between stages, compilations and data loading are
-  in the rate, spread over the training work as they recur with it (a rate of training
-  time alone read 3 to 5 times too short for the quickstarts, whose evaluations take
-  about 40% of the time); ``ETA ?`` before any work was measured. The evaluations after
+  done in this process; the start-up before it, once only, stays out): the evaluations
+  between stages, compilations and data loading are in the rate, spread over the
+  training work as they recur with it (a rate of training time alone read 3 to 5 times
+  too short for the quickstarts, whose evaluations take about 40% of the time); ``ETA ?`` before any work was measured. The evaluations after
   the last training stage are the part it cannot see (it reads 0s there). Work done
   before a resume (``advance(name, done, measured=False)``, what ``fit`` reports after
   restoring a checkpoint) counts as done but not as measured. ``clock`` (seconds,
@@ -145,7 +145,7 @@ class StudyProgress:
     self._work = {name: int(work) for name, work in stages}
     self._done = dict.fromkeys(self._order, 0)
     self._finished: set[str] = set()
-    self._running: dict[str, tuple[float, int]] = {}   # name -> (start time, work at start)
+    self._running: dict[str, int] = {}   # name -> its work done when it started here
     self._current: str | None = None
     self._measured = 0    # work those stages did in this process
     self._t0 = self._clock()
@@ -159,7 +159,7 @@ class StudyProgress:
     self._check(name)
     if self._first_start is None:
       self._first_start = self._clock()
-    self._running[name] = (self._clock(), self._done[name])
+    self._running[name] = self._done[name]
     self._current = name
 
   def advance(self, name: str, done: int, *, measured: bool = True) -> None:
@@ -168,7 +168,7 @@ class StudyProgress:
     self._check(name)
     self._done[name] = min(int(done), self._work[name])
     if not measured and name in self._running:
-      self._running[name] = (self._running[name][0], self._done[name])
+      self._running[name] = self._done[name]
 
   def finish(self, name: str) -> None:
     self._check(name)
@@ -177,8 +177,7 @@ class StudyProgress:
       # started and then found complete on disk (reused) trained nothing here, and
       # counting its whole work as done in a fraction of a second would make the ETA
       # of everything after it near zero.
-      _, base = self._running.pop(name)
-      self._measured += self._done[name] - base
+      self._measured += self._done[name] - self._running.pop(name)
     self._done[name] = self._work[name]
     self._finished.add(name)
     if self._current == name:
@@ -190,7 +189,7 @@ class StudyProgress:
 
   def eta_seconds(self) -> float | None:
     """Remaining work x seconds elapsed per unit of work measured; None before any."""
-    work = self._measured + sum(self._done[n] - base for n, (_, base) in self._running.items())
+    work = self._measured + sum(self._done[n] - base for n, base in self._running.items())
     return None if work <= 0 else self.remaining() * (self._clock() - self._first_start) / work
 
   def describe(self) -> str:

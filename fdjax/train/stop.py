@@ -118,9 +118,10 @@ class _Stop:
     self._previous = None
 
   def _again(self, signum) -> bool:
-    """For a signal after the first: True when it is a copy of it (within
-    ``SAME_SIGNAL_S``: ignore it); else the previous handlers come back and the signal is
-    raised again under them (it acts at once, as before arming), and False."""
+    """False for the first signal since arming (the caller handles it). For a later one,
+    True (the caller does nothing more): within ``SAME_SIGNAL_S`` of the first it is a
+    copy of it and ignored; after that the previous handlers come back and the signal is
+    raised again under them (it acts at once, as before arming)."""
     now = time.monotonic()
     if self._first_signal is None:
       self._first_signal = now
