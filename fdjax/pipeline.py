@@ -21,7 +21,6 @@ from absl import logging
 from fdjax import methods as methods_lib
 from fdjax.config import parse_ints
 from fdjax.distributed import is_main_process, write_once
-from fdjax.json_files import replaced
 from fdjax.errors import ConfigError
 from fdjax.eval import per_image as per_image_lib
 from fdjax.eval import self_ensemble
@@ -168,11 +167,12 @@ def _run(config, workdir: str, methods, seeds) -> list[report.Record]:
   metric = ctx.task.metric
   test_time = self_ensemble.NOTES.get(self_ensemble.configured(config), "")
   extra = report.merge_extra(extra)   # over the seeds
+  note = f"Model selection: {MODEL_SELECTION_NOTE[config.selection]}."
 
   def write_results():
     report.write_reports(records, workdir, extra=extra or None, metric=metric,
                          fingerprints=fingerprints, metrics=ctx.task.metrics,
-                         test_time=test_time)
+                         test_time=test_time, note=note)
     per_image_lib.write(workdir, per_image, [m.name for m in ctx.task.metrics])
     return plots.plot_metric_vs_level(records, workdir, metric=metric)
 
@@ -182,12 +182,6 @@ def _run(config, workdir: str, methods, seeds) -> list[report.Record]:
       method.finalize(outputs[method.name], workdir, ctx)
   if not is_main_process():
     return records
-  note = f"Model selection: {MODEL_SELECTION_NOTE[config.selection]}."
-  results_md = os.path.join(workdir, "results.md")
-  with open(results_md) as f:
-    written = f.read()
-  with replaced(results_md) as f:   # appended whole or not at all
-    f.write(f"{written}\n{note}\n")
   print(f"{metric.heading}: clean, then the mean over each degradation's levels, then "
         "their average.")
   print(report.format_table(records, extra=extra or None, metric=metric,

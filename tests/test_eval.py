@@ -313,7 +313,8 @@ def records():
 def test_reports_tables_and_files(records, tmp_path):
   order = ["clean", "experts", "fusion"]
   extra = {"fusion": {"params": 272474, "rel. cost": 1.0}}
-  paths = report.write_reports(records, str(tmp_path), methods=order, extra=extra)
+  paths = report.write_reports(records, str(tmp_path), methods=order, extra=extra,
+                               note="Model selection: last checkpoint.")
   with open(paths["csv"]) as f:
     rows = list(csv.DictReader(f))
   assert [r["method"] for r in rows] == order
@@ -329,7 +330,9 @@ def test_reports_tables_and_files(records, tmp_path):
   assert fusion["params"] == "272474" and rows[0]["params"] == ""
 
   table = report.format_table(records, order, extra)
-  assert table == open(paths["md"]).read().split("\n\n", 1)[1].rstrip("\n")
+  md = open(paths["md"]).read()
+  assert md.endswith("\n\nModel selection: last checkpoint.\n")   # the note, last
+  assert table == md.split("\n\n", 1)[1].split("\n\nModel selection")[0].rstrip("\n")
   # The header names the stride's config field as a user would set it (it said
   # config.level_stride, an unknown field).
   from fdjax.config import base_config

@@ -278,13 +278,14 @@ def write_reports(records: Sequence[Record], out_dir: str, methods: Sequence[str
                   metric: MetricSpec = ACCURACY,
                   fingerprints: Mapping[str, Mapping[str, str]] | None = None,
                   metrics: Sequence[MetricSpec] | None = None,
-                  test_time: str = "") -> dict[str, str]:
+                  test_time: str = "", note: str = "") -> dict[str, str]:
   """Writes results.md, results.csv, per_level.csv and results.json; returns their paths.
 
   ``fingerprints`` (``{seed dir: {stage: digest}}``, ``fdjax.study.fingerprint``) are
   recorded in results.json: which stages, made by which config, the numbers come from;
   ``test_time``: how every row's test outputs were made when not by one plain forward
-  pass (e.g. 'x8 self-ensemble'), recorded in results.json and said in results.md."""
+  pass (e.g. 'x8 self-ensemble'), recorded in results.json and said in results.md;
+  ``note``: a last paragraph of results.md (the pipeline's model selection)."""
   os.makedirs(out_dir, exist_ok=True)
   paths = {k: os.path.join(out_dir, f) for k, f in (
       ("md", "results.md"), ("csv", "results.csv"), ("per_level", "per_level.csv"),
@@ -307,6 +308,8 @@ def write_reports(records: Sequence[Record], out_dir: str, methods: Sequence[str
     f.write(format_table(records, methods, extra, metric, metrics) + "\n")
     if test_time:
       f.write(f"\nEvery row's test outputs: {test_time}.\n")
+    if note:
+      f.write(f"\n{note}\n")
   with replaced(paths["csv"], newline="") as f:
     writer = csv.writer(f)
     writer.writerow(["method", "seeds"] + [h for _, _, label, _ in tables
