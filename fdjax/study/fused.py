@@ -24,7 +24,7 @@ from fdjax.distributed import write_once
 from fdjax.eval.metric import jit_clean, predictor, split_scores
 from fdjax.json_files import write_json
 from fdjax.study.context import RunContext
-from fdjax.study.training import fixed_key_transform
+from fdjax.study.training import fixed_key_transform, keeping_sharding
 from fdjax.train import DATA_AXIS, data_sharding
 from fdjax.train.variables_io import load_variables, save_variables, variables_exist
 
@@ -97,7 +97,7 @@ def _held_out_score(ctx: RunContext):
 def _degraded_train_batches(ctx: RunContext):
   """Up to ``fusion.reestimate_batches`` combined-degradation training batches, fixed keys."""
   n = len(ctx.degradations)
-  degrade = jax.jit(ctx.plan.combined(), out_shardings=data_sharding(ctx.mesh))
+  degrade = keeping_sharding(ctx.plan.combined())
   key = jax.random.PRNGKey(ctx.seed + 12345)
   batches = data_lib.train_batches(ctx.dataset.train, n * ctx.config.batch_size, seed=ctx.seed,
                                    epoch=0, sharding=data_sharding(ctx.mesh))
