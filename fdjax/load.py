@@ -283,12 +283,12 @@ def host_images(images):
   try:
     return np.asarray(images)
   except ValueError as e:
-    shapes = sorted({str(list(np.shape(x))) for x in images}) if isinstance(
-        images, (list, tuple)) else []
+    if not isinstance(images, (list, tuple)):
+      raise DataError(f"cannot read the images as an array: {e}") from None
+    shapes = sorted({str(list(np.shape(x))) for x in images})
     raise DataError(f"a batch holds images of one size; got {len(images)} images of shapes "
                     f"{', '.join(shapes[:4])}{' ...' if len(shapes) > 4 else ''}: pass them "
-                    "one at a time" if shapes else f"cannot read the images as an array: {e}"
-                    ) from None
+                    "one at a time") from None
 
 
 def checked_batch(images, size: tuple[int, int] | None = None):

@@ -237,13 +237,6 @@ def print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
     print(line(row))
 
 
-def _load_average() -> str:
-  try:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
-  except OSError:
-    return "n/a"
-
-
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
   """Runs the benchmark and prints a table; returns ``{name: {fdjax, reference, ratio}}``."""
   args = _parse(argv)
@@ -263,7 +256,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
   print(f"images: {described}", flush=True)
   print(f"reference: {origin}, one image at a time on one core (fdjax: XLA's thread pool "
         f"over the {cpus} CPU(s)); >= {args.seconds:g} s per timed repeat", flush=True)
-  print(f"load average at start: {_load_average()}", flush=True)
+  print(f"load average at start: {host.load_averages()}", flush=True)
 
   device_images = jax.device_put(images)
   key = jax.random.key(args.seed)
@@ -291,8 +284,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     rows.append((name, f"{fdjax_ips:,.0f}", f"{ref_ips:,.0f}", f"{fdjax_ips / ref_ips:.2f}x",
                  agree))
     print(f"  {name}: fdjax {fdjax_ips:,.0f} img/s, reference {ref_ips:,.0f} img/s "
-          f"(load {_load_average()})", flush=True)
+          f"(load {host.load_averages()})", flush=True)
 
   print_table(("name", "fdjax img/s", "reference img/s", "ratio", "equal to ref"), rows)
-  print(f"load average at end: {_load_average()}", flush=True)
+  print(f"load average at end: {host.load_averages()}", flush=True)
   return results

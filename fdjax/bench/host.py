@@ -40,6 +40,15 @@ def load_average() -> float:
     return float("nan")
 
 
+def load_averages() -> str:
+  """The 1-, 5- and 15-minute load averages, ``'0.42 0.61 0.70'`` (``'n/a'`` where the
+  system has none): what a benchmark prints beside each figure."""
+  try:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+  except (AttributeError, OSError):
+    return "n/a"
+
+
 def pin(count: int) -> None:
   """Restricts this process to its first ``count`` CPUs (0: leaves it alone)."""
   if count and hasattr(os, "sched_setaffinity"):

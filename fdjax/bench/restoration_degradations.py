@@ -50,8 +50,7 @@ import numpy as np
 from fdjax.console import first_paragraph
 from fdjax import degradations
 from fdjax.bench import host
-from fdjax.bench.degradations import (_load_average, print_table,
-                                      synthetic_images, time_calls)
+from fdjax.bench.degradations import print_table, synthetic_images, time_calls
 from fdjax.degradations.registry import sample_from_grid
 from fdjax.degradations.restoration import _convolve_per_image, _line_kernels
 
@@ -129,7 +128,7 @@ def _views_rows(args, names, key, results) -> list[tuple[str, ...]]:
                  f"{ms['tile']:.3f}", f"{results[row]['images_per_s']:,.1f}", "patch cue",
                  f"{ms['patch']:.3f}", f"{ms['patch'] / ms['tile']:.2f}x", "-"))
     print(f"  {row}: tile cue {ms['tile']:.3f}, patch cue {ms['patch']:.3f} ms/batch "
-          f"(load {_load_average()})", flush=True)
+          f"(load {host.load_averages()})", flush=True)
   return rows
 
 
@@ -182,7 +181,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         f">= {args.seconds:g} s; jax {jax.__version__} on {jax.default_backend()} "
         f"({device.device_kind}, {jax.device_count()} device(s)); {host.describe()}; "
         f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}", flush=True)
-  print(f"load average at start: {_load_average()}", flush=True)
+  print(f"load average at start: {host.load_averages()}", flush=True)
 
   images = jnp.asarray(synthetic_images(args.batch, args.seed, size=args.size),
                        jnp.float32) / 255.0
@@ -203,7 +202,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     results[name] = {"ms": ms, "images_per_s": 1000.0 * args.batch / ms}
     rows.append((name, f"[{args.batch}, {args.size}, {args.size}, 3]", f"{ms:.3f}",
                  f"{results[name]['images_per_s']:,.1f}", "-", "-", "-", "-"))
-    print(f"  {name}: {ms:.3f} ms/batch (load {_load_average()})", flush=True)
+    print(f"  {name}: {ms:.3f} ms/batch (load {host.load_averages()})", flush=True)
 
   fdjax_jit = jax.jit(_convolve_per_image, static_argnames="padding")
   lax_jit = jax.jit(lax_convolve, static_argnames="padding")
@@ -230,12 +229,12 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
       rows.append((row, shape, f"{ms['fdjax']:.3f}", f"{results[row]['images_per_s']:,.1f}",
                    peer, f"{ms[peer]:.3f}", f"{ratio:.2f}x", f"{diff:.1e}"))
     print(f"  {row}: fdjax {ms['fdjax']:.3f}, lax {ms['lax']:.3f}, scipy {ms['scipy']:.3f} "
-          f"ms/batch (load {_load_average()})", flush=True)
+          f"ms/batch (load {host.load_averages()})", flush=True)
 
   if args.patch:
     rows += _views_rows(args, names, key, results)
 
   print_table(("measured", "shape", "fdjax ms/batch", "fdjax img/s", "peer", "peer ms/batch",
                "peer/fdjax", "max abs diff"), rows)
-  print(f"load average at end: {_load_average()}", flush=True)
+  print(f"load average at end: {host.load_averages()}", flush=True)
   return results
