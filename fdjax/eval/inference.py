@@ -116,7 +116,7 @@ def apply_tiled(fn: ImageFn, images, *, tile, overlap: int, margin: int | None =
   batch = np.asarray(images[None] if single else images)
   b, h, w = batch.shape[:3]
   ph, pw = padded_size(h, multiple), padded_size(w, multiple)
-  if (ph, pw) != (h, w):
+  if (ph, pw) != (h, w):   # on the host (np.pad): the whole image never goes to the device
     batch = np.pad(batch, [(0, 0), (0, ph - h), (0, pw - w), (0, 0)], mode="reflect")
   tile_h, tile_w = min(tile_h, ph), min(tile_w, pw)
   offsets = [(y, x) for y in tile_starts(ph, tile_h, overlap, multiple)

@@ -19,6 +19,7 @@ from fdjax.config import parse_ints
 from fdjax.distributed import write_once
 from fdjax.eval import levels as levels_lib
 from fdjax.eval import plots
+from fdjax.eval.inference import padded_size
 from fdjax.json_files import read_cache, replaced, write_json
 from fdjax.methods.base import Loadable, Method, Output, one_model
 from fdjax.methods.finetune import fused_init
@@ -55,7 +56,7 @@ def cost_shape(ctx, model) -> tuple[int, int, int, int]:
   restoration) padded up to ``model``'s stride (a U-Net runs on multiples of it)."""
   stride = int(getattr(model, "stride", 1))
   h, w, c = ctx.dataset.image_shape
-  return (1, -(-h // stride) * stride, -(-w // stride) * stride, c)
+  return (1, padded_size(h, stride), padded_size(w, stride), c)
 
 
 def cost(ctx, model, variables, k: int | None = None) -> dict:

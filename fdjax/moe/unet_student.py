@@ -39,6 +39,7 @@ import jax
 
 from fdjax.config import parse_list
 from fdjax.errors import ConfigError
+from fdjax.eval.inference import padded_size
 from fdjax.models.nafnet import naf_blocks
 from fdjax.models.resnet import adaptive_avg_pool
 from fdjax.models.unet import BlockFactory, UNetShape, conv_blocks, per_level, unet
@@ -185,7 +186,7 @@ def unet_moe_variables(model: RoutedUNet, fused_variables: dict, expert_variable
   ``image_shape`` only sizes the (abstract) initialisation: it is rounded up to the
   stride. Raises ``ValueError`` on any mismatch."""
   s = model.stride
-  h, w = (max(s, -(-int(n) // s) * s) for n in image_shape[:2])
+  h, w = (max(s, padded_size(int(n), s)) for n in image_shape[:2])
   return moe_variables(model, fused_variables, expert_variables, key, (h, w, 3),
                        blocks_of=_dense_block)
 

@@ -39,6 +39,7 @@ import numpy as np
 
 from fdjax import degradations
 from fdjax.eval.metric import test_batches
+from fdjax.eval.inference import padded_size
 
 # name -> (comparison, threshold): a level is near-clean when ``level <op> threshold``.
 NEAR_CLEAN: dict[str, tuple[str, float]] = {
@@ -70,7 +71,7 @@ def _valid(top1, images, stride: int):
   decisions ``[B]`` as they are."""
   if top1.ndim < 3:
     return top1
-  padded = [-(-n // stride) * stride for n in images.shape[1:3]]
+  padded = [padded_size(n, stride) for n in images.shape[1:3]]
   keep = [-(-n // (p // r)) for n, p, r in zip(images.shape[1:3], padded, top1.shape[1:3])]
   return top1[:, :keep[0], :keep[1]]
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from fdjax.errors import ConfigError
@@ -33,6 +32,7 @@ from fdjax.eval.metric import jit_clean, predictor, split_scores
 from fdjax.eval.niqe import niqe
 from fdjax.population.fitness import validation_subset
 from fdjax.study.training import fixed_key_transform
+from fdjax.tasks.base import masked_sum
 from fdjax.trees import unstack_tree
 
 NIQE_REF = 1000.0  # hypervolume reference for NIQE (no upper bound; untrained U-Nets ~500)
@@ -76,7 +76,7 @@ class PerceptionScores:
     d = DISTANCES[self.fitness](self.task, outputs, batch)
     plain = dataclasses.replace(self.task, extra_metrics=())  # PSNR only: no NIQE column
     return {"psnr": plain.scores(outputs, batch)["psnr"],
-            self.fitness: (jnp.sum(jnp.where(mask, d, 0.0)), jnp.sum(mask.astype(jnp.int32)))}
+            self.fitness: masked_sum(d, mask)}
 
 
 def perception_values(ctx, max_examples: int, fitness: str = "gradient_w1"):

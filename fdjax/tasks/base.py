@@ -42,7 +42,21 @@ import dataclasses
 from typing import Any, Callable, Protocol
 
 import jax
+import jax.numpy as jnp
 
+
+
+def masked_sum(values, mask=None) -> tuple[jax.Array, jax.Array]:
+  """``(sum of values where mask, int32 count of mask)`` over ``values`` ``[B]`` (booleans
+  summed as int32) and bool ``mask`` ``[B]``: a task's ``scores`` pair for the
+  unmasked (not padding) examples of a batch; all of them without a mask."""
+  values = jnp.asarray(values)
+  if values.dtype == jnp.bool_:
+    values = values.astype(jnp.int32)
+  if mask is None:
+    return jnp.sum(values), jnp.int32(values.shape[0])
+  return (jnp.sum(jnp.where(mask, values, jnp.zeros_like(values))),
+          jnp.sum(jnp.asarray(mask).astype(jnp.int32)))
 
 @dataclasses.dataclass(frozen=True)
 class MetricSpec:

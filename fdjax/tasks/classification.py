@@ -17,7 +17,7 @@ import optax
 
 from fdjax.data import augment
 from fdjax.models import CHANNEL_STATS, cifar_resnet, normalize
-from fdjax.tasks.base import DataSpec, DegradeFn, MetricSpec
+from fdjax.tasks.base import DataSpec, DegradeFn, MetricSpec, masked_sum
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -184,12 +184,8 @@ class ClassificationTask:
   def scores(self, logits, batch: dict) -> dict:
     """``{'accuracy': (correct, count)}``, int32 scalars over the unmasked examples of
     ``batch`` (logits ``[B, C]``, ``batch['label']`` ``[B]``, optional bool ``mask`` ``[B]``)."""
-    mask = batch.get("mask")
     hits = jnp.argmax(logits, axis=-1) == batch["label"]
-    if mask is None:
-      return {"accuracy": (jnp.sum(hits.astype(jnp.int32)), jnp.int32(hits.shape[0]))}
-    return {"accuracy": (jnp.sum((hits & mask).astype(jnp.int32)),
-                         jnp.sum(mask.astype(jnp.int32)))}
+    return {"accuracy": masked_sum(hits, batch.get("mask"))}
 
   def ensemble(self, member_logits) -> jax.Array:
     """``[N, B, C]`` member logits -> one-hot ``[B, C]`` of the plurality vote (ties

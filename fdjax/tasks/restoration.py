@@ -95,7 +95,7 @@ from fdjax.models.image_prior import with_cue
 
 from fdjax.config import parse_list
 from fdjax.tasks import restoration_niqe, restoration_scoring as scoring_lib
-from fdjax.tasks.base import DataSpec, DegradeFn, MetricSpec
+from fdjax.tasks.base import DataSpec, DegradeFn, MetricSpec, masked_sum
 from fdjax.tasks.restoration_views import PRIOR_CONTEXTS, cue_jitter_problem, training_views
 
 MODELS = {"unet": UNet, "nafnet": NAFNet, "promptir": PromptIR, "measnet": MEASNet}
@@ -360,16 +360,9 @@ class RestorationTask:
     unmasked images of ``batch``: ``outputs`` are ``predict``'s (0..255), the reference
     is ``batch['target']`` (paired) or ``batch['image']`` (clean-only, the input having
     been degraded on the way)."""
-    return {name: _masked_sum(values, batch.get("mask"))
+    return {name: masked_sum(values, batch.get("mask"))
             for name, values in self.per_image(outputs, batch).items()}
 
   def ensemble(self, member_outputs) -> jax.Array:
     """``[N, B, H, W, 3]`` member images -> their mean ``[B, H, W, 3]``."""
     return jnp.mean(member_outputs, axis=0)
-
-
-def _masked_sum(values, mask):
-  """``(sum of values where mask, count)``; all of them without a mask."""
-  if mask is None:
-    return jnp.sum(values), jnp.int32(values.shape[0])
-  return jnp.sum(jnp.where(mask, values, 0.0)), jnp.sum(mask.astype(jnp.int32))

@@ -10,6 +10,8 @@ from typing import Callable, Sequence
 import numpy as np
 from absl import logging
 
+from fdjax.json_files import replaced
+
 
 class MetricsWriter:
   """Appends one JSON object per line to ``path`` (created with its folder).
@@ -43,10 +45,8 @@ class MetricsWriter:
               and record["step"] > step):
         kept.append(line if line.endswith("\n") else line + "\n")
     if kept != lines:
-      temporary = self.path + ".tmp"
-      with open(temporary, "w") as f:
+      with replaced(self.path) as f:
         f.writelines(kept)
-      os.replace(temporary, self.path)
 
 
 def _plain(v):
