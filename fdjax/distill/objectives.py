@@ -25,7 +25,7 @@ import jax.numpy as jnp
 
 from fdjax.distill.losses import cosine_distance
 from fdjax.tasks.base import DegradeFn
-from fdjax.train.objectives import check_balance, share_weights, with_regularizer
+from fdjax.train.objectives import check_balance, share_weights, train_apply, with_regularizer
 from fdjax.trees import stack_trees, unstack_tree
 
 
@@ -56,14 +56,12 @@ def expert_loss(model, task, *, degrade: DegradeFn, feature: str = "stage3",
 
   def loss_fn(params, batch_stats, batch, key, frozen):
     student_input, target, teacher_input = task.views(key, batch, degrade)
-    (outputs, features), updates = model.apply(
-        {"params": params, "batch_stats": batch_stats}, task.model_input(student_input),
-        train=True, mutable=["batch_stats"])
+    outputs, features, batch_stats = train_apply(model, task, params, batch_stats, student_input)
     _, teacher_features = model.apply(frozen, task.model_input(teacher_input), train=False)
     ce = jnp.mean(task.per_example_loss(outputs, target))
     cos = cosine_distance(features[feature], jax.lax.stop_gradient(teacher_features[feature]))
     loss = with_regularizer(ce_weight * ce + cos_weight * cos, features)
-    return loss, (updates["batch_stats"],
+    return loss, (batch_stats,
                   {"ce": ce, "cos": cos, **task.train_metrics(outputs, target)})
 
   return loss_fn
@@ -118,9 +116,8 @@ def fusiondistill_loss(model, task, *, degrade: DegradeFn, num_experts: int,
   def loss_fn(params, batch_stats, batch, key, frozen):
     student_input, target, teacher_input = task.views(key, batch, degrade)
     rngs = {name: jax.random.fold_in(key, 1 + i) for i, name in enumerate(rng_streams)}
-    (outputs, features), updates = model.apply(
-        {"params": params, "batch_stats": batch_stats}, task.model_input(student_input),
-        train=True, mutable=["batch_stats"], **({"rngs": rngs} if rngs else {}))
+    outputs, features, batch_stats = train_apply(model, task, params, batch_stats, student_input,
+                                                 **({"rngs": rngs} if rngs else {}))
 
     def teacher(variables, images):
       teacher_outputs, teacher_features = teacher_model.apply(variables, images, train=False)
@@ -149,7 +146,7 @@ def fusiondistill_loss(model, task, *, degrade: DegradeFn, num_experts: int,
       router_ce, router_acc = router_supervision(features["router_logits"], num_experts)
       loss = loss + router_weight * router_ce
       metrics.update(router_ce=router_ce, router_acc=router_acc)
-    return loss, (updates["batch_stats"], metrics)
+    return loss, (batch_stats, metrics)
 
   return loss_fn
 

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from fdjax.train.objectives import with_regularizer
+from fdjax.train.objectives import train_apply, with_regularizer
 
 DISTORTION, PERCEPTION = "distortion", "perception"
 
@@ -101,9 +101,8 @@ def adversarial_loss(model, task, degrade, discriminator: Discriminator,
 
   def loss_fn(params, carry, batch, key):
     student_input, target, _ = task.views(key, batch, degrade)
-    (outputs, features), updates = model.apply(
-        {"params": params, "batch_stats": carry["batch_stats"]}, task.model_input(student_input),
-        train=True, mutable=["batch_stats"])
+    outputs, features, batch_stats = train_apply(model, task, params, carry["batch_stats"],
+                                                 student_input)
     real = task.model_input(target)
     critic = carry["critic"]
     fake = jax.lax.stop_gradient(outputs)
@@ -120,7 +119,7 @@ def adversarial_loss(model, task, degrade, discriminator: Discriminator,
     # The model's regularizer (MEASNet's balance loss) in both objectives, as share_losses.
     losses = with_regularizer(jnp.stack([jnp.mean(task.per_example_loss(outputs, target)),
                                          ragan_g_loss(real_logits, fake_logits)]), features)
-    new_carry = {"batch_stats": updates["batch_stats"],
+    new_carry = {"batch_stats": batch_stats,
                  "critic": {"params": d_params, "opt_state": d_opt_state}}
     return jnp.mean(losses), (new_carry, {"task_losses": losses, "d_loss": d_loss,
                                           **task.train_metrics(outputs, target)})

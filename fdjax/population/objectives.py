@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from fdjax.train.objectives import with_regularizer
+from fdjax.train.objectives import train_apply, with_regularizer
 
 CLEAN = "clean"
 
@@ -46,15 +46,13 @@ def share_losses(model, task, degrade, num_objectives: int):
 
   def loss_fn(params, batch_stats, batch, key):
     student_input, target, _ = task.views(key, batch, degrade)
-    (outputs, features), updates = model.apply(
-        {"params": params, "batch_stats": batch_stats}, task.model_input(student_input),
-        train=True, mutable=["batch_stats"])
+    outputs, features, batch_stats = train_apply(model, task, params, batch_stats, student_input)
     per_example = task.per_example_loss(outputs, target)
     # The model's own regularizer (MEASNet's balance loss) in every objective: the step
     # differentiates each objective apart, so a term outside them would get no gradient.
     losses = with_regularizer(jnp.mean(per_example.reshape(num_objectives, -1), axis=1),
                               features)
-    return jnp.mean(losses), (updates["batch_stats"],
+    return jnp.mean(losses), (batch_stats,
                               {"task_losses": losses, **task.train_metrics(outputs, target)})
 
   return loss_fn

@@ -161,7 +161,9 @@ class ClassificationTask:
     return normalize(images, self.normalization)
 
   def forward(self, model, variables, images, train: bool = False):
-    """``(logits [B,C], features)`` of ``model`` on uint8 images, in eval mode."""
+    """``(logits [B,C], features)`` of ``model`` on uint8 images, in eval mode unless
+    ``train`` (without updating BatchNorm statistics: training losses apply the model
+    through ``fdjax.train.objectives.train_apply``)."""
     return model.apply(variables, self.model_input(images), train=train)
 
   def predict(self, model, variables, images) -> jax.Array:

@@ -24,6 +24,17 @@ def with_regularizer(loss, features):
   return loss
 
 
+def train_apply(model, task, params, batch_stats, images, **apply_options):
+  """``model`` in training mode on ``task.model_input(images)`` (the student's view of a
+  batch, ``task.views``): ``(outputs, features, batch_stats)``, the BatchNorm statistics
+  as the batch updated them. ``apply_options`` go to ``model.apply`` (``rngs``). Every
+  training loss starts with it."""
+  (outputs, features), updates = model.apply(
+      {"params": params, "batch_stats": batch_stats}, task.model_input(images), train=True,
+      mutable=["batch_stats"], **apply_options)
+  return outputs, features, updates["batch_stats"]
+
+
 def check_balance(balance: str) -> None:
   """Raises ``ValueError`` unless ``balance`` is one of ``TASK_BALANCES``."""
   if balance not in TASK_BALANCES:
@@ -74,9 +85,7 @@ def supervised_loss(model, task, degrade: DegradeFn | None = None, *, shares: in
 
   def loss_fn(params, batch_stats, batch, key):
     student_input, target, _ = task.views(key, batch, degrade)
-    (outputs, features), updates = model.apply(
-        {"params": params, "batch_stats": batch_stats}, task.model_input(student_input),
-        train=True, mutable=["batch_stats"])
+    outputs, features, batch_stats = train_apply(model, task, params, batch_stats, student_input)
     per_example = task.per_example_loss(outputs, target)
     if balance == "none":  # the plain mean, summed as it always was
       loss = jnp.mean(per_example)
@@ -84,6 +93,6 @@ def supervised_loss(model, task, degrade: DegradeFn | None = None, *, shares: in
       per_share = jnp.mean(per_example.reshape(shares, -1), axis=1)
       loss = jnp.mean(share_weights(per_share, balance) * per_share)
     loss = with_regularizer(loss, features)
-    return loss, (updates["batch_stats"], task.train_metrics(outputs, target))
+    return loss, (batch_stats, task.train_metrics(outputs, target))
 
   return loss_fn
