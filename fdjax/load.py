@@ -158,7 +158,7 @@ def model_path(workdir: str, name: str, seed: int, config) -> str:
     raise UnknownModelError(f"{e}; run {workdir} (seed {seed}) has "
                             f"{', '.join(have) or 'no finished model'}") from None
   owner = family(name)
-  stage = _soup_stage(name, entry.stage, config) if owner == "modelsoups" else entry.stage
+  stage = entry.stage_in(name, config)
   stage_dir = os.path.join(workdir, f"seed_{seed}", stage)
   path = os.path.join(stage_dir, "variables")
   if variables_exist(path):
@@ -184,25 +184,6 @@ def model_path(workdir: str, name: str, seed: int, config) -> str:
       f"run {workdir} (seed {seed}) has no model {name!r}: its config.methods is "
       f"{config.get('methods', '')!r}; finished models: {', '.join(have) or 'none'}",
       hint=f"train it with {hint}")
-
-
-def _soup_stage(name: str, stage: str, config) -> str:
-  """The fused stage that a ModelSoups model ``name`` ('modelsoups': the average BN
-  variant; 'modelsoups_<variant>') is in the run of ``config``. A model without
-  BatchNorm (every restoration model) has one soup for every variant, the run's
-  ``fused/<fusion.init_batch_stats>`` (``stages.fusion_modes``). A BatchNorm variant the
-  run's ``fusion.modelsoups_variants`` leaves out is a ``ModelNotInRunError``."""
-  fusion = config.get("fusion", {})
-  if config.get("task", "classification") == "restoration":
-    return f"fused/{fusion.get('init_batch_stats', 'average')}"
-  variants = parse_list(fusion.get("modelsoups_variants", ""))
-  variant = stage.split("/", 1)[1]
-  if variants and variant not in variants:
-    raise ModelNotInRunError(
-        f"ModelSoups' BatchNorm variant {variant!r} ({name!r}) is not one the run built: "
-        f"its fusion.modelsoups_variants is {', '.join(variants)}",
-        hint=f"load one of {', '.join('modelsoups_' + v for v in variants)}")
-  return stage
 
 
 def load_model(workdir: str, method: str = "fusiondistill", seed: int | None = None,

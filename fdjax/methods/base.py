@@ -49,11 +49,19 @@ class Output:
 
 @dataclasses.dataclass(frozen=True)
 class Loadable:
-  """A model of a finished run: its stage directory (relative to the seed's workdir)
-  and ``build(config, data_spec, k) -> module`` (None: the task's dense model)."""
+  """A model of a finished run: its stage directory (relative to the seed's workdir),
+  ``build(config, data_spec, k) -> module`` (None: the task's dense model) and
+  ``locate(name, stage, config) -> stage`` where the directory depends on the run's
+  config (None: ``stage``); ``locate`` raises ``fdjax.load.ModelNotInRunError`` for a
+  model that run cannot have."""
 
   stage: str
   build: Callable | None = None
+  locate: Callable[[str, str, Any], str] | None = None
+
+  def stage_in(self, name: str, config) -> str:
+    """The stage directory of model ``name`` in a run of ``config``."""
+    return self.locate(name, self.stage, config) if self.locate else self.stage
 
 
 def _no_stages(ctx) -> dict:

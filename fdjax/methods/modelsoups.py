@@ -25,8 +25,29 @@ def _rows(runner) -> Output:
   return out
 
 
+def _soup_stage(name: str, stage: str, config) -> str:
+  """The fused stage that a ModelSoups model ``name`` ('modelsoups': the average BN
+  variant; 'modelsoups_<variant>') is in the run of ``config``. A model without
+  BatchNorm (every restoration model) has one soup for every variant, the run's
+  ``fused/<fusion.init_batch_stats>`` (``stages.fusion_modes``). A BatchNorm variant the
+  run's ``fusion.modelsoups_variants`` leaves out is a ``ModelNotInRunError``."""
+  from fdjax.load import ModelNotInRunError
+
+  fusion = config.get("fusion", {})
+  if config.get("task", "classification") == "restoration":
+    return f"fused/{fusion.get('init_batch_stats', 'average')}"
+  variants = parse_list(fusion.get("modelsoups_variants", ""))
+  variant = stage.split("/", 1)[1]
+  if variants and variant not in variants:
+    raise ModelNotInRunError(
+        f"ModelSoups' BatchNorm variant {variant!r} ({name!r}) is not one the run built: "
+        f"its fusion.modelsoups_variants is {', '.join(variants)}",
+        hint=f"load one of {', '.join('modelsoups_' + v for v in variants)}")
+  return stage
+
+
 METHOD = Method(
     "modelsoups", requires=lambda ctx: tuple(f"fused/{v}" for v in _variants(ctx)),
     rows=_rows,
-    models={"modelsoups": Loadable("fused/average"),
-            **{f"modelsoups_{m}": Loadable(f"fused/{m}") for m in BN_MODES}})
+    models={"modelsoups": Loadable("fused/average", locate=_soup_stage),
+            **{f"modelsoups_{m}": Loadable(f"fused/{m}", locate=_soup_stage) for m in BN_MODES}})
