@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import time
-
-import jax
 
 import ml_collections
 from absl import logging
@@ -27,6 +24,7 @@ from fdjax.eval import self_ensemble
 from fdjax.eval import plots, report
 from fdjax.json_files import write_json
 from fdjax.lock import workdir_lock
+from fdjax.moe.cost import param_count
 from fdjax.study import Runner, load_dataset, make_context
 from fdjax.study.runner import closure
 from fdjax.study.stages import shared_graph
@@ -198,8 +196,7 @@ def cost_columns(ctx, method) -> dict:
   the models the row holds, and the models it runs per image (all share the dense
   model's architecture, so FLOPs relative to one dense model = that count)."""
   held, run = method.members(ctx)
-  dense = sum(math.prod(leaf.shape) for leaf in
-              jax.tree.leaves(ctx.template_variables()["params"]))
+  dense = param_count(ctx.template_variables())
   return {"params": held * dense, "FLOPs/img (rel.)": run}
 
 

@@ -174,3 +174,18 @@ def test_a_repair_cut_short_is_finished_by_the_next_one(tmp_path, monkeypatch, k
   assert epoch == 1
   jax.tree.map(np.testing.assert_array_equal, best["params"], first["params"])
   assert sorted(p.name for p in (tmp_path / "clean").iterdir()) == ["best", "best.json"]
+
+
+@pytest.mark.parametrize("higher", [True, False])
+def test_a_metric_s_direction_decides_what_beats_what_and_its_sign(higher):
+  # One rule for every optimiser of a metric: the best epoch (better), the greedy soup
+  # and EA-Adam's objectives (signed: maximised; MOEA/D minimises -signed).
+  from fdjax.tasks.base import MetricSpec
+
+  spec = MetricSpec("m", "M", "", higher_is_better=higher)
+  assert spec.better(2.0, 1.0) is higher and spec.better(1.0, 2.0) is not higher
+  assert not spec.better(1.0, 1.0)
+  assert spec.better(1.0, None) and not spec.better(float("nan"), None)
+  np.testing.assert_array_equal(spec.signed(np.array([3.0, -1.0])),
+                                [3.0, -1.0] if higher else [-3.0, 1.0])
+  assert spec.better(2.0, 1.0) == (spec.signed(2.0) > spec.signed(1.0))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from fdjax.degradations.plan import LevelPlan
-from fdjax.distill import cosine_distance, fusiondistill_loss
+from fdjax.distill import cosine_distance, expert_loss, fusiondistill_loss
 from fdjax.tasks import NO_AUGMENT, ClassificationTask
 from fdjax.models import cifar_resnet, normalize
 from fdjax.train import init_variables
@@ -93,6 +93,36 @@ def test_fusiondistill_loss_equals_hand_computation(gammas):
   assert np.isclose(float(np.sum(metrics["task_losses"])), float(loss), rtol=1e-6)
   with pytest.raises(ValueError, match="one gamma per expert"):
     fusiondistill_loss(model, UNIT, degrade=degrade, num_experts=2, gammas=[1.0, 1.0, 1.0])
+
+
+def test_expert_loss_equals_hand_computation():
+  # ILIAC (stage 2): ce_weight * CE(expert(degraded)) + cos_weight * (1 - cos) to the
+  # frozen clean model's features of the CLEAN images (weights unequal, degrade not the
+  # identity: a loss that fed the teacher the degraded view, or weighted the cosine by
+  # ce_weight, would differ).
+  model = cifar_resnet(8, 3)
+  expert = init_variables(model, jax.random.key(0), (32, 32, 3))
+  clean_model = init_variables(model, jax.random.key(1), (32, 32, 3))
+  rng = np.random.default_rng(2)
+  images = rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+  labels = np.array([2, 0, 1, 2], np.int32)
+  ce_weight, cos_weight = 0.7, 2.5
+  loss_fn = expert_loss(model, UNIT, degrade=lambda key, x: 255 - x, ce_weight=ce_weight,
+                        cos_weight=cos_weight)
+  loss, _ = jax.jit(loss_fn)(expert["params"], expert["batch_stats"],
+                             {"image": jnp.asarray(images), "label": jnp.asarray(labels)},
+                             jax.random.key(3), clean_model)
+  (logits, feats), _ = jax.jit(functools.partial(model.apply, train=True,
+                                                 mutable=["batch_stats"]))(
+      expert, normalize(255 - images, "unit"))
+  _, tfeats = jax.jit(functools.partial(model.apply, train=False))(
+      clean_model, normalize(images, "unit"))
+  s = np.asarray(feats["stage3"], np.float64).reshape(4, -1)
+  t = np.asarray(tfeats["stage3"], np.float64).reshape(4, -1)
+  cos = (s * t).sum(1) / (np.linalg.norm(s, axis=1) * np.linalg.norm(t, axis=1))
+  expected = (ce_weight * _softmax_ce(np.asarray(logits, np.float64), labels)
+              + cos_weight * np.mean(1 - cos))
+  assert np.isclose(float(loss), expected, rtol=1e-4), (float(loss), expected)
 
 
 def test_student_gradient_flows_but_teachers_are_frozen():

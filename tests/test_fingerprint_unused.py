@@ -72,6 +72,25 @@ def test_fields_that_change_a_stage_stay_in_its_fingerprint(ctx):
   assert _changed(ctx, moe__train_k=1) == {"fusiondistill_moe"}
 
 
+def test_fields_that_change_what_every_stage_trains_change_every_fingerprint(ctx, tmp_path):
+  every = set(_digests(ctx))
+  assert _changed(ctx, batch_size=16) == every
+  assert _changed(ctx, augment__flip=False) == every
+  assert _changed(ctx, augment__cutout_size=4) == every
+  # A narrower level range of one degradation (the context's level plan is built from
+  # the config: a new context): its expert and every stage after it.
+  narrow = _digests(_context("quickstart.py:tiny", tmp_path, levels__blur="0:1"))
+  assert {n for n in every if narrow[n] != _digests(ctx)[n]} == every - {
+      "clean", "experts/jpeg", "experts/awgn", "experts/sapn"}
+  # The validation draw picks the best epoch only under selection='val'.
+  assert _changed(ctx, eval__seed=7) == set()
+  ctx.config.selection = "val"
+  try:
+    assert _changed(ctx, eval__seed=7) == every
+  finally:
+    ctx.config.selection = "last"
+
+
 def test_a_record_made_before_the_rule_is_reused_and_re_recorded(ctx):
   runner = _runner(ctx, METHODS)
   names = list(runner.graph)

@@ -127,6 +127,28 @@ def test_moead_replacement_on_a_constructed_case():
   assert source.tolist() == [0, 5, 2]
 
 
+def test_moead_normalises_by_a_nadir_that_includes_the_child_and_keeps_ties():
+  # One slot (weights .5/.5), member (0.2, 0.2), child (0.1, 0.9). Ideal (0.1, 0.2); the
+  # nadir with the child is (0.2, 0.9): g(child) = .5 * 0.7/0.7 = g(member) = .5 * 0.1/0.1,
+  # a tie, so the member stays (only a strict improvement replaces). A nadir of the
+  # population alone, (0.2, 0.2), spans 0 on objective 2 (counted as 1): g(child) = .35
+  # would replace it.
+  source, fitness, ideal, nadir = moead.moead_select(
+      [[0.2, 0.2]], [[0.1, 0.9]], [[0.5, 0.5]], [[0]], [0.2, 0.2])
+  assert source.tolist() == [0]
+  np.testing.assert_allclose(fitness, [[0.2, 0.2]])
+  np.testing.assert_allclose(ideal, [0.1, 0.2])
+  assert moead.tchebycheff([0.1, 0.9], [0.5, 0.5], ideal, [0.2, 0.9]) == moead.tchebycheff(
+      [0.2, 0.2], [0.5, 0.5], ideal, [0.2, 0.9]) == 0.5
+
+
+def test_equal_members_are_both_on_the_front():
+  from fdjax.population.pareto import dominates, non_dominated
+  # Crossover can breed two members with equal scores: neither dominates the other.
+  assert not dominates([0.7, 0.4], [0.7, 0.4])
+  assert non_dominated([[0.7, 0.4], [0.2, 0.1], [0.7, 0.4]]) == [0, 2]
+
+
 def test_pareto_front_and_hypervolume_by_hand():
   from fdjax.population.pareto import hypervolume, non_dominated, pareto_report
   # accuracies (maximised) of 4 members on 2 objectives; member 3 is dominated by member 1

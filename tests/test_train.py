@@ -162,6 +162,26 @@ def _quadratic_loss(params, batch_stats, batch, key):
   return jnp.sum(params["w"] ** 2), (batch_stats, {})
 
 
+def test_each_step_draws_from_its_own_key(tmp_path):
+  # The key a loss gets is the state's key folded with the step counter: a step that
+  # reused one key would draw the same degradation, crop, flip and noise every step.
+  mesh = make_mesh()
+  state, tx = _quadratic_state(0.1, mesh)
+
+  def loss_fn(params, batch_stats, batch, key):
+    return jnp.sum(params["w"] ** 2), (batch_stats, {"draw": jax.random.uniform(key)})
+
+  step = make_train_step(loss_fn, tx, mesh)
+  draws = []
+  for _ in range(3):
+    state, metrics = step(state, {"x": jnp.zeros((8,))})
+    draws.append(float(metrics["draw"]))
+  assert len(set(draws)) == 3, draws
+  expected = [float(jax.random.uniform(jax.random.fold_in(jax.random.PRNGKey(0), i)))
+              for i in range(3)]
+  np.testing.assert_allclose(draws, expected, rtol=1e-6)
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
   # lr 10 on w^2 multiplies w by -19 per step: overflow to inf/NaN after ~30 steps.
   mesh = make_mesh()

@@ -75,6 +75,9 @@ def cost(ctx, model, variables, k: int | None = None) -> dict:
 
 
 def cost_columns(result: dict, dense: dict) -> dict:
+  """A MoE row's cost columns from ``cost``'s dicts of the row's model (``result``) and
+  the dense model (``dense``): parameters, active parameters and inference FLOPs per
+  image relative to the dense model's (sparse dispatch's too, when measured)."""
   columns = {"params": result["params"], "active params": result["active_params"],
              "FLOPs/img (rel.)": round(result["flops"] / dense["flops"], 2)}
   if "sparse_flops" in result:

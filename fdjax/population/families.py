@@ -68,12 +68,11 @@ def objectives_of(ctx) -> Objectives:
 
 def _degradations(ctx) -> Objectives:
   names = objective_names(ctx.plan)
-  sign = 1.0 if ctx.task.metric.higher_is_better else -1.0
   metric = ctx.task.metric
 
   def values(max_examples):
     metrics = member_metrics(ctx, max_examples)
-    return lambda stacked: sign * metrics(stacked)
+    return lambda stacked: metric.signed(metrics(stacked))
 
   return Objectives(names, len(names), share_losses(ctx.model, ctx.task,
                                                     clean_and_combined(ctx.plan), len(names)),

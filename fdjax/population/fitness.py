@@ -65,6 +65,5 @@ def member_metrics(ctx, max_examples: int):
 
 def scorer(ctx, max_examples: int):
   """``score(stacked_variables) -> float64 [P, M]`` objective values to MINIMISE."""
-  sign = -1.0 if ctx.task.metric.higher_is_better else 1.0
   metrics = member_metrics(ctx, max_examples)
-  return lambda stacked: sign * metrics(stacked)
+  return lambda stacked: -ctx.task.metric.signed(metrics(stacked))

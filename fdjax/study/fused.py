@@ -87,11 +87,10 @@ def _held_out_score(ctx: RunContext):
   # checks that eval_batch_size holds at least one such batch)
   multiple = math.lcm(len(ctx.degradations), ctx.mesh.shape[DATA_AXIS])
   batch_size = ctx.config.eval_batch_size // multiple * multiple
-  sign = 1.0 if ctx.task.metric.higher_is_better else -1.0
   metric = ctx.task.metric.name
-  return lambda variables: sign * split_scores(
+  return lambda variables: ctx.task.metric.signed(split_scores(
       ctx.task, predict, variables, ctx.dataset.validation, batch_size=batch_size,
-      mesh=ctx.mesh, transform=transform, metrics=(metric,))[metric]
+      mesh=ctx.mesh, transform=transform, metrics=(metric,))[metric])
 
 
 def _degraded_train_batches(ctx: RunContext):

@@ -87,6 +87,12 @@ class MetricSpec:
       return a == a
     return a > b if self.higher_is_better else a < b
 
+  def signed(self, value):
+    """``value`` (a number or an array) signed so that higher is better: itself, or its
+    negative for a metric where lower is better (what greedy soups and EA-Adam's
+    Pareto front maximise; EA-Adam's MOEA/D minimises ``-signed``)."""
+    return value if self.higher_is_better else -value
+
   @property
   def heading(self) -> str:
     """``'Top-1 accuracy (%), higher is better'``."""
