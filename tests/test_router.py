@@ -281,3 +281,18 @@ def test_router_learns_to_separate_two_degradations(dense_models):
   assert routed_experts.router_params(model, trained, (1, *SHAPE)) == sum(
       np.size(x) for x in jax.tree.leaves(router)) + sum(
       np.size(x) for name in ("stem_conv", "stem_norm") for x in jax.tree.leaves(params[name]))
+
+
+def test_router_features_come_from_the_routed_block_with_most_pixels_the_later_on_ties():
+  from fdjax.moe.routing import Routing, routing_features
+
+  def routing(h, w, fill, aux):
+    gates = jnp.full((1, h, w, 2), fill, jnp.float32)
+    return {"routing": Routing(gates, gates, gates, gates + 1.0, jnp.float32(aux))}
+
+  features = routing_features({"a": routing(4, 4, 0.1, 1.0), "b": routing(8, 8, 0.2, 2.0),
+                               "c": routing(8, 8, 0.3, 0.5), "d": routing(2, 2, 0.4, 0.0)})
+  np.testing.assert_array_equal(features["router"], features["router_c"])
+  np.testing.assert_array_equal(features["router_logits"], features["router_logits_c"])
+  assert float(features["aux_loss"]) == 3.5
+  assert float(routing_features({})["aux_loss"]) == 0.0 and "router" not in routing_features({})
