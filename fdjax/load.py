@@ -117,12 +117,6 @@ def run_seeds(workdir: str) -> list[int]:
   return seeds
 
 
-def _loadables() -> dict:
-  from fdjax import methods
-
-  return {k: v for m in methods.METHODS.values() for k, v in m.models.items()}
-
-
 def family(name: str) -> str:
   """The ``config.methods`` entry that trains model ``name`` ('expert_<d>': oracle)."""
   from fdjax import methods
@@ -134,8 +128,10 @@ def family(name: str) -> str:
 
 def available_models(workdir: str, seed: int) -> list[str]:
   """Names of the models of ``workdir``'s seed ``seed`` whose stage has finished."""
+  from fdjax import methods
+
   seed_dir = os.path.join(workdir, f"seed_{seed}")
-  names = [n for n, entry in _loadables().items()
+  names = [n for n, entry in methods.loadables().items()
            if variables_exist(os.path.join(seed_dir, entry.stage, "variables"))]
   experts = os.path.join(seed_dir, "experts")
   if os.path.isdir(experts):

@@ -331,15 +331,9 @@ def _check_source(source, problems: list[str]) -> None:
 
 
 def _known_methods() -> list[str]:
-  """The names of ``fdjax.methods.METHODS`` (``fdjax.config.METHODS`` in the schema
-  before ``fdjax.methods`` existed)."""
-  try:
-    from fdjax.methods import METHODS
-  except ImportError:
-    from fdjax import config as config_lib
-    if not hasattr(config_lib, "METHODS"):
-      raise
-    METHODS = config_lib.METHODS  # noqa: N806
+  """The names of ``fdjax.methods.METHODS``."""
+  from fdjax.methods import METHODS
+
   return list(METHODS)
 
 

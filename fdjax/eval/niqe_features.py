@@ -22,8 +22,9 @@ channel (luma), float, pixel values in 0..255, ``[..., H, W]``.
   block) ``[alpha, eta, beta_l, beta_r]``, ``eta = (beta_r - beta_l) G(2/alpha) / G(1/alpha)``.
   (The paper fits a GGD to the MSCN coefficients; the MATLAB release and BasicSR use the
   AGGD fit for these two features too, and so does fdjax.)
-* ``block_sharpness``: the mean local standard deviation ``sigma`` of each full-scale
-  block, by which the pristine model keeps only the sharp blocks of its images.
+* the sharpness of a block (``block_statistics``' second output): the mean local
+  standard deviation ``sigma`` of each full-scale block, by which the pristine model
+  keeps only the sharp blocks of its images.
 """
 
 from __future__ import annotations
@@ -79,15 +80,6 @@ def _centred_moments(x: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
       m1 = m1 + float(window[i, j]) * d
       m2 = m2 + float(window[i, j]) * d * d
   return m1, m2
-
-
-def local_stats(images) -> tuple[jnp.ndarray, jnp.ndarray]:
-  """``(mu, sigma)``, each float32 ``[..., H, W]``: Gaussian-weighted local mean and
-  standard deviation ``sqrt(|E[I^2] - mu^2|)`` of ``[..., H, W]`` images (computed about
-  each pixel's value, ``_centred_moments``)."""
-  x = jnp.asarray(images, jnp.float32)
-  m1, m2 = _centred_moments(x)
-  return x + m1, jnp.sqrt(jnp.abs(m2 - m1 * m1))
 
 
 def mscn(images) -> jnp.ndarray:
@@ -196,8 +188,3 @@ def block_statistics(luma, block: int = BLOCK) -> tuple[jnp.ndarray, jnp.ndarray
 def block_features(luma, block: int = BLOCK) -> jnp.ndarray:
   """float32 ``[..., B, 36]``: the NIQE features of every block (``block_statistics``)."""
   return block_statistics(luma, block=block)[0]
-
-
-def block_sharpness(luma, block: int = BLOCK) -> jnp.ndarray:
-  """float32 ``[..., B]``: each full-scale block's mean local standard deviation."""
-  return block_statistics(luma, block=block)[1]

@@ -27,7 +27,7 @@ from typing import Iterable
 import jax.numpy as jnp
 import numpy as np
 
-from fdjax.eval.niqe import PristineModel, to_luma
+from fdjax.eval.niqe import PristineModel, prepare_luma
 from fdjax.eval.niqe_features import BLOCK, NUM_FEATURES, block_statistics
 
 SHARPNESS_THRESHOLD = 0.75
@@ -38,7 +38,7 @@ def sharp_block_features(images, *, sharpness_threshold: float = SHARPNESS_THRES
                          channel: str = "y", block: int = BLOCK) -> np.ndarray:
   """float64 ``[M, 36]``: the features of the sharp blocks (module docstring) of
   ``images`` ``[N, H, W, C]`` (one size, 0..255), image by image, blocks row by row."""
-  luma = jnp.round(to_luma(jnp.asarray(images), channel))
+  luma = prepare_luma(jnp.asarray(images), channel=channel)
   features, sharpness = block_statistics(luma, block=block)    # [N, B, 36], [N, B]
   features, sharpness = np.asarray(features, np.float64), np.asarray(sharpness, np.float64)
   keep = sharpness > sharpness_threshold * sharpness.max(axis=1, keepdims=True)

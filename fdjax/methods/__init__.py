@@ -91,13 +91,19 @@ def model_name(text: str, k: int | None = None) -> tuple[str, int | None]:
   return names.get(key) or ROW_MODELS.get(key) or rows.get(key) or text, k
 
 
+def loadables() -> dict[str, Loadable]:
+  """Every static model name a finished run can be loaded by (``Method.models``), but
+  the experts' ('expert_<degradation>')."""
+  return {k: v for m in METHODS.values() for k, v in m.models.items()}
+
+
 def loadable(name: str) -> Loadable:
   """How ``fdjax.load_model`` finds model ``name`` ('expert_<degradation>' included)."""
   if name.startswith("expert_"):
     if not name[len("expert_"):] or "/" in name:
       raise ValueError(f"{name!r} names no degradation: expert_<degradation>, e.g. expert_rain")
     return Loadable(f"experts/{name[len('expert_'):]}")
-  table = {k: v for m in METHODS.values() for k, v in m.models.items()}
+  table = loadables()
   refused = {k: why for m in METHODS.values() for k, why in m.refused.items()}
   if name in refused:
     raise ValueError(f"no single model for method {name!r}: {refused[name]}")
@@ -107,5 +113,5 @@ def loadable(name: str) -> Loadable:
   return table[name]
 
 
-__all__ = ["METHODS", "Loadable", "Method", "Output", "get", "loadable", "model_name",
+__all__ = ["METHODS", "Loadable", "Method", "Output", "get", "loadable", "loadables", "model_name",
            "parse"]

@@ -33,7 +33,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from fdjax.train.mesh import DATA_AXIS
+from fdjax.train.mesh import two_axis_mesh
 from fdjax.train.state import init_variables
 from fdjax.trees import stack_trees
 
@@ -151,8 +151,4 @@ def expert_mesh(num_expert_shards: int, devices: Sequence[jax.Device] | None = N
   Batches split over ``'data'`` (``fdjax.train.data_sharding`` works unchanged), stacked
   experts over ``'expert'``.
   """
-  devices = list(jax.devices() if devices is None else devices)
-  if len(devices) % num_expert_shards:
-    raise ValueError(f"{len(devices)} devices do not split into {num_expert_shards} expert shards")
-  grid = np.asarray(devices).reshape(len(devices) // num_expert_shards, num_expert_shards)
-  return Mesh(grid, (DATA_AXIS, EXPERT_AXIS))
+  return two_axis_mesh(EXPERT_AXIS, num_expert_shards, devices)

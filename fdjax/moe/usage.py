@@ -220,14 +220,6 @@ def gate_entropy(stats: RoutingStats, include_clean: bool = False) -> dict:
   return out
 
 
-def router_usage(task, model, variables, split, plan, *, batch_size: int,
-                 include_clean: bool = False) -> np.ndarray:
-  """float ``[len(plan.names), num_experts]``: fraction of routing decisions per expert
-  (``usage`` of ``routing_stats``)."""
-  return usage(routing_stats(task, model, variables, split, plan, batch_size=batch_size),
-               include_clean)
-
-
 def format_usage(usage: np.ndarray, names: Sequence[str], expert_names: Sequence[str]) -> str:
   """Markdown table: rows = test degradation, columns = expert (percent)."""
   lines = ["| test degradation | " + " | ".join(f"expert {e}" for e in expert_names) + " |",

@@ -16,10 +16,9 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
-import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from fdjax.train.mesh import DATA_AXIS
+from fdjax.train.mesh import two_axis_mesh
 from fdjax.train.state import TrainState, create_train_state
 from fdjax.trees import stack_trees
 
@@ -80,11 +79,7 @@ def create_population_state(stacked_variables: dict, tx: optax.GradientTransform
 def population_mesh(population_devices: int, devices=None) -> Mesh:
   """A 2-D ``('data', 'population')`` mesh: ``population_devices`` along ``population``
   (which must divide the device count), the rest along ``data``."""
-  devices = np.asarray(jax.devices() if devices is None else devices)
-  if population_devices < 1 or devices.size % population_devices:
-    raise ValueError(f"population_devices={population_devices} must divide the "
-                     f"{devices.size} devices")
-  return Mesh(devices.reshape(-1, population_devices), (DATA_AXIS, POPULATION_AXIS))
+  return two_axis_mesh(POPULATION_AXIS, population_devices, devices)
 
 
 def population_sharding(mesh, state: PopulationState):

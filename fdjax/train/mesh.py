@@ -26,6 +26,16 @@ def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
   return Mesh(np.asarray(devices), (DATA_AXIS,))
 
 
+def two_axis_mesh(axis: str, size: int, devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """A 2-D mesh ``(data, axis)`` of shape ``(n / size, size)`` over ``devices`` (default:
+  all): batches split over ``data`` as on ``make_mesh``'s, stacked models (experts,
+  population members) over ``axis``. ``size`` must divide the device count."""
+  devices = np.asarray(jax.devices() if devices is None else list(devices))
+  if size < 1 or devices.size % size:
+    raise ValueError(f"{axis} axis of size {size} must divide the {devices.size} devices")
+  return Mesh(devices.reshape(-1, size), (DATA_AXIS, axis))
+
+
 def data_sharding(mesh: Mesh) -> NamedSharding:
   """Leading (batch) axis split over ``data``, other axes whole."""
   return NamedSharding(mesh, P(DATA_AXIS))
