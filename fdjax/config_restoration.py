@@ -13,7 +13,7 @@ import ml_collections
 
 from fdjax.config import (ILIAC_COS_WEIGHT, LEVEL_NAMES, base_config, fusiondistill_config,
                           optimizer_config, stage_config)
-from fdjax.tasks.restoration import DEFAULTS
+from fdjax.tasks.restoration_options import DEFAULTS
 
 # The training stages of a restoration study (each a `stage_config` block).
 RESTORATION_STAGES = ("clean", "scratch", "experts", "vanilla", "fusing", "fusiondistill", "moe")

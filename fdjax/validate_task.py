@@ -54,7 +54,7 @@ def _restoration_block(config, problems: list[str]) -> None:
   from fdjax.errors import ConfigError
   from fdjax.tasks import restoration_scoring as scoring_lib
   from fdjax.models.image_prior import PRIORS
-  from fdjax.tasks.restoration import DEFAULTS, LOSSES, MODELS, DTYPES, parse_model_options
+  from fdjax.tasks.restoration_options import DEFAULTS, DTYPES, LOSSES, MODELS, parse_model_options
   from fdjax.tasks.restoration_views import PRIOR_CONTEXTS, cue_jitter_problem
 
   block = config.get("restoration")

@@ -178,7 +178,7 @@ def test_measnets_noisy_gating_is_refused_before_training():
 
 
 def test_model_options_are_name_value_pairs_of_python_literals():
-  from fdjax.tasks.restoration import parse_model_options
+  from fdjax.tasks.restoration_options import parse_model_options
 
   assert parse_model_options("num_experts=3, k=2,noisy_gating=False , tag='a'") == {
       "num_experts": 3, "k": 2, "noisy_gating": False, "tag": "a"}

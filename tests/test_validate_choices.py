@@ -15,7 +15,7 @@ from fdjax.moe import experts, student
 from fdjax.moe.homogenize import homogenized_recipe
 from fdjax.population import families
 from fdjax.study import fingerprint, fused
-from fdjax.tasks import classification, restoration
+from fdjax.tasks import classification, restoration_options
 from fdjax.train import checkpoint, objectives
 
 
@@ -33,7 +33,7 @@ def test_copied_lists_equal_the_lists_their_modules_use():
   assert choices["checkpoint.on_corrupt"] == checkpoint.ON_CORRUPT
   assert choices["on_mismatch"] == fingerprint.ON_MISMATCH
   assert set(choices["moe.router_input"]) == set(student.ROUTER_INPUTS)
-  assert set(choices["model.dtype"]) == set(classification.DTYPES) == set(restoration.DTYPES)
+  assert set(choices["model.dtype"]) == set(classification.DTYPES) == set(restoration_options.DTYPES)
   # Every degradation has a level field in the schema, and every level field names one.
   assert set(config_lib.LEVEL_NAMES) == set(REGISTRY)
   # The paper's column order (a copy: fdjax.eval is imported by fdjax.degradations).

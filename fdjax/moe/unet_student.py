@@ -198,7 +198,7 @@ def restoration_student(config, k: int) -> RoutedUNet:
   or 'image'), ``moe.router_input`` ('stage' or 'image'), ``num_prompts``,
   ``noisy_gating``, ``prompt_init_scale``, ``channel_sharing``, ``expert_loop``; top-``k``.
   Raises ``ConfigError`` for anything else."""
-  from fdjax.tasks import restoration  # fdjax.tasks.restoration imports this module lazily
+  from fdjax.tasks import restoration_options as restoration  # imports fdjax.models
 
   o = restoration.options(config)
   if o["model"] not in BASES:

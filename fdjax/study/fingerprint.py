@@ -251,7 +251,7 @@ def _option(name: str, value):
   holds 0)."""
   if name != "model_options":
     return value
-  from fdjax.tasks.restoration import parse_model_options
+  from fdjax.tasks.restoration_options import parse_model_options
   return parse_model_options(value) or 0
 
 
