@@ -144,3 +144,19 @@ def test_the_cutout_hole_is_the_references_zero_after_normalisation():
   assert black.max() < -1.7
   with pytest.raises(ValueError, match="augment.cutout_fill must be one of"):
     ClassificationTask("cifar10", Augment(cutout_fill="grey")).views(key, batch)
+
+
+def test_the_teacher_sees_the_student_s_flip_and_crop():
+  # FusionDistill's and ILIAC's teachers see the clean image with the student's own flip
+  # and crop: with a degradation that halves the pixels and no cutout, student = teacher // 2.
+  from fdjax.tasks import Augment, ClassificationTask
+
+  task = ClassificationTask("unit", Augment(flip=True, crop=True, pad=4, cutout=False))
+  images = jnp.asarray(np.random.default_rng(0).integers(1, 256, (8, 16, 16, 3), np.uint8))
+  moved = 0
+  for seed in range(4):
+    student, _, teacher = task.views(jax.random.key(seed), {"image": images, "label": None},
+                                     lambda key, x: x // 2)
+    np.testing.assert_array_equal(np.asarray(student), np.asarray(teacher) // 2)
+    moved += int(np.any(np.asarray(teacher) != np.asarray(images)))
+  assert moved == 4   # flips and crops did move the images

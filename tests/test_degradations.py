@@ -360,3 +360,30 @@ def test_grid_command_names_a_bad_degradation_or_image_in_one_line(tmp_path, cap
       grid.main(["--out", str(tmp_path / "grid.png"), *args])
     assert info.value.code == 2
     assert message in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_awgn_on_float_images_has_sigma_in_255_units_and_independent_halves():
+  # apply_float takes images in 0..1 and sigma in 0..255 units: sigma 25 is 25/255 there.
+  grey = jnp.full((2, 32, 32, 3), 0.5, jnp.float32)
+  noisy = np.asarray(degradations.apply_float("awgn", jax.random.key(0), grey,
+                                              jnp.array([25.0, 10.0])), np.float64)
+  noise = (noisy - 0.5).reshape(2, -1)
+  np.testing.assert_allclose(noise.std(axis=1), [25 / 255, 10 / 255], rtol=0.05)
+  # The two halves of an image's values take their normals from the two output words of
+  # one counter: independent, not one half repeated (correlation ~ 0, |r| < 4/sqrt(n)).
+  half = noise.shape[1] // 2
+  r = np.corrcoef(noise[0, :half], noise[0, half:2 * half])[0, 1]
+  assert abs(r) < 4 / math.sqrt(half), r
+  assert not np.allclose(noise[0, :half], noise[0, half:2 * half])
+
+
+def test_a_level_range_is_sampled_inside_the_range_only():
+  from fdjax.degradations.plan import LevelPlan
+
+  plan = LevelPlan(("blur", "awgn"), ranges=(("blur", 1.0, 2.0),))
+  levels = np.asarray(plan.sample("blur", jax.random.key(1), 512))
+  grid = np.asarray(degradations.REGISTRY["blur"].grid)
+  in_range = grid[(grid >= 1.0) & (grid <= 2.0)]
+  assert {round(float(x), 4) for x in levels} == {round(float(x), 4) for x in in_range}
+  awgn = np.asarray(plan.sample("awgn", jax.random.key(1), 512))
+  assert awgn.min() == 0 and awgn.max() == max(degradations.REGISTRY["awgn"].grid)

@@ -81,3 +81,12 @@ def test_metrics_run_inside_jit_and_vmap(pairs):
   per_image = jax.jit(jax.vmap(lambda a, b: iq.psnr(a, b, y_channel=True)))(noisy, clean)
   np.testing.assert_allclose(np.asarray(per_image),
                              np.asarray(iq.psnr(noisy, clean, y_channel=True)), rtol=1e-6)
+
+
+def test_ssim_and_psnr_of_images_in_0_1_with_data_range_1_equal_those_in_0_255():
+  image = load_sample_images().images[0][:64, :64].astype(np.float64)
+  noisy = np.clip(image + np.random.default_rng(0).normal(0, 20, image.shape), 0, 255)
+  assert float(iq.ssim(image / 255, noisy / 255, data_range=1.0)) == pytest.approx(
+      float(iq.ssim(image, noisy)), abs=1e-4)
+  assert float(iq.psnr(image / 255, noisy / 255, data_range=1.0)) == pytest.approx(
+      float(iq.psnr(image, noisy)), abs=1e-3)

@@ -179,3 +179,63 @@ def test_per_image_convolution_matches_scipy(padding, scipy_mode):
     _convolve_per_image(images, kernels[:, :4, :4], padding)
   with pytest.raises(ValueError, match="padding"):
     _convolve_per_image(images, kernels, "reflect")
+
+
+def _orientation(weights):
+  """Axial orientation (radians from the vertical, in (-pi/2, pi/2]) of a 2-D weight
+  map's second moments about its centre: a line of direction (cos a, sin a) in (rows,
+  columns) gives a."""
+  w = np.asarray(weights, np.float64)
+  dy, dx = np.meshgrid(*(np.arange(n) - (n - 1) / 2 for n in w.shape), indexing="ij")
+  return 0.5 * np.arctan2(2 * (w * dy * dx).sum(), (w * (dy * dy - dx * dx)).sum())
+
+
+def _streak_orientations(streaks):
+  """Per image ``[B, H, W]``: the orientation of the autocorrelation of its streak map
+  near zero lag (lags up to 6 pixels), by FFT."""
+  out = []
+  for s in np.asarray(streaks, np.float64):
+    s = s - s.mean()
+    f = np.fft.fft2(s, s=(2 * s.shape[0], 2 * s.shape[1]))
+    corr = np.fft.fftshift(np.real(np.fft.ifft2(f * np.conj(f))))
+    cy, cx = corr.shape[0] // 2, corr.shape[1] // 2
+    window = np.maximum(corr[cy - 6:cy + 7, cx - 6:cx + 7], 0.0)
+    out.append(_orientation(window))
+  return np.array(out)
+
+
+def test_line_kernels_run_along_their_angle_from_the_vertical():
+  from fdjax.degradations.restoration import _line_kernels
+
+  kernels = np.asarray(_line_kernels(jnp.array([0.0, np.pi / 2, 0.3, -0.35]),
+                                     jnp.array([6.0, 6.0, 8.0, 8.0]), 11))
+  centre = np.zeros((11, 11))
+  centre[2:9, 5] = 1.0                 # angle 0: straight down the rows, 7 pixels
+  np.testing.assert_allclose(kernels[0], centre, atol=1e-6)
+  np.testing.assert_allclose(kernels[1], centre.T, atol=1e-6)
+  np.testing.assert_allclose([_orientation(k) for k in kernels[2:]], [0.3, -0.35], atol=0.03)
+
+
+def test_rain_streaks_fall_within_22_5_degrees_of_vertical_at_every_slant():
+  # Rain100L's streaks fall down the rows; training draws each image's slant uniformly
+  # in +-22.5 degrees. Seen on black: the streaks alone.
+  # (The estimate from the streaks' autocorrelation is off by a few degrees where
+  # streaks cross: 8 degrees of slack, against slants of up to 60 or 90 degrees that a
+  # wrong range or a swapped axis would draw.)
+  black = jnp.zeros((32, 96, 96, 3), jnp.float32)
+  rain = degradations.apply_float("rain", jax.random.key(3), black, jnp.full((32,), 0.005))
+  angles = _streak_orientations(np.asarray(rain)[..., 0])
+  assert np.all(np.abs(angles) < np.deg2rad(22.5 + 8)), np.rad2deg(angles)
+  assert np.abs(angles).max() > np.deg2rad(15) and angles.min() < 0 < angles.max()
+
+
+def test_motion_blur_draws_directions_over_the_half_turn():
+  # A point light blurred is the kernel itself: its orientation is the motion's, drawn
+  # uniformly over [0, pi) (every axial direction).
+  point = np.zeros((64, 21, 21, 3), np.float32)
+  point[:, 10, 10] = 1.0
+  blurred = degradations.apply_float("motion_blur", jax.random.key(4), jnp.asarray(point),
+                                     jnp.full((64,), 12.0))
+  angles = np.mod([_orientation(b[..., 0]) for b in np.asarray(blurred)], np.pi)
+  counts = np.histogram(angles, bins=4, range=(0, np.pi))[0]
+  assert np.all(counts >= 6), counts
