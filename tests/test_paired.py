@@ -303,3 +303,21 @@ def test_a_class_folder_of_sub_folders_says_they_are_not_searched(tmp_path):
   write_png(tmp_path / "test" / "x" / "0.png", np.zeros((4, 4, 3), np.uint8))
   with pytest.raises(DataError, match=r"holds the sub-folders \['part1/'\], which are not"):
     data.load(f"folder:{tmp_path}", cache_dir=str(tmp_path / "c"))
+
+
+def test_pairs_match_by_name_whatever_the_file_order_and_max_images_counts_the_selection(
+    tmp_path):
+  # 'a-b.png' sorts before 'a.png' ('-' < '.') though the stem 'a' sorts before 'a-b':
+  # pairing by position in either list would cross them. Input = target + 1.
+  values = {"a": 10, "a-b": 50, "q-1": 90, "rain-1": 130, "rain-2": 170}
+  for stem, v in values.items():
+    write_png(tmp_path / "set" / "norain" / f"{stem}.png", np.full((4, 4, 3), v, np.uint8))
+    write_png(tmp_path / "set" / "rainy" / f"{stem}.png", np.full((4, 4, 3), v + 1, np.uint8))
+  d = load_paired(tmp_path / "set", input_dir="rainy", target_dir="norain")
+  assert d.names == tuple(sorted(values))
+  for name, target, degraded in zip(d.names, d.targets, d.inputs):
+    assert int(target[0, 0, 0]) == values[name] and int(degraded[0, 0, 0]) == values[name] + 1
+  # max_images counts the selected names: the first selected, not the first of all.
+  d = load_paired(tmp_path / "set", input_dir="rainy", target_dir="norain", select="rain-*",
+                  max_images=1)
+  assert d.names == ("rain-1",) and int(d.targets[0][0, 0, 0]) == 130

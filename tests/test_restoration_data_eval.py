@@ -168,3 +168,29 @@ def test_planned_work_counts_the_real_pairs_each_stage_trains_on():
   assert rain_expert.work(ctx) == 24          # 24 examples, 6 steps of 4
   denoise_expert = Stage("experts/denoise", (), None, block="experts", levels=("denoise",))
   assert denoise_expert.work(ctx) == 12
+
+
+def test_per_image_values_follow_their_names_in_a_test_set_of_interleaved_sizes():
+  # Rain100L and Set14 mix sizes: the set is evaluated size group by size group, with
+  # padding rows in a group's last batch. Each image's PSNR must land next to its own
+  # name (per_image.csv, the per-set means). Image i is its target plus (i + 1) grey
+  # levels, so its PSNR is 20 log10(255 / (i + 1)) (numpy), distinct per image.
+  from fdjax.data.paired import PairedImages
+  from fdjax.eval.metric import jit_clean, split_scores
+
+  shapes = [(16, 16), (12, 20), (16, 16), (12, 20), (16, 16), (20, 12), (16, 16)]
+  rng = np.random.default_rng(0)
+  targets = tuple(rng.integers(0, 200, (*s, 3), dtype=np.uint8) for s in shapes)
+  inputs = tuple((t + i + 1).astype(np.uint8) for i, t in enumerate(targets))
+  names = tuple(f"img{i}" for i in range(len(shapes)))
+  test_set = TestSet.of_images(PairedImages("mixed", names, targets, inputs))
+  assert len(test_set.groups) == 3 and sorted(test_set.names) == list(names)
+  task = RestorationTask(patch=None, flip=False, rot90=False)
+  collect: dict = {}
+  split_scores(task, jit_clean(identity_predictor(task)), {}, test_set, batch_size=3,
+               collect=collect)
+  got = dict(zip(test_set.names, collect["psnr"][0]))
+  want = {n: np_psnr(inputs[i], targets[i]) for i, n in enumerate(names)}
+  assert got.keys() == want.keys()
+  for n in names:
+    assert got[n] == pytest.approx(want[n], abs=1e-3), n
