@@ -109,3 +109,45 @@ def load_basicsr_niqe():
   with np.load(folder / "niqe_pris_params.npz") as data:
     params = {k: data[k] for k in data.files}
   return module.niqe, params
+
+
+def sample_photos() -> list[np.ndarray]:
+  """The photos ``BASICSR_NIQE_OF_SAMPLES`` scores: scikit-image's bundled astronaut,
+  coffee and chelsea (uint8 RGB, no download), each cropped to a 192x256 window."""
+  from skimage import data
+
+  return [data.astronaut()[100:292, 120:376], data.coffee()[60:252, 100:356],
+          data.chelsea()[40:232, 80:336]]
+
+
+def gaussian_window() -> np.ndarray:
+  """The 7x7 Gaussian (sigma 7/6, sum 1) that BasicSR's ``niqe_pris_params.npz`` holds."""
+  x = np.arange(7) - 3.0
+  g = np.exp(-(x[:, None] ** 2 + x[None] ** 2) / (2 * (7 / 6) ** 2))
+  return g / g.sum()
+
+
+# BasicSR 1.4.2's ``niqe()`` of ``sample_photos()`` (Y of MATLAB's rgb2ycbcr, rounded) with
+# fdjax's shipped pristine model (``fdjax.eval.niqe.default_model()``'s mean and
+# covariance) and ``gaussian_window()``: a check of fdjax's NIQE features and distance
+# that runs without BasicSR installed. Regenerate (when the shipped model changes) with
+# ``pip install --no-deps basicsr==1.4.2 && python tests/niqe_reference.py``.
+BASICSR_NIQE_OF_SAMPLES = (5.172526, 9.938923, 3.333616)
+
+
+if __name__ == "__main__":
+  from fdjax.eval.niqe import default_model
+
+  reference = load_basicsr_niqe()
+  if reference is None:
+    sys.exit("BasicSR not installed: pip install --no-deps basicsr==1.4.2")
+  basicsr_niqe, params = reference
+  np.testing.assert_allclose(params["gaussian_window"], gaussian_window(), rtol=1e-6, atol=1e-9)
+  model = default_model()
+  y = lambda rgb: np.round(16 + (65.481 * rgb[..., 0] + 128.553 * rgb[..., 1]
+                                 + 24.966 * rgb[..., 2]) / 255)
+  values = [float(basicsr_niqe(y(p.astype(np.float64)).astype(np.float32),
+                               np.asarray(model.mean, np.float64),
+                               np.asarray(model.cov, np.float64), gaussian_window()))
+            for p in sample_photos()]
+  print("BASICSR_NIQE_OF_SAMPLES = (" + ", ".join(f"{v:.6f}" for v in values) + ")")

@@ -181,3 +181,13 @@ def test_niqe_equals_basicsr_on_set5_and_set14():
   # other side of a 0.001 step of the shape grid moves one block's alpha.
   np.testing.assert_allclose(ours, expected, rtol=2e-3, atol=0)
   assert np.abs(ours - expected).max() < 0.01
+
+
+def test_niqe_equals_basicsr_s_on_bundled_photos_without_basicsr_installed():
+  # BasicSR's values with fdjax's shipped pristine model, computed once
+  # (tests/niqe_reference.py): the features, their AGGD fits, the neighbour products and
+  # the distance checked on every machine, BasicSR installed or not.
+  from niqe_reference import BASICSR_NIQE_OF_SAMPLES, sample_photos
+
+  ours = [float(niqe_lib.niqe(p)) for p in sample_photos()]
+  np.testing.assert_allclose(ours, BASICSR_NIQE_OF_SAMPLES, rtol=2e-3, atol=0)
