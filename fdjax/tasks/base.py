@@ -33,7 +33,16 @@ sits behind a ``Task``:
   label}``: a task that scores degradations differently (restoration: ``config.scoring``,
   e.g. deraining on the Y channel) returns the task scoring ``name``'s test images, and
   how each column was scored (``{}`` when uniform; ``fdjax.eval.levels.evaluate_all``
-  records it, reports label the columns); a task without them scores every column alike.
+  records it, reports label the columns); a task without them scores every column alike;
+* optional, ``per_image(outputs, batch) -> {metric: [B]}``: each image's values
+  (``per_image.csv``, the per-set means of a combined test set, EA-Adam's perception
+  family); a task without it (classification) writes no per-image file;
+* optional, ``identity(images_uint8) -> outputs``: the degraded input as the task's
+  output (the 'input' row, the restoration tables' reference); a task without it has no
+  such row and its predictors take one fixed image size;
+* optional attributes: ``extra_metrics`` (opt-in columns, restoration's 'niqe'),
+  ``ensemble_ties`` (how the classification vote breaks ties), ``y_channel`` (scored
+  on the luma: the super-resolution convention).
 """
 
 from __future__ import annotations
