@@ -99,7 +99,7 @@ import types  # noqa: E402
 import ml_collections  # noqa: E402
 
 from fdjax.degradations.plan import LevelPlan  # noqa: E402
-from fdjax.study.training import fixed_key_transform  # noqa: E402
+from fdjax.study.fixed_keys import fixed_key_transform  # noqa: E402
 
 transform = fixed_key_transform(
     types.SimpleNamespace(config=ml_collections.ConfigDict({"eval": {"seed": 0}}),

@@ -1,4 +1,4 @@
-"""Best-epoch selection (``fdjax.study.training._BestOnValidation``): a NaN validation
+"""Best-epoch selection (``fdjax.study.best_epoch.BestOnValidation``): a NaN validation
 score is an error, not a silent "no better epoch", and a finished stage whose best
 epoch's variables are lost says how to get them back."""
 
@@ -14,7 +14,7 @@ import pytest
 
 from fdjax.data import ImageSet
 from fdjax.models import UNet
-from fdjax.study.training import _BestOnValidation
+from fdjax.study.best_epoch import BestOnValidation
 from fdjax.tasks.restoration import RestorationTask
 from fdjax.train import CorruptCheckpointError, NonFiniteLossError, init_variables, make_mesh
 from fdjax.train.state import create_train_state
@@ -31,7 +31,7 @@ def _selector(tmp_path):
       dataset=types.SimpleNamespace(validation=validation),
       stage_dir=lambda name: str(tmp_path / name),
       template_variables=lambda model=None: variables)
-  return _BestOnValidation(ctx, "clean", None, model), variables
+  return BestOnValidation(ctx, "clean", None, model), variables
 
 
 def test_a_nan_validation_score_stops_the_stage(tmp_path):
@@ -56,7 +56,7 @@ def test_lost_best_variables_say_to_retrain_the_stage(tmp_path):
 def test_a_save_cut_short_keeps_the_previous_best_whole(tmp_path, monkeypatch):
   """The old best was deleted before the new one was saved: a run killed during the save
   was left with no best variables and a record of the epoch before."""
-  from fdjax.study import training
+  from fdjax.study import best_epoch
 
   selector, variables = _selector(tmp_path)
   state = create_train_state(variables, optax.sgd(0.1), jax.random.PRNGKey(0), make_mesh())
@@ -69,7 +69,7 @@ def test_a_save_cut_short_keeps_the_previous_best_whole(tmp_path, monkeypatch):
     (tmp_path / "clean" / "best.new").mkdir()
     raise KeyboardInterrupt   # as a kill during the write
 
-  monkeypatch.setattr(training, "save_variables", killed)
+  monkeypatch.setattr(best_epoch, "save_variables", killed)
   with pytest.raises(KeyboardInterrupt):
     selector.on_epoch_end(better, 1)
   monkeypatch.undo()
@@ -88,7 +88,7 @@ def test_a_swap_cut_short_leaves_a_best_that_its_record_describes(tmp_path, monk
   """The swap's every step stopped in turn: the next read mends it (``_recover``), and
   the best variables are the epoch the record names (before: the old best deleted first,
   a kill in that window left none, and the advice was to retrain the stage)."""
-  from fdjax.study import training
+  from fdjax.study import best_epoch
 
   selector, variables = _selector(tmp_path)
   state = create_train_state(variables, optax.sgd(0.1), jax.random.PRNGKey(0), make_mesh())
@@ -108,7 +108,7 @@ def test_a_swap_cut_short_leaves_a_best_that_its_record_describes(tmp_path, monk
       raise KeyboardInterrupt
     os.replace(src, dst)
 
-  real_write_json = training.write_json
+  real_write_json = best_epoch.write_json
 
   def write_json(path, record):
     if killed_at == "record":
@@ -117,8 +117,8 @@ def test_a_swap_cut_short_leaves_a_best_that_its_record_describes(tmp_path, monk
 
   fake_os = types.SimpleNamespace(**{k: getattr(os, k) for k in dir(os) if not k.startswith("__")})
   fake_os.rename, fake_os.replace = rename, replace
-  monkeypatch.setattr(training, "os", fake_os)
-  monkeypatch.setattr(training, "write_json", write_json)
+  monkeypatch.setattr(best_epoch, "os", fake_os)
+  monkeypatch.setattr(best_epoch, "write_json", write_json)
   with pytest.raises(KeyboardInterrupt):
     selector.on_epoch_end(better, 1)
   monkeypatch.undo()
@@ -135,7 +135,7 @@ def test_a_repair_cut_short_is_finished_by_the_next_one(tmp_path, monkeypatch, k
   """A swap stopped with the old best moved aside, then its repair stopped too: the record
   of the new epoch was left beside the old best, and the next repair moved it in (epoch 2
   recorded, epoch 1's variables kept)."""
-  from fdjax.study import training
+  from fdjax.study import best_epoch
 
   selector, variables = _selector(tmp_path)
   state = create_train_state(variables, optax.sgd(0.1), jax.random.PRNGKey(0), make_mesh())
@@ -160,13 +160,13 @@ def test_a_repair_cut_short_is_finished_by_the_next_one(tmp_path, monkeypatch, k
   def killed(*args, **kwargs):
     raise KeyboardInterrupt
 
-  monkeypatch.setattr(training, "os", patched(rename=second_rename_killed))
+  monkeypatch.setattr(best_epoch, "os", patched(rename=second_rename_killed))
   with pytest.raises(KeyboardInterrupt):   # best.old, best.new, best.json.new, best.json
     selector.on_epoch_end(better, 1)
   if killed_at == "rmtree":
-    monkeypatch.setattr(training.shutil, "rmtree", killed)
+    monkeypatch.setattr(best_epoch.shutil, "rmtree", killed)
   else:
-    monkeypatch.setattr(training, "os", patched(**{killed_at: killed}))
+    monkeypatch.setattr(best_epoch, "os", patched(**{killed_at: killed}))
   with pytest.raises(KeyboardInterrupt):
     selector.best()
   monkeypatch.undo()

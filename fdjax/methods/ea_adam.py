@@ -58,7 +58,8 @@ from fdjax.population.pareto_plot import plot_pareto
 from fdjax.population.preferences import preference_vectors
 from fdjax.population.state import create_population_state, stack_members
 from fdjax.study.runner import Stage
-from fdjax.study.training import Recipe, fixed_key_transform, train_stage
+from fdjax.study.fixed_keys import fixed_key_transform
+from fdjax.study.training import Recipe, train_stage
 from fdjax.train import init_variables
 from fdjax.train.variables_io import load_variables, save_variables, variables_exist
 from fdjax.trees import stack_trees, unstack_tree

@@ -16,7 +16,7 @@ from absl import logging
 
 from fdjax import data as data_lib
 from fdjax.eval.metric import jit_clean, predictor, split_scores
-from fdjax.study.training import fixed_key_transform
+from fdjax.study.fixed_keys import fixed_key_transform
 from fdjax.trees import unstack_tree
 
 _SAID: set = set()   # the (fitness_examples, validation size) notes already logged

@@ -31,7 +31,7 @@ from fdjax.eval.gradient_stats import GRADIENT_MAX, gradient_w1
 from fdjax.eval.metric import jit_clean, predictor, split_scores
 from fdjax.eval.niqe import niqe
 from fdjax.population.fitness import validation_subset
-from fdjax.study.training import fixed_key_transform
+from fdjax.study.fixed_keys import fixed_key_transform
 from fdjax.tasks.base import masked_sum
 from fdjax.trees import unstack_tree
 

@@ -24,7 +24,7 @@ from fdjax.distributed import write_once
 from fdjax.eval.metric import jit_clean, predictor, split_scores
 from fdjax.json_files import write_json
 from fdjax.study.context import RunContext
-from fdjax.study.training import fixed_key_transform, keeping_sharding
+from fdjax.study.fixed_keys import fixed_key_transform, keeping_sharding
 from fdjax.train import DATA_AXIS, data_sharding
 from fdjax.train.variables_io import load_variables, save_variables, variables_exist
 
