@@ -21,7 +21,7 @@ from fdjax.distributed import is_main_process, write_once
 from fdjax.errors import ConfigError
 from fdjax.eval import per_image as per_image_lib
 from fdjax.eval import self_ensemble
-from fdjax.eval import plots, report
+from fdjax.eval import plots, report, report_files
 from fdjax.json_files import write_json
 from fdjax.lock import workdir_lock
 from fdjax.moe.cost import param_count
@@ -168,7 +168,7 @@ def _run(config, workdir: str, methods, seeds) -> list[report.Record]:
   note = f"Model selection: {MODEL_SELECTION_NOTE[config.selection]}."
 
   def write_results():
-    report.write_reports(records, workdir, extra=extra or None, metric=metric,
+    report_files.write_reports(records, workdir, extra=extra or None, metric=metric,
                          fingerprints=fingerprints, metrics=ctx.task.metrics,
                          test_time=test_time, note=note)
     per_image_lib.write(workdir, per_image, [m.name for m in ctx.task.metrics])

@@ -18,7 +18,7 @@ from PIL import Image
 from fdjax import degradations
 from fdjax.data import ImageSet
 from fdjax.eval import levels as levels_lib
-from fdjax.eval import plots, report
+from fdjax.eval import plots, report, report_files
 from fdjax.eval.metric import split_scores
 from fdjax.models import cifar_resnet
 from fdjax.degradations.plan import LevelPlan, level_indices
@@ -313,7 +313,7 @@ def records():
 def test_reports_tables_and_files(records, tmp_path):
   order = ["clean", "experts", "fusion"]
   extra = {"fusion": {"params": 272474, "rel. cost": 1.0}}
-  paths = report.write_reports(records, str(tmp_path), methods=order, extra=extra,
+  paths = report_files.write_reports(records, str(tmp_path), methods=order, extra=extra,
                                note="Model selection: last checkpoint.")
   with open(paths["csv"]) as f:
     rows = list(csv.DictReader(f))
@@ -364,7 +364,7 @@ def test_reports_tables_and_files(records, tmp_path):
   assert payload["std_ddof"] == 1 and payload["methods"] == order
   assert payload["summary"]["fusion"]["avg"]["values"] == pytest.approx(
       [100 * records[1][2]["avg"], 100 * records[2][2]["avg"]])
-  assert report.load_records(paths["json"]) == records
+  assert report_files.load_records(paths["json"]) == records
 
 
 def _assert_png(path, min_w=300, min_h=200):
