@@ -9,7 +9,7 @@ import difflib
 import importlib.util
 from typing import Sequence
 
-from fdjax.validate import _MISSING, _get
+from fdjax.validate_values import MISSING, get
 
 def field_names(config, prefix: str = "") -> list[str]:
   """Every dotted field name of ``config``, blocks included (``'clean'``,
@@ -33,7 +33,7 @@ def unknown_field_message(config, dotted_key: str) -> str:
   With none, the message lists the fields of the nearest existing block.
   """
   names = field_names(config)
-  leaves = [n for n in names if not hasattr(_get(config, n), "keys")]
+  leaves = [n for n in names if not hasattr(get(config, n), "keys")]
   parent, _, last = dotted_key.rpartition(".")
   siblings = {n.rpartition(".")[2]: n for n in leaves if n.rpartition(".")[0] == parent}
   words = [siblings[k] for k in siblings if last and last in k.split("_")]
@@ -54,8 +54,8 @@ def unknown_field_message(config, dotted_key: str) -> str:
   parts = dotted_key.split(".")
   for depth in range(len(parts) - 1, 0, -1):
     block = ".".join(parts[:depth])
-    value = _get(config, block)
-    if value is not _MISSING and hasattr(value, "keys"):
+    value = get(config, block)
+    if value is not MISSING and hasattr(value, "keys"):
       return f"{message}; the fields of {block!r} are {', '.join(value.keys())}"
   return f"{message}; the top-level fields are {', '.join(config.keys())}"
 

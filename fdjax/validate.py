@@ -33,12 +33,13 @@ too. Unknown fields (``--config.clean.epochz``) are named by ``fdjax.config_fiel
 from __future__ import annotations
 
 import math
-import numbers
 import os
 from typing import Any, Callable
 
 from fdjax.config import BALANCED_STAGES, ILIAC_COS_WEIGHT, TRAINING_STAGES, parse_list
 from fdjax.errors import ConfigError
+from fdjax.validate_optimizer import check_optimizer
+from fdjax.validate_values import MISSING, distinct, get, is_int, is_real
 
 # Valid values of mode fields (the modules that use them raise on anything else).
 BN_MODES = ("paper", "average", "reestimate")          # fdjax.study.fused
@@ -67,27 +68,6 @@ CHOICES = {
 LIST_CHOICES = {"fusion.modelsoups_variants": BN_MODES}
 SOURCE_SCHEMES = ("digits", "digits:<size>", "folder:<path>", "tfds:<name>")
 MOE_METHODS = ("fusiondistill_moe", "routed_experts")  # both train the MoE student
-_MISSING = object()
-
-
-def _get(config, dotted: str):
-  node = config
-  for part in dotted.split("."):
-    try:
-      node = node[part]
-    except (KeyError, TypeError, AttributeError):
-      return _MISSING
-  return node
-
-
-def _is_int(x) -> bool:
-  return isinstance(x, numbers.Integral) and not isinstance(x, bool)
-
-
-def _is_real(x) -> bool:
-  return isinstance(x, numbers.Real) and not isinstance(x, bool)
-
-
 
 
 def validate_config(config, *, device_count: int | None = None) -> None:
@@ -97,37 +77,37 @@ def validate_config(config, *, device_count: int | None = None) -> None:
   problems: list[str] = []
 
   def check(field: str, ok: Callable[[Any], bool], rule: str) -> None:
-    value = _get(config, field)
-    if value is not _MISSING and not ok(value):
+    value = get(config, field)
+    if value is not MISSING and not ok(value):
       problems.append(f"{field} must be {rule}, got {value!r}")
 
-  int_at_least = lambda n: (lambda v: _is_int(v) and v >= n)
-  finite = lambda v: _is_real(v) and math.isfinite(float(v))
+  int_at_least = lambda n: (lambda v: is_int(v) and v >= n)
+  finite = lambda v: is_real(v) and math.isfinite(float(v))
   if device_count is None:
     import jax
     device_count = jax.device_count()
 
   # Training.
   for stage in TRAINING_STAGES:
-    if _get(config, stage) is _MISSING:
+    if get(config, stage) is MISSING:
       continue
     check(f"{stage}.epochs", int_at_least(1), "an integer >= 1")
-    _check_optimizer(config, stage, check)
+    check_optimizer(config, stage, check)
   for field in ("batch_size", "eval_batch_size"):
-    check(field, lambda v: _is_int(v) and v >= 1 and v % device_count == 0,
+    check(field, lambda v: is_int(v) and v >= 1 and v % device_count == 0,
           f"an integer >= 1 divisible by the {device_count} device(s)")
   # `seed` is kept for old runs' config.json; the study's seeds are `seeds`, so a seed set
   # here would be silently ignored.
-  check("seed", lambda v: _is_int(v) and v == 0,
+  check("seed", lambda v: is_int(v) and v == 0,
         "0: it is not used; the study's seeds are config.seeds (e.g. --config.seeds=1 or "
         "'0,1,2')")
-  check("seeds", lambda v: bool(_ints(v)) and min(_ints(v)) >= 0 and _distinct(_ints(v)),
+  check("seeds", lambda v: bool(_ints(v)) and min(_ints(v)) >= 0 and distinct(_ints(v)),
         "comma-separated integers >= 0, none repeated, e.g. '0' or '0,1,2'")
   for field in ("log_every_steps", "checkpoint.every_steps", "checkpoint.keep",
                 "eval.level_stride", "fusion.reestimate_batches", "moe.num_prompts"):
     check(field, int_at_least(1), "an integer >= 1")
   from fdjax.eval.self_ensemble import SIZES
-  check("eval.self_ensemble", lambda v: _is_int(v) and v in (0, *SIZES),
+  check("eval.self_ensemble", lambda v: is_int(v) and v in (0, *SIZES),
         "0 (none), 2 (each input and its mirror image) or 8 (all flips and rotations)")
   for field in ("eval.max_examples", "augment.pad", "augment.cutout_size",
                 "data.crop_multiple", "data.max_train_images"):
@@ -139,30 +119,30 @@ def validate_config(config, *, device_count: int | None = None) -> None:
   # The experts' cos_weight weighs ILIAC's feature term; experts.loss='ce' (the task loss
   # alone, the restoration schema's) never reads it, so a value other than the default
   # would be silently ignored.
-  if _get(config, "experts.loss") == "ce":
-    check("experts.cos_weight", lambda v: not _is_real(v) or v == ILIAC_COS_WEIGHT,
+  if get(config, "experts.loss") == "ce":
+    check("experts.cos_weight", lambda v: not is_real(v) or v == ILIAC_COS_WEIGHT,
           f"left at {ILIAC_COS_WEIGHT} with experts.loss='ce': it weighs ILIAC's feature "
           "term, which only experts.loss='iliac' has")
 
   # Data.
-  if _get(config, "task") in (_MISSING, "classification"):
-    _check_source(_get(config, "data.source"), problems)
+  if get(config, "task") in (MISSING, "classification"):
+    _check_source(get(config, "data.source"), problems)
   check("data.validation_fraction", lambda v: finite(v) and 0 <= v < 1, "in [0, 1)")
   check("data.max_per_split", int_at_least(0), "an integer >= 0 (0 = all)")
-  if _get(config, "task") in (_MISSING, "classification"):
-    check("model.depth", lambda v: _is_int(v) and v >= 8 and (v - 2) % 6 == 0,
+  if get(config, "task") in (MISSING, "classification"):
+    check("model.depth", lambda v: is_int(v) and v >= 8 and (v - 2) % 6 == 0,
           "6n+2 >= 8 (8, 20, 32, 56, 110, ...)")
     stats = _channel_stats()
     check("data.normalization", lambda v: v in stats, f"one of {sorted(stats)}")
-  if _get(config, "task") is not _MISSING:
+  if get(config, "task") is not MISSING:
     from fdjax.tasks import TASKS
     check("task", lambda v: v in TASKS, f"one of {sorted(TASKS)}")
 
   # Methods and degradations.
-  methods = parse_list(_get(config, "methods")) if _get(config, "methods") is not _MISSING else []
+  methods = parse_list(get(config, "methods")) if get(config, "methods") is not MISSING else []
   known = _known_methods()
   check("methods", lambda v: parse_list(v) and not set(parse_list(v)) - set(known)
-        and _distinct(parse_list(v)),
+        and distinct(parse_list(v)),
         f"comma-separated names from {','.join(known)}, none repeated")
   n_degradations = _check_degradations(config, problems)
 
@@ -175,28 +155,28 @@ def validate_config(config, *, device_count: int | None = None) -> None:
           f"one of {', '.join(BALANCED_STAGES)})")
   for field, valid in LIST_CHOICES.items():
     check(field, lambda v, valid=valid: bool(parse_list(v)) and not set(parse_list(v)) - set(valid)
-          and _distinct(parse_list(v)),
+          and distinct(parse_list(v)),
           f"comma-separated names from {','.join(valid)}, none repeated")
   # Validation batches split into one equal share per degradation (LevelPlan.combined):
   # the combined stages' epoch selection, EA-Adam's perception fitness.
   split_by = [why for why, applies in (
       ("selection='val' (the combined stages' validation batches hold one equal share "
-       "per degradation)", _get(config, "selection") == "val"),
+       "per degradation)", get(config, "selection") == "val"),
       ("ea_adam.objectives='perception' (its fitness scores validation batches of one "
        "equal share per degradation)",
-       "ea_adam" in methods and _get(config, "ea_adam.objectives") == "perception"))
+       "ea_adam" in methods and get(config, "ea_adam.objectives") == "perception"))
       if applies]
   if split_by and n_degradations > 1:
-    check("eval_batch_size", lambda v: not _is_int(v) or v % n_degradations == 0,
+    check("eval_batch_size", lambda v: not is_int(v) or v % n_degradations == 0,
           f"a multiple of the {n_degradations} degradations with " + " and with ".join(split_by))
-  if _get(config, "fusion.soup") == "greedy" and n_degradations:
+  if get(config, "fusion.soup") == "greedy" and n_degradations:
     # The greedy soup scores candidates on validation batches of one share per degradation.
     multiple = math.lcm(n_degradations, device_count)
-    check("eval_batch_size", lambda v: not _is_int(v) or v >= multiple,
+    check("eval_batch_size", lambda v: not is_int(v) or v >= multiple,
           f"at least {multiple} with fusion.soup='greedy' (its validation batches are a "
           f"multiple of the {n_degradations} degradations, one share each, and of the "
           f"{device_count} device(s))")
-  if _get(config, "fusion.soup") == "weighted" and n_degradations:
+  if get(config, "fusion.soup") == "weighted" and n_degradations:
     check("fusion.weights", lambda v: _weights_ok(v, n_degradations),
           f"{n_degradations} comma-separated finite numbers >= 0, not all 0 (one per degradation)")
   for field in ("moe.prompt_init_scale", "moe.router_lr_scale"):
@@ -205,8 +185,8 @@ def validate_config(config, *, device_count: int | None = None) -> None:
   if set(MOE_METHODS) & set(methods) and n_degradations:
     in_range = f"comma-separated integers in 1..{n_degradations} (the number of degradations)"
     check("moe.ks", lambda v: bool(_ints(v)) and all(1 <= k <= n_degradations for k in _ints(v))
-          and _distinct(_ints(v)), in_range + ", none repeated")
-    check("moe.train_k", lambda v: _is_int(v) and 1 <= v <= n_degradations,
+          and distinct(_ints(v)), in_range + ", none repeated")
+    check("moe.train_k", lambda v: is_int(v) and 1 <= v <= n_degradations,
           f"an integer in 1..{n_degradations} (the number of degradations)")
 
   from fdjax.validate_population import check_population
@@ -222,54 +202,10 @@ def validate_config(config, *, device_count: int | None = None) -> None:
                       hint="set valid values in the config file or with --config.<field>=<value>")
 
 
-def _check_optimizer(config, stage: str, check) -> None:
-  from fdjax.train.optim import OPTIMIZERS, SCHEDULES
-
-  opt = f"{stage}.optimizer"
-  check(f"{opt}.name", lambda v: v in OPTIMIZERS, f"one of {OPTIMIZERS}")
-  check(f"{opt}.schedule", lambda v: v in SCHEDULES, f"one of {SCHEDULES}")
-  check(f"{opt}.lr", lambda v: _is_real(v) and math.isfinite(v) and v > 0, "finite and > 0")
-  check(f"{opt}.momentum", lambda v: _is_real(v) and 0 <= v <= 1, "in [0, 1]")
-  # RAdam's rectification term (optax, float32) cancels badly above 0.999: at 0.9999 it
-  # switches on at step 2 where PyTorch's (float64) does at step 6.
-  radam = _get(config, f"{opt}.name") == "radam"
-  check(f"{opt}.beta2", (lambda v: _is_real(v) and 0 <= v <= 0.999) if radam else
-        (lambda v: _is_real(v) and 0 <= v < 1),
-        "in [0, 0.999] for radam (its rectification is float32)" if radam else "in [0, 1)")
-  # EA-Adam's evolutionary epochs replace members' parameters, which an average of the
-  # parameters before them would not follow.
-  check(f"{opt}.ema_decay", (lambda v: v == 0) if stage == "ea_adam" else
-        (lambda v: _is_real(v) and 0 <= v < 1),
-        "0 (the evolutionary epochs replace members' parameters)" if stage == "ea_adam"
-        else "in [0, 1) (0: no parameter average)")
-  check(f"{opt}.weight_decay", lambda v: _is_real(v) and math.isfinite(v) and v >= 0,
-        "finite and >= 0")
-  check(f"{opt}.decay", lambda v: _is_real(v) and math.isfinite(v) and v > 0, "finite and > 0")
-  # One global norm over EA-Adam's stacked members would let one member's large gradient
-  # shrink the others' steps: the members train independently.
-  check(f"{opt}.clip_norm", (lambda v: v == 0) if stage == "ea_adam" else
-        (lambda v: _is_real(v) and math.isfinite(v) and v >= 0),
-        "0 (one global norm would couple the population's members)" if stage == "ea_adam"
-        else "finite and >= 0 (0: no clipping)")
-  epochs = _get(config, f"{stage}.epochs")
-  check(f"{opt}.warmup_epochs",
-        lambda v: _is_real(v) and v >= 0 and (not (_is_int(epochs) and epochs >= 1)
-                                              or v < epochs),
-        f"a number of epochs >= 0 and below {stage}.epochs={epochs}")
-  if _get(config, f"{opt}.schedule") not in ("multistep", _MISSING):   # else ignored
-    check(f"{opt}.milestones", lambda v: not v,
-          f"empty with schedule {_get(config, f'{opt}.schedule')!r} (milestones are "
-          f"multistep's)")
-  if _get(config, f"{opt}.schedule") == "multistep" and _is_int(epochs) and epochs >= 1:
-    check(f"{opt}.milestones",
-          lambda v: all(_is_int(m) and 1 <= m <= epochs for m in v) and _distinct(list(v)),
-          f"epochs in 1..{stage}.epochs={epochs}, none repeated (a repeat decays once)")
-
-
 def _check_degradations(config, problems: list[str]) -> int:
   """Checks names and level ranges; returns the number of degradations (0 if invalid)."""
-  value = _get(config, "degradations")
-  if value is _MISSING:
+  value = get(config, "degradations")
+  if value is MISSING:
     return 0
   from fdjax.degradations import REGISTRY
 
@@ -302,10 +238,6 @@ def _ints(text) -> list[int] | None:
     return None
 
 
-def _distinct(items) -> bool:
-  return len(set(items)) == len(items)
-
-
 def _weights_ok(text, n: int) -> bool:
   try:
     w = [float(t) for t in parse_list(text)]
@@ -315,7 +247,7 @@ def _weights_ok(text, n: int) -> bool:
 
 
 def _check_source(source, problems: list[str]) -> None:
-  if source is _MISSING:
+  if source is MISSING:
     return
   scheme, sep, arg = source.partition(":") if isinstance(source, str) else (None, "", "")
   if scheme == "folder" and arg:

@@ -39,26 +39,16 @@ and the ResNet, not 'nafnet', 'promptir' or 'measnet'.
 
 from __future__ import annotations
 
-import math
-import numbers
 from typing import Any, Callable
 
 from fdjax.config import parse_list
+from fdjax.validate_values import is_finite_real, is_int
 
 METHODS = ("ea_adam", "ea_adam_fusion")
 FAMILIES = ("degradations", "perception")   # fdjax.population.families
 PERCEPTION_FITNESS = ("gradient_w1", "niqe")  # fdjax.population.perception_fitness
 MEMBER_LOOPS = ("auto", "vmap", "unroll")   # fdjax.population.gradients
 PROBABILITIES = ("random_partner_prob", "crossover_prob", "mutation_prob", "mutation_rate")
-
-
-def _is_int(v) -> bool:
-  return isinstance(v, numbers.Integral) and not isinstance(v, bool)
-
-
-def _is_real(v) -> bool:
-  """A finite real number (not a bool)."""
-  return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def check_population(config, check: Callable[[str, Callable[[Any], bool], str], None],
@@ -70,12 +60,12 @@ def check_population(config, check: Callable[[str, Callable[[Any], bool], str], 
   if block is not None:
     _check_ea_adam(block, check)
     _check_niqe_tiles(config, problems)
-  check("ea_adam_fusion.width", lambda v: _is_int(v) and v >= 1, "an integer >= 1")
-  check("ea_adam_fusion.calibration_batches", lambda v: _is_int(v) and v >= 1,
+  check("ea_adam_fusion.width", lambda v: is_int(v) and v >= 1, "an integer >= 1")
+  check("ea_adam_fusion.calibration_batches", lambda v: is_int(v) and v >= 1,
         "an integer >= 1")
   chosen = [m for m in parse_list(config.get("methods", "")) if m in METHODS]
   fraction = config.get("data", {}).get("validation_fraction")
-  if chosen and _is_real(fraction) and fraction == 0:
+  if chosen and is_finite_real(fraction) and fraction == 0:
     problems.append(f"data.validation_fraction must be > 0 with method(s) {','.join(chosen)} "
                     f"(EA-Adam's fitness, merge weights and calibration use the validation "
                     f"split), got {fraction!r}")
@@ -119,7 +109,7 @@ def _check_niqe_tiles(config, problems: list[str]) -> None:
   from fdjax.tasks.restoration_niqe import has_blocks
   data, o = config.get("data", {}), config.get("restoration", {})
   tile, patch, shave = data.get("tile", 0), o.get("patch", 64), o.get("shave", 0)
-  if not all(_is_int(v) for v in (tile, patch, shave)):
+  if not all(is_int(v) for v in (tile, patch, shave)):
     return  # left to the data and task checks
   side = tile or 2 * patch
   if not has_blocks(side, side, shave):
@@ -135,30 +125,30 @@ def _check_ea_adam(block, check) -> None:
     check("task", lambda v: v == "restoration",
           "'restoration' for ea_adam.objectives='perception' (its objectives score images)")
   for name in ("critic_width", "critic_depth", "evolve_every", "generations"):
-    check(f"ea_adam.{name}", lambda v: _is_int(v) and v >= 1, "an integer >= 1")
+    check(f"ea_adam.{name}", lambda v: is_int(v) and v >= 1, "an integer >= 1")
   epochs = block.get("epochs")
-  if _is_int(epochs) and epochs >= 1:   # more would leave the row plain Adam
-    check("ea_adam.evolve_every", lambda v: not _is_int(v) or v <= epochs,
+  if is_int(epochs) and epochs >= 1:   # more would leave the row plain Adam
+    check("ea_adam.evolve_every", lambda v: not is_int(v) or v <= epochs,
           f"at most ea_adam.epochs={epochs} (else no evolutionary epoch ever runs)")
   check("ea_adam.perception_fitness", lambda v: v in PERCEPTION_FITNESS,
         f"one of {PERCEPTION_FITNESS}")
-  check("ea_adam.critic_lr", lambda v: _is_real(v) and v > 0, "a finite number > 0")
-  check("ea_adam.size", lambda v: _is_int(v) and v >= 2, "an integer >= 2")
-  if _is_int(size) and size >= 2:
-    check("ea_adam.neighbours", lambda v: _is_int(v) and 2 <= v <= size,
+  check("ea_adam.critic_lr", lambda v: is_finite_real(v) and v > 0, "a finite number > 0")
+  check("ea_adam.size", lambda v: is_int(v) and v >= 2, "an integer >= 2")
+  if is_int(size) and size >= 2:
+    check("ea_adam.neighbours", lambda v: is_int(v) and 2 <= v <= size,
           f"an integer in 2..ea_adam.size={size} (the member and at least one partner)")
   else:
-    check("ea_adam.neighbours", lambda v: _is_int(v) and v >= 2, "an integer >= 2")
-  if _is_int(neighbours) and neighbours >= 1:
-    check("ea_adam.max_replacements", lambda v: _is_int(v) and 1 <= v <= neighbours,
+    check("ea_adam.neighbours", lambda v: is_int(v) and v >= 2, "an integer >= 2")
+  if is_int(neighbours) and neighbours >= 1:
+    check("ea_adam.max_replacements", lambda v: is_int(v) and 1 <= v <= neighbours,
           f"an integer in 1..ea_adam.neighbours={neighbours}")
   else:
-    check("ea_adam.max_replacements", lambda v: _is_int(v) and v >= 1, "an integer >= 1")
+    check("ea_adam.max_replacements", lambda v: is_int(v) and v >= 1, "an integer >= 1")
   for name in PROBABILITIES:
-    check(f"ea_adam.{name}", lambda v: _is_real(v) and 0 <= v <= 1, "a probability in [0, 1]")
-  check("ea_adam.eta", lambda v: _is_real(v) and v > 0, "a finite number > 0")
-  check("ea_adam.mutation_std", lambda v: _is_real(v) and v >= 0, "a finite number >= 0")
-  check("ea_adam.fitness_examples", lambda v: _is_int(v) and v >= 0,
+    check(f"ea_adam.{name}", lambda v: is_finite_real(v) and 0 <= v <= 1, "a probability in [0, 1]")
+  check("ea_adam.eta", lambda v: is_finite_real(v) and v > 0, "a finite number > 0")
+  check("ea_adam.mutation_std", lambda v: is_finite_real(v) and v >= 0, "a finite number >= 0")
+  check("ea_adam.fitness_examples", lambda v: is_int(v) and v >= 0,
         "an integer >= 0 (0: the whole validation split)")
   check("ea_adam.freeze_first", lambda v: isinstance(v, bool), "True or False")
   check("ea_adam.member_loop", lambda v: v in MEMBER_LOOPS, f"one of {MEMBER_LOOPS}")

@@ -1,0 +1,56 @@
+"""The optimiser fields of a training stage's block (``<stage>.optimizer``), checked for
+``fdjax.validate.validate_config``: name, schedule, learning rate, momentum and betas,
+decays, clipping, warm-up and milestones; EA-Adam's population (block ``ea_adam``) takes
+no parameter average and no global-norm clipping."""
+
+from __future__ import annotations
+
+import math
+
+from fdjax.validate_values import MISSING, distinct, get, is_int, is_real
+
+
+def check_optimizer(config, stage: str, check) -> None:
+  """Checks block ``stage``'s optimiser fields with ``check(field, ok, rule)``
+  (``fdjax.validate.validate_config``'s)."""
+  from fdjax.train.optim import OPTIMIZERS, SCHEDULES
+
+  opt = f"{stage}.optimizer"
+  check(f"{opt}.name", lambda v: v in OPTIMIZERS, f"one of {OPTIMIZERS}")
+  check(f"{opt}.schedule", lambda v: v in SCHEDULES, f"one of {SCHEDULES}")
+  check(f"{opt}.lr", lambda v: is_real(v) and math.isfinite(v) and v > 0, "finite and > 0")
+  check(f"{opt}.momentum", lambda v: is_real(v) and 0 <= v <= 1, "in [0, 1]")
+  # RAdam's rectification term (optax, float32) cancels badly above 0.999: at 0.9999 it
+  # switches on at step 2 where PyTorch's (float64) does at step 6.
+  radam = get(config, f"{opt}.name") == "radam"
+  check(f"{opt}.beta2", (lambda v: is_real(v) and 0 <= v <= 0.999) if radam else
+        (lambda v: is_real(v) and 0 <= v < 1),
+        "in [0, 0.999] for radam (its rectification is float32)" if radam else "in [0, 1)")
+  # EA-Adam's evolutionary epochs replace members' parameters, which an average of the
+  # parameters before them would not follow.
+  check(f"{opt}.ema_decay", (lambda v: v == 0) if stage == "ea_adam" else
+        (lambda v: is_real(v) and 0 <= v < 1),
+        "0 (the evolutionary epochs replace members' parameters)" if stage == "ea_adam"
+        else "in [0, 1) (0: no parameter average)")
+  check(f"{opt}.weight_decay", lambda v: is_real(v) and math.isfinite(v) and v >= 0,
+        "finite and >= 0")
+  check(f"{opt}.decay", lambda v: is_real(v) and math.isfinite(v) and v > 0, "finite and > 0")
+  # One global norm over EA-Adam's stacked members would let one member's large gradient
+  # shrink the others' steps: the members train independently.
+  check(f"{opt}.clip_norm", (lambda v: v == 0) if stage == "ea_adam" else
+        (lambda v: is_real(v) and math.isfinite(v) and v >= 0),
+        "0 (one global norm would couple the population's members)" if stage == "ea_adam"
+        else "finite and >= 0 (0: no clipping)")
+  epochs = get(config, f"{stage}.epochs")
+  check(f"{opt}.warmup_epochs",
+        lambda v: is_real(v) and v >= 0 and (not (is_int(epochs) and epochs >= 1)
+                                              or v < epochs),
+        f"a number of epochs >= 0 and below {stage}.epochs={epochs}")
+  if get(config, f"{opt}.schedule") not in ("multistep", MISSING):   # else ignored
+    check(f"{opt}.milestones", lambda v: not v,
+          f"empty with schedule {get(config, f'{opt}.schedule')!r} (milestones are "
+          f"multistep's)")
+  if get(config, f"{opt}.schedule") == "multistep" and is_int(epochs) and epochs >= 1:
+    check(f"{opt}.milestones",
+          lambda v: all(is_int(m) and 1 <= m <= epochs for m in v) and distinct(list(v)),
+          f"epochs in 1..{stage}.epochs={epochs}, none repeated (a repeat decays once)")
