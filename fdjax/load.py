@@ -31,6 +31,7 @@ import ml_collections
 from fdjax import tasks
 from fdjax.config import parse_list
 from fdjax.errors import UserError
+from fdjax.image_input import checked_batch
 from fdjax.eval.metric import jit_clean, predictor
 from fdjax.train import init_variables
 from fdjax.train.variables_io import load_variables, variables_exist
@@ -231,54 +232,3 @@ def load_model(workdir: str, method: str = "fusiondistill", seed: int | None = N
   return LoadedModel(model, variables,
                      lambda images: predict(variables, checked_batch(images, size)), config,
                      path, task, run_info, seed, method)
-
-
-def image_problem(shape, dtype, *, batch: bool = False,
-                  size: tuple[int, int] | None = None) -> str | None:
-  """What is wrong with images of ``shape`` and ``dtype`` for a model that takes uint8
-  RGB ``[H, W, 3]`` or ``[B, H, W, 3]`` (``batch``: ``[B, H, W, 3]`` only; ``size``:
-  (H, W) required), or None. The one check of ``checked_batch`` and
-  ``fdjax.predictor.check_images``."""
-  import numpy as np
-
-  shape = tuple(shape)
-  if (dtype == np.uint8 and len(shape) in ((4,) if batch else (3, 4)) and shape[-1] == 3
-      and 0 not in shape and (size is None or shape[-3:-1] == tuple(size))):
-    return None
-  want = "[H, W, 3] or [B, H, W, 3]" if not batch else (
-      f"[B, {size[0]}, {size[1]}, 3] (the run's image size)" if size else "[B, H, W, 3]")
-  return f"expected uint8 RGB images {want} (0..255), got {dtype} {list(shape)}"
-
-
-def host_images(images):
-  """``np.asarray(images)``; a list of images of different sizes, which numpy cannot
-  stack, is a DataError (one batch holds one size)."""
-  import numpy as np
-
-  from fdjax.errors import DataError
-
-  try:
-    return np.asarray(images)
-  except ValueError as e:
-    if not isinstance(images, (list, tuple)):
-      raise DataError(f"cannot read the images as an array: {e}") from None
-    shapes = sorted({str(list(np.shape(x))) for x in images})
-    raise DataError(f"a batch holds images of one size; got {len(images)} images of shapes "
-                    f"{', '.join(shapes[:4])}{' ...' if len(shapes) > 4 else ''}: pass them "
-                    "one at a time") from None
-
-
-def checked_batch(images, size: tuple[int, int] | None = None):
-  """``images`` as given (not copied to the host) when they are a uint8 batch ``[B, H, W,
-  3]`` (0..255) of ``size`` = (H, W) (None: any); DataError naming what was given
-  otherwise."""
-  import numpy as np
-
-  from fdjax.errors import DataError
-
-  if not hasattr(images, "dtype"):
-    images = host_images(images)
-  problem = image_problem(np.shape(images), images.dtype, batch=True, size=size)
-  if problem:
-    raise DataError(problem)
-  return images

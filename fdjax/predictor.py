@@ -34,7 +34,8 @@ from fdjax.errors import ConfigError, DataError
 from fdjax.eval import inference
 from fdjax.eval.metric import jit_clean, predictor
 from fdjax.eval.self_ensemble import check_size, self_ensemble as ensembled
-from fdjax.load import LoadedModel, host_images, image_problem, load_model
+from fdjax.image_input import host_images, image_problem
+from fdjax.load import LoadedModel, load_model
 from fdjax.models.image_prior import with_cue
 
 
