@@ -128,7 +128,7 @@ def test_digits_split_is_fixed_and_seed_independent():
 
 
 def test_a_held_out_fraction_that_takes_a_whole_class_is_refused():
-  from fdjax.data.splits import stratified_split
+  from fdjax.data.sampling import stratified_split
 
   labels = np.array([0] * 10 + [1])        # class 1 has one example: round(0.6) = 1 of 1
   with pytest.raises(DataError, match="takes all 1 example.*class 1"):

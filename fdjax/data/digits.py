@@ -16,7 +16,8 @@ import functools
 import numpy as np
 from PIL import Image
 
-from fdjax.data.splits import RawSource, in_memory_source, stratified_split
+from fdjax.data.sampling import stratified_split
+from fdjax.data.splits import RawSource, in_memory_source
 
 SIZE = 32      # ``digits``
 MIN_SIZE = 8   # the scans' own size

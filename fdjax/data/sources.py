@@ -33,8 +33,8 @@ import numpy as np
 from fdjax.data import digits, folder, tfds_source
 from fdjax.errors import ConfigError, DataError
 # Re-exported: the split types and selections moved to fdjax.data.splits.
-from fdjax.data.splits import (Dataset, ImageSet, RawSource, balanced_subset,  # noqa: F401
-                               in_memory_source, stratified_split)
+from fdjax.data.sampling import balanced_subset, stratified_split
+from fdjax.data.splits import Dataset, ImageSet, RawSource, in_memory_source  # noqa: F401
 
 SCHEMES = ("digits", "digits:<size>", "folder:<path>", "tfds:<name>")
 # Separate random streams for the two seeded selections (epoch orders use (seed, epoch)).

@@ -48,7 +48,7 @@ import numpy as np
 
 from fdjax import data as data_lib
 from fdjax import degradations
-from fdjax.data.splits import balanced_subset
+from fdjax.data.sampling import balanced_subset
 from fdjax.data.testsets import TestSet
 from fdjax.degradations.plan import LevelPlan, eval_key, level_indices, stride_levels
 from fdjax.eval.metric import (Predict, batch_scorer, jit_clean, mean_scores, predictor,
