@@ -1,4 +1,4 @@
-"""The extraction and decoded-array caches (fdjax.data.archive, fdjax.data.folder): one
+"""The extraction and decoded-array caches (fdjax.data.archive, fdjax.data.decoded_cache): one
 entry per archive whatever its permissions or folder, the caches of an archive's or a
 folder's earlier versions pruned once no run has touched them for a day, an entry whose
 extracted tree a user deleted, and paired errors that name the archive."""

@@ -20,7 +20,7 @@ from PIL import Image
 from fdjax import data
 from fdjax.errors import DataError
 from fdjax.data import ImageSet
-from fdjax.data import _decode, archive, folder
+from fdjax.data import _decode, archive, decoded_cache
 
 CIFAR_ARCHIVE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
@@ -198,7 +198,7 @@ def test_folder_scales_16_bit_grey_and_drops_arrays_decoded_by_older_versions(tm
   # 0..65535 -> 0..255 by the closed form (PIL's convert('RGB') gives 255 nearly everywhere)
   expected = np.rint(grey16 / 257.0).astype(np.uint8)
   np.testing.assert_array_equal(d.train.images[0], np.repeat(expected[..., None], 3, axis=-1))
-  [decoded] = list((tmp_path / "cache").glob(f"*/{folder.DECODED}"))
+  [decoded] = list((tmp_path / "cache").glob(f"*/{decoded_cache.DECODED}"))
   older = decoded.parent / "decoded-v1"
   older.mkdir()
   (older / "images.npy").write_bytes(b"arrays of an older version")

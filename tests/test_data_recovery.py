@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from fdjax import data
-from fdjax.data import _decode, archive, folder, stale
+from fdjax.data import _decode, archive, decoded_cache, stale
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -128,8 +128,8 @@ def test_decoded_cache_partial_of_dead_run_is_removed(tmp_path):
   cache = tmp_path / "cache"
   data.load(f"folder:{tar}", cache_dir=str(cache))
   entry = archive.entry_dir(tar, cache)
-  gone = owned_dir(entry, ".decoded", dead_pid(), folder.PARTIAL)
-  live = owned_dir(entry, ".decoded", os.getpid(), folder.PARTIAL)
+  gone = owned_dir(entry, ".decoded", dead_pid(), decoded_cache.PARTIAL)
+  live = owned_dir(entry, ".decoded", os.getpid(), decoded_cache.PARTIAL)
   data.load(f"folder:{tar}", cache_dir=str(cache))
   assert not gone.exists() and live.is_dir()
 
@@ -170,7 +170,7 @@ def test_truncated_decoded_cache_is_named_and_rebuilt(tmp_path, monkeypatch, cap
   src = tree if kind == "folder" else make_tar(tree, tmp_path / "set.tar.gz")
   cache = tmp_path / "cache"
   first = data.load(f"folder:{src}", cache_dir=str(cache))
-  [decoded] = list(cache.glob(f"*/{folder.DECODED}"))
+  [decoded] = list(cache.glob(f"*/{decoded_cache.DECODED}"))
   _truncate(decoded / damaged)
   with caplog.at_level(logging.WARNING):
     again = data.load(f"folder:{src}", cache_dir=str(cache))
@@ -181,14 +181,14 @@ def test_truncated_decoded_cache_is_named_and_rebuilt(tmp_path, monkeypatch, cap
   monkeypatch.setattr(_decode, "decode_parallel", lambda *a, **k: pytest.fail("decoded again"))
   third = data.load(f"folder:{src}", cache_dir=str(cache))
   np.testing.assert_array_equal(third.train.images, first.train.images)
-  assert not [p.name for p in decoded.parent.iterdir() if p.name.endswith(folder.PARTIAL)]
+  assert not [p.name for p in decoded.parent.iterdir() if p.name.endswith(decoded_cache.PARTIAL)]
 
 
 def test_cache_with_inconsistent_shapes_is_rebuilt(tmp_path, caplog):
   tree = write_tree(tmp_path / "tree")
   cache = tmp_path / "cache"
   first = data.load(f"folder:{tree}", cache_dir=str(cache))
-  [decoded] = list(cache.glob(f"*/{folder.DECODED}"))
+  [decoded] = list(cache.glob(f"*/{decoded_cache.DECODED}"))
   np.save(decoded / "train_labels.npy", np.zeros(2, np.int32))  # 6 images, 2 labels
   with caplog.at_level(logging.WARNING):
     again = data.load(f"folder:{tree}", cache_dir=str(cache))

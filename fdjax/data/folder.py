@@ -28,17 +28,15 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import logging
 import os
-import shutil
 import time
 import unicodedata
 from pathlib import Path
 
 import numpy as np
 
-from fdjax.data import _decode, archive, stale
+from fdjax.data import _decode, archive, decoded_cache, stale
 from fdjax.data.splits import RawSource, in_memory_source
 from fdjax.errors import DataError, MissingDataError
 
@@ -47,8 +45,6 @@ IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", 
                               ".pbm", ".tif", ".tiff"})
 # The decoded arrays' folder; bump when the arrays a tree decodes to change (v2: 16-bit
 # grey scaled to 0..255, where v1 clipped it to 255). Older versions are deleted.
-DECODED = "decoded-v2"
-PARTIAL = ".partial"  # suffix of temporary directories next to DECODED
 
 log = logging.getLogger(__name__)
 
@@ -152,92 +148,6 @@ def scan(root: Path) -> Tree:
   return Tree(root, class_names, files, labels)
 
 
-def _save_decoded(dest: Path, arrays: dict[str, tuple[np.ndarray, np.ndarray]],
-                  class_names: tuple[str, ...]) -> None:
-  """Writes the arrays to ``dest`` atomically (temp dir + rename); warns on failure."""
-  tmp = None
-  try:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = stale.make_temp_dir(dest.parent, ".decoded", PARTIAL)
-    for split, (images, labels) in arrays.items():
-      np.save(tmp / f"{split}_images.npy", images)
-      np.save(tmp / f"{split}_labels.npy", labels)
-    (tmp / "meta.json").write_text(json.dumps({"class_names": list(class_names),
-                                               "splits": sorted(arrays)}))
-    os.rename(tmp, dest)
-  except OSError as e:
-    if not (dest / "meta.json").exists():  # else another process won the race
-      log.warning("could not cache decoded images in %s: %s", dest, e)
-  finally:
-    if tmp is not None:
-      shutil.rmtree(tmp, ignore_errors=True)
-
-
-class _DamagedCache(Exception):
-  def __init__(self, path: Path, reason):
-    super().__init__(f"{path}: {reason}")
-    self.path, self.reason = path, str(reason)
-
-
-def _read_decoded(dest: Path):
-  """Reads a cache dir; raises ``_DamagedCache(file, reason)`` on anything unreadable."""
-  meta_path = dest / "meta.json"
-  try:
-    meta = json.loads(meta_path.read_text())
-    splits, class_names = list(meta["splits"]), tuple(str(c) for c in meta["class_names"])
-  except (OSError, ValueError, KeyError, TypeError) as e:
-    raise _DamagedCache(meta_path, e) from None
-  arrays = {}
-  for split in splits:
-    loaded = []
-    for kind in ("images", "labels"):
-      path = dest / f"{split}_{kind}.npy"
-      try:
-        loaded.append(np.load(path, allow_pickle=False))
-      except (OSError, ValueError, EOFError) as e:  # numpy: "Failed to read all data", ...
-        raise _DamagedCache(path, e) from None
-    images, labels = loaded
-    if not (images.dtype == np.uint8 and images.ndim == 4 and images.shape[-1] == 3):
-      raise _DamagedCache(dest / f"{split}_images.npy",
-                          f"expected uint8 [N, H, W, 3], got {images.dtype} {images.shape}")
-    if labels.shape != images.shape[:1] or labels.dtype != np.int32:
-      raise _DamagedCache(dest / f"{split}_labels.npy",
-                          f"expected int32 [{images.shape[0]}], got {labels.dtype} {labels.shape}")
-    arrays[split] = (images, labels)
-  return class_names, arrays
-
-
-def _load_decoded(dest: Path):
-  """``(class_names, {split: (images, labels)})`` from a cache dir, or None when there is
-  none. A damaged cache is deleted (with a warning naming the bad file) and None
-  returned, so the caller decodes the images again and rewrites it."""
-  if not (dest / "meta.json").exists():
-    return None
-  try:
-    return _read_decoded(dest)
-  except _DamagedCache as e:
-    # fdjax's own warning line (warnings.warn printed Python's format, another file's
-    # name and a source line)
-    log.warning("decoded image cache file %s is damaged (%s); deleting %s and decoding the "
-                "images again", e.path, e.reason, dest)
-    _discard(dest)
-    return None
-
-
-def _discard(dest: Path) -> None:
-  """Deletes ``dest``: renamed aside first, so a concurrent reader never sees it half gone."""
-  try:
-    aside = stale.make_temp_dir(dest.parent, ".damaged", PARTIAL)
-  except OSError:
-    return
-  try:
-    os.rename(dest, aside / "old")
-  except OSError:  # e.g. another process discarded it first
-    pass
-  finally:
-    shutil.rmtree(aside, ignore_errors=True)
-
-
 def _reader(tree: Tree, cache: Path, origin: str | None = None):
   """``RawSource.read_images`` for ``tree``: decodes (and caches when complete; a
   folder's cache then records its ``origin``, ``archive.record_origin``)."""
@@ -259,21 +169,12 @@ def _reader(tree: Tree, cache: Path, origin: str | None = None):
     bounds = np.cumsum([0] + [len(picks[s]) for s in order])
     images = {s: flat[bounds[i]:bounds[i + 1]] for i, s in enumerate(order)}
     if full:
-      _save_decoded(cache, {s: (images[s], tree.labels[s]) for s in order}, tree.class_names)
+      decoded_cache.save(cache, {s: (images[s], tree.labels[s]) for s in order}, tree.class_names)
       if origin is not None and (cache / "meta.json").exists():
         archive.record_origin(cache.parent, origin)
     return {s: images[s] for s in needed}
 
   return read_images
-
-
-def _drop_older_versions(cache: Path) -> None:
-  """Deletes the ``decoded-v<n>`` folders beside ``cache`` other than ``cache`` itself:
-  arrays decoded by an older fdjax, never read again."""
-  prefix = DECODED.rsplit("-v", 1)[0] + "-v"
-  for old in cache.parent.glob(prefix + "*"):
-    if old.name != cache.name and old.is_dir() and old.name[len(prefix):].isdigit():
-      shutil.rmtree(old, ignore_errors=True)
 
 
 def source(path_arg: str, *, cache_dir: str | None = None) -> RawSource:
@@ -288,24 +189,24 @@ def source(path_arg: str, *, cache_dir: str | None = None) -> RawSource:
                        f"({', '.join(archive.SUFFIXES)}) or a directory")
     name = archive.stem(path)
     entry = archive.entry_dir(path, root)
-    cache = entry / DECODED
+    cache = entry / decoded_cache.DECODED
     if entry.is_dir():
-      _drop_older_versions(cache)
-      stale.remove_stale(entry, ".", PARTIAL)
-    cached = _load_decoded(cache)   # enough without the extracted tree (a user may delete it)
+      decoded_cache.drop_older_versions(cache)
+      stale.remove_stale(entry, ".", decoded_cache.PARTIAL)
+    cached = decoded_cache.load(cache)   # enough without the extracted tree (a user may delete it)
     if cached is None:
       archive.extract(path, root)
     else:
-      stale.remove_stale(root, ".", PARTIAL)   # as extract does
+      stale.remove_stale(root, ".", decoded_cache.PARTIAL)   # as extract does
       archive.touch(entry, str(path.resolve()))   # in use: pruning spares it
     tree = None if cached else scan(find_root(entry / "tree"))
   else:
     name = path.resolve().name
     tree = scan(find_root(path))
-    cache = root / f"{name}-dir-{tree.fingerprint()}" / DECODED
-    _drop_older_versions(cache)
-    stale.remove_stale(cache.parent, ".", PARTIAL)
-    cached = _load_decoded(cache)
+    cache = root / f"{name}-dir-{tree.fingerprint()}" / decoded_cache.DECODED
+    decoded_cache.drop_older_versions(cache)
+    stale.remove_stale(cache.parent, ".", decoded_cache.PARTIAL)
+    cached = decoded_cache.load(cache)
     if cached is not None:
       archive.touch(cache.parent, str(path.resolve()))   # in use: pruning spares it
   if cached is not None:
