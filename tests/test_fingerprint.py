@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from fdjax.errors import UserError
-from fdjax.study import fingerprint
+from fdjax.study import fingerprint, fingerprint_fields
 
 
 def _fields(epochs=2, lr=0.05, upstream=None):
@@ -105,19 +105,19 @@ def test_restoration_options_added_later_keep_older_runs_valid():
   block = restoration_config().restoration
   saved_before = {k: v for k, v in block.to_dict().items()
                   if k not in ("image_prior", "prior_context", "cue_jitter")}
-  assert fingerprint.without_added({"restoration": block}) == {"restoration": saved_before}
+  assert fingerprint_fields.without_added({"restoration": block}) == {"restoration": saved_before}
   block.image_prior = "dark_channel"
   assert fingerprint.differences({"restoration": saved_before},
-                                 fingerprint.without_added({"restoration": block})) == [
+                                 fingerprint_fields.without_added({"restoration": block})) == [
       "restoration.image_prior: (absent) -> dark_channel"]
   block.prior_context = "tile"
   assert fingerprint.differences({"restoration": saved_before},
-                                 fingerprint.without_added({"restoration": block})) == [
+                                 fingerprint_fields.without_added({"restoration": block})) == [
       "restoration.image_prior: (absent) -> dark_channel",
       "restoration.prior_context: (absent) -> tile"]
   block.cue_jitter = 50.0
   assert fingerprint.differences({"restoration": saved_before},
-                                 fingerprint.without_added({"restoration": block})) == [
+                                 fingerprint_fields.without_added({"restoration": block})) == [
       "restoration.cue_jitter: (absent) -> 50.0",
       "restoration.image_prior: (absent) -> dark_channel",
       "restoration.prior_context: (absent) -> tile"]
@@ -132,16 +132,16 @@ def test_optimizer_beta2_at_pytorchs_default_keeps_older_runs_valid():
   saved_before = {"epochs": 2, "optimizer": {"decay": 0.2, "lr": 1e-3, "milestones": [],
                                              "momentum": 0.9, "name": "adam",
                                              "schedule": "cosine", "weight_decay": 1e-4}}
-  assert fingerprint.without_added({"block": block}) == {"block": saved_before}
+  assert fingerprint_fields.without_added({"block": block}) == {"block": saved_before}
   block.optimizer.beta2 = 0.9
   assert fingerprint.differences({"block": saved_before},
-                                 fingerprint.without_added({"block": block})) == [
+                                 fingerprint_fields.without_added({"block": block})) == [
       "block.optimizer.beta2: (absent) -> 0.9"]
   # The optimiser options added later the same way.
   block.optimizer.beta2, block.optimizer.ema_decay = 0.999, 0.999
   block.optimizer.warmup_epochs, block.optimizer.clip_norm = 0.5, 1.0
   assert fingerprint.differences({"block": saved_before},
-                                 fingerprint.without_added({"block": block})) == [
+                                 fingerprint_fields.without_added({"block": block})) == [
       "block.optimizer.clip_norm: (absent) -> 1.0",
       "block.optimizer.ema_decay: (absent) -> 0.999",
       "block.optimizer.warmup_epochs: (absent) -> 0.5"]
@@ -154,22 +154,22 @@ def test_a_field_added_to_any_block_keeps_older_runs_valid_at_its_old_value():
                   "seed": 0}
   today = {"block": {"epochs": 2, "optimizer": {"lr": 1e-3}, "warmup": 0},
            "augment": {"pad": 2, "jitter": 0.0}, "seed": 0}
-  assert fingerprint.digest(fingerprint.without_added(today, added)) == fingerprint.digest(
+  assert fingerprint.digest(fingerprint_fields.without_added(today, added)) == fingerprint.digest(
       saved_before)
   today["block"]["warmup"] = 100
   today["augment"]["jitter"] = 0.1
-  assert fingerprint.differences(saved_before, fingerprint.without_added(today, added)) == [
+  assert fingerprint.differences(saved_before, fingerprint_fields.without_added(today, added)) == [
       "augment.jitter: (absent) -> 0.1", "block.warmup: (absent) -> 100"]
   # The same name at another path is not dropped.
-  assert fingerprint.without_added({"data": {"warmup": 0}}, added) == {"data": {"warmup": 0}}
+  assert fingerprint_fields.without_added({"data": {"warmup": 0}}, added) == {"data": {"warmup": 0}}
 
 
 def test_a_config_wide_field_leaves_a_stage_that_sets_its_own():
   fields = {"task_balance": "loss", "block": {"task_balance": "none", "epochs": 2}}
-  assert fingerprint.without_overridden(fields) == {"block": fields["block"]}
+  assert fingerprint_fields.without_overridden(fields) == {"block": fields["block"]}
   for block in ({"task_balance": "", "epochs": 2}, {"epochs": 2}):   # '' or absent: kept
-    assert fingerprint.without_overridden({**fields, "block": block}) == {**fields, "block": block}
-  assert fingerprint.without_overridden({"seed": 0}) == {"seed": 0}
+    assert fingerprint_fields.without_overridden({**fields, "block": block}) == {**fields, "block": block}
+  assert fingerprint_fields.without_overridden({"seed": 0}) == {"seed": 0}
 
 
 def test_a_revised_degradation_enters_the_fingerprint_of_the_stages_that_train_on_it():
@@ -187,9 +187,9 @@ def test_a_revised_degradation_enters_the_fingerprint_of_the_stages_that_train_o
                                   train_pairs={})
   ctx = types.SimpleNamespace(config=config, dataset=dataset, seed=0,
                               plan=LevelPlan(("denoise", "rain")))
-  rain = fingerprint.stage_fields(ctx, Stage("experts/rain", (), None, block="experts",
+  rain = fingerprint_fields.stage_fields(ctx, Stage("experts/rain", (), None, block="experts",
                                              levels=("rain",)), {})
-  denoise = fingerprint.stage_fields(ctx, Stage("experts/denoise", (), None, block="experts",
+  denoise = fingerprint_fields.stage_fields(ctx, Stage("experts/denoise", (), None, block="experts",
                                                 levels=("denoise",)), {})
   from fdjax.degradations.registry import get
   revision = get("rain").revision
@@ -241,13 +241,13 @@ def test_a_restoration_stage_trained_on_a_split_of_tiles_is_not_reused():
   ctx = types.SimpleNamespace(config=config, dataset=dataset, seed=0,
                               plan=LevelPlan(("denoise",)))
   stage = Stage("experts/denoise", (), None, block="experts", levels=("denoise",))
-  fields = fingerprint.stage_fields(ctx, stage, {})
+  fields = fingerprint_fields.stage_fields(ctx, stage, {})
   recorded_before = json.loads(json.dumps(fields))
   del recorded_before["data"]["validation_unit"]
   assert fingerprint.differences(recorded_before, fields) == [
       "data.validation_unit: (absent) -> images"]
   config.data.validation_fraction = 0.0       # no validation split: nothing held out
-  assert "validation_unit" not in fingerprint.stage_fields(ctx, stage, {})["data"]
+  assert "validation_unit" not in fingerprint_fields.stage_fields(ctx, stage, {})["data"]
 
 
 def test_the_references_cutout_fill_retrains_stages_trained_with_a_black_hole():
@@ -258,9 +258,9 @@ def test_the_references_cutout_fill_retrains_stages_trained_with_a_black_hole():
   augment = base_config().augment.to_dict()
   before = {k: v for k, v in augment.items() if k != "cutout_fill"}
   assert augment["cutout_fill"] == "mean"
-  assert fingerprint.differences({"augment": before}, fingerprint.without_added(
+  assert fingerprint.differences({"augment": before}, fingerprint_fields.without_added(
       {"augment": augment})) == ["augment.cutout_fill: (absent) -> mean"]
-  assert fingerprint.without_added({"augment": {**augment, "cutout_fill": "black"}}) == {
+  assert fingerprint_fields.without_added({"augment": {**augment, "cutout_fill": "black"}}) == {
       "augment": before}
 
 
@@ -288,7 +288,7 @@ def test_stages_trained_on_real_pairs_in_any_share_or_turned_sideways_are_not_re
             "experts/rain": Stage("experts/rain", (), None, block="experts", levels=("rain",)),
             "experts/denoise": Stage("experts/denoise", (), None, block="experts",
                                      levels=("denoise",))}
-  fields = {n: fingerprint.stage_fields(ctx, s, {}) for n, s in stages.items()}
+  fields = {n: fingerprint_fields.stage_fields(ctx, s, {}) for n, s in stages.items()}
 
   def before(f):   # what these fields were recorded as before the two options existed
     old = json.loads(json.dumps(f, default=str))
@@ -305,10 +305,10 @@ def test_stages_trained_on_real_pairs_in_any_share_or_turned_sideways_are_not_re
   assert fingerprint.differences(before(fields["experts/denoise"]),
                                  fields["experts/denoise"]) == []
   config.restoration.rotate_real = True    # the old augmentation: its records hold
-  rain = fingerprint.stage_fields(ctx, stages["experts/rain"], {})
+  rain = fingerprint_fields.stage_fields(ctx, stages["experts/rain"], {})
   assert fingerprint.differences(before(rain), rain) == []
   config.restoration.update(rotate_real=False, rot90=False)   # nothing turned: no matter
-  rain = fingerprint.stage_fields(ctx, stages["experts/rain"], {})
+  rain = fingerprint_fields.stage_fields(ctx, stages["experts/rain"], {})
   assert "rotate_real" not in rain["restoration"]
 
 
@@ -387,14 +387,14 @@ def test_an_opt_in_metric_changes_no_stage_and_older_records_stay_the_same_stage
   ctx = types.SimpleNamespace(config=config, dataset=dataset, seed=0,
                               plan=LevelPlan(("denoise",)), degradations=("denoise",))
   stage = Stage("experts/denoise", (), None, block="experts", levels=("denoise",))
-  today = fingerprint.stage_fields(ctx, stage, {})
-  before, recorded = (fingerprint.stage_fields(ctx, stage, {}, rule=r) for r in (1, 2))
+  today = fingerprint_fields.stage_fields(ctx, stage, {})
+  before, recorded = (fingerprint_fields.stage_fields(ctx, stage, {}, rule=r) for r in (1, 2))
   assert "extra_metrics" not in today["restoration"]
   assert fingerprint.differences(recorded, before) == [
       "restoration.extra_metrics:  -> (absent)"]
-  assert 2 in fingerprint.OLDER_RULES
+  assert 2 in fingerprint_fields.OLDER_RULES
   config.restoration.extra_metrics = "niqe"
-  assert fingerprint.stage_fields(ctx, stage, {}) == today
+  assert fingerprint_fields.stage_fields(ctx, stage, {}) == today
 
 
 def test_ea_adam_stages_of_a_measnet_model_trained_without_its_balance_loss_retrain():
@@ -413,9 +413,9 @@ def test_ea_adam_stages_of_a_measnet_model_trained_without_its_balance_loss_retr
                               degradations=("sr",))
   stage = Stage("ea_adam", (), None, block="ea_adam", shares=1, pairs=False)
   config.restoration.model = "unet"
-  assert "objective_regularizer" not in fingerprint.stage_fields(ctx, stage, {})
+  assert "objective_regularizer" not in fingerprint_fields.stage_fields(ctx, stage, {})
   config.restoration.model = "measnet"
-  fields = fingerprint.stage_fields(ctx, stage, {})
+  fields = fingerprint_fields.stage_fields(ctx, stage, {})
   before = {k: v for k, v in json.loads(json.dumps(fields, default=str)).items()
             if k != "objective_regularizer"}
   assert fingerprint.differences(before, fields) == ["objective_regularizer: (absent) -> True"]
@@ -437,10 +437,10 @@ def test_model_options_as_a_string_keep_older_runs_and_mean_what_they_say():
                               plan=LevelPlan(("denoise",)), degradations=("denoise",))
   stage = Stage("clean", (), None, block="clean")
   assert config.restoration.model_options == ""
-  assert fingerprint.stage_fields(ctx, stage, {})["restoration"]["model_options"] == 0
+  assert fingerprint_fields.stage_fields(ctx, stage, {})["restoration"]["model_options"] == 0
   config.restoration.update(model="measnet", model_options="num_experts=3, k=1")
-  fields = fingerprint.stage_fields(ctx, stage, {})
+  fields = fingerprint_fields.stage_fields(ctx, stage, {})
   assert fields["restoration"]["model_options"] == {"num_experts": 3, "k": 1}
   config.restoration.model_options = "k=1,num_experts=3"
-  assert fingerprint.digest(fingerprint.stage_fields(ctx, stage, {})) == fingerprint.digest(
+  assert fingerprint.digest(fingerprint_fields.stage_fields(ctx, stage, {})) == fingerprint.digest(
       fields)

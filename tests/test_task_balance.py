@@ -221,7 +221,7 @@ def test_a_stage_with_its_own_balance_ignores_the_config_wide_one(own, tmp_path)
 
 
 def test_a_stage_recorded_with_both_balances_is_reused_and_re_recorded(tmp_path):
-  """Before ``fingerprint.OVERRIDDEN_BY`` a stage with its own balance recorded the
+  """Before ``fingerprint_fields.OVERRIDDEN_BY`` a stage with its own balance recorded the
   config-wide one too (restoration: the base has its own here, so every stage below
   it recorded other upstream digests): such records are the same stages, kept and
   re-recorded; a record of another config still stops the run."""
@@ -264,11 +264,11 @@ def test_output_weight_reaches_its_stage_loss_and_only_its_fingerprint(stage, me
                                                                        monkeypatch):
   """``<block>.output_weight`` (response distillation) is passed to the stage's loss and
   changes that stage's fingerprint alone; 0 leaves the fingerprint of runs recorded
-  before the field (``fingerprint.ADDED_FIELDS``)."""
+  before the field (``fingerprint_fields.ADDED_FIELDS``)."""
   from fdjax import distill
   from fdjax.methods import fusiondistill
   from fdjax.moe import student
-  from fdjax.study import fingerprint
+  from fdjax.study import fingerprint_fields
   from fdjax.train import init_variables
 
   ctx = _context("restoration_quickstart.py:tiny", tmp_path)
@@ -278,7 +278,7 @@ def test_output_weight_reaches_its_stage_loss_and_only_its_fingerprint(stage, me
   # before it existed; any other value enters them
   assert ctx.config[stage].output_weight == 0.0
   assert "output_weight" not in runner.fields(name)["block"]
-  assert fingerprint.ADDED_FIELDS["block.output_weight"] == 0.0
+  assert fingerprint_fields.ADDED_FIELDS["block.output_weight"] == 0.0
   before = _digests(ctx, (method,))
   ctx.config[stage].output_weight = 0.5
   assert _runner(ctx, (method,)).fields(name)["block"]["output_weight"] == 0.5
@@ -303,10 +303,10 @@ def test_output_weight_reaches_its_stage_loss_and_only_its_fingerprint(stage, me
 
 def test_homogenize_keeps_both_distilling_stages_recorded_fingerprints(tmp_path):
   """``fusiondistill.homogenize`` is new: at 'none' the FusionDistill stage's fields are
-  those recorded before it (``fingerprint.ADDED_FIELDS``, by block); the MoE student's
+  those recorded before it (``fingerprint_fields.ADDED_FIELDS``, by block); the MoE student's
   block always held ``homogenize``, so its records keep it. Another value changes that
   stage's fingerprint alone."""
-  from fdjax.study import fingerprint
+  from fdjax.study import fingerprint_fields
 
   ctx = _context("restoration_quickstart.py:tiny", tmp_path)
   methods = ("fusiondistill", "fusiondistill_moe")
@@ -318,5 +318,5 @@ def test_homogenize_keeps_both_distilling_stages_recorded_fingerprints(tmp_path)
   assert _runner(ctx, methods).fields("fusiondistill")["block"]["homogenize"] == "pcgrad"
   after = _digests(ctx, methods)
   assert {n for n in before if before[n] != after[n]} == {"fusiondistill"}
-  assert fingerprint.added_fields("moe") == {
-      k: v for k, v in fingerprint.ADDED_FIELDS.items() if "@" not in k}
+  assert fingerprint_fields.added_fields("moe") == {
+      k: v for k, v in fingerprint_fields.ADDED_FIELDS.items() if "@" not in k}

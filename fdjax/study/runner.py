@@ -14,7 +14,7 @@ from typing import Callable, Mapping, Sequence
 
 from absl import logging
 
-from fdjax.study import fingerprint
+from fdjax.study import fingerprint, fingerprint_fields
 from fdjax.study.context import RunContext
 from fdjax.study.evaluator import Evaluator
 from fdjax.study.training import steps_per_epoch
@@ -100,12 +100,12 @@ class Runner:
 
   def fields(self, name: str, rule: int = 0) -> dict:
     """The fingerprint fields of stage ``name`` (upstream digests included), as
-    ``rule`` (``fingerprint.OLDER_RULES``; 0: today's) records them, upstream too."""
+    ``rule`` (``fingerprint_fields.OLDER_RULES``; 0: today's) records them, upstream too."""
     cache = self._fields.setdefault(rule, {})
     if name not in cache:
       stage = self.graph[name]
       upstream = {r: fingerprint.digest(self.fields(r, rule)) for r in stage.requires}
-      cache[name] = fingerprint.stage_fields(self.ctx, stage, upstream, rule=rule)
+      cache[name] = fingerprint_fields.stage_fields(self.ctx, stage, upstream, rule=rule)
     return cache[name]
 
   def check(self, name: str) -> str:
@@ -113,7 +113,7 @@ class Runner:
     A record of an older rule's fields is the same stage (re-recorded, not retrained)."""
     if name not in self.fingerprints:
       fields = self.fields(name)
-      older = [self.fields(name, rule) for rule in fingerprint.OLDER_RULES]
+      older = [self.fields(name, rule) for rule in fingerprint_fields.OLDER_RULES]
       self.fingerprints[name] = fingerprint.check_or_record(
           self.ctx.stage_dir(name), name, fields, self.ctx.config.get("on_mismatch", "stop"),
           accepted=tuple(fingerprint.digest(f) for f in older if f != fields))

@@ -67,7 +67,7 @@ def task_balance(config, block: str | None = None) -> str:
 def balance_uses(config) -> tuple[str, ...]:
   """``('task_balance',)`` when the config balances the tasks of combined stages: the
   field then enters those stages' fingerprints (the default leaves them as they were),
-  except where a stage's own block sets one (``fingerprint.OVERRIDDEN_BY``)."""
+  except where a stage's own block sets one (``fingerprint_fields.OVERRIDDEN_BY``)."""
   return ("task_balance",) if task_balance(config) != "none" else ()
 
 
