@@ -1,18 +1,18 @@
 """Stage fingerprints: everything that determines a stage's result, hashed.
 
 A stage is reused (``variables/``) or resumed (``checkpoints/``) only when the
-fingerprint stored beside it (``<stage>/fingerprint.json``) equals the one the
-current config gives. The fields (``fdjax.study.fingerprint_fields``): the task and its augmentation, the model, the data
-source and split and the contents of the training and validation splits (and of the
-stage's real pairs: ``Dataset.content_digest``), the degradations' order for a stage of
-several, the seed, the stage's config block (epochs, optimizer, ...) and the
-other config fields it reads, the level ranges of the degradations it trains on (and
-their revisions, once a degradation's function has changed), the batch size, model
-selection, and the fingerprints of the stages it starts from (so a change upstream
-reaches every stage downstream). Fields a stage reads that do not change its result in
-the config at hand (its ``ignores``: the K rows a MoE student is reported at, which
-rows report a soup, another soup's weights) are left out, so changing them retrains
-nothing.
+fingerprint stored beside it (``<stage>/fingerprint.json``) equals the one the current
+config gives. The fields (``fdjax.study.fingerprint_fields``): the task and its
+augmentation, the model, the data source and split and the contents of the training and
+validation splits (and of the stage's real pairs: ``Dataset.content_digest``), the
+degradations' order for a stage of several, the seed, the stage's config block (epochs,
+optimizer, ...) and the other config fields it reads, the level ranges of the
+degradations it trains on (and their revisions, once a degradation's function has
+changed), the batch size, model selection, and the fingerprints of the stages it starts
+from (so a change upstream reaches every stage downstream). Fields a stage reads that do
+not change its result in the config at hand (its ``ignores``: the K rows a MoE student
+is reported at, which rows report a soup, another soup's weights) are left out, so
+changing them retrains nothing.
 
 On a mismatch the run stops before training with one line naming the stage, the
 fields that differ (old -> new) and the choices; ``config.on_mismatch='retrain'``
