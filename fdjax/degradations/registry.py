@@ -167,7 +167,8 @@ def sample_levels(name: str, key: jax.Array, n: int) -> jax.Array:
 
 
 def normalised_level(name: str, level):
-  """The level as the paper reports it: JPEG ``100 - Q``, every other degradation its level.
+  """The level as the paper reports it (``per_level.csv``'s ``normalised_level``: the
+  reported scale, not a 0..1 one): JPEG ``100 - Q``, every other degradation its level.
 
   So JPEG Q = 100..1 reports as 0..99; the uncompressed Q = 101 reports as -1.
   Works on Python floats, numpy and jax arrays.

@@ -100,7 +100,9 @@ def mse(a, b, *, y_channel: bool = False, shave: int = 0) -> jnp.ndarray:
 @functools.partial(jax.jit, static_argnames=("data_range", "y_channel", "shave"))
 def psnr(a, b, *, data_range: float = 255.0, y_channel: bool = False, shave: int = 0
          ) -> jnp.ndarray:
-  """float32 ``[]`` or ``[B]``: PSNR in dB per image (``inf`` where the images are equal)."""
+  """float32 ``[]`` or ``[B]``: PSNR in dB per image (``inf`` where the images are equal)
+  of ``[..., H, W, C]`` images in 0..``data_range`` (255: uint8 scale). ``y_channel``
+  converts with BT.601's offsets for 0..255 images, so it needs ``data_range`` 255."""
   err = mse(a, b, y_channel=y_channel, shave=shave)
   return 10.0 * jnp.log10(jnp.float32(data_range) ** 2 / err)
 
@@ -116,8 +118,9 @@ def _filter(x, window: np.ndarray) -> jnp.ndarray:
 @functools.partial(jax.jit, static_argnames=("data_range", "y_channel", "shave"))
 def ssim(a, b, *, data_range: float = 255.0, y_channel: bool = False, shave: int = 0
          ) -> jnp.ndarray:
-  """float32 ``[]`` or ``[B]``: SSIM per image (see the module docstring); images must be
-  at least 11x11 after shaving."""
+  """float32 ``[]`` or ``[B]``: SSIM per image (see the module docstring) of ``[..., H, W,
+  C]`` images in 0..``data_range`` (255: uint8 scale; ``y_channel`` needs 255, as
+  ``psnr``); images must be at least 11x11 after shaving."""
   a, b = jnp.asarray(a), jnp.asarray(b)
   _check(a, b, "ssim")
   a = prepare(a, y_channel=y_channel, shave=shave)
