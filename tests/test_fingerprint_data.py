@@ -105,3 +105,21 @@ def test_the_content_digest_reads_every_field_and_only_the_stage_s_pairs():
   make = lambda p: Dataset("d", a, a, None, (), train_pairs={"rain": p})  # noqa: E731
   assert make(pairs).content_digest(["rain"]) != make(other).content_digest(["rain"])
   assert make(pairs).content_digest(["haze"]) == make(other).content_digest(["haze"])
+
+
+def test_an_evaluation_cache_is_keyed_on_the_weights_and_the_level_stride(ctx):
+  # A retrained model of the same shapes must not get the old model's cached results,
+  # nor a run re-scored at another eval.level_stride the results of the first.
+  from fdjax.degradations.plan import LevelPlan
+  from fdjax.study.evaluator import variables_digest
+
+  w = {"params": {"w": np.zeros(3, np.float32)}, "batch_stats": {}}
+  changed = {"params": {"w": np.array([0.0, 0.0, 1e-6], np.float32)}, "batch_stats": {}}
+  assert variables_digest(w) == variables_digest({"params": {"w": np.zeros(3, np.float32)},
+                                                  "batch_stats": {}})
+  assert variables_digest(w) != variables_digest(changed)
+  evaluator = Evaluator(ctx)
+  assert evaluator.path("fusiondistill", w) != evaluator.path("fusiondistill", changed)
+  strided = dataclasses.replace(ctx, plan=LevelPlan(ctx.plan.names, ranges=ctx.plan.ranges,
+                                                    stride=ctx.plan.stride + 1))
+  assert Evaluator(strided).dir != evaluator.dir

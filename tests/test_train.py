@@ -386,12 +386,16 @@ def test_an_epoch_end_hook_never_sees_a_diverged_state(tmp_path):
   assert hooked == []
 
 
-def test_a_resumed_run_logs_each_step_once(tmp_path):
+@pytest.mark.parametrize("every", [5, 4])
+def test_a_resumed_run_logs_each_step_once(tmp_path, every):
   # A crash in epoch 2's hook (step 8) after a checkpoint at step 5: steps 6 and 8 were
   # logged, are run again and must be logged again once, as an uninterrupted run logs them.
+  # With checkpoints every 4 steps one falls on the epoch's last step (8): it is saved
+  # after the hook, so the resumed run scores epoch 2 (a checkpoint saved before the
+  # hook resumed past it, and that epoch's validation was never run).
   mesh = make_mesh()
   split = ImageSet(np.zeros((4, 4, 4, 3), np.uint8), np.zeros(4, np.int32))
-  loop = LoopConfig(epochs=3, batch_size=1, log_every_steps=2, checkpoint_every_steps=5)
+  loop = LoopConfig(epochs=3, batch_size=1, log_every_steps=2, checkpoint_every_steps=every)
 
   def run(workdir, hook):
     state, tx = _quadratic_state(0.1, mesh)
@@ -414,3 +418,26 @@ def test_a_resumed_run_logs_each_step_once(tmp_path):
     f.write('{"step": 9, "loss"')   # a line the crash left unfinished
   assert run(tmp_path / "b", crash_once) == whole
   assert [s for s, _ in whole] == [2, 4, 4, 6, 8, 8, 10, 12, 12]
+
+
+def test_each_epoch_draws_its_own_order_of_the_examples(tmp_path):
+  # Epoch e's batches are the permutation of (seed, e): a loop that reused epoch 0's
+  # order would show every epoch the same batches (a resumed run the same wrong ones).
+  from fdjax.data.batching import epoch_order
+
+  mesh = make_mesh()
+  split = ImageSet(np.zeros((8, 4, 4, 3), np.uint8), np.arange(8, dtype=np.int32))
+  loop = LoopConfig(epochs=2, batch_size=4, seed=3, log_every_steps=1,
+                    checkpoint_every_steps=100)
+  state, tx = _quadratic_state(0.1, mesh)
+
+  def loss_fn(params, batch_stats, batch, key):
+    return jnp.sum(params["w"] ** 2), (batch_stats,
+                                       {"labels": batch["label"].astype(jnp.float32)})
+
+  fit(state, make_train_step(loss_fn, tx, mesh), split, loop=loop, mesh=mesh,
+      workdir=str(tmp_path), name="order")
+  seen = [r["labels"] for r in map(json.loads, open(tmp_path / "metrics.jsonl"))]
+  want = [epoch_order(8, seed=3, epoch=e, shuffle=True) for e in (0, 1)]
+  assert [int(x) for batch in seen for x in batch] == [int(x) for w in want for x in w]
+  assert list(want[0]) != list(want[1])
