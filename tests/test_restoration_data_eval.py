@@ -194,3 +194,30 @@ def test_per_image_values_follow_their_names_in_a_test_set_of_interleaved_sizes(
   assert got.keys() == want.keys()
   for n in names:
     assert got[n] == pytest.approx(want[n], abs=1e-3), n
+
+
+def test_secondary_metrics_per_level_their_average_and_per_level_csv_rows():
+  # SSIM, the second metric, has its own value at each level (not PSNR's, not level 0's
+  # everywhere), its own mean over levels and over tasks, and per_level.csv's SSIM column
+  # follows the levels.
+  from fdjax.eval.report import per_level_rows
+
+  task = RestorationTask(patch=None, flip=False, rot90=False)
+  images = ImageSet.from_fields({"image": _images(3, 24, 24, 5)})
+  plan = LevelPlan(("denoise", "haze"), explicit=(("denoise", (15.0, 25.0, 50.0)),
+                                                   ("haze", (0.5, 1.5))))
+  results = levels_lib.evaluate_all(task, {}, images, plan, batch_size=3,
+                                    predict=identity_predictor(task))
+  ssim = results["metrics"]["ssim"]
+  for name, count in (("denoise", 3), ("haze", 2)):
+    values = [v for _, v in ssim[name]["per_level"]]
+    assert len(values) == count and len(set(values)) == count, values
+    assert all(0 <= v <= 1 for v in values)
+    assert values != [v for _, v in results[name]["per_level"]]
+    assert ssim[name]["all"] == pytest.approx(np.mean(values))
+  assert values[0] > values[1]   # more haze, less structure
+  assert ssim["avg"] == pytest.approx(np.mean([ssim["denoise"]["all"], ssim["haze"]["all"]]))
+  rows = per_level_rows([("Input", 0, results)], task.metric, task.metrics)
+  for name in ("denoise", "haze"):
+    got = [r["ssim"] for r in rows if r["degradation"] == name]
+    assert got == pytest.approx([task.metrics[1].display(v) for _, v in ssim[name]["per_level"]])
