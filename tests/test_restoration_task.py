@@ -189,3 +189,39 @@ def test_engine_trains_and_scores_a_restorer_at_any_size():
   only = split_scores(task, predict, state.variables, split, batch_size=2, metrics=("psnr",))
   assert list(only) == ["psnr"]
   np.testing.assert_allclose(only["psnr"], numpy_psnr(restored, clean).mean(), rtol=1e-4)
+
+
+@pytest.mark.parametrize("loss", ["l1", "charbonnier"])
+def test_the_training_loss_per_image_against_numpy(loss):
+  from fdjax.tasks.restoration import CHARBONNIER_EPS, RestorationTask
+
+  rng = np.random.default_rng(0)
+  outputs = rng.uniform(0, 1, (2, 5, 6, 3)).astype(np.float32)
+  target = rng.integers(0, 256, (2, 5, 6, 3), dtype=np.uint8)
+  d = outputs.astype(np.float64) - target / 255.0
+  want = (np.abs(d) if loss == "l1" else np.sqrt(d * d + CHARBONNIER_EPS ** 2)).mean((1, 2, 3))
+  task = RestorationTask(loss=loss)
+  np.testing.assert_allclose(task.per_example_loss(jnp.asarray(outputs), jnp.asarray(target)),
+                             want, rtol=1e-5)
+  np.testing.assert_allclose(task.output_distance(jnp.asarray(outputs),
+                                                  jnp.asarray(outputs[::-1])),
+                             (np.abs(outputs - outputs[::-1]) if loss == "l1" else
+                              np.sqrt((outputs - outputs[::-1]) ** 2 + CHARBONNIER_EPS ** 2)
+                              ).mean((1, 2, 3)), rtol=1e-5)
+
+
+def test_an_ensemble_of_restorers_is_the_mean_image_of_any_number_of_members():
+  from fdjax.tasks.restoration import RestorationTask
+
+  members = np.random.default_rng(1).uniform(0, 255, (3, 2, 4, 4, 3)).astype(np.float32)
+  np.testing.assert_allclose(RestorationTask().ensemble(jnp.asarray(members)),
+                             members.mean(0), rtol=1e-6)
+
+
+def test_a_shaved_border_alone_labels_every_column():
+  from fdjax.tasks.restoration_scoring import labels
+
+  assert labels(["haze"], False, 0, ()) == {}
+  assert set(labels(["haze"], False, 4, ())) == {"clean", "haze"}
+  assert set(labels(["haze", "rain"], False, 0, (("rain", True, 0),))) == {"clean", "haze",
+                                                                            "rain"}
