@@ -92,3 +92,40 @@ def test_normalize_matches_numpy():
   np.testing.assert_allclose(normalize(images, "cifar10"), (images - mean) / std, rtol=1e-5)
   with pytest.raises(ValueError, match="nope"):
     normalize(images, "nope")
+
+
+def test_batchnorm_keeps_pytorch_s_running_average_and_starts_as_the_identity():
+  # PyTorch's BatchNorm2d: running = 0.9 running + 0.1 batch (momentum 0.1 on the new
+  # value), eps 1e-5, weight 1 and bias 0 at init. Two training passes on one batch give
+  # running means 0.1 b and 0.19 b: a ratio of 1.9 in every channel, whatever b is.
+  model = cifar_resnet(8, 3)
+  variables = init_variables(model, jax.random.key(0), (8, 8, 3))
+  for path, leaf in jax.tree_util.tree_leaves_with_path(variables["params"]):
+    name = jax.tree_util.keystr(path)
+    if "norm" in name and name.endswith("['scale']"):
+      np.testing.assert_array_equal(leaf, 1.0, err_msg=name)
+    if "norm" in name and name.endswith("['bias']"):
+      np.testing.assert_array_equal(leaf, 0.0, err_msg=name)
+  x = jax.random.normal(jax.random.key(1), (4, 8, 8, 3))
+  apply = jax.jit(lambda v: model.apply(v, x, train=True, mutable=["batch_stats"])[1])
+  first = apply(variables)["batch_stats"]
+  second = apply({**variables, "batch_stats": first})["batch_stats"]
+  m1, m2 = np.asarray(first["stem_norm"]["mean"]), np.asarray(second["stem_norm"]["mean"])
+  keep = np.abs(m1) > 1e-4
+  assert keep.any()
+  np.testing.assert_allclose(m2[keep] / m1[keep], 1.9, rtol=1e-3)
+  assert model.bn_epsilon == 1e-5
+
+
+def test_published_channel_statistics():
+  # CIFAR-10/100 (0..255, the widely used values of the reference code), ImageNet
+  # (torchvision's 0.485/0.456/0.406 and 0.229/0.224/0.225, times 255), 'unit' (to [-1, 1]).
+  from fdjax.models.preprocess import CHANNEL_STATS
+
+  assert CHANNEL_STATS == {
+      "cifar10": ((125.3, 123.0, 113.9), (63.0, 62.1, 66.7)),
+      "cifar100": ((129.3, 124.1, 112.4), (68.2, 65.4, 70.4)),
+      "imagenet": ((123.675, 116.28, 103.53), (58.395, 57.12, 57.375)),
+      "unit": ((127.5, 127.5, 127.5), (127.5, 127.5, 127.5))}
+  np.testing.assert_allclose(np.array(CHANNEL_STATS["imagenet"]) / 255,
+                             [[0.485, 0.456, 0.406], [0.229, 0.224, 0.225]], rtol=1e-9)
