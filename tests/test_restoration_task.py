@@ -225,3 +225,24 @@ def test_a_shaved_border_alone_labels_every_column():
   assert set(labels(["haze"], False, 4, ())) == {"clean", "haze"}
   assert set(labels(["haze", "rain"], False, 0, (("rain", True, 0),))) == {"clean", "haze",
                                                                             "rain"}
+
+
+def test_patches_cover_every_offset_and_flips_without_turns_are_left_right():
+  from fdjax.tasks.restoration_views import random_flip_rot90, random_patches
+
+  # 2000 crops of 3x3 from 6x6 and from 6x7 images (a pixel's value is its index):
+  # every (y, x) offset occurs, y and x drawn apart (not on a diagonal).
+  for width in (6, 7):
+    index = np.broadcast_to(np.arange(6 * width).reshape(1, 6, width, 1), (2000, 6, width, 1))
+    (patch,) = random_patches(jax.random.key(0), jnp.asarray(index), size=3)
+    y, x = np.divmod(np.asarray(patch)[:, 0, 0, 0], width)
+    assert set(zip(y.tolist(), x.tolist())) == {(i, j) for i in range(4)
+                                                for j in range(width - 2)}
+  # Without quarter turns (real rain), each image is itself or its left-right mirror.
+  square = jnp.asarray(np.broadcast_to(np.arange(16).reshape(1, 4, 4, 1), (64, 4, 4, 1)))
+  (out,) = random_flip_rot90(jax.random.key(1), square, flip=True, rot90=False)
+  out = np.asarray(out)
+  mirror = np.asarray(square)[:, :, ::-1]
+  same = np.all(out == np.asarray(square), axis=(1, 2, 3))
+  flipped = np.all(out == mirror, axis=(1, 2, 3))
+  assert np.all(same | flipped) and same.any() and flipped.any()
