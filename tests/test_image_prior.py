@@ -39,8 +39,12 @@ def test_dark_channel_is_scipys_minimum_filter_of_the_channel_minimum():
 
 
 @pytest.mark.parametrize("quantile", [0.0, 0.37, 1.0])
-def test_level_interpolates_order_statistics_as_numpy_at_any_quantile(quantile):
-  x = photos()
+@pytest.mark.parametrize("source", ["photos", "uniform"])
+def test_level_interpolates_order_statistics_as_numpy_at_any_quantile(quantile, source):
+  # Photos (8-bit: neighbouring order statistics often tie) and continuous values (no
+  # ties: the interpolation position itself is checked).
+  x = photos() if source == "photos" else np.random.default_rng(0).uniform(0, 255,
+                                                                          (2, 17, 23, 3))
   reference = np.stack([ndimage.minimum_filter(im.min(-1), size=3, mode="nearest")
                         for im in x])
   got = np.asarray(dark_channel_level(jnp.asarray(x, jnp.float32), quantile, window=3))
