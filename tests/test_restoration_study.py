@@ -116,6 +116,9 @@ def test_tiny_restoration_study(tmp_path, monkeypatch):
                              "'decoder2']; got 'stage3'"),
     ("data.source", "digits", "data.source must be one of ('photos', 'sets')"),
     ("eval_levels.denoise", "15,25.5", "eval_levels.denoise"),
+    ("restoration.width", 0, "restoration.width must be an integer >= 1"),
+    ("restoration.depth", -1, "restoration.depth must be an integer in 0..6"),
+    ("restoration.shave", -2, "restoration.shave must be an integer >= 0"),
 ])
 def test_restoration_config_errors(field, value, fragment):
   config = load_config("restoration_quickstart")

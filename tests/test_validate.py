@@ -72,6 +72,13 @@ BAD = [
     ("clean.optimizer.milestones", (2,), "clean.optimizer.milestones must be epochs in "
                                          "1..clean.epochs=1, none repeated"),
     ("clean.optimizer.momentum", 1.5, "clean.optimizer.momentum must be in [0, 1]"),
+    ("clean.optimizer.momentum", -0.1, "clean.optimizer.momentum must be in [0, 1]"),
+    ("clean.optimizer.milestones", (0,), "clean.optimizer.milestones must be epochs in "
+                                         "1..clean.epochs=1, none repeated"),
+    ("augment.pad", -1, "augment.pad must be an integer >= 0, got -1"),
+    ("augment.cutout_size", -2, "augment.cutout_size must be an integer >= 0, got -2"),
+    ("moe.num_prompts", 0, "moe.num_prompts must be an integer >= 1, got 0"),
+    ("moe.balance_weight", -1.0, "moe.balance_weight must be a finite number >= 0"),
     ("clean.optimizer.beta2", 1.0, "clean.optimizer.beta2 must be in [0, 1), got 1.0"),
     ("moe.optimizer.beta2", -0.1, "moe.optimizer.beta2 must be in [0, 0.999] for radam"),
     ("fusiondistill.optimizer.ema_decay", 1.0,
