@@ -212,3 +212,21 @@ def test_each_k_row_reports_its_own_routing_when_a_routed_block_feeds_the_router
   assert not all(np.array_equal(a, b) for a, b in zip(measured[1].counts, measured[3].counts))
   assert sorted(p.name for p in tmp_path.iterdir()) == [
       "routing_fusiondistill_moe_k1.json", "routing_fusiondistill_moe_k3.json"]
+
+
+def test_config_options_reach_the_students_and_image_routing_gives_one_gate_per_image():
+  # moe.routing='image': one gate vector per image [B, E] (every pixel of it the same
+  # experts); 'pixel': [B, h, w, E]. The classifier student takes moe.router_input and
+  # prompt_init_scale as they are named.
+  x = jnp.asarray(np.random.default_rng(0).uniform(0, 1, (2, *SHAPE)), jnp.float32)
+  for routing, ndim in (("image", 2), ("pixel", 4)):
+    student = moe_student(restoration_config(routing=routing), tasks.DataSpec(SHAPE), 1)
+    assert student.routing == routing
+    variables = student.init(jax.random.key(0), x)
+    _, features = student.apply(variables, x)
+    assert features["router"].ndim == ndim and features["router"].shape[0] == 2
+  for router_input, source in (("stage", "input"), ("image", "image"), ("stem", "stem")):
+    config = base_config()
+    config.moe.router_input, config.moe.prompt_init_scale = router_input, 0.25
+    classifier = moe_student(config, tasks.DataSpec((32, 32, 3), 10), 1)
+    assert (classifier.router_source, classifier.prompt_init_scale) == (source, 0.25)
