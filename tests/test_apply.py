@@ -436,3 +436,27 @@ def test_read_image_refuses_pils_decompression_bombs_but_the_command_lifts_the_l
   run_cli(f"--run={restoration_run[0]}", f"--input={tmp_path / 'in'}",
           f"--output={tmp_path / 'out'}")
   assert os.listdir(tmp_path / "out") == ["img0.png"]
+
+
+def test_a_classifier_labels_every_image_of_a_batch_larger_than_its_chunk(tmp_path):
+  # image_classifier runs a batch in chunks of batch_size: 5 images in chunks of 2 get 5
+  # labels, each the arg-max of the model's logits on it. load_model's default seed is
+  # the smallest of the run's.
+  from fdjax.predictor import image_classifier
+
+  config = base_config()
+  config.data.source, config.data.normalization, config.model.depth = "digits", "unit", 8
+  config.methods = "fusiondistill"
+  model, saved = make_run(tmp_path / "run", config, (8, 8, 3), ["fusiondistill"],
+                          num_classes=10, class_names=[str(i) for i in range(10)])
+  images = np.random.default_rng(0).integers(0, 256, (5, 8, 8, 3), dtype=np.uint8)
+  classify = image_classifier(tasks.from_config(config), model, saved["fusiondistill"],
+                              (8, 8, 3), batch_size=2)
+  logits = jitted_apply(model)(saved["fusiondistill"],
+                               (images.astype(np.float32) - 127.5) / 127.5)
+  np.testing.assert_array_equal(classify(images), np.argmax(np.asarray(logits), -1))
+  shutil.copytree(tmp_path / "run" / "seed_0", tmp_path / "run" / "seed_3")
+  shutil.copytree(tmp_path / "run" / "seed_0", tmp_path / "run" / "seed_1")
+  assert fdjax.load_model(str(tmp_path / "run")).seed == 0
+  shutil.rmtree(tmp_path / "run" / "seed_0")
+  assert fdjax.load_model(str(tmp_path / "run")).seed == 1
