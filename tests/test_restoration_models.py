@@ -109,3 +109,60 @@ def test_block_counts_per_level():
   with pytest.raises(ValueError, match="one per level"):
     jax.eval_shape(lambda: init_variables(UNet(depth=2, blocks=(1, 1, 1)), jax.random.key(0),
                                           (8, 8, 3)))
+
+
+def _np_conv(x, kernel, bias, groups=1):
+  """Zero-padded 'same' cross-correlation of ``x`` [H, W, Cin] with ``kernel`` [k, k,
+  Cin / groups, Cout] (flax's layout), per group, in float64 loops."""
+  k = kernel.shape[0]
+  pad = k // 2
+  xp = np.pad(x, ((pad, pad), (pad, pad), (0, 0)))
+  h, w, cin = x.shape
+  cout = kernel.shape[-1]
+  per_in, per_out = cin // groups, cout // groups
+  out = np.zeros((h, w, cout))
+  for o in range(cout):
+    g = o // per_out
+    for i in range(per_in):
+      for dy in range(k):
+        for dx in range(k):
+          out[:, :, o] += kernel[dy, dx, i, o] * xp[dy:dy + h, dx:dx + w, g * per_in + i]
+  return out + bias
+
+
+def _np_layer_norm(x, scale, bias, eps=1e-6):
+  mean = x.mean(-1, keepdims=True)
+  var = ((x - mean) ** 2).mean(-1, keepdims=True)
+  return (x - mean) / np.sqrt(var + eps) * scale + bias
+
+
+def test_naf_block_equals_a_numpy_transcription_of_nafnet_s():
+  # NAFNet (Chen et al. 2022, the official NAFBlock): LayerNorm over channels (eps 1e-6),
+  # 1x1 conv to 2c, depthwise 3x3, SimpleGate (first half x second half), simplified
+  # channel attention (global mean, 1x1 conv, times), 1x1 conv, x + beta y; LayerNorm,
+  # 1x1 conv to 2c, SimpleGate, 1x1 conv, + gamma y. Random weights everywhere, beta and
+  # gamma included (they start at 0, which would hide both branches).
+  from fdjax.models.nafnet import NAFBlock
+
+  block = NAFBlock(4)
+  x = np.random.default_rng(0).normal(size=(1, 5, 6, 4)).astype(np.float32)
+  variables = block.init(jax.random.key(0), jnp.asarray(x))
+  leaves, tree = jax.tree.flatten(variables)
+  keys = jax.random.split(jax.random.key(1), len(leaves))
+  variables = jax.tree.unflatten(tree, [jax.random.normal(k, l.shape) * 0.5
+                                        for k, l in zip(keys, leaves)])
+  got = np.asarray(block.apply(variables, jnp.asarray(x)))[0]
+  p = jax.tree.map(lambda a: np.asarray(a, np.float64), variables["params"])
+  conv = lambda name, y, groups=1: _np_conv(y, p[name]["kernel"], p[name]["bias"], groups)
+  gate = lambda y: y[..., :y.shape[-1] // 2] * y[..., y.shape[-1] // 2:]
+  x0 = x[0].astype(np.float64)
+  y = _np_layer_norm(x0, p["norm1"]["scale"], p["norm1"]["bias"])
+  y = conv("dwconv", conv("conv1", y), groups=8)
+  y = gate(y)
+  attention = y.mean((0, 1)) @ p["sca"]["kernel"][0, 0] + p["sca"]["bias"]
+  y = conv("conv3", y * attention)
+  x1 = x0 + y * p["beta"]
+  y = _np_layer_norm(x1, p["norm2"]["scale"], p["norm2"]["bias"])
+  y = conv("conv5", gate(conv("conv4", y)))
+  want = x1 + y * p["gamma"]
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
