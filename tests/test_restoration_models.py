@@ -166,3 +166,30 @@ def test_naf_block_equals_a_numpy_transcription_of_nafnet_s():
   y = conv("conv5", gate(conv("conv4", y)))
   want = x1 + y * p["gamma"]
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("size", [4, 2])
+def test_prompt_block_s_prompt_against_numpy(size):
+  # PromptIR's prompt generation: weights = softmax over the N components (per image) of a
+  # linear map of the features' global mean; prompt = the weighted sum of the components,
+  # resized bilinearly (half-pixel centres, as torch's interpolate) to the features' size,
+  # then a 3x3 convolution. Two images with different features: a softmax over the batch
+  # or none at all would differ.
+  from skimage.transform import resize
+
+  from fdjax.models.promptir import PromptBlock
+
+  block = PromptBlock(channels=4, prompt_dim=3, prompt_size=size, num_prompts=5)
+  x = np.random.default_rng(0).normal(size=(2, 4, 4, 4)).astype(np.float32)
+  variables = block.init(jax.random.key(0), jnp.asarray(x))
+  _, prompt = block.apply(variables, jnp.asarray(x))
+  p = jax.tree.map(lambda a: np.asarray(a, np.float64), variables["params"])
+  logits = x.astype(np.float64).mean((1, 2)) @ p["weights"]["kernel"] + p["weights"]["bias"]
+  weights = np.exp(logits - logits.max(-1, keepdims=True))
+  weights /= weights.sum(-1, keepdims=True)
+  for b in range(2):
+    mixed = np.einsum("n,nijd->ijd", weights[b], p["components"])
+    if size != 4:
+      mixed = resize(mixed, (4, 4, 3), order=1, mode="edge", anti_aliasing=False)
+    want = _np_conv(mixed, p["prompt_conv"]["kernel"], 0.0)
+    np.testing.assert_allclose(np.asarray(prompt)[b], want, rtol=1e-4, atol=1e-5)
