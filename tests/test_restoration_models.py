@@ -193,3 +193,22 @@ def test_prompt_block_s_prompt_against_numpy(size):
       mixed = resize(mixed, (4, 4, 3), order=1, mode="edge", anti_aliasing=False)
     want = _np_conv(mixed, p["prompt_conv"]["kernel"], 0.0)
     np.testing.assert_allclose(np.asarray(prompt)[b], want, rtol=1e-4, atol=1e-5)
+
+
+def test_measnet_expert_mlps_against_numpy():
+  # Expert e: relu(x W1_e + b1_e) W2_e + b2_e per pixel (biases random, not the zeros
+  # they start at).
+  from fdjax.models.measnet import ExpertMLPs
+
+  mlps = ExpertMLPs(num_experts=3, hidden=5)
+  x = np.random.default_rng(0).normal(size=(2, 3, 4, 4)).astype(np.float32)
+  variables = mlps.init(jax.random.key(0), jnp.asarray(x))
+  leaves, tree = jax.tree.flatten(variables)
+  keys = jax.random.split(jax.random.key(1), len(leaves))
+  variables = jax.tree.unflatten(tree, [jax.random.normal(k, l.shape) for k, l in zip(keys, leaves)])
+  got = np.asarray(mlps.apply(variables, jnp.asarray(x)))
+  p = jax.tree.map(lambda a: np.asarray(a, np.float64), variables["params"])
+  for e in range(3):
+    hidden = np.maximum(x @ p["kernel1"][e] + p["bias1"][e], 0.0)
+    np.testing.assert_allclose(got[e], hidden @ p["kernel2"][e] + p["bias2"][e], rtol=1e-4,
+                               atol=1e-4)
