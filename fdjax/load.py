@@ -127,13 +127,23 @@ def family(name: str) -> str:
   return next(m.name for m in methods.METHODS.values() if name in m.models)
 
 
-def available_models(workdir: str, seed: int) -> list[str]:
-  """Names of the models of ``workdir``'s seed ``seed`` whose stage has finished."""
+def available_models(workdir: str, seed: int, config=None) -> list[str]:
+  """Names of the models of ``workdir``'s seed ``seed`` whose stage has finished; with
+  the run's ``config``, each looked for where that run keeps it (``Loadable.stage_in``:
+  a restoration run's one soup answers to every ModelSoups name)."""
   from fdjax import methods
 
+  def stage(name, entry):
+    if config is None:
+      return entry.stage
+    try:
+      return entry.stage_in(name, config)
+    except ModelNotInRunError:
+      return None
+
   seed_dir = os.path.join(workdir, f"seed_{seed}")
-  names = [n for n, entry in methods.loadables().items()
-           if variables_exist(os.path.join(seed_dir, entry.stage, "variables"))]
+  names = [n for n, entry in methods.loadables().items() if stage(n, entry) is not None
+           and variables_exist(os.path.join(seed_dir, stage(n, entry), "variables"))]
   experts = os.path.join(seed_dir, "experts")
   if os.path.isdir(experts):
     names += [f"expert_{d}" for d in sorted(os.listdir(experts))
@@ -151,7 +161,7 @@ def model_path(workdir: str, name: str, seed: int, config) -> str:
   try:
     entry = methods.loadable(name)
   except ValueError as e:
-    have = available_models(workdir, seed)
+    have = available_models(workdir, seed, config)
     raise UnknownModelError(f"{e}; run {workdir} (seed {seed}) has "
                             f"{', '.join(have) or 'no finished model'}") from None
   owner = family(name)
@@ -170,7 +180,7 @@ def model_path(workdir: str, name: str, seed: int, config) -> str:
         f"{stage!r} has no saved variables at {path}",
         hint=f"finish it with {hint} (finished stages are reused; an interrupted stage "
              "resumes from its last checkpoint)")
-  have = available_models(workdir, seed)
+  have = available_models(workdir, seed, config)
   degradations = parse_list(config.get("degradations", ""))
   if name.startswith("expert_") and owner in parse_list(config.get("methods", "")):
     raise ModelNotInRunError(   # Oracle ran: the run has no such degradation

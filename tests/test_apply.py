@@ -232,6 +232,9 @@ def test_modelsoups_names_load_the_soup_the_run_built(tmp_path):
   with pytest.raises(ModelNotInRunError, match="its degradations are awgn") as err:
     load_predictor(str(tmp_path), "expert_snow")      # Oracle ran: no such degradation
   assert err.value.hint == "load one of expert_awgn"
+  # The finished models a message lists: the soup under every ModelSoups name.
+  assert {"modelsoups", "modelsoups_average", "expert_awgn"} <= set(
+      load_lib.available_models(str(tmp_path), 0, config))
 
 
 def test_a_batchnorm_soup_variant_the_run_left_out_is_named_so(tmp_path):

@@ -220,13 +220,16 @@ def test_rain_streaks_fall_within_22_5_degrees_of_vertical_at_every_slant():
   # Rain100L's streaks fall down the rows; training draws each image's slant uniformly
   # in +-22.5 degrees. Seen on black: the streaks alone.
   # (The estimate from the streaks' autocorrelation is off by a few degrees where
-  # streaks cross: 8 degrees of slack, against slants of up to 60 or 90 degrees that a
-  # wrong range or a swapped axis would draw.)
+  # streaks cross, by up to 12 in one image of 32 over 60 keys: all but the largest
+  # within 8 degrees of slack, the largest within 20, against slants of up to 60 or 90
+  # degrees that a wrong range or a swapped axis would draw.)
   black = jnp.zeros((32, 96, 96, 3), jnp.float32)
   rain = degradations.apply_float("rain", jax.random.key(3), black, jnp.full((32,), 0.005))
   angles = _streak_orientations(np.asarray(rain)[..., 0])
-  assert np.all(np.abs(angles) < np.deg2rad(22.5 + 8)), np.rad2deg(angles)
-  assert np.abs(angles).max() > np.deg2rad(15) and angles.min() < 0 < angles.max()
+  largest = np.sort(np.abs(angles))
+  assert largest[-2] < np.deg2rad(22.5 + 8) and largest[-1] < np.deg2rad(22.5 + 20), (
+      np.rad2deg(angles))
+  assert largest[-1] > np.deg2rad(15) and angles.min() < 0 < angles.max()
 
 
 def test_motion_blur_draws_directions_over_the_half_turn():

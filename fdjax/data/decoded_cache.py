@@ -17,12 +17,14 @@ from fdjax.data import stale
 
 log = logging.getLogger(__name__)
 
+# The decoded arrays' folder; bump when the arrays a tree decodes to change (v2: 16-bit
+# grey scaled to 0..255, where v1 clipped it to 255). Older versions are deleted.
 DECODED = "decoded-v2"
 PARTIAL = ".partial"  # suffix of temporary directories next to DECODED
 
 
 def save(dest: Path, arrays: dict[str, tuple[np.ndarray, np.ndarray]],
-                  class_names: tuple[str, ...]) -> None:
+         class_names: tuple[str, ...]) -> None:
   """Writes the arrays to ``dest`` atomically (temp dir + rename); warns on failure."""
   tmp = None
   try:

@@ -43,8 +43,6 @@ from fdjax.errors import DataError, MissingDataError
 SPLIT_DIRS = {"train": "train", "test": "test", "validation": "validation", "val": "validation"}
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm", ".pgm",
                               ".pbm", ".tif", ".tiff"})
-# The decoded arrays' folder; bump when the arrays a tree decodes to change (v2: 16-bit
-# grey scaled to 0..255, where v1 clipped it to 255). Older versions are deleted.
 
 log = logging.getLogger(__name__)
 
