@@ -160,3 +160,15 @@ def test_the_teacher_sees_the_student_s_flip_and_crop():
     np.testing.assert_array_equal(np.asarray(student), np.asarray(teacher) // 2)
     moved += int(np.any(np.asarray(teacher) != np.asarray(images)))
   assert moved == 4   # flips and crops did move the images
+
+
+def test_cutout_centres_cover_the_image_so_squares_at_an_edge_are_clipped():
+  # The authors' centre is uniform over all pixels (not kept size/2 inside): over many
+  # images some squares are cut by the border, to sizes 8..15 of a 16-pixel side, and
+  # the centres reach the first and last rows.
+  x = np.full((400, 32, 32, 1), 7, np.uint8)
+  y = np.asarray(augment.cutout(jax.random.PRNGKey(0), x, size=16))
+  heights = (y[..., 0] == 0).any(2).sum(1)
+  widths = (y[..., 0] == 0).any(1).sum(1)
+  assert heights.min() == widths.min() == 8 and heights.max() == 16
+  assert ((heights < 16) | (widths < 16)).mean() > 0.5   # a centre within 8 of an edge
