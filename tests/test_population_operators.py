@@ -201,3 +201,38 @@ def test_the_fitness_size_note_is_said_once_not_per_stage(caplog):
       assert len(fitness.validation_subset(ctx, 1009)) == 7
   assert sum("is more than the 7 validation images" in r.getMessage()
              for r in caplog.records) == 1
+
+
+def test_make_offspring_crosses_each_member_with_a_partner_and_mutates_when_asked():
+  # Members' kernels are distinct constant-free random arrays. crossover 1, mutation 0:
+  # each child is SBX's FIRST child of its member and some other member (child - p_i =
+  # 0.5 (1 - beta) (p_j - p_i) with beta near 1 at eta 20: close to its own member, not to
+  # the partner). Both off: the parents. Mutation of every element: all kernels move.
+  from fdjax.population.evolution import EvolutionConfig, make_offspring
+
+  count = 6
+  params = {"conv": {"kernel": jnp.asarray(np.random.default_rng(0).normal(
+      size=(count, 3, 3, 2, 4)), jnp.float32)}}
+  neighbours = neighbourhoods(preference_vectors(count, 2), 3)
+  key = jax.random.key(2)
+  same = make_offspring(key, params, neighbours,
+                        EvolutionConfig(crossover_prob=0.0, mutation_prob=0.0))
+  np.testing.assert_array_equal(same["conv"]["kernel"], params["conv"]["kernel"])
+  crossed = np.asarray(make_offspring(key, params, neighbours, EvolutionConfig(
+      crossover_prob=1.0, mutation_prob=0.0, random_partner_prob=0.0))["conv"]["kernel"])
+  p = np.asarray(params["conv"]["kernel"])
+  for i in range(count):
+    assert not np.array_equal(crossed[i], p[i])
+    step = (crossed[i] - p[i]).ravel()
+    slopes = []
+    for j in neighbours[i][1:]:   # the partner: step = slope (p_j - p_i), exactly
+      d = (p[j] - p[i]).ravel()
+      slope = float(d @ step / (d @ d))
+      if np.allclose(step, slope * d, atol=1e-5):
+        slopes.append(slope)
+    assert slopes and min(abs(x) for x in slopes) < 0.25, (i, slopes)
+  mutated = np.asarray(make_offspring(key, params, neighbours, EvolutionConfig(
+      crossover_prob=0.0, mutation_prob=1.0, mutation_rate=1.0, mutation_std=0.1)
+      )["conv"]["kernel"])
+  assert np.all(mutated != p)
+  np.testing.assert_allclose((mutated - p).std(), 0.1, rtol=0.15)
