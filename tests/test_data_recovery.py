@@ -72,6 +72,16 @@ def test_owner_round_trip_and_liveness(tmp_path):
   assert not stale.is_stale(made, ".partial")
 
 
+def test_another_user_s_live_process_keeps_its_folder(tmp_path, monkeypatch):
+  # os.kill(pid, 0) on another user's process raises PermissionError: it is alive, and
+  # the folder it is writing must not be removed.
+  def kill(pid, signal):
+    raise PermissionError(1, "Operation not permitted")
+
+  monkeypatch.setattr(stale.os, "kill", kill)
+  assert stale.pid_alive(12345)
+
+
 def test_remove_stale_keeps_live_recent_and_foreign_dirs(tmp_path):
   gone = owned_dir(tmp_path, ".e-", dead_pid(), ".partial")
   mine = owned_dir(tmp_path, ".e-", os.getpid(), ".partial")

@@ -254,6 +254,7 @@ def test_cost_counts_active_experts(dense_models):
   stage3 = sum(np.size(x) for x in jax.tree.leaves(fused["params"]["stage3_block0"]))
   assert expert_param_count(shapes) == E * stage3
   assert active_param_count(shapes, E, 1) == param_count(shapes) - (E - 1) * stage3
+  assert active_param_count(shapes, E, 2) == param_count(shapes) - (E - 2) * stage3
   ratio = relative_cost({"params": param_count(shapes), "active_params": active_param_count(
       shapes, E, 1)}, {"params": param_count(fused)})
   router_params = param_count(shapes) - param_count(fused) - (E - 1) * stage3

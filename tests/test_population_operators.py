@@ -87,7 +87,10 @@ def test_sbx_children_keep_the_parents_mean_and_beta_follows_the_closed_form():
 
 
 def test_mutation_touches_two_percent_of_conv_kernels_with_std_003_only():
-  params = {"conv": {"kernel": jnp.zeros((3, 3, 32, 64))}, "dense": {"kernel": jnp.zeros((8, 4))},
+  # The dense kernel is large enough (4096 elements) that a rule touching it would be
+  # seen: about 80 of them at 2 percent.
+  params = {"conv": {"kernel": jnp.zeros((3, 3, 32, 64))},
+            "dense": {"kernel": jnp.zeros((64, 64))},
             "bn": {"scale": jnp.ones(64), "bias": jnp.zeros(64)}}
   out = jax.jit(lambda k, p: gaussian_mutation(k, p, rate=0.02, std=0.03))(
       jax.random.PRNGKey(2), params)
