@@ -101,3 +101,23 @@ def test_evolve_every_and_generations_as_the_official_schedule():
   for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(expected)[0],
                           jax.tree.leaves(evolved)):
     np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(path))
+
+
+def test_the_hook_reports_member_metrics_in_the_metric_s_direction():
+  # Fitness is minimised; the member metric (the logged values, the Pareto report) is the
+  # metric itself: -fitness for a metric where higher is better, fitness otherwise.
+  _, population = _members()
+  mesh = make_mesh()
+  tx = optax.adam(1e-2)
+  preferences, trainable = preference_vectors(P, M), np.array([False, True, True])
+  evolution = init_evolution(jax.random.PRNGKey(9), preferences, trainable)
+  outputs = {}
+  for higher in (True, False):
+    state = create_population_state(jax.tree.map(jnp.copy, population), tx,
+                                    jax.random.PRNGKey(1), evolution, mesh)
+    hook = evolution_hook(_score, EVOLUTION, ("a", "b"), higher_is_better=higher)
+    new_state, metrics = hook(state, 0)
+    outputs[higher] = np.asarray(metrics["member_metric"])
+    fitness = np.asarray(new_state.evolution.fitness, np.float64)
+    np.testing.assert_allclose(outputs[higher], -fitness if higher else fitness, rtol=1e-6)
+  np.testing.assert_allclose(outputs[True], -outputs[False], rtol=1e-6)
