@@ -154,3 +154,29 @@ def test_a_moved_archives_entry_follows_it_and_is_not_pruned_for_the_new_one(tmp
   data.load(f"folder:{tar}", cache_dir=str(cache))
   assert entry.is_dir() and archive.entry_dir(tar, cache).is_dir()
   assert len(data.load(f"folder:{moved}", cache_dir=str(cache)).train.labels) == 6
+
+
+def test_an_archive_rewritten_in_place_gets_a_new_entry(tmp_path):
+  # Same path, same inode, same size, new contents (rewritten in place, e.g. by rsync
+  # --inplace): the modification time alone tells it apart. A copy keeping the size and
+  # mtime is a new inode; a new size alone differs too.
+  path = tmp_path / "set.tar"
+  path.write_bytes(b"a" * 100)
+  os.utime(path, ns=(10**18, 10**18))
+  first = archive.entry_dir(path, tmp_path)
+  inode = path.stat().st_ino
+  with open(path, "r+b") as f:
+    f.write(b"b" * 100)
+  os.utime(path, ns=(10**18 + 10**9, 10**18 + 10**9))
+  assert path.stat().st_ino == inode and path.stat().st_size == 100
+  rewritten = archive.entry_dir(path, tmp_path)
+  assert rewritten != first
+  copy = tmp_path / "copy" / "set.tar"
+  copy.parent.mkdir()
+  copy.write_bytes(path.read_bytes())
+  os.utime(copy, ns=(10**18 + 10**9, 10**18 + 10**9))
+  assert archive.entry_dir(copy, tmp_path) != archive.entry_dir(path, tmp_path)
+  with open(path, "ab") as f:
+    f.write(b"c")
+  os.utime(path, ns=(10**18 + 10**9, 10**18 + 10**9))   # the rewritten one's mtime kept
+  assert archive.entry_dir(path, tmp_path) != rewritten
