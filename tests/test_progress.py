@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 
+from fdjax.train import progress as progress_lib
 from fdjax.train.progress import MetricsWriter, StudyProgress
 
 
@@ -113,3 +114,17 @@ def test_metrics_writer_records_vectors_as_lists(tmp_path):
                                   "losses": np.array([1.0, 2.0], np.float32), "ok": True})
   assert json.loads(path.read_text()) == {"stage": "p", "step": 3, "loss": 0.5,
                                           "losses": [1.0, 2.0], "ok": True}
+
+
+def test_a_stage_s_line_measures_images_per_second_and_eta_over_its_last_interval(
+    monkeypatch):
+  # 40 steps of 8 images in 10 s: 32 images/s; 160 steps left at 0.25 s each: ETA 40 s.
+  clock = [100.0]
+  monkeypatch.setattr(progress_lib.time, "perf_counter", lambda: clock[0])
+  line = progress_lib.Progress("s", total_steps=200, batch_size=8, start_step=0)
+  clock[0] += 10.0
+  out = line.line(40, {"loss": 1.0}, 0.1)
+  assert out == {"images_per_s": pytest.approx(32.0), "eta_s": pytest.approx(40.0)}
+  clock[0] += 5.0       # the next interval alone: 10 steps in 5 s
+  out = line.line(50, {"loss": 1.0}, 0.1)
+  assert out == {"images_per_s": pytest.approx(16.0), "eta_s": pytest.approx(75.0)}
