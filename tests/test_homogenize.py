@@ -179,3 +179,15 @@ def test_sum_mode_matches_the_default_step():
                              [np.sqrt(10.0)] * 2, rtol=1e-6)
   np.testing.assert_allclose(summed, plain, atol=1e-6)  # (0 - 0.1 * (3, 1)) = (-0.3, -0.1)
   np.testing.assert_allclose(plain, [-0.3, -0.1], atol=1e-6)
+
+
+def test_meta_after_its_first_step_does_not_project_tasks_that_agree_with_the_meta_vector():
+  # Step 2: g1 . g2 = -4 < 0 (PCGrad would project both) but g1 . m1 = g2 . m1 = 0.1 > 0:
+  # meta keeps both whole, so the combined gradient is g1 + g2 = (1, 1).
+  tx = homogenize("meta", meta_decay=0.9)
+  params = jnp.zeros(2)
+  _, state = _apply(tx, _stack([1.0, 0.0], [0.0, 1.0]), None, params)   # m1 = 0.1 (1, 1)
+  out, _ = _apply(tx, _stack([2.0, -1.0], [-1.0, 2.0]), state, params)
+  np.testing.assert_allclose(out, [1.0, 1.0], atol=1e-6)
+  pcgrad, _ = _apply(homogenize("pcgrad"), _stack([2.0, -1.0], [-1.0, 2.0]), None, params)
+  assert not np.allclose(pcgrad, [1.0, 1.0], atol=1e-3)
