@@ -193,6 +193,13 @@ def test_reestimate_on_input_bn_is_mean_of_per_batch_stats():
   np.testing.assert_allclose(out["batch_stats"]["bn"]["mean"], mean_ref, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(out["batch_stats"]["bn"]["var"], var_ref, rtol=1e-4, atol=1e-6)
   assert out["params"] is variables["params"]
+  # Statistics kept in bfloat16 come back in bfloat16 (the model's checkpoints keep them so).
+  low = jax.tree.map(lambda x: jnp.asarray(x, jnp.bfloat16), variables["batch_stats"])
+  out = reestimate_batch_stats(model, {**variables, "batch_stats": low}, iter(batches),
+                               model_input=CIFAR_INPUT)
+  assert {x.dtype for x in jax.tree.leaves(out["batch_stats"])} == {jnp.dtype(jnp.bfloat16)}
+  np.testing.assert_allclose(np.asarray(out["batch_stats"]["bn"]["mean"], np.float32), mean_ref,
+                             rtol=1e-2)
 
 
 def _numpy_conv3x3_same(x, kernel):
