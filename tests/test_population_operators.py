@@ -239,3 +239,45 @@ def test_make_offspring_crosses_each_member_with_a_partner_and_mutates_when_aske
       )["conv"]["kernel"])
   assert np.all(mutated != p)
   np.testing.assert_allclose((mutated - p).std(), 0.1, rtol=0.15)
+
+
+def test_evolve_scores_children_with_their_parents_statistics_and_keeps_its_counts():
+  # Two generations by hand-checkable rules: the offspring are scored with the parents'
+  # BatchNorm statistics; the ideal point is the minimum of every fitness seen (parents
+  # and children); a member's replacement count adds up over generations.
+  from fdjax.population.evolution import EvolutionConfig, evolve, init_evolution
+
+  count, m = 4, 2
+  rng = np.random.default_rng(0)
+  population = {"params": {"conv": {"kernel": jnp.asarray(rng.normal(size=(count, 3, 3, 1, 2)),
+                                                          jnp.float32)}},
+                "batch_stats": {"bn": {"mean": jnp.asarray(rng.normal(size=(count, 2)),
+                                                           jnp.float32)}}}
+  seen = []
+
+  def score(offspring):   # objective values to minimise, from each child's kernel
+    seen.append(offspring)
+    k = np.asarray(offspring["params"]["conv"]["kernel"], np.float64).reshape(count, -1)
+    return np.stack([k.mean(1), -k.mean(1) + np.abs(k).mean(1)], axis=1)
+
+  fitness = score(population)
+  seen.clear()
+  state = init_evolution(jax.random.PRNGKey(0), preference_vectors(count, m),
+                         np.ones(count, bool))
+  cfg = EvolutionConfig(neighbours=3, crossover_prob=1.0, mutation_prob=1.0, mutation_rate=0.5)
+  changes = np.zeros(count, int)
+  lowest = fitness.min(0)
+  for generation, key in enumerate(jax.random.split(jax.random.key(1), 2)):
+    before = np.asarray(population["params"]["conv"]["kernel"])
+    parents_stats = np.asarray(population["batch_stats"]["bn"]["mean"])
+    population, state = evolve(key, population, fitness, state, score, cfg)
+    offspring = seen[-1]
+    np.testing.assert_array_equal(offspring["batch_stats"]["bn"]["mean"], parents_stats)
+    lowest = np.minimum(lowest, score(offspring).min(0))
+    np.testing.assert_allclose(state.ideal, lowest, rtol=1e-6)
+    after = np.asarray(population["params"]["conv"]["kernel"])
+    changes += np.any((after != before).reshape(count, -1), axis=1)
+    np.testing.assert_array_equal(state.replaced, changes)
+    assert int(state.generation) == generation + 1
+    fitness = np.asarray(state.fitness, np.float64)
+  assert changes.sum() > 0
