@@ -286,3 +286,22 @@ def test_sparse_top1_costs_about_one_dense_model(dense_models):
 @pytest.mark.long
 def test_expert_sharded_forward_equals_unsharded(run_on_eight_cpu_devices):
   run_on_eight_cpu_devices("moe_sharding_check.py", "OK expert-sharded MoE")
+
+
+def test_model_cost_counts_active_parameters_and_throughput_is_batch_over_median_time(
+    monkeypatch):
+  from fdjax.moe import cost as cost_lib
+
+  model = moe_resnet(8, 3, num_experts=E, k=2)
+  variables = init_variables(model, jax.random.key(0), SHAPE)
+  apply = lambda v, x: model.apply(v, x, train=False)[0]
+  moe = cost_lib.model_cost(apply, variables, (1, *SHAPE), E, 2)
+  assert moe["params"] == param_count(variables)
+  assert moe["active_params"] == active_param_count(variables, E, 2) < moe["params"]
+  dense = cost_lib.model_cost(apply, variables, (1, *SHAPE))
+  assert dense["active_params"] == dense["params"] and dense["flops"] == moe["flops"] > 0
+  # A fake clock: the timed calls take 1, 3 and 2 s; 8 images / median 2 s = 4 images/s.
+  ticks = iter([0.0, 1.0, 10.0, 13.0, 20.0, 22.0])
+  monkeypatch.setattr(cost_lib.time, "perf_counter", lambda: next(ticks))
+  assert cost_lib.images_per_second(lambda v, b: b, None, np.zeros((8, 2)), warmup=1,
+                                    repeats=3) == 4.0
