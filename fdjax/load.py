@@ -31,8 +31,8 @@ import ml_collections
 from fdjax import tasks
 from fdjax.config import parse_list
 from fdjax.errors import UserError
-from fdjax.image_input import checked_batch
 from fdjax.eval.metric import jit_clean, predictor
+from fdjax.image_input import checked_batch
 from fdjax.train import init_variables
 from fdjax.train.variables_io import load_variables, variables_exist
 
