@@ -54,7 +54,6 @@ import jax
 import jax.numpy as jnp
 
 
-
 def masked_sum(values, mask=None) -> tuple[jax.Array, jax.Array]:
   """``(sum of values where mask, int32 count of mask)`` over ``values`` ``[B]`` (booleans
   summed as int32) and bool ``mask`` ``[B]``: a task's ``scores`` pair for the
@@ -66,6 +65,7 @@ def masked_sum(values, mask=None) -> tuple[jax.Array, jax.Array]:
     return jnp.sum(values), jnp.int32(values.shape[0])
   return (jnp.sum(jnp.where(mask, values, jnp.zeros_like(values))),
           jnp.sum(jnp.asarray(mask).astype(jnp.int32)))
+
 
 @dataclasses.dataclass(frozen=True)
 class MetricSpec:
