@@ -39,7 +39,7 @@ from typing import Any, Callable
 from fdjax.config import BALANCED_STAGES, ILIAC_COS_WEIGHT, TRAINING_STAGES, parse_list
 from fdjax.errors import ConfigError
 from fdjax.validate_optimizer import check_optimizer
-from fdjax.validate_values import MISSING, distinct, get, is_int, is_real
+from fdjax.validate_values import MISSING, distinct, get, is_finite_real, is_int, is_real
 
 # Valid values of mode fields (the modules that use them raise on anything else).
 BN_MODES = ("paper", "average", "reestimate")          # fdjax.study.fused
@@ -82,7 +82,6 @@ def validate_config(config, *, device_count: int | None = None) -> None:
       problems.append(f"{field} must be {rule}, got {value!r}")
 
   int_at_least = lambda n: (lambda v: is_int(v) and v >= n)
-  finite = lambda v: is_real(v) and math.isfinite(float(v))
   if device_count is None:
     import jax
     device_count = jax.device_count()
@@ -115,7 +114,7 @@ def validate_config(config, *, device_count: int | None = None) -> None:
   for field in ("experts.cos_weight", "fusiondistill.alpha", "fusiondistill.gamma",
                 "fusiondistill.output_weight", "moe.alpha", "moe.gamma", "moe.balance_weight",
                 "moe.output_weight"):
-    check(field, lambda v: finite(v) and v >= 0, "a finite number >= 0")
+    check(field, lambda v: is_finite_real(v) and v >= 0, "a finite number >= 0")
   # The experts' cos_weight weighs ILIAC's feature term; experts.loss='ce' (the task loss
   # alone, the restoration schema's) never reads it, so a value other than the default
   # would be silently ignored.
@@ -127,7 +126,7 @@ def validate_config(config, *, device_count: int | None = None) -> None:
   # Data.
   if get(config, "task") in (MISSING, "classification"):
     _check_source(get(config, "data.source"), problems)
-  check("data.validation_fraction", lambda v: finite(v) and 0 <= v < 1, "in [0, 1)")
+  check("data.validation_fraction", lambda v: is_finite_real(v) and 0 <= v < 1, "in [0, 1)")
   check("data.max_per_split", int_at_least(0), "an integer >= 0 (0 = all)")
   if get(config, "task") in (MISSING, "classification"):
     check("model.depth", lambda v: is_int(v) and v >= 8 and (v - 2) % 6 == 0,
@@ -180,8 +179,9 @@ def validate_config(config, *, device_count: int | None = None) -> None:
     check("fusion.weights", lambda v: _weights_ok(v, n_degradations),
           f"{n_degradations} comma-separated finite numbers >= 0, not all 0 (one per degradation)")
   for field in ("moe.prompt_init_scale", "moe.router_lr_scale"):
-    check(field, lambda v: finite(v) and v > 0, "a finite number > 0")
-  check("moe.router_supervision", lambda v: finite(v) and v >= 0, "a finite number >= 0")
+    check(field, lambda v: is_finite_real(v) and v > 0, "a finite number > 0")
+  check("moe.router_supervision", lambda v: is_finite_real(v) and v >= 0,
+        "a finite number >= 0")
   if set(MOE_METHODS) & set(methods) and n_degradations:
     in_range = f"comma-separated integers in 1..{n_degradations} (the number of degradations)"
     check("moe.ks", lambda v: bool(_ints(v)) and all(1 <= k <= n_degradations for k in _ints(v))

@@ -5,9 +5,7 @@ no parameter average and no global-norm clipping."""
 
 from __future__ import annotations
 
-import math
-
-from fdjax.validate_values import MISSING, distinct, get, is_int, is_real
+from fdjax.validate_values import MISSING, distinct, get, is_finite_real, is_int, is_real
 
 
 def check_optimizer(config, stage: str, check) -> None:
@@ -18,7 +16,7 @@ def check_optimizer(config, stage: str, check) -> None:
   opt = f"{stage}.optimizer"
   check(f"{opt}.name", lambda v: v in OPTIMIZERS, f"one of {OPTIMIZERS}")
   check(f"{opt}.schedule", lambda v: v in SCHEDULES, f"one of {SCHEDULES}")
-  check(f"{opt}.lr", lambda v: is_real(v) and math.isfinite(v) and v > 0, "finite and > 0")
+  check(f"{opt}.lr", lambda v: is_finite_real(v) and v > 0, "finite and > 0")
   check(f"{opt}.momentum", lambda v: is_real(v) and 0 <= v <= 1, "in [0, 1]")
   # RAdam's rectification term (optax, float32) cancels badly above 0.999: at 0.9999 it
   # switches on at step 2 where PyTorch's (float64) does at step 6.
@@ -32,13 +30,13 @@ def check_optimizer(config, stage: str, check) -> None:
         (lambda v: is_real(v) and 0 <= v < 1),
         "0 (the evolutionary epochs replace members' parameters)" if stage == "ea_adam"
         else "in [0, 1) (0: no parameter average)")
-  check(f"{opt}.weight_decay", lambda v: is_real(v) and math.isfinite(v) and v >= 0,
+  check(f"{opt}.weight_decay", lambda v: is_finite_real(v) and v >= 0,
         "finite and >= 0")
-  check(f"{opt}.decay", lambda v: is_real(v) and math.isfinite(v) and v > 0, "finite and > 0")
+  check(f"{opt}.decay", lambda v: is_finite_real(v) and v > 0, "finite and > 0")
   # One global norm over EA-Adam's stacked members would let one member's large gradient
   # shrink the others' steps: the members train independently.
   check(f"{opt}.clip_norm", (lambda v: v == 0) if stage == "ea_adam" else
-        (lambda v: is_real(v) and math.isfinite(v) and v >= 0),
+        (lambda v: is_finite_real(v) and v >= 0),
         "0 (one global norm would couple the population's members)" if stage == "ea_adam"
         else "finite and >= 0 (0: no clipping)")
   epochs = get(config, f"{stage}.epochs")
