@@ -142,8 +142,9 @@ def available_models(workdir: str, seed: int, config=None) -> list[str]:
       return None
 
   seed_dir = os.path.join(workdir, f"seed_{seed}")
-  names = [n for n, entry in methods.loadables().items() if stage(n, entry) is not None
-           and variables_exist(os.path.join(seed_dir, stage(n, entry), "variables"))]
+  stages = {n: stage(n, entry) for n, entry in methods.loadables().items()}
+  names = [n for n, s in stages.items()
+           if s is not None and variables_exist(os.path.join(seed_dir, s, "variables"))]
   experts = os.path.join(seed_dir, "experts")
   if os.path.isdir(experts):
     names += [f"expert_{d}" for d in sorted(os.listdir(experts))

@@ -169,8 +169,8 @@ def _run(config, workdir: str, methods, seeds) -> list[report.Record]:
 
   def write_results():
     report_files.write_reports(records, workdir, extra=extra or None, metric=metric,
-                         fingerprints=fingerprints, metrics=ctx.task.metrics,
-                         test_time=test_time, note=note)
+                               fingerprints=fingerprints, metrics=ctx.task.metrics,
+                               test_time=test_time, note=note)
     per_image_lib.write(workdir, per_image, [m.name for m in ctx.task.metrics])
     return plots.plot_metric_vs_level(records, workdir, metric=metric)
 

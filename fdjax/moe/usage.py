@@ -38,8 +38,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from fdjax import degradations
-from fdjax.eval.metric import test_batches
 from fdjax.eval.inference import padded_size
+from fdjax.eval.metric import test_batches
 
 # name -> (comparison, threshold): a level is near-clean when ``level <op> threshold``.
 NEAR_CLEAN: dict[str, tuple[str, float]] = {

@@ -130,11 +130,12 @@ class StudyProgress:
   done in this process; the start-up before it, once only, stays out): the evaluations
   between stages, compilations and data loading are in the rate, spread over the
   training work as they recur with it (a rate of training time alone read 3 to 5 times
-  too short for the quickstarts, whose evaluations take about 40% of the time); ``ETA ?`` before any work was measured. The evaluations after
-  the last training stage are the part it cannot see (it reads 0s there). Work done
-  before a resume (``advance(name, done, measured=False)``, what ``fit`` reports after
-  restoring a checkpoint) counts as done but not as measured. ``clock`` (seconds,
-  default ``time.perf_counter``) is injectable for tests.
+  too short for the quickstarts, whose evaluations take about 40% of the time);
+  ``ETA ?`` before any work was measured. The evaluations after the last training stage
+  are the part it cannot see (it reads 0s there). Work done before a resume
+  (``advance(name, done, measured=False)``, what ``fit`` reports after restoring a
+  checkpoint) counts as done but not as measured. ``clock`` (seconds, default
+  ``time.perf_counter``) is injectable for tests.
   """
 
   def __init__(self, stages: Sequence[tuple[str, int]], clock: Callable[[], float] | None = None):
