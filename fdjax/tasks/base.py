@@ -54,6 +54,10 @@ import jax
 import jax.numpy as jnp
 
 
+# The compute dtypes a task's model may take (``model.dtype``, ``restoration.dtype``).
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
 def masked_sum(values, mask=None) -> tuple[jax.Array, jax.Array]:
   """``(sum of values where mask, int32 count of mask)`` over ``values`` ``[B]`` (booleans
   summed as int32) and bool ``mask`` ``[B]``: a task's ``scores`` pair for the

@@ -17,9 +17,7 @@ import optax
 
 from fdjax.data import augment
 from fdjax.models import CHANNEL_STATS, cifar_resnet, normalize
-from fdjax.tasks.base import DataSpec, DegradeFn, MetricSpec, masked_sum
-
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+from fdjax.tasks.base import DTYPES, DataSpec, DegradeFn, MetricSpec, masked_sum
 
 
 @dataclasses.dataclass(frozen=True)

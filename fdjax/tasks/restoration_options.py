@@ -7,13 +7,11 @@ from __future__ import annotations
 import ast
 import dataclasses
 
-import jax.numpy as jnp
-
 from fdjax.errors import ConfigError
 from fdjax.models import MEASNet, NAFNet, PromptIR, UNet
+from fdjax.tasks.base import DTYPES
 
 MODELS = {"unet": UNet, "nafnet": NAFNet, "promptir": PromptIR, "measnet": MEASNet}
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 DEFAULTS = {"model": "unet", "width": 16, "depth": 2, "blocks": 1, "middle_blocks": 1,
             "decoder_blocks": None, "dtype": "float32", "patch": 64, "flip": True,
             "rot90": True, "y_channel": False, "shave": 0, "loss": "l1",
