@@ -187,7 +187,8 @@ def _run(config, workdir: str, methods, seeds) -> list[report.Record]:
   print(note)
   if test_time:
     print(f"Every row's test outputs: {test_time}.")
-  print(_file_summary(workdir, figures, seeds, images, since=started))
+  reports = {path: what for method in methods for path, what in method.reports.items()}
+  print(_file_summary(workdir, figures, seeds, images, since=started, reports=reports))
   return records
 
 
@@ -200,11 +201,13 @@ def cost_columns(ctx, method) -> dict:
   return {"params": held * dense, "FLOPs/img (rel.)": run}
 
 
-def _file_summary(workdir: str, figures, seeds, images=(), since: float = 0.0) -> str:
+def _file_summary(workdir: str, figures, seeds, images=(), since: float = 0.0,
+                  reports=None) -> str:
   """The console's list of the run's files. Besides ``figures`` and ``images``, the
   tables and figures that methods wrote into ``workdir`` (a finalizer's
   ``router_usage.md``, ``router_usage_k1.png``): those written since ``since`` (seconds
-  since the epoch; earlier ones are another run's)."""
+  since the epoch; earlier ones are another run's); and the methods' ``reports``
+  (``{path in a seed folder: what}``, ``Method.reports``) that the first seed holds."""
   listed = {os.path.basename(p) for p in list(figures) + list(images)} | set(RESULT_FILES)
 
   def written_here(suffix):
@@ -220,9 +223,20 @@ def _file_summary(workdir: str, figures, seeds, images=(), since: float = 0.0) -
            *(["  images:  " + ", ".join(os.path.basename(p) for p in images)
               + "  (example test images: input | each single-model row | target)"]
              if images else []),
+           *_report_lines(workdir, seeds, reports or {}),
            "  models:  " + ", ".join(f"seed_{s}/<stage>/variables" for s in seeds)
            + "  (load with fdjax.load_model(workdir, method))"]
   return "\n".join(lines)
+
+
+def _report_lines(workdir: str, seeds, reports) -> list[str]:
+  """``  reports: seed_0/ea_adam/pareto.json  (what it holds)`` and one line per further
+  file, for those the first seed's folder holds (``seed_<s>`` with several seeds)."""
+  seed = f"seed_{seeds[0]}" if len(seeds) == 1 else "seed_<s>"
+  held = [(path, what) for path, what in reports.items()
+          if os.path.exists(os.path.join(workdir, f"seed_{seeds[0]}", path))]
+  return [f"  {'reports:' if i == 0 else ' ' * 8} {seed}/{path}  ({what})"
+          for i, (path, what) in enumerate(held)]
 
 
 def _write_run_info(dataset, workdir: str) -> None:

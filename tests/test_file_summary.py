@@ -20,3 +20,23 @@ def test_files_written_by_this_run_are_listed_and_older_ones_are_not(tmp_path):
   assert summary[1] == ("  tables:  results.md, results.csv, per_level.csv, results.json, "
                         "router_usage.md")
   assert summary[2] == "  figures: accuracy_jpeg.png, router_usage_k1.png"
+
+
+def test_the_reports_a_method_writes_in_a_seed_folder_are_listed_when_present(tmp_path):
+  """EA-Adam's Pareto reports (``Method.reports``) in the first seed's folder; a report
+  the run did not write (the fusion network's, not run) is left out."""
+  from fdjax.methods import METHODS
+  reports = {p: w for name in ("ea_adam", "ea_adam_fusion")
+             for p, w in METHODS[name].reports.items()}
+  for path in ("ea_adam/pareto.json", "ea_adam/merged/merged.json", "ea_adam/merged/pareto.png"):
+    (tmp_path / "seed_0" / path).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "seed_0" / path).write_text("x")
+  for seeds, prefix in (([0], "seed_0"), ([0, 1], "seed_<s>")):
+    lines = pipeline._file_summary(str(tmp_path), [], seeds, reports=reports).splitlines()
+    listed = [line for line in lines if f"{prefix}/ea_adam" in line]
+    assert listed[0].split()[0] == "reports:"
+    assert [line.split("  (")[0].split()[-1] for line in listed] == [
+        f"{prefix}/ea_adam/pareto.json", f"{prefix}/ea_adam/merged/merged.json",
+        f"{prefix}/ea_adam/merged/pareto.png"]
+    assert all(line.index(prefix) == lines[1].index("results.md") for line in listed)
+    assert not any("alpha.json" in line for line in lines)

@@ -128,3 +128,39 @@ def test_a_stage_s_line_measures_images_per_second_and_eta_over_its_last_interva
   clock[0] += 5.0       # the next interval alone: 10 steps in 5 s
   out = line.line(50, {"loss": 1.0}, 0.1)
   assert out == {"images_per_s": pytest.approx(16.0), "eta_s": pytest.approx(75.0)}
+
+
+def test_an_evaluation_logs_each_part_after_every_interval_with_eta_and_its_end(monkeypatch):
+  """Parts of work 20 (clean), 20, 20 and 60 images x levels; a line at most every 10 s:
+  after 'rain' (60 of 120 done in 12 s: 60 left at 0.2 s each, ETA 12 s) and the end."""
+  lines = []
+  monkeypatch.setattr(progress_lib.logging, "info", lambda fmt, *a: lines.append(fmt % a))
+  clock = FakeClock()
+  ev = progress_lib.EvalProgress("fusiondistill", every=10.0, clock=clock)
+  ev.plan([("clean", 20), ("denoise", 20), ("rain", 20), ("haze", 60)])
+  clock.now = 4.0
+  ev.done("clean")
+  clock.now = 8.0
+  ev.done("denoise")     # 8 s since the start: silent
+  assert lines == []
+  clock.now = 12.0
+  ev.done("rain")
+  assert lines == ["[eval fusiondistill] rain done (3/4), 12s elapsed, ETA 12s"]
+  clock.now = 20.0
+  ev.done("haze")        # 8 s since the last line, but the end of a 20 s evaluation
+  assert lines[1:] == ["[eval fusiondistill] done in 20s"]
+  with pytest.raises(ValueError, match="'blur' is not in the plan"):
+    ev.done("blur")
+
+
+def test_a_short_evaluation_prints_nothing(monkeypatch):
+  lines = []
+  monkeypatch.setattr(progress_lib.logging, "info", lambda fmt, *a: lines.append(fmt % a))
+  clock = FakeClock()
+  ev = progress_lib.EvalProgress("input", every=10.0, clock=clock)
+  ev.plan([("clean", 5), ("denoise", 5)])
+  clock.now = 3.0
+  ev.done("clean")
+  clock.now = 9.9
+  ev.done("denoise")
+  assert lines == []

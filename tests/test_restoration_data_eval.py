@@ -221,3 +221,39 @@ def test_secondary_metrics_per_level_their_average_and_per_level_csv_rows():
   for name in ("denoise", "haze"):
     got = [r["ssim"] for r in rows if r["degradation"] == name]
     assert got == pytest.approx([task.metrics[1].display(v) for _, v in ssim[name]["per_level"]])
+
+
+class _Parts:
+  """Records what evaluate_all tells an EvalProgress."""
+
+  def __init__(self):
+    self.planned, self.done_parts = None, []
+
+  def plan(self, parts):
+    self.planned = list(parts)
+
+  def done(self, part):
+    assert self.planned is not None, "a part ended before the plan was told"
+    self.done_parts.append(part)
+
+
+def test_evaluate_all_tells_its_progress_each_part_with_images_times_levels():
+  """clean on 5 images; denoise synthetic on those 5 at 3 levels (15); rain real, 2 pairs,
+  no levels (2); haze synthetic at 2 levels; with max_examples=1 every set counts 1."""
+  clean = TestSet("two_sizes", (ImageSet.from_fields({"image": _images(3, 24, 20, 0)}),
+                                ImageSet.from_fields({"image": _images(2, 20, 28, 1)})))
+  real = TestSet("pairs", (ImageSet.from_fields({"image": _images(2, 16, 16, 2),
+                                                 "target": _images(2, 16, 16, 3)}),),
+                 ("a", "b"), real=True)
+  plan = LevelPlan(("denoise", "rain", "haze"),
+                   explicit=(("denoise", (15.0, 25.0, 50.0)), ("rain", (0.02,)),
+                             ("haze", (0.5, 1.5))))
+  for max_examples, expected in (
+      (None, [("clean", 5), ("denoise", 15), ("rain", 2), ("haze", 10)]),
+      (1, [("clean", 1), ("denoise", 3), ("rain", 1), ("haze", 2)])):
+    parts = _Parts()
+    levels_lib.evaluate_all(TASK, {}, clean, plan, batch_size=2, max_examples=max_examples,
+                            predict=identity_predictor(TASK), progress=parts,
+                            test_sets={"clean": clean, "rain": real})
+    assert parts.planned == expected
+    assert parts.done_parts == ["clean", "denoise", "rain", "haze"]

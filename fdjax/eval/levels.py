@@ -184,7 +184,7 @@ def mean_over_levels(per_level: Sequence[Sequence[float]]) -> float:
 def evaluate_all(task, variables, split, plan: LevelPlan, *, batch_size: int, mesh=None,
                  model=None, predict: Predict | None = None,
                  max_examples: int | None = None, test_sets=None,
-                 per_image: bool = False) -> dict:
+                 per_image: bool = False, progress=None) -> dict:
   """The clean metric and the mean over levels for each degradation of ``plan``.
 
   ``predict``: a traceable clean predictor ``(variables, images_uint8) -> outputs``
@@ -193,7 +193,9 @@ def evaluate_all(task, variables, split, plan: LevelPlan, *, batch_size: int, me
   images). ``test_sets``: ``{degradation: TestSet}`` scored instead of ``split`` for
   those degradations (module docstring). ``per_image`` (a task with ``per_image``, one
   process): also ``results['per_image'] = {degradation: {'test_set', 'names', 'levels'
-  (None for a real set), <metric>: [[value per image] per level]}}``.
+  (None for a real set), <metric>: [[value per image] per level]}}``. ``progress``: an
+  ``fdjax.train.progress.EvalProgress`` told the parts (clean, then each degradation,
+  with their images x levels) and each part's end.
   """
   per_image = per_image and hasattr(task, "per_image") and jax.process_count() == 1
   images: dict = {}
@@ -201,12 +203,25 @@ def evaluate_all(task, variables, split, plan: LevelPlan, *, batch_size: int, me
   clean_predict = jit_clean(predict, mesh)
   full, split = split, subset(split, max_examples)
   headline, others = task.metric.name, [m.name for m in task.metrics[1:]]
+  subsets: dict = {id(full): split}   # one subset per distinct set (not a copy per name)
+  tested = {}
+  for name in plan.names:
+    whole = (test_sets or {}).get(name, full)
+    if id(whole) not in subsets:
+      subsets[id(whole)] = subset(whole, max_examples)
+    tested[name] = subsets[id(whole)]
+  if progress is not None:
+    progress.plan([("clean", len(split))] + [
+        (name, len(tests) * (1 if isinstance(tests, TestSet) and tests.real
+                             else len(plan.eval_levels(name))))
+        for name, tests in tested.items()])
   values = split_scores(task, clean_predict, variables, split, batch_size=batch_size, mesh=mesh)
   results: dict = {"clean": values[headline]}
   extra = {m: {"clean": values[m]} for m in others}
+  if progress is not None:
+    progress.done("clean")
   for name in plan.names:
-    whole = (test_sets or {}).get(name, full)
-    tests = subset(whole, max_examples)
+    whole, tests = (test_sets or {}).get(name, full), tested[name]
     collect = {} if per_image else None
     scorer = task.for_degradation(name) if hasattr(task, "for_degradation") else task
     if isinstance(tests, TestSet) and tests.real:
@@ -235,6 +250,8 @@ def evaluate_all(task, variables, split, plan: LevelPlan, *, batch_size: int, me
     for m in others:
       extra[m][name] = {"all": per_metric[m][0], "per_level": per_metric[m][1], **listed,
                         **sets(m)}
+    if progress is not None:
+      progress.done(name)
   results["avg"] = float(np.mean([results[n]["all"] for n in plan.names]))
   for m in others:
     extra[m]["avg"] = float(np.mean([extra[m][n]["all"] for n in plan.names]))

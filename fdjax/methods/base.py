@@ -15,7 +15,9 @@ A method module defines one or more ``Method`` values and registers them in
 * ``refused``: names that ``fdjax.load_model`` refuses (not one static model), each with
   why and what to load instead;
 * ``members(ctx) -> (held, run)``: how many dense models each of its rows holds and
-  runs per image (the params and relative-FLOPs columns, ``config.eval.cost_columns``).
+  runs per image (the params and relative-FLOPs columns, ``config.eval.cost_columns``);
+* ``reports``: files it writes in each seed's folder that a person reads, ``{path
+  relative to the seed folder: what it holds}`` (the console's list of the run's files).
 """
 
 from __future__ import annotations
@@ -87,3 +89,4 @@ class Method:
   # another name, as a person copies them: {row label: model name}.
   row_names: Mapping[str, str] = dataclasses.field(default_factory=dict)
   members: Callable[[Any], tuple[int, int]] = _one_model
+  reports: Mapping[str, str] = dataclasses.field(default_factory=dict)

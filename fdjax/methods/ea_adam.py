@@ -187,7 +187,12 @@ METHOD = Method(NAME, requires=lambda ctx: (MERGED,), rows=_rows, stages=_stages
                 models={f"{NAME}_{kind}": Loadable(f"{MERGED}/{kind}") for kind in KINDS},
                 refused={NAME: f"the population holds ea_adam.size models; load one of its "
                                f"merged models: {', '.join(f'{NAME}_{k}' for k in KINDS)}"},
-                row_names={label: f"{NAME}_{kind}" for kind, label in KINDS.items()})
+                row_names={label: f"{NAME}_{kind}" for kind, label in KINDS.items()},
+                reports={f"{NAME}/pareto.json": "the members' objectives and Pareto front, "
+                                                "last epoch",
+                         f"{MERGED}/merged.json": "validation report of the members, the "
+                                                  "averages and the merge weights",
+                         f"{MERGED}/pareto.png": "objective 0 against the others' mean"})
 
 
 def _predictor(ctx) -> MixingPredictor:
@@ -264,4 +269,5 @@ FUSION_METHOD = Method(
     models={f"{FUSION}_baked": Loadable(BAKED)},
     refused={FUSION: f"the dynamic fusion network mixes the members per image; load its "
                      f"static bake {FUSION}_baked (the calibration-averaged mixing weights)"},
-    row_names={DYNAMIC_ROW: FUSION, BAKED_ROW: f"{FUSION}_baked"})
+    row_names={DYNAMIC_ROW: FUSION, BAKED_ROW: f"{FUSION}_baked"},
+    reports={f"{BAKED}/alpha.json": "the baked mixing weights per member"})

@@ -17,6 +17,7 @@ from fdjax.eval.metric import predictor
 from fdjax.eval.self_ensemble import configured, self_ensemble
 from fdjax.json_files import read_cache, write_json
 from fdjax.study.context import RunContext
+from fdjax.train.progress import EvalProgress
 
 RESULTS_FORMAT = 2  # per_level as [level, value] pairs, 'all' = mean over levels
 
@@ -103,7 +104,8 @@ class Evaluator:
         ctx.task, variables, ctx.dataset.test_for("clean"), ctx.plan,
         batch_size=ctx.config.eval_batch_size, mesh=ctx.mesh, model=model or ctx.model,
         predict=predict, max_examples=ctx.config.eval.max_examples or None,
-        test_sets=ctx.dataset.test_sets or None, per_image=True)
+        test_sets=ctx.dataset.test_sets or None, per_image=True,
+        progress=EvalProgress(name))
 
     # multi-process: process 0 writes, every process then sees it
     write_once(lambda: write_json(path, results), path)

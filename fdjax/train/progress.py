@@ -1,4 +1,5 @@
-"""Progress lines, a study-level progress / ETA, and a JSON-lines metrics file."""
+"""Progress lines, a study-level progress / ETA, an evaluation's progress, and a JSON-lines
+metrics file."""
 
 from __future__ import annotations
 
@@ -203,3 +204,45 @@ class StudyProgress:
     eta = self.eta_seconds()
     return (f"study: {where}, {_duration(self._clock() - self._t0)} elapsed, "
             f"ETA {'?' if eta is None else _duration(eta)}")
+
+
+class EvalProgress:
+  """Lines while one model is evaluated, so a long evaluation is never silent.
+
+  ``plan(parts)``: ``(part, work)`` pairs in evaluation order (the clean images, then each
+  degradation; ``work`` = images x levels scored). ``done(part)`` after each part logs,
+  when at least ``every`` seconds passed since the last line (or the start),
+  ``[eval <name>] rain done (3/4), 24s elapsed, ETA 8s``, and after the last part, when
+  the whole evaluation took ``every`` seconds or more, ``[eval <name>] done in 45s``:
+  an evaluation shorter than ``every`` prints nothing.
+  ETA = remaining work x elapsed seconds / work done (the first part's compilation is in
+  the rate). ``clock`` (seconds, default ``time.perf_counter``) is injectable for tests.
+  """
+
+  def __init__(self, name: str, every: float = 10.0, clock: Callable[[], float] | None = None):
+    self.name, self.every = name, float(every)
+    self._clock = clock or time.perf_counter
+    self._t0 = self._last = self._clock()
+    self._work: dict[str, int] = {}
+    self._done: list[str] = []
+
+  def plan(self, parts: Sequence[tuple[str, int]]) -> None:
+    self._work = {part: max(int(work), 1) for part, work in parts}
+
+  def done(self, part: str) -> None:
+    if part not in self._work:
+      raise ValueError(f"EvalProgress: part {part!r} is not in the plan {list(self._work)}")
+    self._done.append(part)
+    now = self._clock()
+    elapsed = now - self._t0
+    if len(self._done) == len(self._work):
+      if elapsed >= self.every:
+        logging.info("[eval %s] done in %s", self.name, _duration(elapsed))
+      return
+    if now - self._last < self.every:
+      return
+    self._last = now
+    work = sum(self._work[p] for p in self._done)
+    eta = (sum(self._work.values()) - work) * elapsed / work
+    logging.info("[eval %s] %s done (%d/%d), %s elapsed, ETA %s", self.name, part,
+                 len(self._done), len(self._work), _duration(elapsed), _duration(eta))
