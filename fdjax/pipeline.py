@@ -182,8 +182,12 @@ def _run(config, workdir: str, methods, seeds) -> list[report.Record]:
     return records
   print(f"{metric.heading}: clean, then the mean over each degradation's levels, then "
         "their average.")
-  print(report.format_table(records, extra=extra or None, metric=metric,
-                            metrics=ctx.task.metrics))
+  metrics = ctx.task.metrics
+  for m in metrics:   # one table per metric: the console's width
+    if m != metric:
+      print(f"{m.heading}:")
+    print(report.format_table(records, extra=extra or None, metric=metric, metrics=metrics,
+                              only=m))
   print(note)
   if test_time:
     print(f"Every row's test outputs: {test_time}.")

@@ -72,6 +72,18 @@ def test_rain_on_y_haze_on_rgb_shaved_against_scikit_image():
                 "haze (haze_pairs, real, RGB, shave 2)", "SSIM rain (Y)", "| avg |"):
     assert label in header, header
   assert task.metric.label == "PSNR"   # mixed spaces: the columns say which
+  # The console's one table per metric: together the combined table's columns, the
+  # extra columns with the headline only, every cell as in the combined table.
+  extra = {"Input": {"params": 0}}
+  whole = report.format_table([("Input", 0, results)], extra=extra, metric=task.metric,
+                              metrics=task.metrics)
+  parts = [report.format_table([("Input", 0, results)], extra=extra, metric=task.metric,
+                               metrics=task.metrics, only=m) for m in task.metrics]
+  cells = lambda table, i: [c.strip() for c in table.splitlines()[i].strip("|").split("|")]
+  assert cells(parts[0], 0)[-1] == "params" and "params" not in parts[1]
+  assert cells(parts[0], 0)[2:-1] == [c for c in cells(whole, 0)[2:] if "SSIM" not in c][:-1]
+  assert cells(parts[1], 0)[2:] == [c for c in cells(whole, 0) if c.startswith("SSIM")]
+  assert sorted(cells(parts[0], 2)[2:] + cells(parts[1], 2)[2:]) == sorted(cells(whole, 2)[2:])
   record = [("Input", 0, {"scoring": {"clean": "RGB", "denoise": "Y, shave 4"}})]
   assert report.column_label(record, "denoise") == "denoise (Y, shave 4)"
   assert report.column_label(record, "denoise@25") == "denoise@25"   # as its task's column

@@ -54,9 +54,15 @@ def small_photos():
           PairedImages("photos", test.names, (test.targets[0][150:191, 300:357],)))
 
 
-def test_tiny_restoration_study(tmp_path, monkeypatch):
+def test_tiny_restoration_study(tmp_path, monkeypatch, capsys):
   monkeypatch.setattr(restoration_sets, "photos", small_photos)
   records = pipeline.run(tiny(), str(tmp_path))
+  # The console: one table per metric, PSNR's with the cost columns, then SSIM's.
+  out = capsys.readouterr().out
+  headers = [line for line in out.splitlines() if line.startswith("| method |")]
+  assert len(headers) == 2 and "SSIM" not in headers[0] and "params" in headers[0]
+  assert headers[1].split("|")[3].strip() == "SSIM clean" and "params" not in headers[1]
+  assert "SSIM (0..1), higher is better:" in out
   rows = {label: results for label, _, results in records}
   assert list(rows) == ["Input", "Oracle", "ModelSoups", "FusionDistill-MoE (K=2)"]
   assert sorted(os.listdir(tmp_path / "seed_0" / "fused")) == ["average"]

@@ -215,15 +215,21 @@ def extra_columns(extra: Mapping[str, Mapping[str, Any]] | None) -> list[str]:
 def format_table(records: Sequence[Record], methods: Sequence[str] | None = None,
                  extra: Mapping[str, Mapping[str, Any]] | None = None,
                  metric: MetricSpec = ACCURACY,
-                 metrics: Sequence[MetricSpec] | None = None) -> str:
+                 metrics: Sequence[MetricSpec] | None = None,
+                 only: MetricSpec | None = None) -> str:
   """A markdown table: one row per method, the metric in display units (its decimals).
 
   ``extra``: ``{method: {column: value}}`` appended after the accuracy columns (e.g.
   parameter count, relative inference cost of a mixture-of-experts student).
   ``metrics``: the task's metrics (headline first); the others add their columns.
+  ``only``: one of ``metrics``: its columns alone (and ``extra`` with the headline),
+  the console's one table per metric.
   """
   summary = summarize(records, methods, metric)
   tables, extra_cols = metric_tables(records, methods, metric, metrics), extra_columns(extra)
+  if only is not None:
+    tables = [t for t in tables if t[0] == only]
+    extra_cols = extra_cols if only == metric else []
   seeds = {m: max((s["n"] for s in summary[m].values()), default=0) for m in summary}
   header = ["method", "seeds"] + [label for _, _, label, _ in tables] + extra_cols
   lines = ["| " + " | ".join(header) + " |",
