@@ -7,7 +7,6 @@ import json
 import os
 
 import jax
-import numpy as np
 from absl import logging
 
 from fdjax.degradations.registry import revisions
@@ -17,6 +16,7 @@ from fdjax.eval.metric import predictor
 from fdjax.eval.self_ensemble import configured, self_ensemble
 from fdjax.json_files import read_cache, write_json
 from fdjax.study.context import RunContext
+from fdjax.train.integrity import tree_digest
 from fdjax.train.progress import EvalProgress
 
 RESULTS_FORMAT = 2  # per_level as [level, value] pairs, 'all' = mean over levels
@@ -25,12 +25,7 @@ RESULTS_FORMAT = 2  # per_level as [level, value] pairs, 'all' = mean over level
 def variables_digest(variables) -> str:
   """sha256 (12 hex digits) of every leaf's bytes: a retrained model never reuses the
   cached results of the model it replaced."""
-  h = hashlib.sha256()
-  for leaf in jax.tree.leaves(jax.device_get(variables)):
-    array = np.asarray(leaf)
-    h.update(str((array.dtype, array.shape)).encode())
-    h.update(np.ascontiguousarray(array).tobytes())
-  return h.hexdigest()[:12]
+  return tree_digest(jax.device_get(variables))[:12]
 
 
 class Evaluator:

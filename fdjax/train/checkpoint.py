@@ -2,8 +2,9 @@
 
 Restoring checks the saved tree against the expected one first, so a checkpoint
 written by another model or optimiser gives an ``IncompatibleCheckpointError``
-that names the differing leaves; unreadable files give a ``CorruptCheckpointError``
-naming the step directory (and the reads orbax leaves in flight then are kept off the
+that names the differing leaves; unreadable files, or files that read back other values
+than were saved (the state's sha256, recorded in the meta record, differs:
+``fdjax.train.integrity``), give a ``CorruptCheckpointError`` naming the step directory (and the reads orbax leaves in flight then are kept off the
 console: ``fdjax.train.abandoned_reads``). Neither ever falls back to training from scratch.
 
 When the newest checkpoint is corrupt, ``Checkpointer(on_corrupt=...)`` decides:
@@ -45,8 +46,10 @@ from absl import logging
 from fdjax.distributed import barrier, is_main_process
 from fdjax.errors import ConfigError, UserError, chained
 from fdjax.train.abandoned_reads import ignore_abandoned_reads
+from fdjax.train.integrity import damaged, record
 
 ON_CORRUPT = ("error", "previous")
+DIGEST_KEY = "fdjax_sha256"   # the state's digest in the meta record (fdjax.train.integrity)
 ON_CORRUPT_FLAG = "--config.checkpoint.on_corrupt=previous"
 
 class CheckpointError(RuntimeError):
@@ -146,8 +149,12 @@ class Checkpointer:
     """Saves ``state`` at ``int(state.step)`` with a JSON-serialisable ``meta`` record."""
     step = int(jax.device_get(state.step))
     ignore_abandoned_reads()   # a failed write's stragglers (abandoned_reads' docstring)
+    meta = dict(meta or {})
+    digest = record(state)   # checked by restore: orbax reads flipped bits silently
+    if digest is not None:
+      meta[DIGEST_KEY] = digest
     self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta or {})), force=True)
+        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
     self._manager.wait_until_finished()
 
   def restore(self, target, step: int | None = None) -> tuple[Any, dict]:
@@ -224,7 +231,11 @@ class Checkpointer:
     except Exception as e:
       check_outside_reason(e, path)
       raise CorruptCheckpointError(f"cannot restore checkpoint at {path}: {e}") from e
-    return restored["state"], dict(restored["meta"] or {})
+    meta = dict(restored["meta"] or {})
+    if damaged(restored["state"], meta.pop(DIGEST_KEY, None)):
+      raise CorruptCheckpointError(f"checkpoint at {path} reads back other values than were "
+                                   f"saved (its sha256 differs): its files were damaged")
+    return restored["state"], meta
 
   def close(self) -> None:
     self._manager.close()

@@ -1,7 +1,9 @@
 """Saving and loading a model's ``{'params', 'batch_stats'}`` alone (no optimiser state).
 
 Every finished stage writes its variables this way; orbax writes to a temporary
-directory and renames it, so a directory that exists is complete. In a multi-process
+directory and renames it, so a directory that exists is complete. ``digest.json`` inside
+it (written next) holds the variables' sha256 (``fdjax.train.integrity``), compared when
+they are read: orbax reads flipped bits back as other numbers without an error. In a multi-process
 run every process calls ``save_variables`` / ``load_variables`` (orbax writes each
 array once, from the process holding it, and waits for all before the rename).
 """
@@ -13,21 +15,29 @@ import os
 import jax
 import orbax.checkpoint as ocp
 
-from fdjax.distributed import barrier
+from fdjax.distributed import barrier, is_main_process
+from fdjax.json_files import read_json, write_json
 from fdjax.train.abandoned_reads import ignore_abandoned_reads
 from fdjax.train.checkpoint import (CheckpointReadError, CorruptCheckpointError, _check_compatible,
                                    check_outside_reason)
+from fdjax.train.integrity import damaged, record
+
+DIGEST_FILE = "digest.json"   # fdjax.train.integrity.record of the saved variables
 
 
 def save_variables(path: str, variables: dict) -> None:
   """Writes ``variables`` to ``path`` (a directory that must not exist yet)."""
   ignore_abandoned_reads()   # a failed write's stragglers (abandoned_reads' docstring)
   checkpointer = ocp.StandardCheckpointer()
+  host = jax.tree.map(_host, variables)
   try:
-    checkpointer.save(os.path.abspath(path), jax.tree.map(_host, variables))
+    checkpointer.save(os.path.abspath(path), host)
     checkpointer.wait_until_finished()
   finally:
     checkpointer.close()   # its background threads end here, not when collected
+  digest = record(host)
+  if digest is not None and is_main_process():
+    write_json(os.path.join(path, DIGEST_FILE), digest)
   barrier(f"fdjax save_variables {path}")  # then every process sees the stage as done
 
 
@@ -64,8 +74,11 @@ def load_variables(path: str, target: dict | None = None) -> dict:
                                      f"unreadable", hint=_REWRITE.format(path=path))
       _check_compatible(saved, target, path)
       abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), target)
-      return checkpointer.restore(path, abstract)
-    return checkpointer.restore(path)
+      variables = checkpointer.restore(path, abstract)
+    else:
+      variables = checkpointer.restore(path)
+    _check_digest(variables, path)
+    return variables
   except (FileNotFoundError, CorruptCheckpointError, CheckpointReadError):
     raise
   except Exception as e:
@@ -76,3 +89,15 @@ def load_variables(path: str, target: dict | None = None) -> dict:
                                  hint=_REWRITE.format(path=path)) from e
   finally:
     checkpointer.close()
+
+
+def _check_digest(variables, path: str) -> None:
+  """``CorruptCheckpointError`` when ``variables`` (as read) are not what was saved at
+  ``path`` (its ``digest.json``; saves before 2026-12-07 have none: unchecked)."""
+  digest_path = os.path.join(path, DIGEST_FILE)
+  if not os.path.exists(digest_path):
+    return
+  recorded = read_json(digest_path, hint=_REWRITE.format(path=path))
+  if not isinstance(recorded, dict) or damaged(variables, recorded):
+    raise CorruptCheckpointError(f"the variables at {path} read back other values than were "
+                                 f"saved (their sha256 differs)", hint=_REWRITE.format(path=path))
