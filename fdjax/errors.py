@@ -166,6 +166,10 @@ def parse_flags_or_exit(argv: list[str]) -> list[str]:
   file's traceback and status 1. ``--verbosity=1`` keeps absl's own report."""
   from absl import flags
 
+  missing = _missing_config_file(argv)
+  if missing:
+    sys.stderr.write(f"error: {missing}\n")
+    raise SystemExit(EXIT_USER_ERROR)
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
@@ -179,3 +183,25 @@ def parse_flags_or_exit(argv: list[str]) -> list[str]:
       last = f"{flag}: {last}" if flag else last
     sys.stderr.write(f"error: {last}\nhint: see --helpshort for the flags\n")
     raise SystemExit(EXIT_USER_ERROR) from None
+
+
+def _missing_config_file(argv: list[str]) -> str | None:
+  """The message for a ``--config`` file that does not exist (ml_collections defers that
+  failure to the first read of the config, as two chained tracebacks), naming the
+  nearest files of its folder; None when it exists or no ``--config`` is given."""
+  import difflib
+  import os
+
+  values = [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
+  values += [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config"]
+  if not values:
+    return None
+  path = values[-1].split(":", 1)[0]
+  if os.path.isfile(path):
+    return None
+  folder = os.path.dirname(path) or "."
+  files = sorted(f for f in os.listdir(folder) if f.endswith(".py")) if os.path.isdir(folder) else []
+  near = difflib.get_close_matches(os.path.basename(path), files, n=3)
+  where = (f"; did you mean {' or '.join(os.path.join(os.path.dirname(path), f) for f in near)}?"
+           if near else f" (the .py files in {folder}: {', '.join(files)})" if files else "")
+  return f"config file {path} not found{where}"

@@ -225,6 +225,8 @@ def test_a_workdir_or_cache_that_is_a_file_fails_clearly(tmp_path):
      ("--config.clean.epochs=2.5", "invalid literal for int()")),
     (("--config=configs/quickstart.py:tiny", "--config.methods.x=1"),
      ("unknown config field 'methods.x'",)),
+    (("--config=configs/quickstrat.py:tiny",),   # ml_collections: two tracebacks, status 1
+     ("config file configs/quickstrat.py not found", "did you mean configs/quickstart.py")),
 ])
 def test_flags_absl_or_the_config_file_reject_are_one_line_errors(tmp_path, args, needles):
   """Not absl's 'FATAL Flags parsing error' with the config file's traceback, status 1."""
