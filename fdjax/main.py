@@ -104,12 +104,14 @@ def _time_limit_s(text: str | None) -> float | None:
 def run() -> None:
   """``app.run(main)``; an unknown ``--config.<field>`` (which ml_collections rejects
   while parsing flags, naming only the last part of the key) becomes one line naming
-  the field and the nearest existing ones, and exit status 2. fdjax's XLA:CPU defaults
-  (``fdjax.cpu_flags``) are set first, before JAX starts."""
-  from fdjax import cpu_flags
+  the field and the nearest existing ones, and exit status 2. A Ctrl-C is noted from
+  here on (``fdjax.early_stop``) and fdjax's XLA:CPU defaults (``fdjax.cpu_flags``) are
+  set, before JAX starts."""
+  from fdjax import cpu_flags, early_stop
 
   from fdjax.errors import parse_flags_or_exit
 
+  early_stop.install()   # a Ctrl-C while JAX loads: noted, the run stops once armed
   cpu_flags.apply_defaults()
   try:
     app.run(main, flags_parser=parse_flags_or_exit)

@@ -18,6 +18,7 @@ from fdjax.json_files import read_cache, write_json
 from fdjax.study.context import RunContext
 from fdjax.train.integrity import tree_digest
 from fdjax.train.progress import EvalProgress
+from fdjax.train.stop import STOP
 
 RESULTS_FORMAT = 2  # per_level as [level, value] pairs, 'all' = mean over levels
 
@@ -90,6 +91,7 @@ class Evaluator:
     cached = read_cache(path)
     if cached is not None:
       return cached
+    STOP.check()   # a stop request whose raise was lost (fdjax.train.stop)
     ctx = self.ctx
     logging.info("evaluating %s", name)
     if self.self_ensemble:

@@ -18,6 +18,7 @@ from fdjax.study import fingerprint, fingerprint_fields
 from fdjax.study.context import RunContext
 from fdjax.study.evaluator import Evaluator
 from fdjax.study.training import steps_per_epoch
+from fdjax.train.stop import STOP
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,6 +134,7 @@ class Runner:
       for required in closure(self.graph, [name])[:-1]:
         self.get(required)
       self.check(name)
+      STOP.check()   # a stop request whose raise was lost (fdjax.train.stop)
       if self.progress is not None:
         self.progress.start(self.progress_name(name))
         logging.info("%s", self.progress.describe())

@@ -156,6 +156,7 @@ def fit(state: TrainState, train_step: Callable, train_split, *, loop: LoopConfi
     raise RunStopped(reason, name, at_step, checkpointer.directory)
 
   stop = None
+  STOP.check()   # a stop request whose raise was lost (fdjax.train.stop)
   with STOP.training():
     for epoch in range(step // steps_per_epoch, loop.epochs):
       if step >= stop_at:

@@ -50,10 +50,11 @@ from typing import Iterator
 import jax
 from absl import logging
 
+from fdjax import early_stop
 from fdjax.console import write_stderr
+from fdjax.early_stop import SAME_SIGNAL_S   # a second signal this soon: the same request
 
 EXIT_STOPPED = 75   # sysexits.h EX_TEMPFAIL: a temporary failure, the same command can retry
-SAME_SIGNAL_S = 1.0   # a second signal this soon after the first is the same request
 
 
 class RunStopped(BaseException):
@@ -107,6 +108,12 @@ class _Stop:
       self._previous = {s: signal.signal(s, self._on_signal) for s in self.SIGNALS}
     elif signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
       self._previous = {signal.SIGINT: signal.signal(signal.SIGINT, self._forward_ctrl_c)}
+    if early_stop.take():   # a Ctrl-C while the program loaded
+      self._first_signal = time.monotonic()
+      if self._multi:
+        os.kill(os.getpid(), signal.SIGTERM)   # every process stops at one step
+      else:
+        self._reason = "Ctrl-C"
 
   def disarm(self) -> None:
     self._restore_handlers()
@@ -149,6 +156,14 @@ class _Stop:
     write_stderr("Ctrl-C: every process saves the same step, then stops (again to stop at "
                  "once)\n")
     os.kill(os.getpid(), signal.SIGTERM)
+
+  def check(self) -> None:
+    """Raises ``RunStopped`` when a stop was requested outside training but the run went
+    on: the handler's raise was lost (Python ran a garbage-collection callback, e.g.
+    JAX's, when the signal came, and such callbacks ignore exceptions), or the request
+    came before arming. Called where a run moves on: a stage's start, an evaluation's."""
+    if self._armed and not self._multi and self._reason is not None and not self._training:
+      raise RunStopped(self._reason)
 
   @contextlib.contextmanager
   def training(self) -> Iterator[None]:
@@ -203,6 +218,7 @@ def armed(time_limit_s: float | None = None) -> Iterator[_Stop]:
   """Arms ``STOP`` for the block (SIGTERM handler, time limit) and disarms it after."""
   STOP.arm(time_limit_s)
   try:
+    STOP.check()   # a Ctrl-C while the program loaded (fdjax.early_stop)
     yield STOP
   finally:
     STOP.disarm()
