@@ -23,6 +23,7 @@ import dataclasses
 import json
 import numbers
 import os
+import shlex
 from typing import Callable
 
 import jax
@@ -36,8 +37,7 @@ from fdjax.image_input import checked_batch
 from fdjax.train import init_variables
 from fdjax.train.variables_io import load_variables, variables_exist
 
-RERUN = ("python -m fdjax.main --config=<the run's config file> --workdir={run} "
-         "--config.methods={family}")
+RERUN = "python -m fdjax.main --config=<the run's config file> --workdir={run} {methods}"
 
 
 class RunError(UserError, FileNotFoundError):
@@ -174,7 +174,7 @@ def model_path(workdir: str, name: str, seed: int, config) -> str:
   planned = owner in parse_list(config.get("methods", "")) and (
       not name.startswith("expert_")
       or name[len("expert_"):] in parse_list(config.get("degradations", "")))
-  hint = RERUN.format(run=workdir, family=owner)
+  hint = rerun_command(workdir, config, owner)
   if os.path.isdir(stage_dir) or planned:
     raise StageNotFinishedError(
         f"model {name!r} of run {workdir} (seed {seed}) is not finished: stage "
@@ -192,6 +192,32 @@ def model_path(workdir: str, name: str, seed: int, config) -> str:
       f"run {workdir} (seed {seed}) has no model {name!r}: its config.methods is "
       f"{config.get('methods', '')!r}; finished models: {', '.join(have) or 'none'}",
       hint=f"train it with {hint}")
+
+
+def rerun_command(workdir: str, config, family: str) -> str:
+  """The command that trains method ``family`` in run ``workdir`` and keeps the run's
+  other methods (a run of fewer methods writes a results table of those alone): the
+  command recorded in its ``run.json`` (``fdjax.main`` records it), its
+  ``--config.methods`` and ``--workdir`` replaced; without one, a placeholder for the
+  config file."""
+  methods = parse_list(config.get("methods", ""))
+  listed = "--config.methods=" + ",".join(methods + [family] * (family not in methods))
+  try:
+    with open(os.path.join(workdir, "run.json")) as f:
+      command = json.load(f).get("command")
+  except (OSError, ValueError, AttributeError):
+    command = None
+  if not isinstance(command, str):
+    return RERUN.format(run=shlex.quote(workdir), methods=listed)
+  args, skip = [], False
+  for arg in shlex.split(command):
+    if skip:
+      skip = False
+    elif arg in ("--workdir", "--config.methods"):
+      skip = True   # its value is the next word
+    elif not arg.startswith(("--workdir=", "--config.methods=")):
+      args.append(arg)
+  return shlex.join(args + [f"--workdir={workdir}", listed])
 
 
 def load_model(workdir: str, method: str = "fusiondistill", seed: int | None = None,

@@ -26,6 +26,7 @@ prints progress and writes metrics, reports and plots.
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 
 from absl import app, flags
@@ -80,7 +81,8 @@ def main(argv):
     distributed.check_shared_directory(workdir)
     try:
       with stop.armed(time_limit):
-        pipeline.run(_CONFIG.value, workdir)
+        pipeline.run(_CONFIG.value, workdir,
+                     command=shlex.join(["python", "-m", "fdjax.main", *sys.argv[1:]]))
     except stop.RunStopped as stopped:
       # Every process stops at the same step; process 0 says so.
       if distributed.is_main_process():

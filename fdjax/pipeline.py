@@ -66,8 +66,11 @@ class _SeedProgress:
     return self.progress.describe()
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> list[report.Record]:
+def run(config: ml_collections.ConfigDict, workdir: str,
+        command: str | None = None) -> list[report.Record]:
   """Runs the study described by ``config`` in ``workdir``; returns the result records.
+  ``command``: the command line that runs it (``fdjax.main``), recorded in ``run.json``
+  (the hint of ``fdjax.load``'s errors reruns it with more methods).
 
   The whole config is validated first (``fdjax.validate``), then the workdir is locked
   for the run (``fdjax.lock``; a second run on it fails at once), then every planned
@@ -81,7 +84,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[report.Record]:
     # Process 0 holds the lock; a refusal (a run already on this workdir) stops every
     # process, not process 0 alone (distributed.write_once).
     write_once(lambda: lock.enter_context(workdir_lock(workdir)), "workdir lock")
-    return _run(config, workdir, methods, seeds)
+    return _run(config, workdir, methods, seeds, command)
 
 
 def _prepare(config, workdir: str, methods, seeds) -> tuple[list, dict]:
@@ -121,7 +124,7 @@ def _check_validation_split(config, dataset, planned: list[str]) -> None:
                            "--config.selection=last")
 
 
-def _run(config, workdir: str, methods, seeds) -> list[report.Record]:
+def _run(config, workdir: str, methods, seeds, command=None) -> list[report.Record]:
   started = time.time()   # files in workdir older than this are an earlier run's
   prepared, fingerprints = _prepare(config, workdir, methods, seeds)
   # Written once every seed's stages matched: a refused run leaves the run's own config
@@ -134,7 +137,7 @@ def _run(config, workdir: str, methods, seeds) -> list[report.Record]:
   per_image: list = []   # (row label, seed, per-image scores): per_image.csv
   for seed, dataset, ctx, runner in prepared:
     ctx.study = _SeedProgress(runner.progress, runner.progress_name)
-    write_once(lambda: _write_run_info(dataset, workdir), "run.json")
+    write_once(lambda: _write_run_info(dataset, workdir, command), "run.json")
     logging.info("seed %d: %s, %d train / %d val / %d test, %d classes, %d device(s); "
                  "levels %s%s", seed, dataset.name, len(dataset.train),
                  len(dataset.validation) if dataset.validation else 0,
@@ -243,12 +246,14 @@ def _report_lines(workdir: str, seeds, reports) -> list[str]:
           for i, (path, what) in enumerate(held)]
 
 
-def _write_run_info(dataset, workdir: str) -> None:
-  """What ``fdjax.load_model`` needs besides the config to rebuild the model."""
+def _write_run_info(dataset, workdir: str, command: str | None = None) -> None:
+  """What ``fdjax.load_model`` needs besides the config to rebuild the model, and the
+  command that ran it (when known)."""
   write_json(os.path.join(workdir, "run.json"),
              {"dataset": dataset.name, "num_classes": dataset.num_classes,
               "image_shape": list(dataset.image_shape),
-              "class_names": list(dataset.class_names)}, indent=2)
+              "class_names": list(dataset.class_names),
+              **({"command": command} if command else {})}, indent=2)
 
 
 def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:

@@ -195,6 +195,33 @@ def test_load_model_gives_a_working_predict(quickstart_run):
   assert old.path.endswith(os.path.join("experts", "blur", "variables"))
 
 
+def test_the_hint_for_a_model_the_run_lacks_reruns_its_command_with_every_method(
+    quickstart_run):
+  """The command recorded in run.json, the workdir as given, the run's methods kept (a run
+  of the missing method alone would write a results table of that row alone)."""
+  from fdjax.load import ModelNotInRunError, rerun_command
+  workdir = quickstart_run[0]
+  command = json.loads((workdir / "run.json").read_text())["command"]
+  assert command.startswith("python -m fdjax.main ") and " ".join(TINY) in command
+  with pytest.raises(ModelNotInRunError) as error:
+    fdjax.load_model(str(workdir), "scratch")
+  expected = (f"python -m fdjax.main --xla_cache={XLA_CACHE} {' '.join(TINY)} "
+              f"--workdir={workdir} {METHODS},scratch")
+  assert error.value.hint == f"train it with {expected}"
+  config = {"methods": "oracle,vanilla"}
+  (workdir / "moved").mkdir(exist_ok=True)
+  (workdir / "moved" / "run.json").write_text(json.dumps(
+      {"command": "python -m fdjax.main --config configs/q.py:tiny --workdir old "
+                  "--config.methods oracle --config.seeds=0,1"}))
+  assert rerun_command(str(workdir / "moved"), config, "scratch") == (
+      f"python -m fdjax.main --config configs/q.py:tiny --config.seeds=0,1 "
+      f"--workdir={workdir / 'moved'} --config.methods=oracle,vanilla,scratch")
+  (workdir / "moved" / "run.json").write_text("{}")   # a run of before 2026-12-07
+  assert rerun_command(str(workdir / "moved"), config, "vanilla") == (
+      f"python -m fdjax.main --config=<the run's config file> --workdir={workdir / 'moved'} "
+      f"--config.methods=oracle,vanilla")
+
+
 def _one_line_error(result, *needles):
   assert result.returncode == 2, (result.returncode, result.stderr[-3000:])
   lines = [l for l in result.stderr.splitlines() if l.startswith(("error:", "hint:"))]
