@@ -3,7 +3,11 @@
 Libraries log a lot at INFO (orbax: ~17 lines per checkpoint save; jax: backend
 probing). ``configure_logging`` installs ONE filter on absl's handler that drops
 INFO-and-below records that do not come from fdjax's own source files; warnings
-and errors of every library always pass.
+and errors of every library always pass. By default the lines carry the time alone
+(``08:41:38 [clean] step 25/32 ...``; absl's prefix, ``I1207 08:41:38.646699
+140095950789504 progress.py:98]``, was half of every line), a library's record also its
+level and logger (``08:41:38 warning (orbax.checkpoint): ...``), fdjax's warnings
+``warning:``; ``--verbosity>=1`` keeps absl's full prefix.
 
 Why the earlier filter in ``main.py`` never dropped anything: it compared a Python
 record level (``record.levelno``, INFO = 20) with ``absl.logging.WARNING``, which is
@@ -32,22 +36,45 @@ def _only_fdjax_info(record: pylogging.LogRecord) -> bool:
   return record.levelno >= pylogging.WARNING or is_fdjax_record(record)
 
 
+class ConsoleFormatter(pylogging.Formatter):
+  """``HH:MM:SS message``; ``HH:MM:SS warning: message`` for fdjax's warnings and errors;
+  ``HH:MM:SS <level> (<logger>): message`` for another library's record (module
+  docstring). A record's exception, if any, follows as usual."""
+
+  def __init__(self):
+    super().__init__(datefmt="%H:%M:%S")
+
+  def format(self, record: pylogging.LogRecord) -> str:
+    level = record.levelname.lower()
+    if is_fdjax_record(record):
+      tag = "" if record.levelno <= pylogging.INFO else f"{level}: "
+    else:
+      tag = f"{level} ({record.name}): "
+    line = f"{self.formatTime(record, self.datefmt)} {tag}{record.getMessage()}"
+    if record.exc_info:
+      line += "\n" + self.formatException(record.exc_info)
+    return line
+
+
 def configure_logging(verbosity: int = 0) -> None:
   """Sets absl's verbosity and the console filter; calling it again replaces both.
 
   ``verbosity`` is on absl's scale (``--verbosity``/``-v``: -1 warning, 0 info, 1 debug):
 
   * ``0`` (what ``fdjax.main`` uses unless ``--verbosity`` is given): INFO; fdjax's INFO
-    lines are shown, other libraries' INFO/DEBUG lines dropped, their warnings kept.
+    lines are shown, other libraries' INFO/DEBUG lines dropped, their warnings kept;
+    lines as ``ConsoleFormatter`` writes them.
   * ``< 0``: that absl verbosity (fdjax's INFO lines hidden too), same filter.
   * ``>= 1``: that absl verbosity and no filter: every library's INFO lines (orbax's
-    checkpoint chatter included) and DEBUG lines are shown.
+    checkpoint chatter included) and DEBUG lines are shown, with absl's full prefix.
   """
   handler = logging.get_absl_handler()
   handler.removeFilter(_only_fdjax_info)
   if verbosity >= 1:
+    handler.setFormatter(logging.PythonFormatter())   # absl's own
     logging.set_verbosity(verbosity)
     return
+  handler.setFormatter(ConsoleFormatter())
   logging.set_verbosity(min(verbosity, logging.INFO))
   handler.addFilter(_only_fdjax_info)
 

@@ -2,6 +2,7 @@
 
 import logging as pylogging
 import os
+import re
 
 import pytest
 from absl import logging
@@ -68,6 +69,25 @@ def test_verbosity_one_shows_orbax_info_again(console):
   _log_everything()
   assert console[4:] == ["fdjax info", "orbax warning"]
   assert len(logging.get_absl_handler().filters) == 1
+
+
+def test_default_lines_carry_the_time_and_a_library_s_level_and_logger(console, monkeypatch):
+  handler = logging.get_absl_handler()
+  formatted = []
+  monkeypatch.setattr(handler._current_handler, "emit",
+                      lambda record: formatted.append(handler.format(record)))
+  configure_logging(0)
+  _log_everything()
+  exec(compile("logging.warning('fdjax warning')", FDJAX_FILE, "exec"), {"logging": logging})
+  clock = r"\d\d:\d\d:\d\d "
+  assert [re.sub(clock, "", line, count=1) for line in formatted] == [
+      "fdjax info", "warning (orbax.checkpoint): orbax warning", "warning: fdjax warning"]
+  assert all(re.match(clock, line) for line in formatted)
+  configure_logging(1)   # absl's own prefix: level, date, time, thread, file:line
+  formatted.clear()
+  _absl_info_from(FDJAX_FILE, "fdjax info")
+  assert re.match(r"I\d{4} [\d:.]+ +\d+ loop\.py:1\] fdjax info$", formatted[0]), formatted
+  configure_logging(0)
 
 
 def test_negative_verbosity_hides_info_keeps_warnings(console):
