@@ -227,7 +227,8 @@ def test_the_logged_rate_is_the_one_the_steps_update_used(tmp_path):
                              np.full(3, np.prod([1 - 2 * r for r in rates])), rtol=1e-6)
 
 
-def test_the_first_step_s_compilation_stays_out_of_the_stage_s_rate_and_eta(tmp_path):
+def test_the_first_step_s_compilation_stays_out_of_the_stage_s_rate_and_eta(tmp_path,
+                                                                           monkeypatch):
   """A first step that takes 0.5 s (compiling) and then fast ones: the first line's ETA
   read about 4 x 0.5 s / 4 for a stage a moment from its end."""
   import time
@@ -246,13 +247,20 @@ def test_the_first_step_s_compilation_stays_out_of_the_stage_s_rate_and_eta(tmp_
       time.sleep(0.5)
     return step(*args)
 
+  import fdjax.train.loop as loop_lib
+  said = []
+  monkeypatch.setattr(loop_lib.logging, "info", lambda fmt, *a: said.append(str(fmt) % a))
   loop = LoopConfig(epochs=1, batch_size=1, log_every_steps=4, max_steps=3)
   fit(state, compiling_first, split, mesh=mesh, workdir=str(tmp_path), name="eta", loop=loop)
+  # Before the compiling step, a line says so (a cold compilation was 15 s without one).
+  assert [line for line in said if line.startswith("[eta] training")] == [
+      "[eta] training steps 1-3 of 8, 1 image each (the first step compiles)"]
   # Resumed at step 3: its first step (4) is logged itself, and its interval holds the
   # compiling step (a restart there gave thousands of images/s and an ETA of 0).
   calls.clear()
   fit(state, compiling_first, split, mesh=mesh, workdir=str(tmp_path), name="eta",
       loop=LoopConfig(epochs=1, batch_size=1, log_every_steps=4))
+  assert "[eta] training steps 4-8 of 8, 1 image each (the first step compiles)" in said
   lines = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
   assert [r["step"] for r in lines] == [3, 4, 8]
   assert lines[1]["images_per_s"] < 2.5, lines[1]          # 1 image in about 0.5 s
