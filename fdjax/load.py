@@ -20,6 +20,7 @@ an unknown model name is an ``UnknownModelError`` (also a ``ValueError``).
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import numbers
 import os
@@ -163,7 +164,15 @@ def model_path(workdir: str, name: str, seed: int, config) -> str:
     entry = methods.loadable(name)
   except ValueError as e:
     have = available_models(workdir, seed, config)
-    raise UnknownModelError(f"{e}; run {workdir} (seed {seed}) has "
+    message = str(e)
+    refused = {k for m in methods.METHODS.values() for k in m.refused}
+    if not name.startswith("expert_") and name not in refused:
+      # a misspelt name: the near ones of the run's own models, not every method's names
+      near = difflib.get_close_matches(name.lower(), have, n=2) or difflib.get_close_matches(
+          name.lower(), list(methods.loadables()), n=2)
+      message = (f"no single model for method {name!r}"
+                 + (f" (did you mean {' or '.join(map(repr, near))}?)" if near else ""))
+    raise UnknownModelError(f"{message}; run {workdir} (seed {seed}) has "
                             f"{', '.join(have) or 'no finished model'}") from None
   owner = family(name)
   stage = entry.stage_in(name, config)

@@ -138,12 +138,13 @@ def _run(config, workdir: str, methods, seeds, command=None) -> list[report.Reco
   for seed, dataset, ctx, runner in prepared:
     ctx.study = _SeedProgress(runner.progress, runner.progress_name)
     write_once(lambda: _write_run_info(dataset, workdir, command), "run.json")
-    logging.info("seed %d: %s, %d train / %d val / %d test, %d classes, %d device(s); "
+    logging.info("seed %d: %s, %d train / %d val / %d test, %s%d device(s); "
                  "levels %s%s", seed, dataset.name, len(dataset.train),
                  len(dataset.validation) if dataset.validation else 0,
                  # restoration: the whole clean test set, not its first size group
                  len(dataset.test_sets.get("clean") or dataset.test),
-                 dataset.num_classes, ctx.mesh.size, ctx.plan.describe(),
+                 f"{dataset.num_classes} classes, " if dataset.num_classes else "",
+                 ctx.mesh.size, ctx.plan.describe(),
                  "".join(f"; {d} tested on {t.describe()}"
                          for d, t in dataset.test_sets.items()))
     rename = lambda label: ctx.task.row_labels.get(label, label)

@@ -181,6 +181,11 @@ def test_run_errors_are_one_line_user_errors(restoration_run, tmp_path):
     load_predictor(str(tmp_path))
   with pytest.raises(UnknownModelError, match="no single model"):
     load_predictor(workdir, "ensemble")
+  # A misspelt name: the nearest of the run's models, not every method's names.
+  with pytest.raises(UnknownModelError, match=r"'fusiondistil' \(did you mean "
+                                              r"'fusiondistill'\?\); run .* has clean, ") as err:
+    load_predictor(workdir, "fusiondistil")
+  assert "ea_adam" not in str(err.value)
   # In config.methods (oracle) but no variables: not finished, with the command.
   with pytest.raises(StageNotFinishedError, match="'experts/awgn'") as err:
     load_predictor(workdir, "expert_awgn")

@@ -160,8 +160,9 @@ def test_load_model_takes_the_rows_of_the_results_table(quickstart_run):
     assert row in rows
     with pytest.raises(ValueError, match=f"no single model for row '{row}': .*expert_"):
       fdjax.load_model(str(workdir), row)
-  with pytest.raises(ValueError, match="no single model for method 'Fusion'; .*run .* has "
-                                       "clean, expert_blur, expert_jpeg"):
+  with pytest.raises(ValueError, match="no single model for method 'Fusion' \\(did you mean "
+                                       "'fusiondistill'\\?\\); run .* has clean, expert_blur, "
+                                       "expert_jpeg"):
     fdjax.load_model(str(workdir), "Fusion")
 
 

@@ -69,7 +69,7 @@ def source(name: str, *, data_dir: str | None = None) -> RawSource:
     raise MissingDataError(
         f"{what} is not prepared in data_dir={data_dir or '(TFDS default)'} (looked in "
         f"{builder.data_dir}); this machine cannot download it. Prepare it elsewhere and copy "
-        f"it there, pass data_dir=..., or use an image folder or archive with "
+        f"it there, set --config.data.data_dir=<folder>, or use an image folder or archive with "
         f"source='folder:<path>' (layout split/<class>/<image>)")
   features = builder.info.features
   if "image" not in features or "label" not in features or not hasattr(features["label"], "names"):
