@@ -89,13 +89,13 @@ def read_image(path: str, size: tuple[int, int] | None = None):
   (alpha dropped) converted (``fdjax.data._decode.rgb_uint8``); resized (bicubic) to
   ``size`` = (height, width) when given and different."""
   import numpy as np
-  from PIL import Image, ImageOps
+  from PIL import Image
 
   from fdjax.data._decode import rgb_uint8
 
   try:
     with Image.open(path) as im:
-      image = rgb_uint8(ImageOps.exif_transpose(im))
+      image = rgb_uint8(im)   # upright by its EXIF orientation, as every loader
   except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
     raise DataError(f"cannot read image {path}: {e}") from None
   if size is not None and image.shape[:2] != tuple(size):

@@ -14,6 +14,7 @@ from PIL import Image
 
 from fdjax import data
 from fdjax.data import archive, paired, restoration_sets, stale
+from fdjax.data.decoded_cache import DECODED
 from fdjax.data.paired import load_paired
 from fdjax.errors import DataError
 
@@ -85,11 +86,11 @@ def test_an_entry_whose_tree_was_deleted_loads_from_its_arrays_or_extracts_again
   cache = tmp_path / "cache"
   first = data.load(f"folder:{tar}", cache_dir=str(cache))
   entry = archive.entry_dir(tar, cache)
-  shutil.rmtree(entry / "tree")            # a user freeing space keeps decoded-v2/
+  shutil.rmtree(entry / "tree")            # a user freeing space keeps decoded-v<n>/
   again = data.load(f"folder:{tar}", cache_dir=str(cache))
   np.testing.assert_array_equal(first.test.images, again.test.images)
   assert not (entry / "tree").exists()     # the arrays were enough
-  shutil.rmtree(entry / "decoded-v2")
+  shutil.rmtree(entry / DECODED)
   (entry / "keep.txt").write_text("x")     # whatever else the entry holds stays
   third = data.load(f"folder:{tar}", cache_dir=str(cache))
   np.testing.assert_array_equal(first.train.images, third.train.images)

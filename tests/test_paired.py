@@ -178,6 +178,23 @@ def test_identical_pairs_are_named_in_a_warning(tmp_path, caplog):
   assert not caplog.records   # nor when the identical pair is not selected
 
 
+def test_entries_that_are_not_image_files_are_left_out_with_a_warning(tmp_path, caplog):
+  """A sub-folder and a file of another extension on each side: left out, named (as the
+  classification folders' loader names them), and the pairs load."""
+  make_pairs(tmp_path / "s")
+  wrap = tmp_path / "s" / "wrap"
+  for side in ("rainy", "norain"):
+    write_png(wrap / side / "more" / "p09.png", np.zeros((6, 8, 3), np.uint8))
+    (wrap / side / "p04.jfif").write_bytes(b"x")
+  with caplog.at_level("WARNING", logger="fdjax.data.paired"):
+    d = load_paired(tmp_path / "s", input_dir="rainy", target_dir="norain")
+  assert len(d) == 3
+  messages = [r.getMessage() for r in caplog.records]
+  for side in ("norain", "rainy"):
+    assert any(m.startswith(f"{wrap / side}: 2 entries are not image files and are left "
+                            f"out, e.g. ['more/', 'p04.jfif']") for m in messages), messages
+
+
 def test_pair_check_rows_against_numpy():
   from fdjax.data.pair_check import markdown, pair_rows
   from fdjax.data.paired import PairedImages

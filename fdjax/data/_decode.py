@@ -25,7 +25,7 @@ import sys
 import tempfile
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 MIN_PER_WORKER = 2000  # fewer files than this per worker are decoded in-process
 MAX_WORKERS = 8
@@ -36,14 +36,34 @@ class UnsupportedImageError(ValueError):
   """An image whose pixel values have no one reading as 0..255 (float, 32-bit)."""
 
 
+_ORIENTATION = 0x0112   # the EXIF tag; 5..8 turn the image by 90 degrees
+
+
+def _orientation(im: Image.Image) -> int:
+  try:
+    return int(im.getexif().get(_ORIENTATION, 1) or 1)
+  except (ValueError, TypeError, SyntaxError, OSError):   # an unreadable EXIF block
+    return 1
+
+
+def upright_size(im: Image.Image) -> tuple[int, int]:
+  """``(width, height)`` of ``im`` once turned upright by its EXIF orientation."""
+  w, h = im.size
+  return (h, w) if _orientation(im) in (5, 6, 7, 8) else (w, h)
+
+
 def rgb_uint8(im: Image.Image) -> np.ndarray:
-  """uint8 RGB ``[H, W, 3]`` (0..255) of PIL image ``im``. 16-bit grey (modes ``I;16*``,
-  and ``I``, which holds 16-bit PNGs) is scaled 0..65535 -> 0..255 (divided by 257,
-  rounded, clipped), where PIL's own ``convert`` would clip it to 255 (a white image);
-  grey, palette, CMYK and RGBA (alpha dropped) are converted by PIL. Float images (mode
-  ``F``: 0..1 or 0..255 or anything) and ``I`` images with values outside 0..65535, or
-  within 1..255 (8-bit values in a 32-bit TIFF: no one reading), raise
+  """uint8 RGB ``[H, W, 3]`` (0..255) of PIL image ``im``, upright by its EXIF orientation
+  (as viewers show a camera's photo; every loader, training and ``fdjax.apply`` alike).
+  16-bit grey (modes ``I;16*``, and ``I``, which holds 16-bit PNGs) is scaled 0..65535 ->
+  0..255 (divided by 257, rounded, clipped), where PIL's own ``convert`` would clip it to
+  255 (a white image); 16-bit RGB PNGs PIL itself reads as 8-bit RGB (the high byte:
+  value // 256); grey, palette, CMYK and RGBA (alpha dropped) are converted by PIL. Float
+  images (mode ``F``: 0..1 or 0..255 or anything) and ``I`` images with values outside
+  0..65535, or within 1..255 (8-bit values in a 32-bit TIFF: no one reading), raise
   ``UnsupportedImageError``: PIL would turn them black or white without a word."""
+  if _orientation(im) != 1:
+    im = ImageOps.exif_transpose(im)
   if im.mode == "RGB":
     return np.asarray(im, np.uint8)
   if im.mode == "F":
@@ -75,10 +95,10 @@ def _reason(e: Exception) -> str:
 
 
 def image_size(path: str) -> tuple[int, int]:
-  """``(width, height)`` of an image file, read from its header."""
+  """``(width, height)`` of an image file, read from its header, upright."""
   try:
     with Image.open(path) as im:
-      return im.size
+      return upright_size(im)
   except (OSError, SyntaxError, Image.DecompressionBombError) as e:
     raise ValueError(f"cannot read image {path}: {e}") from None
 
@@ -96,10 +116,11 @@ def decode_files(paths, ref_path: str, ref_size: tuple[int, int]) -> np.ndarray:
       with open(path, "rb") as f:
         data = f.read()
       with Image.open(io.BytesIO(data)) as im:
-        if im.size != (w, h):
+        size = upright_size(im)
+        if size != (w, h):
           raise ValueError(
               f"images have different sizes: {ref_path} is {w}x{h} (width x height) but "
-              f"{path} is {im.size[0]}x{im.size[1]}; all images must share one size")
+              f"{path} is {size[0]}x{size[1]}; all images must share one size")
         out[i] = rgb_uint8(im)
     except (OSError, SyntaxError, Image.DecompressionBombError, UnsupportedImageError) as e:
       raise ValueError(f"cannot decode image {path}: {_reason(e)}") from None

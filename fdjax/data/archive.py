@@ -4,7 +4,7 @@ Layout under the cache root (``cache_dir``, else ``$FDJAX_CACHE``, else
 ``~/.cache/fdjax``)::
 
     <archive stem>-<key>/tree/...   the extracted archive, as is
-    <archive stem>-<key>/decoded-v2/  decoded arrays, written by fdjax.data.decoded_cache
+    <archive stem>-<key>/decoded-v3/  decoded arrays, written by fdjax.data.decoded_cache
 
 ``key`` hashes the archive's size, modification time and inode (not the device, which a
 remount or a second container's overlay of the same file changes): a replaced

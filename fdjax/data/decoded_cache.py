@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 # The decoded arrays' folder; bump when the arrays a tree decodes to change (v2: 16-bit
 # grey scaled to 0..255, where v1 clipped it to 255). Older versions are deleted.
-DECODED = "decoded-v2"
+DECODED = "decoded-v3"   # v3: images upright by their EXIF orientation (2026-12-07)
 PARTIAL = ".partial"  # suffix of temporary directories next to DECODED
 
 

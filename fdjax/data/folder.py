@@ -10,7 +10,7 @@ ignored; other entries that are not images of a class folder (files without an i
 extension, sub-folders of a class, files beside the class folders, top-level folders
 that are not splits) are left out with a warning naming some of them.
 
-Decoded arrays are cached as ``.npy`` (``decoded-v2/``): next to the extraction for
+Decoded arrays are cached as ``.npy`` (``decoded-v3/``): next to the extraction for
 archives (see ``fdjax.data.archive``), and under
 ``<cache root>/<folder name>-dir-<listing hash>/`` for plain folders, so a second load
 only reads the arrays (a folder's cache records the folder's path in ``origin``; the

@@ -143,8 +143,12 @@ def _visible(path: Path) -> list[os.DirEntry]:
                  if not e.name.startswith(".") and e.name != "__MACOSX"), key=lambda e: e.name)
 
 
-def _images_by_stem(folder: Path) -> dict[str, Path]:
+def _images_by_stem(folder: Path, warn: bool = False) -> dict[str, Path]:
+  """``{name without extension: path}`` of the image files directly in ``folder``;
+  ``warn``: other entries (sub-folders, files of other extensions) are left out with a
+  warning naming some of them, as ``fdjax.data.folder`` does for class folders."""
   found: dict[str, Path] = {}
+  skipped = []
   for entry in _visible(folder):
     stem, ext = os.path.splitext(entry.name)
     stem = nfc(stem)   # an input folder in NFD (macOS) pairs with its target's NFC names
@@ -153,6 +157,12 @@ def _images_by_stem(folder: Path) -> dict[str, Path]:
         raise DataError(f"{folder} has two images named {stem!r}: {found[stem].name} and "
                         f"{entry.name}; keep one")
       found[stem] = folder / entry.name
+    else:
+      skipped.append(entry.name + ("/" if entry.is_dir() else ""))
+  if warn and skipped:
+    log.warning("%s: %d entries are not image files and are left out, e.g. %s (images: "
+                "%s/<file> with extensions %s; sub-folders are not searched)", folder,
+                len(skipped), skipped[:3], folder, ", ".join(sorted(IMAGE_EXTENSIONS)))
   return found
 
 
@@ -229,14 +239,14 @@ def load_paired(path: str | Path, *, input_dir: str | None = None,
 def _load(tree: Path, name: str, input_dir, target_dir, max_images, select) -> PairedImages:
   wanted = [d for d in (input_dir, target_dir) if d is not None]
   root = _find_root(tree, wanted)
-  targets = _images_by_stem(root / target_dir if target_dir else root)
+  targets = _images_by_stem(root / target_dir if target_dir else root, warn=True)
   if not targets:
     raise DataError(f"{root / (target_dir or '')} contains no images (extensions "
                     f"{sorted(IMAGE_EXTENSIONS)})")
   if input_dir is None:
     names = _selected(root, sorted(targets), select)[:max_images or None]
     return PairedImages(name, tuple(names), tuple(_read(targets[n]) for n in names))
-  inputs = _images_by_stem(root / input_dir)
+  inputs = _images_by_stem(root / input_dir, warn=True)
   if set(inputs) != set(targets):
     only_in, only_tg = sorted(set(inputs) - set(targets)), sorted(set(targets) - set(inputs))
     parts = [f"{len(names)} images in {have}/ have no {what} in {other}/ {names[:SHOWN]}"

@@ -53,9 +53,12 @@ def synthetic_image(size: int = 32) -> np.ndarray:
 
 
 def load_image(path: str | Path) -> np.ndarray:
-  """uint8 [H, W, 3] from any image file PIL reads."""
+  """uint8 [H, W, 3] from any image file PIL reads (``fdjax.data._decode.rgb_uint8``:
+  upright, 16-bit grey scaled, as every loader)."""
+  from fdjax.data._decode import rgb_uint8
+
   with Image.open(path) as image:
-    return np.asarray(image.convert("RGB"))
+    return rgb_uint8(image)
 
 
 def source_image(source: str) -> np.ndarray:
