@@ -297,6 +297,19 @@ def test_plain_folder_decoded_cache_is_reused_and_invalidated(tmp_path, monkeypa
                                   first.train.images)
   write_image(root / "train" / "ant" / "new.png", 42)  # changes the listing: decode again
   assert len(data.load(f"folder:{root}", cache_dir=cache).train) == len(first.train) + 1
+  # A file rewritten in place, same size, its modification time restored (cp -p, rsync -t
+  # of an edited file): read anew, not the cached pixels.
+  path = root / "train" / "ant" / "new.bmp"   # BMP: the same size for the same shape
+  Image.fromarray(np.full((5, 6, 3), 10, np.uint8)).save(path)
+  cached = data.load(f"folder:{root}", cache_dir=cache)
+  index = cached.train.labels.tolist().index(0) + sorted(
+      os.listdir(root / "train" / "ant")).index("new.bmp")
+  assert cached.train.images[index].max() == 10
+  before = os.stat(path)
+  Image.fromarray(np.full((5, 6, 3), 200, np.uint8)).save(path)
+  assert os.stat(path).st_size == before.st_size
+  os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+  assert data.load(f"folder:{root}", cache_dir=cache).train.images[index].min() == 200
 
 
 def test_max_per_split_decodes_only_the_subset(tmp_path, monkeypatch):

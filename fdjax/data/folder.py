@@ -63,12 +63,16 @@ class Tree:
   labels: dict[str, np.ndarray]  # int32 [N] per split, aligned with files
 
   def fingerprint(self) -> str:
-    """Short hash of every file's relative path, size and modification time."""
+    """Short hash of every file's relative path, size, modification time and status
+    change time: a file rewritten with its size and its modification time restored
+    (``cp -p``, ``rsync -t`` of an edited file) changes the last, which no one sets (moving
+    the folder changes none of its files')."""
     h = hashlib.sha1()
     for split in sorted(self.files):
       for path in self.files[split]:
         st = os.stat(path)
-        h.update(f"{os.path.relpath(path, self.root)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+        h.update(f"{os.path.relpath(path, self.root)}:{st.st_size}:{st.st_mtime_ns}:"
+                 f"{st.st_ctime_ns}\n".encode())
     return h.hexdigest()[:12]
 
 
