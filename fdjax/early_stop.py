@@ -29,6 +29,14 @@ def install() -> None:
     signal.signal(signal.SIGINT, _on_ctrl_c)
 
 
+def uninstall() -> None:
+  """Python's own SIGINT handler back, where ``install`` put this module's (the stop
+  handlers, once armed, save and later restore the handler they replace: this one would
+  swallow the second Ctrl-C that should stop at once)."""
+  if signal.getsignal(signal.SIGINT) is _on_ctrl_c:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def take() -> bool:
   """Whether a Ctrl-C came before arming; the request is handed over (cleared)."""
   came = bool(_noted)

@@ -192,6 +192,10 @@ def _missing_config_file(argv: list[str]) -> str | None:
   import difflib
   import os
 
+  from absl import flags
+
+  if "config" not in flags.FLAGS:   # a command without --config (fdjax.apply): absl's error
+    return None
   values = [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
   values += [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config"]
   if not values:
@@ -199,6 +203,8 @@ def _missing_config_file(argv: list[str]) -> str | None:
   path = values[-1].split(":", 1)[0]
   if os.path.isfile(path):
     return None
+  if os.path.isdir(path):
+    return f"config file {path} is a folder; name a .py file with a get_config()"
   folder = os.path.dirname(path) or "."
   files = sorted(f for f in os.listdir(folder) if f.endswith(".py")) if os.path.isdir(folder) else []
   near = difflib.get_close_matches(os.path.basename(path), files, n=3)

@@ -216,10 +216,14 @@ def rerun_command(workdir: str, config, family: str) -> str:
       command = json.load(f).get("command")
   except (OSError, ValueError, AttributeError):
     command = None
-  if not isinstance(command, str):
+  try:
+    words = shlex.split(command) if isinstance(command, str) else None
+  except ValueError:   # a hand-edited run.json with unbalanced quotes
+    words = None
+  if not words:
     return RERUN.format(run=shlex.quote(workdir), methods=listed)
   args, skip = [], False
-  for arg in shlex.split(command):
+  for arg in words:
     if skip:
       skip = False
     elif arg in ("--workdir", "--config.methods"):

@@ -110,14 +110,72 @@ def test_a_ctrl_c_while_the_command_loads_exits_75_without_a_traceback(tmp_path)
   assert not (tmp_path / "seed_0").exists()   # nothing trained
 
 
-def test_the_command_notes_ctrl_c_before_jax_loads(monkeypatch):
-  """``fdjax.main.run`` installs the early handler before anything else it does."""
-  from absl import app
+def test_the_command_notes_ctrl_c_before_jax_loads():
+  """``fdjax.main.run`` installs the early handler before anything else it does (in a
+  subprocess: importing fdjax.main defines its absl flags for the whole process)."""
+  code = ("from absl import app; from fdjax import cpu_flags, early_stop, main; calls = []; "
+          "early_stop.install = lambda: calls.append('install'); "
+          "cpu_flags.apply_defaults = lambda: calls.append('cpu_flags'); "
+          "app.run = lambda *a, **k: calls.append('app.run'); main.run(); print(calls)")
+  out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                       env=dict(os.environ, JAX_PLATFORMS="cpu"), timeout=120)
+  assert out.stdout.strip() == "['install', 'cpu_flags', 'app.run']", out.stderr[-2000:]
 
-  from fdjax import cpu_flags, main
-  calls = []
-  monkeypatch.setattr(early_stop, "install", lambda: calls.append("install"))
-  monkeypatch.setattr(cpu_flags, "apply_defaults", lambda: calls.append("cpu_flags"))
-  monkeypatch.setattr(app, "run", lambda *a, **k: calls.append("app.run"))
-  main.run()
-  assert calls == ["install", "cpu_flags", "app.run"]
+
+def test_a_second_ctrl_c_in_training_still_stops_at_once_after_an_early_install(
+    default_sigint, monkeypatch):
+  """Arming saves the handler it replaces and puts it back for a second signal: that must
+  be Python's own, not the early handler (which would note the second press and go on)."""
+  clock = [100.0]
+  monkeypatch.setattr(stop.time, "monotonic", lambda: clock[0])
+  early_stop.install()
+  with stop.armed():
+    assert signal.getsignal(signal.SIGINT) == STOP._on_signal
+    with STOP.training():
+      signal.raise_signal(signal.SIGINT)   # the first: noted, training saves and stops
+      assert STOP.reason == "Ctrl-C"
+      clock[0] += 1.5
+      with pytest.raises(KeyboardInterrupt):
+        signal.raise_signal(signal.SIGINT)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_lost_stop_is_raised_at_the_next_stage_evaluation_or_fit(tmp_path):
+  """A stop whose raise a gc callback swallowed (its reason set, the run going on): the
+  next stage, evaluation or training loop raises it before doing any work."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  import optax
+
+  from fdjax.config_fields import load_config_file
+  from fdjax.data import ImageSet
+  from fdjax.study import make_context
+  from fdjax.study.evaluator import Evaluator
+  from fdjax.study.runner import Runner, Stage
+  from fdjax.train import create_train_state, fit, make_mesh, make_train_step
+  from fdjax.train.loop import LoopConfig
+
+  ctx = make_context(load_config_file(f"{REPO / 'configs' / 'quickstart.py'}:tiny"),
+                     str(tmp_path / "seed_0"))
+  built = []
+  runner = Runner(ctx, {"s": Stage("s", (), lambda r: built.append(1))})
+  mesh = make_mesh()
+  tx = optax.sgd(0.1)
+  state = create_train_state({"params": {"w": jnp.ones((3,))}, "batch_stats": {}}, tx,
+                             jax.random.PRNGKey(0), mesh)
+  step = make_train_step(lambda p, b, batch, k: (jnp.sum(p["w"] ** 2), (b, {})), tx, mesh)
+  split = ImageSet(np.zeros((8, 4, 4, 3), np.uint8), np.zeros(8, np.int32))
+  calls = {"stage": lambda: runner.get("s"),
+           "evaluation": lambda: Evaluator(ctx)("m", {"params": {"w": np.ones(2)}}),
+           "fit": lambda: fit(state, step, split, mesh=mesh, workdir=str(tmp_path / "fit"),
+                              name="f", loop=LoopConfig(epochs=1, batch_size=2))}
+  for where, call in calls.items():
+    with stop.armed():
+      STOP._reason = "Ctrl-C"          # what a lost raise leaves: the reason, no exception
+      with pytest.raises(RunStopped, match="stopped on Ctrl-C outside training"):
+        call()
+  assert not built   # no stage built, no step trained (no metrics line, no checkpoint):
+  metrics = tmp_path / "fit" / "metrics.jsonl"
+  assert not metrics.exists() or not metrics.read_text().strip()
+  assert not list((tmp_path / "fit").rglob("_CHECKPOINT_METADATA"))

@@ -1,6 +1,6 @@
 """Images stored turned, with an EXIF orientation (as cameras write photos), are read
 upright by every loader: the classification folder source, the paired restoration
-folders and ``fdjax.apply``'s reader alike (the training loaders used the stored pixels
+folders, ``fdjax.apply``'s reader and the degradation grid's alike (the training loaders used the stored pixels
 while ``fdjax.apply`` turned them: a rainy photo paired 180 degrees off its target)."""
 
 import numpy as np
@@ -10,6 +10,7 @@ from fdjax import data
 from fdjax.apply import read_image
 from fdjax.data._decode import image_size
 from fdjax.data.paired import load_paired
+from fdjax.degradations import grid
 
 ORIENTATION = 0x0112
 # EXIF orientation -> the numpy operation that turns the stored pixels upright (the
@@ -65,3 +66,4 @@ def test_a_class_folder_image_stored_turned_is_read_upright_as_fdjax_apply_reads
   expected = np.stack([upright["train", n, i] for n in ("ant", "bee") for i in range(2)])
   np.testing.assert_array_equal(loaded.train.images, expected)
   np.testing.assert_array_equal(read_image(turned), upright["train", "bee", 1])
+  np.testing.assert_array_equal(grid.load_image(turned), upright["train", "bee", 1])

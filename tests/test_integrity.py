@@ -84,6 +84,15 @@ def test_without_the_digest_the_same_damage_loads_silently(tmp_path):
   assert not np.array_equal(np.asarray(loaded["params"]["w"]), variables["params"]["w"])
 
 
+def test_a_python_number_among_the_leaves_saves_and_loads(tmp_path):
+  """Saved before the digests without a word; the digest's layout read ``x.dtype``."""
+  path = str(tmp_path / "variables")
+  variables = {"params": {"w": np.ones(3, np.float32)}, "batch_stats": {"n": 3}}
+  save_variables(path, variables)
+  assert os.path.exists(os.path.join(path, DIGEST_FILE))
+  assert int(load_variables(path)["batch_stats"]["n"]) == 3
+
+
 def test_variables_read_into_other_dtypes_are_not_damage(tmp_path):
   path = str(tmp_path / "variables")
   variables = _variables()

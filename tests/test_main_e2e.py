@@ -219,10 +219,12 @@ def test_the_hint_for_a_model_the_run_lacks_reruns_its_command_with_every_method
   assert rerun_command(str(workdir / "moved"), config, "scratch") == (
       f"python -m fdjax.main --config configs/q.py:tiny --config.seeds=0,1 "
       f"--workdir={workdir / 'moved'} --config.methods=oracle,vanilla,scratch")
-  (workdir / "moved" / "run.json").write_text("{}")   # a run of before 2026-12-07
-  assert rerun_command(str(workdir / "moved"), config, "vanilla") == (
-      f"python -m fdjax.main --config=<the run's config file> --workdir={workdir / 'moved'} "
-      f"--config.methods=oracle,vanilla")
+  for run_info in ({}, {"command": "python -m fdjax.main --config 'q.py"}):
+    # a run of before 2026-12-07; a hand-edited command with unbalanced quotes
+    (workdir / "moved" / "run.json").write_text(json.dumps(run_info))
+    assert rerun_command(str(workdir / "moved"), config, "vanilla") == (
+        f"python -m fdjax.main --config=<the run's config file> --workdir={workdir / 'moved'} "
+        f"--config.methods=oracle,vanilla")
 
 
 def _one_line_error(result, *needles):
@@ -257,6 +259,7 @@ def test_a_workdir_or_cache_that_is_a_file_fails_clearly(tmp_path):
      ("unknown config field 'methods.x'",)),
     (("--config=configs/quickstrat.py:tiny",),   # ml_collections: two tracebacks, status 1
      ("config file configs/quickstrat.py not found", "did you mean configs/quickstart.py")),
+    (("--config=configs",), ("config file configs is a folder",)),
 ])
 def test_flags_absl_or_the_config_file_reject_are_one_line_errors(tmp_path, args, needles):
   """Not absl's 'FATAL Flags parsing error' with the config file's traceback, status 1."""

@@ -239,14 +239,15 @@ class _Parts:
 
 def test_evaluate_all_tells_its_progress_each_part_with_images_times_levels():
   """clean on 5 images; denoise synthetic on those 5 at 3 levels (15); rain real, 2 pairs,
-  no levels (2); haze synthetic at 2 levels; with max_examples=1 every set counts 1."""
+  scored once whatever its levels (2); haze synthetic at 2 levels; with max_examples=1
+  every set counts 1."""
   clean = TestSet("two_sizes", (ImageSet.from_fields({"image": _images(3, 24, 20, 0)}),
                                 ImageSet.from_fields({"image": _images(2, 20, 28, 1)})))
   real = TestSet("pairs", (ImageSet.from_fields({"image": _images(2, 16, 16, 2),
                                                  "target": _images(2, 16, 16, 3)}),),
                  ("a", "b"), real=True)
   plan = LevelPlan(("denoise", "rain", "haze"),
-                   explicit=(("denoise", (15.0, 25.0, 50.0)), ("rain", (0.02,)),
+                   explicit=(("denoise", (15.0, 25.0, 50.0)), ("rain", (0.02, 0.03, 0.04)),
                              ("haze", (0.5, 1.5))))
   for max_examples, expected in (
       (None, [("clean", 5), ("denoise", 15), ("rain", 2), ("haze", 10)]),

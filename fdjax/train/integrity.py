@@ -51,9 +51,15 @@ def damaged(tree, recorded) -> bool:
   return digest is not None and digest != recorded["sha256"]
 
 
+def _dtype(x) -> str:
+  """A leaf's dtype: 'key' for a typed PRNG key; a Python number's as numpy reads it."""
+  if _is_key(x):
+    return "key"
+  return str(np.dtype(x.dtype) if hasattr(x, "dtype") else np.asarray(x).dtype)
+
+
 def _layout(tree) -> str:
-  leaves = [(str(np.dtype(x.dtype) if not _is_key(x) else "key"), tuple(np.shape(x)))
-            for x in jax.tree.leaves(tree)]
+  leaves = [(_dtype(x), tuple(np.shape(x))) for x in jax.tree.leaves(tree)]
   return hashlib.sha256(str(leaves).encode()).hexdigest()
 
 

@@ -104,6 +104,7 @@ class _Stop:
     self._first_signal = None
     self._multi = jax.process_count() > 1
     self._deadline = None if time_limit_s is None else time.monotonic() + float(time_limit_s)
+    early_stop.uninstall()   # the handler restored after a first signal is Python's own
     if not self._multi:
       self._previous = {s: signal.signal(s, self._on_signal) for s in self.SIGNALS}
     elif signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:

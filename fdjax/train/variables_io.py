@@ -30,12 +30,12 @@ def save_variables(path: str, variables: dict) -> None:
   ignore_abandoned_reads()   # a failed write's stragglers (abandoned_reads' docstring)
   checkpointer = ocp.StandardCheckpointer()
   host = jax.tree.map(_host, variables)
+  digest = record(host)   # first: a tree it cannot digest fails before anything is written
   try:
     checkpointer.save(os.path.abspath(path), host)
     checkpointer.wait_until_finished()
   finally:
     checkpointer.close()   # its background threads end here, not when collected
-  digest = record(host)
   if digest is not None and is_main_process():
     write_json(os.path.join(path, DIGEST_FILE), digest)
   barrier(f"fdjax save_variables {path}")  # then every process sees the stage as done
