@@ -13,7 +13,12 @@ The run's ``config.json`` and ``run.json`` rebuild the task and the model
   stride, cropped back, float 0..255 clipped) rounded half to even (``np.rint``) to
   uint8. Images with more than ``Tiling.max_pixels`` pixels run as overlapping tiles
   (``fdjax.eval.inference.apply_tiled``), which bounds memory and is close to, not
-  identical with, the whole-image result (a U-Net's receptive field crosses tile edges).
+  identical with, the whole-image result (a U-Net's receptive field crosses tile edges;
+  a margin at least its radius makes the plain U-Net's exact). A model that pools over
+  its whole input (``pools_globally``: NAFNet's channel attention, PromptIR's prompts,
+  the routers of MEASNet and of the MoE student) sees each tile alone, however wide the
+  margin: the first tiled image says so in a warning (the MoE student at K=2 differed by
+  up to 7 levels of 255, at a quarter of the pixels of a 1200x1600 photo).
   A model with an image prior (``restoration.image_prior``) gets the whole image's cue
   with every tile, as its trailing input channel (``fdjax.models.image_prior``).
 * classification (``kind = 'class'``): the arg-max class of the task's logits. Images
@@ -29,6 +34,7 @@ import dataclasses
 from typing import Callable
 
 import numpy as np
+from absl import logging
 
 from fdjax.errors import ConfigError, DataError
 from fdjax.eval import inference
@@ -45,7 +51,8 @@ class Tiling:
   ``tile`` pixels overlapping by ``overlap``; each tile's ``margin`` pixels (None:
   ``overlap // 4``) at an edge inside the image are dropped and the rest of the overlaps
   averaged; ``tile_batch`` tiles per call. ``max_pixels=0`` never tiles. A margin at
-  least the network's receptive-field radius gives the whole-image result."""
+  least the network's receptive-field radius gives the whole-image result, for a
+  network that does not pool over its whole input (the module docstring)."""
 
   max_pixels: int = 1 << 20
   tile: int = 512
@@ -121,6 +128,7 @@ def image_restorer(task, model, variables, tiling: Tiling | None = Tiling(),
   if tiling is not None and tiling.max_pixels:
     tiling.check_stride(stride)
   prior = str(getattr(model, "image_prior", "none"))
+  warned = []
 
   def batched(images):
     return jitted(variables, images)
@@ -130,6 +138,13 @@ def image_restorer(task, model, variables, tiling: Tiling | None = Tiling(),
     batch = x[None] if x.ndim == 3 else x
     h, w = batch.shape[1:3]
     if tiling is not None and tiling.max_pixels and h * w > tiling.max_pixels:
+      if getattr(model, "pools_globally", False) and not warned:
+        warned.append(True)
+        logging.warning(
+            "%s pools over its whole input: an image above %d pixels runs as tiles, each "
+            "seen alone, so its output differs from the whole image's however wide the "
+            "margin (a larger max_pixels, --max_pixels for fdjax.apply, runs whole images "
+            "as memory allows)", type(model).__name__, tiling.max_pixels)
       # every tile gets the whole image's cue, as the untiled image computes it
       out = inference.apply_tiled(batched, np.asarray(with_cue(batch, prior)),
                                   tile=tiling.tile, overlap=tiling.overlap,

@@ -192,6 +192,35 @@ def test_tiled_inference_gives_every_tile_the_whole_images_cue(monkeypatch):
   assert np.abs(own_cue.astype(int) - whole).max() > 8   # each tile's own cue differs
 
 
+def test_a_model_pooling_over_its_input_warns_once_when_it_tiles_and_differs(monkeypatch):
+  """NAFNet's channel attention pools each block over its whole input: with the margin
+  that makes the plain U-Net's tiles exact, its tiles still differ from the whole image,
+  and the first tiled image says so (once); the plain U-Net tiles without a word."""
+  from fdjax import models, predictor
+  warnings = []
+  monkeypatch.setattr(predictor.logging, "warning",
+                      lambda fmt, *a: warnings.append(str(fmt) % a))
+  image = (photos()[0, :64, :96] * 127 + 128).astype(np.uint8)
+  task = RestorationTask(patch=None)
+  tiling = predictor.Tiling(max_pixels=32 * 32, tile=40, overlap=24, margin=12)
+  for model, pools in ((UNet(width=4, depth=1), False),
+                       (models.NAFNet(width=4, depth=1), True)):
+    assert model.pools_globally is pools
+    variables = random_variables(model, 6, (32, 32, 3))
+    whole = predictor.image_restorer(task, model, variables, tiling=None)(image)
+    restore = predictor.image_restorer(task, model, variables, tiling)
+    tiled = restore(image)
+    restore(image)
+    gap = np.abs(tiled.astype(int) - whole).max()
+    assert bool(gap > 1) == pools, gap
+    assert len(warnings) == int(pools)
+  assert warnings[0].startswith("NAFNet pools over its whole input: an image above 1024 "
+                                "pixels runs as tiles")
+  from fdjax.moe.unet_student import RoutedUNet
+  assert models.PromptIR().pools_globally and models.MEASNet().pools_globally
+  assert RoutedUNet().pools_globally
+
+
 def test_a_whole_image_padded_to_the_stride_gets_the_cue_of_the_image_not_of_its_padding():
   # 70 x 100 pads to 72 x 100 (stride 4): the reflected rows carry the black stripe's
   # dark channel over the 1% quantile (0.50 -> 0); the cue is the unpadded image's (scipy

@@ -99,7 +99,8 @@ def apply_tiled(fn: ImageFn, images, *, tile, overlap: int, margin: int | None =
   ``margin`` pixels (default ``overlap // 4``) at every edge inside the image; what
   remains of the overlaps is averaged. With ``margin`` at least the network's
   receptive-field radius, a translation-equivariant network gives the whole-image
-  result exactly (a U-Net's pooling and attention make it only approximately so).
+  result exactly (pooling over the whole input, as channel attention and routers'
+  prompts do, makes it only approximately so, however wide the margin).
   Tiles run ``tile_batch`` images at a time (the last group padded with copies, so
   ``fn`` sees one shape). Returns float32 numpy ``[..., H, W, C']``, accumulated on the
   host.

@@ -143,6 +143,12 @@ class MEASNet(UNetShape):
   prompt_init_scale: float = 1.0
   renormalize_gates: bool = True
 
+  @property
+  def pools_globally(self) -> bool:
+    """True: each router's prompt pools its block's features over the whole input
+    (``UNetShape.pools_globally``)."""
+    return True
+
   @nn.compact
   def __call__(self, x, train: bool = False):
     """x float ``[B, H, W, 3]`` in 0..1 (4 channels: ``image_prior``'s cue given); returns

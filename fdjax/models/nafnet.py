@@ -90,6 +90,12 @@ class NAFNet(UNetShape):
   ffn_expand: int = 2
   layer_scale_init: float = 0.0
 
+  @property
+  def pools_globally(self) -> bool:
+    """True: each block's channel attention pools its features over the whole input
+    (``UNetShape.pools_globally``)."""
+    return True
+
   @nn.compact
   def __call__(self, x, train: bool = False):
     """x float ``[B, H, W, 3]`` in 0..1 (4 channels: ``image_prior``'s cue given); returns

@@ -80,6 +80,12 @@ class PromptIR(UNetShape):
   prompt_size: int = 16
   num_prompts: int = 5
 
+  @property
+  def pools_globally(self) -> bool:
+    """True: each prompt block weighs its prompts by features pooled over the whole
+    input (``UNetShape.pools_globally``)."""
+    return True
+
   @nn.compact
   def __call__(self, x, train: bool = False):
     """x float ``[B, H, W, 3]`` in 0..1 (4 channels: ``image_prior``'s cue given); returns

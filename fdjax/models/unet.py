@@ -153,6 +153,13 @@ class UNetShape(nn.Module):
     return 2 ** self.depth
 
   @property
+  def pools_globally(self) -> bool:
+    """Whether an output pixel depends on statistics pooled over the whole input (channel
+    attention, a prompt, a router's prompt): tiles then differ from the whole image
+    however wide their margin (``fdjax.predictor``). The plain U-Net's do not."""
+    return False
+
+  @property
   def feature_names(self) -> tuple[str, ...]:
     """The keys of the features the network returns."""
     return (*(f"encoder{i + 1}" for i in range(self.depth)), "bottleneck",

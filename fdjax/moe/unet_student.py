@@ -114,6 +114,12 @@ class RoutedUNet(UNetShape):
   channel_sharing: bool = False
   expert_loop: ExpertLoop = "auto"
 
+  @property
+  def pools_globally(self) -> bool:
+    """True: each router's prompt pools its block's features over the whole input
+    (``UNetShape.pools_globally``)."""
+    return True
+
   @nn.compact
   def __call__(self, x, train: bool = False):
     """x float ``[B, H, W, 3]`` in 0..1 (4 channels: ``image_prior``'s cue given); returns
