@@ -250,10 +250,8 @@ def load_model(workdir: str, method: str = "fusiondistill", seed: int | None = N
   except ValueError as e:
     raise UnknownModelError(str(e)) from None
   config, run_info = read_run(workdir)
-  experts = len(parse_list(config.get("degradations", "")))
-  if k is not None and not 1 <= k <= experts:
-    raise UnknownModelError(f"k={k}: the run's MoE student has {experts} experts "
-                            f"(one per degradation), so k must be in 1..{experts}")
+  if k is not None and (isinstance(k, bool) or not isinstance(k, numbers.Integral)):
+    raise UnknownModelError(f"k must be an integer (the MoE student's top-K), got {k!r}")
   seeds = run_seeds(workdir)
   if seed is None:
     seed = seeds[0]
@@ -268,6 +266,10 @@ def load_model(workdir: str, method: str = "fusiondistill", seed: int | None = N
   if k is not None and entry.build is None:
     raise UnknownModelError(f"k={k}: only the MoE student (fusiondistill_moe) routes "
                             f"top-K; {method} has no K")
+  experts = len(parse_list(config.get("degradations", "")))
+  if k is not None and not 1 <= k <= experts:
+    raise UnknownModelError(f"k={k}: the run's MoE student has {experts} experts "
+                            f"(one per degradation), so k must be in 1..{experts}")
   data_spec = tasks.DataSpec(tuple(run_info["image_shape"]), run_info.get("num_classes", 0))
   task = tasks.from_config(config)
   model = (entry.build(config, data_spec, k) if entry.build

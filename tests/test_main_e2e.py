@@ -188,8 +188,11 @@ def test_load_model_gives_a_working_predict(quickstart_run):
       restored.predict(bad)
   with pytest.raises(ValueError, match="no single model"):
     fdjax.load_model(str(workdir), "ensemble")
-  with pytest.raises(UserError, match=r"k must be in 1\.\.2"):   # 2 experts
-    fdjax.load_model(str(workdir), "fusiondistill_moe", k=5)
+  with pytest.raises(UserError, match="has no K"):   # said before k's range is checked
+    fdjax.load_model(str(workdir), "fusiondistill", k=5)
+  for k in ("2", True, 1.0):   # a string, a bool and a float were taken, or a TypeError
+    with pytest.raises(UserError, match="k must be an integer"):
+      fdjax.load_model(str(workdir), "fusiondistill_moe", k=k)
   with pytest.raises(FileNotFoundError, match="config.json"):
     fdjax.load_model(str(workdir / "seed_0"), "fusiondistill")
   # The old name still works, with a deprecation warning.

@@ -65,6 +65,13 @@ def test_tiny_restoration_study(tmp_path, monkeypatch, capsys):
   assert "SSIM (0..1), higher is better:" in out
   rows = {label: results for label, _, results in records}
   assert list(rows) == ["Input", "Oracle", "ModelSoups", "FusionDistill-MoE (K=2)"]
+  # The MoE student loads at any K of its 2 experts, and only those (k checked after
+  # the model: fdjax.load).
+  from fdjax import load_model
+  from fdjax.errors import UserError
+  assert load_model(str(tmp_path), "fusiondistill_moe", k=1).model.k == 1
+  with pytest.raises(UserError, match=r"k=3: the run's MoE student has 2 experts"):
+    load_model(str(tmp_path), "fusiondistill_moe", k=3)
   assert sorted(os.listdir(tmp_path / "seed_0" / "fused")) == ["average"]
   flower = small_photos()[1].targets[0]
   noisy = np.asarray(degradations.apply("denoise", eval_key(301, "denoise", 25, 0),
