@@ -69,3 +69,12 @@ def test_a_timed_benchmark_refuses_to_time_the_compiling_step():
     train_step.main(["--depths", "8", "--warmup", "0", "--no-torch"])
   with pytest.raises(SystemExit):
     restoration._parse(["--warmup", "0"])
+
+
+@pytest.mark.parametrize("bench", ["moe", "population"])
+def test_zero_repeats_is_a_usage_error_not_a_statistics_error(bench, capsys):
+  import importlib
+  module = importlib.import_module(f"fdjax.bench.{bench}")
+  with pytest.raises(SystemExit) as exit_:
+    module.main(["--repeats", "0"])
+  assert exit_.value.code == 2 and "--repeats must be at least 1" in capsys.readouterr().err

@@ -44,7 +44,8 @@ def test_restoration_bench_times_the_torch_peer_with_a_ratio(capsys):
   from fdjax.bench.__main__ import main
   main(["restoration", "--variants", "unet", "--torch", *TINY])
   out = capsys.readouterr().out
-  assert "PyTorch " in out and " on cpu, float32\n" in out   # JAX on the CPU here: the peer too
+  # JAX on the CPU here: the peer too, with its threads named
+  assert "PyTorch " in out and re.search(r" on cpu, float32, with \d+ threads\n", out)
   found = re.search(r"\nunet +[0-9,]+ params  train +([0-9.]+) patches/s  \(PyTorch "
                     r"([0-9.]+) patches/s: ([0-9.]+)x\)", out)
   assert found, out
@@ -73,8 +74,12 @@ def test_the_load_warning_names_cpus_1_only_where_it_would_pin(monkeypatch):
   assert host.cpu_model() and re.fullmatch(r"CPU .+, \d+ CPU\(s\), load average 3\.0",
                                            host.describe(3.0))
   monkeypatch.setattr(host, "cpus", lambda: 2)
+  monkeypatch.setattr(host.os, "cpu_count", lambda: 2)
   assert host.load_note(0.9) is None and host.load_note(float("nan")) is None
-  assert "load average 1.5 on 2 CPU(s)" in host.load_note(1.5)
+  assert "load average 1.5 on the machine's 2 CPU(s)" in host.load_note(1.5)
   assert host.load_note(1.5).endswith("or with --cpus 1")
-  monkeypatch.setattr(host, "cpus", lambda: 1)   # pinned to one CPU already
-  assert host.load_note(0.6).endswith("rerun on an idle machine")
+  # Pinned to one CPU already: the load average is still the whole machine's, so it is
+  # weighed against the machine's CPUs (1.4 on 2 warned as "on 1 CPU(s)").
+  monkeypatch.setattr(host, "cpus", lambda: 1)
+  assert host.load_note(0.9) is None
+  assert host.load_note(1.5).endswith("rerun on an idle machine")

@@ -255,7 +255,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}", flush=True)
   print(f"images: {described}", flush=True)
   print(f"reference: {origin}, one image at a time on one core (fdjax: XLA's thread pool "
-        f"over the {cpus} CPU(s)); >= {args.seconds:g} s per timed repeat", flush=True)
+        f"over the {cpus} CPU(s), each call of degradations.apply with its checks of the "
+        f"levels, about 0.1 ms); >= {args.seconds:g} s per timed repeat", flush=True)
   print(f"load average at start: {host.load_averages()}", flush=True)
 
   device_images = jax.device_put(images)

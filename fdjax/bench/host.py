@@ -62,11 +62,20 @@ def describe(load: float | None = None) -> str:
 
 
 def load_note(load: float) -> str | None:
-  """The warning line when the load average ``load`` (taken at the start) exceeds half
-  the CPUs, else None; it suggests ``--cpus 1`` only where more than one CPU is used."""
-  n = cpus()
-  if not load > 0.5 * n:
+  """The warning line when the load average ``load`` (taken at the start; the whole
+  machine's) exceeds half its CPUs, else None; it suggests ``--cpus 1`` only where more
+  than one CPU is used."""
+  n, machine = cpus(), os.cpu_count() or 1
+  if not load > 0.5 * machine:
     return None
-  return (f"warning: load average {load:.1f} on {n} CPU(s) at the start: other processes "
-          "shared the cores, so these figures (a multi-threaded peer's most) are indicative "
-          "only; rerun on an idle machine" + (" or with --cpus 1" if n > 1 else ""))
+  return (f"warning: load average {load:.1f} on the machine's {machine} CPU(s) at the start: "
+          "other processes shared the cores, so these figures (a multi-threaded peer's most) "
+          "are indicative only; rerun on an idle machine" + (" or with --cpus 1" if n > 1 else ""))
+
+
+def loop_note(loop: str) -> str:
+  """`` (unroll here)`` for ``'auto'``: the loop it picks on this backend
+  (``fdjax.moe.experts.resolve_expert_loop``, the rule of the population's members too);
+  '' for an explicit one."""
+  from fdjax.moe.experts import resolve_expert_loop   # late: it imports JAX
+  return f" ({resolve_expert_loop(loop)} here)" if loop == "auto" else ""

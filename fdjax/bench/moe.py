@@ -48,6 +48,9 @@ def main(argv: list[str]) -> None:
   parser.add_argument("--workdir", default="",
                       help="a finished run: measure its FusionDistill and trained MoE students")
   args = parser.parse_args(argv)
+  if args.repeats < 1:
+    parser.error("--repeats must be at least 1")
+  load = host.load_average()   # at the start, as every bench: before its own load
 
   if args.workdir:
     dense, dense_vars, student, student_vars, image_shape = _trained(args.workdir)
@@ -96,8 +99,9 @@ def main(argv: list[str]) -> None:
   base = rows[0][1]
   print(f"backend={jax.default_backend()} jax={jax.__version__} depth={args.depth} "
         f"batch={args.batch} experts={args.experts} expert_loop={args.expert_loop}"
+        f"{host.loop_note(args.expert_loop)}"
         + (f" workdir={args.workdir}" if args.workdir else " (random variables)")
-        + f"; {host.describe()}; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
+        + f"; {host.describe(load)}; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
   print(f"{'model':<30} {'params':>9} {'active':>9} {'MFLOPs/img':>11} {'rel':>5} "
         f"{'img/s':>8} {'rel':>5}")
   for name, c in rows:
@@ -107,6 +111,9 @@ def main(argv: list[str]) -> None:
   if any("capacity" in name for name, _ in rows):
     print("(capacity rows: FLOPs are counted at batch 1, where every expert's buffer holds "
           "the one image, so they count every expert; images/s is measured at --batch)")
+  note = host.load_note(load)
+  if note:
+    print(note)
 
 
 def _trained(workdir: str):

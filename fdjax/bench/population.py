@@ -47,6 +47,9 @@ def main(argv: list[str]) -> dict:
   parser.add_argument("--repeats", type=int, default=5)
   parser.add_argument("--member-loop", default="auto", choices=("auto", "vmap", "unroll"))
   args = parser.parse_args(argv)
+  if args.repeats < 1:
+    parser.error("--repeats must be at least 1")
+  load = host.load_average()   # at the start, as every bench: before its own load
 
   model, task = cifar_resnet(args.depth, 10, "reference"), ClassificationTask()
   mesh = make_mesh()
@@ -89,8 +92,9 @@ def main(argv: list[str]) -> dict:
   seconds = {name: float(np.median(t)) for name, t in times.items()}
   work = images * args.size
   print(f"backend {jax.default_backend()}, ResNet-{args.depth}, P={args.size}, "
-        f"{args.objectives} objectives x {args.batch} images, member loop {args.member_loop}, "
-        f"{host.describe()}, XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
+        f"{args.objectives} objectives x {args.batch} images, member loop {args.member_loop}"
+        f"{host.loop_note(args.member_loop)}, {host.describe(load)}, "
+        f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
   rates = {}
   for name, s in seconds.items():
     rates[name] = work / s
@@ -98,5 +102,8 @@ def main(argv: list[str]) -> dict:
   print(f"  ratio population / sequential: "
         f"{rates['population (one step)'] / rates[sequential]:.2f}x (the sequential steps "
         f"are the peer; --member-loop changes only the population's)")
+  note = host.load_note(load)
+  if note:
+    print(note, flush=True)
   return rates
 

@@ -215,11 +215,16 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
         f"{jax.default_backend()} ({jax.device_count()} x {device.device_kind}); "
         f"{host.describe(load)}; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}", flush=True)
   if args.torch:
-    import torch  # pylint: disable=import-outside-toplevel
+    try:
+      import torch  # pylint: disable=import-outside-toplevel
+    except ImportError:
+      raise SystemExit("error: --torch needs PyTorch (pip install torch), which this "
+                       "environment cannot import") from None
 
     torch.set_num_threads(host.cpus())
     print(f"PyTorch {torch.__version__} on {torch_device()}, {args.dtype}"
-          f"{' (autocast)' if args.dtype == 'bfloat16' else ''}", flush=True)
+          f"{' (autocast)' if args.dtype == 'bfloat16' else ''}, with "
+          f"{torch.get_num_threads()} threads", flush=True)
   results = {}
   for variant in args.variants:
     r = measure(variant, args)

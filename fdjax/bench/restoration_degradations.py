@@ -181,6 +181,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         f">= {args.seconds:g} s; jax {jax.__version__} on {jax.default_backend()} "
         f"({device.device_kind}, {jax.device_count()} device(s)); {host.describe()}; "
         f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}", flush=True)
+  print(f"peers: scipy one image at a time on one core; fdjax and lax on XLA's thread pool "
+        f"over the {host.cpus()} CPU(s)", flush=True)
   print(f"load average at start: {host.load_averages()}", flush=True)
 
   images = jnp.asarray(synthetic_images(args.batch, args.seed, size=args.size),
