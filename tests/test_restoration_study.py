@@ -125,6 +125,7 @@ def test_tiny_restoration_study(tmp_path, monkeypatch, capsys):
                       "restoration.patch = 48"),
     ("data.tile", -48, "data.tile must be 0"),
     ("distill_feature", "stage3", "distill_feature must be one of the model's features"),
+    ("moe.dispatch", "sparse", "moe.dispatch='sparse' is the classifier student's option"),
     ("moe.stages", "stage3", "some of ['encoder1', 'encoder2', 'middle', 'decoder1', "
                              "'decoder2']; got 'stage3'"),
     ("data.source", "digits", "data.source must be one of ('photos', 'sets')"),

@@ -220,6 +220,10 @@ def restoration_student(config, k: int) -> RoutedUNet:
   if not routed or not set(routed) <= set(known):
     raise ConfigError(f"moe.stages for restoration names U-Net levels with blocks, some of "
                       f"{known}; got {cfg.stages!r}")
+  if cfg.get("dispatch", "dense") != "dense":   # was ignored without a word
+    raise ConfigError(f"moe.dispatch={cfg.dispatch!r} is the classifier student's option: "
+                      f"restoration's MoE student runs every expert copy and weighs them "
+                      f"per pixel; leave moe.dispatch='dense'")
   routing = {"pixel": "pixel", "image": "image"}.get(cfg.routing)
   source = cfg.get("router_input", "stage")
   if routing is None or source not in ROUTER_SOURCES:
