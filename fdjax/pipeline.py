@@ -229,7 +229,8 @@ def _file_summary(workdir: str, figures, seeds, images=(), since: float = 0.0,
            "  figures: " + ", ".join([os.path.basename(p) for p in figures]
                                      + written_here(".png")),
            *(["  images:  " + ", ".join(os.path.basename(p) for p in images)
-              + "  (example test images: input | each single-model row | target)"]
+              + "  (example test images: input | each single-model row"
+              + (f" of seed {seeds[0]}" if len(seeds) > 1 else "") + " | target)"]
              if images else []),
            *_report_lines(workdir, seeds, reports or {}),
            "  models:  " + ", ".join(f"seed_{s}/<stage>/variables" for s in seeds)

@@ -40,3 +40,13 @@ def test_the_reports_a_method_writes_in_a_seed_folder_are_listed_when_present(tm
         f"{prefix}/ea_adam/merged/pareto.png"]
     assert all(line.index(prefix) == lines[1].index("results.md") for line in listed)
     assert not any("alpha.json" in line for line in lines)
+
+
+def test_the_example_images_say_which_seed_s_models_they_show(tmp_path):
+  """The grids are written once, from the first seed's models (fdjax.pipeline)."""
+  images = [str(tmp_path / "examples_rain.png")]
+  one = pipeline._file_summary(str(tmp_path), [], [3], images).splitlines()
+  two = pipeline._file_summary(str(tmp_path), [], [3, 4], images).splitlines()
+  line = lambda lines: next(x for x in lines if x.startswith("  images:  examples_rain.png"))
+  assert line(one).endswith("(example test images: input | each single-model row | target)")
+  assert line(two).endswith("input | each single-model row of seed 3 | target)")

@@ -14,7 +14,8 @@ For task (degradation) ``d`` the images are the first ``count`` of its test set
 Each row's image comes from ``fdjax.predictor.image_restorer`` (whole images, uint8
 0..255, rounded) of the model the row runs on that task (``fdjax.methods.base.RowModel``:
 the Oracle row shows the task's own expert), self-ensembled with ``eval.self_ensemble``
-(as the rows were scored). Files: ``<workdir>/examples_<d>.png``.
+(as the rows were scored). Files: ``<workdir>/examples_<d>.png``, of the first seed's
+models (``fdjax.pipeline``; the console's list of files says which seed).
 """
 
 from __future__ import annotations
