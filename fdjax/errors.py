@@ -206,7 +206,8 @@ def _missing_config_file(argv: list[str]) -> str | None:
   if os.path.isdir(path):
     return f"config file {path} is a folder; name a .py file with a get_config()"
   folder = os.path.dirname(path) or "."
-  files = sorted(f for f in os.listdir(folder) if f.endswith(".py")) if os.path.isdir(folder) else []
+  files = (sorted(f for f in os.listdir(folder) if f.endswith(".py"))
+           if os.path.isdir(folder) else [])
   near = difflib.get_close_matches(os.path.basename(path), files, n=3)
   where = (f"; did you mean {' or '.join(os.path.join(os.path.dirname(path), f) for f in near)}?"
            if near else f" (the .py files in {folder}: {', '.join(files)})" if files else "")

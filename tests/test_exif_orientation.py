@@ -1,7 +1,8 @@
 """Images stored turned, with an EXIF orientation (as cameras write photos), are read
 upright by every loader: the classification folder source, the paired restoration
-folders, ``fdjax.apply``'s reader and the degradation grid's alike (the training loaders used the stored pixels
-while ``fdjax.apply`` turned them: a rainy photo paired 180 degrees off its target)."""
+folders, ``fdjax.apply``'s reader and the degradation grid's alike (the training loaders
+used the stored pixels while ``fdjax.apply`` turned them: a rainy photo paired 180
+degrees off its target)."""
 
 import numpy as np
 from PIL import Image

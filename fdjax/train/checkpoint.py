@@ -4,8 +4,9 @@ Restoring checks the saved tree against the expected one first, so a checkpoint
 written by another model or optimiser gives an ``IncompatibleCheckpointError``
 that names the differing leaves; unreadable files, or files that read back other values
 than were saved (the state's sha256, recorded in the meta record, differs:
-``fdjax.train.integrity``), give a ``CorruptCheckpointError`` naming the step directory (and the reads orbax leaves in flight then are kept off the
-console: ``fdjax.train.abandoned_reads``). Neither ever falls back to training from scratch.
+``fdjax.train.integrity``), give a ``CorruptCheckpointError`` naming the step directory
+(and the reads orbax leaves in flight then are kept off the console:
+``fdjax.train.abandoned_reads``). Neither ever falls back to training from scratch.
 
 When the newest checkpoint is corrupt, ``Checkpointer(on_corrupt=...)`` decides:
 

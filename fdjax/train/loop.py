@@ -155,12 +155,12 @@ def fit(state: TrainState, train_step: Callable, train_split, *, loop: LoopConfi
     save_unless_saved(at_step)
     raise RunStopped(reason, name, at_step, checkpointer.directory)
 
+  STOP.check()   # a stop request whose raise was lost (fdjax.train.stop)
   if step < stop_at:   # the first step compiles: seconds to minutes without a line else
     logging.info("[%s] training steps %d-%d of %d, %d image%s each (the first step "
                  "compiles)", name, step + 1, stop_at, total_steps, loop.batch_size,
                  "" if loop.batch_size == 1 else "s")
   stop = None
-  STOP.check()   # a stop request whose raise was lost (fdjax.train.stop)
   with STOP.training():
     for epoch in range(step // steps_per_epoch, loop.epochs):
       if step >= stop_at:

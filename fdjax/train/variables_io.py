@@ -3,9 +3,10 @@
 Every finished stage writes its variables this way; orbax writes to a temporary
 directory and renames it, so a directory that exists is complete. ``digest.json`` inside
 it (written next) holds the variables' sha256 (``fdjax.train.integrity``), compared when
-they are read: orbax reads flipped bits back as other numbers without an error. In a multi-process
-run every process calls ``save_variables`` / ``load_variables`` (orbax writes each
-array once, from the process holding it, and waits for all before the rename).
+they are read: orbax reads flipped bits back as other numbers without an error. In a
+multi-process run every process calls ``save_variables`` / ``load_variables`` (orbax
+writes each array once, from the process holding it, and waits for all before the
+rename).
 """
 
 from __future__ import annotations
