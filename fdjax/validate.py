@@ -218,6 +218,13 @@ def _check_degradations(config, problems: list[str]) -> int:
     problems.append(f"degradations must be comma-separated names from {sorted(REGISTRY)} "
                     f"({what}), got {value!r}")
     return 0
+  levels = get(config, "levels")
+  schemaless = [n for n in names if levels is not MISSING and n not in levels]
+  if schemaless:   # a degradation added to the registry alone
+    problems.append(f"degradations {schemaless} have no level field in the config schema "
+                    "(config.levels, eval_levels): add each name to fdjax.config.LEVEL_NAMES "
+                    "beside its registry entry")
+    return 0
   try:
     from fdjax.degradations.plan import LevelPlan
   except ModuleNotFoundError as e:  # a schema without level ranges

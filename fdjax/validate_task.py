@@ -92,6 +92,14 @@ def _restoration_block(config, problems: list[str]) -> None:
   for key, (ok, rule) in rules.items():
     if key in block and not ok(block[key]):
       problems.append(f"restoration.{key} must be {rule}, got {block[key]!r}")
+  from fdjax.models.unet import UNetShape
+  model_class = MODELS.get(block.get("model", DEFAULTS["model"]))
+  if model_class is not None and not (isinstance(model_class, type)
+                                      and issubclass(model_class, UNetShape)):
+    problems.append(f"restoration.model {block.get('model')!r}: its class in "
+                    f"fdjax.tasks.restoration_options.MODELS must subclass "
+                    f"fdjax.models.unet.UNetShape (the shape fields the config fills, stride, "
+                    f"feature_names), got {model_class!r}")
   shave = block.get("shave", 0)   # a bad shave is reported below, not here
   try:   # config.scoring: known settings, degradations the study evaluates
     scoring_lib.overrides(config, bool(block.get("y_channel", False)),

@@ -444,3 +444,46 @@ def test_model_options_as_a_string_keep_older_runs_and_mean_what_they_say():
   config.restoration.model_options = "k=1,num_experts=3"
   assert fingerprint.digest(fingerprint_fields.stage_fields(ctx, stage, {})) == fingerprint.digest(
       fields)
+
+
+def test_an_edited_grid_enters_the_fingerprint_and_the_evaluation_cache(monkeypatch):
+  # A grid edited in code (or a degradation added since grids entered fingerprints) must
+  # not reuse what the old grid trained or scored; unedited grids add nothing, so runs
+  # saved before keep their fingerprints and caches.
+  import dataclasses
+  import types
+  import numpy as np
+  from fdjax.config_restoration import restoration_config
+  from fdjax.data import ImageSet
+  from fdjax.degradations import registry
+  from fdjax.degradations.plan import LevelPlan
+  from fdjax.study.evaluator import Evaluator
+  from fdjax.study.runner import Stage
+
+  dataset = types.SimpleNamespace(name="sets", content_digest=lambda names=(): "same",
+                                  train=[0] * 4, validation=None, train_pairs={},
+                                  test_sets={},
+                                  test=ImageSet(np.zeros((1, 4, 4, 3), np.uint8),
+                                                np.zeros(1, np.int32)))
+
+  def recorded():
+    ctx = types.SimpleNamespace(config=restoration_config(), dataset=dataset, seed=0,
+                                workdir="w", plan=LevelPlan(("denoise", "haze")),
+                                task=object())
+    stage = Stage("experts/haze", (), None, block="experts", levels=("haze",))
+    return fingerprint_fields.stage_fields(ctx, stage, {}), Evaluator(ctx).dir
+
+  fields, folder = recorded()
+  assert "degradation_grids" not in fields and "_hazeg" not in folder
+  haze = registry.REGISTRY["haze"]
+  monkeypatch.setitem(registry.REGISTRY, "haze",
+                      dataclasses.replace(haze, grid=tuple(np.round(np.arange(0, 21) * 0.1, 1))))
+  edited, edited_folder = recorded()
+  digest = registry.grid_digest(registry.REGISTRY["haze"].grid)
+  assert fingerprint.differences(fields, edited) == [
+      f"degradation_grids.haze: (absent) -> {digest}"]
+  contents = f"_c{dataset.test.digest()[:10]}"   # the test split's digest comes last
+  assert edited_folder == folder.replace(contents, f"_hazeg{digest}{contents}")
+  # The same levels built another way (float error) keep the saved digest.
+  rebuilt = dataclasses.replace(haze, grid=tuple(np.arange(31) * 0.1))
+  assert registry.grid_digest(rebuilt.grid) == registry.SAVED_GRIDS["haze"]

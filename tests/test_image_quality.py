@@ -103,3 +103,21 @@ def test_ssim_and_psnr_of_images_in_0_1_with_data_range_1_equal_those_in_0_255()
       float(iq.ssim(image, noisy)), abs=1e-4)
   assert float(iq.psnr(image / 255, noisy / 255, data_range=1.0)) == pytest.approx(
       float(iq.psnr(image, noisy)), abs=1e-3)
+
+
+def test_images_off_the_data_range_scale_are_refused_when_known(pairs):
+  clean, noisy = pairs
+  a, b = clean / 255.0, noisy / 255.0
+  # 0..1 images at the default 255 would read about 48 dB high (scikit-image: 60.6 here
+  # against 12.5 on the 0..255 pair), and 0..255 images at 1 far low.
+  assert peak_signal_noise_ratio(a, b, data_range=255) > 40
+  for metric in (iq.psnr, iq.ssim):
+    with pytest.raises(ValueError, match="values in 0..1 and data_range is 255"):
+      metric(a, b)
+    with pytest.raises(ValueError, match="data_range is 1: pass data_range=255"):
+      metric(clean.astype(np.float32), noisy.astype(np.float32), data_range=1.0)
+    with pytest.raises(ValueError, match="y_channel=True needs data_range=255"):
+      metric(a, b, data_range=1.0, y_channel=True)
+  # Traced images are not checked (the task's jitted scorer), and agree with the eager call.
+  traced = jax.jit(lambda x, y: iq.psnr(x * 255.0, y * 255.0))(a, b)
+  np.testing.assert_allclose(np.asarray(traced), np.asarray(iq.psnr(clean, noisy)), rtol=1e-5)

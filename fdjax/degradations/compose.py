@@ -7,6 +7,7 @@ from typing import Sequence
 import jax
 
 from fdjax.degradations import registry
+from fdjax.degradations.checks import check_images
 
 
 def apply_sequence(key: jax.Array, images, steps: Sequence[tuple[str, object]]) -> jax.Array:
@@ -23,7 +24,7 @@ def apply_sequence(key: jax.Array, images, steps: Sequence[tuple[str, object]]) 
     uint8 ``[B, H, W, 3]``; the images unchanged for an empty sequence.
   """
   if not steps:
-    return registry._check_images(images, uint8=True)  # pylint: disable=protected-access
+    return check_images(images, uint8=True)
   for step_key, (name, levels) in zip(jax.random.split(key, len(steps)), steps):
     images = registry.apply(name, step_key, images, levels)
   return images

@@ -3,12 +3,22 @@
 Each entry holds the uint8 function, the float function, the level grid (in the
 degradation's own units), the clean level and how the paper reports the level.
 ``apply`` / ``apply_float`` validate their inputs and dispatch through this dict.
+
+A new degradation is an entry here (a pure ``f(key, images, levels)`` for uint8 and for
+float images, its grid, clean level and units) and its name in ``fdjax.config.LEVEL_NAMES``
+(the config's level fields, ``levels.<name>`` and ``eval_levels.<name>``: a copy, since
+``fdjax.config`` loads without JAX). Entries are read when called, so replacing one in a
+running process takes effect at its next ``apply``. A changed grid changes the
+fingerprints of the stages and evaluations that use it (``grid_changes``); a changed
+function needs its ``revision`` raised.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
+import json
 from typing import Callable
 
 import jax
@@ -20,6 +30,7 @@ from fdjax.degradations import jpeg as jpeg_lib
 from fdjax.degradations import noise as noise_lib
 from fdjax.degradations import resize as resize_lib
 from fdjax.degradations import restoration
+from fdjax.degradations.checks import check_images, check_levels
 
 # The four degradations of the paper, in its order.
 NAMES = ("jpeg", "blur", "awgn", "sapn")
@@ -36,7 +47,8 @@ class Degradation:
   Attributes:
     name: registry key.
     apply_uint8: f(key, uint8 0..255 images, levels) -> uint8 images.
-    apply_float: f(key, float 0..1 images, levels) -> float32 0..1 images.
+    apply_float: f(key, float 0..1 images, levels) -> float32 images in 0..1, but
+      sr's, which overshoots it by a few hundredths (``apply_float`` clips).
     grid: the level grid, ascending, in ``units``.
     clean_level: the level at which the images are returned unchanged.
     units: what a level means.
@@ -59,6 +71,13 @@ class Degradation:
   reported_sign: float = 1.0
   revision: int = 1
   grid_only: bool = False
+
+  def __post_init__(self):
+    grid = tuple(float(level) for level in self.grid)
+    if not grid or any(b <= a for a, b in zip(grid, grid[1:])):
+      raise ValueError(f"degradation {self.name!r}: its grid must be non-empty and strictly "
+                       f"ascending, got {list(grid)[:8]}")
+    object.__setattr__(self, "grid", grid)   # a tuple of floats: hashable, one digest
 
 
 def _jpeg_float(key, images, levels):
@@ -144,6 +163,32 @@ def revisions(names) -> dict[str, int]:
   return {name: rev for name in names if (rev := get(name).revision) > 1}
 
 
+def grid_digest(grid) -> str:
+  """12 hex digits of sha256 over ``grid``'s levels (to 9 significant digits, so the same
+  levels built another way keep their digest)."""
+  values = [float(f"{float(level):.9g}") for level in grid]
+  return hashlib.sha256(json.dumps(values).encode()).hexdigest()[:12]
+
+
+# ``grid_digest`` of each grid as every run saved before grids entered fingerprints
+# (2026-12-07) had it: a degradation whose grid still has it adds nothing to a stage's
+# fingerprint or an evaluation's cache key, so those runs stay valid.
+SAVED_GRIDS = {"jpeg": "2af45a0f679a", "blur": "de6276c43447", "awgn": "b3fb0888b9a0",
+               "sapn": "301bcf796823", "sapn_paper": "301bcf796823",
+               "denoise": "ad4d757fb585", "haze": "089e32a74247", "rain": "4c64d039e04e",
+               "lowlight": "b4f556f58180", "motion_blur": "dfdf3b3512b3",
+               "sr": "b64f695e84c8"}
+
+
+def grid_changes(names) -> dict[str, str]:
+  """``{name: grid_digest}`` for the degradations of ``names`` whose grid is not the one
+  of ``SAVED_GRIDS`` (changed since, or a degradation added since): what stage
+  fingerprints and evaluation cache keys record, so that editing a grid never reuses
+  what the old grid trained or scored."""
+  return {name: digest for name in names
+          if (digest := grid_digest(get(name).grid)) != SAVED_GRIDS.get(name)}
+
+
 def levels(name: str) -> np.ndarray:
   """float64 ``[n]``: the level grid of ``name``, ascending, in its own units."""
   return np.asarray(get(name).grid, np.float64)
@@ -177,55 +222,11 @@ def normalised_level(name: str, level):
   return entry.reported_offset + entry.reported_sign * level
 
 
-def _check_images(images, *, uint8: bool):
-  """Returns images as an array; TypeError / ValueError naming what is wrong."""
-  if not hasattr(images, "dtype"):
-    images = np.asarray(images)
-  if uint8 and images.dtype != np.uint8:
-    raise TypeError(f"images must be uint8 (0..255), got dtype {images.dtype}; "
-                    "use apply_float for float images in 0..1")
-  if not uint8 and not jnp.issubdtype(images.dtype, jnp.floating):
-    raise TypeError(f"images must be floating point (0..1), got dtype {images.dtype}; "
-                    "use apply for uint8 images")
-  if images.ndim != 4:
-    raise ValueError(f"images must have shape [B, H, W, 3], got rank {images.ndim} "
-                     f"shape {tuple(images.shape)}")
-  if images.shape[-1] != 3:
-    raise ValueError(f"images must have 3 (RGB) channels last, got {images.shape[-1]} "
-                     f"in shape {tuple(images.shape)}")
-  return images
-
-
-def _check_levels(entry: Degradation, levels, batch: int) -> jax.Array:
-  """float32 ``[batch]`` levels (a scalar is broadcast); range-checked when concrete."""
-  levels = jnp.asarray(levels, jnp.float32)
-  if levels.ndim == 0:
-    levels = jnp.broadcast_to(levels, (batch,))
-  if levels.shape != (batch,):
-    raise ValueError(f"levels must have shape [{batch}] (one per image) or be a scalar, "
-                     f"got shape {tuple(levels.shape)}")
-  if isinstance(levels, jax.core.Tracer):
-    return levels  # inside jit / vmap the values are unknown: no range check
-  low, high = entry.grid[0], entry.grid[-1]
-  tolerance = 1e-6 * max(1.0, abs(high))
-  values = np.asarray(levels)
-  bad = values[~((values >= low - tolerance) & (values <= high + tolerance))]  # NaN is bad
-  if bad.size:
-    raise ValueError(f"{entry.name} levels must lie in [{low:g}, {high:g}] ({entry.units}); "
-                     f"got {bad.tolist()[:8]}")
-  if entry.grid_only:
-    grid = np.asarray(entry.grid)
-    off = values[np.abs(values[:, None] - grid[None]).min(axis=1) > tolerance]
-    if off.size:
-      raise ValueError(f"{entry.name} levels must be among {entry.grid} ({entry.units}); "
-                       f"got {off.tolist()[:8]}")
-  return levels
-
 
 @functools.cache
-def _jitted(name: str, float_images: bool) -> DegradeFn:
-  """The entry's function under jit: fast when called eagerly, inlined inside an outer jit."""
-  entry = REGISTRY[name]
+def _jitted(entry: Degradation, float_images: bool) -> DegradeFn:
+  """The entry's function under jit: fast when called eagerly, inlined inside an outer jit.
+  Keyed by the entry itself, so an entry replaced in ``REGISTRY`` is never served stale."""
   return jax.jit(entry.apply_float if float_images else entry.apply_uint8)
 
 
@@ -237,18 +238,23 @@ def apply(name: str, key: jax.Array, images, levels) -> jax.Array:
     key: PRNG key (ignored by deterministic degradations).
     images: uint8 ``[B, H, W, 3]``, 0..255.
     levels: float ``[B]`` (or a scalar for all) in the degradation's own units,
-      within its grid's range (see ``levels(name)``); checked only when concrete.
+      within its grid's range (see ``levels(name)``); checked only when concrete. A
+      traced level outside it is not refused and means what the function makes of it
+      (e.g. JPEG Q below 1 is Q 1, sr's levels off its grid leave the image unchanged,
+      a blur sigma above the grid keeps the grid's largest kernel radius).
 
   Returns:
     uint8 ``[B, H, W, 3]``. Static shapes, no host round trip: jit- and vmap-safe.
   """
   entry = get(name)
-  images = _check_images(images, uint8=True)
-  return _jitted(name, False)(key, images, _check_levels(entry, levels, images.shape[0]))
+  images = check_images(images, uint8=True)
+  return _jitted(entry, False)(key, images, check_levels(entry, levels, images.shape[0]))
 
 
 def apply_float(name: str, key: jax.Array, images, levels) -> jax.Array:
-  """Like ``apply`` for float images in 0..1; returns float32 ``[B, H, W, 3]`` in 0..1.
+  """Like ``apply`` for float images in 0..1; returns float32 ``[B, H, W, 3]`` in 0..1
+  (clipped: sr's bicubic kernel overshoots the range a little before it). Concrete images
+  with values above 1.5 (0..255 floats) are a ValueError.
 
   Not quantised to uint8 (blur, noise and the restoration models compute in float), so
   it can sit inside a differentiable pipeline where the degradation is differentiable;
@@ -256,6 +262,6 @@ def apply_float(name: str, key: jax.Array, images, levels) -> jax.Array:
   gradient is 0.
   """
   entry = get(name)
-  images = _check_images(images, uint8=False)
-  out = _jitted(name, True)(key, images, _check_levels(entry, levels, images.shape[0]))
+  images = check_images(images, uint8=False)
+  out = _jitted(entry, True)(key, images, check_levels(entry, levels, images.shape[0]))
   return jnp.clip(out, 0.0, 1.0)

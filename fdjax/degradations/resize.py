@@ -117,6 +117,8 @@ def sr(key: jax.Array, images: jax.Array, levels: jax.Array) -> jax.Array:
 
 
 def sr_float(key: jax.Array, images: jax.Array, levels: jax.Array) -> jax.Array:
-  """float32 ``[B, H, W, 3]`` in 0..1 from float images in 0..1, not quantised."""
+  """float32 ``[B, H, W, 3]`` from float images in 0..1, not quantised or clipped: the
+  bicubic kernel overshoots 0..1 at sharp edges (-0.04..1.04 at x2 on a black-and-white
+  image); ``fdjax.degradations.apply_float`` clips its output to 0..1."""
   del key
   return _per_scale(jnp.asarray(images, jnp.float32) * 255.0, levels, quantize=False) / 255.0

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from fdjax.distill.losses import cosine_distance
+from fdjax.errors import ConfigError
 from fdjax.tasks.base import DegradeFn
 from fdjax.train.objectives import check_balance, share_weights, train_apply, with_regularizer
 from fdjax.trees import stack_trees, unstack_tree
@@ -45,6 +46,17 @@ def apply_experts(fn, stacked, inputs):
   return stack_trees([fn(unstack_tree(stacked, i), unstack_tree(inputs, i)) for i in range(n)])
 
 
+def pick(features: dict, feature: str, model) -> jax.Array:
+  """``features[feature]``; a ConfigError naming what ``model`` returns when it lacks it
+  (a model whose ``feature_names`` lists a feature it does not return)."""
+  if feature not in features:
+    raise ConfigError(f"distill_feature {feature!r}: {type(model).__name__} returns the "
+                      f"features {sorted(features)}, though its feature_names lists it",
+                      hint="set --config.distill_feature to one of those, or make the "
+                           "model's feature_names list only what it returns")
+  return features[feature]
+
+
 def expert_loss(model, task, *, degrade: DegradeFn, feature: str = "stage3",
                 ce_weight: float = 1.0, cos_weight: float = 1.0):
   """ILIAC expert training against the frozen clean model (``frozen`` = its variables).
@@ -59,7 +71,8 @@ def expert_loss(model, task, *, degrade: DegradeFn, feature: str = "stage3",
     outputs, features, batch_stats = train_apply(model, task, params, batch_stats, student_input)
     _, teacher_features = model.apply(frozen, task.model_input(teacher_input), train=False)
     ce = jnp.mean(task.per_example_loss(outputs, target))
-    cos = cosine_distance(features[feature], jax.lax.stop_gradient(teacher_features[feature]))
+    cos = cosine_distance(pick(features, feature, model),
+                          jax.lax.stop_gradient(pick(teacher_features, feature, model)))
     loss = with_regularizer(ce_weight * ce + cos_weight * cos, features)
     return loss, (batch_stats,
                   {"ce": ce, "cos": cos, **task.train_metrics(outputs, target)})
@@ -121,11 +134,12 @@ def fusiondistill_loss(model, task, *, degrade: DegradeFn, num_experts: int,
 
     def teacher(variables, images):
       teacher_outputs, teacher_features = teacher_model.apply(variables, images, train=False)
-      return teacher_outputs, teacher_features[feature]
+      return teacher_outputs, pick(teacher_features, feature, teacher_model)
 
     teacher_outputs, teacher_features = jax.lax.stop_gradient(
         apply_experts(teacher, frozen, shares(task.model_input(teacher_input))))
-    cos_per_expert = jax.vmap(cosine_distance)(shares(features[feature]), teacher_features)
+    cos_per_expert = jax.vmap(cosine_distance)(shares(pick(features, feature, model)),
+                                               teacher_features)
     ce_per_share = jnp.mean(task.per_example_loss(shares(outputs), shares(target)), axis=1)
     ce = jnp.mean(ce_per_share)  # equal shares: the mean over the whole batch
     # Task i = degradation i: its share of the CE plus its distillation term; they sum to

@@ -28,7 +28,8 @@ Conventions, as the field's tables compute them:
   on a 2-core CPU against 0.05 s for the 11 shifted sums per axis here.)
 
 ``psnr``, ``ssim`` and ``mse`` are jitted (the options are static), so eager calls are
-fast and calls inside another jit are inlined.
+fast and calls inside another jit are inlined; eager calls of ``psnr`` and ``ssim`` also
+check that the images are on ``data_range``'s scale.
 """
 
 from __future__ import annotations
@@ -97,14 +98,42 @@ def mse(a, b, *, y_channel: bool = False, shave: int = 0) -> jnp.ndarray:
   return jnp.mean(diff * diff, axis=(-3, -2, -1))
 
 
+def _check_range(a, b, fn: str, data_range: float, y_channel: bool) -> None:
+  """ValueError for a ``data_range`` that cannot be the images' own: ``y_channel`` with
+  one other than 255, and (images known, not traced) 0..1 float images measured at 255
+  or 0..255 images at 1 (PSNR 48 dB off, SSIM near 1, without a word)."""
+  if y_channel and data_range != 255:
+    raise ValueError(f"{fn}: y_channel=True needs data_range=255 (BT.601's offsets are "
+                     f"on the 0..255 scale), got {data_range}; scale the images to 0..255")
+  if any(isinstance(x, jax.core.Tracer) for x in (a, b)):
+    return
+  high = max(float(jnp.max(jnp.abs(jnp.asarray(x, jnp.float32)))) for x in (a, b)
+             ) if np.size(a) else 0.0
+  floats = all(jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating) for x in (a, b))
+  if data_range > 1.5 and floats and 0.0 < high <= 1.0:
+    raise ValueError(f"{fn}: the images hold values in 0..1 and data_range is "
+                     f"{data_range:g}: pass data_range=1.0 for 0..1 images, or scale them "
+                     "to 0..255")
+  if data_range <= 1.5 and high > 1.5:
+    raise ValueError(f"{fn}: the images hold values up to {high:g} and data_range is "
+                     f"{data_range:g}: pass data_range=255 for 0..255 images")
+
+
 @functools.partial(jax.jit, static_argnames=("data_range", "y_channel", "shave"))
+def _psnr(a, b, *, data_range: float, y_channel: bool, shave: int) -> jnp.ndarray:
+  err = mse(a, b, y_channel=y_channel, shave=shave)
+  return 10.0 * jnp.log10(jnp.float32(data_range) ** 2 / err)
+
+
 def psnr(a, b, *, data_range: float = 255.0, y_channel: bool = False, shave: int = 0
          ) -> jnp.ndarray:
   """float32 ``[]`` or ``[B]``: PSNR in dB per image (``inf`` where the images are equal)
   of ``[..., H, W, C]`` images in 0..``data_range`` (255: uint8 scale). ``y_channel``
-  converts with BT.601's offsets for 0..255 images, so it needs ``data_range`` 255."""
-  err = mse(a, b, y_channel=y_channel, shave=shave)
-  return 10.0 * jnp.log10(jnp.float32(data_range) ** 2 / err)
+  converts with BT.601's offsets for 0..255 images, so it needs ``data_range`` 255.
+  ValueError for images that are not on ``data_range``'s scale (checked when not
+  traced: 0..1 floats at 255, values above 1.5 at 1)."""
+  _check_range(a, b, "psnr", data_range, y_channel)
+  return _psnr(a, b, data_range=data_range, y_channel=y_channel, shave=shave)
 
 
 def _filter(x, window: np.ndarray) -> jnp.ndarray:
@@ -115,12 +144,18 @@ def _filter(x, window: np.ndarray) -> jnp.ndarray:
   return sum(float(window[i]) * x[..., :, i:w - k + 1 + i, :] for i in range(k))
 
 
-@functools.partial(jax.jit, static_argnames=("data_range", "y_channel", "shave"))
 def ssim(a, b, *, data_range: float = 255.0, y_channel: bool = False, shave: int = 0
          ) -> jnp.ndarray:
   """float32 ``[]`` or ``[B]``: SSIM per image (see the module docstring) of ``[..., H, W,
-  C]`` images in 0..``data_range`` (255: uint8 scale; ``y_channel`` needs 255, as
-  ``psnr``); images must be at least 11x11 after shaving."""
+  C]`` images in 0..``data_range`` (255: uint8 scale; ``y_channel`` needs 255, and the
+  images are checked against the scale, as ``psnr``); images must be at least 11x11
+  after shaving."""
+  _check_range(a, b, "ssim", data_range, y_channel)
+  return _ssim(a, b, data_range=data_range, y_channel=y_channel, shave=shave)
+
+
+@functools.partial(jax.jit, static_argnames=("data_range", "y_channel", "shave"))
+def _ssim(a, b, *, data_range: float, y_channel: bool, shave: int) -> jnp.ndarray:
   a, b = jnp.asarray(a), jnp.asarray(b)
   _check(a, b, "ssim")
   a = prepare(a, y_channel=y_channel, shave=shave)

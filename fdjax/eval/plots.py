@@ -27,6 +27,17 @@ X_LABELS = {
 }
 
 
+def x_label(name: str) -> str:
+  """The x axis of ``name``'s curve: the paper's wording for its four degradations, else
+  the registry's units up to their first comma ('haze: scattering coefficient beta')."""
+  if name in X_LABELS:
+    return X_LABELS[name]
+  from fdjax.degradations import registry   # imported late: fdjax.degradations imports fdjax.eval
+
+  units = registry.REGISTRY[name].units if name in registry.REGISTRY else ""
+  return f"{name}: {units.split(',')[0]}" if units else f"{name} level"
+
+
 def pyplot():
   """``matplotlib.pyplot`` on the Agg backend (files only), imported on first use."""
   import matplotlib
@@ -91,7 +102,7 @@ def plot_metric_vs_level(per_level_records: Sequence[Any], out_dir: str,
           std = np.array([a.std(ddof=report.STD_DDOF) if len(a) > 1 else 0.0 for a in accs])
           lo, hi = mean - std, mean + std
         ax.fill_between(x, lo, hi, color=color, alpha=0.2, lw=0)
-    ax.set_xlabel(X_LABELS.get(name, f"{name} level"))
+    ax.set_xlabel(x_label(name))
     ax.set_ylabel(f"test {metric.label} ({metric.unit})")
     seeds = max((len(v) for m in order for v in curves.get((name, m), {}).values()), default=1)
     spread = {"minmax": "band: min–max", "std": "band: ± std"}[band]

@@ -161,7 +161,9 @@ class UNetShape(nn.Module):
 
   @property
   def feature_names(self) -> tuple[str, ...]:
-    """The keys of the features the network returns."""
+    """The keys of the distillable features the network returns (each level's activation,
+    ``[B, h, w, c]``): what ``config.distill_feature`` may name. A subclass may return
+    more (PromptIR's prompts, MEASNet's router and losses), which are not among them."""
     return (*(f"encoder{i + 1}" for i in range(self.depth)), "bottleneck",
             *(f"decoder{i + 1}" for i in range(self.depth)))
 

@@ -9,7 +9,7 @@ import os
 import jax
 from absl import logging
 
-from fdjax.degradations.registry import revisions
+from fdjax.degradations.registry import grid_changes, revisions
 from fdjax.distributed import write_once
 from fdjax.eval import levels as levels_lib
 from fdjax.eval.metric import predictor
@@ -34,8 +34,9 @@ class Evaluator:
   ``fdjax.eval.levels.evaluate_all``), cached as JSON under
   ``<seed dir>/eval/<settings>/<name>-<variables digest>.json``. The folder name holds
   every setting that changes the numbers (results format, levels, examples, keys, batch
-  size, degradations and their revisions, ``_x<n>`` with ``eval.self_ensemble``, the
-  test sets' contents (classification: the test split's) and a task's opt-in metrics)
+  size, degradations, their revisions and the grids changed since 2026-12-07, ``_x<n>``
+  with ``eval.self_ensemble``, the test sets' contents (classification: the test
+  split's) and a task's opt-in metrics)
   and the file name the model's weights, so a cached result is only reused for the same
   evaluation of the same model (and the same scoring space: a task's
   ``scoring_labels``, e.g. rain on the Y channel). With ``eval.self_ensemble`` every
@@ -48,7 +49,8 @@ class Evaluator:
     settings = (f"v{RESULTS_FORMAT}_stride{plan.stride}"
                 f"_n{f'{e.max_examples}bal' if e.max_examples else 'all'}_seed{plan.eval_seed}"
                 f"_bs{cfg.eval_batch_size}_{'-'.join(plan.names)}{ranges}"
-                + "".join(f"_{n}r{r}" for n, r in revisions(plan.names).items()))
+                + "".join(f"_{n}r{r}" for n, r in revisions(plan.names).items())
+                + "".join(f"_{n}g{g}" for n, g in grid_changes(plan.names).items()))
     self.self_ensemble = configured(cfg)
     settings += f"_x{self.self_ensemble}" if self.self_ensemble else ""
     # Several processes keep no per-image scores (levels_lib.evaluate_all), so their

@@ -11,7 +11,7 @@ from typing import Any, Mapping
 import ml_collections
 
 from fdjax.data import restoration_sets, share_pools
-from fdjax.degradations.registry import revisions
+from fdjax.degradations.registry import grid_changes, revisions
 
 RESTORATION_DATA = ("root", "train", "test", "test_pairs", "train_pairs", "pair_dirs", "tile",
                     "max_train_images", "crop_multiple")
@@ -179,6 +179,9 @@ def stage_fields(ctx, stage, upstream: Mapping[str, str], *, rule: int = 0) -> d
   revised = revisions(names)   # a degradation whose images changed (absent: none did)
   if revised:
     fields["degradation_revisions"] = revised
+  regridded = grid_changes(names)   # a grid changed or added since 2026-12-07 (absent: none)
+  if regridded:
+    fields["degradation_grids"] = regridded
   fields = without_added(fields, added_fields(stage.block))
   if rule < 4:
     fields = without_overridden(fields)

@@ -43,8 +43,8 @@ Study mapping (``fdjax.study``): the base ('clean') restorer trains on every tas
 plan jointly (``base_on_all_tasks``); data come from ``fdjax.data.restoration_sets``
 (``load_data``); the Scratch row is called 'All-in-one (scratch)' (``row_labels``).
 
-``config.restoration`` (optional; read with these defaults, not declared in
-``fdjax.config``)::
+``config.restoration`` (declared by ``fdjax.config_restoration``, with these defaults
+from ``fdjax.tasks.restoration_options.DEFAULTS``)::
 
     model = 'unet'          # 'unet' (plain 3x3 convs), 'nafnet', 'promptir', 'measnet'
     width = 16              # channels of the top level, doubled per level down

@@ -11,6 +11,11 @@ from fdjax.errors import ConfigError
 from fdjax.models import MEASNet, NAFNet, PromptIR, UNet
 from fdjax.tasks.base import DTYPES
 
+# ``restoration.model`` -> its Flax module. A new backbone is an entry here: a subclass of
+# ``fdjax.models.unet.UNetShape`` (its shape fields, which the config fills, ``stride``,
+# ``pools_globally`` and ``feature_names``), called as ``model(x, train=...)`` on
+# ``[B, H, W, 3 or 4]`` float images in 0..1 and returning ``(image, features)`` with
+# every key of ``feature_names``.
 MODELS = {"unet": UNet, "nafnet": NAFNet, "promptir": PromptIR, "measnet": MEASNet}
 DEFAULTS = {"model": "unet", "width": 16, "depth": 2, "blocks": 1, "middle_blocks": 1,
             "decoder_blocks": None, "dtype": "float32", "patch": 64, "flip": True,
