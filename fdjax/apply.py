@@ -263,6 +263,8 @@ def apply_run(run: str, method: str, input_path: str, output: str, *, seed=None,
 
 
 def main(argv):
+  """The command line (module docstring): ``--input``'s images, restored or classified, into
+  ``--output``."""
   verbosity = start_cli(argv, flags)
   from PIL import Image
 

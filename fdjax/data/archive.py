@@ -42,6 +42,7 @@ PARTIAL = ".partial"  # suffix of the temporary directories in the cache root
 
 
 def is_archive(path: Path) -> bool:
+  """Whether ``path``'s name ends in an archive suffix (``SUFFIXES``, any case)."""
   return path.name.lower().endswith(SUFFIXES)
 
 

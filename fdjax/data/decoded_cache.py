@@ -45,6 +45,9 @@ def save(dest: Path, arrays: dict[str, tuple[np.ndarray, np.ndarray]],
 
 
 class DamagedCache(Exception):
+  """A decoded cache file that cannot be read back (``path``, ``reason``): the cache is
+  deleted and the images decoded again, never served."""
+
   def __init__(self, path: Path, reason):
     super().__init__(f"{path}: {reason}")
     self.path, self.reason = path, str(reason)

@@ -74,6 +74,7 @@ def markdown(rows: list[dict]) -> str:
 
 
 def main(argv):
+  """The command line (module docstring)."""
   verbosity = start_cli(argv, flags)
   with cli_errors(verbosity):
     if _SET.value is None:

@@ -117,6 +117,7 @@ def degradation_grid(image: np.ndarray, names: Sequence[str], columns: int = 5, 
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+  """The command line (module docstring): writes ``--out``."""
   parser = argparse.ArgumentParser(description=first_paragraph(__doc__))
   parser.add_argument("--out", required=True, help="PNG file to write")
   parser.add_argument("--source", default="digits", help="digits | synthetic | folder:DIR")

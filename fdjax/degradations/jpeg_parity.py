@@ -64,6 +64,7 @@ def parity_table(images: np.ndarray, qualities=QUALITIES, rounding: str = "exact
 
 
 def main(argv=None):
+  """The command line (module docstring)."""
   p = argparse.ArgumentParser(description=first_paragraph(__doc__))
   p.add_argument("--images", type=int, default=1000)
   p.add_argument("--archive", default="../shared/data/cifar10-jpeg.tar.gz")

@@ -209,6 +209,7 @@ def merge_extra(per_seed: Sequence[Mapping[str, Mapping[str, Any]]]) -> dict:
 
 
 def extra_columns(extra: Mapping[str, Mapping[str, Any]] | None) -> list[str]:
+  """The extra columns' names (``{row: {column: value}}``), in first-seen order."""
   return list(dict.fromkeys(k for cols in (extra or {}).values() for k in cols))
 
 
