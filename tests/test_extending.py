@@ -31,8 +31,18 @@ def test_an_entry_replaced_in_the_dict_is_used_at_the_next_apply(monkeypatch):
 
 
 def test_a_grid_that_does_not_ascend_is_refused_when_the_entry_is_made():
-  with pytest.raises(ValueError, match="strictly ascending"):
-    dataclasses.replace(registry.REGISTRY["blur"], grid=(1.0, 0.5, 0.0))
+  for grid in ((1.0, 0.5, 0.0), (0.0, float("nan"), 1.0), ()):
+    with pytest.raises(ValueError, match="finite and strictly ascending"):
+      dataclasses.replace(registry.REGISTRY["blur"], grid=grid)
+
+
+def test_a_new_degradations_curve_is_labelled_with_its_registry_units(monkeypatch):
+  from fdjax.eval.plots import x_label
+
+  monkeypatch.setitem(registry.REGISTRY, "contrast", dataclasses.replace(
+      registry.REGISTRY["blur"], name="contrast", units="contrast factor c, 0..0.9 step 0.1"))
+  assert x_label("contrast") == "contrast: contrast factor c"
+  assert x_label("blur") == "Gaussian blur: σ (pixels)"   # the paper's four keep theirs
 
 
 def test_a_degradation_without_a_level_field_names_where_to_add_it(monkeypatch):

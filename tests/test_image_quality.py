@@ -114,10 +114,16 @@ def test_images_off_the_data_range_scale_are_refused_when_known(pairs):
   for metric in (iq.psnr, iq.ssim):
     with pytest.raises(ValueError, match="values in 0..1 and data_range is 255"):
       metric(a, b)
+    with pytest.raises(ValueError, match="values in 0..1 and data_range is 255"):
+      metric(a.astype(np.float32), noisy)   # a 0..1 output against a uint8 target
     with pytest.raises(ValueError, match="data_range is 1: pass data_range=255"):
       metric(clean.astype(np.float32), noisy.astype(np.float32), data_range=1.0)
     with pytest.raises(ValueError, match="y_channel=True needs data_range=255"):
       metric(a, b, data_range=1.0, y_channel=True)
+  # Images in -1..1 at data_range 2 are on their scale.
+  signed = 2 * a - 1, 2 * b - 1
+  assert float(iq.psnr(*signed, data_range=2.0)[0]) == pytest.approx(
+      peak_signal_noise_ratio(signed[0][0], signed[1][0], data_range=2.0), abs=1e-3)
   # Traced images are not checked (the task's jitted scorer), and agree with the eager call.
   traced = jax.jit(lambda x, y: iq.psnr(x * 255.0, y * 255.0))(a, b)
   np.testing.assert_allclose(np.asarray(traced), np.asarray(iq.psnr(clean, noisy)), rtol=1e-5)

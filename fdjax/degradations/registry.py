@@ -19,6 +19,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import math
 from typing import Callable
 
 import jax
@@ -74,10 +75,11 @@ class Degradation:
 
   def __post_init__(self):
     grid = tuple(float(level) for level in self.grid)
-    if not grid or any(b <= a for a, b in zip(grid, grid[1:])):
-      raise ValueError(f"degradation {self.name!r}: its grid must be non-empty and strictly "
-                       f"ascending, got {list(grid)[:8]}")
-    object.__setattr__(self, "grid", grid)   # a tuple of floats: hashable, one digest
+    if (not grid or not all(math.isfinite(level) for level in grid)
+        or any(b <= a for a, b in zip(grid, grid[1:]))):
+      raise ValueError(f"degradation {self.name!r}: its grid must be non-empty, finite and "
+                       f"strictly ascending, got {list(grid)[:8]}")
+    object.__setattr__(self, "grid", grid)   # a tuple of floats: one digest
 
 
 def _jpeg_float(key, images, levels):
@@ -222,12 +224,18 @@ def normalised_level(name: str, level):
   return entry.reported_offset + entry.reported_sign * level
 
 
+_JITTED: dict[tuple[str, bool], tuple[Degradation, DegradeFn]] = {}
 
-@functools.cache
+
 def _jitted(entry: Degradation, float_images: bool) -> DegradeFn:
   """The entry's function under jit: fast when called eagerly, inlined inside an outer jit.
-  Keyed by the entry itself, so an entry replaced in ``REGISTRY`` is never served stale."""
-  return jax.jit(entry.apply_float if float_images else entry.apply_uint8)
+  One per name, kept while that name's entry is this very object: an entry replaced in
+  ``REGISTRY`` is never served stale, and the replaced one is not kept."""
+  cached = _JITTED.get((entry.name, float_images))
+  if cached is None or cached[0] is not entry:
+    cached = (entry, jax.jit(entry.apply_float if float_images else entry.apply_uint8))
+    _JITTED[(entry.name, float_images)] = cached
+  return cached[1]
 
 
 def apply(name: str, key: jax.Array, images, levels) -> jax.Array:
