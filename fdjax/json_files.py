@@ -8,8 +8,9 @@ process id keeps two writers' temporary files apart) when the block ends without
 error; on an error the temporary file is removed and ``path`` keeps its previous
 contents. A run killed or stopped (``fdjax.train.stop``), or a disk that fills, in the
 middle of a write leaves the previous file or none, never a truncated one that the next
-run would fail to parse (or a person would take for the results). ``write_json(path,
-record)`` is ``json.dump`` through it.
+run would fail to parse (or a person would take for the results); a hard kill leaves
+its temporary file too, which the next run on the workdir deletes
+(``remove_stale_temporaries``). ``write_json(path, record)`` is ``json.dump`` through it.
 
 Reading back: ``read_json(path, hint)`` raises ``DamagedFileError`` (one line naming the
 file, and ``hint``: what to delete) for a file that cannot be parsed (a power loss
@@ -22,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 from typing import IO, Any, Iterator
 
 from absl import logging
@@ -51,6 +53,26 @@ def replaced(path: str, mode: str = "w", **open_options) -> Iterator[IO]:
     with contextlib.suppress(OSError):
       os.remove(tmp)
     raise
+
+
+_TEMPORARY = re.compile(r"\.\d+\.tmp$")   # replaced()'s <path>.<pid>.tmp
+
+
+def remove_stale_temporaries(root: str, older_than: float) -> list[str]:
+  """Deletes the temporary files ``replaced`` left under ``root`` when a process was
+  killed in a write (``kill -9``, a lost machine: nothing ran its cleanup), those last
+  modified before ``older_than`` (a ``time.time()``); returns their paths. Only for a
+  folder no live process writes to (a run's workdir while it holds its lock)."""
+  removed = []
+  for folder, _, names in os.walk(root):
+    for name in names:
+      path = os.path.join(folder, name)
+      if _TEMPORARY.search(name):
+        with contextlib.suppress(OSError):
+          if os.path.getmtime(path) < older_than:
+            os.remove(path)
+            removed.append(path)
+  return removed
 
 
 def write_json(path: str, record: Any, **dump_options) -> None:

@@ -22,7 +22,7 @@ from fdjax.errors import ConfigError
 from fdjax.eval import per_image as per_image_lib
 from fdjax.eval import self_ensemble
 from fdjax.eval import plots, report, report_files
-from fdjax.json_files import write_json
+from fdjax.json_files import remove_stale_temporaries, write_json
 from fdjax.lock import workdir_lock
 from fdjax.moe.cost import param_count
 from fdjax.study import Runner, load_dataset, make_context
@@ -108,6 +108,15 @@ def _prepare(config, workdir: str, methods, seeds) -> tuple[list, dict]:
   return prepared, fingerprints
 
 
+def _remove_temporaries(workdir: str, started: float) -> None:
+  """Deletes what a killed run left half-written (``json_files.remove_stale_temporaries``),
+  with one line naming how many."""
+  removed = remove_stale_temporaries(workdir, started)
+  if removed:
+    logging.info("deleted %d temporary file(s) that an earlier, killed run left half "
+                 "written (e.g. %s)", len(removed), os.path.relpath(removed[0], workdir))
+
+
 def _check_validation_split(config, dataset, planned: list[str]) -> None:
   """ConfigError when the study selects epochs, or a greedy soup picks experts, on a
   validation split the data does not have (it would silently use the last epoch)."""
@@ -126,6 +135,7 @@ def _check_validation_split(config, dataset, planned: list[str]) -> None:
 
 def _run(config, workdir: str, methods, seeds, command=None) -> list[report.Record]:
   started = time.time()   # files in workdir older than this are an earlier run's
+  write_once(lambda: _remove_temporaries(workdir, started), "stale temporary files")
   prepared, fingerprints = _prepare(config, workdir, methods, seeds)
   # Written once every seed's stages matched: a refused run leaves the run's own config
   # (what fdjax.load_model builds its models from) as it was.

@@ -76,3 +76,33 @@ def test_a_damaged_record_is_one_error_naming_it_and_a_damaged_cache_is_no_cache
   assert read_cache(str(cache)) is None
   write_json(str(cache), {"accuracy": 0.9})
   assert read_cache(str(cache)) == {"accuracy": 0.9}
+
+
+def test_a_write_killed_hard_leaves_a_temporary_file_that_the_next_run_deletes(tmp_path):
+  import signal
+  import subprocess
+  import sys
+  import time
+
+  from fdjax.json_files import remove_stale_temporaries
+
+  target = tmp_path / "seed_0" / "results.md"
+  writer = subprocess.Popen(
+      [sys.executable, "-c",
+       "import sys, time\n"
+       "from fdjax.json_files import replaced\n"
+       f"with replaced({str(target)!r}) as f:\n"
+       "  f.write('half'); f.flush(); print('writing', flush=True); time.sleep(60)\n"],
+      stdout=subprocess.PIPE, text=True)
+  assert writer.stdout.readline().strip() == "writing"
+  writer.send_signal(signal.SIGKILL)
+  writer.wait()
+  left = tmp_path / "seed_0" / f"results.md.{writer.pid}.tmp"
+  assert left.exists() and not target.exists()   # no cleanup ran
+  started = time.time() + 1   # a run that starts after it
+  live = tmp_path / "results.csv.123.tmp"   # a file as new as the run: left alone
+  live.write_text("x")
+  os.utime(live, (started + 5, started + 5))
+  (tmp_path / "notes.tmp").write_text("a user's")   # not replaced()'s name: left alone
+  assert remove_stale_temporaries(str(tmp_path), started) == [str(left)]
+  assert not left.exists() and live.exists() and (tmp_path / "notes.tmp").exists()

@@ -89,7 +89,12 @@ def test_a_finished_run_re_evaluated_with_the_self_ensemble(tmp_path, monkeypatc
   stage_files = {p: os.path.getmtime(p) for p in
                  (tmp_path / "seed_0").glob("*/**/variables/*")}
   config.eval.self_ensemble = 8
+  # What a write killed hard left in the first run's workdir goes with the next run.
+  stale = tmp_path / "seed_0" / "eval" / "input.json.4321.tmp"
+  stale.write_text('{"half')
+  os.utime(stale, (1e9, 1e9))
   x8 = {row: r for row, _, r in pipeline.run(config, str(tmp_path))}
+  assert not stale.exists()
   saved = json.loads((tmp_path / "results.json").read_text())
   markdown = (tmp_path / "results.md").read_text()
   config.eval.self_ensemble = 2
