@@ -174,6 +174,7 @@ def _run(config, workdir: str, methods, seeds, command=None) -> list[report.Reco
       outputs[method.name].append(out)
     extra.append(seed_extra)
     if seed == seeds[0] and hasattr(ctx.task, "report_images") and row_models:
+      logging.info("drawing the example images of %d row(s)", len(row_models))
       images = write_once(lambda: ctx.task.report_images(ctx, row_models, workdir),
                           "images") or []
   metric = ctx.task.metric
@@ -188,6 +189,7 @@ def _run(config, workdir: str, methods, seeds, command=None) -> list[report.Reco
     per_image_lib.write(workdir, per_image, [m.name for m in ctx.task.metrics])
     return plots.plot_metric_vs_level(records, workdir, metric=metric)
 
+  logging.info("writing the tables and figures")
   figures = write_once(write_results, "results")
   for method in methods:  # in every process: a finalizer may evaluate (collectively)
     if method.finalize is not None:

@@ -177,6 +177,8 @@ def fit(state: TrainState, train_step: Callable, train_split, *, loop: LoopConfi
           # is logged itself (a resumed run's: no interval would be left to measure).
           jax.block_until_ready(metrics["finite"])
           progress.restart(step)
+          if study is not None:   # the study's training rate starts here too
+            study.advance(name, step * loop.batch_size)
         if step % loop.log_every_steps == 0 or step == stop_at:
           host = {k: _host(v) for k, v in jax.device_get(metrics).items()}
           if not np.all(np.isfinite(host["loss"])) or np.min(host["finite"]) < 1:
