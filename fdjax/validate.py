@@ -92,9 +92,9 @@ def validate_config(config, *, device_count: int | None = None) -> None:
       continue
     check(f"{stage}.epochs", int_at_least(1), "an integer >= 1")
     check_optimizer(config, stage, check)
-  for field in ("batch_size", "eval_batch_size"):
-    check(field, lambda v: is_int(v) and v >= 1 and v % device_count == 0,
-          f"an integer >= 1 divisible by the {device_count} device(s)")
+  check("batch_size", lambda v: is_int(v) and v >= 1 and v % device_count == 0,
+        f"an integer >= 1 divisible by the {device_count} device(s)")
+  check("eval_batch_size", int_at_least(1), "an integer >= 1")
   # `seed` is kept for old runs' config.json; the study's seeds are `seeds`, so a seed set
   # here would be silently ignored.
   check("seed", lambda v: is_int(v) and v == 0,
@@ -165,9 +165,14 @@ def validate_config(config, *, device_count: int | None = None) -> None:
        "equal share per degradation)",
        "ea_adam" in methods and get(config, "ea_adam.objectives") == "perception"))
       if applies]
-  if split_by and n_degradations > 1:
-    check("eval_batch_size", lambda v: not is_int(v) or v % n_degradations == 0,
-          f"a multiple of the {n_degradations} degradations with " + " and with ".join(split_by))
+  # One message naming the one multiple that serves both (the 3 degradations' shares and
+  # 8 devices: 24, where two messages led to 8 and then to 3).
+  shares = n_degradations if split_by and n_degradations > 1 else 1
+  multiple = math.lcm(shares, device_count)
+  check("eval_batch_size", lambda v: not is_int(v) or v < 1 or v % multiple == 0,
+        f"a multiple of {multiple}: divisible by the {device_count} device(s)"
+        + (f" and by the {n_degradations} degradations with " + " and with ".join(split_by)
+           if shares > 1 else ""))
   if get(config, "fusion.soup") == "greedy" and n_degradations:
     # The greedy soup scores candidates on validation batches of one share per degradation.
     multiple = math.lcm(n_degradations, device_count)

@@ -171,10 +171,18 @@ def test_validation_batches_must_split_into_one_share_per_degradation():
   config = tiny()
   config.selection = "val"
   config.eval_batch_size = 66
-  assert_fails(config, "eval_batch_size must be a multiple of the 4 degradations with "
-                       "selection='val'", "got 66")
+  assert_fails(config, "eval_batch_size must be a multiple of 4: divisible by the 1 "
+                       "device(s) and by the 4 degradations with selection='val'", "got 66")
   config.eval_batch_size = 68
   validate_config(config, device_count=1)
+  # Devices and shares in one message: the one multiple that serves both (a message
+  # for each led the restoration configs on 8 devices to 8, then to 3).
+  config.batch_size, config.eval_batch_size = 30, 8
+  message = assert_fails(config, "eval_batch_size must be a multiple of 12: divisible by "
+                                 "the 6 device(s) and by the 4 degradations", device_count=6)
+  assert message.count("eval_batch_size") == 1
+  config.eval_batch_size = 24
+  validate_config(config, device_count=6)
   config.selection, config.eval_batch_size = "last", 66   # no validation batches
   validate_config(config, device_count=1)
 
@@ -390,7 +398,8 @@ def test_restoration_fields_that_would_fail_later_are_refused_up_front():
                "data.max_train_images must be an integer >= 0")
   perception = restoration(methods="ea_adam", selection="last", eval_batch_size=4)
   set_field(perception, "ea_adam.objectives", "perception")
-  assert_fails(perception, "eval_batch_size must be a multiple of the 3 degradations with "
+  assert_fails(perception, "eval_batch_size must be a multiple of 3: divisible by the 1 "
+                           "device(s) and by the 3 degradations with "
                            "ea_adam.objectives='perception'")
   paired = load_config_file(str(REPO / "configs" / "restoration_3task.py") + ":smoke")
   paired.data.pair_dirs = "rainy"   # one folder for the real pairs' inputs and targets

@@ -44,6 +44,7 @@ import contextlib
 import os
 import re
 import signal
+import sys
 import time
 from typing import Iterator
 
@@ -107,6 +108,7 @@ class _Stop:
     early_stop.uninstall()   # the handler restored after a first signal is Python's own
     if not self._multi:
       self._previous = {s: signal.signal(s, self._on_signal) for s in self.SIGNALS}
+      _quiet_lost_stops()
     elif signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
       self._previous = {signal.SIGINT: signal.signal(signal.SIGINT, self._forward_ctrl_c)}
     if early_stop.take():   # a Ctrl-C while the program loaded
@@ -193,6 +195,27 @@ class _Stop:
     if not self._agreed and _reached_sync_point(self._steps):
       self._agreed = True
     return (self._reason or "preemption notice") if self._agreed else None
+
+
+def _quiet_lost_stops() -> None:
+  """A ``RunStopped`` raised while Python ran a garbage-collection callback (JAX's) is
+  lost, and Python prints it as "Exception ignored in: <function _xla_gc_callback>" with
+  its traceback; ``_Stop.check`` raises it again where the run moves on, so the hook
+  installed here drops that print (every other unraisable exception goes to the hook
+  that was there). Installed once, in front of the current hook."""
+  if getattr(sys.unraisablehook, "_fdjax_lost_stop", False):
+    return
+  previous = sys.unraisablehook
+
+  def hook(unraisable):
+    if isinstance(unraisable.exc_value, RunStopped):
+      logging.debug("a stop raised in a callback was lost (%s); raised again at the "
+                    "run's next stage or evaluation", unraisable.exc_value)
+      return
+    previous(unraisable)
+
+  hook._fdjax_lost_stop = True
+  sys.unraisablehook = hook
 
 
 def _reached_sync_point(step: int) -> bool:
