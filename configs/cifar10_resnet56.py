@@ -4,8 +4,9 @@
 
 Needs a prepared TFDS cifar10 (``--config.data.data_dir``) or use
 ``configs/cifar10_folder.py`` for the offline image-folder archive. Clean stage:
-200 epochs of SGD, 10 million image steps: at the 50-52 images/s of a 2-core CPU
-(BUILD_NOTES.md, "Train step vs PyTorch") about 2.3 days; not yet timed on an accelerator.
+200 epochs of SGD, 10 million image steps: at the 78 images/s of a 2-core CPU (both
+cores, ``fdjax.cpu_flags``; BUILD_NOTES.md, "XLA:CPU convolutions on two cores") about
+1.5 days; not yet timed on an accelerator.
 ``configs/cifar10_resnet56.py:runlocal`` shrinks everything for a smoke test.
 """
 

@@ -156,7 +156,8 @@ def _blur_group(x: jax.Array, radius: int, channels: int, digits: jax.Array,
 
 
 # Kernel radii compiled as ``lax.switch`` branches (more branches: less wasted work,
-# longer compiles; four cost 1.3 s of compile on CPU, sixteen 4.4 s).
+# longer compiles; four took 1.7 s to compile on CPU, sixteen 4.4 s: BUILD_NOTES.md,
+# "Degradations: throughput").
 BRANCH_RADII = (3, 7, 11, MAX_RADIUS)
 
 
