@@ -15,7 +15,8 @@ decoder level, routed per pixel), Routed experts (that student's
 router picks one expert per image). Columns: PSNR and SSIM per task and their average,
 parameters and relative FLOPs per image, the routers' routing accuracy.
 ``:tiny`` is a seconds-long version for tests (four rows: Input, Oracle, ModelSoups,
-FusionDistill; one epoch per stage).
+FusionDistill; one epoch per stage): its models are barely trained, and its restored
+rows score below the Input row; its table says nothing about the methods.
 """
 
 from fdjax.config import config_variants, set_epochs

@@ -13,6 +13,7 @@ import os
 import time
 
 import ml_collections
+import numpy as np
 from absl import logging
 
 from fdjax import methods as methods_lib
@@ -108,6 +109,16 @@ def _prepare(config, workdir: str, methods, seeds) -> tuple[list, dict]:
   return prepared, fingerprints
 
 
+def _dtype_note(model) -> str:
+  """`` Computed in bfloat16 (...)`` for a model that computes in another dtype than
+  float32 (``model.dtype``, ``restoration.dtype``), else ''."""
+  dtype = getattr(model, "dtype", None)
+  if dtype is None or np.dtype(dtype) == np.float32:
+    return ""
+  return (f" Computed in {np.dtype(dtype).name} (parameters, optimiser state, losses and "
+          "metrics in float32).")
+
+
 def _remove_temporaries(workdir: str, started: float) -> None:
   """Deletes what a killed run left half-written (``json_files.remove_stale_temporaries``),
   with one line naming how many."""
@@ -180,7 +191,7 @@ def _run(config, workdir: str, methods, seeds, command=None) -> list[report.Reco
   metric = ctx.task.metric
   test_time = self_ensemble.NOTES.get(self_ensemble.configured(config), "")
   extra = report.merge_extra(extra)   # over the seeds
-  note = f"Model selection: {MODEL_SELECTION_NOTE[config.selection]}."
+  note = f"Model selection: {MODEL_SELECTION_NOTE[config.selection]}." + _dtype_note(ctx.model)
 
   def write_results():
     report_files.write_reports(records, workdir, extra=extra or None, metric=metric,
@@ -206,7 +217,7 @@ def _run(config, workdir: str, methods, seeds, command=None) -> list[report.Reco
                               only=m))
   print(note)
   if test_time:
-    print(f"Every row's test outputs: {test_time}.")
+    print(f"Every model row's test outputs: {test_time}.")
   reports = {path: what for method in methods for path, what in method.reports.items()}
   print(_file_summary(workdir, figures, seeds, images, since=started, reports=reports))
   return records

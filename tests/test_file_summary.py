@@ -50,3 +50,14 @@ def test_the_example_images_say_which_seed_s_models_they_show(tmp_path):
   line = lambda lines: next(x for x in lines if x.startswith("  images:  examples_rain.png"))
   assert line(one).endswith("(example test images: input | each single-model row | target)")
   assert line(two).endswith("input | each single-model row of seed 3 | target)")
+
+
+def test_a_run_computed_in_bfloat16_says_so_under_its_tables():
+  import flax.linen as nn
+  import jax.numpy as jnp
+  from fdjax.models import UNet
+  from fdjax.pipeline import _dtype_note
+
+  assert _dtype_note(UNet(dtype=jnp.bfloat16)) == (
+      " Computed in bfloat16 (parameters, optimiser state, losses and metrics in float32).")
+  assert _dtype_note(UNet()) == "" and _dtype_note(nn.Dense(3)) == ""

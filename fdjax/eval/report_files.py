@@ -66,7 +66,7 @@ def write_reports(records: Sequence[Record], out_dir: str, methods: Sequence[str
           + ")" for n, v in sets.items()) + ".\n\n")
     f.write(format_table(records, methods, extra, metric, metrics) + "\n")
     if test_time:
-      f.write(f"\nEvery row's test outputs: {test_time}.\n")
+      f.write(f"\nEvery model row's test outputs: {test_time}.\n")
     if note:
       f.write(f"\n{note}\n")
   with replaced(paths["csv"], newline="") as f:

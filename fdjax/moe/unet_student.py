@@ -208,7 +208,8 @@ def restoration_student(config, k: int) -> RoutedUNet:
 
   o = restoration.options(config)
   if o["model"] not in BASES:
-    raise ConfigError(f"FusionDistill-MoE for restoration routes blocks of a plain U-Net: "
+    raise ConfigError(f"FusionDistill-MoE for restoration routes the blocks of a U-Net "
+                      f"or NAFNet (not PromptIR's prompts nor MEASNet's own experts): "
                       f"restoration.model must be one of {BASES}, got {o['model']!r}")
   shape = restoration.shape_fields(o)
   cfg = config.moe
