@@ -4,9 +4,9 @@ orbax (tensorstore, zarr chunks compressed in OCDBT files) keeps no checksum of 
 chunk data: bytes flipped inside a data file of a saved model decode to other numbers,
 NaN among them, and load without any error (measured, BUILD_NOTES.md 2026-12-07 midday:
 of 20,000 float32 values saved, one byte in 997 of the data file XORed, orbax read back
-16,073 changed, 55 of them NaN, without an exception). fdjax records the sha256 of every leaf's dtype,
-shape and bytes when it saves (a training checkpoint's ``meta``, a stage's
-``variables/digest.json``) and compares it after reading.
+16,073 changed, 55 of them NaN, without an exception). fdjax records the sha256 of
+every leaf's dtype, shape and bytes when it saves (a training checkpoint's ``meta``, a
+stage's ``variables/digest.json``) and compares it after reading.
 
 A tree holding an array split over several processes (experts sharded over a
 multi-host mesh), which no one process can read whole, has no digest (``None``): it

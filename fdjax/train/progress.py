@@ -134,9 +134,9 @@ class StudyProgress:
   - the rest, by cycle: a cycle runs from a stage's start, where that stage then trains
     here, to the next such start (its compilation, validation, checkpoints, and the
     evaluations and soups after it). Each cycle to come (a planned stage with work left
-    that has not begun training here) costs the mean of the finished cycles' time outside training (the
-    current cycle's so far, while none has finished), and the current cycle what it has
-    not spent of that mean yet.
+    that has not begun training here) costs the mean of the finished cycles' time
+    outside training (the current cycle's so far, while none has finished), and the
+    current cycle what it has not spent of that mean yet.
   Measured on the restoration quickstart (``BUILD_NOTES.md``): the first ETA 0.93 of the
   time left (one rate over all the time, before: 1.43, and 8.9 on the quickstart), then
   0.4-0.7 of it (before: 0.28-0.66). It stays short where evaluations bunch (after the
@@ -160,11 +160,11 @@ class StudyProgress:
     self._t0 = self._clock()
     self._started_at: dict[str, float] = {}
     self._train_s, self._train_work = 0.0, 0   # measured training intervals, all stages
-    self._mark: tuple[float, int] | None = None   # (time, done) of the training stage's last report
+    self._mark: tuple[float, int] | None = None   # (time, done): the last report in training
     self._training: str | None = None   # the stage training in the current cycle
     self._cycle_start: float | None = None
     self._cycle_train_s = 0.0
-    self._cycles, self._cycles_other_s = 0, 0.0   # finished cycles, their time outside training
+    self._cycles, self._cycles_other_s = 0, 0.0   # finished cycles; their time not training
 
   def _check(self, name: str) -> None:
     if name not in self._work:
