@@ -202,9 +202,12 @@ def test_folder_scales_16_bit_grey_and_drops_arrays_decoded_by_older_versions(tm
   older = decoded.parent / "decoded-v1"
   older.mkdir()
   (older / "images.npy").write_bytes(b"arrays of an older version")
+  # A newer fdjax's, from another checkout sharing the cache root, is still read there.
+  newer = decoded.parent / "decoded-v999"
+  newer.mkdir()
   again = data.load(f"folder:{root}", cache_dir=str(tmp_path / "cache"))
   np.testing.assert_array_equal(again.train.images, d.train.images)
-  assert not older.exists() and decoded.exists()
+  assert not older.exists() and decoded.exists() and newer.exists()
 
 
 @pytest.mark.parametrize("wrap", [None, "wrapper"])

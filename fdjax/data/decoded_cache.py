@@ -113,9 +113,15 @@ def discard(dest: Path) -> None:
 
 
 def drop_older_versions(cache: Path) -> None:
-  """Deletes the ``decoded-v<n>`` folders beside ``cache`` other than ``cache`` itself:
-  arrays decoded by an older fdjax, never read again."""
+  """Deletes the ``decoded-v<n>`` folders beside ``cache`` (a ``decoded-v<m>`` folder)
+  with n < m: arrays decoded by an older fdjax, never read again. A newer version's is
+  left alone: another checkout sharing the cache root still reads it (each deleting the
+  other's made two versions decode their archives anew at every run)."""
   prefix = DECODED.rsplit("-v", 1)[0] + "-v"
+  own = cache.name[len(prefix):]
+  if not (cache.name.startswith(prefix) and own.isdigit()):
+    return
   for old in cache.parent.glob(prefix + "*"):
-    if old.name != cache.name and old.is_dir() and old.name[len(prefix):].isdigit():
+    version = old.name[len(prefix):]
+    if version.isdigit() and int(version) < int(own) and old.is_dir():
       shutil.rmtree(old, ignore_errors=True)
