@@ -21,9 +21,10 @@ in OCDBT database``), and orbax logs each failed writer thread's traceback
 that failure once, as one line (``fdjax.errors.environment_error``), so both are
 dropped too, and the filters are also installed before each save.
 
-``ignore_abandoned_reads()`` installs a ``sys.unraisablehook`` (unless the current one
-is already it) that drops exactly the first kind: a ``RuntimeError('Event loop is
-closed')`` raised inside asyncio's ``call_soon_threadsafe`` with no object attached.
+``ignore_abandoned_reads()`` installs a filter in front of ``sys.unraisablehook``
+(``fdjax.unraisable``, once in the chain) that drops exactly the first kind: a
+``RuntimeError('Event loop is closed')`` raised inside asyncio's
+``call_soon_threadsafe`` with no object attached.
 Every other unraisable exception goes to the hook that was there before. It also adds
 a filter to the ``asyncio`` logger that drops the second kind: a "... exception was
 never retrieved" record whose exception is tensorstore's (its message holds the
@@ -37,11 +38,12 @@ Python's hook untouched.
 from __future__ import annotations
 
 import logging as std_logging
-import sys
 import threading
 import traceback
 
 from absl import logging
+
+from fdjax import unraisable
 
 _LOCK = threading.Lock()
 _dropped = 0
@@ -101,25 +103,17 @@ def dropped() -> int:
 
 
 def ignore_abandoned_reads() -> None:
-  """Installs the filtering hook in front of the current one, unless the current one is
-  already it (a hook installed after it, e.g. by a test runner, is wrapped in turn), and
+  """Installs the filtering hook (``fdjax.unraisable.drop``: once in the hook chain) and
   the ``asyncio`` logger's filter, once."""
   with _LOCK:
     for logger in (std_logging.getLogger("asyncio"), logging.get_absl_logger()):
       if not any(isinstance(f, _AbandonedTaskFilter) for f in logger.filters):
         logger.addFilter(_AbandonedTaskFilter())
-    if getattr(sys.unraisablehook, "_fdjax_abandoned_reads", False):
-      return
-    previous = sys.unraisablehook
+    unraisable.drop("abandoned_reads", is_abandoned_read, _count_dropped_read)
 
-    def hook(unraisable):
-      global _dropped
-      if is_abandoned_read(unraisable):
-        _dropped += 1
-        logging.debug("dropped an orbax/tensorstore read that completed after its failed "
-                      "restore (Event loop is closed); %d so far", _dropped)
-        return
-      previous(unraisable)
 
-    hook._fdjax_abandoned_reads = True
-    sys.unraisablehook = hook
+def _count_dropped_read(args) -> None:
+  global _dropped
+  _dropped += 1
+  logging.debug("dropped an orbax/tensorstore read that completed after its failed "
+                "restore (Event loop is closed); %d so far", _dropped)

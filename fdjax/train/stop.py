@@ -44,14 +44,13 @@ import contextlib
 import os
 import re
 import signal
-import sys
 import time
 from typing import Iterator
 
 import jax
 from absl import logging
 
-from fdjax import early_stop
+from fdjax import early_stop, unraisable
 from fdjax.console import write_stderr
 from fdjax.early_stop import SAME_SIGNAL_S   # a second signal this soon: the same request
 
@@ -200,22 +199,12 @@ class _Stop:
 def _quiet_lost_stops() -> None:
   """A ``RunStopped`` raised while Python ran a garbage-collection callback (JAX's) is
   lost, and Python prints it as "Exception ignored in: <function _xla_gc_callback>" with
-  its traceback; ``_Stop.check`` raises it again where the run moves on, so the hook
-  installed here drops that print (every other unraisable exception goes to the hook
-  that was there). Installed once, in front of the current hook."""
-  if getattr(sys.unraisablehook, "_fdjax_lost_stop", False):
-    return
-  previous = sys.unraisablehook
-
-  def hook(unraisable):
-    if isinstance(unraisable.exc_value, RunStopped):
-      logging.debug("a stop raised in a callback was lost (%s); raised again at the "
-                    "run's next stage or evaluation", unraisable.exc_value)
-      return
-    previous(unraisable)
-
-  hook._fdjax_lost_stop = True
-  sys.unraisablehook = hook
+  its traceback; ``_Stop.check`` raises it again where the run moves on, so that print
+  is dropped (``fdjax.unraisable``; every other unraisable exception goes on)."""
+  unraisable.drop("lost_stop", lambda args: isinstance(args.exc_value, RunStopped),
+                  lambda args: logging.debug(
+                      "a stop raised in a callback was lost (%s); raised again at the "
+                      "run's next stage or evaluation", args.exc_value))
 
 
 def _reached_sync_point(step: int) -> bool:
