@@ -158,12 +158,12 @@ class StudyProgress:
     self._finished: set[str] = set()
     self._current: str | None = None
     self._t0 = self._clock()
-    self._started_at: dict[str, float] = {}
+    self._current_start = 0.0   # when ``_current`` started
     self._train_s, self._train_work = 0.0, 0   # measured training intervals, all stages
     self._mark: tuple[float, int] | None = None   # (time, done): the last report in training
     self._training: str | None = None   # the stage training in the current cycle
     self._cycle_start: float | None = None
-    self._cycle_train_s = 0.0
+    self._cycle_train_from = 0.0   # ``_train_s`` when the current cycle began
     self._cycles, self._cycles_other_s = 0, 0.0   # finished cycles; their time not training
 
   def _check(self, name: str) -> None:
@@ -172,16 +172,19 @@ class StudyProgress:
 
   def start(self, name: str) -> None:
     self._check(name)
-    self._started_at[name] = self._clock()
-    self._current = name
+    self._current, self._current_start = name, self._clock()
 
   def _begin_training(self, name: str, now: float) -> None:
     """``name`` trains here: a cycle begins at its start, closing the one before."""
-    begin = self._started_at.get(name, now)
+    begin = self._current_start if name == self._current else now
     if self._cycle_start is not None:
       self._cycles += 1
-      self._cycles_other_s += max(begin - self._cycle_start - self._cycle_train_s, 0.0)
-    self._cycle_start, self._cycle_train_s, self._training = begin, 0.0, name
+      self._cycles_other_s += max(begin - self._cycle_start - self._cycle_train_s(), 0.0)
+    self._cycle_start, self._cycle_train_from, self._training = begin, self._train_s, name
+
+  def _cycle_train_s(self) -> float:
+    """Seconds of measured training in the current cycle."""
+    return self._train_s - self._cycle_train_from
 
   def advance(self, name: str, done: int, *, measured: bool = True) -> None:
     """``done``: images processed so far in stage ``name`` (clipped to its work).
@@ -195,7 +198,6 @@ class StudyProgress:
         self._mark = None
       if self._mark is not None and done > self._mark[1]:
         self._train_s += now - self._mark[0]
-        self._cycle_train_s += now - self._mark[0]
         self._train_work += done - self._mark[1]
       self._mark = (now, done)   # the first report (the compilation) only sets the mark
     self._done[name] = done
@@ -219,7 +221,7 @@ class StudyProgress:
       return None
     now = self._clock()
     training_now = now - self._mark[0] if self._mark is not None else 0.0
-    spent = max(now - self._cycle_start - self._cycle_train_s - training_now, 0.0)
+    spent = max(now - self._cycle_start - self._cycle_train_s() - training_now, 0.0)
     per_cycle = self._cycles_other_s / self._cycles if self._cycles else spent
     to_come = sum(1 for n in self._order if n not in self._finished and n != self._training
                   and self._work[n] > self._done[n])
