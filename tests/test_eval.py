@@ -208,6 +208,41 @@ def test_every_method_sees_the_same_degraded_images(name):
   assert (seen_a[top][:4] != split.images[:4]).mean() > 0.05
 
 
+def test_host_variables_go_to_the_devices_once_not_at_every_call(monkeypatch):
+  # Variables read from disk are numpy: handed to the jitted predictors as they are, the
+  # whole model went from host memory to every device at each batch of each level.
+  from fdjax.train import make_mesh
+
+  kinds = []
+
+  def recording(make):
+    def wrapped(*args, **kwargs):
+      compiled = make(*args, **kwargs)
+
+      def call(variables, *rest):
+        kinds.extend(type(leaf) for leaf in jax.tree.leaves(variables))
+        return compiled(variables, *rest)
+      return call
+    return wrapped
+
+  monkeypatch.setattr(degradations, "apply", lambda name, key, images, levels: images)
+  monkeypatch.setattr(levels_lib, "jit_clean", recording(levels_lib.jit_clean))
+  monkeypatch.setattr(levels_lib, "with_degradation", recording(levels_lib.with_degradation))
+
+  def predict(variables, images):
+    index = images[:, 0, 0, 0].astype(jnp.int32)
+    return _logits_from(index, index < variables["k"])
+
+  host = {"k": np.asarray(6, np.int32), "w": np.zeros((64,), np.float32)}
+  for mesh in (None, make_mesh()):
+    kinds.clear()
+    results = levels_lib.evaluate_all(TASK, host, _index_split(), LevelPlan(("awgn",), stride=25),
+                                      batch_size=BATCH, predict=predict, mesh=mesh)
+    assert results["clean"] == 0.6 and results["awgn"]["all"] == pytest.approx(0.6)
+    assert len(kinds) == 2 * 3 * (1 + 3)   # 2 leaves, 3 batches, clean + 3 levels
+    assert all(issubclass(kind, jax.Array) for kind in kinds), set(kinds)
+
+
 def test_evaluate_all_structure_and_stride(monkeypatch):
   monkeypatch.setattr(degradations, "apply", lambda name, key, images, levels: images)
 

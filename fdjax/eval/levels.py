@@ -51,8 +51,8 @@ from fdjax import degradations
 from fdjax.data.sampling import balanced_subset
 from fdjax.data.testsets import TestSet
 from fdjax.degradations.plan import LevelPlan, eval_key, level_indices, stride_levels
-from fdjax.eval.metric import (Predict, batch_scorer, jit_clean, mean_scores, predictor,
-                               split_scores, test_batches)
+from fdjax.eval.metric import (Predict, batch_scorer, jit_clean, mean_scores, on_devices,
+                               predictor, split_scores, test_batches)
 from fdjax.eval.per_image import per_set_means
 from fdjax.train.mesh import data_sharding, place, replicated
 
@@ -128,6 +128,7 @@ def scores_at_levels(task, predict_fn: LevelPredict, variables, split, name: str
   receives ``{metric: {level position j: [value per image, in split order]}}`` (a task
   with ``per_image``)."""
   score = batch_scorer(task, collect)
+  variables = on_devices(variables, mesh)
   sums: dict = {}
   count = 0
   placed: dict = {}   # (batch size, level position) -> the level array, placed once
@@ -198,6 +199,7 @@ def evaluate_all(task, variables, split, plan: LevelPlan, *, batch_size: int, me
   with their images x levels) and each part's end.
   """
   per_image = per_image and hasattr(task, "per_image") and jax.process_count() == 1
+  variables = on_devices(variables, mesh)   # once for every split and level below
   images: dict = {}
   predict = predict or predictor(task, model)
   clean_predict = jit_clean(predict, mesh)

@@ -27,7 +27,7 @@ import numpy as np
 
 from fdjax import data as data_lib
 from fdjax.data.testsets import TestSet
-from fdjax.train.mesh import check_batch_size, data_sharding, replicated
+from fdjax.train.mesh import check_batch_size, data_sharding, place, replicated
 
 # predict(variables, images_uint8 [B,H,W,3]) -> outputs (logits [B,C] for classification)
 Predict = Callable[..., jax.Array]
@@ -50,6 +50,16 @@ def jit_clean(predict: Predict, mesh=None):
     return jax.jit(predict)
   return jax.jit(predict, in_shardings=(replicated(mesh), data_sharding(mesh)),
                  out_shardings=replicated(mesh))
+
+
+def on_devices(variables, mesh=None):
+  """``variables`` as device arrays, replicated over ``mesh`` (the default device
+  without one): a host tree (numpy, as ``load_variables`` reads it) is copied once, not
+  at every call of a jitted predictor (every batch of every level: the whole model
+  from host memory to each device each time). Arrays already there stay."""
+  if mesh is None:
+    return jax.device_put(variables)
+  return place(variables, replicated(mesh), copy=False)
 
 
 def eval_batches(split, batch_size: int, mesh):
@@ -197,6 +207,7 @@ def jit_share_scores(task, shares: int, metrics: tuple[str, ...] | None = None):
 def _predicted_batches(predict, variables, split, batch_size: int, mesh, transform):
   """``(outputs, batch)`` of ``predict`` over ``split``, each batch's images passed
   through ``transform(batch_index, images)`` first when given."""
+  variables = on_devices(variables, mesh)
   for index, batch in test_batches(split, batch_size, mesh):
     images = batch["image"] if transform is None else transform(index, batch["image"])
     yield predict(variables, images), batch
