@@ -15,9 +15,13 @@ the same on one pinned core).
 * ``XLA_FLAGS`` does not already set ``--xla_cpu_experimental_ynn_fusion_type`` (a
   user's choice wins: ``=+individual_convolution`` keeps YNNPACK's convolutions);
 * ``FDJAX_XLA_DEFAULTS`` is not ``0``;
+* no accelerator plugin is installed (``libtpu``, a ``jax_plugins`` or ``jax_cuda*`` /
+  ``jax_rocm*`` plugin), unless ``JAX_PLATFORMS`` is ``cpu``: the flag only concerns
+  XLA:CPU, and a plugin parses ``XLA_FLAGS`` with its own copy of XLA (libtpu is built
+  apart from jaxlib), which may not know an experimental flag and would abort;
 * JAX's backends are not started yet (XLA reads ``XLA_FLAGS`` once, when they start).
 
-The flag only concerns XLA:CPU; GPU and TPU runs are unaffected. The command lines call
+The command lines call
 it first (``python -m fdjax.main``, ``python -m fdjax.apply``, ``python -m fdjax.bench``);
 code that imports fdjax as a library keeps XLA's defaults unless it calls
 ``apply_defaults()`` before using JAX.
@@ -25,7 +29,9 @@ code that imports fdjax as a library keeps XLA's defaults unless it calls
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import pkgutil
 import sys
 from importlib import metadata
 
@@ -43,12 +49,13 @@ def _major_minor(version: str) -> tuple[int, int] | None:
     return None
 
 
-def default_flags(xla_flags: str, jaxlib_version: str | None, opt_out: str | None = None
-                  ) -> str:
+def default_flags(xla_flags: str, jaxlib_version: str | None, opt_out: str | None = None,
+                  accelerator: bool = False) -> str:
   """``xla_flags`` with ``EIGEN_CONVOLUTIONS`` appended when the module docstring's
-  conditions on the jaxlib version, the flags already given and the opt-out hold;
+  conditions on the jaxlib version, the flags already given, the opt-out and an
+  accelerator (``accelerator``: a plugin is installed and JAX may use it) hold;
   otherwise ``xla_flags`` unchanged. Pure: no environment read."""
-  if opt_out == "0" or jaxlib_version is None:
+  if opt_out == "0" or jaxlib_version is None or accelerator:
     return xla_flags
   if _major_minor(jaxlib_version) not in TESTED_JAXLIB:
     return xla_flags
@@ -70,6 +77,21 @@ def _jaxlib_version() -> str | None:
     return None
 
 
+def _accelerator_plugins() -> list[str]:
+  """The accelerator plugins JAX would load: ``libtpu``, ``jax_plugins.*`` and the
+  ``jax_cuda*`` / ``jax_rocm*`` plugin modules that are installed (none on a CPU-only
+  install)."""
+  found = ["libtpu"] if importlib.util.find_spec("libtpu") is not None else []
+  for module in pkgutil.iter_modules():
+    if module.name.startswith(("jax_cuda", "jax_rocm")) and module.name.endswith("plugin"):
+      found.append(module.name)
+  try:
+    import jax_plugins   # the namespace package of PJRT plugins (jax-cuda12-plugin's)
+  except ImportError:
+    return found
+  return found + [f"jax_plugins.{m.name}" for m in pkgutil.iter_modules(jax_plugins.__path__)]
+
+
 def apply_defaults(environ=None) -> bool:
   """Sets ``environ['XLA_FLAGS']`` (default ``os.environ``) to ``default_flags(...)``
   unless JAX's backends already started; returns whether it changed anything."""
@@ -77,7 +99,9 @@ def apply_defaults(environ=None) -> bool:
   if _backends_started():
     return False
   current = environ.get("XLA_FLAGS", "")
-  wanted = default_flags(current, _jaxlib_version(), environ.get(OPT_OUT_ENV))
+  accelerator = (environ.get("JAX_PLATFORMS", "").strip().lower() != "cpu"
+                 and bool(_accelerator_plugins()))
+  wanted = default_flags(current, _jaxlib_version(), environ.get(OPT_OUT_ENV), accelerator)
   if wanted == current:
     return False
   environ["XLA_FLAGS"] = wanted

@@ -24,6 +24,32 @@ def test_default_flags_appends_only_on_tested_jaxlib_without_a_user_choice():
   assert cpu_flags.default_flags(mine, "0.10.2") == mine
 
 
+def test_not_applied_where_an_accelerator_plugin_may_be_used(monkeypatch, tmp_path):
+  # A plugin parses XLA_FLAGS with its own XLA (libtpu is built apart from jaxlib): an
+  # experimental CPU flag it does not know aborts the process, and buys it nothing.
+  assert cpu_flags.default_flags("", "0.10.2", accelerator=True) == ""
+  (tmp_path / "jax_plugins" / "xla_fake").mkdir(parents=True)   # a namespace package
+  (tmp_path / "jax_plugins" / "xla_fake" / "__init__.py").write_text("")
+  (tmp_path / "jax_cuda99_plugin").mkdir()
+  (tmp_path / "jax_cuda99_plugin" / "__init__.py").write_text("")
+  monkeypatch.syspath_prepend(str(tmp_path))
+  try:
+    found = cpu_flags._accelerator_plugins()
+  finally:
+    sys.modules.pop("jax_plugins", None)
+  assert "jax_plugins.xla_fake" in found and "jax_cuda99_plugin" in found
+  monkeypatch.setattr(cpu_flags, "_backends_started", lambda: False)
+  monkeypatch.setattr(cpu_flags, "_jaxlib_version", lambda: "0.10.2")
+  monkeypatch.setattr(cpu_flags, "_accelerator_plugins", lambda: ["libtpu"])
+  env = {}
+  assert not cpu_flags.apply_defaults(env) and env == {}
+  env = {"JAX_PLATFORMS": "cpu"}   # the plugin is there but not used
+  assert cpu_flags.apply_defaults(env) and env["XLA_FLAGS"] == FLAG
+  monkeypatch.setattr(cpu_flags, "_accelerator_plugins", lambda: [])
+  env = {}
+  assert cpu_flags.apply_defaults(env) and env["XLA_FLAGS"] == FLAG
+
+
 def test_apply_defaults_edits_the_given_environment_once():
   env = {}
   changed = cpu_flags.apply_defaults(env)   # this test process's JAX may have started:
