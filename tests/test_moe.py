@@ -272,6 +272,24 @@ def test_inference_flops_count_multiply_adds_in_closed_form():
   assert inference_flops(dense.apply, variables, (3, 6)) == 2 * 3 * 6 * 7 + 3 * 7
 
 
+def test_inference_flops_without_a_cpu_backend_counts_on_the_default_one(monkeypatch):
+  # JAX_PLATFORMS=cuda (or tpu) leaves the CPU backend out: jax.devices("cpu") raises,
+  # which crashed the cost columns after a run's training was done.
+  from fdjax.moe import cost as cost_lib
+
+  real = jax.devices
+
+  def no_cpu(backend=None):
+    if backend == "cpu":
+      raise RuntimeError("Backend 'cpu' failed to initialize: not in JAX_PLATFORMS")
+    return real(backend)
+
+  monkeypatch.setattr(cost_lib.jax, "devices", no_cpu)
+  dense = nn.Dense(7)
+  variables = dense.init(jax.random.key(0), jnp.zeros((1, 6)))
+  assert inference_flops(dense.apply, variables, (3, 6)) == 2 * 3 * 6 * 7 + 3 * 7
+
+
 def test_sparse_top1_costs_about_one_dense_model(dense_models):
   dense, fused, experts = dense_models
   model = moe_resnet(8, 3, num_experts=E, k=1)

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from typing import Any, Callable
@@ -23,6 +24,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 
 from fdjax.moe.init import is_expert_leaf
 
@@ -60,7 +62,7 @@ def inference_flops(apply_fn: Callable, variables, input_shape: tuple[int, ...],
   # differs (its convolutions are cuDNN calls; a 3-task smoke run on an H200 reported
   # 5.1x a dense U-Net's FLOPs for a per-pixel MoE student that XLA:CPU counts at 1.7x),
   # and the table's ratios must not depend on where a run was made.
-  cpu = jax.sharding.SingleDeviceSharding(jax.devices("cpu")[0])
+  cpu = jax.sharding.SingleDeviceSharding(_cpu_device())
   abstract = lambda a: jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a), sharding=cpu)
   x = jax.ShapeDtypeStruct(tuple(input_shape), dtype, sharding=cpu)
   compiled = jax.jit(apply_fn).lower(jax.tree.map(abstract, variables), x).compile()
@@ -70,6 +72,20 @@ def inference_flops(apply_fn: Callable, variables, input_shape: tuple[int, ...],
   if not analysis or "flops" not in analysis:
     raise RuntimeError("this backend reports no FLOP count (cost_analysis() lacks 'flops')")
   return float(analysis["flops"])
+
+
+def _cpu_device():
+  """The first CPU device; the default backend's first device (with a warning) where
+  ``JAX_PLATFORMS`` leaves the CPU backend out (``cuda``, ``tpu``): a count there, not
+  an error after the training is done."""
+  try:
+    return jax.devices("cpu")[0]
+  except RuntimeError:
+    device = jax.devices()[0]
+    logging.warning("FLOPs counted by XLA:%s, not XLA:CPU (JAX_PLATFORMS=%s leaves the CPU "
+                    "backend out): the relative FLOPs may differ from a CPU-counted run's",
+                    device.platform.upper(), os.environ.get("JAX_PLATFORMS", ""))
+    return device
 
 
 def model_cost(apply_fn: Callable, variables, input_shape: tuple[int, ...],
