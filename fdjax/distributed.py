@@ -33,6 +33,7 @@ from typing import Callable, TypeVar
 
 import jax
 import numpy as np
+from absl import logging
 
 from fdjax.errors import ConfigError
 
@@ -57,8 +58,13 @@ def on_cloud_tpu_vm() -> bool:
   try:
     from jax._src import cloud_tpu_init
   except ImportError:  # a future JAX moved it: no auto-detection, flags still work
+    cloud_tpu_init = None
+  if not hasattr(cloud_tpu_init, "running_in_cloud_tpu_vm"):
+    logging.warning("this JAX no longer says whether it runs on a Cloud TPU VM "
+                    "(jax._src.cloud_tpu_init.running_in_cloud_tpu_vm): on a multi-host "
+                    "slice pass --distributed=on, or each host runs alone")
     return False
-  return bool(getattr(cloud_tpu_init, "running_in_cloud_tpu_vm", False))
+  return bool(cloud_tpu_init.running_in_cloud_tpu_vm)
 
 
 def initialize(mode: str = "auto", coordinator_address: str | None = None,

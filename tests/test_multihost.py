@@ -125,6 +125,25 @@ def test_a_one_process_run_is_left_alone(monkeypatch):
   assert distributed.initialize("off", "localhost:1234", 2, 0) is False
 
 
+def test_a_jax_that_moved_its_tpu_vm_detection_says_so(monkeypatch):
+  # The detection reads a private attribute of JAX; without it an auto run on a
+  # multi-host slice would run each host alone, silently.
+  import types
+
+  from absl import logging as absl_logging
+
+  from fdjax import distributed
+  from jax._src import cloud_tpu_init
+  assert isinstance(cloud_tpu_init.running_in_cloud_tpu_vm, bool)   # what this JAX has
+  warnings = []
+  monkeypatch.setattr(absl_logging, "warning", lambda msg, *a: warnings.append(msg % a))
+  moved = types.ModuleType("jax._src.cloud_tpu_init")   # the module without the attribute
+  monkeypatch.setitem(sys.modules, "jax._src.cloud_tpu_init", moved)
+  monkeypatch.setattr(sys.modules["jax._src"], "cloud_tpu_init", moved)
+  assert distributed.on_cloud_tpu_vm() is False
+  assert len(warnings) == 1 and "--distributed=on" in warnings[0]
+
+
 @pytest.mark.parametrize("env, match", [
     ({"JAX_NUM_PROCESSES": "two"}, r"\$JAX_NUM_PROCESSES must be an integer"),
     ({"JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "2"}, r"process_id must be in \[0, "),
