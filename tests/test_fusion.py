@@ -202,6 +202,24 @@ def test_reestimate_on_input_bn_is_mean_of_per_batch_stats():
                              rtol=1e-2)
 
 
+def test_reestimate_on_a_mesh_compiles_once():
+  # The batches of a run are placed on its mesh, so _accumulate's outputs are too: the
+  # first call's zeros, left uncommitted, compiled a second program for the same shapes.
+  from fdjax.fusion import batchnorm
+  from fdjax.train import make_mesh
+  from fdjax.train.mesh import data_sharding
+
+  model, variables = InputBN(), _input_bn_variables(mean=(1e3, 1e3, 1e3))
+  batches = _random_batches([4, 4, 4])
+  placed = [jax.device_put(b, data_sharding(make_mesh())) for b in batches]
+  batchnorm._accumulate.clear_cache()
+  out = reestimate_batch_stats(model, variables, iter(placed), model_input=CIFAR_INPUT)
+  assert batchnorm._accumulate._cache_size() == 1
+  ref = reestimate_batch_stats(model, variables, iter(batches), model_input=CIFAR_INPUT)
+  for a, b in zip(jax.tree.leaves(out["batch_stats"]), jax.tree.leaves(ref["batch_stats"])):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6)
+
+
 def _numpy_conv3x3_same(x, kernel):
   """NHWC x HWIO, stride 1, zero padding 1, no bias."""
   b, h, w, _ = x.shape

@@ -72,12 +72,26 @@ def reestimate_batch_stats(model, variables: Mapping[str, Any], image_batches: I
     if jnp.ndim(images) != 4:
       raise ValueError(f"image batches must be [B, H, W, C], got shape {jnp.shape(images)}")
     count += 1
+    if count == 1:
+      zeros = mean = _beside(zeros, images)
     mean = _accumulate(model, model_input, momentum, params, zeros, mean,
                        jnp.float32(count), jnp.asarray(images))
   if count == 0:
     raise ValueError("image_batches is empty: need at least one batch to re-estimate BatchNorm")
   mean = jax.tree_util.tree_map(lambda m, o: m.astype(jnp.asarray(o).dtype), mean, old)
   return {**params, "batch_stats": mean}
+
+
+def _beside(tree, images):
+  """``tree`` replicated over the mesh of ``images`` (a batch placed on one), where
+  ``_accumulate``'s outputs go: the first call's ``mean`` placed as the later calls'
+  are, one compiled program instead of two (the first call's uncommitted zeros
+  compiled a second one). ``tree`` unchanged for host images."""
+  sharding = getattr(images, "sharding", None)
+  if not isinstance(sharding, jax.sharding.NamedSharding):
+    return tree
+  return jax.device_put(tree, jax.sharding.NamedSharding(sharding.mesh,
+                                                         jax.sharding.PartitionSpec()))
 
 
 @functools.partial(jax.jit, static_argnames=("model", "model_input", "momentum"))
