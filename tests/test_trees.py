@@ -1,5 +1,7 @@
 """fdjax.trees: the one stack / unstack helper, against numpy."""
 
+import logging
+
 import jax
 import numpy as np
 import pytest
@@ -32,6 +34,25 @@ def _at(tree, path):
   for key in path:
     tree = tree[key.key if hasattr(key, "key") else key.idx]
   return tree
+
+
+def test_stack_trees_compiles_once_per_structure_not_per_leaf():
+  from fdjax import trees as trees_lib
+
+  rng = np.random.default_rng(1)
+  trees_lib._stack.clear_cache()
+  records = []
+  handler = logging.Handler()
+  handler.emit = records.append
+  logger = logging.getLogger("jax._src.interpreters.pxla")   # where JAX logs compilations
+  logger.addHandler(handler)
+  try:
+    with jax.log_compiles(True):   # op by op: a stack (and a conversion) per leaf shape
+      stack_trees([_tree(rng) for _ in range(3)])
+  finally:
+    logger.removeHandler(handler)
+  compiled = [r.getMessage() for r in records if r.getMessage().startswith("Compiling")]
+  assert len(compiled) == 1, compiled
 
 
 def test_stack_trees_rejects_empty_and_mismatched_trees():
