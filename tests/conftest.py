@@ -1,8 +1,11 @@
 """Fixtures shared by the test files."""
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -21,6 +24,14 @@ def with_xla_flags(flags: str) -> str:
 
 
 os.environ["XLA_FLAGS"] = with_xla_flags(TEST_XLA_FLAGS)
+
+# fdjax's cache root (extracted archives, decoded images, compiled programs) for this
+# session only, removed at its end: a load without ``cache_dir`` (tests that use the
+# shared data as a user's load would) left hundreds of MB in the user's own
+# ``~/.cache/fdjax`` at every new archive key. Subprocesses inherit it.
+SESSION_CACHE = tempfile.mkdtemp(prefix="fdjax-test-cache-")
+atexit.register(shutil.rmtree, SESSION_CACHE, ignore_errors=True)
+os.environ["FDJAX_CACHE"] = SESSION_CACHE
 
 
 def _run_on_eight_cpu_devices(script: str, expected: str) -> str:
@@ -79,7 +90,7 @@ def pytest_collection_modifyitems(config, items):
   faster test in the default run) run only with ``FDJAX_SLOW_TESTS=1``, so that the
   default suite stays within its time budget on a slow 2-core CI machine."""
   items.sort(key=_file_rank)
-  if os.environ.get(LONG_TESTS_ENV):
+  if os.environ.get(LONG_TESTS_ENV, "").strip() not in ("", "0"):
     return
   skip = pytest.mark.skip(reason=f"long integration test; set {LONG_TESTS_ENV}=1 to run it")
   for item in items:

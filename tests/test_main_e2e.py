@@ -112,10 +112,18 @@ def test_a_refused_run_changes_nothing_and_checks_every_seed_before_training(qui
   shutil.rmtree(workdir / "seed_1")
 
 
+def _own_copy(workdir, tmp_path):
+  """A copy of the module's run for a test that reruns it with other methods or settings:
+  a rerun rewrites results.json, run.json and config.json, which later tests read."""
+  copy = tmp_path / "run"
+  shutil.copytree(workdir, copy)
+  return copy
+
+
 @pytest.mark.long
-def test_rerun_reuses_finished_stages_and_adds_a_moe_student(quickstart_run):
+def test_rerun_reuses_finished_stages_and_adds_a_moe_student(quickstart_run, tmp_path):
   """The MoE method ALONE: it must build (here: reuse) the experts and fused model."""
-  workdir = quickstart_run[0]
+  workdir = _own_copy(quickstart_run[0], tmp_path)
   before = {stage: (workdir / "seed_0" / stage / "metrics.jsonl").read_text()
             for stage in ("clean", "experts/jpeg", "fusiondistill")}
   result = run_main(*TINY, f"--workdir={workdir}",
@@ -292,10 +300,10 @@ def test_unknown_method_fails_clearly(tmp_path):
 
 
 @pytest.mark.long
-def test_changed_config_is_refused_then_retrained(quickstart_run):
+def test_changed_config_is_refused_then_retrained(quickstart_run, tmp_path):
   """A finished stage whose config changed is not reused: one line names the stage and
   the field; on_mismatch=retrain retrains it (and only what depends on it)."""
-  workdir = quickstart_run[0]
+  workdir = _own_copy(quickstart_run[0], tmp_path)
   args = [*TINY, f"--workdir={workdir}", "--config.methods=vanilla",
           "--config.vanilla.optimizer.lr=0.002"]
   refused = run_main(*args, timeout=300)
