@@ -128,3 +128,21 @@ def test_flipped_bytes_in_a_training_checkpoint_are_corrupt_and_the_older_step_i
   state, meta = fallback.restore(target)
   assert meta["step"] == 1 and np.array_equal(np.asarray(state.params["w"]), NOISE)
   fallback.close()
+
+
+def test_an_orbax_with_another_metadata_api_is_not_called_damage(tmp_path, monkeypatch):
+  # orbax < 0.11.22 returns metadata without item_metadata: that is the installed
+  # library, and the hint to delete the (intact) variables would have lost them.
+  import orbax.checkpoint as ocp
+
+  from fdjax.errors import UserError
+
+  path = str(tmp_path / "variables")
+  save_variables(path, _variables())
+  monkeypatch.setattr(ocp.StandardCheckpointer, "metadata", lambda self, p: object())
+  with pytest.raises(UserError, match="orbax-checkpoint") as error:
+    load_variables(path, _variables())
+  assert not isinstance(error.value, CorruptCheckpointError)
+  assert "0.11.22" in error.value.hint and "delete" not in error.value.hint
+  monkeypatch.undo()
+  assert np.array_equal(load_variables(path, _variables())["params"]["w"], NOISE)

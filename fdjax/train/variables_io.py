@@ -17,10 +17,10 @@ import jax
 import orbax.checkpoint as ocp
 
 from fdjax.distributed import barrier, is_main_process
+from fdjax.errors import UserError
 from fdjax.json_files import read_json, write_json
 from fdjax.train.abandoned_reads import ignore_abandoned_reads
-from fdjax.train.checkpoint import (CheckpointReadError, CorruptCheckpointError, _check_compatible,
-                                   check_outside_reason)
+from fdjax.train.checkpoint import CorruptCheckpointError, _check_compatible, check_outside_reason
 from fdjax.train.integrity import damaged, record
 
 DIGEST_FILE = "digest.json"   # fdjax.train.integrity.record of the saved variables
@@ -69,7 +69,13 @@ def load_variables(path: str, target: dict | None = None) -> dict:
   checkpointer = ocp.StandardCheckpointer()
   try:
     if target is not None:
-      saved = checkpointer.metadata(path).item_metadata
+      metadata = checkpointer.metadata(path)
+      if not hasattr(metadata, "item_metadata"):   # the API, not the files: keep them
+        raise UserError(f"orbax-checkpoint {ocp.__version__} reads a checkpoint's metadata "
+                        f"in a way fdjax does not know (no item_metadata)",
+                        hint="fdjax needs orbax-checkpoint >= 0.11.22 (pyproject.toml): "
+                             "pip install -U orbax-checkpoint")
+      saved = metadata.item_metadata
       if saved is None:   # orbax logs a warning and returns None for unreadable metadata
         raise CorruptCheckpointError(f"cannot read variables at {path}: its metadata is "
                                      f"unreadable", hint=_REWRITE.format(path=path))
@@ -80,7 +86,7 @@ def load_variables(path: str, target: dict | None = None) -> dict:
       variables = checkpointer.restore(path)
     _check_digest(variables, path)
     return variables
-  except (FileNotFoundError, CorruptCheckpointError, CheckpointReadError):
+  except (FileNotFoundError, UserError):   # CorruptCheckpointError, CheckpointReadError too
     raise
   except Exception as e:
     if type(e).__name__ == "IncompatibleCheckpointError":
