@@ -66,8 +66,9 @@ def _put(fields: dict, rows: np.ndarray, sharding, valid: np.ndarray | None = No
     return jax.device_put(_gather(fields, rows, valid))
   mine = process_rows(sharding, len(rows))
   local = _gather(fields, rows[mine], None if valid is None else valid[mine])
-  global_shapes = {k: (len(rows),) + v.shape[1:] for k, v in local.items()}
-  return jax.make_array_from_process_local_data(sharding, local, global_shapes)
+  # One field at a time: JAX before 0.7 takes a single array here, not a dict of them.
+  return {k: jax.make_array_from_process_local_data(sharding, v, (len(rows),) + v.shape[1:])
+          for k, v in local.items()}
 
 
 def _gather(fields: dict, rows: np.ndarray, valid: np.ndarray | None) -> dict:
