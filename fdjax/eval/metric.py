@@ -56,7 +56,10 @@ def on_devices(variables, mesh=None):
   """``variables`` as device arrays, replicated over ``mesh`` (the default device
   without one): a host tree (numpy, as ``load_variables`` reads it) is copied once, not
   at every call of a jitted predictor (every batch of every level: the whole model
-  from host memory to each device each time). Arrays already there stay."""
+  from host memory to each device each time). A tree of device arrays is returned as it
+  is (the jitted predictor lays them out as before, with no copy here)."""
+  if all(isinstance(leaf, jax.Array) for leaf in jax.tree.leaves(variables)):
+    return variables
   if mesh is None:
     return jax.device_put(variables)
   return place(variables, replicated(mesh), copy=False)
