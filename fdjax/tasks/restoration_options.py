@@ -82,4 +82,13 @@ def model_options(o: dict) -> dict:
   if unknown:
     raise ConfigError(f"restoration.model_options {unknown} are not fields of "
                       f"{cls.__name__}; known: {sorted(fields)}")
+  types = {f.name: f.type for f in dataclasses.fields(cls)}
+  for name, value in extra.items():
+    # Every int field of these models is a count or a size (experts, K, widths,
+    # prompts): 0 built zero-width layers silently on JAX >= 0.11.2, whose
+    # initialisers stopped dividing by the width.
+    if types[name] in ("int", int) and (isinstance(value, bool) or not isinstance(value, int)
+                                        or value < 1):
+      raise ConfigError(f"restoration.model_options.{name} must be an integer >= 1, got "
+                        f"{value!r}")
   return extra
