@@ -146,3 +146,14 @@ def test_an_orbax_with_another_metadata_api_is_not_called_damage(tmp_path, monke
   assert "0.11.22" in error.value.hint and "delete" not in error.value.hint
   monkeypatch.undo()
   assert np.array_equal(load_variables(path, _variables())["params"]["w"], NOISE)
+
+
+def test_a_damaged_digest_file_is_a_corrupt_checkpoint(tmp_path):
+  # Every error of reading the variables reaches the callers as CorruptCheckpointError
+  # (a finished stage's best epoch catches it to give its own hint).
+  path = str(tmp_path / "variables")
+  save_variables(path, _variables())
+  with open(os.path.join(path, DIGEST_FILE), "w") as f:
+    f.write("{not json")
+  with pytest.raises(CorruptCheckpointError, match="digest.json"):
+    load_variables(path, _variables())

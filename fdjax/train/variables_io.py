@@ -20,10 +20,16 @@ from fdjax.distributed import barrier, is_main_process
 from fdjax.errors import UserError
 from fdjax.json_files import read_json, write_json
 from fdjax.train.abandoned_reads import ignore_abandoned_reads
-from fdjax.train.checkpoint import CorruptCheckpointError, _check_compatible, check_outside_reason
+from fdjax.train.checkpoint import (CheckpointReadError, CorruptCheckpointError, _check_compatible,
+                                   check_outside_reason)
 from fdjax.train.integrity import damaged, record
 
 DIGEST_FILE = "digest.json"   # fdjax.train.integrity.record of the saved variables
+
+
+class OrbaxVersionError(UserError):
+  """The installed orbax-checkpoint reads checkpoints through an API fdjax does not know:
+  the files are not in question (nothing to delete)."""
 
 
 def save_variables(path: str, variables: dict) -> None:
@@ -71,7 +77,7 @@ def load_variables(path: str, target: dict | None = None) -> dict:
     if target is not None:
       metadata = checkpointer.metadata(path)
       if not hasattr(metadata, "item_metadata"):   # the API, not the files: keep them
-        raise UserError(f"orbax-checkpoint {ocp.__version__} reads a checkpoint's metadata "
+        raise OrbaxVersionError(f"orbax-checkpoint {ocp.__version__} reads a checkpoint's metadata "
                         f"in a way fdjax does not know (no item_metadata)",
                         hint="fdjax needs orbax-checkpoint >= 0.11.22 (pyproject.toml): "
                              "pip install -U orbax-checkpoint")
@@ -86,7 +92,7 @@ def load_variables(path: str, target: dict | None = None) -> dict:
       variables = checkpointer.restore(path)
     _check_digest(variables, path)
     return variables
-  except (FileNotFoundError, UserError):   # CorruptCheckpointError, CheckpointReadError too
+  except (FileNotFoundError, CorruptCheckpointError, CheckpointReadError, OrbaxVersionError):
     raise
   except Exception as e:
     if type(e).__name__ == "IncompatibleCheckpointError":
