@@ -92,6 +92,21 @@ run(1)   # compiles
 with jax.transfer_guard("disallow"):
   run(2)
 
+# Evaluation places the variables on the mesh once: a tree on one device (the stacked
+# experts of the Ensemble row) was copied to the other 7 at every call of the predictor.
+from fdjax.eval.metric import jit_clean, on_devices  # noqa: E402
+from fdjax.trees import stack_trees  # noqa: E402
+
+stacked = stack_trees([variables, variables])   # on device 0
+ensemble = jit_clean(lambda v, x: jnp.sum(v["params"]["classifier"]["kernel"]) + x[:, 0, 0, 0],
+                     mesh8)
+on_mesh = on_devices(stacked, mesh8)
+ensemble(on_mesh, placed["image"])   # compiles
+with jax.transfer_guard("disallow"):
+  ensemble(on_mesh, placed["image"])
+  again = on_devices(on_mesh, mesh8)   # already laid out: the same arrays, nothing moves
+  assert all(a is b for a, b in zip(jax.tree.leaves(again), jax.tree.leaves(on_mesh)))
+
 # EA-Adam's calibration degrades host batches of any size (13 validation tiles): the fixed-
 # key transform must not split them over the 8 devices (it failed: 13 is not divisible).
 import types  # noqa: E402

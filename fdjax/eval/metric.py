@@ -54,15 +54,18 @@ def jit_clean(predict: Predict, mesh=None):
 
 def on_devices(variables, mesh=None):
   """``variables`` as device arrays, replicated over ``mesh`` (the default device
-  without one): a host tree (numpy, as ``load_variables`` reads it) is copied once, not
-  at every call of a jitted predictor (every batch of every level: the whole model
-  from host memory to each device each time). A tree of device arrays is returned as it
-  is (the jitted predictor lays them out as before, with no copy here)."""
-  if all(isinstance(leaf, jax.Array) for leaf in jax.tree.leaves(variables)):
-    return variables
+  without one), placed once for a whole evaluation: a host tree (numpy, as
+  ``load_variables`` reads it) was copied to every device at each call of a jitted
+  predictor, and a tree on one device (``stack_trees``' experts) to the others. Leaves
+  already laid out so stay as they are (``device_put`` returns them); with several
+  processes, global leaves stay as they are too (the predictor lays them out)."""
   if mesh is None:
     return jax.device_put(variables)
-  return place(variables, replicated(mesh), copy=False)
+  if jax.process_count() == 1:
+    return jax.device_put(variables, replicated(mesh))
+  return jax.tree.map(lambda leaf: leaf if isinstance(leaf, jax.Array) and not
+                      leaf.is_fully_addressable else place(leaf, replicated(mesh), copy=False),
+                      variables)
 
 
 def eval_batches(split, batch_size: int, mesh):
