@@ -56,7 +56,8 @@ def test_apply_defaults_edits_the_given_environment_once():
   if cpu_flags._backends_started():         # then nothing may change
     assert not changed and env == {}
     return
-  expected = cpu_flags.default_flags("", cpu_flags._jaxlib_version())
+  expected = cpu_flags.default_flags("", cpu_flags._jaxlib_version(),
+                                     accelerator=bool(cpu_flags._accelerator_plugins()))
   assert changed == bool(expected) and env.get("XLA_FLAGS", "") == expected
   assert not cpu_flags.apply_defaults(env)  # idempotent
 

@@ -499,8 +499,8 @@ def cifar_archive():
 
 
 def test_cifar_archive_subset(cifar_archive):
-  # The default cache ($FDJAX_CACHE or ~/.cache/fdjax), as a user's load would use: the
-  # archive is extracted once (a few seconds), later runs reuse it. Decodes 100 images.
+  # The cache root a user's load uses ($FDJAX_CACHE: the test session's own, see
+  # conftest.py): the archive is extracted once a session. Decodes 100 images.
   d = data.load(f"folder:{cifar_archive}", max_per_split=50)
   assert d.name == "cifar10-jpeg" and d.class_names == CIFAR_CLASSES
   assert d.image_shape == (32, 32, 3) and (len(d.train), len(d.test)) == (50, 50)

@@ -149,7 +149,7 @@ def test_real_rain100l_pairs_and_the_published_input_psnr():
     pytest.skip("the shared restoration data (rain100l.tar) is not present")
   from fdjax.eval import image_quality
 
-  # The default cache, as a user's load uses it: extracted once, then reused.
+  # The cache root a user's load uses ($FDJAX_CACHE: the test session's own, conftest.py).
   d = load_paired(archive, input_dir="rainy", target_dir="norain")
   assert len(d) == 100 and d.names[0] == "001" and d.paired
   groups = d.by_size()
