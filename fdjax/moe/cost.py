@@ -62,7 +62,7 @@ def inference_flops(apply_fn: Callable, variables, input_shape: tuple[int, ...],
   # differs (its convolutions are cuDNN calls; a 3-task smoke run on an H200 reported
   # 5.1x a dense U-Net's FLOPs for a per-pixel MoE student that XLA:CPU counts at 1.7x),
   # and the table's ratios must not depend on where a run was made.
-  cpu = jax.sharding.SingleDeviceSharding(_cpu_device())
+  cpu = jax.sharding.make_single_device_sharding(_cpu_device())
   abstract = lambda a: jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a), sharding=cpu)
   x = jax.ShapeDtypeStruct(tuple(input_shape), dtype, sharding=cpu)
   compiled = jax.jit(apply_fn).lower(jax.tree.map(abstract, variables), x).compile()
