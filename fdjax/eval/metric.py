@@ -57,15 +57,10 @@ def on_devices(variables, mesh=None):
   without one), placed once for a whole evaluation: a host tree (numpy, as
   ``load_variables`` reads it) was copied to every device at each call of a jitted
   predictor, and a tree on one device (``stack_trees``' experts) to the others. Leaves
-  already laid out so stay as they are (``device_put`` returns them); with several
-  processes, global leaves stay as they are too (the predictor lays them out)."""
+  already laid out so are returned as they are (``place`` without a copy)."""
   if mesh is None:
     return jax.device_put(variables)
-  if jax.process_count() == 1:
-    return jax.device_put(variables, replicated(mesh))
-  return jax.tree.map(lambda leaf: leaf if isinstance(leaf, jax.Array) and not
-                      leaf.is_fully_addressable else place(leaf, replicated(mesh), copy=False),
-                      variables)
+  return place(variables, replicated(mesh), copy=False)
 
 
 def eval_batches(split, batch_size: int, mesh):

@@ -56,7 +56,8 @@ def place(tree, sharding: NamedSharding, copy: bool = True):
   (``jax.make_array_from_callback``), as ``device_put`` would after comparing every leaf
   across the processes: one collective per leaf, and a refusal of any NaN, which never
   equals itself (EA-Adam's fitness before its first evolutionary epoch). Leaves that are
-  already global arrays are resharded by ``device_put``."""
+  already global arrays are resharded by ``device_put`` (without ``copy``, one already
+  on ``sharding`` is returned as it is, as with one process)."""
   if jax.process_count() == 1 and not copy:
     return jax.device_put(tree, sharding)
   if jax.process_count() == 1:
@@ -68,7 +69,7 @@ def place(tree, sharding: NamedSharding, copy: bool = True):
     if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
       return jax.random.wrap_key_data(one(jax.random.key_data(x)), impl=jax.random.key_impl(x))
     if isinstance(x, jax.Array) and not x.is_fully_addressable:
-      return jax.device_put(x, sharding, may_alias=False)
+      return jax.device_put(x, sharding, may_alias=False if copy else None)
     host = np.array(x)
     return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
