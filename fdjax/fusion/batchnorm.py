@@ -31,6 +31,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from fdjax.train.mesh import replicated
 
 
 def reestimate_batch_stats(model, variables: Mapping[str, Any], image_batches: Iterable[Any], *,
@@ -90,8 +91,7 @@ def _beside(tree, images):
   sharding = getattr(images, "sharding", None)
   if not isinstance(sharding, jax.sharding.NamedSharding):
     return tree
-  return jax.device_put(tree, jax.sharding.NamedSharding(sharding.mesh,
-                                                         jax.sharding.PartitionSpec()))
+  return jax.device_put(tree, replicated(sharding.mesh))
 
 
 @functools.partial(jax.jit, static_argnames=("model", "model_input", "momentum"))

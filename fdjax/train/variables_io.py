@@ -77,10 +77,10 @@ def load_variables(path: str, target: dict | None = None) -> dict:
     if target is not None:
       metadata = checkpointer.metadata(path)
       if not hasattr(metadata, "item_metadata"):   # the API, not the files: keep them
-        raise OrbaxVersionError(f"orbax-checkpoint {ocp.__version__} reads a checkpoint's metadata "
-                        f"in a way fdjax does not know (no item_metadata)",
-                        hint="fdjax needs orbax-checkpoint >= 0.11.22 (pyproject.toml): "
-                             "pip install -U orbax-checkpoint")
+        raise OrbaxVersionError(f"orbax-checkpoint {ocp.__version__} reads a checkpoint's "
+                                f"metadata in a way fdjax does not know (no item_metadata)",
+                                hint="fdjax needs orbax-checkpoint >= 0.11.22 "
+                                     "(pyproject.toml): pip install -U orbax-checkpoint")
       saved = metadata.item_metadata
       if saved is None:   # orbax logs a warning and returns None for unreadable metadata
         raise CorruptCheckpointError(f"cannot read variables at {path}: its metadata is "
