@@ -207,3 +207,18 @@ def test_fusiondistill_output_term_is_the_mean_distance_to_each_expert():
   assert float(metrics["kd"]) == pytest.approx(np.mean(kls), rel=1e-3)
   with pytest.raises(ValueError, match="output_weight must be >= 0"):
     fusiondistill_loss(model, UNIT, degrade=degrade, num_experts=2, output_weight=-1.0)
+
+
+def test_student_streams_are_not_a_views_key():
+  """A student's PRNG stream (noisy top-K's ``'gating'``) must not be a key the task's
+  views draw the degradation, crop or flip from: the views split the step key, and with
+  JAX's partitionable Threefry ``split(key, n)[i] == fold_in(key, i)``."""
+  from fdjax.distill.objectives import stream_keys
+  key = jax.random.PRNGKey(7)
+  streams = stream_keys(key, ("gating", "dropout"))
+  views = [jax.random.fold_in(key, i) for i in range(64)]
+  views += [k for n in range(2, 9) for k in jax.random.split(key, n)]
+  taken = {tuple(np.asarray(jax.random.key_data(k)).ravel()) for k in views}
+  drawn = [tuple(np.asarray(jax.random.key_data(k)).ravel()) for k in streams.values()]
+  assert len(set(drawn)) == 2
+  assert not taken & set(drawn)

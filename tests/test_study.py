@@ -233,3 +233,16 @@ def test_fingerprints_follow_the_config_downstream(trained, tmp_path):
   with pytest.raises(fingerprint.FingerprintMismatchError, match="block.optimizer.lr"):
     Runner(ctx, pipeline.stage_graph(ctx, methods)).prepare(["fusiondistill"])
   ctx.config.clean.optimizer.lr = 0.05
+
+
+def test_every_trained_stage_has_its_own_training_key():
+  """Each stage that trains draws from ``stage_key(seed, name)``; two names with one id
+  would train on the same random stream (the id is a weighted character sum)."""
+  from fdjax.degradations.registry import REGISTRY
+  from fdjax.methods import ea_adam
+  from fdjax.moe.student import STAGE
+  from fdjax.study.training import stage_key
+  names = ["clean", "scratch", "vanilla", "fusing", "fusiondistill", STAGE, ea_adam.NAME,
+           ea_adam.FUSION, *(f"experts/{d}" for d in REGISTRY)]
+  keys = {tuple(np.asarray(jax.random.key_data(stage_key(0, n))).ravel()) for n in names}
+  assert len(keys) == len(names)

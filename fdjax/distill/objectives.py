@@ -30,6 +30,21 @@ from fdjax.train.objectives import check_balance, share_weights, train_apply, wi
 from fdjax.trees import stack_trees, unstack_tree
 
 
+# The branch of a step key that the student's own PRNG streams come from. A task's
+# views split the step key (``split(key, n)``), and with JAX's partitionable Threefry
+# (the default since JAX 0.5) ``split(key, n)[i] == fold_in(key, i)``: a stream folded
+# in at a small index would be the very key a view degrades or flips with.
+_STREAMS_BRANCH = 0x5EED
+
+
+def stream_keys(key: jax.Array, names: Sequence[str]) -> dict[str, jax.Array]:
+  """``{name: key}`` for the PRNG streams a student draws from in training (``rngs`` of
+  ``model.apply``), each its own key on a branch of the step ``key`` that no training
+  view uses."""
+  branch = jax.random.fold_in(key, _STREAMS_BRANCH)
+  return {name: jax.random.fold_in(branch, i) for i, name in enumerate(names)}
+
+
 def apply_experts(fn, stacked, inputs):
   """``[fn(expert_i, inputs[i]) for i]`` stacked, for variables stacked on axis 0
   (``fdjax.trees.stack_trees``).
@@ -103,7 +118,8 @@ def fusiondistill_loss(model, task, *, degrade: DegradeFn, num_experts: int,
   degradation index of each share (share i = degradation i = expert i), weighted by
   ``router_weight`` and added to the loss (metrics ``router_ce``, ``router_acc``).
   ``rng_streams``: PRNG streams the student draws from in training (e.g. ``'gating'``
-  for noisy top-K), each from ``fold_in(key, 1 + index)``. ``balance``: how the shares'
+  for noisy top-K), each from ``stream_keys`` (a branch of the step key that no
+  training view draws from). ``balance``: how the shares'
   task losses are weighted (``fdjax.train.objectives.share_weights``; the metric ``ce``
   stays the plain mean). ``output_weight`` > 0: each share's mean
   ``task.output_distance(student outputs, expert i's outputs)`` (restoration: L1 or
@@ -128,7 +144,7 @@ def fusiondistill_loss(model, task, *, degrade: DegradeFn, num_experts: int,
 
   def loss_fn(params, batch_stats, batch, key, frozen):
     student_input, target, teacher_input = task.views(key, batch, degrade)
-    rngs = {name: jax.random.fold_in(key, 1 + i) for i, name in enumerate(rng_streams)}
+    rngs = stream_keys(key, rng_streams)
     outputs, features, batch_stats = train_apply(model, task, params, batch_stats, student_input,
                                                  **({"rngs": rngs} if rngs else {}))
 
