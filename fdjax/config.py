@@ -38,18 +38,21 @@ def parse_ints(text, field: str) -> list[int]:
 
 
 DEFAULT_BETA2 = 0.999   # Adam's / RAdam's second-moment decay: PyTorch's betas[1]
+DEFAULT_DECAY = 0.2     # multistep's factor at each milestone
 ILIAC_COS_WEIGHT = 1.0  # experts.cos_weight: ILIAC's feature term, read with loss='iliac'
 
 
 def optimizer_config(name: str = "sgd", lr: float = 0.1, *, momentum: float = 0.9,
                      weight_decay: float = 1e-4, schedule: str = "multistep",
-                     milestones: tuple[int, ...] = (), decay: float = 0.2,
+                     milestones: tuple[int, ...] = (), decay: float = DEFAULT_DECAY,
                      beta2: float = DEFAULT_BETA2, warmup_epochs: float = 0.0,
                      clip_norm: float = 0.0,
                      ema_decay: float = 0.0) -> ml_collections.ConfigDict:
-  """Optimiser and schedule of one stage (see ``fdjax.train.optim``). ``beta2``: the
-  decay of Adam's, AdamW's and RAdam's second-moment average (PyTorch's default 0.999;
-  SGD ignores it). ``warmup_epochs``: a linear warm-up of the rate over that many
+  """Optimiser and schedule of one stage (see ``fdjax.train.optim``). ``momentum``:
+  SGD's momentum, and Adam's, AdamW's and RAdam's first-moment decay (``betas[0]``).
+  ``beta2``: the decay of their second-moment average (PyTorch's default 0.999; SGD has
+  none: leave it at 0.999). ``decay``: the rate's factor at each ``multistep``
+  milestone (other schedules have none: leave it at 0.2). ``warmup_epochs``: a linear warm-up of the rate over that many
   epochs (may be fractional) before the schedule; ``clip_norm``: the gradients' global
   norm is clipped to it (0: neither). ``ema_decay`` > 0: the stage evaluates, selects
   and saves an exponential moving average of its parameters with that decay instead of

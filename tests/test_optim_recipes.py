@@ -23,10 +23,12 @@ def _run(cfg, p, grads, epochs=1, steps_per_epoch=1):
 
 
 def test_adamw_matches_pytorch_formula():
-  # torch.optim.AdamW(lr, betas=(0.9, b2), eps=1e-8, weight_decay=wd): p *= 1 - lr * wd;
+  # torch.optim.AdamW(lr, betas=(b1, b2), eps=1e-8, weight_decay=wd): p *= 1 - lr * wd;
   # m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g^2; p -= lr * m_hat / (sqrt(v_hat) + eps).
-  lr, b1, b2, eps, wd = 1e-2, 0.9, 0.99, 1e-8, 0.05
-  cfg = optimizer_config("adamw", lr, weight_decay=wd, schedule="constant", beta2=b2)
+  # b1 is the block's momentum (PyTorch's default 0.9; here another value).
+  lr, b1, b2, eps, wd = 1e-2, 0.6, 0.99, 1e-8, 0.05
+  cfg = optimizer_config("adamw", lr, weight_decay=wd, schedule="constant", beta2=b2,
+                         momentum=b1)
   p = np.array([0.5, -1.5, 3.0]); m = np.zeros(3); v = np.zeros(3)
   grads = [np.array([4.0, -2.0, 0.1]), np.array([0.04, -0.02, 0.3]),
            np.array([-0.5, 0.02, 0.0])]
@@ -37,8 +39,32 @@ def test_adamw_matches_pytorch_formula():
     p = p - lr * (m / (1 - b1 ** t)) / (np.sqrt(v / (1 - b2 ** t)) + eps)
   np.testing.assert_allclose(_run(cfg, start, grads), p, rtol=1e-5)
   # Adam's weight decay is coupled (added to the gradient): another result.
-  coupled = optimizer_config("adam", lr, weight_decay=wd, schedule="constant", beta2=b2)
+  coupled = optimizer_config("adam", lr, weight_decay=wd, schedule="constant", beta2=b2,
+                             momentum=b1)
   assert not np.allclose(_run(coupled, start, grads), p, rtol=1e-4)
+
+
+def test_adam_and_radam_take_beta1_from_momentum():
+  # torch.optim.Adam(lr, betas=(momentum, b2)) without weight decay, in numpy.
+  lr, b1, b2, eps = 1e-2, 0.5, 0.9, 1e-8
+  p = np.array([0.5, -1.5, 3.0]); m = np.zeros(3); v = np.zeros(3)
+  grads = [np.array([4.0, -2.0, 0.1]), np.array([-0.04, 0.02, 0.3]),
+           np.array([-0.5, 0.02, 0.0])]
+  start = p.copy()
+  for t, g in enumerate(grads, start=1):
+    m = b1 * m + (1 - b1) * g; v = b2 * v + (1 - b2) * g * g
+    p = p - lr * (m / (1 - b1 ** t)) / (np.sqrt(v / (1 - b2 ** t)) + eps)
+  adam = optimizer_config("adam", lr, weight_decay=0.0, schedule="constant", beta2=b2,
+                          momentum=b1)
+  np.testing.assert_allclose(_run(adam, start, grads), p, rtol=1e-5)
+  # RAdam's first steps (rectification off) are SGD with momentum's bias-corrected m.
+  radam = optimizer_config("radam", lr, weight_decay=0.0, schedule="constant", beta2=b2,
+                           momentum=b1)
+  q = start.copy(); m = np.zeros(3)
+  for t, g in enumerate(grads, start=1):
+    m = b1 * m + (1 - b1) * g
+    q = q - lr * m / (1 - b1 ** t)
+  np.testing.assert_allclose(_run(radam, start, grads), q, rtol=1e-5)
 
 
 def test_warmup_then_cosine_is_bolts_linear_warmup_cosine_annealing_per_step():

@@ -79,7 +79,13 @@ BAD = [
     ("augment.cutout_size", -2, "augment.cutout_size must be an integer >= 0, got -2"),
     ("moe.num_prompts", 0, "moe.num_prompts must be an integer >= 1, got 0"),
     ("moe.balance_weight", -1.0, "moe.balance_weight must be a finite number >= 0"),
-    ("clean.optimizer.beta2", 1.0, "clean.optimizer.beta2 must be in [0, 1), got 1.0"),
+    ("clean.optimizer.beta2", 0.99, "clean.optimizer.beta2 must be 0.999 (the default) with "
+                                    "sgd, which has no second moment, got 0.99"),
+    ("fusiondistill.optimizer.beta2", 1.0, "fusiondistill.optimizer.beta2 must be in [0, 0.999]"),
+    ("experts.optimizer.momentum", 1.0, "experts.optimizer.momentum must be in [0, 1) (radam's "
+                                        "first-moment decay, betas[0]), got 1.0"),
+    ("experts.optimizer.decay", 0.5, "experts.optimizer.decay must be 0.2 (the default) with "
+                                     "schedule 'cosine' (decay is multistep's factor"),
     ("moe.optimizer.beta2", -0.1, "moe.optimizer.beta2 must be in [0, 0.999] for radam"),
     ("fusiondistill.optimizer.ema_decay", 1.0,
      "fusiondistill.optimizer.ema_decay must be in [0, 1) (0: no parameter average), got 1.0"),

@@ -7,7 +7,10 @@ turned into steps with ``steps_per_epoch``; the rate is multiplied by ``decay``
 at each milestone (``MultiStepLR``). ``cosine`` follows ``CosineAnnealingLR``
 with ``T_max`` = the run's epochs, stepped per iteration. Adam and RAdam take
 ``beta2`` (the second-moment decay; PyTorch's ``betas[1]``, default 0.999) from the
-config; their ``beta1`` is PyTorch's 0.9. ``adamw`` is PyTorch's ``AdamW``: the weight
+config and their ``beta1`` (``betas[0]``) from ``momentum``, whose default 0.9 is
+PyTorch's (NAFNet trains with betas (0.9, 0.9)); SGD ignores ``beta2`` and ``decay``
+belongs to ``multistep`` (``fdjax.validate`` refuses them changed where nothing reads
+them). ``adamw`` is PyTorch's ``AdamW``: the weight
 decay is decoupled (``p -= lr * wd * p`` beside the Adam step), as PromptIR trains.
 RAdam is optax's, which differs from ``torch.optim.RAdam`` in two places: it adds
 ``eps`` (1e-8) to the bias-corrected ``sqrt(v_hat)`` where PyTorch adds it before the
@@ -90,11 +93,12 @@ def make_optimizer(cfg: ml_collections.ConfigDict, *, epochs: int, steps_per_epo
   if cfg.name == "sgd":
     base = optax.sgd(schedule, momentum=cfg.momentum or None)
   elif cfg.name == "radam":
-    base = optax.radam(schedule, b2=beta2)
+    base = optax.radam(schedule, b1=float(cfg.momentum), b2=beta2)
   elif cfg.name == "adam":
-    base = optax.adam(schedule, b2=beta2)
+    base = optax.adam(schedule, b1=float(cfg.momentum), b2=beta2)
   elif cfg.name == "adamw":
-    base = optax.adamw(schedule, b2=beta2, weight_decay=cfg.weight_decay)   # decoupled
+    base = optax.adamw(schedule, b1=float(cfg.momentum), b2=beta2,
+                       weight_decay=cfg.weight_decay)   # decoupled
   else:
     raise ValueError(f"unknown optimizer {cfg.name!r}; choose from {OPTIMIZERS}")
   chain = []
