@@ -110,6 +110,26 @@ def read_run(workdir: str) -> tuple[ml_collections.ConfigDict, dict]:
   return ml_collections.ConfigDict(files["config.json"]), files["run.json"]
 
 
+def stage_config(workdir: str, seed: int, path: str) -> ml_collections.ConfigDict | None:
+  """The config the stage holding ``path`` (its variables) was made with: the nearest
+  ``config.json`` (``fdjax.study.fingerprint.record_config``) in the folders from
+  ``path`` up to ``seed_<seed>``; None for a stage finished before stages recorded it
+  (the run's ``config.json`` then stands)."""
+  top = os.path.abspath(os.path.join(workdir, f"seed_{seed}"))
+  folder = os.path.dirname(os.path.abspath(path))
+  while folder.startswith(top + os.sep):
+    candidate = os.path.join(folder, "config.json")
+    if os.path.exists(candidate):
+      try:
+        with open(candidate) as f:
+          return ml_collections.ConfigDict(json.load(f))
+      except (OSError, ValueError) as e:
+        raise RunError(f"cannot read {candidate}: {e}",
+                       hint="delete it to build the model from the run's config.json") from None
+    folder = os.path.dirname(folder)
+  return None
+
+
 def run_seeds(workdir: str) -> list[int]:
   """The seeds of run ``workdir`` (its ``seed_<n>`` folders), ascending."""
   seeds = sorted(int(d[len("seed_"):]) for d in os.listdir(workdir)
@@ -262,6 +282,7 @@ def load_model(workdir: str, method: str = "fusiondistill", seed: int | None = N
     raise RunError(f"run {workdir} has no seed {seed}; its seeds: "
                    f"{', '.join(map(str, seeds))}")
   path = model_path(workdir, method, seed, config)
+  config = stage_config(workdir, seed, path) or config
   entry = methods.loadable(method)
   if k is not None and entry.build is None:
     raise UnknownModelError(f"k={k}: only the MoE student (fusiondistill_moe) routes "

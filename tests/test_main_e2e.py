@@ -146,6 +146,23 @@ def test_rerun_reuses_finished_stages_and_adds_a_moe_student(quickstart_run, tmp
   assert logits.shape == (8, 10) and np.all(np.isfinite(logits))
 
 
+def test_a_stage_loads_with_the_config_it_was_made_with(quickstart_run, tmp_path):
+  """A later run on the workdir with other methods rewrites the run's config.json (here:
+  another input normalization, which changes no stage it plans); the stages it left
+  must still load as they were trained, from the config recorded beside them."""
+  workdir = _own_copy(quickstart_run[0], tmp_path)
+  config = json.loads((workdir / "config.json").read_text())
+  assert config["data"]["normalization"] == "unit"
+  config["data"]["normalization"] = "cifar10"    # what such a later run writes
+  (workdir / "config.json").write_text(json.dumps(config))
+  restored = fdjax.load_model(str(workdir), "fusiondistill")
+  assert restored.config.data.normalization == "unit"
+  data = run_data(workdir)
+  (result_path,) = (workdir / "seed_0" / "eval").glob("*/fusiondistill-*.json")
+  accuracy = np.mean(np.asarray(restored.predict(data.test.images)).argmax(-1) == data.test.labels)
+  assert abs(accuracy - json.loads(result_path.read_text())["clean"]) < 1e-6
+
+
 def test_load_model_takes_the_rows_of_the_results_table(quickstart_run):
   # As a person copies a row from results.md; each loads the same file as its model name.
   workdir = quickstart_run[0]

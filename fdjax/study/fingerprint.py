@@ -140,3 +140,18 @@ def check_or_record(stage_dir: str, name: str, fields: Mapping[str, Any],
 
   write_once(write, f"fingerprint {path}")  # multi-process: process 0 writes, all wait
   return new
+
+
+CONFIG_FILE = "config.json"
+
+
+def record_config(stage_dir: str, config) -> None:
+  """Writes ``<stage_dir>/config.json``: the whole config a finished stage was made (or
+  reused) with, what ``fdjax.load_model`` builds its model from. The run's own
+  ``config.json`` is the latest run's, which may have trained other stages under
+  another config (a later ``--config.methods=scratch --config.data.normalization=...``)
+  and left this stage as it was. Process 0 writes; nothing for a stage without a folder."""
+  if os.path.isdir(stage_dir):
+    write_once(lambda: write_json(os.path.join(stage_dir, CONFIG_FILE),
+                                  json.loads(config.to_json_best_effort()), indent=2),
+               f"stage config {stage_dir}")

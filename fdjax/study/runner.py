@@ -139,6 +139,7 @@ class Runner:
         self.progress.start(self.progress_name(name))
         logging.info("%s", self.progress.describe())
       self._built[name] = self.graph[name].build(self)
+      fingerprint.record_config(self.ctx.stage_dir(name), self.ctx.config)
       if self.progress is not None:
         self.progress.finish(self.progress_name(name))
     return self._built[name]
