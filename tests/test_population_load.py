@@ -173,3 +173,20 @@ def test_static_rows_load_and_reproduce_the_reported_accuracy(merged_run, monkey
 @pytest.mark.long
 def test_a_whole_tiny_study_loads_its_static_rows(studied_run):
   _loads_and_reproduces(*studied_run)
+
+
+def test_the_dynamic_fusion_row_costs_its_members_and_mixing_network(merged_run):
+  """The dynamic network holds the P members and the mixing network and runs every member
+  layer P times per image: not one dense model's cost (the baked row's)."""
+  _, _, config, stacked, (ctx, graph) = merged_run
+  ctx.config.eval.cost_columns = True
+  out = methods_lib.get("ea_adam_fusion").rows(Runner(ctx, graph))
+  columns = out.extra[ea_adam.DYNAMIC_ROW]
+  count = lambda tree: sum(np.size(leaf) for leaf in jax.tree.leaves(tree))   # noqa: E731
+  predictor = MixingPredictor(2, config.ea_adam_fusion.width).init(
+      jax.random.key(7), jnp.zeros((1, *ctx.dataset.image_shape)))
+  assert columns["params"] == count(stacked["params"]) + count(predictor["params"])
+  assert columns["params"] == 2 * count(ctx.template_variables()["params"]) + count(
+      predictor["params"])
+  assert columns["FLOPs/img (rel.)"] >= 2.0   # two members, each layer run for both
+  assert "params" not in out.extra[ea_adam.BAKED_ROW]   # one dense model: the default

@@ -56,15 +56,19 @@ def small_photos():
 
 def test_tiny_restoration_study(tmp_path, monkeypatch, capsys):
   monkeypatch.setattr(restoration_sets, "photos", small_photos)
-  records = pipeline.run(tiny(), str(tmp_path))
+  config = tiny()
+  config.scoring.haze = "y"   # one column scored on Y: every row, Oracle's too, says so
+  records = pipeline.run(config, str(tmp_path))
   # The console: one table per metric, PSNR's with the cost columns, then SSIM's.
   out = capsys.readouterr().out
   headers = [line for line in out.splitlines() if line.startswith("| method |")]
   assert len(headers) == 2 and "SSIM" not in headers[0] and "params" in headers[0]
-  assert headers[1].split("|")[3].strip() == "SSIM clean" and "params" not in headers[1]
+  assert headers[1].split("|")[3].strip() == "SSIM clean (RGB)" and "params" not in headers[1]
   assert "SSIM (0..1), higher is better:" in out
   rows = {label: results for label, _, results in records}
   assert list(rows) == ["Input", "Oracle", "ModelSoups", "FusionDistill-MoE (K=2)"]
+  for results in rows.values():
+    assert results["scoring"]["haze"] == "Y" and results["scoring"]["denoise"] == "RGB"
   # The MoE student loads at any K of its 2 experts, and only those (k checked after
   # the model: fdjax.load).
   from fdjax import load_model
@@ -103,8 +107,9 @@ def test_tiny_restoration_study(tmp_path, monkeypatch, capsys):
     assert results["denoise"]["synthetic"] and results["denoise"]["test_set"] == "photos"
     assert 0 < results["metrics"]["ssim"]["haze"]["all"] <= 1
   saved = json.loads((tmp_path / "results.json").read_text())
-  params = {row: saved["extra"][row]["params"] for row in rows}  # 2 experts, 1 fused model
-  assert params["Input"] == 0 and params["Oracle"] == 2 * params["ModelSoups"] > 0
+  # Oracle: the clean model and 2 experts; ModelSoups: 1 fused model
+  params = {row: saved["extra"][row]["params"] for row in rows}
+  assert params["Input"] == 0 and params["Oracle"] == 3 * params["ModelSoups"] > 0
   moe = saved["extra"]["FusionDistill-MoE (K=2)"]  # 2 copies of decoder1's block + router
   assert params["ModelSoups"] < moe["params"] == moe["active params"] < params["Oracle"]
   assert moe["FLOPs/img (rel.)"] > 1 and 0 <= moe["routing acc. (non-clean)"] <= 100
@@ -114,7 +119,8 @@ def test_tiny_restoration_study(tmp_path, monkeypatch, capsys):
     assert sum(float(v) for v in row.split("|")[2:4]) == pytest.approx(100, abs=0.15)
   assert saved["test_sets"]["haze"] == {"test_set": "photos", "synthetic": True}
   table = (tmp_path / "results.md").read_text()
-  assert "denoise (photos, synthetic)" in table and "SSIM avg" in table
+  assert "denoise (photos, synthetic, RGB)" in table and "haze (photos, synthetic, Y)" in table
+  assert "SSIM avg" in table
 
 
 @pytest.mark.parametrize("field,value,fragment", [

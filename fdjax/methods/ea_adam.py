@@ -44,11 +44,13 @@ from fdjax import data as data_lib
 from fdjax import fusion
 from fdjax.distributed import write_once
 from fdjax.json_files import read_json, write_json
+from fdjax.methods import fusiondistill_moe
 from fdjax.methods.base import Loadable, Method, Output, one_model
+from fdjax.moe.cost import model_cost, param_count
 from fdjax.population.evolution import EvolutionConfig, init_evolution
 from fdjax.population.families import objectives_of
 from fdjax.population.fitness import validation_subset
-from fdjax.population.fusion_net import (MixingPredictor, average_mixing, bake,
+from fdjax.population.fusion_net import (DynamicNetwork, MixingPredictor, average_mixing, bake,
                                          dynamic_predictor, fusion_loss)
 from fdjax.population.gradients import freeze_members, population_grad_fn
 from fdjax.population.hook import evolution_hook
@@ -258,10 +260,27 @@ def _fusion_rows(runner) -> Output:
   baked = runner.get(BAKED)
   label = BAKED_ROW
   alpha = "/".join(f"{float(a):.2f}" for a in baked["alpha"])   # one string: a table cell
+  extra = {label: {"alpha": alpha}}
+  if ctx.config.eval.get("cost_columns"):   # the baked row is one dense model (the default)
+    extra[DYNAMIC_ROW] = _dynamic_cost(
+        ctx, {"predictor": predictor_variables["params"], "members": stacked})
   return Output([(DYNAMIC_ROW, dynamic),
                  (label, runner.evaluate("ea_adam_fusion_baked", baked["variables"]))],
-                extra={label: {"alpha": alpha}},
-                models={label: one_model(baked["variables"])})
+                extra=extra, models={label: one_model(baked["variables"])})
+
+
+def _dynamic_cost(ctx, variables) -> dict:
+  """The dynamic row's cost columns: the P members' and the mixing network's
+  parameters, and its inference FLOPs per image (the P members' layers and the mixing
+  network) relative to one dense model's, counted by XLA as the MoE rows' are."""
+  network = DynamicNetwork(ctx.model, _predictor(ctx))
+  shape = fusiondistill_moe.cost_shape(ctx, ctx.model)
+  result = model_cost(lambda v, x: network.apply(v, x)[0], variables, shape)
+  result["params"] = param_count(variables["members"]) + param_count(
+      {"params": variables["predictor"]})   # parameters only (not BatchNorm statistics)
+  dense = fusiondistill_moe.cost(ctx, ctx.model, ctx.template_variables())
+  return {key: value for key, value in fusiondistill_moe.cost_columns(result, dense).items()
+          if key != "active params"}
 
 
 FUSION_METHOD = Method(

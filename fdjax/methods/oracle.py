@@ -30,6 +30,8 @@ def _rows(runner) -> Output:
   results = _own_task(ctx.degradations, per_expert, clean)
   if all("per_image" in r for r in per_expert):  # each task's images, its own expert
     results["per_image"] = {d: r["per_image"][d] for d, r in zip(ctx.degradations, per_expert)}
+  if "scoring" in clean:  # how each column was scored (rain on Y): the same for every model
+    results["scoring"] = clean["scoring"]
   if "metrics" in clean:  # secondary metrics (SSIM), combined the same way
     results["metrics"] = {m: _own_task(ctx.degradations, [r["metrics"][m] for r in per_expert],
                                        clean["metrics"][m]) for m in clean["metrics"]}
@@ -50,4 +52,4 @@ def _finalize(outputs, workdir: str, ctx) -> None:
 
 METHOD = Method("oracle", requires=lambda ctx: ("clean", *stages.expert_names(ctx)),
                 rows=_rows, finalize=_finalize, models={"clean": Loadable("clean")},
-                members=lambda ctx: (len(ctx.degradations), 1))
+                members=lambda ctx: (1 + len(ctx.degradations), 1))   # clean model + experts
