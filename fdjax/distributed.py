@@ -27,6 +27,7 @@ writes its own files with plain file I/O, so a ``gs://`` URL is not a workdir.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 from typing import Callable, TypeVar
@@ -88,6 +89,11 @@ def initialize(mode: str = "auto", coordinator_address: str | None = None,
   if process_id is not None and not 0 <= process_id < (num_processes or process_id + 1):
     raise ConfigError(f"process_id must be in [0, num_processes), got {process_id} of "
                       f"{num_processes}")
+  if process_id is not None and num_processes is None:
+    # Alone it joined nothing: this host ran as a one-process "process 0" beside the
+    # others, writing into the shared workdir.
+    raise ConfigError(f"process_id {process_id} was given without the number of processes: "
+                      "set --num_processes (or $JAX_NUM_PROCESSES) on every host as well")
   given = coordinator_address is not None or (num_processes or 1) > 1
   if mode == "off" or (mode == "auto" and not given and not on_cloud_tpu_vm()):
     return False
@@ -182,3 +188,21 @@ def check_shared_directory(path: str) -> None:
         f"workdir {path} is not shared by all {len(everyone)} processes: process(es) "
         f"{', '.join(map(str, blind))} do not see the file process 0 wrote there; use a path "
         f"every host mounts (NFS, Filestore, a gcsfuse-mounted bucket)")
+
+
+def check_same(what: str, text: str) -> None:
+  """Raises ``ConfigError`` in every process unless all processes passed the same
+  ``text`` (nothing to check in a one-process run). Every host starts its own command, so
+  a stale checkout, an edited config file or another flag on one host would otherwise
+  train with other settings there, silently, while process 0 records its own."""
+  if jax.process_count() == 1:
+    return
+  from jax.experimental import multihost_utils
+  digest = np.frombuffer(hashlib.sha256(text.encode()).digest()[:8], np.int32)
+  everyone = np.asarray(multihost_utils.process_allgather(digest)).reshape(-1, 2)
+  differ = [i for i, row in enumerate(everyone) if not np.array_equal(row, everyone[0])]
+  if differ:
+    raise ConfigError(
+        f"the {len(everyone)} processes disagree on {what}: process(es) "
+        f"{', '.join(map(str, differ))} differ from process 0",
+        hint="start every host with the same command, on the same code and data")

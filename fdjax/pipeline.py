@@ -18,7 +18,7 @@ from absl import logging
 
 from fdjax import methods as methods_lib
 from fdjax.config import parse_ints
-from fdjax.distributed import is_main_process, write_once
+from fdjax.distributed import check_same, is_main_process, write_once
 from fdjax.errors import ConfigError
 from fdjax.eval import per_image as per_image_lib
 from fdjax.eval import self_ensemble
@@ -79,6 +79,7 @@ def run(config: ml_collections.ConfigDict, workdir: str,
   process runs this; process 0 holds the lock, writes the run's own files (config,
   tables, figures) and prints the table."""
   validate_config(config)
+  check_same("the config", config.to_json_best_effort(sort_keys=True))
   methods = methods_lib.parse(config.methods)
   seeds = parse_ints(config.seeds, "seeds")
   with contextlib.ExitStack() as lock:
@@ -148,6 +149,9 @@ def _run(config, workdir: str, methods, seeds, command=None) -> list[report.Reco
   started = time.time()   # files in workdir older than this are an earlier run's
   write_once(lambda: _remove_temporaries(workdir, started), "stale temporary files")
   prepared, fingerprints = _prepare(config, workdir, methods, seeds)
+  # The same config over other data (a host's own copy) or other code: other stages.
+  check_same("the stages' fingerprints (the data's contents, the code's rules)",
+             json.dumps(fingerprints, sort_keys=True))
   # Written once every seed's stages matched: a refused run leaves the run's own config
   # (what fdjax.load_model builds its models from) as it was.
   write_once(lambda: _write_config(config, workdir), "config.json")

@@ -9,8 +9,10 @@
 #   launch/gpu_sweep.sh configs/restoration_3task.py:reduced runs/sweep \
 #       launch/sweeps/restoration_3task_reduced.txt [--config.field=value ...]
 #
-# VARIANTS: one variant per line, "NAME [--config.field=value ...]" ('#' starts a
-# comment); the flags after it apply to every variant. Each variant writes
+# VARIANTS: one variant per line, "NAME [--config.field=value ...]" ('#' at the start
+# of a line or after a space starts a comment; words are split on spaces, quotes are
+# not read: a value holds no space); each NAME once; the flags after VARIANTS apply to
+# every variant. Each variant writes
 # WORKROOT/NAME (resumable as any run) and WORKROOT/NAME.log; at the end the script
 # prints each variant's results table rows, or its exit status and log when it failed
 # (a results.md left by an earlier run is never taken for this one's), and exits 1
@@ -33,19 +35,34 @@ here="$PWD"
 absolute() { if [[ "$1" == /* ]]; then printf '%s' "$1"; else printf '%s/%s' "$here" "$1"; fi; }
 config="$(absolute "$1")"; root="$(absolute "$2")"; variants="$(absolute "$3")"; shift 3
 cd "$(dirname "$0")/.."
-python -c "import fdjax" 2>/dev/null || python -m pip install -e .
-mapfile -t lines < <(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "$variants")
+# fdjax's dependencies, not the package: in the checkout 'import fdjax' always works
+python -c "import fdjax.main" 2>/dev/null || python -m pip install -e .
+# a comment: '#' at the start of a line or after a space ('c#d' is a value)
+mapfile -t lines < <(sed -e 's/^#.*//' -e 's/[[:space:]]#.*//' -e '/^[[:space:]]*$/d' "$variants")
 if [[ ${#lines[@]} -eq 0 ]]; then
   echo "$variants holds no variant" >&2
   exit 2
 fi
+# one workdir, log and status file per variant: a name used twice would share them
+declare -A seen=()
+for line in "${lines[@]}"; do
+  read -r -a words <<< "$line"
+  name="${words[0]}"
+  if [[ -n "${seen[$name]:-}" || "$name" == */* || "$name" == .* || "$name" == -* ]]; then
+    echo "$variants: variant name '$name' is used twice, or is not a plain folder name" >&2
+    exit 2
+  fi
+  seen[$name]=1
+done
 parallel="${FDJAX_SWEEP_PARALLEL:-${#lines[@]}}"
 if ! [[ "$parallel" =~ ^[1-9][0-9]*$ ]]; then
   echo "FDJAX_SWEEP_PARALLEL must be an integer >= 1, got '$parallel'" >&2
   exit 2
 fi
 export XLA_PYTHON_CLIENT_PREALLOCATE=false
-export XLA_PYTHON_CLIENT_MEM_FRACTION="${FDJAX_SWEEP_MEM:-$(python -c "print(round(0.9 / $parallel, 3))")}"
+# XLA_CLIENT_MEM_FRACTION: jaxlib refuses it beside the deprecated XLA_PYTHON_ name
+unset XLA_PYTHON_CLIENT_MEM_FRACTION
+export XLA_CLIENT_MEM_FRACTION="${FDJAX_SWEEP_MEM:-$(python -c "print(round(0.9 / $parallel, 3))")}"
 export JAX_DEFAULT_MATMUL_PRECISION="${FDJAX_SWEEP_PRECISION:-highest}"
 limit=()
 # --foreground: timeout would move each variant into a process group of its own, which

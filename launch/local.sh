@@ -19,7 +19,8 @@ here="$PWD"
 absolute() { if [[ "$1" == /* ]]; then printf '%s' "$1"; else printf '%s/%s' "$here" "$1"; fi; }
 config="$(absolute "$1")"; workdir="$(absolute "$2")"; shift 2
 cd "$(dirname "$0")/.."
-python -c "import fdjax" 2>/dev/null || python -m pip install -e .
+# fdjax's dependencies, not the package: in the checkout 'import fdjax' always works
+python -c "import fdjax.main" 2>/dev/null || python -m pip install -e .
 if [[ -n "${FDJAX_SIM_DEVICES:-}" ]]; then
   export XLA_FLAGS="--xla_force_host_platform_device_count=${FDJAX_SIM_DEVICES} ${XLA_FLAGS:-}"
   export JAX_PLATFORMS=cpu

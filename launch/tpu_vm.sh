@@ -3,20 +3,25 @@
 # every host and run the same fdjax.main command on all of them at once.
 #
 #   TPU_NAME=fdjax-v4 ZONE=us-central2-b ACCELERATOR=v4-32 \
-#   SETUP='mountpoint -q /mnt/runs || (sudo mkdir -p /mnt/runs && sudo chown $USER /mnt/runs && gcsfuse --implicit-dirs BUCKET /mnt/runs)' \
+#   SETUP='mountpoint -q /mnt/runs || (sudo mkdir -p /mnt/runs && sudo chown $USER /mnt/runs && gcsfuse --implicit-dirs --rename-dir-limit=200000 BUCKET /mnt/runs)' \
 #   launch/tpu_vm.sh configs/cifar10_resnet56.py /mnt/runs/c10 --config.data.data_dir=gs://BUCKET/tfds
 #
 # The flags after WORKDIR are those of a local run (launch/local.sh). On a multi-host
 # slice (v4-16 and up, v5litepod-16 and up) every worker runs fdjax.main; fdjax.distributed
 # finds the slice's hosts itself (jax.distributed.initialize on a Cloud TPU VM), each
 # host loads the data set and batches only its own rows of every global batch,
-# # checkpoints are written collectively and worker 0 prints the progress and writes the
+# checkpoints are written collectively and worker 0 prints the progress and writes the
 # tables. The workdir (absolute, or relative to the checkout ~/fdjax on each worker)
 # must be a folder every worker sees at the same path, e.g. a bucket mounted
-# with gcsfuse or a Filestore share mounted by SETUP; fdjax refuses one that is not
-# shared. A mounted bucket also keeps the checkpoints past the VM; re-running resumes.
+# with gcsfuse (--rename-dir-limit: orbax and fdjax rename folders, which gcsfuse refuses
+# in a bucket without hierarchical namespace unless it is set) or a Filestore share
+# mounted by SETUP; fdjax refuses one that is not shared. A mounted bucket also keeps the checkpoints past the VM; re-running resumes.
 # A maintenance event or a spot VM's preemption (SIGTERM on any worker) makes every
 # worker save the same step and exit 75 (fdjax.train.stop): nothing trained is lost.
+# The workers run inside this script's ssh session: a dropped connection hangs them up
+# (SIGHUP, or a broken pipe at their next print), which fdjax does not catch, and the
+# steps since the last checkpoint are lost; run the script from tmux or screen on a
+# machine that stays up, and re-run it to resume.
 # (fdjax writes its files with plain file I/O: a gs:// URL is not a workdir; the TFDS
 # data dir may be one: when a flag names a gs:// path, each worker also installs gcsfs,
 # which TFDS reads buckets through, and tensorflow-cpu, which reads TFDS's tfrecord

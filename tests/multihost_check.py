@@ -12,7 +12,8 @@ the same 12 stopped after 8 steps and resumed from the step-8 checkpoint
 that only process 1 receives, during step 2, and resumed (``WORKDIR/multi/preempted``:
 both processes must stop at the step JAX's preemption service agrees on), and stopped
 by a time limit of 0 s (``WORKDIR/multi/timed``). Also checks that a workdir not shared
-by the processes is refused, that a write failing in process 0 stops both, that each
+by the processes is refused, that a write failing in process 0 stops both, that
+processes given different configs are refused (``distributed.check_same``), that each
 process built only its own rows of the first global batch and that those are the rows a one-process run takes, and the sharded test
 accuracy against an unbatched forward pass, and places a population state holding NaN
 (EA-Adam's fitness before its first evolutionary epoch) on the mesh. Writes ``WORKDIR/<run>.<process>.npz``
@@ -72,6 +73,13 @@ if role != "single":   # a "workdir" that differs per host is refused, in every 
     assert role == "0"
   except ConfigError as e:
     assert role == "1" and "process 0 failed at 'a failing write'" in str(e), e
+  # Hosts started with other settings are refused in every process; the same pass.
+  distributed.check_same("the config", "lr=0.1")
+  try:
+    distributed.check_same("the config", f"lr=0.{role}")
+    raise AssertionError("processes with different configs passed check_same")
+  except ConfigError as e:
+    assert "the 2 processes disagree on the config: process(es) 1 differ" in str(e), e
 run = "single" if role == "single" else "multi"
 BATCH, SEED = 8, 3
 

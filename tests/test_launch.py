@@ -197,3 +197,35 @@ time.sleep(30)
   assert sorted(os.listdir(started)) == ["A"], out
   assert "Ctrl-C: not starting B" in out and "== A: failed (exit 75" in out
   assert sweep.returncode == 1, out
+
+
+def test_gpu_sweep_names_each_variant_once_and_sets_jaxlib_s_memory_variable(tmp_path):
+  """Two variants of one name shared a workdir, log and status (one's output lost, its
+  failure hidden); a value 'c#d' was cut at '#'; the deprecated XLA_PYTHON_ memory
+  variable beside a user's XLA_CLIENT_MEM_FRACTION made jaxlib refuse to start."""
+  bin_dir, calls = tmp_path / "bin", tmp_path / "calls.txt"
+  bin_dir.mkdir()
+  stand_in(bin_dir, "python", f"""
+if [[ "$1" == "-c" ]]; then echo 0.45; exit 0; fi
+echo "$* mem=${{XLA_CLIENT_MEM_FRACTION:-}} old=${{XLA_PYTHON_CLIENT_MEM_FRACTION:-}}" \\
+    >> {shlex.quote(str(calls))}
+for arg in "$@"; do
+  if [[ "$arg" == --workdir=* ]]; then mkdir -p "${{arg#*=}}"; echo "| A |" > "${{arg#*=}}/results.md"; fi
+done
+exit 0
+""")
+  env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}",
+             XLA_CLIENT_MEM_FRACTION="0.5", XLA_PYTHON_CLIENT_MEM_FRACTION="0.3")
+  sweep = lambda variants: subprocess.run(  # noqa: E731
+      ["bash", str(REPO / "launch" / "gpu_sweep.sh"), "c.py", "root", "variants.txt"],
+      cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+  (tmp_path / "variants.txt").write_text("# a sweep\nA --config.tag=c#d  # one\nB\nA\n")
+  run = sweep("variants.txt")
+  assert run.returncode == 2 and "variant name 'A' is used twice" in run.stderr
+  assert not calls.exists()
+  (tmp_path / "variants.txt").write_text("# a sweep\nA --config.tag=c#d  # one\nB\n")
+  run = sweep("variants.txt")
+  assert run.returncode == 0, run.stdout + run.stderr
+  lines = sorted(calls.read_text().splitlines())
+  assert lines[0].endswith("--config.tag=c#d mem=0.45 old="), lines
+  assert lines[1].endswith("--workdir=" + str(tmp_path / "root" / "B") + " mem=0.45 old=")

@@ -148,6 +148,7 @@ def test_a_jax_that_moved_its_tpu_vm_detection_says_so(monkeypatch):
     ({"JAX_NUM_PROCESSES": "two"}, r"\$JAX_NUM_PROCESSES must be an integer"),
     ({"JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "2"}, r"process_id must be in \[0, "),
     ({"JAX_NUM_PROCESSES": "0"}, "num_processes must be >= 1"),
+    ({"JAX_PROCESS_ID": "1"}, "process_id 1 was given without the number of processes"),
 ])
 def test_bad_process_settings_are_one_line_errors(monkeypatch, env, match):
   from fdjax import distributed
