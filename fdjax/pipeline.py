@@ -195,7 +195,11 @@ def _run(config, workdir: str, methods, seeds, command=None) -> list[report.Reco
   metric = ctx.task.metric
   test_time = self_ensemble.NOTES.get(self_ensemble.configured(config), "")
   extra = report.merge_extra(extra)   # over the seeds
-  note = f"Model selection: {MODEL_SELECTION_NOTE[config.selection]}." + _dtype_note(ctx.model)
+  note = f"Model selection: {MODEL_SELECTION_NOTE[config.selection]}" + (
+      "; EA-Adam's population and fusion network keep their last epoch (an evolutionary "
+      "epoch replaces members; the rows choose among them)"
+      if config.selection == "val" and any(m.name.startswith("ea_adam") for m in methods)
+      else "") + "." + _dtype_note(ctx.model)
 
   def write_results():
     report_files.write_reports(records, workdir, extra=extra or None, metric=metric,

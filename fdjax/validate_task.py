@@ -68,6 +68,20 @@ def _restoration_block(config, problems: list[str]) -> None:
     problems.append(f"model.{', model.'.join(changed)}: config.model is the classifier's; "
                     f"config.task='restoration' builds its model from restoration.* "
                     f"(restoration.dtype, restoration.depth, restoration.width, ...)")
+  # The classifier's augmentation and input normalization: a restorer reads neither
+  # (restoration.flip, restoration.rot90; images in 0..1), so a changed value did nothing.
+  default_augment = base_config().augment
+  changed = sorted(k for k, v in (config.get("augment") or {}).items()
+                   if default_augment.get(k, v) != v)
+  if changed:
+    problems.append(f"augment.{', augment.'.join(changed)}: config.augment is the "
+                    f"classifier's; config.task='restoration' augments with "
+                    f"restoration.flip and restoration.rot90")
+  normalization = (config.get("data") or {}).get("normalization")
+  if normalization is not None and normalization != base_config().data.normalization:
+    problems.append(f"data.normalization={normalization!r}: the classifier's input "
+                    f"normalization; config.task='restoration' feeds its models images "
+                    f"in 0..1 (leave it at {base_config().data.normalization!r})")
   for key in sorted(set(block.keys()) - set(DEFAULTS)):
     near = difflib.get_close_matches(key, list(DEFAULTS), n=3, cutoff=0.5)
     problems.append(f"restoration.{key} is not a restoration field"

@@ -139,6 +139,10 @@ def test_tiny_restoration_study(tmp_path, monkeypatch, capsys):
     ("restoration.width", 0, "restoration.width must be an integer >= 1"),
     ("restoration.depth", -1, "restoration.depth must be an integer in 0..6"),
     ("restoration.shave", -2, "restoration.shave must be an integer >= 0"),
+    # the classifier's fields, which a restorer never read (a changed one retrained)
+    ("augment.flip", False, "augment.flip: config.augment is the classifier's"),
+    ("data.normalization", "imagenet", "data.normalization='imagenet': the classifier's "
+                                       "input normalization"),
 ])
 def test_restoration_config_errors(field, value, fragment):
   config = load_config("restoration_quickstart")

@@ -94,16 +94,6 @@ def _normal_halves(key: jax.Array, batch: int, n: int) -> tuple[jax.Array, jax.A
   return _standard_normal(first), _standard_normal(second)
 
 
-def standard_normal(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-  """float32 ``shape`` (``[B, ...]``) of independent N(0, 1), one key per image.
-
-  The normals of ``_normal_halves``, concatenated: the draws ``awgn`` adds.
-  """
-  batch, n = shape[0], math.prod(shape[1:])
-  first, second = _normal_halves(key, batch, n)
-  return jnp.concatenate([first, second], axis=1)[:, :n].reshape(shape)
-
-
 def _add_noise(key: jax.Array, images: jax.Array, levels: jax.Array, pixel_max: float,
                quantise: bool) -> jax.Array:
   """clip(images + sigma z, 0, pixel_max) (then floor to uint8 if ``quantise``).
@@ -139,8 +129,8 @@ def awgn_float(key: jax.Array, images: jax.Array, levels: jax.Array, *,
     pixel_max: top of the pixel range (1.0 for 0..1 images, 255.0 for 0..255).
 
   Returns:
-    float32 ``[B, H, W, C]`` in [0, pixel_max], not quantised (the noise is
-    ``standard_normal(key, images.shape)``).
+    float32 ``[B, H, W, C]`` in [0, pixel_max], not quantised (the noise: image b's
+    normals from ``_normal_halves``, one Threefry stream per image).
   """
   return _add_noise(key, images, levels, pixel_max, quantise=False)
 
