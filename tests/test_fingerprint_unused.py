@@ -105,3 +105,28 @@ def test_a_record_made_before_the_rule_is_reused_and_re_recorded(ctx):
     assert os.path.exists(os.path.join(ctx.stage_dir(name), "marker")), name   # kept
     with open(os.path.join(ctx.stage_dir(name), fingerprint.FILE)) as f:
       assert json.load(f)["digest"] == digest
+
+
+def test_experts_without_iliac_ignore_the_distillation_feature(ctx, tmp_path):
+  """Only ILIAC's feature term reads ``distill_feature`` in an expert: changing the
+  feature FusionDistill distils retrained every expert (hours on the restoration
+  configs) for the same weights; under ILIAC it stays in their fingerprint."""
+  experts = {n for n in _digests(ctx) if n.startswith("experts/")}
+  assert ctx.config.experts.loss == "iliac"   # the paper's recipe
+  assert experts <= _changed(ctx, distill_feature="stage2")
+  ctx.config.experts.loss = "ce"              # restoration's
+  try:
+    changed = _changed(ctx, distill_feature="stage2")
+    assert not changed & experts and {"fusiondistill", "fusiondistill_moe"} <= changed
+  finally:
+    ctx.config.experts.loss = "iliac"
+  # Records made before (rule 5: with the feature) are the same stages: reused.
+  own = _context("quickstart.py:tiny", tmp_path, experts__loss="ce")
+  runner = _runner(own, METHODS)
+  assert experts <= {n for n in runner.graph if runner.fields(n, rule=5) != runner.fields(n)}
+  for name in runner.graph:
+    fingerprint.check_or_record(own.stage_dir(name), name, runner.fields(name, rule=5))
+    open(os.path.join(own.stage_dir(name), "marker"), "w").close()
+  for name in runner.graph:
+    assert runner.check(name) == fingerprint.digest(runner.fields(name))
+    assert os.path.exists(os.path.join(own.stage_dir(name), "marker")), name

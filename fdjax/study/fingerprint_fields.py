@@ -46,10 +46,15 @@ OVERRIDDEN_BY = {"task_balance": "block.task_balance"}
 # data's contents, the degradations' order and the test sets' fields (``TEST_DATA``)
 # changed the fields (2026-12-07, morning); 2, before the evaluation-only restoration
 # options (``EVAL_ONLY``) left them (2026-12-07); 3, before a stage's ``ignores`` left
-# them (2026-12-06); 4, before ``OVERRIDDEN_BY`` (2026-12-03). A record made by an older
-# rule is the same stage: ``Runner.check`` accepts and re-records it (a record of rule 1
-# or older holds no contents: they are trusted once, then recorded).
-OLDER_RULES = (1, 2, 3, 4)
+# them (2026-12-06); 4, before ``OVERRIDDEN_BY`` (2026-12-03); 5, ``LATER_IGNORES``
+# below. A record made by an older rule is the same stage: ``Runner.check`` accepts and
+# re-records it (a record of rules 1-4 holds no contents: they are trusted once, then
+# recorded).
+OLDER_RULES = (1, 2, 3, 4, 5)
+# Rule 5 (outside the order of 1-4): today's fields before the ``ignores`` named here
+# joined the stages' ``ignores`` (2026-12-07, evening: the experts' ``distill_feature``,
+# which only ILIAC reads); every older rule's records hold them too.
+LATER_IGNORES = ("distill_feature",)
 # Restoration options that change what is reported, never what a stage trains (NIQE is
 # an opt-in column): adding one to a finished run re-evaluates, it does not retrain.
 EVAL_ONLY = ("extra_metrics",)
@@ -128,7 +133,12 @@ def stage_fields(ctx, stage, upstream: Mapping[str, str], *, rule: int = 0) -> d
   without the test sets' fields (``TEST_DATA``) since rule 0; without the
   evaluation-only restoration options (``EVAL_ONLY``) since rule 1; without the stage's
   ``ignores`` (the fields it reads that do not change its result) since rule 2; without
-  the config-wide fields its own block overrides (``OVERRIDDEN_BY``) since rule 3."""
+  the config-wide fields its own block overrides (``OVERRIDDEN_BY``) since rule 3;
+  without the ``LATER_IGNORES`` of its ``ignores`` since rule 5 (today's otherwise)."""
+  ignores = stage.ignores if rule == 0 else tuple(
+      p for p in stage.ignores if p not in LATER_IGNORES)
+  if rule == 5:
+    rule = 0
   config, plan = ctx.config, ctx.plan
   fields: dict[str, Any] = {
       "stage": stage.name, "task": config.get("task", "classification"),
@@ -186,7 +196,7 @@ def stage_fields(ctx, stage, upstream: Mapping[str, str], *, rule: int = 0) -> d
   if rule < 4:
     fields = without_overridden(fields)
   if rule < 3:
-    fields = without_paths(fields, stage.ignores)
+    fields = without_paths(fields, ignores)
   return fields
 
 

@@ -108,7 +108,9 @@ def shared_graph(ctx: RunContext) -> dict[str, Stage]:
     graph[f"experts/{d}"] = Stage(
         f"experts/{d}", ("clean",),
         lambda r, d=d: expert_stage(r.ctx, d, r.get("clean")), block="experts",
-        uses=("distill_feature",), levels=(d,))
+        uses=("distill_feature",), levels=(d,),
+        # only ILIAC's feature term reads it (expert_loss_any)
+        ignores=() if ctx.config.experts.get("loss") == "iliac" else ("distill_feature",))
   for bn_mode in fused.BN_MODES:
     graph[f"fused/{bn_mode}"] = Stage(
         f"fused/{bn_mode}", expert_names(ctx),
