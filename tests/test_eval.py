@@ -17,6 +17,7 @@ from PIL import Image
 
 from fdjax import degradations
 from fdjax.data import ImageSet
+from fdjax.errors import DataError
 from fdjax.eval import levels as levels_lib
 from fdjax.eval import plots, report, report_files
 from fdjax.eval.metric import split_scores
@@ -297,6 +298,9 @@ def test_split_scores_transforms_each_batch_by_its_index_and_masks_padding():
   values = split_scores(TASK, predict, k, split, batch_size=BATCH, transform=shift,
                         metrics=("accuracy",))
   assert values == {"accuracy": 0.4} and seen == [0, 1, 2]
+  # An empty split has no mean: an error, not {} (a KeyError later) or 0
+  with pytest.raises(DataError, match="no image to score"):
+    split_scores(TASK, predict, k, _index_split(0), batch_size=BATCH)
 
 
 @pytest.mark.slow

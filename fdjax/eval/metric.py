@@ -27,6 +27,7 @@ import numpy as np
 
 from fdjax import data as data_lib
 from fdjax.data.testsets import TestSet
+from fdjax.errors import DataError
 from fdjax.train.mesh import check_batch_size, data_sharding, place, replicated
 
 # predict(variables, images_uint8 [B,H,W,3]) -> outputs (logits [B,C] for classification)
@@ -135,8 +136,11 @@ def batch_scorer(task, collect: dict | None = None, metrics: tuple[str, ...] | N
 
 
 def mean_scores(sums: dict, count) -> dict:
-  """``{metric: [sum / count, ...]}`` as host floats, from ``{metric: [sum, ...]}``."""
-  n = max(float(count), 1.0)
+  """``{metric: [sum / count, ...]}`` as host floats, from ``{metric: [sum, ...]}``;
+  ``DataError`` when no image was scored (an empty split: no mean to report)."""
+  n = float(count)
+  if n <= 0:
+    raise DataError("no image to score: the split (or the share of it) is empty")
   return {name: [float(s) / n for s in values] for name, values in jax.device_get(sums).items()}
 
 
