@@ -15,7 +15,13 @@ ConvBlock output ``y``, expert prompts, eq. 2), with the gate, top-K and CV^2 ba
 ``h = mlp_expand * c`` hidden channels, all evaluated on every pixel and combined with
 the (mostly zero) gates (dense dispatch). What is left out of MEASNet: its
 transformer layers (plain 3x3 convolutions instead) and the frequency-decomposed
-global experts (FD-MEE).
+global experts (FD-MEE). What differs: the task prompts come from each routed block's
+own features ``y``, where MEASNet derives one task prompt from the degraded input image
+(TSPG) and feeds it to every routed module (a linear map per module); the routed blocks
+are the decoder's, where MEASNet's code routes the inputs of encoder levels 1-3 and
+keeps FD-MEE in the decoder; the skeleton is NAFNet's (``fdjax.models.unet``), not
+Restormer's. MEASNet's official code also departs
+from its paper's equations in ways fdjax does not follow (``fdjax.moe.gating``).
 
 MUIRF options, as for the classifier student: ``channel_sharing`` adds a shared MLP
 (``ffn_moe/shared``) mixed per image and channel with the experts' output by the gate

@@ -15,7 +15,12 @@ The U-Net of ``fdjax.models.unet`` around NAFNet's block, activation-free::
 
 Inputs, outputs, ``stride`` and ``features`` as for ``UNet`` (see ``fdjax.models.unet``).
 Note that SCA pools over the whole input, so tiled inference is not exactly the
-whole-image result (NAFNet's TLC addresses this; not implemented).
+whole-image result (NAFNet's TLC addresses this; not implemented). Also not as in
+NAFNet's code: no dropout (its ``drop_out_rate``, 0 in its published configs);
+``decoder_blocks`` lists the levels top first, where NAFNet's ``dec_blk_nums`` lists the
+deepest first (reverse an asymmetric list when porting one); and whole images are padded
+to the stride by reflection (``fdjax.eval.inference.pad_to_multiple``), where NAFNet's
+``check_image_size`` pads with zeros.
 """
 
 from __future__ import annotations

@@ -12,7 +12,8 @@ decoder levels 3 and 2), the features ``x [B, h, w, c]`` pass through::
     x      = conv1x1_{c+d -> c}(ConvBlock_{c+d}([x, prompt]))   # PIM: concatenate and fuse
 
 (PGM = prompt generation module, PIM = prompt interaction module, whose transformer
-block is a plain ``ConvBlock`` here.) PromptIR's sizes: prompt1 d 64, S 64; prompt2
+block is a plain ``ConvBlock`` here; the skeleton around them is NAFNet's, not
+PromptIR's Restormer: see ``fdjax.models.unet`` for how the two differ.) PromptIR's sizes: prompt1 d 64, S 64; prompt2
 d 128, S 32; prompt3 d 320, S 16; N = 5. Here ``d = prompt_dim * 2^(l-1)`` and
 ``S = prompt_size / 2^(l-1)`` (at least 1) for decoder level l (1 = top), N =
 ``num_prompts``.

@@ -1,7 +1,11 @@
 """U-Net image restorers: the shared skeleton and the plain 3x3-convolution U-Net.
 
-Both restorers here and in ``nafnet.py`` are the same U-Net around different blocks
-(the layout of NAFNet, Chen et al. 2022, and of Restormer/PromptIR)::
+Both restorers here and in ``nafnet.py`` are the same U-Net around different blocks,
+NAFNet's layout (Chen et al. 2022). Restormer/PromptIR share the U shape but not its
+resampling or skips: they go down with conv3x3 (c -> c/2) + pixel unshuffle and up with
+conv3x3 (c -> 2c) + pixel shuffle, concatenate the skips (then a 1x1 conv at levels 3
+and 2; the top decoder level runs at twice the width), add refinement blocks and use
+bias-free convolutions::
 
     intro 3x3 conv (3 -> width)
     encoder level l = 1..depth:  blocks[l] blocks at width * 2^(l-1) channels -> skip l,

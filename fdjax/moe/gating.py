@@ -20,8 +20,13 @@ Conventions (documented choices):
   (not differentiable, no gradient). MEASNet prints eq. (6) as ``sigma / (mu^2 + eps)``
   but cites the coefficient-of-variation-squared loss of Shazeer et al. 2017 [57],
   ``var / (mu^2 + eps)``, which is what we use (population variance, ``eps = 1e-10``
-  as in Shazeer's code). MEASNet computes it per image over pixels; we pool the
-  whole batch (and pixels), one scalar per MoE stage.
+  as in Shazeer's code). MEASNet's paper writes it per image over pixels; we pool the
+  whole batch (and pixels), one scalar per MoE stage, as MEASNet's official code does.
+  That code (``net/STPG_G_MESE.py``) departs from the paper elsewhere, where fdjax follows
+  the paper: its gates are renormalised (fdjax's default), its importance sums the gates
+  after top-K (eq. 4: before), its variance is PyTorch's unbiased one (E / (E - 1) times
+  ours), and it mixes the experts in log space, ``log sum_k g_k exp(E_k(x))`` (eq. 3: a
+  plain weighted sum).
 * Noisy top-K gating (Shazeer et al. 2017, Sec. 2.1 and Appendix A; MEASNet's gate
   follows it), used by ``MoEStage`` when ``noisy_gating`` and ``train``: the logits
   ``h`` get ``N(0, 1) * softplus(x W_noise)`` added before the softmax and top-K
