@@ -1,5 +1,6 @@
-"""The one config schema. Every file in ``configs/`` starts from ``base_config()``
-and changes a few fields; ``--config.<field>=value`` overrides any of them, and an
+"""The one config schema. Every file in ``configs/`` starts from ``base_config()`` (the
+restoration ones from ``fdjax.config_restoration.restoration_config()``, which builds on
+it) and changes a few fields; ``--config.<field>=value`` overrides any of them, and an
 unknown field fails (the config is locked by ``fdjax.main``).
 """
 

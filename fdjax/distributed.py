@@ -10,13 +10,18 @@ checkpoints are written and read collectively by orbax, and files meant for peop
 When is a run multi-process (``mode``; ``fdjax.main``'s ``--distributed`` flag):
 
 * ``'auto'`` (default): when a coordinator address or more than one process is given
-  (``--coordinator_address``/``--num_processes``/``--process_id``, or the environment
-  variables ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES``, ``JAX_PROCESS_ID``), or
-  on a Cloud TPU VM (JAX detects the slice's hosts itself). Otherwise nothing is done
-  and the run is the plain one-process run.
+  (``--coordinator_address``/``--num_processes``, or the environment variables
+  ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES``; ``--process_id``/``JAX_PROCESS_ID``
+  names this process, and without a process count is an error), or on a Cloud TPU VM
+  (JAX detects the slice's hosts itself). Otherwise nothing is done and the run is the
+  plain one-process run.
 * ``'on'``: always ``jax.distributed.initialize`` (what is not given is auto-detected by
   JAX: Cloud TPU, Slurm, Open MPI, Kubernetes).
-* ``'off'``: never.
+* ``'off'``: never (the process settings and variables are then not read).
+
+Every process must run the same config on the same code and data: ``check_same``
+compares digests across processes (``fdjax.pipeline``: the config, then every stage's
+fingerprint) and stops them all with one error where they differ.
 
 Every process must see the same workdir, at the same path (NFS, Cloud Filestore, a
 bucket mounted with gcsfuse): orbax writes each process's shards into the same
@@ -81,6 +86,8 @@ def initialize(mode: str = "auto", coordinator_address: str | None = None,
     raise ConfigError(f"distributed mode must be one of {MODES}, got {mode!r}")
   if _initialized:
     return True
+  if mode == "off":
+    return False
   coordinator_address = coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS") or None
   num_processes = num_processes if num_processes is not None else _env_int("JAX_NUM_PROCESSES")
   process_id = process_id if process_id is not None else _env_int("JAX_PROCESS_ID")
@@ -95,7 +102,7 @@ def initialize(mode: str = "auto", coordinator_address: str | None = None,
     raise ConfigError(f"process_id {process_id} was given without the number of processes: "
                       "set --num_processes (or $JAX_NUM_PROCESSES) on every host as well")
   given = coordinator_address is not None or (num_processes or 1) > 1
-  if mode == "off" or (mode == "auto" and not given and not on_cloud_tpu_vm()):
+  if mode == "auto" and not given and not on_cloud_tpu_vm():
     return False
   jax.distributed.initialize(coordinator_address=coordinator_address,
                              num_processes=num_processes, process_id=process_id)

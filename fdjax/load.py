@@ -4,8 +4,10 @@
     loaded = fdjax.load_model("runs/quickstart", "fusiondistill")
     logits = loaded.predict(images_uint8)          # [B, H, W, 3] uint8 -> [B, C]
 
-``load_model`` reads the run's ``config.json`` and ``run.json`` (written by
-``fdjax.pipeline`` once a run's stages match the config) to rebuild the model, loads the variables
+``load_model`` rebuilds the model from the config its stage was made with (the stage's
+own ``config.json``; for a stage finished before stages recorded it, the run's
+``config.json``, written by ``fdjax.pipeline`` once a run's stages match the config) and
+the run's ``run.json``, loads the variables
 of the method's stage (``<run>/seed_<s>/<stage>/variables``) and returns a jitted
 ``predict`` that applies the model's own input normalisation (the task's ``predict``).
 ``fdjax.predictor.load_predictor`` wraps it into ``uint8 image -> uint8 image`` (restoration)

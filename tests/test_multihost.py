@@ -157,6 +157,7 @@ def test_bad_process_settings_are_one_line_errors(monkeypatch, env, match):
     monkeypatch.setenv(name, value)
   with pytest.raises(ConfigError, match=match):
     distributed.initialize("auto")
+  assert distributed.initialize("off") is False   # 'off' reads none of them
 
 
 def test_one_process_holds_every_row_and_batches_as_before():
