@@ -35,7 +35,7 @@ import ml_collections
 from fdjax import tasks
 from fdjax.config import parse_list
 from fdjax.errors import UserError
-from fdjax.eval.metric import jit_clean, predictor
+from fdjax.eval.metric import jit_clean, on_devices, predictor
 from fdjax.image_input import checked_batch
 from fdjax.train import init_variables
 from fdjax.train.variables_io import load_variables, variables_exist
@@ -61,7 +61,8 @@ class UnknownModelError(UserError, ValueError):
 
 @dataclasses.dataclass
 class LoadedModel:
-  """model: a Flax module; variables: {'params','batch_stats'}; predict: uint8 images
+  """model: a Flax module; variables: {'params','batch_stats'} (jax arrays on the default
+  device); predict: uint8 images
   ``[B, H, W, 3]`` (a classifier's at the run's image size) -> outputs;
   task: the run's ``fdjax.tasks`` task; run_info: ``run.json`` (dataset, num_classes,
   image_shape, class_names); seed: the seed loaded; name: the model's name.
@@ -299,7 +300,9 @@ def load_model(workdir: str, method: str = "fusiondistill", seed: int | None = N
            else task.build_model(config, data_spec))
   template = jax.eval_shape(lambda: init_variables(model, jax.random.key(0),
                                                    data_spec.image_shape))
-  variables = load_variables(path, template)
+  # on the default device once: a host (numpy) tree is copied to the device at every
+  # call of a jitted function, here every predict (fdjax.eval.metric.on_devices)
+  variables = on_devices(load_variables(path, template))
   predict = jit_clean(predictor(task, model))  # memoised: equal models share compilations
   # A classifier takes the run's image size only (a GAP head would answer any size);
   # a restorer any size (fdjax.load_predictor pads it to the network's stride).

@@ -12,6 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
@@ -194,6 +195,8 @@ def test_load_model_takes_the_rows_of_the_results_table(quickstart_run):
 def test_load_model_gives_a_working_predict(quickstart_run):
   workdir = quickstart_run[0]
   restored = fdjax.load_model(str(workdir), "fusiondistill")
+  # placed on the device once, not copied from the host at every predict
+  assert all(isinstance(leaf, jax.Array) for leaf in jax.tree.leaves(restored.variables))
   data = run_data(workdir)
   logits = np.asarray(restored.predict(data.test.images[:64]))
   assert logits.shape == (64, 10) and np.all(np.isfinite(logits))
