@@ -20,8 +20,11 @@ degradation, so when any degradation has them each share draws on its own pool
 
 Without real pairs every pool is the whole training split, and each share draws its own
 permutation of it: in an epoch every example meets every degradation once (the last
-``N mod b`` of each share's order dropped), as the reference's one loader per degradation
-gives. (Until 2026-12-06, night, ``S`` copies of the split shuffled as one list: an example
+``N mod b`` of each share's order dropped), as with the reference's one loader per
+degradation. Those loaders are all seeded alike (``torch.Generator().manual_seed(123)``,
+the same worker seeds), so there share i of a step holds the same images as share 0,
+with the same flips and crops; fdjax's shares hold different images (a step sees ``S *
+b`` distinct examples, not ``b``). (Until 2026-12-06, night, ``S`` copies of the split shuffled as one list: an example
 met a given degradation once per epoch only on average; stage fingerprints tell the two
 apart.)
 """

@@ -35,7 +35,9 @@ class Recipe:
   for a fresh init from the seed. frozen: read-only teacher variables. shares: images
   per step = ``shares * config.batch_size`` and an epoch visits the training split
   ``shares`` times (combined-degradation stages: one share and one pass per
-  degradation, as the reference iterates one loader per degradation). selection_degrade:
+  degradation, as the reference iterates one loader per degradation; its loaders, seeded
+  alike, put the same images in every share, fdjax's shares draw their own:
+  ``fdjax.data.share_pools``). selection_degrade:
   ``degrade(key, images)`` for the validation metric that picks the best epoch when
   ``config.selection == 'val'``. selection_shares: the names of selection_degrade's
   equal consecutive shares (a combined degradation: the degradations); with two or
