@@ -1,8 +1,9 @@
 """Per-task scoring space of restoration: RGB or the BT.601 Y channel, and a shaved border.
 
-The field's tables score each task its own way: PromptIR's and AirNet's deraining
-tables report PSNR/SSIM on the Y channel (Rain100L), their denoising and dehazing tables
-on RGB; super-resolution on Y with a border of ``scale`` pixels shaved. A restoration
+The field's tables score each task its own way: deraining tables (PReNet, MPRNet)
+report PSNR/SSIM on the Y channel (Rain100L), denoising and dehazing tables on RGB (the
+all-in-one papers' public code, PromptIR's and AirNet's, scores every task on RGB,
+deraining too); super-resolution on Y with a border of ``scale`` pixels shaved. A restoration
 study sets the default for every task (and for the clean column and validation-based
 model selection) with ``config.restoration.y_channel`` / ``config.restoration.shave``,
 and overrides it per degradation with the per-degradation block ``config.scoring``
