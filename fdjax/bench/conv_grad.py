@@ -8,8 +8,9 @@ computed three ways, on the current backend.
   would use to keep NHWC);
 * ``im2col``: one ``einsum`` over the nine shifts stacked.
 
-Prints milliseconds per call (best of ``--repeats`` runs of ``--calls`` calls) and each
-form's largest error relative to ``xla``'s result, for ResNet-56's three stage shapes
+Prints milliseconds per call (best of ``--repeats`` runs of ``--calls`` calls), each
+other form's time over ``xla``'s (the peer: what JAX does by itself) and its largest
+error relative to ``xla``'s result, for ResNet-56's three stage shapes
 (batch ``--batch``, float32, NHWC). Pin it to one core with ``taskset -c 1`` to compare
 with the one-core train-step figures.
 """
@@ -25,6 +26,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from fdjax.bench import host
+from fdjax.console import first_paragraph
 
 SHAPES = ((32, 16), (16, 32), (8, 64))   # (height = width, channels) of ResNet-56's stages
 
@@ -70,14 +72,16 @@ def _time(fn, args, calls: int, repeats: int) -> float:
 
 
 def main(argv: list[str]) -> None:
-  parser = argparse.ArgumentParser(prog="python -m fdjax.bench conv_grad")
+  parser = argparse.ArgumentParser(prog="python -m fdjax.bench conv_grad",
+                                   description=first_paragraph(__doc__))
   parser.add_argument("--batch", type=int, default=128)
   parser.add_argument("--calls", type=int, default=10)
   parser.add_argument("--repeats", type=int, default=5)
   args = parser.parse_args(argv)
+  host.at_least_one(parser, args, "batch", "calls", "repeats")
   print(f"backend {jax.default_backend()}, batch {args.batch}, float32, NHWC, 3x3 'SAME', "
         f"{host.describe()}, XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
-  print("| H=W, C | " + " | ".join(FORMS) + " | max rel. error vs xla |")
+  print("| H=W, C | " + " | ".join(FORMS) + " | time / xla's | max rel. error vs xla |")
   for size, channels in SHAPES:
     keys = jax.random.split(jax.random.key(0), 3)
     x = jax.random.normal(keys[0], (args.batch, size, size, channels))
@@ -88,5 +92,7 @@ def main(argv: list[str]) -> None:
     millis = [1e3 * _time(fn, (x, w, dy), args.calls, args.repeats) for fn in jitted.values()]
     errors = [float(jnp.abs(jitted[n](x, w, dy) - reference).max() / jnp.abs(reference).max())
               for n in FORMS if n != "xla"]
+    ratios = [m / millis[0] for m in millis[1:]]   # the other forms against XLA's own
     print(f"| {size}, {channels} | " + " | ".join(f"{m:.1f} ms" for m in millis)
+          + " | " + ", ".join(f"{r:.2f}" for r in ratios)
           + " | " + ", ".join(f"{e:.1e}" for e in errors) + " |")

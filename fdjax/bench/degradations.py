@@ -224,7 +224,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
   p.add_argument("--seconds", type=float, default=1.0,
                  help="minimum seconds per timed repeat (fdjax and reference alike)")
   p.add_argument("--seed", type=int, default=0)
-  return p.parse_args(argv)
+  args = p.parse_args(argv)
+  host.at_least_one(p, args, "batch", "repeats")
+  return args
 
 
 def print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:

@@ -61,16 +61,25 @@ def describe(load: float | None = None) -> str:
   return f"CPU {cpu_model()}, {cpus()} CPU(s), load average {load:.1f}"
 
 
-def load_note(load: float) -> str | None:
+def load_note(load: float, pinnable: bool = True) -> str | None:
   """The warning line when the load average ``load`` (taken at the start; the whole
   machine's) exceeds half its CPUs, else None; it suggests ``--cpus 1`` only where more
-  than one CPU is used."""
+  than one CPU is used and the benchmark has that flag (``pinnable``)."""
   n, machine = cpus(), os.cpu_count() or 1
   if not load > 0.5 * machine:
     return None
   return (f"warning: load average {load:.1f} on the machine's {machine} CPU(s) at the start: "
           "other processes shared the cores, so these figures (a multi-threaded peer's most) "
-          "are indicative only; rerun on an idle machine" + (" or with --cpus 1" if n > 1 else ""))
+          "are indicative only; rerun on an idle machine"
+          + (" or with --cpus 1" if n > 1 and pinnable else ""))
+
+
+def at_least_one(parser, args, *names: str) -> None:
+  """``parser.error`` unless every option ``names`` (attribute names) of ``args`` is >= 1:
+  a benchmark of no repeats or calls has no median to print."""
+  for name in names:
+    if getattr(args, name) < 1:
+      parser.error(f"--{name.replace('_', '-')} must be at least 1")
 
 
 def loop_note(loop: str) -> str:

@@ -111,7 +111,7 @@ def main(argv: list[str]) -> None:
   if any("capacity" in name for name, _ in rows):
     print("(capacity rows: FLOPs are counted at batch 1, where every expert's buffer holds "
           "the one image, so they count every expert; images/s is measured at --batch)")
-  note = host.load_note(load)
+  note = host.load_note(load, pinnable=False)
   if note:
     print(note)
 

@@ -102,7 +102,7 @@ def main(argv: list[str]) -> dict:
   print(f"  ratio population / sequential: "
         f"{rates['population (one step)'] / rates[sequential]:.2f}x (the sequential steps "
         f"are the peer; --member-loop changes only the population's)")
-  note = host.load_note(load)
+  note = host.load_note(load, pinnable=False)
   if note:
     print(note, flush=True)
   return rates

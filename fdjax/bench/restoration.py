@@ -193,6 +193,12 @@ def _parse(argv):
   args = p.parse_args(argv)
   if args.warmup < 1:
     p.error("--warmup must be >= 1: the first step compiles, and it is not to be timed")
+  host.at_least_one(p, args, "width", "batch", "steps", "repeats", "infer_batch")
+  stride = 2 ** args.depth   # the U-Nets run on multiples of it (no padding here)
+  for name in ("patch", "infer_size"):
+    if getattr(args, name) < stride or getattr(args, name) % stride:
+      p.error(f"--{name.replace('_', '-')} must be a multiple of the U-Net's stride "
+              f"{stride} (2**--depth), got {getattr(args, name)}")
   args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
   unknown = sorted(set(args.variants) - set(VARIANTS))
   if unknown:

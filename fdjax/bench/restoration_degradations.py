@@ -162,7 +162,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
   p.add_argument("--patch", type=int, default=48,
                  help="training patch side of the views section (0: skip that section)")
   p.add_argument("--seed", type=int, default=0)
-  return p.parse_args(argv)
+  args = p.parse_args(argv)
+  host.at_least_one(p, args, "batch", "size", "repeats")
+  if args.patch > args.size:   # checked before the first sections run, not after them
+    p.error(f"--patch {args.patch} is larger than the {args.size}x{args.size} images; "
+            f"lower it (0 skips the views section)")
+  return args
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:

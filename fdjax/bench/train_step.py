@@ -172,7 +172,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                  help="pin this process to this many CPUs (and torch to as many threads); 0 = all. "
                       "Takes full effect on XLA only before JAX first runs in the process")
   p.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
-  return p.parse_args(argv)
+  args = p.parse_args(argv)
+  host.at_least_one(p, args, "batch", "steps", "repeats")
+  return args
 
 
 DTYPES = ("float32", "bfloat16")
