@@ -12,7 +12,7 @@ When is a run multi-process (``mode``; ``fdjax.main``'s ``--distributed`` flag):
 * ``'auto'`` (default): when a coordinator address or more than one process is given
   (``--coordinator_address``/``--num_processes``, or the environment variables
   ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES``; ``--process_id``/``JAX_PROCESS_ID``
-  names this process, and without a process count is an error), or on a Cloud TPU VM
+  names this process, and here without a process count is an error), or on a Cloud TPU VM
   (JAX detects the slice's hosts itself). Otherwise nothing is done and the run is the
   plain one-process run.
 * ``'on'``: always ``jax.distributed.initialize`` (what is not given is auto-detected by
@@ -96,9 +96,9 @@ def initialize(mode: str = "auto", coordinator_address: str | None = None,
   if process_id is not None and not 0 <= process_id < (num_processes or process_id + 1):
     raise ConfigError(f"process_id must be in [0, num_processes), got {process_id} of "
                       f"{num_processes}")
-  if process_id is not None and num_processes is None:
+  if mode == "auto" and process_id is not None and num_processes is None:
     # Alone it joined nothing: this host ran as a one-process "process 0" beside the
-    # others, writing into the shared workdir.
+    # others, writing into the shared workdir ('on' lets JAX detect the count).
     raise ConfigError(f"process_id {process_id} was given without the number of processes: "
                       "set --num_processes (or $JAX_NUM_PROCESSES) on every host as well")
   given = coordinator_address is not None or (num_processes or 1) > 1

@@ -113,14 +113,17 @@ def read_run(workdir: str) -> tuple[ml_collections.ConfigDict, dict]:
   return ml_collections.ConfigDict(files["config.json"]), files["run.json"]
 
 
-def stage_config(workdir: str, seed: int, path: str) -> ml_collections.ConfigDict | None:
+def recorded_config(workdir: str, seed: int, path: str, stage: str
+                    ) -> ml_collections.ConfigDict | None:
   """The config the stage holding ``path`` (its variables) was made with: the nearest
   ``config.json`` (``fdjax.study.fingerprint.record_config``) in the folders from
-  ``path`` up to ``seed_<seed>``; None for a stage finished before stages recorded it
-  (the run's ``config.json`` then stands)."""
-  top = os.path.abspath(os.path.join(workdir, f"seed_{seed}"))
+  ``path``'s up to the stage's own, ``seed_<seed>/<stage>`` (a model in a sub-folder of
+  it: EA-Adam's merged models), never above it (an upstream stage's, which a later run
+  may have rewritten); None for a stage finished before stages recorded it (the run's
+  ``config.json`` then stands)."""
+  top = os.path.abspath(os.path.join(workdir, f"seed_{seed}", stage))
   folder = os.path.dirname(os.path.abspath(path))
-  while folder.startswith(top + os.sep):
+  while folder == top or folder.startswith(top + os.sep):
     candidate = os.path.join(folder, "config.json")
     if os.path.exists(candidate):
       try:
@@ -285,8 +288,8 @@ def load_model(workdir: str, method: str = "fusiondistill", seed: int | None = N
     raise RunError(f"run {workdir} has no seed {seed}; its seeds: "
                    f"{', '.join(map(str, seeds))}")
   path = model_path(workdir, method, seed, config)
-  config = stage_config(workdir, seed, path) or config
   entry = methods.loadable(method)
+  config = recorded_config(workdir, seed, path, entry.stage) or config
   if k is not None and entry.build is None:
     raise UnknownModelError(f"k={k}: only the MoE student (fusiondistill_moe) routes "
                             f"top-K; {method} has no K")

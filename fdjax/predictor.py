@@ -6,8 +6,8 @@
     classify = load_predictor("runs/quickstart", "fusiondistill")
     label = classify(image_uint8)         # [H, W, 3] -> int; [B, H, W, 3] -> int64 [B]
 
-The run's ``config.json`` and ``run.json`` rebuild the task and the model
-(``fdjax.load.load_model``); what the predictor returns depends on the run's task:
+The config the model's stage was made with (its ``config.json``, else the run's) and
+the run's ``run.json`` rebuild the task and the model (``fdjax.load.load_model``); what the predictor returns depends on the run's task:
 
 * restoration (``kind = 'image'``): the task's ``predict`` (padded to the network's
   stride, cropped back, float 0..255 clipped) rounded half to even (``np.rint``) to

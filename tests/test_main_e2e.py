@@ -368,3 +368,17 @@ def test_choices_made_on_validation_need_a_validation_split(tmp_path, overrides,
     pipeline.run(config, str(tmp_path))
   assert not [p for p in tmp_path.rglob("*") if p.is_file() and p.name not in (
       "fingerprint.json", ".fdjax.lock")], sorted(tmp_path.rglob("*"))
+
+
+def test_a_stage_s_recorded_config_is_its_own_never_an_upstream_one(tmp_path):
+  """EA-Adam's merged models live in sub-folders of their stage (ea_adam/merged/<kind>);
+  the search for their config stops at that stage: the upstream ea_adam's config.json is
+  rewritten by any later run that reuses it."""
+  from fdjax.load import recorded_config
+  seed = tmp_path / "seed_0"
+  (seed / "ea_adam" / "merged" / "best" / "variables").mkdir(parents=True)
+  (seed / "ea_adam" / "config.json").write_text(json.dumps({"tag": "upstream"}))
+  path = str(seed / "ea_adam" / "merged" / "best" / "variables")
+  assert recorded_config(str(tmp_path), 0, path, "ea_adam/merged") is None
+  (seed / "ea_adam" / "merged" / "config.json").write_text(json.dumps({"tag": "own"}))
+  assert recorded_config(str(tmp_path), 0, path, "ea_adam/merged").tag == "own"

@@ -172,3 +172,17 @@ def test_one_process_holds_every_row_and_batches_as_before():
   np.testing.assert_array_equal(np.asarray(last["label"]), [5, 0, 0, 0])
   np.testing.assert_array_equal(np.asarray(last["image"])[0], images[4])
   assert not np.asarray(last["image"])[1:].any()
+
+
+def test_on_lets_jax_detect_the_process_count_a_process_id_leaves_out(monkeypatch):
+  """'auto' refuses a process id without a count (it joined nothing); 'on' hands it to
+  jax.distributed.initialize, whose cluster detection (Slurm, Kubernetes) fills it in."""
+  import jax
+  from fdjax import distributed
+  calls = []
+  monkeypatch.setattr(jax.distributed, "initialize", lambda **kw: calls.append(kw))
+  monkeypatch.setattr(distributed, "_initialized", False)
+  for name in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
+    monkeypatch.delenv(name, raising=False)
+  assert distributed.initialize("on", process_id=1) is True
+  assert calls == [{"coordinator_address": None, "num_processes": None, "process_id": 1}]

@@ -150,8 +150,11 @@ def record_config(stage_dir: str, config) -> None:
   reused) with, what ``fdjax.load_model`` builds its model from. The run's own
   ``config.json`` is the latest run's, which may have trained other stages under
   another config (a later ``--config.methods=scratch --config.data.normalization=...``)
-  and left this stage as it was. Process 0 writes; nothing for a stage without a folder."""
-  if os.path.isdir(stage_dir):
-    write_once(lambda: write_json(os.path.join(stage_dir, CONFIG_FILE),
-                                  json.loads(config.to_json_best_effort()), indent=2),
-               f"stage config {stage_dir}")
+  and left this stage as it was. Process 0 writes (nothing for a stage without a
+  folder); every process passes the barrier, whatever its view of the folder."""
+  def write():
+    if os.path.isdir(stage_dir):
+      write_json(os.path.join(stage_dir, CONFIG_FILE),
+                 json.loads(config.to_json_best_effort()), indent=2)
+
+  write_once(write, f"stage config {stage_dir}")
