@@ -9,14 +9,8 @@ cores, ``fdjax.cpu_flags``; BUILD_NOTES.md, "XLA:CPU convolutions on two cores")
 1.5 days; not yet timed on an accelerator.
 ``configs/cifar10_resnet56.py:runlocal`` shrinks everything for a smoke test.
 
-Where the paper's text and its official code differ, the defaults follow the text: salt
-noise at 255 (the code writes 1), Ensemble ties broken by the summed softmax over the
-tied classes (the code: summed logits over all classes) and the fused model's BatchNorm
-statistics averaged (the code keeps the first expert's). To run as the code does, add
-``--config.degradations=jpeg,blur,awgn,sapn_paper --config.ensemble_ties=paper_code
---config.fusion.init_batch_stats=paper``. The code's combined steps also hold the same
-images in every share (one loader per degradation, all seeded alike), where fdjax's
-shares draw their own (``fdjax.data.share_pools``).
+Where the paper's text and its official code differ, the defaults follow the text
+(``fdjax.config.PAPER_CODE``: what differs, and the overrides that run as the code does).
 """
 
 from fdjax.config import TRAINING_STAGES, apply_runlocal, base_config, config_variants

@@ -38,6 +38,15 @@ def parse_ints(text, field: str) -> list[int]:
     raise ValueError(f"config.{field} must be comma-separated integers, got {text!r}") from e
 
 
+# Where FusionDistill's paper and its official code differ, fdjax's defaults follow the
+# paper's text: salt noise at 255 (the code writes 1), Ensemble ties broken by the summed
+# softmax over the tied classes (the code: summed logits over all classes), the fused
+# model's BatchNorm statistics averaged (the code keeps the first expert's). These
+# overrides run as the code does. (The code's combined steps also hold the same images in
+# every share, its loaders seeded alike; fdjax's shares draw their own:
+# ``fdjax.data.share_pools``.)
+PAPER_CODE = ("--config.degradations=jpeg,blur,awgn,sapn_paper",
+              "--config.ensemble_ties=paper_code", "--config.fusion.init_batch_stats=paper")
 DEFAULT_BETA2 = 0.999   # Adam's / RAdam's second-moment decay: PyTorch's betas[1]
 DEFAULT_DECAY = 0.2     # multistep's factor at each milestone
 ILIAC_COS_WEIGHT = 1.0  # experts.cos_weight: ILIAC's feature term, read with loss='iliac'

@@ -75,3 +75,20 @@ def test_the_paper_configs_train_on_the_whole_training_split(name):
   config = load_config_file(str(REPO / "configs" / name))
   assert config.data.validation_fraction == 0.0
   assert config.selection == "last" and config.fusion.soup != "greedy"
+
+
+def test_the_paper_code_overrides_are_valid_config_overrides():
+  """``fdjax.config.PAPER_CODE`` (quoted by the CIFAR configs) names real fields and
+  values: applied to the CIFAR config they validate and change what they say."""
+  from fdjax.config import PAPER_CODE
+  config = load_config_file(str(REPO / "configs" / "cifar10_folder.py"))
+  for flag in PAPER_CODE:
+    dotted, value = flag[len("--config."):].split("=")
+    *blocks, last = dotted.split(".")
+    node = config
+    for b in blocks:
+      node = node[b]
+    node[last] = value
+  validate_config(config)
+  assert config.degradations.endswith("sapn_paper") and config.ensemble_ties == "paper_code"
+  assert config.fusion.init_batch_stats == "paper"
