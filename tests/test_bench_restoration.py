@@ -49,6 +49,13 @@ def test_restoration_bench_times_the_torch_peer_with_a_ratio(capsys):
   found = re.search(r"\nunet +[0-9,]+ params  train +([0-9.]+) patches/s  \(PyTorch "
                     r"([0-9.]+) patches/s: ([0-9.]+)x\)", out)
   assert found, out
+  # and its inference, with fdjax's ratio to it (to the printed rounding)
+  inference = re.search(r"inference +([0-9.]+) megapixels/s  \(PyTorch ([0-9.]+) megapixels/s: "
+                        r"([0-9.]+)x\)", out)
+  assert inference, out
+  mine, theirs, times = map(float, inference.groups())
+  assert (mine - 0.005) / (theirs + 0.005) - 0.005 <= times <= (
+      mine + 0.005) / (theirs - 0.005) + 0.005
   ours, peer, ratio = map(float, found.groups())
   # Both rates are printed to 0.1 patches/s and the ratio to 0.01 (from the unrounded
   # rates): the printed rates bound it to within their rounding.

@@ -22,8 +22,9 @@ experts, ``--moe-stages`` routed per pixel, top-``--k``) with random weights, an
 ``--torch`` (needs PyTorch; plain ``unet`` only): the same U-Net in PyTorch
 (``fdjax.bench.torch_unet``, NCHW, ``torch.optim.RAdam``, L1, one thread per CPU of
 the process; on the GPU when JAX runs on one and PyTorch sees it, ``torch_device``) on
-the same batch, timed alternately with fdjax's step; the line adds its patches/s and
-fdjax's ratio to it. Its parameter count is checked against fdjax's U-Net first (the
+the same batch, timed alternately with fdjax's step, and its forward pass on the
+inference images (``torch.no_grad``, eval mode); the line adds its patches/s and
+megapixels/s and fdjax's ratio to each. Its parameter count is checked against fdjax's U-Net first (the
 two must be the same network). ``--cpus N`` pins the process to N CPUs (PyTorch then
 uses N threads): under load a multi-threaded PyTorch step slows far more than XLA's
 (40x at a load of 10 on 2 CPUs), and ``--cpus 1`` keeps the ratio meaningful.
@@ -39,6 +40,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import time
 
 import jax
 import jax.numpy as jnp
@@ -133,6 +135,35 @@ def torch_train_runner(args, params: int):
   return run
 
 
+def torch_inference_rate(args) -> float:
+  """PyTorch's inference of the plain U-Net (``--torch``) in images/s: the forward pass
+  under ``torch.no_grad`` in eval mode on ``--infer-batch`` images of ``--infer-size``
+  squared, timed as ``fdjax.moe.images_per_second`` times fdjax's (one untimed call, then
+  the median of ``--repeats`` calls, each synchronised)."""
+  import torch  # pylint: disable=import-outside-toplevel
+  from fdjax.bench import torch_unet  # pylint: disable=import-outside-toplevel
+
+  device = torch_device()
+  torch.manual_seed(0)
+  model = torch_unet.UNet(args.width, args.depth).eval().to(device)
+  images = torch.rand(args.infer_batch, 3, args.infer_size, args.infer_size, device=device)
+  autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=args.dtype == "bfloat16")
+
+  def call() -> None:
+    with torch.no_grad(), autocast:
+      model(images)
+    if device == "cuda":
+      torch.cuda.synchronize()
+
+  call()
+  times = []
+  for _ in range(args.repeats):
+    start = time.perf_counter()
+    call()
+    times.append(time.perf_counter() - start)
+  return args.infer_batch / statistics.median(times)
+
+
 def torch_device() -> str:
   """Where the PyTorch peer runs: ``'cuda'`` when JAX runs on a GPU and PyTorch sees one
   (the two then share the accelerator), else ``'cpu'``."""
@@ -143,7 +174,7 @@ def torch_device() -> str:
 
 def measure(variant: str, args) -> dict:
   """``{'params', 'patches_per_s', 'megapixels_per_s'}`` of one variant (and
-  ``'torch_patches_per_s'`` for ``unet`` with ``--torch``)."""
+  ``'torch_patches_per_s'``, ``'torch_megapixels_per_s'`` for ``unet`` with ``--torch``)."""
   model = build(variant, args)
   # Random weights (speed does not depend on them); rbg keys and one jitted init compile
   # far faster on CPU than threefry's, op by op.
@@ -163,6 +194,7 @@ def measure(variant: str, args) -> dict:
             "megapixels_per_s": ips * args.infer_size ** 2 / 1e6}
   if "torch" in rate:
     result["torch_patches_per_s"] = rate["torch"]
+    result["torch_megapixels_per_s"] = torch_inference_rate(args) * args.infer_size ** 2 / 1e6
   return result
 
 
@@ -239,8 +271,12 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     peer = (f"  (PyTorch {r['torch_patches_per_s']:.1f} patches/s: "
             f"{r['patches_per_s'] / r['torch_patches_per_s']:.2f}x)"
             if "torch_patches_per_s" in r else "")
+    infer_peer = (f"  (PyTorch {r['torch_megapixels_per_s']:.2f} megapixels/s: "
+                  f"{r['megapixels_per_s'] / r['torch_megapixels_per_s']:.2f}x)"
+                  if "torch_megapixels_per_s" in r else "")
     print(f"{label:<36} {r['params']:>9,} params  train {r['patches_per_s']:8.1f} patches/s"
-          f"{peer}  inference {r['megapixels_per_s']:7.2f} megapixels/s", flush=True)
+          f"{peer}  inference {r['megapixels_per_s']:7.2f} megapixels/s{infer_peer}",
+          flush=True)
     results[variant] = r
   note = host.load_note(load)
   if note:
