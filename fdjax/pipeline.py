@@ -153,7 +153,7 @@ def _run(config, workdir: str, methods, seeds, command=None) -> list[report.Reco
   check_same("the stages' fingerprints (the data's contents, the code's rules)",
              json.dumps(fingerprints, sort_keys=True))
   # Written once every seed's stages matched: a refused run leaves the run's own config
-  # (what fdjax.load_model builds its models from) as it was.
+  # (what fdjax.load_model builds a model from when its stage recorded none) as it was.
   write_once(lambda: _write_config(config, workdir), "config.json")
   records, extra = [], []
   outputs = {m.name: [] for m in methods}
