@@ -7,9 +7,14 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+import json
+import os
 from typing import Sequence
 
+from fdjax.json_files import write_json
 from fdjax.validate_values import MISSING, get
+
+CONFIG_JSON = "config.json"   # a run's config, and each finished stage's
 
 def field_names(config, prefix: str = "") -> list[str]:
   """Every dotted field name of ``config``, blocks included (``'clean'``,
@@ -84,6 +89,14 @@ def unknown_override_message(argv: Sequence[str], flag: str = "config") -> str |
     if key not in names:
       return unknown_field_message(config, key)
   return None
+
+
+def write_config_json(folder: str, config) -> None:
+  """``<folder>/config.json``: ``config`` (a ConfigDict) as plain JSON, written whole
+  (``fdjax.json_files.write_json``: a stop signal raises wherever the program is, and
+  ``fdjax.load_model`` reads the file)."""
+  write_json(os.path.join(folder, CONFIG_JSON), json.loads(config.to_json_best_effort()),
+             indent=2)
 
 
 def load_config_file(spec: str):

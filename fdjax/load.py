@@ -34,6 +34,7 @@ import ml_collections
 
 from fdjax import tasks
 from fdjax.config import parse_list
+from fdjax.config_fields import CONFIG_JSON
 from fdjax.errors import UserError
 from fdjax.eval.metric import jit_clean, on_devices, predictor
 from fdjax.image_input import checked_batch
@@ -124,7 +125,7 @@ def recorded_config(workdir: str, seed: int, path: str, stage: str
   top = os.path.abspath(os.path.join(workdir, f"seed_{seed}", stage))
   folder = os.path.dirname(os.path.abspath(path))
   while folder == top or folder.startswith(top + os.sep):
-    candidate = os.path.join(folder, "config.json")
+    candidate = os.path.join(folder, CONFIG_JSON)
     if os.path.exists(candidate):
       try:
         with open(candidate) as f:

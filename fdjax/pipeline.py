@@ -18,6 +18,7 @@ from absl import logging
 
 from fdjax import methods as methods_lib
 from fdjax.config import parse_ints
+from fdjax.config_fields import write_config_json
 from fdjax.distributed import check_same, is_main_process, write_once
 from fdjax.errors import ConfigError
 from fdjax.eval import per_image as per_image_lib
@@ -154,7 +155,7 @@ def _run(config, workdir: str, methods, seeds, command=None) -> list[report.Reco
              json.dumps(fingerprints, sort_keys=True))
   # Written once every seed's stages matched: a refused run leaves the run's own config
   # (what fdjax.load_model builds a model from when its stage recorded none) as it was.
-  write_once(lambda: _write_config(config, workdir), "config.json")
+  write_once(lambda: write_config_json(workdir, config), "config.json")
   records, extra = [], []
   outputs = {m.name: [] for m in methods}
   ctx = None
@@ -287,10 +288,3 @@ def _write_run_info(dataset, workdir: str, command: str | None = None) -> None:
               "image_shape": list(dataset.image_shape),
               "class_names": list(dataset.class_names),
               **({"command": command} if command else {})}, indent=2)
-
-
-def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """``config.json``, atomically: a stop signal raises wherever the program is, and
-  ``fdjax.load_model`` reads this file."""
-  write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json_best_effort()),
-             indent=2)

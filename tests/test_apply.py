@@ -22,6 +22,7 @@ from fdjax import load as load_lib
 from fdjax import methods as methods_lib
 from fdjax import pipeline, tasks
 from fdjax.config import base_config
+from fdjax.config_fields import write_config_json
 from fdjax.errors import UserError
 from fdjax.eval import inference
 from fdjax.load import ModelNotInRunError, RunError, StageNotFinishedError, UnknownModelError
@@ -38,7 +39,7 @@ def make_run(workdir, config, image_shape, stages, *, num_classes=0, class_names
   variables of the task's model in ``seed_0/<stage>/variables`` for each of ``stages``.
   Returns the model and ``{stage: variables}``."""
   os.makedirs(workdir, exist_ok=True)
-  pipeline._write_config(config, str(workdir))
+  write_config_json(str(workdir), config)
   dataset = types.SimpleNamespace(name="tiny", num_classes=num_classes,
                                   image_shape=image_shape, class_names=list(class_names))
   pipeline._write_run_info(dataset, str(workdir))

@@ -30,6 +30,7 @@ from typing import Any, Mapping
 
 from absl import logging
 
+from fdjax.config_fields import write_config_json
 from fdjax.distributed import barrier, write_once
 from fdjax.errors import UserError
 from fdjax.json_files import read_json, write_json
@@ -142,9 +143,6 @@ def check_or_record(stage_dir: str, name: str, fields: Mapping[str, Any],
   return new
 
 
-CONFIG_FILE = "config.json"
-
-
 def record_config(stage_dir: str, config) -> None:
   """Writes ``<stage_dir>/config.json``: the whole config a finished stage was made (or
   reused) with, what ``fdjax.load_model`` builds its model from. The run's own
@@ -154,7 +152,6 @@ def record_config(stage_dir: str, config) -> None:
   folder); every process passes the barrier, whatever its view of the folder."""
   def write():
     if os.path.isdir(stage_dir):
-      write_json(os.path.join(stage_dir, CONFIG_FILE),
-                 json.loads(config.to_json_best_effort()), indent=2)
+      write_config_json(stage_dir, config)
 
   write_once(write, f"stage config {stage_dir}")
