@@ -61,27 +61,29 @@ def _restoration_block(config, problems: list[str]) -> None:
   if block is None:
     return
   from fdjax.config import base_config
-  default_model = base_config().model
-  changed = sorted(k for k, v in (config.get("model") or {}).items()
-                   if default_model.get(k, v) != v)
-  if changed:   # the classifier's block: the restoration task reads restoration.*
-    problems.append(f"model.{', model.'.join(changed)}: config.model is the classifier's; "
-                    f"config.task='restoration' builds its model from restoration.* "
-                    f"(restoration.dtype, restoration.depth, restoration.width, ...)")
-  # The classifier's augmentation and input normalization: a restorer reads neither
-  # (restoration.flip, restoration.rot90; images in 0..1), so a changed value did nothing.
-  default_augment = base_config().augment
-  changed = sorted(k for k, v in (config.get("augment") or {}).items()
-                   if default_augment.get(k, v) != v)
-  if changed:
-    problems.append(f"augment.{', augment.'.join(changed)}: config.augment is the "
-                    f"classifier's; config.task='restoration' augments with "
+  # The classifier's fields, which a restorer never reads (its model from restoration.*,
+  # its augmentation restoration.flip and .rot90, images in 0..1): a changed value did
+  # nothing.
+  defaults = base_config()
+
+  def changed(name: str) -> list[str]:
+    return sorted(k for k, v in (config.get(name) or {}).items()
+                  if defaults[name].get(k, v) != v)
+
+  if model := changed("model"):
+    problems.append(f"model.{', model.'.join(model)}: config.model is the "
+                    f"classifier's; config.task='restoration' builds its model from "
+                    f"restoration.* (restoration.dtype, restoration.depth, "
+                    f"restoration.width, ...)")
+  if augment := changed("augment"):
+    problems.append(f"augment.{', augment.'.join(augment)}: config.augment is "
+                    f"the classifier's; config.task='restoration' augments with "
                     f"restoration.flip and restoration.rot90")
   normalization = (config.get("data") or {}).get("normalization")
-  if normalization is not None and normalization != base_config().data.normalization:
+  if normalization is not None and normalization != defaults.data.normalization:
     problems.append(f"data.normalization={normalization!r}: the classifier's input "
                     f"normalization; config.task='restoration' feeds its models images "
-                    f"in 0..1 (leave it at {base_config().data.normalization!r})")
+                    f"in 0..1 (leave it at {defaults.data.normalization!r})")
   for key in sorted(set(block.keys()) - set(DEFAULTS)):
     near = difflib.get_close_matches(key, list(DEFAULTS), n=3, cutoff=0.5)
     problems.append(f"restoration.{key} is not a restoration field"
