@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import time
 
 import jax
 import jax.numpy as jnp
@@ -138,8 +137,8 @@ def torch_train_runner(args, params: int):
 def torch_inference_rate(args) -> float:
   """PyTorch's inference of the plain U-Net (``--torch``) in images/s: the forward pass
   under ``torch.no_grad`` in eval mode on ``--infer-batch`` images of ``--infer-size``
-  squared, timed as ``fdjax.moe.images_per_second`` times fdjax's (one untimed call, then
-  the median of ``--repeats`` calls, each synchronised)."""
+  squared, timed by ``fdjax.moe.images_per_second`` as fdjax's is (one untimed call,
+  then the median of ``--repeats`` calls, each synchronised)."""
   import torch  # pylint: disable=import-outside-toplevel
   from fdjax.bench import torch_unet  # pylint: disable=import-outside-toplevel
 
@@ -149,19 +148,13 @@ def torch_inference_rate(args) -> float:
   images = torch.rand(args.infer_batch, 3, args.infer_size, args.infer_size, device=device)
   autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=args.dtype == "bfloat16")
 
-  def call() -> None:
+  def predict(_, batch) -> None:   # returns nothing for block_until_ready to wait on
     with torch.no_grad(), autocast:
-      model(images)
+      model(batch)
     if device == "cuda":
       torch.cuda.synchronize()
 
-  call()
-  times = []
-  for _ in range(args.repeats):
-    start = time.perf_counter()
-    call()
-    times.append(time.perf_counter() - start)
-  return args.infer_batch / statistics.median(times)
+  return moe.images_per_second(predict, None, images, warmup=1, repeats=args.repeats)
 
 
 def torch_device() -> str:
