@@ -46,7 +46,7 @@ from fdjax.distributed import write_once
 from fdjax.json_files import read_json, write_json
 from fdjax.methods import fusiondistill_moe
 from fdjax.methods.base import Loadable, Method, Output, one_model
-from fdjax.moe.cost import model_cost, param_count
+from fdjax.moe.cost import inference_flops, param_count
 from fdjax.population.evolution import EvolutionConfig, init_evolution
 from fdjax.population.families import objectives_of
 from fdjax.population.fitness import validation_subset
@@ -275,9 +275,10 @@ def _dynamic_cost(ctx, variables) -> dict:
   network) relative to one dense model's, counted by XLA as the MoE rows' are."""
   network = DynamicNetwork(ctx.model, _predictor(ctx))
   shape = fusiondistill_moe.cost_shape(ctx, ctx.model)
-  result = model_cost(lambda v, x: network.apply(v, x)[0], variables, shape)
-  result["params"] = param_count(variables["members"]) + param_count(
-      {"params": variables["predictor"]})   # parameters only (not BatchNorm statistics)
+  # parameters only (the members' BatchNorm statistics are not)
+  params = param_count(variables["members"]) + param_count({"params": variables["predictor"]})
+  result = {"flops": inference_flops(lambda v, x: network.apply(v, x)[0], variables, shape),
+            "params": params, "active_params": params}
   dense = fusiondistill_moe.cost(ctx, ctx.model, ctx.template_variables())
   return {key: value for key, value in fusiondistill_moe.cost_columns(result, dense).items()
           if key != "active params"}
