@@ -48,8 +48,7 @@ def main(argv: list[str]) -> None:
   parser.add_argument("--workdir", default="",
                       help="a finished run: measure its FusionDistill and trained MoE students")
   args = parser.parse_args(argv)
-  if args.repeats < 1:
-    parser.error("--repeats must be at least 1")
+  host.at_least_one(parser, args, "repeats")
   load = host.load_average()   # at the start, as every bench: before its own load
 
   if args.workdir:

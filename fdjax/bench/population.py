@@ -47,8 +47,7 @@ def main(argv: list[str]) -> dict:
   parser.add_argument("--repeats", type=int, default=5)
   parser.add_argument("--member-loop", default="auto", choices=("auto", "vmap", "unroll"))
   args = parser.parse_args(argv)
-  if args.repeats < 1:
-    parser.error("--repeats must be at least 1")
+  host.at_least_one(parser, args, "repeats")
   load = host.load_average()   # at the start, as every bench: before its own load
 
   model, task = cifar_resnet(args.depth, 10, "reference"), ClassificationTask()
