@@ -127,3 +127,39 @@ def test_images_off_the_data_range_scale_are_refused_when_known(pairs):
   # Traced images are not checked (the task's jitted scorer), and agree with the eager call.
   traced = jax.jit(lambda x, y: iq.psnr(x * 255.0, y * 255.0))(a, b)
   np.testing.assert_allclose(np.asarray(traced), np.asarray(iq.psnr(clean, noisy)), rtol=1e-5)
+
+
+def test_a_greyscale_reference_on_y_is_scored_on_its_grey_values_as_matlab(pairs):
+  """MATLAB's scripts score a one-channel image on its grey values (no rgb2ycbcr); fdjax
+  reads such a file as three equal channels, whose Y is 16 + 219/255 grey (1.32 dB
+  high), unless told ``grey``. The restored image is taken on its full-range luma, its
+  grey value where its channels are equal."""
+  from PIL import Image
+  clean, noisy = pairs
+  grey = np.asarray(Image.fromarray(clean[0]).convert("L"))            # [H, W] uint8
+  rng = np.random.default_rng(1)
+  grey_noisy = np.clip(np.round(grey + rng.normal(0, 12, grey.shape)), 0, 255).astype(np.uint8)
+  target, restored = (np.repeat(g[..., None], 3, -1) for g in (grey, grey_noisy))
+  on_grey = peak_signal_noise_ratio(grey, grey_noisy, data_range=255)
+  assert float(iq.psnr(restored, target, y_channel=True, shave=4, grey=True)) == pytest.approx(
+      peak_signal_noise_ratio(grey[4:-4, 4:-4], grey_noisy[4:-4, 4:-4], data_range=255),
+      abs=1e-3)
+  assert float(iq.ssim(restored, target, y_channel=True, shave=4, grey=True)) == pytest.approx(
+      reference_ssim(grey[4:-4, 4:-4], grey_noisy[4:-4, 4:-4], channel_axis=None), abs=2e-5)
+  # Not told: BT.601 Y of the equal channels, 20 log10(255/219) dB higher (BasicSR's).
+  as_y = peak_signal_noise_ratio(rgb2ycbcr(target)[..., 0], rgb2ycbcr(restored)[..., 0],
+                                 data_range=255)
+  assert as_y - on_grey == pytest.approx(20 * np.log10(255 / 219), abs=1e-3)
+  assert float(iq.psnr(restored, target, y_channel=True)) == pytest.approx(as_y, abs=1e-3)
+  # A colour output against the grey target: its full-range luma against the grey values.
+  luma = (rgb2ycbcr(noisy[0])[..., 0] - 16) * 255 / 219
+  assert float(iq.psnr(noisy[0], target, y_channel=True, grey=True)) == pytest.approx(
+      10 * np.log10(255 ** 2 / np.mean((luma - grey) ** 2)), abs=1e-3)
+  # Per image in a batch, under jit; RGB scoring ignores the flag (three equal channels).
+  flags = np.array([True, False])
+  batch = jax.jit(lambda a, b, g: iq.psnr(a, b, y_channel=True, grey=g))(
+      np.stack([restored, noisy[1]]), np.stack([target, clean[1]]), flags)
+  np.testing.assert_allclose(np.asarray(batch), [on_grey, peak_signal_noise_ratio(
+      rgb2ycbcr(clean[1])[..., 0], rgb2ycbcr(noisy[1])[..., 0], data_range=255)], atol=1e-3)
+  assert float(iq.psnr(restored, target, grey=True)) == pytest.approx(
+      peak_signal_noise_ratio(target, restored, data_range=255), abs=1e-4)

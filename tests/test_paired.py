@@ -338,3 +338,45 @@ def test_pairs_match_by_name_whatever_the_file_order_and_max_images_counts_the_s
   d = load_paired(tmp_path / "set", input_dir="rainy", target_dir="norain", select="rain-*",
                   max_images=1)
   assert d.names == ("rain-1",) and int(d.targets[0][0, 0, 0]) == 130
+
+
+def test_one_channel_files_are_flagged_and_scored_on_their_grey_values_on_y(tmp_path):
+  """MATLAB scores a one-channel reference on its grey values: the flag comes from the
+  file (L, LA, 16-bit I, 1-bit), not from equal channels (an RGB file of a grey photo
+  is scored on Y), and reaches the task's scores through the evaluation batches."""
+  from fdjax.data import restoration_sets
+  from fdjax.data.testsets import TestSet
+  from fdjax.tasks.restoration import RestorationTask
+
+  rng = np.random.default_rng(2)
+  grey = rng.integers(0, 256, (16, 16), dtype=np.uint8)
+  for name, image in (("a_l", grey), ("b_rgb", np.repeat(grey[..., None], 3, -1)),
+                      ("c_colour", rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)),
+                      ("d_la", np.stack([grey, grey], -1)), ("e_i16", grey.astype(np.uint16) * 257)):
+    write_png(tmp_path / "set" / f"{name}.png", image)
+  Image.fromarray(grey > 127).save(tmp_path / "set" / "f_bits.png")
+  images = load_paired(tmp_path / "set")
+  assert images.grey == (True, False, False, True, True, True)
+  # kept through the set's operations; one that holds none carries no flag (no field)
+  assert restoration_sets.modcrop(images.take([2, 0]), 8).grey == (False, True)
+  assert images.take([1, 2]).grey is None
+  joined = restoration_sets._concat([images.take([1]), images.take([0])], prefix=True)
+  assert joined.grey == (False, True)
+  (_, group), = images.by_size()
+  np.testing.assert_array_equal(group.fields["grey"], images.grey)
+  assert "grey" not in images.take([1, 2]).by_size()[0][1].fields
+  assert "grey" not in images.tiles(8).fields   # training tiles: scored as three channels
+  # an RGB copy of the same pixels is another test set (its cached scores are not served)
+  as_rgb = type(images)(images.name, images.names, images.targets)
+  assert TestSet.of_images(images).digest() != TestSet.of_images(as_rgb).digest()
+  # the task's per-image PSNR on Y: grey values for the flagged files, Y for the others
+  noisy = np.clip(group.fields["image"].astype(int) + rng.integers(-9, 10, (6, 16, 16, 1)),
+                  0, 255).astype(np.uint8)
+  got = RestorationTask(y_channel=True).per_image(noisy.astype(np.float32),
+                                                  dict(group.fields))["psnr"]
+  def ref(out, target, on_grey):
+    f = (lambda x: x[..., 0].astype(np.float64)) if on_grey else (
+        lambda x: 16 + x.astype(np.float64) @ [65.481, 128.553, 24.966] / 255)
+    return 10 * np.log10(255.0 ** 2 / np.mean((f(out) - f(target)) ** 2))
+  np.testing.assert_allclose(np.asarray(got), [ref(o, t, g) for o, t, g in zip(
+      noisy, group.fields["image"], images.grey)], atol=1e-3)

@@ -52,6 +52,13 @@ def upright_size(im: Image.Image) -> tuple[int, int]:
   return (h, w) if _orientation(im) in (5, 6, 7, 8) else (w, h)
 
 
+def one_channel(im: Image.Image) -> bool:
+  """Whether ``im`` is a greyscale file (PIL bands L, I or 1, with or without alpha):
+  MATLAB reads it as one channel (``size(im, 3) == 1``), ``rgb_uint8`` as three equal
+  ones."""
+  return [b for b in im.getbands() if b not in ("A", "a")] in (["L"], ["I"], ["1"])
+
+
 def rgb_uint8(im: Image.Image) -> np.ndarray:
   """uint8 RGB ``[H, W, 3]`` (0..255) of PIL image ``im``, upright by its EXIF orientation
   (as viewers show a camera's photo; every loader, training and ``fdjax.apply`` alike).

@@ -3,7 +3,8 @@
     python -m fdjax.data.pair_check --set=../shared/data/restoration/raintrain.tar
 
 Per pair (input against target, both uint8 0..255): the size, PSNR on RGB and on the Y
-channel (dB, whole image), the fraction of pixels whose BT.601 luma the input RAISES and
+channel (dB, whole image; a one-channel target on its grey values, as the evaluation
+scores it, ``fdjax.eval.image_quality``), the fraction of pixels whose BT.601 luma the input RAISES and
 LOWERS by more than ``--threshold`` (luma units, 0..255 scale; default 12.75 = 5 % of the
 range), and the mean shift input - target of each colour channel (0..255 units).
 
@@ -47,14 +48,15 @@ def pair_rows(images: PairedImages, threshold: float = THRESHOLD) -> list[dict]:
     raise ValueError(f"{images.name}: pair_rows needs a paired set (inputs and targets)")
   weights = np.asarray(image_quality.BT601_WEIGHTS, np.float64) / 255.0
   rows = []
-  for name, target, degraded in zip(images.names, images.targets, images.inputs):
+  greys = images.grey or (False,) * len(images)
+  for name, target, degraded, grey in zip(images.names, images.targets, images.inputs, greys):
     diff = degraded.astype(np.float64) - target
     luma = diff @ weights
     shift = diff.reshape(-1, 3).mean(axis=0)
     rows.append(dict(
         name=name, size=f"{target.shape[1]}x{target.shape[0]}",
         psnr_rgb=float(image_quality.psnr(degraded, target)),
-        psnr_y=float(image_quality.psnr(degraded, target, y_channel=True)),
+        psnr_y=float(image_quality.psnr(degraded, target, y_channel=True, grey=grey)),
         raised=float(np.mean(luma > threshold)), lowered=float(np.mean(luma < -threshold)),
         shift_r=float(shift[0]), shift_g=float(shift[1]), shift_b=float(shift[2]),
         identical=bool(np.array_equal(degraded, target))))

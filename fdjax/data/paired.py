@@ -42,7 +42,7 @@ import numpy as np
 from PIL import Image
 
 from fdjax.data import archive
-from fdjax.data._decode import UnsupportedImageError, rgb_uint8
+from fdjax.data._decode import UnsupportedImageError, one_channel, rgb_uint8
 from fdjax.data.folder import IMAGE_EXTENSIONS, nfc
 from fdjax.data.splits import ImageSet
 from fdjax.errors import ConfigError, DataError, MissingDataError
@@ -60,17 +60,25 @@ class PairedImages:
     names: file names without extension, sorted.
     targets: clean images, uint8 ``[H_i, W_i, 3]`` (0..255), one per name.
     inputs: degraded images shaped like their targets, or None (clean-only).
+    grey: per target, whether its file holds one channel (``_decode.one_channel``; its
+      three channels are then equal), or None where none does. ``by_size`` passes it on
+      as the field 'grey' (bool ``[n]``), by which scoring on Y takes such a reference on
+      its grey values (``fdjax.eval.image_quality``); training tiles do not carry it.
   """
 
   name: str
   names: tuple[str, ...]
   targets: tuple[np.ndarray, ...]
   inputs: tuple[np.ndarray, ...] | None = None
+  grey: tuple[bool, ...] | None = None
 
   def __post_init__(self):
     if len(self.targets) != len(self.names) or (
-        self.inputs is not None and len(self.inputs) != len(self.names)):
-      raise ValueError("PairedImages needs one target (and input) per name")
+        self.inputs is not None and len(self.inputs) != len(self.names)) or (
+        self.grey is not None and len(self.grey) != len(self.names)):
+      raise ValueError("PairedImages needs one target (and input, and grey flag) per name")
+    if self.grey is not None and not any(self.grey):
+      object.__setattr__(self, "grey", None)
 
   @property
   def paired(self) -> bool:
@@ -85,15 +93,17 @@ class PairedImages:
 
   def _fields(self, indices: Sequence[int]) -> ImageSet:
     targets = np.stack([self.targets[i] for i in indices])
+    grey = {} if self.grey is None else {"grey": np.asarray([self.grey[i] for i in indices])}
     if not self.paired:
-      return ImageSet.from_fields({"image": targets})
+      return ImageSet.from_fields({"image": targets, **grey})
     return ImageSet.from_fields({"image": np.stack([self.inputs[i] for i in indices]),
-                                 "target": targets})
+                                 "target": targets, **grey})
 
   def take(self, indices: Sequence[int]) -> "PairedImages":
     """The images at ``indices``, in that order."""
     pick = lambda xs: None if xs is None else tuple(xs[i] for i in indices)
-    return PairedImages(self.name, pick(self.names), pick(self.targets), pick(self.inputs))
+    return PairedImages(self.name, pick(self.names), pick(self.targets), pick(self.inputs),
+                        pick(self.grey))
 
   def by_size(self) -> list[tuple[np.ndarray, ImageSet]]:
     """``[(indices int [n], split)]``: one ``ImageSet`` per image size, sizes in order of
@@ -197,10 +207,11 @@ def _selected(root: Path, names: list[str], pattern: str | None) -> list[str]:
   return keep
 
 
-def _read(path: Path) -> np.ndarray:
+def _read(path: Path) -> tuple[np.ndarray, bool]:
+  """``(uint8 RGB [H, W, 3], whether the file holds one channel)``."""
   try:
     with Image.open(path) as im:
-      return rgb_uint8(im)
+      return rgb_uint8(im), one_channel(im)
   except (OSError, SyntaxError, Image.DecompressionBombError, UnsupportedImageError) as e:
     raise DataError(f"cannot decode image {path}: {e}") from None
 
@@ -245,7 +256,9 @@ def _load(tree: Path, name: str, input_dir, target_dir, max_images, select) -> P
                     f"{sorted(IMAGE_EXTENSIONS)})")
   if input_dir is None:
     names = _selected(root, sorted(targets), select)[:max_images or None]
-    return PairedImages(name, tuple(names), tuple(_read(targets[n]) for n in names))
+    read = [_read(targets[n]) for n in names]
+    return PairedImages(name, tuple(names), tuple(r[0] for r in read),
+                        grey=tuple(r[1] for r in read))
   inputs = _images_by_stem(root / input_dir, warn=True)
   if set(inputs) != set(targets):
     only_in, only_tg = sorted(set(inputs) - set(targets)), sorted(set(targets) - set(inputs))
@@ -256,17 +269,19 @@ def _load(tree: Path, name: str, input_dir, target_dir, max_images, select) -> P
     raise DataError(f"{root}: {' and '.join(parts)} (pairs share a file name without "
                     f"extension)")
   names = _selected(root, sorted(targets), select)[:max_images or None]
-  target_images, input_images = [], []
+  target_images, input_images, grey = [], [], []
   for n in names:
-    target, degraded = _read(targets[n]), _read(inputs[n])
+    (target, one), (degraded, _) = _read(targets[n]), _read(inputs[n])
     if target.shape != degraded.shape:
       raise DataError(f"{inputs[n]} is {degraded.shape[1]}x{degraded.shape[0]} (width x "
                       f"height) but its target {targets[n]} is {target.shape[1]}x"
                       f"{target.shape[0]}; a pair must share one size")
     target_images.append(target)
     input_images.append(degraded)
+    grey.append(one)
   same = [n for n, t, x in zip(names, target_images, input_images) if np.array_equal(t, x)]
   if same:
     log.warning("%s: %d pair(s) have an input identical to the target, so they teach "
                 "nothing (and score infinite PSNR): %s", root, len(same), same[:SHOWN])
-  return PairedImages(name, tuple(names), tuple(target_images), tuple(input_images))
+  return PairedImages(name, tuple(names), tuple(target_images), tuple(input_images),
+                      tuple(grey))

@@ -110,7 +110,9 @@ def _concat(sets: list[PairedImages], prefix: bool = False) -> PairedImages:
   if len(sets) == 1:
     return sets[0]
   names = sum((tuple(f"{s.name}/{n}" for n in s.names) if prefix else s.names for s in sets), ())
-  return PairedImages("+".join(s.name for s in sets), names, sum((s.targets for s in sets), ()))
+  grey = sum((s.grey or (False,) * len(s) for s in sets), ())
+  return PairedImages("+".join(s.name for s in sets), names, sum((s.targets for s in sets), ()),
+                      grey=grey)
 
 
 def modcrop(images: PairedImages, multiple: int) -> PairedImages:
@@ -120,7 +122,8 @@ def modcrop(images: PairedImages, multiple: int) -> PairedImages:
     return images
   crop = lambda x: x[:x.shape[0] - x.shape[0] % multiple, :x.shape[1] - x.shape[1] % multiple]
   inputs = None if images.inputs is None else tuple(crop(x) for x in images.inputs)
-  return PairedImages(images.name, images.names, tuple(crop(t) for t in images.targets), inputs)
+  return PairedImages(images.name, images.names, tuple(crop(t) for t in images.targets), inputs,
+                      images.grey)
 
 
 VALIDATION_UNIT = "images"   # what the validation split holds out (the fingerprint's)
@@ -177,9 +180,9 @@ def _cut_rows(images: PairedImages, fraction: float, tile: int):
   part = lambda x, rows_: None if x is None else (x[0][rows_],)
   top, bottom = slice(0, height - rows), slice(height - rows, height)
   return (PairedImages(images.name, (f"{name}:train",), part(images.targets, top),
-                       part(images.inputs, top)),
+                       part(images.inputs, top), images.grey),
           PairedImages(images.name, (f"{name}:val",), part(images.targets, bottom),
-                       part(images.inputs, bottom)))
+                       part(images.inputs, bottom), images.grey))
 
 
 def pair_dirs_problem(data) -> str | None:

@@ -15,6 +15,16 @@ Conventions, as the field's tables compute them:
   ``Y = 16 + (65.481 R + 128.553 G + 24.966 B) / 255`` for R, G, B in 0..255 (Y in
   16..235), kept in float (not rounded to uint8, as BasicSR's ``to_y_channel``), with
   ``data_range`` 255.
+* A greyscale reference on Y (``grey``: its file holds one channel, which fdjax reads
+  as three equal ones) is scored on its grey values, as the MATLAB scripts behind the
+  published tables score a one-channel image (``size(im, 3) == 1``: no ``rgb2ycbcr``),
+  and the other image on its full-range luma ``(Y - 16) 255 / 219``, which is its grey
+  value where its channels are equal too (a bicubic input). Without ``grey``, as in
+  BasicSR, which reads such a file as three channels, it is scored on their Y, ``16 +
+  219/255 grey``: 20 log10(255/219) = 1.32 dB higher PSNR on that image (Set14's
+  ``img_003``: Set14's bicubic x4 mean 26.09 dB that way, 25.99 this way, published
+  26.00). Only the file tells: an RGB file whose channels are equal (Set14's
+  ``img_010``) is scored on Y, as MATLAB does.
 * ``shave``: pixels dropped from every border before measuring (the super-resolution
   tables shave ``scale`` pixels).
 * PSNR: ``10 log10(data_range^2 / MSE)`` over all pixels (and channels) of an image;
@@ -73,6 +83,21 @@ def rgb_to_y(images) -> jnp.ndarray:
   return BT601_OFFSET + jnp.sum(images * weights, axis=-1, keepdims=True)
 
 
+def prepare_pair(restored, reference, *, y_channel: bool = False, shave: int = 0,
+                 grey=None) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """``(restored, reference)`` as the metrics see them (``prepare``'s), except that on
+  the Y channel a ``grey`` reference (bool ``[]`` or ``[B]``: a one-channel file) is
+  taken on its grey values and ``restored`` on its full-range luma ``(Y - 16) 255 /
+  219`` (the module docstring)."""
+  a, b = (prepare(x, y_channel=y_channel, shave=shave) for x in (restored, reference))
+  if not y_channel or grey is None:
+    return a, b
+  grey = jnp.asarray(grey, bool)[..., None, None, None]
+  grey_b = prepare(jnp.asarray(reference)[..., :1], shave=shave)
+  full_a = (a - BT601_OFFSET) * (255.0 / sum(BT601_WEIGHTS))
+  return jnp.where(grey, full_a, a), jnp.where(grey, grey_b, b)
+
+
 def prepare(images, *, y_channel: bool = False, shave: int = 0) -> jnp.ndarray:
   """float32 images as the metrics see them: Y channel (if asked), ``shave`` border
   pixels dropped on every side. ``[..., H, W, C] -> [..., H - 2 shave, W - 2 shave, C']``."""
@@ -90,12 +115,13 @@ def prepare(images, *, y_channel: bool = False, shave: int = 0) -> jnp.ndarray:
 
 
 @functools.partial(jax.jit, static_argnames=("y_channel", "shave"))
-def mse(a, b, *, y_channel: bool = False, shave: int = 0) -> jnp.ndarray:
-  """float32 ``[]`` or ``[B]``: mean squared error per image, in (0..255)^2 units."""
+def mse(a, b, grey=None, *, y_channel: bool = False, shave: int = 0) -> jnp.ndarray:
+  """float32 ``[]`` or ``[B]``: mean squared error per image, in (0..255)^2 units; ``b``
+  is the reference, ``grey`` as ``prepare_pair``'s."""
   a, b = jnp.asarray(a), jnp.asarray(b)
   _check(a, b, "mse")
-  diff = prepare(a, y_channel=y_channel, shave=shave) - prepare(b, y_channel=y_channel,
-                                                                 shave=shave)
+  a, b = prepare_pair(a, b, y_channel=y_channel, shave=shave, grey=grey)
+  diff = a - b
   return jnp.mean(diff * diff, axis=(-3, -2, -1))
 
 
@@ -123,20 +149,23 @@ def _check_range(a, b, fn: str, data_range: float, y_channel: bool) -> None:
 
 
 @functools.partial(jax.jit, static_argnames=("data_range", "y_channel", "shave"))
-def _psnr(a, b, *, data_range: float, y_channel: bool, shave: int) -> jnp.ndarray:
-  err = mse(a, b, y_channel=y_channel, shave=shave)
+def _psnr(a, b, grey, *, data_range: float, y_channel: bool, shave: int) -> jnp.ndarray:
+  err = mse(a, b, grey, y_channel=y_channel, shave=shave)
   return 10.0 * jnp.log10(jnp.float32(data_range) ** 2 / err)
 
 
-def psnr(a, b, *, data_range: float = 255.0, y_channel: bool = False, shave: int = 0
-         ) -> jnp.ndarray:
+def psnr(a, b, *, data_range: float = 255.0, y_channel: bool = False, shave: int = 0,
+         grey=None) -> jnp.ndarray:
   """float32 ``[]`` or ``[B]``: PSNR in dB per image (``inf`` where the images are equal)
-  of ``[..., H, W, C]`` images in 0..``data_range`` (255: uint8 scale). ``y_channel``
-  converts with BT.601's offsets for 0..255 images, so it needs ``data_range`` 255.
+  of ``[..., H, W, C]`` images in 0..``data_range`` (255: uint8 scale); ``b`` is the
+  reference (clean) image. ``y_channel`` converts with BT.601's offsets for 0..255
+  images, so it needs ``data_range`` 255; ``grey`` (bool ``[]`` or ``[B]``, on Y only):
+  which references were one-channel files, scored on their grey values (the module
+  docstring).
   ValueError for images that are not on ``data_range``'s scale (checked when not
   traced: 0..1 floats at 255, values above 1.5 at 1)."""
   _check_range(a, b, "psnr", data_range, y_channel)
-  return _psnr(a, b, data_range=data_range, y_channel=y_channel, shave=shave)
+  return _psnr(a, b, grey, data_range=data_range, y_channel=y_channel, shave=shave)
 
 
 def _filter(x, window: np.ndarray) -> jnp.ndarray:
@@ -147,22 +176,21 @@ def _filter(x, window: np.ndarray) -> jnp.ndarray:
   return sum(float(window[i]) * x[..., :, i:w - k + 1 + i, :] for i in range(k))
 
 
-def ssim(a, b, *, data_range: float = 255.0, y_channel: bool = False, shave: int = 0
-         ) -> jnp.ndarray:
+def ssim(a, b, *, data_range: float = 255.0, y_channel: bool = False, shave: int = 0,
+         grey=None) -> jnp.ndarray:
   """float32 ``[]`` or ``[B]``: SSIM per image (see the module docstring) of ``[..., H, W,
   C]`` images in 0..``data_range`` (255: uint8 scale; ``y_channel`` needs 255, and the
-  images are checked against the scale, as ``psnr``); images must be at least 11x11
-  after shaving."""
+  images are checked against the scale, as ``psnr``; ``grey`` as ``psnr``'s); images
+  must be at least 11x11 after shaving."""
   _check_range(a, b, "ssim", data_range, y_channel)
-  return _ssim(a, b, data_range=data_range, y_channel=y_channel, shave=shave)
+  return _ssim(a, b, grey, data_range=data_range, y_channel=y_channel, shave=shave)
 
 
 @functools.partial(jax.jit, static_argnames=("data_range", "y_channel", "shave"))
-def _ssim(a, b, *, data_range: float, y_channel: bool, shave: int) -> jnp.ndarray:
+def _ssim(a, b, grey, *, data_range: float, y_channel: bool, shave: int) -> jnp.ndarray:
   a, b = jnp.asarray(a), jnp.asarray(b)
   _check(a, b, "ssim")
-  a = prepare(a, y_channel=y_channel, shave=shave)
-  b = prepare(b, y_channel=y_channel, shave=shave)
+  a, b = prepare_pair(a, b, y_channel=y_channel, shave=shave, grey=grey)
   h, w = a.shape[-3:-1]
   if min(h, w) < SSIM_WINDOW:
     raise ValueError(f"ssim needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels, "

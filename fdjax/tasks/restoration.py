@@ -276,7 +276,7 @@ class RestorationTask:
     (``restoration_niqe``). (A caller that needs PSNR only jits a function returning
     only it: XLA then never computes the others, ``fdjax.eval.metric.jit_scores``.)"""
     target = batch.get("target", batch["image"])
-    kw = dict(y_channel=self.y_channel, shave=self.shave)
+    kw = dict(y_channel=self.y_channel, shave=self.shave, grey=batch.get("grey"))
     h, w = outputs.shape[-3] - 2 * self.shave, outputs.shape[-2] - 2 * self.shave
     ssim = (image_quality.ssim(outputs, target, **kw) if min(h, w) >= image_quality.SSIM_WINDOW
             else jnp.full(outputs.shape[:-3], jnp.nan, jnp.float32))
