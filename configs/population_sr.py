@@ -15,10 +15,10 @@ trade-off, merged by averaging and by the fusion network.
   tables' convention, and NIQE (``restoration.extra_metrics='niqe'``; no reference,
   4 border pixels cropped, lower is better; fdjax's CBSD432 pristine model, so not
   comparable with published NIQE figures). The Input row is the bicubic baseline (Set5 28.43 dB / 0.8111,
-  Set14 26.09 dB / 0.7048 here; published 28.42 / 0.8104 and 26.00 / 0.7027: Set14's
-  greyscale ``img_003`` is scored here as three equal channels on BT.601 Y, where the
-  MATLAB scripts of the published tables take its grey values, which reads 25.99 dB;
-  every Set14 figure here is about 0.09 dB high).
+  Set14 25.99 dB / 0.7029 here; published 28.42 / 0.8104 and 26.00 / 0.7027). Set14's
+  ``img_003`` is a one-channel PNG, scored on its grey values as the MATLAB scripts of
+  the published tables do (``fdjax.eval.image_quality``; on BT.601 Y of three equal
+  channels, BasicSR's reading, Set14 would read 26.09).
 * Stages: 'clean' = the L1 model (EA-Adam's pretrained distortion model, member 0, frozen);
   'ea_adam' = P members from it, objectives distortion (L1) and perception (RaGAN against
   a discriminator per member, trained from scratch in the same step; ``ea_adam.objectives

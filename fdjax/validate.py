@@ -163,7 +163,9 @@ def validate_config(config, *, device_count: int | None = None) -> None:
        "per degradation)", get(config, "selection") == "val"),
       ("ea_adam.objectives='perception' (its fitness scores validation batches of one "
        "equal share per degradation)",
-       "ea_adam" in methods and get(config, "ea_adam.objectives") == "perception"))
+       "ea_adam" in methods and get(config, "ea_adam.objectives") == "perception"),
+      ("fusion.soup='greedy' (it scores candidates on validation batches of one equal share "
+       "per degradation)", get(config, "fusion.soup") == "greedy"))
       if applies]
   # One message naming the one multiple that serves both (the 3 degradations' shares and
   # 8 devices: 24, where two messages led to 8 and then to 3).
@@ -173,13 +175,6 @@ def validate_config(config, *, device_count: int | None = None) -> None:
         f"a multiple of {multiple}: divisible by the {device_count} device(s)"
         + (f" and by the {n_degradations} degradations with " + " and with ".join(split_by)
            if shares > 1 else ""))
-  if get(config, "fusion.soup") == "greedy" and n_degradations:
-    # The greedy soup scores candidates on validation batches of one share per degradation.
-    multiple = math.lcm(n_degradations, device_count)
-    check("eval_batch_size", lambda v: not is_int(v) or v >= multiple,
-          f"at least {multiple} with fusion.soup='greedy' (its validation batches are a "
-          f"multiple of the {n_degradations} degradations, one share each, and of the "
-          f"{device_count} device(s))")
   if get(config, "fusion.soup") == "weighted" and n_degradations:
     check("fusion.weights", lambda v: _weights_ok(v, n_degradations),
           f"{n_degradations} comma-separated finite numbers >= 0, not all 0 (one per degradation)")

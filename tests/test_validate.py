@@ -263,18 +263,22 @@ def test_a_repeated_list_entry_is_refused():
   validate_config(config, device_count=1)
 
 
-def test_greedy_soup_needs_a_validation_batch_of_one_share_per_degradation():
+def test_greedy_soup_needs_validation_batches_of_one_share_per_degradation():
+  # The scorer's batches were eval_batch_size rounded down to a multiple of the
+  # degradations and the devices: 3 degradations at 512 scored batches of 510 on one
+  # device and 504 on eight, so which image each degradation fell on, and the soup,
+  # depended on the device count. Now eval_batch_size itself, a multiple of both.
   config = tiny()
-  config.fusion.soup, config.eval_batch_size = "greedy", 2
-  assert_fails(config, "eval_batch_size must be at least 4 with fusion.soup='greedy'")
-  config.eval_batch_size = 4
+  config.fusion.soup, config.eval_batch_size = "greedy", 6
+  assert_fails(config, "eval_batch_size must be a multiple of 4", "fusion.soup='greedy'")
+  config.eval_batch_size = 8
   validate_config(config, device_count=1)
-  # 3 degradations on 8 devices: 64 passed, and the scorer's 63 failed after the experts
-  config.degradations, config.eval_batch_size = "jpeg,blur,awgn", 16
-  assert_fails(config, "eval_batch_size must be at least 24 with fusion.soup='greedy'",
-               "of the 3 degradations", "of the 8 device(s)", device_count=8)
-  config.eval_batch_size = 24
+  config.degradations, config.eval_batch_size = "jpeg,blur,awgn", 64
+  assert_fails(config, "eval_batch_size must be a multiple of 24", "by the 3 degradations",
+               "fusion.soup='greedy'", device_count=8)
+  config.eval_batch_size = 48
   validate_config(config, device_count=8)
+  validate_config(config, device_count=1)
 
 
 def test_the_classification_moe_students_stages_are_checked_before_training():

@@ -10,7 +10,6 @@ BatchNorm modes: 'paper' keeps the first expert's statistics, 'average' averages
 
 from __future__ import annotations
 
-import math
 import os
 from typing import Sequence
 
@@ -25,7 +24,7 @@ from fdjax.eval.metric import jit_clean, predictor, split_scores
 from fdjax.json_files import write_json
 from fdjax.study.context import RunContext
 from fdjax.study.fixed_keys import fixed_key_transform, keeping_sharding
-from fdjax.train import DATA_AXIS, data_sharding
+from fdjax.train import data_sharding
 from fdjax.train.variables_io import load_variables, save_variables, variables_exist
 
 SOUPS = ("uniform", "weighted", "greedy")
@@ -83,10 +82,10 @@ def _held_out_score(ctx: RunContext):
                      "data.validation_fraction > 0")
   predict = jit_clean(predictor(ctx.task, ctx.model), ctx.mesh)
   transform = fixed_key_transform(ctx, ctx.plan.combined())
-  # one equal share per degradation, split evenly over the devices (validate_config
-  # checks that eval_batch_size holds at least one such batch)
-  multiple = math.lcm(len(ctx.degradations), ctx.mesh.shape[DATA_AXIS])
-  batch_size = ctx.config.eval_batch_size // multiple * multiple
+  # one equal share per degradation, split evenly over the devices: validate_config
+  # checks that eval_batch_size is a multiple of both, so the batches, and which image
+  # each degradation falls on, are the same on any device count that divides it
+  batch_size = ctx.config.eval_batch_size
   metric = ctx.task.metric.name
   return lambda variables: ctx.task.metric.signed(split_scores(
       ctx.task, predict, variables, ctx.dataset.validation, batch_size=batch_size,
