@@ -161,5 +161,7 @@ def test_a_greyscale_reference_on_y_is_scored_on_its_grey_values_as_matlab(pairs
       np.stack([restored, noisy[1]]), np.stack([target, clean[1]]), flags)
   np.testing.assert_allclose(np.asarray(batch), [on_grey, peak_signal_noise_ratio(
       rgb2ycbcr(clean[1])[..., 0], rgb2ycbcr(noisy[1])[..., 0], data_range=255)], atol=1e-3)
+  # Equal images read inf, as everywhere (the luma of equal channels is their value).
+  assert np.isinf(float(iq.psnr(target, target, y_channel=True, grey=True)))
   assert float(iq.psnr(restored, target, grey=True)) == pytest.approx(
       peak_signal_noise_ratio(target, restored, data_range=255), abs=1e-4)

@@ -355,8 +355,11 @@ def test_one_channel_files_are_flagged_and_scored_on_their_grey_values_on_y(tmp_
                       ("d_la", np.stack([grey, grey], -1)), ("e_i16", grey.astype(np.uint16) * 257)):
     write_png(tmp_path / "set" / f"{name}.png", image)
   Image.fromarray(grey > 127).save(tmp_path / "set" / "f_bits.png")
+  Image.fromarray(grey).convert("P").save(tmp_path / "set" / "g_grey_palette.png")
+  colour = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+  Image.fromarray(colour).convert("P").save(tmp_path / "set" / "h_colour_palette.png")
   images = load_paired(tmp_path / "set")
-  assert images.grey == (True, False, False, True, True, True)
+  assert images.grey == (True, False, False, True, True, True, True, False)
   # kept through the set's operations; one that holds none carries no flag (no field)
   assert restoration_sets.modcrop(images.take([2, 0]), 8).grey == (False, True)
   assert images.take([1, 2]).grey is None
@@ -370,7 +373,7 @@ def test_one_channel_files_are_flagged_and_scored_on_their_grey_values_on_y(tmp_
   as_rgb = type(images)(images.name, images.names, images.targets)
   assert TestSet.of_images(images).digest() != TestSet.of_images(as_rgb).digest()
   # the task's per-image PSNR on Y: grey values for the flagged files, Y for the others
-  noisy = np.clip(group.fields["image"].astype(int) + rng.integers(-9, 10, (6, 16, 16, 1)),
+  noisy = np.clip(group.fields["image"].astype(int) + rng.integers(-9, 10, (8, 16, 16, 1)),
                   0, 255).astype(np.uint8)
   got = RestorationTask(y_channel=True).per_image(noisy.astype(np.float32),
                                                   dict(group.fields))["psnr"]

@@ -53,9 +53,12 @@ def upright_size(im: Image.Image) -> tuple[int, int]:
 
 
 def one_channel(im: Image.Image) -> bool:
-  """Whether ``im`` is a greyscale file (PIL bands L, I or 1, with or without alpha):
-  MATLAB reads it as one channel (``size(im, 3) == 1``), ``rgb_uint8`` as three equal
-  ones."""
+  """Whether ``im`` is a greyscale file (PIL bands L, I or 1, with or without alpha, or
+  a palette whose every colour is grey): MATLAB reads it as one channel (``size(im, 3)
+  == 1``), ``rgb_uint8`` as three equal ones."""
+  if im.mode in ("P", "PA"):
+    palette = np.asarray(im.getpalette() or [], np.uint8).reshape(-1, 3)
+    return bool(len(palette)) and bool((palette == palette[:, :1]).all())
   return [b for b in im.getbands() if b not in ("A", "a")] in (["L"], ["I"], ["1"])
 
 

@@ -9,6 +9,10 @@ shape and the restoration task pads it to the network's stride:
 * real (``real=True``): 'image' holds the real degraded input and 'target' the clean
   image (e.g. Rain100L's rainy / norain pairs); no degradation is applied.
 
+A set holding one-channel reference files (Set14's ``img_003``) also has the field
+'grey' (bool ``[n]``, ``PairedImages.grey``), by which scoring on Y takes them on their
+grey values (``fdjax.eval.image_quality``).
+
 A classification test split is one synthetic group (``TestSet.of_split``).
 """
 

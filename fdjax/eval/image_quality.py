@@ -94,7 +94,11 @@ def prepare_pair(restored, reference, *, y_channel: bool = False, shave: int = 0
     return a, b
   grey = jnp.asarray(grey, bool)[..., None, None, None]
   grey_b = prepare(jnp.asarray(reference)[..., :1], shave=shave)
-  full_a = (a - BT601_OFFSET) * (255.0 / sum(BT601_WEIGHTS))
+  # full-range luma; a pixel whose channels are equal is its grey value exactly (the
+  # weights sum to 219, but not in float32 rounding: equal images would not read inf)
+  rgb = prepare(restored, shave=shave)
+  equal = (rgb[..., :1] == rgb[..., 1:2]) & (rgb[..., 1:2] == rgb[..., 2:])
+  full_a = jnp.where(equal, rgb[..., :1], (a - BT601_OFFSET) * (255.0 / sum(BT601_WEIGHTS)))
   return jnp.where(grey, full_a, a), jnp.where(grey, grey_b, b)
 
 
