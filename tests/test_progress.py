@@ -57,6 +57,27 @@ def test_eta_is_training_rate_times_images_left_plus_each_cycles_time_outside_tr
   assert study.eta_seconds() == pytest.approx(500 * 0.02 + 22 + 11)
 
 
+def test_the_training_stage_s_own_images_go_at_its_own_rate():
+  # A population stage trains P members and their critics per image: at the base's
+  # rate its 9 minutes left read as under 2.
+  clock = FakeClock()
+  study = StudyProgress([("clean", 1000), ("ea_adam", 1000), ("fusion", 1000)], clock=clock)
+  study.start("clean")
+  for t, done in ((10.0, 100), (20.0, 1000)):  # 900 images in 10 s
+    clock.now = t
+    study.advance("clean", done)
+  study.finish("clean")
+  study.start("ea_adam")
+  for t, done in ((30.0, 100), (130.0, 200)):  # 100 images in 100 s: 1 s per image
+    clock.now = t
+    study.advance("ea_adam", done)
+  # ea_adam's 800 at its own 1 s; fusion's 1000 at the rate over all (110 s / 1000);
+  # fusion's cycle 10 s outside training as the base's, and this one's 10 s spent.
+  assert study.eta_seconds() == pytest.approx(800 * 1.0 + 1000 * 0.11 + 10 + 0)
+  study.finish("ea_adam")
+  assert study.eta_seconds() == pytest.approx(1000 * 0.11 + 10 + 0)
+
+
 def test_after_the_last_stage_the_eta_counts_the_evaluations_to_come():
   clock = FakeClock()
   study = StudyProgress([("clean", 100), ("experts", 100)], clock=clock)

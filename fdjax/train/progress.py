@@ -130,7 +130,11 @@ class StudyProgress:
   The ETA has two parts, since a stage's cost is not proportional to its images (the
   restoration quickstart's base stage: 44% of the images, 20% of the time):
   - training: remaining images x the training rate, seconds per image between a stage's
-    progress reports (each stage's first report, which holds its compilation, left out);
+    progress reports (each stage's first report, which holds its compilation, left out):
+    the training stage's own images at its own rate once measured (an EA-Adam
+    population step trains P members and their critics: ``population_sr:reduced``'s
+    study ETA read 1m50s while its ea_adam stage alone had 9 minutes left), the other
+    stages' at the rate over all the measured training;
   - the rest, by cycle: a cycle runs from a stage's start, where that stage then trains
     here, to the next such start (its compilation, validation, checkpoints, and the
     evaluations and soups after it). Each cycle to come (a planned stage with work left
@@ -160,6 +164,7 @@ class StudyProgress:
     self._t0 = self._clock()
     self._current_start = 0.0   # when ``_current`` started
     self._train_s, self._train_work = 0.0, 0   # measured training intervals, all stages
+    self._stage_train: dict[str, tuple[float, int]] = {}   # the same, per stage
     self._mark: tuple[float, int] | None = None   # (time, done): the last report in training
     self._training: str | None = None   # the stage training in the current cycle
     self._cycle_start: float | None = None
@@ -197,8 +202,11 @@ class StudyProgress:
         self._begin_training(name, now)
         self._mark = None
       if self._mark is not None and done > self._mark[1]:
-        self._train_s += now - self._mark[0]
-        self._train_work += done - self._mark[1]
+        seconds, work = now - self._mark[0], done - self._mark[1]
+        self._train_s += seconds
+        self._train_work += work
+        stage_s, stage_work = self._stage_train.get(name, (0.0, 0))
+        self._stage_train[name] = (stage_s + seconds, stage_work + work)
       self._mark = (now, done)   # the first report (the compilation) only sets the mark
     self._done[name] = done
 
@@ -225,8 +233,13 @@ class StudyProgress:
     per_cycle = self._cycles_other_s / self._cycles if self._cycles else spent
     to_come = sum(1 for n in self._order if n not in self._finished and n != self._training
                   and self._work[n] > self._done[n])
-    rate = self._train_s / self._train_work
-    return self.remaining() * rate + per_cycle * to_come + max(per_cycle - spent, 0.0)
+    left = self.remaining()
+    training = left * (self._train_s / self._train_work)
+    stage_s, stage_work = self._stage_train.get(self._training, (0.0, 0))
+    if stage_work and self._training not in self._finished:
+      own = self._work[self._training] - self._done[self._training]
+      training += own * (stage_s / stage_work - self._train_s / self._train_work)
+    return training + per_cycle * to_come + max(per_cycle - spent, 0.0)
 
   def describe(self) -> str:
     """E.g. ``study: stage 3/9 experts/jpeg, 2m10s elapsed, ETA 5m20s``."""
