@@ -36,7 +36,7 @@ from 72x72 tiles: T91's smallest image is 78 px, so EA-Adam's 96x96 patches woul
 a set without it);
 ``:reduced`` = meant to finish in at most 60 minutes on a 2-core CPU (P = 5, width 16,
 48x48 patches, short schedules; measured 14m20s alone on a 2-core EPYC at 0c0cc36,
-16m40s at 70a22f1 with a review's probes beside it; table in BUILD_NOTES.md);
+15m30s at bb8d131 with test files beside it for three minutes; table in BUILD_NOTES.md);
 ``:smoke`` = a minute or two (tiny model,
 P = 3, a few images, one epoch per stage).
 """
@@ -75,7 +75,8 @@ def get_config(arg: str | None = None):
   adam = lambda lr: optimizer_config("adam", lr, weight_decay=0.0, schedule="constant")
   # The L1 model (clean) keeps the restoration schema's optimiser for stages that train
   # from random weights: Adam 1e-3, cosine, beta2 = 0.9, whose 0.999 predecessor held
-  # this stage 0.56 dB lower on Set5+Set14 in the same steps (BUILD_NOTES.md,
+  # this stage 0.56 dB lower on Set5+Set14 in the same steps (2026-12-02, Set14 then on
+  # Y of its one-channel image's three channels; BUILD_NOTES.md,
   # "population_sr:reduced, measured"). The population and the fusion network fine-tune
   # trained weights and keep PyTorch's 0.999.
   config.ea_adam.optimizer = adam(1e-4)

@@ -24,7 +24,8 @@ student's router picks one expert per image, the expert restores it).
 
 Scoring: PSNR and SSIM of deraining on the Y channel (BT.601, whole image, the deraining
 field's convention: ``config.scoring.rain = 'y'``; its column reads ``rain (rain100l,
-real, Y)``; Rain100L's input reads 26.90 dB), denoising and dehazing (and the clean
+real, Y)``; Rain100L's input reads 26.90 dB over its 100 pairs, 27.02 over the first 24
+that ``:reduced`` tests), denoising and dehazing (and the clean
 column, and model selection) on RGB. PromptIR's and AirNet's public code score
 deraining on RGB (scikit-image's PSNR, and its SSIM with a 7x7 uniform window; the
 input reads 25.52 dB there): to compare with their 36.37 / 34.90, re-tabulate a finished
@@ -43,11 +44,12 @@ The full setting ran once, on one NVIDIA H200 at half its epochs (2026-12-04; BU
 128x128 patches/s); on the whole test sets FusionDistill 30.45 / 27.47 / 23.13 dB at
 sigma 15 / 25 / 50, Rain100L 28.68 Y, haze 23.62 (PromptIR: 33.98 / 31.31 / 28.06, 36.37).
 It ran before output distillation, before beta2 = 0.9 for the base, with each patch's
-own haze cue and with learning rates never tuned: on the same 24 images it denoises 1.5
-dB worse than the ``:reduced`` CPU run and dehazes 3 dB better. Since 2026-12-06 the full
-setting takes ``:reduced``'s tile context, cue jitter and learning rates (below); it has
-not run on an accelerator since (on the CPU, with 12 photos and one epoch a stage, it
-trains and scores end to end).
+own haze cue and with learning rates never tuned: on the same 24 images it denoised 1.5
+dB worse than the ``:reduced`` CPU run of that day and dehazed 3 dB better (at sigma 25
+2.0 dB worse and 0.4 dB better than the latest ``:reduced`` run, 67f59d6, seed 0).
+Since 2026-12-06 the full setting takes ``:reduced``'s tile context, cue jitter and
+learning rates (below); it has not run on an accelerator since (on the CPU, with 12
+photos and one epoch a stage, it trains and scores end to end).
 
 The ``:reduced`` recipe, and why (BUILD_NOTES.md, "The reduced three-task run" and the
 sections after it): Adam with a cosine decay to 0 in every stage; learning rate 2e-3 for
@@ -157,8 +159,9 @@ def get_config(arg: str | None = None):
   # response distillation): +1.16 dB haze and +0.10 dB Rain100L at an unchanged sigma 25
   # in the :reduced run (BUILD_NOTES.md, "The reduced three-task run").
   config.fusiondistill.output_weight = 1.0
-  # The MoE student too: its router then sends 96 % of the test images to their own
-  # task's expert (70 % without), and Routed experts' haze rises 17.27 -> 23.01 dB.
+  # The MoE student too: its router then sent 94.9 % of the test images' pixels to their
+  # own task's expert (66 % without), and Routed experts' haze rose 17.27 -> 23.01 dB
+  # (2026-12-04, BUILD_NOTES.md "The reduced three-task run").
   config.moe.output_weight = 1.0
   # ...and its router learns at 10x the rate: the experts fine-tuned from a base trained
   # with Adam's beta2 0.9 are alike enough that at 1x it routes every pixel to the
@@ -171,9 +174,10 @@ def get_config(arg: str | None = None):
   config.restoration.image_prior = "dark_channel"
   # The haze cue of the whole degraded training tile (256x256 here: 2 x the patch), as a
   # whole test image gives it, half the cues raised at random to 0..50 so that a
-  # hazy-looking scene is not dehazed for its cue alone: in :reduced both seeds meet sigma
-  # 25 and dehaze 1.2-2.5 dB better than with each patch's own cue (the module
-  # docstring; BUILD_NOTES.md "Cue jitter in the code").
+  # hazy-looking scene is not dehazed for its cue alone: in the :reduced runs of
+  # 2026-12-05 both seeds met sigma 25 and dehazed 1.2-2.5 dB better than with each
+  # patch's own cue (the module docstring; BUILD_NOTES.md "Cue jitter in the code"; the
+  # latest runs, 67f59d6, miss sigma 25 by 0.1 dB: "The reduced three-task run").
   config.restoration.update(prior_context="tile", cue_jitter=50.0)
   for stage, lr in LR.items():
     config[stage].optimizer.lr = lr

@@ -28,8 +28,9 @@ processes on a shared machine hits both alike. XLA flags are read from the
 ``XLA_FLAGS`` environment variable as usual; they are printed with the results.
 
 On a shared machine, read the printed load average: PyTorch's OpenMP threads
-slow down sharply (up to 10x measured) when other processes compete for the
-cores, XLA's thread pool much less, so a busy machine inflates the ratio.
+slow down sharply when other processes compete for the cores (the restoration
+U-Net's PyTorch step 40x at a load of 10 on 2 CPUs; BUILD_NOTES.md,
+"Benchmarks"), XLA's thread pool much less, so a busy machine inflates the ratio.
 ``--cpus 1`` (the process is pinned to one CPU and torch uses one thread) gives
 a per-core comparison that is far less sensitive to other load. Run as
 ``python -m fdjax.bench``, fdjax's XLA:CPU defaults apply (``fdjax.cpu_flags``:

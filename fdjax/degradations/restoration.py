@@ -69,7 +69,7 @@ def _convolve_per_image(images: jax.Array, kernels: jax.Array, padding: str) -> 
   of the images) does not recompute the K*K terms per element, as XLA:CPU did with the
   same sum unrolled. On three 192x192 tiles on XLA:CPU it is 5x faster than the
   per-image depthwise ``conv_general_dilated`` it replaced for rain's one-channel streak
-  map and 7x for motion blur's three channels (``python -m fdjax.bench
+  map and 8x for motion blur's three channels (``python -m fdjax.bench
   restoration_degradations``; BUILD_NOTES.md, "Degrading a training tile").
   """
   size = kernels.shape[-1]

@@ -127,8 +127,8 @@ class StudyProgress:
   removes the stage's work from what remains; a stage never started, or started but
   with nothing advanced (reused from disk), adds no measured work.
 
-  The ETA has two parts, since a stage's cost is not proportional to its images (the
-  restoration quickstart's base stage: 44% of the images, 20% of the time):
+  The ETA has two parts, since a stage's cost is not proportional to its images (its
+  compilation, validation and the evaluations after it do not scale with them):
   - training: remaining images x the training rate, seconds per image between a stage's
     progress reports (each stage's first report, which holds its compilation, left out):
     the training stage's own images at its own rate once measured (an EA-Adam
