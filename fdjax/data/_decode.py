@@ -4,9 +4,9 @@ Decoding small images with PIL is bound by Python-level header parsing (about 0.
 per 32x32 JPEG; BUILD_NOTES.md, "Session of 2026-12-07, night"), so threads do not
 help; this module fans the files out over worker *processes*. Each worker runs this
 very file as a script (``python -P _decode.py job.json``): it imports only numpy and
-PIL, starts in ~0.1 s, never re-imports the
-caller's ``__main__`` (unlike multiprocessing's spawn, which breaks scripts without
-an ``if __name__ == '__main__'`` guard) and never forks a process that runs JAX threads.
+PIL, starts in ~0.1 s, never re-imports the caller's ``__main__`` (unlike
+multiprocessing's spawn, which breaks scripts without an ``if __name__ == '__main__'``
+guard) and never forks a process that runs JAX threads.
 Keep this module free of top-level fdjax imports (the workers run it alone).
 
 Jobs and results go through a scratch directory
