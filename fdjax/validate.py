@@ -21,9 +21,10 @@
   ``experts.loss``, ``task_balance`` (and the combined stages' own, '' elsewhere),
   ``moe.homogenize`` / routing / dispatch / expert loop, the model,
   ``checkpoint.on_corrupt``; with the MoE method, ``moe.ks`` and ``moe.train_k`` within
-  1..number of degradations; with ``selection='val'`` or the greedy soup, a held-out
-  split (``data.validation_fraction`` > 0) and ``eval_batch_size`` a multiple of the
-  degradations and the devices (one equal share per degradation); no list (``seeds``, ``methods``, ``moe.ks``, ...) repeats an
+  1..number of degradations; with ``selection='val'`` or the greedy soup,
+  ``eval_batch_size`` a multiple of the degradations and the devices (one equal share
+  per degradation; that the data has a validation split is checked once it is loaded,
+  ``fdjax.pipeline``); no list (``seeds``, ``methods``, ``moe.ks``, ...) repeats an
   entry (it would be counted as two seeds);
 * EA-Adam's blocks ``ea_adam`` and ``ea_adam_fusion`` (``fdjax.validate_population``).
 
@@ -128,14 +129,6 @@ def validate_config(config, *, device_count: int | None = None) -> None:
   if get(config, "task") in (MISSING, "classification"):
     _check_source(get(config, "data.source"), problems)
   check("data.validation_fraction", lambda v: is_finite_real(v) and 0 <= v < 1, "in [0, 1)")
-  held_out_by = [why for why, applies in (
-      ("selection='val' (the best epoch is chosen on it; without it the last epoch was "
-       "kept without a word)", get(config, "selection") == "val"),
-      ("fusion.soup='greedy' (it scores the candidate soups on it)",
-       get(config, "fusion.soup") == "greedy")) if applies]
-  if held_out_by:
-    check("data.validation_fraction", lambda v: not is_finite_real(v) or v > 0,
-          "> 0 (a held-out split) with " + " and with ".join(held_out_by))
   check("data.max_per_split", int_at_least(0), "an integer >= 0 (0 = all)")
   if get(config, "task") in (MISSING, "classification"):
     check("model.depth", lambda v: is_int(v) and v >= 8 and (v - 2) % 6 == 0,

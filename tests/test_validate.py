@@ -281,22 +281,6 @@ def test_greedy_soup_needs_validation_batches_of_one_share_per_degradation():
   validate_config(config, device_count=1)
 
 
-def test_selection_on_validation_and_the_greedy_soup_need_a_held_out_split():
-  # Without one, selection='val' kept the last epoch without a word, and the greedy soup
-  # failed after every expert had trained.
-  config = tiny()
-  config.data.validation_fraction = 0.0
-  validate_config(config, device_count=1)
-  config.fusion.soup = "greedy"
-  assert_fails(config, "data.validation_fraction must be > 0 (a held-out split) with "
-               "fusion.soup='greedy'")
-  config.fusion.soup, config.selection = "uniform", "val"
-  assert_fails(config, "data.validation_fraction must be > 0 (a held-out split) with "
-               "selection='val'")
-  config.data.validation_fraction = 0.1
-  validate_config(config, device_count=1)
-
-
 def test_the_classification_moe_students_stages_are_checked_before_training():
   config = tiny()
   config.methods += ",fusiondistill_moe"
