@@ -178,18 +178,17 @@ def test_set14_bicubic_x4_matches_the_published_psnr_with_its_greyscale_image_on
   images = restoration_sets.modcrop(load_paired(data / "restoration" / "set14.tar"), 4)
   # img_003 is a one-channel PNG; img_010's RGB channels are equal too, but it is RGB.
   assert [n for n, g in zip(images.names, images.grey) if g] == ["img_003"]
-  psnr, ssim = [], []
+  # PSNR only: SSIM (0.7029, published 0.7027: BUILD_NOTES.md) would compile 10 shapes more
+  psnr = []
   for hr, grey in zip(images.targets, images.grey):
     out = np.asarray(apply("sr", jax.random.PRNGKey(0), hr[None], 4.0))[0]
     psnr.append(float(iq.psnr(out, hr, y_channel=True, shave=4, grey=grey)))
-    ssim.append(float(iq.ssim(out, hr, y_channel=True, shave=4, grey=grey)))
     if grey:   # MATLAB's PSNR of a one-channel image: on its grey values
       g, o = (np.asarray(x[4:-4, 4:-4, 0], np.float64) for x in (hr, out))
       assert psnr[-1] == pytest.approx(10 * np.log10(255.0 ** 2 / np.mean((o - g) ** 2)),
                                        abs=1e-3)
-  # the Bicubic row of the SR tables (SRCNN, VDSR): Set14 x4 26.00 dB / 0.7027 (MATLAB)
+  # the Bicubic row of the SR tables (SRCNN, VDSR): Set14 x4 26.00 dB (MATLAB)
   assert abs(np.mean(psnr) - 26.00) < 0.03
-  assert abs(np.mean(ssim) - 0.7027) < 0.002
 
 
 def test_sets_source_reads_several_test_sets_as_one_with_prefixed_names():
