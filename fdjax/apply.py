@@ -5,7 +5,9 @@
 
 Restoration runs: every image of ``--input`` (a folder, not searched recursively, or
 one image file; png/jpg/jpeg/bmp/...) is restored at its own size and written to
-``--output`` as a PNG of the same name (``photo.jpg`` -> ``photo.png``). Images larger
+``--output`` as a PNG of the same name (``photo.jpg`` -> ``photo.png``); a one-channel
+(greyscale) file comes back one channel, the restored image's full-range BT.601 luma
+(what scoring on Y takes of it: ``fdjax.eval.image_quality``). Images larger
 than ``--max_pixels`` run as overlapping tiles (``--tile``, ``--overlap``);
 ``--self_ensemble=2`` averages each image's result with its mirror image's and ``=8``
 over its 8 flips and rotations (``fdjax.eval.self_ensemble``; that many times the time).
@@ -152,21 +154,40 @@ def readable_images(files: list[str], skipped: list[str], echo=print, size=None)
     yield i, f, image
 
 
-def _colour_profile_and_frames(path: str) -> tuple[bytes | None, int]:
-  """The RGB ICC colour profile embedded in image ``path`` (None: none, or one for
-  another colour space) and its number of
-  frames (an animated GIF or a multi-page TIFF: more than 1; ``read_image`` reads the
-  first)."""
+def _file_facts(path: str) -> tuple[bytes | None, int, bool]:
+  """``(profile, frames, grey)`` of image ``path``: the ICC colour profile embedded in
+  it that describes the output (an RGB one, or a grey one for a one-channel file; None:
+  none, or one for another colour space), its number of frames (an animated GIF or a
+  multi-page TIFF: more than 1; ``read_image`` reads the first) and whether it holds
+  one channel (``fdjax.data._decode.one_channel``)."""
   from PIL import Image
+
+  from fdjax.data._decode import one_channel
 
   try:
     with Image.open(path) as im:
       profile = im.info.get("icc_profile") or None
       frames = int(getattr(im, "n_frames", 1) or 1)
+      grey = one_channel(im)
   except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-    return None, 1
-  # Only an RGB profile describes the RGB output (a grey or CMYK one would be misread).
-  return (profile if profile and profile[16:20] == b"RGB " else None), frames
+    return None, 1, False
+  # Only a profile of the output's colour space describes it (a CMYK or Lab one, or a
+  # grey one on RGB, would be misread).
+  space = b"GRAY" if grey else b"RGB "
+  return (profile if profile and profile[16:20] == space else None), frames, grey
+
+
+def grey_uint8(image):
+  """uint8 ``[H, W]``: full-range BT.601 luma of uint8 RGB ``[H, W, 3]``, ``(65.481 R +
+  128.553 G + 24.966 B) / 219``, rounded; the value itself where the channels are equal."""
+  import numpy as np
+
+  from fdjax.eval.image_quality import BT601_WEIGHTS
+
+  rgb = np.asarray(image)
+  luma = np.rint(rgb.astype(np.float64) @ np.asarray(BT601_WEIGHTS) / sum(BT601_WEIGHTS))
+  equal = (rgb[..., 0] == rgb[..., 1]) & (rgb[..., 1] == rgb[..., 2])
+  return np.where(equal, rgb[..., 0], np.clip(luma, 0, 255)).astype(np.uint8)
 
 
 def _same_folder(a: str, b: str) -> bool:
@@ -193,10 +214,12 @@ def restore_files(predict, files: list[str], output: str, echo=print) -> list[st
   written, skipped = [], []
   for i, f, image in readable_images(files, skipped, echo):
     name = names[i]
-    profile, frames = _colour_profile_and_frames(f)
+    profile, frames, grey = _file_facts(f)
     start = time.perf_counter()
     restored = predict(image)
     seconds = time.perf_counter() - start
+    if grey:   # a one-channel photo comes back one channel
+      restored = grey_uint8(restored)
     path = os.path.join(output, name)
     try:   # the input's colour profile kept: a Display P3 photo stays Display P3
       Image.fromarray(restored).save(path, **({"icc_profile": profile} if profile else {}))

@@ -307,9 +307,13 @@ def test_cli_keeps_the_colour_profile_names_frames_and_subfolders(restoration_ru
   run_cli(f"--run={workdir}", f"--input={tmp_path / 'in'}", f"--output={tmp_path / 'out'}")
   with Image.open(tmp_path / "out" / "photo.png") as written:
     assert written.info.get("icc_profile") == profile
-  for name in ("anim.png", "lab.png"):   # no profile; one that would misdescribe RGB
+  for name in ("anim.png", "lab.png"):   # no profile; one that would misdescribe it
     with Image.open(tmp_path / "out" / name) as written:
       assert "icc_profile" not in written.info
+  # the one-channel photo comes back one channel, the RGB ones three
+  with Image.open(tmp_path / "out" / "lab.png") as grey, \
+       Image.open(tmp_path / "out" / "photo.png") as colour:
+    assert (grey.mode, grey.size, colour.mode) == ("L", SMALL[:2], "RGB")
   out = capsys.readouterr().out
   assert "anim.gif  16x16" in out and "(its first frame of 3)" in out
   assert "1 entry left out (sub-folders are not searched" in out and "sub/" in out
@@ -469,3 +473,14 @@ def test_a_classifier_labels_every_image_of_a_batch_larger_than_its_chunk(tmp_pa
   assert fdjax.load_model(str(tmp_path / "run")).seed == 0
   shutil.rmtree(tmp_path / "run" / "seed_0")
   assert fdjax.load_model(str(tmp_path / "run")).seed == 1
+
+
+def test_a_one_channel_output_is_the_full_range_luma_of_the_restored_image():
+  from fdjax.apply import grey_uint8
+
+  rng = np.random.default_rng(3)
+  rgb = rng.integers(0, 256, (6, 7, 3), dtype=np.uint8)
+  want = np.clip(np.rint(rgb.astype(np.float64) @ [65.481, 128.553, 24.966] / 219), 0, 255)
+  np.testing.assert_array_equal(grey_uint8(rgb), want)
+  grey = rng.integers(0, 256, (6, 7), dtype=np.uint8)   # equal channels: the value itself
+  np.testing.assert_array_equal(grey_uint8(np.repeat(grey[..., None], 3, -1)), grey)
