@@ -35,6 +35,7 @@ from absl import app, flags
 
 from fdjax.console import start_cli
 from fdjax.errors import DataError, MissingDataError, UserError, cli_errors
+from fdjax.image_files import file_facts, grey_uint8, read_image
 
 _RUN = flags.DEFINE_string("run", None, "The --workdir of a finished python -m fdjax.main run.")
 _METHOD = flags.DEFINE_string("method", "fusiondistill",
@@ -83,26 +84,6 @@ def list_images(path: str, echo=None) -> list[str]:
   if left_out and echo is not None:
     echo(left_out)
   return files
-
-
-def read_image(path: str, size: tuple[int, int] | None = None):
-  """uint8 RGB ``[H, W, 3]`` of file ``path``, upright by its EXIF orientation (as
-  viewers show phone photos); grey (16-bit grey scaled to 8 bits), palette and RGBA
-  (alpha dropped) converted (``fdjax.data._decode.rgb_uint8``); resized (bicubic) to
-  ``size`` = (height, width) when given and different."""
-  import numpy as np
-  from PIL import Image
-
-  from fdjax.data._decode import rgb_uint8
-
-  try:
-    with Image.open(path) as im:
-      image = rgb_uint8(im)   # upright by its EXIF orientation, as every loader
-  except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-    raise DataError(f"cannot read image {path}: {e}") from None
-  if size is not None and image.shape[:2] != tuple(size):
-    image = np.asarray(Image.fromarray(image).resize((size[1], size[0]), Image.BICUBIC))
-  return image
 
 
 def output_names(files: list[str]) -> list[str]:
@@ -154,42 +135,6 @@ def readable_images(files: list[str], skipped: list[str], echo=print, size=None)
     yield i, f, image
 
 
-def _file_facts(path: str) -> tuple[bytes | None, int, bool]:
-  """``(profile, frames, grey)`` of image ``path``: the ICC colour profile embedded in
-  it that describes the output (an RGB one, or a grey one for a one-channel file; None:
-  none, or one for another colour space), its number of frames (an animated GIF or a
-  multi-page TIFF: more than 1; ``read_image`` reads the first) and whether it holds
-  one channel (``fdjax.data._decode.one_channel``)."""
-  from PIL import Image
-
-  from fdjax.data._decode import one_channel
-
-  try:
-    with Image.open(path) as im:
-      profile = im.info.get("icc_profile") or None
-      frames = int(getattr(im, "n_frames", 1) or 1)
-      grey = one_channel(im)
-  except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-    return None, 1, False
-  # Only a profile of the output's colour space describes it (a CMYK or Lab one, or a
-  # grey one on RGB, would be misread).
-  space = b"GRAY" if grey else b"RGB "
-  return (profile if profile and profile[16:20] == space else None), frames, grey
-
-
-def grey_uint8(image):
-  """uint8 ``[H, W]``: full-range BT.601 luma of uint8 RGB ``[H, W, 3]``, ``(65.481 R +
-  128.553 G + 24.966 B) / 219``, rounded; the value itself where the channels are equal."""
-  import numpy as np
-
-  from fdjax.eval.image_quality import BT601_WEIGHTS
-
-  rgb = np.asarray(image)
-  luma = np.rint(rgb.astype(np.float64) @ np.asarray(BT601_WEIGHTS) / sum(BT601_WEIGHTS))
-  equal = (rgb[..., 0] == rgb[..., 1]) & (rgb[..., 1] == rgb[..., 2])
-  return np.where(equal, rgb[..., 0], np.clip(luma, 0, 255)).astype(np.uint8)
-
-
 def _same_folder(a: str, b: str) -> bool:
   """Whether paths ``a`` and ``b`` name one folder: through links, and on file systems
   that ignore case (the same inode), not only as equal strings."""
@@ -214,7 +159,7 @@ def restore_files(predict, files: list[str], output: str, echo=print) -> list[st
   written, skipped = [], []
   for i, f, image in readable_images(files, skipped, echo):
     name = names[i]
-    profile, frames, grey = _file_facts(f)
+    profile, frames, grey = file_facts(f)
     start = time.perf_counter()
     restored = predict(image)
     seconds = time.perf_counter() - start
