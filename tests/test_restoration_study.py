@@ -4,7 +4,9 @@ FusionDistill-MoE (K=2) with its cost and routing columns and router usage, PSNR
 columns marked synthetic; the Input row's denoise PSNR equals numpy's on the same noisy
 image; and the restoration config checks."""
 
+import contextlib
 import csv
+import io
 import json
 import os
 import re
@@ -54,13 +56,27 @@ def small_photos():
           PairedImages("photos", test.names, (test.targets[0][150:191, 300:357],)))
 
 
-def test_tiny_restoration_study(tmp_path, monkeypatch, capsys):
-  monkeypatch.setattr(restoration_sets, "photos", small_photos)
+def study_config():
   config = tiny()
   config.scoring.haze = "y"   # one column scored on Y: every row, Oracle's too, says so
-  records = pipeline.run(config, str(tmp_path))
+  return config
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory):
+  """``(workdir, records, console output)`` of the tiny study, run once for this module:
+  the self-ensemble test below re-evaluates its stages."""
+  workdir = tmp_path_factory.mktemp("tiny_study")
+  out = io.StringIO()
+  with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(out):
+    patch.setattr(restoration_sets, "photos", small_photos)
+    records = pipeline.run(study_config(), str(workdir))
+  return workdir, records, out.getvalue()
+
+
+def test_tiny_restoration_study(tiny_study):
+  tmp_path, records, out = tiny_study
   # The console: one table per metric, PSNR's with the cost columns, then SSIM's.
-  out = capsys.readouterr().out
   headers = [line for line in out.splitlines() if line.startswith("| method |")]
   assert len(headers) == 2 and "SSIM" not in headers[0] and "params" in headers[0]
   assert headers[1].split("|")[3].strip() == "SSIM clean (RGB)" and "params" not in headers[1]
@@ -121,6 +137,62 @@ def test_tiny_restoration_study(tmp_path, monkeypatch, capsys):
   table = (tmp_path / "results.md").read_text()
   assert "denoise (photos, synthetic, RGB)" in table and "haze (photos, synthetic, Y)" in table
   assert "SSIM avg" in table
+
+
+def test_a_finished_run_re_evaluated_with_the_self_ensemble(tiny_study, tmp_path, monkeypatch):
+  """A finished run (the tiny study's own: a copy, since reruns rewrite results.json)
+  re-evaluated with eval.self_ensemble reuses every stage and scores the mean over the 8
+  transforms (or the input and its mirror image), checked against the model applied by
+  hand (fdjax.eval.self_ensemble; its unit tests: tests/test_self_ensemble.py)."""
+  import shutil
+
+  import fdjax
+  from test_self_ensemble import TRANSFORMS, numpy_transform, numpy_untransform
+
+  monkeypatch.setattr(restoration_sets, "photos", small_photos)
+  shutil.copytree(tiny_study[0], tmp_path, dirs_exist_ok=True)   # file times kept
+  config = study_config()
+  config.methods = "input,modelsoups"
+  plain = {row: r for row, _, r in tiny_study[1]}
+  stage_files = {p: os.path.getmtime(p) for p in
+                 (tmp_path / "seed_0").glob("*/**/variables/*")}
+  config.eval.self_ensemble = 8
+  # What a write killed hard left in the first run's workdir goes with the next run.
+  stale = tmp_path / "seed_0" / "eval" / "input.json.4321.tmp"
+  stale.write_text('{"half')
+  os.utime(stale, (1e9, 1e9))
+  x8 = {row: r for row, _, r in pipeline.run(config, str(tmp_path))}
+  assert not stale.exists()
+  saved = json.loads((tmp_path / "results.json").read_text())
+  markdown = (tmp_path / "results.md").read_text()
+  config.eval.self_ensemble = 2
+  x2 = {row: r for row, _, r in pipeline.run(config, str(tmp_path))}
+  # Every stage reused (no stage file rewritten); an evaluation folder per setting.
+  assert stage_files and all(os.path.getmtime(p) == t for p, t in stage_files.items())
+  folders = os.listdir(tmp_path / "seed_0" / "eval")
+  single = [f for f in folders if "_x" not in f]
+  assert len(folders) == 3 and len(single) == 1
+  assert {f.replace("_x8", "").replace("_x2", "") for f in folders} == set(single)
+  # The Input row is the identity: the same under every transform.
+  assert x8["Input"]["denoise"]["all"] == pytest.approx(plain["Input"]["denoise"]["all"],
+                                                        abs=1e-4)
+  # ModelSoups' PSNR at sigma 25 against the model applied by hand to numpy's transforms
+  # of the same noisy image, averaged, scored by numpy: all 8, then 0 and the flip (4).
+  flower = small_photos()[1].targets[0]
+  noisy = np.asarray(degradations.apply("denoise", eval_key(301, "denoise", 25, 0),
+                                        np.stack([flower, np.zeros_like(flower)]), 25.0))[:1]
+  loaded = fdjax.load_model(str(tmp_path), "modelsoups")
+  outs = [numpy_untransform(np.asarray(loaded.predict(
+      np.ascontiguousarray(numpy_transform(noisy, i)))), i) for i in range(TRANSFORMS)]
+  psnr = lambda images: 10 * np.log10(255 ** 2 / np.mean(
+      (np.mean(np.asarray(images, np.float64), axis=0)[0] - flower) ** 2))
+  assert x8["ModelSoups"]["denoise"]["all"] == pytest.approx(psnr(outs), abs=2e-3)
+  assert x2["ModelSoups"]["denoise"]["all"] == pytest.approx(psnr([outs[0], outs[4]]), abs=2e-3)
+  values = {r["ModelSoups"]["denoise"]["all"] for r in (plain, x8, x2)}
+  assert max(values) - min(values) > 1e-3 and len(values) == 3
+  # Said in results.md and results.json.
+  assert "x8 self-ensemble" in markdown and saved["test_time"].startswith("x8")
+  assert "x2 self-ensemble" in (tmp_path / "results.md").read_text()
 
 
 @pytest.mark.parametrize("field,value,fragment", [

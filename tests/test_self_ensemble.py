@@ -1,24 +1,18 @@
-"""Self-ensemble (fdjax.eval.self_ensemble) against numpy's rotations and flips, and in
-the study: a finished run re-evaluated with eval.self_ensemble reuses every stage and
-scores the mean over the 8 transforms (or the input and its mirror image), checked
-against the model applied by hand."""
-
-import json
-import os
+"""Self-ensemble (fdjax.eval.self_ensemble) against numpy's rotations and flips. In the
+study (tests/test_restoration_study.py, on that module's tiny study): a finished run
+re-evaluated with eval.self_ensemble reuses every stage and scores the mean over the 8
+transforms (or the input and its mirror image), checked against the model applied by
+hand."""
 
 import jax
 import numpy as np
 import pytest
 
-import fdjax
-from fdjax import degradations, pipeline
 from fdjax.config import base_config
-from fdjax.data import restoration_sets
-from fdjax.degradations.plan import eval_key
 from fdjax.errors import ConfigError
 from fdjax.eval.self_ensemble import TRANSFORMS, self_ensemble, transform, untransform
 from fdjax.validate import validate_config
-from test_restoration_study import small_photos, tiny
+from test_restoration_study import tiny
 
 
 def numpy_transform(x, i):
@@ -81,47 +75,6 @@ def test_self_ensemble_config_is_checked():
     validate_config(config, device_count=1)
 
 
-def test_a_finished_run_re_evaluated_with_the_self_ensemble(tmp_path, monkeypatch):
-  monkeypatch.setattr(restoration_sets, "photos", small_photos)
-  config = tiny()
-  config.methods = "input,modelsoups"
-  plain = {row: r for row, _, r in pipeline.run(config, str(tmp_path))}
-  stage_files = {p: os.path.getmtime(p) for p in
-                 (tmp_path / "seed_0").glob("*/**/variables/*")}
-  config.eval.self_ensemble = 8
-  # What a write killed hard left in the first run's workdir goes with the next run.
-  stale = tmp_path / "seed_0" / "eval" / "input.json.4321.tmp"
-  stale.write_text('{"half')
-  os.utime(stale, (1e9, 1e9))
-  x8 = {row: r for row, _, r in pipeline.run(config, str(tmp_path))}
-  assert not stale.exists()
-  saved = json.loads((tmp_path / "results.json").read_text())
-  markdown = (tmp_path / "results.md").read_text()
-  config.eval.self_ensemble = 2
-  x2 = {row: r for row, _, r in pipeline.run(config, str(tmp_path))}
-  # Every stage reused (no stage file rewritten); an evaluation folder per setting.
-  assert stage_files and all(os.path.getmtime(p) == t for p, t in stage_files.items())
-  folders = os.listdir(tmp_path / "seed_0" / "eval")
-  single = [f for f in folders if "_x" not in f]
-  assert len(folders) == 3 and len(single) == 1
-  assert {f.replace("_x8", "").replace("_x2", "") for f in folders} == set(single)
-  # The Input row is the identity: the same under every transform.
-  assert x8["Input"]["denoise"]["all"] == pytest.approx(plain["Input"]["denoise"]["all"],
-                                                        abs=1e-4)
-  # ModelSoups' PSNR at sigma 25 against the model applied by hand to numpy's transforms
-  # of the same noisy image, averaged, scored by numpy: all 8, then 0 and the flip (4).
-  flower = small_photos()[1].targets[0]
-  noisy = np.asarray(degradations.apply("denoise", eval_key(301, "denoise", 25, 0),
-                                        np.stack([flower, np.zeros_like(flower)]), 25.0))[:1]
-  loaded = fdjax.load_model(str(tmp_path), "modelsoups")
-  outs = [numpy_untransform(np.asarray(loaded.predict(
-      np.ascontiguousarray(numpy_transform(noisy, i)))), i) for i in range(TRANSFORMS)]
-  psnr = lambda images: 10 * np.log10(255 ** 2 / np.mean(
-      (np.mean(np.asarray(images, np.float64), axis=0)[0] - flower) ** 2))
-  assert x8["ModelSoups"]["denoise"]["all"] == pytest.approx(psnr(outs), abs=2e-3)
-  assert x2["ModelSoups"]["denoise"]["all"] == pytest.approx(psnr([outs[0], outs[4]]), abs=2e-3)
-  values = {r["ModelSoups"]["denoise"]["all"] for r in (plain, x8, x2)}
-  assert max(values) - min(values) > 1e-3 and len(values) == 3
-  # Said in results.md and results.json.
-  assert "x8 self-ensemble" in markdown and saved["test_time"].startswith("x8")
-  assert "x2 self-ensemble" in (tmp_path / "results.md").read_text()
+# The study re-evaluated with the self-ensemble (a finished run, every stage reused) is
+# tests/test_restoration_study.py::test_a_finished_run_re_evaluated_with_the_self_ensemble:
+# it reuses that module's tiny study instead of training the same stages again.
