@@ -352,7 +352,8 @@ def test_one_channel_files_are_flagged_and_scored_on_their_grey_values_on_y(tmp_
   grey = rng.integers(0, 256, (16, 16), dtype=np.uint8)
   for name, image in (("a_l", grey), ("b_rgb", np.repeat(grey[..., None], 3, -1)),
                       ("c_colour", rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)),
-                      ("d_la", np.stack([grey, grey], -1)), ("e_i16", grey.astype(np.uint16) * 257)):
+                      ("d_la", np.stack([grey, grey], -1)),
+                      ("e_i16", grey.astype(np.uint16) * 257)):
     write_png(tmp_path / "set" / f"{name}.png", image)
   Image.fromarray(grey > 127).save(tmp_path / "set" / "f_bits.png")
   Image.fromarray(grey).convert("P").save(tmp_path / "set" / "g_grey_palette.png")

@@ -4,9 +4,10 @@
 
 Per pair (input against target, both uint8 0..255): the size, PSNR on RGB and on the Y
 channel (dB, whole image; a one-channel target on its grey values, as the evaluation
-scores it, ``fdjax.eval.image_quality``), the fraction of pixels whose BT.601 luma the input RAISES and
-LOWERS by more than ``--threshold`` (luma units, 0..255 scale; default 12.75 = 5 % of the
-range), and the mean shift input - target of each colour channel (0..255 units).
+scores it, ``fdjax.eval.image_quality``), the fraction of pixels whose BT.601 luma the
+input RAISES and LOWERS by more than ``--threshold`` (luma units, 0..255 scale; default
+12.75 = 5 % of the range), and the mean shift input - target of each colour channel
+(0..255 units).
 
 Why: additive degradations (rain streaks, haze's airlight, noise on average) raise pixels
 or leave them; a pair whose input LOWERS a large part of the frame, or shifts its mean

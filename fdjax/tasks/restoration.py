@@ -273,8 +273,8 @@ class RestorationTask:
   def per_image(self, outputs, batch: dict) -> dict:
     """``{'psnr': [B], 'ssim': [B]}`` per image (padding images included); SSIM is NaN
     for images under its 11x11 window; a batch's 'grey' field (one-channel reference
-    files) scores those on their grey values where scoring is on Y; ``'niqe': [B]`` with ``extra_metrics`` 'niqe'
-    (``restoration_niqe``). (A caller that needs PSNR only jits a function returning
+    files) scores those on their grey values where scoring is on Y; ``'niqe': [B]``
+    with ``extra_metrics`` 'niqe' (``restoration_niqe``). (A caller that needs PSNR only jits a function returning
     only it: XLA then never computes the others, ``fdjax.eval.metric.jit_scores``.)"""
     target = batch.get("target", batch["image"])
     kw = dict(y_channel=self.y_channel, shave=self.shave, grey=batch.get("grey"))
