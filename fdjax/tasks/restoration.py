@@ -274,8 +274,9 @@ class RestorationTask:
     """``{'psnr': [B], 'ssim': [B]}`` per image (padding images included); SSIM is NaN
     for images under its 11x11 window; a batch's 'grey' field (one-channel reference
     files) scores those on their grey values where scoring is on Y; ``'niqe': [B]``
-    with ``extra_metrics`` 'niqe' (``restoration_niqe``). (A caller that needs PSNR only jits a function returning
-    only it: XLA then never computes the others, ``fdjax.eval.metric.jit_scores``.)"""
+    with ``extra_metrics`` 'niqe' (``restoration_niqe``). (A caller that needs PSNR
+    only jits a function returning only it: XLA then never computes the others,
+    ``fdjax.eval.metric.jit_scores``.)"""
     target = batch.get("target", batch["image"])
     kw = dict(y_channel=self.y_channel, shave=self.shave, grey=batch.get("grey"))
     h, w = outputs.shape[-3] - 2 * self.shave, outputs.shape[-2] - 2 * self.shave
