@@ -146,14 +146,19 @@ def _same_folder(a: str, b: str) -> bool:
     return False
 
 
+def _check_output(files: list[str], output: str) -> None:
+  """UserError when folder ``output`` holds one of the input ``files``."""
+  if any(_same_folder(os.path.dirname(f) or ".", output) for f in files):
+    raise UserError(f"--output {output} holds the input images; choose another folder")
+
+
 def restore_files(predict, files: list[str], output: str, echo=print) -> list[str]:
   """Restores ``files`` with ``predict`` (uint8 image -> uint8 image) into PNGs in
   ``output``; one line per image via ``echo``. Returns the written paths; when some
   images cannot be read, raises ``UnreadableImagesError`` after the others are written."""
   from PIL import Image
 
-  if any(_same_folder(os.path.dirname(f) or ".", output) for f in files):
-    raise UserError(f"--output {output} holds the input images; choose another folder")
+  _check_output(files, output)
   names = output_names(files)   # before the folder is made: a clash leaves nothing behind
   _output_folder(output)
   written, skipped = [], []
@@ -216,6 +221,8 @@ def apply_run(run: str, method: str, input_path: str, output: str, *, seed=None,
   where = (f"run {run}, model {method} (seed {predictor.loaded.seed})"
            + (f", x{self_ensemble} self-ensemble" if self_ensemble else ""))
   restoring = predictor.kind == "image"
+  if restoring:
+    _check_output(files, output)   # before the line that says it starts
   echo(f"{'Restoring' if restoring else 'Classifying'} {len(files)} image(s) with {where}")
   unreadable = None
   try:
@@ -236,6 +243,7 @@ def main(argv):
   verbosity = start_cli(argv, flags)
   from PIL import Image
 
+  from fdjax.load import ModelNotInRunError
   from fdjax.predictor import Tiling
 
   # The user's own files, tiled above --max_pixels: no decompression-bomb limit (PIL's
@@ -248,10 +256,22 @@ def main(argv):
       raise UserError(f"missing {', '.join(missing)}; usage: python -m fdjax.apply "
                       "--run=<workdir> --method=<model> --input=<folder or image> "
                       "--output=<folder>")
+    if _MAX_PIXELS.value < 0 or _TILE.value < 1 or not 0 <= _OVERLAP.value < _TILE.value:
+      raise UserError(f"tiling needs --max_pixels >= 0 (0: never), --tile >= 1 and "
+                      f"0 <= --overlap < --tile, got --max_pixels={_MAX_PIXELS.value} "
+                      f"--tile={_TILE.value} --overlap={_OVERLAP.value}")
     tiling = Tiling(max_pixels=_MAX_PIXELS.value, tile=_TILE.value, overlap=_OVERLAP.value)
     run, input_path, output = (os.path.expanduser(f.value) for f in (_RUN, _INPUT, _OUTPUT))
-    apply_run(run, _METHOD.value, input_path, output, seed=_SEED.value,
-              k=_K.value, tiling=tiling, self_ensemble=_SELF_ENSEMBLE.value)
+    try:
+      apply_run(run, _METHOD.value, input_path, output, seed=_SEED.value,
+                k=_K.value, tiling=tiling, self_ensemble=_SELF_ENSEMBLE.value)
+    except ModelNotInRunError as e:
+      if _METHOD.present:
+        raise
+      # --method left out: the run lacks the default, not a model the user asked for
+      raise ModelNotInRunError(f"{e} (--method defaults to {_METHOD.default})",
+                               hint="choose one of its finished models with --method=<model>"
+                               ) from None
 
 
 if __name__ == "__main__":

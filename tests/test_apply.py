@@ -354,7 +354,10 @@ def test_cli_user_errors_exit_2_with_one_line(restoration_run, tmp_path, capsys)
   cases = [([f"--run={tmp_path / 'missing'}"], "does not exist"),
            ([f"--run={workdir}", "--method=fusing"], "has no model 'fusing'"),
            ([f"--run={workdir}", "--method=expert_awgn"], "is not finished"),
-           ([f"--run={workdir}", f"--output={tmp_path / 'in' / 'img0.png'}"], "is a file")]
+           ([f"--run={workdir}", f"--output={tmp_path / 'in' / 'img0.png'}"], "is a file"),
+           ([f"--run={workdir}", "--max_pixels=-1"],
+            "--max_pixels >= 0 (0: never), --tile >= 1 and 0 <= --overlap < --tile, got "
+            "--max_pixels=-1 --tile=512 --overlap=64")]
   for args, needle in cases:
     with pytest.raises(SystemExit) as exit_info:   # the last --output given wins
       run_cli(f"--input={tmp_path / 'in'}", f"--output={tmp_path / 'out'}", *args)
@@ -367,7 +370,8 @@ def test_cli_user_errors_exit_2_with_one_line(restoration_run, tmp_path, capsys)
   for output in (tmp_path / "in", tmp_path / "link", tmp_path / "link" / "." / ""):
     with pytest.raises(SystemExit):
       run_cli(f"--run={workdir}", f"--input={tmp_path / 'in'}", f"--output={output}")
-    assert "holds the input images" in capsys.readouterr().err
+    captured = capsys.readouterr()   # the error alone, not after a line that it starts
+    assert "holds the input images" in captured.err and "Restoring" not in captured.out
   assert (tmp_path / "in" / "img0.png").read_bytes() == before
   # Tiles that cannot advance on the network's stride: refused before any image is read.
   with pytest.raises(SystemExit) as exit_info:
@@ -488,3 +492,20 @@ def test_a_one_channel_output_is_the_full_range_luma_of_the_restored_image():
   np.testing.assert_array_equal(grey_uint8(rgb), want)
   grey = rng.integers(0, 256, (6, 7), dtype=np.uint8)   # equal channels: the value itself
   np.testing.assert_array_equal(grey_uint8(np.repeat(grey[..., None], 3, -1)), grey)
+
+
+def test_a_run_without_the_default_model_says_method_was_left_out(tmp_path, capsys):
+  # An EA-Adam run has no 'fusiondistill': without --method the hint offered to train
+  # one, as if it had been asked for.
+  config = restoration_config()
+  config.methods = "oracle"
+  make_run(tmp_path / "run", config, (16, 16, 3), ["clean"])
+  write_images(tmp_path / "in", [(8, 8, 3)])
+  for method, needle in (([], "(--method defaults to fusiondistill)"),
+                         (["--method=fusiondistill"], "has no model 'fusiondistill'")):
+    with pytest.raises(SystemExit):
+      run_cli(f"--run={tmp_path / 'run'}", f"--input={tmp_path / 'in'}",
+              f"--output={tmp_path / 'out'}", *method)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert needle in lines[0], lines
+    assert ("choose one of its finished models" in lines[1]) == (not method), lines

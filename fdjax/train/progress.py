@@ -141,11 +141,12 @@ class StudyProgress:
     that has not begun training here) costs the mean of the finished cycles' time
     outside training (the current cycle's so far, while none has finished), and the
     current cycle what it has not spent of that mean yet.
-  Measured on the restoration quickstart (``BUILD_NOTES.md``): the first ETA 0.93 of the
-  time left (one rate over all the time, before: 1.43, and 8.9 on the quickstart), then
-  0.4-0.7 of it (before: 0.28-0.66). It stays short where evaluations bunch (after the
-  experts, and after the last stage: 3 s said for the last 43 s; before: 0 s), since
-  the evaluations to come are not planned ahead.
+  Measured on the restoration quickstart (``BUILD_NOTES.md``, 2026-12-07, night): the
+  first ETA 1.08 of the time left, 0.77 at the end of the base, then 0.4-0.8 of it (one
+  rate for every stage's images, the same hour: 0.85, 0.63, 0.36-0.65; one rate over
+  all the time, before cycles: 1.43, and 8.9 on the quickstart). It stays short where
+  evaluations bunch (after the experts, and after the last stage), since the
+  evaluations to come are not planned ahead.
   ``ETA ?`` before any training rate was measured. Work done before a resume
   (``advance(name, done, measured=False)``, what ``fit`` reports after restoring a
   checkpoint) counts as done but not as measured. ``clock`` (seconds, default
