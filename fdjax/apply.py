@@ -34,7 +34,7 @@ import time
 from absl import app, flags
 
 from fdjax.console import start_cli
-from fdjax.errors import DataError, MissingDataError, UserError, cli_errors
+from fdjax.errors import ConfigError, DataError, MissingDataError, UserError, cli_errors
 from fdjax.image_files import file_facts, grey_uint8, read_image
 
 _RUN = flags.DEFINE_string("run", None, "The --workdir of a finished python -m fdjax.main run.")
@@ -256,11 +256,12 @@ def main(argv):
       raise UserError(f"missing {', '.join(missing)}; usage: python -m fdjax.apply "
                       "--run=<workdir> --method=<model> --input=<folder or image> "
                       "--output=<folder>")
-    if _MAX_PIXELS.value < 0 or _TILE.value < 1 or not 0 <= _OVERLAP.value < _TILE.value:
+    try:   # Tiling's own check, told in the command's flags
+      tiling = Tiling(max_pixels=_MAX_PIXELS.value, tile=_TILE.value, overlap=_OVERLAP.value)
+    except ConfigError:
       raise UserError(f"tiling needs --max_pixels >= 0 (0: never), --tile >= 1 and "
                       f"0 <= --overlap < --tile, got --max_pixels={_MAX_PIXELS.value} "
-                      f"--tile={_TILE.value} --overlap={_OVERLAP.value}")
-    tiling = Tiling(max_pixels=_MAX_PIXELS.value, tile=_TILE.value, overlap=_OVERLAP.value)
+                      f"--tile={_TILE.value} --overlap={_OVERLAP.value}") from None
     run, input_path, output = (os.path.expanduser(f.value) for f in (_RUN, _INPUT, _OUTPUT))
     try:
       apply_run(run, _METHOD.value, input_path, output, seed=_SEED.value,

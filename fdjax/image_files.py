@@ -57,8 +57,7 @@ def grey_uint8(image):
 
   from fdjax.eval.image_quality import BT601_WEIGHTS
 
-  rgb = np.asarray(image)
-  luma = np.rint(rgb.astype(np.float64) @ np.asarray(BT601_WEIGHTS) / sum(BT601_WEIGHTS))
-  equal = (rgb[..., 0] == rgb[..., 1]) & (rgb[..., 1] == rgb[..., 2])
-  return np.where(equal, rgb[..., 0], np.clip(luma, 0, 255)).astype(np.uint8)
-
+  # in float64 the weights sum to 219 exactly and a grey pixel's luma rounds to its value
+  # (every one of 0..255; float32 needs image_quality.prepare_pair's equal-channel case)
+  luma = np.asarray(image).astype(np.float64) @ np.asarray(BT601_WEIGHTS) / sum(BT601_WEIGHTS)
+  return np.clip(np.rint(luma), 0, 255).astype(np.uint8)

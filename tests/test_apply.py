@@ -306,11 +306,17 @@ def test_cli_keeps_the_colour_profile_names_frames_and_subfolders(restoration_ru
       tmp_path / "in" / "photo.jpg", icc_profile=profile)
   Image.fromarray(rng.integers(0, 256, SMALL[:2], dtype=np.uint8)).save(
       tmp_path / "in" / "lab.png", icc_profile=grey_profile)   # not an RGB profile
+  # a grey profile (its header's colour space 'GRAY') describes a greyscale output: kept
+  grey_space = profile[:16] + b"GRAY" + profile[20:]
+  Image.fromarray(rng.integers(0, 256, SMALL[:2], dtype=np.uint8)).save(
+      tmp_path / "in" / "grey.png", icc_profile=grey_space)
   frames = [Image.fromarray(rng.integers(0, 256, SMALL, dtype=np.uint8)) for _ in range(3)]
   frames[0].save(tmp_path / "in" / "anim.gif", save_all=True, append_images=frames[1:])
   run_cli(f"--run={workdir}", f"--input={tmp_path / 'in'}", f"--output={tmp_path / 'out'}")
   with Image.open(tmp_path / "out" / "photo.png") as written:
     assert written.info.get("icc_profile") == profile
+  with Image.open(tmp_path / "out" / "grey.png") as written:
+    assert written.mode == "L" and written.info.get("icc_profile") == grey_space
   for name in ("anim.png", "lab.png"):   # no profile; one that would misdescribe it
     with Image.open(tmp_path / "out" / name) as written:
       assert "icc_profile" not in written.info

@@ -373,6 +373,16 @@ def test_one_channel_files_are_flagged_and_scored_on_their_grey_values_on_y(tmp_
   # an RGB copy of the same pixels is another test set (its cached scores are not served)
   as_rgb = type(images)(images.name, images.names, images.targets)
   assert TestSet.of_images(images).digest() != TestSet.of_images(as_rgb).digest()
+  # one photo cut into training and validation rows: both parts keep its flag
+  train, val = restoration_sets.held_out_images(images.take([0]), 0.5, seed=0, tile=4)
+  assert train.grey == val.grey == (True,)
+  # pair_check's Y column: a one-channel target on its grey values
+  from fdjax.data.pair_check import pair_rows
+  noisy_grey = np.clip(grey.astype(int) + rng.integers(-9, 10, grey.shape), 0, 255)
+  pair = type(images)("p", ("a",), (images.targets[0],),
+                      (np.repeat(noisy_grey[..., None], 3, -1).astype(np.uint8),), (True,))
+  assert pair_rows(pair)[0]["psnr_y"] == pytest.approx(
+      10 * np.log10(255.0 ** 2 / np.mean((noisy_grey - grey.astype(float)) ** 2)), abs=1e-3)
   # the task's per-image PSNR on Y: grey values for the flagged files, Y for the others
   noisy = np.clip(group.fields["image"].astype(int) + rng.integers(-9, 10, (8, 16, 16, 1)),
                   0, 255).astype(np.uint8)
