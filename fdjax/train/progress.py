@@ -234,12 +234,12 @@ class StudyProgress:
     per_cycle = self._cycles_other_s / self._cycles if self._cycles else spent
     to_come = sum(1 for n in self._order if n not in self._finished and n != self._training
                   and self._work[n] > self._done[n])
-    left = self.remaining()
-    training = left * (self._train_s / self._train_work)
+    # the training stage's images at its own rate (none left once it finished), the rest
+    # at the rate over all the measured training
     stage_s, stage_work = self._stage_train.get(self._training, (0.0, 0))
-    if stage_work and self._training not in self._finished:
-      own = self._work[self._training] - self._done[self._training]
-      training += own * (stage_s / stage_work - self._train_s / self._train_work)
+    own = self._work[self._training] - self._done[self._training] if stage_work else 0
+    training = ((self.remaining() - own) * self._train_s / self._train_work
+                + (own * stage_s / stage_work if own else 0.0))
     return training + per_cycle * to_come + max(per_cycle - spent, 0.0)
 
   def describe(self) -> str:
