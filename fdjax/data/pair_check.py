@@ -49,8 +49,8 @@ def pair_rows(images: PairedImages, threshold: float = THRESHOLD) -> list[dict]:
     raise ValueError(f"{images.name}: pair_rows needs a paired set (inputs and targets)")
   weights = np.asarray(image_quality.BT601_WEIGHTS, np.float64) / 255.0
   rows = []
-  greys = images.grey or (False,) * len(images)
-  for name, target, degraded, grey in zip(images.names, images.targets, images.inputs, greys):
+  for name, target, degraded, grey in zip(images.names, images.targets, images.inputs,
+                                          images.grey_flags()):
     diff = degraded.astype(np.float64) - target
     luma = diff @ weights
     shift = diff.reshape(-1, 3).mean(axis=0)

@@ -87,6 +87,10 @@ class PairedImages:
   def __len__(self) -> int:
     return len(self.names)
 
+  def grey_flags(self) -> tuple[bool, ...]:
+    """``grey`` with one entry per image (all False where it is None)."""
+    return self.grey or (False,) * len(self)
+
   def sizes(self) -> list[tuple[int, int]]:
     """``(H, W)`` of every image."""
     return [t.shape[:2] for t in self.targets]

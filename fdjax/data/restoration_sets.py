@@ -110,7 +110,7 @@ def _concat(sets: list[PairedImages], prefix: bool = False) -> PairedImages:
   if len(sets) == 1:
     return sets[0]
   names = sum((tuple(f"{s.name}/{n}" for n in s.names) if prefix else s.names for s in sets), ())
-  grey = sum((s.grey or (False,) * len(s) for s in sets), ())
+  grey = sum((s.grey_flags() for s in sets), ())
   return PairedImages("+".join(s.name for s in sets), names, sum((s.targets for s in sets), ()),
                       grey=grey)
 
