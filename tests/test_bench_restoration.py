@@ -39,40 +39,39 @@ def test_restoration_bench_prints_patches_and_megapixels_per_second(capsys):
                    r"megapixels/s", out), out
 
 
-def test_restoration_bench_times_the_torch_peer_with_a_ratio(capsys):
+def test_restoration_bench_times_the_torch_peers_with_a_ratio(capsys):
   pytest.importorskip("torch")
   from fdjax.bench.__main__ import main
-  main(["restoration", "--variants", "unet", "--torch", *TINY])
+  main(["restoration", "--variants", "unet,nafnet,promptir", "--torch", *TINY])
   out = capsys.readouterr().out
   # JAX on the CPU here: the peer too, with its threads named
   assert "PyTorch " in out and re.search(r" on cpu, float32, with \d+ threads\n", out)
-  found = re.search(r"\nunet +[0-9,]+ params  train +([0-9.]+) patches/s  \(PyTorch "
-                    r"([0-9.]+) patches/s: ([0-9.]+)x\)", out)
-  assert found, out
-  # and its inference, with fdjax's ratio to it (to the printed rounding)
-  inference = re.search(r"inference +([0-9.]+) megapixels/s  \(PyTorch ([0-9.]+) megapixels/s: "
-                        r"([0-9.]+)x\)", out)
-  assert inference, out
-  mine, theirs, times = map(float, inference.groups())
-  assert (mine - 0.005) / (theirs + 0.005) - 0.005 <= times <= (
-      mine + 0.005) / (theirs - 0.005) + 0.005
-  ours, peer, ratio = map(float, found.groups())
-  # Both rates are printed to 0.1 patches/s and the ratio to 0.01 (from the unrounded
-  # rates): the printed rates bound it to within their rounding.
-  half = 0.05
-  assert (ours - half) / (peer + half) - 0.005 <= ratio <= (ours + half) / (peer - half) + 0.005
+  for variant in ("unet", "nafnet"):
+    found = re.search(rf"\n{variant} +[0-9,]+ params  train +([0-9.]+) patches/s  \(PyTorch "
+                      r"([0-9.]+) patches/s: ([0-9.]+)x\)  inference +([0-9.]+) megapixels/s  "
+                      r"\(PyTorch ([0-9.]+) megapixels/s: ([0-9.]+)x\)", out)
+    assert found, out
+    ours, peer, ratio, mine, theirs, times = map(float, found.groups())
+    # Rates are printed to 0.1 patches/s or 0.01 megapixels/s and ratios to 0.01 (from
+    # the unrounded rates): the printed rates bound each ratio to within their rounding.
+    for a, b, r, half in ((ours, peer, ratio, 0.05), (mine, theirs, times, 0.005)):
+      assert (a - half) / (b + half) - 0.005 <= r <= (a + half) / (b - half) + 0.005
+  # PromptIR has no peer: its line has no PyTorch figure
+  assert re.search(r"\npromptir +[0-9,]+ params  train +[0-9.]+ patches/s  inference +[0-9.]+ "
+                   r"megapixels/s\n", out), out
 
 
-def test_the_torch_peer_must_be_the_same_network_and_runs_beside_unet_only():
+def test_the_torch_peer_must_be_the_same_network_and_runs_beside_its_variants_only():
   with pytest.raises(SystemExit):   # printed the PyTorch header and no comparison
-    restoration._parse(["--variants", "nafnet", "--torch"])
+    restoration._parse(["--variants", "promptir,measnet", "--torch"])
   pytest.importorskip("torch")
   args = restoration._parse(["--variants", "unet", "--torch", *TINY])
-  params = restoration.moe.param_count(jax.eval_shape(lambda: init_variables(
-      restoration.build("unet", args), jax.random.key(0), (16, 16, 3))))
-  restoration.torch_train_runner(args, params)   # the same count: no complaint
-  with pytest.raises(SystemExit, match=f"has {params:,} parameters, fdjax's {params + 1:,}"):
-    restoration.torch_train_runner(args, params + 1)
+  for variant in restoration.TORCH_PEERS:
+    params = restoration.moe.param_count(jax.eval_shape(lambda v=variant: init_variables(
+        restoration.build(v, args), jax.random.key(0), (16, 16, 3))))
+    restoration.torch_train_runner(variant, args, params)   # the same count: no complaint
+    with pytest.raises(SystemExit, match=f"has {params:,} parameters, fdjax's {params + 1:,}"):
+      restoration.torch_train_runner(variant, args, params + 1)
 
 
 def test_the_load_warning_names_cpus_1_only_where_it_would_pin(monkeypatch):

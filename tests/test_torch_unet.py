@@ -1,30 +1,37 @@
-"""fdjax.bench.torch_unet: the PyTorch peer of the plain U-Net computes the same function."""
+"""fdjax.bench.torch_unet / torch_nafnet: the PyTorch peers of the plain U-Net and of the
+NAFNet-style U-Net compute the same function as fdjax's flax models."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fdjax.models import UNet
+from fdjax.models import NAFNet, UNet
 
 
 # Loading the flax weights warns nothing (torch warned of read-only numpy views once).
 @pytest.mark.filterwarnings("error::UserWarning")
-@pytest.mark.parametrize("width,depth,blocks,middle", [(8, 2, 1, 1), (4, 3, 2, 2)])
-def test_torch_unet_matches_the_flax_unet(width, depth, blocks, middle):
+@pytest.mark.parametrize("kind,width,depth,blocks,middle",
+                         [("conv", 8, 2, 1, 1), ("conv", 4, 3, 2, 2), ("naf", 8, 2, 1, 1),
+                          ("naf", 4, 2, 2, 2)])
+def test_torch_peer_matches_the_flax_model(kind, width, depth, blocks, middle):
   torch = pytest.importorskip("torch")
-  from fdjax.bench import torch_unet
+  from fdjax.bench import torch_nafnet, torch_unet
 
-  flax_model = UNet(width=width, depth=depth, blocks=blocks, middle_blocks=middle)
+  flax_class, block = {"conv": (UNet, torch_unet.ConvBlock),
+                       "naf": (NAFNet, torch_nafnet.NAFBlock)}[kind]
+  flax_model = flax_class(width=width, depth=depth, blocks=blocks, middle_blocks=middle)
   x = np.random.default_rng(0).uniform(size=(2, 16, 24, 3)).astype(np.float32)
   variables = flax_model.init(jax.random.PRNGKey(1), jnp.asarray(x))
-  # random weights everywhere, biases included (init leaves them at zero)
+  # random weights everywhere: biases, NAFNet's layer scales (zero at init) and its
+  # LayerNorm scales (one at init) included
   leaves, tree = jax.tree_util.tree_flatten(variables["params"])
   keys = jax.random.split(jax.random.PRNGKey(2), len(leaves))
   params = jax.tree_util.tree_unflatten(
-      tree, [0.1 * jax.random.normal(k, p.shape) for k, p in zip(keys, leaves)])
+      tree, [0.3 * jax.random.normal(k, p.shape) for k, p in zip(keys, leaves)])
   expected = np.asarray(flax_model.apply({"params": params}, jnp.asarray(x))[0])
-  model = torch_unet.UNet(width, depth, blocks, middle).load_flax(params)
+  assert np.abs(expected - x).mean() > 0.05   # the blocks change the image
+  model = torch_unet.UNet(width, depth, blocks, middle, block=block).load_flax(params)
   assert sum(p.numel() for p in model.parameters()) == sum(p.size for p in leaves)
   with torch.no_grad():
     got = model(torch.from_numpy(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).numpy()

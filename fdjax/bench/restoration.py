@@ -19,13 +19,14 @@ experts, ``--moe-stages`` routed per pixel, top-``--k``) with random weights, an
 * inference: the jitted forward pass on ``--infer-batch`` images of ``--infer-size``
   squared; throughput in **megapixels/s** (``fdjax.moe.images_per_second`` x pixels).
 
-``--torch`` (needs PyTorch; plain ``unet`` only): the same U-Net in PyTorch
-(``fdjax.bench.torch_unet``, NCHW, ``torch.optim.RAdam``, L1, one thread per CPU of
-the process; on the GPU when JAX runs on one and PyTorch sees it, ``torch_device``) on
-the same batch, timed alternately with fdjax's step, and its forward pass on the
-inference images (``torch.no_grad``, eval mode); the line adds its patches/s and
-megapixels/s and fdjax's ratio to each. Its parameter count is checked against fdjax's U-Net first (the
-two must be the same network). ``--cpus N`` pins the process to N CPUs (PyTorch then
+``--torch`` (needs PyTorch; the ``unet`` and ``nafnet`` rows): the same network in
+PyTorch (``fdjax.bench.torch_unet``, NCHW, with ``fdjax.bench.torch_nafnet``'s NAFNet
+block for ``nafnet``; ``torch.optim.RAdam``, L1, one thread per CPU of the process; on the
+GPU when JAX runs on one and PyTorch sees it, ``torch_device``) on the same batch, timed
+alternately with fdjax's step, and its forward pass on the inference images
+(``torch.no_grad``, eval mode); the line adds its patches/s and megapixels/s and fdjax's
+ratio to each. Its parameter count is checked against fdjax's model first (the two must
+be the same network). ``--cpus N`` pins the process to N CPUs (PyTorch then
 uses N threads): under load a multi-threaded PyTorch step slows far more than XLA's
 (40x at a load of 10 on 2 CPUs), and ``--cpus 1`` keeps the ratio meaningful.
 
@@ -59,6 +60,8 @@ from fdjax.train.state import create_train_state, init_variables
 from fdjax.train.step import make_train_step
 
 VARIANTS = ("unet", "nafnet", "promptir", "measnet", "moe")
+# The variants ``--torch`` times in PyTorch too (the others have no peer here).
+TORCH_PEERS = ("unet", "nafnet")
 BALANCE_WEIGHT = 1e-4
 # RAdam at a constant rate with coupled L2 weight decay (fdjax's default 1e-4), the same
 # step in fdjax and in the PyTorch peer.
@@ -102,19 +105,26 @@ def train_runner(model, variables, args):
   return stepper(make_train_step(loss_fn, tx, mesh), state, data, mesh)
 
 
-def torch_train_runner(args, params: int):
-  """``run(steps)``: PyTorch's training steps of the plain U-Net (``--torch``); a
-  SystemExit unless it has fdjax's U-Net's ``params`` parameters."""
+def torch_model(variant: str, args):
+  """The PyTorch peer of ``variant`` (one of ``TORCH_PEERS``), random weights."""
+  from fdjax.bench import torch_nafnet, torch_unet  # pylint: disable=import-outside-toplevel
+
+  block = {"unet": torch_unet.ConvBlock, "nafnet": torch_nafnet.NAFBlock}[variant]
+  return torch_unet.UNet(args.width, args.depth, block=block)
+
+
+def torch_train_runner(variant: str, args, params: int):
+  """``run(steps)``: PyTorch's training steps of ``variant``'s peer (``--torch``); a
+  SystemExit unless it has the ``params`` parameters of fdjax's model."""
   import torch  # pylint: disable=import-outside-toplevel
-  from fdjax.bench import torch_unet  # pylint: disable=import-outside-toplevel
 
   device = torch_device()
   torch.manual_seed(0)
-  model = torch_unet.UNet(args.width, args.depth).train().to(device)
+  model = torch_model(variant, args).train().to(device)
   count = sum(p.numel() for p in model.parameters())
   if count != params:
-    raise SystemExit(f"the PyTorch U-Net has {count:,} parameters, fdjax's {params:,}: they "
-                     "are not the same network (fdjax.bench.torch_unet follows "
+    raise SystemExit(f"the PyTorch {variant} has {count:,} parameters, fdjax's {params:,}: "
+                     "they are not the same network (fdjax.bench.torch_unet follows "
                      "fdjax.models.unet's defaults: one block per level, one middle block)")
   opt = torch.optim.RAdam(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)   # coupled L2
   images, targets = torch.rand(2, args.batch, 3, args.patch, args.patch, device=device)
@@ -134,17 +144,16 @@ def torch_train_runner(args, params: int):
   return run
 
 
-def torch_inference_rate(args) -> float:
-  """PyTorch's inference of the plain U-Net (``--torch``) in images/s: the forward pass
+def torch_inference_rate(variant: str, args) -> float:
+  """PyTorch's inference of ``variant``'s peer (``--torch``) in images/s: the forward pass
   under ``torch.no_grad`` in eval mode on ``--infer-batch`` images of ``--infer-size``
   squared, timed by ``fdjax.moe.images_per_second`` as fdjax's is (one untimed call,
   then the median of ``--repeats`` calls, each synchronised)."""
   import torch  # pylint: disable=import-outside-toplevel
-  from fdjax.bench import torch_unet  # pylint: disable=import-outside-toplevel
 
   device = torch_device()
   torch.manual_seed(0)
-  model = torch_unet.UNet(args.width, args.depth).eval().to(device)
+  model = torch_model(variant, args).eval().to(device)
   images = torch.rand(args.infer_batch, 3, args.infer_size, args.infer_size, device=device)
   autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=args.dtype == "bfloat16")
 
@@ -167,7 +176,8 @@ def torch_device() -> str:
 
 def measure(variant: str, args) -> dict:
   """``{'params', 'patches_per_s', 'megapixels_per_s'}`` of one variant (and
-  ``'torch_patches_per_s'``, ``'torch_megapixels_per_s'`` for ``unet`` with ``--torch``)."""
+  ``'torch_patches_per_s'``, ``'torch_megapixels_per_s'`` for ``TORCH_PEERS`` with
+  ``--torch``)."""
   model = build(variant, args)
   # Random weights (speed does not depend on them); rbg keys and one jitted init compile
   # far faster on CPU than threefry's, op by op.
@@ -179,15 +189,16 @@ def measure(variant: str, args) -> dict:
   predict = jax.jit(lambda v, x: model.apply(v, x, train=False)[0])
   ips = moe.images_per_second(predict, variables, images, warmup=1, repeats=args.repeats)
   runners = {"fdjax": train_runner(model, variables, args)}   # donates (deletes) variables
-  if args.torch and variant == "unet":
-    runners["torch"] = torch_train_runner(args, params)
+  if args.torch and variant in TORCH_PEERS:
+    runners["torch"] = torch_train_runner(variant, args, params)
   times = time_alternating(runners, args.steps, args.repeats, args.warmup)
   rate = {name: args.batch * args.steps / statistics.median(t) for name, t in times.items()}
   result = {"params": params, "patches_per_s": rate["fdjax"],
             "megapixels_per_s": ips * args.infer_size ** 2 / 1e6}
   if "torch" in rate:
     result["torch_patches_per_s"] = rate["torch"]
-    result["torch_megapixels_per_s"] = torch_inference_rate(args) * args.infer_size ** 2 / 1e6
+    result["torch_megapixels_per_s"] = (torch_inference_rate(variant, args)
+                                        * args.infer_size ** 2 / 1e6)
   return result
 
 
@@ -211,7 +222,7 @@ def _parse(argv):
   p.add_argument("--k", type=int, default=2, help="MoE student: top-K")
   p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
   p.add_argument("--torch", action="store_true",
-                 help="also time the plain U-Net in PyTorch (needs torch)")
+                 help=f"also time {' and '.join(TORCH_PEERS)} in PyTorch (needs torch)")
   p.add_argument("--cpus", type=int, default=0,
                  help="pin this process to this many CPUs (and PyTorch to as many threads); "
                       "0 = all")
@@ -228,8 +239,8 @@ def _parse(argv):
   unknown = sorted(set(args.variants) - set(VARIANTS))
   if unknown:
     p.error(f"unknown variants {unknown}; choose from {','.join(VARIANTS)}")
-  if args.torch and "unet" not in args.variants:
-    p.error("--torch times the plain U-Net: add unet to --variants")
+  if args.torch and not set(args.variants) & set(TORCH_PEERS):
+    p.error(f"--torch times {' and '.join(TORCH_PEERS)}: add one to --variants")
   return args
 
 

@@ -1,24 +1,40 @@
-"""The plain U-Net of ``fdjax.models.unet`` in plain ``torch.nn`` (NCHW), for benchmarks.
+"""The U-Nets of ``fdjax.models.unet`` in plain ``torch.nn`` (NCHW), for benchmarks.
 
 Same architecture, layer for layer (``fdjax.models.unet``'s docstring): 3x3 intro conv
-(3 -> width); per encoder level ``blocks`` ConvBlocks (``x + conv3x3(relu(conv3x3(x)))``)
-then a 2x2 stride-2 conv doubling the channels; ``middle_blocks`` ConvBlocks; per
-decoder level a 1x1 conv without bias (c -> 2c), ``PixelShuffle(2)`` (-> c / 2), the
-skip added, ``blocks`` ConvBlocks; 3x3 ending conv (width -> 3) added to the input. The
-parameter count equals the flax model's, and ``load_flax(params)`` copies a flax
-``UNet``'s parameters in (so both compute the same function: ``tests/test_torch_unet.py``).
+(3 -> width); per encoder level ``blocks`` blocks then a 2x2 stride-2 conv doubling the
+channels; ``middle_blocks`` blocks; per decoder level a 1x1 conv without bias (c -> 2c),
+``PixelShuffle(2)`` (-> c / 2), the skip added, ``blocks`` blocks; 3x3 ending conv
+(width -> 3) added to the input. The block is the plain U-Net's ``ConvBlock``
+(``x + conv3x3(relu(conv3x3(x)))``) or another with the same interface, such as
+``fdjax.bench.torch_nafnet.NAFBlock``. The parameter count equals the flax model's, and
+``load_flax(params)`` copies a flax ``UNet``'s (or ``NAFNet``'s) parameters in (so both
+compute the same function: ``tests/test_torch_unet.py``).
 
 Importing this module requires ``torch``.
 """
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import torch
 from torch import nn
 
 
+@torch.no_grad()
+def load_conv(module: nn.Conv2d, p) -> None:
+  """Copies a flax ``nn.Conv``'s ``{'kernel' [kh, kw, in / groups, out], 'bias'}`` into
+  ``module`` (weight ``[out, in / groups, kh, kw]``)."""
+  # np.array copies: a JAX array's numpy view is read-only, which torch warns about.
+  module.weight.copy_(torch.from_numpy(np.array(p["kernel"]).transpose(3, 2, 0, 1).copy()))
+  if module.bias is not None:
+    module.bias.copy_(torch.from_numpy(np.array(p["bias"])))
+
+
 class ConvBlock(nn.Module):
+  """``x + conv3x3(relu(conv3x3(x)))``, channels unchanged (``fdjax.models.unet.ConvBlock``)."""
+
   def __init__(self, channels: int):
     super().__init__()
     self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
@@ -27,26 +43,33 @@ class ConvBlock(nn.Module):
   def forward(self, x):
     return x + self.conv2(torch.relu(self.conv1(x)))
 
+  def load_flax(self, p) -> None:
+    """Copies the flax block's parameters ``p`` in place."""
+    load_conv(self.conv1, p["conv1"])
+    load_conv(self.conv2, p["conv2"])
+
 
 class UNet(nn.Module):
-  """``UNet(width, depth, blocks, middle_blocks)``; input ``[B, 3, H, W]``, H and W
-  divisible by ``2**depth``; returns the restored image (no features)."""
+  """``UNet(width, depth, blocks, middle_blocks, block)``; input ``[B, 3, H, W]``, H and W
+  divisible by ``2**depth``; returns the restored image (no features). ``block(channels)``
+  makes each block (a module with ``load_flax(params)``); ``ConvBlock`` by default."""
 
-  def __init__(self, width: int = 16, depth: int = 2, blocks: int = 1, middle_blocks: int = 1):
+  def __init__(self, width: int = 16, depth: int = 2, blocks: int = 1, middle_blocks: int = 1,
+               block: Callable[[int], nn.Module] = ConvBlock):
     super().__init__()
     self.depth = depth
     self.intro = nn.Conv2d(3, width, 3, padding=1)
     self.encoders, self.downs, self.ups, self.decoders = (nn.ModuleList() for _ in range(4))
     channels = width
     for _ in range(depth):
-      self.encoders.append(nn.Sequential(*(ConvBlock(channels) for _ in range(blocks))))
+      self.encoders.append(nn.Sequential(*(block(channels) for _ in range(blocks))))
       self.downs.append(nn.Conv2d(channels, channels * 2, 2, stride=2))
       channels *= 2
-    self.middle = nn.Sequential(*(ConvBlock(channels) for _ in range(middle_blocks)))
+    self.middle = nn.Sequential(*(block(channels) for _ in range(middle_blocks)))
     for _ in range(depth):   # top level first, as the encoders
       self.ups.append(nn.Conv2d(channels, channels * 2, 1, bias=False))
       channels //= 2
-      self.decoders.append(nn.Sequential(*(ConvBlock(channels) for _ in range(blocks))))
+      self.decoders.append(nn.Sequential(*(block(channels) for _ in range(blocks))))
     # built bottom-up above; stored top level first
     self.ups = nn.ModuleList(reversed(self.ups))
     self.decoders = nn.ModuleList(reversed(self.decoders))
@@ -67,24 +90,18 @@ class UNet(nn.Module):
 
   @torch.no_grad()
   def load_flax(self, params) -> "UNet":
-    """Copies a flax ``fdjax.models.UNet``'s ``params`` (same shape options) in place."""
-    def conv(module: nn.Conv2d, p):
-      # np.array copies: a JAX array's numpy view is read-only, which torch warns about.
-      module.weight.copy_(torch.from_numpy(np.array(p["kernel"]).transpose(3, 2, 0, 1).copy()))
-      if module.bias is not None:
-        module.bias.copy_(torch.from_numpy(np.array(p["bias"])))
-
+    """Copies a flax ``fdjax.models.UNet``'s (or ``NAFNet``'s, with NAFNet's blocks)
+    ``params`` (same shape options) in place."""
     def blocks(seq, prefix):
       for b, block in enumerate(seq):
-        conv(block.conv1, params[f"{prefix}_block{b}"]["conv1"])
-        conv(block.conv2, params[f"{prefix}_block{b}"]["conv2"])
+        block.load_flax(params[f"{prefix}_block{b}"])
 
-    conv(self.intro, params["intro"])
-    conv(self.ending, params["ending"])
+    load_conv(self.intro, params["intro"])
+    load_conv(self.ending, params["ending"])
     blocks(self.middle, "middle")
     for level in range(self.depth):
       blocks(self.encoders[level], f"encoder{level + 1}")
       blocks(self.decoders[level], f"decoder{level + 1}")
-      conv(self.downs[level], params[f"down{level + 1}"])
-      conv(self.ups[level], params[f"up{level + 1}"])
+      load_conv(self.downs[level], params[f"down{level + 1}"])
+      load_conv(self.ups[level], params[f"up{level + 1}"])
     return self
