@@ -35,7 +35,7 @@ from absl import app, flags
 
 from fdjax.console import start_cli
 from fdjax.errors import ConfigError, DataError, MissingDataError, UserError, cli_errors
-from fdjax.image_files import file_facts, grey_uint8, read_image
+from fdjax.image_files import grey_uint8, read_image_file
 
 _RUN = flags.DEFINE_string("run", None, "The --workdir of a finished python -m fdjax.main run.")
 _METHOD = flags.DEFINE_string("method", "fusiondistill",
@@ -123,16 +123,17 @@ class UnreadableImagesError(DataError):
 
 
 def readable_images(files: list[str], skipped: list[str], echo=print, size=None):
-  """``(index, file, image)`` for each of ``files`` that ``read_image`` can read (at
-  ``size``); each one it cannot is appended to ``skipped`` with a line via ``echo``."""
+  """``(index, file, image, facts)`` for each of ``files`` that ``read_image_file`` can
+  read (at ``size``); each one it cannot is appended to ``skipped`` with a line via
+  ``echo``."""
   for i, f in enumerate(files):
     try:
-      image = read_image(f, size)
+      image, facts = read_image_file(f, size)
     except DataError as e:
       echo(f"{os.path.basename(f)}  skipped: {e}")
       skipped.append(f)
       continue
-    yield i, f, image
+    yield i, f, image, facts
 
 
 def _same_folder(a: str, b: str) -> bool:
@@ -162,9 +163,8 @@ def restore_files(predict, files: list[str], output: str, echo=print) -> list[st
   names = output_names(files)   # before the folder is made: a clash leaves nothing behind
   _output_folder(output)
   written, skipped = [], []
-  for i, f, image in readable_images(files, skipped, echo):
+  for i, f, image, (profile, frames, grey) in readable_images(files, skipped, echo):
     name = names[i]
-    profile, frames, grey = file_facts(f)
     start = time.perf_counter()
     restored = predict(image)
     seconds = time.perf_counter() - start
@@ -198,7 +198,7 @@ def classify_files(predictor, files: list[str], output: str, echo=print) -> str:
   with handle:
     writer = csv.writer(handle)
     writer.writerow(["file", "class", "label"])
-    for _, f, image in readable_images(files, skipped, echo, shape[:2]):
+    for _, f, image, _ in readable_images(files, skipped, echo, shape[:2]):
       start = time.perf_counter()
       label = predictor(image)
       seconds = time.perf_counter() - start

@@ -8,46 +8,46 @@ from fdjax.errors import DataError
 
 
 def read_image(path: str, size: tuple[int, int] | None = None):
-  """uint8 RGB ``[H, W, 3]`` of file ``path``, upright by its EXIF orientation (as
-  viewers show phone photos); grey (16-bit grey scaled to 8 bits), palette and RGBA
-  (alpha dropped) converted (``fdjax.data._decode.rgb_uint8``); resized (bicubic) to
-  ``size`` = (height, width) when given and different."""
+  """uint8 RGB ``[H, W, 3]`` of file ``path`` (``read_image_file``'s image)."""
+  return read_image_file(path, size)[0]
+
+
+def read_image_file(path: str, size: tuple[int, int] | None = None):
+  """``(image, facts)`` of file ``path``, opened once.
+
+  ``image``: uint8 RGB ``[H, W, 3]``, upright by its EXIF orientation (as viewers show
+  phone photos); grey (16-bit grey scaled to 8 bits), palette and RGBA (alpha dropped)
+  converted (``fdjax.data._decode.rgb_uint8``); resized (bicubic) to ``size`` = (height,
+  width) when given and different.
+
+  ``facts``: ``(profile, frames, grey)``: the ICC colour profile embedded in the file
+  that describes the output (an RGB one, or a grey one for a one-channel file; None:
+  none, or one for another colour space), its number of frames (an animated GIF or a
+  multi-page TIFF: more than 1; the image is the first) and whether it holds one
+  channel (``fdjax.data._decode.one_channel``).
+
+  Raises ``DataError`` when the file cannot be read as an image.
+  """
   import numpy as np
   from PIL import Image
 
-  from fdjax.data._decode import rgb_uint8
+  from fdjax.data._decode import one_channel, rgb_uint8
 
   try:
     with Image.open(path) as im:
+      grey = one_channel(im)
+      profile = im.info.get("icc_profile") or None
+      frames = int(getattr(im, "n_frames", 1) or 1)
       image = rgb_uint8(im)   # upright by its EXIF orientation, as every loader
   except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
     raise DataError(f"cannot read image {path}: {e}") from None
   if size is not None and image.shape[:2] != tuple(size):
     image = np.asarray(Image.fromarray(image).resize((size[1], size[0]), Image.BICUBIC))
-  return image
-
-
-def file_facts(path: str) -> tuple[bytes | None, int, bool]:
-  """``(profile, frames, grey)`` of image ``path``: the ICC colour profile embedded in
-  it that describes the output (an RGB one, or a grey one for a one-channel file; None:
-  none, or one for another colour space), its number of frames (an animated GIF or a
-  multi-page TIFF: more than 1; ``read_image`` reads the first) and whether it holds
-  one channel (``fdjax.data._decode.one_channel``)."""
-  from PIL import Image
-
-  from fdjax.data._decode import one_channel
-
-  try:
-    with Image.open(path) as im:
-      profile = im.info.get("icc_profile") or None
-      frames = int(getattr(im, "n_frames", 1) or 1)
-      grey = one_channel(im)
-  except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-    return None, 1, False
   # Only a profile of the output's colour space describes it (a CMYK or Lab one, or a
   # grey one on RGB, would be misread).
   space = b"GRAY" if grey else b"RGB "
-  return (profile if profile and profile[16:20] == space else None), frames, grey
+  profile = profile if profile and profile[16:20] == space else None
+  return image, (profile, frames, grey)
 
 
 def grey_uint8(image):

@@ -18,6 +18,7 @@ from PIL import Image
 
 import fdjax
 from fdjax import apply as apply_cli
+from fdjax import image_files
 from fdjax import load as load_lib
 from fdjax import methods as methods_lib
 from fdjax import pipeline, tasks
@@ -406,6 +407,24 @@ def test_a_name_clash_leaves_no_output_folder_behind(tmp_path):
   assert not (tmp_path / "out").exists()
 
 
+def test_each_input_file_is_opened_once(tmp_path, monkeypatch):
+  """The image and what its file says of the output (profile, frames, one channel) come
+  from one opening of the file."""
+  (tmp_path / "in").mkdir()
+  rng = np.random.default_rng(3)
+  Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(tmp_path / "in" / "g.png")
+  Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(tmp_path / "in" / "c.png")
+  opened, real_open = [], Image.open
+  monkeypatch.setattr(Image, "open", lambda path, *a, **k: opened.append(str(path)) or
+                      real_open(path, *a, **k))
+  files = sorted(str(f) for f in (tmp_path / "in").iterdir())
+  written = apply_cli.restore_files(lambda image: image, files, str(tmp_path / "out"))
+  assert sorted(p for p in opened if p.startswith(str(tmp_path / "in"))) == files
+  monkeypatch.setattr(Image, "open", real_open)
+  with Image.open(written[files.index(str(tmp_path / "in" / "g.png"))]) as grey:
+    assert grey.mode == "L"   # its one channel read from that same opening
+
+
 def test_cli_classification_writes_a_csv(tmp_path, capsys):
   config = base_config()
   config.data.source = "digits"
@@ -440,17 +459,17 @@ def test_read_image_converts_16_bit_grey_and_applies_exif_rotation(tmp_path):
   grey16 = np.array([[0, 257 * 100, 65535]], np.uint16)
   Image.fromarray(grey16).save(tmp_path / "g.png")
   assert Image.open(tmp_path / "g.png").mode.startswith("I")
-  np.testing.assert_array_equal(apply_cli.read_image(str(tmp_path / "g.png"))[..., 0],
+  np.testing.assert_array_equal(image_files.read_image(str(tmp_path / "g.png"))[..., 0],
                                 [[0, 100, 255]])
   rgb = np.random.default_rng(0).integers(0, 256, (4, 6, 3), dtype=np.uint8)
   exif = Image.Exif()
   exif[0x0112] = 6  # orientation: shown rotated 90 degrees clockwise
   Image.fromarray(rgb).save(tmp_path / "r.png", exif=exif)
-  np.testing.assert_array_equal(apply_cli.read_image(str(tmp_path / "r.png")),
+  np.testing.assert_array_equal(image_files.read_image(str(tmp_path / "r.png")),
                                 np.rot90(rgb, -1))
   with pytest.raises(UserError, match="cannot read image"):
     (tmp_path / "bad.png").write_bytes(b"not a png")
-    apply_cli.read_image(str(tmp_path / "bad.png"))
+    image_files.read_image(str(tmp_path / "bad.png"))
 
 
 def test_read_image_refuses_pils_decompression_bombs_but_the_command_lifts_the_limit(
@@ -458,7 +477,7 @@ def test_read_image_refuses_pils_decompression_bombs_but_the_command_lifts_the_l
   write_images(tmp_path / "in", [SMALL])
   monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10)   # the image is over 2 x the limit
   with pytest.raises(UserError, match="cannot read image .*exceeds limit"):
-    apply_cli.read_image(str(tmp_path / "in" / "img0.png"))
+    image_files.read_image(str(tmp_path / "in" / "img0.png"))
   # The command reads the user's own files whatever their size (it tiles large ones).
   run_cli(f"--run={restoration_run[0]}", f"--input={tmp_path / 'in'}",
           f"--output={tmp_path / 'out'}")

@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 
 from fdjax import data
-from fdjax.apply import read_image
+from fdjax.image_files import read_image
 from fdjax.data._decode import image_size
 from fdjax.data.paired import load_paired
 from fdjax.degradations import grid
