@@ -42,11 +42,11 @@ def test_restoration_bench_prints_patches_and_megapixels_per_second(capsys):
 def test_restoration_bench_times_the_torch_peers_with_a_ratio(capsys):
   pytest.importorskip("torch")
   from fdjax.bench.__main__ import main
-  main(["restoration", "--variants", "unet,nafnet,promptir", "--torch", *TINY])
+  main(["restoration", "--variants", "unet,nafnet,promptir,measnet", "--torch", *TINY])
   out = capsys.readouterr().out
   # JAX on the CPU here: the peer too, with its threads named
   assert "PyTorch " in out and re.search(r" on cpu, float32, with \d+ threads\n", out)
-  for variant in ("unet", "nafnet"):
+  for variant in ("unet", "nafnet", "promptir"):
     found = re.search(rf"\n{variant} +[0-9,]+ params  train +([0-9.]+) patches/s  \(PyTorch "
                       r"([0-9.]+) patches/s: ([0-9.]+)x\)  inference +([0-9.]+) megapixels/s  "
                       r"\(PyTorch ([0-9.]+) megapixels/s: ([0-9.]+)x\)", out)
@@ -56,22 +56,23 @@ def test_restoration_bench_times_the_torch_peers_with_a_ratio(capsys):
     # the unrounded rates): the printed rates bound each ratio to within their rounding.
     for a, b, r, half in ((ours, peer, ratio, 0.05), (mine, theirs, times, 0.005)):
       assert (a - half) / (b + half) - 0.005 <= r <= (a + half) / (b - half) + 0.005
-  # PromptIR has no peer: its line has no PyTorch figure
-  assert re.search(r"\npromptir +[0-9,]+ params  train +[0-9.]+ patches/s  inference +[0-9.]+ "
+  # MEASNet has no peer: its line has no PyTorch figure
+  assert re.search(r"\nmeasnet +[0-9,]+ params  train +[0-9.]+ patches/s  inference +[0-9.]+ "
                    r"megapixels/s\n", out), out
 
 
 def test_the_torch_peer_must_be_the_same_network_and_runs_beside_its_variants_only():
   with pytest.raises(SystemExit):   # printed the PyTorch header and no comparison
-    restoration._parse(["--variants", "promptir,measnet", "--torch"])
+    restoration._parse(["--variants", "measnet,moe", "--torch"])
   pytest.importorskip("torch")
   args = restoration._parse(["--variants", "unet", "--torch", *TINY])
   for variant in restoration.TORCH_PEERS:
-    params = restoration.moe.param_count(jax.eval_shape(lambda v=variant: init_variables(
-        restoration.build(v, args), jax.random.key(0), (16, 16, 3))))
-    restoration.torch_train_runner(variant, args, params)   # the same count: no complaint
+    model = restoration.build(variant, args)
+    params = restoration.moe.param_count(jax.eval_shape(lambda m=model: init_variables(
+        m, jax.random.key(0), (16, 16, 3))))
+    restoration.torch_train_runner(variant, model, args, params)   # the same count: no complaint
     with pytest.raises(SystemExit, match=f"has {params:,} parameters, fdjax's {params + 1:,}"):
-      restoration.torch_train_runner(variant, args, params + 1)
+      restoration.torch_train_runner(variant, model, args, params + 1)
 
 
 def test_the_load_warning_names_cpus_1_only_where_it_would_pin(monkeypatch):

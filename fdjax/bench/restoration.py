@@ -19,9 +19,10 @@ experts, ``--moe-stages`` routed per pixel, top-``--k``) with random weights, an
 * inference: the jitted forward pass on ``--infer-batch`` images of ``--infer-size``
   squared; throughput in **megapixels/s** (``fdjax.moe.images_per_second`` x pixels).
 
-``--torch`` (needs PyTorch; the ``unet`` and ``nafnet`` rows): the same network in
-PyTorch (``fdjax.bench.torch_unet``, NCHW, with ``fdjax.bench.torch_nafnet``'s NAFNet
-block for ``nafnet``; ``torch.optim.RAdam``, L1, one thread per CPU of the process; on the
+``--torch`` (needs PyTorch; the ``unet``, ``nafnet`` and ``promptir`` rows): the same
+network in PyTorch (``fdjax.bench.torch_unet``, NCHW, with ``fdjax.bench.torch_nafnet``'s
+NAFNet block for ``nafnet`` and ``fdjax.bench.torch_promptir``'s prompt blocks for
+``promptir``; ``torch.optim.RAdam``, L1, one thread per CPU of the process; on the
 GPU when JAX runs on one and PyTorch sees it, ``torch_device``) on the same batch, timed
 alternately with fdjax's step, and its forward pass on the inference images
 (``torch.no_grad``, eval mode); the line adds its patches/s and megapixels/s and fdjax's
@@ -61,7 +62,7 @@ from fdjax.train.step import make_train_step
 
 VARIANTS = ("unet", "nafnet", "promptir", "measnet", "moe")
 # The variants ``--torch`` times in PyTorch too (the others have no peer here).
-TORCH_PEERS = ("unet", "nafnet")
+TORCH_PEERS = ("unet", "nafnet", "promptir")
 BALANCE_WEIGHT = 1e-4
 # RAdam at a constant rate with coupled L2 weight decay (fdjax's default 1e-4), the same
 # step in fdjax and in the PyTorch peer.
@@ -105,28 +106,32 @@ def train_runner(model, variables, args):
   return stepper(make_train_step(loss_fn, tx, mesh), state, data, mesh)
 
 
-def torch_model(variant: str, args):
-  """The PyTorch peer of ``variant`` (one of ``TORCH_PEERS``), random weights."""
-  from fdjax.bench import torch_nafnet, torch_unet  # pylint: disable=import-outside-toplevel
+def torch_model(variant: str, model):
+  """The PyTorch peer (random weights) of flax ``model``, variant ``variant`` (one of
+  ``TORCH_PEERS``), with its width, depth and prompt sizes."""
+  # pylint: disable-next=import-outside-toplevel
+  from fdjax.bench import torch_nafnet, torch_promptir, torch_unet
 
-  block = {"unet": torch_unet.ConvBlock, "nafnet": torch_nafnet.NAFBlock}[variant]
-  return torch_unet.UNet(args.width, args.depth, block=block)
+  block = torch_nafnet.NAFBlock if variant == "nafnet" else torch_unet.ConvBlock
+  before_up = (torch_promptir.prompt_blocks(model.prompt_dim, model.prompt_size,
+                                            model.num_prompts) if variant == "promptir" else None)
+  return torch_unet.UNet(model.width, model.depth, block=block, before_up=before_up)
 
 
-def torch_train_runner(variant: str, args, params: int):
-  """``run(steps)``: PyTorch's training steps of ``variant``'s peer (``--torch``); a
-  SystemExit unless it has the ``params`` parameters of fdjax's model."""
+def torch_train_runner(variant: str, model, args, params: int):
+  """``run(steps)``: PyTorch's training steps of the peer of ``variant``'s flax ``model``
+  (``--torch``); a SystemExit unless it has ``model``'s ``params`` parameters."""
   import torch  # pylint: disable=import-outside-toplevel
 
   device = torch_device()
   torch.manual_seed(0)
-  model = torch_model(variant, args).train().to(device)
-  count = sum(p.numel() for p in model.parameters())
+  net = torch_model(variant, model).train().to(device)
+  count = sum(p.numel() for p in net.parameters())
   if count != params:
     raise SystemExit(f"the PyTorch {variant} has {count:,} parameters, fdjax's {params:,}: "
                      "they are not the same network (fdjax.bench.torch_unet follows "
                      "fdjax.models.unet's defaults: one block per level, one middle block)")
-  opt = torch.optim.RAdam(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)   # coupled L2
+  opt = torch.optim.RAdam(net.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)   # coupled L2
   images, targets = torch.rand(2, args.batch, 3, args.patch, args.patch, device=device)
   # --dtype bfloat16: PyTorch's mixed precision too (fp32 weights, bf16 compute), as fdjax's
   autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=args.dtype == "bfloat16")
@@ -135,7 +140,7 @@ def torch_train_runner(variant: str, args, params: int):
     for _ in range(steps):
       opt.zero_grad(set_to_none=True)
       with autocast:
-        loss = (model(images).float() - targets).abs().mean()
+        loss = (net(images).float() - targets).abs().mean()
       loss.backward()
       opt.step()
     if device == "cuda":
@@ -144,22 +149,23 @@ def torch_train_runner(variant: str, args, params: int):
   return run
 
 
-def torch_inference_rate(variant: str, args) -> float:
-  """PyTorch's inference of ``variant``'s peer (``--torch``) in images/s: the forward pass
-  under ``torch.no_grad`` in eval mode on ``--infer-batch`` images of ``--infer-size``
-  squared, timed by ``fdjax.moe.images_per_second`` as fdjax's is (one untimed call,
-  then the median of ``--repeats`` calls, each synchronised)."""
+def torch_inference_rate(variant: str, model, args) -> float:
+  """PyTorch's inference of the peer of ``variant``'s flax ``model`` (``--torch``) in
+  images/s: the forward pass under ``torch.no_grad`` in eval mode on ``--infer-batch``
+  images of ``--infer-size`` squared, timed by ``fdjax.moe.images_per_second`` as
+  fdjax's is (one untimed call, then the median of ``--repeats`` calls, each
+  synchronised)."""
   import torch  # pylint: disable=import-outside-toplevel
 
   device = torch_device()
   torch.manual_seed(0)
-  model = torch_model(variant, args).eval().to(device)
+  net = torch_model(variant, model).eval().to(device)
   images = torch.rand(args.infer_batch, 3, args.infer_size, args.infer_size, device=device)
   autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=args.dtype == "bfloat16")
 
   def predict(_, batch) -> None:   # returns nothing for block_until_ready to wait on
     with torch.no_grad(), autocast:
-      model(batch)
+      net(batch)
     if device == "cuda":
       torch.cuda.synchronize()
 
@@ -190,14 +196,14 @@ def measure(variant: str, args) -> dict:
   ips = moe.images_per_second(predict, variables, images, warmup=1, repeats=args.repeats)
   runners = {"fdjax": train_runner(model, variables, args)}   # donates (deletes) variables
   if args.torch and variant in TORCH_PEERS:
-    runners["torch"] = torch_train_runner(variant, args, params)
+    runners["torch"] = torch_train_runner(variant, model, args, params)
   times = time_alternating(runners, args.steps, args.repeats, args.warmup)
   rate = {name: args.batch * args.steps / statistics.median(t) for name, t in times.items()}
   result = {"params": params, "patches_per_s": rate["fdjax"],
             "megapixels_per_s": ips * args.infer_size ** 2 / 1e6}
   if "torch" in rate:
     result["torch_patches_per_s"] = rate["torch"]
-    result["torch_megapixels_per_s"] = (torch_inference_rate(variant, args)
+    result["torch_megapixels_per_s"] = (torch_inference_rate(variant, model, args)
                                         * args.infer_size ** 2 / 1e6)
   return result
 

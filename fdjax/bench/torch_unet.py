@@ -6,9 +6,11 @@ channels; ``middle_blocks`` blocks; per decoder level a 1x1 conv without bias (c
 ``PixelShuffle(2)`` (-> c / 2), the skip added, ``blocks`` blocks; 3x3 ending conv
 (width -> 3) added to the input. The block is the plain U-Net's ``ConvBlock``
 (``x + conv3x3(relu(conv3x3(x)))``) or another with the same interface, such as
-``fdjax.bench.torch_nafnet.NAFBlock``. The parameter count equals the flax model's, and
-``load_flax(params)`` copies a flax ``UNet``'s (or ``NAFNet``'s) parameters in (so both
-compute the same function: ``tests/test_torch_unet.py``).
+``fdjax.bench.torch_nafnet.NAFBlock``; an optional module before each decoder level's
+up-sampling (``before_up``, as ``fdjax.models.unet.unet``'s: PromptIR's prompt blocks,
+``fdjax.bench.torch_promptir``). The parameter count equals the flax model's, and
+``load_flax(params)`` copies a flax ``UNet``'s (or ``NAFNet``'s, ``PromptIR``'s)
+parameters in (so both compute the same function: ``tests/test_torch_unet.py``).
 
 Importing this module requires ``torch``.
 """
@@ -50,14 +52,20 @@ class ConvBlock(nn.Module):
 
 
 class UNet(nn.Module):
-  """``UNet(width, depth, blocks, middle_blocks, block)``; input ``[B, 3, H, W]``, H and W
-  divisible by ``2**depth``; returns the restored image (no features). ``block(channels)``
-  makes each block (a module with ``load_flax(params)``); ``ConvBlock`` by default."""
+  """``UNet(width, depth, blocks, middle_blocks, block, before_up)``; input ``[B, 3, H,
+  W]``, H and W divisible by ``2**depth``; returns the restored image (no features).
+  ``block(channels)`` makes each block (a module with ``load_flax(params)``);
+  ``ConvBlock`` by default. ``before_up(channels, level)`` (optional) returns ``(name,
+  module)``: the module (channels unchanged, with ``load_flax(params)``) that the input
+  of the up-sampling into decoder level ``level`` (1 = top) passes through, and the
+  name of its parameters in the flax model."""
 
   def __init__(self, width: int = 16, depth: int = 2, blocks: int = 1, middle_blocks: int = 1,
-               block: Callable[[int], nn.Module] = ConvBlock):
+               block: Callable[[int], nn.Module] = ConvBlock,
+               before_up: Callable[[int, int], tuple[str, nn.Module]] | None = None):
     super().__init__()
     self.depth = depth
+    self.before_up, self.before_up_names = nn.ModuleDict(), []
     self.intro = nn.Conv2d(3, width, 3, padding=1)
     self.encoders, self.downs, self.ups, self.decoders = (nn.ModuleList() for _ in range(4))
     channels = width
@@ -66,7 +74,11 @@ class UNet(nn.Module):
       self.downs.append(nn.Conv2d(channels, channels * 2, 2, stride=2))
       channels *= 2
     self.middle = nn.Sequential(*(block(channels) for _ in range(middle_blocks)))
-    for _ in range(depth):   # top level first, as the encoders
+    for level in reversed(range(depth)):   # bottom-up; stored top level first below
+      if before_up is not None:
+        name, module = before_up(channels, level + 1)
+        self.before_up[name] = module
+        self.before_up_names.insert(0, name)
       self.ups.append(nn.Conv2d(channels, channels * 2, 1, bias=False))
       channels //= 2
       self.decoders.append(nn.Sequential(*(block(channels) for _ in range(blocks))))
@@ -84,14 +96,16 @@ class UNet(nn.Module):
       h = self.downs[level](h)
     h = self.middle(h)
     for level in reversed(range(self.depth)):
+      if self.before_up_names:
+        h = self.before_up[self.before_up_names[level]](h)
       h = self.shuffle(self.ups[level](h)) + skips[level]
       h = self.decoders[level](h)
     return x + self.ending(h)
 
   @torch.no_grad()
   def load_flax(self, params) -> "UNet":
-    """Copies a flax ``fdjax.models.UNet``'s (or ``NAFNet``'s, with NAFNet's blocks)
-    ``params`` (same shape options) in place."""
+    """Copies a flax ``fdjax.models.UNet``'s (or ``NAFNet``'s, ``PromptIR``'s, with their
+    blocks) ``params`` (same shape options) in place."""
     def blocks(seq, prefix):
       for b, block in enumerate(seq):
         block.load_flax(params[f"{prefix}_block{b}"])
@@ -104,4 +118,6 @@ class UNet(nn.Module):
       blocks(self.decoders[level], f"decoder{level + 1}")
       load_conv(self.downs[level], params[f"down{level + 1}"])
       load_conv(self.ups[level], params[f"up{level + 1}"])
+    for name, module in self.before_up.items():
+      module.load_flax(params[name])
     return self
