@@ -33,13 +33,17 @@ def read_image_file(path: str, size: tuple[int, int] | None = None):
 
   from fdjax.data._decode import one_channel, rgb_uint8
 
+  errors = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
   try:
     with Image.open(path) as im:
-      grey = one_channel(im)
-      profile = im.info.get("icc_profile") or None
-      frames = int(getattr(im, "n_frames", 1) or 1)
       image = rgb_uint8(im)   # upright by its EXIF orientation, as every loader
-  except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+      try:   # a damaged later page (n_frames reads every header) spoils only the facts
+        grey = one_channel(im)
+        profile = im.info.get("icc_profile") or None
+        frames = int(getattr(im, "n_frames", 1) or 1)
+      except errors:
+        grey, profile, frames = False, None, 1
+  except errors as e:
     raise DataError(f"cannot read image {path}: {e}") from None
   if size is not None and image.shape[:2] != tuple(size):
     image = np.asarray(Image.fromarray(image).resize((size[1], size[0]), Image.BICUBIC))

@@ -425,6 +425,37 @@ def test_each_input_file_is_opened_once(tmp_path, monkeypatch):
     assert grey.mode == "L"   # its one channel read from that same opening
 
 
+@pytest.mark.filterwarnings("ignore:Truncated File Read")   # PIL's, on the cut file
+def test_a_damaged_later_page_leaves_the_first_page_readable(tmp_path):
+  """A multi-page TIFF cut short (a broken download) whose first page decodes but whose
+  page count cannot be read is restored as one page, not skipped."""
+  rng = np.random.default_rng(4)
+  pages = [Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)) for _ in range(3)]
+  pages[0].save(tmp_path / "whole.tif", save_all=True, append_images=pages[1:])
+  data = (tmp_path / "whole.tif").read_bytes()
+  cut = tmp_path / "cut.tif"
+
+  def page_count_fails(size):   # the first page reads, its page count does not
+    cut.write_bytes(data[:size])
+    try:
+      with Image.open(cut) as im:
+        first = np.asarray(im.convert("RGB"))
+    except (OSError, SyntaxError, ValueError):
+      return False
+    try:
+      with Image.open(cut) as im:
+        im.n_frames
+    except (OSError, SyntaxError, ValueError):
+      return np.array_equal(first, np.asarray(pages[0]))
+    return False
+
+  size = next((n for n in range(len(data) - 1, 0, -1) if page_count_fails(n)), None)
+  assert size is not None, "no cut of the file reads its first page but not its page count"
+  image, (profile, frames, grey) = image_files.read_image_file(str(cut))
+  np.testing.assert_array_equal(image, np.asarray(pages[0]))
+  assert (profile, frames, grey) == (None, 1, False)
+
+
 def test_cli_classification_writes_a_csv(tmp_path, capsys):
   config = base_config()
   config.data.source = "digits"
