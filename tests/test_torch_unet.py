@@ -14,7 +14,7 @@ from fdjax.models import NAFNet, PromptIR, UNet
 @pytest.mark.filterwarnings("error::UserWarning")
 @pytest.mark.parametrize("kind,width,depth,blocks,middle",
                          [("conv", 8, 2, 1, 1), ("conv", 4, 3, 2, 2), ("naf", 4, 2, 2, 2),
-                          ("prompt", 4, 3, 1, 2)])
+                          ("prompt", 4, 3, 1, 2), ("prompt", 4, 2, 1, 1)])
 def test_torch_peer_matches_the_flax_model(kind, width, depth, blocks, middle):
   torch = pytest.importorskip("torch")
   from fdjax.bench import torch_nafnet, torch_promptir, torch_unet
@@ -23,12 +23,14 @@ def test_torch_peer_matches_the_flax_model(kind, width, depth, blocks, middle):
                        "naf": (NAFNet, torch_nafnet.NAFBlock),
                        "prompt": (PromptIR, torch_unet.ConvBlock)}[kind]
   flax_model = flax_class(width=width, depth=depth, blocks=blocks, middle_blocks=middle)
-  # PromptIR: components of 12x12 at the top level, resized to its 8x12 features (down
-  # in height only), 6x6 to 4x6 and 3x3 to 2x3 below
-  before_up = (torch_promptir.prompt_blocks(flax_model.prompt_dim, 12, flax_model.num_prompts)
+  # PromptIR: on 3 levels components of 12x12 at the top, resized to its 8x12 features
+  # (down in height only), 6x6 to 4x6 and 3x3 to 2x3 below; on 2 levels 4x4 up to 8x12
+  # and 2x2 up to 4x6
+  size = 12 if depth == 3 else 4
+  before_up = (torch_promptir.prompt_blocks(flax_model.prompt_dim, size, flax_model.num_prompts)
                if kind == "prompt" else None)
   if kind == "prompt":
-    flax_model = flax_model.clone(prompt_size=12)
+    flax_model = flax_model.clone(prompt_size=size)
   x = np.random.default_rng(0).uniform(size=(2, 16, 24, 3)).astype(np.float32)
   variables = flax_model.init(jax.random.PRNGKey(1), jnp.asarray(x))
   # random weights everywhere: biases, NAFNet's layer scales (zero at init) and its

@@ -36,10 +36,13 @@ def _padded(x, k: int):
 
 
 def _shifted_sum(x, kernel):
-  """``sum_{i, j} x_padded[:, i:i + H, j:j + W] * kernel[i, j, 0]``."""
+  """``sum_{i, j} x_padded[:, i:i + H, j:j + W] * kernel[i, j, 0]`` in ``x``'s dtype,
+  multiplied and summed in float32 (or wider) as XLA's convolutions accumulate."""
   k, (h, w) = kernel.shape[0], x.shape[1:3]
-  padded = _padded(x, k)
-  return sum(padded[:, i:i + h, j:j + w, :] * kernel[i, j, 0] for i, j in _offsets(k))
+  wide = jnp.promote_types(x.dtype, jnp.float32)
+  padded, kernel = _padded(x, k).astype(wide), kernel.astype(wide)
+  out = sum(padded[:, i:i + h, j:j + w, :] * kernel[i, j, 0] for i, j in _offsets(k))
+  return out.astype(x.dtype)
 
 
 @jax.custom_vjp
