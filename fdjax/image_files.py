@@ -7,11 +7,6 @@ from __future__ import annotations
 from fdjax.errors import DataError
 
 
-def read_image(path: str, size: tuple[int, int] | None = None):
-  """uint8 RGB ``[H, W, 3]`` of file ``path`` (``read_image_file``'s image)."""
-  return read_image_file(path, size)[0]
-
-
 def read_image_file(path: str, size: tuple[int, int] | None = None):
   """``(image, facts)`` of file ``path``, opened once.
 

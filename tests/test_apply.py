@@ -490,17 +490,17 @@ def test_read_image_converts_16_bit_grey_and_applies_exif_rotation(tmp_path):
   grey16 = np.array([[0, 257 * 100, 65535]], np.uint16)
   Image.fromarray(grey16).save(tmp_path / "g.png")
   assert Image.open(tmp_path / "g.png").mode.startswith("I")
-  np.testing.assert_array_equal(image_files.read_image(str(tmp_path / "g.png"))[..., 0],
+  np.testing.assert_array_equal(image_files.read_image_file(str(tmp_path / "g.png"))[0][..., 0],
                                 [[0, 100, 255]])
   rgb = np.random.default_rng(0).integers(0, 256, (4, 6, 3), dtype=np.uint8)
   exif = Image.Exif()
   exif[0x0112] = 6  # orientation: shown rotated 90 degrees clockwise
   Image.fromarray(rgb).save(tmp_path / "r.png", exif=exif)
-  np.testing.assert_array_equal(image_files.read_image(str(tmp_path / "r.png")),
+  np.testing.assert_array_equal(image_files.read_image_file(str(tmp_path / "r.png"))[0],
                                 np.rot90(rgb, -1))
   with pytest.raises(UserError, match="cannot read image"):
     (tmp_path / "bad.png").write_bytes(b"not a png")
-    image_files.read_image(str(tmp_path / "bad.png"))
+    image_files.read_image_file(str(tmp_path / "bad.png"))
 
 
 def test_read_image_refuses_pils_decompression_bombs_but_the_command_lifts_the_limit(
@@ -508,7 +508,7 @@ def test_read_image_refuses_pils_decompression_bombs_but_the_command_lifts_the_l
   write_images(tmp_path / "in", [SMALL])
   monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10)   # the image is over 2 x the limit
   with pytest.raises(UserError, match="cannot read image .*exceeds limit"):
-    image_files.read_image(str(tmp_path / "in" / "img0.png"))
+    image_files.read_image_file(str(tmp_path / "in" / "img0.png"))
   # The command reads the user's own files whatever their size (it tiles large ones).
   run_cli(f"--run={restoration_run[0]}", f"--input={tmp_path / 'in'}",
           f"--output={tmp_path / 'out'}")

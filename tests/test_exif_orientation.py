@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 
 from fdjax import data
-from fdjax.image_files import read_image
+from fdjax.image_files import read_image_file
 from fdjax.data._decode import image_size
 from fdjax.data.paired import load_paired
 from fdjax.degradations import grid
@@ -44,7 +44,7 @@ def test_a_paired_input_stored_turned_is_read_upright_like_its_target(tmp_path):
   pairs = load_paired(tmp_path, input_dir="rainy", target_dir="norain")
   for inputs, targets in zip(pairs.inputs, pairs.targets):
     np.testing.assert_array_equal(inputs, targets)
-  np.testing.assert_array_equal(read_image(str(tmp_path / "rainy" / "b.png")),
+  np.testing.assert_array_equal(read_image_file(str(tmp_path / "rainy" / "b.png"))[0],
                                 pairs.targets[1])
 
 
@@ -66,5 +66,5 @@ def test_a_class_folder_image_stored_turned_is_read_upright_as_fdjax_apply_reads
   loaded = data.load(f"folder:{tmp_path}", cache_dir=str(tmp_path / "cache"))
   expected = np.stack([upright["train", n, i] for n in ("ant", "bee") for i in range(2)])
   np.testing.assert_array_equal(loaded.train.images, expected)
-  np.testing.assert_array_equal(read_image(turned), upright["train", "bee", 1])
+  np.testing.assert_array_equal(read_image_file(turned)[0], upright["train", "bee", 1])
   np.testing.assert_array_equal(grid.load_image(turned), upright["train", "bee", 1])
