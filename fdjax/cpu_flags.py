@@ -41,7 +41,11 @@ TESTED_JAXLIB = ((0, 10),)   # (major, minor) versions the flag was measured on
 OPT_OUT_ENV = "FDJAX_XLA_DEFAULTS"
 
 
-def _major_minor(version: str) -> tuple[int, int] | None:
+def jaxlib_minor(version: str | None) -> tuple[int, int] | None:
+  """``(major, minor)`` of a version string such as ``"0.10.2"``; None for None or a
+  string without two leading integers."""
+  if version is None:
+    return None
   parts = version.split(".")
   try:
     return int(parts[0]), int(parts[1])
@@ -57,7 +61,7 @@ def default_flags(xla_flags: str, jaxlib_version: str | None, opt_out: str | Non
   otherwise ``xla_flags`` unchanged. Pure: no environment read."""
   if opt_out == "0" or jaxlib_version is None or accelerator:
     return xla_flags
-  if _major_minor(jaxlib_version) not in TESTED_JAXLIB:
+  if jaxlib_minor(jaxlib_version) not in TESTED_JAXLIB:
     return xla_flags
   if any(token.split("=")[0] == FLAG_NAME for token in xla_flags.split()):
     return xla_flags
@@ -70,7 +74,8 @@ def _backends_started() -> bool:
   return bool(started()) if callable(started) else False
 
 
-def _jaxlib_version() -> str | None:
+def installed_jaxlib() -> str | None:
+  """The installed jaxlib's version string (None when jaxlib is not installed)."""
   try:
     return metadata.version("jaxlib")
   except metadata.PackageNotFoundError:
@@ -101,7 +106,7 @@ def apply_defaults(environ=None) -> bool:
   current = environ.get("XLA_FLAGS", "")
   accelerator = (environ.get("JAX_PLATFORMS", "").strip().lower() != "cpu"
                  and bool(_accelerator_plugins()))
-  wanted = default_flags(current, _jaxlib_version(), environ.get(OPT_OUT_ENV), accelerator)
+  wanted = default_flags(current, installed_jaxlib(), environ.get(OPT_OUT_ENV), accelerator)
   if wanted == current:
     return False
   environ["XLA_FLAGS"] = wanted

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from fdjax import cpu_flags
+
 # The suite compiles far more than it computes (tiny models, a few steps each), and most
 # of XLA:CPU's compile time is LLVM optimising the generated loops: level 0 skips that
 # (convolutions and matmuls still run in Eigen/oneDNN's own compiled kernels). Measured
@@ -17,13 +19,32 @@ import pytest
 # module starts JAX; subprocesses inherit it through ``with_xla_flags``.
 TEST_XLA_FLAGS = "--xla_backend_optimization_level=0"
 
+# jaxlib 0.10's XLA:CPU compiles the suite's programs about a third faster with its older
+# LLVM IR emitters for fusions than with its default MLIR fusion emitters (the whole
+# suite 4m12s against 6m20s on the 2-core CPU: BUILD_NOTES.md, "The suite's compile
+# time"). Only on the jaxlib versions where that was measured: XLA aborts on a flag it
+# does not know, and jaxlib 0.12 (Python 3.12 and later) has dropped this one.
+OLD_FUSION_EMITTERS = "--xla_cpu_use_fusion_emitters=false"
+OLD_FUSION_EMITTERS_JAXLIB = ((0, 10),)
+
+
+def suite_xla_flags(xla_flags: str, jaxlib_version: str | None) -> str:
+  """The flags this suite adds to ``xla_flags`` (the caller's XLA_FLAGS, which win: a flag
+  they already set is not set again) under ``jaxlib_version``."""
+  given = {token.split("=")[0] for token in xla_flags.split()}
+  added = [TEST_XLA_FLAGS]
+  if cpu_flags.jaxlib_minor(jaxlib_version) in OLD_FUSION_EMITTERS_JAXLIB:
+    added.append(OLD_FUSION_EMITTERS)
+  return " ".join(flag for flag in added if flag.split("=")[0] not in given)
+
 
 def with_xla_flags(flags: str) -> str:
   """This process's XLA_FLAGS (the suite's own included) followed by ``flags``."""
   return f"{os.environ.get('XLA_FLAGS', '')} {flags}".strip()
 
 
-os.environ["XLA_FLAGS"] = with_xla_flags(TEST_XLA_FLAGS)
+os.environ["XLA_FLAGS"] = with_xla_flags(
+    suite_xla_flags(os.environ.get("XLA_FLAGS", ""), cpu_flags.installed_jaxlib()))
 
 # fdjax's cache root (extracted archives, decoded images, compiled programs) for this
 # session only, removed at its end: a load without ``cache_dir`` (tests that use the

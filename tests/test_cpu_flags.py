@@ -39,7 +39,7 @@ def test_not_applied_where_an_accelerator_plugin_may_be_used(monkeypatch, tmp_pa
     sys.modules.pop("jax_plugins", None)
   assert "jax_plugins.xla_fake" in found and "jax_cuda99_plugin" in found
   monkeypatch.setattr(cpu_flags, "_backends_started", lambda: False)
-  monkeypatch.setattr(cpu_flags, "_jaxlib_version", lambda: "0.10.2")
+  monkeypatch.setattr(cpu_flags, "installed_jaxlib", lambda: "0.10.2")
   monkeypatch.setattr(cpu_flags, "_accelerator_plugins", lambda: ["libtpu"])
   env = {}
   assert not cpu_flags.apply_defaults(env) and env == {}
@@ -56,7 +56,7 @@ def test_apply_defaults_edits_the_given_environment_once():
   if cpu_flags._backends_started():         # then nothing may change
     assert not changed and env == {}
     return
-  expected = cpu_flags.default_flags("", cpu_flags._jaxlib_version(),
+  expected = cpu_flags.default_flags("", cpu_flags.installed_jaxlib(),
                                      accelerator=bool(cpu_flags._accelerator_plugins()))
   assert changed == bool(expected) and env.get("XLA_FLAGS", "") == expected
   assert not cpu_flags.apply_defaults(env)  # idempotent
@@ -96,8 +96,8 @@ def test_flag_reaches_xla_and_moves_convolutions_out_of_ynnpack():
   unknown one would abort) and the compiled weight gradient of a 3x3 convolution holds
   no YNNPACK fusion, where XLA's default (opted out) has one; the gradient's value is
   the closed form either way; once JAX has started, ``apply_defaults`` changes nothing."""
-  if cpu_flags.default_flags("", cpu_flags._jaxlib_version()) == "":
-    pytest.skip(f"jaxlib {cpu_flags._jaxlib_version()} is not in TESTED_JAXLIB")
+  if cpu_flags.default_flags("", cpu_flags.installed_jaxlib()) == "":
+    pytest.skip(f"jaxlib {cpu_flags.installed_jaxlib()} is not in TESTED_JAXLIB")
   ours, xlas = _fresh_python(None), _fresh_python("0")
   assert ours["changed"] == f"True {FLAG}" and xlas["changed"].startswith("False")
   assert ours["ynn"] == "False" and xlas["ynn"] == "True"
