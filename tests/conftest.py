@@ -21,9 +21,9 @@ TEST_XLA_FLAGS = "--xla_backend_optimization_level=0"
 
 # jaxlib 0.10's XLA:CPU compiles the suite's programs about a third faster with its older
 # LLVM IR emitters for fusions than with its default MLIR fusion emitters (the whole
-# suite 4m12s against 6m20s on the 2-core CPU: BUILD_NOTES.md, "The suite's compile
-# time"). Only on the jaxlib versions where that was measured: XLA aborts on a flag it
-# does not know, and jaxlib 0.12 (Python 3.12 and later) has dropped this one.
+# suite 4m12s against 6m20s on the 2-core CPU: BUILD_NOTES.md, "Test suite"). Only on
+# the jaxlib versions where that was measured: XLA aborts on a flag it does not know, and
+# jaxlib 0.12 (Python 3.12 and later) has dropped this one.
 OLD_FUSION_EMITTERS = "--xla_cpu_use_fusion_emitters=false"
 OLD_FUSION_EMITTERS_JAXLIB = ((0, 10),)
 
