@@ -19,15 +19,16 @@ experts, ``--moe-stages`` routed per pixel, top-``--k``) with random weights, an
 * inference: the jitted forward pass on ``--infer-batch`` images of ``--infer-size``
   squared; throughput in **megapixels/s** (``fdjax.moe.images_per_second`` x pixels).
 
-``--torch`` (needs PyTorch; the ``unet``, ``nafnet`` and ``promptir`` rows): the same
-network in PyTorch (``fdjax.bench.torch_unet``, NCHW, with ``fdjax.bench.torch_nafnet``'s
-NAFNet block for ``nafnet`` and ``fdjax.bench.torch_promptir``'s prompt blocks for
-``promptir``; ``torch.optim.RAdam``, L1, one thread per CPU of the process; on the
-GPU when JAX runs on one and PyTorch sees it, ``torch_device``) on the same batch, timed
-alternately with fdjax's step, and its forward pass on the inference images
-(``torch.no_grad``, eval mode); the line adds its patches/s and megapixels/s and fdjax's
-ratio to each. Its parameter count is checked against fdjax's model first (the two must
-be the same network). ``--cpus N`` pins the process to N CPUs (PyTorch then
+``--torch`` (needs PyTorch; the ``unet``, ``nafnet``, ``promptir`` and ``measnet`` rows): the
+same network in PyTorch (``fdjax.bench.torch_unet``, NCHW, with ``fdjax.bench.torch_nafnet``'s
+NAFNet block for ``nafnet``, ``fdjax.bench.torch_promptir``'s prompt blocks for
+``promptir`` and ``fdjax.bench.torch_measnet``'s routed decoder blocks for ``measnet``;
+``torch.optim.RAdam``, L1 (and MEASNet's weighted balance loss), one thread per CPU of the
+process; on the GPU when JAX runs on one and PyTorch sees it, ``torch_device``) on the
+same batch, timed alternately with fdjax's step, and its forward pass on the inference
+images (``torch.no_grad``, eval mode); the line adds its patches/s and megapixels/s and
+fdjax's ratio to each. Its parameter count is checked against fdjax's model first (the
+two must be the same network). ``--cpus N`` pins the process to N CPUs (PyTorch then
 uses N threads): under load a multi-threaded PyTorch step slows far more than XLA's
 (40x at a load of 10 on 2 CPUs), and ``--cpus 1`` keeps the ratio meaningful.
 
@@ -62,7 +63,7 @@ from fdjax.train.step import make_train_step
 
 VARIANTS = ("unet", "nafnet", "promptir", "measnet", "moe")
 # The variants ``--torch`` times in PyTorch too (the others have no peer here).
-TORCH_PEERS = ("unet", "nafnet", "promptir")
+TORCH_PEERS = ("unet", "nafnet", "promptir", "measnet")
 BALANCE_WEIGHT = 1e-4
 # RAdam at a constant rate with coupled L2 weight decay (fdjax's default 1e-4), the same
 # step in fdjax and in the PyTorch peer.
@@ -110,12 +111,25 @@ def torch_model(variant: str, model):
   """The PyTorch peer (random weights) of flax ``model``, variant ``variant`` (one of
   ``TORCH_PEERS``), with its width, depth and prompt sizes."""
   # pylint: disable-next=import-outside-toplevel
-  from fdjax.bench import torch_nafnet, torch_promptir, torch_unet
+  from fdjax.bench import torch_measnet, torch_nafnet, torch_promptir, torch_unet
 
   block = torch_nafnet.NAFBlock if variant == "nafnet" else torch_unet.ConvBlock
   before_up = (torch_promptir.prompt_blocks(model.prompt_dim, model.prompt_size,
                                             model.num_prompts) if variant == "promptir" else None)
-  return torch_unet.UNet(model.width, model.depth, block=block, before_up=before_up)
+  decoder_block = (torch_measnet.meas_blocks(model.num_experts, model.k, model.mlp_expand,
+                                             model.num_prompts) if variant == "measnet" else None)
+  return torch_unet.UNet(model.width, model.depth, block=block, before_up=before_up,
+                         decoder_block=decoder_block)
+
+
+def torch_regularizer(variant: str, model, net):
+  """The PyTorch peer's term that fdjax's loss adds as ``features['regularizer']``
+  (MEASNet's weighted balance loss; 0 for the others), after a forward pass of ``net``."""
+  if variant != "measnet":
+    return 0.0
+  from fdjax.bench import torch_measnet  # pylint: disable=import-outside-toplevel
+
+  return model.balance_weight * torch_measnet.balance_loss(net)
 
 
 def torch_train_runner(variant: str, model, args, params: int):
@@ -140,7 +154,8 @@ def torch_train_runner(variant: str, model, args, params: int):
     for _ in range(steps):
       opt.zero_grad(set_to_none=True)
       with autocast:
-        loss = (net(images).float() - targets).abs().mean()
+        loss = ((net(images).float() - targets).abs().mean()
+                + torch_regularizer(variant, model, net))
       loss.backward()
       opt.step()
     if device == "cuda":
