@@ -1,6 +1,6 @@
-"""fdjax.bench.torch_unet / torch_nafnet / torch_promptir: the PyTorch peers of the plain
-U-Net, the NAFNet-style and the PromptIR-style U-Nets compute the same function as
-fdjax's flax models."""
+"""fdjax.bench.torch_unet / torch_nafnet / torch_promptir / torch_moe: the PyTorch peers of
+the plain U-Net, the NAFNet-style, PromptIR-style and MEASNet-style U-Nets and the
+FusionDistill-MoE student compute the same function as fdjax's flax models."""
 
 import jax
 import jax.numpy as jnp
@@ -51,36 +51,50 @@ def test_torch_peer_matches_the_flax_model(kind, width, depth, blocks, middle):
 
 
 
-@pytest.mark.parametrize("k", [1, 2])
-def test_torch_measnet_matches_the_flax_model_and_its_balance_loss(k):
-  torch = pytest.importorskip("torch")
-  from fdjax.bench import torch_measnet, torch_unet
-  from fdjax.models import MEASNet
 
-  flax_model = MEASNet(width=4, depth=2, num_experts=3, k=k, mlp_expand=2, num_prompts=5)
+# prompt_scale: expert prompts far larger than at init (std 0.02), so that pixels go to
+# different experts, yet no two of a pixel's gates within 1e-4 of each other at the K-th
+@pytest.mark.parametrize("kind,k,prompt_scale", [("measnet", 1, 0.5), ("measnet", 2, 0.5),
+                                                 ("moe", 2, 0.1)])
+def test_torch_routed_peers_match_the_flax_model_and_its_balance_loss(kind, k, prompt_scale):
+  torch = pytest.importorskip("torch")
+  from fdjax.bench import torch_moe, torch_unet
+  from fdjax.models import MEASNet
+  from fdjax.moe.unet_student import RoutedUNet
+
+  if kind == "measnet":
+    flax_model = MEASNet(width=4, depth=2, num_experts=3, k=k, mlp_expand=2, num_prompts=5)
+    routed = ("decoder1_block0", "decoder2_block0")
+    block_at = torch_moe.meas_blocks(3, k, 2, 5)
+  else:   # routed encoder and decoder levels, one block each
+    flax_model = RoutedUNet(width=4, depth=2, num_experts=3, k=k, num_prompts=5,
+                            routed=("encoder2", "decoder1"))
+    routed = ("encoder2_block0", "decoder1_block0")
+    block_at = torch_moe.routed_blocks(("encoder2", "decoder1"), 3, k, 5)
   x = np.random.default_rng(0).uniform(size=(2, 8, 12, 3)).astype(np.float32)
   variables = flax_model.init(jax.random.PRNGKey(1), jnp.asarray(x))
   leaves, tree = jax.tree_util.tree_flatten_with_path(variables["params"])
   keys = jax.random.split(jax.random.PRNGKey(2), len(leaves))
-  # the initial weights moved at random (biases too), and expert prompts far larger than
-  # at init, so that pixels go to different experts
+  # the initial weights moved at random (biases too), the expert prompts drawn anew
+  def moved(key, path, p):
+    if "expert_prompts" in jax.tree_util.keystr(path):
+      return prompt_scale * jax.random.normal(key, p.shape)
+    return p + 0.1 * jax.random.normal(key, p.shape)
+
   params = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(variables["params"]), [
-      0.5 * jax.random.normal(key, p.shape) if "expert_prompts" in jax.tree_util.keystr(path)
-      else p + 0.1 * jax.random.normal(key, p.shape) for key, (path, p) in zip(keys, leaves)])
+      moved(key, path, p) for key, (path, p) in zip(keys, leaves)])
   expected, features = flax_model.apply({"params": params}, jnp.asarray(x))
-  for name in ("decoder1_block0", "decoder2_block0"):
+  for name in routed:
     gates = np.asarray(features[f"router_{name}"]).reshape(-1, 3)
     assert len({tuple(np.flatnonzero(g)) for g in gates}) > 1   # pixels routed apart
     probs = np.sort(np.asarray(jax.nn.softmax(features[f"router_logits_{name}"])), -1)
     assert (probs[..., 3 - k] - probs[..., 2 - k]).min() > 1e-4   # no near-ties in top-K
-  model = torch_unet.UNet(4, 2, decoder_block=torch_measnet.meas_blocks(3, k, 2, 5)
-                          ).load_flax(params)
-  assert sum(p.numel() for p in model.parameters()) == len(
-      np.concatenate([np.ravel(p) for _, p in leaves]))
+  model = torch_unet.UNet(4, 2, block_at=block_at).load_flax(params)
+  assert sum(p.numel() for p in model.parameters()) == sum(p.size for _, p in leaves)
   with torch.no_grad():
     got = model(torch.from_numpy(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).numpy()
   expected = np.asarray(expected)
   assert np.abs(expected - x).mean() > 0.05
   np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
-  np.testing.assert_allclose(float(torch_measnet.balance_loss(model)),
+  np.testing.assert_allclose(float(torch_moe.balance_loss(model)),
                              float(features["aux_loss"]), rtol=1e-5)

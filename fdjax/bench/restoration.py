@@ -19,17 +19,17 @@ experts, ``--moe-stages`` routed per pixel, top-``--k``) with random weights, an
 * inference: the jitted forward pass on ``--infer-batch`` images of ``--infer-size``
   squared; throughput in **megapixels/s** (``fdjax.moe.images_per_second`` x pixels).
 
-``--torch`` (needs PyTorch; the ``unet``, ``nafnet``, ``promptir`` and ``measnet`` rows): the
-same network in PyTorch (``fdjax.bench.torch_unet``, NCHW, with ``fdjax.bench.torch_nafnet``'s
-NAFNet block for ``nafnet``, ``fdjax.bench.torch_promptir``'s prompt blocks for
-``promptir`` and ``fdjax.bench.torch_measnet``'s routed decoder blocks for ``measnet``;
-``torch.optim.RAdam``, L1 (and MEASNet's weighted balance loss), one thread per CPU of the
-process; on the GPU when JAX runs on one and PyTorch sees it, ``torch_device``) on the
-same batch, timed alternately with fdjax's step, and its forward pass on the inference
-images (``torch.no_grad``, eval mode); the line adds its patches/s and megapixels/s and
-fdjax's ratio to each. Its parameter count is checked against fdjax's model first (the
-two must be the same network). ``--cpus N`` pins the process to N CPUs (PyTorch then
-uses N threads): under load a multi-threaded PyTorch step slows far more than XLA's
+``--torch`` (needs PyTorch; every row): the same network in PyTorch
+(``fdjax.bench.torch_unet``, NCHW, with ``fdjax.bench.torch_nafnet``'s NAFNet block for
+``nafnet``, ``fdjax.bench.torch_promptir``'s prompt blocks for ``promptir`` and
+``fdjax.bench.torch_moe``'s routed blocks for ``measnet`` and ``moe``;
+``torch.optim.RAdam``, L1 plus the same weighted balance loss for ``measnet`` and ``moe``,
+one thread per CPU of the process; on the GPU when JAX runs on one and PyTorch sees it,
+``torch_device``) on the same batch, timed alternately with fdjax's step, and its
+forward pass on the inference images (``torch.no_grad``, eval mode); the line adds its
+patches/s and megapixels/s and fdjax's ratio to each. Its parameter count is checked
+against fdjax's model first (the two must be the same network). ``--cpus N`` pins the
+process to N CPUs (PyTorch then uses N threads): under load a multi-threaded PyTorch step slows far more than XLA's
 (40x at a load of 10 on 2 CPUs), and ``--cpus 1`` keeps the ratio meaningful.
 
 The header names the backend, its devices and the CPU model (``fdjax.bench.host``), the
@@ -62,8 +62,6 @@ from fdjax.train.state import create_train_state, init_variables
 from fdjax.train.step import make_train_step
 
 VARIANTS = ("unet", "nafnet", "promptir", "measnet", "moe")
-# The variants ``--torch`` times in PyTorch too (the others have no peer here).
-TORCH_PEERS = ("unet", "nafnet", "promptir", "measnet")
 BALANCE_WEIGHT = 1e-4
 # RAdam at a constant rate with coupled L2 weight decay (fdjax's default 1e-4), the same
 # step in fdjax and in the PyTorch peer.
@@ -108,28 +106,35 @@ def train_runner(model, variables, args):
 
 
 def torch_model(variant: str, model):
-  """The PyTorch peer (random weights) of flax ``model``, variant ``variant`` (one of
-  ``TORCH_PEERS``), with its width, depth and prompt sizes."""
+  """The PyTorch peer (random weights) of flax ``model``, variant ``variant``, with its
+  width, depth, prompt sizes and routing options."""
   # pylint: disable-next=import-outside-toplevel
-  from fdjax.bench import torch_measnet, torch_nafnet, torch_promptir, torch_unet
+  from fdjax.bench import torch_moe, torch_nafnet, torch_promptir, torch_unet
 
   block = torch_nafnet.NAFBlock if variant == "nafnet" else torch_unet.ConvBlock
   before_up = (torch_promptir.prompt_blocks(model.prompt_dim, model.prompt_size,
                                             model.num_prompts) if variant == "promptir" else None)
-  decoder_block = (torch_measnet.meas_blocks(model.num_experts, model.k, model.mlp_expand,
-                                             model.num_prompts) if variant == "measnet" else None)
+  block_at = None
+  if variant == "measnet":
+    block_at = torch_moe.meas_blocks(model.num_experts, model.k, model.mlp_expand,
+                                     model.num_prompts)
+  elif variant == "moe":
+    block_at = torch_moe.routed_blocks(model.routed, model.num_experts, model.k,
+                                       model.num_prompts)
   return torch_unet.UNet(model.width, model.depth, block=block, before_up=before_up,
-                         decoder_block=decoder_block)
+                         block_at=block_at)
 
 
 def torch_regularizer(variant: str, model, net):
-  """The PyTorch peer's term that fdjax's loss adds as ``features['regularizer']``
-  (MEASNet's weighted balance loss; 0 for the others), after a forward pass of ``net``."""
-  if variant != "measnet":
+  """The PyTorch peer's term that fdjax's training loss adds to L1 (``train_runner``'s
+  ``loss_fn``): the weighted balance loss of MEASNet (its ``balance_weight``) and of the
+  MoE student (``BALANCE_WEIGHT``), 0 for the others; after a forward pass of ``net``."""
+  if variant not in ("measnet", "moe"):
     return 0.0
-  from fdjax.bench import torch_measnet  # pylint: disable=import-outside-toplevel
+  from fdjax.bench import torch_moe  # pylint: disable=import-outside-toplevel
 
-  return model.balance_weight * torch_measnet.balance_loss(net)
+  weight = model.balance_weight if variant == "measnet" else BALANCE_WEIGHT
+  return weight * torch_moe.balance_loss(net)
 
 
 def torch_train_runner(variant: str, model, args, params: int):
@@ -197,8 +202,7 @@ def torch_device() -> str:
 
 def measure(variant: str, args) -> dict:
   """``{'params', 'patches_per_s', 'megapixels_per_s'}`` of one variant (and
-  ``'torch_patches_per_s'``, ``'torch_megapixels_per_s'`` for ``TORCH_PEERS`` with
-  ``--torch``)."""
+  ``'torch_patches_per_s'``, ``'torch_megapixels_per_s'`` with ``--torch``)."""
   model = build(variant, args)
   # Random weights (speed does not depend on them); rbg keys and one jitted init compile
   # far faster on CPU than threefry's, op by op.
@@ -210,7 +214,7 @@ def measure(variant: str, args) -> dict:
   predict = jax.jit(lambda v, x: model.apply(v, x, train=False)[0])
   ips = moe.images_per_second(predict, variables, images, warmup=1, repeats=args.repeats)
   runners = {"fdjax": train_runner(model, variables, args)}   # donates (deletes) variables
-  if args.torch and variant in TORCH_PEERS:
+  if args.torch:
     runners["torch"] = torch_train_runner(variant, model, args, params)
   times = time_alternating(runners, args.steps, args.repeats, args.warmup)
   rate = {name: args.batch * args.steps / statistics.median(t) for name, t in times.items()}
@@ -243,7 +247,7 @@ def _parse(argv):
   p.add_argument("--k", type=int, default=2, help="MoE student: top-K")
   p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
   p.add_argument("--torch", action="store_true",
-                 help=f"also time {' and '.join(TORCH_PEERS)} in PyTorch (needs torch)")
+                 help="also time each variant's PyTorch twin (needs torch)")
   p.add_argument("--cpus", type=int, default=0,
                  help="pin this process to this many CPUs (and PyTorch to as many threads); "
                       "0 = all")
@@ -260,8 +264,8 @@ def _parse(argv):
   unknown = sorted(set(args.variants) - set(VARIANTS))
   if unknown:
     p.error(f"unknown variants {unknown}; choose from {','.join(VARIANTS)}")
-  if args.torch and not set(args.variants) & set(TORCH_PEERS):
-    p.error(f"--torch times {' and '.join(TORCH_PEERS)}: add one to --variants")
+  if not args.variants:
+    p.error(f"--variants names none; choose from {','.join(VARIANTS)}")
   return args
 
 

@@ -8,10 +8,11 @@ channels; ``middle_blocks`` blocks; per decoder level a 1x1 conv without bias (c
 (``x + conv3x3(relu(conv3x3(x)))``) or another with the same interface, such as
 ``fdjax.bench.torch_nafnet.NAFBlock``; an optional module before each decoder level's
 up-sampling (``before_up``, as ``fdjax.models.unet.unet``'s: PromptIR's prompt blocks,
-``fdjax.bench.torch_promptir``), and other blocks in the decoder (``decoder_block``:
-MEASNet's, ``fdjax.bench.torch_measnet``). The parameter count equals the flax model's, and
-``load_flax(params)`` copies a flax ``UNet``'s (or ``NAFNet``'s, ``PromptIR``'s, ``MEASNet``'s)
-parameters in (so both compute the same function: ``tests/test_torch_unet.py``).
+``fdjax.bench.torch_promptir``), and other blocks at chosen levels (``block_at``: the
+routed blocks of MEASNet and of FusionDistill-MoE's student, ``fdjax.bench.torch_moe``).
+The parameter count equals the flax model's, and ``load_flax(params)`` copies a flax
+``UNet``'s (or ``NAFNet``'s, ``PromptIR``'s, ``MEASNet``'s, ``RoutedUNet``'s) parameters
+in (so both compute the same function: ``tests/test_torch_unet.py``).
 
 Importing this module requires ``torch``.
 """
@@ -59,26 +60,28 @@ class UNet(nn.Module):
   ``ConvBlock`` by default. ``before_up(channels, level)`` (optional) returns ``(name,
   module)``: the module (channels unchanged, with ``load_flax(params)``) that the input
   of the up-sampling into decoder level ``level`` (1 = top) passes through, and the
-  name of its parameters in the flax model. ``decoder_block(channels)`` (optional) makes
-  the decoder's blocks instead of ``block`` (MEASNet's routed blocks,
-  ``fdjax.bench.torch_measnet``)."""
+  name of its parameters in the flax model. ``block_at(level, channels)`` (optional) makes
+  the blocks instead of ``block``, by level name (``'encoder<l>'``, ``'middle'``,
+  ``'decoder<l>'``): the routed blocks of ``fdjax.bench.torch_moe``; a block whose class
+  has a ``param_suffix`` loads the flax parameters ``<name><suffix>``."""
 
   def __init__(self, width: int = 16, depth: int = 2, blocks: int = 1, middle_blocks: int = 1,
                block: Callable[[int], nn.Module] = ConvBlock,
                before_up: Callable[[int, int], tuple[str, nn.Module]] | None = None,
-               decoder_block: Callable[[int], nn.Module] | None = None):
+               block_at: Callable[[str, int], nn.Module] | None = None):
     super().__init__()
-    decoder_block = decoder_block or block
+    block_at = block_at or (lambda level, channels: block(channels))
     self.depth = depth
     self.before_up, self.before_up_names = nn.ModuleDict(), []
     self.intro = nn.Conv2d(3, width, 3, padding=1)
     self.encoders, self.downs, self.ups, self.decoders = (nn.ModuleList() for _ in range(4))
     channels = width
-    for _ in range(depth):
-      self.encoders.append(nn.Sequential(*(block(channels) for _ in range(blocks))))
+    for level in range(depth):
+      self.encoders.append(nn.Sequential(*(block_at(f"encoder{level + 1}", channels)
+                                           for _ in range(blocks))))
       self.downs.append(nn.Conv2d(channels, channels * 2, 2, stride=2))
       channels *= 2
-    self.middle = nn.Sequential(*(block(channels) for _ in range(middle_blocks)))
+    self.middle = nn.Sequential(*(block_at("middle", channels) for _ in range(middle_blocks)))
     for level in reversed(range(depth)):   # bottom-up; stored top level first below
       if before_up is not None:
         name, module = before_up(channels, level + 1)
@@ -86,7 +89,8 @@ class UNet(nn.Module):
         self.before_up_names.insert(0, name)
       self.ups.append(nn.Conv2d(channels, channels * 2, 1, bias=False))
       channels //= 2
-      self.decoders.append(nn.Sequential(*(decoder_block(channels) for _ in range(blocks))))
+      self.decoders.append(nn.Sequential(*(block_at(f"decoder{level + 1}", channels)
+                                           for _ in range(blocks))))
     # built bottom-up above; stored top level first
     self.ups = nn.ModuleList(reversed(self.ups))
     self.decoders = nn.ModuleList(reversed(self.decoders))
@@ -113,7 +117,7 @@ class UNet(nn.Module):
     blocks) ``params`` (same shape options) in place."""
     def blocks(seq, prefix):
       for b, block in enumerate(seq):
-        block.load_flax(params[f"{prefix}_block{b}"])
+        block.load_flax(params[f"{prefix}_block{b}{getattr(block, 'param_suffix', '')}"])
 
     load_conv(self.intro, params["intro"])
     load_conv(self.ending, params["ending"])
