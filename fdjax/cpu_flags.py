@@ -97,6 +97,14 @@ def _accelerator_plugins() -> list[str]:
   return found + [f"jax_plugins.{m.name}" for m in pkgutil.iter_modules(jax_plugins.__path__)]
 
 
+def accelerator_in_use(environ) -> bool:
+  """Whether JAX may use an accelerator plugin: one is installed and ``environ``'s
+  ``JAX_PLATFORMS`` is not ``cpu`` (its XLA, which may be built apart from jaxlib's,
+  parses ``XLA_FLAGS`` too)."""
+  return (environ.get("JAX_PLATFORMS", "").strip().lower() != "cpu"
+          and bool(_accelerator_plugins()))
+
+
 def apply_defaults(environ=None) -> bool:
   """Sets ``environ['XLA_FLAGS']`` (default ``os.environ``) to ``default_flags(...)``
   unless JAX's backends already started; returns whether it changed anything."""
@@ -104,8 +112,7 @@ def apply_defaults(environ=None) -> bool:
   if _backends_started():
     return False
   current = environ.get("XLA_FLAGS", "")
-  accelerator = (environ.get("JAX_PLATFORMS", "").strip().lower() != "cpu"
-                 and bool(_accelerator_plugins()))
+  accelerator = accelerator_in_use(environ)
   wanted = default_flags(current, installed_jaxlib(), environ.get(OPT_OUT_ENV), accelerator)
   if wanted == current:
     return False

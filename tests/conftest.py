@@ -21,19 +21,24 @@ TEST_XLA_FLAGS = "--xla_backend_optimization_level=0"
 
 # jaxlib 0.10's XLA:CPU compiles the suite's programs about a third faster with its older
 # LLVM IR emitters for fusions than with its default MLIR fusion emitters (the whole
-# suite 4m12s against 6m20s on the 2-core CPU: BUILD_NOTES.md, "Test suite"). Only on
-# the jaxlib versions where that was measured: XLA aborts on a flag it does not know, and
-# jaxlib 0.12 (Python 3.12 and later) has dropped this one.
+# suite 4m12s against 6m20s, back to back on the 2-core CPU: BUILD_NOTES.md, "Test
+# suite"). Only on the jaxlib versions where that was measured and with no accelerator
+# plugin in use (``fdjax.cpu_flags.accelerator_in_use``): XLA aborts on a flag it does not
+# know, jaxlib 0.12 (Python 3.12 and later) has dropped this one, and a plugin's own XLA
+# (libtpu's) may not know it.
 OLD_FUSION_EMITTERS = "--xla_cpu_use_fusion_emitters=false"
 OLD_FUSION_EMITTERS_JAXLIB = ((0, 10),)
 
 
-def suite_xla_flags(xla_flags: str, jaxlib_version: str | None) -> str:
+def suite_xla_flags(xla_flags: str, jaxlib_version: str | None,
+                    accelerator: bool = False) -> str:
   """The flags this suite adds to ``xla_flags`` (the caller's XLA_FLAGS, which win: a flag
-  they already set is not set again) under ``jaxlib_version``."""
+  they already set is not set again) under ``jaxlib_version``, with or without an
+  accelerator plugin in use (``accelerator``)."""
   given = {token.split("=")[0] for token in xla_flags.split()}
   added = [TEST_XLA_FLAGS]
-  if cpu_flags.jaxlib_minor(jaxlib_version) in OLD_FUSION_EMITTERS_JAXLIB:
+  if (not accelerator
+      and cpu_flags.jaxlib_minor(jaxlib_version) in OLD_FUSION_EMITTERS_JAXLIB):
     added.append(OLD_FUSION_EMITTERS)
   return " ".join(flag for flag in added if flag.split("=")[0] not in given)
 
@@ -44,7 +49,8 @@ def with_xla_flags(flags: str) -> str:
 
 
 os.environ["XLA_FLAGS"] = with_xla_flags(
-    suite_xla_flags(os.environ.get("XLA_FLAGS", ""), cpu_flags.installed_jaxlib()))
+    suite_xla_flags(os.environ.get("XLA_FLAGS", ""), cpu_flags.installed_jaxlib(),
+                    cpu_flags.accelerator_in_use(os.environ)))
 
 # fdjax's cache root (extracted archives, decoded images, compiled programs) for this
 # session only, removed at its end: a load without ``cache_dir`` (tests that use the

@@ -1,13 +1,14 @@
 """``python -m fdjax.bench restoration``: every variant builds as a study builds it, and
 the benchmark prints patches/s and megapixels/s (tiny setting, the plain U-Net only: the
-cheapest to compile; the others differ only in ``build``)."""
+cheapest to compile; the others differ only in ``build``), and with ``--torch`` (needs
+PyTorch) every variant's ratio to its PyTorch twin."""
 
 import re
 
 import jax
 import pytest
 
-from fdjax.bench import restoration
+from fdjax.bench import restoration, restoration_peers
 from fdjax.models import MEASNet, NAFNet, PromptIR, UNet
 from fdjax.moe.unet_student import RoutedUNet
 from fdjax.train import init_variables
@@ -69,9 +70,15 @@ def test_the_torch_peer_must_be_the_same_network_and_a_variant_must_be_named():
     model = restoration.build(variant, args)
     params = restoration.moe.param_count(jax.eval_shape(lambda m=model: init_variables(
         m, jax.random.key(0), (16, 16, 3))))
-    restoration.torch_train_runner(variant, model, args, params)   # the same count: no complaint
+    restoration_peers.torch_train_runner(variant, model, args, params)   # the same count: no complaint
     with pytest.raises(SystemExit, match=f"has {params:,} parameters, fdjax's {params + 1:,}"):
-      restoration.torch_train_runner(variant, model, args, params + 1)
+      restoration_peers.torch_train_runner(variant, model, args, params + 1)
+  # options the twins do not implement, though the parameter counts would agree
+  for variant, option in (("moe", {"routing": "image"}),
+                          ("measnet", {"renormalize_gates": False})):
+    model = restoration.build(variant, args).clone(**option)
+    with pytest.raises(SystemExit, match=f"twin of {variant} implements {next(iter(option))}"):
+      restoration_peers.torch_train_runner(variant, model, args, 0)
 
 
 def test_the_load_warning_names_cpus_1_only_where_it_would_pin(monkeypatch):

@@ -2,6 +2,8 @@
 the plain U-Net, the NAFNet-style, PromptIR-style and MEASNet-style U-Nets and the
 FusionDistill-MoE student compute the same function as fdjax's flax models."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -50,8 +52,6 @@ def test_torch_peer_matches_the_flax_model(kind, width, depth, blocks, middle):
   np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5 * scale)
 
 
-
-
 # prompt_scale: expert prompts far larger than at init (std 0.02), so that pixels go to
 # different experts, yet no two of a pixel's gates within 1e-4 of each other at the K-th
 @pytest.mark.parametrize("kind,k,prompt_scale", [("measnet", 1, 0.5), ("measnet", 2, 0.5),
@@ -98,3 +98,32 @@ def test_torch_routed_peers_match_the_flax_model_and_its_balance_loss(kind, k, p
   np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
   np.testing.assert_allclose(float(torch_moe.balance_loss(model)),
                              float(features["aux_loss"]), rtol=1e-5)
+
+  # The benchmark's training loss (L1 plus a weighted balance loss; a large weight here, so
+  # that the balance term's gradient counts): the same gradient, compared by its squared
+  # norm and by the expert prompts of each routed block (the routing's own parameters).
+  target = np.random.default_rng(3).uniform(size=x.shape).astype(np.float32)
+
+  def loss_fn(p):
+    out, f = flax_model.apply({"params": p}, jnp.asarray(x))
+    return jnp.mean(jnp.abs(out - target)) + 0.3 * f["aux_loss"]
+
+  grads = jax.grad(loss_fn)(params)
+  out = model(torch.from_numpy(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+  ((out - torch.from_numpy(target)).abs().mean() + 0.3 * torch_moe.balance_loss(model)
+   ).backward()
+  np.testing.assert_allclose(sum(float((p.grad ** 2).sum()) for p in model.parameters()),
+                             sum(float((g ** 2).sum()) for g in jax.tree.leaves(grads)),
+                             rtol=1e-4)
+  routers = [m for m in model.modules() if isinstance(m, torch_moe.PromptRouter)]
+  def twin_order(item):   # the twin's: encoder levels, middle, decoder levels, from the top
+    name = jax.tree_util.keystr(item[0])   # "['decoder1_block0_moe']['router'][...]"
+    return ("encoder", "middle", "decoder").index(re.match(r"\['([a-z]+)", name)[1]), name
+
+  flax_prompts = [g for _, g in sorted(
+      ((path, g) for path, g in jax.tree_util.tree_leaves_with_path(grads)
+       if "expert_prompts" in jax.tree_util.keystr(path)), key=twin_order)]
+  assert len(routers) == len(flax_prompts) == 2
+  for router, g in zip(routers, flax_prompts):
+    np.testing.assert_allclose(router.expert_prompts.grad.numpy(), np.asarray(g), rtol=1e-3,
+                               atol=1e-6 * np.abs(np.asarray(g)).max())

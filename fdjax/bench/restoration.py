@@ -23,14 +23,18 @@ experts, ``--moe-stages`` routed per pixel, top-``--k``) with random weights, an
 (``fdjax.bench.torch_unet``, NCHW, with ``fdjax.bench.torch_nafnet``'s NAFNet block for
 ``nafnet``, ``fdjax.bench.torch_promptir``'s prompt blocks for ``promptir`` and
 ``fdjax.bench.torch_moe``'s routed blocks for ``measnet`` and ``moe``;
-``torch.optim.RAdam``, L1 plus the same weighted balance loss for ``measnet`` and ``moe``,
-one thread per CPU of the process; on the GPU when JAX runs on one and PyTorch sees it,
-``torch_device``) on the same batch, timed alternately with fdjax's step, and its
-forward pass on the inference images (``torch.no_grad``, eval mode); the line adds its
-patches/s and megapixels/s and fdjax's ratio to each. Its parameter count is checked
-against fdjax's model first (the two must be the same network). ``--cpus N`` pins the
-process to N CPUs (PyTorch then uses N threads): under load a multi-threaded PyTorch step slows far more than XLA's
-(40x at a load of 10 on 2 CPUs), and ``--cpus 1`` keeps the ratio meaningful.
+``torch.optim.RAdam``, L1 plus the same weighted balance loss for ``measnet`` and ``moe``
+(two differences of cost only: under ``--dtype bfloat16`` autocast runs the twins'
+routers in bfloat16, where fdjax's run in float32; at inference the twins still compute
+the balance loss, which fdjax's jitted forward pass drops), one thread per CPU of the
+process; on the GPU when JAX runs on one and PyTorch sees it; all in
+``fdjax.bench.restoration_peers``) on the same batch, timed alternately with fdjax's
+step, and its forward pass on the inference images (``torch.no_grad``, eval mode); the
+line adds its patches/s and megapixels/s and fdjax's ratio to each. Its parameter count
+and routing options are checked against fdjax's model first (the two must be the same
+network). ``--cpus N`` pins the process to N CPUs (PyTorch then uses N threads): under
+load a multi-threaded PyTorch step slows far more than XLA's (40x at a load of 10 on 2
+CPUs), and ``--cpus 1`` keeps the ratio meaningful.
 
 The header names the backend, its devices and the CPU model (``fdjax.bench.host``), the
 load average and ``XLA_FLAGS`` (``python -m fdjax.bench`` sets fdjax's XLA:CPU defaults,
@@ -50,8 +54,10 @@ import ml_collections
 
 from fdjax import moe
 from fdjax.bench import host
-from fdjax.console import first_paragraph
+from fdjax.bench import restoration_peers as peers
+from fdjax.bench.restoration_peers import BALANCE_WEIGHT, LR, WEIGHT_DECAY
 from fdjax.bench.train_step import stepper, time_alternating
+from fdjax.console import first_paragraph
 from fdjax.config import base_config, optimizer_config
 from fdjax.moe.unet_student import restoration_student
 from fdjax.tasks import DataSpec, RestorationTask
@@ -62,10 +68,6 @@ from fdjax.train.state import create_train_state, init_variables
 from fdjax.train.step import make_train_step
 
 VARIANTS = ("unet", "nafnet", "promptir", "measnet", "moe")
-BALANCE_WEIGHT = 1e-4
-# RAdam at a constant rate with coupled L2 weight decay (fdjax's default 1e-4), the same
-# step in fdjax and in the PyTorch peer.
-LR, WEIGHT_DECAY = 1e-4, 1e-4
 
 
 def build(variant: str, args: argparse.Namespace):
@@ -105,101 +107,6 @@ def train_runner(model, variables, args):
   return stepper(make_train_step(loss_fn, tx, mesh), state, data, mesh)
 
 
-def torch_model(variant: str, model):
-  """The PyTorch peer (random weights) of flax ``model``, variant ``variant``, with its
-  width, depth, prompt sizes and routing options."""
-  # pylint: disable-next=import-outside-toplevel
-  from fdjax.bench import torch_moe, torch_nafnet, torch_promptir, torch_unet
-
-  block = torch_nafnet.NAFBlock if variant == "nafnet" else torch_unet.ConvBlock
-  before_up = (torch_promptir.prompt_blocks(model.prompt_dim, model.prompt_size,
-                                            model.num_prompts) if variant == "promptir" else None)
-  block_at = None
-  if variant == "measnet":
-    block_at = torch_moe.meas_blocks(model.num_experts, model.k, model.mlp_expand,
-                                     model.num_prompts)
-  elif variant == "moe":
-    block_at = torch_moe.routed_blocks(model.routed, model.num_experts, model.k,
-                                       model.num_prompts)
-  return torch_unet.UNet(model.width, model.depth, block=block, before_up=before_up,
-                         block_at=block_at)
-
-
-def torch_regularizer(variant: str, model, net):
-  """The PyTorch peer's term that fdjax's training loss adds to L1 (``train_runner``'s
-  ``loss_fn``): the weighted balance loss of MEASNet (its ``balance_weight``) and of the
-  MoE student (``BALANCE_WEIGHT``), 0 for the others; after a forward pass of ``net``."""
-  if variant not in ("measnet", "moe"):
-    return 0.0
-  from fdjax.bench import torch_moe  # pylint: disable=import-outside-toplevel
-
-  weight = model.balance_weight if variant == "measnet" else BALANCE_WEIGHT
-  return weight * torch_moe.balance_loss(net)
-
-
-def torch_train_runner(variant: str, model, args, params: int):
-  """``run(steps)``: PyTorch's training steps of the peer of ``variant``'s flax ``model``
-  (``--torch``); a SystemExit unless it has ``model``'s ``params`` parameters."""
-  import torch  # pylint: disable=import-outside-toplevel
-
-  device = torch_device()
-  torch.manual_seed(0)
-  net = torch_model(variant, model).train().to(device)
-  count = sum(p.numel() for p in net.parameters())
-  if count != params:
-    raise SystemExit(f"the PyTorch {variant} has {count:,} parameters, fdjax's {params:,}: "
-                     "they are not the same network (fdjax.bench.torch_unet follows "
-                     "fdjax.models.unet's defaults: one block per level, one middle block)")
-  opt = torch.optim.RAdam(net.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)   # coupled L2
-  images, targets = torch.rand(2, args.batch, 3, args.patch, args.patch, device=device)
-  # --dtype bfloat16: PyTorch's mixed precision too (fp32 weights, bf16 compute), as fdjax's
-  autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=args.dtype == "bfloat16")
-
-  def run(steps: int) -> None:
-    for _ in range(steps):
-      opt.zero_grad(set_to_none=True)
-      with autocast:
-        loss = ((net(images).float() - targets).abs().mean()
-                + torch_regularizer(variant, model, net))
-      loss.backward()
-      opt.step()
-    if device == "cuda":
-      torch.cuda.synchronize()
-
-  return run
-
-
-def torch_inference_rate(variant: str, model, args) -> float:
-  """PyTorch's inference of the peer of ``variant``'s flax ``model`` (``--torch``) in
-  images/s: the forward pass under ``torch.no_grad`` in eval mode on ``--infer-batch``
-  images of ``--infer-size`` squared, timed by ``fdjax.moe.images_per_second`` as
-  fdjax's is (one untimed call, then the median of ``--repeats`` calls, each
-  synchronised)."""
-  import torch  # pylint: disable=import-outside-toplevel
-
-  device = torch_device()
-  torch.manual_seed(0)
-  net = torch_model(variant, model).eval().to(device)
-  images = torch.rand(args.infer_batch, 3, args.infer_size, args.infer_size, device=device)
-  autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=args.dtype == "bfloat16")
-
-  def predict(_, batch) -> None:   # returns nothing for block_until_ready to wait on
-    with torch.no_grad(), autocast:
-      net(batch)
-    if device == "cuda":
-      torch.cuda.synchronize()
-
-  return moe.images_per_second(predict, None, images, warmup=1, repeats=args.repeats)
-
-
-def torch_device() -> str:
-  """Where the PyTorch peer runs: ``'cuda'`` when JAX runs on a GPU and PyTorch sees one
-  (the two then share the accelerator), else ``'cpu'``."""
-  import torch  # pylint: disable=import-outside-toplevel
-
-  return "cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else "cpu"
-
-
 def measure(variant: str, args) -> dict:
   """``{'params', 'patches_per_s', 'megapixels_per_s'}`` of one variant (and
   ``'torch_patches_per_s'``, ``'torch_megapixels_per_s'`` with ``--torch``)."""
@@ -215,14 +122,14 @@ def measure(variant: str, args) -> dict:
   ips = moe.images_per_second(predict, variables, images, warmup=1, repeats=args.repeats)
   runners = {"fdjax": train_runner(model, variables, args)}   # donates (deletes) variables
   if args.torch:
-    runners["torch"] = torch_train_runner(variant, model, args, params)
+    runners["torch"] = peers.torch_train_runner(variant, model, args, params)
   times = time_alternating(runners, args.steps, args.repeats, args.warmup)
   rate = {name: args.batch * args.steps / statistics.median(t) for name, t in times.items()}
   result = {"params": params, "patches_per_s": rate["fdjax"],
             "megapixels_per_s": ips * args.infer_size ** 2 / 1e6}
   if "torch" in rate:
     result["torch_patches_per_s"] = rate["torch"]
-    result["torch_megapixels_per_s"] = (torch_inference_rate(variant, model, args)
+    result["torch_megapixels_per_s"] = (peers.torch_inference_rate(variant, model, args)
                                         * args.infer_size ** 2 / 1e6)
   return result
 
@@ -289,7 +196,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
                        "environment cannot import") from None
 
     torch.set_num_threads(host.cpus())
-    print(f"PyTorch {torch.__version__} on {torch_device()}, {args.dtype}"
+    print(f"PyTorch {torch.__version__} on {peers.torch_device()}, {args.dtype}"
           f"{' (autocast)' if args.dtype == 'bfloat16' else ''}, with "
           f"{torch.get_num_threads()} threads", flush=True)
   results = {}
