@@ -53,6 +53,13 @@ def jaxlib_minor(version: str | None) -> tuple[int, int] | None:
     return None
 
 
+def sets_flag(xla_flags: str, flag: str) -> bool:
+  """Whether ``xla_flags`` (an ``XLA_FLAGS`` value) already sets ``flag``'s name (the part
+  before any ``=``), to whatever value."""
+  name = flag.split("=")[0]
+  return any(token.split("=")[0] == name for token in xla_flags.split())
+
+
 def default_flags(xla_flags: str, jaxlib_version: str | None, opt_out: str | None = None,
                   accelerator: bool = False) -> str:
   """``xla_flags`` with ``EIGEN_CONVOLUTIONS`` appended when the module docstring's
@@ -63,7 +70,7 @@ def default_flags(xla_flags: str, jaxlib_version: str | None, opt_out: str | Non
     return xla_flags
   if jaxlib_minor(jaxlib_version) not in TESTED_JAXLIB:
     return xla_flags
-  if any(token.split("=")[0] == FLAG_NAME for token in xla_flags.split()):
+  if sets_flag(xla_flags, EIGEN_CONVOLUTIONS):
     return xla_flags
   return f"{xla_flags} {EIGEN_CONVOLUTIONS}".strip()
 

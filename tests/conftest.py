@@ -35,12 +35,11 @@ def suite_xla_flags(xla_flags: str, jaxlib_version: str | None,
   """The flags this suite adds to ``xla_flags`` (the caller's XLA_FLAGS, which win: a flag
   they already set is not set again) under ``jaxlib_version``, with or without an
   accelerator plugin in use (``accelerator``)."""
-  given = {token.split("=")[0] for token in xla_flags.split()}
   added = [TEST_XLA_FLAGS]
   if (not accelerator
       and cpu_flags.jaxlib_minor(jaxlib_version) in OLD_FUSION_EMITTERS_JAXLIB):
     added.append(OLD_FUSION_EMITTERS)
-  return " ".join(flag for flag in added if flag.split("=")[0] not in given)
+  return " ".join(flag for flag in added if not cpu_flags.sets_flag(xla_flags, flag))
 
 
 def with_xla_flags(flags: str) -> str:
