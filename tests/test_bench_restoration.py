@@ -70,7 +70,8 @@ def test_the_torch_peer_must_be_the_same_network_and_a_variant_must_be_named():
     model = restoration.build(variant, args)
     params = restoration.moe.param_count(jax.eval_shape(lambda m=model: init_variables(
         m, jax.random.key(0), (16, 16, 3))))
-    restoration_peers.torch_train_runner(variant, model, args, params)   # the same count: no complaint
+    # the same count: no complaint
+    restoration_peers.torch_train_runner(variant, model, args, params)
     with pytest.raises(SystemExit, match=f"has {params:,} parameters, fdjax's {params + 1:,}"):
       restoration_peers.torch_train_runner(variant, model, args, params + 1)
   # options the twins do not implement, though the parameter counts would agree
@@ -96,3 +97,24 @@ def test_the_load_warning_names_cpus_1_only_where_it_would_pin(monkeypatch):
   monkeypatch.setattr(host, "cpus", lambda: 1)
   assert host.load_note(0.9) is None
   assert host.load_note(1.5).endswith("rerun on an idle machine")
+
+
+def test_the_torch_peers_training_loss_adds_the_weighted_balance_loss_of_the_routed_rows():
+  torch = pytest.importorskip("torch")
+  from fdjax.bench import torch_moe
+
+  args = restoration._parse(["--torch", *TINY])
+  for variant in restoration.VARIANTS:
+    model = restoration.build(variant, args)
+    if variant == "measnet":   # its own weight, told apart from the student's
+      model = model.clone(balance_weight=0.5)
+    net = restoration_peers.torch_model(variant, model)
+    term = restoration_peers.torch_regularizer(variant, model, net)
+    if variant not in ("measnet", "moe"):
+      assert term is None and not torch_moe.routers(net)
+      continue
+    with torch.no_grad():
+      net(torch.rand(2, 3, 16, 16))
+    aux = float(sum(r.aux for r in torch_moe.routers(net)))
+    weight = model.balance_weight if variant == "measnet" else restoration_peers.BALANCE_WEIGHT
+    assert aux > 0 and float(term()) == pytest.approx(weight * aux, rel=1e-6)

@@ -12,13 +12,26 @@ import pytest
 from fdjax.models import NAFNet, PromptIR, UNet
 
 
+def assert_twin_computes(model, leaves, x, expected):
+  """The PyTorch ``model`` has as many parameters as the flax ``leaves`` and computes
+  ``expected`` (NHWC) from ``x`` (NHWC), up to float32 sums in another order (relative to
+  the output's scale); the blocks change the image."""
+  import torch
+
+  assert sum(p.numel() for p in model.parameters()) == sum(np.size(p) for p in leaves)
+  with torch.no_grad():
+    got = model(torch.from_numpy(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).numpy()
+  assert np.abs(expected - x).mean() > 0.05
+  np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
+
+
 # Loading the flax weights warns nothing (torch warned of read-only numpy views once).
 @pytest.mark.filterwarnings("error::UserWarning")
 @pytest.mark.parametrize("kind,width,depth,blocks,middle",
                          [("conv", 8, 2, 1, 1), ("conv", 4, 3, 2, 2), ("naf", 4, 2, 2, 2),
                           ("prompt", 4, 3, 1, 2), ("prompt", 4, 2, 1, 1)])
 def test_torch_peer_matches_the_flax_model(kind, width, depth, blocks, middle):
-  torch = pytest.importorskip("torch")
+  pytest.importorskip("torch")
   from fdjax.bench import torch_nafnet, torch_promptir, torch_unet
 
   flax_class, block = {"conv": (UNet, torch_unet.ConvBlock),
@@ -42,14 +55,9 @@ def test_torch_peer_matches_the_flax_model(kind, width, depth, blocks, middle):
   params = jax.tree_util.tree_unflatten(
       tree, [0.3 * jax.random.normal(k, p.shape) for k, p in zip(keys, leaves)])
   expected = np.asarray(flax_model.apply({"params": params}, jnp.asarray(x))[0])
-  assert np.abs(expected - x).mean() > 0.05   # the blocks change the image
   model = torch_unet.UNet(width, depth, blocks, middle, block=block,
                           before_up=before_up).load_flax(params)
-  assert sum(p.numel() for p in model.parameters()) == sum(p.size for p in leaves)
-  with torch.no_grad():
-    got = model(torch.from_numpy(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).numpy()
-  scale = np.abs(expected).max()   # float32 sums in different orders: relative to it
-  np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5 * scale)
+  assert_twin_computes(model, leaves, x, expected)
 
 
 # prompt_scale: expert prompts far larger than at init (std 0.02), so that pixels go to
@@ -90,13 +98,9 @@ def test_torch_routed_peers_match_the_flax_model_and_its_balance_loss(kind, k, p
     probs = np.sort(np.asarray(jax.nn.softmax(features[f"router_logits_{name}"])), -1)
     assert (probs[..., 3 - k] - probs[..., 2 - k]).min() > 1e-4   # no near-ties in top-K
   model = torch_unet.UNet(4, 2, block_at=block_at).load_flax(params)
-  assert sum(p.numel() for p in model.parameters()) == sum(p.size for _, p in leaves)
-  with torch.no_grad():
-    got = model(torch.from_numpy(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).numpy()
-  expected = np.asarray(expected)
-  assert np.abs(expected - x).mean() > 0.05
-  np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
-  np.testing.assert_allclose(float(torch_moe.balance_loss(model)),
+  assert_twin_computes(model, [p for _, p in leaves], x, np.asarray(expected))
+  routers = torch_moe.routers(model)
+  np.testing.assert_allclose(float(torch_moe.balance_loss(routers)),
                              float(features["aux_loss"]), rtol=1e-5)
 
   # The benchmark's training loss (L1 plus a weighted balance loss; a large weight here, so
@@ -110,12 +114,11 @@ def test_torch_routed_peers_match_the_flax_model_and_its_balance_loss(kind, k, p
 
   grads = jax.grad(loss_fn)(params)
   out = model(torch.from_numpy(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-  ((out - torch.from_numpy(target)).abs().mean() + 0.3 * torch_moe.balance_loss(model)
+  ((out - torch.from_numpy(target)).abs().mean() + 0.3 * torch_moe.balance_loss(routers)
    ).backward()
   np.testing.assert_allclose(sum(float((p.grad ** 2).sum()) for p in model.parameters()),
                              sum(float((g ** 2).sum()) for g in jax.tree.leaves(grads)),
                              rtol=1e-4)
-  routers = [m for m in model.modules() if isinstance(m, torch_moe.PromptRouter)]
   def twin_order(item):   # the twin's: encoder levels, middle, decoder levels, from the top
     name = jax.tree_util.keystr(item[0])   # "['decoder1_block0_moe']['router'][...]"
     return ("encoder", "middle", "decoder").index(re.match(r"\['([a-z]+)", name)[1]), name

@@ -54,15 +54,31 @@ def torch_model(variant: str, model):
 
 
 def torch_regularizer(variant: str, model, net):
-  """The PyTorch peer's term that fdjax's training loss adds to L1 (``train_runner``'s
-  ``loss_fn``): the weighted balance loss of MEASNet (its ``balance_weight``) and of the
-  MoE student (``BALANCE_WEIGHT``), 0 for the others; after a forward pass of ``net``."""
+  """``term()``: the PyTorch peer ``net``'s term that fdjax's training loss adds to L1
+  (``restoration.train_runner``'s ``loss_fn``), read after each forward pass of ``net``:
+  the weighted balance loss of MEASNet (its ``balance_weight``) and of the MoE student
+  (``BALANCE_WEIGHT``); None for the others. Its routers are found once, here, not in
+  every timed step."""
   if variant not in ("measnet", "moe"):
-    return 0.0
+    return None
   from fdjax.bench import torch_moe  # pylint: disable=import-outside-toplevel
 
   weight = model.balance_weight if variant == "measnet" else BALANCE_WEIGHT
-  return weight * torch_moe.balance_loss(net)
+  routers = torch_moe.routers(net)
+  return lambda: weight * torch_moe.balance_loss(routers)
+
+
+def _torch_peer(variant: str, model, args, train: bool):
+  """``(net, device, autocast)``: the PyTorch peer of ``variant``'s flax ``model`` (seed 0)
+  in train or eval mode on ``torch_device()``, and the autocast context of ``--dtype``
+  (bfloat16: PyTorch's mixed precision too, fp32 weights and bf16 compute, as fdjax's)."""
+  import torch  # pylint: disable=import-outside-toplevel
+
+  device = torch_device()
+  torch.manual_seed(0)
+  net = torch_model(variant, model).train(train).to(device)
+  autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=args.dtype == "bfloat16")
+  return net, device, autocast
 
 
 def torch_train_runner(variant: str, model, args, params: int):
@@ -70,9 +86,7 @@ def torch_train_runner(variant: str, model, args, params: int):
   (``--torch``); a SystemExit unless it has ``model``'s ``params`` parameters."""
   import torch  # pylint: disable=import-outside-toplevel
 
-  device = torch_device()
-  torch.manual_seed(0)
-  net = torch_model(variant, model).train().to(device)
+  net, device, autocast = _torch_peer(variant, model, args, train=True)
   count = sum(p.numel() for p in net.parameters())
   if count != params:
     raise SystemExit(f"the PyTorch {variant} has {count:,} parameters, fdjax's {params:,}: "
@@ -80,15 +94,15 @@ def torch_train_runner(variant: str, model, args, params: int):
                      "fdjax.models.unet's defaults: one block per level, one middle block)")
   opt = torch.optim.RAdam(net.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)   # coupled L2
   images, targets = torch.rand(2, args.batch, 3, args.patch, args.patch, device=device)
-  # --dtype bfloat16: PyTorch's mixed precision too (fp32 weights, bf16 compute), as fdjax's
-  autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=args.dtype == "bfloat16")
+  regularizer = torch_regularizer(variant, model, net)
 
   def run(steps: int) -> None:
     for _ in range(steps):
       opt.zero_grad(set_to_none=True)
       with autocast:
-        loss = ((net(images).float() - targets).abs().mean()
-                + torch_regularizer(variant, model, net))
+        loss = (net(images).float() - targets).abs().mean()
+        if regularizer is not None:
+          loss = loss + regularizer()
       loss.backward()
       opt.step()
     if device == "cuda":
@@ -105,11 +119,8 @@ def torch_inference_rate(variant: str, model, args) -> float:
   synchronised)."""
   import torch  # pylint: disable=import-outside-toplevel
 
-  device = torch_device()
-  torch.manual_seed(0)
-  net = torch_model(variant, model).eval().to(device)
+  net, device, autocast = _torch_peer(variant, model, args, train=False)
   images = torch.rand(args.infer_batch, 3, args.infer_size, args.infer_size, device=device)
-  autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=args.dtype == "bfloat16")
 
   def predict(_, batch) -> None:   # returns nothing for block_until_ready to wait on
     with torch.no_grad(), autocast:

@@ -13,7 +13,8 @@ Both route per pixel with MEASNet's prompt router (``fdjax.moe.router`` and
 
 on the router input ``r``, and keep the CV^2 balance loss of the softmax weights and
 of the selection counts (``fdjax.moe.gating.balance_loss``) in ``aux`` after each
-forward pass (``balance_loss(net)`` sums them, for the training loss's weighted term).
+forward pass (``balance_loss(routers(net))`` sums them, for the training loss's
+weighted term).
 MEASNet's block (``fdjax.models.measnet.MEASBlock``)::
 
     y = ConvBlock(x);  out = y + sum_e gates_e(y) * MLP_e(y)    # MLP_e: c -> h -> c, ReLU
@@ -166,7 +167,12 @@ def routed_blocks(routed, num_experts: int, k: int, num_prompts: int = 8,
   return make
 
 
-def balance_loss(net: nn.Module):
-  """The sum of the last forward pass's balance losses over ``net``'s routers
+def routers(net: nn.Module) -> list[PromptRouter]:
+  """``net``'s routers, in module order (encoder levels, middle, decoder levels)."""
+  return [m for m in net.modules() if isinstance(m, PromptRouter)]
+
+
+def balance_loss(net_routers: list[PromptRouter]):
+  """The sum of the last forward pass's balance losses of ``routers(net)``
   (``features['aux_loss']`` of the flax model)."""
-  return sum(m.aux for m in net.modules() if isinstance(m, PromptRouter))
+  return sum(r.aux for r in net_routers)
