@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging as pylogging
 import os
+import stat
 import sys
 
 from absl import logging
@@ -105,6 +106,26 @@ def write_stderr(text: str) -> None:
     sys.stderr.flush()
   except OSError:
     pass
+
+
+def silence_console(fds=(1, 2)) -> None:
+  """Points each of ``fds`` (stdout, stderr) that is not a regular file at ``/dev/null``:
+  the console has gone away (a hang-up: the terminal, or the ``tee`` that read the pipe,
+  is gone; or a write there just failed), so later writes, and Python's last flush of
+  stdout at exit (which would otherwise end the process with status 120), succeed. A
+  console redirected to a file keeps its file."""
+  devnull = None
+  for fd in fds:
+    try:
+      if stat.S_ISREG(os.fstat(fd).st_mode):
+        continue
+      if devnull is None:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+      os.dup2(devnull, fd)
+    except OSError:
+      continue
+  if devnull is not None:
+    os.close(devnull)
 
 
 def first_paragraph(doc: str) -> str:

@@ -16,6 +16,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from fdjax import console
 from fdjax import methods as methods_lib
 from fdjax.config import parse_ints
 from fdjax.config_fields import write_config_json
@@ -216,19 +217,23 @@ def _run(config, workdir: str, methods, seeds, command=None) -> list[report.Reco
       method.finalize(outputs[method.name], workdir, ctx)
   if not is_main_process():
     return records
-  print(f"{metric.heading}: clean, then the mean over each degradation's levels, then "
-        "their average.")
+  reports = {path: what for method in methods for path, what in method.reports.items()}
+  lines = [f"{metric.heading}: clean, then the mean over each degradation's levels, then "
+           "their average."]
   metrics = ctx.task.metrics
   for m in metrics:   # one table per metric: the console's width
     if m != metric:
-      print(f"{m.heading}:")
-    print(report.format_table(records, extra=extra or None, metric=metric, metrics=metrics,
-                              only=m))
-  print(note)
+      lines.append(f"{m.heading}:")
+    lines.append(report.format_table(records, extra=extra or None, metric=metric,
+                                     metrics=metrics, only=m))
+  lines.append(note)
   if test_time:
-    print(f"Every model row's test outputs: {test_time}.")
-  reports = {path: what for method in methods for path, what in method.reports.items()}
-  print(_file_summary(workdir, figures, seeds, images, since=started, reports=reports))
+    lines.append(f"Every model row's test outputs: {test_time}.")
+  lines.append(_file_summary(workdir, figures, seeds, images, since=started, reports=reports))
+  try:
+    print("\n".join(lines), flush=True)
+  except OSError:   # the console has gone away (a closed pipe): the files above hold it all
+    console.silence_console()
   return records
 
 

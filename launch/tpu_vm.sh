@@ -18,10 +18,11 @@
 # mounted by SETUP; fdjax refuses one that is not shared. A mounted bucket also keeps the checkpoints past the VM; re-running resumes.
 # A maintenance event or a spot VM's preemption (SIGTERM on any worker) makes every
 # worker save the same step and exit 75 (fdjax.train.stop): nothing trained is lost.
-# The workers run inside this script's ssh session: a dropped connection hangs them up
-# (SIGHUP, or a broken pipe at their next print), which fdjax does not catch, and the
-# steps since the last checkpoint are lost; run the script from tmux or screen on a
-# machine that stays up, and re-run it to resume.
+# The workers run inside this script's ssh session: a worker that a dropped connection
+# hangs up (SIGHUP) saves the step agreed with the others and exits 75, as on SIGTERM
+# (fdjax.train.stop); one that is not hung up but has lost its console logs nothing more
+# and goes on. Run the script from tmux or screen on a machine that stays up to follow
+# the run, and re-run it to resume.
 # (fdjax writes its files with plain file I/O: a gs:// URL is not a workdir; the TFDS
 # data dir may be one: when a flag names a gs:// path, each worker also installs gcsfs,
 # which TFDS reads buckets through, and tensorflow-cpu, which reads TFDS's tfrecord

@@ -1,11 +1,12 @@
-"""Stopping a run on request without losing its work: SIGTERM, Ctrl-C, a time limit.
+"""Stopping a run on request without losing its work: SIGTERM, Ctrl-C, a hang-up, a time limit.
 
 A preemptible or spot VM, a Cloud TPU maintenance event, Slurm at the end of a job's
 time and ``timeout`` all ask a process to stop with SIGTERM, seconds before they kill
-it; a person at a terminal presses Ctrl-C (SIGINT). Without a handler the process dies
-at once and loses every step since its last periodic checkpoint
+it; a person at a terminal presses Ctrl-C (SIGINT); a terminal that closes, or an ssh
+connection that drops, hangs up the processes it ran (SIGHUP). Without a handler the
+process dies at once and loses every step since its last periodic checkpoint
 (``checkpoint.every_steps``). With ``armed()`` (``fdjax.main`` arms it for the whole
-run), either signal is a stop request:
+run), each of these signals is a stop request:
 
 * during training, the request is noted and ``fit`` (``fdjax.train.loop``), which asks
   ``poll()`` after every step, saves a checkpoint of the step it has reached (after the
@@ -16,7 +17,12 @@ run), either signal is a stop request:
 * a second signal acts as it did before arming (SIGTERM kills, Ctrl-C raises
   ``KeyboardInterrupt``), unless it comes within ``SAME_SIGNAL_S`` of the first: one
   Ctrl-C can arrive twice (the terminal's, and ``timeout --foreground`` forwarding it:
-  ``launch/gpu_sweep.sh``), and the copy is the same request, not "stop at once".
+  ``launch/gpu_sweep.sh``), and the copy is the same request, not "stop at once";
+* a hang-up never stops at once (the kernel and the shell each send one, at no set
+  interval, and nobody is left at the terminal to ask twice). It also sends the rest
+  of the console to ``/dev/null`` where it went to the terminal or a pipe (the
+  terminal, or a ``tee`` in it, is gone: writing there fails); a console redirected to a
+  file goes on. A process started under ``nohup`` (SIGHUP ignored) keeps ignoring it.
 
 ``fdjax.main`` prints where the run stopped and exits with ``EXIT_STOPPED`` (75,
 ``EX_TEMPFAIL``: try again); the same command resumes from that checkpoint, with the
@@ -34,8 +40,9 @@ second later; ``poll()`` asks it after every step with a count of this process's
 over all stages (the same count on every process: they run the same program). No
 SIGTERM handler is installed there (it would replace JAX's), so SIGTERM outside training
 waits for the next step; Ctrl-C (where SIGINT is not ignored: ``launch/local.sh``'s
-foreground process 0) becomes that process's SIGTERM; and the time limit is process
-0's clock: when it passes, process 0 sends itself SIGTERM.
+foreground process 0) and a hang-up (where SIGHUP is not ignored) become that process's
+SIGTERM; and the time limit is process 0's clock: when it passes, process 0 sends
+itself SIGTERM.
 """
 
 from __future__ import annotations
@@ -51,6 +58,7 @@ import jax
 from absl import logging
 
 from fdjax import early_stop, unraisable
+from fdjax import console
 from fdjax.console import write_stderr
 from fdjax.early_stop import SAME_SIGNAL_S   # a second signal this soon: the same request
 
@@ -64,7 +72,7 @@ class RunStopped(BaseException):
   raises it wherever the program is, and code that handles ``Exception`` (a checkpoint
   read that reports any failure as a damaged file) must let it through.
 
-  ``reason``: ``'SIGTERM'``, ``'Ctrl-C'`` or ``'time limit'`` (``'preemption notice'``
+  ``reason``: ``'SIGTERM'``, ``'Ctrl-C'``, ``'hang-up'`` or ``'time limit'`` (``'preemption notice'``
   on a process of a multi-process run that did not receive the signal itself);
   ``stage`` and ``step``: the training stage and the step of its checkpoint, or None
   outside training."""
@@ -90,8 +98,9 @@ class _Stop:
     self._first_signal = None  # monotonic time of the first signal since arming
     self._multi = False
     self._agreed = False       # multi-process: every process has reached the agreed step
+    self._hangup_seen = False  # a hang-up came since arming (its copies are ignored)
 
-  SIGNALS = {signal.SIGTERM: "SIGTERM", signal.SIGINT: "Ctrl-C"}
+  SIGNALS = {signal.SIGTERM: "SIGTERM", signal.SIGINT: "Ctrl-C", signal.SIGHUP: "hang-up"}
 
   @property
   def reason(self) -> str | None:
@@ -101,15 +110,19 @@ class _Stop:
   def arm(self, time_limit_s: float | None = None) -> None:
     self.disarm()
     self._armed, self._reason, self._steps, self._agreed = True, None, 0, False
-    self._first_signal = None
+    self._first_signal, self._hangup_seen = None, False
     self._multi = jax.process_count() > 1
     self._deadline = None if time_limit_s is None else time.monotonic() + float(time_limit_s)
     early_stop.uninstall()   # the handler restored after a first signal is Python's own
+    nohup = signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
     if not self._multi:
-      self._previous = {s: signal.signal(s, self._on_signal) for s in self.SIGNALS}
+      self._previous = {s: signal.signal(s, self._on_signal) for s in self.SIGNALS
+                        if not (s == signal.SIGHUP and nohup)}
       _quiet_lost_stops()
-    elif signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
-      self._previous = {signal.SIGINT: signal.signal(signal.SIGINT, self._forward_ctrl_c)}
+    else:
+      forwarded = [s for s in (signal.SIGINT, signal.SIGHUP)
+                   if signal.getsignal(s) is not signal.SIG_IGN]
+      self._previous = {s: signal.signal(s, self._forward) for s in forwarded}
     if early_stop.take():   # a Ctrl-C while the program loaded
       self._first_signal = time.monotonic()
       if self._multi:
@@ -142,22 +155,40 @@ class _Stop:
     return True
 
   def _on_signal(self, signum, frame) -> None:
-    if self._again(signum):
+    if signum == signal.SIGHUP:
+      hung_up = self._hung_up()
+      if hung_up or self._reason is not None:   # a copy, or a stop already requested
+        return
+    elif self._again(signum):
       return
     self._reason = self._reason or self.SIGNALS.get(signum, f"signal {signum}")
     if not self._training:
       raise RunStopped(self._reason)
-    write_stderr(f"{self._reason}: saving the step in training, then stopping "
-                 f"(again to stop at once)\n")
+    again = "" if signum == signal.SIGHUP else " (again to stop at once)"
+    write_stderr(f"{self._reason}: saving the step in training, then stopping{again}\n")
 
-  def _forward_ctrl_c(self, signum, frame) -> None:
-    """Several processes: Ctrl-C becomes this process's SIGTERM, which JAX's preemption
-    service turns into one agreed step for all of them (module docstring)."""
-    if self._again(signum):
-      return
-    write_stderr("Ctrl-C: every process saves the same step, then stops (again to stop at "
-                 "once)\n")
+  def _forward(self, signum, frame) -> None:
+    """Several processes: Ctrl-C or a hang-up becomes this process's SIGTERM, which JAX's
+    preemption service turns into one agreed step for all of them (module docstring)."""
+    if signum == signal.SIGHUP:
+      if self._hung_up():
+        return
+      write_stderr("hang-up: every process saves the same step, then stops\n")
+    else:
+      if self._again(signum):
+        return
+      write_stderr("Ctrl-C: every process saves the same step, then stops (again to stop "
+                   "at once)\n")
     os.kill(os.getpid(), signal.SIGTERM)
+
+  def _hung_up(self) -> bool:
+    """True when a hang-up came before (this one is a copy). Else notes it and sends the
+    console to ``/dev/null`` where it went to the terminal or a pipe (module docstring)."""
+    if self._hangup_seen:
+      return True
+    self._hangup_seen = True
+    console.silence_console()
+    return False
 
   def check(self) -> None:
     """Raises ``RunStopped`` when a stop was requested outside training but the run went
