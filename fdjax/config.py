@@ -87,7 +87,8 @@ def fusiondistill_config(epochs: int, optimizer: ml_collections.ConfigDict, *,
   options): a stage block plus the loss weights of ``fusiondistill_loss``, ``alpha *
   task loss + gamma * sum_i (1 - cos_i) + output_weight * mean_i d(outputs, expert_i's)``
   (gamma the same for every expert, as in the paper; ``output_weight`` > 0 adds
-  response distillation: L1 between images, KL between softmaxes; 0 = the paper's
+  response distillation: the task's pixel loss between images (L1, or Charbonnier by
+  ``restoration.loss``), KL between softmaxes; 0 = the paper's
   loss)."""
   block = stage_config(epochs, optimizer)
   # homogenize: how the per-share gradients combine ('none': the gradient of the summed

@@ -309,7 +309,7 @@ def load_model(workdir: str, method: str = "fusiondistill", seed: int | None = N
   variables = on_devices(load_variables(path, template))
   predict = jit_clean(predictor(task, model))  # memoised: equal models share compilations
   # A classifier takes the run's image size only (a GAP head would answer any size);
-  # a restorer any size (fdjax.load_predictor pads it to the network's stride).
+  # a restorer any size (the task's forward pads it to the network's stride).
   size = None if hasattr(task, "identity") else tuple(run_info["image_shape"][:2])
   return LoadedModel(model, variables,
                      lambda images: predict(variables, checked_batch(images, size)), config,

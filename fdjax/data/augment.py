@@ -9,7 +9,8 @@ the input's shape and dtype. The paper's order per image:
    crop for both views;
 4. ``cutout`` (16x16) on the degraded view only.
 
-The caller (``fdjax.train.objectives``) decides which steps a config enables.
+The caller (``fdjax.tasks.classification.ClassificationTask.views``, from
+``config.augment``) decides which steps a config enables.
 """
 
 from __future__ import annotations

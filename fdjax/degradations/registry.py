@@ -248,7 +248,8 @@ def apply(name: str, key: jax.Array, images, levels) -> jax.Array:
     levels: float ``[B]`` (or a scalar for all) in the degradation's own units,
       within its grid's range (see ``levels(name)``); checked only when concrete. A
       traced level outside it is not refused and means what the function makes of it
-      (e.g. JPEG Q below 1 is Q 1, sr's levels off its grid leave the image unchanged,
+      (e.g. JPEG Q below 1 is Q 1, an sr level is rounded to the nearest integer scale
+      and one that does not round to a scale of its grid leaves the image unchanged,
       a blur sigma above the grid keeps the grid's largest kernel radius).
 
   Returns:

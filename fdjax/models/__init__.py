@@ -1,6 +1,6 @@
 """Models returning ``(outputs, features)``: CIFAR ResNets (logits) with their input
 normalisation, and U-Net image restorers (``UNet``, ``NAFNet``, ``PromptIR``, ``MEASNet``:
-residual images)."""
+the input plus a learned residual)."""
 
 from fdjax.models.measnet import MEASNet
 from fdjax.models.nafnet import NAFBlock, NAFNet

@@ -28,7 +28,8 @@ Conventions (documented choices):
   ours), and it mixes the experts in log space, ``log sum_k g_k exp(E_k(x))`` (eq. 3: a
   plain weighted sum).
 * Noisy top-K gating (Shazeer et al. 2017, Sec. 2.1 and Appendix A; MEASNet's gate
-  follows it), used by ``MoEStage`` when ``noisy_gating`` and ``train``: the logits
+  follows it), used by ``fdjax.moe.routing.route`` when ``noisy_gating`` and ``train``
+  (every routed block: ``MoEStage``, MEASNet's, the U-Net student's): the logits
   ``h`` get ``N(0, 1) * softplus(x W_noise)`` added before the softmax and top-K
   (``noise_std`` from the router, ``fdjax.moe.router``); at evaluation nothing is
   added. The load term then becomes differentiable: expert n's load is

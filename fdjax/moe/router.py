@@ -23,7 +23,7 @@ standard deviation of the gate noise, ``softplus(F_c @ W_noise) + 0.01`` per exp
 (``W_noise [D + Cin, E]`` starts at zero, as in Shazeer's code, so the noise starts
 at std ``softplus(0) + 0.01 = 0.70`` for every input and then becomes
 input-dependent). Adding the noise (training only) is the caller's
-(``fdjax.moe.model.MoEStage``).
+(``fdjax.moe.routing.route``, which every routed block calls).
 
 The router always computes in float32 (routing decisions are sensitive to rounding,
 as in Switch Transformers), whatever the network's dtype.

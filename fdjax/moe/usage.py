@@ -131,7 +131,8 @@ class RoutingStats:
 def routing_stats(task, model, variables, split, plan, *, batch_size: int,
                   test_sets=None, per_image: bool = False) -> RoutingStats:
   """One routing pass over ``split`` (an ``ImageSet`` or a ``TestSet`` of several image
-  sizes) at every level of ``plan.eval_levels`` (clean included) with the evaluation's
+  sizes) at every level of ``plan.eval_levels`` (clean among them where the plan's
+  grid has it: a full or strided grid, not an explicit list) with the evaluation's
   keys (``plan.eval_key``, batch indices running on over the size groups, as
   ``fdjax.eval.levels`` does: the images the rows were scored on). ``test_sets``:
   ``{degradation: TestSet}`` routed instead of ``split`` for those degradations; a

@@ -1,7 +1,8 @@
 """The evolutionary epoch as ``fit``'s epoch hook, and the per-epoch Pareto record.
 
-``evolution_hook(score, cfg, objectives)`` returns ``on_epoch_end(state, epoch) ->
-(state, metrics)`` for ``fdjax.train.fit``: after every ``evolve_every``-th Adam epoch
+``evolution_hook(score, cfg, objectives)`` returns ``on_epoch_end(state, epoch)`` for
+``fdjax.train.fit`` (``-> (state, metrics)`` after an evolutionary epoch, ``{}`` after
+the Adam epochs between them): after every ``evolve_every``-th Adam epoch
 (default every one; the official code: 10), one ``evolutionary_epoch`` of ``generations``
 generations (default 1; the official code: 200) on the ``PopulationState`` (its
 evolution key is in the state, so a resumed run evolves exactly as an uninterrupted

@@ -30,7 +30,7 @@ restorer's features describe the degraded image it restores (the classifier's
 teacher sees the clean view instead).
 
 Model space: ``model_input`` maps 0..255 to float 0..1; the U-Nets (``fdjax.models``)
-return a residual image in the same space. ``predict`` pads images of any size to the
+return the restored image (the input plus a learned residual) in the same space. ``predict`` pads images of any size to the
 network's stride (``fdjax.eval.inference``), crops back and returns float32 0..255,
 clipped but not rounded (as PromptIR's and AirNet's test code clamp, then measure).
 Scores are per-image PSNR in dB (the headline metric) and SSIM (``fdjax.eval.image_quality``),
