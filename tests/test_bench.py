@@ -37,6 +37,27 @@ def test_unknown_subcommand_exits_with_message():
     main(["nope"])
 
 
+def test_the_usage_names_what_each_subcommand_measures(capsys):
+  from fdjax.bench.__main__ import SUBCOMMANDS, main
+  main(["--help"])
+  lines = capsys.readouterr().out.splitlines()
+  for name in SUBCOMMANDS:
+    described = [line for line in lines if line.split()[:1] == [name]]
+    assert len(described) == 1 and len(described[0].split()) > 3, (name, lines)
+
+
+def test_a_user_error_in_a_subcommand_is_one_error_line_not_a_traceback(capsys, tmp_path):
+  from fdjax.bench.__main__ import main
+  with pytest.raises(SystemExit) as exit_:
+    main(["moe", f"--workdir={tmp_path / 'none'}"])
+  assert exit_.value.code == 2
+  assert capsys.readouterr().err == f"error: run folder {tmp_path / 'none'} does not exist\n"
+  with pytest.raises(SystemExit) as exit_:
+    main(["degradations", f"--source=folder:{tmp_path / 'none'}", "--repeats=1"])
+  assert exit_.value.code == 2
+  assert capsys.readouterr().err.startswith(f"error: --source folder:{tmp_path / 'none'}: ")
+
+
 def test_missing_subcommand_module_exits_with_message():
   from fdjax.bench.__main__ import _lazy
   with pytest.raises(SystemExit, match="does not exist"):
@@ -81,6 +102,14 @@ def test_a_timed_benchmark_refuses_to_time_the_compiling_step():
     ("restoration_degradations", ["--size", "32"], "--patch 48 is larger than the 32x32"),
     ("restoration", ["--infer-size", "30"], "--infer-size must be a multiple of the U-Net's"),
     ("conv_grad", ["--calls", "0"], "--calls must be at least 1"),
+    # these were tracebacks (ValueError from the library, after the imports and the data)
+    ("degradations", ["--names", "jpg"], "--names has unknown ['jpg']; choose from awgn,blur,"),
+    ("degradations", ["--source", "fold:x"], "--source 'fold:x': use auto, synthetic or"),
+    ("restoration_degradations", ["--names", ","], "--names names none; choose from awgn,"),
+    ("train_step", ["--depths", "20,7", "--no-torch"], "--depths must be CIFAR ResNet depths"),
+    ("moe", ["--depth", "x"], "--depth must be CIFAR ResNet depths 6n+2"),
+    ("population", ["--depth", "9"], "--depth must be CIFAR ResNet depths 6n+2"),
+    ("restoration", ["--variants", "unet,foo"], "--variants has unknown ['foo']; choose from"),
 ])
 def test_bad_settings_are_usage_errors_before_any_timing(bench, args, message, capsys):
   import importlib

@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from fdjax.bench import degradations as bench
+from fdjax.errors import UserError
 
 pytest.importorskip("scipy")
 
@@ -78,5 +79,5 @@ def test_folder_and_archive_sources_read_the_test_split_into_memory(tmp_path):
   images, described = bench.load_images(f"folder:{folder}", 3)
   assert images.shape == (3, 32, 32, 3) and "2 of 2 images" in described
 
-  with pytest.raises(ValueError, match="unknown source"):
+  with pytest.raises(UserError, match="unknown source"):
     bench.load_images("cifar", 4)

@@ -50,9 +50,11 @@ def test_tiny_run_prints_a_row_per_name_and_per_convolution_shape(capsys):
                           "views rain", "views haze"}
 
 
-def test_unknown_name_is_a_clear_error():
-  with pytest.raises(ValueError, match="no_such_degradation"):
+def test_unknown_name_is_a_clear_error(capsys):
+  with pytest.raises(SystemExit) as exit_:
     bench.main([*TINY, "--names", "rain,no_such_degradation"])
+  assert exit_.value.code == 2
+  assert "--names has unknown ['no_such_degradation']; choose from" in capsys.readouterr().err
 
 
 def test_subcommand_is_registered():

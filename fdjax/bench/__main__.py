@@ -26,6 +26,18 @@ def _lazy(module: str) -> Callable[[list[str]], object]:
   return main
 
 
+# What each subcommand measures (its module's docstring says more, as does its --help).
+DESCRIPTIONS = {
+    "train_step": "training images/s of the fdjax engine (CIFAR ResNets) vs PyTorch",
+    "conv_grad": "the weight gradient of one 3x3 convolution, computed three ways",
+    "degradations": "the classification degradations vs the paper's per-image CPU pipeline",
+    "moe": "inference cost of the MoE student against the dense student",
+    "population": "P members in one jitted EA-Adam step vs P sequential single-model steps",
+    "restoration": "restoration models' training patches/s and inference megapixels/s "
+                   "(--torch: vs PyTorch twins)",
+    "restoration_degradations": "the restoration degradations and their per-image convolution",
+}
+
 SUBCOMMANDS: dict[str, Callable[[list[str]], object]] = {
     "train_step": train_step.main,
     "conv_grad": _lazy("fdjax.bench.conv_grad"),
@@ -37,15 +49,28 @@ SUBCOMMANDS: dict[str, Callable[[list[str]], object]] = {
 }
 
 
+def usage() -> str:
+  """The usage line and one line per subcommand."""
+  width = max(map(len, SUBCOMMANDS))
+  return "\n".join([f"usage: python -m fdjax.bench {{{','.join(SUBCOMMANDS)}}} [flags]", "",
+                    *(f"  {name.ljust(width)}  {DESCRIPTIONS[name]}" for name in SUBCOMMANDS),
+                    "", "python -m fdjax.bench <subcommand> --help: its flags and their defaults"])
+
+
 def main(argv: list[str] | None = None) -> None:
+  """Runs the subcommand ``argv[0]`` with the rest of ``argv``. A user error (a bad value
+  found after the flags were parsed, a run folder that is not a finished run) is one
+  ``error:`` line and exit status 2, as for ``fdjax.main``."""
+  from fdjax.errors import cli_errors
+
   argv = sys.argv[1:] if argv is None else list(argv)
   if not argv or argv[0] in ("-h", "--help") or argv[0] not in SUBCOMMANDS:
-    msg = f"usage: python -m fdjax.bench {{{','.join(SUBCOMMANDS)}}} [flags]"
     if argv and argv[0] not in ("-h", "--help"):
-      sys.exit(f"unknown subcommand {argv[0]!r}\n{msg}")
-    print(msg)
+      sys.exit(f"unknown subcommand {argv[0]!r}\n{usage()}")
+    print(usage())
     return
-  SUBCOMMANDS[argv[0]](argv[1:])
+  with cli_errors():
+    SUBCOMMANDS[argv[0]](argv[1:])
 
 
 if __name__ == "__main__":

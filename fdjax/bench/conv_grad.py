@@ -17,7 +17,6 @@ with the one-core train-step figures.
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 
@@ -26,7 +25,6 @@ import jax.numpy as jnp
 from jax import lax
 
 from fdjax.bench import host
-from fdjax.console import first_paragraph
 
 SHAPES = ((32, 16), (16, 32), (8, 64))   # (height = width, channels) of ResNet-56's stages
 
@@ -72,11 +70,11 @@ def _time(fn, args, calls: int, repeats: int) -> float:
 
 
 def main(argv: list[str]) -> None:
-  parser = argparse.ArgumentParser(prog="python -m fdjax.bench conv_grad",
-                                   description=first_paragraph(__doc__))
-  parser.add_argument("--batch", type=int, default=128)
-  parser.add_argument("--calls", type=int, default=10)
-  parser.add_argument("--repeats", type=int, default=5)
+  parser = host.parser("conv_grad", __doc__)
+  parser.add_argument("--batch", type=int, default=128, help="images per call")
+  parser.add_argument("--calls", type=int, default=10, help="calls per timed repeat")
+  parser.add_argument("--repeats", type=int, default=5,
+                      help="timed repeats; the best is reported")
   args = parser.parse_args(argv)
   host.at_least_one(parser, args, "batch", "calls", "repeats")
   print(f"backend {jax.default_backend()}, batch {args.batch}, float32, NHWC, 3x3 'SAME', "

@@ -49,7 +49,7 @@ from PIL import Image
 
 from fdjax import degradations
 from fdjax.bench import host
-from fdjax.console import first_paragraph
+from fdjax.errors import UserError
 
 IMAGE_SIZE = 32
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".webp")
@@ -112,7 +112,7 @@ def load_images(source: str, n: int, seed: int = 0) -> tuple[np.ndarray, str]:
   if source == "synthetic":
     return synthetic_images(n, seed), "synthetic (smooth gradients + noise)"
   if not source.startswith("folder:"):
-    raise ValueError(f"unknown source {source!r}; use auto, synthetic or folder:PATH")
+    raise UserError(f"unknown source {source!r}; use auto, synthetic or folder:PATH")
   path = Path(source.removeprefix("folder:"))
   if path.is_dir():
     files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -120,9 +120,10 @@ def load_images(source: str, n: int, seed: int = 0) -> tuple[np.ndarray, str]:
   elif path.is_file():
     encoded, what = _archive_images(path)
   else:
-    raise ValueError(f"{path} is neither a folder nor an archive")
+    raise UserError(f"--source {source}: {path} is neither a folder nor an archive")
   if not encoded:
-    raise ValueError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {path}")
+    raise UserError(f"--source {source}: no image files ({', '.join(IMAGE_SUFFIXES)}) in "
+                    f"{path}")
   rng = np.random.default_rng(seed)
   pick = rng.permutation(len(encoded))[:n]
   images = np.stack([_decode(encoded[i]) for i in pick])
@@ -214,8 +215,7 @@ def time_reference(fn: Reference, images: np.ndarray, levels: list[float],
 
 # ---------------------------------------------------------------- benchmark
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-  p = argparse.ArgumentParser(prog="python -m fdjax.bench degradations",
-                              description=first_paragraph(__doc__))
+  p = host.parser("degradations", __doc__)
   p.add_argument("--batch", type=int, default=1024, help="images per fdjax call")
   p.add_argument("--repeats", type=int, default=5, help="timed repeats; the median is reported")
   p.add_argument("--names", default=",".join(degradations.NAMES),
@@ -223,9 +223,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
   p.add_argument("--source", default="auto", help="auto | synthetic | folder:PATH")
   p.add_argument("--seconds", type=float, default=1.0,
                  help="minimum seconds per timed repeat (fdjax and reference alike)")
-  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--seed", type=int, default=0, help="of the images picked and the levels")
   args = p.parse_args(argv)
   host.at_least_one(p, args, "batch", "repeats")
+  # a typo fails here, before any image loads (each name needs a reference pipeline)
+  args.names = host.names_in(p, "--names", args.names, sorted(reference_functions()[0]))
+  if args.source not in ("auto", "synthetic") and not args.source.startswith("folder:"):
+    p.error(f"--source {args.source!r}: use auto, synthetic or folder:PATH")
   return args
 
 
@@ -242,12 +246,8 @@ def print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
   """Runs the benchmark and prints a table; returns ``{name: {fdjax, reference, ratio}}``."""
   args = _parse(argv)
-  names = [n.strip() for n in args.names.split(",") if n.strip()]
+  names = args.names
   references, origin = reference_functions()
-  for name in names:
-    degradations.get(name)  # fail early on a typo, listing the valid names
-    if name not in references:
-      raise ValueError(f"no reference pipeline for {name!r}; choose from {sorted(references)}")
   images, described = load_images(args.source, args.batch, args.seed)
   device = jax.devices()[0]
   cpus = host.cpus()

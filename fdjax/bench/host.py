@@ -11,6 +11,7 @@ its ratio is the least reliable figure then.
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 
@@ -72,6 +73,39 @@ def load_note(load: float, pinnable: bool = True) -> str | None:
           "other processes shared the cores, so these figures (a multi-threaded peer's most) "
           "are indicative only; rerun on an idle machine"
           + (" or with --cpus 1" if n > 1 and pinnable else ""))
+
+
+def parser(subcommand: str, doc: str | None) -> argparse.ArgumentParser:
+  """The argument parser of ``python -m fdjax.bench <subcommand>``: its module
+  docstring's first paragraph as the description, every flag's default in ``--help``."""
+  from fdjax.console import first_paragraph
+  return argparse.ArgumentParser(prog=f"python -m fdjax.bench {subcommand}",
+                                 description=first_paragraph(doc or ""),
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+
+
+def names_in(parser, flag: str, text: str, valid) -> list[str]:
+  """The comma-separated names of ``text``, each one of ``valid``; ``parser.error`` (one
+  line naming the bad ones and the valid ones, exit 2) otherwise or when none is given."""
+  names = [n.strip() for n in text.split(",") if n.strip()]
+  unknown = [n for n in names if n not in valid]
+  if unknown or not names:
+    parser.error(f"{flag} {'names none' if not names else f'has unknown {unknown}'}; choose "
+                 f"from {','.join(valid)}")
+  return names
+
+
+def resnet_depths(parser, flag: str, text: str) -> list[int]:
+  """The comma-separated CIFAR ResNet depths of ``text`` (each 6n+2, n >= 1);
+  ``parser.error`` otherwise."""
+  try:
+    depths = [int(d) for d in str(text).split(",") if d.strip()]
+  except ValueError:
+    depths = []
+  if not depths or any((d - 2) % 6 or d < 8 for d in depths):
+    parser.error(f"{flag} must be CIFAR ResNet depths 6n+2 (8, 20, 32, 56, 110, ...), "
+                 f"got {text!r}")
+  return depths
 
 
 def at_least_one(parser, args, *names: str) -> None:

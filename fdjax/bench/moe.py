@@ -21,7 +21,6 @@ random images, which route differently from real ones but cost the same.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -38,17 +37,20 @@ IMAGE_SHAPE = (32, 32, 3)
 
 
 def main(argv: list[str]) -> None:
-  parser = argparse.ArgumentParser(prog="python -m fdjax.bench moe")
-  parser.add_argument("--depth", type=int, default=20)
-  parser.add_argument("--batch", type=int, default=256)
-  parser.add_argument("--experts", type=int, default=4)
-  parser.add_argument("--repeats", type=int, default=5)
+  parser = host.parser("moe", __doc__)
+  parser.add_argument("--depth", default="20",
+                      help="CIFAR ResNet depth (6n+2) of the dense model and the student")
+  parser.add_argument("--batch", type=int, default=256, help="images per call")
+  parser.add_argument("--experts", type=int, default=4, help="the student's experts")
+  parser.add_argument("--repeats", type=int, default=5,
+                      help="timed repeats; the median is reported")
   parser.add_argument("--expert-loop", default="auto", choices=("auto", "vmap", "unroll"),
                       help="how the stacked experts run (auto: unroll on CPU, vmap elsewhere)")
   parser.add_argument("--workdir", default="",
                       help="a finished run: measure its FusionDistill and trained MoE students")
   args = parser.parse_args(argv)
-  host.at_least_one(parser, args, "repeats")
+  (args.depth,) = host.resnet_depths(parser, "--depth", args.depth)
+  host.at_least_one(parser, args, "batch", "experts", "repeats")
   load = host.load_average()   # at the start, as every bench: before its own load
 
   if args.workdir:

@@ -16,7 +16,6 @@ backend, same run.
 
 from __future__ import annotations
 
-import argparse
 import os
 
 import jax
@@ -39,15 +38,19 @@ IMAGE_SHAPE = (32, 32, 3)
 
 
 def main(argv: list[str]) -> dict:
-  parser = argparse.ArgumentParser(prog="python -m fdjax.bench population")
-  parser.add_argument("--depth", type=int, default=8)
+  parser = host.parser("population", __doc__)
+  parser.add_argument("--depth", default="8", help="the members' CIFAR ResNet depth (6n+2)")
   parser.add_argument("--batch", type=int, default=32, help="images per objective share")
   parser.add_argument("--size", type=int, default=5, help="members P")
-  parser.add_argument("--objectives", type=int, default=2)
-  parser.add_argument("--repeats", type=int, default=5)
-  parser.add_argument("--member-loop", default="auto", choices=("auto", "vmap", "unroll"))
+  parser.add_argument("--objectives", type=int, default=2,
+                      help="objectives (shares of a step's batch)")
+  parser.add_argument("--repeats", type=int, default=5,
+                      help="timed repeats; the median is reported")
+  parser.add_argument("--member-loop", default="auto", choices=("auto", "vmap", "unroll"),
+                      help="how the members run (auto: unroll on CPU, vmap elsewhere)")
   args = parser.parse_args(argv)
-  host.at_least_one(parser, args, "repeats")
+  (args.depth,) = host.resnet_depths(parser, "--depth", args.depth)
+  host.at_least_one(parser, args, "batch", "size", "objectives", "repeats")
   load = host.load_average()   # at the start, as every bench: before its own load
 
   model, task = cifar_resnet(args.depth, 10, "reference"), ClassificationTask()

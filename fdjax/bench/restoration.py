@@ -57,7 +57,6 @@ from fdjax.bench import host
 from fdjax.bench import restoration_peers as peers
 from fdjax.bench.restoration_peers import BALANCE_WEIGHT, LR, WEIGHT_DECAY
 from fdjax.bench.train_step import stepper, time_alternating
-from fdjax.console import first_paragraph
 from fdjax.config import base_config, optimizer_config
 from fdjax.moe.unet_student import restoration_student
 from fdjax.tasks import DataSpec, RestorationTask
@@ -135,12 +134,11 @@ def measure(variant: str, args) -> dict:
 
 
 def _parse(argv):
-  p = argparse.ArgumentParser(prog="python -m fdjax.bench restoration",
-                              description=first_paragraph(__doc__))
+  p = host.parser("restoration", __doc__)
   p.add_argument("--variants", default=",".join(VARIANTS),
                  help=f"comma-separated, from {','.join(VARIANTS)}")
-  p.add_argument("--width", type=int, default=16)
-  p.add_argument("--depth", type=int, default=2)
+  p.add_argument("--width", type=int, default=16, help="the U-Nets' channels at full resolution")
+  p.add_argument("--depth", type=int, default=2, help="the U-Nets' down-samplings")
   p.add_argument("--patch", type=int, default=64, help="training patch side")
   p.add_argument("--batch", type=int, default=8, help="patches per training step")
   p.add_argument("--steps", type=int, default=3, help="timed steps per repeat")
@@ -148,11 +146,12 @@ def _parse(argv):
   p.add_argument("--warmup", type=int, default=1,
                  help="untimed steps first (with compilation; at least 1)")
   p.add_argument("--infer-size", type=int, default=256, help="inference image side")
-  p.add_argument("--infer-batch", type=int, default=1)
+  p.add_argument("--infer-batch", type=int, default=1, help="images per inference call")
   p.add_argument("--experts", type=int, default=3, help="MoE student: experts (tasks)")
   p.add_argument("--moe-stages", default="decoder1", help="MoE student: routed U-Net levels")
   p.add_argument("--k", type=int, default=2, help="MoE student: top-K")
-  p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+  p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                 help="compute dtype (parameters stay float32)")
   p.add_argument("--torch", action="store_true",
                  help="also time each variant's PyTorch twin (needs torch)")
   p.add_argument("--cpus", type=int, default=0,
@@ -167,12 +166,7 @@ def _parse(argv):
     if getattr(args, name) < stride or getattr(args, name) % stride:
       p.error(f"--{name.replace('_', '-')} must be a multiple of the U-Net's stride "
               f"{stride} (2**--depth), got {getattr(args, name)}")
-  args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-  unknown = sorted(set(args.variants) - set(VARIANTS))
-  if unknown:
-    p.error(f"unknown variants {unknown}; choose from {','.join(VARIANTS)}")
-  if not args.variants:
-    p.error(f"--variants names none; choose from {','.join(VARIANTS)}")
+  args.variants = host.names_in(p, "--variants", args.variants, VARIANTS)
   return args
 
 

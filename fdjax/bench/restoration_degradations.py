@@ -47,7 +47,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fdjax.console import first_paragraph
 from fdjax import degradations
 from fdjax.bench import host
 from fdjax.bench.degradations import print_table, synthetic_images, time_calls
@@ -151,8 +150,7 @@ def sampled_levels(name: str, key: jax.Array, batch: int) -> jax.Array:
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-  p = argparse.ArgumentParser(prog="python -m fdjax.bench restoration_degradations",
-                              description=first_paragraph(__doc__))
+  p = host.parser("restoration_degradations", __doc__)
   p.add_argument("--batch", type=int, default=3, help="images per call")
   p.add_argument("--size", type=int, default=192, help="image height and width, pixels")
   p.add_argument("--names", default=",".join(DEFAULT_NAMES),
@@ -161,9 +159,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
   p.add_argument("--seconds", type=float, default=1.0, help="minimum seconds per timed repeat")
   p.add_argument("--patch", type=int, default=48,
                  help="training patch side of the views section (0: skip that section)")
-  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--seed", type=int, default=0, help="of the images and the levels")
   args = p.parse_args(argv)
   host.at_least_one(p, args, "batch", "size", "repeats")
+  args.names = host.names_in(p, "--names", args.names, sorted(degradations.REGISTRY))
   if args.patch > args.size:   # checked before the first sections run, not after them
     p.error(f"--patch {args.patch} is larger than the {args.size}x{args.size} images; "
             f"lower it (0 skips the views section)")
@@ -175,11 +174,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
   (degradations: ``ms``, ``images_per_s``; convolutions: ``ms`` and, per peer,
   ``<peer>_ms``, ``<peer>_ratio``, ``<peer>_max_abs_diff``)."""
   args = _parse(argv)
-  names = [n.strip() for n in args.names.split(",") if n.strip()]
-  if not names:
-    raise ValueError("--names is empty")
-  for name in names:
-    degradations.get(name)  # ValueError naming it and the valid names
+  names = args.names
   device = jax.devices()[0]
   print(f"restoration_degradations: batch {args.batch} float32 images "
         f"[{args.batch}, {args.size}, {args.size}, 3], {args.repeats} repeats (median) of "

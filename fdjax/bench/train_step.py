@@ -53,7 +53,6 @@ import optax
 
 from fdjax.bench import host
 from fdjax.config import optimizer_config
-from fdjax.console import first_paragraph
 from fdjax.models import cifar_resnet
 from fdjax.train.mesh import data_sharding, make_mesh
 from fdjax.train.optim import make_optimizer
@@ -158,7 +157,7 @@ def _torch_available() -> bool:
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-  p = argparse.ArgumentParser(prog="python -m fdjax.bench train_step", description=first_paragraph(__doc__))
+  p = host.parser("train_step", __doc__)
   p.add_argument("--depths", default="20,56", help="comma-separated ResNet depths (6n+2)")
   p.add_argument("--batch", type=int, default=128, help="images per training step")
   p.add_argument("--steps", type=int, default=20, help="timed steps per repeat")
@@ -174,6 +173,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                       "Takes full effect on XLA only before JAX first runs in the process")
   p.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
   args = p.parse_args(argv)
+  args.depths = host.resnet_depths(p, "--depths", args.depths)
   host.at_least_one(p, args, "batch", "steps", "repeats")
   return args
 
@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> dict[int, dict[str, dict[str, float]]
   args = _parse(argv)
   if args.warmup < 1:
     raise SystemExit("--warmup must be >= 1: the first step compiles, and it is not to be timed")
-  depths = [int(d) for d in args.depths.split(",") if d.strip()]
+  depths = args.depths
   dtypes = parse_dtypes(args.dtypes)
   use_torch = not args.no_torch and _torch_available()
   host.pin(args.cpus)
