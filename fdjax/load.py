@@ -197,8 +197,9 @@ def model_path(workdir: str, name: str, seed: int, config) -> str:
       # a misspelt name: the near ones of the run's own models, not every method's names
       near = difflib.get_close_matches(name.lower(), have, n=2) or difflib.get_close_matches(
           name.lower(), list(methods.loadables()), n=2)
-      message = (f"no single model for method {name!r}"
-                 + (f" (did you mean {' or '.join(map(repr, near))}?)" if near else ""))
+      # else every loadable name (``str(e)``): the run's own list may be empty
+      message = (f"no single model for method {name!r} (did you mean "
+                 f"{' or '.join(map(repr, near))}?)" if near else message)
     raise UnknownModelError(f"{message}; run {workdir} (seed {seed}) has "
                             f"{', '.join(have) or 'no finished model'}") from None
   owner = family(name)
@@ -234,8 +235,8 @@ def rerun_command(workdir: str, config, family: str) -> str:
   """The command that trains method ``family`` in run ``workdir`` and keeps the run's
   other methods (a run of fewer methods writes a results table of those alone): the
   command recorded in its ``run.json`` (``fdjax.main`` records it), its
-  ``--config.methods`` and ``--workdir`` replaced; without one, a placeholder for the
-  config file."""
+  ``--config.methods`` and ``--workdir`` replaced and its ``--time_limit`` left out (the
+  run it stopped is to be finished); without one, a placeholder for the config file."""
   methods = parse_list(config.get("methods", ""))
   listed = "--config.methods=" + ",".join(methods + [family] * (family not in methods))
   try:
@@ -249,13 +250,13 @@ def rerun_command(workdir: str, config, family: str) -> str:
     words = None
   if not words:
     return RERUN.format(run=shlex.quote(workdir), methods=listed)
-  args, skip = [], False
+  args, skip, replaced = [], False, ("--workdir", "--config.methods", "--time_limit")
   for arg in words:
     if skip:
       skip = False
-    elif arg in ("--workdir", "--config.methods"):
+    elif arg in replaced:
       skip = True   # its value is the next word
-    elif not arg.startswith(("--workdir=", "--config.methods=")):
+    elif not arg.startswith(tuple(f"{flag}=" for flag in replaced)):
       args.append(arg)
   return shlex.join(args + [f"--workdir={workdir}", listed])
 

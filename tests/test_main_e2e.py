@@ -190,6 +190,11 @@ def test_load_model_takes_the_rows_of_the_results_table(quickstart_run):
                                        "'fusiondistill'\\?\\); run .* has clean, expert_blur, "
                                        "expert_jpeg"):
     fdjax.load_model(str(workdir), "Fusion")
+  # no near name: every loadable name (it said only "run ... has no finished model" there)
+  with pytest.raises(ValueError, match="no single model for method 'bogus'; choose from "
+                                       "\\[.*'fusiondistill'.*'expert_<degradation>'\\]; "
+                                       "run .* has clean"):
+    fdjax.load_model(str(workdir), "bogus")
 
 
 def test_load_model_gives_a_working_predict(quickstart_run):
@@ -246,7 +251,8 @@ def test_the_hint_for_a_model_the_run_lacks_reruns_its_command_with_every_method
   (workdir / "moved").mkdir(exist_ok=True)
   (workdir / "moved" / "run.json").write_text(json.dumps(
       {"command": "python -m fdjax.main --config configs/q.py:tiny --workdir old "
-                  "--config.methods oracle --config.seeds=0,1"}))
+                  "--config.methods oracle --time_limit=15s --config.seeds=0,1 --time_limit "
+                  "1h"}))
   assert rerun_command(str(workdir / "moved"), config, "scratch") == (
       f"python -m fdjax.main --config configs/q.py:tiny --config.seeds=0,1 "
       f"--workdir={workdir / 'moved'} --config.methods=oracle,vanilla,scratch")
