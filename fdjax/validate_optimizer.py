@@ -64,7 +64,7 @@ def check_optimizer(config, stage: str, check) -> None:
   if get(config, f"{opt}.schedule") not in ("multistep", MISSING):   # else ignored
     check(f"{opt}.milestones", lambda v: not v,
           f"empty with schedule {get(config, f'{opt}.schedule')!r} (milestones are "
-          f"multistep's)")
+          f"multistep's: add --config.{opt}.milestones='()')")
   if get(config, f"{opt}.schedule") == "multistep" and is_int(epochs) and epochs >= 1:
     check(f"{opt}.milestones",
           lambda v: all(is_int(m) and 1 <= m <= epochs for m in v) and distinct(list(v)),

@@ -99,7 +99,8 @@ BAD = [
     ("ea_adam.optimizer.ema_decay", 0.99, "ea_adam.optimizer.ema_decay must be 0 (the "
                                           "evolutionary epochs replace members' parameters)"),
     ("experts.optimizer.milestones", (1,), "experts.optimizer.milestones must be empty with "
-                                           "schedule 'cosine' (milestones are multistep's)"),
+                                           "schedule 'cosine' (milestones are multistep's: add "
+                                           "--config.experts.optimizer.milestones='()')"),
     ("ea_adam.optimizer.clip_norm", 1.0, "ea_adam.optimizer.clip_norm must be 0 (one global "
                                          "norm would couple the population's members)"),
     ("experts.optimizer.beta2", 0.9999, "experts.optimizer.beta2 must be in [0, 0.999] for "
