@@ -99,6 +99,24 @@ def write_config_json(folder: str, config) -> None:
              indent=2)
 
 
+def check_workdir_task(config, workdir: str) -> None:
+  """``ConfigError`` when ``workdir`` holds a run of another task than ``config.task``
+  (its ``config.json``): every stage would differ, and retraining them there would leave
+  the other task's files beside the new ones. A workdir without a readable record is
+  left to the stages' fingerprints."""
+  from fdjax.errors import ConfigError
+
+  try:
+    with open(os.path.join(workdir, CONFIG_JSON)) as f:
+      task = json.load(f).get("task")
+  except (OSError, ValueError, AttributeError):
+    return
+  if task is not None and task != config.task:
+    raise ConfigError(f"--workdir {workdir} holds a {task} run (its {CONFIG_JSON}), and "
+                      f"this config's task is {config.task}",
+                      hint="use a new --workdir: a workdir holds the run of one task")
+
+
 def load_config_file(spec: str):
   """``'path.py'`` -> ``get_config()``; ``'path.py:arg'`` -> ``get_config('arg')`` (as
   ``--config`` reads it; tests load the shipped configs with it)."""

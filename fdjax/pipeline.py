@@ -19,7 +19,7 @@ from absl import logging
 from fdjax import console
 from fdjax import methods as methods_lib
 from fdjax.config import parse_ints
-from fdjax.config_fields import write_config_json
+from fdjax.config_fields import check_workdir_task, write_config_json
 from fdjax.distributed import check_same, is_main_process, write_once
 from fdjax.errors import ConfigError
 from fdjax.eval import per_image as per_image_lib
@@ -149,6 +149,7 @@ def _check_validation_split(config, dataset, planned: list[str]) -> None:
 
 def _run(config, workdir: str, methods, seeds, command=None) -> list[report.Record]:
   started = time.time()   # files in workdir older than this are an earlier run's
+  check_workdir_task(config, workdir)
   write_once(lambda: _remove_temporaries(workdir, started), "stale temporary files")
   prepared, fingerprints = _prepare(config, workdir, methods, seeds)
   # The same config over other data (a host's own copy) or other code: other stages.

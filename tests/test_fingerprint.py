@@ -3,6 +3,7 @@ and a change upstream reaches every stage downstream."""
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -487,3 +488,24 @@ def test_an_edited_grid_enters_the_fingerprint_and_the_evaluation_cache(monkeypa
   # The same levels built another way (float error) keep the saved digest.
   rebuilt = dataclasses.replace(haze, grid=tuple(np.arange(31) * 0.1))
   assert registry.grid_digest(rebuilt.grid) == registry.SAVED_GRIDS["haze"]
+
+
+def test_a_workdir_of_another_task_is_refused_before_anything_loads(tmp_path):
+  """It listed 58 changed fields of stage 'clean' (the task not among the six shown) and
+  offered --config.on_mismatch=retrain, which would retrain another task in that folder."""
+  from fdjax import pipeline
+  from fdjax.config_fields import check_workdir_task, load_config_file
+  from fdjax.errors import ConfigError
+
+  config = load_config_file(f"{Path(__file__).resolve().parents[1]}/configs/quickstart.py:tiny")
+  (tmp_path / "config.json").write_text(json.dumps({"task": "restoration", "seeds": "0"}))
+  with pytest.raises(ConfigError) as info:
+    pipeline.run(config, str(tmp_path))
+  assert str(info.value) == (f"--workdir {tmp_path} holds a restoration run (its config.json), "
+                             "and this config's task is classification")
+  assert info.value.hint == "use a new --workdir: a workdir holds the run of one task"
+  assert sorted(os.listdir(tmp_path)) == [".fdjax.lock", "config.json"]
+  (tmp_path / "config.json").write_text(json.dumps({"task": "classification"}))
+  check_workdir_task(config, str(tmp_path))   # the same task: the fingerprints decide
+  (tmp_path / "config.json").write_text("{damaged")
+  check_workdir_task(config, str(tmp_path))   # left to the fingerprints too
