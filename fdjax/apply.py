@@ -240,7 +240,7 @@ def apply_run(run: str, method: str, input_path: str, output: str, *, seed=None,
 def main(argv):
   """The command line (module docstring): ``--input``'s images, restored or classified, into
   ``--output``."""
-  verbosity = start_cli(argv, flags)
+  verbosity = start_cli(argv, flags, quoted="--method='Vanilla FT'")
   from PIL import Image
 
   from fdjax.load import ModelNotInRunError

@@ -115,7 +115,9 @@ def config_variants(arg: str | None, known: Sequence[str], config_name: str, *,
   unknown = sorted(names - set(known))
   if unknown:
     options = ", ".join(f":{k}" for k in known)
-    how = " (comma-separated, e.g. :" + ",".join(known[:2]) + ")" if combine else ""
+    how = (" (comma-separated, e.g. :" + ",".join(known[:2]) + ")" if combine
+           else " (one at a time: this config's variants do not combine)"
+           if "," in arg else "")
     raise ValueError(f"unknown {config_name} variant(s) {unknown}; use {options}{how} "
                      f"or nothing")
   return names

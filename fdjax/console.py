@@ -80,18 +80,19 @@ def configure_logging(verbosity: int = 0) -> None:
   handler.addFilter(_only_fdjax_info)
 
 
-def start_cli(argv, flags) -> int:
+def start_cli(argv, flags, quoted: str = "--config.data.root='my data/restoration'") -> int:
   """The common start of fdjax's absl commands: refuses stray arguments (one error line
-  and a hint, exit status 2, as every error a user can fix), configures the console
-  (``configure_logging``) and returns the verbosity: 0 unless ``--verbosity`` was given
-  (absl's own default would show every library's INFO lines)."""
+  and a hint, exit status 2, as every error a user can fix; ``quoted``: the command's
+  own example of a quoted value), configures the console (``configure_logging``) and
+  returns the verbosity: 0 unless ``--verbosity`` was given (absl's own default would
+  show every library's INFO lines)."""
   if len(argv) > 1:
     from fdjax.errors import EXIT_USER_ERROR, UserError, one_line
 
     write_stderr(one_line(UserError(
         f"unexpected arguments {argv[1:]}: every value is a --flag=value",
-        hint="quote a value that holds spaces, e.g. --method='Vanilla FT'; --help lists "
-             "the flags")) + "\n")
+        hint=f"quote a value that holds spaces, e.g. {quoted}; --help lists the flags"))
+        + "\n")
     raise SystemExit(EXIT_USER_ERROR)
   verbosity = flags.FLAGS.verbosity if flags.FLAGS["verbosity"].present else 0
   configure_logging(verbosity)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import sys
 import traceback
 from typing import Iterator, TextIO
@@ -181,7 +182,12 @@ def parse_flags_or_exit(argv: list[str]) -> list[str]:
       last = last.split(": ", 1)[-1]
       flag = lines[0].split(": ", 1)[0] if lines[0].startswith("flag --") else ""
       last = f"{flag}: {last}" if flag else last
-    sys.stderr.write(f"error: {last}\nhint: see --helpshort for the flags\n")
+    last = re.sub(r"\('Non-boolean argument to boolean flag', (.*)\)$",
+                  r"a boolean takes true or false, got \1", last)
+    hint = ("the config file's get_config() (and fdjax/config.py, fdjax/config_restoration.py"
+            " for the shared blocks) lists the fields and their types"
+            if last.startswith("flag --config.") else "see --helpshort for the flags")
+    sys.stderr.write(f"error: {last}\nhint: {hint}\n")
     raise SystemExit(EXIT_USER_ERROR) from None
 
 

@@ -50,6 +50,8 @@ _NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS)   # a file system wit
 def make_folder(path: str | os.PathLike, what: str) -> None:
   """``mkdir -p path``; a ``ConfigError`` naming ``what`` (e.g. '--workdir') when it
   cannot be made (a file is in the way, no permission, a read-only file system)."""
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise ConfigError(f"{what} {path} is a file, not a folder", hint=f"choose another {what}")
   try:
     os.makedirs(path, exist_ok=True)
   except OSError as e:

@@ -37,6 +37,10 @@ config="$(absolute "$1")"; root="$(absolute "$2")"; variants="$(absolute "$3")";
 cd "$(dirname "$0")/.."
 # fdjax's dependencies, not the package: in the checkout 'import fdjax' always works
 python -c "import fdjax.main" 2>/dev/null || python -m pip install -e .
+if [[ ! -f "$variants" ]]; then
+  echo "error: the variants file $variants does not exist" >&2
+  exit 2
+fi
 # a comment: '#' at the start of a line or after a space ('c#d' is a value)
 mapfile -t lines < <(sed -e 's/^#.*//' -e 's/[[:space:]]#.*//' -e '/^[[:space:]]*$/d' "$variants")
 if [[ ${#lines[@]} -eq 0 ]]; then

@@ -60,7 +60,8 @@ def test_config_variants():
   assert config_variants(None, ("a", "b"), "c") == set()
   assert config_variants("a", ("a", "b"), "c") == {"a"}
   assert config_variants("a,b", ("a", "b"), "c", combine=True) == {"a", "b"}
-  with pytest.raises(ValueError, match=r"unknown c variant\(s\) \['a,b'\]; use :a, :b or"):
+  with pytest.raises(ValueError, match=r"unknown c variant\(s\) \['a,b'\]; use :a, :b \(one "
+                                       r"at a time: this config's variants do not combine\) or"):
     config_variants("a,b", ("a", "b"), "c")     # only configs that combine take a list
   with pytest.raises(ValueError, match=r"\['z'\]; use :a, :b \(comma-separated"):
     config_variants("a,z", ("a", "b"), "c", combine=True)

@@ -123,8 +123,11 @@ def test_a_stray_argument_is_one_error_line_and_exit_2(capsys):
   from fdjax.errors import EXIT_USER_ERROR
 
   with pytest.raises(SystemExit) as info:
-    start_cli(["fdjax.apply", "FT"], flags)
+    start_cli(["fdjax.apply", "FT"], flags, quoted="--method='Vanilla FT'")
   assert info.value.code == EXIT_USER_ERROR
   lines = capsys.readouterr().err.strip().splitlines()
   assert len(lines) == 2 and lines[0].startswith("error: unexpected arguments ['FT']")
-  assert lines[1].startswith("hint: quote a value that holds spaces")
+  assert lines[1].startswith("hint: quote a value that holds spaces, e.g. --method='Vanilla FT'")
+  with pytest.raises(SystemExit):   # fdjax.main's example is its own (--method is apply's)
+    start_cli(["fdjax.main", "x"], flags)
+  assert "e.g. --config.data.root='my data/restoration';" in capsys.readouterr().err

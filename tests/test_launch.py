@@ -149,6 +149,10 @@ exit 0
                          env={**env, "FDJAX_SWEEP_PARALLEL": parallel},
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 2 and "must be an integer >= 1" in run.stderr
+  run = subprocess.run(["bash", str(REPO / "launch" / "gpu_sweep.sh"), "c.py", "r", "none.txt"],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+  assert (run.returncode, run.stderr) == (
+      2, f"error: the variants file {tmp_path / 'none.txt'} does not exist\n")   # no sed line
 
 
 def test_gpu_sweep_ctrl_c_stops_the_running_variant_and_starts_no_other(tmp_path):

@@ -279,12 +279,12 @@ def test_a_workdir_or_cache_that_is_a_file_fails_clearly(tmp_path):
   # '~' expanded (the shell leaves '--workdir=~/...' alone): it made a literal '~' folder
   result = run_main("--config=configs/quickstart.py:tiny", "--workdir=~/a_file",
                     timeout=120, HOME=str(tmp_path))
-  _one_line_error(result, f"--workdir {tmp_path / 'a_file'}", "cannot make the folder")
+  _one_line_error(result, f"--workdir {tmp_path / 'a_file'} is a file, not a folder")
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   result = subprocess.run([sys.executable, "-m", "fdjax.main", "--config=configs/quickstart.py",
                            f"--workdir={tmp_path / 'w'}", f"--xla_cache={tmp_path / 'a_file'}"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
-  _one_line_error(result, "--xla_cache", "cannot make the folder")
+  _one_line_error(result, "--xla_cache", "is a file, not a folder")
 
 
 @pytest.mark.parametrize("args, needles", [
@@ -292,6 +292,8 @@ def test_a_workdir_or_cache_that_is_a_file_fails_clearly(tmp_path):
      ("--config=configs/quickstart.py:tiny,bogus", "unknown quickstart variant(s) ['bogus']")),
     (("--config=configs/quickstart.py:tiny", "--config.clean.epochs=2.5"),
      ("--config.clean.epochs=2.5", "invalid literal for int()")),
+    (("--config=configs/restoration_quickstart.py:tiny", "--config.restoration.rotate_real=x"),
+     ("--config.restoration.rotate_real=x: a boolean takes true or false, got 'x'",)),
     (("--config=configs/quickstart.py:tiny", "--config.methods.x=1"),
      ("unknown config field 'methods.x'",)),
     (("--config=configs/quickstrat.py:tiny",),   # ml_collections: two tracebacks, status 1
@@ -300,7 +302,9 @@ def test_a_workdir_or_cache_that_is_a_file_fails_clearly(tmp_path):
 ])
 def test_flags_absl_or_the_config_file_reject_are_one_line_errors(tmp_path, args, needles):
   """Not absl's 'FATAL Flags parsing error' with the config file's traceback, status 1."""
-  _one_line_error(run_main(*args, f"--workdir={tmp_path}", timeout=120), *needles)
+  lines = _one_line_error(run_main(*args, f"--workdir={tmp_path}", timeout=120), *needles)
+  if "flag --config." in lines[0]:   # a field's value: --helpshort lists no config field
+    assert lines[-1].startswith("hint: the config file's get_config()"), lines
 
 
 def test_unknown_config_key_fails_clearly(tmp_path):

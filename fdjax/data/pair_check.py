@@ -78,7 +78,7 @@ def markdown(rows: list[dict]) -> str:
 
 def main(argv):
   """The command line (module docstring)."""
-  verbosity = start_cli(argv, flags)
+  verbosity = start_cli(argv, flags, quoted="--input_dir='rainy images'")
   with cli_errors(verbosity):
     if _SET.value is None:
       raise UserError("missing --set; usage: python -m fdjax.data.pair_check --set=<folder or "
