@@ -35,7 +35,6 @@ too. Unknown fields (``--config.clean.epochz``) are named by ``fdjax.config_fiel
 from __future__ import annotations
 
 import math
-import os
 from typing import Any, Callable
 
 from fdjax.config import BALANCED_STAGES, ILIAC_COS_WEIGHT, TRAINING_STAGES, parse_list
@@ -260,9 +259,12 @@ def _check_source(source, problems: list[str]) -> None:
     return
   scheme, sep, arg = source.partition(":") if isinstance(source, str) else (None, "", "")
   if scheme == "folder" and arg:
-    path = os.path.expanduser(arg)
-    if not os.path.exists(path):
-      problems.append(f"data.source {source!r}: {os.path.abspath(path)} does not exist")
+    from fdjax.data import paths   # a relative path: the current folder's, else the repository's
+    if not paths.resolve(arg).exists():
+      looked = " nor ".join(str(p) for p in paths.candidates(arg))
+      problems.append(f"data.source {source!r}: "
+                      + (f"neither {looked} exists" if " nor " in looked
+                         else f"{looked} does not exist"))
   elif scheme == "digits" and sep:
     if not (arg.isascii() and arg.isdigit() and int(arg) >= 8):
       problems.append(f"data.source {source!r}: the digits size must be an integer >= 8 "

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fdjax.data import _decode, archive, decoded_cache, stale
+from fdjax.data import _decode, archive, decoded_cache, paths, stale
 from fdjax.data.splits import RawSource, in_memory_source
 from fdjax.errors import DataError, MissingDataError
 
@@ -180,10 +180,15 @@ def _reader(tree: Tree, cache: Path, origin: str | None = None):
 
 
 def source(path_arg: str, *, cache_dir: str | None = None) -> RawSource:
-  """Opens ``folder:<path_arg>`` (a directory or an archive) as a lazy ``RawSource``."""
-  path = Path(path_arg).expanduser()
+  """Opens ``folder:<path_arg>`` (a directory or an archive) as a lazy ``RawSource``. A
+  relative path is the current folder's, else the repository's (the shipped configs'
+  ``folder:../shared/...``: ``fdjax.data.paths``)."""
+  path = paths.resolve(path_arg)
   if not path.exists():
-    raise MissingDataError(f"folder source {path_arg!r}: {path} does not exist")
+    looked = " nor ".join(str(p) for p in paths.candidates(path_arg))
+    raise MissingDataError(f"folder source {path_arg!r}: neither {looked} exists"
+                           if len(paths.candidates(path_arg)) > 1 else
+                           f"folder source {path_arg!r}: {path} does not exist")
   root = archive.cache_root(cache_dir)
   if path.is_file():
     if not archive.is_archive(path):

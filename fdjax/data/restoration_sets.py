@@ -42,6 +42,7 @@ import numpy as np
 from absl import logging
 
 from fdjax.config import parse_list
+from fdjax.data import paths
 from fdjax.data.paired import PairedImages, load_paired
 from fdjax.data.splits import Dataset, ImageSet
 from fdjax.data.testsets import TestSet
@@ -51,24 +52,11 @@ SOURCES = ("photos", "sets")
 _VALIDATION_STREAM = 0x7E57
 
 
-def repository() -> Path:
-  """The checkout holding this ``fdjax`` package."""
-  return Path(__file__).resolve().parents[2]
-
-
 def resolve_root(root: str) -> Path:
   """``root`` as given when absolute; else relative to the repository, or, in a git
-  worktree whose relative root is missing, to the main checkout."""
-  path = Path(root).expanduser()
-  if path.is_absolute():
-    return path
-  repo = repository()
-  candidates = [repo / path]
-  git = repo / ".git"
-  if git.is_file():  # a worktree: "gitdir: <main>/.git/worktrees/<name>"
-    gitdir = Path(git.read_text().partition("gitdir:")[2].strip())
-    candidates.append(gitdir.parents[2] / path)
-  return next((c for c in candidates if c.exists()), candidates[0]).resolve()
+  worktree whose relative root is missing, to the main checkout (``fdjax.data.paths``;
+  not the current folder: ``data.root`` has always meant the repository's)."""
+  return paths.resolve(root, cwd_first=False)
 
 
 def _set_path(root: Path, name: str) -> Path:
@@ -212,7 +200,7 @@ def load(data, *, patch: int, seed: int = 0) -> Dataset:
     root = resolve_root(data.root)
     if not root.is_dir():
       raise MissingDataError(f"restoration data folder {root} does not exist (config.data.root"
-                             f"={data.root!r}, relative to {repository()})")
+                             f"={data.root!r}, relative to {paths.repository()})")
     def read(spec, **dirs):
       name, pattern = split_spec(spec)
       images = load_paired(_set_path(root, name), cache_dir=cache, select=pattern,
