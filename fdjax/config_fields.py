@@ -56,6 +56,10 @@ def unknown_field_message(config, dotted_key: str) -> str:
     quoted = [repr(n) for n in nearest]
     listed = quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
     return f"{message}; did you mean {listed}?"
+  other = _other_task_config(config)
+  if other is not None and get(other, dotted_key) is not MISSING:
+    return (f"{message}: it is a field of the {other.task} configs, and this config's task "
+            f"is {config.task}")
   parts = dotted_key.split(".")
   for depth in range(len(parts) - 1, 0, -1):
     block = ".".join(parts[:depth])
@@ -63,6 +67,17 @@ def unknown_field_message(config, dotted_key: str) -> str:
     if value is not MISSING and hasattr(value, "keys"):
       return f"{message}; the fields of {block!r} are {', '.join(value.keys())}"
   return f"{message}; the top-level fields are {', '.join(config.keys())}"
+
+
+def _other_task_config(config):
+  """The default config of the task ``config`` is not (classification <-> restoration),
+  or None for a config without a known task."""
+  from fdjax.config import base_config
+  from fdjax.config_restoration import restoration_config
+
+  task = config.get("task") if hasattr(config, "get") else None
+  return {"classification": restoration_config, "restoration": base_config}.get(
+      task, lambda: None)()
 
 
 def unknown_override_message(argv: Sequence[str], flag: str = "config") -> str | None:

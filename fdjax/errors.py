@@ -159,12 +159,17 @@ def cli_errors(verbosity: int = 0, stream: TextIO | None = None) -> Iterator[Non
     raise SystemExit(EXIT_USER_ERROR) from None
 
 
+HELP_FLAGS = ("--help", "--helpshort", "--helpfull", "--helpxml", "-?")
+
+
 def parse_flags_or_exit(argv: list[str]) -> list[str]:
   """absl's flag parsing for ``app.run(main, flags_parser=parse_flags_or_exit)``: a flag
   value absl or a config file rejects (``--config.clean.epochs=2.5``, an unknown config
   variant) prints one ``error:`` line, the last line of what it raised, and exits with
   ``EXIT_USER_ERROR``, instead of absl's "FATAL Flags parsing error" with the config
-  file's traceback and status 1. ``--verbosity=1`` keeps absl's own report."""
+  file's traceback and status 1. ``--verbosity=1`` keeps absl's own report. ``--help``
+  (``--helpshort``, ``--helpfull``, ``-?``) prints absl's help and exits 0, not absl's 1
+  (a script that asks for the help is not told that the command failed)."""
   from absl import flags
 
   missing = _missing_config_file(argv)
@@ -173,6 +178,10 @@ def parse_flags_or_exit(argv: list[str]) -> list[str]:
     raise SystemExit(EXIT_USER_ERROR)
   try:
     return flags.FLAGS(argv)
+  except SystemExit as e:
+    if e.code == 1 and any(a.split("=", 1)[0] in HELP_FLAGS for a in argv[1:]):
+      raise SystemExit(0) from None
+    raise
   except flags.Error as e:
     if any(a.startswith(("--verbosity=1", "--verbosity=2", "-v=1")) for a in argv):
       raise

@@ -131,3 +131,21 @@ def test_a_stray_argument_is_one_error_line_and_exit_2(capsys):
   with pytest.raises(SystemExit):   # fdjax.main's example is its own (--method is apply's)
     start_cli(["fdjax.main", "x"], flags)
   assert "e.g. --config.data.root='my data/restoration';" in capsys.readouterr().err
+
+
+def test_help_exits_0_not_absls_1():
+  """absl exits 1 after --help: a script asking for the help was told the command failed."""
+  import os
+  import subprocess
+  import sys
+  from pathlib import Path
+
+  repo = Path(__file__).resolve().parents[1]
+  for command, flag in (("fdjax.apply", "--help"), ("fdjax.data.pair_check", "--helpfull")):
+    result = subprocess.run([sys.executable, "-m", command, flag], cwd=repo,
+                            env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0 and "--" in result.stdout, (command, result.stderr[-2000:])
+  failed = subprocess.run([sys.executable, "-m", "fdjax.apply", "--nope"], cwd=repo,
+                          capture_output=True, text=True, timeout=120)
+  assert failed.returncode == 2   # a bad flag still fails

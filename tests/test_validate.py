@@ -345,6 +345,17 @@ def test_unknown_field_without_near_name_lists_the_block():
   assert message.startswith("unknown config field 'eval.zzzzzz'; the fields of 'eval' are ")
 
 
+def test_a_field_of_the_other_tasks_configs_says_so():
+  """It listed the top-level fields, none of them 'restoration'."""
+  from fdjax.config_restoration import restoration_config
+  assert unknown_field_message(tiny(), "restoration.rotate_real") == (
+      "unknown config field 'restoration.rotate_real': it is a field of the restoration "
+      "configs, and this config's task is classification")
+  assert unknown_field_message(restoration_config(), "ensemble_ties") == (
+      "unknown config field 'ensemble_ties': it is a field of the classification configs, "
+      "and this config's task is restoration")
+
+
 def test_unknown_override_found_in_argv():
   spec = f"{QUICKSTART}:tiny"
   argv = ["main", f"--config={spec}", "--workdir=/tmp/x", "--config.clean.epochs=3",

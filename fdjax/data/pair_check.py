@@ -78,7 +78,7 @@ def markdown(rows: list[dict]) -> str:
 
 def main(argv):
   """The command line (module docstring)."""
-  verbosity = start_cli(argv, flags, quoted="--input_dir='rainy images'")
+  verbosity = start_cli(argv, flags, quoted="--set='my pairs/rain100l.tar'")
   with cli_errors(verbosity):
     if _SET.value is None:
       raise UserError("missing --set; usage: python -m fdjax.data.pair_check --set=<folder or "
@@ -95,4 +95,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  from fdjax.errors import parse_flags_or_exit
+
+  app.run(main, flags_parser=parse_flags_or_exit)
