@@ -30,9 +30,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def silenced(monkeypatch):
+def silenced(monkeypatch, request):
   """Records ``silence_console`` calls instead of touching this worker's stdout/stderr
-  (pytest-xdist talks to its workers through them)."""
+  (pytest-xdist talks to its workers through them). SIGHUP's action is the default, as
+  in a terminal, for the test: under ``nohup`` (a CI runner's may be) it is ignored, and
+  arming rightly leaves it so."""
+  original = signal.signal(signal.SIGHUP, signal.SIG_DFL)
+  request.addfinalizer(lambda: signal.signal(signal.SIGHUP, original))
   calls = []
   monkeypatch.setattr(console, "silence_console", lambda: calls.append(1))
   return calls
@@ -124,6 +128,11 @@ def test_silence_console_sends_pipes_to_devnull_and_keeps_files(tmp_path):
   assert (tmp_path / "log.txt").read_bytes() == b"kept"
 
 
+# SIGHUP's default action, as in a terminal (under nohup it is ignored, and an ignored
+# signal stays ignored through exec), set by a Python that then execs the command.
+_DEFAULT_SIGHUP = ("import os, signal, sys; signal.signal(signal.SIGHUP, signal.SIG_DFL); "
+                   "os.execvp(sys.argv[1], sys.argv[1:])")
+
 _PROCESS = textwrap.dedent("""
     import signal, sys
     from fdjax.train.stop import EXIT_STOPPED, RunStopped, STOP, armed
@@ -161,7 +170,8 @@ def test_a_run_hung_up_in_training_resumes_from_the_saved_step(tmp_path):
           "--config=configs/quickstart.py:tiny", "--config.degradations=jpeg",
           "--config.log_every_steps=1", "--config.methods=oracle", f"--workdir={tmp_path}"]
   env = dict(os.environ, JAX_PLATFORMS="cpu")
-  proc = subprocess.Popen(args, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
+  proc = subprocess.Popen([sys.executable, "-c", _DEFAULT_SIGHUP, *args], cwd=REPO, env=env,
+                          stderr=subprocess.PIPE, text=True)
   for line in proc.stderr:
     if "[clean] step 2/" in line:
       proc.send_signal(signal.SIGHUP)
