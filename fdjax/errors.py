@@ -159,7 +159,7 @@ def cli_errors(verbosity: int = 0, stream: TextIO | None = None) -> Iterator[Non
     raise SystemExit(EXIT_USER_ERROR) from None
 
 
-HELP_FLAGS = ("--help", "--helpshort", "--helpfull", "--helpxml", "-?")
+HELP_FLAGS = ("--help", "--helpshort", "--helpfull", "--helpxml", "--?")   # any dashes
 
 
 def parse_flags_or_exit(argv: list[str]) -> list[str]:
@@ -179,7 +179,8 @@ def parse_flags_or_exit(argv: list[str]) -> list[str]:
   try:
     return flags.FLAGS(argv)
   except SystemExit as e:
-    if e.code == 1 and any(a.split("=", 1)[0] in HELP_FLAGS for a in argv[1:]):
+    if e.code == 1 and any("--" + a.split("=", 1)[0].lstrip("-") in HELP_FLAGS
+                           for a in argv[1:]):
       raise SystemExit(0) from None
     raise
   except flags.Error as e:

@@ -260,7 +260,7 @@ def _check_source(source, problems: list[str]) -> None:
   scheme, sep, arg = source.partition(":") if isinstance(source, str) else (None, "", "")
   if scheme == "folder" and arg:
     from fdjax.data import paths   # a relative path: the current folder's, else the repository's
-    if not paths.resolve(arg).exists():
+    if not paths.find(arg).exists():
       looked = " nor ".join(str(p) for p in paths.candidates(arg))
       problems.append(f"data.source {source!r}: "
                       + (f"neither {looked} exists" if " nor " in looked

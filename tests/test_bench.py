@@ -109,6 +109,7 @@ def test_a_timed_benchmark_refuses_to_time_the_compiling_step():
     ("train_step", ["--depths", "20,7", "--no-torch"], "--depths must be CIFAR ResNet depths"),
     ("moe", ["--depth", "x"], "--depth must be CIFAR ResNet depths 6n+2"),
     ("population", ["--depth", "9"], "--depth must be CIFAR ResNet depths 6n+2"),
+    ("population", ["--depth", "8,20"], "--depth takes one depth, got '8,20'"),
     ("restoration", ["--variants", "unet,foo"], "--variants has unknown ['foo']; choose from"),
 ])
 def test_bad_settings_are_usage_errors_before_any_timing(bench, args, message, capsys):

@@ -141,7 +141,8 @@ def test_help_exits_0_not_absls_1():
   from pathlib import Path
 
   repo = Path(__file__).resolve().parents[1]
-  for command, flag in (("fdjax.apply", "--help"), ("fdjax.data.pair_check", "--helpfull")):
+  for command, flag in (("fdjax.apply", "--help"), ("fdjax.data.pair_check", "--helpfull"),
+                        ("fdjax.apply", "-help")):   # absl's single-dash spelling too
     result = subprocess.run([sys.executable, "-m", command, flag], cwd=repo,
                             env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True,
                             text=True, timeout=120)

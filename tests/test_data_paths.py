@@ -47,3 +47,17 @@ def test_validation_names_every_place_it_looked(tmp_path, monkeypatch):
     validate_config(config)
   config.data.source = "folder:configs"   # the repository's folder: valid from here
   validate_config(config)
+
+
+def test_an_archive_reached_through_a_link_keeps_the_links_name(tmp_path, monkeypatch):
+  """The name is in every stage's fingerprint: following the link renamed the data set
+  'mydata-v2', and a run made before retrained every stage."""
+  from test_data_recovery import make_tar, write_tree
+
+  (tmp_path / "store").mkdir()
+  target = make_tar(write_tree(tmp_path / "tree", n_per_class=1), tmp_path / "store" /
+                    "mydata-v2.tar.gz")
+  (tmp_path / "mydata.tar.gz").symlink_to(target)
+  monkeypatch.chdir(tmp_path)
+  for spec in ("mydata.tar.gz", str(tmp_path / "mydata.tar.gz")):
+    assert folder.source(spec, cache_dir=str(tmp_path / "cache")).name == "mydata"

@@ -76,6 +76,27 @@ def test_a_later_copy_of_the_hang_up_is_ignored_where_ctrl_c_would_act_at_once(m
   assert silenced == [1]
 
 
+def test_a_sigterm_a_second_after_a_hang_up_kills_one_with_it_is_the_same_request(
+    monkeypatch, silenced, request):
+  """A supervisor's SIGTERM after a hang-up is the second signal (it acts at once, under
+  the handler from before arming); a closing session sends both at once: one request."""
+  now, raised = [100.0], []
+  monkeypatch.setattr(stop.time, "monotonic", lambda: now[0])
+  monkeypatch.setattr(stop.signal, "raise_signal", raised.append)
+  for later, acts in ((0.5, False), (1.5, True)):
+    with armed():
+      hang_up, term = (signal.getsignal(s) for s in (signal.SIGHUP, signal.SIGTERM))
+      with stop.STOP.training():
+        hang_up(signal.SIGHUP, None)
+        now[0] += later
+        term(signal.SIGTERM, None)
+        assert stop.STOP.poll() == "hang-up"
+        assert raised == ([signal.SIGTERM] if acts else []), later
+        # acting at once: under the handlers from before arming
+        assert (signal.getsignal(signal.SIGTERM) is not term) == acts
+    raised.clear()
+
+
 def test_a_hang_up_outside_training_stops_at_once(silenced):
   with armed(), pytest.raises(RunStopped, match="stopped on hang-up outside training"):
     os.kill(os.getpid(), signal.SIGHUP)

@@ -108,6 +108,14 @@ def resnet_depths(parser, flag: str, text: str) -> list[int]:
   return depths
 
 
+def resnet_depth(parser, flag: str, text: str) -> int:
+  """One CIFAR ResNet depth (6n+2) from ``text``; ``parser.error`` otherwise (a list too)."""
+  depths = resnet_depths(parser, flag, text)
+  if len(depths) != 1:
+    parser.error(f"{flag} takes one depth, got {text!r}")
+  return depths[0]
+
+
 def at_least_one(parser, args, *names: str) -> None:
   """``parser.error`` unless every option ``names`` (attribute names) of ``args`` is >= 1:
   a benchmark of no repeats or calls has no median to print."""

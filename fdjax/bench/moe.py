@@ -49,7 +49,7 @@ def main(argv: list[str]) -> None:
   parser.add_argument("--workdir", default="",
                       help="a finished run: measure its FusionDistill and trained MoE students")
   args = parser.parse_args(argv)
-  (args.depth,) = host.resnet_depths(parser, "--depth", args.depth)
+  args.depth = host.resnet_depth(parser, "--depth", args.depth)
   host.at_least_one(parser, args, "batch", "experts", "repeats")
   load = host.load_average()   # at the start, as every bench: before its own load
 

@@ -49,7 +49,7 @@ def main(argv: list[str]) -> dict:
   parser.add_argument("--member-loop", default="auto", choices=("auto", "vmap", "unroll"),
                       help="how the members run (auto: unroll on CPU, vmap elsewhere)")
   args = parser.parse_args(argv)
-  (args.depth,) = host.resnet_depths(parser, "--depth", args.depth)
+  args.depth = host.resnet_depth(parser, "--depth", args.depth)
   host.at_least_one(parser, args, "batch", "size", "objectives", "repeats")
   load = host.load_average()   # at the start, as every bench: before its own load
 

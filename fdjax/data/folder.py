@@ -183,7 +183,7 @@ def source(path_arg: str, *, cache_dir: str | None = None) -> RawSource:
   """Opens ``folder:<path_arg>`` (a directory or an archive) as a lazy ``RawSource``. A
   relative path is the current folder's, else the repository's (the shipped configs'
   ``folder:../shared/...``: ``fdjax.data.paths``)."""
-  path = paths.resolve(path_arg)
+  path = paths.find(path_arg)
   if not path.exists():
     looked = " nor ".join(str(p) for p in paths.candidates(path_arg))
     raise MissingDataError(f"folder source {path_arg!r}: neither {looked} exists"

@@ -34,7 +34,14 @@ def candidates(path: str | Path, *, cwd_first: bool = True) -> list[Path]:
   return places
 
 
-def resolve(path: str | Path, *, cwd_first: bool = True) -> Path:
-  """The first of ``candidates(path)`` that exists, else the first; made absolute."""
+def find(path: str | Path, *, cwd_first: bool = True) -> Path:
+  """The first of ``candidates(path)`` that exists, else the first; links not followed
+  (a data set's name is its path's last part, as the user gave it: an archive reached
+  through a link keeps the link's name, which the stages' fingerprints hold)."""
   places = candidates(path, cwd_first=cwd_first)
-  return next((p for p in places if p.exists()), places[0]).resolve()
+  return next((p for p in places if p.exists()), places[0])
+
+
+def resolve(path: str | Path, *, cwd_first: bool = True) -> Path:
+  """``find(path)`` made absolute, links followed."""
+  return find(path, cwd_first=cwd_first).resolve()

@@ -18,8 +18,11 @@ run), each of these signals is a stop request:
   ``KeyboardInterrupt``), unless it comes within ``SAME_SIGNAL_S`` of the first: one
   Ctrl-C can arrive twice (the terminal's, and ``timeout --foreground`` forwarding it:
   ``launch/gpu_sweep.sh``), and the copy is the same request, not "stop at once";
-* a hang-up never stops at once (the kernel and the shell each send one, at no set
-  interval, and nobody is left at the terminal to ask twice). It also sends the rest
+* a hang-up's own copies never stop at once (the kernel and the shell each send one, at
+  no set interval, and nobody is left at the terminal to ask twice); it counts as the
+  first signal for a SIGTERM or Ctrl-C after it (a supervisor's SIGTERM a second later
+  still kills; one that comes with it, as a closing session sends both, is the same
+  request). It also sends the rest
   of the console to ``/dev/null`` where it went to the terminal or a pipe (the
   terminal, or a ``tee`` in it, is gone: writing there fails); a console redirected to a
   file goes on. A process started under ``nohup`` (SIGHUP ignored) keeps ignoring it.
@@ -187,6 +190,8 @@ class _Stop:
     if self._hangup_seen:
       return True
     self._hangup_seen = True
+    if self._first_signal is None:   # a SIGTERM or Ctrl-C a second later: the second signal
+      self._first_signal = time.monotonic()
     console.silence_console()
     return False
 
