@@ -3,9 +3,11 @@
 The shipped configs name the shared data relative to the repository
 (``'../shared/data/restoration'``, ``'folder:../shared/data/cifar10-jpeg.tar.gz'``), so
 a run started from another folder (``python -m fdjax.main
---config=/path/to/fdjax/configs/...``) must still find it: ``resolve`` tries the
-current folder first (where a user's own relative path points), then the repository,
-then, in a git worktree, the main checkout beside which the shared data lies.
+--config=/path/to/fdjax/configs/...``) must still find it: ``find`` tries the
+current folder first (where a user's own relative path points; ``folder:`` sources),
+then the repository, then, in a git worktree, the main checkout beside which the shared
+data lies. Restoration's ``data.root`` has always meant the repository's: it skips the
+current folder (``cwd_first=False``).
 """
 
 from __future__ import annotations

@@ -22,10 +22,10 @@ run), each of these signals is a stop request:
   no set interval, and nobody is left at the terminal to ask twice); it counts as the
   first signal for a SIGTERM or Ctrl-C after it (a supervisor's SIGTERM a second later
   still kills; one that comes with it, as a closing session sends both, is the same
-  request). It also sends the rest
-  of the console to ``/dev/null`` where it went to the terminal or a pipe (the
-  terminal, or a ``tee`` in it, is gone: writing there fails); a console redirected to a
-  file goes on. A process started under ``nohup`` (SIGHUP ignored) keeps ignoring it.
+  request). It also sends the rest of the console to ``/dev/null`` where it went to the
+  terminal or a pipe (the terminal, or a ``tee`` in it, is gone: writing there fails);
+  a console redirected to a file goes on. A process started under ``nohup`` (SIGHUP
+  ignored) keeps ignoring it.
 
 ``fdjax.main`` prints where the run stopped and exits with ``EXIT_STOPPED`` (75,
 ``EX_TEMPFAIL``: try again); the same command resumes from that checkpoint, with the
@@ -60,8 +60,7 @@ from typing import Iterator
 import jax
 from absl import logging
 
-from fdjax import early_stop, unraisable
-from fdjax import console
+from fdjax import console, early_stop, unraisable
 from fdjax.console import write_stderr
 from fdjax.early_stop import SAME_SIGNAL_S   # a second signal this soon: the same request
 
@@ -75,8 +74,9 @@ class RunStopped(BaseException):
   raises it wherever the program is, and code that handles ``Exception`` (a checkpoint
   read that reports any failure as a damaged file) must let it through.
 
-  ``reason``: ``'SIGTERM'``, ``'Ctrl-C'``, ``'hang-up'`` or ``'time limit'`` (``'preemption notice'``
-  on a process of a multi-process run that did not receive the signal itself);
+  ``reason``: ``'SIGTERM'``, ``'Ctrl-C'``, ``'hang-up'`` or ``'time limit'``
+  (``'preemption notice'`` on a process of a multi-process run that did not receive the
+  signal itself);
   ``stage`` and ``step``: the training stage and the step of its checkpoint, or None
   outside training."""
 
