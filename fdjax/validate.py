@@ -261,10 +261,7 @@ def _check_source(source, problems: list[str]) -> None:
   if scheme == "folder" and arg:
     from fdjax.data import paths   # a relative path: the current folder's, else the repository's
     if not paths.find(arg).exists():
-      looked = " nor ".join(str(p) for p in paths.candidates(arg))
-      problems.append(f"data.source {source!r}: "
-                      + (f"neither {looked} exists" if " nor " in looked
-                         else f"{looked} does not exist"))
+      problems.append(f"data.source {source!r}: {paths.not_found(arg)}")
   elif scheme == "digits" and sep:
     if not (arg.isascii() and arg.isdigit() and int(arg) >= 8):
       problems.append(f"data.source {source!r}: the digits size must be an integer >= 8 "

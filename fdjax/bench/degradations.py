@@ -214,7 +214,9 @@ def time_reference(fn: Reference, images: np.ndarray, levels: list[float],
 
 
 # ---------------------------------------------------------------- benchmark
-def _parse(argv: list[str] | None) -> argparse.Namespace:
+def _parse(argv: list[str] | None, references) -> argparse.Namespace:
+  """The flags; ``references``: the names that have a reference pipeline (``--names``
+  must be among them)."""
   p = host.parser("degradations", __doc__)
   p.add_argument("--batch", type=int, default=1024, help="images per fdjax call")
   p.add_argument("--repeats", type=int, default=5, help="timed repeats; the median is reported")
@@ -227,7 +229,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
   args = p.parse_args(argv)
   host.at_least_one(p, args, "batch", "repeats")
   # a typo fails here, before any image loads (each name needs a reference pipeline)
-  args.names = host.names_in(p, "--names", args.names, sorted(reference_functions()[0]))
+  args.names = host.names_in(p, "--names", args.names, sorted(references))
   if args.source not in ("auto", "synthetic") and not args.source.startswith("folder:"):
     p.error(f"--source {args.source!r}: use auto, synthetic or folder:PATH")
   return args
@@ -245,9 +247,9 @@ def print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
   """Runs the benchmark and prints a table; returns ``{name: {fdjax, reference, ratio}}``."""
-  args = _parse(argv)
-  names = args.names
   references, origin = reference_functions()
+  args = _parse(argv, references)
+  names = args.names
   images, described = load_images(args.source, args.batch, args.seed)
   device = jax.devices()[0]
   cpus = host.cpus()

@@ -185,10 +185,7 @@ def source(path_arg: str, *, cache_dir: str | None = None) -> RawSource:
   ``folder:../shared/...``: ``fdjax.data.paths``)."""
   path = paths.find(path_arg)
   if not path.exists():
-    looked = " nor ".join(str(p) for p in paths.candidates(path_arg))
-    raise MissingDataError(f"folder source {path_arg!r}: neither {looked} exists"
-                           if len(paths.candidates(path_arg)) > 1 else
-                           f"folder source {path_arg!r}: {path} does not exist")
+    raise MissingDataError(f"folder source {path_arg!r}: {paths.not_found(path_arg)}")
   root = archive.cache_root(cache_dir)
   if path.is_file():
     if not archive.is_archive(path):

@@ -44,6 +44,14 @@ def find(path: str | Path, *, cwd_first: bool = True) -> Path:
   return next((p for p in places if p.exists()), places[0])
 
 
+def not_found(path: str | Path, *, cwd_first: bool = True) -> str:
+  """What to say of a ``path`` that ``find`` found nowhere: ``'neither A nor B exists'``
+  naming every candidate, or ``'A does not exist'`` for one."""
+  places = [str(p) for p in candidates(path, cwd_first=cwd_first)]
+  return (f"neither {' nor '.join(places)} exists" if len(places) > 1
+          else f"{places[0]} does not exist")
+
+
 def resolve(path: str | Path, *, cwd_first: bool = True) -> Path:
   """``find(path)`` made absolute, links followed."""
   return find(path, cwd_first=cwd_first).resolve()
